@@ -1,0 +1,63 @@
+"""The event bus seam: what producers and consumers of events need, whatever carries them.
+
+Two implementations sit behind these protocols: the embedded SQLite log
+(:mod:`inferwatch.collectors.sqlite_bus`) and Kafka (the distributed path). Code above the bus
+only sees :class:`EventProducer`, :class:`EventConsumer` and :class:`DeadLetterSink`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+EVENTS_TOPIC = "inferwatch.events"
+DEAD_LETTER_TOPIC = "inferwatch.events.dlq"
+
+
+class BusUnavailable(RuntimeError):
+    """The bus cannot take or give records right now (down, locked, unreachable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BusRecord:
+    """One record read from the bus; ``offset`` is its position within ``partition``."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes
+
+
+class EventProducer(Protocol):
+    """Appends encoded events to a topic, keyed (by principal) for partition locality."""
+
+    def send(self, value: bytes, key: str | None = None) -> None:
+        """Queue one record; may raise :class:`BusUnavailable`."""
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until queued records are durable or ``timeout`` passes."""
+
+    def close(self) -> None:
+        """Flush and release resources."""
+
+
+class EventConsumer(Protocol):
+    """Reads records in order and commits how far a consumer group has processed."""
+
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> Sequence[BusRecord]:
+        """Return up to ``max_records`` after the group's position; ``[]`` after ``timeout``."""
+
+    def commit(self, positions: Mapping[int, int]) -> None:
+        """Record, per partition, the offset of the next record to read."""
+
+    def close(self) -> None:
+        """Release resources without committing."""
+
+
+class DeadLetterSink(Protocol):
+    """Keeps records that failed validation, with the reason, for a person to inspect."""
+
+    def dead_letter(self, record: BusRecord, reason: str) -> None:
+        """Store ``record`` with ``reason``; must not raise for a bad record."""

@@ -1,0 +1,170 @@
+"""The event contract ``inferwatch.event/1`` and its JSON codec.
+
+One :class:`InferenceEvent` describes one inference call. Fields follow the table in
+``docs/events.md``; unknown fields are kept (``extra="allow"``) so that a newer agent's
+additions survive a trip through an older detector. Decoding is pydantic-core's Rust JSON
+parser; anything that does not decode raises :class:`MalformedEvent` with a reason a person
+can act on, and never anything else.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA: Final = "inferwatch.event/1"
+SCHEMA_MAJOR: Final = 1
+MAX_EVENT_BYTES: Final = 1 << 20  # 1 MiB: far above a redacted chat turn, far below a memory problem
+
+Scalar = str | int | float | bool | None
+_SCHEMA_RE = re.compile(r"^inferwatch\.event/(\d+)(?:\.\d+)?$")
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_HEX16 = re.compile(r"^[0-9a-f]{16}$")
+
+
+class MalformedEvent(ValueError):
+    """An event that cannot be accepted; ``reason`` says what is wrong and where."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    features: dict[str, Scalar] | None = None
+    text: str | None = None
+    chars: Annotated[int, Field(ge=0)] | None = None
+    tokens: Annotated[int, Field(ge=0)] | None = None
+
+
+class EventInput(_Part):
+    """What went into the model: tabular ``features`` or (redacted) ``text``, and its size."""
+
+
+class EventOutput(_Part):
+    """What came out: a ``label`` and ``score`` for classifiers, ``text`` for generators."""
+
+    label: str | int | float | bool | None = None
+    score: float | None = None
+    finish_reason: str | None = None
+
+
+class AgentInfo(BaseModel):
+    """The agent instance that captured the event; gaps in ``seq`` reveal lost events."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    seq: Annotated[int, Field(ge=0)]
+    version: str | None = None
+
+
+class InferenceEvent(BaseModel):
+    """One inference call, as the agent saw it (schema ``inferwatch.event/1``).
+
+    >>> ev = InferenceEvent(id="e1", time="2026-01-01T00:00:00Z", service="svc", model="m")
+    >>> decode_event(encode_event(ev)).model == "m"
+    True
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    schema_: str = Field(default=SCHEMA, alias="schema")
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    time: datetime
+    duration_ms: Annotated[float, Field(ge=0)] = 0.0
+    service: str = "unknown"
+    model: str | None = None
+    model_version: str | None = None
+    operation: str | None = None
+    endpoint: str | None = None
+    principal: str | None = None
+    client_ip: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    status: int | None = None
+    error: str | None = None
+    input: EventInput = Field(default_factory=EventInput)
+    output: EventOutput = Field(default_factory=EventOutput)
+    attributes: dict[str, Scalar] = Field(default_factory=dict)
+    agent: AgentInfo | None = None
+
+    @field_validator("schema_")
+    @classmethod
+    def _known_major(cls, value: str) -> str:
+        match = _SCHEMA_RE.match(value)
+        if match is None:
+            raise ValueError(f"schema must look like 'inferwatch.event/1', got {value!r}")
+        if int(match.group(1)) != SCHEMA_MAJOR:
+            raise ValueError(
+                f"schema {value!r} is a major version this reader does not know "
+                f"(it reads {SCHEMA}); upgrade inferwatch on the detector side"
+            )
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("time must carry a UTC offset (RFC 3339, e.g. 2026-01-01T00:00:00Z)")
+        return value.astimezone(UTC)
+
+    @field_validator("trace_id")
+    @classmethod
+    def _trace_hex(cls, value: str | None) -> str | None:
+        if value is not None and not _HEX32.match(value):
+            raise ValueError("trace_id must be 32 lowercase hex digits (an OpenTelemetry trace id)")
+        return value
+
+    @field_validator("span_id")
+    @classmethod
+    def _span_hex(cls, value: str | None) -> str | None:
+        if value is not None and not _HEX16.match(value):
+            raise ValueError("span_id must be 16 lowercase hex digits (an OpenTelemetry span id)")
+        return value
+
+    @property
+    def ts(self) -> float:
+        """Event time as Unix seconds, the clock every detector runs on."""
+        return self.time.timestamp()
+
+    @property
+    def extra_fields(self) -> dict[str, Any]:
+        """Fields this reader does not know, kept as they came."""
+        return dict(self.model_extra or {})
+
+
+def encode_event(event: InferenceEvent) -> bytes:
+    """Serialise an event to compact JSON bytes (the bus and file format)."""
+    return event.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+def event_to_dict(event: InferenceEvent) -> dict[str, Any]:
+    """The event as a JSON-ready dict, as :func:`encode_event` would write it."""
+    return event.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def decode_event(data: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> InferenceEvent:
+    """Parse and validate one event; raise :class:`MalformedEvent` naming the problem."""
+    if len(data) > max_bytes:
+        raise MalformedEvent(f"event is {len(data)} bytes, over the {max_bytes}-byte limit")
+    try:
+        return InferenceEvent.model_validate_json(data)
+    except ValidationError as exc:
+        raise MalformedEvent(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "(document)"
+        parts.append(f"{where}: {err['msg']}")
+    more = exc.error_count() - len(parts)
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)

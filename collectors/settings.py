@@ -1,0 +1,182 @@
+"""Settings for every inferwatch component, validated once at start-up.
+
+Sources, highest priority first: explicit overrides (CLI flags), environment variables
+(``INFERWATCH_…``, nested with ``__``, e.g. ``INFERWATCH_AGENT__CAPTURE=full``), a YAML file
+(``--config`` or ``INFERWATCH_CONFIG``), then defaults. Invalid values raise
+:class:`SettingsError` whose message names the variable to fix.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "INFERWATCH_"
+DEFAULT_HOME = Path(".inferwatch")
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names each variable and what is wrong."""
+
+
+class CaptureMode(StrEnum):
+    """How much prompt and completion text the agent keeps (see docs/privacy.md)."""
+
+    NONE = "none"
+    REDACTED = "redacted"
+    FULL = "full"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentSettings(_Section):
+    """The in-process agent beside the model server."""
+
+    service: str = "unknown"
+    model: str | None = None
+    model_version: str | None = None
+    capture: CaptureMode = CaptureMode.REDACTED
+    principal_header: str = "x-api-key"
+    hmac_key: SecretStr = SecretStr("inferwatch-default-pseudonym-key")
+    queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 256
+    flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.2
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1 << 20
+    truncate_client_ip: bool = True
+
+
+class BusSettings(_Section):
+    """Where events travel: the embedded SQLite log, or Kafka."""
+
+    kind: Literal["sqlite", "kafka"] = "sqlite"
+    path: Path = DEFAULT_HOME / "bus.db"
+    topic: str = "inferwatch.events"
+
+
+class StoreSettings(_Section):
+    """Where incidents and searchable events are kept: SQLite, or Elasticsearch."""
+
+    kind: Literal["sqlite", "elasticsearch"] = "sqlite"
+    path: Path = DEFAULT_HOME / "store.db"
+
+
+class DetectSettings(_Section):
+    """The detector service: windows, grouping, and per-detector options."""
+
+    group: str = "inferwatch-detectors"
+    window_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    idle_close_s: Annotated[float, Field(gt=0)] = 5.0
+    incident_bucket_s: Annotated[float, Field(gt=0)] = 3600.0
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 500
+    enabled: list[str] | None = None
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class Settings(BaseSettings):
+    """All of inferwatch's settings. Build them with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    detect: DetectSettings = Field(default_factory=DetectSettings)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_path
+        if config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+
+_config_path: Path | None = None
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from overrides, the environment and an optional YAML file.
+
+    ``overrides`` are nested dicts as the CLI produces them, e.g.
+    ``load_settings(bus={"path": "x.db"})``; they merge into (not replace) the other sources.
+    """
+    global _config_path
+    path = Path(config) if config else _env_config()
+    if path is not None:
+        _check_yaml(path)
+    _config_path = path
+    try:
+        base = Settings()
+        if not overrides:
+            return base
+        merged = _deep_merge(base.model_dump(), overrides)
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, path)) from None
+    finally:
+        _config_path = None
+
+
+def _env_config() -> Path | None:
+    value = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    return Path(value) if value else None
+
+
+def _check_yaml(path: Path) -> None:
+    if not path.is_file():
+        raise SettingsError(f"config file {path} does not exist (from --config or INFERWATCH_CONFIG)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is not None and not isinstance(data, dict):
+        raise SettingsError(f"config file {path} must hold a mapping at the top level")
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    lines = ["invalid settings:"]
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        env = ENV_PREFIX + "__".join(p.upper() for p in loc)
+        dotted = ".".join(loc)
+        where = f"{env} (or '{dotted}' in {path})" if path else env
+        value = err.get("input")
+        shown = "" if "secret" in dotted or "key" in dotted else f" (got {value!r})"
+        lines.append(f"  {where}: {err['msg']}{shown}")
+    return "\n".join(lines)

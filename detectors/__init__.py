@@ -1,0 +1,1 @@
+"""The detector service: detectors, incidents, stores and the service loop."""
