@@ -1,0 +1,212 @@
+"""Incidents: findings grouped under a deterministic fingerprint, with a lifecycle.
+
+The same problem seen again updates the open incident (count, last seen, evidence) instead of
+filing a second one; a resolved incident that recurs within its fingerprint's time bucket is
+reopened. Fingerprints and ids derive only from the finding (detector, subject, model, event-time
+bucket), so a replay of the same events yields the same incidents, and an event redelivered
+after a crash updates, never duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from inferwatch.detectors.base import MAX_SAMPLE_IDS, SEVERITY_ORDER, Finding, Kind, Severity
+from inferwatch.detectors.store import IncidentStore
+
+Status = Literal["open", "acknowledged", "resolved"]
+ACTIVE: tuple[Status, ...] = ("open", "acknowledged")
+SYSTEM_ACTOR = "inferwatch"
+_MAX_DIGESTS = 256
+
+
+class IncidentError(ValueError):
+    """A lifecycle request that cannot be carried out (unknown id, wrong state)."""
+
+
+class HistoryEntry(BaseModel):
+    """One change in an incident's life: who did what, when, and why."""
+
+    at: datetime
+    actor: str
+    action: Literal["opened", "acknowledged", "resolved", "reopened", "escalated"]
+    note: str | None = None
+
+
+class Incident(BaseModel):
+    """A problem a person should look at, with its evidence and its history."""
+
+    id: str
+    fingerprint: str
+    detector: str
+    kind: Kind
+    severity: Severity
+    score: float
+    status: Status = "open"
+    title: str
+    summary: str
+    service: str | None = None
+    model: str | None = None
+    subject: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    event_ids: list[str] = Field(default_factory=list)
+    trace_ids: list[str] = Field(default_factory=list)
+    first_seen: datetime
+    last_seen: datetime
+    count: int = 1
+    history: list[HistoryEntry] = Field(default_factory=list)
+    finding_digests: list[str] = Field(default_factory=list, exclude=False, repr=False)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The incident as JSON-ready data for people and receivers (no bookkeeping fields)."""
+        return self.model_dump(mode="json", exclude={"finding_digests"})
+
+
+def fingerprint(detector: str, subject: str, model: str | None, bucket: int) -> str:
+    """Deterministic identity of "this problem, about this subject, in this time bucket"."""
+    raw = "\x1f".join((detector, subject, model or "", str(bucket)))
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def finding_digest(finding: Finding) -> str:
+    """Identity of one finding, so a redelivered event does not count twice."""
+    raw = "\x1f".join(
+        (finding.detector, finding.subject, finding.time.isoformat(), ",".join(finding.event_ids))
+    )
+    return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+
+
+class IncidentManager:
+    """Turns findings into stored incidents and carries out lifecycle changes.
+
+    ``bucket_s`` is how long a problem may go unseen before a recurrence counts as a new
+    incident (default one hour).
+    """
+
+    def __init__(self, store: IncidentStore, *, bucket_s: float = 3600.0) -> None:
+        self.store = store
+        self.bucket_s = bucket_s
+
+    def apply(self, findings: Iterable[Finding]) -> list[Incident]:
+        """File or update incidents for ``findings``; store and return the changed ones."""
+        changed: dict[str, Incident] = {}
+        for finding in findings:
+            incident = self._absorb(finding, changed)
+            if incident is not None:
+                changed[incident.id] = incident
+        if changed:
+            self.store.upsert(list(changed.values()))
+        return list(changed.values())
+
+    def _absorb(self, finding: Finding, pending: dict[str, Incident]) -> Incident | None:
+        active = self._active_for(finding, pending)
+        if active is not None and _seconds(finding.time - active.last_seen) <= self.bucket_s:
+            return _merge(active, finding)
+        bucket = math.floor(finding.time.timestamp() / self.bucket_s)
+        fp = fingerprint(finding.detector, finding.subject, finding.model, bucket)
+        existing = pending.get(fp[:16]) or self.store.get(fp[:16])
+        if existing is None:
+            return _new_incident(fp, finding)
+        if existing.status == "resolved":
+            existing = existing.model_copy(deep=True)
+            existing.status = "open"
+            existing.history.append(HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="reopened"))
+        return _merge(existing, finding)
+
+    def _active_for(self, finding: Finding, pending: dict[str, Incident]) -> Incident | None:
+        for incident in reversed(pending.values()):
+            if (incident.detector, incident.subject, incident.model) == (
+                finding.detector,
+                finding.subject,
+                finding.model,
+            ) and incident.status in ACTIVE:
+                return incident
+        return self.store.find_active(finding.detector, finding.subject, finding.model)
+
+    def acknowledge(self, incident_id: str, actor: str, note: str | None = None) -> Incident:
+        """Mark an open incident as being handled by ``actor``."""
+        return self._transition(incident_id, "acknowledged", actor, note, allowed=("open",))
+
+    def resolve(self, incident_id: str, actor: str, note: str | None = None) -> Incident:
+        """Close an incident; it reopens if the same problem recurs within its bucket."""
+        return self._transition(incident_id, "resolved", actor, note, allowed=ACTIVE)
+
+    def _transition(
+        self, incident_id: str, status: Status, actor: str, note: str | None, allowed: Sequence[Status]
+    ) -> Incident:
+        incident = self.store.get(incident_id)
+        if incident is None:
+            raise IncidentError(f"no incident with id {incident_id!r} (see `inferwatch incidents list`)")
+        if incident.status not in allowed:
+            raise IncidentError(f"incident {incident_id} is {incident.status}; cannot mark it {status}")
+        incident = incident.model_copy(deep=True)
+        incident.status = status
+        action: Literal["acknowledged", "resolved"] = "acknowledged" if status == "acknowledged" else "resolved"
+        incident.history.append(HistoryEntry(at=datetime.now(UTC), actor=actor, action=action, note=note))
+        self.store.upsert([incident])
+        return incident
+
+
+def _seconds(delta: Any) -> float:
+    return float(delta.total_seconds())
+
+
+def _new_incident(fp: str, finding: Finding) -> Incident:
+    return Incident(
+        id=fp[:16],
+        fingerprint=fp,
+        detector=finding.detector,
+        kind=finding.kind,
+        severity=finding.severity,
+        score=finding.score,
+        title=finding.title,
+        summary=finding.summary,
+        service=finding.service,
+        model=finding.model,
+        subject=finding.subject,
+        evidence=dict(finding.evidence),
+        event_ids=finding.event_ids[:MAX_SAMPLE_IDS],
+        trace_ids=finding.trace_ids[:MAX_SAMPLE_IDS],
+        first_seen=finding.time,
+        last_seen=finding.time,
+        history=[HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="opened")],
+        finding_digests=[finding_digest(finding)],
+    )
+
+
+def _merge(incident: Incident, finding: Finding) -> Incident | None:
+    digest = finding_digest(finding)
+    if digest in incident.finding_digests:
+        return None  # the same finding again (a redelivered event): nothing new
+    out = incident.model_copy(deep=True)
+    out.count += 1
+    out.first_seen = min(out.first_seen, finding.time)
+    out.last_seen = max(out.last_seen, finding.time)
+    out.finding_digests = [*out.finding_digests, digest][-_MAX_DIGESTS:]
+    out.event_ids = _extend_unique(out.event_ids, finding.event_ids)
+    out.trace_ids = _extend_unique(out.trace_ids, finding.trace_ids)
+    out.score = max(out.score, finding.score)
+    if SEVERITY_ORDER[finding.severity] > SEVERITY_ORDER[out.severity]:
+        out.severity = finding.severity
+        out.history.append(
+            HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="escalated", note=finding.severity)
+        )
+    if finding.time >= incident.last_seen:
+        out.title, out.summary, out.evidence = finding.title, finding.summary, dict(finding.evidence)
+    return out
+
+
+def _extend_unique(current: list[str], new: Iterable[str]) -> list[str]:
+    out = list(current)
+    for item in new:
+        if len(out) >= MAX_SAMPLE_IDS:
+            break
+        if item not in out:
+            out.append(item)
+    return out

@@ -1,0 +1,129 @@
+"""The detector service: consume, detect, store, and only then commit (at-least-once).
+
+A malformed record goes to the dead-letter sink with its reason and is counted; it never stops
+the service. When the store refuses a write, the same findings are retried with backoff and no
+offset is committed past them, so a crash at any point loses no incident, and the fingerprints
+make a redelivered event an update rather than a second incident.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from inferwatch.collectors.bus import BusRecord, DeadLetterSink, EventConsumer
+from inferwatch.collectors.event import InferenceEvent, MalformedEvent, decode_event
+from inferwatch.detectors.pipeline import Batch, Pipeline
+from inferwatch.detectors.store import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceStats:
+    """What the service has done since it started."""
+
+    records: int = 0
+    malformed: int = 0
+    incidents_written: int = 0
+    store_retries: int = 0
+    commits: int = 0
+
+
+class DetectorService:
+    """Drives a :class:`Pipeline` from a bus consumer."""
+
+    def __init__(
+        self,
+        consumer: EventConsumer,
+        dead_letters: DeadLetterSink,
+        pipeline: Pipeline,
+        *,
+        batch_size: int = 500,
+        idle_close_s: float = 5.0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.consumer = consumer
+        self.dead_letters = dead_letters
+        self.pipeline = pipeline
+        self.batch_size = batch_size
+        self.idle_close_s = idle_close_s
+        self.wall_clock = wall_clock
+        self.stats = ServiceStats()
+        self._stop = threading.Event()
+        self._last_record_at = wall_clock()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the batch in hand is stored and committed."""
+        self._stop.set()
+
+    def run(self, *, max_idle_s: float | None = None, poll_timeout: float = 0.5) -> ServiceStats:
+        """Process until :meth:`stop` (or ``max_idle_s`` without records, for batch runs)."""
+        while not self._stop.is_set():
+            handled = self.run_once(poll_timeout)
+            idle = self.wall_clock() - self._last_record_at
+            if not handled and max_idle_s is not None and idle >= max_idle_s:
+                break
+        return self.stats
+
+    def run_once(self, poll_timeout: float = 0.5) -> int:
+        """One poll → detect → store → commit cycle; return how many records it handled."""
+        records = self.consumer.poll(self.batch_size, poll_timeout)
+        if not records:
+            self._maybe_close_idle_window()
+            return 0
+        self._last_record_at = self.wall_clock()
+        events = self._decode(records)
+        self._store(self.pipeline.detect(events))
+        self.consumer.commit(_next_positions(records))
+        self.stats.records += len(records)
+        self.stats.commits += 1
+        return len(records)
+
+    def _decode(self, records: Sequence[BusRecord]) -> list[InferenceEvent]:
+        events: list[InferenceEvent] = []
+        for record in records:
+            try:
+                events.append(decode_event(record.value))
+            except MalformedEvent as exc:
+                self.stats.malformed += 1
+                log.warning(
+                    "malformed event dead-lettered topic=%s partition=%d offset=%d reason=%r",
+                    record.topic, record.partition, record.offset, exc.reason,
+                )
+                self.dead_letters.dead_letter(record, exc.reason)
+        return events
+
+    def _store(self, batch: Batch) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self.stats.incidents_written += len(self.pipeline.store(batch))
+                return
+            except StoreUnavailable as exc:
+                self.stats.store_retries += 1
+                log.warning("store unavailable, retrying in %.1fs without committing: %s", delay, exc)
+                if self._stop.wait(delay):
+                    raise  # stopping: leave the batch uncommitted; it is redelivered on restart
+                delay = min(delay * 2, 30.0)
+
+    def _maybe_close_idle_window(self) -> None:
+        # Live traffic that stops must still have its last window judged; event time cannot
+        # advance without events, so a quiet spell on the wall clock closes the open window.
+        open_end = self.pipeline.clock.open_end
+        now = self.wall_clock()
+        if open_end is None or now - self._last_record_at < self.idle_close_s:
+            return
+        if now < open_end:
+            return
+        self._store(self.pipeline.close_open_window())
+
+
+def _next_positions(records: Sequence[BusRecord]) -> dict[int, int]:
+    positions: dict[int, int] = {}
+    for record in records:
+        positions[record.partition] = max(positions.get(record.partition, 0), record.offset + 1)
+    return positions

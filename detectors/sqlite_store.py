@@ -1,0 +1,210 @@
+"""The embedded store: incidents and events in one SQLite file, with FTS5 text search."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from inferwatch.collectors.event import InferenceEvent, decode_event, encode_event
+from inferwatch.collectors.sqlite_bus import connect
+from inferwatch.detectors.base import SEVERITY_ORDER
+from inferwatch.detectors.incidents import ACTIVE, Incident
+from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY,
+    detector TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity_rank INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    service TEXT,
+    model TEXT,
+    subject TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_active ON incidents(detector, subject, status);
+CREATE INDEX IF NOT EXISTS incidents_last_seen ON incidents(last_seen);
+CREATE VIRTUAL TABLE IF NOT EXISTS incidents_fts USING fts5(id UNINDEXED, body);
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    principal TEXT,
+    model TEXT,
+    service TEXT,
+    trace_id TEXT,
+    doc BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE INDEX IF NOT EXISTS events_principal ON events(principal, ts);
+CREATE INDEX IF NOT EXISTS events_trace ON events(trace_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(id UNINDEXED, body);
+"""
+
+
+class SQLiteStore:
+    """Incidents and events in a SQLite file (``":memory:"`` for a throw-away store)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = path
+        try:
+            self._conn = connect(path)
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open the incident store at {path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the database."""
+        self._conn.close()
+
+    # -- incidents ---------------------------------------------------------------------------
+
+    def upsert(self, incidents: Sequence[Incident]) -> None:
+        """Insert or replace incidents by id, in one transaction."""
+        rows = [_incident_row(i) for i in incidents]
+        with self._write():
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO incidents VALUES (?,?,?,?,?,?,?,?,?,?,?)", [r[0] for r in rows]
+            )
+            self._conn.executemany("DELETE FROM incidents_fts WHERE id = ?", [(i.id,) for i in incidents])
+            self._conn.executemany("INSERT INTO incidents_fts VALUES (?, ?)", [r[1] for r in rows])
+
+    def get(self, incident_id: str) -> Incident | None:
+        """One incident by id (a unique prefix of at least 6 characters also works)."""
+        row = self._conn.execute("SELECT doc FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        if row is None and len(incident_id) >= 6:
+            rows = self._conn.execute(
+                "SELECT doc FROM incidents WHERE id LIKE ? LIMIT 2", (incident_id + "%",)
+            ).fetchall()
+            row = rows[0] if len(rows) == 1 else None
+        return Incident.model_validate_json(row[0]) if row else None
+
+    def find_active(self, detector: str, subject: str, model: str | None) -> Incident | None:
+        """The newest open or acknowledged incident for this detector, subject and model."""
+        row = self._conn.execute(
+            "SELECT doc FROM incidents WHERE detector = ? AND subject = ? AND model IS ? "
+            "AND status IN (?, ?) ORDER BY last_seen DESC LIMIT 1",
+            (detector, subject, model, *ACTIVE),
+        ).fetchone()
+        return Incident.model_validate_json(row[0]) if row else None
+
+    def list_incidents(self, query: IncidentQuery) -> list[Incident]:
+        """Incidents matching ``query``, newest ``last_seen`` first."""
+        where, args = _incident_filters(query)
+        sql = "SELECT doc FROM incidents"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY last_seen DESC, id LIMIT ?"
+        rows = self._conn.execute(sql, [*args, query.limit]).fetchall()
+        return [Incident.model_validate_json(r[0]) for r in rows]
+
+    # -- events ------------------------------------------------------------------------------
+
+    def add_events(self, events: Sequence[InferenceEvent]) -> None:
+        """Store events; one already stored (same id) is left as it is."""
+        with self._write():
+            for event in events:
+                cur = self._conn.execute(
+                    "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?)",
+                    (event.id, event.ts, event.principal, event.model, event.service, event.trace_id,
+                     encode_event(event)),
+                )
+                body = _event_text(event)
+                if cur.rowcount and body:
+                    self._conn.execute("INSERT INTO events_fts VALUES (?, ?)", (event.id, body))
+
+    def search_events(self, query: EventQuery) -> list[InferenceEvent]:
+        """Events matching ``query``, newest first."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("principal", query.principal), ("model", query.model),
+                              ("service", query.service), ("trace_id", query.trace_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if query.since is not None:
+            where.append("ts >= ?")
+            args.append(query.since.timestamp())
+        if query.until is not None:
+            where.append("ts < ?")
+            args.append(query.until.timestamp())
+        if query.text:
+            where.append("id IN (SELECT id FROM events_fts WHERE events_fts MATCH ?)")
+            args.append(fts_phrase(query.text))
+        sql = "SELECT doc FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
+        rows = self._conn.execute(sql, [*args, query.limit]).fetchall()
+        return [decode_event(bytes(r[0])) for r in rows]
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self._conn, self.path)
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection, path: Path | str) -> None:
+        self._conn = conn
+        self._path = path
+
+    def __enter__(self) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"incident store {self._path} is not writable: {exc}") from exc
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            try:
+                self._conn.execute("COMMIT")
+                return
+            except sqlite3.Error as err:
+                self._conn.execute("ROLLBACK")
+                raise StoreUnavailable(f"incident store {self._path} refused the write: {err}") from err
+        self._conn.execute("ROLLBACK")
+
+
+def fts_phrase(text: str) -> str:
+    """Quote user text as FTS5 phrases (one per word, all required) so punctuation is literal."""
+    words = [w.replace('"', '""') for w in text.split()]
+    return " ".join(f'"{w}"' for w in words)
+
+
+def _incident_row(i: Incident) -> tuple[tuple[Any, ...], tuple[str, str]]:
+    doc = i.model_dump_json()
+    row = (i.id, i.detector, i.kind, SEVERITY_ORDER[i.severity], i.status, i.service, i.model, i.subject,
+           i.first_seen.timestamp(), i.last_seen.timestamp(), doc)
+    body = " ".join(filter(None, (i.title, i.summary, i.subject, i.detector, i.model, i.service)))
+    return row, (i.id, body)
+
+
+def _incident_filters(q: IncidentQuery) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    if q.status:
+        where.append(f"status IN ({','.join('?' * len(q.status))})")
+        args.extend(q.status)
+    if q.min_severity is not None:
+        where.append("severity_rank >= ?")
+        args.append(SEVERITY_ORDER[q.min_severity])
+    for column, value in (("kind", q.kind), ("detector", q.detector), ("service", q.service),
+                          ("model", q.model), ("subject", q.subject)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if q.since is not None:
+        where.append("last_seen >= ?")
+        args.append(q.since.timestamp())
+    if q.text:
+        where.append("id IN (SELECT id FROM incidents_fts WHERE incidents_fts MATCH ?)")
+        args.append(fts_phrase(q.text))
+    return where, args
+
+
+def _event_text(event: InferenceEvent) -> str:
+    parts = [event.input.text, event.output.text]
+    return "\n".join(p for p in parts if p)

@@ -1,0 +1,78 @@
+"""The store seam: where incidents and searchable events live.
+
+Two implementations sit behind these protocols: SQLite (embedded, with FTS5 text search) and
+Elasticsearch (distributed). Queries are plain dataclasses so that every ``inferwatch incidents``
+and ``inferwatch events`` command asks both stores the same question.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from inferwatch.collectors.event import InferenceEvent
+
+if TYPE_CHECKING:
+    from inferwatch.detectors.incidents import Incident
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be reached or refused a write; nothing was committed past it."""
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentQuery:
+    """Filters for listing incidents; ``None`` means "any". Newest ``last_seen`` first."""
+
+    status: Sequence[str] | None = None
+    min_severity: str | None = None
+    kind: str | None = None
+    detector: str | None = None
+    service: str | None = None
+    model: str | None = None
+    subject: str | None = None
+    since: datetime | None = None
+    text: str | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """Filters for searching stored events; newest first. ``text`` is a full-text match."""
+
+    principal: str | None = None
+    model: str | None = None
+    service: str | None = None
+    trace_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    text: str | None = None
+    limit: int = 100
+
+
+class IncidentStore(Protocol):
+    """Keeps incidents; ``upsert`` by id makes a second write an update."""
+
+    def upsert(self, incidents: Sequence[Incident]) -> None:
+        """Insert or replace these incidents (by id); raise :class:`StoreUnavailable` on failure."""
+
+    def get(self, incident_id: str) -> Incident | None:
+        """One incident by id, or ``None``."""
+
+    def find_active(self, detector: str, subject: str, model: str | None) -> Incident | None:
+        """The open or acknowledged incident for this detector, subject and model, if any."""
+
+    def list_incidents(self, query: IncidentQuery) -> list[Incident]:
+        """Incidents matching ``query``, newest ``last_seen`` first."""
+
+
+class EventStore(Protocol):
+    """Keeps events for investigation; adding an event twice keeps one copy."""
+
+    def add_events(self, events: Sequence[InferenceEvent]) -> None:
+        """Store events (idempotent by event id); raise :class:`StoreUnavailable` on failure."""
+
+    def search_events(self, query: EventQuery) -> list[InferenceEvent]:
+        """Events matching ``query``, newest first."""

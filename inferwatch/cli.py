@@ -1,0 +1,165 @@
+"""The ``inferwatch`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from inferwatch import __version__
+from inferwatch.collectors.bus import BusUnavailable
+from inferwatch.collectors.settings import Settings, SettingsError, load_settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(value: str) -> datetime:
+    """An RFC 3339 time (``2026-01-01T10:00:00Z``) or an age like ``30m``, ``2h``, ``7d``."""
+    match = _RELATIVE.match(value.strip())
+    if match:
+        return datetime.now(UTC) - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a time: use RFC 3339 (2026-01-01T10:00:00Z) or an age (30m, 2h, 7d)"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML settings file (also INFERWATCH_CONFIG)")
+    parser.add_argument("--bus", metavar="PATH", help="embedded bus file (INFERWATCH_BUS__PATH)")
+    parser.add_argument("--store", metavar="PATH", help="incident store file (INFERWATCH_STORE__PATH)")
+    parser.add_argument("--json", action="store_true", help="print JSON, one object per line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (``--help`` at every level)."""
+    from inferwatch import commands
+
+    parser = argparse.ArgumentParser(
+        prog="inferwatch",
+        description="Incident logging and anomaly monitoring for AI inference services.",
+    )
+    parser.add_argument("--version", action="version", version=f"inferwatch {__version__}")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run a model server with the agent, drive traffic, show incidents")
+    _common(p)
+    p.add_argument("--home", metavar="DIR", help="where the demo keeps its bus and store (default .inferwatch)")
+    p.set_defaults(handler=commands.demo)
+
+    p = sub.add_parser("detect", help="run the detector service on the configured bus and store")
+    _common(p)
+    p.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
+                   help="stop after this long without new events (for batch runs)")
+    p.set_defaults(handler=commands.detect)
+
+    p = sub.add_parser("replay", help="run the detectors over a JSONL file of events, by event time")
+    _common(p)
+    p.add_argument("file", type=Path, help="events, one JSON object per line")
+    p.add_argument("--window", type=float, metavar="SECONDS", help="window length (detect.window_s)")
+    p.set_defaults(handler=commands.replay)
+
+    _incidents_parser(sub, commands)
+    _events_parser(sub, commands)
+    return parser
+
+
+def _incidents_parser(sub: Any, commands: Any) -> None:
+    p = sub.add_parser("incidents", help="list, show, acknowledge and resolve incidents")
+    isub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = isub.add_parser("list", help="incidents, newest first")
+    _common(q)
+    q.add_argument("--status", action="append", choices=["open", "acknowledged", "resolved"])
+    q.add_argument("--severity", choices=["info", "low", "medium", "high", "critical"],
+                   help="this severity or higher")
+    q.add_argument("--kind", choices=["drift", "abuse", "operational", "integrity"])
+    for flag in ("--detector", "--service", "--model", "--subject", "--text"):
+        q.add_argument(flag)
+    q.add_argument("--since", type=parse_time, help="last seen since (RFC 3339 or 30m/2h/7d)")
+    q.add_argument("--limit", type=int, default=100)
+    q.set_defaults(handler=commands.incidents_list)
+    q = isub.add_parser("show", help="one incident with its evidence and history")
+    _common(q)
+    q.add_argument("id")
+    q.set_defaults(handler=commands.incidents_show)
+    for action, help_text in (("ack", "acknowledge: you are on it"), ("resolve", "resolve: it is over")):
+        q = isub.add_parser(action, help=help_text)
+        _common(q)
+        q.add_argument("id")
+        q.add_argument("--actor", default=None, help="who (default: $USER)")
+        q.add_argument("--note", default=None)
+        q.set_defaults(handler=commands.incidents_transition, transition=action)
+
+
+def _events_parser(sub: Any, commands: Any) -> None:
+    p = sub.add_parser("events", help="search stored events")
+    esub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = esub.add_parser("search", help="events by principal, model, trace id, text and time")
+    _common(q)
+    for flag in ("--principal", "--model", "--service", "--trace-id", "--text"):
+        q.add_argument(flag)
+    q.add_argument("--since", type=parse_time)
+    q.add_argument("--until", type=parse_time)
+    q.add_argument("--limit", type=int, default=50)
+    q.set_defaults(handler=commands.events_search)
+    q = esub.add_parser("dead-letters", help="events the detector rejected, with the reasons")
+    _common(q)
+    q.add_argument("--limit", type=int, default=20)
+    q.set_defaults(handler=commands.dead_letters)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the YAML file, the environment and the flags given."""
+    overrides: dict[str, Any] = {}
+    if getattr(args, "bus", None):
+        overrides["bus"] = {"path": args.bus}
+    if getattr(args, "store", None):
+        overrides["store"] = {"path": args.store}
+    if getattr(args, "window", None):
+        overrides["detect"] = {"window_s": args.window}
+    if args.log_level:
+        overrides["log_level"] = args.log_level
+    return load_settings(getattr(args, "config", None), **overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``inferwatch`` console script."""
+    from inferwatch.detectors.incidents import IncidentError
+    from inferwatch.detectors.registry import DetectorConfigError
+    from inferwatch.detectors.store import StoreUnavailable
+
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `inferwatch ... | head` ends quietly
+    try:
+        settings = settings_from_args(args)
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+            stream=sys.stderr,
+        )
+        handler: Handler = args.handler
+        return handler(args, settings)
+    except (SettingsError, DetectorConfigError, IncidentError) as exc:
+        print(f"inferwatch: {exc}", file=sys.stderr)
+        return 2
+    except (BusUnavailable, StoreUnavailable) as exc:
+        print(f"inferwatch: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""What each ``inferwatch`` sub-command does (the parser is in :mod:`inferwatch.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import signal
+import sys
+from types import FrameType
+
+from inferwatch import render
+from inferwatch.collectors.event import event_to_dict
+from inferwatch.collectors.settings import Settings
+from inferwatch.detectors.incidents import Incident, IncidentManager
+from inferwatch.detectors.replay import replay_file
+from inferwatch.detectors.sqlite_store import SQLiteStore
+from inferwatch.detectors.store import EventQuery, IncidentQuery
+from inferwatch.runtime import build_detection, build_service, open_bus, open_store
+
+
+def demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the demo scenario (see :mod:`inferwatch.demo`)."""
+    from inferwatch.demo.scenario import run_demo
+
+    return run_demo(settings, home=args.home, as_json=args.json)
+
+
+def detect(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the detector service until interrupted (or idle, with ``--exit-when-idle``)."""
+
+    def announce(incident: Incident) -> None:
+        if args.json:
+            render.json_line(incident.public_dict())
+        else:
+            print(f"incident {incident.id} [{incident.severity}] {incident.subject}: {incident.title}",
+                  flush=True)
+
+    service = build_service(settings, on_incident=announce)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        service.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    stats = service.run(max_idle_s=args.exit_when_idle)
+    print(f"detect: {stats.records} records, {stats.malformed} malformed, "
+          f"{stats.incidents_written} incident writes", file=sys.stderr)
+    return 0
+
+
+def replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the detectors over a file of events and print the incidents."""
+    path: os.PathLike[str] = args.file
+    if not args.file.is_file():
+        print(f"inferwatch replay: no such file {path}", file=sys.stderr)
+        return 2
+    store = SQLiteStore(args.store if args.store else ":memory:")
+    detection = build_detection(settings, store, keep_events=bool(args.store))
+    progress = _progress_bar("replay") if sys.stderr.isatty() else None
+    result = replay_file(args.file, detection.pipeline, store, progress=progress)
+    if progress is not None:
+        sys.stderr.write("\n")
+    for number, reason in result.malformed[:10]:
+        print(f"line {number}: skipped malformed event: {reason}", file=sys.stderr)
+    if len(result.malformed) > 10:
+        print(f"... and {len(result.malformed) - 10} more malformed lines", file=sys.stderr)
+    if args.json:
+        for incident in result.incidents:
+            render.json_line(incident.public_dict())
+    else:
+        render.incidents_table(result.incidents)
+        print(f"\n{result.events} events replayed, {len(result.malformed)} malformed, "
+              f"{len(result.incidents)} incidents")
+    return 0
+
+
+def incidents_list(args: argparse.Namespace, settings: Settings) -> int:
+    """List incidents matching the filters."""
+    query = IncidentQuery(
+        status=args.status, min_severity=args.severity, kind=args.kind, detector=args.detector,
+        service=args.service, model=args.model, subject=args.subject, since=args.since, text=args.text,
+        limit=args.limit,
+    )
+    found = open_store(settings).list_incidents(query)
+    if args.json:
+        for incident in found:
+            render.json_line(incident.public_dict())
+    else:
+        render.incidents_table(found)
+    return 0
+
+
+def incidents_show(args: argparse.Namespace, settings: Settings) -> int:
+    """Show one incident."""
+    incident = open_store(settings).get(args.id)
+    if incident is None:
+        print(f"inferwatch: no incident with id {args.id!r} (see `inferwatch incidents list`)",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        render.json_line(incident.public_dict())
+    else:
+        render.incident_detail(incident)
+    return 0
+
+
+def incidents_transition(args: argparse.Namespace, settings: Settings) -> int:
+    """Acknowledge or resolve an incident."""
+    manager = IncidentManager(open_store(settings), bucket_s=settings.detect.incident_bucket_s)
+    actor = args.actor or getpass.getuser()
+    if args.transition == "ack":
+        incident = manager.acknowledge(args.id, actor, args.note)
+    else:
+        incident = manager.resolve(args.id, actor, args.note)
+    if args.json:
+        render.json_line(incident.public_dict())
+    else:
+        print(f"incident {incident.id} is now {incident.status} (by {actor})")
+    return 0
+
+
+def events_search(args: argparse.Namespace, settings: Settings) -> int:
+    """Search stored events."""
+    query = EventQuery(
+        principal=args.principal, model=args.model, service=args.service, trace_id=args.trace_id,
+        since=args.since, until=args.until, text=args.text, limit=args.limit,
+    )
+    found = open_store(settings).search_events(query)
+    if args.json:
+        for event in found:
+            render.json_line(event_to_dict(event))
+    else:
+        render.events_table(found)
+    return 0
+
+
+def dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    """Show events that were rejected as malformed."""
+    rows = open_bus(settings).dead_letters().list(args.limit)
+    for offset, topic, reason, value in rows:
+        if args.json:
+            render.json_line({"topic": topic, "offset": offset, "reason": reason,
+                              "value": value.decode("utf-8", "replace")})
+        else:
+            print(f"{topic}@{offset}: {reason}\n    {value[:200].decode('utf-8', 'replace')}")
+    if not rows and not args.json:
+        print("no dead letters")
+    return 0
+
+
+def _progress_bar(label: str) -> render.ProgressFn:
+    def show(done: int, total: int) -> None:
+        share = done / total if total else 1.0
+        sys.stderr.write(f"\r{label}: {share:6.1%} ({done / 1e6:.1f} of {total / 1e6:.1f} MB)")
+        sys.stderr.flush()
+
+    return show

@@ -1,0 +1,123 @@
+"""The demo run: server and agent, detector service, traffic phases, and the verdict.
+
+It exits non-zero when one of the expected incidents (input drift on the iris model, the
+flooding caller, the prompt-injecting caller) did not appear, so it doubles as an end-to-end
+check of the spine.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from inferwatch import render
+from inferwatch.agent import Agent, InferwatchMiddleware
+from inferwatch.collectors.settings import Settings
+from inferwatch.demo.server import BackgroundServer, IrisModel, build_app
+from inferwatch.demo.traffic import FLOOD_KEY, INJECTION_KEY, Phase, Traffic
+from inferwatch.detectors.incidents import Incident
+from inferwatch.detectors.store import IncidentQuery
+from inferwatch.runtime import build_service, open_bus, open_store
+
+# Short windows and a small warm-up so the whole story fits in well under a minute.
+DEMO_DETECT: dict[str, Any] = {
+    "window_s": 2.0,
+    "idle_close_s": 1.0,
+    "options": {
+        "numeric_drift": {"reference_size": 400, "min_window": 100},
+        "request_rate": {"min_requests": 30},
+    },
+}
+
+
+def demo_settings(settings: Settings, home: str | None) -> Settings:
+    """The user's settings with the demo's service name, windows and (optionally) home folder."""
+    data = settings.model_dump()
+    data["agent"].update(service="demo-model-server", model="iris")
+    data["detect"] = {**data["detect"], **DEMO_DETECT,
+                      "options": {**DEMO_DETECT["options"], **data["detect"]["options"]}}
+    if home:
+        data["bus"]["path"] = Path(home) / "bus.db"
+        data["store"]["path"] = Path(home) / "store.db"
+    return Settings.model_validate(data)
+
+
+def run_demo(user_settings: Settings, *, home: str | None = None, as_json: bool = False) -> int:
+    """Run the demo; return the process exit code."""
+    settings = demo_settings(user_settings, home)
+    started = datetime.now(UTC)
+    out = sys.stdout
+    say = (lambda *_: None) if as_json else (lambda text: print(text, flush=True))
+    say(f"inferwatch demo: bus {settings.bus.path}, store {settings.store.path}")
+
+    bus = open_bus(settings)
+    agent = Agent(settings.agent, bus.producer())
+    expected = {
+        "input drift": ("numeric_drift", "model:iris"),
+        "flooding caller": ("request_rate", f"principal:{agent.pseudonym(FLOOD_KEY)}"),
+        "prompt injection": ("prompt_injection", f"principal:{agent.pseudonym(INJECTION_KEY)}"),
+    }
+    say(f"  callers: {FLOOD_KEY} is {expected['flooding caller'][1]}, "
+        f"{INJECTION_KEY} is {expected['prompt injection'][1]}")
+
+    def announce(incident: Incident) -> None:
+        if len(incident.history) == 1 and incident.count == 1:
+            say(f"  >> incident filed: [{incident.severity}] {incident.title} ({incident.subject})")
+
+    service = build_service(settings, on_incident=announce)
+    detector = threading.Thread(target=service.run, name="demo-detector", daemon=True)
+    detector.start()
+    model = IrisModel()
+    with BackgroundServer(InferwatchMiddleware(build_app(model), agent=agent)) as server:
+        say(f"  model server with the agent on {server.url}")
+        traffic = Traffic(server.url, model.data)
+        try:
+            for run_phase in (lambda: traffic.normal(6.0), lambda: traffic.drift(4.0),
+                              lambda: traffic.normal(2.0), lambda: traffic.flood(2.5),
+                              traffic.injections):
+                phase: Phase = run_phase()
+                say(f"phase '{phase.name}': {phase.requests} requests, {phase.errors} errors")
+        finally:
+            traffic.close()
+    agent.shutdown(timeout=10.0)
+    _drain(service, bus, settings)
+    service.stop()
+    detector.join(timeout=30)
+
+    store = open_store(settings)
+    filed = store.list_incidents(IncidentQuery(since=started, limit=1000))
+    missing = [name for name, (det, subject) in expected.items()
+               if not any(i.detector == det and i.subject == subject for i in filed)]
+    if as_json:
+        for incident in filed:
+            render.json_line(incident.public_dict(), out)
+    else:
+        say("")
+        render.incidents_table(filed, out)
+        say(f"\n{service.stats.records} events processed; {len(filed)} incidents from this run "
+            f"(see them again with `inferwatch incidents list`, one in full with "
+            f"`inferwatch incidents show ID`)")
+    if missing:
+        print(f"inferwatch demo: FAILED, expected incidents did not appear: {', '.join(missing)}",
+              file=sys.stderr)
+        return 1
+    say("demo: all three expected kinds of incident were filed")
+    return 0
+
+
+def _drain(service: Any, bus: Any, settings: Settings, timeout: float = 20.0) -> None:
+    """Wait until the detector has read everything and judged the last window."""
+    end = bus.end_offset()
+    consumer = bus.consumer(settings.detect.group)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if consumer.committed() >= end and service.pipeline.clock.open_end is None:
+                return
+            time.sleep(0.1)
+    finally:
+        consumer.close()

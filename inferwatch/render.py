@@ -1,0 +1,100 @@
+"""Plain-text rendering of incidents and events for a terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+from inferwatch.collectors.event import InferenceEvent
+from inferwatch.detectors.incidents import Incident
+
+
+def _time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def table(rows: Sequence[Sequence[str]], headers: Sequence[str], out: TextIO = sys.stdout) -> None:
+    """Print an aligned table; the last column is left unpadded (it is usually long text)."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    for row in [list(headers), *rows]:
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)]
+        out.write("  ".join([*cells, row[-1]]).rstrip() + "\n")
+
+
+def incidents_table(incidents: Sequence[Incident], out: TextIO = sys.stdout) -> None:
+    """One line per incident."""
+    if not incidents:
+        out.write("no incidents\n")
+        return
+    rows = [
+        [i.id, i.severity, i.status, i.kind, i.detector, i.subject, str(i.count),
+         _time(i.first_seen), _time(i.last_seen), i.title]
+        for i in incidents
+    ]
+    headers = ["ID", "SEVERITY", "STATUS", "KIND", "DETECTOR", "SUBJECT", "COUNT", "FIRST SEEN (UTC)",
+               "LAST SEEN (UTC)", "TITLE"]
+    table(rows, headers, out)
+
+
+def incident_detail(incident: Incident, out: TextIO = sys.stdout) -> None:
+    """Everything about one incident, evidence included, for a person at 3 a.m."""
+    i = incident
+    lines = [
+        f"{i.title}",
+        f"  id:         {i.id}",
+        f"  status:     {i.status}    severity: {i.severity}    score: {i.score:.2f}    kind: {i.kind}",
+        f"  detector:   {i.detector}",
+        f"  subject:    {i.subject}",
+        f"  service:    {i.service or '-'}    model: {i.model or '-'}",
+        f"  seen:       {i.count} time(s), {_time(i.first_seen)} .. {_time(i.last_seen)} UTC",
+        "",
+        "summary:",
+        *("  " + line for line in i.summary.splitlines()),
+        "",
+        "evidence:",
+        *("  " + line for line in json.dumps(i.evidence, indent=2, default=str).splitlines()),
+        "",
+        f"sample events: {', '.join(i.event_ids) or '-'}",
+        f"sample traces: {', '.join(i.trace_ids) or '-'}",
+        "",
+        "history:",
+    ]
+    for h in i.history:
+        lines.append(f"  {_time(h.at)}  {h.action:<12} by {h.actor}{(': ' + h.note) if h.note else ''}")
+    out.write("\n".join(lines) + "\n")
+
+
+def events_table(events: Sequence[InferenceEvent], out: TextIO = sys.stdout) -> None:
+    """One line per event."""
+    if not events:
+        out.write("no events\n")
+        return
+    rows = [
+        [_time(e.time), e.id, e.principal or "-", e.model or "-", str(e.status or "-"),
+         f"{e.duration_ms:.1f}", _preview(e)]
+        for e in events
+    ]
+    table(rows, ["TIME (UTC)", "ID", "PRINCIPAL", "MODEL", "STATUS", "MS", "INPUT"], out)
+
+
+def _preview(event: InferenceEvent) -> str:
+    if event.input.text:
+        text = " ".join(event.input.text.split())
+        return text[:77] + "..." if len(text) > 80 else text
+    if event.input.features:
+        shown = ", ".join(f"{k}={v}" for k, v in list(event.input.features.items())[:4])
+        return shown + (", ..." if len(event.input.features) > 4 else "")
+    return "-"
+
+
+def json_line(obj: Any, out: TextIO = sys.stdout) -> None:
+    """Write one compact JSON object and a newline."""
+    out.write(json.dumps(obj, separators=(",", ":"), default=str) + "\n")
+
+
+ProgressFn = Callable[[int, int], None]

@@ -1,0 +1,75 @@
+"""Wiring: build the bus, the store and the pipeline that the settings ask for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from inferwatch.collectors.settings import Settings, SettingsError
+from inferwatch.collectors.sqlite_bus import SQLiteBus
+from inferwatch.detectors.incidents import Incident, IncidentManager
+from inferwatch.detectors.pipeline import Pipeline
+from inferwatch.detectors.registry import build_detectors
+from inferwatch.detectors.service import DetectorService
+from inferwatch.detectors.sqlite_store import SQLiteStore
+
+
+def open_bus(settings: Settings) -> SQLiteBus:
+    """The event bus named by ``settings.bus``."""
+    if settings.bus.kind == "sqlite":
+        return SQLiteBus(settings.bus.path, topic=settings.bus.topic)
+    raise SettingsError(
+        f"INFERWATCH_BUS__KIND={settings.bus.kind!r} is not available in this build; use 'sqlite'"
+    )
+
+
+def open_store(settings: Settings) -> SQLiteStore:
+    """The incident and event store named by ``settings.store``."""
+    if settings.store.kind == "sqlite":
+        return SQLiteStore(settings.store.path)
+    raise SettingsError(
+        f"INFERWATCH_STORE__KIND={settings.store.kind!r} is not available in this build; use 'sqlite'"
+    )
+
+
+@dataclass
+class Detection:
+    """A pipeline and the store it writes to."""
+
+    pipeline: Pipeline
+    store: SQLiteStore
+
+
+def build_detection(
+    settings: Settings,
+    store: SQLiteStore,
+    *,
+    keep_events: bool = True,
+    on_incident: Callable[[Incident], None] | None = None,
+) -> Detection:
+    """Detectors, incident manager and pipeline configured from ``settings.detect``."""
+    detectors = build_detectors(settings.detect.enabled, settings.detect.options)
+    manager = IncidentManager(store, bucket_s=settings.detect.incident_bucket_s)
+    pipeline = Pipeline(
+        detectors,
+        manager,
+        window_s=settings.detect.window_s,
+        event_store=store if keep_events else None,
+        on_incident=on_incident,
+    )
+    return Detection(pipeline, store)
+
+
+def build_service(
+    settings: Settings, *, on_incident: Callable[[Incident], None] | None = None
+) -> DetectorService:
+    """The detector service reading the configured bus and writing the configured store."""
+    bus = open_bus(settings)
+    detection = build_detection(settings, open_store(settings), on_incident=on_incident)
+    return DetectorService(
+        bus.consumer(settings.detect.group),
+        bus.dead_letters(),
+        detection.pipeline,
+        batch_size=settings.detect.batch_size,
+        idle_close_s=settings.detect.idle_close_s,
+    )

@@ -1,0 +1,103 @@
+import json
+
+import pytest
+
+from inferwatch.collectors.event import (
+    SCHEMA,
+    InferenceEvent,
+    MalformedEvent,
+    decode_event,
+    encode_event,
+)
+from inferwatch.collectors.ids import uuid7
+
+FULL = {
+    "schema": "inferwatch.event/1",
+    "id": "01890a5d-ac96-774b-bcce-b302099a8057",
+    "time": "2026-03-01T12:00:00.250Z",
+    "duration_ms": 12.5,
+    "service": "fraud-api",
+    "model": "fraud-gbm",
+    "model_version": "7",
+    "operation": "predict",
+    "endpoint": "/v1/predict",
+    "principal": "p_0a1b2c",
+    "client_ip": "10.1.2.0",
+    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+    "span_id": "00f067aa0ba902b7",
+    "status": 200,
+    "error": None,
+    "input": {"features": {"amount": 12.5, "country": "GB", "new": True}, "chars": 40},
+    "output": {"label": "ok", "score": 0.93},
+    "attributes": {"region": "eu"},
+    "agent": {"id": "a1", "seq": 41, "version": "0.1.0"},
+}
+
+
+def test_round_trip_keeps_every_field():
+    event = decode_event(json.dumps(FULL))
+    again = json.loads(encode_event(event))
+    expected = {k: v for k, v in FULL.items() if v is not None}
+    assert again == {**expected, "time": "2026-03-01T12:00:00.250000Z"}
+
+
+def test_unknown_fields_are_kept_at_every_level():
+    doc = {**FULL, "tenant": "acme", "input": {**FULL["input"], "lang": "en"}}
+    event = decode_event(json.dumps(doc))
+    assert event.extra_fields == {"tenant": "acme"}
+    out = json.loads(encode_event(event))
+    assert out["tenant"] == "acme"
+    assert out["input"]["lang"] == "en"
+
+
+def test_time_is_normalised_to_utc_and_naive_time_rejected():
+    event = decode_event(json.dumps({**FULL, "time": "2026-03-01T13:00:00+01:00"}))
+    assert event.time.isoformat() == "2026-03-01T12:00:00+00:00"
+    with pytest.raises(MalformedEvent, match="time: .*UTC offset"):
+        decode_event(json.dumps({**FULL, "time": "2026-03-01T13:00:00"}))
+
+
+@pytest.mark.parametrize(
+    ("patch", "reason"),
+    [
+        ({"id": None}, "id: "),
+        ({"duration_ms": -1}, "duration_ms: "),
+        ({"trace_id": "xyz"}, "trace_id: .*32 lowercase hex"),
+        ({"span_id": "ABCDEF0123456789"}, "span_id: .*16 lowercase hex"),
+        ({"schema": "inferwatch.event/2"}, "major version .*upgrade"),
+        ({"schema": "something-else"}, "schema must look like"),
+        ({"agent": {"id": "a", "seq": -3}}, "agent.seq"),
+        ({"input": {"features": {"x": [1, 2]}}}, "input.features.x"),
+    ],
+)
+def test_malformed_events_name_the_field(patch, reason):
+    doc = {**FULL, **patch}
+    if patch.get("id", "") is None:
+        del doc["id"]
+    with pytest.raises(MalformedEvent, match=reason):
+        decode_event(json.dumps(doc))
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"[1,2]", b'{"id": "x"', b"\xff\xfe"])
+def test_garbage_raises_malformed_not_anything_else(raw):
+    with pytest.raises(MalformedEvent):
+        decode_event(raw)
+
+
+def test_oversized_event_rejected_before_parsing():
+    big = json.dumps({**FULL, "attributes": {"blob": "x" * 2000}})
+    with pytest.raises(MalformedEvent, match="over the 1000-byte limit"):
+        decode_event(big, max_bytes=1000)
+
+
+def test_defaults_make_a_minimal_event_valid():
+    event = InferenceEvent(id="e", time="2026-01-01T00:00:00Z")
+    assert event.schema_ == SCHEMA
+    assert json.loads(encode_event(event))["schema"] == SCHEMA
+    assert event.ts == 1767225600.0
+
+
+def test_uuid7_sorts_in_creation_order_and_is_unique():
+    ids = [uuid7() for _ in range(5000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)

@@ -1,0 +1,101 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from inferwatch.detectors.base import Finding
+from inferwatch.detectors.incidents import IncidentError, IncidentManager, fingerprint
+from inferwatch.detectors.store import IncidentQuery
+from inferwatch.testing import memory_store
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def finding(minutes: float = 0, *, subject="principal:p1", severity="medium", events=("e1",), **kw):
+    return Finding(
+        detector=kw.pop("detector", "request_rate"), kind="abuse", severity=severity, score=0.6,
+        title=kw.pop("title", "flood"), summary="many requests", subject=subject,
+        time=T0 + timedelta(minutes=minutes), model="m", service="svc", event_ids=list(events),
+        evidence=kw.pop("evidence", {"count": 1}), **kw,
+    )
+
+
+@pytest.fixture
+def manager():
+    return IncidentManager(memory_store(), bucket_s=3600)
+
+
+def test_same_problem_updates_the_open_incident(manager):
+    first = manager.apply([finding(0, events=("e1",))])
+    second = manager.apply([finding(5, events=("e2",), evidence={"count": 2})])
+    assert len(first) == len(second) == 1
+    inc = second[0]
+    assert inc.id == first[0].id
+    assert inc.count == 2
+    assert inc.first_seen == T0 and inc.last_seen == T0 + timedelta(minutes=5)
+    assert inc.event_ids == ["e1", "e2"]
+    assert inc.evidence == {"count": 2}  # newest evidence
+    assert len(manager.store.list_incidents(IncidentQuery())) == 1
+
+
+def test_redelivered_finding_is_not_counted_twice(manager):
+    manager.apply([finding(0, events=("e1",))])
+    assert manager.apply([finding(0, events=("e1",))]) == []
+    assert manager.store.list_incidents(IncidentQuery())[0].count == 1
+
+
+def test_different_subjects_and_detectors_are_different_incidents(manager):
+    manager.apply([finding(0), finding(0, subject="principal:p2"), finding(0, detector="other")])
+    assert len(manager.store.list_incidents(IncidentQuery())) == 3
+
+
+def test_id_is_deterministic_from_the_fingerprint(manager):
+    inc = manager.apply([finding(0)])[0]
+    bucket = int(T0.timestamp() // 3600)
+    assert inc.fingerprint == fingerprint("request_rate", "principal:p1", "m", bucket)
+    assert inc.id == inc.fingerprint[:16]
+    other = IncidentManager(memory_store(), bucket_s=3600).apply([finding(0)])[0]
+    assert other.id == inc.id
+
+
+def test_long_quiet_spell_opens_a_new_incident(manager):
+    a = manager.apply([finding(0)])[0]
+    b = manager.apply([finding(61 * 60)])[0]
+    assert a.id != b.id
+
+
+def test_continuing_problem_across_a_bucket_edge_stays_one_incident(manager):
+    ids = {manager.apply([finding(m, events=(f"e{m}",))])[0].id for m in range(0, 150, 10)}
+    assert len(ids) == 1
+
+
+def test_lifecycle_ack_resolve_and_reopen(manager):
+    inc = manager.apply([finding(0)])[0]
+    acked = manager.acknowledge(inc.id, "alice", "looking")
+    assert acked.status == "acknowledged"
+    assert manager.apply([finding(1, events=("e2",))])[0].status == "acknowledged"
+    resolved = manager.resolve(inc.id, "alice", "blocked the key")
+    assert resolved.status == "resolved"
+    with pytest.raises(IncidentError, match="is resolved"):
+        manager.acknowledge(inc.id, "bob")
+    reopened = manager.apply([finding(2, events=("e3",))])[0]
+    assert reopened.id == inc.id
+    assert reopened.status == "open"
+    assert [h.action for h in reopened.history] == ["opened", "acknowledged", "resolved", "reopened"]
+    assert reopened.history[1].actor == "alice" and reopened.history[1].note == "looking"
+
+
+def test_unknown_id_is_a_clear_error(manager):
+    with pytest.raises(IncidentError, match="no incident with id 'nope'"):
+        manager.resolve("nope", "alice")
+
+
+def test_severity_escalates_and_is_recorded(manager):
+    manager.apply([finding(0, severity="low")])
+    inc = manager.apply([finding(1, severity="high", events=("e2",))])[0]
+    assert inc.severity == "high"
+    assert inc.history[-1].action == "escalated"
+
+
+def test_batch_with_repeats_writes_one_incident(manager):
+    out = manager.apply([finding(0, events=(f"e{i}",)) for i in range(5)])
+    assert len(out) == 1 and out[0].count == 5

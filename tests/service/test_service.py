@@ -1,0 +1,161 @@
+import threading
+from datetime import datetime
+
+import pytest
+
+from inferwatch.collectors.event import encode_event
+from inferwatch.collectors.sqlite_bus import SQLiteBus
+from inferwatch.detectors.base import Finding
+from inferwatch.detectors.incidents import IncidentManager
+from inferwatch.detectors.pipeline import Pipeline
+from inferwatch.detectors.service import DetectorService
+from inferwatch.detectors.sqlite_store import SQLiteStore
+from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
+from inferwatch.testing import make_event
+
+
+class ServerErrors:
+    """Flags every 5xx, and counts windows, so tests can see what the service drives."""
+
+    name = "server_errors"
+
+    def __init__(self) -> None:
+        self.windows: list[datetime] = []
+        self.seen: list[str] = []
+
+    def observe(self, event):
+        self.seen.append(event.id)
+        if (event.status or 0) < 500:
+            return []
+        return [Finding(detector=self.name, kind="operational", severity="low", score=0.5,
+                        title="server error", summary=f"status {event.status}", subject=f"model:{event.model}",
+                        time=event.time, model=event.model, event_ids=[event.id])]
+
+    def close_window(self, end):
+        self.windows.append(end)
+        return []
+
+
+class Exploding:
+    name = "exploding"
+
+    def observe(self, event):
+        raise RuntimeError("bug in a plug-in")
+
+    def close_window(self, end):
+        return []
+
+
+class FlakyStore(SQLiteStore):
+    """The real SQLite store, refusing its first ``failures`` incident writes (an outage)."""
+
+    def __init__(self, path, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+
+    def upsert(self, incidents):
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable("simulated outage")
+        super().upsert(incidents)
+
+
+def _service(tmp_path, store, detectors, **kw):
+    bus = SQLiteBus(tmp_path / "bus.db")
+    pipeline = Pipeline(detectors, IncidentManager(store), window_s=60, event_store=store)
+    return bus, DetectorService(bus.consumer("g"), bus.dead_letters(), pipeline, **kw)
+
+
+def test_malformed_records_go_to_dead_letters_and_the_rest_is_processed(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    detector = ServerErrors()
+    bus, service = _service(tmp_path, store, [detector])
+    producer = bus.producer()
+    good = [make_event(1000.0 + i, status=500 if i == 2 else 200) for i in range(4)]
+    producer.send(encode_event(good[0]))
+    producer.send(b"{not json")
+    producer.send(b'{"schema": "inferwatch.event/9", "id": "x", "time": "2026-01-01T00:00:00Z"}')
+    for ev in good[1:]:
+        producer.send(encode_event(ev))
+    assert service.run_once(poll_timeout=0) == 6
+    assert service.stats.malformed == 2
+    assert detector.seen == [e.id for e in good]
+    letters = bus.dead_letters().list()
+    assert {reason.split(":")[0] for _, _, reason, _ in letters} == {"(document)", "schema"}
+    assert len(store.search_events(EventQuery())) == 4
+    assert len(store.list_incidents(IncidentQuery())) == 1
+    assert bus.consumer("g").committed() == bus.end_offset()
+
+
+def test_nothing_is_committed_past_an_unstored_incident(tmp_path):
+    store = FlakyStore(tmp_path / "s.db", failures=2)
+    bus, service = _service(tmp_path, store, [ServerErrors()])
+    bus.producer().send(encode_event(make_event(1000.0, status=503)))
+    worker = threading.Thread(target=service.run_once, kwargs={"poll_timeout": 0})
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert service.stats.store_retries == 2
+    assert len(store.list_incidents(IncidentQuery())) == 1
+    assert bus.consumer("g").committed() == bus.end_offset()
+
+
+def test_stop_during_outage_leaves_batch_uncommitted_and_restart_files_it_once(tmp_path):
+    store = FlakyStore(tmp_path / "s.db", failures=10_000)
+    bus, service = _service(tmp_path, store, [ServerErrors()])
+    bus.producer().send(encode_event(make_event(1000.0, status=503)))
+    worker = threading.Thread(target=lambda: pytest.raises(StoreUnavailable, service.run_once, 0))
+    worker.start()
+    while service.stats.store_retries == 0:
+        worker.join(0.05)
+    service.stop()
+    worker.join(10)
+    assert bus.consumer("g").committed() == 0
+    # Restart with a healthy store: the event is redelivered and filed exactly once.
+    healthy = SQLiteStore(tmp_path / "s.db")
+    bus, again = _service(tmp_path, healthy, [ServerErrors()])
+    again.run_once(poll_timeout=0)
+    again.run_once(poll_timeout=0)
+    incidents = healthy.list_incidents(IncidentQuery())
+    assert len(incidents) == 1 and incidents[0].count == 1
+
+
+def test_redelivery_after_crash_does_not_duplicate(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    bus, service = _service(tmp_path, store, [ServerErrors()])
+    bus.producer().send(encode_event(make_event(1000.0, status=500, id="ev-crash")))
+    service.run_once(poll_timeout=0)
+    # Simulate a crash after storing but before committing: reset the committed offset.
+    bus.consumer("g").commit({0: 0})
+    bus, again = _service(tmp_path, SQLiteStore(tmp_path / "s.db"), [ServerErrors()])
+    again.run_once(poll_timeout=0)
+    incidents = store.list_incidents(IncidentQuery())
+    assert len(incidents) == 1 and incidents[0].count == 1
+    assert len(store.search_events(EventQuery())) == 1
+
+
+def test_a_failing_detector_does_not_stop_the_others(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    good = ServerErrors()
+    bus, service = _service(tmp_path, store, [Exploding(), good])
+    bus.producer().send(encode_event(make_event(1000.0, status=500)))
+    service.run_once(poll_timeout=0)
+    assert service.pipeline.stats.detector_errors["exploding"] == 1
+    assert len(store.list_incidents(IncidentQuery())) == 1
+
+
+def test_windows_close_by_event_time_and_when_idle(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    detector = ServerErrors()
+    now = [10_000.0]
+    bus, service = _service(tmp_path, store, [detector], idle_close_s=5, wall_clock=lambda: now[0])
+    producer = bus.producer()
+    for ts in (1000.0, 1030.0, 1065.0, 1130.0):
+        producer.send(encode_event(make_event(ts)))
+    service.run_once(poll_timeout=0)
+    assert [w.timestamp() for w in detector.windows] == [1020.0, 1080.0]
+    service.run_once(poll_timeout=0)  # no records, but not idle long enough
+    assert len(detector.windows) == 2
+    now[0] += 6
+    service.run_once(poll_timeout=0)
+    assert [w.timestamp() for w in detector.windows] == [1020.0, 1080.0, 1140.0]
