@@ -1,0 +1,354 @@
+"""The agent: settings, tracing, pseudonyms and the shipper, tied together.
+
+Integrations (the ASGI middleware, the ``@monitor`` decorator) drive an :class:`Agent` in two
+steps: :meth:`Agent.begin` when a call starts (opens its span, notes the time and the caller)
+and :meth:`Agent.record` when it is over (closes the span, builds one event per row, queues
+them). Everything the agent does on the request path runs inside :meth:`Agent.guard`, which
+swallows and counts its own failures so the model server never sees them.
+
+>>> from inferwatch.collectors.settings import AgentSettings
+>>> class ListProducer:
+...     def __init__(self): self.sent = []
+...     def send(self, value, key=None): self.sent.append(value)
+...     def flush(self, timeout=None): pass
+...     def close(self): pass
+>>> agent = Agent(AgentSettings(service="svc", model="churn"), ListProducer())
+>>> call = agent.begin(operation="predict")
+>>> [e.agent.seq for e in agent.record(call, CallContent(), status=200)]
+[0]
+>>> agent.shutdown()
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from contextvars import Token
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, TracerProvider
+from opentelemetry.util.types import AttributeValue
+
+from inferwatch.agent.content import CallContent, Row
+from inferwatch.agent.forking import after_fork_in_child
+from inferwatch.agent.principal import Pseudonymizer, client_address
+from inferwatch.agent.shipper import EventShipper, ShipperStats
+from inferwatch.agent.telemetry import CallFacts, CallTracer, resolve_tracer_provider
+from inferwatch.collectors.bus import EventProducer
+from inferwatch.collectors.event import AgentInfo, InferenceEvent
+from inferwatch.collectors.ids import uuid7
+from inferwatch.collectors.settings import AgentSettings, BusSettings, Settings, load_settings
+
+_log = logging.getLogger("inferwatch.agent")
+
+
+class AgentConfigError(ValueError):
+    """The agent cannot be built from these settings; the message says what to change."""
+
+
+def _distribution_version() -> str:
+    try:
+        return metadata.version("inferwatch")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass(slots=True)
+class Call:
+    """One call in flight, from :meth:`Agent.begin` to :meth:`Agent.record`."""
+
+    span: Span
+    started: datetime
+    started_ns: int
+    perf_start: float
+    operation: str | None = None
+    model: str | None = None
+    endpoint: str | None = None
+    principal: str | None = None
+    client_ip: str | None = None
+
+    def attach(self) -> Token[Context]:
+        """Make the call's span current, so spans the model code opens become its children.
+
+        Returns a token for :meth:`detach`, which must run in the same thread or task.
+        """
+        return otel_context.attach(trace.set_span_in_context(self.span))
+
+    @staticmethod
+    def detach(token: Token[Context]) -> None:
+        """Undo :meth:`attach`."""
+        otel_context.detach(token)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStats:
+    """The agent's counters: its own swallowed failures, and the shipper's."""
+
+    internal_errors: int
+    shipper: ShipperStats
+
+
+class Agent:
+    """Captures inference calls as events and spans, and ships the events to the bus."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        producer: EventProducer,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        version: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.version = version or _distribution_version()
+        self.pseudonymizer = Pseudonymizer(settings.hmac_key, header=settings.principal_header)
+        self.tracer = CallTracer(resolve_tracer_provider(settings.service, tracer_provider), self.version)
+        self.shipper = EventShipper(
+            producer,
+            queue_size=settings.queue_size,
+            batch_size=settings.batch_size,
+            flush_interval_s=settings.flush_interval_s,
+        )
+        self._errors_lock = threading.Lock()
+        self._internal_errors = 0
+        self._new_identity()
+        after_fork_in_child(self._new_identity)
+
+    def _new_identity(self) -> None:
+        # A forked child is a new agent instance: sharing the parent's id and seq would make
+        # the two processes' events look like duplicates instead of two gap-free sequences.
+        self.id = uuid7()
+        self._seq = itertools.count()
+
+    def next_seq(self) -> int:
+        """The next sequence number of this agent instance (thread-safe, starts at 0)."""
+        return next(self._seq)  # itertools.count.__next__ runs under the GIL: atomic
+
+    def begin(
+        self,
+        *,
+        operation: str | None = None,
+        model: str | None = None,
+        endpoint: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_ip: str | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, AttributeValue] | None = None,
+    ) -> Call:
+        """Start a call: note its start, open its span, pseudonymise the caller from ``headers``.
+
+        ``headers`` are request headers with lower-case names; they give the principal and a
+        remote parent (``traceparent``). ``operation`` and ``model``, when given, override what
+        the bodies say.
+        """
+        started_ns = time.time_ns()
+        span = self.tracer.start(
+            operation or "predict",
+            model or self.settings.model,
+            kind=kind,
+            carrier=headers,
+            start_ns=started_ns,
+            attributes=attributes,
+        )
+        return Call(
+            span=span,
+            started=datetime.fromtimestamp(started_ns / 1e9, UTC),
+            started_ns=started_ns,
+            perf_start=time.perf_counter(),
+            operation=operation,
+            model=model,
+            endpoint=endpoint,
+            principal=self.pseudonymizer.from_headers(headers) if headers else None,
+            client_ip=client_address(client_ip, truncate=self.settings.truncate_client_ip),
+        )
+
+    def record(
+        self,
+        call: Call,
+        content: CallContent,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        end: float | None = None,
+    ) -> list[InferenceEvent]:
+        """Finish ``call``: end its span, queue one event per row of ``content``, return them.
+
+        ``end`` is a :func:`time.perf_counter` reading of when the call finished (default now).
+        """
+        seconds = max(0.0, (time.perf_counter() if end is None else end) - call.perf_start)
+        operation = call.operation or content.operation or "predict"
+        # An explicit per-call model wins; then what the request asked for (an OpenAI-style
+        # server serves many models); the configured model is the default for bodies that
+        # do not say.
+        model = call.model or content.request_model or content.response_model or self.settings.model
+        facts = CallFacts(
+            operation=operation,
+            request_model=content.request_model or model,
+            response_model=content.response_model,
+            max_tokens=content.max_tokens,
+            input_tokens=content.input_tokens,
+            output_tokens=content.output_tokens,
+            finish_reasons=content.finish_reasons,
+            status=status,
+            error=error,
+        )
+        trace_id, span_id = self.tracer.finish(call.span, facts, call.started_ns + int(seconds * 1e9))
+        shared = {
+            "time": call.started,
+            "duration_ms": seconds * 1000.0,
+            "service": self.settings.service,
+            "model": model,
+            "model_version": self.settings.model_version,
+            "operation": operation,
+            "endpoint": call.endpoint,
+            "principal": call.principal,
+            "client_ip": call.client_ip,
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "status": status,
+            "error": error,
+        }
+        events = self._events(content, shared)
+        for event in events:
+            self.shipper.offer(event)
+        return events
+
+    def _events(self, content: CallContent, shared: dict[str, Any]) -> list[InferenceEvent]:
+        rows = content.rows or [Row()]
+        events = []
+        for index, row in enumerate(rows):
+            attributes = dict(content.attributes)
+            if len(rows) > 1:  # the rows of one batched request share its trace
+                attributes.update(batch_index=index, batch_size=len(rows))
+            agent_info = AgentInfo(id=self.id, seq=self.next_seq(), version=self.version)
+            events.append(
+                InferenceEvent(
+                    id=uuid7(),
+                    input=row.input,
+                    output=row.output,
+                    attributes=attributes,
+                    agent=agent_info,
+                    **shared,
+                )
+            )
+        return events
+
+    def guard(self) -> AbstractContextManager[None]:
+        """A context that swallows and counts any exception raised in inferwatch's own code."""
+        return _Guard(self)
+
+    def note_internal_error(self, exc: BaseException) -> None:
+        """Count a failure of inferwatch's own code (logged once at warning, then at debug)."""
+        with self._errors_lock:
+            self._internal_errors += 1
+            first = self._internal_errors == 1
+        level = logging.WARNING if first else logging.DEBUG
+        _log.log(level, "event=agent_internal_error error=%s", type(exc).__name__, exc_info=first)
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Send every queued event; ``False`` if that did not finish within ``timeout``."""
+        return self.shipper.flush(timeout)
+
+    def shutdown(self, timeout: float | None = 5.0) -> None:
+        """Send what is queued (within ``timeout``), stop the shipper and close the producer."""
+        self.shipper.shutdown(timeout)
+
+    def stats(self) -> AgentStats:
+        """A snapshot of the counters."""
+        with self._errors_lock:
+            errors = self._internal_errors
+        return AgentStats(internal_errors=errors, shipper=self.shipper.stats())
+
+
+class _Guard(AbstractContextManager[None]):
+    __slots__ = ("_agent",)
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False  # KeyboardInterrupt, SystemExit, cancellation: not ours to stop
+        with contextlib.suppress(Exception):  # counting must not become the failure it reports
+            self._agent.note_internal_error(exc)
+        return True
+
+
+def producer_from_settings(bus: BusSettings) -> EventProducer:
+    """The producer ``bus`` describes: the embedded SQLite log (Kafka comes later)."""
+    if bus.kind == "sqlite":
+        from inferwatch.collectors.sqlite_bus import SQLiteBus  # only when used: keeps imports light
+
+        return SQLiteBus(bus.path, topic=bus.topic).producer()
+    raise AgentConfigError(
+        f"bus.kind={bus.kind!r} is not supported by the agent yet: set INFERWATCH_BUS__KIND=sqlite, "
+        "or pass producer= to inferwatch.agent.configure()"
+    )
+
+
+_lock = threading.RLock()
+_agent: Agent | None = None
+_atexit_registered = False
+
+
+def configure(
+    settings: Settings | AgentSettings | None = None,
+    producer: EventProducer | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> Agent:
+    """Build the process-wide agent (replacing and shutting down any previous one).
+
+    ``settings`` default to :func:`~inferwatch.collectors.settings.load_settings` (environment
+    and config file). Without ``producer``, the bus settings decide where events go. The agent
+    is flushed and shut down at interpreter exit.
+    """
+    global _agent
+    with _lock:
+        full = load_settings() if settings is None else settings
+        agent_settings = full.agent if isinstance(full, Settings) else full
+        if producer is None:
+            bus = full.bus if isinstance(full, Settings) else load_settings().bus
+            producer = producer_from_settings(bus)
+        agent = Agent(agent_settings, producer, tracer_provider=tracer_provider)
+        previous, _agent = _agent, agent
+        _register_atexit()
+    if previous is not None:
+        previous.shutdown(timeout=2.0)
+    return agent
+
+
+def get_agent() -> Agent:
+    """The process-wide agent; configured from the environment on first use if need be."""
+    agent = _agent
+    if agent is not None:
+        return agent
+    with _lock:
+        return _agent if _agent is not None else configure()
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(_shutdown_at_exit)
+        _atexit_registered = True
+
+
+def _shutdown_at_exit() -> None:
+    agent = _agent
+    if agent is not None:
+        agent.shutdown(timeout=2.0)

@@ -1,0 +1,285 @@
+"""Mask personal data and secrets in free text before it leaves the model server.
+
+:func:`redact` replaces what it finds with a typed placeholder, so a reader (a person, or a
+detector looking for prompt injection or data leaks) still sees *that* something was there
+and what kind it was:
+
+=============  ==================================================================================
+placeholder    what it replaces
+=============  ==================================================================================
+``[SECRET]``   private key blocks, JWTs, ``Bearer``/``Basic`` credentials, AWS access key ids,
+               ``sk-…``/``sk_live_…`` API keys, GitHub, Slack and Google API tokens,
+               ``password=…``-style assignments, long high-entropy tokens
+``[EMAIL]``    e-mail addresses
+``[CARD]``     payment card numbers (13-19 digits, spaces or dashes allowed) that pass Luhn
+``[PHONE]``    ``+`` international numbers, ``(555) 123-4567``-style and ``0…`` national numbers
+=============  ==================================================================================
+
+Everything else is left alone on purpose: years, prices, dates, versions, IP addresses,
+ordinary words and instructions ("ignore previous instructions…") reach the detectors as they
+were. A run of digits becomes ``[CARD]`` only when it passes the Luhn check, and ``[PHONE]``
+only with a phone-like shape (a leading ``+``, a leading ``0`` or ``(area)``/``555-123-4567``
+grouping), never a bare digit run. Long hex strings of 32+ characters (hashes, many vendors'
+API keys) count as secrets: for a log that may leave the host, over-masking a hash is the
+cheaper mistake.
+
+Patterns are compiled once; the ones that cannot match are skipped after a cheap substring
+check, so a typical prompt costs well under a millisecond. This module is pure standard
+library so the agent and the detectors can share it.
+
+>>> redact("mail bob@example.com or call +44 20 7946 0958, key sk-abcdefghijklmnop1234567890")
+'mail [EMAIL] or call [PHONE], key [SECRET]'
+>>> redact("In 2024 it cost $1,299.99 for 3 seats; card 4111 1111 1111 1112 is not valid")
+'In 2024 it cost $1,299.99 for 3 seats; card 4111 1111 1111 1112 is not valid'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable
+from typing import Final
+
+EMAIL: Final = "[EMAIL]"
+PHONE: Final = "[PHONE]"
+CARD: Final = "[CARD]"
+SECRET: Final = "[SECRET]"
+
+_TOKEN_CHARS = r"A-Za-z0-9+/=_-"
+_ASSIGNMENT_NAMES = (
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "api_key",
+    "api-key",
+    "apikey",
+    "access_key",
+    "access-key",
+    "auth_token",
+    "auth-token",
+    "access_token",
+    "access-token",
+    "client_secret",
+)
+_VENDOR_PREFIXES = (
+    "AKIA",
+    "ASIA",
+    "ABIA",
+    "ACCA",
+    "AGPA",
+    "AIDA",
+    "AIPA",
+    "ANPA",
+    "ANVA",
+    "AROA",
+    "APKA",
+    "ASCA",
+    "sk-",
+    "sk_",
+    "rk_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "xox",
+    "AIza",
+)
+
+# Each pass is (cheap pre-check on the text and its longest word, pattern). Patterns that
+# start with a literal are nearly free (the regex engine skips ahead to the literal); patterns
+# that start with a character class cost ~25 ns a character, so they run only when a check
+# made of C-speed string methods (``in``, ``count``, ``split``) says they can match.
+# Passes run in order: secrets first, so a key that contains digits never becomes a [PHONE].
+_PASSES: Final[list[tuple[Callable[[str, int], bool], re.Pattern[str]]]] = [
+    (
+        lambda t, _longest: "-----BEGIN" in t,
+        re.compile(
+            r"(?P<private_key>-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----"
+            r"(?:[\s\S]*?-----END[A-Z0-9 ]*PRIVATE KEY-----|[A-Za-z0-9+/=\s]*))"
+        ),
+    ),
+    (
+        lambda t, longest: longest >= 24 and "eyJ" in t,
+        re.compile(r"(?P<jwt>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)"),
+    ),
+    (
+        lambda t, longest: longest >= 14 and any(prefix in t for prefix in _VENDOR_PREFIXES),
+        re.compile(
+            r"(?P<vendor_key>(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA|ASCA)[A-Z0-9]{16}"
+            r"|sk-[A-Za-z0-9_-]{20,}"
+            r"|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}"
+            r"|gh[pousr]_[A-Za-z0-9]{30,}"
+            r"|github_pat_[A-Za-z0-9_]{40,}"
+            r"|xox[abposr]-[A-Za-z0-9-]{10,}"
+            r"|AIza[A-Za-z0-9_-]{35})(?![A-Za-z0-9_-])"
+        ),
+    ),
+    (
+        lambda t, _longest: "earer" in t or "Basic" in t,
+        re.compile(r"(?P<auth>(?P<scheme>[Bb]earer|Basic)\s+(?P<credential>[A-Za-z0-9._~+/-]{8,}=*))"),
+    ),
+    (
+        lambda t, _longest: ("=" in t or ":" in t) and any(name in t.lower() for name in _ASSIGNMENT_NAMES),
+        re.compile(
+            r"(?P<assignment>(?P<name>(?i:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|auth[_-]?token"
+            r"|access[_-]?token|client[_-]?secret))"
+            r"(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"'`,;]{6,}))"
+        ),
+    ),
+    (
+        lambda t, _longest: "@" in t,
+        re.compile(r"(?P<email>\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b)"),
+    ),
+    (
+        lambda t, _longest: sum(map(t.count, "0123456789")) >= 7,  # no card or phone has fewer
+        re.compile(
+            # The look-ahead first lets the engine skip to a digit, "+" or "(" before trying more.
+            r"(?=[0-9+(])(?<![\w.,+-])(?:"
+            # Contiguous 13-19 digits, or the printed groupings (4-4-4-4[-3], Amex 4-6-5, Diners
+            # 4-6-4); groups of three are thousands separators ("10 000 000 000 000"), not cards.
+            r"(?P<card>\d{13,19}|\d{4}(?P<csep>[ -])\d{4}(?P=csep)\d{4}(?P=csep)\d{4}(?:(?P=csep)\d{3})?"
+            r"|\d{4}[ -]\d{6}[ -]\d{4,5})"
+            r"|(?P<phone>\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}"  # +44 20 7946 0958, +1 (555) 123-4567
+            r"|\(\d{3}\)\s?\d{3}[ .-]\d{4}"  # (555) 123-4567
+            r"|\d{3}[.-]\d{3}[.-]\d{4}"  # 555-123-4567
+            r"|0[1-9]\d{1,3}[ -]?\d{3,4}[ -]?\d{3,4})"  # 020 7946 0958, 07700 900123
+            r")(?![\w-]|[.,]\d)"
+        ),
+    ),
+    (
+        lambda t, longest: longest >= 32,
+        re.compile(rf"(?<![{_TOKEN_CHARS}])(?P<token>[{_TOKEN_CHARS}]{{32,}})"),
+    ),
+]
+_UUID: Final = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_HEX: Final = re.compile(r"^[0-9a-fA-F]+$")
+# Bits per character: random base64 of 32+ chars sits near 4.6-5, English-like identifiers
+# ("state_of_the_art_model_2024_final") near 3.5-4; random hex tops out at 4 bits.
+_MIN_ENTROPY: Final = 4.2
+_MIN_HEX_ENTROPY: Final = 3.0
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with e-mails, phone numbers, card numbers and secrets masked.
+
+    >>> redact("Authorization: Bearer abcDEF123456ghiJKL789")
+    'Authorization: Bearer [SECRET]'
+    """
+    if len(text) < 6:  # nothing maskable fits: skip the scans for tiny strings
+        return text
+    # Every secret shape is one long run without spaces: the longest word rules most passes out.
+    longest = max(map(len, text.split()), default=0)
+    for precheck, pattern in _PASSES:
+        if precheck(text, longest):
+            text = pattern.sub(_replace, text)
+    return text
+
+
+def _replace(match: re.Match[str]) -> str:
+    handler = _HANDLERS.get(match.lastgroup or "")
+    return handler(match) if handler is not None else match.group(0)
+
+
+def _inside_word(match: re.Match[str]) -> bool:
+    start = match.start()
+    return start > 0 and (match.string[start - 1].isalnum() or match.string[start - 1] in "_-")
+
+
+def _key(match: re.Match[str]) -> str:
+    # "task-management-system-for-teams" contains "sk-" + 20 chars: a real key starts a word
+    # and, being random, has digits or mixed case.
+    if _inside_word(match) or not _looks_random(match.group(0)[4:]):
+        return match.group(0)
+    return SECRET
+
+
+def _looks_random(credential: str) -> bool:
+    has_digit = any(c.isdigit() for c in credential)
+    mixed_case = any(c.isupper() for c in credential[1:]) and any(c.islower() for c in credential)
+    return has_digit or mixed_case
+
+
+def _auth(match: re.Match[str]) -> str:
+    if _inside_word(match) or not _looks_random(match.group("credential")):
+        return match.group(0)  # "Bearer instructions": a word, not a credential
+    return f"{match.group('scheme')} {SECRET}"
+
+
+def _assignment(match: re.Match[str]) -> str:
+    # "password: please." is prose; a real value has digits or symbols inside it.
+    if match.group("value").rstrip(".!?)]}").isalpha():
+        return match.group(0)
+    return f"{match.group('name')}{match.group('sep')}{SECRET}"
+
+
+def _card(match: re.Match[str]) -> str:
+    digits = [int(c) for c in match.group(0) if c.isdigit()]
+    return CARD if luhn_valid(digits) else match.group(0)
+
+
+def _phone(match: re.Match[str]) -> str:
+    number = match.group(0)
+    count = sum(c.isdigit() for c in number)
+    if number.isdigit() and count < 10:  # "012345678" is a padded id, not a national number
+        return number
+    return PHONE if 7 <= count <= 15 else number
+
+
+def _token(match: re.Match[str]) -> str:
+    token = match.group(0)
+    return SECRET if is_high_entropy(token) else token
+
+
+_HANDLERS: Final[dict[str, Callable[[re.Match[str]], str]]] = {
+    "private_key": lambda _m: SECRET,
+    "jwt": lambda m: m.group(0) if _inside_word(m) else SECRET,
+    "vendor_key": _key,
+    "auth": _auth,
+    "assignment": _assignment,
+    "email": lambda _m: EMAIL,
+    "card": _card,
+    "phone": _phone,
+    "token": _token,
+}
+
+
+def luhn_valid(digits: list[int]) -> bool:
+    """Whether a digit sequence passes the Luhn checksum used by payment cards.
+
+    >>> luhn_valid([int(c) for c in "4111111111111111"])
+    True
+    """
+    total = 0
+    for i, digit in enumerate(reversed(digits)):
+        if i % 2 == 1:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return len(digits) >= 13 and total % 10 == 0
+
+
+def is_high_entropy(token: str) -> bool:
+    """Whether ``token`` (32+ chars) looks like a random credential rather than words or an id.
+
+    >>> is_high_entropy("q8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8")
+    True
+    >>> is_high_entropy("state_of_the_art_transformer_model_2024")
+    False
+    """
+    if _UUID.match(token) or not any(c.isdigit() for c in token) or not any(c.isalpha() for c in token):
+        return False
+    threshold = _MIN_HEX_ENTROPY if _HEX.match(token) else _MIN_ENTROPY
+    return shannon_entropy(token) >= threshold
+
+
+def shannon_entropy(text: str) -> float:
+    """Shannon entropy of ``text`` in bits per character (0 for an empty string)."""
+    if not text:
+        return 0.0
+    size = len(text)
+    return -sum(n / size * math.log2(n / size) for n in Counter(text).values())

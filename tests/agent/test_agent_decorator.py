@@ -1,0 +1,128 @@
+"""``@monitor`` on plain predict functions, sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from inferwatch.agent import monitor
+from inferwatch.collectors.event import InferenceEvent
+
+if TYPE_CHECKING:
+    from conftest import AgentFactory, ListProducer
+
+    from inferwatch.agent import Agent
+
+
+class ScoringError(ValueError):
+    pass
+
+
+def shipped(agent: Agent, producer: ListProducer) -> list[InferenceEvent]:
+    assert agent.flush(timeout=5.0)
+    return producer.events()
+
+
+def test_sync_dict_argument_gives_features_and_dict_result_gives_label(
+    make_agent: AgentFactory, list_producer: ListProducer, spans: InMemorySpanExporter
+) -> None:
+    agent = make_agent(list_producer)
+
+    @monitor(model="churn", agent=agent)
+    def predict(features: dict[str, Any]) -> dict[str, Any]:
+        return {"label": "stay", "score": 0.93}
+
+    assert predict({"age": 41, "plan": "pro"}) == {"label": "stay", "score": 0.93}
+    (event,) = shipped(agent, list_producer)
+    assert event.input.features == {"age": 41, "plan": "pro"}
+    assert (event.output.label, event.output.score) == ("stay", 0.93)
+    assert (event.status, event.operation, event.model) == (200, "predict", "churn")
+    assert event.endpoint is not None
+    assert event.endpoint.endswith("predict")
+    (span,) = spans.get_finished_spans()
+    assert (span.name, span.kind) == ("predict churn", SpanKind.INTERNAL)
+    assert event.trace_id == format(span.context.trace_id, "032x")
+
+
+def test_scalar_keyword_arguments_give_features_and_scalar_result_the_label(
+    make_agent: AgentFactory, list_producer: ListProducer
+) -> None:
+    agent = make_agent(list_producer)
+
+    @monitor(agent=agent, operation="classify")
+    def classify(age: int, plan: str, *, active: bool = True) -> int:
+        return 1
+
+    assert classify(41, plan="pro", active=False) == 1
+    (event,) = shipped(agent, list_producer)
+    assert event.input.features == {"age": 41, "plan": "pro", "active": False}
+    assert (event.output.label, event.operation) == (1, "classify")
+
+
+def test_list_of_rows_is_a_batch(make_agent: AgentFactory, list_producer: ListProducer) -> None:
+    agent = make_agent(list_producer)
+
+    @monitor(agent=agent)
+    def predict_many(rows: list[dict[str, int]]) -> list[str]:
+        return ["a" if r["x"] else "b" for r in rows]
+
+    predict_many([{"x": 1}, {"x": 0}])
+    events = shipped(agent, list_producer)
+    assert [(e.input.features, e.output.label) for e in events] == [({"x": 1}, "a"), ({"x": 0}, "b")]
+    assert events[0].trace_id == events[1].trace_id
+
+
+def test_async_function(make_agent: AgentFactory, list_producer: ListProducer) -> None:
+    agent = make_agent(list_producer)
+
+    @monitor(model="scorer", agent=agent)
+    async def score(features: dict[str, float]) -> float:
+        await asyncio.sleep(0)
+        return 0.25
+
+    assert asyncio.run(score({"x": 2.0})) == 0.25
+    (event,) = shipped(agent, list_producer)
+    assert (event.input.features, event.output.label, event.status) == ({"x": 2.0}, 0.25, 200)
+
+
+def test_exception_is_recorded_and_reraised_unchanged(
+    make_agent: AgentFactory, list_producer: ListProducer
+) -> None:
+    agent = make_agent(list_producer)
+    raised = ScoringError("bad row")
+
+    @monitor(agent=agent)
+    def predict(features: dict[str, int]) -> int:
+        raise raised
+
+    with pytest.raises(ScoringError) as caught:
+        predict({"x": 1})
+    assert caught.value is raised
+    (event,) = shipped(agent, list_producer)
+    assert (event.status, event.error, event.input.features) == (500, "ScoringError", {"x": 1})
+
+
+def test_async_exception_is_reraised_unchanged(make_agent: AgentFactory, list_producer: ListProducer) -> None:
+    agent = make_agent(list_producer)
+
+    @monitor(agent=agent)
+    async def predict(features: dict[str, int]) -> int:
+        raise ScoringError("async bad row")
+
+    with pytest.raises(ScoringError, match="async bad row"):
+        asyncio.run(predict({"x": 1}))
+    (event,) = shipped(agent, list_producer)
+    assert (event.status, event.error) == (500, "ScoringError")
+
+
+def test_decorated_function_keeps_its_name_and_docs(make_agent: AgentFactory) -> None:
+    @monitor(agent=make_agent())
+    def predict(features: dict[str, int]) -> int:
+        """Predict things."""
+        return 0
+
+    assert (predict.__name__, predict.__doc__) == ("predict", "Predict things.")
