@@ -147,7 +147,9 @@ class IncidentManager:
             raise IncidentError(f"incident {incident_id} is {incident.status}; cannot mark it {status}")
         incident = incident.model_copy(deep=True)
         incident.status = status
-        action: Literal["acknowledged", "resolved"] = "acknowledged" if status == "acknowledged" else "resolved"
+        action: Literal["acknowledged", "resolved"] = (
+            "acknowledged" if status == "acknowledged" else "resolved"
+        )
         incident.history.append(HistoryEntry(at=datetime.now(UTC), actor=actor, action=action, note=note))
         self.store.upsert([incident])
         return incident

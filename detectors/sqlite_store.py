@@ -74,9 +74,9 @@ class SQLiteStore:
             self._conn.executemany("INSERT INTO incidents_fts VALUES (?, ?)", [r[1] for r in rows])
 
     def get(self, incident_id: str) -> Incident | None:
-        """One incident by id (a unique prefix of at least 6 characters also works)."""
+        """One incident by id (a unique prefix of at least 4 characters also works)."""
         row = self._conn.execute("SELECT doc FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-        if row is None and len(incident_id) >= 6:
+        if row is None and len(incident_id) >= 4:
             rows = self._conn.execute(
                 "SELECT doc FROM incidents WHERE id LIKE ? LIMIT 2", (incident_id + "%",)
             ).fetchall()

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run a model server with the agent, drive traffic, show incidents")
     _common(p)
-    p.add_argument("--home", metavar="DIR", help="where the demo keeps its bus and store (default .inferwatch)")
+    p.add_argument("--home", metavar="DIR",
+                   help="where the demo keeps its bus and store (default .inferwatch)")
     p.set_defaults(handler=commands.demo)
 
     p = sub.add_parser("detect", help="run the detector service on the configured bus and store")
@@ -149,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
             stream=sys.stderr,
         )
+        for chatty in ("httpx", "httpcore"):  # one line per request drowns what matters
+            logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
         handler: Handler = args.handler
         return handler(args, settings)
     except (SettingsError, DetectorConfigError, IncidentError) as exc:

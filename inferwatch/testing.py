@@ -53,7 +53,9 @@ def make_event(
     )
 
 
-def run_detector(detector: Detector, events: Iterable[InferenceEvent], window_s: float = 60.0) -> list[Finding]:
+def run_detector(
+    detector: Detector, events: Iterable[InferenceEvent], window_s: float = 60.0
+) -> list[Finding]:
     """Drive one detector over events by event time, closing windows; return all findings."""
     pipeline = Pipeline([detector], IncidentManager(memory_store()), window_s=window_s)
     findings = pipeline.detect(list(events)).findings

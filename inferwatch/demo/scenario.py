@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,15 +52,19 @@ def run_demo(user_settings: Settings, *, home: str | None = None, as_json: bool 
     settings = demo_settings(user_settings, home)
     started = datetime.now(UTC)
     out = sys.stdout
-    say = (lambda *_: None) if as_json else (lambda text: print(text, flush=True))
+
+    def say(text: str) -> None:
+        if not as_json:
+            print(text, flush=True)
+
     say(f"inferwatch demo: bus {settings.bus.path}, store {settings.store.path}")
 
     bus = open_bus(settings)
     agent = Agent(settings.agent, bus.producer())
     expected = {
         "input drift": ("numeric_drift", "model:iris"),
-        "flooding caller": ("request_rate", f"principal:{agent.pseudonym(FLOOD_KEY)}"),
-        "prompt injection": ("prompt_injection", f"principal:{agent.pseudonym(INJECTION_KEY)}"),
+        "flooding caller": ("request_rate", f"principal:{agent.pseudonymizer.pseudonym(FLOOD_KEY)}"),
+        "prompt injection": ("prompt_injection", f"principal:{agent.pseudonymizer.pseudonym(INJECTION_KEY)}"),
     }
     say(f"  callers: {FLOOD_KEY} is {expected['flooding caller'][1]}, "
         f"{INJECTION_KEY} is {expected['prompt injection'][1]}")
@@ -76,11 +81,17 @@ def run_demo(user_settings: Settings, *, home: str | None = None, as_json: bool 
         say(f"  model server with the agent on {server.url}")
         traffic = Traffic(server.url, model.data)
         try:
-            for run_phase in (lambda: traffic.normal(6.0), lambda: traffic.drift(4.0),
-                              lambda: traffic.normal(2.0), lambda: traffic.flood(2.5),
-                              traffic.injections):
-                phase: Phase = run_phase()
-                say(f"phase '{phase.name}': {phase.requests} requests, {phase.errors} errors")
+            phases: list[tuple[str, Callable[[], Phase]]] = [
+                ("normal traffic from 20 callers", lambda: traffic.normal(6.0)),
+                ("input drift: petal length +2.5 cm, sepal width x1.5", lambda: traffic.drift(4.0)),
+                ("normal traffic again", lambda: traffic.normal(2.0)),
+                (f"{FLOOD_KEY} floods the model", lambda: traffic.flood(2.5)),
+                (f"{INJECTION_KEY} tries prompt injections", traffic.injections),
+            ]
+            for title, run_phase in phases:
+                say(f"phase: {title}")
+                phase = run_phase()
+                say(f"  {phase.requests} requests sent, {phase.errors} errors")
         finally:
             traffic.close()
     agent.shutdown(timeout=10.0)

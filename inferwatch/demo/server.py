@@ -7,7 +7,6 @@ the app, exactly as a user would add it to their own FastAPI or Starlette servic
 from __future__ import annotations
 
 import hashlib
-import socket
 import threading
 import time
 from typing import Any
@@ -83,14 +82,11 @@ class BackgroundServer:
     """uvicorn on a free loopback port, in a thread; ``with`` it to start and stop."""
 
     def __init__(self, app: Any) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port = int(self._sock.getsockname()[1])
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
+                                lifespan="off")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        name="demo-model-server", daemon=True)
+        self._thread = threading.Thread(target=self._server.run, name="demo-model-server", daemon=True)
+        self.port = 0
 
     @property
     def url(self) -> str:
@@ -103,9 +99,9 @@ class BackgroundServer:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("the demo model server did not start")
             time.sleep(0.02)
+        self.port = int(self._server.servers[0].sockets[0].getsockname()[1])
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
-        self._sock.close()

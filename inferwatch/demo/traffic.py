@@ -71,7 +71,9 @@ class Traffic:
             row = shift(row)
         return {name: round(float(v), 3) for name, v in zip(FEATURES, row, strict=True)}
 
-    def predict(self, key: str, phase: Phase, shift: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+    def predict(
+        self, key: str, phase: Phase, shift: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> None:
         response = self.client.post("/v1/models/iris/predict", json={"features": self._row(shift)},
                                     headers={"x-api-key": key})
         phase.requests += 1

@@ -53,7 +53,7 @@ def test_unknown_fields_are_kept_at_every_level():
 def test_time_is_normalised_to_utc_and_naive_time_rejected():
     event = decode_event(json.dumps({**FULL, "time": "2026-03-01T13:00:00+01:00"}))
     assert event.time.isoformat() == "2026-03-01T12:00:00+00:00"
-    with pytest.raises(MalformedEvent, match="time: .*UTC offset"):
+    with pytest.raises(MalformedEvent, match=r"time: .*UTC offset"):
         decode_event(json.dumps({**FULL, "time": "2026-03-01T13:00:00"}))
 
 

@@ -4,7 +4,6 @@ import sys
 from inferwatch.collectors.bus import BusRecord
 from inferwatch.collectors.sqlite_bus import SQLiteBus
 
-
 PRODUCE = """
 import sys
 from inferwatch.collectors.sqlite_bus import SQLiteBus

@@ -31,7 +31,8 @@ def test_same_problem_updates_the_open_incident(manager):
     inc = second[0]
     assert inc.id == first[0].id
     assert inc.count == 2
-    assert inc.first_seen == T0 and inc.last_seen == T0 + timedelta(minutes=5)
+    assert inc.first_seen == T0
+    assert inc.last_seen == T0 + timedelta(minutes=5)
     assert inc.event_ids == ["e1", "e2"]
     assert inc.evidence == {"count": 2}  # newest evidence
     assert len(manager.store.list_incidents(IncidentQuery())) == 1
@@ -81,7 +82,8 @@ def test_lifecycle_ack_resolve_and_reopen(manager):
     assert reopened.id == inc.id
     assert reopened.status == "open"
     assert [h.action for h in reopened.history] == ["opened", "acknowledged", "resolved", "reopened"]
-    assert reopened.history[1].actor == "alice" and reopened.history[1].note == "looking"
+    assert reopened.history[1].actor == "alice"
+    assert reopened.history[1].note == "looking"
 
 
 def test_unknown_id_is_a_clear_error(manager):
@@ -98,4 +100,5 @@ def test_severity_escalates_and_is_recorded(manager):
 
 def test_batch_with_repeats_writes_one_incident(manager):
     out = manager.apply([finding(0, events=(f"e{i}",)) for i in range(5)])
-    assert len(out) == 1 and out[0].count == 5
+    assert len(out) == 1
+    assert out[0].count == 5

@@ -44,7 +44,8 @@ def test_store_survives_reopen(tmp_path):
     path = tmp_path / "s.db"
     IncidentManager(SQLiteStore(path)).apply([_finding(0)])
     again = SQLiteStore(path).list_incidents(IncidentQuery())
-    assert len(again) == 1 and again[0].event_ids == ["e0"]
+    assert len(again) == 1
+    assert again[0].event_ids == ["e0"]
 
 
 def test_event_search(tmp_path):
@@ -63,6 +64,8 @@ def test_event_search(tmp_path):
     assert [e.id for e in store.search_events(EventQuery(text="instructions ignore"))] == [events[1].id]
     assert [e.id for e in store.search_events(EventQuery(model="chat"))] == [events[1].id]
     assert [e.id for e in store.search_events(EventQuery(trace_id="a" * 32))] == [events[2].id]
-    window = EventQuery(since=datetime.fromtimestamp(base + 2, UTC), until=datetime.fromtimestamp(base + 3, UTC))
+    window = EventQuery(
+        since=datetime.fromtimestamp(base + 2, UTC), until=datetime.fromtimestamp(base + 3, UTC)
+    )
     assert [e.id for e in store.search_events(window)] == [events[1].id]
     assert store.search_events(EventQuery(text='"; DROP TABLE events; --')) == []

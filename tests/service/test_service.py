@@ -1,8 +1,6 @@
 import threading
 from datetime import datetime
 
-import pytest
-
 from inferwatch.collectors.event import encode_event
 from inferwatch.collectors.sqlite_bus import SQLiteBus
 from inferwatch.detectors.base import Finding
@@ -28,7 +26,8 @@ class ServerErrors:
         if (event.status or 0) < 500:
             return []
         return [Finding(detector=self.name, kind="operational", severity="low", score=0.5,
-                        title="server error", summary=f"status {event.status}", subject=f"model:{event.model}",
+                        title="server error", summary=f"status {event.status}",
+                        subject=f"model:{event.model}",
                         time=event.time, model=event.model, event_ids=[event.id])]
 
     def close_window(self, end):
@@ -104,12 +103,21 @@ def test_stop_during_outage_leaves_batch_uncommitted_and_restart_files_it_once(t
     store = FlakyStore(tmp_path / "s.db", failures=10_000)
     bus, service = _service(tmp_path, store, [ServerErrors()])
     bus.producer().send(encode_event(make_event(1000.0, status=503)))
-    worker = threading.Thread(target=lambda: pytest.raises(StoreUnavailable, service.run_once, 0))
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            service.run_once(0)
+        except StoreUnavailable as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=run)
     worker.start()
     while service.stats.store_retries == 0:
         worker.join(0.05)
     service.stop()
     worker.join(10)
+    assert len(raised) == 1
     assert bus.consumer("g").committed() == 0
     # Restart with a healthy store: the event is redelivered and filed exactly once.
     healthy = SQLiteStore(tmp_path / "s.db")
@@ -117,7 +125,8 @@ def test_stop_during_outage_leaves_batch_uncommitted_and_restart_files_it_once(t
     again.run_once(poll_timeout=0)
     again.run_once(poll_timeout=0)
     incidents = healthy.list_incidents(IncidentQuery())
-    assert len(incidents) == 1 and incidents[0].count == 1
+    assert len(incidents) == 1
+    assert incidents[0].count == 1
 
 
 def test_redelivery_after_crash_does_not_duplicate(tmp_path):
@@ -130,7 +139,8 @@ def test_redelivery_after_crash_does_not_duplicate(tmp_path):
     bus, again = _service(tmp_path, SQLiteStore(tmp_path / "s.db"), [ServerErrors()])
     again.run_once(poll_timeout=0)
     incidents = store.list_incidents(IncidentQuery())
-    assert len(incidents) == 1 and incidents[0].count == 1
+    assert len(incidents) == 1
+    assert incidents[0].count == 1
     assert len(store.search_events(EventQuery())) == 1
 
 
