@@ -16,8 +16,9 @@ def _time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def table(rows: Sequence[Sequence[str]], headers: Sequence[str], out: TextIO = sys.stdout) -> None:
+def table(rows: Sequence[Sequence[str]], headers: Sequence[str], out: TextIO | None = None) -> None:
     """Print an aligned table; the last column is left unpadded (it is usually long text)."""
+    out = out or sys.stdout
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
@@ -26,8 +27,9 @@ def table(rows: Sequence[Sequence[str]], headers: Sequence[str], out: TextIO = s
         out.write("  ".join([*cells, row[-1]]).rstrip() + "\n")
 
 
-def incidents_table(incidents: Sequence[Incident], out: TextIO = sys.stdout) -> None:
+def incidents_table(incidents: Sequence[Incident], out: TextIO | None = None) -> None:
     """One line per incident."""
+    out = out or sys.stdout
     if not incidents:
         out.write("no incidents\n")
         return
@@ -41,8 +43,9 @@ def incidents_table(incidents: Sequence[Incident], out: TextIO = sys.stdout) -> 
     table(rows, headers, out)
 
 
-def incident_detail(incident: Incident, out: TextIO = sys.stdout) -> None:
+def incident_detail(incident: Incident, out: TextIO | None = None) -> None:
     """Everything about one incident, evidence included, for a person at 3 a.m."""
+    out = out or sys.stdout
     i = incident
     lines = [
         f"{i.title}",
@@ -69,8 +72,9 @@ def incident_detail(incident: Incident, out: TextIO = sys.stdout) -> None:
     out.write("\n".join(lines) + "\n")
 
 
-def events_table(events: Sequence[InferenceEvent], out: TextIO = sys.stdout) -> None:
+def events_table(events: Sequence[InferenceEvent], out: TextIO | None = None) -> None:
     """One line per event."""
+    out = out or sys.stdout
     if not events:
         out.write("no events\n")
         return
@@ -92,8 +96,9 @@ def _preview(event: InferenceEvent) -> str:
     return "-"
 
 
-def json_line(obj: Any, out: TextIO = sys.stdout) -> None:
+def json_line(obj: Any, out: TextIO | None = None) -> None:
     """Write one compact JSON object and a newline."""
+    out = out or sys.stdout
     out.write(json.dumps(obj, separators=(",", ":"), default=str) + "\n")
 
 

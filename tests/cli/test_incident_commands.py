@@ -1,0 +1,104 @@
+import json
+
+import pytest
+
+from inferwatch.cli import build_parser, main
+
+
+@pytest.fixture
+def store(capsys, events_file, tmp_path):
+    path = tmp_path / "store.db"
+    assert main(["replay", str(events_file), "--store", str(path)]) == 0
+    capsys.readouterr()
+    return str(path)
+
+
+def _json_lines(capsys) -> list[dict]:
+    return [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+
+
+def test_list_filters(capsys, store):
+    main(["incidents", "list", "--store", store, "--json"])
+    everything = _json_lines(capsys)
+    main(["incidents", "list", "--store", store, "--kind", "drift", "--json"])
+    drift = _json_lines(capsys)
+    assert drift
+    assert all(i["kind"] == "drift" for i in drift)
+    assert len(drift) < len(everything)
+    main(["incidents", "list", "--store", store, "--detector", "prompt_injection", "--json"])
+    assert [i["subject"] for i in _json_lines(capsys)] == ["principal:p_mallory"]
+    main(["incidents", "list", "--store", store, "--since", "2h", "--json"])
+    assert _json_lines(capsys) == []  # the incidents happened in January (event time)
+
+
+def test_show_ack_resolve(capsys, store):
+    main(["incidents", "list", "--store", store, "--detector", "request_rate", "--json"])
+    incident = _json_lines(capsys)[0]
+    assert main(["incidents", "show", incident["id"][:8], "--store", store]) == 0
+    shown = capsys.readouterr().out
+    assert "principal:p_flooder" in shown
+    assert "evidence:" in shown
+    assert main(["incidents", "ack", incident["id"], "--store", store, "--actor", "alice",
+                 "--note", "looking"]) == 0
+    assert "acknowledged" in capsys.readouterr().out
+    assert main(["incidents", "resolve", incident["id"], "--store", store, "--actor", "alice"]) == 0
+    capsys.readouterr()
+    main(["incidents", "show", incident["id"], "--store", store, "--json"])
+    shown = _json_lines(capsys)[0]
+    assert shown["status"] == "resolved"
+    assert [h["action"] for h in shown["history"]][-2:] == ["acknowledged", "resolved"]
+    assert shown["history"][-2]["note"] == "looking"
+    main(["incidents", "list", "--store", store, "--status", "resolved", "--json"])
+    assert [i["id"] for i in _json_lines(capsys)] == [incident["id"]]
+
+
+def test_errors_are_clear(capsys, store):
+    assert main(["incidents", "show", "doesnotexist", "--store", store]) == 1
+    assert "no incident with id" in capsys.readouterr().err
+    assert main(["incidents", "resolve", "doesnotexist", "--store", store]) == 2
+    assert "no incident with id" in capsys.readouterr().err
+
+
+def test_events_search_by_text_and_time(capsys, store):
+    main(["events", "search", "--store", store, "--text", "previous instructions", "--json"])
+    found = _json_lines(capsys)
+    assert [e["principal"] for e in found] == ["p_mallory"]
+    main(["events", "search", "--store", store, "--principal", "p_flooder", "--since",
+          "2026-01-01T00:20:10Z", "--until", "2026-01-01T00:20:20Z", "--json"])
+    window = _json_lines(capsys)
+    assert window
+    assert all("00:20:1" in e["time"] for e in window)
+    main(["events", "search", "--store", store, "--principal", "p_flooder", "--limit", "3"])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("TIME (UTC)")
+    assert len(table) == 4
+
+
+def test_bad_settings_exit_2_naming_the_variable(capsys, monkeypatch, store):
+    monkeypatch.setenv("INFERWATCH_DETECT__WINDOW_S", "zero")
+    assert main(["incidents", "list", "--store", store]) == 2
+    assert "INFERWATCH_DETECT__WINDOW_S" in capsys.readouterr().err
+
+
+def test_unknown_detector_is_named(capsys, monkeypatch, events_file):
+    monkeypatch.setenv("INFERWATCH_DETECT__ENABLED", '["numeric_drift", "nope"]')
+    assert main(["replay", str(events_file)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown detector(s) nope" in err
+    assert "registered:" in err
+
+
+def test_bad_time_is_explained(capsys):
+    with pytest.raises(SystemExit):
+        main(["events", "search", "--since", "yesterday-ish"])
+    assert "use RFC 3339" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", [[], ["demo"], ["detect"], ["replay"], ["incidents"], ["incidents", "list"],
+                                  ["incidents", "show"], ["incidents", "ack"], ["incidents", "resolve"],
+                                  ["events"], ["events", "search"], ["events", "dead-letters"]])
+def test_help_everywhere(capsys, path):
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args([*path, "--help"])
+    assert done.value.code == 0
+    assert "usage: inferwatch" in capsys.readouterr().out
