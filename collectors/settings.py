@@ -14,9 +14,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -58,12 +67,48 @@ class AgentSettings(_Section):
     truncate_client_ip: bool = True
 
 
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+
+
 class BusSettings(_Section):
     """Where events travel: the embedded SQLite log, or Kafka."""
 
     kind: Literal["sqlite", "kafka"] = "sqlite"
     path: Path = DEFAULT_HOME / "bus.db"
     topic: str = "inferwatch.events"
+    dead_letter_topic: str = "inferwatch.events.dlq"
+    # Kafka (used when kind is "kafka")
+    bootstrap_servers: CommaList = Field(default_factory=lambda: ["127.0.0.1:9092"])
+    client_id: str = "inferwatch"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    partitions: Annotated[int, Field(ge=1, le=10_000)] = 4
+    replication_factor: Annotated[int, Field(ge=1, le=32)] = 1
+    compression: Literal["none", "gzip", "lz4", "snappy", "zstd"] = "gzip"
+    linger_ms: Annotated[int, Field(ge=0, le=10_000)] = 20
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> BusSettings:
+        if self.security_protocol.startswith("SASL"):
+            missing = [name for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                       if getattr(self, name) is None]
+            if missing:
+                raise ValueError(
+                    f"security_protocol {self.security_protocol} needs "
+                    + ", ".join(f"INFERWATCH_BUS__{m.upper()}" for m in missing)
+                )
+        return self
 
 
 class StoreSettings(_Section):
@@ -71,6 +116,17 @@ class StoreSettings(_Section):
 
     kind: Literal["sqlite", "elasticsearch"] = "sqlite"
     path: Path = DEFAULT_HOME / "store.db"
+    # Elasticsearch (used when kind is "elasticsearch")
+    urls: CommaList = Field(default_factory=lambda: ["http://127.0.0.1:9200"])
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_certs: Path | None = None
+    verify_certs: bool = True
+    index_prefix: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")] = "inferwatch"
+    events_retention: Annotated[str, Field(pattern=r"^\d+[dhms]$")] = "30d"
+    use_ilm: bool = False
+    request_timeout_s: Annotated[float, Field(gt=0)] = 30.0
 
 
 class DetectSettings(_Section):
@@ -177,6 +233,7 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
         dotted = ".".join(loc)
         where = f"{env} (or '{dotted}' in {path})" if path else env
         value = err.get("input")
-        shown = "" if "secret" in dotted or "key" in dotted else f" (got {value!r})"
+        secret = any(word in dotted for word in ("secret", "key", "password"))
+        shown = "" if secret or isinstance(value, dict | list) else f" (got {value!r})"
         lines.append(f"  {where}: {err['msg']}{shown}")
     return "\n".join(lines)
