@@ -50,7 +50,13 @@ from inferwatch.agent.telemetry import CallFacts, CallTracer, resolve_tracer_pro
 from inferwatch.collectors.bus import EventProducer
 from inferwatch.collectors.event import AgentInfo, InferenceEvent
 from inferwatch.collectors.ids import uuid7
-from inferwatch.collectors.settings import AgentSettings, BusSettings, Settings, load_settings
+from inferwatch.collectors.settings import (
+    DEFAULT_HMAC_KEY,
+    AgentSettings,
+    BusSettings,
+    Settings,
+    load_settings,
+)
 
 _log = logging.getLogger("inferwatch.agent")
 
@@ -115,6 +121,11 @@ class Agent:
         self.settings = settings
         self.version = version or _distribution_version()
         self.pseudonymizer = Pseudonymizer(settings.hmac_key, header=settings.principal_header)
+        if settings.hmac_key.get_secret_value() == DEFAULT_HMAC_KEY:
+            _log.warning(
+                "agent.hmac_key is the public default: set INFERWATCH_AGENT__HMAC_KEY to a secret "
+                "so caller pseudonyms cannot be reversed"
+            )
         self.tracer = CallTracer(resolve_tracer_provider(settings.service, tracer_provider), self.version)
         self.shipper = EventShipper(
             producer,

@@ -33,6 +33,9 @@ from pydantic_settings import (
 
 ENV_PREFIX = "INFERWATCH_"
 DEFAULT_HOME = Path(".inferwatch")
+# A public default keeps the demo working; pseudonyms made with it can be reversed by anyone who
+# can guess the API keys, so the agent warns when it is left in place.
+DEFAULT_HMAC_KEY = "inferwatch-default-pseudonym-key"
 
 
 class SettingsError(ValueError):
@@ -59,7 +62,7 @@ class AgentSettings(_Section):
     model_version: str | None = None
     capture: CaptureMode = CaptureMode.REDACTED
     principal_header: str = "x-api-key"
-    hmac_key: SecretStr = SecretStr("inferwatch-default-pseudonym-key")
+    hmac_key: SecretStr = SecretStr(DEFAULT_HMAC_KEY)
     queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 256
     flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.2

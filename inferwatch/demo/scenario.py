@@ -17,7 +17,7 @@ from typing import Any
 
 from inferwatch import render
 from inferwatch.agent import Agent, InferwatchMiddleware
-from inferwatch.collectors.settings import Settings
+from inferwatch.collectors.settings import DEFAULT_HMAC_KEY, Settings
 from inferwatch.demo.server import BackgroundServer, IrisModel, build_app
 from inferwatch.demo.traffic import FLOOD_KEY, INJECTION_KEY, Phase, Traffic
 from inferwatch.detectors.incidents import Incident
@@ -39,6 +39,8 @@ def demo_settings(settings: Settings, home: str | None) -> Settings:
     """The user's settings with the demo's service name, windows and (optionally) home folder."""
     data = settings.model_dump()
     data["agent"].update(service="demo-model-server", model="iris")
+    if data["agent"]["hmac_key"].get_secret_value() == DEFAULT_HMAC_KEY:
+        data["agent"]["hmac_key"] = "inferwatch-demo-only-key"  # the demo's callers are made up
     data["detect"] = {**data["detect"], **DEMO_DETECT,
                       "options": {**DEMO_DETECT["options"], **data["detect"]["options"]}}
     if home:
