@@ -1,0 +1,248 @@
+"""Request-rate abuse: a principal sending far more requests than it and its peers usually do.
+
+Requests are counted per principal in each event-time window. When the window closes, a
+principal is flagged when its count is at least
+
+* ``min_requests`` — small absolute numbers are never abuse worth waking someone for;
+* ``own_factor`` x its own baseline, an EWMA of its previous active windows' counts, floored at
+  ``baseline_floor`` (a principal never seen before has the floor as its baseline);
+* ``population_factor`` x the median count over all principals active in the window (floor 1).
+
+Behaviour worth knowing:
+
+* Events with no principal are counted under their client address (``ip:<addr>``), which is what
+  an unauthenticated flood looks like; events with neither are not counted.
+* The first ``warmup_windows`` windows after the detector starts only learn: at start-up every
+  principal looks new, so steady heavy users would otherwise all be flagged at once.
+* A principal first seen after warm-up has no history; it is judged on the floor baseline and
+  the population test, so a new key that arrives at ``population_factor`` x the median and
+  ``min_requests`` or more is flagged in its first window. Its EWMA starts at its count, capped at
+  ``population_factor`` x the median, so a steady heavy newcomer stops being flagged after a
+  window while an extreme newcomer is not absorbed into its own baseline in one step.
+* A flagged window moves the baseline slowly: towards the count capped at the own threshold,
+  with ``flagged_alpha`` instead of ``ewma_alpha``. A flood therefore raises the baseline by at
+  most ``1 + flagged_alpha * (own_factor - 1)`` (x1.4 by default) per window: it keeps being
+  flagged for several windows, and a genuine lasting step-up is accepted after a while.
+* The baseline only learns from windows in which the principal was active: it is the
+  principal's usual rate when it is active, so a bursty nightly job is not "new" every night.
+
+State is bounded: baselines live in an LRU map of ``max_principals`` keys that also drops keys
+idle for ``ttl_s`` seconds of event time; a window's counters hold at most ``max_principals``
+keys and count the rest as ``overflow``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import numpy as np
+
+from inferwatch.collectors.event import InferenceEvent
+from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding, Severity
+from inferwatch.detectors.state import BoundedState, IdSample, WindowBounds, iso_utc, subject_of
+
+MAX_MODELS_NOTED = 5
+
+
+@dataclass
+class _Baseline:
+    ewma: float = 0.0
+    windows: int = 0
+
+
+@dataclass
+class _Tally:
+    count: int = 0
+    service: str = "unknown"
+    models: set[str] = field(default_factory=set)
+    ids: IdSample = field(default_factory=IdSample)
+
+
+@dataclass(frozen=True)
+class _Population:
+    median: float
+    p95: float
+    active: int
+
+
+class RequestRateDetector:
+    """Requests per principal per window against its own EWMA baseline and the population median.
+
+    Options (keyword only): ``min_requests`` (30); ``own_factor`` (5.0); ``population_factor``
+    (5.0); ``baseline_floor`` (2.0); ``ewma_alpha`` weight of a normal window (0.3);
+    ``flagged_alpha`` weight of a flagged window (0.1); ``warmup_windows`` (1);
+    ``max_principals`` (100_000); ``ttl_s`` idle seconds before a baseline is dropped (86_400).
+
+    >>> detector = RequestRateDetector()
+    >>> detector.name, detector.min_requests
+    ('request_rate', 30)
+    """
+
+    name: ClassVar[str] = "request_rate"
+
+    def __init__(
+        self,
+        *,
+        min_requests: int = 30,
+        own_factor: float = 5.0,
+        population_factor: float = 5.0,
+        baseline_floor: float = 2.0,
+        ewma_alpha: float = 0.3,
+        flagged_alpha: float = 0.1,
+        warmup_windows: int = 1,
+        max_principals: int = 100_000,
+        ttl_s: float = 86_400.0,
+    ) -> None:
+        if not (0.0 < ewma_alpha <= 1.0 and 0.0 <= flagged_alpha <= 1.0):
+            raise ValueError("ewma_alpha must be in (0, 1] and flagged_alpha in [0, 1]")
+        if own_factor < 1.0 or population_factor < 1.0 or baseline_floor <= 0.0:
+            raise ValueError("own_factor and population_factor must be >= 1, baseline_floor > 0")
+        self.min_requests = min_requests
+        self.own_factor = own_factor
+        self.population_factor = population_factor
+        self.baseline_floor = baseline_floor
+        self.ewma_alpha = ewma_alpha
+        self.flagged_alpha = flagged_alpha
+        self.warmup_windows = warmup_windows
+        self.max_principals = max_principals
+        self.overflow = 0
+        """Requests not counted because a window already held ``max_principals`` keys."""
+        self.unattributed = 0
+        """Requests with neither a principal nor a client address."""
+        self._baselines: BoundedState[str, _Baseline] = BoundedState(max_principals, ttl_s)
+        self._window: dict[str, _Tally] = {}
+        self._window_first: float | None = None
+        self._bounds = WindowBounds()
+        self._windows_closed = 0
+
+    @property
+    def principals_tracked(self) -> int:
+        """Principals (and addresses) whose baseline is currently held."""
+        return len(self._baselines)
+
+    def observe(self, event: InferenceEvent) -> list[Finding]:
+        """Count the request against its principal (or client address) in the open window."""
+        subject = subject_of(event)
+        if subject is None:
+            self.unattributed += 1
+            return []
+        tally = self._window.get(subject)
+        if tally is None:
+            if len(self._window) >= self.max_principals:
+                self.overflow += 1
+                return []
+            tally = self._window[subject] = _Tally(service=event.service)
+        tally.count += 1
+        if event.model is not None and len(tally.models) < MAX_MODELS_NOTED:
+            tally.models.add(event.model)
+        # Only principals near min_requests can be flagged: sampling ids from there on keeps a
+        # full sample for every flagged principal without holding ids for everyone else.
+        if tally.count > self.min_requests - MAX_SAMPLE_IDS:
+            tally.ids.add(event)
+        if self._window_first is None:
+            self._window_first = event.ts
+        return []
+
+    def close_window(self, end: datetime) -> list[Finding]:
+        """Judge every principal active in the window ending at ``end``, then learn from it."""
+        end_ts = end.timestamp()
+        start_ts = self._bounds.close(end_ts, self._window_first)
+        window, self._window, self._window_first = self._window, {}, None
+        if not window:
+            return []
+        self._windows_closed += 1
+        counts = np.fromiter((t.count for t in window.values()), dtype=np.float64, count=len(window))
+        population = _Population(
+            median=max(float(np.median(counts)), 1.0),
+            p95=float(np.percentile(counts, 95)),
+            active=len(window),
+        )
+        judging = self._windows_closed > self.warmup_windows
+        findings = []
+        for subject, tally in window.items():
+            finding = self._judge(subject, tally, population, judging, (start_ts, end_ts))
+            if finding is not None:
+                findings.append(finding)
+        self._baselines.expire(end_ts)
+        return findings
+
+    def _judge(self, subject: str, tally: _Tally, population: _Population, judging: bool,
+               bounds: tuple[float, float]) -> Finding | None:
+        baseline = self._baselines.get_or_create(subject, bounds[1], _Baseline)
+        own = max(baseline.ewma, self.baseline_floor) if baseline.windows else self.baseline_floor
+        flagged = judging and (
+            tally.count >= self.min_requests
+            and tally.count >= self.own_factor * own
+            and tally.count >= self.population_factor * population.median
+        )
+        finding = self._finding(subject, tally, baseline, own, population, bounds) if flagged else None
+        self._learn(baseline, tally.count, own, population, flagged)
+        return finding
+
+    def _learn(self, baseline: _Baseline, count: int, own: float, population: _Population,
+               flagged: bool) -> None:
+        if baseline.windows == 0:
+            baseline.ewma = min(float(count), self.population_factor * population.median)
+        elif flagged:
+            target = min(float(count), self.own_factor * own)
+            baseline.ewma += self.flagged_alpha * (target - baseline.ewma)
+        else:
+            baseline.ewma += self.ewma_alpha * (count - baseline.ewma)
+        baseline.windows += 1
+
+    def _finding(self, subject: str, tally: _Tally, baseline: _Baseline, own: float,
+                 population: _Population, bounds: tuple[float, float]) -> Finding:
+        ratio_own = tally.count / own
+        ratio_population = tally.count / population.median
+        ratio = min(ratio_own, ratio_population)
+        models = sorted(tally.models)
+        evidence: dict[str, Any] = {
+            "count": tally.count,
+            "own_baseline": round(own, 3),
+            "own_ewma": round(baseline.ewma, 3) if baseline.windows else None,
+            "own_windows_seen": baseline.windows,
+            "population_median": population.median,
+            "population_p95": population.p95,
+            "population_active": population.active,
+            "ratio_own": round(ratio_own, 2),
+            "ratio_population": round(ratio_population, 2),
+            "thresholds": {"min_requests": self.min_requests, "own_factor": self.own_factor,
+                           "population_factor": self.population_factor,
+                           "baseline_floor": self.baseline_floor},
+            "window_start": iso_utc(bounds[0]),
+            "window_end": iso_utc(bounds[1]),
+            "models": models,
+        }
+        history = f"its baseline {own:.1f}" if baseline.windows else f"no history (floor {own:.1f})"
+        return Finding(
+            detector=self.name,
+            kind="abuse",
+            severity=_severity(ratio),
+            score=round(ratio / (ratio + 10.0), 4),
+            title=f"Request flood from {subject}: {tally.count} requests in one window "
+            f"({ratio_own:.0f}x own baseline)",
+            summary=f"{subject} sent {tally.count} requests between {iso_utc(bounds[0])} and "
+            f"{iso_utc(bounds[1])}: {ratio_own:.1f}x {history} and {ratio_population:.1f}x the median "
+            f"of {population.active} active principals ({population.median:g}; p95 {population.p95:g})"
+            + (f"; models: {', '.join(models)}" if models else ""),
+            subject=subject,
+            time=datetime.fromtimestamp(bounds[1], UTC),
+            service=tally.service,
+            model=models[0] if len(models) == 1 else None,
+            evidence=evidence,
+            event_ids=list(tally.ids.event_ids),
+            trace_ids=list(tally.ids.trace_ids),
+        )
+
+
+def _severity(ratio: float) -> Severity:
+    # ratio is the weaker of the two exceedances (own baseline, population median).
+    if ratio >= 100:
+        return "critical"
+    if ratio >= 25:
+        return "high"
+    if ratio >= 10:
+        return "medium"
+    return "low"

@@ -1,0 +1,197 @@
+"""Per-key detector state: an LRU map with an event-time TTL, an id sample, subjects and times.
+
+Detectors keep state per principal, per address or per model. An attacker controls how many
+principals and addresses there are, so every such map is bounded twice: by size (least recently
+used keys go first) and by idleness in event time (keys not seen for ``ttl_s`` seconds go). Both
+evictions are counted, so the service can expose them; a silent bound would hide lost state.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+from inferwatch.collectors.event import InferenceEvent
+from inferwatch.detectors.base import MAX_SAMPLE_IDS
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedState(Generic[K, V]):
+    """A map from key to state, bounded by ``max_keys`` (LRU) and by ``ttl_s`` of event time.
+
+    ``ts`` arguments are event times (Unix seconds); the wall clock is never read. Touching a
+    key moves it to the most-recent end, so with events in roughly event-time order the
+    least recently seen keys sit at the front and expiry only looks there.
+
+    >>> s: BoundedState[str, int] = BoundedState(max_keys=2, ttl_s=60.0)
+    >>> s.get_or_create("a", 0.0, int), s.get_or_create("b", 10.0, int)
+    (0, 0)
+    >>> _ = s.get_or_create("c", 20.0, int)   # over max_keys: "a" (least recent) goes
+    >>> sorted(s.keys()), s.evicted
+    (['b', 'c'], 1)
+    >>> s.expire(75.0)                        # "b" idle 65 s > 60 s
+    1
+    >>> sorted(s.keys())
+    ['c']
+    """
+
+    def __init__(self, max_keys: int, ttl_s: float | None = None) -> None:
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be at least 1, got {max_keys}")
+        if ttl_s is not None and ttl_s <= 0:
+            raise ValueError(f"ttl_s must be positive (or None for no expiry), got {ttl_s}")
+        self.max_keys = max_keys
+        self.ttl_s = ttl_s
+        self.evicted = 0
+        """Keys dropped because the map was full."""
+        self.expired = 0
+        """Keys dropped because they were idle for longer than ``ttl_s``."""
+        self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def keys(self) -> Iterator[K]:
+        """Keys from least to most recently seen."""
+        return iter(self._items)
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        """``(key, state)`` pairs from least to most recently seen."""
+        return ((key, value) for key, (_, value) in self._items.items())
+
+    def get(self, key: K) -> V | None:
+        """The state for ``key`` without touching it, or ``None``."""
+        entry = self._items.get(key)
+        return None if entry is None else entry[1]
+
+    def last_seen(self, key: K) -> float | None:
+        """Event time ``key`` was last touched, or ``None`` if it is not held."""
+        entry = self._items.get(key)
+        return None if entry is None else entry[0]
+
+    def get_or_create(self, key: K, ts: float, factory: Callable[[], V]) -> V:
+        """The state for ``key``, created with ``factory()`` if absent; marks it seen at ``ts``."""
+        entry = self._items.get(key)
+        if entry is None:
+            value = factory()
+            self._items[key] = (ts, value)
+            if len(self._items) > self.max_keys:
+                self._items.popitem(last=False)
+                self.evicted += 1
+            return value
+        self._items[key] = (max(entry[0], ts), entry[1])
+        self._items.move_to_end(key)
+        return entry[1]
+
+    def pop(self, key: K) -> V | None:
+        """Remove ``key`` and return its state, or ``None`` if it was not held."""
+        entry = self._items.pop(key, None)
+        return None if entry is None else entry[1]
+
+    def expire(self, now: float) -> int:
+        """Drop keys idle for more than ``ttl_s`` at event time ``now``; return how many."""
+        if self.ttl_s is None:
+            return 0
+        cutoff = now - self.ttl_s
+        dropped = 0
+        while self._items:
+            key, (seen, _) = next(iter(self._items.items()))
+            if seen >= cutoff:
+                break
+            del self._items[key]
+            dropped += 1
+        self.expired += dropped
+        return dropped
+
+
+@dataclass
+class IdSample:
+    """The first ``limit`` event ids and trace ids seen, for a finding's evidence.
+
+    >>> sample = IdSample(limit=2)
+    >>> for i in range(3):
+    ...     sample.add_ids(f"e{i}", None)
+    >>> sample.event_ids, sample.trace_ids
+    (['e0', 'e1'], [])
+    """
+
+    limit: int = MAX_SAMPLE_IDS
+    event_ids: list[str] = field(default_factory=list)
+    trace_ids: list[str] = field(default_factory=list)
+
+    def add(self, event: InferenceEvent) -> None:
+        """Record the event's id and trace id, while there is room."""
+        self.add_ids(event.id, event.trace_id)
+
+    def add_ids(self, event_id: str, trace_id: str | None) -> None:
+        """Record one id pair, while there is room; a trace shared by a batch is kept once."""
+        if len(self.event_ids) < self.limit:
+            self.event_ids.append(event_id)
+        if trace_id is not None and len(self.trace_ids) < self.limit and trace_id not in self.trace_ids:
+            self.trace_ids.append(trace_id)
+
+    def clear(self) -> None:
+        """Forget the sample (a new window starts)."""
+        self.event_ids.clear()
+        self.trace_ids.clear()
+
+
+def subject_of(event: InferenceEvent) -> str | None:
+    """Who an event is attributed to: ``principal:<id>``, else ``ip:<addr>``, else ``None``.
+
+    >>> from datetime import UTC, datetime
+    >>> ev = InferenceEvent(id="e", time=datetime(2026, 1, 1, tzinfo=UTC), client_ip="10.0.0.1")
+    >>> subject_of(ev)
+    'ip:10.0.0.1'
+    """
+    if event.principal is not None:
+        return f"principal:{event.principal}"
+    if event.client_ip is not None:
+        return f"ip:{event.client_ip}"
+    return None
+
+
+class WindowBounds:
+    """Works out where a closed window started, from the ends the service closes windows at.
+
+    The service closes tumbling windows; after a silence it skips the empty ones, so the
+    previous end is not always the start. The window length is learnt as the smallest gap
+    between consecutive ends; before two ends are known, the first event's time stands in.
+
+    >>> bounds = WindowBounds()
+    >>> bounds.close(60.0, first_event=12.0), bounds.close(120.0, first_event=61.0)
+    (12.0, 60.0)
+    >>> bounds.close(1020.0, first_event=990.0)   # after a silence: not 120.0
+    960.0
+    """
+
+    def __init__(self) -> None:
+        self.last_end: float | None = None
+        self.length: float | None = None
+
+    def close(self, end: float, first_event: float | None) -> float:
+        """Record a window closed at ``end``; return its start (event time, Unix seconds)."""
+        start = first_event if first_event is not None else end
+        if self.last_end is not None and end > self.last_end:
+            gap = end - self.last_end
+            self.length = gap if self.length is None else min(self.length, gap)
+            start = max(self.last_end, end - self.length)
+        self.last_end = end
+        return min(start, end)
+
+
+def iso_utc(ts: float) -> str:
+    """Unix seconds as an RFC 3339 UTC string, the form evidence carries window bounds in.
+
+    >>> iso_utc(0.0)
+    '1970-01-01T00:00:00Z'
+    """
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,188 @@
+"""RequestRateDetector: requests per principal against its own EWMA and the population median."""
+
+from __future__ import annotations
+
+import doctest
+import itertools
+import json
+from collections.abc import Iterator
+from importlib.metadata import entry_points
+from typing import Any
+
+import pytest
+
+from inferwatch.collectors.event import InferenceEvent
+from inferwatch.detectors import request_rate
+from inferwatch.detectors.base import Detector
+from inferwatch.detectors.request_rate import RequestRateDetector
+from inferwatch.testing import run_detector
+
+T0 = 1_767_225_600.0
+WINDOW = 60.0
+
+
+def traffic(make_event: Any, windows: int, rates: Any, *, start_window: int = 0) -> Iterator[InferenceEvent]:
+    """Events in time order; ``rates(window)`` maps principal -> requests in that window."""
+    for w in range(start_window, start_window + windows):
+        per_window = rates(w)
+        schedule = sorted(
+            (T0 + w * WINDOW + (i + 0.5) * WINDOW / n, principal)
+            for principal, n in per_window.items()
+            for i in range(n)
+        )
+        for ts, principal in schedule:
+            yield make_event(ts, principal=principal)
+
+
+def normal_users(n: int = 50, rate: int = 10) -> dict[str, int]:
+    return {f"user{i:03d}": rate + i % 3 for i in range(n)}
+
+
+def window_of(finding: Any) -> int:
+    return round((finding.time.timestamp() - T0) / WINDOW) - 1
+
+
+def test_is_a_registered_detector() -> None:
+    (ep,) = [ep for ep in entry_points(group="inferwatch.detectors") if ep.name == "request_rate"]
+    cls = ep.load()
+    assert cls is RequestRateDetector
+    assert cls.name == "request_rate"
+    assert isinstance(cls(), Detector)
+
+
+def test_flooding_principal_fires_once_per_flood_window(make_event: Any, run: Any) -> None:
+    def rates(w: int) -> dict[str, int]:
+        return {**normal_users(), "flooder": 300 if w in (6, 7) else 10}
+
+    findings = run(RequestRateDetector(), traffic(make_event, 10, rates))
+
+    assert [(window_of(f), f.subject) for f in findings] == [(6, "principal:flooder"),
+                                                             (7, "principal:flooder")]
+    first = findings[0]
+    assert first.kind == "abuse"
+    assert first.detector == "request_rate"
+    evidence = first.evidence
+    assert evidence["count"] == 300
+    assert evidence["own_baseline"] == pytest.approx(10, abs=1)
+    assert evidence["population_median"] == 11
+    assert evidence["population_active"] == 51
+    assert evidence["window_start"].endswith("00:06:00Z")
+    assert evidence["window_end"].endswith("00:07:00Z")
+    assert evidence["thresholds"] == {"min_requests": 30, "own_factor": 5.0, "population_factor": 5.0,
+                                      "baseline_floor": 2.0}
+    assert "300 requests" in first.title
+    assert "principal:flooder" in first.summary
+    assert len(first.event_ids) == 20
+    assert first.model == "model-a"
+    json.dumps(evidence)
+
+
+def test_a_flood_is_not_absorbed_into_the_baseline_at_once(make_event: Any, run: Any) -> None:
+    def rates(w: int) -> dict[str, int]:
+        return {**normal_users(), "flooder": 300 if w >= 3 else 10}
+
+    findings = run(RequestRateDetector(), traffic(make_event, 12, rates))
+
+    flagged = [window_of(f) for f in findings]
+    assert flagged[:4] == [3, 4, 5, 6], "a sustained flood keeps being flagged for several windows"
+    baselines = [f.evidence["own_baseline"] for f in findings]
+    assert all(b2 <= 1.4 * b1 + 1e-6 for b1, b2 in itertools.pairwise(baselines))
+
+
+def test_severity_rises_with_the_ratio(make_event: Any, run: Any) -> None:
+    def rates(w: int) -> dict[str, int]:
+        return {**normal_users(rate=2), "small": 40 if w == 3 else 2, "huge": 600 if w == 3 else 2}
+
+    findings = {f.subject: f for f in run(RequestRateDetector(), traffic(make_event, 4, rates))}
+    order = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+    assert order[findings["principal:huge"].severity] > order[findings["principal:small"].severity]
+    assert findings["principal:huge"].score > findings["principal:small"].score
+
+
+def test_steady_heavy_users_from_the_start_never_fire(make_event: Any, run: Any) -> None:
+    """The first window only learns, so heavy users present at start-up get their baseline quietly."""
+
+    def rates(w: int) -> dict[str, int]:
+        return {**normal_users(45), **{f"heavy{i}": 120 for i in range(5)}}
+
+    assert run(RequestRateDetector(), traffic(make_event, 20, rates)) == []
+
+
+def test_heavy_newcomer_fires_in_its_first_window_only(make_event: Any, run: Any) -> None:
+    """After warm-up a new key at 10x the median has no history: flagged once, then judged on its own."""
+
+    def rates(w: int) -> dict[str, int]:
+        return {**normal_users(), **({"newcomer": 110} if w >= 5 else {})}
+
+    findings = run(RequestRateDetector(), traffic(make_event, 15, rates))
+
+    assert [(window_of(f), f.subject) for f in findings] == [(5, "principal:newcomer")]
+    assert findings[0].evidence["own_windows_seen"] == 0
+    assert findings[0].evidence["own_ewma"] is None
+
+
+def test_newcomer_below_population_factor_is_not_flagged(make_event: Any, run: Any) -> None:
+    def rates(w: int) -> dict[str, int]:
+        return {**normal_users(rate=20), **({"newcomer": 60} if w >= 3 else {})}
+
+    assert run(RequestRateDetector(), traffic(make_event, 6, rates)) == []
+
+
+def test_uniform_traffic_never_fires(make_event: Any, run: Any) -> None:
+    def rates(w: int) -> dict[str, int]:
+        return {f"p{i}": 40 for i in range(100)}
+
+    assert run(RequestRateDetector(), traffic(make_event, 30, rates)) == []
+
+
+def test_small_numbers_are_never_abuse(make_event: Any, run: Any) -> None:
+    def rates(w: int) -> dict[str, int]:
+        return {**normal_users(rate=1), "light": 25 if w == 4 else 1}
+
+    assert run(RequestRateDetector(), traffic(make_event, 6, rates)) == []
+
+
+def test_events_without_principal_count_by_address(make_event: Any, run: Any) -> None:
+    detector = RequestRateDetector(min_requests=5, warmup_windows=0)
+    events = [make_event(T0 + i * 0.1, principal=None, client_ip="203.0.113.7") for i in range(50)]
+    events += [make_event(T0 + i, principal=f"u{i}") for i in range(10)]
+    events += [make_event(T0 + 30 + i, principal=None, client_ip=None) for i in range(3)]
+
+    (finding,) = run(detector, sorted(events, key=lambda e: e.ts))
+
+    assert finding.subject == "ip:203.0.113.7"
+    assert finding.evidence["count"] == 50
+    assert detector.unattributed == 3
+
+
+def test_baselines_are_bounded_by_lru_and_ttl(make_event: Any, run: Any) -> None:
+    detector = RequestRateDetector(max_principals=100, ttl_s=3_600)
+    run(detector, [make_event(T0 + i * 0.01, principal=f"p{i}") for i in range(1_000)])
+    assert detector.principals_tracked <= 100
+    assert detector.overflow == 900  # the window's counters are bounded too
+
+    run(detector, [make_event(T0 + 2 * 3_600 + i, principal="late") for i in range(3)])
+    assert detector.principals_tracked == 1  # everyone idle for over an hour has gone
+
+
+def test_window_start_after_a_silence_is_not_the_previous_end(make_event: Any, run: Any) -> None:
+    def rates(w: int) -> dict[str, int]:
+        return {**normal_users(), "flooder": 300 if w == 40 else 10}
+
+    events = [*traffic(make_event, 3, rates), *traffic(make_event, 1, rates, start_window=40)]
+    (finding,) = run(RequestRateDetector(), events)
+    assert finding.evidence["window_start"].endswith("00:40:00Z")
+
+
+def test_runs_in_the_service_pipeline(make_event: Any) -> None:
+    """The same detector through the real pipeline: windows closed by the service's clock."""
+
+    def rates(w: int) -> dict[str, int]:
+        return {**normal_users(), "flooder": 300 if w == 4 else 10}
+
+    findings = run_detector(RequestRateDetector(), traffic(make_event, 6, rates))
+    assert [(window_of(f), f.subject) for f in findings] == [(4, "principal:flooder")]
+
+
+def test_docstring_examples() -> None:
+    assert doctest.testmod(request_rate).failed == 0
