@@ -24,7 +24,8 @@ SERVICES_PY = Path(__file__).resolve().parents[2] / "deploy" / "local" / "servic
 
 def _load_services() -> ModuleType:
     spec = importlib.util.spec_from_file_location("inferwatch_deploy_local", SERVICES_PY)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
