@@ -94,13 +94,10 @@ class SQLiteStore:
 
     def list_incidents(self, query: IncidentQuery) -> list[Incident]:
         """Incidents matching ``query``, newest ``last_seen`` first."""
-        where, args = _incident_filters(query)
-        sql = "SELECT doc FROM incidents"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY last_seen DESC, id LIMIT ?"
-        rows = self._conn.execute(sql, [*args, query.limit]).fetchall()
-        return [Incident.model_validate_json(r[0]) for r in rows]
+        sql, args = _incident_filter(query).select(
+            "SELECT doc FROM incidents", "last_seen DESC, id", query.limit
+        )
+        return [Incident.model_validate_json(r[0]) for r in self._conn.execute(sql, args).fetchall()]
 
     # -- events ------------------------------------------------------------------------------
 
@@ -119,28 +116,15 @@ class SQLiteStore:
 
     def search_events(self, query: EventQuery) -> list[InferenceEvent]:
         """Events matching ``query``, newest first."""
-        where: list[str] = []
-        args: list[Any] = []
+        f = _Filter()
         for column, value in (("principal", query.principal), ("model", query.model),
                               ("service", query.service), ("trace_id", query.trace_id)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if query.since is not None:
-            where.append("ts >= ?")
-            args.append(query.since.timestamp())
-        if query.until is not None:
-            where.append("ts < ?")
-            args.append(query.until.timestamp())
-        if query.text:
-            where.append("id IN (SELECT id FROM events_fts WHERE events_fts MATCH ?)")
-            args.append(fts_phrase(query.text))
-        sql = "SELECT doc FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
-        rows = self._conn.execute(sql, [*args, query.limit]).fetchall()
-        return [decode_event(bytes(r[0])) for r in rows]
+            f.add(f"{column} = ?", value)
+        f.add("ts >= ?", query.since.timestamp() if query.since else None)
+        f.add("ts < ?", query.until.timestamp() if query.until else None)
+        f.text("events_fts", query.text)
+        sql, args = f.select("SELECT doc FROM events", "ts DESC, id DESC", query.limit)
+        return [decode_event(bytes(r[0])) for r in self._conn.execute(sql, args).fetchall()]
 
     def _write(self) -> _Transaction:
         return _Transaction(self._conn, self.path)
@@ -182,27 +166,39 @@ def _incident_row(i: Incident) -> tuple[tuple[Any, ...], tuple[str, str]]:
     return row, (i.id, body)
 
 
-def _incident_filters(q: IncidentQuery) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    args: list[Any] = []
+class _Filter:
+    """WHERE clauses and their arguments, built from optional filters."""
+
+    def __init__(self) -> None:
+        self.clauses: list[str] = []
+        self.args: list[Any] = []
+
+    def add(self, clause: str, value: Any) -> None:
+        if value is not None:
+            self.clauses.append(clause)
+            self.args.append(value)
+
+    def text(self, fts_table: str, text: str | None) -> None:
+        if text:
+            self.add(f"id IN (SELECT id FROM {fts_table} WHERE {fts_table} MATCH ?)", fts_phrase(text))
+
+    def select(self, base: str, order: str, limit: int) -> tuple[str, list[Any]]:
+        where = f" WHERE {' AND '.join(self.clauses)}" if self.clauses else ""
+        return f"{base}{where} ORDER BY {order} LIMIT ?", [*self.args, limit]
+
+
+def _incident_filter(q: IncidentQuery) -> _Filter:
+    f = _Filter()
     if q.status:
-        where.append(f"status IN ({','.join('?' * len(q.status))})")
-        args.extend(q.status)
-    if q.min_severity is not None:
-        where.append("severity_rank >= ?")
-        args.append(SEVERITY_ORDER[q.min_severity])
+        f.clauses.append(f"status IN ({','.join('?' * len(q.status))})")
+        f.args.extend(q.status)
+    f.add("severity_rank >= ?", SEVERITY_ORDER[q.min_severity] if q.min_severity else None)
     for column, value in (("kind", q.kind), ("detector", q.detector), ("service", q.service),
                           ("model", q.model), ("subject", q.subject)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            args.append(value)
-    if q.since is not None:
-        where.append("last_seen >= ?")
-        args.append(q.since.timestamp())
-    if q.text:
-        where.append("id IN (SELECT id FROM incidents_fts WHERE incidents_fts MATCH ?)")
-        args.append(fts_phrase(q.text))
-    return where, args
+        f.add(f"{column} = ?", value)
+    f.add("last_seen >= ?", q.since.timestamp() if q.since else None)
+    f.text("incidents_fts", q.text)
+    return f
 
 
 def _event_text(event: InferenceEvent) -> str:

@@ -1,0 +1,22 @@
+"""Docstring examples are tests too (River-style): run those of the core modules."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "inferwatch.collectors.event",
+    "inferwatch.collectors.ids",
+    "inferwatch.collectors.sqlite_bus",
+    "inferwatch.detectors.windows",
+    "inferwatch.testing",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0
+    assert result.failed == 0
