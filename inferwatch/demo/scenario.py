@@ -21,6 +21,7 @@ from inferwatch.collectors.settings import DEFAULT_HMAC_KEY, Settings
 from inferwatch.demo.server import BackgroundServer, IrisModel, build_app
 from inferwatch.demo.traffic import FLOOD_KEY, INJECTION_KEY, Phase, Traffic
 from inferwatch.detectors.incidents import Incident
+from inferwatch.detectors.service import DetectorService
 from inferwatch.detectors.store import IncidentQuery
 from inferwatch.runtime import build_service, open_bus, open_store
 
@@ -97,7 +98,7 @@ def run_demo(user_settings: Settings, *, home: str | None = None, as_json: bool 
         finally:
             traffic.close()
     agent.shutdown(timeout=10.0)
-    _drain(service, bus, settings)
+    _drain(service, agent.stats().shipper.sent)
     service.stop()
     detector.join(timeout=30)
 
@@ -122,15 +123,10 @@ def run_demo(user_settings: Settings, *, home: str | None = None, as_json: bool 
     return 0
 
 
-def _drain(service: Any, bus: Any, settings: Settings, timeout: float = 20.0) -> None:
-    """Wait until the detector has read everything and judged the last window."""
-    end = bus.end_offset()
-    consumer = bus.consumer(settings.detect.group)
+def _drain(service: DetectorService, sent: int, timeout: float = 30.0) -> None:
+    """Wait until the detector has read what the agent sent and judged the last window."""
     deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if consumer.committed() >= end and service.pipeline.clock.open_end is None:
-                return
-            time.sleep(0.1)
-    finally:
-        consumer.close()
+    while time.monotonic() < deadline:
+        if service.stats.records >= sent and service.pipeline.clock.open_end is None:
+            return
+        time.sleep(0.1)
