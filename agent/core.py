@@ -301,15 +301,23 @@ class _Guard(AbstractContextManager[None]):
 
 
 def producer_from_settings(bus: BusSettings) -> EventProducer:
-    """The producer ``bus`` describes: the embedded SQLite log (Kafka comes later)."""
-    if bus.kind == "sqlite":
-        from inferwatch.collectors.sqlite_bus import SQLiteBus  # only when used: keeps imports light
+    """The producer ``bus`` describes: the embedded SQLite log, or Kafka.
 
-        return SQLiteBus(bus.path, topic=bus.topic).producer()
-    raise AgentConfigError(
-        f"bus.kind={bus.kind!r} is not supported by the agent yet: set INFERWATCH_BUS__KIND=sqlite, "
-        "or pass producer= to inferwatch.agent.configure()"
-    )
+    Both are imported only when used, which keeps the agent's import light. The Kafka producer
+    connects on its first send, so a model server may start before the brokers are reachable;
+    the topics themselves are created by the detector service (``inferwatch detect``).
+    """
+    if bus.kind == "kafka":
+        try:
+            from inferwatch.collectors.kafka_bus import KafkaBus
+        except ImportError as exc:
+            raise AgentConfigError(
+                "INFERWATCH_BUS__KIND=kafka needs kafka-python: pip install 'inferwatch[kafka]'"
+            ) from exc
+        return KafkaBus(bus).producer()
+    from inferwatch.collectors.sqlite_bus import SQLiteBus
+
+    return SQLiteBus(bus.path, topic=bus.topic).producer()
 
 
 _lock = threading.RLock()

@@ -61,3 +61,27 @@ class DeadLetterSink(Protocol):
 
     def dead_letter(self, record: BusRecord, reason: str) -> None:
         """Store ``record`` with ``reason``; must not raise for a bad record."""
+
+
+class DeadLetterLog(DeadLetterSink, Protocol):
+    """A dead-letter sink that can also list what it holds."""
+
+    def list(self, limit: int = 100) -> list[tuple[int, str, str, bytes]]:
+        """The newest dead letters as ``(source_offset, topic, reason, value)``."""
+        ...
+
+
+class EventBus(Protocol):
+    """A bus: hands out producers, consumers (by group) and the dead-letter sink."""
+
+    def producer(self, topic: str | None = None) -> EventProducer:
+        """A producer for ``topic`` (default: the events topic)."""
+        ...
+
+    def consumer(self, group: str, topic: str | None = None) -> EventConsumer:
+        """A consumer in ``group`` reading ``topic`` from the group's committed position."""
+        ...
+
+    def dead_letters(self) -> DeadLetterLog:
+        """Where malformed records go, and where a person reads them back."""
+        ...

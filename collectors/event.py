@@ -34,7 +34,7 @@ class MalformedEvent(ValueError):
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     features: dict[str, Scalar] | None = None
     text: str | None = None
@@ -72,7 +72,8 @@ class InferenceEvent(BaseModel):
     True
     """
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # NaN and infinity are not JSON: an event carrying them could not be stored or read back.
+    model_config = ConfigDict(extra="allow", populate_by_name=True, allow_inf_nan=False)
 
     schema_: str = Field(default=SCHEMA, alias="schema")
     id: Annotated[str, Field(min_length=1, max_length=128)]

@@ -1,8 +1,8 @@
 """The distributed bus: Kafka through kafka-python, behind the same seam as the SQLite log.
 
 Events go to ``settings.topic`` keyed by principal, so one caller's events stay in one
-partition, in order, and per-principal detector state stays with one consumer of the group.
-Producers are idempotent (``acks=all``) and ride out broker outages shorter than
+partition, in order, and per-principal detector state stays with one member of the consumer
+group. Producers are idempotent (``acks=all``) and ride out broker outages shorter than
 ``delivery_timeout_ms`` by buffering; consumers commit only what the caller says it has stored
 (at-least-once). See ``docs/kafka.md``.
 
@@ -18,7 +18,8 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,7 +29,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from inferwatch.collectors.bus import BusRecord, BusUnavailable
 from inferwatch.collectors.event import SCHEMA
-from inferwatch.collectors.settings import BusSettings
+from inferwatch.collectors.settings import BusSettings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ Role = Literal["producer", "consumer", "admin"]
 SCHEMA_HEADER = "inferwatch-schema"
 REASON_HEADER = "inferwatch-reason"
 SOURCE_HEADER = "inferwatch-source"
-# A commit that fails for these reasons means the partition moved to another group member;
-# that member re-reads from the last commit, and incident fingerprints absorb the repeats.
+# A commit failing for these reasons means the partition moved to another group member; that
+# member re-reads from the last commit, and incident fingerprints absorb the repeats.
 _REBALANCED = (kerr.CommitFailedError, kerr.RebalanceInProgressError,
                kerr.IllegalGenerationError, kerr.UnknownMemberIdError)
 _DLQ_VALUE_LIMIT = 512 * 1024  # an oversized bad record is kept truncated rather than lost
@@ -47,7 +48,7 @@ _DLQ_VALUE_LIMIT = 512 * 1024  # an oversized bad record is kept truncated rathe
 class KafkaTuning:
     """Client timeouts and limits; the defaults ride out a two-minute broker outage losslessly."""
 
-    max_block_ms: int = 2_000  # longest send() waits for topic metadata it has never seen
+    max_block_ms: int = 2_000  # longest send() waits for metadata of a topic it has not seen
     bootstrap_timeout_ms: int = 10_000  # first contact with the cluster when a client is built
     request_timeout_ms: int = 30_000
     delivery_timeout_ms: int = 120_000  # how long a buffered record is retried before it fails
@@ -103,19 +104,18 @@ def kafka_config(settings: BusSettings, role: Role, tuning: KafkaTuning | None =
         config["sasl_plain_username"] = settings.sasl_username
         config["sasl_plain_password"] = _Masked(password)
     for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        path = getattr(settings, name)
-        if path is not None:
-            config[name] = str(path)
+        if getattr(settings, name) is not None:
+            config[name] = str(getattr(settings, name))
     if role == "producer":
         config.update(
             acks="all",
-            enable_idempotence=True,  # broker drops the duplicates that retries would create
+            enable_idempotence=True,  # the broker drops the duplicates that retries would create
             retries=2_147_483_647,  # bounded by delivery_timeout_ms, not by a count
             delivery_timeout_ms=t.delivery_timeout_ms,
             max_block_ms=t.max_block_ms,
             linger_ms=settings.linger_ms,
             compression_type=None if settings.compression == "none" else settings.compression,
-            # an auto-created topic has the broker's default partitions, silently breaking scale-out
+            # an auto-created topic gets the broker's default partitions, silently breaking scale-out
             allow_auto_create_topics=False,
         )
     elif role == "consumer":
@@ -125,18 +125,32 @@ def kafka_config(settings: BusSettings, role: Role, tuning: KafkaTuning | None =
 
 def _forbid_topic_auto_creation(metadata: Any) -> None:
     # kafka-python 3.0.12 does not pass allow_auto_create_topics on to its cluster metadata, so a
-    # send to (or subscription on) a missing topic makes the broker create it with its default
-    # partition count, silently breaking scale-out. Harmless once kafka-python passes it on.
+    # send to (or a subscription on) a missing topic makes the broker create it with its default
+    # partition count. Harmless once kafka-python passes the setting on itself.
     config = getattr(metadata, "config", None)
     if isinstance(config, dict):
         config["allow_auto_create_topics"] = False
 
 
+def _describe(exc: BaseException) -> str:
+    text = str(exc)  # kafka-python 3 errors mostly name their class already
+    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
+
+
 def _unavailable(servers: Sequence[str], doing: str, exc: BaseException) -> BusUnavailable:
     return BusUnavailable(
-        f"Kafka at {','.join(servers)} {doing}: {type(exc).__name__}: {exc}. Check that the brokers "
-        "are up and reachable, and INFERWATCH_BUS__BOOTSTRAP_SERVERS and the security settings."
+        f"Kafka at {','.join(servers)} {doing}: {_describe(exc)}. Check that the brokers are up and "
+        "reachable, and INFERWATCH_BUS__BOOTSTRAP_SERVERS and the security settings."
     )
+
+
+@contextmanager
+def _guard(servers: Sequence[str], doing: str) -> Iterator[None]:
+    """Turn any kafka-python error in the block into BusUnavailable naming the servers."""
+    try:
+        yield
+    except kerr.KafkaError as exc:
+        raise _unavailable(servers, doing, exc) from exc
 
 
 class KafkaBus:
@@ -152,7 +166,7 @@ class KafkaBus:
         return KafkaEventProducer(self.settings, topic or self.topic, self.tuning)
 
     def consumer(self, group: str, topic: str | None = None) -> KafkaEventConsumer:
-        """A member of consumer ``group`` subscribed to ``topic``; raises BusUnavailable if unreachable."""
+        """A member of consumer ``group`` subscribed to ``topic``; BusUnavailable if unreachable."""
         return KafkaEventConsumer(self.settings, group, topic or self.topic, self.tuning)
 
     def dead_letters(self) -> KafkaDeadLetters:
@@ -171,15 +185,14 @@ class KafkaBus:
             result = admin.create_topics(dict.fromkeys(topics, spec), raise_errors=False)
             for entry in result["topics"]:
                 error = kerr.for_code(entry["error_code"])
-                if error is not kerr.NoError and error is not kerr.TopicAlreadyExistsError:
+                if error not in (kerr.NoError, kerr.TopicAlreadyExistsError):
                     raise BusUnavailable(f"Kafka refused to create topic {entry['name']}: "
                                          f"{error.__name__}: {entry.get('error_message') or ''}")
             admin.wait_for_topics(topics, timeout_ms=self.tuning.request_timeout_ms)
             counts = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(topics)}
-        for name, count in counts.items():
-            if count != self.settings.partitions:
-                log.warning("event=kafka_topic_partitions topic=%s has=%d configured=%d",
-                            name, count, self.settings.partitions)
+        for name in (n for n, count in counts.items() if count != self.settings.partitions):
+            log.warning("event=kafka_topic_partitions topic=%s has=%d configured=%d",
+                        name, counts[name], self.settings.partitions)
         return counts
 
     def delete_topics(self) -> None:
@@ -192,59 +205,38 @@ class KafkaBus:
         """Per partition, the offset the next appended record will get."""
         reader = _reader(self.settings, self.tuning)
         try:
-            return _end_offsets(reader, topic or self.topic, self.tuning)
-        except kerr.KafkaError as exc:
-            raise _unavailable(self.settings.bootstrap_servers, "gave no end offsets", exc) from exc
+            with _guard(self.settings.bootstrap_servers, "gave no end offsets"):
+                return _end_offsets(reader, topic or self.topic, self.tuning)
         finally:
             reader.close(autocommit=False)
 
-    def _admin(self, doing: str) -> _AdminSession:
-        return _AdminSession(self.settings, self.tuning, doing)
-
-
-class _AdminSession:
-    """``with`` block around a KafkaAdminClient turning kafka errors into BusUnavailable."""
-
-    def __init__(self, settings: BusSettings, tuning: KafkaTuning, doing: str) -> None:
-        self._servers = settings.bootstrap_servers
-        self._doing = doing
-        self._config = kafka_config(settings, "admin", tuning)
-        self._admin: Any = None
-
-    def __enter__(self) -> Any:
-        try:
-            self._admin = KafkaAdminClient(**self._config)
-        except kerr.KafkaError as exc:
-            raise _unavailable(self._servers, self._doing, exc) from exc
-        return self._admin
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        self._admin.close()
-        if isinstance(exc, kerr.KafkaError):
-            raise _unavailable(self._servers, self._doing, exc) from exc
+    @contextmanager
+    def _admin(self, doing: str) -> Iterator[Any]:
+        with _guard(self.settings.bootstrap_servers, doing):
+            admin = KafkaAdminClient(**kafka_config(self.settings, "admin", self.tuning))
+            try:
+                yield admin
+            finally:
+                admin.close()
 
 
 def _reader(settings: BusSettings, tuning: KafkaTuning) -> Any:
-    """A consumer outside any group, for reading positions or a whole topic."""
-    try:
+    """A consumer outside any group, for reading positions or the tail of a topic."""
+    with _guard(settings.bootstrap_servers, "could not be reached"):
         return KafkaConsumer(**kafka_config(settings, "consumer", tuning))
-    except kerr.KafkaError as exc:
-        raise _unavailable(settings.bootstrap_servers, "could not be reached", exc) from exc
 
 
 def _end_offsets(consumer: Any, topic: str, tuning: KafkaTuning) -> dict[int, int]:
     parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-    if not parts:
-        return {}
-    ends = consumer.end_offsets(parts, timeout_ms=tuning.request_timeout_ms)
+    ends = consumer.end_offsets(parts, timeout_ms=tuning.request_timeout_ms) if parts else {}
     return {tp.partition: int(offset) for tp, offset in ends.items()}
 
 
 class KafkaEventProducer:
     """Sends records to one topic, with the schema header and the principal as key.
 
-    :meth:`send` only buffers: while a broker is down, records wait in the buffer and are
-    retried until ``delivery_timeout_ms``; :meth:`flush` waits for acknowledgement.
+    :meth:`send` only buffers: while the brokers are down, records wait in the buffer and are
+    retried until ``delivery_timeout_ms``; :meth:`flush` waits for their acknowledgement.
     """
 
     def __init__(self, settings: BusSettings, topic: str, tuning: KafkaTuning) -> None:
@@ -252,7 +244,6 @@ class KafkaEventProducer:
         self._topic = topic
         self._tuning = tuning
         self._config = kafka_config(settings, "producer", tuning)
-        self._headers = [(SCHEMA_HEADER, SCHEMA.encode())]
         self._lock = threading.Lock()
         self._client: Any = None
         self._counts = dict.fromkeys(("sent", "delivered", "failed", "rejected", "unreported"), 0)
@@ -260,22 +251,20 @@ class KafkaEventProducer:
         self._last_error: str | None = None
 
     def send(self, value: bytes, key: str | None = None) -> None:
-        """Buffer one record; raises BusUnavailable when it cannot even be buffered."""
+        """Buffer one record; BusUnavailable when it cannot even be buffered."""
         self.send_many([(value, key)])
 
     def send_many(self, records: Sequence[tuple[bytes, str | None]]) -> None:
-        """Buffer several ``(value, key)`` records; all or none when the buffer is full."""
+        """Buffer several ``(value, key)`` records; none of them when the buffer is full."""
         size = sum(len(value) for value, _ in records)
         with self._lock:
             if self._pending and self._pending_bytes + size > self._tuning.max_buffer_bytes:
                 self._counts["rejected"] += len(records)
-                raise BusUnavailable(
-                    f"Kafka producer buffer is full ({self._pending} records, {self._pending_bytes} "
-                    f"bytes unacknowledged by {','.join(self._servers)}): the brokers are down or slow"
-                )
-        client = self._connected()
+                raise BusUnavailable(f"Kafka producer buffer full: {self._pending_bytes} bytes not yet "
+                                     f"acknowledged by {','.join(self._servers)} (brokers down or slow)")
+        headers = [(SCHEMA_HEADER, SCHEMA.encode())]
         for value, key in records:
-            self._append(client, value, key, self._headers)
+            self._append(value, key, headers)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until buffered records are acknowledged; BusUnavailable if any failed or timed out."""
@@ -308,14 +297,10 @@ class KafkaEventProducer:
             return
         try:
             client.close(timeout=timeout)
-        except kerr.KafkaError:
-            # kafka-python 3 raises from close() when the flush times out and leaves its sender
-            # thread running; stop it so the process does not keep retrying in the background.
+        except kerr.KafkaError:  # kafka-python 3 then leaves its sender thread retrying: stop it
             log.warning("event=kafka_producer_closed_with_pending topic=%s records=%d",
                         self._topic, self._pending)
-            sender = getattr(client, "_sender", None)
-            if sender is not None:
-                sender.force_close()
+            client._sender.force_close()  # the pending records fail, and are counted as failed
 
     def _connected(self) -> Any:
         # Built on first use, so an agent starts even while Kafka is down; a failed attempt
@@ -326,18 +311,22 @@ class KafkaEventProducer:
                     self._client = KafkaProducer(**self._config)
                 except kerr.KafkaError as exc:
                     raise _unavailable(self._servers, "could not be reached", exc) from exc
+                except RuntimeError as exc:  # how kafka-python says a compression codec is missing
+                    raise SettingsError(f"INFERWATCH_BUS__COMPRESSION: {exc}; install the codec's "
+                                        "package or use gzip") from exc
                 _forbid_topic_auto_creation(self._client._metadata)
             return self._client
 
-    def _append(self, client: Any, value: bytes, key: str | None, headers: list[tuple[str, bytes]]) -> Any:
-        # Counted as pending before send(): the delivery callback may run before send() returns.
-        with self._lock:
+    def _append(self, value: bytes, key: str | None, headers: list[tuple[str, bytes]]) -> Any:
+        """Hand one record to kafka-python; returns its delivery future."""
+        client = self._connected()
+        with self._lock:  # pending before send(): the delivery callback may run before it returns
             self._pending += 1
             self._pending_bytes += len(value)
         try:
-            future = client.send(self._topic, value=value, key=None if key is None else key.encode(),
-                                 headers=headers)
-            if future.failed():  # kafka-python returns, not raises, this for an unknown topic
+            future = client.send(self._topic, value=value, headers=headers,
+                                 key=None if key is None else key.encode("utf-8", "replace"))
+            if future.failed():  # kafka-python returns, not raises, some errors (unknown topic)
                 raise future.exception
         except kerr.KafkaError as exc:
             self._release(len(value))
@@ -361,15 +350,13 @@ class KafkaEventProducer:
     def _settle(self, size: int, outcome: Any) -> None:
         """Delivery callback (kafka-python's I/O thread): success, or an error after all retries."""
         self._release(size)
-        if not isinstance(outcome, BaseException):
-            with self._lock:
-                self._counts["delivered"] += 1
-            return
+        failed = isinstance(outcome, BaseException)
         with self._lock:
-            first = self._counts["unreported"] == 0
-            self._counts["failed"] += 1
-            self._counts["unreported"] += 1
-            self._last_error = f"{type(outcome).__name__}: {outcome}"
+            first = failed and self._counts["unreported"] == 0
+            self._counts["failed" if failed else "delivered"] += 1
+            if failed:
+                self._counts["unreported"] += 1
+                self._last_error = _describe(outcome)
         if first:  # one line per run of failures, not one per record
             log.warning("event=kafka_delivery_failed topic=%s error=%s", self._topic, self._last_error)
 
@@ -381,19 +368,15 @@ class KafkaEventConsumer:
         self._servers = settings.bootstrap_servers
         self._topic = topic
         self._tuning = tuning
-        try:
+        with _guard(self._servers, "could not be reached"):
             self._consumer = KafkaConsumer(group_id=group, **kafka_config(settings, "consumer", tuning))
-        except kerr.KafkaError as exc:
-            raise _unavailable(self._servers, "could not be reached", exc) from exc
         _forbid_topic_auto_creation(self._consumer._cluster)  # before subscribing asks for metadata
         self._consumer.subscribe([topic])
 
     def poll(self, max_records: int = 500, timeout: float = 1.0) -> Sequence[BusRecord]:
-        """Up to ``max_records`` records in offset order per partition; ``[]`` after ``timeout``."""
-        try:
+        """Up to ``max_records`` records, in offset order per partition; ``[]`` after ``timeout``."""
+        with _guard(self._servers, "failed a poll"):
             batches = self._consumer.poll(timeout_ms=max(0, int(timeout * 1000)), max_records=max_records)
-        except kerr.KafkaError as exc:
-            raise _unavailable(self._servers, "failed a poll", exc) from exc
         return [
             BusRecord(r.topic, r.partition, r.offset,
                       None if r.key is None else r.key.decode("utf-8", "replace"), r.value)
@@ -401,12 +384,12 @@ class KafkaEventConsumer:
         ]
 
     def commit(self, positions: Mapping[int, int]) -> None:
-        """Commit, per partition still assigned, the next offset to read.
+        """Commit, for each partition still assigned, the offset of the next record to read.
 
         Partitions lost in a rebalance are skipped with a log line: their new owner re-reads
         them from the last commit. BusUnavailable if the group coordinator cannot be reached.
         """
-        assigned = {tp.partition for tp in self._consumer.assignment()}
+        assigned = self.assignment()
         offsets = {TopicPartition(self._topic, p): OffsetAndMetadata(int(o), "", -1)
                    for p, o in positions.items() if p in assigned}
         if len(offsets) < len(positions):
@@ -429,17 +412,19 @@ class KafkaEventConsumer:
     def committed_offsets(self) -> dict[int, int]:
         """The group's committed position per partition (partitions never committed are left out)."""
         found: dict[int, int] = {}
-        for p in sorted(self._consumer.partitions_for_topic(self._topic)):
-            offset = self._consumer.committed(TopicPartition(self._topic, p),
-                                              timeout_ms=self._tuning.request_timeout_ms)
-            if offset is not None:
-                found[p] = int(offset)
+        with _guard(self._servers, "gave no committed offsets"):
+            for p in sorted(self._consumer.partitions_for_topic(self._topic)):
+                offset = self._consumer.committed(TopicPartition(self._topic, p),
+                                                  timeout_ms=self._tuning.request_timeout_ms)
+                if offset is not None:
+                    found[p] = int(offset)
         return found
 
     def lag(self) -> int:
         """Records in the topic after the group's committed positions, over all partitions."""
         committed = self.committed_offsets()
-        ends = _end_offsets(self._consumer, self._topic, self._tuning)
+        with _guard(self._servers, "gave no end offsets"):
+            ends = _end_offsets(self._consumer, self._topic, self._tuning)
         return sum(end - committed.get(p, 0) for p, end in ends.items())
 
     def close(self) -> None:
@@ -448,7 +433,7 @@ class KafkaEventConsumer:
 
 
 class KafkaDeadLetters:
-    """Malformed records on the dead-letter topic, with the reason and source in headers."""
+    """Malformed records on the dead-letter topic, with the reason and the source in headers."""
 
     def __init__(self, settings: BusSettings, tuning: KafkaTuning) -> None:
         self._settings = settings
@@ -456,29 +441,26 @@ class KafkaDeadLetters:
         self._producer = KafkaEventProducer(settings, settings.dead_letter_topic, tuning)
 
     def dead_letter(self, record: BusRecord, reason: str) -> None:
-        """Keep ``record`` and why it was rejected, durably before returning.
+        """Keep ``record`` and why it was rejected, durably, before returning.
 
-        Any record is accepted (an oversized one is truncated); raises BusUnavailable only when
-        Kafka cannot take it, so the caller does not commit past a record it could not keep.
+        Any record is accepted (an oversized one is truncated). Raises BusUnavailable only when
+        Kafka cannot take it, so that the caller does not commit past a record it did not keep.
         """
         value, note = record.value, ""
         if len(value) > _DLQ_VALUE_LIMIT:
             value, note = value[:_DLQ_VALUE_LIMIT], f" (value truncated from {len(record.value)} bytes)"
         headers = [(REASON_HEADER, (reason + note).encode("utf-8", "replace")),
                    (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}".encode())]
-        future = self._producer._append(self._producer._connected(), value, record.key, headers)
-        try:
+        future = self._producer._append(value, record.key, headers)
+        with _guard(self._settings.bootstrap_servers, "did not take the dead letter"):
             future.get(timeout=self._tuning.delivery_timeout_ms / 1000)
-        except kerr.KafkaError as exc:
-            raise _unavailable(self._settings.bootstrap_servers, "did not take the dead letter", exc) from exc
 
     def list(self, limit: int = 100) -> list[tuple[int, str, str, bytes]]:
         """The newest dead letters as ``(source_offset, topic, reason, value)``, newest first."""
         reader = _reader(self._settings, self._tuning)
         try:
-            found = _read_tail(reader, self._settings.dead_letter_topic, limit, self._tuning)
-        except kerr.KafkaError as exc:
-            raise _unavailable(self._settings.bootstrap_servers, "gave no dead letters", exc) from exc
+            with _guard(self._settings.bootstrap_servers, "gave no dead letters"):
+                found = _read_tail(reader, self._settings.dead_letter_topic, limit, self._tuning)
         finally:
             reader.close(autocommit=False)
         found.sort(key=lambda r: (r.timestamp, r.partition, r.offset), reverse=True)
@@ -491,22 +473,21 @@ class KafkaDeadLetters:
 
 def _read_tail(consumer: Any, topic: str, limit: int, tuning: KafkaTuning) -> list[Any]:
     """The last ``limit`` records of every partition of ``topic``, read without a group."""
-    ends = _end_offsets(consumer, topic, tuning)
-    parts = {TopicPartition(topic, p): end for p, end in ends.items()}
-    consumer.assign(list(parts))
-    starts = consumer.beginning_offsets(list(parts), timeout_ms=tuning.request_timeout_ms)
-    for tp, end in parts.items():
+    ends = {TopicPartition(topic, p): end for p, end in _end_offsets(consumer, topic, tuning).items()}
+    consumer.assign(list(ends))
+    starts = consumer.beginning_offsets(list(ends), timeout_ms=tuning.request_timeout_ms)
+    for tp, end in ends.items():
         consumer.seek(tp, max(int(starts[tp]), end - limit))
     found: list[Any] = []
     deadline = time.monotonic() + tuning.request_timeout_ms / 1000
-    while any(consumer.position(tp) < end for tp, end in parts.items()) and time.monotonic() < deadline:
+    while any(consumer.position(tp) < end for tp, end in ends.items()) and time.monotonic() < deadline:
         for batch in consumer.poll(timeout_ms=500).values():
-            found.extend(r for r in batch if r.offset < parts[TopicPartition(topic, r.partition)])
+            found.extend(r for r in batch if r.offset < ends[TopicPartition(topic, r.partition)])
     return found
 
 
 def _dead_letter_row(record: Any) -> tuple[int, str, str, bytes]:
     headers = dict(record.headers or [])
-    topic, _, offset = headers.get(SOURCE_HEADER, b"?/-1/-1").decode("utf-8", "replace").rpartition("/")
-    return (int(offset) if offset.lstrip("-").isdigit() else -1, topic.rpartition("/")[0],
+    source, _, offset = headers.get(SOURCE_HEADER, b"?/-1/-1").decode("utf-8", "replace").rpartition("/")
+    return (int(offset) if offset.lstrip("-").isdigit() else -1, source.rpartition("/")[0],
             headers.get(REASON_HEADER, b"").decode("utf-8", "replace"), bytes(record.value or b""))

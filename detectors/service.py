@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from inferwatch.collectors.bus import BusRecord, DeadLetterSink, EventConsumer
+from inferwatch.collectors.bus import BusRecord, BusUnavailable, DeadLetterSink, EventConsumer
 from inferwatch.collectors.event import InferenceEvent, MalformedEvent, decode_event
 from inferwatch.detectors.pipeline import Batch, Pipeline
 from inferwatch.detectors.store import StoreUnavailable
@@ -29,8 +30,8 @@ class ServiceStats:
     records: int = 0
     malformed: int = 0
     incidents_written: int = 0
-    store_retries: int = 0
     commits: int = 0
+    retries: Counter[str] = field(default_factory=Counter)
 
 
 class DetectorService:
@@ -77,8 +78,10 @@ class DetectorService:
             return 0
         self._last_record_at = self.wall_clock()
         events = self._decode(records)
-        self._store(self.pipeline.detect(events))
-        self.consumer.commit(_next_positions(records))
+        batch = self.pipeline.detect(events)
+        self._retry("store", lambda: self._store(batch))
+        positions = _next_positions(records)
+        self._retry("commit", lambda: self.consumer.commit(positions))
         self.stats.records += len(records)
         self.stats.commits += 1
         return len(records)
@@ -94,18 +97,26 @@ class DetectorService:
                     "malformed event dead-lettered topic=%s partition=%d offset=%d reason=%r",
                     record.topic, record.partition, record.offset, exc.reason,
                 )
-                self.dead_letters.dead_letter(record, exc.reason)
+                self._dead_letter(record, exc.reason)
         return events
 
+    def _dead_letter(self, record: BusRecord, reason: str) -> None:
+        self._retry("dead_letter", lambda: self.dead_letters.dead_letter(record, reason))
+
     def _store(self, batch: Batch) -> None:
+        self.stats.incidents_written += len(self.pipeline.store(batch))
+
+    def _retry(self, what: str, action: Callable[[], None]) -> None:
+        """Run ``action`` until it succeeds: an outage of the store or the bus pauses the
+        service (nothing is committed past it) instead of stopping it."""
         delay = 0.5
         while True:
             try:
-                self.stats.incidents_written += len(self.pipeline.store(batch))
+                action()
                 return
-            except StoreUnavailable as exc:
-                self.stats.store_retries += 1
-                log.warning("store unavailable, retrying in %.1fs without committing: %s", delay, exc)
+            except (StoreUnavailable, BusUnavailable) as exc:
+                self.stats.retries[what] += 1
+                log.warning("%s failed, retrying in %.1fs without committing: %s", what, delay, exc)
                 if self._stop.wait(delay):
                     raise  # stopping: leave the batch uncommitted; it is redelivered on restart
                 delay = min(delay * 2, 30.0)
@@ -119,7 +130,8 @@ class DetectorService:
             return
         if now < open_end:
             return
-        self._store(self.pipeline.close_open_window())
+        batch = self.pipeline.close_open_window()
+        self._retry("store", lambda: self._store(batch))
 
 
 def _next_positions(records: Sequence[BusRecord]) -> dict[int, int]:

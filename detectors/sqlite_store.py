@@ -65,6 +65,8 @@ class SQLiteStore:
 
     def upsert(self, incidents: Sequence[Incident]) -> None:
         """Insert or replace incidents by id, in one transaction."""
+        latest = {i.id: i for i in incidents}  # the same id twice in a batch: the last one wins
+        incidents = list(latest.values())
         rows = [_incident_row(i) for i in incidents]
         with self._write():
             self._conn.executemany(
@@ -77,8 +79,9 @@ class SQLiteStore:
         """One incident by id (a unique prefix of at least 4 characters also works)."""
         row = self._conn.execute("SELECT doc FROM incidents WHERE id = ?", (incident_id,)).fetchone()
         if row is None and len(incident_id) >= 4:
-            rows = self._conn.execute(
-                "SELECT doc FROM incidents WHERE id LIKE ? LIMIT 2", (incident_id + "%",)
+            rows = self._conn.execute(  # substr, not LIKE: "_" and "%" are not wildcards here
+                "SELECT doc FROM incidents WHERE substr(lower(id), 1, ?) = lower(?) LIMIT 2",
+                (len(incident_id), incident_id),
             ).fetchall()
             row = rows[0] if len(rows) == 1 else None
         return Incident.model_validate_json(row[0]) if row else None
@@ -179,7 +182,9 @@ class _Filter:
             self.args.append(value)
 
     def text(self, fts_table: str, text: str | None) -> None:
-        if text:
+        if text is not None and not text.strip():
+            self.clauses.append("0")  # no words to look for: nothing matches (as in Elasticsearch)
+        elif text:
             self.add(f"id IN (SELECT id FROM {fts_table} WHERE {fts_table} MATCH ?)", fts_phrase(text))
 
     def select(self, base: str, order: str, limit: int) -> tuple[str, list[Any]]:

@@ -76,3 +76,7 @@ class EventStore(Protocol):
 
     def search_events(self, query: EventQuery) -> list[InferenceEvent]:
         """Events matching ``query``, newest first."""
+
+
+class Store(IncidentStore, EventStore, Protocol):
+    """A store that keeps both incidents and events, as both implementations do."""

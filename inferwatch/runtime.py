@@ -5,31 +5,37 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from inferwatch.collectors.settings import Settings, SettingsError
+from inferwatch.collectors.bus import EventBus
+from inferwatch.collectors.settings import Settings
 from inferwatch.collectors.sqlite_bus import SQLiteBus
 from inferwatch.detectors.incidents import Incident, IncidentManager
 from inferwatch.detectors.pipeline import Pipeline
 from inferwatch.detectors.registry import build_detectors
 from inferwatch.detectors.service import DetectorService
 from inferwatch.detectors.sqlite_store import SQLiteStore
+from inferwatch.detectors.store import Store
 
 
-def open_bus(settings: Settings) -> SQLiteBus:
-    """The event bus named by ``settings.bus``."""
-    if settings.bus.kind == "sqlite":
-        return SQLiteBus(settings.bus.path, topic=settings.bus.topic)
-    raise SettingsError(
-        f"INFERWATCH_BUS__KIND={settings.bus.kind!r} is not available in this build; use 'sqlite'"
-    )
+def open_bus(settings: Settings) -> EventBus:
+    """The event bus named by ``settings.bus`` (Kafka topics are created if missing)."""
+    if settings.bus.kind == "kafka":
+        from inferwatch.collectors.kafka_bus import KafkaBus
+
+        bus = KafkaBus(settings.bus)
+        bus.ensure_topics()
+        return bus
+    return SQLiteBus(settings.bus.path, topic=settings.bus.topic)
 
 
-def open_store(settings: Settings) -> SQLiteStore:
-    """The incident and event store named by ``settings.store``."""
-    if settings.store.kind == "sqlite":
-        return SQLiteStore(settings.store.path)
-    raise SettingsError(
-        f"INFERWATCH_STORE__KIND={settings.store.kind!r} is not available in this build; use 'sqlite'"
-    )
+def open_store(settings: Settings) -> Store:
+    """The incident and event store named by ``settings.store`` (set up if needed)."""
+    if settings.store.kind == "elasticsearch":
+        from inferwatch.detectors.es_store import ElasticsearchStore
+
+        store = ElasticsearchStore(settings.store)
+        store.setup()
+        return store
+    return SQLiteStore(settings.store.path)
 
 
 @dataclass
@@ -37,12 +43,12 @@ class Detection:
     """A pipeline and the store it writes to."""
 
     pipeline: Pipeline
-    store: SQLiteStore
+    store: Store
 
 
 def build_detection(
     settings: Settings,
-    store: SQLiteStore,
+    store: Store,
     *,
     keep_events: bool = True,
     on_incident: Callable[[Incident], None] | None = None,

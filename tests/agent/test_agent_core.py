@@ -70,8 +70,19 @@ def test_configure_without_producer_uses_the_embedded_bus(
     assert records[0].key == event.principal
 
 
-def test_unknown_bus_kind_is_a_clear_error() -> None:
-    with pytest.raises(AgentConfigError, match="kafka"):
+def test_kafka_producer_is_built_lazily_without_touching_the_brokers() -> None:
+    # Nothing listens on port 1: the producer must still be built (it connects on first send),
+    # so a model server can start before Kafka is reachable.
+    producer = producer_from_settings(BusSettings(kind="kafka", bootstrap_servers=["127.0.0.1:1"]))
+    assert type(producer).__name__ == "KafkaEventProducer"
+    producer.close()
+
+
+def test_kafka_without_kafka_python_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "inferwatch.collectors.kafka_bus", None)
+    with pytest.raises(AgentConfigError, match=r"inferwatch\[kafka\]"):
         producer_from_settings(BusSettings(kind="kafka"))
 
 

@@ -68,6 +68,7 @@ def test_time_is_normalised_to_utc_and_naive_time_rejected():
         ({"schema": "something-else"}, "schema must look like"),
         ({"agent": {"id": "a", "seq": -3}}, "agent.seq"),
         ({"input": {"features": {"x": [1, 2]}}}, "input.features.x"),
+        ({"output": {"score": float("nan")}}, "output.score: Input should be a finite number"),
     ],
 )
 def test_malformed_events_name_the_field(patch, reason):
@@ -81,6 +82,12 @@ def test_malformed_events_name_the_field(patch, reason):
 @pytest.mark.parametrize("raw", [b"", b"not json", b"[1,2]", b'{"id": "x"', b"\xff\xfe"])
 def test_garbage_raises_malformed_not_anything_else(raw):
     with pytest.raises(MalformedEvent):
+        decode_event(raw)
+
+
+def test_infinite_duration_is_malformed():
+    raw = json.dumps(FULL).replace('"duration_ms": 12.5', '"duration_ms": Infinity')
+    with pytest.raises(MalformedEvent, match="duration_ms: Input should be a finite number"):
         decode_event(raw)
 
 

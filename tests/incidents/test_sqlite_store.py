@@ -69,3 +69,21 @@ def test_event_search(tmp_path):
     )
     assert [e.id for e in store.search_events(window)] == [events[1].id]
     assert store.search_events(EventQuery(text='"; DROP TABLE events; --')) == []
+
+
+def test_prefix_lookup_is_literal_and_blank_text_matches_nothing(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    IncidentManager(store).apply([_finding(0)])
+    assert store.get("%%%%") is None
+    assert store.get("____") is None
+    assert store.list_incidents(IncidentQuery(text="   ")) == []
+    assert store.search_events(EventQuery(text=" ")) == []
+
+
+def test_same_id_twice_in_one_batch_keeps_the_last_text(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    first = IncidentManager(store).apply([_finding(0, title="beta")])[0]
+    store.upsert([first.model_copy(update={"title": "gamma"}), first.model_copy(update={"title": "delta"})])
+    assert store.list_incidents(IncidentQuery(text="beta")) == []
+    assert store.list_incidents(IncidentQuery(text="gamma")) == []
+    assert [i.title for i in store.list_incidents(IncidentQuery(text="delta"))] == ["delta"]

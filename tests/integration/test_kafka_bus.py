@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import socket
+import sys
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
@@ -25,10 +27,7 @@ from inferwatch.collectors.kafka_bus import (
     kafka_config,
 )
 from inferwatch.collectors.settings import BusSettings
-from tests.integration.conftest import unique_name
-
-if TYPE_CHECKING:
-    from tests.integration.conftest import LocalServices
+from tests.integration.conftest import LocalServices, unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +42,26 @@ def bus(local_services: LocalServices) -> Iterator[KafkaBus]:
     assert kafka_bus.ensure_topics() == {topic: 4, f"{topic}.dlq": 4}
     yield kafka_bus
     kafka_bus.delete_topics()
+
+
+@pytest.fixture
+def private_kafka(
+    local_services: LocalServices, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalServices]:
+    """A broker of this test's own (deploy/local on another port and data dir).
+
+    Stopping the shared broker for half a minute would break other sessions' tests, and their
+    session fixture would restart it mid-outage (seen: after 7 s), so the outage gets its own.
+    """
+    module, port = local_services.module, _free_port_pair()
+    cfg = module.Config.from_env(kafka_port=port, data_dir=tmp_path_factory.mktemp("kafka-outage"),
+                                 kafka_heap="512m")
+    own = LocalServices(cfg.kafka_bootstrap, local_services.es_url, module, cfg)
+    module.up(["kafka"], cfg, log=_log)
+    try:
+        yield own
+    finally:
+        module.down(["kafka"], cfg, clean=True, log=_log)
 
 
 def consume(consumer: KafkaEventConsumer, want: int, *, within: float = 60.0) -> list[BusRecord]:
@@ -64,6 +83,7 @@ def test_round_trip_keys_order_headers_and_commits(bus: KafkaBus) -> None:
     producer.send(b"no-key", key=None)
     producer.flush(30)
     assert producer.stats().delivered == 201
+    producer.close()
     assert sum(bus.end_offsets().values()) == 201
 
     # every record carries the schema header
@@ -125,6 +145,7 @@ def test_two_consumers_in_one_group_share_the_partitions(bus: KafkaBus) -> None:
     producer = bus.producer()
     producer.send_many([(f"v{i}".encode(), f"principal-{i % 40}") for i in range(400)])
     producer.flush(30)
+    producer.close()
     while time.monotonic() < deadline and len(got["one"]) + len(got["two"]) < 400:
         got["one"].extend(one.poll(100, 0.2))
         got["two"].extend(two.poll(100, 0.2))
@@ -153,12 +174,22 @@ def test_dead_letters_keep_reason_and_source(bus: KafkaBus) -> None:
 
 
 @pytest.mark.slow
-def test_no_event_lost_across_a_30s_broker_outage(bus: KafkaBus, local_services: LocalServices) -> None:
-    """Records sent while the broker is down wait in the producer and arrive after it returns."""
+def test_no_event_lost_across_a_30s_broker_outage(private_kafka: LocalServices) -> None:
+    """Records sent while the broker is down wait in the producer and arrive after it returns.
+
+    Meanwhile a consumer's poll still returns after its timeout, and a commit raises
+    BusUnavailable (so the detector service knows it has not been recorded).
+    """
+    topic = unique_name("iw-outage")
+    bus = KafkaBus(BusSettings(kind="kafka", bootstrap_servers=[private_kafka.kafka_bootstrap],
+                               topic=topic, dead_letter_topic=f"{topic}.dlq", linger_ms=5))
+    bus.ensure_topics()
     n, pace = 2000, 0.02  # ~40 s of steady sending, spanning before, during and after the outage
     producer = bus.producer()
     producer.send(b"warm-up", key="w")  # metadata for the topic is now cached
     producer.flush(30)
+    watcher = bus.consumer(unique_name("watch"))
+    consume(watcher, 1)
     errors: list[BaseException] = []
     slowest = [0.0]
 
@@ -178,30 +209,36 @@ def test_no_event_lost_across_a_30s_broker_outage(bus: KafkaBus, local_services:
     try:
         sender.start()
         time.sleep(3)
-        local_services.stop("kafka")
+        private_kafka.stop("kafka")
         stopped, down_at = True, time.monotonic()
         observed["stats_at_stop"] = producer.stats()
-        time.sleep(30)
+        started = time.monotonic()
+        assert watcher.poll(500, 1.0) == []
+        observed["poll_1s_while_down_s"] = round(time.monotonic() - started, 1)
+        started = time.monotonic()
+        with pytest.raises(BusUnavailable, match="did not take the commit"):
+            watcher.commit(dict.fromkeys(watcher.assignment(), 1))
+        observed["commit_while_down_s"] = round(time.monotonic() - started, 1)
+        time.sleep(max(0.0, down_at + 30 - time.monotonic()))
+        assert not private_kafka.module.is_healthy("kafka", private_kafka.cfg), "broker came back early"
         observed["stats_before_restart"] = producer.stats()
-        local_services.start("kafka")
+        private_kafka.start("kafka")
         stopped, up_at = False, time.monotonic()
         observed["down_s"] = round(up_at - down_at, 1)
         backlog = observed["stats_before_restart"].sent
         while producer.stats().delivered < backlog and time.monotonic() < up_at + 120:
             time.sleep(0.05)
-        observed["backlog_delivered_s"] = round(time.monotonic() - up_at, 1)
+        observed["backlog_delivered_after_s"] = round(time.monotonic() - up_at, 1)
         sender.join(120)
         assert not sender.is_alive()
-        flush_started = time.monotonic()
         producer.flush(120)
-        observed["flush_s"] = round(time.monotonic() - flush_started, 1)
+        producer.close()
     finally:
         if stopped:
-            local_services.start("kafka")
+            private_kafka.start("kafka")
+        watcher.close()
     stats = producer.stats()
     observed.update(stats_after=stats, slowest_send_s=round(slowest[0], 3), send_errors=len(errors))
-    logging.getLogger(__name__).warning("outage test observed: %s", observed)
-    print(f"\noutage test observed: {observed}")
     assert errors == []  # buffered, not refused: the outage was shorter than delivery_timeout_ms
     assert (stats.failed, stats.pending) == (0, 0)
 
@@ -209,9 +246,9 @@ def test_no_event_lost_across_a_30s_broker_outage(bus: KafkaBus, local_services:
     records = consume(reader, n + 1, within=90)
     reader.close()
     values = {r.value for r in records}
-    assert {f"outage-{i}".encode() for i in range(n)} <= values
     observed["duplicates"] = len(records) - len(values)
-    print(f"outage test duplicates: {observed['duplicates']}")
+    print(f"\noutage test observed: {observed}")
+    assert {f"outage-{i}".encode() for i in range(n)} <= values
 
 
 def test_settings_map_to_kafka_python_without_showing_the_password(
@@ -268,6 +305,25 @@ def test_missing_topic_is_named_in_the_error(local_services: LocalServices) -> N
     with pytest.raises(BusUnavailable, match=f"no metadata for topic {settings.topic}.*ensure_topics"):
         producer.send(b"x", key="p")
     producer.close()
+
+
+def _free_port_pair() -> int:
+    """A port P such that P and P + 1 (the KRaft controller's) are both free on loopback."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
+
+
+def _log(message: str) -> None:
+    print(f"[deploy/local private kafka] {message}", file=sys.stderr)
 
 
 def _poll_all(consumer: Any, want: int) -> Iterator[list[Any]]:

@@ -94,7 +94,7 @@ def test_nothing_is_committed_past_an_unstored_incident(tmp_path):
     worker.start()
     worker.join(10)
     assert not worker.is_alive()
-    assert service.stats.store_retries == 2
+    assert service.stats.retries["store"] == 2
     assert len(store.list_incidents(IncidentQuery())) == 1
     assert bus.consumer("g").committed() == bus.end_offset()
 
@@ -113,7 +113,7 @@ def test_stop_during_outage_leaves_batch_uncommitted_and_restart_files_it_once(t
 
     worker = threading.Thread(target=run)
     worker.start()
-    while service.stats.store_retries == 0:
+    while service.stats.retries["store"] == 0:
         worker.join(0.05)
     service.stop()
     worker.join(10)

@@ -1,0 +1,404 @@
+"""The distributed store: incidents and events in Elasticsearch 8.
+
+Incidents live in ``{prefix}-incidents-000001`` behind the alias ``{prefix}-incidents``;
+events in the data stream ``{prefix}-events``, whose retention is the data stream lifecycle
+(or ILM, when asked for and the cluster has it). :meth:`ElasticsearchStore.setup` creates them
+and can run any number of times. Documents follow the Elastic Common Schema (see
+:mod:`inferwatch.detectors.es_mappings` and ``docs/elasticsearch.md``).
+
+The store answers every :class:`~inferwatch.detectors.store.IncidentQuery` and
+:class:`~inferwatch.detectors.store.EventQuery` as the SQLite store does: the same filters,
+the same order, the same words for text search. Incident writes are searchable when
+:meth:`upsert` returns (the incident manager reads its own writes); events become searchable
+within the index refresh interval (one second by default).
+
+Example::
+
+    store = ElasticsearchStore(StoreSettings(kind="elasticsearch", urls=["https://es:9200"],
+                                             api_key=SecretStr("...")))
+    store.setup()
+    store.list_incidents(IncidentQuery(status=["open"], min_severity="high"))
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from elasticsearch import ApiError, Elasticsearch, TransportError
+from elasticsearch.helpers import streaming_bulk
+
+from inferwatch.collectors.event import InferenceEvent
+from inferwatch.collectors.settings import SettingsError, StoreSettings
+from inferwatch.detectors.es_mappings import (
+    EVENT_SORT,
+    INCIDENT_SORT,
+    PAGE_SIZE,
+    IndexNames,
+    bool_filter,
+    event_document,
+    event_from_source,
+    event_query,
+    events_ilm_policy,
+    events_template,
+    incident_document,
+    incident_from_source,
+    incident_query,
+    incidents_template,
+)
+from inferwatch.detectors.incidents import ACTIVE, Incident
+from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ElasticsearchSetupError(SettingsError):
+    """The cluster refused to set up the store, or lacks what the settings ask for."""
+
+
+def build_client(settings: StoreSettings) -> Elasticsearch:
+    """The Elasticsearch client for ``settings``: URLs, API key or basic auth, CA, timeouts."""
+    options: dict[str, Any] = {
+        "request_timeout": settings.request_timeout_s,
+        "retry_on_timeout": True,
+        "max_retries": 2,
+        "verify_certs": settings.verify_certs,
+    }
+    if settings.ca_certs is not None:
+        options["ca_certs"] = str(settings.ca_certs)
+    if settings.api_key is not None and settings.username is not None:
+        raise SettingsError(
+            "set INFERWATCH_STORE__API_KEY or INFERWATCH_STORE__USERNAME/PASSWORD, not both"
+        )
+    if settings.api_key is not None:
+        options["api_key"] = settings.api_key.get_secret_value()
+    elif settings.username is not None:
+        if settings.password is None:
+            raise SettingsError("INFERWATCH_STORE__USERNAME needs INFERWATCH_STORE__PASSWORD")
+        options["basic_auth"] = (settings.username, settings.password.get_secret_value())
+    try:
+        return Elasticsearch(list(settings.urls), **options)
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(
+            f"INFERWATCH_STORE__URLS (or the TLS settings beside it) cannot be used: {exc}"
+        ) from None
+
+
+def redacted_urls(urls: Iterable[str]) -> str:
+    """The URLs for messages and logs, without any user or password written into them."""
+    shown = []
+    for url in urls:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+        shown.append(urlunsplit(parts._replace(netloc=host)) if parts.netloc else url)
+    return ", ".join(shown)
+
+
+class ElasticsearchStore:
+    """Incidents and events in Elasticsearch; see the module docstring.
+
+    ``client`` replaces the client built from ``settings`` (the store then leaves closing it
+    to the caller). ``refresh_events`` makes :meth:`add_events` return only once the events are
+    searchable, for tests and demos; the detector service does not need it.
+    """
+
+    def __init__(
+        self, settings: StoreSettings, *, client: Elasticsearch | None = None, refresh_events: bool = False
+    ) -> None:
+        self.settings = settings
+        self.names = IndexNames(settings.index_prefix)
+        self.refresh_events = refresh_events
+        self._owns_client = client is None
+        self._es = client if client is not None else build_client(settings)
+        self._where = redacted_urls(settings.urls)
+
+    def close(self) -> None:
+        """Close the connections (unless the client was handed in)."""
+        if self._owns_client:
+            self._es.close()
+
+    def __enter__(self) -> ElasticsearchStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create or update the templates, the incidents index and alias, the events stream.
+
+        Raises :class:`ElasticsearchSetupError` when the cluster refuses (missing privileges,
+        a clashing template) or when ``use_ilm`` is set and the cluster has no ILM.
+        """
+        names, retention, ilm = self.names, self.settings.events_retention, self.settings.use_ilm
+        indices = self._es.indices
+        if ilm:
+            self._require_ilm()
+            self._setup("put the ILM policy", self._es.ilm.put_lifecycle,
+                        name=names.events, policy=events_ilm_policy(retention))
+        self._setup("put the events index template", indices.put_index_template,
+                    name=names.events, **events_template(names, retention, ilm=ilm))
+        self._setup("put the incidents index template", indices.put_index_template,
+                    name=names.incidents, **incidents_template(names))
+        self._create_incidents_index()
+        quiet = self._es.options(ignore_status=404)
+        streams = self._call("look up the events stream", quiet.indices.get_data_stream, name=names.events)
+        if not streams.get("data_streams"):
+            self._setup("create the events data stream", indices.create_data_stream, name=names.events,
+                        exists_ok=True)
+        # A template's lifecycle applies to new streams only; keep an existing one in step.
+        if ilm:
+            self._setup("hand the events to ILM", quiet.indices.delete_data_lifecycle, name=names.events)
+        else:
+            self._setup("set the events retention", indices.put_data_lifecycle,
+                        name=names.events, data_retention=retention)
+        log.info("elasticsearch store ready at %s prefix=%s retention=%s by=%s",
+                 self._where, names.prefix, retention, "ilm" if ilm else "data-stream-lifecycle")
+
+    def _create_incidents_index(self) -> None:
+        names, indices = self.names, self._es.indices
+        if self._call("look up the incidents alias", indices.exists_alias, name=names.incidents):
+            return
+        self._setup("create the incidents index", indices.create, index=names.incidents_first_index,
+                    aliases={names.incidents: {"is_write_index": True}}, exists_ok=True)
+        if not self._call("look up the incidents alias", indices.exists_alias, name=names.incidents):
+            raise ElasticsearchSetupError(
+                f"index {names.incidents_first_index} exists at {self._where} but the alias "
+                f"{names.incidents} does not point at it; add the alias (is_write_index: true) or "
+                "delete the index, then run the setup again")
+
+    def _require_ilm(self) -> None:
+        try:
+            status = self._call("check for ILM", self._es.ilm.get_status)
+        except StoreUnavailable as exc:
+            code = _status(exc)
+            if code in (401, 403):
+                raise ElasticsearchSetupError(
+                    f"INFERWATCH_STORE__USE_ILM is set but the credentials may not read ILM at "
+                    f"{self._where} ({code}); grant them the manage_ilm cluster privilege") from exc
+            if code is not None and code < 500:
+                raise ElasticsearchSetupError(
+                    f"INFERWATCH_STORE__USE_ILM is set but the Elasticsearch at {self._where} has no "
+                    f"index lifecycle management (GET _ilm/status answered {code}); unset it to keep "
+                    "events for INFERWATCH_STORE__EVENTS_RETENTION with the data stream lifecycle"
+                ) from exc
+            raise
+        if status.get("operation_mode") != "RUNNING":
+            log.warning("ILM at %s is %s: events will not roll over or expire until it runs",
+                        self._where, status.get("operation_mode"))
+
+    def drop(self) -> None:
+        """Delete everything this store created under its prefix (for tests and teardown)."""
+        names = self.names
+        es = self._es.options(ignore_status=404)
+        self._call("delete the events data stream", es.indices.delete_data_stream, name=names.events)
+        found = self._call("list the incidents indices", es.indices.get, index=names.incidents_pattern,
+                           expand_wildcards="all", ignore_unavailable=True)
+        if found:
+            self._call("delete the incidents indices", es.indices.delete, index=",".join(found))
+        for template in (names.events, names.incidents):
+            self._call("delete a template", es.indices.delete_index_template, name=template)
+        if self.settings.use_ilm:
+            quiet = self._es.options(ignore_status=(400, 404, 405))
+            self._call("delete the ILM policy", quiet.ilm.delete_lifecycle, name=names.events)
+
+    # -- incidents ---------------------------------------------------------------------------
+
+    def upsert(self, incidents: Sequence[Incident]) -> None:
+        """Write incidents by id (a second write replaces the first); searchable on return."""
+        latest = {i.id: i for i in incidents}  # as with INSERT OR REPLACE, the last one wins
+        if not latest:
+            return
+        where = self._incident_indices(list(latest))
+        alias: dict[str, Any] = {"_index": self.names.incidents, "require_alias": True}
+        actions = []
+        for incident_id, incident in latest.items():
+            source = incident_document(incident)
+            # After a rollover an incident may live in an older index: replace it there.
+            targets = [{"_index": index} for index in where.get(incident_id, [])] or [alias]
+            actions += [_action("index", source, _id=incident_id, **t) for t in targets]
+        self._bulk("store incidents", actions, refresh=True)
+
+    def _incident_indices(self, ids: list[str]) -> dict[str, list[str]]:
+        page = self._call("look up incidents", self._es.search, index=self.names.incidents,
+                          query={"ids": {"values": ids}}, size=2 * len(ids) + 10, source=False,
+                          track_total_hits=False, ignore_unavailable=True, allow_no_indices=True)
+        where: dict[str, list[str]] = {}
+        for hit in page["hits"]["hits"]:
+            where.setdefault(hit["_id"], []).append(hit["_index"])
+        return where
+
+    def get(self, incident_id: str) -> Incident | None:
+        """One incident by id (a unique prefix of at least 4 characters also works)."""
+        hits = self._incident_hits({"term": {"event.id": incident_id}}, 1)
+        if not hits and len(incident_id) >= 4:
+            prefix = {"prefix": {"event.id": {"value": incident_id, "case_insensitive": True}}}
+            hits = self._incident_hits(prefix, 2)
+            hits = hits if len(hits) == 1 else []
+        return incident_from_source(hits[0]["_source"]) if hits else None
+
+    def find_active(self, detector: str, subject: str, model: str | None) -> Incident | None:
+        """The newest open or acknowledged incident for this detector, subject and model."""
+        query = bool_filter([
+            {"term": {"rule.name": detector}},
+            {"term": {"inferwatch.subject": subject}},
+            {"terms": {"inferwatch.status": list(ACTIVE)}},
+        ])
+        if model is None:
+            query["bool"]["must_not"] = [{"exists": {"field": "inferwatch.model"}}]
+        else:
+            query["bool"]["filter"].append({"term": {"inferwatch.model": model}})
+        hits = self._incident_hits(query, 1)
+        return incident_from_source(hits[0]["_source"]) if hits else None
+
+    def list_incidents(self, query: IncidentQuery) -> list[Incident]:
+        """Incidents matching ``query``, newest ``last_seen`` first (then by id)."""
+        hits = self._incident_hits(incident_query(query), query.limit)
+        return [incident_from_source(h["_source"]) for h in hits]
+
+    def _incident_hits(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+        hits = self._search("read incidents", self.names.incidents, query, INCIDENT_SORT, limit)
+        return _unique(hits, limit)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def add_events(self, events: Sequence[InferenceEvent]) -> None:
+        """Store events by id; one already stored (a redelivery) is left as it is."""
+        stream = self.names.events
+        actions = [_action("create", event_document(e), _index=stream, _id=e.id) for e in events]
+        if actions:
+            self._bulk("store events", actions, refresh=self.refresh_events, require_data_stream=True)
+
+    def search_events(self, query: EventQuery) -> list[InferenceEvent]:
+        """Events matching ``query``, newest first (then by id, descending)."""
+        hits = self._search("search events", self.names.events, event_query(query), EVENT_SORT, query.limit)
+        return [event_from_source(h["_source"]) for h in _unique(hits, query.limit)]
+
+    # -- talking to Elasticsearch ------------------------------------------------------------
+
+    def _call(self, what: str, request: Callable[..., T], /, **params: Any) -> T:
+        """Send one request; an unreachable or failing cluster becomes :class:`StoreUnavailable`."""
+        try:
+            return request(**params)
+        except ApiError as exc:
+            raise StoreUnavailable(
+                f"Elasticsearch at {self._where} could not {what}: {_describe(exc)}{_hint(exc.meta.status)}"
+            ) from exc
+        except TransportError as exc:  # connection refused, timeout, TLS
+            raise StoreUnavailable(
+                f"cannot reach Elasticsearch at {self._where} to {what}: {type(exc).__name__}: {exc.message}"
+            ) from exc
+
+    def _setup(self, what: str, request: Callable[..., Any], /, *, exists_ok: bool = False,
+               **params: Any) -> None:
+        """A setup request: a 4xx is :class:`ElasticsearchSetupError`, not a passing outage."""
+        try:
+            self._call(what, request, **params)
+        except StoreUnavailable as exc:
+            code = _status(exc)
+            if code is None or code >= 500 or code == 429:
+                raise
+            if exists_ok and _error_type(exc) == "resource_already_exists_exception":
+                return  # another process set up the same store a moment ago
+            raise ElasticsearchSetupError(str(exc)) from exc
+
+    def _search(
+        self, what: str, index: str, query: dict[str, Any], sort: list[dict[str, str]], limit: int
+    ) -> Iterator[dict[str, Any]]:
+        """Hits in ``sort`` order, page by page (``search_after``); ``limit < 0`` means all."""
+        after: list[Any] | None = None
+        seen = 0
+        while limit < 0 or seen < limit:
+            size = PAGE_SIZE if limit < 0 else min(PAGE_SIZE, limit - seen)
+            page = self._call(what, self._es.search, index=index, query=query, sort=sort, size=size,
+                              search_after=after, track_total_hits=False, ignore_unavailable=True,
+                              allow_no_indices=True)
+            hits = page["hits"]["hits"]
+            yield from hits
+            seen += len(hits)
+            if len(hits) < size:
+                return
+            after = hits[-1]["sort"]
+
+    def _bulk(self, what: str, actions: list[dict[str, Any]], **params: Any) -> None:
+        failures: list[dict[str, Any]] = []
+
+        def send() -> None:
+            results = streaming_bulk(self._es, actions, raise_on_error=False, max_retries=3,
+                                     initial_backoff=0.5, expand_action_callback=_bulk_lines, **params)
+            for success, item in results:
+                op, result = next(iter(item.items()))
+                if not success and not (op == "create" and result.get("status") == 409):
+                    failures.append(result)  # (a 409 on create: stored before, a redelivery)
+
+        self._call(what, send)
+        if failures:
+            first, status = failures[0], int(failures[0].get("status", 0))
+            error = first.get("error")
+            reason = f"{error.get('type')}: {error.get('reason')}" if isinstance(error, dict) else error
+            raise StoreUnavailable(
+                f"Elasticsearch at {self._where} refused to {what}: {len(failures)} of {len(actions)} "
+                f"failed (first: {status} {reason}){_hint(status)}"
+            )
+
+
+def _unique(hits: Iterable[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    # An event redelivered after its data stream rolled over is stored once in each backing
+    # index; readers see it once.
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for hit in hits:
+        if hit["_id"] in seen:
+            continue
+        seen.add(hit["_id"])
+        out.append(hit)
+        if len(out) == limit:
+            break
+    return out
+
+
+def _action(op: str, source: dict[str, Any], **meta: Any) -> dict[str, Any]:
+    return {"op": op, "meta": meta, "source": source}
+
+
+def _bulk_lines(action: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    # The helpers' own expansion drops metadata it does not know, such as require_alias.
+    return {action["op"]: action["meta"]}, action["source"]
+
+
+def _status(exc: StoreUnavailable) -> int | None:
+    cause = exc.__cause__
+    return cause.meta.status if isinstance(cause, ApiError) else None
+
+
+def _error_type(exc: StoreUnavailable) -> str | None:
+    cause = exc.__cause__
+    if isinstance(cause, ApiError) and isinstance(cause.body, dict):
+        error = cause.body.get("error")
+        return error.get("type") if isinstance(error, dict) else None
+    return None
+
+
+def _describe(exc: ApiError) -> str:
+    error = exc.body.get("error") if isinstance(exc.body, dict) else None
+    if isinstance(error, dict):
+        root = (error.get("root_cause") or [error])[0]
+        return f"{exc.meta.status} {root.get('type')}: {root.get('reason')}"
+    return f"{exc.meta.status} {exc.message}"
+
+
+def _hint(status: int) -> str:
+    if status == 401:
+        return " (check INFERWATCH_STORE__API_KEY or INFERWATCH_STORE__USERNAME/PASSWORD)"
+    if status == 403:
+        return " (the credentials lack a privilege on the inferwatch indices; see docs/elasticsearch.md)"
+    if status == 404:
+        return " (the inferwatch indices are missing: run the store setup, see docs/elasticsearch.md)"
+    if status == 429 or status >= 500:
+        return " (the cluster is overloaded or failing; try again later)"
+    return ""
+
