@@ -6,12 +6,14 @@ BIN := $(VENV)/bin
 PACKAGES := agent collectors detectors inferwatch
 comma := ,
 
-.PHONY: demo test lint typecheck unit services-up services-down services-status bench clean help
+.PHONY: demo test demo-distributed services-up services-down services-status bench clean help
 
 help:
 	@echo "make demo   - run the end-to-end demo on the embedded default (no Kafka or Elasticsearch)"
 	@echo "make test   - lint, type-check and run the whole test suite"
 	@echo "make bench  - run the benchmarks and print their figures"
+	@echo "make demo-distributed - the demo on real Kafka and Elasticsearch (started by deploy/local)"
+	@echo "make services-up / services-down / services-status - local Kafka and Elasticsearch"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +45,23 @@ test: $(BIN)/python
 	# top-level inferwatch/ folder does not hide inferwatch.agent and friends.
 	cd $(VENV) && bin/mypy --config-file ../pyproject.toml --cache-dir ../.mypy_cache -p inferwatch
 	$(BIN)/pytest
+
+# Real Kafka and Elasticsearch on loopback, from Maven Central (deploy/local/README.md).
+LOCAL_ENV := INFERWATCH_BUS__BOOTSTRAP_SERVERS=127.0.0.1:$${INFERWATCH_LOCAL_KAFKA_PORT:-19092} \
+	INFERWATCH_STORE__URLS=http://127.0.0.1:$${INFERWATCH_LOCAL_ES_PORT:-19200}
+
+services-up:
+	$(PYTHON) deploy/local/services.py up
+
+services-down:
+	$(PYTHON) deploy/local/services.py down
+
+services-status:
+	$(PYTHON) deploy/local/services.py status
+
+demo-distributed: $(BIN)/python services-up
+	$(call install,detector$(comma)demo)
+	$(LOCAL_ENV) $(BIN)/inferwatch demo --distributed
 
 bench: $(BIN)/python
 	$(call install,dev)

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--home", metavar="DIR",
                    help="where the demo keeps its bus and store (default .inferwatch)")
+    p.add_argument("--distributed", action="store_true",
+                   help="run on Kafka and Elasticsearch (INFERWATCH_BUS__BOOTSTRAP_SERVERS, "
+                        "INFERWATCH_STORE__URLS) instead of the embedded default")
     p.set_defaults(handler=commands.demo)
 
     p = sub.add_parser("detect", help="run the detector service on the configured bus and store")
@@ -150,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
             stream=sys.stderr,
         )
-        for chatty in ("httpx", "httpcore"):  # one line per request drowns what matters
+        # Client libraries log every request or connection at INFO, which drowns what matters.
+        for chatty in ("httpx", "httpcore", "kafka", "elastic_transport"):
             logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
         handler: Handler = args.handler
         return handler(args, settings)

@@ -23,7 +23,7 @@ def demo(args: argparse.Namespace, settings: Settings) -> int:
     """Run the demo scenario (see :mod:`inferwatch.demo`)."""
     from inferwatch.demo.scenario import run_demo
 
-    return run_demo(settings, home=args.home, as_json=args.json)
+    return run_demo(settings, home=args.home, as_json=args.json, distributed=args.distributed)
 
 
 def detect(args: argparse.Namespace, settings: Settings) -> int:

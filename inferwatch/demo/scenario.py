@@ -36,23 +36,29 @@ DEMO_DETECT: dict[str, Any] = {
 }
 
 
-def demo_settings(settings: Settings, home: str | None) -> Settings:
-    """The user's settings with the demo's service name, windows and (optionally) home folder."""
+def demo_settings(settings: Settings, home: str | None, distributed: bool = False) -> Settings:
+    """The user's settings with the demo's service name and windows; ``distributed`` moves the
+    bus to Kafka and the store to Elasticsearch (addresses from the user's settings)."""
     data = settings.model_dump()
     data["agent"].update(service="demo-model-server", model="iris")
     if data["agent"]["hmac_key"].get_secret_value() == DEFAULT_HMAC_KEY:
         data["agent"]["hmac_key"] = "inferwatch-demo-only-key"  # the demo's callers are made up
     data["detect"] = {**data["detect"], **DEMO_DETECT,
                       "options": {**DEMO_DETECT["options"], **data["detect"]["options"]}}
+    if distributed:
+        data["bus"]["kind"] = "kafka"
+        data["store"]["kind"] = "elasticsearch"
     if home:
         data["bus"]["path"] = Path(home) / "bus.db"
         data["store"]["path"] = Path(home) / "store.db"
     return Settings.model_validate(data)
 
 
-def run_demo(user_settings: Settings, *, home: str | None = None, as_json: bool = False) -> int:
+def run_demo(
+    user_settings: Settings, *, home: str | None = None, as_json: bool = False, distributed: bool = False
+) -> int:
     """Run the demo; return the process exit code."""
-    settings = demo_settings(user_settings, home)
+    settings = demo_settings(user_settings, home, distributed)
     started = datetime.now(UTC)
     out = sys.stdout
 
@@ -60,7 +66,7 @@ def run_demo(user_settings: Settings, *, home: str | None = None, as_json: bool 
         if not as_json:
             print(text, flush=True)
 
-    say(f"inferwatch demo: bus {settings.bus.path}, store {settings.store.path}")
+    say(f"inferwatch demo: bus {_where(settings, 'bus')}, store {_where(settings, 'store')}")
 
     bus = open_bus(settings)
     agent = Agent(settings.agent, bus.producer())
@@ -130,3 +136,13 @@ def _drain(service: DetectorService, sent: int, timeout: float = 30.0) -> None:
         if service.stats.records >= sent and service.pipeline.clock.open_end is None:
             return
         time.sleep(0.1)
+
+
+def _where(settings: Settings, part: str) -> str:
+    if part == "bus":
+        if settings.bus.kind == "kafka":
+            return f"Kafka {','.join(settings.bus.bootstrap_servers)} topic {settings.bus.topic}"
+        return str(settings.bus.path)
+    if settings.store.kind == "elasticsearch":
+        return f"Elasticsearch {','.join(settings.store.urls)} prefix {settings.store.index_prefix}"
+    return str(settings.store.path)
