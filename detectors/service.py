@@ -1,5 +1,8 @@
 """The detector service: consume, detect, store, and only then commit (at-least-once).
 
+Records from several partitions are put back in event-time order (:mod:`.merge`) before the
+detectors see them, so windows hold the same events however many processes share the topic.
+
 A malformed record goes to the dead-letter sink with its reason and is counted; it never stops
 the service. When the store refuses a write, the same findings are retried with backoff and no
 offset is committed past them, so a crash at any point loses no incident, and the fingerprints
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 
 from inferwatch.collectors.bus import BusRecord, BusUnavailable, DeadLetterSink, EventConsumer
 from inferwatch.collectors.event import InferenceEvent, MalformedEvent, decode_event
+from inferwatch.detectors.merge import PartitionMerger
 from inferwatch.detectors.pipeline import Batch, Pipeline
 from inferwatch.detectors.store import StoreUnavailable
 
@@ -54,6 +58,7 @@ class DetectorService:
         self.idle_close_s = idle_close_s
         self.wall_clock = wall_clock
         self.stats = ServiceStats()
+        self.merger: PartitionMerger[InferenceEvent] = PartitionMerger(quiet_s=idle_close_s)
         self._stop = threading.Event()
         self._last_record_at = wall_clock()
 
@@ -71,26 +76,25 @@ class DetectorService:
         return self.stats
 
     def run_once(self, poll_timeout: float = 0.5) -> int:
-        """One poll → detect → store → commit cycle; return how many records it handled."""
+        """One poll → order → detect → store → commit cycle; return how many records it read."""
         records = self.consumer.poll(self.batch_size, poll_timeout)
+        now = self.wall_clock()
+        if records:
+            self._last_record_at = now
+            self._hold(records, now)
+            self.stats.records += len(records)
+        self._forget_revoked()
+        released = self.merger.release(now)
+        if records or released:
+            self._detect_store_commit(released)
         if not records:
             self._maybe_close_idle_window()
-            return 0
-        self._last_record_at = self.wall_clock()
-        events = self._decode(records)
-        batch = self.pipeline.detect(events)
-        self._retry("store", lambda: self._store(batch))
-        positions = _next_positions(records)
-        self._retry("commit", lambda: self.consumer.commit(positions))
-        self.stats.records += len(records)
-        self.stats.commits += 1
         return len(records)
 
-    def _decode(self, records: Sequence[BusRecord]) -> list[InferenceEvent]:
-        events: list[InferenceEvent] = []
+    def _hold(self, records: Sequence[BusRecord], now: float) -> None:
         for record in records:
             try:
-                events.append(decode_event(record.value))
+                event = decode_event(record.value)
             except MalformedEvent as exc:
                 self.stats.malformed += 1
                 log.warning(
@@ -98,7 +102,24 @@ class DetectorService:
                     record.topic, record.partition, record.offset, exc.reason,
                 )
                 self._dead_letter(record, exc.reason)
-        return events
+                self.merger.skip(record.partition, record.offset, now)
+            else:
+                self.merger.add(record.partition, record.offset, event.ts, event, now)
+
+    def _detect_store_commit(self, events: Sequence[InferenceEvent]) -> None:
+        batch = self.pipeline.detect(events)
+        self._retry("store", lambda: self._store(batch))
+        positions = self.merger.positions()
+        if positions:
+            self._retry("commit", lambda: self.consumer.commit(positions))
+            self.stats.commits += 1
+
+    def _forget_revoked(self) -> None:
+        # After a rebalance, records held for partitions now owned by another process are that
+        # process's to detect (they were not committed here, so it will read them).
+        assignment = getattr(self.consumer, "assignment", None)
+        if assignment is not None:
+            self.merger.forget(assignment())
 
     def _dead_letter(self, record: BusRecord, reason: str) -> None:
         self._retry("dead_letter", lambda: self.dead_letters.dead_letter(record, reason))
@@ -123,19 +144,15 @@ class DetectorService:
 
     def _maybe_close_idle_window(self) -> None:
         # Live traffic that stops must still have its last window judged; event time cannot
-        # advance without events, so a quiet spell on the wall clock closes the open window.
-        open_end = self.pipeline.clock.open_end
+        # advance without events, so a quiet spell on the wall clock releases what is held and
+        # closes the open window.
         now = self.wall_clock()
-        if open_end is None or now - self._last_record_at < self.idle_close_s:
+        if now - self._last_record_at < self.idle_close_s:
             return
-        if now < open_end:
-            return
-        batch = self.pipeline.close_open_window()
-        self._retry("store", lambda: self._store(batch))
-
-
-def _next_positions(records: Sequence[BusRecord]) -> dict[int, int]:
-    positions: dict[int, int] = {}
-    for record in records:
-        positions[record.partition] = max(positions.get(record.partition, 0), record.offset + 1)
-    return positions
+        held = self.merger.flush()
+        if held:
+            self._detect_store_commit(held)
+        open_end = self.pipeline.clock.open_end
+        if open_end is not None and now >= open_end:
+            batch = self.pipeline.close_open_window()
+            self._retry("store", lambda: self._store(batch))

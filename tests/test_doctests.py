@@ -10,6 +10,7 @@ MODULES = [
     "inferwatch.collectors.ids",
     "inferwatch.collectors.sqlite_bus",
     "inferwatch.detectors.windows",
+    "inferwatch.detectors.merge",
     "inferwatch.detectors.es_mappings",
     "inferwatch.testing",
 ]

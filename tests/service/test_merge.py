@@ -1,0 +1,51 @@
+import random
+
+from inferwatch.detectors.merge import PartitionMerger
+from inferwatch.testing import make_event
+
+
+def _chunks_by_partition(events, partitions=4, chunk=50):
+    """Arrival as a Kafka consumer may see it: runs of one partition at a time."""
+    queues = {p: [e for i, e in enumerate(events) if i % partitions == p] for p in range(partitions)}
+    offsets = dict.fromkeys(queues, 0)
+    rng = random.Random(5)
+    while any(queues.values()):
+        p = rng.choice([q for q, items in queues.items() if items])
+        for event in queues[p][:chunk]:
+            yield p, offsets[p], event
+            offsets[p] += 1
+        queues[p] = queues[p][chunk:]
+
+
+def test_release_order_is_event_time_whatever_the_arrival_order():
+    events = [make_event(1000.0 + i) for i in range(1000)]
+    merger: PartitionMerger = PartitionMerger(quiet_s=5.0)
+    released = []
+    for p, offset, event in _chunks_by_partition(events):
+        merger.add(p, offset, event.ts, event, now=0.0)
+        released += merger.release(now=0.0)
+    released += merger.flush()
+    assert [e.id for e in released] == [e.id for e in events]
+
+
+def test_positions_never_pass_a_held_record():
+    merger: PartitionMerger = PartitionMerger(quiet_s=5.0)
+    merger.add(0, 0, 10.0, "a", now=0.0)
+    merger.add(0, 1, 50.0, "b", now=0.0)
+    merger.add(1, 0, 20.0, "c", now=0.0)
+    merger.skip(1, 1, now=0.0)  # a dead-lettered record
+    assert merger.release(now=0.0) == ["a", "c"]
+    assert merger.positions() == {0: 1, 1: 2}
+    assert merger.held() == 1
+    merger.forget([1])  # partition 0 went to another process
+    assert merger.positions() == {1: 2}
+    assert merger.flush() == []
+
+
+def test_a_quiet_partition_stops_holding_the_others_back():
+    merger: PartitionMerger = PartitionMerger(quiet_s=5.0)
+    merger.add(0, 0, 10.0, "old", now=0.0)
+    merger.add(1, 0, 100.0, "new", now=0.0)
+    assert merger.release(now=1.0) == ["old"]
+    merger.add(1, 1, 200.0, "newer", now=6.0)
+    assert merger.release(now=6.0) == ["new", "newer"]
