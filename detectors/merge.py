@@ -91,11 +91,14 @@ class PartitionMerger(Generic[T]):
         return {number: min((o for _, o, _ in part.pending), default=part.next_offset)
                 for number, part in self._parts.items()}
 
-    def forget(self, keep: Iterable[int]) -> None:
-        """Drop partitions no longer assigned to this consumer (their records go to the new owner)."""
-        kept = set(keep)
-        for number in [n for n in self._parts if n not in kept]:
+    def assign(self, partitions: Iterable[int], now: float) -> None:
+        """The consumer's current partitions: a new one holds the others back until it delivers
+        or goes quiet; one no longer assigned is dropped (its records go to the new owner)."""
+        assigned = set(partitions)
+        for number in [n for n in self._parts if n not in assigned]:
             del self._parts[number]
+        for number in assigned - set(self._parts):
+            self._parts[number] = _Partition(last_delivery=now)
 
     def held(self) -> int:
         """How many items are held back."""

@@ -83,7 +83,7 @@ class DetectorService:
             self._last_record_at = now
             self._hold(records, now)
             self.stats.records += len(records)
-        self._forget_revoked()
+        self._sync_assignment(now)
         released = self.merger.release(now)
         if records or released:
             self._detect_store_commit(released)
@@ -114,12 +114,13 @@ class DetectorService:
             self._retry("commit", lambda: self.consumer.commit(positions))
             self.stats.commits += 1
 
-    def _forget_revoked(self) -> None:
-        # After a rebalance, records held for partitions now owned by another process are that
-        # process's to detect (they were not committed here, so it will read them).
+    def _sync_assignment(self, now: float) -> None:
+        # A partition just assigned must be waited for (its oldest events may be older than
+        # what the others delivered); after a rebalance, records held for partitions now owned
+        # by another process are that process's to detect: they were not committed here.
         assignment = getattr(self.consumer, "assignment", None)
         if assignment is not None:
-            self.merger.forget(assignment())
+            self.merger.assign(assignment(), now)
 
     def _dead_letter(self, record: BusRecord, reason: str) -> None:
         self._retry("dead_letter", lambda: self.dead_letters.dead_letter(record, reason))

@@ -20,6 +20,7 @@ def _chunks_by_partition(events, partitions=4, chunk=50):
 def test_release_order_is_event_time_whatever_the_arrival_order():
     events = [make_event(1000.0 + i) for i in range(1000)]
     merger: PartitionMerger = PartitionMerger(quiet_s=5.0)
+    merger.assign(range(4), now=0.0)  # the consumer's assignment, known before any record
     released = []
     for p, offset, event in _chunks_by_partition(events):
         merger.add(p, offset, event.ts, event, now=0.0)
@@ -37,7 +38,7 @@ def test_positions_never_pass_a_held_record():
     assert merger.release(now=0.0) == ["a", "c"]
     assert merger.positions() == {0: 1, 1: 2}
     assert merger.held() == 1
-    merger.forget([1])  # partition 0 went to another process
+    merger.assign([1], now=0.0)  # partition 0 went to another process
     assert merger.positions() == {1: 2}
     assert merger.flush() == []
 
@@ -49,3 +50,11 @@ def test_a_quiet_partition_stops_holding_the_others_back():
     assert merger.release(now=1.0) == ["old"]
     merger.add(1, 1, 200.0, "newer", now=6.0)
     assert merger.release(now=6.0) == ["new", "newer"]
+
+
+def test_an_assigned_partition_that_never_delivers_holds_back_only_until_quiet():
+    merger: PartitionMerger = PartitionMerger(quiet_s=5.0)
+    merger.assign([0, 1], now=0.0)
+    merger.add(0, 0, 10.0, "a", now=1.0)
+    assert merger.release(now=1.0) == []  # partition 1 may still hold older events
+    assert merger.release(now=5.5) == ["a"]
