@@ -23,6 +23,7 @@ from inferwatch.detectors.store import IncidentStore
 Status = Literal["open", "acknowledged", "resolved"]
 ACTIVE: tuple[Status, ...] = ("open", "acknowledged")
 SYSTEM_ACTOR = "inferwatch"
+ID_LENGTH = 16  # hex digits of the fingerprint that make an incident's id
 _MAX_DIGESTS = 256
 
 
@@ -110,7 +111,7 @@ class IncidentManager:
             return _merge(active, finding)
         bucket = math.floor(finding.time.timestamp() / self.bucket_s)
         fp = fingerprint(finding.detector, finding.subject, finding.model, bucket)
-        existing = pending.get(fp[:16]) or self.store.get(fp[:16])
+        existing = pending.get(fp[:ID_LENGTH]) or self.store.get(fp[:ID_LENGTH])
         if existing is None:
             return _new_incident(fp, finding)
         if existing.status == "resolved":
@@ -161,7 +162,7 @@ def _seconds(delta: Any) -> float:
 
 def _new_incident(fp: str, finding: Finding) -> Incident:
     return Incident(
-        id=fp[:16],
+        id=fp[:ID_LENGTH],
         fingerprint=fp,
         detector=finding.detector,
         kind=finding.kind,

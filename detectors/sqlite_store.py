@@ -10,7 +10,7 @@ from typing import Any
 from inferwatch.collectors.event import InferenceEvent, decode_event, encode_event
 from inferwatch.collectors.sqlite_bus import connect
 from inferwatch.detectors.base import SEVERITY_ORDER
-from inferwatch.detectors.incidents import ACTIVE, Incident
+from inferwatch.detectors.incidents import ACTIVE, ID_LENGTH, Incident
 from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
 
 _SCHEMA = """
@@ -78,7 +78,7 @@ class SQLiteStore:
     def get(self, incident_id: str) -> Incident | None:
         """One incident by id (a unique prefix of at least 4 characters also works)."""
         row = self._conn.execute("SELECT doc FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-        if row is None and len(incident_id) >= 4:
+        if row is None and 4 <= len(incident_id) < ID_LENGTH:
             rows = self._conn.execute(  # substr, not LIKE: "_" and "%" are not wildcards here
                 "SELECT doc FROM incidents WHERE substr(lower(id), 1, ?) = lower(?) LIMIT 2",
                 (len(incident_id), incident_id),
