@@ -409,6 +409,23 @@ class KafkaEventConsumer:
         """The partitions this member owns right now."""
         return {tp.partition for tp in self._consumer.assignment()}
 
+    def caught_up(self) -> set[int]:
+        """Owned partitions read to the end of their log as of the last fetch.
+
+        Anything such a partition delivers later is new traffic, so it need not hold back the
+        event-time merge of the others (see ``inferwatch.detectors.merge``).
+        """
+        done: set[int] = set()
+        for tp in self._consumer.assignment():
+            try:
+                end = self._consumer.highwater(tp)
+                position = self._consumer.position(tp, timeout_ms=0)
+            except kerr.KafkaError:
+                continue
+            if end is not None and position is not None and position >= end:
+                done.add(tp.partition)
+        return done
+
     def committed_offsets(self) -> dict[int, int]:
         """The group's committed position per partition (partitions never committed are left out)."""
         found: dict[int, int] = {}

@@ -6,7 +6,8 @@ would then count partition 1's events in the wrong window, and the result would 
 number of detector processes and on fetch timing. :class:`PartitionMerger` holds events back
 and releases them in event-time order up to the *watermark*: the earliest of the newest event
 times seen on each partition that is still delivering. A partition that has delivered nothing
-for ``quiet_s`` seconds (wall clock) stops holding the others back.
+for ``quiet_s`` seconds (wall clock), or that the consumer has read to the end of its log,
+stops holding the others back, so live traffic is not delayed by idle partitions.
 
 It also says how far each partition may be committed: up to, not including, the first record
 it still holds, so a crash loses nothing that was not yet detected and stored.
@@ -59,14 +60,22 @@ class PartitionMerger(Generic[T]):
         self._touch(partition, offset, now)
 
     def _touch(self, partition: int, offset: int, now: float) -> _Partition[T]:
-        part = self._parts.setdefault(partition, _Partition())
+        part = self._parts.get(partition)
+        if part is None:
+            part = self._parts[partition] = _Partition()
         part.next_offset = max(part.next_offset, offset + 1)
         part.last_delivery = now
         return part
 
-    def release(self, now: float) -> list[T]:
-        """Items whose event time is at or before the watermark, oldest first."""
-        active = [p for p in self._parts.values() if now - p.last_delivery < self.quiet_s]
+    def release(self, now: float, caught_up: Iterable[int] = ()) -> list[T]:
+        """Items whose event time is at or before the watermark, oldest first.
+
+        ``caught_up`` names partitions read to the end of their log: whatever they deliver next
+        is newer than anything held, so, like quiet ones, they do not hold the others back.
+        """
+        done = set(caught_up)
+        active = [p for n, p in self._parts.items()
+                  if n not in done and now - p.last_delivery < self.quiet_s]
         if not active:
             return self.flush()
         watermark = min(p.newest_ts for p in active)

@@ -84,7 +84,8 @@ class DetectorService:
             self._hold(records, now)
             self.stats.records += len(records)
         self._sync_assignment(now)
-        released = self.merger.release(now)
+        caught_up = getattr(self.consumer, "caught_up", None)
+        released = self.merger.release(now, caught_up() if caught_up is not None else ())
         if records or released:
             self._detect_store_commit(released)
         if not records:

@@ -58,3 +58,11 @@ def test_an_assigned_partition_that_never_delivers_holds_back_only_until_quiet()
     merger.add(0, 0, 10.0, "a", now=1.0)
     assert merger.release(now=1.0) == []  # partition 1 may still hold older events
     assert merger.release(now=5.5) == ["a"]
+
+
+def test_a_partition_read_to_the_end_does_not_hold_the_others_back():
+    merger: PartitionMerger = PartitionMerger(quiet_s=5.0)
+    merger.add(0, 0, 100.0, "a", now=0.0)
+    merger.add(1, 0, 50.0, "b", now=0.0)
+    assert merger.release(now=0.0) == ["b"]
+    assert merger.release(now=0.0, caught_up=[1]) == ["a"]
