@@ -63,10 +63,13 @@ class Incident(BaseModel):
     count: int = 1
     history: list[HistoryEntry] = Field(default_factory=list)
     finding_digests: list[str] = Field(default_factory=list, exclude=False, repr=False)
+    # Findings at or before this event time were counted and their digests have since been
+    # forgotten: one seen again (a redelivery after a crash) must not count a second time.
+    digest_floor: datetime | None = Field(default=None, repr=False)
 
     def public_dict(self) -> dict[str, Any]:
         """The incident as JSON-ready data for people and receivers (no bookkeeping fields)."""
-        return self.model_dump(mode="json", exclude={"finding_digests"})
+        return self.model_dump(mode="json", exclude={"finding_digests", "digest_floor"})
 
 
 def fingerprint(detector: str, subject: str, model: str | None, bucket: int) -> str:
@@ -76,6 +79,12 @@ def fingerprint(detector: str, subject: str, model: str | None, bucket: int) -> 
 
 
 def finding_digest(finding: Finding) -> str:
+    """``<event time>:<hash>``: identity of one finding, with its time so that a digest
+    forgotten to keep the list short still leaves a floor below which findings are known."""
+    return f"{finding.time.timestamp():.6f}:{_finding_hash(finding)}"
+
+
+def _finding_hash(finding: Finding) -> str:
     """Identity of one finding, so a redelivered event does not count twice."""
     raw = "\x1f".join(
         (finding.detector, finding.subject, finding.time.isoformat(), ",".join(finding.event_ids))
@@ -185,13 +194,19 @@ def _new_incident(fp: str, finding: Finding) -> Incident:
 
 def _merge(incident: Incident, finding: Finding) -> Incident | None:
     digest = finding_digest(finding)
-    if digest in incident.finding_digests:
+    floor = incident.digest_floor
+    if digest in incident.finding_digests or (floor is not None and finding.time <= floor):
         return None  # the same finding again (a redelivered event): nothing new
     out = incident.model_copy(deep=True)
     out.count += 1
     out.first_seen = min(out.first_seen, finding.time)
     out.last_seen = max(out.last_seen, finding.time)
-    out.finding_digests = [*out.finding_digests, digest][-_MAX_DIGESTS:]
+    digests = [*out.finding_digests, digest]
+    if len(digests) > _MAX_DIGESTS:
+        forgotten, digests = digests[:-_MAX_DIGESTS], digests[-_MAX_DIGESTS:]
+        newest = max(datetime.fromtimestamp(float(d.split(":", 1)[0]), UTC) for d in forgotten)
+        out.digest_floor = newest if floor is None else max(floor, newest)
+    out.finding_digests = digests
     out.event_ids = _extend_unique(out.event_ids, finding.event_ids)
     out.trace_ids = _extend_unique(out.trace_ids, finding.trace_ids)
     out.score = max(out.score, finding.score)

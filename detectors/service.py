@@ -25,6 +25,7 @@ from inferwatch.detectors.pipeline import Batch, Pipeline
 from inferwatch.detectors.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
+JOIN_WAIT_S = 120.0  # longest wait for a first partition assignment that is not counted as idle
 
 
 @dataclass
@@ -67,13 +68,32 @@ class DetectorService:
         self._stop.set()
 
     def run(self, *, max_idle_s: float | None = None, poll_timeout: float = 0.5) -> ServiceStats:
-        """Process until :meth:`stop` (or ``max_idle_s`` without records, for batch runs)."""
+        """Process until :meth:`stop` (or ``max_idle_s`` without records, for batch runs).
+
+        Time spent waiting to be given partitions (a consumer group still handing over after a
+        crashed member) is not idle time, for up to ``JOIN_WAIT_S``: a restarted batch run must
+        not exit before it could read its backlog.
+        """
+        started = self.wall_clock()
         while not self._stop.is_set():
             handled = self.run_once(poll_timeout)
-            idle = self.wall_clock() - self._last_record_at
-            if not handled and max_idle_s is not None and idle >= max_idle_s:
+            now = self.wall_clock()
+            if not handled and self._waiting_for_partitions() and now - started < JOIN_WAIT_S:
+                self._last_record_at = now
+            if not handled and max_idle_s is not None and now - self._last_record_at >= max_idle_s:
                 break
         return self.stats
+
+    def _waiting_for_partitions(self) -> bool:
+        assignment = getattr(self.consumer, "assignment", None)
+        return assignment is not None and not assignment()
+
+    def close(self) -> None:
+        """Leave the consumer group (so another member takes over at once) and close the store."""
+        self.consumer.close()
+        close_store = getattr(self.pipeline.manager.store, "close", None)
+        if close_store is not None:
+            close_store()
 
     def run_once(self, poll_timeout: float = 0.5) -> int:
         """One poll → order → detect → store → commit cycle; return how many records it read."""

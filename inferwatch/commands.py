@@ -43,7 +43,10 @@ def detect(args: argparse.Namespace, settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    stats = service.run(max_idle_s=args.exit_when_idle)
+    try:
+        stats = service.run(max_idle_s=args.exit_when_idle)
+    finally:
+        service.close()
     print(f"detect: {stats.records} records, {stats.malformed} malformed, "
           f"{stats.incidents_written} incident writes", file=sys.stderr)
     return 0

@@ -107,6 +107,7 @@ def run_demo(
     _drain(service, agent.stats().shipper.sent)
     service.stop()
     detector.join(timeout=30)
+    service.close()
 
     store = open_store(settings)
     filed = store.list_incidents(IncidentQuery(since=started, limit=1000))

@@ -102,3 +102,15 @@ def test_batch_with_repeats_writes_one_incident(manager):
     out = manager.apply([finding(0, events=(f"e{i}",)) for i in range(5)])
     assert len(out) == 1
     assert out[0].count == 5
+
+
+def test_redelivery_of_more_findings_than_digests_kept_is_still_not_counted(manager):
+    # A crash between store and commit can redeliver a whole batch: 500 findings for one
+    # incident is more than the 256 digests an incident remembers.
+    findings = [finding(i / 10, events=(f"e{i}",)) for i in range(500)]
+    manager.apply(findings)
+    assert manager.store.list_incidents(IncidentQuery())[0].count == 500
+    assert manager.apply(findings) == []
+    assert manager.store.list_incidents(IncidentQuery())[0].count == 500
+    newer = manager.apply([finding(51, events=("e-new",))])
+    assert newer[0].count == 501

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -69,3 +70,68 @@ def local_services() -> Iterator[LocalServices]:
 def unique_name(prefix: str) -> str:
     """A name no other test (or earlier run) uses: Kafka topics and Elasticsearch prefixes."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+# -- services of a test's own, for outages ------------------------------------------------------
+#
+# Other sessions' tests may be using the shared services at the same moment, and their session
+# fixture would restart a stopped shared service mid-outage (seen: after 7 s). A test that needs
+# an outage therefore starts a service of its own, on free ports and in a temporary data dir, and
+# removes it again at the end.
+
+
+@pytest.fixture
+def private_kafka(
+    local_services: LocalServices, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalServices]:
+    """A Kafka broker of this test's own; ``es_url`` is still the shared Elasticsearch."""
+    module, port = local_services.module, free_port_pair()
+    cfg = module.Config.from_env(kafka_port=port, data_dir=tmp_path_factory.mktemp("private-kafka"),
+                                 kafka_heap="512m")
+    try:
+        module.up(["kafka"], cfg, log=_log)
+        yield LocalServices(cfg.kafka_bootstrap, local_services.es_url, module, cfg)
+    finally:
+        module.down(["kafka"], cfg, clean=True, log=_log)
+
+
+@pytest.fixture
+def private_elasticsearch(
+    local_services: LocalServices, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalServices]:
+    """An Elasticsearch node of this test's own; ``kafka_bootstrap`` is still the shared broker.
+
+    ``es_url`` is the address the node reports it bound, which is what clients must use. A
+    restart through :meth:`LocalServices.start` binds the same port again (it is configured, not
+    picked), and keeps the data.
+    """
+    module = local_services.module
+    cfg = module.Config.from_env(es_port=free_port(), data_dir=tmp_path_factory.mktemp("private-es"),
+                                 es_heap="512m", cluster_name="inferwatch-private")
+    try:
+        endpoints = module.up(["elasticsearch"], cfg, log=_log)
+        yield LocalServices(local_services.kafka_bootstrap, endpoints["elasticsearch"], module, cfg)
+    finally:
+        module.down(["elasticsearch"], cfg, clean=True, log=_log)
+
+
+def free_port() -> int:
+    """A port that is free on loopback right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def free_port_pair() -> int:
+    """A port P such that P and P + 1 (the KRaft controller's) are both free on loopback."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no two consecutive free ports on 127.0.0.1")

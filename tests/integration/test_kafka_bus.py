@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -42,26 +40,6 @@ def bus(local_services: LocalServices) -> Iterator[KafkaBus]:
     assert kafka_bus.ensure_topics() == {topic: 4, f"{topic}.dlq": 4}
     yield kafka_bus
     kafka_bus.delete_topics()
-
-
-@pytest.fixture
-def private_kafka(
-    local_services: LocalServices, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalServices]:
-    """A broker of this test's own (deploy/local on another port and data dir).
-
-    Stopping the shared broker for half a minute would break other sessions' tests, and their
-    session fixture would restart it mid-outage (seen: after 7 s), so the outage gets its own.
-    """
-    module, port = local_services.module, _free_port_pair()
-    cfg = module.Config.from_env(kafka_port=port, data_dir=tmp_path_factory.mktemp("kafka-outage"),
-                                 kafka_heap="512m")
-    own = LocalServices(cfg.kafka_bootstrap, local_services.es_url, module, cfg)
-    module.up(["kafka"], cfg, log=_log)
-    try:
-        yield own
-    finally:
-        module.down(["kafka"], cfg, clean=True, log=_log)
 
 
 def consume(consumer: KafkaEventConsumer, want: int, *, within: float = 60.0) -> list[BusRecord]:
@@ -305,25 +283,6 @@ def test_missing_topic_is_named_in_the_error(local_services: LocalServices) -> N
     with pytest.raises(BusUnavailable, match=f"no metadata for topic {settings.topic}.*ensure_topics"):
         producer.send(b"x", key="p")
     producer.close()
-
-
-def _free_port_pair() -> int:
-    """A port P such that P and P + 1 (the KRaft controller's) are both free on loopback."""
-    for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = int(first.getsockname()[1])
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
-
-
-def _log(message: str) -> None:
-    print(f"[deploy/local private kafka] {message}", file=sys.stderr)
 
 
 def _poll_all(consumer: Any, want: int) -> Iterator[list[Any]]:

@@ -2,7 +2,7 @@ import threading
 from datetime import datetime
 
 from inferwatch.collectors.event import encode_event
-from inferwatch.collectors.sqlite_bus import SQLiteBus
+from inferwatch.collectors.sqlite_bus import SQLiteBus, SQLiteConsumer
 from inferwatch.detectors.base import Finding
 from inferwatch.detectors.incidents import IncidentManager
 from inferwatch.detectors.pipeline import Pipeline
@@ -169,3 +169,28 @@ def test_windows_close_by_event_time_and_when_idle(tmp_path):
     now[0] += 6
     service.run_once(poll_timeout=0)
     assert [w.timestamp() for w in detector.windows] == [1020.0, 1080.0, 1140.0]
+
+
+def test_waiting_for_partitions_is_not_idle_time(tmp_path):
+    """A restarted batch run must not exit before the group hands it a partition."""
+    store = SQLiteStore(tmp_path / "s.db")
+    bus = SQLiteBus(tmp_path / "bus.db")
+    bus.producer().send(encode_event(make_event(1000.0, status=500)))
+    now = [0.0]
+
+    class JoiningConsumer(SQLiteConsumer):
+        """The real embedded consumer, given its partition only after 30 s (a group handover)."""
+
+        def assignment(self):
+            return {0} if now[0] >= 30 else set()
+
+        def poll(self, max_records=500, timeout=1.0):
+            now[0] += 5
+            return super().poll(max_records, 0) if self.assignment() else []
+
+    consumer = JoiningConsumer(bus.path, "g", bus.topic)
+    pipeline = Pipeline([ServerErrors()], IncidentManager(store), window_s=60, event_store=store)
+    service = DetectorService(consumer, bus.dead_letters(), pipeline, wall_clock=lambda: now[0])
+    stats = service.run(max_idle_s=10)
+    assert stats.records == 1
+    assert len(store.list_incidents(IncidentQuery())) == 1
