@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import kafka.errors as kerr
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -29,11 +29,18 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from inferwatch.collectors.bus import BusRecord, BusUnavailable
 from inferwatch.collectors.event import SCHEMA
+from inferwatch.collectors.kafka_config import (
+    KafkaTuning,
+    describe_error,
+    forbid_topic_auto_creation,
+    guard,
+    kafka_config,
+    unavailable,
+)
 from inferwatch.collectors.settings import BusSettings, SettingsError
 
 log = logging.getLogger(__name__)
 
-Role = Literal["producer", "consumer", "admin"]
 SCHEMA_HEADER = "inferwatch-schema"
 REASON_HEADER = "inferwatch-reason"
 SOURCE_HEADER = "inferwatch-source"
@@ -42,20 +49,6 @@ SOURCE_HEADER = "inferwatch-source"
 _REBALANCED = (kerr.CommitFailedError, kerr.RebalanceInProgressError,
                kerr.IllegalGenerationError, kerr.UnknownMemberIdError)
 _DLQ_VALUE_LIMIT = 512 * 1024  # an oversized bad record is kept truncated rather than lost
-
-
-@dataclass(frozen=True, slots=True)
-class KafkaTuning:
-    """Client timeouts and limits; the defaults ride out a two-minute broker outage losslessly."""
-
-    max_block_ms: int = 2_000  # longest send() waits for metadata of a topic it has not seen
-    bootstrap_timeout_ms: int = 10_000  # first contact with the cluster when a client is built
-    request_timeout_ms: int = 30_000
-    delivery_timeout_ms: int = 120_000  # how long a buffered record is retried before it fails
-    reconnect_backoff_max_ms: int = 1_000  # reconnect within about a second of a broker's return
-    commit_timeout_ms: int = 10_000
-    # kafka-python 3 has no buffer_memory: its accumulator grows without bound, so we cap it.
-    max_buffer_bytes: int = 32 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,88 +62,6 @@ class ProducerStats:
     pending: int
     pending_bytes: int
     last_error: str | None
-
-
-class _Masked(str):
-    """A secret as kafka-python needs it (a ``str``) that shows asterisks when repr'd or logged."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "'**********'"
-
-
-def kafka_config(settings: BusSettings, role: Role, tuning: KafkaTuning | None = None) -> dict[str, Any]:
-    """All bus settings as kafka-python keyword arguments for one client ``role``.
-
-    The only place settings meet kafka-python. The SASL password is masked in any repr of the
-    result, because kafka-python's admin client logs its whole configuration at debug level.
-
-    >>> kafka_config(BusSettings(compression="none"), "producer")["compression_type"] is None
-    True
-    """
-    t = tuning or KafkaTuning()
-    config: dict[str, Any] = {
-        "bootstrap_servers": list(settings.bootstrap_servers),
-        "client_id": settings.client_id,
-        "security_protocol": settings.security_protocol,
-        "request_timeout_ms": t.request_timeout_ms,
-        "bootstrap_timeout_ms": t.bootstrap_timeout_ms,
-        "reconnect_backoff_max_ms": t.reconnect_backoff_max_ms,
-    }
-    if settings.security_protocol.startswith("SASL"):
-        password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
-        config["sasl_mechanism"] = settings.sasl_mechanism
-        config["sasl_plain_username"] = settings.sasl_username
-        config["sasl_plain_password"] = _Masked(password)
-    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        if getattr(settings, name) is not None:
-            config[name] = str(getattr(settings, name))
-    if role == "producer":
-        config.update(
-            acks="all",
-            enable_idempotence=True,  # the broker drops the duplicates that retries would create
-            retries=2_147_483_647,  # bounded by delivery_timeout_ms, not by a count
-            delivery_timeout_ms=t.delivery_timeout_ms,
-            max_block_ms=t.max_block_ms,
-            linger_ms=settings.linger_ms,
-            compression_type=None if settings.compression == "none" else settings.compression,
-            # an auto-created topic gets the broker's default partitions, silently breaking scale-out
-            allow_auto_create_topics=False,
-        )
-    elif role == "consumer":
-        config.update(enable_auto_commit=False, auto_offset_reset="earliest")
-    return config
-
-
-def _forbid_topic_auto_creation(metadata: Any) -> None:
-    # kafka-python 3.0.12 does not pass allow_auto_create_topics on to its cluster metadata, so a
-    # send to (or a subscription on) a missing topic makes the broker create it with its default
-    # partition count. Harmless once kafka-python passes the setting on itself.
-    config = getattr(metadata, "config", None)
-    if isinstance(config, dict):
-        config["allow_auto_create_topics"] = False
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)  # kafka-python 3 errors mostly name their class already
-    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
-
-
-def _unavailable(servers: Sequence[str], doing: str, exc: BaseException) -> BusUnavailable:
-    return BusUnavailable(
-        f"Kafka at {','.join(servers)} {doing}: {_describe(exc)}. Check that the brokers are up and "
-        "reachable, and INFERWATCH_BUS__BOOTSTRAP_SERVERS and the security settings."
-    )
-
-
-@contextmanager
-def _guard(servers: Sequence[str], doing: str) -> Iterator[None]:
-    """Turn any kafka-python error in the block into BusUnavailable naming the servers."""
-    try:
-        yield
-    except kerr.KafkaError as exc:
-        raise _unavailable(servers, doing, exc) from exc
 
 
 class KafkaBus:
@@ -205,14 +116,14 @@ class KafkaBus:
         """Per partition, the offset the next appended record will get."""
         reader = _reader(self.settings, self.tuning)
         try:
-            with _guard(self.settings.bootstrap_servers, "gave no end offsets"):
+            with guard(self.settings.bootstrap_servers, "gave no end offsets"):
                 return _end_offsets(reader, topic or self.topic, self.tuning)
         finally:
             reader.close(autocommit=False)
 
     @contextmanager
     def _admin(self, doing: str) -> Iterator[Any]:
-        with _guard(self.settings.bootstrap_servers, doing):
+        with guard(self.settings.bootstrap_servers, doing):
             admin = KafkaAdminClient(**kafka_config(self.settings, "admin", self.tuning))
             try:
                 yield admin
@@ -222,7 +133,7 @@ class KafkaBus:
 
 def _reader(settings: BusSettings, tuning: KafkaTuning) -> Any:
     """A consumer outside any group, for reading positions or the tail of a topic."""
-    with _guard(settings.bootstrap_servers, "could not be reached"):
+    with guard(settings.bootstrap_servers, "could not be reached"):
         return KafkaConsumer(**kafka_config(settings, "consumer", tuning))
 
 
@@ -310,11 +221,11 @@ class KafkaEventProducer:
                 try:
                     self._client = KafkaProducer(**self._config)
                 except kerr.KafkaError as exc:
-                    raise _unavailable(self._servers, "could not be reached", exc) from exc
+                    raise unavailable(self._servers, "could not be reached", exc) from exc
                 except RuntimeError as exc:  # how kafka-python says a compression codec is missing
                     raise SettingsError(f"INFERWATCH_BUS__COMPRESSION: {exc}; install the codec's "
                                         "package or use gzip") from exc
-                _forbid_topic_auto_creation(self._client._metadata)
+                forbid_topic_auto_creation(self._client._metadata)
             return self._client
 
     def _append(self, value: bytes, key: str | None, headers: list[tuple[str, bytes]]) -> Any:
@@ -336,7 +247,7 @@ class KafkaEventProducer:
                     f"within {self._tuning.max_block_ms} ms: the brokers are unreachable or the topic "
                     "does not exist (create it with KafkaBus.ensure_topics())"
                 ) from exc
-            raise _unavailable(self._servers, "refused the record", exc) from exc
+            raise unavailable(self._servers, "refused the record", exc) from exc
         with self._lock:
             self._counts["sent"] += 1
         future.add_both(functools.partial(self._settle, len(value)))
@@ -356,7 +267,7 @@ class KafkaEventProducer:
             self._counts["failed" if failed else "delivered"] += 1
             if failed:
                 self._counts["unreported"] += 1
-                self._last_error = _describe(outcome)
+                self._last_error = describe_error(outcome)
         if first:  # one line per run of failures, not one per record
             log.warning("event=kafka_delivery_failed topic=%s error=%s", self._topic, self._last_error)
 
@@ -368,14 +279,14 @@ class KafkaEventConsumer:
         self._servers = settings.bootstrap_servers
         self._topic = topic
         self._tuning = tuning
-        with _guard(self._servers, "could not be reached"):
+        with guard(self._servers, "could not be reached"):
             self._consumer = KafkaConsumer(group_id=group, **kafka_config(settings, "consumer", tuning))
-        _forbid_topic_auto_creation(self._consumer._cluster)  # before subscribing asks for metadata
+        forbid_topic_auto_creation(self._consumer._cluster)  # before subscribing asks for metadata
         self._consumer.subscribe([topic])
 
     def poll(self, max_records: int = 500, timeout: float = 1.0) -> Sequence[BusRecord]:
         """Up to ``max_records`` records, in offset order per partition; ``[]`` after ``timeout``."""
-        with _guard(self._servers, "failed a poll"):
+        with guard(self._servers, "failed a poll"):
             batches = self._consumer.poll(timeout_ms=max(0, int(timeout * 1000)), max_records=max_records)
         return [
             BusRecord(r.topic, r.partition, r.offset,
@@ -403,7 +314,7 @@ class KafkaEventConsumer:
             log.warning("event=kafka_commit_skipped topic=%s reason=rebalance error=%s",
                         self._topic, type(exc).__name__)
         except kerr.KafkaError as exc:
-            raise _unavailable(self._servers, "did not take the commit", exc) from exc
+            raise unavailable(self._servers, "did not take the commit", exc) from exc
 
     def assignment(self) -> set[int]:
         """The partitions this member owns right now."""
@@ -429,7 +340,7 @@ class KafkaEventConsumer:
     def committed_offsets(self) -> dict[int, int]:
         """The group's committed position per partition (partitions never committed are left out)."""
         found: dict[int, int] = {}
-        with _guard(self._servers, "gave no committed offsets"):
+        with guard(self._servers, "gave no committed offsets"):
             for p in sorted(self._consumer.partitions_for_topic(self._topic)):
                 offset = self._consumer.committed(TopicPartition(self._topic, p),
                                                   timeout_ms=self._tuning.request_timeout_ms)
@@ -440,7 +351,7 @@ class KafkaEventConsumer:
     def lag(self) -> int:
         """Records in the topic after the group's committed positions, over all partitions."""
         committed = self.committed_offsets()
-        with _guard(self._servers, "gave no end offsets"):
+        with guard(self._servers, "gave no end offsets"):
             ends = _end_offsets(self._consumer, self._topic, self._tuning)
         return sum(end - committed.get(p, 0) for p, end in ends.items())
 
@@ -469,14 +380,14 @@ class KafkaDeadLetters:
         headers = [(REASON_HEADER, (reason + note).encode("utf-8", "replace")),
                    (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}".encode())]
         future = self._producer._append(value, record.key, headers)
-        with _guard(self._settings.bootstrap_servers, "did not take the dead letter"):
+        with guard(self._settings.bootstrap_servers, "did not take the dead letter"):
             future.get(timeout=self._tuning.delivery_timeout_ms / 1000)
 
     def list(self, limit: int = 100) -> list[tuple[int, str, str, bytes]]:
         """The newest dead letters as ``(source_offset, topic, reason, value)``, newest first."""
         reader = _reader(self._settings, self._tuning)
         try:
-            with _guard(self._settings.bootstrap_servers, "gave no dead letters"):
+            with guard(self._settings.bootstrap_servers, "gave no dead letters"):
                 found = _read_tail(reader, self._settings.dead_letter_topic, limit, self._tuning)
         finally:
             reader.close(autocommit=False)
