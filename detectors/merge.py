@@ -70,16 +70,23 @@ class PartitionMerger(Generic[T]):
     def release(self, now: float, caught_up: Iterable[int] = ()) -> list[T]:
         """Items whose event time is at or before the watermark, oldest first.
 
-        ``caught_up`` names partitions read to the end of their log: whatever they deliver next
-        is newer than anything held, so, like quiet ones, they do not hold the others back.
+        ``caught_up`` names partitions read to the end of their log. When their newest event is
+        live (within ``quiet_s`` of the wall clock), whatever they deliver next is newer than
+        anything held, so, like quiet ones, they do not hold the others back.
         """
         done = set(caught_up)
         active = [p for n, p in self._parts.items()
-                  if n not in done and now - p.last_delivery < self.quiet_s]
+                  if now - p.last_delivery < self.quiet_s and not (n in done and self._live(p, now))]
         if not active:
             return self.flush()
         watermark = min(p.newest_ts for p in active)
         return self._take(lambda ts: ts <= watermark)
+
+    def _live(self, part: _Partition[T], now: float) -> bool:
+        # Read to the end only means "what comes next is newer" for live traffic, whose event
+        # times follow the wall clock. A backfill of old events being written right now can
+        # still deliver older times; there only quietness releases the others.
+        return part.newest_ts >= now - self.quiet_s
 
     def flush(self) -> list[T]:
         """Everything still held, oldest first (end of input, or every partition went quiet)."""

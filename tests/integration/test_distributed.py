@@ -134,8 +134,7 @@ def _produce(dep: Deployment, events: list[Any]) -> None:
 
 def _detect(dep: Deployment, group: str, prefix: str) -> subprocess.Popen[str]:
     env = dep.env(group, INFERWATCH_STORE__INDEX_PREFIX=prefix,
-                  INFERWATCH_DETECT__ENABLED='["request_rate", "prompt_injection"]',
-                  INFERWATCH_DETECT__IDLE_CLOSE_S="2")
+                  INFERWATCH_DETECT__ENABLED='["request_rate", "prompt_injection"]')
     return subprocess.Popen([INFERWATCH, "detect", "--exit-when-idle", "25"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

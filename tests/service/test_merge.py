@@ -60,9 +60,18 @@ def test_an_assigned_partition_that_never_delivers_holds_back_only_until_quiet()
     assert merger.release(now=5.5) == ["a"]
 
 
-def test_a_partition_read_to_the_end_does_not_hold_the_others_back():
+def test_a_live_partition_read_to_the_end_does_not_hold_the_others_back():
     merger: PartitionMerger = PartitionMerger(quiet_s=5.0)
-    merger.add(0, 0, 100.0, "a", now=0.0)
-    merger.add(1, 0, 50.0, "b", now=0.0)
-    assert merger.release(now=0.0) == ["b"]
-    assert merger.release(now=0.0, caught_up=[1]) == ["a"]
+    merger.add(0, 0, 1000.0, "a", now=1000.0)
+    merger.add(1, 0, 999.0, "b", now=1000.0)
+    assert merger.release(now=1000.0) == ["b"]
+    assert merger.release(now=1000.5, caught_up=[1]) == ["a"]
+
+
+def test_a_backfill_partition_read_to_the_end_still_holds_until_quiet():
+    # Old events being written now: the partition may yet deliver times older than "a".
+    merger: PartitionMerger = PartitionMerger(quiet_s=5.0)
+    merger.add(0, 0, 100.0, "a", now=1000.0)
+    merger.add(1, 0, 50.0, "b", now=1000.0)
+    assert merger.release(now=1000.0, caught_up=[1]) == ["b"]
+    assert merger.release(now=1006.0, caught_up=[1]) == ["a"]
