@@ -112,7 +112,6 @@ def test_events_share_agent_identity_and_count_up(make_agent: AgentFactory) -> N
     assert seqs == [0, 1, 2]
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child_is_a_new_agent_instance(make_agent: AgentFactory) -> None:
     agent = make_agent()
     agent.next_seq()

@@ -126,7 +126,6 @@ def test_shutdown_returns_despite_a_hanging_producer(hanging: HangingProducer) -
     assert shipper.offer(event(2)) is False
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child_gets_its_own_thread_and_empty_queue(hanging: HangingProducer) -> None:
     shipper = EventShipper(hanging, flush_interval_s=0.01, batch_size=1)
     shipper.offer(event(1))
