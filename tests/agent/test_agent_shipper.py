@@ -6,8 +6,6 @@ import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import pytest
-
 from inferwatch.agent.shipper import EventShipper
 from inferwatch.collectors.event import InferenceEvent, decode_event
 
