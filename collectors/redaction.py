@@ -39,6 +39,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 EMAIL: Final = "[EMAIL]"
@@ -177,6 +178,55 @@ def redact(text: str) -> str:
         if precheck(text, longest):
             text = pattern.sub(_replace, text)
     return text
+
+
+@dataclass(frozen=True)
+class SensitiveSpan:
+    """Something :func:`redact` would mask: its pattern ``kind``, ``placeholder`` and position.
+
+    ``kind`` is the pattern that found it (``private_key``, ``jwt``, ``vendor_key``, ``auth``,
+    ``assignment``, ``email``, ``card``, ``phone``, ``token``); for ``auth`` and ``assignment``
+    the span covers only the credential, as redaction does.
+    """
+
+    kind: str
+    placeholder: str
+    start: int
+    end: int
+
+
+_PLACEHOLDER_OF: Final = {"email": EMAIL, "card": CARD, "phone": PHONE}
+_VALUE_GROUP: Final = {"auth": "credential", "assignment": "value"}
+
+
+def find_sensitive(text: str) -> list[SensitiveSpan]:
+    """Where :func:`redact` would mask ``text``, with the same patterns and checks, in text order.
+
+    Passes run in redaction's order and a match overlapping an earlier one is skipped, so a key
+    with digits inside is one ``vendor_key``, never also a ``phone``. For detectors that need to
+    know *what* was there (for example sensitive data in model outputs) rather than mask it.
+
+    >>> [(s.kind, s.placeholder) for s in find_sensitive("mail bob@example.com, pay 4111 1111 1111 1111")]
+    [('email', '[EMAIL]'), ('card', '[CARD]')]
+    """
+    if len(text) < 6:
+        return []
+    longest = max(map(len, text.split()), default=0)
+    taken: list[tuple[int, int]] = []
+    found: list[SensitiveSpan] = []
+    for precheck, pattern in _PASSES:
+        if not precheck(text, longest):
+            continue
+        for match in pattern.finditer(text):
+            if _replace(match) == match.group(0):  # the pass's own check says: not sensitive
+                continue
+            kind = match.lastgroup or ""
+            start, end = match.span(_VALUE_GROUP.get(kind, 0))
+            if any(start < t_end and t_start < end for t_start, t_end in taken):
+                continue
+            taken.append((start, end))
+            found.append(SensitiveSpan(kind, _PLACEHOLDER_OF.get(kind, SECRET), start, end))
+    return sorted(found, key=lambda s: s.start)
 
 
 def _replace(match: re.Match[str]) -> str:

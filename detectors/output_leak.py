@@ -1,0 +1,429 @@
+"""Sensitive data in model outputs that the caller did not already have, per request.
+
+Four families are looked for in ``output.text``:
+
+* ``secrets``: AWS access key ids (``AKIA``/``ASIA``), Google API keys (``AIza``), GitHub,
+  Slack, OpenAI-style (``sk-``) and live Stripe tokens, private key blocks, JWTs (the header
+  must decode to JSON with ``alg``) and other high-entropy tokens (20+ characters mixing upper
+  case, lower case and digits, few dictionary-like runs, Shannon entropy over a threshold);
+* ``pii``: e-mail addresses, phone numbers, payment cards (Luhn), IBANs (mod-97), US social
+  security numbers (valid areas only) and UK National Insurance numbers;
+* ``prompt_leak``: configured ``canaries`` anywhere in the output, and word 8-grams of the
+  configured ``system_prompt`` repeated in the output;
+* ``exfiltration``: markdown images (and ``<img>`` tags) on remote hosts whose URL carries a
+  query string or a long path, and markdown links whose URL carries data-looking values.
+
+A match counts only when it is absent from ``input.text`` (the caller already had it). With the
+agent's default ``redacted`` capture the values arrive as ``[SECRET]``, ``[EMAIL]``, ``[CARD]``
+and ``[PHONE]``: placeholders are counted too, when the output holds more of a kind than the
+input. Canaries count even when the caller sent them. Secret, e-mail, card and phone shapes are
+those of :mod:`inferwatch.collectors.redaction`, so the agent and this detector agree on them.
+
+Evidence never holds a raw value: snippets are masked to a short prefix and suffix.
+
+>>> from inferwatch.testing import make_event
+>>> from inferwatch.collectors.event import EventOutput
+>>> ev = make_event(0.0, text="my keys?", output=EventOutput(text="Use AKIAZ3MXQ7R2LPWN4VYD"))
+>>> f, = OutputLeakDetector().observe(ev)
+>>> f.severity, f.evidence["kinds"], f.evidence["snippets"][0]["masked"]
+('high', {'aws_access_key': 1}, 'AKIA…4VYD')
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Final
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from inferwatch.collectors.event import InferenceEvent
+from inferwatch.collectors.redaction import CARD, EMAIL, PHONE, SECRET, find_sensitive, shannon_entropy
+from inferwatch.detectors.base import SEVERITY_ORDER, Finding, Severity
+from inferwatch.detectors.state import subject_of
+
+MAX_SNIPPETS: Final = 10
+NGRAM: Final = 8
+
+# kind -> (family, severity, weight); weights combine as 1 - prod(1 - w).
+KINDS: Final[dict[str, tuple[str, Severity, float]]] = {
+    "canary": ("prompt_leak", "critical", 1.0),
+    "system_prompt": ("prompt_leak", "high", 0.8),
+    "private_key": ("secrets", "critical", 0.95),
+    "aws_access_key": ("secrets", "high", 0.9),
+    "gcp_api_key": ("secrets", "high", 0.9),
+    "github_token": ("secrets", "high", 0.85),
+    "slack_token": ("secrets", "high", 0.85),
+    "openai_style_key": ("secrets", "high", 0.85),
+    "stripe_key": ("secrets", "high", 0.85),
+    "jwt": ("secrets", "high", 0.7),
+    "high_entropy_token": ("secrets", "medium", 0.4),
+    "secret": ("secrets", "medium", 0.5),  # a [SECRET] placeholder: some secret, kind unknown
+    "card": ("pii", "medium", 0.6),
+    "iban": ("pii", "medium", 0.5),
+    "us_ssn": ("pii", "medium", 0.6),
+    "uk_ni_number": ("pii", "medium", 0.5),
+    "email": ("pii", "medium", 0.4),
+    "phone": ("pii", "medium", 0.3),
+    "markdown_image": ("exfiltration", "high", 0.8),
+    "markdown_link": ("exfiltration", "high", 0.7),
+    "remote_image": ("exfiltration", "medium", 0.4),  # query or long path, nothing data-looking
+}
+_PLACEHOLDER_KIND: Final = {SECRET: "secret", EMAIL: "email", CARD: "card", PHONE: "phone"}
+_PLACEHOLDERS: Final = re.compile("|".join(re.escape(p) for p in _PLACEHOLDER_KIND))
+_VENDOR_PREFIXES: Final = (
+    (("AKIA", "ASIA"), "aws_access_key"),  # other AWS prefixes (AIDA, AROA…) name, not unlock
+    (("AIza",), "gcp_api_key"),
+    (("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), "github_token"),
+    (("xox",), "slack_token"),
+    (("sk-",), "openai_style_key"),
+    (("sk_live_", "rk_live_"), "stripe_key"),  # sk_test_ keys fill public docs and code samples
+)
+_IBAN: Final = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
+_SSN: Final = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
+_UK_NI: Final = re.compile(
+    r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
+_TOKEN: Final = re.compile(r"(?<![A-Za-z0-9_+=-])[A-Za-z0-9_+=-]{20,200}(?![A-Za-z0-9_+=-])")
+_WORDY: Final = re.compile(r"[a-z]{3,}|[A-Z]{4,}")
+_WORD: Final = re.compile(r"\w+")
+_URL: Final = r"(https?://[^\s)\"'<>]+)"
+_MD_IMAGE: Final = re.compile(
+    r"!\[[^\]\n]{0,300}\]\(\s*<?" + _URL + r"|<img\b[^>]{0,300}?\bsrc=[\"']?" + _URL, re.IGNORECASE)
+_MD_LINK: Final = re.compile(r"(?<!!)\[[^\]\n]{0,300}\]\(\s*<?" + _URL)
+_BARE_URL: Final = re.compile(r"https?://[^\s)\"'<>\]]+")
+_LONG_PATH: Final = 64
+
+
+@dataclass(frozen=True)
+class Leak:
+    """One thing found in the output: its kind, a masked snippet and whether it was a placeholder."""
+
+    kind: str
+    masked: str
+    redacted: bool = False
+    detail: dict[str, Any] | None = None
+
+
+def mask(value: str) -> str:
+    """Keep at most a fifth of ``value`` (up to 4 characters) at each end; nothing when short.
+
+    >>> mask("AKIAZ3MXQ7R2LPWN4VYD"), mask("123-45-6789"), mask("short")
+    ('AKIA…4VYD', '12…89', '…')
+    """
+    keep = min(4, len(value) // 5) if len(value) >= 10 else 0
+    return f"{value[:keep]}…{value[-keep:]}" if keep else "…"
+
+
+def iban_valid(iban: str) -> bool:
+    """ISO 13616 check: country code, check digits, mod 97 == 1.
+
+    >>> iban_valid("GB82WEST12345698765432"), iban_valid("GB82WEST12345698765433")
+    (True, False)
+    """
+    if not 15 <= len(iban) <= 34:
+        return False
+    moved = iban[4:] + iban[:4]
+    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+
+
+def is_random_token(token: str, min_entropy: float) -> bool:
+    """Whether ``token`` mixes upper, lower and digits like a random key, not an identifier.
+
+    >>> is_random_token("q8Zr2Lp0Xv7Nw4Kt9Bs6", 3.5), is_random_token("getUserAccountById2024V2", 3.5)
+    (True, False)
+    """
+    if not (any(c.isupper() for c in token) and any(c.islower() for c in token)
+            and sum(c.isdigit() for c in token) >= 2):
+        return False
+    return not _looks_like_words(token) and shannon_entropy(token) >= min_entropy
+
+
+def _looks_like_words(token: str) -> bool:
+    """Identifiers (``ResNet50ImageNet1kV2``) are long letter runs with vowels; keys are not.
+
+    Random base62 has vowels in about a fifth of its letters and short lower-case runs: this
+    passes about 95 % of random 20-40 character tokens and stops camel-case and snake-case names.
+    """
+    letters = [c for c in token.lower() if c.isalpha()]
+    vowels = sum(c in "aeiou" for c in letters) / max(1, len(letters))
+    wordy = sum(len(run) for run in _WORDY.findall(token)) / len(token)
+    return wordy >= 0.35 and vowels >= 0.25
+
+
+def _jwt_valid(token: str) -> bool:
+    header = token.split(".", 1)[0]
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    except (binascii.Error, ValueError):
+        return False
+    return isinstance(decoded, dict) and "alg" in decoded
+
+
+def _vendor_kind(value: str) -> str | None:
+    for prefixes, kind in _VENDOR_PREFIXES:
+        if value.startswith(prefixes):
+            return kind
+    return None
+
+
+def _clip(text: str, max_chars: int) -> str:
+    # Leaks sit anywhere, but a bound per event matters more: keep the head and the tail.
+    return text if len(text) <= max_chars else text[: max_chars // 2] + "\n" + text[-(max_chars // 2):]
+
+
+def _compact(text: str) -> str:
+    """Letters and digits only, upper case: ``4111 1111…`` and ``4111-1111…`` compare equal."""
+    return re.sub(r"[^0-9A-Za-z]", "", text).upper()
+
+
+def _ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
+    words = [w.lower() for w in _WORD.findall(text)]
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def _data_looking(value: str, min_entropy: float, *, image: bool) -> bool:
+    """A URL part that carries data: encoded bytes, a redaction placeholder, personal data or a
+    secret; for an image (fetched without a click) also plain text and long hex."""
+    value = unquote(value)
+    if _PLACEHOLDERS.search(value) or any(s.kind != "token" for s in find_sensitive(value)):
+        return True
+    if image and len(value) >= 20 and " " in value:  # an image fetch has no business carrying text
+        return True
+    if len(value) < 16:
+        return False
+    core = value.rstrip("=")
+    if re.fullmatch(r"[0-9a-fA-F]+", core):  # in a link, most likely a commit or a digest
+        return image and len(core) >= 24
+    if not re.fullmatch(r"[A-Za-z0-9+/_.-]+", core) or (core.islower() and not any(map(str.isdigit, core))):
+        return False
+    return not _looks_like_words(core) and shannon_entropy(core) >= min_entropy - 0.5
+
+
+class OutputLeakDetector:
+    """Flags outputs carrying secrets, personal data, prompt text or exfiltration links.
+
+    Options (keyword only): ``canaries`` strings that must never appear in an output;
+    ``system_prompt`` whose word 8-grams are looked for; ``system_prompt_overlap`` share of
+    those 8-grams that flags (0.3) and ``system_prompt_min_ngrams`` count that flags whatever
+    the share (20); ``allowed_domains`` hosts (and their subdomains) whose images and links are
+    never exfiltration; ``entropy_threshold`` bits per character of a generic secret token (3.5);
+    ``max_chars`` scanned per text, half at the head and half at the tail (50_000).
+    One finding per flagged response from :meth:`observe`; :meth:`close_window` has none.
+    """
+
+    name: ClassVar[str] = "output_leak"
+
+    def __init__(
+        self,
+        *,
+        canaries: list[str] | None = None,
+        system_prompt: str | None = None,
+        system_prompt_overlap: float = 0.3,
+        system_prompt_min_ngrams: int = 20,
+        allowed_domains: list[str] | None = None,
+        entropy_threshold: float = 3.5,
+        max_chars: int = 50_000,
+    ) -> None:
+        if not 0.0 < system_prompt_overlap <= 1.0:
+            raise ValueError(f"system_prompt_overlap must be in (0, 1], got {system_prompt_overlap}")
+        if system_prompt_min_ngrams < 1 or max_chars < 1000:
+            raise ValueError("system_prompt_min_ngrams must be >= 1 and max_chars >= 1000")
+        self.canaries = [c for c in (canaries or []) if c]
+        self.system_prompt_overlap = system_prompt_overlap
+        self.system_prompt_min_ngrams = system_prompt_min_ngrams
+        self.allowed_domains = tuple(d.lower().lstrip(".") for d in allowed_domains or [])
+        self.entropy_threshold = entropy_threshold
+        self.max_chars = max_chars
+        words = len(_WORD.findall(system_prompt or ""))
+        self._ngram = min(NGRAM, words)  # a prompt under 8 words is matched whole
+        self._prompt_ngrams = _ngrams(system_prompt or "", self._ngram) if self._ngram else set()
+
+    def observe(self, event: InferenceEvent) -> list[Finding]:
+        """Scan ``output.text`` against ``input.text`` (nothing when content capture is off)."""
+        if not event.output.text:
+            return []
+        output = _clip(event.output.text, self.max_chars)
+        scan = _Scan(output, _clip(event.input.text or "", self.max_chars))
+        self._secrets_and_pii(scan)
+        self._placeholders(scan)
+        self._prompt_leak(scan)
+        self._exfiltration(scan)
+        return [self._finding(event, scan)] if scan.leaks else []
+
+    def close_window(self, end: datetime) -> list[Finding]:
+        """Nothing to do at a window boundary: findings are per response."""
+        return []
+
+    def _secrets_and_pii(self, scan: _Scan) -> None:
+        text = scan.output
+        for span in find_sensitive(text):
+            value = text[span.start:span.end]
+            kind: str | None = span.kind if span.kind in ("email", "card", "phone") else None
+            if span.kind == "vendor_key":
+                kind = _vendor_kind(value)
+            elif span.kind == "jwt" and _jwt_valid(value):
+                kind = "jwt"
+            elif span.kind == "private_key":
+                kind, value = "private_key", value.split("-----")[1]
+            if kind is not None:
+                scan.add(kind, value, span.start, span.end,
+                         masked=f"-----{value}-----" if kind == "private_key" else None)
+            elif span.kind in ("vendor_key", "jwt"):  # a test key or an AWS user id: not a token
+                scan.claim(span.start, span.end)
+            # bearer, password= and long tokens are left to the entropy rule below
+        for match in _IBAN.finditer(text):
+            if iban_valid(match.group().replace(" ", "")):
+                scan.add("iban", match.group(), *match.span())
+        for pattern, kind in ((_SSN, "us_ssn"), (_UK_NI, "uk_ni_number")):
+            for match in pattern.finditer(text):
+                scan.add(kind, match.group(), *match.span())
+        for url in _BARE_URL.finditer(text):  # ids in URLs are the exfiltration rule's business
+            scan.claim(*url.span())
+        for match in _TOKEN.finditer(text):
+            if is_random_token(match.group(), self.entropy_threshold):
+                scan.add("high_entropy_token", match.group(), *match.span())
+
+    def _placeholders(self, scan: _Scan) -> None:
+        found = Counter(_PLACEHOLDERS.findall(scan.output))
+        had = Counter(_PLACEHOLDERS.findall(scan.input))
+        for placeholder, count in found.items():
+            kind = _PLACEHOLDER_KIND[placeholder]
+            extra = count - had[placeholder]
+            if had[placeholder]:
+                scan.in_input[kind] += min(count, had[placeholder])
+            for _ in range(max(extra, 0)):
+                scan.leaks.append(Leak(kind, placeholder, redacted=True))
+
+    def _prompt_leak(self, scan: _Scan) -> None:
+        for canary in self.canaries:
+            if canary in scan.output:  # counted even when sent in: the caller should not have it
+                scan.leaks.append(Leak("canary", mask(canary), detail={"in_input": canary in scan.input}))
+        if not self._prompt_ngrams:
+            return
+        shared = _ngrams(scan.output, self._ngram) & self._prompt_ngrams
+        if shared and scan.input:
+            shared -= _ngrams(scan.input, self._ngram)
+        share = len(shared) / len(self._prompt_ngrams)
+        if shared and (share >= self.system_prompt_overlap or len(shared) >= self.system_prompt_min_ngrams):
+            detail = {"overlap_ngrams": len(shared), "prompt_ngrams": len(self._prompt_ngrams),
+                      "share": round(share, 3), "threshold": self.system_prompt_overlap,
+                      "min_ngrams": self.system_prompt_min_ngrams}
+            scan.leaks.append(Leak("system_prompt", f"{len(shared)}/{len(self._prompt_ngrams)} "
+                                   f"{self._ngram}-grams", detail=detail))
+
+    def _exfiltration(self, scan: _Scan) -> None:
+        if "](" not in scan.output and "<img" not in scan.output.lower():
+            return
+        urls = [(m.group(1) or m.group(2), True) for m in _MD_IMAGE.finditer(scan.output)]
+        urls += [(m.group(1), False) for m in _MD_LINK.finditer(scan.output)]
+        for url, image in urls:
+            if url in scan.input:
+                scan.in_input["url"] += 1
+                continue
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
+            if any(host == d or host.endswith("." + d) for d in self.allowed_domains):
+                continue
+            query = parse_qsl(parts.query, keep_blank_values=True)
+            values = [(name, value) for name, value in query]
+            values += [("path", seg) for seg in parts.path.split("/") if len(seg) >= 16]
+            data = [name for name, value in values
+                    if _data_looking(value, self.entropy_threshold, image=image)]
+            if data:
+                kind = "markdown_image" if image else "markdown_link"
+            elif image and (parts.query or len(parts.path) > _LONG_PATH):
+                kind = "remote_image"
+            else:
+                continue
+            shown = "&".join(f"{name}={mask(value)}" for name, value in query[:5])
+            path = parts.path if len(parts.path) <= 24 and "path" not in data else "/…"
+            masked = f"{parts.scheme}://{host}{path}" + (f"?{shown}" if shown else "")
+            scan.leaks.append(Leak(kind, masked, detail={"host": host, "image": image,
+                                                         "data_parts": data}))
+
+    def _finding(self, event: InferenceEvent, scan: _Scan) -> Finding:
+        subject = subject_of(event) or f"model:{event.model or 'unknown'}"
+        kinds = Counter(leak.kind for leak in scan.leaks)
+        remaining = 1.0
+        for kind in kinds:
+            remaining *= 1.0 - KINDS[kind][2]
+        score = round(min(1.0 - remaining, 1.0), 4)
+        severity = max((KINDS[k][1] for k in kinds), key=SEVERITY_ORDER.__getitem__)
+        families: dict[str, float] = {}
+        for kind in kinds:
+            family, _, weight = KINDS[kind]
+            families[family] = max(families.get(family, 0.0), weight)
+        ordered = sorted(families, key=lambda f: -families[f])
+        evidence: dict[str, Any] = {
+            "score": score,
+            "families": ordered,
+            "kinds": dict(kinds.most_common()),
+            "snippets": [{"kind": leak.kind, "masked": leak.masked, "redacted": leak.redacted}
+                         | ({"detail": leak.detail} if leak.detail else {})
+                         for leak in scan.leaks[:MAX_SNIPPETS]],
+            "absent_from_input": sorted(kinds),
+            "already_in_input": dict(scan.in_input),
+            "event_id": event.id,
+            "output_chars": len(event.output.text or ""),
+            "scanned_chars": len(scan.output),
+        }
+        what = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in kinds.most_common(4))
+        return Finding(
+            detector=self.name,
+            kind="abuse",
+            severity=severity,
+            score=score,
+            title=f"Sensitive data in output to {subject}"
+            + (f" from model {event.model}" if event.model else "")
+            + f": {', '.join(f.replace('_', ' ') for f in ordered)}",
+            summary=f"The response carried {what} not present in the request (score {score:.2f}); "
+            "values are masked in the evidence.",
+            subject=subject,
+            time=event.time,
+            service=event.service,
+            model=event.model,
+            evidence=evidence,
+            event_ids=[event.id],
+            trace_ids=[event.trace_id] if event.trace_id else [],
+        )
+
+
+class _Scan:
+    """One response being scanned: the texts, the spans already claimed and what was found."""
+
+    def __init__(self, output: str, input_text: str) -> None:
+        self.output = output
+        self.input = input_text
+        self.leaks: list[Leak] = []
+        self.in_input: Counter[str] = Counter()
+        self._taken: list[tuple[int, int]] = []
+        self._compact_input: str | None = None
+
+    def add(self, kind: str, value: str, start: int, end: int, masked: str | None = None) -> None:
+        """Record ``value`` unless it overlaps an earlier match or the caller already had it."""
+        if not self.claim(start, end):
+            return
+        if self._in_input(kind, value):
+            self.in_input[kind] += 1
+        else:
+            self.leaks.append(Leak(kind, masked or mask(value)))
+
+    def claim(self, start: int, end: int) -> bool:
+        """Mark a span as explained; ``False`` when it overlaps one claimed before."""
+        if any(start < t_end and t_start < end for t_start, t_end in self._taken):
+            return False
+        self._taken.append((start, end))
+        return True
+
+    def _in_input(self, kind: str, value: str) -> bool:
+        if kind in ("card", "phone", "iban", "us_ssn", "uk_ni_number"):  # spacing may differ
+            if self._compact_input is None:
+                self._compact_input = _compact(self.input)
+            return _compact(value) in self._compact_input
+        if kind == "email":
+            return value.lower() in self.input.lower()
+        return value in self.input
