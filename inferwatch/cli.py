@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, metavar="SECONDS", help="window length (detect.window_s)")
     p.set_defaults(handler=commands.replay)
 
+    p = sub.add_parser("scan", help="score texts or events with the per-request detectors (no service)")
+    _common(p)
+    p.add_argument("file", help='JSONL: {"text": ..., "output": ...} or events, one per line; - for stdin')
+    p.add_argument("--detectors", metavar="NAMES",
+                   help="comma-separated detector names (default: prompt_injection,output_leak)")
+    p.set_defaults(handler=commands.scan)
+
     _incidents_parser(sub, commands)
     _events_parser(sub, commands)
     return parser

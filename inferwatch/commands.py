@@ -159,3 +159,26 @@ def _progress_bar(label: str) -> render.ProgressFn:
         sys.stderr.flush()
 
     return show
+
+
+def scan(args: argparse.Namespace, settings: Settings) -> int:
+    """Score texts or events with the per-request detectors, one result per input line."""
+    from inferwatch.detectors.registry import build_detectors
+    from inferwatch.detectors.scan import PER_REQUEST, ScanResult, scan_line
+
+    names = args.detectors.split(",") if args.detectors else list(PER_REQUEST)
+    detectors = build_detectors(names, {n: o for n, o in settings.detect.options.items() if n in names})
+    source = sys.stdin if str(args.file) == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    results: list[ScanResult] = []
+    with source:
+        for number, line in enumerate(source, start=1):
+            if not line.strip():
+                continue
+            result = scan_line(line, number, detectors)
+            if args.json:
+                render.json_line(result.as_dict())
+            else:
+                results.append(result)
+    if not args.json:
+        render.scan_table(results)
+    return 0

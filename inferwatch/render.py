@@ -86,6 +86,24 @@ def events_table(events: Sequence[InferenceEvent], out: TextIO | None = None) ->
     table(rows, ["TIME (UTC)", "ID", "PRINCIPAL", "MODEL", "STATUS", "MS", "INPUT"], out)
 
 
+def scan_table(results: Sequence[Any], out: TextIO | None = None) -> None:
+    """One line per scanned input: verdict, score, the detectors that flagged it and why."""
+    out = out or sys.stdout
+    rows = []
+    for r in results:
+        if r.error:
+            rows.append([str(r.line), "error", "-", "-", r.error])
+            continue
+        why = "; ".join(f"{name}: {', '.join(d['reasons']) or 'flagged'}"
+                        for name, d in r.detectors.items() if d["flagged"]) or "-"
+        text = " ".join(r.text.split())
+        preview = text[:60] + ("..." if len(text) > 60 else "")
+        rows.append([str(r.line), r.verdict, f"{r.score:.2f}", why, preview])
+    table(rows, ["LINE", "VERDICT", "SCORE", "REASONS", "TEXT"], out)
+    flagged = sum(r.verdict == "flagged" for r in results if not r.error)
+    out.write(f"\n{len(results)} lines, {flagged} flagged\n")
+
+
 def _preview(event: InferenceEvent) -> str:
     if event.input.text:
         text = " ".join(event.input.text.split())

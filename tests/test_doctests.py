@@ -11,6 +11,7 @@ MODULES = [
     "inferwatch.collectors.sqlite_bus",
     "inferwatch.detectors.windows",
     "inferwatch.detectors.merge",
+    "inferwatch.detectors.scan",
     "inferwatch.detectors.es_mappings",
     "inferwatch.testing",
 ]

@@ -96,7 +96,7 @@ def test_bad_time_is_explained(capsys):
 
 @pytest.mark.parametrize("path", [[], ["demo"], ["detect"], ["replay"], ["incidents"], ["incidents", "list"],
                                   ["incidents", "show"], ["incidents", "ack"], ["incidents", "resolve"],
-                                  ["events"], ["events", "search"], ["events", "dead-letters"]])
+                                  ["events"], ["events", "search"], ["events", "dead-letters"], ["scan"]])
 def test_help_everywhere(capsys, path):
     with pytest.raises(SystemExit) as done:
         build_parser().parse_args([*path, "--help"])
