@@ -40,16 +40,18 @@ from typing import Any, ClassVar
 import numpy as np
 
 from inferwatch.collectors.event import InferenceEvent
-from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding, Severity
-from inferwatch.detectors.state import BoundedState, IdSample, WindowBounds, iso_utc, subject_of
+from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding
+from inferwatch.detectors.state import (
+    BoundedState,
+    IdSample,
+    WindowBaseline,
+    WindowBounds,
+    iso_utc,
+    ratio_severity,
+    subject_of,
+)
 
 MAX_MODELS_NOTED = 5
-
-
-@dataclass
-class _Baseline:
-    ewma: float = 0.0
-    windows: int = 0
 
 
 @dataclass
@@ -111,7 +113,7 @@ class RequestRateDetector:
         """Requests not counted because a window already held ``max_principals`` keys."""
         self.unattributed = 0
         """Requests with neither a principal nor a client address."""
-        self._baselines: BoundedState[str, _Baseline] = BoundedState(max_principals, ttl_s)
+        self._baselines: BoundedState[str, WindowBaseline] = BoundedState(max_principals, ttl_s)
         self._window: dict[str, _Tally] = {}
         self._window_first: float | None = None
         self._bounds = WindowBounds()
@@ -170,29 +172,20 @@ class RequestRateDetector:
 
     def _judge(self, subject: str, tally: _Tally, population: _Population, judging: bool,
                bounds: tuple[float, float]) -> Finding | None:
-        baseline = self._baselines.get_or_create(subject, bounds[1], _Baseline)
-        own = max(baseline.ewma, self.baseline_floor) if baseline.windows else self.baseline_floor
+        baseline = self._baselines.get_or_create(subject, bounds[1], WindowBaseline)
+        own = baseline.own(self.baseline_floor)
         flagged = judging and (
             tally.count >= self.min_requests
             and tally.count >= self.own_factor * own
             and tally.count >= self.population_factor * population.median
         )
         finding = self._finding(subject, tally, baseline, own, population, bounds) if flagged else None
-        self._learn(baseline, tally.count, own, population, flagged)
+        baseline.learn(float(tally.count), first_cap=self.population_factor * population.median,
+                       flagged_cap=self.own_factor * own if flagged else None,
+                       alpha=self.ewma_alpha, flagged_alpha=self.flagged_alpha)
         return finding
 
-    def _learn(self, baseline: _Baseline, count: int, own: float, population: _Population,
-               flagged: bool) -> None:
-        if baseline.windows == 0:
-            baseline.ewma = min(float(count), self.population_factor * population.median)
-        elif flagged:
-            target = min(float(count), self.own_factor * own)
-            baseline.ewma += self.flagged_alpha * (target - baseline.ewma)
-        else:
-            baseline.ewma += self.ewma_alpha * (count - baseline.ewma)
-        baseline.windows += 1
-
-    def _finding(self, subject: str, tally: _Tally, baseline: _Baseline, own: float,
+    def _finding(self, subject: str, tally: _Tally, baseline: WindowBaseline, own: float,
                  population: _Population, bounds: tuple[float, float]) -> Finding:
         ratio_own = tally.count / own
         ratio_population = tally.count / population.median
@@ -219,7 +212,7 @@ class RequestRateDetector:
         return Finding(
             detector=self.name,
             kind="abuse",
-            severity=_severity(ratio),
+            severity=ratio_severity(ratio),
             score=round(ratio / (ratio + 10.0), 4),
             title=f"Request flood from {subject}: {tally.count} requests in one window "
             f"({ratio_own:.0f}x own baseline)",
@@ -235,14 +228,3 @@ class RequestRateDetector:
             event_ids=list(tally.ids.event_ids),
             trace_ids=list(tally.ids.trace_ids),
         )
-
-
-def _severity(ratio: float) -> Severity:
-    # ratio is the weaker of the two exceedances (own baseline, population median).
-    if ratio >= 100:
-        return "critical"
-    if ratio >= 25:
-        return "high"
-    if ratio >= 10:
-        return "medium"
-    return "low"

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from inferwatch.collectors.event import InferenceEvent
-from inferwatch.detectors.base import MAX_SAMPLE_IDS
+from inferwatch.detectors.base import MAX_SAMPLE_IDS, Severity
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -195,3 +195,43 @@ def iso_utc(ts: float) -> str:
     '1970-01-01T00:00:00Z'
     """
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class WindowBaseline:
+    """A principal's usual per-window amount: an EWMA over the windows in which it was active.
+
+    Used by ``request_rate`` and ``token_abuse``: the first window starts the EWMA (capped at
+    ``first_cap``), an ordinary window moves it by ``alpha``, a flagged one only towards
+    ``flagged_cap`` (the own threshold) by ``flagged_alpha``, so a flood is not learned at once.
+    """
+
+    ewma: float = 0.0
+    windows: int = 0
+
+    def own(self, floor: float) -> float:
+        """The baseline to compare against: the EWMA floored at ``floor``, the floor when new."""
+        return max(self.ewma, floor) if self.windows else floor
+
+    def learn(self, value: float, *, first_cap: float, flagged_cap: float | None,
+              alpha: float, flagged_alpha: float) -> None:
+        """Fold one window in; ``flagged_cap`` is the own threshold when the window was flagged."""
+        if self.windows == 0:
+            self.ewma = min(value, first_cap)
+        elif flagged_cap is not None:
+            self.ewma += flagged_alpha * (min(value, flagged_cap) - self.ewma)
+        else:
+            self.ewma += alpha * (value - self.ewma)
+        self.windows += 1
+
+
+def ratio_severity(ratio: float) -> Severity:
+    """Severity of a flood from how far it exceeds its baselines (the weaker of own and
+    population), one scale for every volume detector so that 10x ranks alike everywhere."""
+    if ratio >= 100:
+        return "critical"
+    if ratio >= 25:
+        return "high"
+    if ratio >= 10:
+        return "medium"
+    return "low"

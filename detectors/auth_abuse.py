@@ -1,0 +1,265 @@
+"""Authentication abuse: bursts of refused requests, and one address used by many principals.
+
+Two signals per event-time window:
+
+* **failure bursts** — requests refused with 401, 403 or 429 are counted per principal (or per
+  client address when there is no principal, which is what an unauthenticated guesser looks
+  like). At window close a subject is flagged when its refused requests number at least
+  ``min_failures`` *and* are at least ``min_failure_ratio`` of all its requests: a busy client
+  that is occasionally rate-limited is not an attack, a client that is mostly refused is.
+* **shared addresses** — the distinct principals seen from each ``client_ip`` are counted. An
+  address with at least ``max_principals_per_ip`` of them in one window is flagged, subject
+  ``ip:<addr>``: credential stuffing and key cycling look like that. The agent truncates
+  addresses to /24 by default, so a modest office NAT (a handful of keys) stays well below it.
+
+Behaviour worth knowing:
+
+* The detector keeps no state across windows: both signals are judged on the window alone, so
+  it needs no warm-up and forgets everything when a window closes.
+* A subject whose refusals are all 429 is being rate-limited, which is the service defending
+  itself: it is flagged (it keeps hammering) but never above ``medium``.
+* Events with neither a principal nor an address are counted in ``unattributed`` only.
+
+State is bounded: each window holds at most ``max_keys`` subjects and ``max_keys`` addresses
+(further ones are counted in ``overflow``), and at most ``PRINCIPALS_KEPT_FACTOR`` x
+``max_principals_per_ip`` distinct principals per address (the evidence then says "at least").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from inferwatch.collectors.event import InferenceEvent
+from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding, Severity
+from inferwatch.detectors.state import IdSample, WindowBounds, iso_utc, subject_of
+
+AUTH_FAILURE_STATUSES = frozenset({401, 403, 429})
+"""Statuses that mean the caller was refused: unauthenticated, forbidden, rate-limited."""
+PRINCIPALS_KEPT_FACTOR = 5
+"""Distinct principals kept per address, as a multiple of ``max_principals_per_ip``."""
+MAX_MODELS_NOTED = 5
+
+
+@dataclass
+class _Failures:
+    requests: int = 0
+    failures: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+    service: str = "unknown"
+    models: set[str] = field(default_factory=set)
+    ids: IdSample = field(default_factory=IdSample)
+
+
+@dataclass
+class _Address:
+    requests: int = 0
+    failures: int = 0
+    principals: set[str] = field(default_factory=set)
+    capped: bool = False
+    service: str = "unknown"
+    ids: IdSample = field(default_factory=IdSample)
+
+
+class AuthAbuseDetector:
+    """Bursts of 401/403/429 per principal, and client addresses shared by many principals.
+
+    Options (keyword only): ``min_failures`` refused requests in a window (20);
+    ``min_failure_ratio`` share of the subject's requests refused (0.5);
+    ``max_principals_per_ip`` distinct principals from one address in a window (20);
+    ``max_keys`` subjects and addresses held per window (100_000).
+
+    >>> detector = AuthAbuseDetector()
+    >>> detector.name, detector.min_failures, detector.max_principals_per_ip
+    ('auth_abuse', 20, 20)
+    """
+
+    name: ClassVar[str] = "auth_abuse"
+
+    def __init__(
+        self,
+        *,
+        min_failures: int = 20,
+        min_failure_ratio: float = 0.5,
+        max_principals_per_ip: int = 20,
+        max_keys: int = 100_000,
+    ) -> None:
+        if min_failures < 1 or max_principals_per_ip < 2 or max_keys < 1:
+            raise ValueError("min_failures and max_keys must be >= 1, max_principals_per_ip >= 2")
+        if not 0.0 < min_failure_ratio <= 1.0:
+            raise ValueError(f"min_failure_ratio must be in (0, 1], got {min_failure_ratio}")
+        self.min_failures = min_failures
+        self.min_failure_ratio = min_failure_ratio
+        self.max_principals_per_ip = max_principals_per_ip
+        self.max_keys = max_keys
+        self.overflow = 0
+        """Events not counted (per signal) because a window already held ``max_keys`` keys."""
+        self.unattributed = 0
+        """Events with neither a principal nor a client address."""
+        self._subjects: dict[str, _Failures] = {}
+        self._addresses: dict[str, _Address] = {}
+        self._window_first: float | None = None
+        self._bounds = WindowBounds()
+
+    @property
+    def keys_held(self) -> int:
+        """Subjects plus addresses counted in the open window."""
+        return len(self._subjects) + len(self._addresses)
+
+    def observe(self, event: InferenceEvent) -> list[Finding]:
+        """Count the event against its subject and its client address in the open window."""
+        if self._window_first is None:
+            self._window_first = event.ts
+        failed = event.status in AUTH_FAILURE_STATUSES
+        subject = subject_of(event)
+        if subject is None:
+            self.unattributed += 1
+        else:
+            self._count_subject(subject, event, failed)
+        if event.client_ip is not None and event.principal is not None:
+            self._count_address(event.client_ip, event.principal, event, failed)
+        return []
+
+    def _count_subject(self, subject: str, event: InferenceEvent, failed: bool) -> None:
+        tally = self._subjects.get(subject)
+        if tally is None:
+            if len(self._subjects) >= self.max_keys:
+                self.overflow += 1
+                return
+            tally = self._subjects[subject] = _Failures(service=event.service)
+        tally.requests += 1
+        if not failed:
+            return
+        tally.failures += 1
+        status = event.status or 0
+        tally.by_status[status] = tally.by_status.get(status, 0) + 1
+        if event.model is not None and len(tally.models) < MAX_MODELS_NOTED:
+            tally.models.add(event.model)
+        # Only subjects near min_failures can be flagged: sample refused requests from there on.
+        if tally.failures > self.min_failures - MAX_SAMPLE_IDS:
+            tally.ids.add(event)
+
+    def _count_address(self, address: str, principal: str, event: InferenceEvent, failed: bool) -> None:
+        tally = self._addresses.get(address)
+        if tally is None:
+            if len(self._addresses) >= self.max_keys:
+                self.overflow += 1
+                return
+            tally = self._addresses[address] = _Address(service=event.service)
+        tally.requests += 1
+        tally.failures += failed
+        if principal in tally.principals:
+            return
+        if len(tally.principals) >= PRINCIPALS_KEPT_FACTOR * self.max_principals_per_ip:
+            tally.capped = True
+            return
+        tally.principals.add(principal)
+        # One sample id per new principal: the evidence shows the cycling itself.
+        tally.ids.add(event)
+
+    def close_window(self, end: datetime) -> list[Finding]:
+        """Judge every subject and address seen in the window ending at ``end``, then forget them."""
+        end_ts = end.timestamp()
+        bounds = (self._bounds.close(end_ts, self._window_first), end_ts)
+        subjects, addresses = self._subjects, self._addresses
+        self._subjects, self._addresses, self._window_first = {}, {}, None
+        findings = [
+            self._burst_finding(subject, tally, bounds)
+            for subject, tally in subjects.items()
+            if tally.failures >= self.min_failures
+            and tally.failures >= self.min_failure_ratio * tally.requests
+        ]
+        findings += [
+            self._shared_finding(address, tally, bounds)
+            for address, tally in addresses.items()
+            if len(tally.principals) >= self.max_principals_per_ip
+        ]
+        return findings
+
+    def _window_evidence(self, bounds: tuple[float, float]) -> dict[str, Any]:
+        return {"window_start": iso_utc(bounds[0]), "window_end": iso_utc(bounds[1])}
+
+    def _burst_finding(self, subject: str, tally: _Failures, bounds: tuple[float, float]) -> Finding:
+        ratio = tally.failures / tally.requests
+        multiple = tally.failures / self.min_failures
+        only_rate_limited = set(tally.by_status) == {429}
+        severity = _severity(multiple, cap="medium" if only_rate_limited else None)
+        statuses = ", ".join(f"{n}x {s}" for s, n in sorted(tally.by_status.items()))
+        models = sorted(tally.models)
+        evidence: dict[str, Any] = {
+            "signal": "failure_burst",
+            "requests": tally.requests,
+            "failures": tally.failures,
+            "failure_ratio": round(ratio, 4),
+            "failures_by_status": {str(s): n for s, n in sorted(tally.by_status.items())},
+            "only_rate_limited": only_rate_limited,
+            "thresholds": {"min_failures": self.min_failures, "min_failure_ratio": self.min_failure_ratio},
+            **self._window_evidence(bounds),
+            "models": models,
+        }
+        return Finding(
+            detector=self.name,
+            kind="abuse",
+            severity=severity,
+            score=round(multiple / (multiple + 4.0), 4),
+            title=f"Auth failure burst from {subject}: {tally.failures} of {tally.requests} "
+            f"requests refused in one window",
+            summary=f"{subject} was refused {tally.failures} times ({statuses}) out of "
+            f"{tally.requests} requests ({ratio:.0%}) between {iso_utc(bounds[0])} and "
+            f"{iso_utc(bounds[1])}"
+            + ("; all refusals were rate limiting (429)" if only_rate_limited else
+               "; likely credential guessing or a revoked key still in use")
+            + (f"; models: {', '.join(models)}" if models else ""),
+            subject=subject,
+            time=datetime.fromtimestamp(bounds[1], UTC),
+            service=tally.service,
+            model=models[0] if len(models) == 1 else None,
+            evidence=evidence,
+            event_ids=list(tally.ids.event_ids),
+            trace_ids=list(tally.ids.trace_ids),
+        )
+
+    def _shared_finding(self, address: str, tally: _Address, bounds: tuple[float, float]) -> Finding:
+        distinct = len(tally.principals)
+        multiple = distinct / self.max_principals_per_ip
+        mostly_failing = tally.failures >= 0.5 * tally.requests
+        severity: Severity = "high" if multiple >= 5 or mostly_failing else "medium"
+        at_least = "at least " if tally.capped else ""
+        evidence: dict[str, Any] = {
+            "signal": "shared_address",
+            "address": address,
+            "distinct_principals": distinct,
+            "distinct_principals_capped": tally.capped,
+            "sample_principals": sorted(tally.principals)[:MAX_SAMPLE_IDS],
+            "requests": tally.requests,
+            "failures": tally.failures,
+            "thresholds": {"max_principals_per_ip": self.max_principals_per_ip},
+            **self._window_evidence(bounds),
+        }
+        return Finding(
+            detector=self.name,
+            kind="abuse",
+            severity=severity,
+            score=round(multiple / (multiple + 1.0), 4),
+            title=f"Address {address} used by {at_least}{distinct} principals in one window "
+            f"(credential stuffing or key cycling?)",
+            summary=f"{at_least}{distinct} distinct principals sent {tally.requests} requests from "
+            f"{address} between {iso_utc(bounds[0])} and {iso_utc(bounds[1])} (threshold "
+            f"{self.max_principals_per_ip}); {tally.failures} of them were refused "
+            f"(401/403/429)",
+            subject=f"ip:{address}",
+            time=datetime.fromtimestamp(bounds[1], UTC),
+            service=tally.service,
+            evidence=evidence,
+            event_ids=list(tally.ids.event_ids),
+            trace_ids=list(tally.ids.trace_ids),
+        )
+
+
+def _severity(multiple: float, cap: Severity | None) -> Severity:
+    # multiple is refused requests over min_failures.
+    severity: Severity = "high" if multiple >= 25 else "medium" if multiple >= 5 else "low"
+    if cap == "medium" and severity == "high":
+        return "medium"
+    return severity
