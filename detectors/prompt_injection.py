@@ -37,12 +37,15 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.base import Finding, Severity
 from inferwatch.detectors.injection_patterns import PATTERNS
 from inferwatch.detectors.state import subject_of
+
+if TYPE_CHECKING:
+    from inferwatch.detectors.injection_classifier import InjectionClassifier
 
 MAX_SNIPPET = 80
 OBFUSCATION_WEIGHT = 0.3
@@ -259,17 +262,29 @@ class PromptInjectionDetector:
 
     Options (keyword only): ``threshold`` combined score that makes a finding (0.5);
     ``max_chars`` scanned per text, half from the head and half from the tail, so one huge request
-    cannot stall the service (20_000).
+    cannot stall the service (20_000); ``classifier`` also scores the text with the trained
+    character n-gram model (:mod:`.injection_classifier`) and flags when its probability reaches
+    ``classifier_threshold`` (default: the model's own operating point). Off by default: on
+    sources it was not trained on it does not yet beat the patterns (docs/detectors/abuse.md).
     Findings come from :meth:`observe`, one per flagged request; :meth:`close_window` has none.
     """
 
     name: ClassVar[str] = "prompt_injection"
 
-    def __init__(self, *, threshold: float = 0.5, max_chars: int = 20_000) -> None:
+    def __init__(self, *, threshold: float = 0.5, max_chars: int = 20_000, classifier: bool = False,
+                 classifier_threshold: float | None = None) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
         self.max_chars = max_chars
+        self._classifier: InjectionClassifier | None = None
+        self.classifier_threshold = classifier_threshold
+        if classifier:
+            from inferwatch.detectors.injection_classifier import InjectionClassifier
+
+            self._classifier = InjectionClassifier.load()
+            if self.classifier_threshold is None:
+                self.classifier_threshold = self._classifier.threshold
 
     def observe(self, event: InferenceEvent) -> list[Finding]:
         """Scan the request text (``input.text``; nothing when content capture is off)."""
@@ -277,18 +292,21 @@ class PromptInjectionDetector:
         if not text:
             return []
         scan = scan_text(text, self.max_chars)
-        if scan.score < self.threshold:
+        probability = self._classifier.score(text) if self._classifier is not None else None
+        by_classifier = probability is not None and probability >= (self.classifier_threshold or 1.0)
+        if scan.score < self.threshold and not by_classifier:
             return []
-        return [self._finding(event, scan)]
+        return [self._finding(event, scan, probability)]
 
     def close_window(self, end: datetime) -> list[Finding]:
         """Nothing to do at a window boundary: findings are per request."""
         return []
 
-    def _finding(self, event: InferenceEvent, scan: Scan) -> Finding:
+    def _finding(self, event: InferenceEvent, scan: Scan, probability: float | None) -> Finding:
         subject = subject_of(event) or f"model:{event.model or 'unknown'}"
         families = sorted((f for f in scan.families if f != "obfuscation"),
-                          key=lambda f: scan.families[f], reverse=True)
+                          key=lambda f: scan.families[f], reverse=True) or ["classifier"]
+        score = max(scan.score, probability or 0.0)
         via = f" after undoing {', '.join(scan.normalisations)}" if scan.normalisations else ""
         snippets = "; ".join(f'{m.pattern} "{m.snippet}"' for m in scan.matches[:3])
         evidence: dict[str, Any] = {
@@ -302,15 +320,19 @@ class PromptInjectionDetector:
             "event_id": event.id,
             "text_chars": len(event.input.text or ""),
         }
+        if probability is not None and self._classifier is not None:
+            evidence["classifier"] = {"probability": round(probability, 4),
+                                      "threshold": self.classifier_threshold,
+                                      "version": self._classifier.version}
         return Finding(
             detector=self.name,
             kind="abuse",
-            severity=_severity(scan.score),
-            score=round(min(scan.score, 1.0), 4),
+            severity=_severity(score),
+            score=round(min(score, 1.0), 4),
             title=f"Prompt injection attempt from {subject}"
             + (f" on model {event.model}" if event.model else "")
             + f": {', '.join(f.replace('_', ' ') for f in families)}",
-            summary=f"Score {scan.score:.2f} (threshold {self.threshold:g}){via}; matched {snippets}",
+            summary=f"Score {score:.2f} (threshold {self.threshold:g}){via}; matched {snippets or '-'}",
             subject=subject,
             time=event.time,
             service=event.service,

@@ -1,0 +1,202 @@
+"""How well patterns, the trained classifier and both together catch injections on unseen sources.
+
+Prints three tables (docs/detectors/abuse.md explains the method and records the figures):
+
+(a) per-source hold-out: for each source of ``shared/datasets/prompts``, train on all the other
+    sources and test on the held-out one (recall on an attack source, false-positive rate on a
+    benign one), for patterns alone (``scan_text(text).score >= 0.5``), the classifier alone and
+    the combination (flag when the patterns flag *or* the classifier's margin passes its
+    threshold). Classifier thresholds are chosen for at most 2 % FPR on out-of-fold predictions
+    of the training sources only. "CyberSecEval (all)" holds out both CyberSecEval attack files
+    at once: the multilingual file is a translation of the English one, so holding out one
+    alone leaks the other.
+(b) FPR on ``benchmarks/data/ordinary_prompts.jsonl``, ordinary prompts written for this check
+    and never trained on, with the shipped model at its shipped threshold.
+(c) latency per prompt, p50 / p95, one call per prompt on one core, side by side.
+
+    python benchmarks/abuse_eval.py              # the three tables (about a minute)
+    python benchmarks/abuse_eval.py --configs    # also compare vectoriser settings (slower)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+from train_injection_classifier import (
+    PARAMS,
+    TARGET_FPR,
+    Corpus,
+    featurise,
+    fit_linear,
+    load_corpus,
+    out_of_fold_margins,
+    threshold_for_fpr,
+)
+
+from inferwatch.detectors.injection_classifier import InjectionClassifier, VectoriserParams
+from inferwatch.detectors.prompt_injection import scan_text
+
+HERE = Path(__file__).resolve().parent
+ORDINARY = HERE / "data" / "ordinary_prompts.jsonl"
+PATTERN_THRESHOLD = 0.5
+ALL_CYBERSECEVAL = "CyberSecEval (all)"
+
+
+def holdout_groups(corpus: Corpus) -> list[tuple[str, np.ndarray]]:
+    """(name, mask of held-out rows): each source, then both CyberSecEval attack files together."""
+    sources = np.array(corpus.sources)
+    attack_sources = sorted({s for s, y in zip(corpus.sources, corpus.labels, strict=True) if y})
+    benign_sources = sorted(set(corpus.sources) - set(attack_sources))
+    groups = [(s, sources == s) for s in attack_sources + benign_sources]
+    cse = (np.char.startswith(sources.astype(str), "CyberSecEval prompt_injection")) & (corpus.labels == 1)
+    return [*groups, (ALL_CYBERSECEVAL, cse)]
+
+
+def combined_threshold(margins: np.ndarray, patterns_flag: np.ndarray, fpr: float = TARGET_FPR) -> float:
+    """Margin threshold so that "patterns or classifier" flags at most ``fpr`` of these benign rows."""
+    budget = int(np.floor(fpr * len(margins))) - int(patterns_flag.sum())
+    rest = np.sort(margins[~patterns_flag])[::-1]
+    if budget < 0:
+        return float("inf")
+    return float(np.nextafter(rest[budget], np.inf)) if budget < len(rest) else float(rest[-1])
+
+
+def holdout_rates(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarray,
+                  held: np.ndarray) -> tuple[float, float, float]:
+    """Flag rate on the held-out rows for patterns, classifier and combined."""
+    y = corpus.labels
+    train = ~held
+    x_train, y_train = x[train], y[train]
+    oof = out_of_fold_margins(x_train, y_train, folds=3)
+    benign = y_train == 0
+    t_alone = threshold_for_fpr(oof[benign])
+    t_comb = combined_threshold(oof[benign], patterns_flag[train][benign])
+    coef, intercept = fit_linear(x_train, y_train)
+    margins = x[held] @ coef + intercept
+    pat = patterns_flag[held]
+    return float(pat.mean()), float((margins >= t_alone).mean()), float((pat | (margins >= t_comb)).mean())
+
+
+def table_holdout(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarray) -> None:
+    print(f"\n(a) per-source hold-out; classifier thresholds for <= {TARGET_FPR:.0%} FPR on training folds")
+    columns = " ".join(f"{c:>9}" for c in ("patterns", "classif.", "combined"))
+    print(f"{'held-out source':<72} {'rows':>5} {'metric':>7} {columns}")
+    for name, held in holdout_groups(corpus):
+        is_attack = bool(corpus.labels[held][0])
+        rates = holdout_rates(x, corpus, patterns_flag, held)
+        cells = " ".join(f"{r:>9.1%}" for r in rates)
+        print(f"{name[:72]:<72} {int(held.sum()):>5} {'recall' if is_attack else 'FPR':>7} {cells}")
+
+
+def read_ordinary() -> list[dict[str, str]]:
+    with ORDINARY.open(encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def table_ordinary(clf: InjectionClassifier) -> None:
+    rows = read_ordinary()
+    texts = [r["text"] for r in rows]
+    pat = np.array([scan_text(t).score >= PATTERN_THRESHOLD for t in texts])
+    probs = clf.score_many(texts)
+    cls_flag = probs >= clf.threshold
+    print(f"\n(b) ordinary prompts never trained on ({len(rows)} rows, shipped model {clf.version}, "
+          f"threshold {clf.threshold:.3f})")
+    print(f"{'category':<20} {'rows':>5} {'patterns':>9} {'classif.':>9} {'combined':>9}")
+    categories = sorted({r["category"] for r in rows})
+    for cat in [*categories, "all"]:
+        m = np.array([cat in ("all", r["category"]) for r in rows])
+        print(f"{cat:<20} {int(m.sum()):>5} {pat[m].mean():>9.1%} {cls_flag[m].mean():>9.1%} "
+              f"{(pat | cls_flag)[m].mean():>9.1%}")
+    for i in np.flatnonzero(pat | cls_flag):
+        print(f"  flagged p={probs[i]:.2f} pattern={pat[i]!s:<5} {texts[i][:90]!r}")
+
+
+def percentiles_ms(fn: Callable[[str], object], texts: list[str]) -> tuple[float, float]:
+    times = []
+    for t in texts:
+        start = time.perf_counter()
+        fn(t)
+        times.append(time.perf_counter() - start)
+    p50, p95 = np.percentile(times, [50, 95]) * 1e3
+    return float(p50), float(p95)
+
+
+def table_latency(clf: InjectionClassifier, corpus: Corpus) -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    rng = np.random.default_rng(0)
+    sample = [corpus.texts[i] for i in rng.choice(len(corpus.texts), 600, replace=False)]
+    sample += [r["text"] for r in read_ordinary()]
+    chars = np.array([len(t) for t in sample])
+
+    def both(text: str) -> bool:
+        return scan_text(text).score >= PATTERN_THRESHOLD or clf.score(text) >= clf.threshold
+
+    for fn in (scan_text, clf.score, both):  # warm up
+        fn(sample[0])
+    print(f"\n(c) latency per prompt, one call each, one core ({len(sample)} prompts, "
+          f"median {int(np.median(chars))} chars, p95 {int(np.percentile(chars, 95))} chars)")
+    print(f"{'':<12} {'p50 ms':>8} {'p95 ms':>8}")
+    for name, fn in (("patterns", scan_text), ("classifier", clf.score), ("combined", both)):
+        p50, p95 = percentiles_ms(fn, sample)
+        print(f"{name:<12} {p50:>8.3f} {p95:>8.3f}")
+    start = time.perf_counter()
+    clf.score_many(sample)
+    per_prompt_ms = (time.perf_counter() - start) / len(sample) * 1e3
+    print(f"classifier score_many batch: {per_prompt_ms:.3f} ms per prompt")
+
+
+CANDIDATES = [
+    VectoriserParams(2**18, (3, 5), "char_wb", True, "l2", False),
+    VectoriserParams(2**20, (3, 5), "char_wb", True, "l2", False),
+    VectoriserParams(2**18, (2, 5), "char_wb", True, "l2", False),
+    VectoriserParams(2**18, (1, 3), "char_wb", True, "l2", False),
+    VectoriserParams(2**18, (3, 5), "char", True, "l2", False),
+]
+
+
+def table_configs(corpus: Corpus, patterns_flag: np.ndarray) -> None:
+    """Classifier-alone hold-out figures for each candidate vectoriser (how PARAMS was chosen)."""
+    print("\nvectoriser candidates: classifier alone / combined, per-source hold-out")
+    groups = holdout_groups(corpus)
+    for params in CANDIDATES:
+        start = time.perf_counter()
+        x = featurise(corpus.texts, params)
+        seconds = time.perf_counter() - start
+        rates = [(name, holdout_rates(x, corpus, patterns_flag, held)) for name, held in groups]
+        attack = [r for (name, r), (_, held) in zip(rates, groups, strict=True) if corpus.labels[held][0]]
+        benign = [r for (name, r), (_, held) in zip(rates, groups, strict=True) if not corpus.labels[held][0]]
+        mark = " (shipped)" if params == PARAMS else ""
+        print(f"{params.analyzer} {params.ngram_range} 2**{params.n_features.bit_length() - 1}{mark}: "
+              f"min recall {min(r[1] for r in attack):.1%}/{min(r[2] for r in attack):.1%}, "
+              f"mean recall {np.mean([r[1] for r in attack]):.1%}/{np.mean([r[2] for r in attack]):.1%}, "
+              f"max FPR {max(r[1] for r in benign):.1%}/{max(r[2] for r in benign):.1%}, "
+              f"featurise {seconds:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", action="store_true", help="also compare vectoriser settings")
+    args = parser.parse_args(argv)
+    corpus = load_corpus()
+    clf = InjectionClassifier.load()
+    patterns_flag = np.array([scan_text(t).score >= PATTERN_THRESHOLD for t in corpus.texts])
+    x = featurise(corpus.texts)
+    table_holdout(x, corpus, patterns_flag)
+    table_ordinary(clf)
+    table_latency(clf, corpus)
+    if args.configs:
+        table_configs(corpus, patterns_flag)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Train the prompt-injection classifier and write it as plain arrays (never a pickle).
+
+Reads ``prompts/{attacks,benign}.jsonl`` from the shared datasets folder, featurises with a
+``HashingVectorizer`` over character n-grams, fits a class-weighted logistic regression (seeded),
+fits a Platt calibration on 5-fold out-of-fold margins, picks the probability threshold that keeps
+out-of-fold false positives at or under 2 %, prunes tiny weights and saves the arrays with
+``numpy.savez_compressed``.
+
+    python benchmarks/train_injection_classifier.py            # retrain, compare with the shipped file
+    python benchmarks/train_injection_classifier.py --write    # retrain and overwrite the shipped file
+
+Without ``--write`` the script is a reproducibility check (``make bench`` runs it that way): it
+reports whether the retrained arrays equal the shipped ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+
+from inferwatch.detectors.injection_classifier import DEFAULT_PATH, FORMAT, VectoriserParams, prepare
+
+# shared/ sits beside the repository (as in CI); INFERWATCH_DATASETS points elsewhere.
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+DATA_DIR = Path(os.environ.get("INFERWATCH_DATASETS", str(_SHARED))) / "prompts"
+TEMPLATE_FILE = Path(__file__).resolve().parent / "data" / "ordinary_templates.json"
+SYSTEM_PROMPTS = "CyberSecEval system prompts (MIT)"
+TEMPLATES = "inferwatch ordinary templates (CC0)"
+VERSION = "2026.11-char_wb3-5-h18-lr2"
+PARAMS = VectoriserParams(n_features=2**18, ngram_range=(3, 5), analyzer="char_wb", lowercase=True,
+                          norm="l2", alternate_sign=False)
+C = 4.0
+SEED = 0
+MAX_CHARS = 20_000
+PRUNE_BELOW = 0.02  # |weight| under this is dropped: measured to change no decision (docs/detectors/abuse.md)
+TARGET_FPR = 0.02
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Training rows: texts, labels (1 = attack) and the source each row came from."""
+
+    texts: list[str]
+    labels: np.ndarray
+    sources: list[str]
+
+
+def load_corpus(data_dir: Path = DATA_DIR) -> Corpus:
+    """All rows of ``attacks.jsonl`` and ``benign.jsonl``, then two extra benign sources.
+
+    The extra benign rows widen a benign side that is otherwise math, code, role-play and
+    security questions (so that "ordinary chat" is not learnt as "attack"): the distinct
+    ``system_prompt`` texts the CyberSecEval attacks target (ordinary instructions in many
+    languages, many naming a password or secret key) and :func:`template_prompts`.
+    """
+    rows: list[dict[str, Any]] = []
+    for name in ("attacks", "benign"):
+        with (data_dir / f"{name}.jsonl").open(encoding="utf-8") as lines:
+            rows += [json.loads(line) for line in lines if line.strip()]
+    system_prompts = sorted({r["system_prompt"] for r in rows if r.get("system_prompt")})
+    rows += [{"text": t, "label": "benign", "source": SYSTEM_PROMPTS} for t in system_prompts]
+    rows += [{"text": t, "label": "benign", "source": TEMPLATES} for t in template_prompts()]
+    return Corpus([r["text"] for r in rows], np.array([r["label"] == "attack" for r in rows], dtype=np.int8),
+                  [r["source"] for r in rows])
+
+
+def template_prompts(path: Path = TEMPLATE_FILE) -> list[str]:
+    """Every frame filled with every topic of its language (``benchmarks/data/ordinary_templates.json``)."""
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    return [frame.format(t=topic) for lang, frames in spec["frames"].items()
+            for frame in frames for topic in spec["topics"][lang]]
+
+
+def featurise(texts: list[str], params: VectoriserParams = PARAMS) -> sparse.csr_matrix:
+    """The features the shipped classifier computes: normalised text through the vectoriser."""
+    return params.build().transform([prepare(t, MAX_CHARS) for t in texts])
+
+
+def fit_linear(x: sparse.csr_matrix, y: np.ndarray, c: float = C) -> tuple[np.ndarray, float]:
+    """Class-weighted logistic regression; returns (weights as float32, intercept)."""
+    model = LogisticRegression(C=c, class_weight="balanced", solver="liblinear", random_state=SEED,
+                               max_iter=1000)
+    model.fit(x, y)
+    return model.coef_.ravel().astype(np.float32), float(model.intercept_[0])
+
+
+def out_of_fold_margins(x: sparse.csr_matrix, y: np.ndarray, folds: int = 5, c: float = C) -> np.ndarray:
+    """Margins of each row from a model that did not see it (stratified, seeded folds)."""
+    margins = np.zeros(len(y))
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=SEED).split(x, y):
+        coef, intercept = fit_linear(x[train], y[train], c)
+        margins[test] = x[test] @ coef + intercept
+    return margins
+
+
+def fit_platt(margins: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt scaling ``p = 1 / (1 + exp(a z + b))`` fitted on held-out margins."""
+    model = LogisticRegression(C=1e6, solver="lbfgs").fit(margins.reshape(-1, 1), y)
+    return -float(model.coef_[0, 0]), -float(model.intercept_[0])
+
+
+def platt_probability(margins: np.ndarray, platt: tuple[float, float]) -> np.ndarray:
+    """The calibrated probability of each margin (as the shipped classifier computes it)."""
+    return 1.0 / (1.0 + np.exp(np.clip(platt[0] * margins + platt[1], -500.0, 500.0)))
+
+
+def threshold_for_fpr(benign_scores: np.ndarray, fpr: float = TARGET_FPR) -> float:
+    """The lowest threshold (``score >= t`` flags) that flags at most ``fpr`` of ``benign_scores``."""
+    ordered = np.sort(benign_scores)[::-1]
+    allowed = int(np.floor(fpr * len(ordered)))
+    if allowed >= len(ordered):
+        return float(ordered[-1])
+    return float(np.nextafter(ordered[allowed], np.inf))
+
+
+def train(corpus: Corpus) -> dict[str, np.ndarray]:
+    """Fit everything and return the arrays the model file holds."""
+    x = featurise(corpus.texts)
+    y = corpus.labels
+    margins = out_of_fold_margins(x, y)
+    platt = fit_platt(margins, y)
+    threshold = threshold_for_fpr(platt_probability(margins[y == 0], platt))
+    coef, intercept = fit_linear(x, y)
+    keep = np.flatnonzero(np.abs(coef) >= PRUNE_BELOW).astype(np.int32)
+    p = PARAMS
+    return {
+        "format": np.array(FORMAT), "version": np.array(VERSION),
+        "n_features": np.array(p.n_features), "ngram_range": np.array(p.ngram_range),
+        "analyzer": np.array(p.analyzer), "lowercase": np.array(p.lowercase), "norm": np.array(p.norm),
+        "alternate_sign": np.array(p.alternate_sign), "max_chars": np.array(MAX_CHARS),
+        "coef_index": keep, "coef_value": coef[keep], "intercept": np.array(intercept),
+        "platt": np.array(platt), "threshold": np.array(threshold),
+        "trained_rows": np.array(len(y)), "trained_attacks": np.array(int(y.sum())),
+        "seed": np.array(SEED), "c": np.array(C), "prune_below": np.array(PRUNE_BELOW),
+    }
+
+
+def same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> list[str]:
+    """Names of arrays that differ (float arrays compared to 1e-5, relative)."""
+    differ = [k for k in sorted(set(a) | set(b)) if k not in a or k not in b]
+    for k in sorted(set(a) & set(b)):
+        if a[k].dtype.kind == "f":
+            if a[k].shape != b[k].shape or not np.allclose(a[k], b[k], rtol=1e-5, atol=1e-6):
+                differ.append(k)
+        elif not np.array_equal(a[k], b[k]):
+            differ.append(k)
+    return differ
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA_DIR, help="folder with attacks/benign.jsonl")
+    parser.add_argument("--out", type=Path, default=DEFAULT_PATH, help="model file to write or compare")
+    parser.add_argument("--write", action="store_true", help="write the model file")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    arrays = train(load_corpus(args.data))
+    seconds = time.perf_counter() - started
+    print(f"trained {VERSION} on {int(arrays['trained_rows'])} rows in {seconds:.1f} s; "
+          f"{arrays['coef_index'].size} nonzero weights kept, threshold {float(arrays['threshold']):.3f}")
+    if args.write:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.out, **arrays)
+        print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
+        return 0
+    if not args.out.exists():
+        print(f"no model at {args.out}; run with --write")
+        return 1
+    with np.load(args.out, allow_pickle=False) as npz:
+        differ = same_arrays(arrays, {k: npz[k] for k in npz.files})
+    print(f"{args.out.name}: " + ("reproduced exactly" if not differ else f"DIFFERS in {', '.join(differ)}"))
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
