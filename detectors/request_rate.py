@@ -37,15 +37,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-import numpy as np
-
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding
 from inferwatch.detectors.state import (
     BoundedState,
     IdSample,
+    Population,
     WindowBaseline,
     WindowBounds,
+    flood_comparison,
     iso_utc,
     ratio_severity,
     subject_of,
@@ -60,13 +60,6 @@ class _Tally:
     service: str = "unknown"
     models: set[str] = field(default_factory=set)
     ids: IdSample = field(default_factory=IdSample)
-
-
-@dataclass(frozen=True)
-class _Population:
-    median: float
-    p95: float
-    active: int
 
 
 class RequestRateDetector:
@@ -155,12 +148,7 @@ class RequestRateDetector:
         if not window:
             return []
         self._windows_closed += 1
-        counts = np.fromiter((t.count for t in window.values()), dtype=np.float64, count=len(window))
-        population = _Population(
-            median=max(float(np.median(counts)), 1.0),
-            p95=float(np.percentile(counts, 95)),
-            active=len(window),
-        )
+        population = Population.of([float(t.count) for t in window.values()])
         judging = self._windows_closed > self.warmup_windows
         findings = []
         for subject, tally in window.items():
@@ -170,7 +158,7 @@ class RequestRateDetector:
         self._baselines.expire(end_ts)
         return findings
 
-    def _judge(self, subject: str, tally: _Tally, population: _Population, judging: bool,
+    def _judge(self, subject: str, tally: _Tally, population: Population, judging: bool,
                bounds: tuple[float, float]) -> Finding | None:
         baseline = self._baselines.get_or_create(subject, bounds[1], WindowBaseline)
         own = baseline.own(self.baseline_floor)
@@ -186,21 +174,14 @@ class RequestRateDetector:
         return finding
 
     def _finding(self, subject: str, tally: _Tally, baseline: WindowBaseline, own: float,
-                 population: _Population, bounds: tuple[float, float]) -> Finding:
+                 population: Population, bounds: tuple[float, float]) -> Finding:
         ratio_own = tally.count / own
         ratio_population = tally.count / population.median
         ratio = min(ratio_own, ratio_population)
         models = sorted(tally.models)
         evidence: dict[str, Any] = {
             "count": tally.count,
-            "own_baseline": round(own, 3),
-            "own_ewma": round(baseline.ewma, 3) if baseline.windows else None,
-            "own_windows_seen": baseline.windows,
-            "population_median": population.median,
-            "population_p95": population.p95,
-            "population_active": population.active,
-            "ratio_own": round(ratio_own, 2),
-            "ratio_population": round(ratio_population, 2),
+            **flood_comparison(tally.count, own, baseline, population),
             "thresholds": {"min_requests": self.min_requests, "own_factor": self.own_factor,
                            "population_factor": self.population_factor,
                            "baseline_floor": self.baseline_floor},

@@ -9,10 +9,12 @@ evictions are counted, so the service can expose them; a silent bound would hide
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import numpy as np
 
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Severity
@@ -235,3 +237,35 @@ def ratio_severity(ratio: float) -> Severity:
     if ratio >= 10:
         return "medium"
     return "low"
+
+
+@dataclass(frozen=True)
+class Population:
+    """The principals active in one window: the median and p95 of what each did (median >= 1)."""
+
+    median: float
+    p95: float
+    active: int
+
+    @classmethod
+    def of(cls, amounts: Sequence[float]) -> Population:
+        """Summarise per-principal amounts (requests, tokens, ...) of one window."""
+        values = np.asarray(amounts, dtype=np.float64)
+        return cls(median=max(float(np.median(values)), 1.0), p95=float(np.percentile(values, 95)),
+                   active=len(values))
+
+
+def flood_comparison(amount: float, own: float, baseline: WindowBaseline,
+                     population: Population) -> dict[str, Any]:
+    """The evidence every flood finding carries: ``amount`` against the principal's own
+    baseline and against the window's population."""
+    return {
+        "own_baseline": round(own, 3),
+        "own_ewma": round(baseline.ewma, 3) if baseline.windows else None,
+        "own_windows_seen": baseline.windows,
+        "population_median": population.median,
+        "population_p95": population.p95,
+        "population_active": population.active,
+        "ratio_own": round(amount / own, 2),
+        "ratio_population": round(amount / population.median, 2),
+    }

@@ -40,15 +40,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-import numpy as np
-
 from inferwatch.collectors.event import EventInput, EventOutput, InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding
 from inferwatch.detectors.state import (
     BoundedState,
     IdSample,
+    Population,
     WindowBaseline,
     WindowBounds,
+    flood_comparison,
     iso_utc,
     ratio_severity,
     subject_of,
@@ -96,13 +96,6 @@ class _Tally:
     models: set[str] = field(default_factory=set)
     ids: IdSample = field(default_factory=IdSample)
     harvest_ids: IdSample = field(default_factory=IdSample)
-
-
-@dataclass(frozen=True)
-class _Population:
-    median: float
-    p95: float
-    active: int
 
 
 class TokenAbuseDetector:
@@ -228,9 +221,7 @@ class TokenAbuseDetector:
         findings = [f for s, t in window.items() if (f := self._harvest_finding(s, t, bounds))]
         using = {subject: tally for subject, tally in window.items() if tally.tokens > 0}
         if using:
-            totals = np.fromiter((t.tokens for t in using.values()), dtype=np.float64, count=len(using))
-            population = _Population(median=max(float(np.median(totals)), 1.0),
-                                     p95=float(np.percentile(totals, 95)), active=len(using))
+            population = Population.of([float(t.tokens) for t in using.values()])
             judging = self._windows_closed > self.warmup_windows
             for subject, tally in using.items():
                 finding = self._judge_volume(subject, tally, population, judging, bounds)
@@ -239,7 +230,7 @@ class TokenAbuseDetector:
         self._baselines.expire(end_ts)
         return findings
 
-    def _judge_volume(self, subject: str, tally: _Tally, population: _Population, judging: bool,
+    def _judge_volume(self, subject: str, tally: _Tally, population: Population, judging: bool,
                       bounds: tuple[float, float]) -> Finding | None:
         baseline = self._baselines.get_or_create(subject, bounds[1], WindowBaseline)
         own = baseline.own(self.baseline_floor)
@@ -255,7 +246,7 @@ class TokenAbuseDetector:
         return finding
 
     def _volume_finding(self, subject: str, tally: _Tally, baseline: WindowBaseline, own: float,
-                        population: _Population, bounds: tuple[float, float]) -> Finding:
+                        population: Population, bounds: tuple[float, float]) -> Finding:
         ratio_own = tally.tokens / own
         ratio_population = tally.tokens / population.median
         ratio = min(ratio_own, ratio_population)
@@ -265,14 +256,7 @@ class TokenAbuseDetector:
             "tokens": tally.tokens,
             "requests": tally.requests,
             "requests_estimated_from_chars": tally.estimated,
-            "own_baseline": round(own, 3),
-            "own_ewma": round(baseline.ewma, 3) if baseline.windows else None,
-            "own_windows_seen": baseline.windows,
-            "population_median": population.median,
-            "population_p95": population.p95,
-            "population_active": population.active,
-            "ratio_own": round(ratio_own, 2),
-            "ratio_population": round(ratio_population, 2),
+            **flood_comparison(tally.tokens, own, baseline, population),
             "thresholds": {"min_tokens": self.min_tokens, "own_factor": self.own_factor,
                            "population_factor": self.population_factor,
                            "baseline_floor": self.baseline_floor},
