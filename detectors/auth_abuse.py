@@ -28,12 +28,12 @@ State is bounded: each window holds at most ``max_keys`` subjects and ``max_keys
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding, Severity
-from inferwatch.detectors.state import IdSample, WindowBounds, iso_utc, subject_of
+from inferwatch.detectors.state import IdSample, WindowBounds, iso_utc, subject_of, window_finding
 
 AUTH_FAILURE_STATUSES = frozenset({401, 403, 429})
 """Statuses that mean the caller was refused: unauthenticated, forbidden, rate-limited."""
@@ -177,16 +177,12 @@ class AuthAbuseDetector:
         ]
         return findings
 
-    def _window_evidence(self, bounds: tuple[float, float]) -> dict[str, Any]:
-        return {"window_start": iso_utc(bounds[0]), "window_end": iso_utc(bounds[1])}
-
     def _burst_finding(self, subject: str, tally: _Failures, bounds: tuple[float, float]) -> Finding:
         ratio = tally.failures / tally.requests
         multiple = tally.failures / self.min_failures
         only_rate_limited = set(tally.by_status) == {429}
         severity = _severity(multiple, cap="medium" if only_rate_limited else None)
         statuses = ", ".join(f"{n}x {s}" for s, n in sorted(tally.by_status.items()))
-        models = sorted(tally.models)
         evidence: dict[str, Any] = {
             "signal": "failure_burst",
             "requests": tally.requests,
@@ -195,12 +191,9 @@ class AuthAbuseDetector:
             "failures_by_status": {str(s): n for s, n in sorted(tally.by_status.items())},
             "only_rate_limited": only_rate_limited,
             "thresholds": {"min_failures": self.min_failures, "min_failure_ratio": self.min_failure_ratio},
-            **self._window_evidence(bounds),
-            "models": models,
         }
-        return Finding(
-            detector=self.name,
-            kind="abuse",
+        return window_finding(
+            self.name,
             severity=severity,
             score=round(multiple / (multiple + 4.0), 4),
             title=f"Auth failure burst from {subject}: {tally.failures} of {tally.requests} "
@@ -209,15 +202,13 @@ class AuthAbuseDetector:
             f"{tally.requests} requests ({ratio:.0%}) between {iso_utc(bounds[0])} and "
             f"{iso_utc(bounds[1])}"
             + ("; all refusals were rate limiting (429)" if only_rate_limited else
-               "; likely credential guessing or a revoked key still in use")
-            + (f"; models: {', '.join(models)}" if models else ""),
+               "; likely credential guessing or a revoked key still in use"),
             subject=subject,
-            time=datetime.fromtimestamp(bounds[1], UTC),
+            bounds=bounds,
             service=tally.service,
-            model=models[0] if len(models) == 1 else None,
+            models=tally.models,
+            ids=tally.ids,
             evidence=evidence,
-            event_ids=list(tally.ids.event_ids),
-            trace_ids=list(tally.ids.trace_ids),
         )
 
     def _shared_finding(self, address: str, tally: _Address, bounds: tuple[float, float]) -> Finding:
@@ -235,11 +226,9 @@ class AuthAbuseDetector:
             "requests": tally.requests,
             "failures": tally.failures,
             "thresholds": {"max_principals_per_ip": self.max_principals_per_ip},
-            **self._window_evidence(bounds),
         }
-        return Finding(
-            detector=self.name,
-            kind="abuse",
+        return window_finding(
+            self.name,
             severity=severity,
             score=round(multiple / (multiple + 1.0), 4),
             title=f"Address {address} used by {at_least}{distinct} principals in one window "
@@ -249,11 +238,11 @@ class AuthAbuseDetector:
             f"{self.max_principals_per_ip}); {tally.failures} of them were refused "
             f"(401/403/429)",
             subject=f"ip:{address}",
-            time=datetime.fromtimestamp(bounds[1], UTC),
+            bounds=bounds,
             service=tally.service,
+            models=None,
+            ids=tally.ids,
             evidence=evidence,
-            event_ids=list(tally.ids.event_ids),
-            trace_ids=list(tally.ids.trace_ids),
         )
 
 

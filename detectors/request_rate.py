@@ -34,7 +34,7 @@ keys and count the rest as ``overflow``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 from inferwatch.collectors.event import InferenceEvent
@@ -49,6 +49,7 @@ from inferwatch.detectors.state import (
     iso_utc,
     ratio_severity,
     subject_of,
+    window_finding,
 )
 
 MAX_MODELS_NOTED = 5
@@ -178,34 +179,27 @@ class RequestRateDetector:
         ratio_own = tally.count / own
         ratio_population = tally.count / population.median
         ratio = min(ratio_own, ratio_population)
-        models = sorted(tally.models)
         evidence: dict[str, Any] = {
             "count": tally.count,
             **flood_comparison(tally.count, own, baseline, population),
             "thresholds": {"min_requests": self.min_requests, "own_factor": self.own_factor,
                            "population_factor": self.population_factor,
                            "baseline_floor": self.baseline_floor},
-            "window_start": iso_utc(bounds[0]),
-            "window_end": iso_utc(bounds[1]),
-            "models": models,
         }
         history = f"its baseline {own:.1f}" if baseline.windows else f"no history (floor {own:.1f})"
-        return Finding(
-            detector=self.name,
-            kind="abuse",
+        return window_finding(
+            self.name,
             severity=ratio_severity(ratio),
             score=round(ratio / (ratio + 10.0), 4),
             title=f"Request flood from {subject}: {tally.count} requests in one window "
             f"({ratio_own:.0f}x own baseline)",
             summary=f"{subject} sent {tally.count} requests between {iso_utc(bounds[0])} and "
             f"{iso_utc(bounds[1])}: {ratio_own:.1f}x {history} and {ratio_population:.1f}x the median "
-            f"of {population.active} active principals ({population.median:g}; p95 {population.p95:g})"
-            + (f"; models: {', '.join(models)}" if models else ""),
+            f"of {population.active} active principals ({population.median:g}; p95 {population.p95:g})",
             subject=subject,
-            time=datetime.fromtimestamp(bounds[1], UTC),
+            bounds=bounds,
             service=tally.service,
-            model=models[0] if len(models) == 1 else None,
+            models=tally.models,
+            ids=tally.ids,
             evidence=evidence,
-            event_ids=list(tally.ids.event_ids),
-            trace_ids=list(tally.ids.trace_ids),
         )

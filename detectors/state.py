@@ -9,7 +9,7 @@ evictions are counted, so the service can expose them; a silent bound would hide
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from inferwatch.collectors.event import InferenceEvent
-from inferwatch.detectors.base import MAX_SAMPLE_IDS, Severity
+from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding, Severity
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -269,3 +269,41 @@ def flood_comparison(amount: float, own: float, baseline: WindowBaseline,
         "ratio_own": round(amount / own, 2),
         "ratio_population": round(amount / population.median, 2),
     }
+
+
+def window_finding(
+    detector: str,
+    *,
+    subject: str,
+    bounds: tuple[float, float],
+    service: str | None,
+    models: Iterable[str] | None,
+    ids: IdSample,
+    severity: Severity,
+    score: float,
+    title: str,
+    summary: str,
+    evidence: dict[str, Any],
+) -> Finding:
+    """A per-caller ``abuse`` finding about one closed window: timed at the window's end, with the
+    window (and the models used, when given) in the evidence and the summary, the model named when
+    there was just one, and the sample of event and trace ids."""
+    named = sorted(models) if models is not None else None
+    evidence = {**evidence, "window_start": iso_utc(bounds[0]), "window_end": iso_utc(bounds[1])}
+    if named is not None:
+        evidence["models"] = named
+    return Finding(
+        detector=detector,
+        kind="abuse",
+        severity=severity,
+        score=score,
+        title=title,
+        summary=summary + (f"; models: {', '.join(named)}" if named else ""),
+        subject=subject,
+        time=datetime.fromtimestamp(bounds[1], UTC),
+        service=service,
+        model=named[0] if named and len(named) == 1 else None,
+        evidence=evidence,
+        event_ids=list(ids.event_ids),
+        trace_ids=list(ids.trace_ids),
+    )

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 from inferwatch.collectors.event import EventInput, EventOutput, InferenceEvent
@@ -52,6 +52,7 @@ from inferwatch.detectors.state import (
     iso_utc,
     ratio_severity,
     subject_of,
+    window_finding,
 )
 
 CHARS_PER_TOKEN = 4
@@ -250,7 +251,6 @@ class TokenAbuseDetector:
         ratio_own = tally.tokens / own
         ratio_population = tally.tokens / population.median
         ratio = min(ratio_own, ratio_population)
-        models = sorted(tally.models)
         evidence: dict[str, Any] = {
             "signal": "token_volume",
             "tokens": tally.tokens,
@@ -260,14 +260,10 @@ class TokenAbuseDetector:
             "thresholds": {"min_tokens": self.min_tokens, "own_factor": self.own_factor,
                            "population_factor": self.population_factor,
                            "baseline_floor": self.baseline_floor},
-            "window_start": iso_utc(bounds[0]),
-            "window_end": iso_utc(bounds[1]),
-            "models": models,
         }
         history = f"its baseline {own:,.0f}" if baseline.windows else f"no history (floor {own:,.0f})"
-        return Finding(
-            detector=self.name,
-            kind="abuse",
+        return window_finding(
+            self.name,
             severity=ratio_severity(ratio),
             score=round(ratio / (ratio + 10.0), 4),
             title=f"Token flood from {subject}: {tally.tokens:,} tokens in one window "
@@ -275,15 +271,13 @@ class TokenAbuseDetector:
             summary=f"{subject} used {tally.tokens:,} tokens in {tally.requests} requests between "
             f"{iso_utc(bounds[0])} and {iso_utc(bounds[1])}: {ratio_own:.1f}x {history} and "
             f"{ratio_population:.1f}x the median of {population.active} active principals "
-            f"({population.median:,.0f}; p95 {population.p95:,.0f})"
-            + (f"; models: {', '.join(models)}" if models else ""),
+            f"({population.median:,.0f}; p95 {population.p95:,.0f})",
             subject=subject,
-            time=datetime.fromtimestamp(bounds[1], UTC),
+            bounds=bounds,
             service=tally.service,
-            model=models[0] if len(models) == 1 else None,
+            models=tally.models,
+            ids=tally.ids,
             evidence=evidence,
-            event_ids=list(tally.ids.event_ids),
-            trace_ids=list(tally.ids.trace_ids),
         )
 
     def _harvest_finding(self, subject: str, tally: _Tally, bounds: tuple[float, float]) -> Finding | None:
@@ -296,7 +290,6 @@ class TokenAbuseDetector:
         share = harvest / tally.requests
         labels = {"logprobs": "logprobs", "max_tokens": f"max_tokens >= {self.max_tokens_threshold}"}
         asked = " and ".join(labels[k] for k in kinds)
-        models = sorted(tally.models)
         evidence: dict[str, Any] = {
             "signal": "harvesting",
             "kinds": kinds,
@@ -309,13 +302,9 @@ class TokenAbuseDetector:
             "thresholds": {"min_logprob_requests": self.min_logprob_requests,
                            "min_harvest_ratio": self.min_harvest_ratio,
                            "max_tokens_threshold": self.max_tokens_threshold},
-            "window_start": iso_utc(bounds[0]),
-            "window_end": iso_utc(bounds[1]),
-            "models": models,
         }
-        return Finding(
-            detector=self.name,
-            kind="abuse",
+        return window_finding(
+            self.name,
             severity="high" if len(kinds) == 2 or harvest >= 10 * self.min_logprob_requests else "medium",
             score=round(harvest / (harvest + self.min_logprob_requests), 4),
             title=f"Possible model extraction by {subject}: {harvest} of {tally.requests} requests "
@@ -323,15 +312,13 @@ class TokenAbuseDetector:
             summary=f"{subject} sent {tally.requests} requests between {iso_utc(bounds[0])} and "
             f"{iso_utc(bounds[1])}: {tally.logprob_requests} asked for logprobs and "
             f"{tally.max_tokens_requests} for max_tokens >= {self.max_tokens_threshold} "
-            f"({share:.0%} harvesting-style; {tally.tokens:,} tokens)"
-            + (f"; models: {', '.join(models)}" if models else ""),
+            f"({share:.0%} harvesting-style; {tally.tokens:,} tokens)",
             subject=subject,
-            time=datetime.fromtimestamp(bounds[1], UTC),
+            bounds=bounds,
             service=tally.service,
-            model=models[0] if len(models) == 1 else None,
+            models=tally.models,
+            ids=tally.harvest_ids,
             evidence=evidence,
-            event_ids=list(tally.harvest_ids.event_ids),
-            trace_ids=list(tally.harvest_ids.trace_ids),
         )
 
     def _oversized_finding(self, event: InferenceEvent, subject: str | None, tokens: int,
