@@ -41,6 +41,7 @@ from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding
 from inferwatch.detectors.state import (
     BoundedState,
+    FloodRule,
     IdSample,
     Population,
     WindowBaseline,
@@ -101,6 +102,8 @@ class RequestRateDetector:
         self.baseline_floor = baseline_floor
         self.ewma_alpha = ewma_alpha
         self.flagged_alpha = flagged_alpha
+        self._rule = FloodRule(min_requests, own_factor, population_factor, baseline_floor, ewma_alpha,
+                               flagged_alpha)
         self.warmup_windows = warmup_windows
         self.max_principals = max_principals
         self.overflow = 0
@@ -162,16 +165,9 @@ class RequestRateDetector:
     def _judge(self, subject: str, tally: _Tally, population: Population, judging: bool,
                bounds: tuple[float, float]) -> Finding | None:
         baseline = self._baselines.get_or_create(subject, bounds[1], WindowBaseline)
-        own = baseline.own(self.baseline_floor)
-        flagged = judging and (
-            tally.count >= self.min_requests
-            and tally.count >= self.own_factor * own
-            and tally.count >= self.population_factor * population.median
-        )
+        flagged, own = self._rule.assess(tally.count, baseline, population, judging)
         finding = self._finding(subject, tally, baseline, own, population, bounds) if flagged else None
-        baseline.learn(float(tally.count), first_cap=self.population_factor * population.median,
-                       flagged_cap=self.own_factor * own if flagged else None,
-                       alpha=self.ewma_alpha, flagged_alpha=self.flagged_alpha)
+        self._rule.learn(tally.count, baseline, population, own, flagged)
         return finding
 
     def _finding(self, subject: str, tally: _Tally, baseline: WindowBaseline, own: float,

@@ -227,6 +227,37 @@ class WindowBaseline:
         self.windows += 1
 
 
+@dataclass(frozen=True)
+class FloodRule:
+    """When an amount (requests, tokens) in a window is a flood, and how the baseline learns.
+
+    A flood is at least ``minimum``, at least ``own_factor`` x the principal's own baseline
+    (floored at ``baseline_floor``) and at least ``population_factor`` x the window's median.
+    """
+
+    minimum: float
+    own_factor: float
+    population_factor: float
+    baseline_floor: float
+    ewma_alpha: float
+    flagged_alpha: float
+
+    def assess(self, amount: float, baseline: WindowBaseline, population: Population,
+               judging: bool) -> tuple[bool, float]:
+        """``(flagged, own baseline)``; nothing is flagged while only ``judging`` is false."""
+        own = baseline.own(self.baseline_floor)
+        flagged = judging and (amount >= self.minimum and amount >= self.own_factor * own
+                               and amount >= self.population_factor * population.median)
+        return flagged, own
+
+    def learn(self, amount: float, baseline: WindowBaseline, population: Population, own: float,
+              flagged: bool) -> None:
+        """Fold the window into the baseline (after its finding was built from the old one)."""
+        baseline.learn(amount, first_cap=self.population_factor * population.median,
+                       flagged_cap=self.own_factor * own if flagged else None,
+                       alpha=self.ewma_alpha, flagged_alpha=self.flagged_alpha)
+
+
 def ratio_severity(ratio: float) -> Severity:
     """Severity of a flood from how far it exceeds its baselines (the weaker of own and
     population), one scale for every volume detector so that 10x ranks alike everywhere."""

@@ -44,6 +44,7 @@ from inferwatch.collectors.event import EventInput, EventOutput, InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding
 from inferwatch.detectors.state import (
     BoundedState,
+    FloodRule,
     IdSample,
     Population,
     WindowBaseline,
@@ -146,6 +147,8 @@ class TokenAbuseDetector:
         self.baseline_floor = baseline_floor
         self.ewma_alpha = ewma_alpha
         self.flagged_alpha = flagged_alpha
+        self._rule = FloodRule(min_tokens, own_factor, population_factor, baseline_floor, ewma_alpha,
+                               flagged_alpha)
         self.warmup_windows = warmup_windows
         self.max_input_tokens = max_input_tokens
         self.min_logprob_requests = min_logprob_requests
@@ -234,16 +237,9 @@ class TokenAbuseDetector:
     def _judge_volume(self, subject: str, tally: _Tally, population: Population, judging: bool,
                       bounds: tuple[float, float]) -> Finding | None:
         baseline = self._baselines.get_or_create(subject, bounds[1], WindowBaseline)
-        own = baseline.own(self.baseline_floor)
-        flagged = judging and (
-            tally.tokens >= self.min_tokens
-            and tally.tokens >= self.own_factor * own
-            and tally.tokens >= self.population_factor * population.median
-        )
+        flagged, own = self._rule.assess(tally.tokens, baseline, population, judging)
         finding = self._volume_finding(subject, tally, baseline, own, population, bounds) if flagged else None
-        baseline.learn(float(tally.tokens), first_cap=self.population_factor * population.median,
-                       flagged_cap=self.own_factor * own if flagged else None,
-                       alpha=self.ewma_alpha, flagged_alpha=self.flagged_alpha)
+        self._rule.learn(tally.tokens, baseline, population, own, flagged)
         return finding
 
     def _volume_finding(self, subject: str, tally: _Tally, baseline: WindowBaseline, own: float,
