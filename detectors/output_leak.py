@@ -44,7 +44,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.collectors.redaction import CARD, EMAIL, PHONE, SECRET, find_sensitive, shannon_entropy
 from inferwatch.detectors.base import SEVERITY_ORDER, Finding, Severity
-from inferwatch.detectors.state import subject_of
+from inferwatch.detectors.state import about_event, subject_of
 
 MAX_SNIPPETS: Final = 10
 NGRAM: Final = 8
@@ -383,12 +383,8 @@ class OutputLeakDetector:
             summary=f"The response carried {what} not present in the request (score {score:.2f}); "
             "values are masked in the evidence.",
             subject=subject,
-            time=event.time,
-            service=event.service,
-            model=event.model,
             evidence=evidence,
-            event_ids=[event.id],
-            trace_ids=[event.trace_id] if event.trace_id else [],
+            **about_event(event),
         )
 
 

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.base import Finding, Severity
 from inferwatch.detectors.injection_patterns import PATTERNS
-from inferwatch.detectors.state import subject_of
+from inferwatch.detectors.state import about_event, subject_of
 
 if TYPE_CHECKING:
     from inferwatch.detectors.injection_classifier import InjectionClassifier
@@ -334,12 +334,8 @@ class PromptInjectionDetector:
             + f": {', '.join(f.replace('_', ' ') for f in families)}",
             summary=f"Score {score:.2f} (threshold {self.threshold:g}){via}; matched {snippets or '-'}",
             subject=subject,
-            time=event.time,
-            service=event.service,
-            model=event.model,
             evidence=evidence,
-            event_ids=[event.id],
-            trace_ids=[event.trace_id] if event.trace_id else [],
+            **about_event(event),
         )
 
 

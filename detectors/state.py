@@ -338,3 +338,14 @@ def window_finding(
         event_ids=list(ids.event_ids),
         trace_ids=list(ids.trace_ids),
     )
+
+
+def about_event(event: InferenceEvent) -> dict[str, Any]:
+    """The fields of a per-request finding that come from its event: when, where, which ids."""
+    return {
+        "time": event.time,
+        "service": event.service,
+        "model": event.model,
+        "event_ids": [event.id],
+        "trace_ids": [event.trace_id] if event.trace_id else [],
+    }

@@ -49,6 +49,7 @@ from inferwatch.detectors.state import (
     Population,
     WindowBaseline,
     WindowBounds,
+    about_event,
     flood_comparison,
     iso_utc,
     ratio_severity,
@@ -332,9 +333,6 @@ class TokenAbuseDetector:
             f"{self.max_input_tokens:,} limit, at {iso_utc(event.ts)}"
             + (f" to {event.model}" if event.model else ""),
             subject=who,
-            time=event.time,
-            service=event.service,
-            model=event.model,
             evidence={
                 "signal": "oversized_input",
                 "input_tokens": tokens,
@@ -344,6 +342,5 @@ class TokenAbuseDetector:
                 "thresholds": {"max_input_tokens": self.max_input_tokens},
                 "event_time": iso_utc(event.ts),
             },
-            event_ids=[event.id],
-            trace_ids=[event.trace_id] if event.trace_id else [],
+            **about_event(event),
         )
