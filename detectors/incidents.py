@@ -66,10 +66,42 @@ class Incident(BaseModel):
     # Findings at or before this event time were counted and their digests have since been
     # forgotten: one seen again (a redelivery after a crash) must not count a second time.
     digest_floor: datetime | None = Field(default=None, repr=False)
+    # The highest severity any single finding had: what escalation by count and confidence
+    # starts from (None in incidents stored before it was kept: the severity stands in).
+    peak_severity: Severity | None = Field(default=None, repr=False)
 
     def public_dict(self) -> dict[str, Any]:
         """The incident as JSON-ready data for people and receivers (no bookkeeping fields)."""
-        return self.model_dump(mode="json", exclude={"finding_digests", "digest_floor"})
+        return self.model_dump(mode="json", exclude={"finding_digests", "digest_floor", "peak_severity"})
+
+
+ESCALATING_KINDS: frozenset[str] = frozenset({"abuse", "integrity"})
+COUNT_STEPS = (5, 50)  # findings absorbed: one severity step at each
+CONFIDENT_SCORE = 0.9  # a repeated finding at least this confident is one step more
+_SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
+
+
+def escalated_severity(kind: str, peak: Severity, count: int, score: float) -> Severity:
+    """The severity of an incident that has absorbed ``count`` findings, the most severe of
+    them ``peak`` and the most confident ``score``.
+
+    Repeated abuse from one subject is worse than one attempt: for ``abuse`` and ``integrity``
+    incidents the severity rises one step at 5 findings and another at 50, and one more when the
+    findings repeat (2 or more) with a score of at least 0.9. Escalation alone stops at
+    ``high``; ``critical`` comes only from a finding that says so. Drift and operational
+    incidents repeat every window while a condition lasts, so they keep the peak finding's
+    severity.
+
+    >>> escalated_severity("abuse", "low", 1, 0.95), escalated_severity("abuse", "low", 5, 0.6)
+    ('low', 'medium')
+    >>> escalated_severity("abuse", "low", 50, 0.95), escalated_severity("drift", "low", 50, 0.95)
+    ('high', 'low')
+    """
+    level = SEVERITY_ORDER[peak]
+    if kind not in ESCALATING_KINDS or level >= SEVERITY_ORDER["high"]:
+        return peak
+    steps = sum(count >= n for n in COUNT_STEPS) + (count >= 2 and score >= CONFIDENT_SCORE)
+    return _SEVERITIES[min(level + steps, SEVERITY_ORDER["high"])]
 
 
 def fingerprint(detector: str, subject: str, model: str | None, bucket: int) -> str:
@@ -189,6 +221,7 @@ def _new_incident(fp: str, finding: Finding) -> Incident:
         last_seen=finding.time,
         history=[HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="opened")],
         finding_digests=[finding_digest(finding)],
+        peak_severity=finding.severity,
     )
 
 
@@ -210,11 +243,16 @@ def _merge(incident: Incident, finding: Finding) -> Incident | None:
     out.event_ids = _extend_unique(out.event_ids, finding.event_ids)
     out.trace_ids = _extend_unique(out.trace_ids, finding.trace_ids)
     out.score = max(out.score, finding.score)
-    if SEVERITY_ORDER[finding.severity] > SEVERITY_ORDER[out.severity]:
-        out.severity = finding.severity
-        out.history.append(
-            HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="escalated", note=finding.severity)
-        )
+    peak = out.peak_severity or out.severity
+    if SEVERITY_ORDER[finding.severity] > SEVERITY_ORDER[peak]:
+        peak = finding.severity
+    out.peak_severity = peak
+    severity = escalated_severity(out.kind, peak, out.count, out.score)
+    if SEVERITY_ORDER[severity] > SEVERITY_ORDER[out.severity]:
+        out.severity = severity
+        reason = finding.severity if severity == peak else (
+            f"{severity}: {out.count} findings, highest score {out.score:.2f}")
+        out.history.append(HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="escalated", note=reason))
     if finding.time >= incident.last_seen:
         out.title, out.summary, out.evidence = finding.title, finding.summary, dict(finding.evidence)
     return out

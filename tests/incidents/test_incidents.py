@@ -10,9 +10,10 @@ from inferwatch.testing import memory_store
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 
-def finding(minutes: float = 0, *, subject="principal:p1", severity="medium", events=("e1",), **kw):
+def finding(minutes: float = 0, *, subject="principal:p1", severity="medium", events=("e1",), score=0.6,
+            kind="abuse", **kw):
     return Finding(
-        detector=kw.pop("detector", "request_rate"), kind="abuse", severity=severity, score=0.6,
+        detector=kw.pop("detector", "request_rate"), kind=kind, severity=severity, score=score,
         title=kw.pop("title", "flood"), summary="many requests", subject=subject,
         time=T0 + timedelta(minutes=minutes), model="m", service="svc", event_ids=list(events),
         evidence=kw.pop("evidence", {"count": 1}), **kw,
@@ -114,3 +115,48 @@ def test_redelivery_of_more_findings_than_digests_kept_is_still_not_counted(mana
     assert manager.store.list_incidents(IncidentQuery())[0].count == 500
     newer = manager.apply([finding(51, events=("e-new",))])
     assert newer[0].count == 501
+
+
+def test_repeated_abuse_escalates_with_count(manager):
+    out = []
+    for i in range(50):
+        out = manager.apply([finding(i / 10, severity="low", events=(f"e{i}",))])
+    inc = out[0]
+    assert inc.count == 50
+    assert inc.severity == "high"  # low + one step at 5 findings + one at 50
+    escalations = [h for h in inc.history if h.action == "escalated"]
+    assert [h.note.split(":")[0] for h in escalations] == ["medium", "high"]
+    assert "50 findings" in escalations[-1].note
+    assert "peak_severity" not in inc.public_dict()
+
+
+def test_four_findings_do_not_escalate_but_the_fifth_does(manager):
+    for i in range(4):
+        inc = manager.apply([finding(i, severity="low", events=(f"e{i}",))])[0]
+    assert inc.severity == "low"
+    assert manager.apply([finding(5, severity="low", events=("e5",))])[0].severity == "medium"
+
+
+def test_repeated_confident_findings_escalate_and_one_alone_does_not(manager):
+    first = manager.apply([finding(0, severity="medium", score=0.95)])[0]
+    assert first.severity == "medium"  # a single finding keeps the detector's severity
+    second = manager.apply([finding(1, severity="medium", score=0.95, events=("e2",))])[0]
+    assert second.severity == "high"
+
+
+def test_escalation_stops_at_high_and_drift_does_not_escalate(manager):
+    for i in range(60):
+        inc = manager.apply([finding(i / 10, severity="medium", score=0.99, events=(f"e{i}",))])[0]
+    assert inc.severity == "high"
+    drift = [finding(i / 10, severity="low", kind="drift", detector="numeric_drift", events=(f"d{i}",))
+             for i in range(60)]
+    assert manager.apply(drift)[0].severity == "low"
+
+
+def test_a_critical_finding_is_kept_and_peak_survives_a_store_round_trip(manager):
+    manager.apply([finding(0, severity="low")])
+    stored = manager.store.list_incidents(IncidentQuery())[0]
+    assert stored.peak_severity == "low"
+    inc = manager.apply([finding(1, severity="critical", events=("e2",))])[0]
+    assert inc.severity == "critical"
+    assert inc.history[-1].note == "critical"
