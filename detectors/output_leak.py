@@ -44,7 +44,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.collectors.redaction import CARD, EMAIL, PHONE, SECRET, find_sensitive, shannon_entropy
 from inferwatch.detectors.base import SEVERITY_ORDER, Finding, Severity
-from inferwatch.detectors.state import about_event, subject_of
+from inferwatch.detectors.state import RepeatGate, about_event, subject_of
 
 MAX_SNIPPETS: Final = 10
 NGRAM: Final = 8
@@ -211,7 +211,10 @@ class OutputLeakDetector:
     those 8-grams that flags (0.3) and ``system_prompt_min_ngrams`` count that flags whatever
     the share (20); ``allowed_domains`` hosts (and their subdomains) whose images and links are
     never exfiltration; ``entropy_threshold`` bits per character of a generic secret token (3.5);
-    ``max_chars`` scanned per text, half at the head and half at the tail (50_000).
+    ``max_chars`` scanned per text, half at the head and half at the tail (50_000);
+    ``confident`` score at which one response is enough (0.7) — a lone response below it (a
+    single e-mail address or phone number, say) is held until the same caller's responses leak
+    again within ``repeat_within_s`` seconds (3600.0), see :class:`~inferwatch.detectors.state.RepeatGate`.
     One finding per flagged response from :meth:`observe`; :meth:`close_window` has none.
     """
 
@@ -227,6 +230,8 @@ class OutputLeakDetector:
         allowed_domains: list[str] | None = None,
         entropy_threshold: float = 3.5,
         max_chars: int = 50_000,
+        confident: float = 0.7,
+        repeat_within_s: float = 3600.0,
     ) -> None:
         if not 0.0 < system_prompt_overlap <= 1.0:
             raise ValueError(f"system_prompt_overlap must be in (0, 1], got {system_prompt_overlap}")
@@ -238,12 +243,20 @@ class OutputLeakDetector:
         self.allowed_domains = tuple(d.lower().lstrip(".") for d in allowed_domains or [])
         self.entropy_threshold = entropy_threshold
         self.max_chars = max_chars
+        self.confident = confident
+        self.repeat_within_s = repeat_within_s
+        self.gate = RepeatGate(confident, repeat_within_s)
         words = len(_WORD.findall(system_prompt or ""))
         self._ngram = min(NGRAM, words)  # a prompt under 8 words is matched whole
         self._prompt_ngrams = _ngrams(system_prompt or "", self._ngram) if self._ngram else set()
 
     def observe(self, event: InferenceEvent) -> list[Finding]:
-        """Scan ``output.text`` against ``input.text`` (nothing when content capture is off)."""
+        """Scan ``output.text`` against ``input.text`` (nothing when content capture is off);
+        a doubtful finding waits for the caller to leak again (see the class docstring)."""
+        return [out for finding in self.judge(event) for out in self.gate.admit(finding)]
+
+    def judge(self, event: InferenceEvent) -> list[Finding]:
+        """This response on its own, whatever the caller did before (``inferwatch scan``)."""
         if not event.output.text:
             return []
         output = _clip(event.output.text, self.max_chars)

@@ -81,7 +81,10 @@ def scan_line(raw: str | bytes, line: int, detectors: list[Detector]) -> ScanRes
         return ScanResult(line=line, error=getattr(exc, "reason", None) or str(exc))
     result = ScanResult(line=line, id=event.id, text=event.input.text or event.output.text or "")
     for detector in detectors:
-        findings = detector.observe(event)
+        # Each line on its own: a detector that holds doubtful findings until the caller repeats
+        # (RepeatGate) offers ``judge`` for the ungated verdict.
+        judge = getattr(detector, "judge", None)
+        findings = judge(event) if callable(judge) else detector.observe(event)
         score = max((f.score for f in findings), default=0.0)
         reasons = sorted({r for f in findings for r in f.evidence.get("families", [])})
         result.detectors[detector.name] = {"score": round(score, 4), "flagged": bool(findings),

@@ -349,3 +349,65 @@ def about_event(event: InferenceEvent) -> dict[str, Any]:
         "event_ids": [event.id],
         "trace_ids": [event.trace_id] if event.trace_id else [],
     }
+
+
+@dataclass
+class _Held:
+    pending: Finding | None = None
+    open_until: float = float("-inf")
+
+
+class RepeatGate:
+    """Per-request findings per subject: a confident one goes through, a lone doubtful one waits.
+
+    A per-request detector scores every request on its own; one doubtful match from a caller is
+    more often an odd but innocent prompt than an attack, while an attacker probing a model tries
+    again. So a finding with ``score >= confident`` is passed on at once; a doubtful one is held
+    until the same subject produces another finding within ``within_s`` seconds of event time,
+    when both go through (the incident then counts both, and escalates with them). After a
+    finding has gone through, the subject's further findings pass at once for ``within_s``.
+    A held finding nobody repeats is forgotten once its subject has been idle for ``within_s``
+    (``held - released`` counts those, and those still waiting). Subjects are held in an LRU map
+    of ``max_subjects`` keys.
+
+    >>> from datetime import UTC, datetime
+    >>> def f(ts: float, score: float) -> Finding:
+    ...     return Finding(detector="d", kind="abuse", severity="low", score=score, title="t",
+    ...                    summary="s", subject="principal:p", time=datetime.fromtimestamp(ts, UTC))
+    >>> gate = RepeatGate(confident=0.9, within_s=3600.0)
+    >>> gate.admit(f(0, 0.6)), gate.held
+    ([], 1)
+    >>> [x.score for x in gate.admit(f(60, 0.7))]      # it repeats: both go through
+    [0.6, 0.7]
+    >>> [x.score for x in gate.admit(f(120, 0.5))]     # and later ones pass at once
+    [0.5]
+    >>> [x.score for x in RepeatGate(0.9, 3600.0).admit(f(0, 0.95))]   # confident: at once
+    [0.95]
+    """
+
+    def __init__(self, confident: float, within_s: float, max_subjects: int = 50_000) -> None:
+        if not 0.0 <= confident <= 1.0:
+            raise ValueError(f"confident must be in [0, 1], got {confident}")
+        if within_s <= 0:
+            raise ValueError(f"within_s must be positive, got {within_s}")
+        self.confident = confident
+        self.within_s = within_s
+        self.held = 0
+        """Doubtful findings held back, waiting for a repeat."""
+        self.released = 0
+        """Held findings passed on later, when their subject repeated."""
+        self._subjects: BoundedState[str, _Held] = BoundedState(max_subjects, within_s)
+
+    def admit(self, finding: Finding) -> list[Finding]:
+        """The findings to pass on now: none, this one, or a held one and this one."""
+        ts = finding.time.timestamp()
+        self._subjects.expire(ts)
+        held = self._subjects.get_or_create(finding.subject, ts, _Held)
+        if finding.score >= self.confident or ts <= held.open_until or held.pending is not None:
+            out = [finding] if held.pending is None else [held.pending, finding]
+            self.released += held.pending is not None
+            held.pending, held.open_until = None, ts + self.within_s
+            return out
+        held.pending = finding
+        self.held += 1
+        return []

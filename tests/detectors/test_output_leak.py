@@ -41,8 +41,9 @@ SYSTEM_PROMPT = (
 
 
 def scan(output: str, text: str | None = "please help", **options: Any) -> list[Finding]:
+    """One response through a detector that reports every match (``confident`` 0: no holding)."""
     event = make_event(T0, text=text, output=EventOutput(text=output))
-    return OutputLeakDetector(**options).observe(event)
+    return OutputLeakDetector(**{"confident": 0.0, **options}).observe(event)
 
 
 def kinds(output: str, text: str | None = "please help", **options: Any) -> dict[str, int]:
@@ -332,7 +333,8 @@ def test_work_is_bounded_by_max_chars() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [({"system_prompt_overlap": 0.0}, "system_prompt_overlap"), ({"system_prompt_overlap": 1.5}, "overlap"),
-     ({"system_prompt_min_ngrams": 0}, "min_ngrams"), ({"max_chars": 10}, "max_chars")],
+     ({"system_prompt_min_ngrams": 0}, "min_ngrams"), ({"max_chars": 10}, "max_chars"),
+     ({"confident": 1.5}, "confident"), ({"repeat_within_s": 0}, "within_s")],
 )
 def test_bad_options_are_rejected(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -347,3 +349,31 @@ def test_options_match_the_catalogue_table() -> None:
     params = inspect.signature(OutputLeakDetector.__init__).parameters
     options = {p.name: str(p.default) for p in params.values() if p.name != "self"}
     assert rows == options
+
+
+def _response(ts: float, output: str, principal: str = "p1") -> Any:
+    return make_event(ts, principal=principal, text="please help", output=EventOutput(text=output))
+
+
+def test_a_lone_doubtful_leak_is_held_and_reported_when_the_caller_repeats() -> None:
+    detector = OutputLeakDetector()
+    assert detector.observe(_response(T0, "Write to jane.doe@corp-mail.com")) == []  # e-mail: 0.4
+    assert detector.observe(_response(T0 + 10, "Write to jane.doe@corp-mail.com", principal="p2")) == []
+    later = detector.observe(_response(T0 + 600, "Call +44 20 7946 0958"))
+    assert [f.evidence["kinds"] for f in later] == [{"email": 1}, {"phone": 1}]
+    assert {f.subject for f in later} == {"principal:p1"}
+    # From then on the caller's doubtful leaks are reported at once.
+    assert len(detector.observe(_response(T0 + 900, "Mail bob@corp-mail.com"))) == 1
+
+
+def test_a_doubtful_leak_not_repeated_within_the_hour_is_never_reported() -> None:
+    detector = OutputLeakDetector(repeat_within_s=3600.0)
+    assert detector.observe(_response(T0, "Write to jane.doe@corp-mail.com")) == []
+    assert detector.observe(_response(T0 + 7200, "Write to jim@corp-mail.com")) == []
+    assert detector.gate.held == 2
+    assert detector.gate.released == 0
+
+
+def test_a_confident_leak_is_reported_at_once() -> None:
+    (finding,) = OutputLeakDetector().observe(_response(T0, f"the key is {AWS}"))
+    assert finding.score >= 0.7
