@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding, Severity
-from inferwatch.detectors.state import IdSample, WindowBounds, iso_utc, subject_of, window_finding
+from inferwatch.detectors.state import IdSample, WindowBounds, iso_utc, note_model, subject_of, window_finding
 
 AUTH_FAILURE_STATUSES = frozenset({401, 403, 429})
 """Statuses that mean the caller was refused: unauthenticated, forbidden, rate-limited."""
@@ -42,24 +42,32 @@ PRINCIPALS_KEPT_FACTOR = 5
 MAX_MODELS_NOTED = 5
 
 
-@dataclass
+@dataclass(slots=True)
 class _Failures:
     requests: int = 0
     failures: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
     service: str = "unknown"
-    models: set[str] = field(default_factory=set)
+    models: list[str] = field(default_factory=list)
     ids: IdSample = field(default_factory=IdSample)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Address:
     requests: int = 0
     failures: int = 0
-    principals: set[str] = field(default_factory=set)
+    first: str = ""  # the first principal; a set only once a second one appears (most
+    others: set[str] | None = None  # addresses carry one principal, and a set is 200+ bytes)
     capped: bool = False
     service: str = "unknown"
     ids: IdSample = field(default_factory=IdSample)
+
+    @property
+    def principals(self) -> set[str]:
+        return {self.first, *(self.others or ())} if self.first else set()
+
+    def distinct(self) -> int:
+        return (1 if self.first else 0) + len(self.others or ())
 
 
 class AuthAbuseDetector:
@@ -134,8 +142,7 @@ class AuthAbuseDetector:
         tally.failures += 1
         status = event.status or 0
         tally.by_status[status] = tally.by_status.get(status, 0) + 1
-        if event.model is not None and len(tally.models) < MAX_MODELS_NOTED:
-            tally.models.add(event.model)
+        note_model(tally.models, event.model, MAX_MODELS_NOTED)
         # Only subjects near min_failures can be flagged: sample refused requests from there on.
         if tally.failures > self.min_failures - MAX_SAMPLE_IDS:
             tally.ids.add(event)
@@ -149,12 +156,17 @@ class AuthAbuseDetector:
             tally = self._addresses[address] = _Address(service=event.service)
         tally.requests += 1
         tally.failures += failed
-        if principal in tally.principals:
+        if not tally.first:
+            tally.first = principal
+        elif principal == tally.first or (tally.others is not None and principal in tally.others):
             return
-        if len(tally.principals) >= PRINCIPALS_KEPT_FACTOR * self.max_principals_per_ip:
+        elif tally.distinct() >= PRINCIPALS_KEPT_FACTOR * self.max_principals_per_ip:
             tally.capped = True
             return
-        tally.principals.add(principal)
+        elif tally.others is None:
+            tally.others = {principal}
+        else:
+            tally.others.add(principal)
         # One sample id per new principal: the evidence shows the cycling itself.
         tally.ids.add(event)
 
@@ -173,7 +185,7 @@ class AuthAbuseDetector:
         findings += [
             self._shared_finding(address, tally, bounds)
             for address, tally in addresses.items()
-            if len(tally.principals) >= self.max_principals_per_ip
+            if tally.distinct() >= self.max_principals_per_ip
         ]
         return findings
 
@@ -212,7 +224,7 @@ class AuthAbuseDetector:
         )
 
     def _shared_finding(self, address: str, tally: _Address, bounds: tuple[float, float]) -> Finding:
-        distinct = len(tally.principals)
+        distinct = tally.distinct()
         multiple = distinct / self.max_principals_per_ip
         mostly_failing = tally.failures >= 0.5 * tally.requests
         severity: Severity = "high" if multiple >= 5 or mostly_failing else "medium"

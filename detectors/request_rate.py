@@ -48,6 +48,7 @@ from inferwatch.detectors.state import (
     WindowBounds,
     flood_comparison,
     iso_utc,
+    note_model,
     ratio_severity,
     subject_of,
     window_finding,
@@ -56,11 +57,11 @@ from inferwatch.detectors.state import (
 MAX_MODELS_NOTED = 5
 
 
-@dataclass
+@dataclass(slots=True)
 class _Tally:
     count: int = 0
     service: str = "unknown"
-    models: set[str] = field(default_factory=set)
+    models: list[str] = field(default_factory=list)
     ids: IdSample = field(default_factory=IdSample)
 
 
@@ -134,8 +135,7 @@ class RequestRateDetector:
                 return []
             tally = self._window[subject] = _Tally(service=event.service)
         tally.count += 1
-        if event.model is not None and len(tally.models) < MAX_MODELS_NOTED:
-            tally.models.add(event.model)
+        note_model(tally.models, event.model, MAX_MODELS_NOTED)
         # Only principals near min_requests can be flagged: sampling ids from there on keeps a
         # full sample for every flagged principal without holding ids for everyone else.
         if tally.count > self.min_requests - MAX_SAMPLE_IDS:

@@ -8,9 +8,10 @@ evictions are counted, so the service can expose them; a silent bound would hide
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -114,9 +115,10 @@ class BoundedState(Generic[K, V]):
         return dropped
 
 
-@dataclass
 class IdSample:
     """The first ``limit`` event ids and trace ids seen, for a finding's evidence.
+
+    Window tallies hold one per caller, so it is small: no lists until an id arrives.
 
     >>> sample = IdSample(limit=2)
     >>> for i in range(3):
@@ -125,9 +127,21 @@ class IdSample:
     (['e0', 'e1'], [])
     """
 
-    limit: int = MAX_SAMPLE_IDS
-    event_ids: list[str] = field(default_factory=list)
-    trace_ids: list[str] = field(default_factory=list)
+    __slots__ = ("_event_ids", "_trace_ids", "limit")
+
+    def __init__(self, limit: int = MAX_SAMPLE_IDS, event_ids: list[str] | None = None,
+                 trace_ids: list[str] | None = None) -> None:
+        self.limit = limit
+        self._event_ids = event_ids or None
+        self._trace_ids = trace_ids or None
+
+    @property
+    def event_ids(self) -> list[str]:
+        return self._event_ids if self._event_ids is not None else []
+
+    @property
+    def trace_ids(self) -> list[str]:
+        return self._trace_ids if self._trace_ids is not None else []
 
     def add(self, event: InferenceEvent) -> None:
         """Record the event's id and trace id, while there is room."""
@@ -135,15 +149,34 @@ class IdSample:
 
     def add_ids(self, event_id: str, trace_id: str | None) -> None:
         """Record one id pair, while there is room; a trace shared by a batch is kept once."""
-        if len(self.event_ids) < self.limit:
-            self.event_ids.append(event_id)
-        if trace_id is not None and len(self.trace_ids) < self.limit and trace_id not in self.trace_ids:
-            self.trace_ids.append(trace_id)
+        if self._event_ids is None:
+            self._event_ids = []
+        if len(self._event_ids) < self.limit:
+            self._event_ids.append(event_id)
+        if trace_id is None:
+            return
+        if self._trace_ids is None:
+            self._trace_ids = []
+        if len(self._trace_ids) < self.limit and trace_id not in self._trace_ids:
+            self._trace_ids.append(trace_id)
 
     def clear(self) -> None:
         """Forget the sample (a new window starts)."""
-        self.event_ids.clear()
-        self.trace_ids.clear()
+        self._event_ids = self._trace_ids = None
+
+
+def note_model(models: list[str], model: str | None, limit: int = 5) -> None:
+    """Remember ``model`` among a window's first ``limit`` distinct models (a small list: a
+    window tally per caller must stay small).
+
+    >>> models: list[str] = []
+    >>> for m in ("a", "b", "a", None):
+    ...     note_model(models, m)
+    >>> models
+    ['a', 'b']
+    """
+    if model is not None and len(models) < limit and model not in models:
+        models.append(model)
 
 
 def subject_of(event: InferenceEvent) -> str | None:
@@ -154,10 +187,11 @@ def subject_of(event: InferenceEvent) -> str | None:
     >>> subject_of(ev)
     'ip:10.0.0.1'
     """
+    # Interned: every detector keys its state by the same string, held once per caller.
     if event.principal is not None:
-        return f"principal:{event.principal}"
+        return sys.intern(f"principal:{event.principal}")
     if event.client_ip is not None:
-        return f"ip:{event.client_ip}"
+        return sys.intern(f"ip:{event.client_ip}")
     return None
 
 
@@ -199,7 +233,7 @@ def iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-@dataclass
+@dataclass(slots=True)
 class WindowBaseline:
     """A principal's usual per-window amount: an EWMA over the windows in which it was active.
 
@@ -351,7 +385,7 @@ def about_event(event: InferenceEvent) -> dict[str, Any]:
     }
 
 
-@dataclass
+@dataclass(slots=True)
 class _Held:
     pending: Finding | None = None
     open_until: float = float("-inf")

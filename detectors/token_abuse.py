@@ -52,6 +52,7 @@ from inferwatch.detectors.state import (
     about_event,
     flood_comparison,
     iso_utc,
+    note_model,
     ratio_severity,
     subject_of,
     window_finding,
@@ -87,7 +88,7 @@ def _positive(value: Any) -> bool:
     return value is True or (isinstance(value, int | float) and not isinstance(value, bool) and value > 0)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Tally:
     requests: int = 0
     tokens: int = 0
@@ -96,7 +97,7 @@ class _Tally:
     max_tokens_requests: int = 0
     largest_max_tokens: int = 0
     service: str = "unknown"
-    models: set[str] = field(default_factory=set)
+    models: list[str] = field(default_factory=list)
     ids: IdSample = field(default_factory=IdSample)
     harvest_ids: IdSample = field(default_factory=IdSample)
 
@@ -193,8 +194,7 @@ class TokenAbuseDetector:
         tally.requests += 1
         tally.tokens += tokens_in + tokens_out
         tally.estimated += estimated_in or estimated_out
-        if event.model is not None and len(tally.models) < MAX_MODELS_NOTED:
-            tally.models.add(event.model)
+        note_model(tally.models, event.model, MAX_MODELS_NOTED)
         # Only totals near min_tokens can be flagged: sample ids from half-way there.
         if 2 * tally.tokens >= self.min_tokens:
             tally.ids.add(event)
