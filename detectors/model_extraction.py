@@ -18,8 +18,8 @@ across windows), so that a slow extraction is caught as well as a fast one:
   from itself; ``off_share`` or more flags the caller (natural callers measured at most 9%,
   uniform random queries 34-95%). This catches random queries spread over the feature ranges,
   which PRADA's test does not. It needs other callers' traffic, and it is skipped for a model
-  in a window where at least 3 callers were checked and more than half were off: that is drift
-  of the model's inputs (``numeric_drift`` reports it), not one caller — counted in
+  in a window where at least 3 callers were checked and two or more of them, a quarter or more,
+  were off: that is drift of the model's inputs (``numeric_drift`` reports it), not one caller — counted in
   ``model_wide_shifts``, and the callers' earlier checks are dropped.
 * **templated prompt sweeps** — of the caller's last up to 64 prompts (``input.text``), the share
   that were near-duplicates (SimHash within ``simhash_bits`` of one of the last
@@ -83,6 +83,8 @@ from inferwatch.detectors.state import (
 MAX_MODELS: Final = 1000
 SAMPLE_IDS: Final = 10
 GUARD_MIN_CALLERS: Final = 3
+GUARD_SHARE: Final = 0.25
+"""Two or more callers, and at least this share of those checked, off at once: input drift."""
 SKETCH_DECAY: Final = 0.8
 """Counts in the tracking sketch weigh about the last five windows (1 / (1 - 0.8))."""
 
@@ -311,7 +313,8 @@ class ModelExtractionDetector:
                 if r.verdict.off_checked >= self.min_queries:
                     checked[r.model] = checked.get(r.model, 0) + 1
                     off[r.model] = off.get(r.model, 0) + r.verdict.off_flag
-        shifted = {m for m, n in checked.items() if n >= GUARD_MIN_CALLERS and 2 * off[m] > n}
+        shifted = {m for m, n in checked.items()
+                   if n >= GUARD_MIN_CALLERS and off[m] >= 2 and off[m] >= GUARD_SHARE * n}
         self.model_wide_shifts += len(shifted)
         for name in checked:
             model = self._models.get(name)

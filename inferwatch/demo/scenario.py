@@ -1,7 +1,8 @@
 """The demo run: server and agent, detector service, traffic phases, and the verdict.
 
 It exits non-zero when one of the expected incidents (input drift on the iris model, the
-flooding caller, the prompt-injecting caller) did not appear, so it doubles as an end-to-end
+flooding caller, the prompt-injecting caller, the caller extracting the model) did not
+appear, so it doubles as an end-to-end
 check of the spine.
 """
 
@@ -19,7 +20,7 @@ from inferwatch import render
 from inferwatch.agent import Agent, InferwatchMiddleware
 from inferwatch.collectors.settings import DEFAULT_HMAC_KEY, Settings
 from inferwatch.demo.server import BackgroundServer, IrisModel, build_app
-from inferwatch.demo.traffic import FLOOD_KEY, INJECTION_KEY, Phase, Traffic
+from inferwatch.demo.traffic import EXTRACTION_KEY, FLOOD_KEY, INJECTION_KEY, Phase, Traffic
 from inferwatch.detectors.incidents import Incident
 from inferwatch.detectors.service import DetectorService
 from inferwatch.detectors.store import IncidentQuery
@@ -32,6 +33,9 @@ DEMO_DETECT: dict[str, Any] = {
     "options": {
         "numeric_drift": {"reference_size": 400, "min_window": 100},
         "request_rate": {"min_requests": 30},
+        # Every demo caller connects from loopback: one address for all 23 principals is the
+        # demo's set-up, not key cycling.
+        "auth_abuse": {"max_principals_per_ip": 50},
     },
 }
 
@@ -74,6 +78,8 @@ def run_demo(
         "input drift": ("numeric_drift", "model:iris"),
         "flooding caller": ("request_rate", f"principal:{agent.pseudonymizer.pseudonym(FLOOD_KEY)}"),
         "prompt injection": ("prompt_injection", f"principal:{agent.pseudonymizer.pseudonym(INJECTION_KEY)}"),
+        "model extraction": ("model_extraction",
+                             f"principal:{agent.pseudonymizer.pseudonym(EXTRACTION_KEY)}"),
     }
     say(f"  callers: {FLOOD_KEY} is {expected['flooding caller'][1]}, "
         f"{INJECTION_KEY} is {expected['prompt injection'][1]}")
@@ -96,6 +102,8 @@ def run_demo(
                 ("normal traffic again", lambda: traffic.normal(2.0)),
                 (f"{FLOOD_KEY} floods the model", lambda: traffic.flood(2.5)),
                 (f"{INJECTION_KEY} tries prompt injections", traffic.injections),
+                (f"{EXTRACTION_KEY} queries at random and sweeps a template",
+                 lambda: traffic.extraction(4.0)),
             ]
             for title, run_phase in phases:
                 say(f"phase: {title}")
@@ -126,7 +134,7 @@ def run_demo(
         print(f"inferwatch demo: FAILED, expected incidents did not appear: {', '.join(missing)}",
               file=sys.stderr)
         return 1
-    say("demo: all three expected kinds of incident were filed")
+    say(f"demo: all {len(expected)} expected kinds of incident were filed")
     return 0
 
 

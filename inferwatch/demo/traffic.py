@@ -14,6 +14,10 @@ from inferwatch.demo.server import FEATURES
 NORMAL_KEYS = tuple(f"demo-key-{i:02d}" for i in range(20))
 FLOOD_KEY = "demo-key-scraper"
 INJECTION_KEY = "demo-key-mallory"
+EXTRACTION_KEY = "demo-key-thief"
+COUNTRIES = ("France", "Spain", "Italy", "Japan", "Kenya", "Peru", "Chile", "Norway", "Egypt", "India",
+             "Mexico", "Canada", "Poland", "Ghana", "Nepal", "Oman", "Cuba", "Fiji", "Laos", "Iran",
+             "Iraq", "Mali", "Chad", "Togo", "Niger")
 
 BENIGN_PROMPTS = (
     "What is the capital of Australia?",
@@ -120,6 +124,21 @@ class Traffic:
                 self.predict(NORMAL_KEYS[(i // 8) % len(NORMAL_KEYS)], phase)
             else:
                 self.predict(FLOOD_KEY, phase)
+        return phase
+
+    def extraction(self, seconds: float, per_second: float = 150.0) -> Phase:
+        """One caller sends uniformly random feature rows (to fit a copy of the model) and sweeps a
+        prompt template, while the others carry on."""
+        low, high = self.data.min(axis=0), self.data.max(axis=0)
+        phase = Phase("model extraction")
+        sweep = iter(COUNTRIES)
+        for i in paced(int(seconds * per_second), per_second):
+            if i % 3:
+                self.predict(NORMAL_KEYS[i % len(NORMAL_KEYS)], phase)
+            elif i % 6 == 0 and (country := next(sweep, None)) is not None:
+                self.chat(EXTRACTION_KEY, f"What is the capital of {country}? One word.", phase)
+            else:
+                self.predict(EXTRACTION_KEY, phase, lambda _: self.rng.uniform(low, high))
         return phase
 
     def injections(self, per_second: float = 40.0) -> Phase:

@@ -18,14 +18,17 @@ def test_demo_end_to_end(tmp_path):
                          text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "incident filed" in run.stdout
-    assert "all three expected kinds of incident were filed" in run.stdout
+    assert "all 4 expected kinds of incident were filed" in run.stdout
     listed = subprocess.run(
         [*_inferwatch(), "incidents", "list", "--store", str(tmp_path / "store.db"), "--json"],
         capture_output=True, text=True, timeout=60, check=True,
     )
     incidents = [json.loads(line) for line in listed.stdout.splitlines()]
     detectors = {i["detector"] for i in incidents}
-    assert {"numeric_drift", "request_rate", "prompt_injection"} <= detectors
+    assert {"numeric_drift", "request_rate", "prompt_injection", "model_extraction"} <= detectors
+    # Only the three attacking keys (flood, injections, extraction) are abuse subjects: none of
+    # the twenty ordinary callers, not even through the drift.
+    assert len({i["subject"] for i in incidents if i["kind"] == "abuse"}) == 3
     kinds = {i["kind"] for i in incidents}
     assert {"drift", "abuse"} <= kinds
     chat = [i for i in incidents if i["detector"] == "prompt_injection"]
