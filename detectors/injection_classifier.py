@@ -71,6 +71,16 @@ def prepare(text: str, max_chars: int) -> str:
     return normalise(text)
 
 
+def read_arrays(path: Path, missing: ValueError) -> dict[str, npt.NDArray[Any]]:
+    """The arrays of an ``.npz`` model file, read without unpickling; ``missing`` is raised when
+    there is no such file (naming the script that writes it)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except FileNotFoundError:
+        raise missing from None
+
+
 class InjectionClassifier:
     """Calibrated probability that a prompt is an injection or jailbreak attempt.
 
@@ -93,12 +103,8 @@ class InjectionClassifier:
     def load(cls, path: str | Path | None = None) -> InjectionClassifier:
         """Read a model file (default: the one shipped beside this module); never unpickles."""
         path = Path(path) if path is not None else DEFAULT_PATH
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-        except FileNotFoundError:
-            raise ModelFileError(f"no injection classifier model at {path}; run "
-                                 "benchmarks/train_injection_classifier.py to write one") from None
+        arrays = read_arrays(path, ModelFileError(f"no injection classifier model at {path}; run "
+                                                  "benchmarks/train_injection_classifier.py to write one"))
         return cls._from_arrays(arrays, path)
 
     @classmethod

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from inferwatch.detectors.injection_classifier import read_arrays
+
 Array = npt.NDArray[np.float32]
 HEAD_PATH = Path(__file__).resolve().parent / "data" / "semantic_head.npz"
 HEAD_FORMAT = "inferwatch.semantic_head/1"
@@ -239,12 +241,9 @@ class SemanticHead:
     def load(cls, path: str | Path | None = None) -> SemanticHead:
         """Read a head file (default: the one shipped beside this module); never unpickles."""
         path = Path(path) if path is not None else HEAD_PATH
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-        except FileNotFoundError:
-            raise HeadFileError(f"no semantic head at {path}; run benchmarks/train_injection_classifier.py "
-                                "--semantic --write to write one") from None
+        arrays = read_arrays(path, HeadFileError(
+            f"no semantic head at {path}; run benchmarks/train_injection_classifier.py --semantic --write "
+            "to write one"))
         try:
             if str(arrays["format"]) != HEAD_FORMAT:
                 raise HeadFileError(f"{path} has format {str(arrays['format'])!r}; this inferwatch reads "
