@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import zlib
 from array import array
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,17 +34,19 @@ import numpy.typing as npt
 
 from inferwatch.collectors.event import EventInput, InferenceEvent
 from inferwatch.detectors.prompt_injection import scan_text
-from inferwatch.detectors.state import BoundedState, subject_of
+from inferwatch.detectors.state import subject_of
 from inferwatch.detectors.token_abuse import CHARS_PER_TOKEN
 
 FloatArray = npt.NDArray[np.float64]
 
 # Columns of a caller's sums.
 (REQ, ERR, TRUNC, IN_CHARS, IN_MAX, OUT_CHARS, IN_TOK, OUT_TOK, INJ_SUM, SCANNED, TEXTS, HASHED,
- FIRST_TS) = range(13)
-_N = 13
-# Single precision: counts are exact to 16 million, sums keep 7 digits, and FIRST_TS is held as
-# seconds since the UTC midnight before the first event (to the second for half a year).
+ FIRST_TS, LAST_TS) = range(14)
+_N = 14
+# Single precision: counts are exact to 16 million, sums keep 7 digits, and FIRST_TS / LAST_TS are
+# held as seconds since the UTC midnight before the first event (to the second for half a year).
+# LAST_TS (when the caller was last seen, for the LRU/TTL) lives here rather than beside the key,
+# and survives a row's reset: a (time, row) tuple per caller would cost 80 bytes more.
 _ZERO_ROW = array("f", bytes(4 * _N))
 _BITMAP_WORDS = 2
 _BITMAP_BITS = 64 * _BITMAP_WORDS
@@ -161,7 +164,8 @@ class CallerRows:
         self.sample_from = sample_from
         self.evicted = 0
         self.expired = 0
-        self._index: BoundedState[str, int] = BoundedState(max_callers, ttl_s)
+        self.ttl_s = ttl_s
+        self._index: OrderedDict[str, int] = OrderedDict()  # least recently seen first
         self._free: list[int] = []
         self._subjects: list[str | None] = []
         self._services: list[str] = []
@@ -185,8 +189,9 @@ class CallerRows:
         ts = event.ts
         if self.base is None:
             self.base = math.floor(ts / 86_400.0) * 86_400.0
-        row = self._row(subject, ts)
+        row = self._row(subject)
         s, b = self._sums, row * _N
+        s[b + LAST_TS] = max(s[b + LAST_TS], ts - self.base)
         n = s[b + REQ] + 1.0
         s[b + REQ] = n
         if n == 1.0:
@@ -218,14 +223,16 @@ class CallerRows:
             self._sample(row, event, chars, error, injection)
         return True
 
-    def _row(self, subject: str, ts: float) -> int:
+    def _row(self, subject: str) -> int:
         index = self._index
-        if subject in index:
-            return index.get_or_create(subject, ts, int)  # marks it seen
-        if len(index) >= self.max_callers:  # evict here, not in BoundedState, to reuse the row
-            self._release(index.pop(next(index.keys())))
+        row = index.get(subject)
+        if row is not None:
+            index.move_to_end(subject)
+            return row
+        if len(index) >= self.max_callers:  # the least recently seen caller gives its row up
+            self._release(index.popitem(last=False)[1])
             self.evicted += 1
-        row = index.get_or_create(subject, ts, self._allocate)
+        row = index[subject] = self._allocate()
         self._subjects[row] = subject
         return row
 
@@ -242,18 +249,20 @@ class CallerRows:
     def _release(self, row: int | None) -> None:
         if row is not None:
             self.reset([row])
+            self._sums[row * _N + LAST_TS] = 0.0
             self._subjects[row] = None
             self._free.append(row)
 
     def expire(self, now: float) -> None:
         """Forget callers idle for longer than the TTL at event time ``now``."""
-        index, ttl = self._index, self._index.ttl_s
-        while ttl is not None and len(index):
-            key = next(index.keys())
-            seen = index.last_seen(key)
-            if seen is None or seen >= now - ttl:
+        index, ttl, base = self._index, self.ttl_s, self.base or 0.0
+        while index:
+            key = next(iter(index))
+            row = index[key]
+            if base + self._sums[row * _N + LAST_TS] >= now - ttl:
                 break
-            self._release(index.pop(key))
+            del index[key]
+            self._release(row)
             self.expired += 1
 
     def _name(self, name: str) -> str:
@@ -326,7 +335,9 @@ class CallerRows:
     def reset(self, rows: list[int]) -> None:
         """Start new rows for these callers (after they were judged, or went stale)."""
         for row in rows:
+            seen = self._sums[row * _N + LAST_TS]
             self._sums[row * _N:(row + 1) * _N] = _ZERO_ROW
+            self._sums[row * _N + LAST_TS] = seen
             self._bits[row * _BITMAP_WORDS:(row + 1) * _BITMAP_WORDS] = _ZERO_BITS
             self._model[row] = None
             self._more_models.pop(row, None)
