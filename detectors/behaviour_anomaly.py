@@ -64,7 +64,7 @@ Behaviour worth knowing:
   over those. The distinct-input count covers a row's first 128 requests. Scoring, explaining
   and fitting happen at window close, vectorised.
 
-State: per caller, 13 single-precision sums and a 128-bit bitmap (68 bytes) in flat arrays,
+State: per caller, 14 single-precision sums and a 128-bit bitmap (72 bytes) in flat arrays,
 keyed through a ``BoundedState`` of at most ``max_principals`` callers (least recently seen
 evicted first) that forgets callers idle for ``max_span_s``: about 230 bytes per caller in all,
 key excepted; a row that reaches ``min_requests // 2`` requests (or an injection-like text)
