@@ -39,7 +39,6 @@ AUTH_FAILURE_STATUSES = frozenset({401, 403, 429})
 """Statuses that mean the caller was refused: unauthenticated, forbidden, rate-limited."""
 PRINCIPALS_KEPT_FACTOR = 5
 """Distinct principals kept per address, as a multiple of ``max_principals_per_ip``."""
-MAX_MODELS_NOTED = 5
 
 
 @dataclass(slots=True)
@@ -142,7 +141,7 @@ class AuthAbuseDetector:
         tally.failures += 1
         status = event.status or 0
         tally.by_status[status] = tally.by_status.get(status, 0) + 1
-        note_model(tally.models, event.model, MAX_MODELS_NOTED)
+        note_model(tally.models, event.model)
         # Only subjects near min_failures can be flagged: sample refused requests from there on.
         if tally.failures > self.min_failures - MAX_SAMPLE_IDS:
             tally.ids.add(event)

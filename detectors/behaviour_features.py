@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from inferwatch.collectors.event import EventInput, InferenceEvent
 from inferwatch.detectors.prompt_injection import scan_text
-from inferwatch.detectors.state import subject_of
+from inferwatch.detectors.state import MAX_MODELS_NOTED, subject_of
 from inferwatch.detectors.token_abuse import CHARS_PER_TOKEN
 
 FloatArray = npt.NDArray[np.float64]
@@ -64,7 +64,6 @@ greeting answered with a paragraph reads as ordinary (it is), a short prompt ans
 thousands of tokens does not."""
 MIN_SPAN_S = 60.0
 """Shortest span a request rate is measured over."""
-MAX_MODELS_NOTED = 5
 MAX_NAMES = 1_000
 
 

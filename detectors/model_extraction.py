@@ -350,7 +350,7 @@ class ModelExtractionDetector:
         severity, score, headline, _ = signals[0]
         more = f" (+{len(signals) - 1} more)" if len(signals) > 1 else ""
         ids = _merged(act.ids if tabular else None, text[0].ids if text else None)
-        models = {r.model for r in tabular} | (text[0].models if text else set())
+        models = {r.model for r in tabular} | (set(text[0].models) if text else set())
         evidence: dict[str, Any] = {
             "signals": sorted({name for r in tabular for name in r.verdict.signals}
                               | ({"templated_prompts"} if text else set())),

@@ -35,7 +35,7 @@ from typing import Any, Final
 
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.sketches import hamming64, normalise_text, simhash64, text_tag
-from inferwatch.detectors.state import IdSample
+from inferwatch.detectors.state import IdSample, note_model
 
 RING: Final = 64
 """Prompts over which the sweep share is measured (the last 64 a caller sent)."""
@@ -47,7 +47,6 @@ lengths, so that a long fixed instruction with a short slot is a template too.""
 LONG_PROMPT_HALF: Final = 4096
 EXAMPLE_CHARS: Final = 40
 """Characters of a template's fixed start (and end) shown in evidence."""
-MAX_MODELS_NOTED: Final = 5
 SAMPLE_IDS: Final = 10
 
 
@@ -210,7 +209,7 @@ class SweepWindow:
     members: int = 0
     head: str | None = None
     tail: str | None = None
-    models: set[str] = field(default_factory=set)
+    models: list[str] = field(default_factory=list)
     ids: IdSample = field(default_factory=lambda: IdSample(limit=SAMPLE_IDS))
 
     def add(self, match: PromptMatch, event: InferenceEvent) -> None:
@@ -219,8 +218,7 @@ class SweepWindow:
         self.repeats += match.repeat
         self.near_duplicates += match.near_duplicate
         self.templated += match.templated
-        if event.model is not None and len(self.models) < MAX_MODELS_NOTED:
-            self.models.add(event.model)
+        note_model(self.models, event.model)
         if not match.member:
             return
         self.members += 1

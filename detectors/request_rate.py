@@ -54,8 +54,6 @@ from inferwatch.detectors.state import (
     window_finding,
 )
 
-MAX_MODELS_NOTED = 5
-
 
 @dataclass(slots=True)
 class _Tally:
@@ -135,7 +133,7 @@ class RequestRateDetector:
                 return []
             tally = self._window[subject] = _Tally(service=event.service)
         tally.count += 1
-        note_model(tally.models, event.model, MAX_MODELS_NOTED)
+        note_model(tally.models, event.model)
         # Only principals near min_requests can be flagged: sampling ids from there on keeps a
         # full sample for every flagged principal without holding ids for everyone else.
         if tally.count > self.min_requests - MAX_SAMPLE_IDS:

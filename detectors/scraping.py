@@ -79,6 +79,7 @@ from inferwatch.detectors.hyperloglog import HyperLogLog, add, estimate, fold, h
 from inferwatch.detectors.input_keys import input_key
 from inferwatch.detectors.sketches import DecayingCountSketch
 from inferwatch.detectors.state import (
+    MAX_MODELS_NOTED,
     BoundedState,
     FloodRule,
     IdSample,
@@ -109,7 +110,6 @@ RECURRENCE_DECAY = 0.9
 ENUMERATION_MIN_DISTINCT = 20
 ENUMERATION_PER_TEMPLATE = 10.0
 EXAMPLE_CHARS = 80
-MAX_MODELS_NOTED = 5
 
 
 @dataclass(slots=True)

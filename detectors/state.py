@@ -165,7 +165,11 @@ class IdSample:
         self._event_ids = self._trace_ids = None
 
 
-def note_model(models: list[str], model: str | None, limit: int = 5) -> None:
+MAX_MODELS_NOTED = 5
+"""Distinct models a window tally remembers per caller, for the evidence."""
+
+
+def note_model(models: list[str], model: str | None, limit: int = MAX_MODELS_NOTED) -> None:
     """Remember ``model`` among a window's first ``limit`` distinct models (a small list: a
     window tally per caller must stay small).
 

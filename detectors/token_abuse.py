@@ -60,7 +60,6 @@ from inferwatch.detectors.state import (
 
 CHARS_PER_TOKEN = 4
 """Characters per token assumed when the agent recorded characters but no token count."""
-MAX_MODELS_NOTED = 5
 
 
 def token_count(part: EventInput | EventOutput) -> tuple[int, bool]:
@@ -194,7 +193,7 @@ class TokenAbuseDetector:
         tally.requests += 1
         tally.tokens += tokens_in + tokens_out
         tally.estimated += estimated_in or estimated_out
-        note_model(tally.models, event.model, MAX_MODELS_NOTED)
+        note_model(tally.models, event.model)
         # Only totals near min_tokens can be flagged: sample ids from half-way there.
         if 2 * tally.tokens >= self.min_tokens:
             tally.ids.add(event)
