@@ -40,10 +40,10 @@ from typing import Any, ClassVar
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding
 from inferwatch.detectors.state import (
-    BoundedState,
     FloodRule,
     IdSample,
     Population,
+    StampedState,
     WindowBaseline,
     WindowBounds,
     flood_comparison,
@@ -109,7 +109,7 @@ class RequestRateDetector:
         """Requests not counted because a window already held ``max_principals`` keys."""
         self.unattributed = 0
         """Requests with neither a principal nor a client address."""
-        self._baselines: BoundedState[str, WindowBaseline] = BoundedState(max_principals, ttl_s)
+        self._baselines: StampedState[str, WindowBaseline] = StampedState(max_principals, ttl_s)
         self._window: dict[str, _Tally] = {}
         self._window_first: float | None = None
         self._bounds = WindowBounds()

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -22,6 +22,13 @@ from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding, Severity
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+def _check_bounds(max_keys: int, ttl_s: float | None) -> None:
+    if max_keys < 1:
+        raise ValueError(f"max_keys must be at least 1, got {max_keys}")
+    if ttl_s is not None and ttl_s <= 0:
+        raise ValueError(f"ttl_s must be positive (or None for no expiry), got {ttl_s}")
 
 
 class BoundedState(Generic[K, V]):
@@ -44,10 +51,7 @@ class BoundedState(Generic[K, V]):
     """
 
     def __init__(self, max_keys: int, ttl_s: float | None = None) -> None:
-        if max_keys < 1:
-            raise ValueError(f"max_keys must be at least 1, got {max_keys}")
-        if ttl_s is not None and ttl_s <= 0:
-            raise ValueError(f"ttl_s must be positive (or None for no expiry), got {ttl_s}")
+        _check_bounds(max_keys, ttl_s)
         self.max_keys = max_keys
         self.ttl_s = ttl_s
         self.evicted = 0
@@ -108,6 +112,88 @@ class BoundedState(Generic[K, V]):
         while self._items:
             key, (seen, _) = next(iter(self._items.items()))
             if seen >= cutoff:
+                break
+            del self._items[key]
+            dropped += 1
+        self.expired += dropped
+        return dropped
+
+
+class Stamped(Protocol):
+    """A state object that carries the event time its key was last seen (see ``StampedState``)."""
+
+    seen: float
+
+
+S = TypeVar("S", bound=Stamped)
+
+
+class StampedState(Generic[K, S]):
+    """``BoundedState`` for state objects that hold their own last-seen time in ``seen``.
+
+    Same bounds and counters, but no ``(time, state)`` tuple per key: for a small state object
+    kept for a million callers, the tuple and its float are most of what a caller costs.
+
+    >>> @dataclass(slots=True)
+    ... class Count:
+    ...     seen: float = 0.0
+    ...     n: int = 0
+    >>> s: StampedState[str, Count] = StampedState(max_keys=2, ttl_s=60.0)
+    >>> s.get_or_create("a", 0.0, Count).n, s.get_or_create("b", 10.0, Count).n
+    (0, 0)
+    >>> _ = s.get_or_create("c", 20.0, Count)
+    >>> sorted(s.keys()), s.evicted, s.expire(75.0), sorted(s.keys())
+    (['b', 'c'], 1, 1, ['c'])
+    """
+
+    def __init__(self, max_keys: int, ttl_s: float | None = None) -> None:
+        _check_bounds(max_keys, ttl_s)
+        self.max_keys = max_keys
+        self.ttl_s = ttl_s
+        self.evicted = 0
+        """Keys dropped because the map was full."""
+        self.expired = 0
+        """Keys dropped because they were idle for longer than ``ttl_s``."""
+        self._items: OrderedDict[K, S] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def keys(self) -> Iterator[K]:
+        """Keys from least to most recently seen."""
+        return iter(self._items)
+
+    def get(self, key: K) -> S | None:
+        """The state for ``key`` without touching it, or ``None``."""
+        return self._items.get(key)
+
+    def get_or_create(self, key: K, ts: float, factory: Callable[[], S]) -> S:
+        """The state for ``key``, created with ``factory()`` if absent; marks it seen at ``ts``."""
+        value = self._items.get(key)
+        if value is None:
+            value = self._items[key] = factory()
+            value.seen = ts
+            if len(self._items) > self.max_keys:
+                self._items.popitem(last=False)
+                self.evicted += 1
+            return value
+        if ts > value.seen:
+            value.seen = ts
+        self._items.move_to_end(key)
+        return value
+
+    def expire(self, now: float) -> int:
+        """Drop keys idle for more than ``ttl_s`` at event time ``now``; return how many."""
+        if self.ttl_s is None:
+            return 0
+        cutoff = now - self.ttl_s
+        dropped = 0
+        while self._items:
+            key, value = next(iter(self._items.items()))
+            if value.seen >= cutoff:
                 break
             del self._items[key]
             dropped += 1
@@ -248,6 +334,8 @@ class WindowBaseline:
 
     ewma: float = 0.0
     windows: int = 0
+    seen: float = 0.0
+    """Event time the principal was last judged (kept here so ``StampedState`` needs no tuple)."""
 
     def own(self, floor: float) -> float:
         """The baseline to compare against: the EWMA floored at ``floor``, the floor when new."""

@@ -43,10 +43,10 @@ from typing import Any, ClassVar
 from inferwatch.collectors.event import EventInput, EventOutput, InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding
 from inferwatch.detectors.state import (
-    BoundedState,
     FloodRule,
     IdSample,
     Population,
+    StampedState,
     WindowBaseline,
     WindowBounds,
     about_event,
@@ -160,7 +160,7 @@ class TokenAbuseDetector:
         """Requests not counted because a window already held ``max_principals`` keys."""
         self.unattributed = 0
         """Requests with neither a principal nor a client address (oversized ones still flagged)."""
-        self._baselines: BoundedState[str, WindowBaseline] = BoundedState(max_principals, ttl_s)
+        self._baselines: StampedState[str, WindowBaseline] = StampedState(max_principals, ttl_s)
         self._window: dict[str, _Tally] = {}
         self._window_first: float | None = None
         self._bounds = WindowBounds()
