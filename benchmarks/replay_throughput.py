@@ -89,10 +89,10 @@ def main() -> None:
         runs = [
             timed("decode only", decode_only(path)),
             timed("pipeline, no detectors", replay_with(path, [])),
-            timed("numeric_drift", replay_with(path, ["numeric_drift"])),
+            timed("drift", replay_with(path, ["drift"])),
             timed("request_rate", replay_with(path, ["request_rate"])),
             timed("prompt_injection", replay_with(path, ["prompt_injection"])),
-            timed("all three", replay_with(path, ["numeric_drift", "request_rate", "prompt_injection"])),
+            timed("all three", replay_with(path, ["drift", "request_rate", "prompt_injection"])),
         ]
     base = runs[1][1]
     print(f"{'run':<26}{'events/s':>12}{'vs no detectors':>18}")

@@ -85,11 +85,11 @@ class KafkaBus:
         return KafkaDeadLetters(self.settings, self.tuning)
 
     def ensure_topics(self) -> dict[str, int]:
-        """Create the events and dead-letter topics if missing; return each one's partition count.
+        """Create the events, dead-letter and drift-summaries topics if missing; return partition counts.
 
         Idempotent. An existing topic keeps its partitions (a warning says if they differ).
         """
-        topics = [self.settings.topic, self.settings.dead_letter_topic]
+        topics = [self.settings.topic, self.settings.dead_letter_topic, self.settings.summaries_topic]
         spec = {"num_partitions": self.settings.partitions,
                 "replication_factor": self.settings.replication_factor}
         with self._admin("could not create topics") as admin:
@@ -107,10 +107,10 @@ class KafkaBus:
         return counts
 
     def delete_topics(self) -> None:
-        """Delete the events and dead-letter topics (tests and teardown); missing ones are fine."""
+        """Delete the events, dead-letter and drift-summaries topics (tests, teardown); missing are fine."""
         with self._admin("could not delete topics") as admin:
-            admin.delete_topics([self.settings.topic, self.settings.dead_letter_topic],
-                                raise_errors=False)
+            admin.delete_topics([self.settings.topic, self.settings.dead_letter_topic,
+                                 self.settings.summaries_topic], raise_errors=False)
 
     def end_offsets(self, topic: str | None = None) -> dict[int, int]:
         """Per partition, the offset the next appended record will get."""
@@ -177,6 +177,19 @@ class KafkaEventProducer:
         for value, key in records:
             self._append(value, key, headers)
 
+    def send_to_every_partition(self, value: bytes) -> int:
+        """Buffer one copy of ``value`` for each partition of the topic; return how many.
+
+        For markers every consumer of the topic must read (the drift summaries' window markers).
+        """
+        client = self._connected()
+        with guard(self._servers, f"gave no partitions for {self._topic}"):
+            partitions = sorted(client.partitions_for(self._topic))
+        headers = [(SCHEMA_HEADER, SCHEMA.encode())]
+        for partition in partitions:
+            self._append(value, None, headers, partition)
+        return len(partitions)
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait until buffered records are acknowledged; BusUnavailable if any failed or timed out."""
         if self._client is None:
@@ -228,14 +241,15 @@ class KafkaEventProducer:
                 forbid_topic_auto_creation(self._client._metadata)
             return self._client
 
-    def _append(self, value: bytes, key: str | None, headers: list[tuple[str, bytes]]) -> Any:
+    def _append(self, value: bytes, key: str | None, headers: list[tuple[str, bytes]],
+                partition: int | None = None) -> Any:
         """Hand one record to kafka-python; returns its delivery future."""
         client = self._connected()
         with self._lock:  # pending before send(): the delivery callback may run before it returns
             self._pending += 1
             self._pending_bytes += len(value)
         try:
-            future = client.send(self._topic, value=value, headers=headers,
+            future = client.send(self._topic, value=value, headers=headers, partition=partition,
                                  key=None if key is None else key.encode("utf-8", "replace"))
             if future.failed():  # kafka-python returns, not raises, some errors (unknown topic)
                 raise future.exception

@@ -86,6 +86,8 @@ class BusSettings(_Section):
     path: Path = DEFAULT_HOME / "bus.db"
     topic: str = "inferwatch.events"
     dead_letter_topic: str = "inferwatch.events.dlq"
+    drift_summaries_topic: str | None = None
+    """Per-window drift summaries keyed by model (scale-out); ``None`` means ``<topic>.drift``."""
     # Kafka (used when kind is "kafka")
     bootstrap_servers: CommaList = Field(default_factory=lambda: ["127.0.0.1:9092"])
     client_id: str = "inferwatch"
@@ -100,6 +102,11 @@ class BusSettings(_Section):
     replication_factor: Annotated[int, Field(ge=1, le=32)] = 1
     compression: Literal["none", "gzip", "lz4", "snappy", "zstd"] = "gzip"
     linger_ms: Annotated[int, Field(ge=0, le=10_000)] = 20
+
+    @property
+    def summaries_topic(self) -> str:
+        """The drift summaries topic: ``drift_summaries_topic`` or ``<topic>.drift``."""
+        return self.drift_summaries_topic or f"{self.topic}.drift"
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> BusSettings:

@@ -1,4 +1,4 @@
-"""How incidents and events look in Elasticsearch: names, templates, documents, queries.
+"""How incidents, events and drift references look in Elasticsearch: names, templates, documents, queries.
 
 Pure data and functions, no I/O; :mod:`inferwatch.detectors.es_store` sends them. Each document
 carries the inferwatch record exactly as it was, in an object Elasticsearch stores but does not
@@ -34,6 +34,7 @@ from typing import Any
 
 from inferwatch.collectors.event import InferenceEvent, event_to_dict
 from inferwatch.detectors.base import SEVERITY_ORDER
+from inferwatch.detectors.drift.reference import ReferenceRecord
 from inferwatch.detectors.incidents import Incident
 from inferwatch.detectors.store import EventQuery, IncidentQuery
 
@@ -74,6 +75,11 @@ class IndexNames:
     def incidents_pattern(self) -> str:
         """What the incidents index template matches."""
         return f"{self.prefix}-incidents-*"
+
+    @property
+    def references(self) -> str:
+        """The drift references index (also the name of its index template): one document per model."""
+        return f"{self.prefix}-drift-references"
 
     def custom(self, template: str) -> str:
         """The optional component template operators may add for their own settings."""
@@ -138,6 +144,21 @@ INCIDENT_MAPPINGS: dict[str, Any] = {
 }
 
 
+# One document per model, ``_id`` = the model name. The summary (samples and counts of every
+# feature, tens of kilobytes to megabytes) is kept in the opaque record, never indexed.
+REFERENCE_MAPPINGS: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "@timestamp": _DATE,
+        "inferwatch": {"properties": {
+            "model": _KEYWORD, "model_version": _KEYWORD, "source": _KEYWORD, "origin": _KEYWORD,
+            "events": _LONG,
+            "reference": _OPAQUE,
+        }},
+    },
+}
+
+
 def events_template(names: IndexNames, retention: str, *, ilm: bool) -> dict[str, Any]:
     """The index template behind the events data stream.
 
@@ -156,6 +177,12 @@ def incidents_template(names: IndexNames) -> dict[str, Any]:
     """The index template for ``{prefix}-incidents-*``, so a rolled-over index maps alike."""
     return _index_template(names, names.incidents, [names.incidents_pattern],
                            {"mappings": INCIDENT_MAPPINGS}, data_stream=False)
+
+
+def references_template(names: IndexNames) -> dict[str, Any]:
+    """The index template for the drift references index."""
+    return _index_template(names, names.references, [names.references],
+                           {"mappings": REFERENCE_MAPPINGS}, data_stream=False)
 
 
 def _index_template(
@@ -272,6 +299,21 @@ def event_from_source(source: dict[str, Any]) -> InferenceEvent:
     return InferenceEvent.model_validate(source["inferwatch"]["event"])
 
 
+def reference_document(record: ReferenceRecord) -> dict[str, Any]:
+    """A drift reference, its record as it was under ``inferwatch.reference`` (stored, not indexed)."""
+    inferwatch: dict[str, Any] = {
+        "model": record.model, "source": record.source, "origin": record.origin, "events": record.events,
+        "reference": record.model_dump(mode="json"),
+    }
+    _put(inferwatch, ("model_version",), record.model_version)
+    return {"@timestamp": timestamp(record.created), "inferwatch": inferwatch}
+
+
+def reference_from_source(source: dict[str, Any]) -> ReferenceRecord:
+    """The drift reference stored in a document's ``_source``, exactly as it was written."""
+    return ReferenceRecord.model_validate(source["inferwatch"]["reference"])
+
+
 def _put(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     if value is None:
         return
@@ -302,6 +344,7 @@ def micros(when: datetime) -> int:
 
 INCIDENT_SORT = [{"inferwatch.last_seen_us": "desc"}, {"event.id": "asc"}]  # last_seen DESC, id
 EVENT_SORT = [{"inferwatch.time_us": "desc"}, {"event.id": "desc"}]  # ts DESC, id DESC
+REFERENCE_SORT = [{"inferwatch.model": "asc"}]  # ORDER BY model
 _MATCH_NONE: dict[str, Any] = {"match_none": {}}
 
 

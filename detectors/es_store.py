@@ -1,8 +1,9 @@
-"""The distributed store: incidents and events in Elasticsearch 8.
+"""The distributed store: incidents, events and drift references in Elasticsearch 8.
 
 Incidents live in ``{prefix}-incidents-000001`` behind the alias ``{prefix}-incidents``;
 events in the data stream ``{prefix}-events``, whose retention is the data stream lifecycle
-(or ILM, when asked for and the cluster has it). :meth:`ElasticsearchStore.setup` creates them
+(or ILM, when asked for and the cluster has it); drift references in ``{prefix}-drift-references``,
+one document per model. :meth:`ElasticsearchStore.setup` creates them
 and can run any number of times. Documents follow the Elastic Common Schema (see
 :mod:`inferwatch.detectors.es_mappings` and ``docs/elasticsearch.md``).
 
@@ -32,10 +33,12 @@ from elasticsearch.helpers import streaming_bulk
 
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.collectors.settings import SettingsError, StoreSettings
+from inferwatch.detectors.drift.reference import ReferenceRecord
 from inferwatch.detectors.es_mappings import (
     EVENT_SORT,
     INCIDENT_SORT,
     PAGE_SIZE,
+    REFERENCE_SORT,
     IndexNames,
     bool_filter,
     event_document,
@@ -47,6 +50,9 @@ from inferwatch.detectors.es_mappings import (
     incident_from_source,
     incident_query,
     incidents_template,
+    reference_document,
+    reference_from_source,
+    references_template,
 )
 from inferwatch.detectors.incidents import ACTIVE, ID_LENGTH, Incident
 from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
@@ -129,7 +135,8 @@ class ElasticsearchStore:
     # -- setup -------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Create or update the templates, the incidents index and alias, the events stream.
+        """Create or update the templates, the incidents index and alias, the events stream and
+        the drift references index.
 
         Raises :class:`ElasticsearchSetupError` when the cluster refuses (missing privileges,
         a clashing template) or when ``use_ilm`` is set and the cluster has no ILM.
@@ -145,6 +152,11 @@ class ElasticsearchStore:
         self._setup("put the incidents index template", indices.put_index_template,
                     name=names.incidents, **incidents_template(names))
         self._create_incidents_index()
+        self._setup("put the drift references index template", indices.put_index_template,
+                    name=names.references, **references_template(names))
+        if not self._call("look up the drift references index", indices.exists, index=names.references):
+            self._setup("create the drift references index", indices.create, index=names.references,
+                        exists_ok=True)
         quiet = self._es.options(ignore_status=404)
         streams = self._call("look up the events stream", quiet.indices.get_data_stream, name=names.events)
         if not streams.get("data_streams"):
@@ -200,7 +212,8 @@ class ElasticsearchStore:
                            expand_wildcards="all", ignore_unavailable=True)
         if found:
             self._call("delete the incidents indices", es.indices.delete, index=",".join(found))
-        for template in (names.events, names.incidents):
+        self._call("delete the drift references index", es.indices.delete, index=names.references)
+        for template in (names.events, names.incidents, names.references):
             self._call("delete a template", es.indices.delete_index_template, name=template)
         if self.settings.use_ilm:
             quiet = self._es.options(ignore_status=(400, 404, 405))
@@ -278,6 +291,32 @@ class ElasticsearchStore:
         """Events matching ``query``, newest first (then by id, descending)."""
         hits = self._search("search events", self.names.events, event_query(query), EVENT_SORT, query.limit)
         return [event_from_source(h["_source"]) for h in _unique(hits, query.limit)]
+
+    # -- drift references --------------------------------------------------------------------
+
+    def save_reference(self, record: ReferenceRecord) -> None:
+        """Keep ``record`` as its model's reference (``_id`` = model), replacing any; readable on return."""
+        self._call("save the drift reference", self._es.index, index=self.names.references,
+                   id=record.model, document=reference_document(record), refresh=True)
+
+    def load_reference(self, model: str) -> ReferenceRecord | None:
+        """The reference of ``model``, or ``None``."""
+        quiet = self._es.options(ignore_status=404)
+        found = self._call("read the drift reference", quiet.get, index=self.names.references, id=model)
+        return reference_from_source(found.body["_source"]) if found.body.get("found") else None
+
+    def list_references(self) -> list[ReferenceRecord]:
+        """Every model's reference, by model name."""
+        hits = self._search("list the drift references", self.names.references, {"match_all": {}},
+                            REFERENCE_SORT, -1)
+        return [reference_from_source(h["_source"]) for h in hits]
+
+    def delete_reference(self, model: str) -> bool:
+        """Forget the reference of ``model``; ``False`` when there was none."""
+        quiet = self._es.options(ignore_status=404)
+        done = self._call("delete the drift reference", quiet.delete, index=self.names.references,
+                          id=model, refresh=True)
+        return bool(done.body.get("result") == "deleted")
 
     # -- talking to Elasticsearch ------------------------------------------------------------
 

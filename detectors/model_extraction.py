@@ -19,7 +19,7 @@ across windows), so that a slow extraction is caught as well as a fast one:
   uniform random queries 34-95%). This catches random queries spread over the feature ranges,
   which PRADA's test does not. It needs other callers' traffic, and it is skipped for a model
   in a window where at least 3 callers were checked and two or more of them, a quarter or more,
-  were off: that is drift of the model's inputs (``numeric_drift`` reports it), not one caller — counted in
+  were off: that is drift of the model's inputs (``drift`` reports it), not one caller — counted in
   ``model_wide_shifts``, and the callers' earlier checks are dropped.
 * **templated prompt sweeps** — of the caller's last up to 64 prompts (``input.text``), the share
   that were near-duplicates (SimHash within ``simhash_bits`` of one of the last

@@ -17,12 +17,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from inferwatch.collectors.bus import BusRecord, BusUnavailable, DeadLetterSink, EventConsumer
 from inferwatch.collectors.event import InferenceEvent, MalformedEvent, decode_event
 from inferwatch.detectors.merge import PartitionMerger
 from inferwatch.detectors.pipeline import Batch, Pipeline
 from inferwatch.detectors.store import StoreUnavailable
+
+if TYPE_CHECKING:
+    from inferwatch.detectors.drift.summaries import SummaryCollector
 
 log = logging.getLogger(__name__)
 JOIN_WAIT_S = 120.0  # longest wait for a first partition assignment that is not counted as idle
@@ -51,8 +55,11 @@ class DetectorService:
         batch_size: int = 500,
         idle_close_s: float = 5.0,
         wall_clock: Callable[[], float] = time.time,
+        drift: SummaryCollector | None = None,
     ) -> None:
         self.consumer = consumer
+        self.drift = drift
+        """Scale-out drift: merges the processes' window summaries and judges them (drift/summaries.py)."""
         self.dead_letters = dead_letters
         self.pipeline = pipeline
         self.batch_size = batch_size
@@ -110,7 +117,18 @@ class DetectorService:
             self._detect_store_commit(released)
         if not records:
             self._maybe_close_idle_window()
+        if self.drift is not None:
+            self._judge_drift()
         return len(records)
+
+    def _judge_drift(self) -> None:
+        drift = self.drift
+        assert drift is not None
+        batch = Batch([], [])
+        self._retry("drift_poll", lambda: batch.findings.extend(drift.poll()))
+        if batch.findings:
+            self._retry("store", lambda: self._store(batch))
+        self._retry("drift_commit", drift.commit)
 
     def _hold(self, records: Sequence[BusRecord], now: float) -> None:
         for record in records:

@@ -1,4 +1,4 @@
-"""The embedded store: incidents and events in one SQLite file, with FTS5 text search."""
+"""The embedded store: incidents, events and drift references in one SQLite file, with FTS5 text search."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from inferwatch.collectors.event import InferenceEvent, decode_event, encode_event
 from inferwatch.collectors.sqlite_bus import connect
 from inferwatch.detectors.base import SEVERITY_ORDER
+from inferwatch.detectors.drift.reference import ReferenceRecord
 from inferwatch.detectors.incidents import ACTIVE, ID_LENGTH, Incident
 from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
 
@@ -43,11 +44,15 @@ CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_principal ON events(principal, ts);
 CREATE INDEX IF NOT EXISTS events_trace ON events(trace_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(id UNINDEXED, body);
+CREATE TABLE IF NOT EXISTS drift_references (
+    model TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
 """
 
 
 class SQLiteStore:
-    """Incidents and events in a SQLite file (``":memory:"`` for a throw-away store)."""
+    """Incidents, events and drift references in a SQLite file (``":memory:"`` for a throw-away store)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = path
@@ -128,6 +133,30 @@ class SQLiteStore:
         f.text("events_fts", query.text)
         sql, args = f.select("SELECT doc FROM events", "ts DESC, id DESC", query.limit)
         return [decode_event(bytes(r[0])) for r in self._conn.execute(sql, args).fetchall()]
+
+    # -- drift references --------------------------------------------------------------------
+
+    def save_reference(self, record: ReferenceRecord) -> None:
+        """Keep ``record`` as its model's reference, replacing any before it."""
+        with self._write():
+            self._conn.execute("INSERT OR REPLACE INTO drift_references VALUES (?, ?)",
+                               (record.model, record.model_dump_json()))
+
+    def load_reference(self, model: str) -> ReferenceRecord | None:
+        """The reference of ``model``, or ``None``."""
+        row = self._conn.execute("SELECT doc FROM drift_references WHERE model = ?", (model,)).fetchone()
+        return ReferenceRecord.model_validate_json(row[0]) if row else None
+
+    def list_references(self) -> list[ReferenceRecord]:
+        """Every model's reference, by model name."""
+        rows = self._conn.execute("SELECT doc FROM drift_references ORDER BY model").fetchall()
+        return [ReferenceRecord.model_validate_json(r[0]) for r in rows]
+
+    def delete_reference(self, model: str) -> bool:
+        """Forget the reference of ``model``; ``False`` when there was none."""
+        with self._write():
+            cur = self._conn.execute("DELETE FROM drift_references WHERE model = ?", (model,))
+        return cur.rowcount > 0
 
     def _write(self) -> _Transaction:
         return _Transaction(self._conn, self.path)

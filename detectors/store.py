@@ -1,4 +1,4 @@
-"""The store seam: where incidents and searchable events live.
+"""The store seam: where incidents, searchable events and drift references live.
 
 Two implementations sit behind these protocols: SQLite (embedded, with FTS5 text search) and
 Elasticsearch (distributed). Queries are plain dataclasses so that every ``inferwatch incidents``
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from inferwatch.collectors.event import InferenceEvent
 
 if TYPE_CHECKING:
+    from inferwatch.detectors.drift.reference import ReferenceRecord
     from inferwatch.detectors.incidents import Incident
 
 
@@ -78,5 +79,21 @@ class EventStore(Protocol):
         """Events matching ``query``, newest first."""
 
 
-class Store(IncidentStore, EventStore, Protocol):
-    """A store that keeps both incidents and events, as both implementations do."""
+class ReferenceStore(Protocol):
+    """Keeps each model's drift reference (one per model), so a restart compares with the same one."""
+
+    def save_reference(self, record: ReferenceRecord) -> None:
+        """Keep ``record`` as its model's reference, replacing any before it; readable on return."""
+
+    def load_reference(self, model: str) -> ReferenceRecord | None:
+        """The reference of ``model``, or ``None``."""
+
+    def list_references(self) -> list[ReferenceRecord]:
+        """Every model's reference, by model name."""
+
+    def delete_reference(self, model: str) -> bool:
+        """Forget the reference of ``model``; ``False`` when there was none."""
+
+
+class Store(IncidentStore, EventStore, ReferenceStore, Protocol):
+    """A store that keeps incidents, events and drift references, as both implementations do."""

@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _incidents_parser(sub, commands)
     _events_parser(sub, commands)
+    _baseline_parser(sub, commands)
     return parser
 
 
@@ -129,6 +130,40 @@ def _events_parser(sub: Any, commands: Any) -> None:
     _common(q)
     q.add_argument("--limit", type=int, default=20)
     q.set_defaults(handler=commands.dead_letters)
+
+
+def _baseline_parser(sub: Any, commands: Any) -> None:
+    from inferwatch.detectors.drift.reference import MAX_ROWS
+
+    p = sub.add_parser("baseline", help="set, show and clear the drift reference of a model")
+    bsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = bsub.add_parser("set", help="make a file of known-good rows or events the model's drift reference")
+    _common(q)
+    q.add_argument("file", type=Path, help="rows or events: .csv, .tsv, .jsonl/.ndjson or .parquet")
+    q.add_argument("--model", required=True, help="the model the reference is for")
+    q.add_argument("--model-version", metavar="V",
+                   help="the model version it describes (default: the one the file's events carry)")
+    q.add_argument("--max-rows", type=_positive_int, default=MAX_ROWS, metavar="N",
+                   help=f"read at most the first N rows (default {MAX_ROWS:,})")
+    q.set_defaults(handler=commands.baseline_set)
+    q = bsub.add_parser("show", help="every model's drift reference, or one model's with its features")
+    _common(q)
+    q.add_argument("--model", help="show this model's reference and its features")
+    q.set_defaults(handler=commands.baseline_show)
+    q = bsub.add_parser("clear", help="forget a model's drift reference")
+    _common(q)
+    q.add_argument("--model", required=True)
+    q.set_defaults(handler=commands.baseline_clear)
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value.replace("_", "").replace(",", ""))
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return number
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -7,11 +7,13 @@ import getpass
 import os
 import signal
 import sys
+from datetime import UTC, datetime
 from types import FrameType
 
 from inferwatch import render
 from inferwatch.collectors.event import event_to_dict
 from inferwatch.collectors.settings import Settings
+from inferwatch.detectors.drift.reference import ReferenceRecord
 from inferwatch.detectors.incidents import Incident, IncidentManager
 from inferwatch.detectors.replay import replay_file
 from inferwatch.detectors.sqlite_store import SQLiteStore
@@ -149,6 +151,89 @@ def dead_letters(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{topic}@{offset}: {reason}\n    {value[:200].decode('utf-8', 'replace')}")
     if not rows and not args.json:
         print("no dead letters")
+    return 0
+
+
+def baseline_set(args: argparse.Namespace, settings: Settings) -> int:
+    """Summarise a baseline file and keep it as the model's drift reference."""
+    from inferwatch.detectors.drift.reference import ReferenceFileError, file_reference
+
+    store = open_store(settings)  # first: an unreachable store should not wait for a long file
+    try:
+        record, notes = file_reference(args.file, args.model, created=datetime.now(UTC),
+                                       model_version=args.model_version, max_rows=args.max_rows)
+    except ReferenceFileError as exc:
+        print(f"inferwatch baseline: {exc}", file=sys.stderr)
+        return 2
+    replaced = store.load_reference(args.model)
+    store.save_reference(record)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        render.json_line(record.public_dict())
+        return 0
+    version = f" (version {record.model_version})" if record.model_version else ""
+    print(f"drift reference of model {record.model}{version} set from {args.file}: "
+          f"{record.events:,} rows, "
+          f"{len(record.features())} features")
+    if replaced is not None:
+        print(f"it replaces the {replaced.source} reference of {_when(replaced.created)} "
+              f"({replaced.events:,} events from {replaced.origin})")
+    return 0
+
+
+def baseline_show(args: argparse.Namespace, settings: Settings) -> int:
+    """List the drift references, or show one model's with its features."""
+    store = open_store(settings)
+    if args.model is None:
+        records = store.list_references()
+    else:
+        found = store.load_reference(args.model)
+        if found is None:
+            print(f"inferwatch: no drift reference for model {args.model!r} (see `inferwatch baseline show`)",
+                  file=sys.stderr)
+            return 1
+        records = [found]
+    if args.json:
+        for record in records:
+            render.json_line(record.public_dict())
+    elif args.model is None:
+        if not records:
+            print("no drift references (set one with `inferwatch baseline set --model M FILE`)")
+        rows = [[r.model, r.model_version or "-", r.source, f"{r.events:,}", str(len(r.features())),
+                 _when(r.created), r.origin] for r in records]
+        if rows:
+            render.table(rows, ["MODEL", "VERSION", "SOURCE", "EVENTS", "FEATURES", "CREATED", "ORIGIN"])
+    else:
+        _reference_detail(records[0])
+    return 0
+
+
+def _reference_detail(record: ReferenceRecord) -> None:
+    print(f"model:    {record.model}")
+    print(f"version:  {record.model_version or '-'}")
+    print(f"source:   {record.source} ({record.origin})")
+    print(f"created:  {_when(record.created)} UTC")
+    print(f"events:   {record.events:,}")
+    features = record.features()
+    print(f"features: {len(features)} (N: values in the reference's sample)\n")
+    render.table([[key, kind, f"{n:,}"] for key, kind, n in features], ["FEATURE", "TYPE", "N"])
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def baseline_clear(args: argparse.Namespace, settings: Settings) -> int:
+    """Forget a model's drift reference."""
+    if not open_store(settings).delete_reference(args.model):
+        print(f"inferwatch: no drift reference for model {args.model!r} (see `inferwatch baseline show`)",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        render.json_line({"model": args.model, "cleared": True})
+    else:
+        print(f"drift reference of model {args.model} cleared")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from inferwatch.collectors.bus import EventBus
 from inferwatch.collectors.settings import Settings
@@ -55,6 +56,10 @@ def build_detection(
 ) -> Detection:
     """Detectors, incident manager and pipeline configured from ``settings.detect``."""
     detectors = build_detectors(settings.detect.enabled, settings.detect.options)
+    for detector in detectors:  # detectors that persist state (drift references) keep it in the store
+        attach = getattr(detector, "attach_store", None)
+        if attach is not None:
+            attach(store)
     manager = IncidentManager(store, bucket_s=settings.detect.incident_bucket_s)
     pipeline = Pipeline(
         detectors,
@@ -72,10 +77,30 @@ def build_service(
     """The detector service reading the configured bus and writing the configured store."""
     bus = open_bus(settings)
     detection = build_detection(settings, open_store(settings), on_incident=on_incident)
+    consumer = bus.consumer(settings.detect.group)
     return DetectorService(
-        bus.consumer(settings.detect.group),
+        consumer,
         bus.dead_letters(),
         detection.pipeline,
         batch_size=settings.detect.batch_size,
         idle_close_s=settings.detect.idle_close_s,
+        drift=_drift_scale_out(settings, bus, consumer, detection.pipeline),
     )
+
+
+def _drift_scale_out(settings: Settings, bus: EventBus, consumer: Any, pipeline: Pipeline) -> Any:
+    """On Kafka, the drift detector publishes partial summaries and a collector judges them
+    (docs/detectors/drift.md, "Scale-out"); on the embedded bus there is one process: it judges."""
+    if settings.bus.kind != "kafka":
+        return None
+    from inferwatch.collectors.kafka_bus import KafkaBus
+    from inferwatch.detectors.drift.detector import DriftDetector
+    from inferwatch.detectors.drift.summaries import SummaryCollector, SummaryPublisher
+
+    drift = next((d for d in pipeline.detectors if isinstance(d, DriftDetector)), None)
+    if drift is None or not isinstance(bus, KafkaBus):
+        return None
+    topic = settings.bus.summaries_topic
+    drift.publish = SummaryPublisher(bus.producer(topic), consumer.assignment)
+    partitions = len(bus.end_offsets())
+    return SummaryCollector(bus.consumer(f"{settings.detect.group}.drift", topic), drift.judge, partitions)

@@ -13,6 +13,8 @@ MODULES = [
     "inferwatch.detectors.merge",
     "inferwatch.detectors.scan",
     "inferwatch.detectors.es_mappings",
+    "inferwatch.detectors.state",
+    "inferwatch.detectors.drift.sketch",
     "inferwatch.testing",
 ]
 

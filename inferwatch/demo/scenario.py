@@ -31,7 +31,7 @@ DEMO_DETECT: dict[str, Any] = {
     "window_s": 2.0,
     "idle_close_s": 1.0,
     "options": {
-        "numeric_drift": {"reference_size": 400, "min_window": 100},
+        "drift": {"reference_events": 600, "min_events": 100},
         "request_rate": {"min_requests": 30},
         # Every demo caller connects from loopback: one address for all 23 principals is the
         # demo's set-up, not key cycling.
@@ -75,7 +75,7 @@ def run_demo(
     bus = open_bus(settings)
     agent = Agent(settings.agent, bus.producer())
     expected = {
-        "input drift": ("numeric_drift", "model:iris"),
+        "input drift": ("drift", "model:iris"),
         "flooding caller": ("request_rate", f"principal:{agent.pseudonymizer.pseudonym(FLOOD_KEY)}"),
         "prompt injection": ("prompt_injection", f"principal:{agent.pseudonymizer.pseudonym(INJECTION_KEY)}"),
         "model extraction": ("model_extraction",

@@ -16,9 +16,9 @@ def scenario_events(seed: int = 1) -> list:
     for second in range(0, 30 * 60, 2):
         ts = START + second
         shift = 2.0 if second >= 15 * 60 else 0.0
-        for k in range(2):
+        for k in range(4):
             principal = f"p_normal{rng.randrange(20):02d}"
-            events.append(make_event(ts + k * 0.5, principal=principal, model="tabular",
+            events.append(make_event(ts + k * 0.25, principal=principal, model="tabular",
                                      features={"x": rng.gauss(shift, 1.0), "y": rng.gauss(0, 1)}))
     for i in range(300):
         events.append(make_event(START + 20 * 60 + i * 0.15, principal="p_flooder", model="tabular",

@@ -25,7 +25,7 @@ def test_demo_end_to_end(tmp_path):
     )
     incidents = [json.loads(line) for line in listed.stdout.splitlines()]
     detectors = {i["detector"] for i in incidents}
-    assert {"numeric_drift", "request_rate", "prompt_injection", "model_extraction"} <= detectors
+    assert {"drift", "request_rate", "prompt_injection", "model_extraction"} <= detectors
     # The demo is paced by the wall clock, so on a loaded machine its 2-second windows can bunch
     # an ordinary caller's requests; that no benign caller is flagged is pinned where event time
     # is fixed (tests/detectors/test_caller_scenarios.py), not here.

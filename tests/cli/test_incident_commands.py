@@ -81,7 +81,7 @@ def test_bad_settings_exit_2_naming_the_variable(capsys, monkeypatch, store):
 
 
 def test_unknown_detector_is_named(capsys, monkeypatch, events_file):
-    monkeypatch.setenv("INFERWATCH_DETECT__ENABLED", '["numeric_drift", "nope"]')
+    monkeypatch.setenv("INFERWATCH_DETECT__ENABLED", '["drift", "nope"]')
     assert main(["replay", str(events_file)]) == 2
     err = capsys.readouterr().err
     assert "unknown detector(s) nope" in err

@@ -15,7 +15,7 @@ def test_replay_files_the_expected_incidents_at_event_time(capsys, events_file):
     by_detector = {i["detector"]: i for i in incidents}
     assert by_detector["request_rate"]["subject"] == "principal:p_flooder"
     assert by_detector["prompt_injection"]["subject"] == "principal:p_mallory"
-    drift = by_detector["numeric_drift"]
+    drift = by_detector["drift"]
     assert drift["subject"] == "model:tabular"
     assert "x" in drift["title"]
     # Event times, not wall-clock times: the log is from 2026-01-01.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -90,12 +91,12 @@ def test_demo_runs_on_kafka_and_elasticsearch(deployment: Deployment, tmp_path: 
     assert "Elasticsearch" in run.stdout
     assert not (tmp_path / ".inferwatch").exists()  # nothing went to the embedded default
     incidents = deployment.incidents()
-    assert {"numeric_drift", "request_rate", "prompt_injection"} <= {i.detector for i in incidents}
+    assert {"drift", "request_rate", "prompt_injection"} <= {i.detector for i in incidents}
     # The documents are alerts in Elastic Common Schema, as Kibana and Elastic Security read them.
     client = build_client(deployment.store)
     hits = client.search(index=f"{deployment.store.index_prefix}-incidents", size=100)["hits"]["hits"]
     assert {h["_source"]["event"]["kind"] for h in hits} == {"alert"}
-    assert {h["_source"]["rule"]["name"] for h in hits} >= {"numeric_drift", "request_rate"}
+    assert {h["_source"]["rule"]["name"] for h in hits} >= {"drift", "request_rate"}
     assert {h["_source"]["service"]["name"] for h in hits} == {"demo-model-server"}
     # The events behind them are in the data stream, searchable from the command line.
     flood = next(i for i in incidents if i.detector == "request_rate")
@@ -193,3 +194,57 @@ def test_two_processes_in_one_group_file_the_same_incidents_as_one(deployment: D
     expected |= {("prompt_injection", f"principal:p_inject{j}") for j in range(4)}
     assert set(one) == expected
     assert two == one
+
+
+def _drift_events() -> list[Any]:
+    """Twelve minutes of one model from 80 callers: eight steady, then feature ``c`` moves by 1.5 sigma."""
+    rng = random.Random(7)
+    events = []
+    for minute in range(12):
+        for i in range(400):
+            c = rng.gauss(10.0, 2.0) + (3.0 if minute >= 8 else 0.0)
+            features = {"a": rng.gauss(0, 1), "c": c, "plan": rng.choice(["free", "pro", "team"])}
+            events.append(make_event(START + minute * 60 + i * 0.15, principal=f"p{i % 80:02d}", model="m",
+                                     features=features, duration_ms=40 + rng.expovariate(0.05)))
+    return events
+
+
+def _detect_drift(dep: Deployment, group: str, prefix: str, summaries: str) -> subprocess.Popen[str]:
+    env = dep.env(group, INFERWATCH_STORE__INDEX_PREFIX=prefix, INFERWATCH_DETECT__ENABLED='["drift"]',
+                  INFERWATCH_BUS__DRIFT_SUMMARIES_TOPIC=summaries)
+    return subprocess.Popen([INFERWATCH, "detect", "--exit-when-idle", "25"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_three_processes_reach_the_drift_verdict_of_one(deployment: Deployment) -> None:
+    """Model drift merges partial window summaries on the summaries topic: N = 1 and N = 3 agree."""
+    events = _drift_events()
+    one_prefix, three_prefix = unique_name("iw-d1"), unique_name("iw-d3")
+    deployment.extra_prefixes += [one_prefix, three_prefix]  # type: ignore[attr-defined]
+    summaries_three, summaries_one = unique_name("iw-sum3"), unique_name("iw-sum1")
+    group_three = unique_name("g-d3")
+    trio = [_detect_drift(deployment, group_three, three_prefix, summaries_three) for _ in range(3)]
+    _wait_for_members(deployment.bus.bootstrap_servers[0], group_three, 3)
+    _produce(deployment, events)
+    handled = [_records_handled(p) for p in trio]
+    assert sum(handled) == len(events), handled
+    assert all(n > 0 for n in handled), handled
+
+    single = _detect_drift(deployment, unique_name("g-d1"), one_prefix, summaries_one)
+    assert _records_handled(single) == len(events)
+    try:
+        def verdict(prefix: str) -> dict[str, Any]:
+            found = [i for i in deployment.incidents(prefix) if i.detector == "drift"]
+            return {i.subject: (i.count, i.first_seen, i.evidence["drifted"],
+                                {k: v["p_value"] for k, v in i.evidence["features"].items()})
+                    for i in found}
+
+        one, three = verdict(one_prefix), verdict(three_prefix)
+        assert set(one) == {"model:m"}
+        assert one["model:m"][2][0] == "input.c"
+        assert one["model:m"][1] == datetime.fromtimestamp(START + 9 * 60, UTC)  # the first shifted window
+        assert three == one
+    finally:
+        admin = KafkaAdminClient(bootstrap_servers=deployment.bus.bootstrap_servers[0])
+        admin.delete_topics([summaries_one, summaries_three])
+        admin.close()

@@ -323,7 +323,7 @@ def test_detector_killed_mid_stream_and_restarted_files_what_replay_files(
     finding digests must keep them from counting twice, and the event ids from storing twice.
     """
     # Only prompt_injection runs: its findings are per request. Windowed detectors (request_rate,
-    # numeric_drift) keep state in memory that a restart starts again (docs/architecture.md), so
+    # drift) keep state in memory that a restart starts again (docs/architecture.md), so
     # their incidents after a crash legitimately differ from an uninterrupted run's.
     topic, group = unique_name("iw-faults-kill"), unique_name("iw-faults-kill")
     bus_settings = BusSettings(kind="kafka", bootstrap_servers=[local_services.kafka_bootstrap],

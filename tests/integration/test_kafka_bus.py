@@ -37,7 +37,7 @@ def bus(local_services: LocalServices) -> Iterator[KafkaBus]:
     settings = BusSettings(kind="kafka", bootstrap_servers=[local_services.kafka_bootstrap],
                            topic=topic, dead_letter_topic=f"{topic}.dlq", linger_ms=5)
     kafka_bus = KafkaBus(settings)
-    assert kafka_bus.ensure_topics() == {topic: 4, f"{topic}.dlq": 4}
+    assert kafka_bus.ensure_topics() == {topic: 4, f"{topic}.dlq": 4, f"{topic}.drift": 4}
     yield kafka_bus
     kafka_bus.delete_topics()
 

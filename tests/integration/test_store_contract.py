@@ -17,6 +17,8 @@ import pytest
 from inferwatch.collectors.event import EventOutput
 from inferwatch.collectors.settings import StoreSettings
 from inferwatch.detectors.base import Finding
+from inferwatch.detectors.drift.reference import ReferenceRecord
+from inferwatch.detectors.drift.sketch import WindowSummary
 from inferwatch.detectors.es_store import ElasticsearchStore
 from inferwatch.detectors.incidents import Incident, IncidentManager
 from inferwatch.detectors.sqlite_store import SQLiteStore
@@ -294,3 +296,34 @@ def test_event_filters(store: Any) -> None:
 ])
 def test_event_text_search(searchable: Any, text: str, expected: list[str]) -> None:
     assert ids(searchable.search_events(EventQuery(text=text))) == expected
+
+
+def reference(model: str, **kw: Any) -> ReferenceRecord:
+    summary = WindowSummary(model, k=4)
+    for i, value in enumerate([0.1, 2.5e300, -7.0]):
+        summary.add_values(i + 1, {"input.x": value, "input.plan": "gold", "": "an empty feature name",
+                                   "a..b": i})  # names and numbers an index mapping would refuse
+    fields: dict[str, Any] = {"model": model, "source": "file", "created": T0 + US, "events": 3,
+                              "origin": "/data/baseline.csv", "summary": summary.to_dict()}
+    return ReferenceRecord(**(fields | kw))
+
+
+def test_drift_references(store: Any) -> None:
+    assert store.list_references() == []
+    assert store.load_reference("fraud") is None
+    assert store.delete_reference("fraud") is False
+    fraud, chat = reference("fraud", model_version="4"), reference("chat/v2 é", source="warmup",
+                                                                  origin="2026-05-01T00:00Z..01:00Z")
+    store.save_reference(fraud)
+    store.save_reference(chat)
+    assert store.load_reference("fraud") == fraud  # everything round-trips, the summary included
+    assert store.load_reference("fraud").created == T0 + US
+    assert store.list_references() == [chat, fraud]  # by model name
+    newer = reference("fraud", model_version="5", events=9, source="rolling")
+    store.save_reference(newer)  # one per model: a new one replaces the old
+    assert store.load_reference("fraud") == newer
+    assert store.list_references() == [chat, newer]
+    assert store.delete_reference("fraud") is True
+    assert store.delete_reference("fraud") is False
+    assert store.load_reference("fraud") is None
+    assert store.list_references() == [chat]

@@ -1,0 +1,496 @@
+"""The ``drift`` detector: every kind of input and output drift per model, streaming.
+
+Each window, every model's events are summarised (:class:`.sketch.WindowSummary`: exact counts
+plus a bottom-k sample of the events' feature values). The summary is judged against the
+model's reference by :class:`DriftJudge`; in a scale-out deployment the summaries of N detector
+processes are merged first (:mod:`.summaries`), and because the merge is exact, the verdict is
+the one a single process would reach.
+
+What is compared (feature keys in docs/detectors/drift.md):
+
+* every ``input.*``, ``text.*`` and ``output.*`` feature on its own, numeric or categorical,
+  with the test the catalogue (:mod:`.catalogue`) chooses for that data type and sample size,
+  and the share of tabular events missing each ``input.*`` feature;
+* the numeric inputs together (a domain classifier: can current rows be told from reference
+  rows? catches broken correlations with unchanged marginals) and the prompts' text (the same
+  on hashed character n-grams), when ``multivariate`` / ``text`` are on;
+* operations (mean latency, error share, tokens per request) as series of per-window values,
+  with a streaming change detector (:mod:`.change`); a change is an ``operational`` finding
+  filed under the detector name ``drift_ops``.
+
+A feature has drifted only when its p-value is significant after Holm (or Benjamini-Hochberg)
+correction across everything tested for the model in that window **and** its effect size
+passes the catalogue's floor: at a million events a p-value alone flags shifts nobody cares
+about, and the floor is what keeps big stationary traffic silent.
+
+References: a baseline set with ``inferwatch baseline set`` (persisted in the store, so it
+survives restarts), else the first ``reference_events`` events of the model (``warmup``,
+persisted once frozen), or with ``reference="rolling"`` the ``rolling_windows`` windows that
+ended ``lag_windows`` windows ago. With ``rebaseline_on_version`` a new dominant
+``model_version`` starts a new warm-up instead of raising a drift incident.
+
+A window with fewer than ``min_events`` events of a model is not judged; it is carried into the
+next window (up to ``max_carry_windows``), so a quiet model is judged less often, never on
+too few events.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, Protocol
+
+from inferwatch.collectors.event import InferenceEvent
+from inferwatch.detectors.base import Finding, Severity
+from inferwatch.detectors.drift import catalogue, change, domain, textstats
+from inferwatch.detectors.drift.sketch import WindowSummary, event_hash
+from inferwatch.detectors.state import BoundedState, iso_utc
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_MODEL = "unknown"
+OPS_DETECTOR = "drift_ops"
+SUMMARY_FEATURES = 3
+OPERATIONS = ("latency_ms", "error_share", "tokens_per_request")
+
+
+class ReferenceKeeper(Protocol):
+    """Where references are persisted (the incident store implements it)."""
+
+    def save_reference(self, record: Any) -> None: ...
+
+    def load_reference(self, model: str) -> Any: ...
+
+
+@dataclass
+class Reference:
+    """A model's reference summary and where it came from."""
+
+    summary: WindowSummary
+    source: Literal["file", "warmup", "rolling"]
+    created: datetime
+    version: str | None = None
+    origin: str = ""
+
+
+@dataclass
+class _ModelState:
+    reference: Reference | None = None
+    loaded: bool = False
+    warm: WindowSummary | None = None
+    pending: WindowSummary | None = None
+    carried: int = 0
+    history: deque[WindowSummary] = field(default_factory=deque)
+    changes: dict[str, change.ChangeDetector] = field(default_factory=dict)
+    unsaved: Reference | None = None
+
+
+def _metrics(summary: WindowSummary, min_requests: int) -> dict[str, float]:
+    if summary.events < min_requests:
+        return {}
+    out = {"latency_ms": summary.latency_total / summary.events,
+           "error_share": summary.errors / summary.events}
+    requests, tokens_in, tokens_out = summary.tokens
+    if requests >= min_requests:
+        out["tokens_per_request"] = (tokens_in + tokens_out) / requests
+    return out
+
+
+class DriftJudge:
+    """Judges one model's merged window summaries against its reference (no I/O but the keeper)."""
+
+    def __init__(self, detector: DriftDetector) -> None:
+        self.options = detector
+        self.keeper: ReferenceKeeper | None = None
+        self._models: BoundedState[str, _ModelState] = BoundedState(max_keys=detector.max_models)
+
+    def reference(self, model: str) -> Reference | None:
+        state = self._models.get(model)
+        return None if state is None else state.reference
+
+    def judge(self, end_ts: float, summaries: Mapping[str, WindowSummary]) -> list[Finding]:
+        """Findings for the window ending at ``end_ts`` from each model's (merged) summary."""
+        findings: list[Finding] = []
+        for model in sorted(summaries):
+            summary = summaries[model]
+            summary.end = end_ts
+            state = self._models.get_or_create(model, end_ts, _ModelState)
+            self._load(model, state)
+            findings.extend(self._operations(model, state, summary))
+            finding = self._data(model, state, summary)
+            if finding is not None:
+                findings.append(finding)
+            self._save(model, state)
+        return findings
+
+    # --- references -------------------------------------------------------------------------
+    def _load(self, model: str, state: _ModelState) -> None:
+        if state.loaded or self.keeper is None:
+            return
+        state.loaded = True
+        try:
+            record = self.keeper.load_reference(model)
+        except Exception as exc:  # the store being down must not stop detection
+            log.warning("drift: could not load the reference of model %s (%s); warming up", model, exc)
+            state.loaded = False
+            return
+        if record is not None:
+            state.reference = Reference(WindowSummary.from_dict(record.summary), record.source,
+                                        record.created, record.model_version, record.origin)
+
+    def _save(self, model: str, state: _ModelState) -> None:
+        ref = state.unsaved
+        if ref is None or self.keeper is None:
+            return
+        from inferwatch.detectors.drift.reference import ReferenceRecord
+
+        record = ReferenceRecord(model=model, model_version=ref.version, source=ref.source,
+                                 created=ref.created, events=ref.summary.events, origin=ref.origin,
+                                 summary=ref.summary.to_dict())
+        try:
+            self.keeper.save_reference(record)
+            state.unsaved = None
+        except Exception as exc:
+            log.warning("drift: could not save the reference of model %s (%s); retrying next window",
+                        model, exc)
+
+    def set_reference(self, model: str, reference: Reference) -> None:
+        """Use ``reference`` for ``model`` from now on (a baseline file, or a test)."""
+        state = self._models.get_or_create(model, reference.summary.end or 0.0, _ModelState)
+        state.reference, state.loaded, state.pending, state.carried = reference, True, None, 0
+
+    def _warm(self, model: str, state: _ModelState, summary: WindowSummary) -> None:
+        o = self.options
+        state.warm = summary if state.warm is None else state.warm.merge(summary)
+        if state.warm.events >= o.reference_events:
+            warm, state.warm = state.warm, None
+            end = warm.end or 0.0
+            state.reference = state.unsaved = Reference(
+                warm, "warmup", datetime.fromtimestamp(end, UTC), warm.dominant_version(),
+                f"{iso_utc(warm.start or end)} .. {iso_utc(end)}")
+
+    def _rolling(self, state: _ModelState, summary: WindowSummary) -> None:
+        o = self.options
+        state.history.append(summary)
+        while len(state.history) > o.rolling_windows + o.lag_windows:
+            state.history.popleft()
+        if len(state.history) < o.rolling_windows + o.lag_windows:
+            return
+        window = list(state.history)[: o.rolling_windows]
+        merged = WindowSummary(summary.model, service=summary.service, k=o.sample_size)
+        for old in window:
+            merged.merge(old)
+        end = window[-1].end or 0.0
+        state.reference = Reference(merged, "rolling", datetime.fromtimestamp(end, UTC),
+                                    merged.dominant_version(),
+                                    f"{iso_utc(window[0].start or end)} .. {iso_utc(end)}")
+
+    # --- data drift -------------------------------------------------------------------------
+    def _data(self, model: str, state: _ModelState, summary: WindowSummary) -> Finding | None:
+        o = self.options
+        if o.reference == "rolling" and (state.reference is None or state.reference.source == "rolling"):
+            before = state.reference
+            self._rolling(state, summary)
+            if before is None:
+                return None
+        if state.reference is None:
+            self._warm(model, state, summary)
+            return None
+        version = summary.dominant_version()
+        if (o.rebaseline_on_version and version is not None and state.reference.version is not None
+                and version != state.reference.version and state.reference.source != "rolling"):
+            log.info("drift: model %s moved to version %s (reference %s); warming up a new reference",
+                     model, version, state.reference.version)
+            state.reference, state.pending, state.carried = None, None, 0
+            self._warm(model, state, summary)
+            return None
+        state.pending = summary if state.pending is None else state.pending.merge(summary)
+        if state.pending.events < o.min_events and state.carried < o.max_carry_windows:
+            state.carried += 1
+            return None
+        current, state.pending, state.carried = state.pending, None, 0
+        return self._compare(model, state.reference, current)
+
+    def _compare(self, model: str, reference: Reference, current: WindowSummary) -> Finding | None:
+        o = self.options
+        verdicts: list[catalogue.FeatureVerdict] = []
+        ref_keys = reference.summary.keys()
+        cur_keys = current.keys()
+        for key, kind in sorted(ref_keys.items()):
+            if key.startswith("ops.") or cur_keys.get(key, kind) != kind:
+                continue
+            verdict = self._feature(key, kind, reference.summary, current)
+            if verdict is not None:
+                verdicts.append(verdict)
+            if key.startswith("input.") and reference.summary.tabular and current.tabular:
+                verdict = self._missing(key, reference.summary, current)
+                if verdict is not None:
+                    verdicts.append(verdict)
+        if o.multivariate:
+            verdicts.extend(self._rows(reference.summary, current, ref_keys))
+        if o.text:
+            verdicts.extend(self._texts(reference.summary, current))
+        if not verdicts:
+            return None
+        adjusted = catalogue.correct(verdicts, method=o.correction)
+        drifted = [(v, p) for v, p in zip(verdicts, adjusted, strict=True) if v.drifted(p, o.alpha)]
+        if not drifted:
+            return None
+        drifted.sort(key=lambda vp: (-vp[0].strength, vp[0].feature))
+        new_keys = sorted(k for k in cur_keys if k not in ref_keys and not k.startswith("ops."))
+        return self._finding(model, reference, current, drifted, len(verdicts), new_keys)
+
+    def _feature(self, key: str, kind: str, ref: WindowSummary,
+                 cur: WindowSummary) -> catalogue.FeatureVerdict | None:
+        if kind == "numeric":
+            ref_values, cur_values = ref.values(key), cur.values(key)
+            if not catalogue.enough("numeric", len(ref_values), len(cur_values)):
+                return None
+            return catalogue.judge_numeric(key, ref_values, cur_values)
+        ref_counts, cur_counts = ref.counts(key), cur.counts(key)
+        if not catalogue.enough("categorical", sum(ref_counts.values()), sum(cur_counts.values())):
+            return None
+        return catalogue.judge_categorical(key, ref_counts, cur_counts)
+
+    def _missing(self, key: str, ref: WindowSummary, cur: WindowSummary) -> catalogue.FeatureVerdict | None:
+        ref_present, ref_rows = ref.presence(key)
+        cur_present, cur_rows = cur.presence(key)
+        if ref_present == ref_rows and cur_present == cur_rows:
+            return None  # never missing: nothing to compare
+        ref_counts = {"present": ref_present, "missing": ref_rows - ref_present}
+        cur_counts = {"present": cur_present, "missing": cur_rows - cur_present}
+        if not catalogue.enough("categorical", ref_rows, cur_rows):
+            return None
+        return catalogue.judge_categorical(f"{key} (missing share)", ref_counts, cur_counts)
+
+    def _rows(self, ref: WindowSummary, cur: WindowSummary,
+              ref_keys: Mapping[str, str]) -> list[catalogue.FeatureVerdict]:
+        keys = sorted(k for k, kind in ref_keys.items() if k.startswith("input.") and kind == "numeric")
+        if len(keys) < 2:
+            return []
+        ref_rows, cur_rows = ref.matrix(keys), cur.matrix(keys)
+        if not catalogue.enough("multivariate", len(ref_rows), len(cur_rows)):
+            return []
+        floor = catalogue.policy("multivariate", len(ref_rows), len(cur_rows)).floor
+        result = domain.domain_auc(ref_rows, cur_rows, feature_names=keys, seed=self.options.seed,
+                                   rank_above=floor)
+        return [] if result is None else [catalogue.judge_domain("inputs (together)", result, "multivariate")]
+
+    def _texts(self, ref: WindowSummary, cur: WindowSummary) -> list[catalogue.FeatureVerdict]:
+        ref_rows, cur_rows = ref.ngram_rows(), cur.ngram_rows()
+        if not catalogue.enough("text", len(ref_rows), len(cur_rows)):
+            return []
+        result = domain.text_domain_auc(ref_rows, cur_rows, seed=self.options.seed)
+        return [] if result is None else [catalogue.judge_domain("text (n-grams)", result, "text")]
+
+    def _finding(self, model: str, reference: Reference, current: WindowSummary,
+                 drifted: list[tuple[catalogue.FeatureVerdict, float]], tested: int,
+                 new_keys: list[str]) -> Finding:
+        o = self.options
+        names = [v.feature for v, _ in drifted]
+        shown = "; ".join(_describe(v, p) for v, p in drifted[:SUMMARY_FEATURES])
+        more = len(drifted) - SUMMARY_FEATURES
+        plural = "s" if len(drifted) > 1 else ""
+        top, _ = drifted[0]
+        strength = top.strength
+        event_ids, trace_ids = current.event_ids()
+        end = current.end or 0.0
+        return Finding(
+            detector=o.name,
+            kind="drift",
+            severity=_severity(strength, len(drifted)),
+            score=round(min(1.0, strength / (strength + 1.0)), 4),
+            title=f"Drift on model {model}: {len(drifted)} feature{plural} shifted "
+            f"({', '.join(names[:SUMMARY_FEATURES])})",
+            summary=f"Against its {reference.source} reference of {reference.summary.events} events: "
+            + shown + (f"; and {more} more" if more > 0 else ""),
+            subject=f"model:{model}",
+            time=datetime.fromtimestamp(end, UTC),
+            service=current.service,
+            model=model,
+            evidence={
+                "window_start": iso_utc(current.start or end),
+                "window_end": iso_utc(end),
+                "events": current.events,
+                "sampled": len(current.sample.raw()),
+                "tested": tested,
+                "drifted": names,
+                "new_features": new_keys,
+                "thresholds": {"alpha": o.alpha, "correction": o.correction,
+                               "effect_floors": "by type and sample size, docs/detectors/drift-tests.md"},
+                "reference": {"source": reference.source, "events": reference.summary.events,
+                              "created": reference.created.isoformat(), "version": reference.version,
+                              "origin": reference.origin},
+                "features": {v.feature: {**v.evidence(), "p_adjusted": p}
+                             for v, p in drifted[: o.max_evidence_features]},
+            },
+            event_ids=event_ids,
+            trace_ids=trace_ids,
+        )
+
+    # --- operations -------------------------------------------------------------------------
+    def _operations(self, model: str, state: _ModelState, summary: WindowSummary) -> list[Finding]:
+        o = self.options
+        if not o.operations:
+            return []
+        findings = []
+        for metric, value in _metrics(summary, o.min_ops_requests).items():
+            detector = state.changes.get(metric)
+            if detector is None:
+                detector = state.changes[metric] = change.build(o.change_detector)
+            found = detector.update(value)
+            if found is not None:
+                findings.append(self._ops_finding(model, summary, metric, value, found))
+        return findings
+
+    def _ops_finding(self, model: str, summary: WindowSummary, metric: str, value: float,
+                     found: change.Change) -> Finding:
+        end = summary.end or 0.0
+        label = {"latency_ms": "mean latency (ms)", "error_share": "error share",
+                 "tokens_per_request": "tokens per request"}[metric]
+        event_ids, trace_ids = summary.event_ids()
+        return Finding(
+            detector=OPS_DETECTOR,
+            kind="operational",
+            severity="medium" if metric == "error_share" and found.direction == "up" else "low",
+            score=round(min(1.0, found.statistic / (found.statistic + found.threshold)), 4),
+            title=f"{label.capitalize()} of model {model} changed {found.direction}: "
+            f"{found.mean_before:.4g} -> {found.mean_after:.4g}",
+            summary=f"{self.options.change_detector} saw the {label} of model {model} move {found.direction} "
+            f"from {found.mean_before:.4g} to {found.mean_after:.4g} per window "
+            f"(statistic {found.statistic:.3g} > threshold {found.threshold:.3g}); this window {value:.4g} "
+            f"over {summary.events} requests",
+            subject=f"model:{model}",
+            time=datetime.fromtimestamp(end, UTC),
+            service=summary.service,
+            model=model,
+            evidence={"metric": metric, "window_value": value, "requests": summary.events,
+                      "window_end": iso_utc(end), **found.evidence()},
+            event_ids=event_ids,
+            trace_ids=trace_ids,
+        )
+
+
+class DriftDetector:
+    """Input, output, text and operations drift per model (see the module docstring).
+
+    Options (keyword only): ``reference`` "warmup" or "rolling" (a baseline set with ``inferwatch
+    baseline set`` always wins); ``reference_events`` (1000); ``rolling_windows`` (60) and
+    ``lag_windows`` (60); ``min_events`` per judged window (200) and ``max_carry_windows`` (10);
+    ``alpha`` (0.01) and ``correction`` "holm" or "bh"; ``multivariate`` (True), ``text`` (True),
+    ``operations`` (True) with ``change_detector`` "page_hinkley", "cusum" or "adwin" and
+    ``min_ops_requests`` (20); ``rebaseline_on_version`` (False); ``sample_size`` (2000);
+    ``max_models`` (1000); ``max_evidence_features`` (10); ``seed`` (0).
+    """
+
+    name: ClassVar[str] = "drift"
+
+    def __init__(
+        self,
+        *,
+        reference: str = "warmup",
+        reference_events: int = 1000,
+        rolling_windows: int = 60,
+        lag_windows: int = 60,
+        min_events: int = 200,
+        max_carry_windows: int = 10,
+        alpha: float = 0.01,
+        correction: str = "holm",
+        multivariate: bool = True,
+        text: bool = True,
+        operations: bool = True,
+        change_detector: str = "page_hinkley",
+        min_ops_requests: int = 20,
+        rebaseline_on_version: bool = False,
+        sample_size: int = 2000,
+        max_models: int = 1000,
+        max_evidence_features: int = 10,
+        seed: int = 0,
+    ) -> None:
+        if reference not in ("warmup", "rolling"):
+            raise ValueError(f"reference must be 'warmup' or 'rolling', got {reference!r}")
+        if correction not in ("holm", "bh"):
+            raise ValueError(f"correction must be 'holm' or 'bh', got {correction!r}")
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        minimums = {"reference_events": (reference_events, 50), "min_events": (min_events, 20),
+                    "rolling_windows": (rolling_windows, 1), "lag_windows": (lag_windows, 0),
+                    "max_carry_windows": (max_carry_windows, 0), "min_ops_requests": (min_ops_requests, 1),
+                    "sample_size": (sample_size, 100), "max_models": (max_models, 1),
+                    "max_evidence_features": (max_evidence_features, 1)}
+        for option, (value, least) in minimums.items():
+            if value < least:
+                raise ValueError(f"{option} must be at least {least}, got {value}")
+        change.build(change_detector)  # raises ValueError naming a bad choice
+        self.reference = reference
+        self.reference_events = reference_events
+        self.rolling_windows = rolling_windows
+        self.lag_windows = lag_windows
+        self.min_events = min_events
+        self.max_carry_windows = max_carry_windows
+        self.alpha = alpha
+        self.correction = correction
+        self.multivariate = multivariate
+        self.text = text
+        self.operations = operations
+        self.change_detector = change_detector
+        self.min_ops_requests = min_ops_requests
+        self.rebaseline_on_version = rebaseline_on_version
+        self.sample_size = sample_size
+        self.max_models = max_models
+        self.max_evidence_features = max_evidence_features
+        self.seed = seed
+        self.judge = DriftJudge(self)
+        self.publish: Any = None
+        """Set by the service in scale-out mode: ``publish(end_ts, summaries)`` sends the partial
+        summaries to the summaries topic instead of judging them here."""
+        self._open: dict[str, WindowSummary] = {}
+        self._first: float | None = None
+
+    def attach_store(self, keeper: ReferenceKeeper) -> None:
+        """Persist references in ``keeper`` (the incident store) and load them from it."""
+        self.judge.keeper = keeper
+
+    def observe(self, event: InferenceEvent) -> list[Finding]:
+        """Fold the event into its model's summary of the open window."""
+        model = event.model or UNKNOWN_MODEL
+        summary = self._open.get(model)
+        if summary is None:
+            if len(self._open) >= self.max_models:
+                return []
+            summary = self._open[model] = WindowSummary(model, service=event.service, k=self.sample_size)
+        summary.add(event, h=event_hash(event.id))
+        return []
+
+    def take_window(self, end_ts: float) -> dict[str, WindowSummary]:
+        """The open window's summaries (now closed), for judging here or publishing."""
+        summaries, self._open = self._open, {}
+        for summary in summaries.values():
+            summary.end = end_ts
+            summary.seal(textstats.script_and_language, textstats.ngram_hashes if self.text else None)
+        return summaries
+
+    def close_window(self, end: datetime) -> list[Finding]:
+        """Judge the window's summaries (or hand them to ``publish`` in scale-out mode)."""
+        end_ts = end.timestamp()
+        summaries = self.take_window(end_ts)
+        if self.publish is not None:
+            self.publish(end_ts, summaries)
+            return []
+        return self.judge.judge(end_ts, summaries)
+
+
+def _describe(verdict: catalogue.FeatureVerdict, p_adjusted: float) -> str:
+    return f"{verdict.describe()} (p_adj {p_adjusted:.1e})"
+
+
+def _severity(strength: float, drifted: int) -> Severity:
+    # strength: the top effect as a multiple of its floor.
+    if strength >= 4.0 or (strength >= 2.0 and drifted >= 3):
+        return "high"
+    if strength >= 2.0 or drifted >= 3:
+        return "medium"
+    return "low"

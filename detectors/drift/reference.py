@@ -1,0 +1,417 @@
+"""Drift references: what a model's traffic is compared with, where it comes from, how it is kept.
+
+A reference is a :class:`~inferwatch.detectors.drift.sketch.WindowSummary` of data known to be
+good, one per model, kept in the store as a :class:`ReferenceRecord` so that a restarted detector
+compares with the same thing. It comes from one of three sources:
+
+- ``file``: a baseline file, ``inferwatch baseline set --model M FILE`` (:func:`file_reference`);
+- ``warmup``: the first windows the detector sees of a model;
+- ``rolling``: a lagged rolling window.
+
+Baseline files (:func:`read_rows`), chosen by suffix:
+
+- ``.csv`` / ``.tsv``: a header row names the features. A cell that reads as a number is a
+  number (an ``int`` when it has no fraction or exponent), ``true``/``false`` (any case) is a
+  boolean, an empty cell or ``nan`` is missing, anything else is a string (a category).
+- ``.jsonl`` / ``.ndjson``: one JSON object a line, either a row (feature name -> number, string,
+  boolean or null) or an ``inferwatch.event/1`` event (a line with a ``schema`` key, or with a
+  ``time`` and an ``input`` or ``output`` object), so a captured event log can be the baseline.
+  A file holds rows or events, not both.
+- ``.parquet``: columns of numbers, booleans or strings; needs pyarrow
+  (``pip install 'inferwatch[parquet]'``).
+
+Only the first ``max_rows`` rows are read (default 1,000,000; ``ReferenceFile.truncated`` says when
+there were more): the summary keeps a bounded sample whatever the count, so more rows would cost
+time and add nothing a drift test can see. A file that cannot be read raises
+:class:`ReferenceFileError` naming the file, the line (or Parquet row) and what is wrong.
+
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "base.csv"
+>>> _ = path.write_text("amount,country,member\\n12.5,GB,true\\n,FR,false\\n")
+>>> list(read_rows(path))
+[{'amount': 12.5, 'country': 'GB', 'member': True}, {'amount': None, 'country': 'FR', 'member': False}]
+"""
+
+from __future__ import annotations
+
+import csv
+import decimal
+import importlib
+import itertools
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Generator, Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from inferwatch.collectors.event import InferenceEvent, MalformedEvent, Scalar, decode_event
+
+MAX_ROWS: Final = 1_000_000
+ReferenceSource = Literal["file", "warmup", "rolling"]
+Row = dict[str, Scalar]
+ReferenceItem = InferenceEvent | Row  # what a baseline file yields: a row, or an event of a log
+_SUFFIXES: Final = {
+    ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
+}
+_INT = re.compile(r"[+-]?\d+")
+_BATCH_ROWS: Final = 8192
+
+
+class ReferenceFileError(ValueError):
+    """A baseline file that cannot be used; the message names the file, where, and what to fix."""
+
+
+class ReferenceRecord(BaseModel):
+    """One model's drift reference as the store keeps it (one per model: a new one replaces it).
+
+    ``summary`` is the reference's ``WindowSummary.to_dict()``, JSON the store keeps as it is
+    without looking inside; ``origin`` says where it came from (a file, or a window's range).
+    """
+
+    model: str = Field(min_length=1)
+    model_version: str | None = None
+    source: ReferenceSource
+    created: datetime
+    events: int = Field(ge=0)
+    origin: str
+    summary: dict[str, Any]
+
+    @field_validator("created")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("created must carry a UTC offset")
+        return value.astimezone(UTC)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data for people, with feature counts instead of the summary."""
+        data = self.model_dump(mode="json", exclude={"summary"})
+        data["features"] = {key: {"type": kind, "n": n} for key, kind, n in self.features()}
+        return data
+
+    def features(self) -> list[tuple[str, str, int]]:
+        """``(feature key, "numeric" | "categorical", values in the sample)`` for each feature, by key."""
+        from inferwatch.detectors.drift.sketch import WindowSummary
+
+        summary = WindowSummary.from_dict(self.summary)
+        counts = Counter(key for row in summary.rows() for key in row)
+        return [(key, kind, counts[key]) for key, kind in sorted(summary.keys().items())]
+
+
+class ReferenceFile(Iterator[ReferenceItem]):
+    """The rows or events of a baseline file, read lazily; see the module docstring.
+
+    ``rows`` counts what has been yielded so far; ``truncated`` turns true when the file had
+    more than ``max_rows`` (the rest is not read).
+    """
+
+    def __init__(self, path: Path | str, *, max_rows: int = MAX_ROWS) -> None:
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+        self.path = Path(path)
+        self.max_rows = max_rows
+        self.rows = 0
+        self.truncated = False
+        kind = _SUFFIXES.get(self.path.suffix.lower())
+        if kind is None:
+            raise ReferenceFileError(
+                f"{self.path}: unknown baseline file type {self.path.suffix or '(no suffix)'!r}; "
+                f"use one of {', '.join(_SUFFIXES)}")
+        if not self.path.is_file():
+            raise ReferenceFileError(f"{self.path}: no such file")
+        self._items = self._limited(_READERS[kind](self.path))
+
+    def __iter__(self) -> ReferenceFile:
+        return self
+
+    def __next__(self) -> ReferenceItem:
+        return next(self._items)
+
+    def close(self) -> None:
+        """Stop reading and close the file."""
+        self._items.close()
+
+    def __enter__(self) -> ReferenceFile:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _limited(self, items: Iterator[ReferenceItem]) -> Generator[ReferenceItem, None, None]:
+        for item in items:
+            if self.rows == self.max_rows:
+                self.truncated = True
+                return
+            self.rows += 1
+            yield item
+
+
+def read_rows(path: Path | str, *, max_rows: int = MAX_ROWS) -> ReferenceFile:
+    """The rows (``dict`` of feature -> scalar) or events (:class:`InferenceEvent`) of a baseline file.
+
+    Raises :class:`ReferenceFileError` (a ``ValueError``) for an unknown suffix or a missing file
+    at once, and for a bad line or row when iteration reaches it.
+    """
+    return ReferenceFile(path, max_rows=max_rows)
+
+
+# -- building a reference from a file ---------------------------------------------------------
+
+
+def file_reference(
+    path: Path | str,
+    model: str,
+    *,
+    created: datetime,
+    model_version: str | None = None,
+    max_rows: int = MAX_ROWS,
+    text_features: Callable[[str], tuple[str, str]] | None = None,
+    ngrams: Callable[[str], list[int]] | None = None,
+) -> tuple[ReferenceRecord, list[str]]:
+    """Summarise a baseline file into ``model``'s reference; also the notes worth telling the user.
+
+    Rows go through ``sketch.summarise_rows``; events are added to the summary as the detector
+    adds live traffic, with the text measures of :mod:`.textstats` unless ``text_features`` and
+    ``ngrams`` say otherwise, skipping events of other models (an event with no model counts as
+    ``model``'s). Without ``model_version``, the one version the events carry (if one) is taken.
+    """
+    from inferwatch.detectors.drift import textstats
+    from inferwatch.detectors.drift.sketch import WindowSummary, summarise_rows
+
+    text_features = text_features or textstats.script_and_language
+    ngrams = ngrams or textstats.ngram_hashes
+
+    notes: list[str] = []
+    others: Counter[str] = Counter()
+    source = read_rows(path, max_rows=max_rows)
+    with source:
+        first = next(source, None)
+        if first is None:
+            raise ReferenceFileError(f"{source.path}: no rows")
+        if isinstance(first, InferenceEvent):
+            summary = WindowSummary(model)
+            for event in itertools.chain([first], source):
+                if not isinstance(event, InferenceEvent):  # the reader refuses a mix; this is for mypy
+                    raise ReferenceFileError(f"{source.path}: rows and events mixed")
+                if event.model is not None and event.model != model:
+                    others[event.model] += 1
+                else:
+                    summary.add(event)
+            summary.seal(text_features, ngrams)
+        else:
+            summary = summarise_rows(itertools.chain([first], _rows_only(source)), model)
+    if summary.events == 0:
+        raise ReferenceFileError(f"{source.path}: no events of model {model!r} (it has {_top(others)})")
+    if others:
+        notes.append(f"skipped {others.total():,} events of other models: {_top(others)}")
+    origin = str(source.path.resolve())
+    if source.truncated:
+        origin += f" (first {source.rows:,} rows)"
+        notes.append(f"read the first {source.rows:,} rows of {source.path} and left the rest "
+                     "(raise --max-rows to read more)")
+    versions = sorted(summary.versions)
+    if model_version is None and len(versions) == 1:
+        model_version = versions[0]
+        notes.append(f"model version {model_version!r} taken from the events")
+    elif model_version is None and len(versions) > 1:
+        notes.append(f"the events carry {len(versions)} model versions ({', '.join(versions[:5])}); "
+                     "pass --model-version to record which one this reference is")
+    record = ReferenceRecord(model=model, model_version=model_version, source="file", created=created,
+                             events=summary.events, origin=origin, summary=summary.to_dict())
+    return record, notes
+
+
+def _rows_only(items: Iterable[ReferenceItem]) -> Iterator[Row]:
+    for item in items:
+        if isinstance(item, InferenceEvent):  # the reader refuses a mix; this is for mypy
+            raise ReferenceFileError("rows and events mixed")
+        yield item
+
+
+def _top(counts: Counter[str], shown: int = 5) -> str:
+    top = [f"{name} ({n:,})" for name, n in counts.most_common(shown)]
+    more = len(counts) - shown
+    return ", ".join(top) + (f" and {more} more" if more > 0 else "")
+
+
+# -- readers -----------------------------------------------------------------------------------
+
+
+def _scalar(value: object, name: str, where: str) -> Scalar:
+    """A file's value as a row value: NaN is missing; infinities and nested values are refused."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, decimal.Decimal):
+        value = float(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            raise ReferenceFileError(f"{where}: {name!r} is {value}, not a finite number")
+        return value
+    raise ReferenceFileError(
+        f"{where}: {name!r} is a {type(value).__name__}; baseline values are numbers, strings, "
+        "booleans or empty")
+
+
+def _cell(text: str, name: str, where: str) -> Scalar:
+    """A CSV cell read as what it looks like (see the module docstring)."""
+    try:
+        value = float(text)  # the common case first: a number
+    except ValueError:
+        cell = text.strip()
+        low = cell.lower()
+        if low in ("true", "false"):
+            return low == "true"
+        return cell or None
+    cell = text.strip()
+    if value - value != 0.0:  # NaN (missing) or an infinity (or a number too big for a float)
+        if math.isnan(value):
+            return None
+        shown = cell if len(cell) <= 24 else cell[:20] + "..."
+        raise ReferenceFileError(f"{where}: {name!r} is {shown}, not a finite number")
+    return int(cell) if _INT.fullmatch(cell) else value
+
+
+def _csv_rows(path: Path, delimiter: str = ",") -> Iterator[ReferenceItem]:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        names: list[str] | None = None
+        while True:
+            try:
+                cells = next(reader, None)
+            except (csv.Error, UnicodeDecodeError) as exc:
+                where = f"{path} line {reader.line_num + 1}"
+                raise ReferenceFileError(f"{where}: cannot read CSV: {exc}") from None
+            if cells is None:
+                return
+            where = f"{path} line {reader.line_num}"
+            if not any(c.strip() for c in cells):
+                continue  # a blank line
+            if names is None:
+                names = _header(cells, where)
+                continue
+            if len(cells) != len(names):
+                raise ReferenceFileError(
+                    f"{where}: {len(cells)} cells, but the header names {len(names)} columns")
+            yield {name: _cell(c, name, where) for name, c in zip(names, cells, strict=True)}
+
+
+def _tsv_rows(path: Path) -> Iterator[ReferenceItem]:
+    return _csv_rows(path, "\t")
+
+
+def _header(cells: list[str], where: str) -> list[str]:
+    names = [c.strip() for c in cells]
+    for column, name in enumerate(names, start=1):
+        if not name:
+            raise ReferenceFileError(
+                f"{where}: column {column} of the header has no name (a pandas index? write the "
+                "file with index=False)")
+    doubled = [n for n, count in Counter(names).items() if count > 1]
+    if doubled:
+        raise ReferenceFileError(f"{where}: the header names {doubled[0]!r} more than once")
+    return names
+
+
+def _jsonl_items(path: Path) -> Iterator[ReferenceItem]:
+    first: tuple[str, int] | None = None  # what the file holds ("rows" or "events"), and from which line
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} line {number}"
+            try:
+                obj = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                raise ReferenceFileError(f"{where}: not JSON ({reason})") from None
+            if not isinstance(obj, dict):
+                raise ReferenceFileError(
+                    f"{where}: expected a JSON object (a row or an event), got {type(obj).__name__}")
+            kind = "events" if _is_event(obj) else "rows"
+            if first is None:
+                first = (kind, number)
+            elif first[0] != kind:
+                raise ReferenceFileError(
+                    f"{where}: {'an event' if kind == 'events' else 'a plain row'}, but line {first[1]} "
+                    f"began a file of {first[0]}; a baseline file holds rows or events, not both")
+            if kind == "rows":
+                yield _json_row(obj, where)
+                continue
+            try:
+                yield decode_event(line)
+            except MalformedEvent as exc:
+                raise ReferenceFileError(f"{where}: not a valid inferwatch event: {exc.reason}") from None
+
+
+def _is_event(obj: dict[str, Any]) -> bool:
+    return "schema" in obj or (
+        "time" in obj and (isinstance(obj.get("input"), dict) or isinstance(obj.get("output"), dict)))
+
+
+def _json_row(obj: dict[str, Any], where: str) -> Row:
+    row: Row = {}
+    for name, value in obj.items():
+        if isinstance(value, dict | list):
+            raise ReferenceFileError(
+                f"{where}: {name!r} is a JSON {'object' if isinstance(value, dict) else 'array'}; a row "
+                "maps feature names to numbers, strings, booleans or null (an inferwatch event needs "
+                "its \"schema\": \"inferwatch.event/1\")")
+        row[name] = _scalar(value, name, where)
+    return row
+
+
+def _parquet_rows(path: Path) -> Iterator[ReferenceItem]:
+    pa, pq = _pyarrow(path)
+    try:
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+        raise ReferenceFileError(f"{path}: not a Parquet file pyarrow can read: {exc}") from None
+    for field in schema:
+        if not _plain_arrow_type(pa, field.type):
+            raise ReferenceFileError(
+                f"{path}: column {field.name!r} is {field.type}; baseline columns hold numbers, "
+                "booleans or strings (drop or convert it)")
+    number = 0
+    batches = parquet.iter_batches(batch_size=_BATCH_ROWS)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (OSError, ValueError) as exc:
+            raise ReferenceFileError(f"{path} after row {number}: cannot read Parquet: {exc}") from None
+        if batch is None:
+            return
+        for record in batch.to_pylist():
+            number += 1
+            where = f"{path} row {number}"
+            yield {name: _scalar(value, name, where) for name, value in record.items()}
+
+
+def _pyarrow(path: Path) -> tuple[ModuleType, ModuleType]:
+    try:
+        return importlib.import_module("pyarrow"), importlib.import_module("pyarrow.parquet")
+    except ImportError:
+        raise ReferenceFileError(
+            f"{path}: reading Parquet needs pyarrow: pip install 'inferwatch[parquet]' "
+            "(or give the baseline as CSV or JSON Lines)") from None
+
+
+def _plain_arrow_type(pa: ModuleType, arrow_type: Any) -> bool:
+    types = pa.types
+    if types.is_dictionary(arrow_type):
+        return _plain_arrow_type(pa, arrow_type.value_type)
+    checks = ("is_integer", "is_floating", "is_boolean", "is_string", "is_large_string", "is_string_view",
+              "is_decimal", "is_null")
+    return any(getattr(types, check, lambda _: False)(arrow_type) for check in checks)
+
+
+_READERS: Final = {"csv": _csv_rows, "tsv": _tsv_rows, "jsonl": _jsonl_items, "parquet": _parquet_rows}

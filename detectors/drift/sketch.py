@@ -1,0 +1,486 @@
+"""Per-window summaries of a model's traffic that merge exactly, whatever process saw which event.
+
+A drift verdict must not depend on how many detector processes share the events topic: with
+three processes each sees a third of a model's events, and the three partial summaries of a
+window must merge into the summary one process would have built. Everything here is chosen so
+that merging is exact and order-free:
+
+* counts and sums add (``events``, ``errors``, latency and token totals; float sums may differ
+  in the last bits, which no verdict looks at);
+* the sample is **bottom-k by a hash of the event id** (:class:`Sample`): an event is in the
+  sample when its hash is among the ``k`` smallest of the window, which is a property of the
+  event, not of the process, so the bottom-k of the union of partial samples is the sample of
+  the whole. A sampled event keeps all its feature values, so every feature's values, category
+  counts, missing share and the rows for the domain classifier come from the same events.
+
+:func:`features_of` names what is measured in an event (``input.<name>``, ``text.*``,
+``output.*``, ``ops.*``; see docs/detectors/drift.md); :func:`summarise_rows` builds a summary
+from a baseline file's rows. ``to_dict``/``from_dict`` carry a summary over the bus (the
+summaries topic) and into the store (persisted references).
+
+>>> a, b, whole = (WindowSummary("m", k=3) for _ in range(3))
+>>> for i in range(10):
+...     e = make_probe(f"e{i}", float(i))
+...     (a if i % 2 else b).add(e)
+...     whole.add(e)
+>>> merged = WindowSummary.from_dict(a.seal().to_dict()).merge(b.seal())
+>>> _ = whole.seal()
+>>> merged.to_dict() == whole.to_dict()
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from inferwatch.collectors.event import InferenceEvent, Scalar
+from inferwatch.detectors.stats import FloatArray
+
+SAMPLE_SIZE = 2_000
+"""Events whose feature values are kept per window (bottom-k); KS on 2,000 values resolves D of 0.05."""
+ROW_SAMPLE_SIZE = 1_000
+"""Prompts whose hashed n-grams are kept per window for the text domain classifier."""
+ID_SAMPLE_SIZE = 20
+MAX_INPUT_FEATURES = 200
+"""Input features read per event (the first 200 by name order given); the rest are ignored."""
+REFUSAL_MARKERS = (
+    "i can't help", "i cannot help", "i can't assist", "i cannot assist", "i'm sorry, but i can",
+    "i am sorry, but i can", "i won't be able", "i'm unable to", "i am unable to", "as an ai",
+    "i can't provide", "i cannot provide", "i must decline",
+)
+_MASK = (1 << 64) - 1
+
+
+def event_hash(event_id: str) -> int:
+    """A 64-bit hash of an event id, the same in every process (not Python's salted ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
+def _name_hash(name: str) -> int:
+    digest = hashlib.blake2b(name.encode(), digest_size=8, person=b"category").digest()
+    return int.from_bytes(digest, "little")
+
+
+class Sample:
+    """The values of the ``k`` events with the smallest hashes (bottom-k), plus how many were seen.
+
+    >>> s = Sample(2)
+    >>> for h, v in [(5, 0.5), (1, 0.1), (9, 0.9), (3, 0.3)]:
+    ...     s.add(h, v)
+    >>> sorted(s.values().tolist()), s.seen
+    ([0.1, 0.3], 4)
+    """
+
+    __slots__ = ("_heap", "_keys", "k", "seen")
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.seen = 0
+        self._heap: list[tuple[int, Any]] = []  # max-heap by hash: (-hash, value)
+        self._keys: set[int] = set()
+
+    def would_keep(self, h: int) -> bool:
+        """Whether an event with hash ``h`` would enter the sample (lets callers skip costly values)."""
+        return len(self._heap) < self.k or h < -self._heap[0][0]
+
+    def add(self, h: int, value: Any) -> None:
+        """Count one value; keep it when its event hash is among the ``k`` smallest."""
+        self.seen += 1
+        self.offer(h, value)
+
+    def offer(self, h: int, value: Any) -> None:
+        """Keep ``value`` if its hash is among the ``k`` smallest (does not count it as seen)."""
+        if h in self._keys:
+            return
+        if len(self._heap) < self.k:
+            heapq.heappush(self._heap, (-h, value))
+            self._keys.add(h)
+        elif h < -self._heap[0][0]:
+            dropped = heapq.heapreplace(self._heap, (-h, value))
+            self._keys.discard(-dropped[0])
+            self._keys.add(h)
+
+    def replace_all(self, pairs: list[tuple[int, Any]]) -> None:
+        """Swap every kept value (same hashes) for another: ``pairs`` from :meth:`items`, changed."""
+        self._heap = [(-h, value) for h, value in pairs]
+        heapq.heapify(self._heap)
+
+    def items(self) -> list[tuple[int, Any]]:
+        """``(hash, value)`` pairs, smallest hash first."""
+        return sorted((-negative, value) for negative, value in self._heap)
+
+    def raw(self) -> list[Any]:
+        """The kept values, in hash order."""
+        return [value for _, value in self.items()]
+
+    def values(self) -> FloatArray:
+        """The kept values as a float array (for numeric samples)."""
+        return np.asarray([value for _, value in self._heap], dtype=np.float64)
+
+    def merge(self, other: Sample) -> None:
+        """Fold ``other`` in: the bottom-k of the union, and the sum of the counts."""
+        self.seen += other.seen
+        for negative, value in other._heap:
+            self.offer(-negative, value)
+
+    def to_list(self) -> list[Any]:
+        return [self.seen, [[h, value] for h, value in self.items()]]
+
+    @classmethod
+    def from_list(cls, k: int, data: list[Any]) -> Sample:
+        sample = cls(k)
+        sample.seen = int(data[0])
+        for h, value in data[1]:
+            sample.offer(int(h), value)
+        return sample
+
+
+def _category(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def is_refusal(text: str) -> bool:
+    """Whether a model's reply opens like a refusal ("I can't help with that ...")."""
+    head = text[:200].lower().replace("\u2019", "'")
+    return any(marker in head for marker in REFUSAL_MARKERS)
+
+
+def input_features(features: Mapping[str, Scalar] | None) -> dict[str, float | str]:
+    """``input.<name>`` values of a tabular input: finite numbers, and categories as text."""
+    out: dict[str, float | str] = {}
+    if not features:
+        return out
+    for i, (name, value) in enumerate(features.items()):
+        if i >= MAX_INPUT_FEATURES:
+            break
+        if value is None:
+            continue
+        if isinstance(value, bool | str):
+            out["input." + name] = _category(value)
+        elif isinstance(value, int | float) and math.isfinite(value):
+            out["input." + name] = float(value)
+    return out
+
+
+def features_of(event: InferenceEvent, text_features: Callable[[str], tuple[str, str]] | None = None
+                ) -> dict[str, float | str]:
+    """Everything the drift detector measures in one event, by feature key.
+
+    ``text_features(text) -> (script, language)`` is given by the detector (it lives in
+    :mod:`.textstats`); without it, ``text.script``/``text.language`` are not measured.
+    """
+    out = input_features(event.input.features)
+    text = event.input.text
+    if text is not None:
+        out["text.chars"] = float(len(text))
+        if text_features is not None and text:
+            out["text.script"], out["text.language"] = text_features(text)
+    elif event.input.chars is not None:
+        out["text.chars"] = float(event.input.chars)
+    output = event.output
+    if output.label is not None:
+        out["output.label"] = _category(output.label)
+    if output.score is not None and math.isfinite(output.score):
+        out["output.score"] = float(output.score)
+    if output.finish_reason is not None:
+        out["output.finish_reason"] = output.finish_reason
+    if output.text is not None:
+        out["output.chars"] = float(len(output.text))
+        out["output.refusal"] = "true" if is_refusal(output.text) else "false"
+    elif output.chars is not None:
+        out["output.chars"] = float(output.chars)
+    out["ops.latency_ms"] = float(event.duration_ms)
+    out["ops.error"] = "true" if (event.error is not None or (event.status or 0) >= 500) else "false"
+    if event.input.tokens is not None:
+        out["ops.input_tokens"] = float(event.input.tokens)
+    if event.output.tokens is not None:
+        out["ops.output_tokens"] = float(event.output.tokens)
+    return out
+
+
+class WindowSummary:
+    """One model's traffic in one window (or a reference): mergeable, serialisable.
+
+    Exact counts: ``events``, ``errors``, ``tabular`` (events with input features), the latency
+    and token totals, the model versions. Everything else comes from ``sample``: the ``k`` events
+    with the smallest hashes. While the window is open the sample holds the events themselves;
+    :meth:`seal` (at window close) turns the survivors into feature rows (:func:`features_of`,
+    plus ``_id``/``_trace`` for evidence and, for the first ``text_k`` prompts in hash order,
+    their hashed n-grams ``_ngrams``). So only the ``k`` sampled events pay for feature
+    extraction, and adding an event costs about a microsecond. Keys starting with ``_`` are not
+    features.
+    """
+
+    def __init__(self, model: str, *, service: str = "unknown", start: float | None = None,
+                 end: float | None = None, k: int = SAMPLE_SIZE, text_k: int = ROW_SAMPLE_SIZE) -> None:
+        self.model = model
+        self.service = service
+        self.start = start
+        self.end = end
+        self.k = k
+        self.text_k = text_k
+        self.events = 0
+        self.errors = 0
+        self.tabular = 0
+        self.latency_total = 0.0
+        self.tokens = [0, 0, 0]
+        """Requests that reported tokens, input tokens, output tokens."""
+        self.versions: dict[str, int] = {}
+        self.sample = Sample(k)
+        self.partitions: set[int] = set()
+        self._rows: list[dict[str, Any]] | None = None
+
+    def add(self, event: InferenceEvent, *, h: int | None = None) -> None:
+        """Fold one event in (kept whole if it enters the sample; see :meth:`seal`)."""
+        h = event_hash(event.id) if h is None else h
+        self.events += 1
+        ts = event.ts
+        if self.start is None or ts < self.start:
+            self.start = ts
+        if event.error is not None or (event.status or 0) >= 500:
+            self.errors += 1
+        if event.input.features:
+            self.tabular += 1
+        self.latency_total += event.duration_ms
+        if event.input.tokens is not None or event.output.tokens is not None:
+            tokens = self.tokens
+            tokens[0] += 1
+            tokens[1] += event.input.tokens or 0
+            tokens[2] += event.output.tokens or 0
+        if event.model_version is not None:
+            self.versions[event.model_version] = self.versions.get(event.model_version, 0) + 1
+        sample = self.sample
+        sample.seen += 1
+        if sample.would_keep(h):
+            sample.offer(h, event)
+            self._rows = None
+
+    def seal(self, text_features: Callable[[str], tuple[str, str]] | None = None,
+             ngrams: Callable[[str], list[int]] | None = None) -> WindowSummary:
+        """Turn the sampled events into feature rows (idempotent); returns ``self``."""
+        pairs = self.sample.items()
+        if not any(isinstance(value, InferenceEvent) for _, value in pairs):
+            return self
+        texts = 0
+        sealed: list[tuple[int, Any]] = []
+        for h, value in pairs:
+            if isinstance(value, InferenceEvent):
+                row: dict[str, Any] = dict(features_of(value, text_features))
+                row["_id"] = value.id
+                if value.trace_id:
+                    row["_trace"] = value.trace_id
+                text = value.input.text
+                if ngrams is not None and text and texts < self.text_k:
+                    row["_ngrams"] = ngrams(text)
+                value = row
+            if "_ngrams" in value:
+                texts += 1
+            sealed.append((h, value))
+        self.sample.replace_all(sealed)
+        self._rows = None
+        return self
+
+    def add_values(self, h: int, values: dict[str, float | str]) -> None:
+        """Fold one baseline row's feature values in (no operations figures)."""
+        self.events += 1
+        if any(key.startswith("input.") for key in values):
+            self.tabular += 1
+        self.sample.add(h, values)
+        self._rows = None
+
+    def merge(self, other: WindowSummary) -> WindowSummary:
+        """Fold ``other`` (a summary of the same model) in; returns ``self``."""
+        self.events += other.events
+        self.errors += other.errors
+        self.tabular += other.tabular
+        self.latency_total += other.latency_total
+        self.tokens = [a + b for a, b in zip(self.tokens, other.tokens, strict=True)]
+        if other.start is not None:
+            self.start = other.start if self.start is None else min(self.start, other.start)
+        if other.end is not None:
+            self.end = other.end if self.end is None else max(self.end, other.end)
+        if self.service == "unknown":
+            self.service = other.service
+        for version, count in other.versions.items():
+            self.versions[version] = self.versions.get(version, 0) + count
+        self.sample.merge(other.sample)
+        self.partitions |= other.partitions
+        self._rows = None
+        self._trim_texts()
+        return self
+
+    def _trim_texts(self) -> None:
+        # Each partial kept n-grams for its first text_k prompts; the merged sample keeps them
+        # for its own first text_k, exactly those a single summary would have (they are among
+        # the first text_k of whichever partial they came from).
+        pairs = self.sample.items()
+        texts = 0
+        trimmed = []
+        changed = False
+        for h, row in pairs:
+            if isinstance(row, dict) and "_ngrams" in row:
+                texts += 1
+                if texts > self.text_k:
+                    row = {key: value for key, value in row.items() if key != "_ngrams"}
+                    changed = True
+            trimmed.append((h, row))
+        if changed:
+            self.sample.replace_all(trimmed)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The sampled events' feature rows, in hash order (the summary must be sealed)."""
+        if self._rows is None:
+            rows = self.sample.raw()
+            if any(isinstance(row, InferenceEvent) for row in rows):
+                raise RuntimeError("WindowSummary.seal() must run before its rows are read")
+            self._rows = rows
+        return self._rows
+
+    def keys(self) -> dict[str, str]:
+        """Feature keys seen in the sample and their type (``numeric`` or ``categorical``)."""
+        kinds: dict[str, str] = {}
+        for row in self.rows():
+            for key, value in row.items():
+                if key not in kinds and not key.startswith("_"):
+                    kinds[key] = "numeric" if isinstance(value, float) else "categorical"
+        return kinds
+
+    def values(self, key: str) -> FloatArray:
+        """The sampled numeric values of ``key``."""
+        return np.asarray([v for row in self.rows() if isinstance(v := row.get(key), float)],
+                          dtype=np.float64)
+
+    def counts(self, key: str) -> dict[str, int]:
+        """Category counts of ``key`` in the sample."""
+        out: dict[str, int] = {}
+        for row in self.rows():
+            value = row.get(key)
+            if isinstance(value, str):
+                out[value] = out.get(value, 0) + 1
+        return out
+
+    def presence(self, key: str) -> tuple[int, int]:
+        """``(present, tabular rows)`` of an ``input.*`` key in the sample: its missing share."""
+        tabular = present = 0
+        for row in self.rows():
+            if any(k.startswith("input.") for k in row):
+                tabular += 1
+                present += key in row
+        return present, tabular
+
+    def matrix(self, keys: list[str]) -> FloatArray:
+        """Sampled rows that have every numeric key in ``keys``, as an ``(n, len(keys))`` array."""
+        rows = [[row[k] for k in keys] for row in self.rows()
+                if all(isinstance(row.get(k), float) for k in keys)]
+        return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(keys))
+
+    def ngram_rows(self) -> list[list[int]]:
+        """Hashed n-grams of the first ``text_k`` sampled prompts, in hash order."""
+        return [row["_ngrams"] for row in self.rows() if "_ngrams" in row][: self.text_k]
+
+    def event_ids(self, limit: int = ID_SAMPLE_SIZE) -> tuple[list[str], list[str]]:
+        """A deterministic sample of the window's event ids and trace ids, for evidence."""
+        rows = [row for row in self.rows() if "_id" in row][:limit]
+        return [str(row["_id"]) for row in rows], [str(row["_trace"]) for row in rows if "_trace" in row]
+
+    def dominant_version(self) -> str | None:
+        if not self.versions:
+            return None
+        return max(sorted(self.versions), key=self.versions.__getitem__)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (the summary must be sealed), the inverse of :meth:`from_dict`."""
+        self.rows()
+        return {
+            "model": self.model, "service": self.service, "start": self.start, "end": self.end,
+            "k": self.k, "text_k": self.text_k, "events": self.events, "errors": self.errors,
+            "tabular": self.tabular, "latency_total": self.latency_total, "tokens": list(self.tokens),
+            "versions": dict(sorted(self.versions.items())),
+            "sample": _columns(self.sample), "partitions": sorted(self.partitions),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WindowSummary:
+        """Rebuild a summary sent over the bus or read from the store; ``KeyError`` if malformed."""
+        summary = cls(str(data["model"]), service=str(data["service"]), start=data["start"],
+                      end=data["end"], k=int(data["k"]), text_k=int(data["text_k"]))
+        summary.events, summary.errors = int(data["events"]), int(data["errors"])
+        summary.tabular, summary.latency_total = int(data["tabular"]), float(data["latency_total"])
+        summary.tokens = [int(t) for t in data["tokens"]]
+        summary.versions = {str(v): int(c) for v, c in data["versions"].items()}
+        summary.sample = _from_columns(summary.k, data["sample"])
+        summary.partitions = {int(p) for p in data["partitions"]}
+        return summary
+
+
+def _columns(sample: Sample) -> dict[str, Any]:
+    """A row sample in columns (keys once, not once per row): a third of the bytes on the bus."""
+    items = sample.items()
+    keys = sorted({key for _, row in items for key in row})
+    return {"seen": sample.seen, "hashes": [h for h, _ in items],
+            "columns": {key: [row.get(key) for _, row in items] for key in keys}}
+
+
+def _from_columns(k: int, data: Mapping[str, Any]) -> Sample:
+    sample = Sample(k)
+    sample.seen = int(data["seen"])
+    columns = data["columns"]
+    for i, h in enumerate(data["hashes"]):
+        row: dict[str, Any] = {}
+        for key, column in columns.items():
+            value = column[i]
+            if value is None:
+                continue
+            if key.startswith("_"):
+                row[key] = [int(n) for n in value] if key == "_ngrams" else str(value)
+            else:
+                row[key] = float(value) if isinstance(value, int | float) else str(value)
+        sample.offer(int(h), row)
+    return sample
+
+
+def summarise_rows(rows: Iterable[Mapping[str, Scalar]], model: str, *, k: int = SAMPLE_SIZE
+                   ) -> WindowSummary:
+    """A reference summary from a baseline file's rows (feature name -> value).
+
+    Rows are plain tabular inputs: each column becomes ``input.<column>``, except columns
+    already named with a known prefix (``text.``, ``output.``, ``ops.``), which are taken as
+    they are, so a baseline can also describe outputs (``output.label``) and operations.
+    Rows are hashed by their position, so the same file always gives the same sample.
+    """
+    summary = WindowSummary(model, k=k)
+    for i, row in enumerate(rows):
+        values: dict[str, float | str] = {}
+        inputs: dict[str, Scalar] = {}
+        for name, value in row.items():
+            if name.split(".", 1)[0] in ("text", "output", "ops") and "." in name:
+                if value is None:
+                    continue
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    if math.isfinite(value):
+                        values[name] = float(value)
+                else:
+                    values[name] = _category(value)
+            else:
+                inputs[name] = value
+        values.update(input_features(inputs))
+        summary.add_values(event_hash(f"row:{i}"), values)
+    return summary
+
+
+def make_probe(event_id: str, value: float) -> InferenceEvent:
+    """A minimal tabular event (used by this module's doctests)."""
+    from datetime import UTC, datetime
+
+    from inferwatch.collectors.event import EventInput
+
+    return InferenceEvent(id=event_id, time=datetime(2026, 1, 1, tzinfo=UTC), model="m",
+                          input=EventInput(features={"x": value}))

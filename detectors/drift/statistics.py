@@ -1,0 +1,270 @@
+"""The drift statistics: one reference sample or count table against the current one.
+
+Two pure functions, one per data type, each returning a frozen result with every statistic
+the :mod:`.catalogue` may judge on and an :meth:`evidence` dict an on-call engineer can read:
+
+* :func:`compare_numeric` — two arrays of finite values (callers drop missing values first):
+  Kolmogorov-Smirnov D and p-value, PSI on the reference's quantile bins, the Wasserstein
+  distance in units of the reference's spread, means and standard deviations, and the
+  reference-vs-current histogram on those bins.
+* :func:`compare_categorical` — two ``{category: count}`` tables: the chi-squared test of
+  homogeneity with Cramér's V, PSI and the Jensen-Shannon distance on category shares, the
+  share of current events in categories the reference never saw, and the categories whose
+  share moved most.
+
+Which of these decides whether a feature drifted, and against which floor, is the catalogue's
+business (it depends on the sample size); this module only measures.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> s = compare_numeric(rng.normal(size=2000), rng.normal(0.5, 1.0, size=2000))
+>>> round(s.wasserstein, 1), s.ks_p < 1e-6
+(0.5, True)
+>>> c = compare_categorical({"en": 900, "fr": 100}, {"en": 500, "fr": 100, "de": 400})
+>>> round(c.unseen_share, 2), c.top_changes[0][0]
+(0.4, 'de')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import chi2_contingency, ks_2samp, wasserstein_distance
+
+from inferwatch.detectors.stats import (
+    PSI_EPSILON,
+    FloatArray,
+    IntArray,
+    bin_counts,
+    mean_std,
+    psi,
+    quantile_edges,
+)
+
+KS_EXACT_MAX = 1_000
+"""Above this many values in both samples (or 10,000 in either) KS uses the asymptotic p-value.
+
+The exact distribution costs time that grows with ``n_ref * n_cur`` and, at these sizes, agrees
+with the asymptotic one to within a few per cent of the p-value.
+"""
+KS_EXACT_MAX_EITHER = 10_000
+TOP_CHANGES = 10
+"""Categories listed in a categorical comparison's evidence, largest share change first."""
+
+
+def _sig(value: float, digits: int = 4) -> float:
+    """``value`` rounded to ``digits`` significant digits (p-values stay readable as 1.2e-30)."""
+    if value == 0.0 or not math.isfinite(value):
+        return value
+    return float(f"{value:.{digits}g}")
+
+
+def _as_finite_array(values: FloatArray, what: str) -> FloatArray:
+    array = np.asarray(values, dtype=np.float64).ravel()
+    if array.size == 0:
+        raise ValueError(
+            f"{what} is empty: a numeric comparison needs at least one value on each side; "
+            "skip features without data (catalogue.policy gives the minimum sample sizes)"
+        )
+    if not bool(np.isfinite(array).all()):
+        raise ValueError(f"{what} holds NaN or infinite values: drop missing values before comparing")
+    return array
+
+
+@dataclass(frozen=True)
+class NumericStats:
+    """One numeric feature's reference sample against its current sample.
+
+    ``n_reference`` and ``n_current`` are the sizes of the samples compared (the statistics'
+    noise depends on them), not necessarily the number of events a sample was drawn from.
+    ``wasserstein`` is the first Wasserstein distance divided by ``wasserstein_scale``: the
+    reference's sample standard deviation, so ``0.1`` means the current values sit on average
+    a tenth of a reference standard deviation away — the normalisation Evidently uses, so its
+    ``0.1`` default keeps its meaning. When the reference is constant the standard deviation is
+    0 and so is its IQR (the robust alternative, ``IQR / 1.349``, is also zero for any feature
+    with more than half its mass on one value), so the scale falls back to the reference's
+    magnitude ``max(|value|, 1)`` and ``wasserstein_basis`` says so.
+    """
+
+    n_reference: int
+    n_current: int
+    ks_d: float
+    ks_p: float
+    psi: float
+    wasserstein: float
+    wasserstein_scale: float
+    wasserstein_basis: str
+    reference_mean: float
+    reference_std: float
+    current_mean: float
+    current_std: float
+    edges: FloatArray
+    reference_counts: IntArray
+    current_counts: IntArray
+
+    def evidence(self) -> dict[str, Any]:
+        """JSON-ready statistics, reference vs current, rounded for reading."""
+        return {
+            "ks_d": _sig(self.ks_d),
+            "ks_p": _sig(self.ks_p, 3),
+            "psi": _sig(self.psi),
+            "wasserstein_normalised": _sig(self.wasserstein),
+            "wasserstein_unit": f"{self.wasserstein_basis} ({_sig(self.wasserstein_scale, 6)})",
+            "reference": {"n": self.n_reference, "mean": _sig(self.reference_mean, 6),
+                          "std": _sig(self.reference_std, 6)},
+            "current": {"n": self.n_current, "mean": _sig(self.current_mean, 6),
+                        "std": _sig(self.current_std, 6)},
+            "histogram": {
+                "bins": "reference quantile bins; a value equal to an edge counts in the bin above",
+                "inner_edges": [_sig(float(e), 6) for e in self.edges],
+                "reference_counts": [int(c) for c in self.reference_counts],
+                "current_counts": [int(c) for c in self.current_counts],
+            },
+        }
+
+
+def compare_numeric(reference: FloatArray, current: FloatArray, *, bins: int = 10) -> NumericStats:
+    """Compare two samples of one numeric feature; both must be non-empty and NaN-free.
+
+    KS uses the exact p-value for small samples and the asymptotic one when both samples exceed
+    ``KS_EXACT_MAX`` values or either exceeds ``KS_EXACT_MAX_EITHER``. PSI and the histogram use
+    ``bins`` quantile bins of the reference (fewer when its values tie).
+
+    >>> s = compare_numeric(np.arange(100.0), np.arange(100.0) + 50.0)
+    >>> s.ks_d, round(s.wasserstein, 3), s.wasserstein_basis
+    (0.5, 1.723, 'reference std')
+    >>> compare_numeric(np.array([]), np.array([1.0]))
+    Traceback (most recent call last):
+    ...
+    ValueError: reference is empty: a numeric comparison needs at least one value on each side; ...
+    """
+    ref = _as_finite_array(reference, "reference")
+    cur = _as_finite_array(current, "current")
+    small = min(ref.size, cur.size) <= KS_EXACT_MAX and max(ref.size, cur.size) <= KS_EXACT_MAX_EITHER
+    ks = ks_2samp(ref, cur, method="auto" if small else "asymp")
+    ref_mean, ref_std = mean_std(ref)
+    cur_mean, cur_std = mean_std(cur)
+    if ref_std > 0.0:
+        scale, basis = ref_std, "reference std"
+    else:
+        scale, basis = max(abs(ref_mean), 1.0), "reference magnitude (constant reference)"
+    edges = quantile_edges(ref, bins)
+    ref_counts = bin_counts(ref, edges)
+    cur_counts = bin_counts(cur, edges)
+    return NumericStats(
+        n_reference=int(ref.size),
+        n_current=int(cur.size),
+        ks_d=float(ks.statistic),
+        ks_p=float(ks.pvalue),
+        psi=psi(ref_counts, cur_counts),
+        wasserstein=float(wasserstein_distance(ref, cur)) / scale,
+        wasserstein_scale=scale,
+        wasserstein_basis=basis,
+        reference_mean=ref_mean,
+        reference_std=ref_std,
+        current_mean=cur_mean,
+        current_std=cur_std,
+        edges=edges,
+        reference_counts=ref_counts,
+        current_counts=cur_counts,
+    )
+
+
+@dataclass(frozen=True)
+class CategoricalStats:
+    """One categorical feature's reference counts against its current counts.
+
+    ``chi2``/``chi2_p`` is Pearson's chi-squared test of homogeneity on the 2 x k table of
+    categories seen on either side (no continuity correction, so that ``cramers_v`` is
+    ``sqrt(chi2 / N)`` of the same statistic). ``psi`` and ``jensen_shannon`` compare category
+    shares; the Jensen-Shannon distance uses natural logarithms (range 0 to ``sqrt(ln 2)``
+    ~ 0.83), as scipy and Evidently do, so Evidently's ``0.1`` keeps its meaning.
+    ``unseen_share`` is the share of current events in categories with no reference count.
+    ``top_changes`` lists ``(category, reference share, current share)``, largest move first.
+    """
+
+    n_reference: int
+    n_current: int
+    categories: int
+    chi2: float
+    chi2_p: float
+    dof: int
+    cramers_v: float
+    psi: float
+    jensen_shannon: float
+    unseen_share: float
+    top_changes: tuple[tuple[str, float, float], ...]
+
+    def evidence(self) -> dict[str, Any]:
+        """JSON-ready statistics and the categories whose share moved most."""
+        return {
+            "chi2": _sig(self.chi2),
+            "chi2_p": _sig(self.chi2_p, 3),
+            "dof": self.dof,
+            "cramers_v": _sig(self.cramers_v),
+            "psi": _sig(self.psi),
+            "jensen_shannon": _sig(self.jensen_shannon),
+            "unseen_share": _sig(self.unseen_share),
+            "reference": {"n": self.n_reference},
+            "current": {"n": self.n_current},
+            "categories": self.categories,
+            "top_changes": [
+                {"category": name, "reference_share": _sig(ref, 4), "current_share": _sig(cur, 4)}
+                for name, ref, cur in self.top_changes
+            ],
+        }
+
+
+def compare_categorical(reference: Mapping[str, int], current: Mapping[str, int]) -> CategoricalStats:
+    """Compare two count tables of one categorical feature; each needs a positive total.
+
+    Categories with zero count on both sides are dropped; negative counts are an error. With a
+    single category on both sides nothing can differ: chi-squared 0, p-value 1.
+
+    >>> c = compare_categorical({"a": 50, "b": 50}, {"a": 50, "b": 50})
+    >>> c.chi2_p, c.cramers_v, c.jensen_shannon
+    (1.0, 0.0, 0.0)
+    """
+    names = sorted(name for name in set(reference) | set(current)
+                   if reference.get(name, 0) or current.get(name, 0))
+    ref = np.array([reference.get(name, 0) for name in names], dtype=np.int64)
+    cur = np.array([current.get(name, 0) for name in names], dtype=np.int64)
+    if (ref < 0).any() or (cur < 0).any():
+        raise ValueError("category counts must be non-negative")
+    n_ref, n_cur = int(ref.sum()), int(cur.sum())
+    if n_ref == 0 or n_cur == 0:
+        side = "reference" if n_ref == 0 else "current"
+        raise ValueError(
+            f"{side} counts total 0: a categorical comparison needs events on each side; "
+            "skip features without data (catalogue.policy gives the minimum sample sizes)"
+        )
+    ref_share = ref / n_ref
+    cur_share = cur / n_cur
+    if len(names) < 2:
+        chi2, p_value, dof = 0.0, 1.0, 0
+    else:
+        result = chi2_contingency(np.vstack([ref, cur]), correction=False)
+        chi2, p_value, dof = float(result.statistic), float(result.pvalue), int(result.dof)
+    # Rounded so that equal moves (0.5 -> 0.7, 0.5 -> 0.3) tie exactly and list by name.
+    moves = [round(float(abs(c - r)), 12) for r, c in zip(ref_share, cur_share, strict=True)]
+    order = sorted(range(len(names)), key=lambda i: (-moves[i], names[i]))
+    return CategoricalStats(
+        n_reference=n_ref,
+        n_current=n_cur,
+        categories=len(names),
+        chi2=chi2,
+        chi2_p=p_value,
+        dof=dof,
+        # For a 2 x k table min(rows - 1, columns - 1) is 1, so V = sqrt(chi2 / N).
+        cramers_v=math.sqrt(chi2 / (n_ref + n_cur)),
+        psi=psi(ref, cur, PSI_EPSILON),
+        jensen_shannon=float(jensenshannon(ref_share, cur_share)) if len(names) > 1 else 0.0,
+        unseen_share=float(cur[ref == 0].sum()) / n_cur,
+        top_changes=tuple((names[i], float(ref_share[i]), float(cur_share[i]))
+                          for i in order[:TOP_CHANGES]),
+    )

@@ -1,0 +1,134 @@
+"""`inferwatch baseline set / show / clear`: drift references from files, kept in the store."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from inferwatch.cli import main
+from inferwatch.collectors.event import EventOutput, encode_event
+from inferwatch.testing import make_event
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return str(tmp_path / "store.db")
+
+
+def json_lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_set_show_clear_from_csv(capsys, tmp_path, store):
+    path = tmp_path / "base.csv"
+    path.write_text("amount,country\n" + "".join(f"{i * 1.5},{'GB' if i % 3 else 'FR'}\n" for i in range(30)))
+    assert main(["baseline", "set", "--model", "fraud", str(path), "--model-version", "4",
+                 "--store", store]) == 0
+    assert capsys.readouterr().out == (
+        f"drift reference of model fraud (version 4) set from {path}: 30 rows, 2 features\n")
+
+    assert main(["baseline", "show", "--store", store]) == 0  # a new process: the store kept it
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["MODEL", "VERSION", "SOURCE", "EVENTS", "FEATURES", "CREATED", "ORIGIN"]
+    assert row.split()[:5] == ["fraud", "4", "file", "30", "2"]
+    assert row.endswith(str(path.resolve()))
+
+    assert main(["baseline", "show", "--model", "fraud", "--store", store]) == 0
+    shown = capsys.readouterr().out
+    assert "source:   file (" in shown
+    assert [line.split() for line in shown.splitlines()[-3:]] == [
+        ["FEATURE", "TYPE", "N"], ["input.amount", "numeric", "30"], ["input.country", "categorical", "30"]]
+
+    assert main(["baseline", "show", "--model", "fraud", "--json", "--store", store]) == 0
+    [shown_json] = json_lines(capsys.readouterr().out)
+    assert {k: shown_json[k] for k in ("model", "model_version", "source", "events")} == {
+        "model": "fraud", "model_version": "4", "source": "file", "events": 30}
+    assert shown_json["features"] == {"input.amount": {"type": "numeric", "n": 30},
+                                      "input.country": {"type": "categorical", "n": 30}}
+    assert "summary" not in shown_json
+
+    assert main(["baseline", "clear", "--model", "fraud", "--store", store]) == 0
+    assert capsys.readouterr().out == "drift reference of model fraud cleared\n"
+    assert main(["baseline", "show", "--model", "fraud", "--store", store]) == 1
+    assert "no drift reference for model 'fraud'" in capsys.readouterr().err
+    assert main(["baseline", "show", "--store", store]) == 0
+    assert capsys.readouterr().out.startswith("no drift references")
+
+
+def test_set_from_jsonl_rows_replaces_the_reference(capsys, tmp_path, store):
+    first = tmp_path / "first.csv"
+    first.write_text("x\n1\n2\n")
+    assert main(["baseline", "set", "--model", "m", str(first), "--store", store]) == 0
+    capsys.readouterr()
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("\n".join(json.dumps({"x": i, "tier": "gold", "output.score": 0.5}) for i in range(5)))
+    assert main(["baseline", "set", "--model", "m", str(rows), "--store", store, "--json"]) == 0
+    [out] = json_lines(capsys.readouterr().out)
+    assert out["events"] == 5
+    assert set(out["features"]) == {"input.x", "input.tier", "output.score"}
+    assert main(["baseline", "show", "--store", store, "--json"]) == 0
+    [kept] = json_lines(capsys.readouterr().out)
+    assert (kept["events"], kept["origin"]) == (5, str(rows.resolve()))
+
+
+def test_set_from_events(capsys, tmp_path, store):
+    events = [make_event(float(i), model="chat" if i % 4 else "vision", model_version="2025-10",
+                         text="hello there" * (i % 5 + 1), output=EventOutput(text="ok", tokens=3))
+              for i in range(40)]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(encode_event(e) + b"\n" for e in events))
+    assert main(["baseline", "set", "--model", "chat", str(path), "--store", store]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(
+        f"drift reference of model chat (version 2025-10) set from {path}: 30 rows, ")
+    assert captured.err.splitlines() == ["note: skipped 10 events of other models: vision (10)",
+                                         "note: model version '2025-10' taken from the events"]
+    assert main(["baseline", "show", "--model", "chat", "--json", "--store", store]) == 0
+    [shown] = json_lines(capsys.readouterr().out)
+    assert shown["model_version"] == "2025-10"
+    assert shown["features"]["text.chars"] == {"type": "numeric", "n": 30}
+    assert shown["features"]["ops.output_tokens"] == {"type": "numeric", "n": 30}
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("bad.csv", "a,b\n1,2\n3,4,5\n", "bad.csv line 3: 3 cells, but the header names 2 columns"),
+    ("bad.jsonl", '{"a": 1}\n{"a": \n', "bad.jsonl line 2: not JSON"),
+    ("empty.csv", "", "empty.csv: no rows"),
+    ("base.xlsx", "a\n1\n", "unknown baseline file type '.xlsx'"),
+])
+def test_bad_files_exit_2_naming_the_problem(capsys, tmp_path, store, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    assert main(["baseline", "set", "--model", "m", str(path), "--store", store]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("inferwatch baseline: ")
+    assert message in err
+    assert main(["baseline", "show", "--store", store, "--json"]) == 0
+    assert capsys.readouterr().out == ""  # nothing was kept
+
+
+def test_missing_file_and_bad_flags(capsys, tmp_path, store):
+    assert main(["baseline", "set", "--model", "m", str(tmp_path / "nope.csv"), "--store", store]) == 2
+    assert "nope.csv: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["baseline", "set", "--model", "m", "x.csv", "--max-rows", "0", "--store", store])
+    assert exit_.value.code == 2
+    assert "'0' is not a whole number of at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["baseline", "set", "x.csv", "--store", store])  # --model is required
+    capsys.readouterr()
+
+
+def test_max_rows_note(capsys, tmp_path, store):
+    path = tmp_path / "big.csv"
+    path.write_text("x\n" + "".join(f"{i}\n" for i in range(100)))
+    assert main(["baseline", "set", "--model", "m", str(path), "--max-rows", "1_0", "--store", store]) == 0
+    captured = capsys.readouterr()
+    assert "10 rows" in captured.out
+    assert "note: read the first 10 rows" in captured.err
+
+
+def test_clear_unknown_model(capsys, store):
+    assert main(["baseline", "clear", "--model", "ghost", "--store", store]) == 1
+    assert capsys.readouterr().err == (
+        "inferwatch: no drift reference for model 'ghost' (see `inferwatch baseline show`)\n")

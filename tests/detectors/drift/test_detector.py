@@ -1,0 +1,212 @@
+"""The ``drift`` detector: fires on each kind of shift, silent on stationary traffic of any size."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inferwatch.collectors.event import EventOutput, InferenceEvent
+from inferwatch.detectors.base import Finding
+from inferwatch.detectors.drift.detector import OPS_DETECTOR, DriftDetector
+from inferwatch.detectors.sqlite_store import SQLiteStore
+from inferwatch.testing import make_event
+
+WINDOW = 60.0
+START = 1_767_225_600.0  # 2026-01-01
+EN = ["How do I reset my password?", "Summarise this article about rainfall in Spain.",
+      "Write a short poem about the sea.", "What is the capital of Australia?",
+      "Explain recursion to a beginner.", "Draft a polite reply to my landlord."]
+FR = ["Comment réinitialiser mon mot de passe ?", "Résume cet article sur la pluie en Espagne.",
+      "Écris un court poème sur la mer.", "Quelle est la capitale de l'Australie ?",
+      "Explique la récursivité à un débutant.", "Rédige une réponse polie à mon propriétaire."]
+
+Row = dict[str, Any]
+Shift = Callable[[Row, random.Random], Row]
+
+
+def _row(rng: random.Random) -> Row:
+    a = rng.gauss(0.0, 1.0)
+    return {"a": a, "b": 0.9 * a + 0.436 * rng.gauss(0.0, 1.0), "c": rng.gauss(10.0, 2.0),
+            "d": rng.expovariate(1.0), "plan": rng.choices(["free", "pro", "team"], [6, 3, 1])[0],
+            "text": rng.choice(EN), "label": rng.choices(["ok", "spam"], [9, 1])[0],
+            "latency": 50 + rng.expovariate(0.05)}
+
+
+def _event(ts: float, row: Row, i: int, **extra: Any) -> InferenceEvent:
+    features = {k: row[k] for k in ("a", "b", "c", "d", "plan") if k in row}
+    return make_event(ts, principal=f"p{i % 50}", model="m", features=features, text=row["text"],
+                      duration_ms=row["latency"], output=EventOutput(label=row["label"]), **extra)
+
+
+def _stream(windows: int, per_window: int, *, seed: int = 0, shift: Shift | None = None,
+            shift_from: int = 10**9, **extra: Any) -> Iterator[tuple[int, InferenceEvent]]:
+    rng = random.Random(seed)
+    for w in range(windows):
+        for i in range(per_window):
+            row = _row(rng)
+            if shift is not None and w >= shift_from:
+                row = shift(row, rng)
+            yield w, _event(START + w * WINDOW + (i + 0.5) * WINDOW / per_window, row, i, **extra)
+
+
+def _run(detector: DriftDetector, stream: Iterator[tuple[int, InferenceEvent]]) -> list[tuple[int, Finding]]:
+    found: list[tuple[int, Finding]] = []
+    current = 0
+    for w, event in stream:
+        if w != current:
+            found += [(current, f) for f in detector.close_window(_at(w))]
+            current = w
+        detector.observe(event)
+    found += [(current, f) for f in detector.close_window(_at(current + 1))]
+    return found
+
+
+def _at(window: int) -> datetime:
+    return datetime.fromtimestamp(START + window * WINDOW, UTC)
+
+
+def _drift(found: list[tuple[int, Finding]]) -> list[tuple[int, Finding]]:
+    return [(w, f) for w, f in found if f.detector == "drift"]
+
+
+def test_stationary_traffic_is_silent() -> None:
+    found = _run(DriftDetector(), _stream(40, 400))
+    assert found == []
+
+
+def test_large_stationary_windows_with_a_negligible_shift_are_silent() -> None:
+    # 20,000 events a window and a shift of 0.03 standard deviations: a p-value alone would flag
+    # it at this size; the effect floors keep it quiet.
+    def tiny(row: Row, rng: random.Random) -> Row:
+        return {**row, "c": row["c"] + 0.06}
+
+    found = _run(DriftDetector(multivariate=False, text=False), _stream(6, 20_000, shift=tiny, shift_from=1))
+    assert _drift(found) == []
+
+
+def test_a_mean_shift_names_the_feature_with_its_statistics() -> None:
+    def shifted(row: Row, rng: random.Random) -> Row:
+        return {**row, "c": row["c"] + 2.0}  # one standard deviation
+
+    found = _drift(_run(DriftDetector(), _stream(14, 400, shift=shifted, shift_from=8)))
+    assert found, "a one-sigma mean shift was missed"
+    first_window, finding = found[0]
+    assert first_window == 8
+    assert finding.evidence["drifted"][0] == "input.c"
+    assert finding.kind == "drift"
+    assert finding.subject == "model:m"
+    c = finding.evidence["features"]["input.c"]
+    assert c["p_adjusted"] < 0.01
+    assert c["effect"]["passes_floor"]
+    assert "histogram" in str(c["statistics"])
+    assert finding.evidence["reference"]["source"] == "warmup"
+    assert finding.event_ids
+    assert "input.c" in finding.title
+
+
+@pytest.mark.parametrize(("name", "shift", "expected"), [
+    ("category share", lambda r, g: {**r, "plan": g.choices(["free", "pro", "team"], [2, 3, 5])[0]},
+     "input.plan"),
+    ("variance", lambda r, g: {**r, "d": r["d"] * g.choice([0.2, 3.0])}, "input.d"),
+    ("unit change", lambda r, g: {**r, "c": r["c"] * 1000}, "input.c"),
+    ("missing surge", lambda r, g: {k: v for k, v in r.items() if k != "a" or g.random() > 0.4},
+     "input.a (missing share)"),
+    ("output label mix", lambda r, g: {**r, "label": g.choices(["ok", "spam"], [6, 4])[0]}, "output.label"),
+    ("prompt language", lambda r, g: {**r, "text": g.choice(FR)}, "text.language"),
+])
+def test_each_kind_of_shift_is_found(name: str, shift: Shift, expected: str) -> None:
+    found = _drift(_run(DriftDetector(), _stream(12, 400, shift=shift, shift_from=8)))
+    assert found, f"{name}: missed"
+    assert all(w >= 8 for w, _ in found), f"{name}: alarm before the shift"
+    assert expected in found[0][1].evidence["drifted"], found[0][1].evidence["drifted"]
+
+
+def test_a_broken_correlation_is_found_by_the_domain_classifier() -> None:
+    def broken(row: Row, rng: random.Random) -> Row:
+        return {**row, "b": rng.gauss(0.0, 1.0)}  # same marginal, no longer follows "a"
+
+    found = _drift(_run(DriftDetector(), _stream(12, 400, shift=broken, shift_from=8)))
+    assert found
+    assert "inputs (together)" in found[0][1].evidence["drifted"]
+
+
+def test_a_latency_step_is_an_operational_change() -> None:
+    def slow(row: Row, rng: random.Random) -> Row:
+        return {**row, "latency": row["latency"] * 3}
+
+    found = _run(DriftDetector(), _stream(120, 100, shift=slow, shift_from=90))
+    ops = [(w, f) for w, f in found if f.detector == OPS_DETECTOR]
+    assert ops
+    assert all(w >= 90 for w, _ in ops)
+    w, finding = ops[0]
+    assert w <= 97
+    assert finding.kind == "operational"
+    assert finding.evidence["metric"] == "latency_ms"
+    assert finding.evidence["direction"] == "up"
+
+
+def test_a_quiet_model_is_judged_on_carried_windows() -> None:
+    def shifted(row: Row, rng: random.Random) -> Row:
+        return {**row, "c": row["c"] + 4.0}
+
+    found = _drift(_run(DriftDetector(reference_events=400), _stream(40, 60, shift=shifted, shift_from=20)))
+    assert found
+    assert all(w >= 20 for w, _ in found)
+    assert found[0][1].evidence["events"] >= 200
+
+
+def test_the_reference_persists_in_the_store(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "store.db")
+    first = DriftDetector()
+    first.attach_store(store)
+    assert _run(first, _stream(8, 400)) == []
+    assert store.load_reference("m") is not None
+
+    def shifted(row: Row, rng: random.Random) -> Row:
+        return {**row, "c": row["c"] + 2.0}
+
+    restarted = DriftDetector()  # a restart: no warm-up needed, the reference comes from the store
+    restarted.attach_store(store)
+    found = _drift(_run(restarted, _stream(2, 400, seed=1, shift=shifted, shift_from=0)))
+    assert found
+    assert found[0][0] == 0
+    assert found[0][1].evidence["reference"]["source"] == "warmup"
+
+
+def test_a_new_model_version_starts_a_new_reference_when_configured() -> None:
+    def v2(row: Row, rng: random.Random) -> Row:
+        return {**row, "c": row["c"] + 4.0}
+
+    events = list(_stream(10, 400, shift=v2, shift_from=6, model_version="v1"))
+    for w, e in events:
+        if w >= 6:
+            e.model_version = "v2"
+    assert _drift(_run(DriftDetector(), iter(events)))  # the new version's inputs differ
+    assert _drift(_run(DriftDetector(rebaseline_on_version=True), iter(events))) == []
+
+
+def test_a_rolling_reference_adapts_after_the_lag() -> None:
+    def shifted(row: Row, rng: random.Random) -> Row:
+        return {**row, "c": row["c"] + 4.0}
+
+    detector = DriftDetector(reference="rolling", rolling_windows=3, lag_windows=2, multivariate=False,
+                             text=False)
+    found = _drift(_run(detector, _stream(20, 400, shift=shifted, shift_from=10)))
+    windows = sorted({w for w, _ in found})
+    assert windows
+    assert windows[0] == 10
+    assert max(windows) < 16  # once the shifted windows are the reference, it is the new normal
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("reference", "yesterday"), ("correction", "bonferroni"), ("alpha", 0.0), ("min_events", 1),
+    ("change_detector", "magic"),
+])
+def test_bad_options_are_named(option: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=option if option != "change_detector" else "magic"):
+        DriftDetector(**{option: value})

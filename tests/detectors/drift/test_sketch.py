@@ -1,0 +1,120 @@
+"""Window summaries: exact merging whatever the split, round trips, bounded samples."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from inferwatch.collectors.event import EventOutput, InferenceEvent
+from inferwatch.detectors.drift.sketch import (
+    Sample,
+    WindowSummary,
+    features_of,
+    is_refusal,
+    summarise_rows,
+)
+from inferwatch.testing import make_event
+
+
+def _events(n: int, seed: int = 0) -> list[InferenceEvent]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        features: dict[str, float | str | bool] = {"x": rng.gauss(0, 1), "colour": rng.choice("rgb"),
+                                                   "flag": rng.random() < 0.2}
+        if rng.random() < 0.1:
+            del features["x"]
+        out.append(make_event(ts=1_000.0 + i, features=features, duration_ms=rng.expovariate(0.1),
+                              status=500 if rng.random() < 0.05 else 200, model_version="v1",
+                              text=rng.choice(["hello there", "bonjour à tous", None]),
+                              output=EventOutput(text=rng.choice(["Sure: 4", "I'm sorry, I can't help."]))))
+    return out
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 5])
+def test_partials_merge_into_the_whole_whatever_the_split(parts: int) -> None:
+    events = _events(5_000)
+    whole = WindowSummary("m", k=300, text_k=40)
+    for e in events:
+        whole.add(e)
+    rng = random.Random(parts)
+    partials = [WindowSummary("m", k=300, text_k=40) for _ in range(parts)]
+    for e in events:
+        partials[rng.randrange(parts)].add(e)
+    whole.seal(ngrams=lambda text: [len(text)])
+    merged = WindowSummary("m", k=300, text_k=40)
+    for p in reversed(partials):  # order of arrival does not matter either
+        p.seal(ngrams=lambda text: [len(text)])
+        merged.merge(WindowSummary.from_dict(json.loads(json.dumps(p.to_dict()))))
+    assert len(merged.ngram_rows()) == 40  # the text sample's cap holds across the merge too
+    got, want = merged.to_dict(), whole.to_dict()
+    assert got["latency_total"] == pytest.approx(want["latency_total"])
+    got["latency_total"] = want["latency_total"]
+    assert got == want
+
+
+def test_exact_counts_and_a_bounded_sample() -> None:
+    events = _events(3_000)
+    summary = WindowSummary("m", k=500)
+    for e in events:
+        summary.add(e)
+    summary.seal()
+    assert summary.events == 3_000
+    assert summary.errors == sum(1 for e in events if e.status == 500)
+    assert len(summary.rows()) == 500
+    assert summary.sample.seen == 3_000
+    assert summary.versions == {"v1": 3_000}
+    assert set(summary.keys()) >= {"input.x", "input.colour", "input.flag", "ops.latency_ms", "text.chars",
+                                   "output.refusal"}
+    assert summary.keys()["input.x"] == "numeric"
+    assert summary.keys()["input.colour"] == "categorical"
+    present, rows = summary.presence("input.x")
+    assert 0.8 < present / rows < 0.97  # about 10 % missing
+    assert sum(summary.counts("input.colour").values()) == 500
+    assert summary.matrix(["input.x"]).shape == (present, 1)
+
+
+def test_the_sample_is_the_events_with_the_smallest_hashes() -> None:
+    s = Sample(3)
+    for h in [50, 10, 40, 30, 20, 60]:
+        s.add(h, float(h))
+    assert [h for h, _ in s.items()] == [10, 20, 30]
+    assert s.seen == 6
+    s.add(10, 99.0)  # the same event again is not a second value
+    assert sorted(s.values().tolist()) == [10.0, 20.0, 30.0]
+
+
+def test_features_of_an_event() -> None:
+    event = make_event(features={"age": 41, "plan": "pro", "ok": True, "none": None},
+                       duration_ms=12.5, status=503, text="Привет, как дела?",
+                       output=EventOutput(text="I cannot help with that.", tokens=5))
+    event.input.tokens = 7
+    values = features_of(event, lambda text: ("cyrillic", "ru"))
+    assert values["input.age"] == 41.0
+    assert values["input.plan"] == "pro"
+    assert values["input.ok"] == "true"
+    assert "input.none" not in values
+    assert values["text.script"] == "cyrillic"
+    assert values["text.chars"] == 17.0
+    assert values["output.refusal"] == "true"
+    assert values["ops.error"] == "true"
+    assert values["ops.latency_ms"] == 12.5
+    assert values["ops.input_tokens"] == 7.0
+
+
+def test_refusals() -> None:
+    assert is_refusal("I\u2019m sorry, but I can\u2019t assist with that request.")
+    assert not is_refusal("Sure! Here is the summary you asked for.")
+
+
+def test_summarise_rows_from_a_baseline_file() -> None:
+    rows = [{"x": float(i), "colour": "red" if i % 2 else "blue", "output.label": "spam" if i % 3 else "ham"}
+            for i in range(1_000)]
+    a = summarise_rows(rows, "m", k=200)
+    b = summarise_rows(rows, "m", k=200)
+    assert a.to_dict() == b.to_dict()  # deterministic
+    assert a.events == 1_000
+    assert a.tabular == 1_000
+    assert a.keys() == {"input.x": "numeric", "input.colour": "categorical", "output.label": "categorical"}

@@ -1,0 +1,219 @@
+"""Drift statistics: numeric and categorical comparisons, and Benjamini-Hochberg in detectors.stats."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import ks_2samp
+
+from inferwatch.detectors import stats
+from inferwatch.detectors.drift import statistics
+from inferwatch.detectors.drift.statistics import compare_categorical, compare_numeric
+from inferwatch.detectors.stats import benjamini_hochberg, holm_adjust
+
+
+def normal(seed: int, n: int, loc: float = 0.0, scale: float = 1.0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(loc, scale, size=n)
+
+
+# --- numeric ---------------------------------------------------------------------------------
+
+
+def test_mean_shift_moves_every_numeric_statistic() -> None:
+    s = compare_numeric(normal(1, 2000), normal(2, 2000, loc=1.0))
+
+    assert s.ks_d == pytest.approx(0.383, abs=0.04)  # 2 * Phi(0.5) - 1 for a 1-std shift
+    assert s.ks_p < 1e-50
+    assert s.wasserstein == pytest.approx(1.0, abs=0.08)
+    assert s.wasserstein_basis == "reference std"
+    assert s.psi > 0.5
+    assert s.current_mean - s.reference_mean == pytest.approx(1.0, abs=0.08)
+
+
+def test_variance_shift_is_seen_by_wasserstein_and_ks_without_a_mean_change() -> None:
+    s = compare_numeric(normal(3, 3000), normal(4, 3000, scale=2.0))
+
+    assert abs(s.current_mean - s.reference_mean) < 0.1
+    assert s.current_std / s.reference_std == pytest.approx(2.0, rel=0.06)
+    assert s.wasserstein == pytest.approx(0.8, abs=0.08)  # (2 - 1) * E|Z|
+    assert s.ks_d == pytest.approx(0.16, abs=0.03)
+    assert s.ks_p < 1e-20
+
+
+def test_same_distribution_gives_small_statistics() -> None:
+    s = compare_numeric(normal(5, 2000), normal(6, 2000))
+
+    assert s.ks_d < 0.05
+    assert s.ks_p > 0.01
+    assert s.wasserstein < 0.06
+    assert s.psi < 0.02
+
+
+def test_ks_uses_the_asymptotic_p_value_for_big_samples_and_exact_for_small() -> None:
+    big_ref, big_cur = normal(7, 5000), normal(8, 5000, loc=0.04)
+    small_ref, small_cur = normal(9, 300), normal(10, 200, loc=0.2)
+
+    assert compare_numeric(big_ref, big_cur).ks_p == ks_2samp(big_ref, big_cur, method="asymp").pvalue
+    assert compare_numeric(small_ref, small_cur).ks_p == ks_2samp(small_ref, small_cur, method="exact").pvalue
+
+
+def test_histogram_uses_reference_quantile_bins() -> None:
+    s = compare_numeric(np.arange(1000.0), np.arange(1000.0) + 500.0, bins=4)
+
+    assert s.edges.tolist() == pytest.approx([249.75, 499.5, 749.25])
+    assert s.reference_counts.tolist() == [250, 250, 250, 250]
+    assert s.current_counts.tolist() == [0, 0, 250, 750]
+    assert sum(s.current_counts) == s.n_current == 1000
+
+
+def test_constant_reference_falls_back_to_its_magnitude() -> None:
+    s = compare_numeric(np.full(500, 1000.0), np.full(500, 1024.0))
+
+    assert s.wasserstein_basis.startswith("reference magnitude")
+    assert s.wasserstein_scale == 1000.0
+    assert s.wasserstein == pytest.approx(0.024)
+    assert s.ks_d == 1.0
+    zeros = compare_numeric(np.zeros(200), np.full(200, 0.5))
+    assert zeros.wasserstein_scale == 1.0
+    assert zeros.wasserstein == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("reference", "current", "message"), [
+    ([], [1.0], "reference is empty"),
+    ([1.0], [], "current is empty"),
+    ([1.0, float("nan")], [1.0], "reference holds NaN"),
+    ([1.0], [float("inf")], "current holds NaN or infinite"),
+])
+def test_numeric_input_errors_say_what_to_do(reference: list[float], current: list[float],
+                                             message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        compare_numeric(np.array(reference), np.array(current))
+
+
+def test_numeric_evidence_is_json_ready_and_rounded() -> None:
+    s = compare_numeric(normal(11, 500), normal(12, 400, loc=0.5))
+    evidence = s.evidence()
+
+    json.dumps(evidence)
+    assert set(evidence) >= {"ks_d", "ks_p", "psi", "wasserstein_normalised", "wasserstein_unit",
+                             "reference", "current", "histogram"}
+    assert evidence["reference"]["n"] == 500
+    assert evidence["current"]["n"] == 400
+    assert evidence["wasserstein_unit"].startswith("reference std (")
+    assert len(repr(evidence["ks_d"])) <= 7  # 4 significant digits, not 17
+    histogram = evidence["histogram"]
+    assert len(histogram["inner_edges"]) == 9
+    assert len(histogram["reference_counts"]) == len(histogram["current_counts"]) == 10
+    assert sum(histogram["current_counts"]) == 400
+
+
+# --- categorical -----------------------------------------------------------------------------
+
+
+def test_category_share_change_moves_every_categorical_statistic() -> None:
+    c = compare_categorical({"a": 500, "b": 500}, {"a": 700, "b": 300})
+
+    # expected counts 600/400 per row: chi2 = 2 * (100**2 / 600 + 100**2 / 400) = 83.33, N = 2000
+    assert c.chi2 == pytest.approx(250.0 / 3.0)
+    assert c.dof == 1
+    assert c.cramers_v == pytest.approx((250.0 / 3.0 / 2000.0) ** 0.5)
+    assert c.chi2_p < 1e-15
+    assert c.jensen_shannon == pytest.approx(jensenshannon([0.5, 0.5], [0.7, 0.3]))
+    assert c.psi == pytest.approx(0.2 * math.log(0.7 / 0.5) - 0.2 * math.log(0.3 / 0.5))
+    assert c.unseen_share == 0.0
+    assert c.top_changes[0] == ("a", 0.5, 0.7)
+
+
+def test_new_categories_count_as_unseen_share_and_lead_the_changes() -> None:
+    c = compare_categorical({"en": 900, "fr": 100, "gone": 0},
+                            {"en": 500, "fr": 100, "de": 300, "es": 100})
+
+    assert c.unseen_share == pytest.approx(0.4)
+    assert c.categories == 4  # "gone" has no count on either side and is dropped
+    assert c.dof == 3
+    assert [name for name, _, _ in c.top_changes[:2]] == ["en", "de"]  # -40 points, +30 points
+    assert c.top_changes[1] == ("de", 0.0, 0.3)
+    assert c.chi2_p < 1e-50
+    assert c.jensen_shannon > 0.3
+
+
+def test_identical_mix_gives_no_difference() -> None:
+    c = compare_categorical({"x": 30, "y": 70}, {"x": 300, "y": 700})
+
+    assert c.chi2 == pytest.approx(0.0)
+    assert c.chi2_p == pytest.approx(1.0)
+    assert c.cramers_v == pytest.approx(0.0)
+    assert c.jensen_shannon == pytest.approx(0.0, abs=1e-9)
+    assert c.psi == pytest.approx(0.0)
+
+
+def test_a_single_category_on_both_sides_cannot_differ() -> None:
+    c = compare_categorical({"ok": 100}, {"ok": 5000})
+
+    assert (c.chi2, c.chi2_p, c.dof, c.cramers_v, c.jensen_shannon) == (0.0, 1.0, 0, 0.0, 0.0)
+
+
+def test_categorical_input_errors_say_what_to_do() -> None:
+    with pytest.raises(ValueError, match="reference counts total 0"):
+        compare_categorical({"a": 0}, {"a": 3})
+    with pytest.raises(ValueError, match="current counts total 0"):
+        compare_categorical({"a": 3}, {})
+    with pytest.raises(ValueError, match="non-negative"):
+        compare_categorical({"a": 3, "b": -1}, {"a": 3})
+
+
+def test_categorical_evidence_lists_at_most_ten_changes_largest_first() -> None:
+    reference = {f"c{i:02d}": 100 for i in range(30)}
+    current = {f"c{i:02d}": 100 + i * i for i in range(30)}
+    evidence = compare_categorical(reference, current).evidence()
+
+    json.dumps(evidence)
+    changes = evidence["top_changes"]
+    assert len(changes) == statistics.TOP_CHANGES == 10
+    assert changes[0]["category"] == "c29"
+    moves = [abs(c["current_share"] - c["reference_share"]) for c in changes]
+    assert moves == sorted(moves, reverse=True)
+    assert evidence["reference"]["n"] == 3000
+    assert evidence["categories"] == 30
+
+
+# --- Benjamini-Hochberg ----------------------------------------------------------------------
+
+
+def test_benjamini_hochberg_values() -> None:
+    # Hand-computed: sorted p (0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205), m = 8:
+    # p * m / rank = 0.008, 0.032, 0.104, 0.082, 0.0672, 0.08, 0.0846, 0.205; then the running
+    # minimum from the largest p down.
+    pvalues = [0.041, 0.001, 0.205, 0.008, 0.039, 0.074, 0.042, 0.06]
+    expected = [0.0672, 0.008, 0.205, 0.032, 0.0672, 0.08457142857142857, 0.0672, 0.08]
+
+    assert benjamini_hochberg(pvalues) == pytest.approx(expected)
+
+
+def test_benjamini_hochberg_is_never_stricter_than_holm_and_finds_more() -> None:
+    pvalues = [0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205]
+    bh, holm = benjamini_hochberg(pvalues), holm_adjust(pvalues)
+
+    assert all(q <= h + 1e-12 for q, h in zip(bh, holm, strict=True))
+    assert sum(q < 0.05 for q in bh) == 2
+    assert sum(h < 0.05 for h in holm) == 1
+
+
+def test_benjamini_hochberg_edge_cases() -> None:
+    assert benjamini_hochberg([]) == []
+    assert benjamini_hochberg([0.3]) == [0.3]
+    assert benjamini_hochberg([1.0, 1.0, 0.9]) == [1.0, 1.0, 1.0]
+    adjusted = benjamini_hochberg([0.02, 0.02, 0.02])
+    assert adjusted == pytest.approx([0.02, 0.02, 0.02])  # ties share the largest rank's value
+
+
+@pytest.mark.parametrize("module", [stats, statistics])
+def test_docstring_examples(module: object) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
+    assert result.attempted > 0
+    assert result.failed == 0
