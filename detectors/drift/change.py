@@ -1,6 +1,108 @@
 """Streaming change detectors for operations metrics, judged once per window.
 
-FIGURES_PLACEHOLDER
+Each detector watches one per-window aggregate of one model — window mean latency, window p95
+latency, error share, mean tokens per request — computed from the merged window summary
+(:mod:`.sketch`). Every detector process sees the same merged series, so N processes reach the
+verdict one would; that is why these run once per window and never per event. The caller keeps
+one detector per (model, metric) and feeds it one value per closed window.
+
+* :class:`Cusum` — two-sided tabular CUSUM against a reference frozen after warm-up. Slack
+  ``k = 1`` std is tuned to shifts of about 2 std; the fastest on large steps.
+* :class:`PageHinkley` — two-sided Page-Hinkley: residuals from a slowly fading running mean,
+  slack ``delta = 0.5`` std. Better on 1-std shifts and slow ramps, slower on large steps.
+* :class:`Adwin` — ADWIN-style: splits the last ``max_window`` values at every point and cuts
+  where the two parts' means differ by more than the ADWIN bound. No fixed reference level.
+
+All share one interface, :class:`ChangeDetector`: ``update(value, weight=1.0) -> Change | None``,
+``reset()`` and ``to_dict()`` (JSON-safe; :func:`restore` rebuilds any of them and it continues
+exactly where it stopped). :func:`build` makes one by name. A :class:`Change` carries the
+direction, the statistic and threshold, the means before and after, and how many windows ago
+the change began; :meth:`Change.evidence` is what an on-call engineer reads.
+
+Behaviour worth knowing:
+
+* **Scale-free.** The first ``min_windows`` (60) values only learn a reference: the mean, the
+  standard deviation and the typical weight. Every later value is standardised,
+  ``z = (value - mean) / std``, and all options are in units of that std, so the same defaults
+  serve latency in ms, tokens and an error share in [0, 1]. The std, not the MAD: the MAD of a
+  zero-inflated metric such as error share is 0, and it understates the spread of skewed ones.
+* **Heavy tails.** Each standardised value is clipped at ``clip`` std (3 for CUSUM and
+  Page-Hinkley, 4 for ADWIN, whose bound widens with the window's own variance), so one latency
+  spike adds at most ``clip - k`` to a CUSUM. That, not a lower threshold, is what keeps
+  lognormal latency silent; the price is that any step above ``clip`` std is detected as fast as
+  one of ``clip`` std (CUSUM: 6 windows).
+* **Weights.** ``weight`` is the window's precision, most simply its request count. It is divided
+  by the median warm-up weight and capped at 1: a window with a tenth of the usual requests
+  counts a tenth (its value is taken to have ten times the variance) and a busy window counts no
+  more than a typical one, because real windows vary by more than sampling noise. Constant
+  weights of any size behave exactly like 1.0. **Callers should skip windows with fewer than
+  ``min_count`` requests** (a p95 of three requests is noise) and pass only finite values.
+* **After a change** the detector re-learns: CUSUM and Page-Hinkley warm up again for
+  ``min_windows`` windows; ADWIN drops the older part and re-learns its scale from the newer
+  part. A lasting shift is therefore reported once and becomes the new normal; a later return is
+  reported as a change the other way. Nothing is reported while warming up.
+* **A metric constant during warm-up** (error share 0 for an hour) has std 0; its scale is then
+  ``max(min_scale, 1e-6 * |mean|, 1e-12)``, so the first errors afterwards are a change. Set
+  ``min_scale`` (in the metric's units, e.g. 0.005 for error share) to the spread you consider
+  normal.
+* **Assumptions.** Window values are treated as independent around a level. A daily cycle larger
+  than a few warm-up std, or strongly autocorrelated windows, will be reported as changes;
+  Page-Hinkley's fading mean (``alpha``) absorbs only very slow drift.
+* **Memory and cost.** CUSUM and Page-Hinkley hold a few numbers (about 1 KB per detector, JSON
+  state about 400 bytes) and take about 5 µs a window. ADWIN holds 16 bytes per kept value
+  (about 9 KB at ``max_window=500``, JSON state about 12 KB) and takes about 0.1 ms a window;
+  it keeps plain arrays rather than ADWIN's exponential histogram, which only pays off for
+  per-event streams, not for one value a minute.
+
+Measured with the defaults by a seeded script outside the test suite (it runs for minutes), the
+detector built afresh for each stream of 10,000 windows, warm-up included. Streams: Gaussian
+window values N(100, 10); lognormal window values ``100 * exp(sigma * N(0, 1))``; the mean or
+p95 of Poisson(100) requests (at least 20) with lognormal(sigma 1) latency, weighted by the
+count; error share Binomial(n, 0.01) / n, weighted by n. False alarms, in all windows tested:
+
+=============================================================  ======  ======  ======
+stationary stream (windows tested)                             PH      CUSUM   ADWIN
+=============================================================  ======  ======  ======
+Gaussian window values (3,000,000)                             1       0       0
+lognormal window values, sigma 0.5 (2,000,000)                 0       0       0
+lognormal window values, sigma 1, skewness 6 (2,000,000)       1       0       0
+p95 of ~100 lognormal requests, weighted (500,000)             1       0       0
+mean of ~100 lognormal requests, weighted (500,000)            0       0       0
+error share, 1% binomial, weighted (500,000)                   0       0       0
+=============================================================  ======  ======  ======
+
+That is at most 0.02 false alarms per 10,000 stationary windows (Page-Hinkley on p95 latency)
+and none for CUSUM and ADWIN in 8.5 million windows. Detection delay, in windows from the first
+shifted window to the alarm inclusive, median (90th percentile), 500 seeded Gaussian streams
+shifted after 300 stationary windows:
+
+=================================  ===============  ===============  ===============
+shift                              PH               CUSUM            ADWIN
+=================================  ===============  ===============  ===============
+step of 1 std (*)                  39 (69)          76 (217)         49 (72)
+step of 2 std, up or down          13 (17)          13 (19)          16 (21)
+step of 5 std, up or down          8 (8)            6 (6)            6 (7)
+ramp of 0.01 std a window          112 (133)        141 (167)        114 (131)
+ramp of 0.05 std a window          37 (42)          40 (47)          41 (45)
+=================================  ===============  ===============  ===============
+
+(*) Within 300 windows Page-Hinkley caught 99.4% and ADWIN all; CUSUM caught 66%: a 1-std shift
+sits at its slack ``k``, by design below what it is tuned to report.
+
+Example: latency of about 120 ms jumps by 3 std at window 101::
+
+    >>> import random
+    >>> rng = random.Random(7)
+    >>> detector = Cusum()
+    >>> found = [c for t in range(200)
+    ...          if (c := detector.update(120 + rng.gauss(0, 8) + (24 if t >= 100 else 0)))]
+    >>> [(c.direction, c.at, c.onset) for c in found]
+    [('up', 106, 101)]
+    >>> change = found[0]
+    >>> round(change.mean_before), round(change.mean_after), change.windows_since_change
+    (120, 146, 6)
+    >>> change.evidence()["threshold"]
+    11.5
 """
 
 from __future__ import annotations
@@ -18,6 +120,15 @@ Direction = Literal["up", "down"]
 STATE_VERSION = 1
 SCALE_FLOOR_RELATIVE = 1e-6
 """A metric constant during warm-up gets ``scale = max(min_scale, 1e-6 * |mean|, 1e-12)``."""
+STATISTIC_MEANING = {
+    "cusum": "cumulative excess of the standardised values over the slack k since the level last looked "
+             "normal, in reference std",
+    "page_hinkley": "cumulative deviation of the standardised values from their running mean beyond delta, "
+                    "in reference std",
+    "adwin": "difference between the means of the older and the newer part of the recent windows, in "
+             "reference std, against the ADWIN bound for those sizes",
+}
+"""What each detector's ``statistic`` measures, spelled out in :meth:`Change.evidence`."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +180,7 @@ class Change:
             "shift_std": round(self.shift, 3),
             "statistic": round(self.statistic, 4),
             "threshold": round(self.threshold, 4),
+            "statistic_is": STATISTIC_MEANING.get(self.detector, ""),
             "window_index": self.at,
             "onset_window_index": self.onset,
             "windows_since_change": self.windows_since_change,
@@ -393,6 +505,7 @@ class Adwin(_WarmupDetector):
 
     def __init__(self, *, delta: float = 0.002, max_window: int = 500, min_side: int = 5,
                  min_windows: int = 60, clip: float = 4.0, min_scale: float = 0.0) -> None:
+        super().__init__(min_windows=min_windows, clip=clip, min_scale=min_scale)
         _check(0.0 < delta < 1.0, "delta", "must be in (0, 1)", delta)
         _check(isinstance(min_side, int) and min_side >= 1, "min_side", "must be an int >= 1", min_side)
         _check(isinstance(max_window, int) and max_window >= max(min_windows, 2 * min_side), "max_window",
@@ -401,7 +514,6 @@ class Adwin(_WarmupDetector):
         self.delta = delta
         self.max_window = max_window
         self.min_side = min_side
-        super().__init__(min_windows=min_windows, clip=clip, min_scale=min_scale)
 
     def reset(self) -> None:
         """Forget everything, including the kept values and the reference."""

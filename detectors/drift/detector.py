@@ -55,6 +55,8 @@ UNKNOWN_MODEL = "unknown"
 OPS_DETECTOR = "drift_ops"
 SUMMARY_FEATURES = 3
 OPERATIONS = ("latency_ms", "error_share", "tokens_per_request")
+RELOAD_WINDOWS = 10
+"""Windows between two reads of a model's stored reference (a new baseline is picked up)."""
 
 
 class ReferenceKeeper(Protocol):
@@ -80,6 +82,7 @@ class Reference:
 class _ModelState:
     reference: Reference | None = None
     loaded: bool = False
+    since_load: int = 0
     warm: WindowSummary | None = None
     pending: WindowSummary | None = None
     carried: int = 0
@@ -128,18 +131,35 @@ class DriftJudge:
 
     # --- references -------------------------------------------------------------------------
     def _load(self, model: str, state: _ModelState) -> None:
-        if state.loaded or self.keeper is None:
+        # Read at a model's first window and again every RELOAD_WINDOWS windows, so a baseline
+        # set (or cleared) with `inferwatch baseline` reaches a running service within minutes.
+        if self.keeper is None or state.unsaved is not None:
             return
-        state.loaded = True
+        if state.loaded and state.since_load < RELOAD_WINDOWS:
+            state.since_load += 1
+            return
+        state.since_load = 0
         try:
             record = self.keeper.load_reference(model)
         except Exception as exc:  # the store being down must not stop detection
-            log.warning("drift: could not load the reference of model %s (%s); warming up", model, exc)
-            state.loaded = False
+            log.warning("drift: could not load the reference of model %s (%s)", model, exc)
             return
-        if record is not None:
-            state.reference = Reference(WindowSummary.from_dict(record.summary), record.source,
-                                        record.created, record.model_version, record.origin)
+        first, state.loaded = not state.loaded, True
+        current = state.reference
+        if record is None:
+            if current is not None and current.source == "file":  # cleared by `inferwatch baseline clear`
+                log.info("drift: the baseline of model %s was cleared; warming up a new reference", model)
+                state.reference, state.pending, state.carried = None, None, 0
+            return
+        if current is not None and not first and record.created == current.created:
+            return
+        if current is not None and record.source != "file" and current.source == "rolling":
+            return  # a rolling reference is this process's own; only a baseline file overrides it
+        state.reference = Reference(WindowSummary.from_dict(record.summary), record.source,
+                                    record.created, record.model_version, record.origin)
+        state.pending, state.carried, state.warm = None, 0, None
+        if not first:
+            log.info("drift: model %s now uses the %s reference from %s", model, record.source, record.origin)
 
     def _save(self, model: str, state: _ModelState) -> None:
         ref = state.unsaved
@@ -341,7 +361,7 @@ class DriftJudge:
             detector = state.changes.get(metric)
             if detector is None:
                 detector = state.changes[metric] = change.build(o.change_detector)
-            found = detector.update(value)
+            found = detector.update(value, weight=float(summary.events))
             if found is not None:
                 findings.append(self._ops_finding(model, summary, metric, value, found))
         return findings

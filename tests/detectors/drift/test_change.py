@@ -240,5 +240,6 @@ def test_evidence_says_what_moved_against_which_threshold() -> None:
     assert evidence["statistic"] > 11.5
     assert evidence["shift_std"] == pytest.approx(4.0, abs=1.5)
     assert evidence["onset_window_index"] == found.at - found.windows_since_change + 1
+    assert "slack k" in evidence["statistic_is"]
     assert f"level moved up from {found.mean_before:.4g} to {found.mean_after:.4g}" in evidence["summary"]
     assert "exceeded its threshold 11.50" in evidence["summary"]

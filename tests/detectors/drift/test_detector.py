@@ -210,3 +210,27 @@ def test_a_rolling_reference_adapts_after_the_lag() -> None:
 def test_bad_options_are_named(option: str, value: Any) -> None:
     with pytest.raises(ValueError, match=option if option != "change_detector" else "magic"):
         DriftDetector(**{option: value})
+
+
+def test_a_baseline_set_while_running_is_picked_up(tmp_path: Path) -> None:
+    from inferwatch.detectors.drift.detector import RELOAD_WINDOWS
+    from inferwatch.detectors.drift.reference import ReferenceRecord
+    from inferwatch.detectors.drift.sketch import summarise_rows
+
+    store = SQLiteStore(tmp_path / "store.db")
+    detector = DriftDetector(multivariate=False, text=False, operations=False)
+    detector.attach_store(store)
+    assert _run(detector, _stream(4, 400)) == []  # warmed up on ordinary traffic
+    rng = random.Random(5)
+    rows = [{"c": rng.gauss(30.0, 2.0)} for _ in range(2_000)]  # a baseline where c was much higher
+    summary = summarise_rows(rows, "m")
+    store.save_reference(ReferenceRecord(model="m", source="file", created=datetime.now(UTC),
+                                         events=summary.events, origin="baseline.csv",
+                                         summary=summary.to_dict()))
+    found = _drift(_run(detector, _stream(RELOAD_WINDOWS + 2, 400, seed=2)))
+    assert found, "the new baseline was not used"
+    assert found[-1][1].evidence["reference"]["source"] == "file"
+    assert found[-1][1].evidence["drifted"] == ["input.c"]
+    store.delete_reference("m")
+    later = _drift(_run(detector, _stream(RELOAD_WINDOWS + 6, 400, seed=3)))
+    assert all(w <= RELOAD_WINDOWS for w, _ in later)  # cleared: back to a warm-up of ordinary traffic
