@@ -15,25 +15,26 @@ What it guarantees the application:
 * the app's own exceptions propagate exactly as raised; a failure in inferwatch's own code is
   swallowed and counted (``agent.stats().internal_errors``) and never reaches the client.
 
-After the response is complete, the bodies are read into events (see
-:mod:`inferwatch.agent.extract`) and queued; ``time`` is the request start, ``duration_ms``
+After the response is complete the call is queued; the shipper thread reads the bodies into
+events (see :mod:`inferwatch.agent.extract`). ``time`` is the request start, ``duration_ms``
 runs to the last response byte. Requests to ``exclude_paths`` (health checks, metrics) and
-non-HTTP scopes (websocket, lifespan) pass straight through.
+non-HTTP scopes (websocket, lifespan) pass straight through. The app may name the caller, the
+model and extra attributes of the request with :mod:`inferwatch.agent.context`. With
+``metrics_path`` set, the middleware answers that path itself with the agent's Prometheus
+metrics (:meth:`~inferwatch.agent.Agent.metrics_text`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, MutableMapping
-from contextvars import Token
-from typing import Any, Final
+from typing import Any
 
-from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
-from inferwatch.agent.core import Agent, Call, get_agent
-from inferwatch.agent.extract import HttpExchange, extract_http
+from inferwatch.agent.capture import DEFAULT_EXCLUDED_PATHS, BodyCapture, record_exchange
+from inferwatch.agent.core import Agent, Attachment, Call, get_agent
+from inferwatch.agent.metrics import CONTENT_TYPE
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,9 +42,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-DEFAULT_EXCLUDED_PATHS: Final = frozenset(
-    {"/health", "/healthz", "/livez", "/readyz", "/metrics", "/favicon.ico", "/docs", "/openapi.json"}
-)
+__all__ = ["DEFAULT_EXCLUDED_PATHS", "InferwatchMiddleware"]
+
 _log = logging.getLogger("inferwatch.agent")
 
 
@@ -51,7 +51,8 @@ class InferwatchMiddleware:
     """Records every HTTP request through ``app`` as inference events, failing open.
 
     ``agent`` defaults to :func:`~inferwatch.agent.get_agent` at the first request.
-    ``operation`` and ``model``, when given, override what the bodies say.
+    ``operation`` and ``model``, when given, override what the bodies say. ``metrics_path``
+    (e.g. ``"/metrics"``), when given, is answered with the agent's Prometheus metrics.
     """
 
     def __init__(
@@ -62,36 +63,52 @@ class InferwatchMiddleware:
         operation: str | None = None,
         model: str | None = None,
         exclude_paths: Collection[str] = DEFAULT_EXCLUDED_PATHS,
+        metrics_path: str | None = None,
     ) -> None:
         self.app = app
         self.operation = operation
         self.model = model
         self.exclude_paths = frozenset(exclude_paths)
+        self.metrics_path = metrics_path
         self._agent = agent
         self._agent_unavailable = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
-        agent = self._resolve_agent() if scope.get("type") == "http" else None
-        if agent is None or scope.get("path") in self.exclude_paths:
+        if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
-        capture = _Capture(agent.settings.max_body_bytes)
+        path = scope.get("path", "")
+        if path == self.metrics_path:
+            await self._serve_metrics(send)
+            return
+        agent = self._resolve_agent()
+        if agent is None or path in self.exclude_paths:
+            await self.app(scope, receive, send)
+            return
+        capture = BodyCapture(agent.settings.max_body_bytes)
         call: Call | None = None
-        token: Token[Context] | None = None
-        with agent.guard():
+        token: Attachment | None = None
+        try:
             call = self._begin(agent, scope)
             token = call.attach()
+        except Exception as exc:
+            agent.note_internal_error(exc)
 
         async def receive_and_copy() -> Message:
             message = await receive()
-            with agent.guard():
-                capture.on_request(message)
+            try:
+                if message.get("type") == "http.request":
+                    capture.add_request(message.get("body") or b"")
+            except Exception as exc:
+                agent.note_internal_error(exc)
             return message
 
         async def copy_and_send(message: Message) -> None:
-            with agent.guard():
-                capture.on_response(message)
+            try:
+                _on_response(capture, message)
+            except Exception as exc:
+                agent.note_internal_error(exc)
             await send(message)
 
         failure: BaseException | None = None
@@ -101,12 +118,16 @@ class InferwatchMiddleware:
             failure = exc
             raise
         finally:
-            if token is not None:
-                with agent.guard():
-                    Call.detach(token)
             if call is not None:
-                with agent.guard():
-                    self._record(agent, call, scope, capture, failure)
+                try:
+                    if token is not None:
+                        Call.detach(token)
+                    route = getattr(scope.get("route"), "path", None)  # Starlette's template: /items/{id}
+                    if isinstance(route, str):
+                        call.endpoint = route
+                    record_exchange(agent, call, path, capture, failure)
+                except Exception as exc:
+                    agent.note_internal_error(exc)
 
     def _resolve_agent(self) -> Agent | None:
         if self._agent is not None:
@@ -122,91 +143,35 @@ class InferwatchMiddleware:
 
     def _begin(self, agent: Agent, scope: Scope) -> Call:
         client = scope.get("client")
-        return agent.begin(
+        path = scope.get("path", "")
+        call = agent.begin(
             operation=self.operation,
             model=self.model,
-            endpoint=scope.get("path"),
+            endpoint=path,
             headers=_headers(scope.get("headers") or ()),
             client_ip=client[0] if client else None,
             kind=SpanKind.SERVER,
-            attributes={"http.request.method": scope.get("method", ""), "url.path": scope.get("path", "")},
         )
+        # Set when the span ends, on the shipper thread: attributes cost more than the span.
+        call.span_attributes = {"http.request.method": scope.get("method", ""), "url.path": path}
+        return call
 
-    def _record(
-        self, agent: Agent, call: Call, scope: Scope, capture: _Capture, failure: BaseException | None
-    ) -> None:
-        route = getattr(scope.get("route"), "path", None)  # Starlette's template, e.g. /items/{id}
-        if isinstance(route, str):
-            call.endpoint = route
-        exchange = HttpExchange(
-            path=scope.get("path", ""),
-            request_body=bytes(capture.request),
-            request_bytes=capture.request_bytes,
-            response_body=bytes(capture.response),
-            response_bytes=capture.response_bytes,
-            response_content_type=capture.content_type,
-            response_encoding=capture.encoding,
-            limit=capture.limit,
-        )
-        content = extract_http(exchange, agent.settings.capture)
-        status = capture.status
-        if status is None and isinstance(failure, Exception):
-            status = 500  # what the server answers for an exception before the response started
-        error = type(failure).__name__ if failure is not None else None
-        agent.record(call, content, status=status, error=error, end=capture.finished_at)
+    async def _serve_metrics(self, send: Send) -> None:
+        agent = self._resolve_agent()
+        body = agent.metrics_text().encode() if agent is not None else b"# inferwatch agent unavailable\n"
+        headers = [(b"content-type", CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200 if agent else 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
-class _Capture:
-    """Copies of what passed through, each body cut at ``limit`` bytes but fully counted."""
-
-    __slots__ = (
-        "content_type",
-        "encoding",
-        "finished_at",
-        "limit",
-        "request",
-        "request_bytes",
-        "response",
-        "response_bytes",
-        "status",
-    )
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.request = bytearray()
-        self.request_bytes = 0
-        self.response = bytearray()
-        self.response_bytes = 0
-        self.status: int | None = None
-        self.content_type = ""
-        self.encoding = ""
-        self.finished_at: float | None = None
-
-    def on_request(self, message: Message) -> None:
-        if message.get("type") == "http.request":
-            body = message.get("body") or b""
-            self.request_bytes += len(body)
-            _append_within(self.request, body, self.limit)
-
-    def on_response(self, message: Message) -> None:
-        kind = message.get("type")
-        if kind == "http.response.start":
-            self.status = message.get("status")
-            headers = _headers(message.get("headers") or ())
-            self.content_type = headers.get("content-type", "").lower()
-            self.encoding = headers.get("content-encoding", "").lower()
-        elif kind == "http.response.body":
-            body = message.get("body") or b""
-            self.response_bytes += len(body)
-            _append_within(self.response, body, self.limit)
-            if not message.get("more_body", False):
-                self.finished_at = time.perf_counter()
-
-
-def _append_within(buffer: bytearray, chunk: bytes, limit: int) -> None:
-    room = limit - len(buffer)
-    if room > 0:
-        buffer += chunk[:room]
+def _on_response(capture: BodyCapture, message: Message) -> None:
+    kind = message.get("type")
+    if kind == "http.response.start":
+        capture.start_response(message.get("status"), _headers(message.get("headers") or ()))
+    elif kind == "http.response.body":
+        capture.add_response(message.get("body") or b"")
+        if not message.get("more_body", False):
+            capture.finish()
 
 
 def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:

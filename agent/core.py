@@ -23,18 +23,20 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
+import functools
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from contextvars import Token
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -42,10 +44,13 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-from inferwatch.agent.content import CallContent, Row
+from inferwatch.agent.content import CallContent, Row, features_from
+from inferwatch.agent.context import MAX_PSEUDONYM_CHARS, ContextValues, Scope, enter, leave, open_call_scope
 from inferwatch.agent.forking import after_fork_in_child
-from inferwatch.agent.principal import Pseudonymizer, client_address
+from inferwatch.agent.metrics import prometheus_text, stats_line
+from inferwatch.agent.principal import Pseudonymizer, client_address, credential_from_headers
 from inferwatch.agent.shipper import EventShipper, ShipperStats
+from inferwatch.agent.spool import Spool
 from inferwatch.agent.telemetry import CallFacts, CallTracer, resolve_tracer_provider
 from inferwatch.collectors.bus import EventProducer
 from inferwatch.collectors.event import AgentInfo, InferenceEvent
@@ -72,31 +77,59 @@ def _distribution_version() -> str:
         return "0+unknown"
 
 
+ContentSource = CallContent | Callable[[], CallContent]
+"""What :meth:`Agent.record` takes: the call's content, or a function that reads it later."""
+
+
+class Attachment(NamedTuple):
+    """What :meth:`Call.attach` changed, for :meth:`Call.detach` to undo."""
+
+    otel: Token[Context]
+    scope: Token[Scope | None] | None
+
+
 @dataclass(slots=True)
 class Call:
-    """One call in flight, from :meth:`Agent.begin` to :meth:`Agent.record`."""
+    """One call in flight, from :meth:`Agent.begin` to :meth:`Agent.record`.
+
+    ``credential`` (the raw API key or token) and ``client_ip`` (the raw address) stay in
+    memory: they are pseudonymised and truncated when the events are built. ``principal``, when
+    set, is a pseudonym already and is used as it is.
+    """
 
     span: Span
-    started: datetime
     started_ns: int
     perf_start: float
     operation: str | None = None
     model: str | None = None
     endpoint: str | None = None
     principal: str | None = None
+    credential: str | None = None
     client_ip: str | None = None
+    scope: Scope | None = None
+    span_attributes: Mapping[str, AttributeValue] | None = None
+    """Span attributes set when the span ends, off the request path (not seen by samplers)."""
 
-    def attach(self) -> Token[Context]:
-        """Make the call's span current, so spans the model code opens become its children.
+    @property
+    def started(self) -> datetime:
+        """When the call started (UTC)."""
+        return datetime.fromtimestamp(self.started_ns / 1e9, UTC)
+
+    def attach(self) -> Attachment:
+        """Make the call current: its span (spans the model code opens become its children) and
+        its context (:func:`~inferwatch.agent.set_principal` and the like reach it).
 
         Returns a token for :meth:`detach`, which must run in the same thread or task.
         """
-        return otel_context.attach(trace.set_span_in_context(self.span))
+        otel = otel_context.attach(trace.set_span_in_context(self.span))
+        return Attachment(otel, enter(self.scope) if self.scope is not None else None)
 
     @staticmethod
-    def detach(token: Token[Context]) -> None:
+    def detach(token: Attachment) -> None:
         """Undo :meth:`attach`."""
-        otel_context.detach(token)
+        if token.scope is not None:
+            leave(token.scope)
+        otel_context.detach(token.otel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,14 +160,21 @@ class Agent:
                 "so caller pseudonyms cannot be reversed"
             )
         self.tracer = CallTracer(resolve_tracer_provider(settings.service, tracer_provider), self.version)
+        spool = None
+        if settings.spool_dir is not None:
+            spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes, fsync=settings.spool_fsync)
+        self._errors_lock = threading.Lock()
+        self._internal_errors = 0
+        self._last_logged: tuple[Any, ...] | None = None
+        self._next_log = time.monotonic() + settings.stats_log_interval_s
         self.shipper = EventShipper(
             producer,
             queue_size=settings.queue_size,
             batch_size=settings.batch_size,
             flush_interval_s=settings.flush_interval_s,
+            spool=spool,
+            on_tick=self._log_stats,
         )
-        self._errors_lock = threading.Lock()
-        self._internal_errors = 0
         self._new_identity()
         after_fork_in_child(self._new_identity)
 
@@ -159,11 +199,11 @@ class Agent:
         kind: SpanKind = SpanKind.INTERNAL,
         attributes: Mapping[str, AttributeValue] | None = None,
     ) -> Call:
-        """Start a call: note its start, open its span, pseudonymise the caller from ``headers``.
+        """Start a call: note its start, open its span, note the caller from ``headers``.
 
         ``headers`` are request headers with lower-case names; they give the principal and a
         remote parent (``traceparent``). ``operation`` and ``model``, when given, override what
-        the bodies say.
+        the bodies say (and are overridden by :func:`~inferwatch.agent.context`).
         """
         started_ns = time.time_ns()
         span = self.tracer.start(
@@ -176,35 +216,85 @@ class Agent:
         )
         return Call(
             span=span,
-            started=datetime.fromtimestamp(started_ns / 1e9, UTC),
             started_ns=started_ns,
             perf_start=time.perf_counter(),
             operation=operation,
             model=model,
             endpoint=endpoint,
-            principal=self.pseudonymizer.from_headers(headers) if headers else None,
-            client_ip=client_address(client_ip, truncate=self.settings.truncate_client_ip),
+            credential=credential_from_headers(headers, self.pseudonymizer.header) if headers else None,
+            client_ip=client_ip,
+            scope=open_call_scope(),
         )
 
     def record(
         self,
         call: Call,
-        content: CallContent,
+        content: ContentSource,
         *,
         status: int | None = None,
         error: str | None = None,
         end: float | None = None,
     ) -> list[InferenceEvent]:
-        """Finish ``call``: end its span, queue one event per row of ``content``, return them.
+        """Finish ``call``: end its span, queue one event per row of ``content``.
 
-        ``end`` is a :func:`time.perf_counter` reading of when the call finished (default now).
+        With a :class:`CallContent`, the events are built now and returned. With a function
+        returning one, the function, the span's end and the events' build (pseudonyms,
+        redaction) run later on the shipper thread, which keeps the request path short, and
+        ``[]`` is returned. ``end`` is a :func:`time.perf_counter` reading of when the call
+        finished (default now).
         """
-        seconds = max(0.0, (time.perf_counter() if end is None else end) - call.perf_start)
+        finished = time.perf_counter() if end is None else end
+        if callable(content):
+            build = functools.partial(self._build_later, call, content, status, error, finished)
+            if not self.shipper.offer(build):
+                self.next_seq()  # a call dropped before its build still leaves a gap in agent.seq
+                call.span.end()
+            return []
+        values = call.scope.resolve() if call.scope is not None else None
+        events = self._build(call, content, values, status, error, finished)
+        for event in events:
+            self.shipper.offer(event)
+        return events
+
+    def _build_later(
+        self,
+        call: Call,
+        read: Callable[[], CallContent],
+        status: int | None,
+        error: str | None,
+        finished: float,
+    ) -> list[InferenceEvent]:
+        try:
+            values = call.scope.resolve() if call.scope is not None else None
+            return self._build(call, read(), values, status, error, finished)
+        except Exception as exc:  # on the shipper thread: counted, and the span still ends
+            self.note_internal_error(exc)
+            with contextlib.suppress(Exception):
+                if call.span.is_recording():
+                    call.span.end()
+            return []
+
+    def _build(
+        self,
+        call: Call,
+        content: CallContent,
+        values: ContextValues | None,
+        status: int | None,
+        error: str | None,
+        finished: float,
+    ) -> list[InferenceEvent]:
+        seconds = max(0.0, finished - call.perf_start)
         operation = call.operation or content.operation or "predict"
-        # An explicit per-call model wins; then what the request asked for (an OpenAI-style
-        # server serves many models); the configured model is the default for bodies that
-        # do not say.
-        model = call.model or content.request_model or content.response_model or self.settings.model
+        # What the application said (context) wins; then an explicit per-call model; then what
+        # the request asked for (an OpenAI-style server serves many models); the configured
+        # model is the default for bodies that do not say.
+        model = (
+            (values.model if values is not None else None)
+            or call.model
+            or content.request_model
+            or content.response_model
+            or self.settings.model
+        )
         facts = CallFacts(
             operation=operation,
             request_model=content.request_model or model,
@@ -216,7 +306,9 @@ class Agent:
             status=status,
             error=error,
         )
-        trace_id, span_id = self.tracer.finish(call.span, facts, call.started_ns + int(seconds * 1e9))
+        trace_id, span_id = self.tracer.finish(
+            call.span, facts, call.started_ns + int(seconds * 1e9), call.span_attributes
+        )
         shared = {
             "time": call.started,
             "duration_ms": seconds * 1000.0,
@@ -225,17 +317,25 @@ class Agent:
             "model_version": self.settings.model_version,
             "operation": operation,
             "endpoint": call.endpoint,
-            "principal": call.principal,
-            "client_ip": call.client_ip,
+            "principal": self._principal(call, values),
+            "client_ip": _client_address(call.client_ip, self.settings.truncate_client_ip),
             "trace_id": trace_id,
             "span_id": span_id,
             "status": status,
             "error": error,
         }
-        events = self._events(content, shared)
-        for event in events:
-            self.shipper.offer(event)
-        return events
+        if values is not None and values.attributes:
+            content.attributes.update(features_from(values.attributes.items(), self.settings.capture))
+        return self._events(content, shared)
+
+    def _principal(self, call: Call, values: ContextValues | None) -> str | None:
+        if values is not None and values.principal is not None:
+            if values.principal_is_pseudonym:
+                return values.principal[:MAX_PSEUDONYM_CHARS]
+            return self.pseudonymizer.pseudonym(values.principal)
+        if call.principal is not None:
+            return call.principal
+        return self.pseudonymizer.pseudonym(call.credential) if call.credential else None
 
     def _events(self, content: CallContent, shared: dict[str, Any]) -> list[InferenceEvent]:
         rows = content.rows or [Row()]
@@ -270,7 +370,7 @@ class Agent:
         _log.log(level, "event=agent_internal_error error=%s", type(exc).__name__, exc_info=first)
 
     def flush(self, timeout: float | None = 5.0) -> bool:
-        """Send every queued event; ``False`` if that did not finish within ``timeout``."""
+        """Send every queued (and spooled) event; ``False`` if that did not finish within ``timeout``."""
         return self.shipper.flush(timeout)
 
     def shutdown(self, timeout: float | None = 5.0) -> None:
@@ -282,6 +382,31 @@ class Agent:
         with self._errors_lock:
             errors = self._internal_errors
         return AgentStats(internal_errors=errors, shipper=self.shipper.stats())
+
+    def metrics_text(self) -> str:
+        """The counters in the Prometheus text format (see :mod:`inferwatch.agent.metrics`)."""
+        return prometheus_text(self.stats(), service=self.settings.service, version=self.version)
+
+    def _log_stats(self) -> None:
+        # Called by the shipper thread after each round: one line per interval, and only when
+        # something changed since the last line, so an idle agent stays quiet.
+        interval = self.settings.stats_log_interval_s
+        now = time.monotonic()
+        if not interval or now < self._next_log:
+            return
+        self._next_log = now + interval
+        stats = self.stats()
+        key = (stats.internal_errors, dataclasses.astuple(stats.shipper))
+        if key == self._last_logged:
+            return
+        self._last_logged = key
+        _log.info("%s", stats_line(stats))
+
+
+@functools.lru_cache(maxsize=4096)
+def _client_address(address: str | None, truncate: bool) -> str | None:
+    # Callers come back: parsing an address with ipaddress costs more than the rest of an event.
+    return client_address(address, truncate=truncate)
 
 
 class _Guard(AbstractContextManager[None]):

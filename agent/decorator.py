@@ -14,7 +14,10 @@ label, a mapping gives ``label``/``score``, class probabilities give the top cla
 return value is matched to its rows by position.
 
 An exception is recorded (status 500, ``error`` = its type name) and re-raised unchanged; a
-successful call has status 200. Failures inside inferwatch are swallowed and counted.
+successful call has status 200. Failures inside inferwatch are swallowed and counted. Inside
+the function, :func:`~inferwatch.agent.set_principal` and the rest of
+:mod:`inferwatch.agent.context` name the caller, the model and extra attributes of the call; a
+call made inside ``with context(...)`` takes that block's values.
 """
 
 from __future__ import annotations
@@ -155,7 +158,9 @@ class _Recorder:
             content = CallContent(rows=pair_rows(inputs, outputs))
             status = 200 if failure is None else (500 if isinstance(failure, Exception) else None)
             error = type(failure).__name__ if failure is not None else None
-            agent.record(started.call, content, status=status, error=error)
+            # The features are read now (the caller may reuse its arguments); the event is
+            # built, and the span ended, on the shipper thread.
+            agent.record(started.call, lambda: content, status=status, error=error)
 
     def _inputs(self, args: Sequence[Any], kwargs: Mapping[str, Any], mode: CaptureMode) -> list[FeatureRow]:
         arguments = self._arguments(args, kwargs)

@@ -1,20 +1,32 @@
-"""The bounded queue between the request path and the event bus.
+"""The bounded queue between the request path and the event bus, and the spool behind it.
 
 :class:`EventShipper` behaves like OpenTelemetry's batch processor: :meth:`EventShipper.offer`
 appends to an in-memory queue and returns at once, never blocking and never raising; a daemon
-thread drains the queue in batches, encodes each event (so JSON encoding never costs the
-request path) and hands the batch to the :class:`~inferwatch.collectors.bus.EventProducer`.
+thread drains the queue in batches, builds and encodes the events (so extraction, redaction and
+JSON encoding never cost the request path) and hands each batch to the
+:class:`~inferwatch.collectors.bus.EventProducer`. A queued item is an event, or a function the
+thread calls to build the events of one call (see :meth:`inferwatch.agent.Agent.record`).
 
-When the queue is full the new event is dropped and counted (``dropped_queue_full``). When the
-producer raises (:class:`~inferwatch.collectors.bus.BusUnavailable` or anything else) the batch
-is dropped and counted (``dropped_bus_error``) and the thread keeps going, waiting longer
-between attempts (exponential backoff up to ``max_backoff_s``) while the bus stays down. Events
-lost either way show up downstream as gaps in ``agent.seq``. Spooling failed batches to a local
-file instead of dropping them is planned as a separate change; until then the counters are the
-record of what was lost.
+When the queue is full the new item is dropped and counted (``dropped_queue_full``). When the
+producer raises (:class:`~inferwatch.collectors.bus.BusUnavailable` or anything else) the thread
+backs off (exponentially, up to ``max_backoff_s``) and then:
+
+* **with a spool** (:class:`~inferwatch.agent.spool.Spool`, ``agent.spool_dir``): the refused
+  batch and everything queued after it go to disk (``spooled``). While anything is spooled, new
+  events are appended behind it, and once the bus answers the spool is replayed oldest first
+  (``replayed``) before newer events are sent directly again — so ``agent.seq`` arrives
+  gap-free and in order. When the spool is full, new events are dropped and counted
+  (``dropped_spool_full``; a disk error: ``dropped_spool_error``). At start the thread takes over
+  what earlier processes left in the spool (``recovered``) and sends it first.
+* **without a spool**: the batch is dropped and counted (``dropped_bus_error``); the queue keeps
+  filling while the bus is down and drains when it is back.
+
+Events lost either way show up downstream as gaps in ``agent.seq``. Counters add up:
+``captured + recovered = sent + dropped_* + queue_depth + spool_depth`` (plus the batch in
+flight).
 
 After ``os.fork()`` (gunicorn, multiprocessing) the child starts its own thread with an empty
-queue: the parent's pending events stay the parent's to send.
+queue (and a spool folder of its own): the parent's pending events stay the parent's to send.
 """
 
 from __future__ import annotations
@@ -27,17 +39,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from inferwatch.agent.forking import after_fork_in_child
+from inferwatch.agent.spool import AppendResult, Spool
 from inferwatch.collectors.bus import EventProducer
 from inferwatch.collectors.event import InferenceEvent, encode_event
 
 _log = logging.getLogger("inferwatch.agent")
 
 Record = tuple[bytes, str | None]
+EventBuilder = Callable[[], Sequence[InferenceEvent]]
+QueueItem = InferenceEvent | EventBuilder
 
 
 @dataclass(frozen=True, slots=True)
 class ShipperStats:
-    """Counters since start. ``captured`` = sent + dropped + queued + in flight."""
+    """Counters since start (see the module docstring for how they add up)."""
 
     captured: int
     sent: int
@@ -46,6 +61,28 @@ class ShipperStats:
     dropped_encode_error: int
     dropped_after_shutdown: int
     queue_depth: int
+    spooled: int = 0
+    replayed: int = 0
+    recovered: int = 0
+    dropped_spool_full: int = 0
+    dropped_spool_error: int = 0
+    dropped_spool_corrupt: int = 0
+    spool_depth: int = 0
+    spool_bytes: int = 0
+    bus_up: bool = True
+
+    @property
+    def dropped(self) -> int:
+        """Every event lost, whatever the reason."""
+        return (
+            self.dropped_queue_full
+            + self.dropped_bus_error
+            + self.dropped_encode_error
+            + self.dropped_after_shutdown
+            + self.dropped_spool_full
+            + self.dropped_spool_error
+            + self.dropped_spool_corrupt
+        )
 
 
 class EventShipper:
@@ -73,26 +110,35 @@ class EventShipper:
         batch_size: int = 256,
         flush_interval_s: float = 0.2,
         max_backoff_s: float = 30.0,
+        spool: Spool | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self._producer = producer
         self._queue_size = queue_size
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._max_backoff = max_backoff_s
+        self._spool = spool
+        self._on_tick = on_tick
         self._counts = collections.Counter[str]()
         self._stopping = False
         self._init_thread_state()
         after_fork_in_child(self._after_fork)
 
     def _init_thread_state(self) -> None:
-        self._queue: collections.deque[InferenceEvent] = collections.deque()
+        self._queue: collections.deque[QueueItem] = collections.deque()
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
         self._wake = threading.Event()  # a full batch is waiting
-        self._interrupt = threading.Event()  # flush or shutdown: cut any backoff wait short
+        self._interrupt = threading.Event()  # flush or shutdown: retry the bus now
         self._stopped = threading.Event()
+        self._starting = self._spool is not None  # until the spool is open and its backlog known
         self._in_flight = 0
+        self._spool_depth = 0
+        self._spool_bytes = 0
         self._backoff = 0.0
+        self._retry_at = 0.0
+        self._spool_full_noted = False
         self._thread = threading.Thread(target=self._run, name="inferwatch-shipper", daemon=True)
         self._thread.start()
 
@@ -100,10 +146,12 @@ class EventShipper:
         if self._stopping:
             return
         self._counts = collections.Counter[str]()  # the child counts its own events from zero
+        if self._spool is not None:
+            self._spool.forget()
         self._init_thread_state()
 
-    def offer(self, event: InferenceEvent) -> bool:
-        """Queue ``event`` for sending; ``False`` (and a count) if it had to be dropped."""
+    def offer(self, item: QueueItem) -> bool:
+        """Queue an event (or a function building a call's events); ``False`` (counted) if dropped."""
         with self._lock:
             self._counts["captured"] += 1
             if self._stopping:
@@ -112,17 +160,17 @@ class EventShipper:
             if len(self._queue) >= self._queue_size:
                 self._counts["dropped_queue_full"] += 1
                 return False
-            self._queue.append(event)
-            full_batch = len(self._queue) >= self._batch_size
+            self._queue.append(item)
+            full_batch = len(self._queue) % self._batch_size == 0
         if full_batch:
             self._wake.set()
         return True
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Send everything queued so far; ``False`` if that did not finish within ``timeout``."""
+        """Send everything queued (and spooled) so far; ``False`` if not done within ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._drained:
-            while self._queue or self._in_flight:
+            while self._queue or self._in_flight or self._starting or self._spool_depth:
                 if self._stopped.is_set():
                     return False
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -134,7 +182,7 @@ class EventShipper:
         return True
 
     def shutdown(self, timeout: float | None = 5.0) -> None:
-        """Stop accepting events, send what is queued, close the producer (all within ``timeout``).
+        """Stop accepting events, send (or spool) what is queued, close the producer, within ``timeout``.
 
         If the producer hangs, this returns after ``timeout`` anyway; the daemon thread is left
         behind and does not keep the process alive.
@@ -152,6 +200,16 @@ class EventShipper:
         with self._lock:
             counts = dict(self._counts)
             depth = len(self._queue)
+            spool_depth, spool_bytes = self._spool_depth, self._spool_bytes
+            bus_up = not self._backoff
+        names = (
+            "spooled",
+            "replayed",
+            "recovered",
+            "dropped_spool_full",
+            "dropped_spool_error",
+            "dropped_spool_corrupt",
+        )
         return ShipperStats(
             captured=counts.get("captured", 0),
             sent=counts.get("sent", 0),
@@ -160,82 +218,232 @@ class EventShipper:
             dropped_encode_error=counts.get("dropped_encode_error", 0),
             dropped_after_shutdown=counts.get("dropped_after_shutdown", 0),
             queue_depth=depth,
+            spool_depth=spool_depth,
+            spool_bytes=spool_bytes,
+            bus_up=bus_up,
+            **{name: counts.get(name, 0) for name in names},
         )
+
+    # -- the thread ------------------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
+            self._open_spool()
             while not self._stopping:
                 self._wake.wait(self._interval)
                 self._wake.clear()
-                self._drain()
-                if self._backoff and not self._stopping:
-                    # While the bus is down, new full batches do not shorten the wait; a flush
-                    # or a shutdown does.
-                    self._interrupt.wait(self._backoff)
+                retry_now = self._interrupt.is_set()
                 self._interrupt.clear()
-            self._drain(final=True)
-            self._close_producer()
+                self._cycle(retry_now=retry_now)
+                self._tick()
+            self._cycle(retry_now=True, final=True)
+            self._tick()
+            self._close()
         finally:
             self._stopped.set()
             with self._drained:
+                self._starting = False
                 self._drained.notify_all()
 
-    def _drain(self, *, final: bool = False) -> None:
-        """Send batches until the queue is empty (or, while backing off, after one failure)."""
-        while True:
-            with self._lock:
-                batch = [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
-                self._in_flight = len(batch)
-            if not batch:
+    def _open_spool(self) -> None:
+        spool = self._spool
+        if spool is None:
+            return
+        try:
+            spool.open()
+        except OSError as exc:  # an unusable spool folder must not stop the events
+            _log.warning(
+                "event=spool_unavailable dir=%s error=%s detail=%s spooling=false",
+                spool.directory, type(exc).__name__, exc,
+            )
+            self._spool = None
+        else:
+            if spool.recovered:
+                self._count("recovered", spool.recovered)
+        self._note_spool()
+        with self._drained:
+            self._starting = False
+            self._drained.notify_all()
+
+    def _cycle(self, *, retry_now: bool, final: bool = False) -> None:
+        """One round: replay the spool if the bus may be back, then ship or spill the queue."""
+        bus_ready = not self._backoff or retry_now or time.monotonic() >= self._retry_at
+        spool = self._spool
+        if spool is not None and spool.pending:
+            if final:
+                self._spill_queue()  # behind the backlog it goes anyway; on disk it survives exit
+            if bus_ready:
+                self._replay(spool)
+            if spool.pending:
+                self._spill_queue()
                 return
-            ok = self._ship(batch)
-            with self._drained:
-                self._in_flight = 0
-                self._drained.notify_all()
+        if not bus_ready:
+            if spool is not None:
+                self._spill_queue()
+            return  # without a spool the queue holds events until the bus is back
+        self._drain(final=final)
+
+    def _drain(self, *, final: bool) -> None:
+        """Send batches until the queue is empty; after a failure, spool or drop the rest."""
+        while True:
+            records = self._take_batch()
+            if records is None:
+                return
+            ok = not records or self._send(records)
+            if ok:
+                self._count("sent", len(records))
+            else:
+                if self._spool is not None:
+                    self._to_spool(records)
+                else:
+                    self._count("dropped_bus_error", len(records))
+            self._done_in_flight()
+            if not ok and self._spool is not None:
+                self._spill_queue()
+                return
             if not ok and not final:
                 return
 
-    def _ship(self, batch: list[InferenceEvent]) -> bool:
-        records = self._encode(batch)
-        if not records:
-            return True
+    def _replay(self, spool: Spool) -> None:
+        """Send spooled batches oldest first until the spool is empty or the bus fails again."""
+        while spool.pending:
+            records = spool.peek(self._batch_size)
+            if not records:
+                break
+            if not self._send(records):
+                break
+            spool.commit()
+            self._count("sent", len(records))
+            self._count("replayed", len(records))
+            self._note_spool()
+            with self._lock:
+                crowded = len(self._queue) >= max(self._batch_size, self._queue_size // 2)
+            if crowded:  # a long replay must not let the memory queue overflow
+                self._spill_queue()
+        self._note_spool()
+        if not spool.pending:
+            _log.info("event=spool_replayed sent=%d", self._counts["replayed"])
+
+    def _spill_queue(self) -> None:
+        while True:
+            records = self._take_batch()
+            if records is None:
+                return
+            if records:
+                self._to_spool(records)
+            self._done_in_flight()
+
+    def _to_spool(self, records: list[Record]) -> None:
+        spool = self._spool
+        assert spool is not None
+        result: AppendResult = spool.append(records)
+        self._count("spooled", result.written)
+        if result.full:
+            self._count("dropped_spool_full", result.full)
+            if not self._spool_full_noted:
+                _log.warning("event=spool_full max_bytes=%d dropping=true", spool.max_bytes)
+                self._spool_full_noted = True
+        elif result.written:
+            self._spool_full_noted = False
+        if result.failed:
+            self._count("dropped_spool_error", result.failed)
+        self._note_spool()
+
+    def _take_batch(self) -> list[Record] | None:
+        """Pop up to a batch of queued items and encode them; ``None`` when the queue is empty."""
+        with self._lock:
+            count = min(self._batch_size, len(self._queue))
+            items = [self._queue.popleft() for _ in range(count)]
+            self._in_flight = count
+        if not items:
+            return None
+        records: list[Record] = []
+        for item in items:
+            if not isinstance(item, InferenceEvent):
+                # Building a call's events is pure Python: let a request thread that waits for
+                # the GIL have it now, not after the interpreter's switch interval (5 ms).
+                time.sleep(0)
+            events = self._events(item)
+            for event in events:
+                try:
+                    records.append((encode_event(event), event.principal))
+                except Exception:  # one bad event must not sink its batch
+                    self._count("dropped_encode_error", 1)
+        return records
+
+    def _events(self, item: QueueItem) -> Sequence[InferenceEvent]:
+        if isinstance(item, InferenceEvent):
+            return (item,)
+        try:
+            events = item()
+        except Exception:  # the builders guard themselves; this is the last line
+            self._count("dropped_encode_error", 1)
+            return ()
+        if len(events) != 1:  # one queued call, several rows (or none)
+            self._count("captured", len(events) - 1)
+        return events
+
+    def _done_in_flight(self) -> None:
+        with self._drained:
+            self._in_flight = 0
+            self._drained.notify_all()
+
+    def _send(self, records: Sequence[Record]) -> bool:
         try:
             _send(self._producer, records)
             self._producer.flush()
-        except Exception as exc:  # any producer failure: drop this batch, keep the thread alive
-            self._count("dropped_bus_error", len(records))
+        except Exception as exc:  # any producer failure: back off, keep the thread alive
             self._note_failure(exc)
             return False
-        self._count("sent", len(records))
         if self._backoff:
             _log.info("event=bus_recovered")
-            self._backoff = 0.0
+            with self._lock:
+                self._backoff = 0.0
         return True
-
-    def _encode(self, batch: list[InferenceEvent]) -> list[Record]:
-        records: list[Record] = []
-        for event in batch:
-            try:
-                records.append((encode_event(event), event.principal))
-            except Exception:  # one bad event must not sink its batch
-                self._count("dropped_encode_error", 1)
-        return records
 
     def _note_failure(self, exc: Exception) -> None:
         if not self._backoff:
-            _log.warning("event=bus_unavailable error=%s dropping_batches=true", type(exc).__name__)
-        self._backoff = min(self._max_backoff, max(0.1, self._backoff * 2))
-
-    def _count(self, name: str, n: int) -> None:
+            _log.warning(
+                "event=bus_unavailable error=%s spooling=%s",
+                type(exc).__name__, "true" if self._spool is not None else "false",
+            )
         with self._lock:
-            self._counts[name] += n
+            self._backoff = min(self._max_backoff, max(0.1, self._backoff * 2))
+        self._retry_at = time.monotonic() + self._backoff
 
-    def _close_producer(self) -> None:
+    def _note_spool(self) -> None:
+        spool = self._spool
+        with self._drained:
+            if spool is None:
+                self._spool_depth = self._spool_bytes = 0
+            else:
+                self._spool_depth, self._spool_bytes = spool.pending, spool.size_bytes
+                self._counts["dropped_spool_corrupt"] = spool.corrupt
+            self._drained.notify_all()
+
+    def _tick(self) -> None:
+        if self._on_tick is None:
+            return
+        try:
+            self._on_tick()
+        except Exception as exc:  # telemetry must never stop the shipping
+            _log.debug("event=agent_tick_failed error=%s", type(exc).__name__)
+
+    def _close(self) -> None:
         # Closed from this thread because producers may hold per-thread connections (SQLite).
         try:
             self._producer.close()
         except Exception as exc:
             _log.warning("event=producer_close_failed error=%s", type(exc).__name__)
+        if self._spool is not None:
+            try:
+                self._spool.close()
+            except OSError as exc:
+                _log.warning("event=spool_close_failed error=%s", type(exc).__name__)
+
+    def _count(self, name: str, n: int) -> None:
+        with self._lock:
+            self._counts[name] += n
 
 
 def _send(producer: EventProducer, records: Sequence[Record]) -> None:

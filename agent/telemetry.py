@@ -111,11 +111,18 @@ class CallTracer:
         )
 
     def finish(
-        self, span: Span, facts: CallFacts, end_ns: int | None = None
+        self,
+        span: Span,
+        facts: CallFacts,
+        end_ns: int | None = None,
+        attributes: Mapping[str, AttributeValue] | None = None,
     ) -> tuple[str | None, str | None]:
-        """Name and tag the span from ``facts``, end it, and return its (trace id, span id)."""
+        """Name and tag the span from ``facts`` (and ``attributes``), end it, return (trace id, span id)."""
         span.update_name(span_name(facts.operation, facts.request_model))
-        span.set_attributes(genai_attributes(facts))
+        tags = genai_attributes(facts)
+        if attributes:
+            tags = {**attributes, **tags}
+        span.set_attributes(tags)
         if facts.error is not None or (facts.status or 0) >= 500:
             span.set_status(Status(StatusCode.ERROR, facts.error))
         span.end(end_time=end_ns)

@@ -68,6 +68,11 @@ class AgentSettings(_Section):
     flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.2
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1 << 20
     truncate_client_ip: bool = True
+    spool_dir: Path | None = None
+    """Where batches the bus refused wait on disk (docs/agent.md); ``None``: no spool, drop and count."""
+    spool_max_bytes: Annotated[int, Field(ge=4096)] = 256 << 20
+    spool_fsync: bool = True
+    stats_log_interval_s: Annotated[float, Field(ge=0)] = 60.0
 
 
 def _split_commas(value: Any) -> Any:
