@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     _incidents_parser(sub, commands)
     _events_parser(sub, commands)
     _baseline_parser(sub, commands)
+    from inferwatch import otlp_cmd
+
+    otlp_cmd.add_parser(sub)
+    from inferwatch import proxy_cmd
+
+    proxy_cmd.add_agent_commands(sub)
     return parser
 
 

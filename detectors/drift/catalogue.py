@@ -149,7 +149,7 @@ SPECS: tuple[TestSpec, ...] = (
         measures="any difference in location, spread or shape; D is the largest share of mass on "
         "one side of some value in one sample but not the other",
         default=0.1, default_meaning="floor on D (a 0.25 std mean shift of a normal feature)",
-        basis="the `numeric_drift` detector's `ks_floor` (0.1); Evidently judges numeric features "
+        basis="the KS floor (0.1) of inferwatch's first drift detector; Evidently judges numeric features "
         "with at most 1,000 reference values by the KS p-value alone [E1]; Alibi Detect's KSDrift by "
         "the p-value with Bonferroni correction [A1]",
         implemented_in=_STATISTICS,
