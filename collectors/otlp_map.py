@@ -27,7 +27,8 @@ user message plus any tool results after it, ``input.chars`` counts all message 
 the system prompt; ``output.text`` is the first choice, ``output.chars`` counts all choices;
 the capture mode decides whether text is dropped, redacted (``collectors/redaction.py``) or kept.
 The principal is the first configured attribute present (default ``enduser.id``, ``user.id``,
-``gen_ai.user``, ``llm.user``, then the ``user`` key of ``llm.invocation_parameters``),
+``gen_ai.user``, ``llm.user``, then the ``user`` key of ``llm.invocation_parameters`` or, on an
+embeddings span, ``embedding.invocation_parameters``),
 pseudonymised with the keyed HMAC the caller passes in; the raw value never reaches the event.
 ``status`` is ``http.response.status_code`` when the span has one; otherwise, for a span with
 status ERROR, the code in an OpenAI client's ``Error code: NNN`` message or 500; else 200.
@@ -450,7 +451,9 @@ def _with_detail_events(span: OtlpSpan) -> Mapping[str, Any]:
 
 
 def _invocation_parameters(attrs: Mapping[str, Any]) -> Mapping[str, Any]:
-    value = attrs.get("llm.invocation_parameters")
+    """OpenInference's request parameters: ``llm.invocation_parameters``, or for an EMBEDDING
+    span ``embedding.invocation_parameters`` (where the OpenAI request's ``user`` is)."""
+    value = attrs.get("llm.invocation_parameters", attrs.get("embedding.invocation_parameters"))
     if isinstance(value, str) and value.startswith("{"):
         try:
             parsed = json.loads(value)
