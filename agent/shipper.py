@@ -21,6 +21,15 @@ backs off (exponentially, up to ``max_backoff_s``) and then:
 * **without a spool**: the batch is dropped and counted (``dropped_bus_error``); the queue keeps
   filling while the bus is down and drains when it is back.
 
+A producer that buffers and retries by itself (Kafka: until ``delivery_timeout_ms``, two minutes)
+would make a spool useless for any shorter outage, the thread waiting in its ``flush`` while the
+memory queue fills. With a spool, ``flush`` is therefore given ``flush_timeout_s``: when it runs
+out and the producer still holds the batch (its ``stats().pending``), the batch is *held* — not
+sent again, not spooled, since the producer may yet deliver it — and everything queued after it
+goes to the spool. Each retry only asks the producer again: delivered, it counts as sent and the
+spool is replayed; given up by the producer, it is spooled (or left in the spool it came from) and
+sent again later.
+
 Events lost either way show up downstream as gaps in ``agent.seq``. Counters add up:
 ``captured + recovered = sent + dropped_* + queue_depth + spool_depth`` (plus the batch in
 flight).
@@ -48,6 +57,8 @@ _log = logging.getLogger("inferwatch.agent")
 Record = tuple[bytes, str | None]
 EventBuilder = Callable[[], Sequence[InferenceEvent]]
 QueueItem = InferenceEvent | EventBuilder
+SPOOL_FLUSH_TIMEOUT_S: float = 5.0
+"""With a spool, the longest the shipper waits for the producer to deliver one batch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +123,7 @@ class EventShipper:
         max_backoff_s: float = 30.0,
         spool: Spool | None = None,
         on_tick: Callable[[], None] | None = None,
+        flush_timeout_s: float = SPOOL_FLUSH_TIMEOUT_S,
     ) -> None:
         self._producer = producer
         self._queue_size = queue_size
@@ -120,6 +132,7 @@ class EventShipper:
         self._max_backoff = max_backoff_s
         self._spool = spool
         self._on_tick = on_tick
+        self._flush_timeout = flush_timeout_s
         self._counts = collections.Counter[str]()
         self._stopping = False
         self._init_thread_state()
@@ -139,6 +152,8 @@ class EventShipper:
         self._backoff = 0.0
         self._retry_at = 0.0
         self._spool_full_noted = False
+        self._held: _Held | None = None  # a batch the producer still holds after a flush timed out
+        self._flush_failed = False
         self._thread = threading.Thread(target=self._run, name="inferwatch-shipper", daemon=True)
         self._thread.start()
 
@@ -170,7 +185,7 @@ class EventShipper:
         """Send everything queued (and spooled) so far; ``False`` if not done within ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._drained:
-            while self._queue or self._in_flight or self._starting or self._spool_depth:
+            while self._queue or self._in_flight or self._starting or self._spool_depth or self._held:
                 if self._stopped.is_set():
                     return False
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -199,7 +214,8 @@ class EventShipper:
         """A snapshot of the counters."""
         with self._lock:
             counts = dict(self._counts)
-            depth = len(self._queue)
+            held = self._held
+            depth = len(self._queue) + (len(held.records) if held is not None and not held.from_spool else 0)
             spool_depth, spool_bytes = self._spool_depth, self._spool_bytes
             bus_up = not self._backoff
         names = (
@@ -237,6 +253,8 @@ class EventShipper:
                 self._cycle(retry_now=retry_now)
                 self._tick()
             self._cycle(retry_now=True, final=True)
+            if self._held is not None:  # never left with the producer alone at exit: on disk too
+                self._settle_held(True, final=True)
             self._tick()
             self._close()
         finally:
@@ -268,6 +286,9 @@ class EventShipper:
     def _cycle(self, *, retry_now: bool, final: bool = False) -> None:
         """One round: replay the spool if the bus may be back, then ship or spill the queue."""
         bus_ready = not self._backoff or retry_now or time.monotonic() >= self._retry_at
+        if self._held is not None and not self._settle_held(bus_ready, final=final):
+            self._spill_queue()  # the producer still has the held batch: what follows waits on disk
+            return
         spool = self._spool
         if spool is not None and spool.pending:
             if final:
@@ -292,11 +313,12 @@ class EventShipper:
             ok = not records or self._send(records)
             if ok:
                 self._count("sent", len(records))
+            elif self._hold(records, from_spool=False):
+                pass  # the producer has them still; settled on the next cycle
+            elif self._spool is not None:
+                self._to_spool(records)
             else:
-                if self._spool is not None:
-                    self._to_spool(records)
-                else:
-                    self._count("dropped_bus_error", len(records))
+                self._count("dropped_bus_error", len(records))
             self._done_in_flight()
             if not ok and self._spool is not None:
                 self._spill_queue()
@@ -311,6 +333,7 @@ class EventShipper:
             if not records:
                 break
             if not self._send(records):
+                self._hold(records, from_spool=True)  # left in the spool, uncommitted, either way
                 break
             spool.commit()
             self._count("sent", len(records))
@@ -389,16 +412,67 @@ class EventShipper:
             self._drained.notify_all()
 
     def _send(self, records: Sequence[Record]) -> bool:
+        self._flush_failed = False
         try:
             _send(self._producer, records)
-            self._producer.flush()
         except Exception as exc:  # any producer failure: back off, keep the thread alive
+            self._note_failure(exc)
+            return False
+        return self._confirm()
+
+    def _confirm(self) -> bool:
+        """Wait for the producer to deliver what it was given (with a spool: ``flush_timeout_s``)."""
+        self._flush_failed = False
+        try:
+            self._producer.flush(self._flush_timeout if self._spool is not None else None)
+        except Exception as exc:
+            self._flush_failed = True
             self._note_failure(exc)
             return False
         if self._backoff:
             _log.info("event=bus_recovered")
             with self._lock:
                 self._backoff = 0.0
+        return True
+
+    def _hold(self, records: list[Record], *, from_spool: bool) -> bool:
+        """After a failed send: hold ``records`` if the producer still has them buffered."""
+        if self._spool is None or not self._flush_failed or _buffered(self._producer) <= 0:
+            return False
+        with self._lock:
+            self._held = _Held(records, from_spool)
+        return True
+
+    def _settle_held(self, bus_ready: bool, *, final: bool) -> bool:
+        """Ask the producer about the held batch; ``True`` once it is settled one way or the other."""
+        held = self._held
+        assert held is not None
+        buffered = _buffered(self._producer) > 0
+        if final and buffered:
+            delivered = False  # stopping: no more waiting on the producer; to disk (at worst sent twice)
+        elif not bus_ready and buffered:
+            return False  # not yet time to ask, and the producer is still at it
+        else:
+            delivered = self._confirm()
+            if not delivered and not final and _buffered(self._producer) > 0:
+                return False  # still trying: keep holding
+        with self._lock:
+            self._held = None
+        spool = self._spool
+        if delivered:
+            self._count("sent", len(held.records))
+            if held.from_spool and spool is not None:
+                spool.commit()
+                self._count("replayed", len(held.records))
+                self._note_spool()
+        elif not held.from_spool and spool is not None:
+            # The producer gave up on them (or the agent is stopping): to disk, to be sent again.
+            # A producer that delivered part of the batch after all makes those a repeat (same
+            # id and seq), never a loss.
+            self._to_spool(held.records)
+        # From the spool and not delivered: still there, uncommitted; the replay sends them again.
+        with self._drained:
+            self._drained.notify_all()
         return True
 
     def _note_failure(self, exc: Exception) -> None:
@@ -444,6 +518,23 @@ class EventShipper:
     def _count(self, name: str, n: int) -> None:
         with self._lock:
             self._counts[name] += n
+
+
+@dataclass(slots=True)
+class _Held:
+    records: list[Record]
+    from_spool: bool
+
+
+def _buffered(producer: EventProducer) -> int:
+    """Records the producer still holds, retrying them itself (0 if it does not say)."""
+    stats = getattr(producer, "stats", None)
+    if not callable(stats):
+        return 0
+    try:
+        return int(getattr(stats(), "pending", 0) or 0)
+    except Exception:
+        return 0
 
 
 def _send(producer: EventProducer, records: Sequence[Record]) -> None:
