@@ -240,7 +240,12 @@ class DriftJudge:
         ref_keys = reference.summary.keys()
         cur_keys = current.keys()
         for key, kind in sorted(ref_keys.items()):
-            if key.startswith("ops.") or cur_keys.get(key, kind) != kind:
+            if key.startswith("ops."):
+                continue
+            verdict = self._types(key, reference.summary, current)
+            if verdict is not None:
+                verdicts.append(verdict)
+            if cur_keys.get(key, kind) != kind:
                 continue
             verdict = self._feature(key, kind, reference.summary, current)
             if verdict is not None:
@@ -274,6 +279,16 @@ class DriftJudge:
         if not catalogue.enough("categorical", sum(ref_counts.values()), sum(cur_counts.values())):
             return None
         return catalogue.judge_categorical(key, ref_counts, cur_counts)
+
+    def _types(self, key: str, ref: WindowSummary, cur: WindowSummary) -> catalogue.FeatureVerdict | None:
+        # A numeric feature that starts carrying text (or the reverse) is a schema change the
+        # per-type tests cannot see: each only reads the values of its own type.
+        ref_counts, cur_counts = ref.value_types(key), cur.value_types(key)
+        if len(ref_counts) < 2 and set(cur_counts) <= set(ref_counts):
+            return None
+        if not catalogue.enough("categorical", sum(ref_counts.values()), sum(cur_counts.values())):
+            return None
+        return catalogue.judge_categorical(f"{key} (value types)", ref_counts, cur_counts)
 
     def _missing(self, key: str, ref: WindowSummary, cur: WindowSummary) -> catalogue.FeatureVerdict | None:
         ref_present, ref_rows = ref.presence(key)

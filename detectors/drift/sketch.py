@@ -367,6 +367,16 @@ class WindowSummary:
                 out[value] = out.get(value, 0) + 1
         return out
 
+    def value_types(self, key: str) -> dict[str, int]:
+        """How many sampled values of ``key`` are numbers and how many text (or booleans)."""
+        out: dict[str, int] = {}
+        for row in self.rows():
+            value = row.get(key)
+            if value is not None:
+                kind = "number" if isinstance(value, float) else "text"
+                out[kind] = out.get(kind, 0) + 1
+        return out
+
     def presence(self, key: str) -> tuple[int, int]:
         """``(present, tabular rows)`` of an ``input.*`` key in the sample: its missing share."""
         tabular = present = 0

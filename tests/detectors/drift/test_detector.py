@@ -118,6 +118,8 @@ def test_a_mean_shift_names_the_feature_with_its_statistics() -> None:
      "input.a (missing share)"),
     ("output label mix", lambda r, g: {**r, "label": g.choices(["ok", "spam"], [6, 4])[0]}, "output.label"),
     ("prompt language", lambda r, g: {**r, "text": g.choice(FR)}, "text.language"),
+    ("numbers become text", lambda r, g: {**r, "c": "n/a" if g.random() < 0.15 else r["c"]},
+     "input.c (value types)"),
 ])
 def test_each_kind_of_shift_is_found(name: str, shift: Shift, expected: str) -> None:
     found = _drift(_run(DriftDetector(), _stream(12, 400, shift=shift, shift_from=8)))
