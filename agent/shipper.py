@@ -24,11 +24,14 @@ backs off (exponentially, up to ``max_backoff_s``) and then:
 A producer that buffers and retries by itself (Kafka: until ``delivery_timeout_ms``, two minutes)
 would make a spool useless for any shorter outage, the thread waiting in its ``flush`` while the
 memory queue fills. With a spool, ``flush`` is therefore given ``flush_timeout_s``: when it runs
-out and the producer still holds the batch (its ``stats().pending``), the batch is *held* — not
-sent again, not spooled, since the producer may yet deliver it — and everything queued after it
-goes to the spool. Each retry only asks the producer again: delivered, it counts as sent and the
-spool is replayed; given up by the producer, it is spooled (or left in the spool it came from) and
-sent again later.
+out and the producer still holds the batch (its ``stats().pending``), the batch is *held*: not
+sent again, since the producer may yet deliver it, but written to the spool at once (unless it
+came from there), so it is the spool's head and everything queued after it goes behind it. Each
+retry only asks the producer again: delivered, it counts as sent, its records are taken off the
+spool without being sent again and the spool is replayed; given up by the producer, it counts as
+spooled and is replayed first, in its place. Until then it counts in ``queue_depth`` (with the
+producer), not in ``spool_depth``. At shutdown it is already on disk: it is not handed to the
+producer again (a producer that delivers it after all makes it a repeat, never a loss).
 
 Events lost either way show up downstream as gaps in ``agent.seq``. Counters add up:
 ``captured + recovered = sent + dropped_* + queue_depth + spool_depth`` (plus the batch in
@@ -253,8 +256,8 @@ class EventShipper:
                 self._cycle(retry_now=retry_now)
                 self._tick()
             self._cycle(retry_now=True, final=True)
-            if self._held is not None:  # never left with the producer alone at exit: on disk too
-                self._settle_held(True, final=True)
+            if self._held is not None:  # held in the final cycle: already on disk for the next process
+                self._release_held()
             self._tick()
             self._close()
         finally:
@@ -286,9 +289,16 @@ class EventShipper:
     def _cycle(self, *, retry_now: bool, final: bool = False) -> None:
         """One round: replay the spool if the bus may be back, then ship or spill the queue."""
         bus_ready = not self._backoff or retry_now or time.monotonic() >= self._retry_at
-        if self._held is not None and not self._settle_held(bus_ready, final=final):
-            self._spill_queue()  # the producer still has the held batch: what follows waits on disk
-            return
+        if self._held is not None:
+            if final and _buffered(self._producer) > 0:
+                # Stopping and the producer still has it: it is on disk already, and handing it
+                # over again would only wait another flush_timeout_s (and send it twice).
+                self._release_held()
+                self._spill_queue()
+                return
+            if not self._settle_held(bus_ready):
+                self._spill_queue()  # the producer still has the held batch: what follows waits on disk
+                return
         spool = self._spool
         if spool is not None and spool.pending:
             if final:
@@ -314,7 +324,7 @@ class EventShipper:
             if ok:
                 self._count("sent", len(records))
             elif self._hold(records, from_spool=False):
-                pass  # the producer has them still; settled on the next cycle
+                pass  # the producer has them still (and the spool's head has them); settled later
             elif self._spool is not None:
                 self._to_spool(records)
             else:
@@ -359,18 +369,17 @@ class EventShipper:
     def _to_spool(self, records: list[Record]) -> None:
         spool = self._spool
         assert spool is not None
-        result: AppendResult = spool.append(records)
-        self._count("spooled", result.written)
+        self._note_spool(spooled=spool.append(records))
+
+    def _log_spool_full(self, result: AppendResult) -> None:
+        spool = self._spool
+        assert spool is not None
         if result.full:
-            self._count("dropped_spool_full", result.full)
             if not self._spool_full_noted:
                 _log.warning("event=spool_full max_bytes=%d dropping=true", spool.max_bytes)
                 self._spool_full_noted = True
         elif result.written:
             self._spool_full_noted = False
-        if result.failed:
-            self._count("dropped_spool_error", result.failed)
-        self._note_spool()
 
     def _take_batch(self) -> list[Record] | None:
         """Pop up to a batch of queued items and encode them; ``None`` when the queue is empty."""
@@ -436,44 +445,63 @@ class EventShipper:
         return True
 
     def _hold(self, records: list[Record], *, from_spool: bool) -> bool:
-        """After a failed send: hold ``records`` if the producer still has them buffered."""
-        if self._spool is None or not self._flush_failed or _buffered(self._producer) <= 0:
+        """After a failed send: hold ``records`` if the producer still has them buffered.
+
+        A batch from the queue is written to the spool now: the spool is empty when the queue is
+        sent directly, so the batch becomes its head and whatever is spooled while it is held
+        goes behind it, in ``agent.seq`` order. A batch from the spool is its head already.
+        """
+        spool = self._spool
+        if spool is None or not self._flush_failed or _buffered(self._producer) <= 0:
             return False
+        if from_spool:
+            held = _Held(records, from_spool=True, written=AppendResult(written=len(records)))
+        else:
+            held = _Held(records, from_spool=False, written=spool.append(records))
         with self._lock:
-            self._held = _Held(records, from_spool)
+            self._held = held
+        self._note_spool()
         return True
 
-    def _settle_held(self, bus_ready: bool, *, final: bool) -> bool:
+    def _settle_held(self, bus_ready: bool) -> bool:
         """Ask the producer about the held batch; ``True`` once it is settled one way or the other."""
         held = self._held
         assert held is not None
-        buffered = _buffered(self._producer) > 0
-        if final and buffered:
-            delivered = False  # stopping: no more waiting on the producer; to disk (at worst sent twice)
-        elif not bus_ready and buffered:
+        if not bus_ready and _buffered(self._producer) > 0:
             return False  # not yet time to ask, and the producer is still at it
-        else:
-            delivered = self._confirm()
-            if not delivered and not final and _buffered(self._producer) > 0:
-                return False  # still trying: keep holding
-        with self._lock:
-            self._held = None
-        spool = self._spool
-        if delivered:
-            self._count("sent", len(held.records))
-            if held.from_spool and spool is not None:
-                spool.commit()
-                self._count("replayed", len(held.records))
-                self._note_spool()
-        elif not held.from_spool and spool is not None:
-            # The producer gave up on them (or the agent is stopping): to disk, to be sent again.
+        delivered = self._confirm()
+        if not delivered and _buffered(self._producer) > 0:
+            return False  # still trying: keep holding
+        if not delivered:
+            # The producer gave up on them: they wait at the spool's head, to be sent again first.
             # A producer that delivered part of the batch after all makes those a repeat (same
             # id and seq), never a loss.
-            self._to_spool(held.records)
-        # From the spool and not delivered: still there, uncommitted; the replay sends them again.
-        with self._drained:
-            self._drained.notify_all()
+            self._release_held()
+            return True
+        spool = self._spool
+        assert spool is not None
+        self._commit_head(spool, held.records[: held.written.written])  # delivered: off the spool, unsent
+        sent = {"sent": len(held.records), "replayed": len(held.records) if held.from_spool else 0}
+        self._note_spool(release=True, counts=sent)
         return True
+
+    def _release_held(self) -> None:
+        """Leave the held batch to the spool (where it is already): the producer gave up, or we stop."""
+        held = self._held
+        assert held is not None
+        # From the spool: still there, uncommitted, counted as spooled when it was written.
+        self._note_spool(release=True, spooled=None if held.from_spool else held.written)
+
+    @staticmethod
+    def _commit_head(spool: Spool, records: list[Record]) -> None:
+        """Take ``records`` off the spool's head, checking that the head is them."""
+        done = 0
+        while done < len(records):
+            head = spool.peek(len(records) - done)
+            if not head or head != records[done : done + len(head)]:
+                break  # damaged frames, or not the head: leave the rest to be sent (at worst twice)
+            spool.commit()
+            done += len(head)
 
     def _note_failure(self, exc: Exception) -> None:
         if not self._backoff:
@@ -485,15 +513,36 @@ class EventShipper:
             self._backoff = min(self._max_backoff, max(0.1, self._backoff * 2))
         self._retry_at = time.monotonic() + self._backoff
 
-    def _note_spool(self) -> None:
+    def _note_spool(
+        self,
+        *,
+        spooled: AppendResult | None = None,
+        release: bool = False,
+        counts: dict[str, int] | None = None,
+    ) -> None:
+        """Publish the spool's depth, with what changed alongside it (one step for :meth:`stats`)."""
         spool = self._spool
+        changes = dict(counts or {})
+        if spooled is not None:
+            changes["spooled"] = spooled.written
+            changes["dropped_spool_full"] = spooled.full
+            changes["dropped_spool_error"] = spooled.failed
         with self._drained:
+            if release:
+                self._held = None
+            for name, n in changes.items():
+                if n:
+                    self._counts[name] += n
             if spool is None:
                 self._spool_depth = self._spool_bytes = 0
             else:
-                self._spool_depth, self._spool_bytes = spool.pending, spool.size_bytes
+                held = self._held  # held from the queue: on disk, but counted with the producer
+                on_disk = held.written.written if held is not None and not held.from_spool else 0
+                self._spool_depth, self._spool_bytes = spool.pending - on_disk, spool.size_bytes
                 self._counts["dropped_spool_corrupt"] = spool.corrupt
             self._drained.notify_all()
+        if spooled is not None:
+            self._log_spool_full(spooled)
 
     def _tick(self) -> None:
         if self._on_tick is None:
@@ -524,6 +573,7 @@ class EventShipper:
 class _Held:
     records: list[Record]
     from_spool: bool
+    written: AppendResult  # how much of it is on disk (from the queue: written when first held)
 
 
 def _buffered(producer: EventProducer) -> int:

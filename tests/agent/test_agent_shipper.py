@@ -386,11 +386,6 @@ def test_a_held_batch_the_producer_gave_up_on_is_spooled_and_sent_again_once(
     assert balanced(stats)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shipper bug: a held batch the producer gives up on is appended to the spool behind the "
-    "events spilled while it was held, so it is replayed after them (seq out of order)",
-)
 def test_a_held_batch_given_up_after_later_events_were_spooled_keeps_its_place(
     buffering: BufferingProducer, tmp_path: Path
 ) -> None:
@@ -527,11 +522,6 @@ def test_shutdown_writes_a_held_batch_to_disk_for_the_next_process(
     assert nxt.stats().recovered == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shipper bug: at shutdown a held batch is appended to the spool behind the events spilled "
-    "while it was held, so the next process replays it after them (seq out of order)",
-)
 def test_shutdown_with_a_held_batch_and_spooled_events_behind_it_keeps_the_order(
     buffering: BufferingProducer, tmp_path: Path, list_producer: ListProducer
 ) -> None:
@@ -553,11 +543,6 @@ def test_shutdown_with_a_held_batch_and_spooled_events_behind_it_keeps_the_order
     assert seqs(list_producer.records) == list(range(10))  # and in order
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shipper bug: at shutdown the final cycle spools the held batch, then replays the spool to the "
-    "producer that still holds it, handing the batch over a second time (and waiting flush_timeout_s more)",
-)
 def test_shutdown_does_not_hand_a_held_batch_to_the_producer_again(
     buffering: BufferingProducer, tmp_path: Path
 ) -> None:
