@@ -24,9 +24,10 @@ passes the catalogue's floor: at a million events a p-value alone flags shifts n
 about, and the floor is what keeps big stationary traffic silent.
 
 References: a baseline set with ``inferwatch baseline set`` (persisted in the store, so it
-survives restarts), else the first ``reference_events`` events of the model (``warmup``,
-persisted once frozen), or with ``reference="rolling"`` the ``rolling_windows`` windows that
-ended ``lag_windows`` windows ago. With ``rebaseline_on_version`` a new dominant
+survives restarts), else the model's first ``reference_events`` events, and more until the
+reference sample is full or five windows have passed (``warmup``, persisted once frozen),
+or with ``reference="rolling"`` the ``rolling_windows`` windows that ended ``lag_windows``
+windows ago. With ``rebaseline_on_version`` a new dominant
 ``model_version`` starts a new warm-up instead of raising a drift incident.
 
 A window with fewer than ``min_events`` events of a model is not judged; it is carried into the
@@ -55,6 +56,9 @@ UNKNOWN_MODEL = "unknown"
 OPS_DETECTOR = "drift_ops"
 SUMMARY_FEATURES = 3
 OPERATIONS = ("latency_ms", "error_share", "tokens_per_request")
+WARMUP_WINDOWS = 5
+"""A warm-up ends once it has ``reference_events`` events and either a full reference sample
+(``reference_sample_size``) or this many windows."""
 RELOAD_WINDOWS = 10
 """Windows between two reads of a model's stored reference (a new baseline is picked up)."""
 
@@ -83,6 +87,7 @@ class _ModelState:
     reference: Reference | None = None
     loaded: bool = False
     since_load: int = 0
+    warm_windows: int = 0
     warm: WindowSummary | None = None
     pending: WindowSummary | None = None
     carried: int = 0
@@ -171,6 +176,13 @@ class DriftJudge:
                                  created=ref.created, events=ref.summary.events, origin=ref.origin,
                                  summary=ref.summary.to_dict())
         try:
+            stored = self.keeper.load_reference(model)
+            if stored is not None and stored.source == "file":
+                # A baseline set while this warm-up ran wins: adopt it, never overwrite it.
+                state.unsaved = None
+                state.reference = Reference(WindowSummary.from_dict(stored.summary), stored.source,
+                                            stored.created, stored.model_version, stored.origin)
+                return
             self.keeper.save_reference(record)
             state.unsaved = None
         except Exception as exc:
@@ -184,9 +196,14 @@ class DriftJudge:
 
     def _warm(self, model: str, state: _ModelState, summary: WindowSummary) -> None:
         o = self.options
-        state.warm = summary if state.warm is None else state.warm.merge(summary)
-        if state.warm.events >= o.reference_events:
-            warm, state.warm = state.warm, None
+        if state.warm is None:
+            state.warm = WindowSummary(model, service=summary.service, start=summary.start,
+                                       k=o.reference_sample_size)
+        state.warm.merge(summary)
+        state.warm_windows += 1
+        full = len(state.warm.rows()) >= o.reference_sample_size or state.warm_windows >= WARMUP_WINDOWS
+        if state.warm.events >= o.reference_events and full:
+            warm, state.warm, state.warm_windows = state.warm, None, 0
             end = warm.end or 0.0
             state.reference = state.unsaved = Reference(
                 warm, "warmup", datetime.fromtimestamp(end, UTC), warm.dominant_version(),
@@ -200,7 +217,7 @@ class DriftJudge:
         if len(state.history) < o.rolling_windows + o.lag_windows:
             return
         window = list(state.history)[: o.rolling_windows]
-        merged = WindowSummary(summary.model, service=summary.service, k=o.sample_size)
+        merged = WindowSummary(summary.model, service=summary.service, k=o.reference_sample_size)
         for old in window:
             merged.merge(old)
         end = window[-1].end or 0.0
@@ -418,6 +435,7 @@ class DriftDetector:
     ``alpha`` (0.01) and ``correction`` "holm" or "bh"; ``multivariate`` (True), ``text`` (True),
     ``operations`` (True) with ``change_detector`` "page_hinkley", "cusum" or "adwin" and
     ``min_ops_requests`` (20); ``rebaseline_on_version`` (False); ``sample_size`` (2000);
+    ``reference_sample_size`` (5000);
     ``max_models`` (1000); ``max_evidence_features`` (10); ``seed`` (0).
     """
 
@@ -441,6 +459,7 @@ class DriftDetector:
         min_ops_requests: int = 20,
         rebaseline_on_version: bool = False,
         sample_size: int = 2000,
+        reference_sample_size: int = 5000,
         max_models: int = 1000,
         max_evidence_features: int = 10,
         seed: int = 0,
@@ -455,6 +474,7 @@ class DriftDetector:
                     "rolling_windows": (rolling_windows, 1), "lag_windows": (lag_windows, 0),
                     "max_carry_windows": (max_carry_windows, 0), "min_ops_requests": (min_ops_requests, 1),
                     "sample_size": (sample_size, 100), "max_models": (max_models, 1),
+                    "reference_sample_size": (reference_sample_size, 100),
                     "max_evidence_features": (max_evidence_features, 1)}
         for option, (value, least) in minimums.items():
             if value < least:
@@ -475,6 +495,7 @@ class DriftDetector:
         self.min_ops_requests = min_ops_requests
         self.rebaseline_on_version = rebaseline_on_version
         self.sample_size = sample_size
+        self.reference_sample_size = reference_sample_size
         self.max_models = max_models
         self.max_evidence_features = max_evidence_features
         self.seed = seed

@@ -183,7 +183,7 @@ def file_reference(
     ``model``'s). Without ``model_version``, the one version the events carry (if one) is taken.
     """
     from inferwatch.detectors.drift import textstats
-    from inferwatch.detectors.drift.sketch import WindowSummary, summarise_rows
+    from inferwatch.detectors.drift.sketch import REFERENCE_SAMPLE_SIZE, WindowSummary, summarise_rows
 
     text_features = text_features or textstats.script_and_language
     ngrams = ngrams or textstats.ngram_hashes
@@ -196,7 +196,7 @@ def file_reference(
         if first is None:
             raise ReferenceFileError(f"{source.path}: no rows")
         if isinstance(first, InferenceEvent):
-            summary = WindowSummary(model)
+            summary = WindowSummary(model, k=REFERENCE_SAMPLE_SIZE)
             for event in itertools.chain([first], source):
                 if not isinstance(event, InferenceEvent):  # the reader refuses a mix; this is for mypy
                     raise ReferenceFileError(f"{source.path}: rows and events mixed")

@@ -31,7 +31,7 @@ DEMO_DETECT: dict[str, Any] = {
     "window_s": 2.0,
     "idle_close_s": 1.0,
     "options": {
-        "drift": {"reference_events": 600, "min_events": 100},
+        "drift": {"reference_events": 600, "reference_sample_size": 500, "min_events": 100},
         "request_rate": {"min_requests": 30},
         # Every demo caller connects from loopback: one address for all 23 principals is the
         # demo's set-up, not key cycling.
