@@ -24,8 +24,9 @@ passes the catalogue's floor: at a million events a p-value alone flags shifts n
 about, and the floor is what keeps big stationary traffic silent.
 
 References: a baseline set with ``inferwatch baseline set`` (persisted in the store, so it
-survives restarts), else the model's first ``reference_events`` events, and more until the
-reference sample is full or five windows have passed (``warmup``, persisted once frozen),
+survives restarts), else the model's first ``reference_events`` events, and more until as
+many are sampled (at most ``reference_sample_size``) or five windows have passed (``warmup``,
+persisted once frozen),
 or with ``reference="rolling"`` the ``rolling_windows`` windows that ended ``lag_windows``
 windows ago. With ``rebaseline_on_version`` a new dominant
 ``model_version`` starts a new warm-up instead of raising a drift incident.
@@ -57,8 +58,9 @@ OPS_DETECTOR = "drift_ops"
 SUMMARY_FEATURES = 3
 OPERATIONS = ("latency_ms", "error_share", "tokens_per_request")
 WARMUP_WINDOWS = 5
-"""A warm-up ends once it has ``reference_events`` events and either a full reference sample
-(``reference_sample_size``) or this many windows."""
+"""A warm-up ends once it has ``reference_events`` events and either that many sampled events
+(at most ``reference_sample_size``) or this many windows: a busy model's first window alone
+holds only a window's sample."""
 RELOAD_WINDOWS = 10
 """Windows between two reads of a model's stored reference (a new baseline is picked up)."""
 
@@ -201,7 +203,8 @@ class DriftJudge:
                                        k=o.reference_sample_size)
         state.warm.merge(summary)
         state.warm_windows += 1
-        full = len(state.warm.rows()) >= o.reference_sample_size or state.warm_windows >= WARMUP_WINDOWS
+        wanted = min(o.reference_sample_size, o.reference_events)
+        full = len(state.warm.rows()) >= wanted or state.warm_windows >= WARMUP_WINDOWS
         if state.warm.events >= o.reference_events and full:
             warm, state.warm, state.warm_windows = state.warm, None, 0
             end = warm.end or 0.0
