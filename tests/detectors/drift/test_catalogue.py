@@ -58,7 +58,7 @@ def test_page_lists_every_test_and_every_rule_floor() -> None:
         assert f"### `{spec.name}` — {spec.title}" in page
     for row in ("| numeric | > 1,000 | yes | Kolmogorov-Smirnov two-sample test | W (`wasserstein`) | 0.1 |",
                 "| categorical | 50 - 1,000 | yes | Chi-squared test of homogeneity "
-                "| Δshare (`share_change`) | 0.05 |",
+                "| Δshare (`share_change`) | 0.07 |",
                 "| multivariate | 100 - 1,000 | yes | Domain classifier over input rows "
                 "| AUC (`domain_rows`) | 0.65 |"):
         assert row in page
@@ -104,7 +104,7 @@ def test_change_detector_parameters_are_read_from_the_change_module() -> None:
     ("numeric", 50_000, 1_000, "small", "ks_d", 0.1),
     ("numeric", 5_000, 1_001, "large", "wasserstein", 0.1),
     ("numeric", 200_000, 200_000, "large", "wasserstein", 0.1),
-    ("categorical", 5_000, 300, "small", "share_change", 0.05),
+    ("categorical", 5_000, 300, "small", "share_change", 0.07),
     ("categorical", 1_000_000, 1_000_000, "large", "share_change", 0.05),
     ("multivariate", 2_000, 500, "small", "auc", 0.65),
     ("multivariate", 2_000, 2_000, "large", "auc", 0.6),
