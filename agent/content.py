@@ -24,14 +24,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from inferwatch.collectors.event import EventInput, EventOutput, Scalar
-from inferwatch.collectors.redaction import redact
+from inferwatch.collectors.redaction import capture_text, redact
 from inferwatch.collectors.settings import CaptureMode
 
-MAX_TEXT_CHARS: Final = 32_768
 MAX_FEATURES: Final = 512
 MAX_FEATURE_CHARS: Final = 1024
-# Redacting a little past the cut keeps a secret that straddles it from surviving half-masked.
-_REDACT_OVERLAP: Final = 512
 
 
 @dataclass(slots=True)
@@ -57,19 +54,6 @@ class CallContent:
     attributes: dict[str, Scalar] = field(default_factory=dict)
 
 
-def capture_text(text: str | None, mode: CaptureMode) -> str | None:
-    """The text to keep under ``mode``: ``None``, redacted, or as is (cut to the limit).
-
-    >>> capture_text("mail bob@example.com", CaptureMode.REDACTED)
-    'mail [EMAIL]'
-    >>> capture_text("mail bob@example.com", CaptureMode.NONE) is None
-    True
-    """
-    if text is None or mode is CaptureMode.NONE:
-        return None
-    if mode is CaptureMode.FULL:
-        return text[:MAX_TEXT_CHARS]
-    return redact(text[: MAX_TEXT_CHARS + _REDACT_OVERLAP])[:MAX_TEXT_CHARS]
 
 
 def text_input(text: str | None, mode: CaptureMode, *, chars: int | None = None) -> EventInput:

@@ -34,8 +34,9 @@ pseudonymised with the keyed HMAC the caller passes in; the raw value never reac
 status ERROR, the code in an OpenAI client's ``Error code: NNN`` message or 500; else 200.
 
 This module is standard library plus ``inferwatch.collectors``: the collectors package does not
-depend on the agent, so the agent's capture rule (``agent.content.capture_text``) is restated
-here, and the pseudonymiser is passed in (``inferwatch collect otlp`` passes the agent's).
+depend on the agent; the capture rule it shares with the agent lives in
+:func:`inferwatch.collectors.redaction.capture_text`, and the pseudonymiser is passed in
+(``inferwatch collect otlp`` passes the agent's).
 """
 
 from __future__ import annotations
@@ -50,13 +51,11 @@ from typing import Any, Final, Literal
 from inferwatch.collectors.event import EventInput, EventOutput, InferenceEvent, Scalar
 from inferwatch.collectors.ids import uuid7
 from inferwatch.collectors.otlp_decode import STATUS_ERROR, OtlpSpan
-from inferwatch.collectors.redaction import redact
+from inferwatch.collectors.redaction import capture_text
 from inferwatch.collectors.settings import CaptureMode
 
 Convention = Literal["gen_ai", "openinference"]
 
-MAX_TEXT_CHARS: Final = 32_768  # as the agent (agent/content.py)
-_REDACT_OVERLAP: Final = 512
 # enduser.id (OTel), user.id (OpenInference), the OpenAI request's `user` field as OpenLLMetry and
 # OpenInference record it.
 DEFAULT_PRINCIPAL_ATTRIBUTES: Final = (
@@ -206,19 +205,6 @@ def span_to_event(span: OtlpSpan, conv: Convention, options: MappingOptions) -> 
     )
 
 
-def capture_text(text: str | None, mode: CaptureMode) -> str | None:
-    """The text to keep under ``mode``, exactly as the agent keeps it (``agent.content.capture_text``).
-
-    >>> capture_text("mail bob@example.com", CaptureMode.REDACTED)
-    'mail [EMAIL]'
-    >>> capture_text("mail bob@example.com", CaptureMode.NONE) is None
-    True
-    """
-    if text is None or mode is CaptureMode.NONE:
-        return None
-    if mode is CaptureMode.FULL:
-        return text[:MAX_TEXT_CHARS]
-    return redact(text[: MAX_TEXT_CHARS + _REDACT_OVERLAP])[:MAX_TEXT_CHARS]
 
 
 # --- what went in --------------------------------------------------------------------------

@@ -42,6 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from inferwatch.collectors.settings import CaptureMode
+
 EMAIL: Final = "[EMAIL]"
 PHONE: Final = "[PHONE]"
 CARD: Final = "[CARD]"
@@ -333,3 +335,26 @@ def shannon_entropy(text: str) -> float:
         return 0.0
     size = len(text)
     return -sum(n / size * math.log2(n / size) for n in Counter(text).values())
+
+
+MAX_TEXT_CHARS: Final = 32_768
+"""Longest prompt or completion text an event keeps (``chars`` still counts all of it)."""
+# Redacting a little past the cut keeps a secret that straddles it from surviving half-masked.
+_REDACT_OVERLAP: Final = 512
+
+
+def capture_text(text: str | None, mode: CaptureMode) -> str | None:
+    """The text to keep under ``mode``: ``None``, redacted, or as is (cut to the limit).
+
+    The one capture rule of the agent, the proxy and the OTLP receiver.
+
+    >>> capture_text("mail bob@example.com", CaptureMode.REDACTED)
+    'mail [EMAIL]'
+    >>> capture_text("mail bob@example.com", CaptureMode.NONE) is None
+    True
+    """
+    if text is None or mode is CaptureMode.NONE:
+        return None
+    if mode is CaptureMode.FULL:
+        return text[:MAX_TEXT_CHARS]
+    return redact(text[: MAX_TEXT_CHARS + _REDACT_OVERLAP])[:MAX_TEXT_CHARS]

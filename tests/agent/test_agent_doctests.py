@@ -9,7 +9,6 @@ import pytest
 
 MODULES = [
     "inferwatch.agent",
-    "inferwatch.agent.content",
     "inferwatch.agent.core",
     "inferwatch.agent.extract",
     "inferwatch.agent.genai",
