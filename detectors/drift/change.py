@@ -108,6 +108,7 @@ Example: latency of about 120 ms jumps by 3 std at window 101::
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from array import array
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
@@ -239,7 +240,7 @@ class Reference:
         return max(-clip, min(clip, u)) / root
 
 
-class _WarmupDetector:
+class _WarmupDetector(ABC):
     """Shared skeleton: warm up on ``min_windows`` values, then standardise and test each value."""
 
     name: ClassVar[str]
@@ -271,42 +272,17 @@ class _WarmupDetector:
         """The warm-up reference, or None while warming up."""
         return self._reference
 
+    @abstractmethod
     def update(self, value: float, weight: float = 1.0) -> Change | None:
-        """Take the next window's value; return a :class:`Change` when one is detected.
+        """Take the next window's value; return a :class:`Change` when one is detected."""
 
-        ``weight`` is the window's precision, e.g. its request count: it is divided by the median
-        warm-up weight and capped at 1, so a quiet window counts less and a busy one no more than
-        a typical one. Callers should skip windows with fewer than ``min_count`` requests.
-        """
-        _check_input(value, weight)
-        self._seen += 1
-        if self._reference is None:
-            self._warm_values.append(value)
-            self._warm_weights.append(weight)
-            if len(self._warm_values) >= self.min_windows:
-                self._reference = Reference.learn(
-                    np.asarray(self._warm_values), np.asarray(self._warm_weights), self.min_scale
-                )
-                self._warm_values, self._warm_weights = [], []
-                self._begin(self._reference)
-            return None
-        w = self._reference.effective_weight(weight)
-        change = self._step(value, self._reference.standardise(value, w, self.clip), w, self._reference)
-        if change is not None:
-            self._relearn()
-        return change
-
-    def _begin(self, reference: Reference) -> None:
-        raise NotImplementedError
-
-    def _step(self, value: float, z: float, w: float, reference: Reference) -> Change | None:
-        raise NotImplementedError
-
+    @abstractmethod
     def _state(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The detector's own state after warm-up, JSON-safe."""
 
+    @abstractmethod
     def _load(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Restore what :meth:`_state` returned."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe options and state; :func:`restore` (or ``from_dict``) rebuilds it."""
@@ -336,6 +312,42 @@ class _WarmupDetector:
             detector._load(data["state"])
         return detector
 
+
+class _SteppedDetector(_WarmupDetector):
+    """Warm-up, then one standardised value at a time (Page-Hinkley, CUSUM)."""
+
+    def update(self, value: float, weight: float = 1.0) -> Change | None:
+        """Take the next window's value; return a :class:`Change` when one is detected.
+
+        ``weight`` is the window's precision, e.g. its request count: it is divided by the median
+        warm-up weight and capped at 1, so a quiet window counts less and a busy one no more than
+        a typical one. Callers should skip windows with fewer than ``min_count`` requests.
+        """
+        _check_input(value, weight)
+        self._seen += 1
+        if self._reference is None:
+            self._warm_values.append(value)
+            self._warm_weights.append(weight)
+            if len(self._warm_values) >= self.min_windows:
+                self._reference = Reference.learn(
+                    np.asarray(self._warm_values), np.asarray(self._warm_weights), self.min_scale
+                )
+                self._warm_values, self._warm_weights = [], []
+                self._begin(self._reference)
+            return None
+        w = self._reference.effective_weight(weight)
+        change = self._step(value, self._reference.standardise(value, w, self.clip), w, self._reference)
+        if change is not None:
+            self._relearn()
+        return change
+
+    @abstractmethod
+    def _begin(self, reference: Reference) -> None:
+        """Start testing against the reference just learnt."""
+
+    @abstractmethod
+    def _step(self, value: float, z: float, w: float, reference: Reference) -> Change | None:
+        """Test one standardised value ``z`` (weight ``w``); a :class:`Change` when one is found."""
 
 @dataclass(frozen=True)
 class _Mark:
@@ -392,7 +404,7 @@ class _TwoSided:
         return sums
 
 
-class PageHinkley(_WarmupDetector):
+class PageHinkley(_SteppedDetector):
     """Two-sided Page-Hinkley test: standardised values against their own (fading) running mean.
 
     With ``r = z - running_mean(z)``: ``U = max(0, U + w (r - delta))`` and
@@ -443,7 +455,7 @@ class PageHinkley(_WarmupDetector):
         self._sums = _TwoSided.from_list(state["sums"])
 
 
-class Cusum(_WarmupDetector):
+class Cusum(_SteppedDetector):
     """Two-sided tabular CUSUM on values standardised by the warm-up mean and std.
 
     ``S+ = max(0, S+ + w (z - k))`` and ``S- = max(0, S- - w (z + k))``; a change when either
