@@ -27,13 +27,13 @@ metrics (:meth:`~inferwatch.agent.Agent.metrics_text`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from inferwatch.agent.capture import DEFAULT_EXCLUDED_PATHS, BodyCapture, record_exchange
-from inferwatch.agent.core import Agent, Attachment, Call, get_agent
+from inferwatch.agent.capture import DEFAULT_EXCLUDED_PATHS, BodyCapture, MiddlewareBase, record_exchange
+from inferwatch.agent.core import Agent, Attachment, Call
 from inferwatch.agent.metrics import CONTENT_TYPE
 
 Scope = MutableMapping[str, Any]
@@ -47,31 +47,13 @@ __all__ = ["DEFAULT_EXCLUDED_PATHS", "InferwatchMiddleware"]
 _log = logging.getLogger("inferwatch.agent")
 
 
-class InferwatchMiddleware:
+class InferwatchMiddleware(MiddlewareBase[ASGIApp]):
     """Records every HTTP request through ``app`` as inference events, failing open.
 
     ``agent`` defaults to :func:`~inferwatch.agent.get_agent` at the first request.
     ``operation`` and ``model``, when given, override what the bodies say. ``metrics_path``
     (e.g. ``"/metrics"``), when given, is answered with the agent's Prometheus metrics.
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        agent: Agent | None = None,
-        *,
-        operation: str | None = None,
-        model: str | None = None,
-        exclude_paths: Collection[str] = DEFAULT_EXCLUDED_PATHS,
-        metrics_path: str | None = None,
-    ) -> None:
-        self.app = app
-        self.operation = operation
-        self.model = model
-        self.exclude_paths = frozenset(exclude_paths)
-        self.metrics_path = metrics_path
-        self._agent = agent
-        self._agent_unavailable = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -128,18 +110,6 @@ class InferwatchMiddleware:
                     record_exchange(agent, call, path, capture, failure)
                 except Exception as exc:
                     agent.note_internal_error(exc)
-
-    def _resolve_agent(self) -> Agent | None:
-        if self._agent is not None:
-            return self._agent
-        if self._agent_unavailable:
-            return None
-        try:
-            return get_agent()
-        except Exception as exc:  # mis-configured agent: serve requests unmonitored, say so once
-            self._agent_unavailable = True
-            _log.warning("event=agent_unavailable error=%s detail=%s", type(exc).__name__, exc)
-            return None
 
     def _begin(self, agent: Agent, scope: Scope) -> Call:
         client = scope.get("client")

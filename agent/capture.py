@@ -8,11 +8,13 @@ pays for copying bytes, not for parsing JSON or redacting text.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from typing import Generic, TypeVar
 
 from inferwatch.agent.content import CallContent
-from inferwatch.agent.core import Agent, Call
+from inferwatch.agent.core import Agent, Call, get_agent
 from inferwatch.agent.extract import HttpExchange, extract_http
 from inferwatch.collectors.settings import CaptureMode
 
@@ -20,6 +22,48 @@ DEFAULT_EXCLUDED_PATHS = frozenset(
     {"/health", "/healthz", "/livez", "/readyz", "/metrics", "/favicon.ico", "/docs", "/openapi.json"}
 )
 """Paths the middlewares pass straight through without recording (health checks, metrics, docs)."""
+
+
+App = TypeVar("App")
+_log = logging.getLogger("inferwatch.agent")
+
+
+class MiddlewareBase(Generic[App]):
+    """The options and agent lookup the ASGI and WSGI middlewares share.
+
+    ``agent`` defaults to :func:`~inferwatch.agent.get_agent` at the first request; a
+    mis-configured agent leaves requests served unmonitored, said once in the log.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        agent: Agent | None = None,
+        *,
+        operation: str | None = None,
+        model: str | None = None,
+        exclude_paths: Collection[str] = DEFAULT_EXCLUDED_PATHS,
+        metrics_path: str | None = None,
+    ) -> None:
+        self.app = app
+        self.operation = operation
+        self.model = model
+        self.exclude_paths = frozenset(exclude_paths)
+        self.metrics_path = metrics_path
+        self._agent = agent
+        self._agent_unavailable = False
+
+    def _resolve_agent(self) -> Agent | None:
+        if self._agent is not None:
+            return self._agent
+        if self._agent_unavailable:
+            return None
+        try:
+            return get_agent()
+        except Exception as exc:  # mis-configured agent: serve requests unmonitored, say so once
+            self._agent_unavailable = True
+            _log.warning("event=agent_unavailable error=%s detail=%s", type(exc).__name__, exc)
+            return None
 
 
 class BodyCapture:

@@ -34,14 +34,14 @@ the app exposes it, else the path.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from inferwatch.agent.capture import DEFAULT_EXCLUDED_PATHS, BodyCapture, record_exchange
-from inferwatch.agent.core import Agent, Attachment, Call, get_agent
+from inferwatch.agent.capture import BodyCapture, MiddlewareBase, record_exchange
+from inferwatch.agent.core import Agent, Attachment, Call
 from inferwatch.agent.metrics import CONTENT_TYPE
 
 __all__ = ["InferwatchWSGIMiddleware"]
@@ -54,31 +54,13 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 _log = logging.getLogger("inferwatch.agent")
 
 
-class InferwatchWSGIMiddleware:
+class InferwatchWSGIMiddleware(MiddlewareBase[WSGIApp]):
     """Records every HTTP request through the WSGI ``app`` as inference events, failing open.
 
     ``agent`` defaults to :func:`~inferwatch.agent.get_agent` at the first request.
     ``operation`` and ``model``, when given, override what the bodies say. ``metrics_path``
     (e.g. ``"/metrics"``), when given, is answered with the agent's Prometheus metrics.
     """
-
-    def __init__(
-        self,
-        app: WSGIApp,
-        agent: Agent | None = None,
-        *,
-        operation: str | None = None,
-        model: str | None = None,
-        exclude_paths: Collection[str] = DEFAULT_EXCLUDED_PATHS,
-        metrics_path: str | None = None,
-    ) -> None:
-        self.app = app
-        self.operation = operation
-        self.model = model
-        self.exclude_paths = frozenset(exclude_paths)
-        self.metrics_path = metrics_path
-        self._agent = agent
-        self._agent_unavailable = False
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request."""
@@ -120,18 +102,6 @@ class InferwatchWSGIMiddleware:
         if hasattr(result, "__len__"):
             return _SizedResponse(result, exchange)
         return _ObservedResponse(result, exchange)
-
-    def _resolve_agent(self) -> Agent | None:
-        if self._agent is not None:
-            return self._agent
-        if self._agent_unavailable:
-            return None
-        try:
-            return get_agent()
-        except Exception as exc:  # mis-configured agent: serve requests unmonitored, say so once
-            self._agent_unavailable = True
-            _log.warning("event=agent_unavailable error=%s detail=%s", type(exc).__name__, exc)
-            return None
 
     def _begin(self, agent: Agent, environ: Environ, path: str) -> Call:
         call = agent.begin(
