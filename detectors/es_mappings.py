@@ -1,4 +1,5 @@
-"""How incidents, events and drift references look in Elasticsearch: names, templates, documents, queries.
+"""How incidents, events, drift references, silences and notifications look in Elasticsearch:
+names, templates, documents, queries.
 
 Pure data and functions, no I/O; :mod:`inferwatch.detectors.es_store` sends them. Each document
 carries the inferwatch record exactly as it was, in an object Elasticsearch stores but does not
@@ -12,9 +13,9 @@ few ``inferwatch.*`` fields for the rest. The store filters on these, so a Kiban
 
 Two fields exist only to answer the store's questions exactly as the SQLite store does:
 
-- ``inferwatch.*_us``: times as integer microseconds. ``date`` keeps milliseconds, and
-  ``date_nanos`` refuses times before 1970, which one bad event must not be able to turn into
-  a write that fails for ever.
+- ``inferwatch.*_us``: times as integer microseconds, beside a ``date`` for people. ``date``
+  keeps milliseconds, and ``date_nanos`` refuses times before 1970, which one bad event must
+  not be able to turn into a write that fails for ever.
 - ``inferwatch.terms``: the searchable text as the words SQLite's FTS5 ``unicode61`` tokenizer
   sees (:func:`search_terms`), indexed with the built-in ``whitespace`` analyzer. The analysis
   plug-ins a custom analyzer would need are not on every cluster, and doing it here gives
@@ -33,6 +34,7 @@ from functools import lru_cache
 from typing import Any
 
 from inferwatch.collectors.event import InferenceEvent, event_to_dict
+from inferwatch.detectors.alerts.model import Notification, NotificationQuery, Silence
 from inferwatch.detectors.base import SEVERITY_ORDER
 from inferwatch.detectors.drift.reference import ReferenceRecord
 from inferwatch.detectors.incidents import Incident
@@ -46,6 +48,9 @@ _LONG = {"type": "long"}
 _DATE = {"type": "date"}
 _TEXT = {"type": "text"}
 _TERMS = {"type": "text", "analyzer": "whitespace", "norms": False}
+_INTEGER = {"type": "integer"}
+# Any label names (dots, empty) and values, without growing the mapping.
+_LABELS = {"type": "flattened", "ignore_above": 8191}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -80,6 +85,16 @@ class IndexNames:
     def references(self) -> str:
         """The drift references index (also the name of its index template): one document per model."""
         return f"{self.prefix}-drift-references"
+
+    @property
+    def silences(self) -> str:
+        """The silences index (also the name of its index template): one document per silence."""
+        return f"{self.prefix}-silences"
+
+    @property
+    def notifications(self) -> str:
+        """The notifications index (also its template's name): the outbox and the notification log."""
+        return f"{self.prefix}-notifications"
 
     def custom(self, template: str) -> str:
         """The optional component template operators may add for their own settings."""
@@ -133,10 +148,12 @@ INCIDENT_MAPPINGS: dict[str, Any] = {
         }},
         "rule": {"properties": {"name": _KEYWORD, "category": _KEYWORD, "ruleset": _KEYWORD}},
         "service": {"properties": {"name": _KEYWORD}},
+        "labels": _LABELS,  # ECS custom key/value pairs: the incident's routing labels
         "inferwatch": {"properties": {
             "status": _KEYWORD, "subject": _KEYWORD, "model": _KEYWORD, "fingerprint": _KEYWORD,
             "severity": _KEYWORD, "count": _LONG, "summary": _TEXT,
             "last_seen_us": _LONG,
+            "updated_at": _DATE, "updated_at_us": _LONG,
             "terms": _TERMS,
             "incident": _OPAQUE,
         }},
@@ -154,6 +171,36 @@ REFERENCE_MAPPINGS: dict[str, Any] = {
             "model": _KEYWORD, "model_version": _KEYWORD, "source": _KEYWORD, "origin": _KEYWORD,
             "events": _LONG,
             "reference": _OPAQUE,
+        }},
+    },
+}
+
+
+# One document per silence, ``_id`` = its id; the silence itself in the opaque record.
+SILENCE_MAPPINGS: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "@timestamp": _DATE,
+        "id": _KEYWORD, "created_by": _KEYWORD, "comment": _TEXT, "matchers": _KEYWORD,
+        "created_at": _DATE, "starts_at": _DATE, "ends_at": _DATE,
+        "inferwatch": {"properties": {"created_at_us": _LONG, "ends_at_us": _LONG, "silence": _OPAQUE}},
+    },
+}
+
+# One document per notification, ``_id`` = its id. ``stream_id`` (a hash of ``stream``) is what
+# the latest-per-stream query collapses on: a keyword longer than ``ignore_above`` has no value
+# to collapse on, and a stream's group key may be long.
+NOTIFICATION_MAPPINGS: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "@timestamp": _DATE,
+        "id": _KEYWORD, "stream": _KEYWORD, "stream_id": _KEYWORD, "group_key": _KEYWORD,
+        "receiver": _KEYWORD, "integration": _KEYWORD, "integration_index": _INTEGER, "seq": _INTEGER,
+        "status": _KEYWORD, "attempts": _INTEGER,
+        "created_at": _DATE, "next_attempt_at": _DATE, "delivered_at": _DATE,
+        "alerts": {"properties": {"incident_id": _KEYWORD}},
+        "inferwatch": {"properties": {
+            "created_at_us": _LONG, "next_attempt_at_us": _LONG, "notification": _OPAQUE,
         }},
     },
 }
@@ -183,6 +230,18 @@ def references_template(names: IndexNames) -> dict[str, Any]:
     """The index template for the drift references index."""
     return _index_template(names, names.references, [names.references],
                            {"mappings": REFERENCE_MAPPINGS}, data_stream=False)
+
+
+def silences_template(names: IndexNames) -> dict[str, Any]:
+    """The index template for the silences index."""
+    return _index_template(names, names.silences, [names.silences],
+                           {"mappings": SILENCE_MAPPINGS}, data_stream=False)
+
+
+def notifications_template(names: IndexNames) -> dict[str, Any]:
+    """The index template for the notifications index."""
+    return _index_template(names, names.notifications, [names.notifications],
+                           {"mappings": NOTIFICATION_MAPPINGS}, data_stream=False)
 
 
 def _index_template(
@@ -248,6 +307,11 @@ def incident_document(incident: Incident) -> dict[str, Any]:
         doc["service"] = {"name": incident.service}
     if incident.model is not None:
         doc["inferwatch"]["model"] = incident.model
+    if incident.labels:
+        doc["labels"] = dict(incident.labels)
+    if incident.updated_at is not None:
+        doc["inferwatch"]["updated_at"] = timestamp(incident.updated_at)
+        doc["inferwatch"]["updated_at_us"] = micros(incident.updated_at)
     return doc
 
 
@@ -314,6 +378,51 @@ def reference_from_source(source: dict[str, Any]) -> ReferenceRecord:
     return ReferenceRecord.model_validate(source["inferwatch"]["reference"])
 
 
+def silence_document(silence: Silence) -> dict[str, Any]:
+    """A silence, its record as it was under ``inferwatch.silence`` (stored, not indexed)."""
+    return {
+        "@timestamp": timestamp(silence.created_at),
+        "id": silence.id, "created_by": silence.created_by, "comment": silence.comment,
+        "matchers": [str(m) for m in silence.matchers],
+        "created_at": timestamp(silence.created_at), "starts_at": timestamp(silence.starts_at),
+        "ends_at": timestamp(silence.ends_at),
+        "inferwatch": {"created_at_us": micros(silence.created_at), "ends_at_us": micros(silence.ends_at),
+                       "silence": silence.model_dump(mode="json")},
+    }
+
+
+def silence_from_source(source: dict[str, Any]) -> Silence:
+    """The silence stored in a document's ``_source``, exactly as it was written."""
+    return Silence.model_validate(source["inferwatch"]["silence"])
+
+
+def notification_document(n: Notification) -> dict[str, Any]:
+    """A notification, its record as it was under ``inferwatch.notification`` (stored, not indexed)."""
+    doc: dict[str, Any] = {
+        "@timestamp": timestamp(n.created_at),
+        "id": n.id, "stream": n.stream, "stream_id": stream_id(n.stream), "group_key": n.group_key,
+        "receiver": n.receiver, "integration": n.integration, "integration_index": n.integration_index,
+        "seq": n.seq, "status": n.status, "attempts": n.attempts,
+        "created_at": timestamp(n.created_at), "next_attempt_at": timestamp(n.next_attempt_at),
+        "alerts": {"incident_id": sorted({a.incident_id for a in n.alerts})},
+        "inferwatch": {"created_at_us": micros(n.created_at), "next_attempt_at_us": micros(n.next_attempt_at),
+                       "notification": n.model_dump(mode="json")},
+    }
+    if n.delivered_at is not None:
+        doc["delivered_at"] = timestamp(n.delivered_at)
+    return doc
+
+
+def notification_from_source(source: dict[str, Any]) -> Notification:
+    """The notification stored in a document's ``_source``, exactly as it was written."""
+    return Notification.model_validate(source["inferwatch"]["notification"])
+
+
+def stream_id(stream: str) -> str:
+    """A short, fixed-length stand-in for a notification stream, to collapse on."""
+    return hashlib.blake2b(stream.encode(), digest_size=16).hexdigest()
+
+
 def _put(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     if value is None:
         return
@@ -345,6 +454,15 @@ def micros(when: datetime) -> int:
 INCIDENT_SORT = [{"inferwatch.last_seen_us": "desc"}, {"event.id": "asc"}]  # last_seen DESC, id
 EVENT_SORT = [{"inferwatch.time_us": "desc"}, {"event.id": "desc"}]  # ts DESC, id DESC
 REFERENCE_SORT = [{"inferwatch.model": "asc"}]  # ORDER BY model
+SILENCE_SORT = [{"inferwatch.created_at_us": "desc"}, {"id": "asc"}]  # created_at DESC, id
+# The log: created_at DESC, seq DESC, id; the outbox: created_at, seq, id.
+NOTIFICATION_LOG_SORT = [{"inferwatch.created_at_us": "desc"}, {"seq": "desc"}, {"id": "asc"}]
+NOTIFICATION_DUE_SORT = [{"inferwatch.created_at_us": "asc"}, {"seq": "asc"}, {"id": "asc"}]
+# One hit per stream, paged by ``search_after`` on the collapse field (the only sort allowed with
+# it); the stream's highest ``seq`` (lowest id on a tie) comes as its inner hit.
+LATEST_PER_STREAM_SORT = [{"stream_id": "asc"}]
+LATEST_PER_STREAM = {"field": "stream_id", "inner_hits": {
+    "name": "latest", "size": 1, "sort": [{"seq": "desc"}, {"id": "asc"}], "_source": True}}
 _MATCH_NONE: dict[str, Any] = {"match_none": {}}
 
 
@@ -361,8 +479,41 @@ def incident_query(q: IncidentQuery) -> dict[str, Any]:
             filters.append({"term": {field: value}})
     if q.since is not None:
         filters.append({"range": {"inferwatch.last_seen_us": {"gte": micros(q.since)}}})
+    if q.updated_since is not None:  # an incident without updated_at has no value: never matches
+        filters.append({"range": {"inferwatch.updated_at_us": {"gte": micros(q.updated_since)}}})
+    if q.last_seen_before is not None:
+        filters.append({"range": {"inferwatch.last_seen_us": {"lt": micros(q.last_seen_before)}}})
     if q.text:
         filters.append(text_query(q.text))
+    return bool_filter(filters)
+
+
+def silence_query(*, include_expired: bool, now: datetime) -> dict[str, Any]:
+    """Every silence, or (as the SQLite store reads it) those not yet ended at ``now``."""
+    if include_expired:
+        return {"match_all": {}}
+    return bool_filter([{"range": {"inferwatch.ends_at_us": {"gt": micros(now)}}}])
+
+
+def due_query(now: datetime) -> dict[str, Any]:
+    """Pending notifications whose next attempt is at or before ``now``."""
+    return bool_filter([{"term": {"status": "pending"}},
+                        {"range": {"inferwatch.next_attempt_at_us": {"lte": micros(now)}}}])
+
+
+def notification_query(q: NotificationQuery) -> dict[str, Any]:
+    """The Elasticsearch query for ``q``, filter for filter as the SQLite store reads it."""
+    filters: list[dict[str, Any]] = []
+    if q.status:
+        filters.append({"terms": {"status": list(q.status)}})
+    if q.receiver is not None:
+        filters.append({"term": {"receiver": q.receiver}})
+    if q.incident_id is not None:
+        filters.append({"term": {"alerts.incident_id": q.incident_id}})
+    if q.stream is not None:
+        filters.append({"term": {"stream_id": stream_id(q.stream)}})
+    if q.since is not None:
+        filters.append({"range": {"inferwatch.created_at_us": {"gte": micros(q.since)}}})
     return bool_filter(filters)
 
 

@@ -1,17 +1,20 @@
-"""The distributed store: incidents, events and drift references in Elasticsearch 8.
+"""The distributed store: incidents, events, drift references and alerting state in Elasticsearch 8.
 
 Incidents live in ``{prefix}-incidents-000001`` behind the alias ``{prefix}-incidents``;
 events in the data stream ``{prefix}-events``, whose retention is the data stream lifecycle
 (or ILM, when asked for and the cluster has it); drift references in ``{prefix}-drift-references``,
-one document per model. :meth:`ElasticsearchStore.setup` creates them
-and can run any number of times. Documents follow the Elastic Common Schema (see
-:mod:`inferwatch.detectors.es_mappings` and ``docs/elasticsearch.md``).
+one document per model; silences in ``{prefix}-silences`` and the notification outbox and log
+in ``{prefix}-notifications``, one document per silence or notification.
+:meth:`ElasticsearchStore.setup` creates them, brings the mappings of indices made by an older
+inferwatch up to date, and can run any number of times. Documents follow the Elastic Common
+Schema where it has a field (see :mod:`inferwatch.detectors.es_mappings` and ``docs/elasticsearch.md``).
 
 The store answers every :class:`~inferwatch.detectors.store.IncidentQuery` and
 :class:`~inferwatch.detectors.store.EventQuery` as the SQLite store does: the same filters,
-the same order, the same words for text search. Incident writes are searchable when
-:meth:`upsert` returns (the incident manager reads its own writes); events become searchable
-within the index refresh interval (one second by default).
+the same order, the same words for text search; so are the alerting questions of
+:class:`~inferwatch.detectors.alerts.model.AlertStore`. Incident, silence and notification writes
+are searchable when they return (the incident manager and the notifier read their own writes);
+events become searchable within the index refresh interval (one second by default).
 
 Example::
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,14 +37,22 @@ from elasticsearch.helpers import streaming_bulk
 
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.collectors.settings import SettingsError, StoreSettings
+from inferwatch.detectors.alerts.model import Notification, NotificationQuery, Silence
 from inferwatch.detectors.drift.reference import ReferenceRecord
 from inferwatch.detectors.es_mappings import (
     EVENT_SORT,
+    INCIDENT_MAPPINGS,
     INCIDENT_SORT,
+    LATEST_PER_STREAM,
+    LATEST_PER_STREAM_SORT,
+    NOTIFICATION_DUE_SORT,
+    NOTIFICATION_LOG_SORT,
     PAGE_SIZE,
     REFERENCE_SORT,
+    SILENCE_SORT,
     IndexNames,
     bool_filter,
+    due_query,
     event_document,
     event_from_source,
     event_query,
@@ -50,9 +62,17 @@ from inferwatch.detectors.es_mappings import (
     incident_from_source,
     incident_query,
     incidents_template,
+    notification_document,
+    notification_from_source,
+    notification_query,
+    notifications_template,
     reference_document,
     reference_from_source,
     references_template,
+    silence_document,
+    silence_from_source,
+    silence_query,
+    silences_template,
 )
 from inferwatch.detectors.incidents import ACTIVE, ID_LENGTH, Incident
 from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
@@ -135,8 +155,12 @@ class ElasticsearchStore:
     # -- setup -------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Create or update the templates, the incidents index and alias, the events stream and
-        the drift references index.
+        """Create or update the templates, the incidents index and alias, the events stream, and
+        the drift references, silences and notifications indices.
+
+        An index that is already there gets its template's mapping put on it: a template only
+        shapes indices created after it, and fields added since (``labels``, ``updated_at``)
+        must be searchable in a store set up by an older inferwatch.
 
         Raises :class:`ElasticsearchSetupError` when the cluster refuses (missing privileges,
         a clashing template) or when ``use_ilm`` is set and the cluster has no ILM.
@@ -152,11 +176,11 @@ class ElasticsearchStore:
         self._setup("put the incidents index template", indices.put_index_template,
                     name=names.incidents, **incidents_template(names))
         self._create_incidents_index()
-        self._setup("put the drift references index template", indices.put_index_template,
-                    name=names.references, **references_template(names))
-        if not self._call("look up the drift references index", indices.exists, index=names.references):
-            self._setup("create the drift references index", indices.create, index=names.references,
-                        exists_ok=True)
+        for what, index, template in (("drift references", names.references, references_template(names)),
+                                      ("silences", names.silences, silences_template(names)),
+                                      ("notifications", names.notifications, notifications_template(names))):
+            self._setup(f"put the {what} index template", indices.put_index_template, name=index, **template)
+            self._create_index(what, index, template["template"]["mappings"])
         quiet = self._es.options(ignore_status=404)
         streams = self._call("look up the events stream", quiet.indices.get_data_stream, name=names.events)
         if not streams.get("data_streams"):
@@ -171,9 +195,20 @@ class ElasticsearchStore:
         log.info("elasticsearch store ready at %s prefix=%s retention=%s by=%s",
                  self._where, names.prefix, retention, "ilm" if ilm else "data-stream-lifecycle")
 
+    def _create_index(self, what: str, index: str, mappings: dict[str, Any]) -> None:
+        indices = self._es.indices
+        if self._call(f"look up the {what} index", indices.exists, index=index):
+            self._setup(f"update the {what} mapping", indices.put_mapping, index=index,
+                        properties=mappings["properties"])
+        else:
+            self._setup(f"create the {what} index", indices.create, index=index, exists_ok=True)
+
     def _create_incidents_index(self) -> None:
         names, indices = self.names, self._es.indices
         if self._call("look up the incidents alias", indices.exists_alias, name=names.incidents):
+            # Every index behind the alias (older ones after a rollover too) gets the new fields.
+            self._setup("update the incidents mapping", indices.put_mapping, index=names.incidents,
+                        properties=INCIDENT_MAPPINGS["properties"])
             return
         self._setup("create the incidents index", indices.create, index=names.incidents_first_index,
                     aliases={names.incidents: {"is_write_index": True}}, exists_ok=True)
@@ -212,8 +247,10 @@ class ElasticsearchStore:
                            expand_wildcards="all", ignore_unavailable=True)
         if found:
             self._call("delete the incidents indices", es.indices.delete, index=",".join(found))
-        self._call("delete the drift references index", es.indices.delete, index=names.references)
-        for template in (names.events, names.incidents, names.references):
+        for index in (names.references, names.silences, names.notifications):
+            self._call("delete an index", es.indices.delete, index=index)
+        templates = (names.events, names.incidents, names.references, names.silences, names.notifications)
+        for template in templates:
             self._call("delete a template", es.indices.delete_index_template, name=template)
         if self.settings.use_ilm:
             quiet = self._es.options(ignore_status=(400, 404, 405))
@@ -317,6 +354,70 @@ class ElasticsearchStore:
         done = self._call("delete the drift reference", quiet.delete, index=self.names.references,
                           id=model, refresh=True)
         return bool(done.body.get("result") == "deleted")
+
+    # -- alerting: silences -------------------------------------------------------------------
+
+    def save_silence(self, silence: Silence) -> None:
+        """Insert or replace a silence by id; searchable on return."""
+        self._call("save the silence", self._es.index, index=self.names.silences, id=silence.id,
+                   document=silence_document(silence), refresh=True)
+
+    def list_silences(self, *, include_expired: bool = False, now: datetime | None = None) -> list[Silence]:
+        """Silences, newest ``created_at`` first (then by id); only those not yet ended at ``now``
+        (default: the current time) unless ``include_expired``."""
+        query = silence_query(include_expired=include_expired, now=now or datetime.now(UTC))
+        hits = self._search("list the silences", self.names.silences, query, SILENCE_SORT, -1)
+        return [silence_from_source(h["_source"]) for h in hits]
+
+    def get_silence(self, silence_id: str) -> Silence | None:
+        """One silence by id, or ``None``."""
+        quiet = self._es.options(ignore_status=404)
+        found = self._call("read the silence", quiet.get, index=self.names.silences, id=silence_id)
+        return silence_from_source(found.body["_source"]) if found.body.get("found") else None
+
+    # -- alerting: notifications ---------------------------------------------------------------
+
+    def save_notifications(self, notifications: Sequence[Notification]) -> None:
+        """Insert or replace notifications by id (the outbox write); searchable on return."""
+        latest = {n.id: n for n in notifications}  # as with INSERT OR REPLACE, the last one wins
+        index = self.names.notifications
+        actions = [_action("index", notification_document(n), _index=index, _id=n.id)
+                   for n in latest.values()]
+        if actions:
+            self._bulk("store notifications", actions, refresh=True)
+
+    def due_notifications(self, now: datetime, limit: int = 100) -> list[Notification]:
+        """``pending`` notifications due at ``now``, oldest ``created_at`` first (then ``seq``, id)."""
+        hits = self._search("read the notification outbox", self.names.notifications, due_query(now),
+                            NOTIFICATION_DUE_SORT, limit)
+        return [notification_from_source(h["_source"]) for h in hits]
+
+    def latest_notifications(self) -> list[Notification]:
+        """Each stream's notification with the highest ``seq`` (the lowest id on a tie), by stream.
+
+        One hit per stream through ``collapse``, paged with ``search_after``: every stream,
+        however many there are.
+        """
+        latest: list[Notification] = []
+        after: list[Any] | None = None
+        while True:
+            page = self._call(
+                "read the latest notifications", self._es.search, index=self.names.notifications,
+                query={"match_all": {}}, collapse=LATEST_PER_STREAM, sort=LATEST_PER_STREAM_SORT,
+                size=PAGE_SIZE, search_after=after, source=False, track_total_hits=False,
+                ignore_unavailable=True, allow_no_indices=True)
+            hits = page["hits"]["hits"]
+            latest += [notification_from_source(h["inner_hits"]["latest"]["hits"]["hits"][0]["_source"])
+                       for h in hits]
+            if len(hits) < PAGE_SIZE:
+                return sorted(latest, key=lambda n: n.stream)
+            after = hits[-1]["sort"]
+
+    def list_notifications(self, query: NotificationQuery) -> list[Notification]:
+        """The notification log, newest ``created_at`` first (then highest ``seq``, then id)."""
+        hits = self._search("read the notification log", self.names.notifications, notification_query(query),
+                            NOTIFICATION_LOG_SORT, query.limit)
+        return [notification_from_source(h["_source"]) for h in hits]
 
     # -- talking to Elasticsearch ------------------------------------------------------------
 

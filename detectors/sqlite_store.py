@@ -1,14 +1,21 @@
-"""The embedded store: incidents, events and drift references in one SQLite file, with FTS5 text search."""
+"""The embedded store: incidents, events, drift references, silences and notifications in one
+SQLite file, with FTS5 text search.
+
+A file written by an older inferwatch is brought up to this schema when it is opened (columns
+are added, never dropped), so upgrading keeps every incident.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from inferwatch.collectors.event import InferenceEvent, decode_event, encode_event
 from inferwatch.collectors.sqlite_bus import connect
+from inferwatch.detectors.alerts.model import Notification, NotificationQuery, Silence
 from inferwatch.detectors.base import SEVERITY_ORDER
 from inferwatch.detectors.drift.reference import ReferenceRecord
 from inferwatch.detectors.incidents import ACTIVE, ID_LENGTH, Incident
@@ -26,7 +33,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     subject TEXT NOT NULL,
     first_seen REAL NOT NULL,
     last_seen REAL NOT NULL,
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    updated_at REAL
 );
 CREATE INDEX IF NOT EXISTS incidents_active ON incidents(detector, subject, status);
 CREATE INDEX IF NOT EXISTS incidents_last_seen ON incidents(last_seen);
@@ -48,19 +56,81 @@ CREATE TABLE IF NOT EXISTS drift_references (
     model TEXT PRIMARY KEY,
     doc TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS silences (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    ends_at REAL NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS silences_created ON silences(created_at);
+CREATE TABLE IF NOT EXISTS notifications (
+    id TEXT PRIMARY KEY,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    receiver TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications(status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS notifications_stream ON notifications(stream, seq);
+CREATE INDEX IF NOT EXISTS notifications_created ON notifications(created_at);
+CREATE TABLE IF NOT EXISTS notification_incidents (
+    notification_id TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    PRIMARY KEY (notification_id, incident_id)
+);
+CREATE INDEX IF NOT EXISTS notification_incidents_incident ON notification_incidents(incident_id);
 """
+
+# Indexes on columns that a migration adds: created only once the column is there.
+_MIGRATED_INDEXES = """
+CREATE INDEX IF NOT EXISTS incidents_updated_at ON incidents(updated_at);
+"""
+
+_INCIDENT_COLUMNS = ("id", "detector", "kind", "severity_rank", "status", "service", "model", "subject",
+                     "first_seen", "last_seen", "doc", "updated_at")
+_INSERT_INCIDENT = (f"INSERT OR REPLACE INTO incidents ({', '.join(_INCIDENT_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(_INCIDENT_COLUMNS))})")
 
 
 class SQLiteStore:
-    """Incidents, events and drift references in a SQLite file (``":memory:"`` for a throw-away store)."""
+    """Incidents, events, drift references and alerting state in a SQLite file (``":memory:"``
+    for a throw-away store)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = path
         try:
             self._conn = connect(path)
             self._conn.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open the incident store at {path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        """Add what an older store file lacks: the ``incidents.updated_at`` column, filled from
+        the incidents that already carry it, and its index.
+
+        The check is repeated inside the write transaction so that two processes opening the
+        same old file do not both add the column; a file that is already current is not written.
+        """
+        if "updated_at" not in self._incident_columns():
+            with self._write():
+                if "updated_at" not in self._incident_columns():
+                    self._conn.execute("ALTER TABLE incidents ADD COLUMN updated_at REAL")
+                    self._backfill_updated_at()
+        self._conn.executescript(_MIGRATED_INDEXES)
+
+    def _incident_columns(self) -> set[str]:
+        return {row[1] for row in self._conn.execute("PRAGMA table_info(incidents)")}
+
+    def _backfill_updated_at(self) -> None:
+        rows = self._conn.execute(
+            "SELECT doc FROM incidents WHERE json_extract(doc, '$.updated_at') IS NOT NULL").fetchall()
+        incidents = [Incident.model_validate_json(r[0]) for r in rows]
+        self._conn.executemany("UPDATE incidents SET updated_at = ? WHERE id = ?",
+                               [(_seconds(i.updated_at), i.id) for i in incidents])
 
     def close(self) -> None:
         """Close the database."""
@@ -74,9 +144,7 @@ class SQLiteStore:
         incidents = list(latest.values())
         rows = [_incident_row(i) for i in incidents]
         with self._write():
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO incidents VALUES (?,?,?,?,?,?,?,?,?,?,?)", [r[0] for r in rows]
-            )
+            self._conn.executemany(_INSERT_INCIDENT, [r[0] for r in rows])
             self._conn.executemany("DELETE FROM incidents_fts WHERE id = ?", [(i.id,) for i in incidents])
             self._conn.executemany("INSERT INTO incidents_fts VALUES (?, ?)", [r[1] for r in rows])
 
@@ -158,6 +226,71 @@ class SQLiteStore:
             cur = self._conn.execute("DELETE FROM drift_references WHERE model = ?", (model,))
         return cur.rowcount > 0
 
+    # -- alerting: silences -------------------------------------------------------------------
+
+    def save_silence(self, silence: Silence) -> None:
+        """Insert or replace a silence by id."""
+        with self._write():
+            self._conn.execute("INSERT OR REPLACE INTO silences VALUES (?, ?, ?, ?)",
+                               (silence.id, silence.created_at.timestamp(), silence.ends_at.timestamp(),
+                                silence.model_dump_json()))
+
+    def list_silences(self, *, include_expired: bool = False, now: datetime | None = None) -> list[Silence]:
+        """Silences, newest ``created_at`` first (then by id); only those not yet ended at ``now``
+        (default: the current time) unless ``include_expired``."""
+        f = _Filter()
+        if not include_expired:
+            f.add("ends_at > ?", (now or datetime.now(UTC)).timestamp())
+        sql, args = f.select("SELECT doc FROM silences", "created_at DESC, id", -1)
+        return [Silence.model_validate_json(r[0]) for r in self._conn.execute(sql, args).fetchall()]
+
+    def get_silence(self, silence_id: str) -> Silence | None:
+        """One silence by id, or ``None``."""
+        row = self._conn.execute("SELECT doc FROM silences WHERE id = ?", (silence_id,)).fetchone()
+        return Silence.model_validate_json(row[0]) if row else None
+
+    # -- alerting: notifications ---------------------------------------------------------------
+
+    def save_notifications(self, notifications: Sequence[Notification]) -> None:
+        """Insert or replace notifications by id, with the incidents they carry, in one transaction."""
+        latest = list({n.id: n for n in notifications}.values())  # the same id twice: the last wins
+        carried = [(n.id, incident_id) for n in latest for incident_id in {a.incident_id for a in n.alerts}]
+        with self._write():
+            self._conn.executemany("INSERT OR REPLACE INTO notifications VALUES (?,?,?,?,?,?,?,?)",
+                                   [_notification_row(n) for n in latest])
+            self._conn.executemany("DELETE FROM notification_incidents WHERE notification_id = ?",
+                                   [(n.id,) for n in latest])
+            self._conn.executemany("INSERT INTO notification_incidents VALUES (?, ?)", carried)
+
+    def due_notifications(self, now: datetime, limit: int = 100) -> list[Notification]:
+        """``pending`` notifications due at ``now``, oldest ``created_at`` first (then ``seq``, id)."""
+        rows = self._conn.execute(
+            "SELECT doc FROM notifications WHERE status = 'pending' AND next_attempt_at <= ? "
+            "ORDER BY created_at, seq, id LIMIT ?", (now.timestamp(), limit)).fetchall()
+        return [Notification.model_validate_json(r[0]) for r in rows]
+
+    def latest_notifications(self) -> list[Notification]:
+        """Each stream's notification with the highest ``seq`` (the lowest id on a tie), by stream."""
+        rows = self._conn.execute(
+            "SELECT doc FROM (SELECT doc, stream, row_number() OVER "
+            "(PARTITION BY stream ORDER BY seq DESC, id) AS rank FROM notifications) "
+            "WHERE rank = 1 ORDER BY stream").fetchall()
+        return [Notification.model_validate_json(r[0]) for r in rows]
+
+    def list_notifications(self, query: NotificationQuery) -> list[Notification]:
+        """The notification log, newest ``created_at`` first (then highest ``seq``, then id)."""
+        f = _Filter()
+        if query.status:
+            f.clauses.append(f"status IN ({','.join('?' * len(query.status))})")
+            f.args.extend(query.status)
+        f.add("receiver = ?", query.receiver)
+        f.add("stream = ?", query.stream)
+        f.add("id IN (SELECT notification_id FROM notification_incidents WHERE incident_id = ?)",
+              query.incident_id)
+        f.add("created_at >= ?", query.since.timestamp() if query.since else None)
+        sql, args = f.select("SELECT doc FROM notifications", "created_at DESC, seq DESC, id", query.limit)
+        return [Notification.model_validate_json(r[0]) for r in self._conn.execute(sql, args).fetchall()]
+
     def _write(self) -> _Transaction:
         return _Transaction(self._conn, self.path)
 
@@ -193,9 +326,18 @@ def fts_phrase(text: str) -> str:
 def _incident_row(i: Incident) -> tuple[tuple[Any, ...], tuple[str, str]]:
     doc = i.model_dump_json()
     row = (i.id, i.detector, i.kind, SEVERITY_ORDER[i.severity], i.status, i.service, i.model, i.subject,
-           i.first_seen.timestamp(), i.last_seen.timestamp(), doc)
+           i.first_seen.timestamp(), i.last_seen.timestamp(), doc, _seconds(i.updated_at))
     body = " ".join(filter(None, (i.title, i.summary, i.subject, i.detector, i.model, i.service)))
     return row, (i.id, body)
+
+
+def _notification_row(n: Notification) -> tuple[Any, ...]:
+    return (n.id, n.stream, n.seq, n.status, n.receiver, n.created_at.timestamp(),
+            n.next_attempt_at.timestamp(), n.model_dump_json())
+
+
+def _seconds(when: datetime | None) -> float | None:
+    return when.timestamp() if when is not None else None
 
 
 class _Filter:
@@ -231,6 +373,8 @@ def _incident_filter(q: IncidentQuery) -> _Filter:
                           ("model", q.model), ("subject", q.subject)):
         f.add(f"{column} = ?", value)
     f.add("last_seen >= ?", q.since.timestamp() if q.since else None)
+    f.add("updated_at >= ?", _seconds(q.updated_since))  # NULL (never recorded) matches nothing
+    f.add("last_seen < ?", _seconds(q.last_seen_before))
     f.text("incidents_fts", q.text)
     return f
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from inferwatch.collectors.event import InferenceEvent
+from inferwatch.detectors.alerts.model import AlertStore
 
 if TYPE_CHECKING:
     from inferwatch.detectors.drift.reference import ReferenceRecord
@@ -37,6 +38,10 @@ class IncidentQuery:
     since: datetime | None = None
     text: str | None = None
     limit: int = 100
+    # Changed (``Incident.updated_at``) at or after this time: how the notifier follows changes.
+    updated_since: datetime | None = None
+    # Last seen before this time: how quiet incidents are found to auto-resolve.
+    last_seen_before: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,5 +100,5 @@ class ReferenceStore(Protocol):
         """Forget the reference of ``model``; ``False`` when there was none."""
 
 
-class Store(IncidentStore, EventStore, ReferenceStore, Protocol):
+class Store(IncidentStore, EventStore, ReferenceStore, AlertStore, Protocol):
     """A store that keeps incidents, events and drift references, as both implementations do."""

@@ -1,3 +1,4 @@
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 from inferwatch.detectors.base import Finding
@@ -87,3 +88,62 @@ def test_same_id_twice_in_one_batch_keeps_the_last_text(tmp_path):
     assert store.list_incidents(IncidentQuery(text="beta")) == []
     assert store.list_incidents(IncidentQuery(text="gamma")) == []
     assert [i.title for i in store.list_incidents(IncidentQuery(text="delta"))] == ["delta"]
+
+
+# The incidents table as inferwatch wrote it before ``updated_at`` had a column.
+_OLD_INCIDENTS = """
+CREATE TABLE incidents (
+    id TEXT PRIMARY KEY, detector TEXT NOT NULL, kind TEXT NOT NULL, severity_rank INTEGER NOT NULL,
+    status TEXT NOT NULL, service TEXT, model TEXT, subject TEXT NOT NULL, first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL, doc TEXT NOT NULL
+);
+CREATE INDEX incidents_active ON incidents(detector, subject, status);
+CREATE INDEX incidents_last_seen ON incidents(last_seen);
+CREATE VIRTUAL TABLE incidents_fts USING fts5(id UNINDEXED, body);
+"""
+
+
+def _old_store_file(path, incidents):
+    db = sqlite3.connect(path)
+    db.executescript(_OLD_INCIDENTS)
+    for i in incidents:
+        # An older inferwatch's document: without updated_at, unless it already kept it there.
+        doc = i.model_dump_json(exclude=None if i.updated_at else {"updated_at", "labels"})
+        db.execute("INSERT INTO incidents VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                   (i.id, i.detector, i.kind, 1, i.status, i.service, i.model, i.subject,
+                    i.first_seen.timestamp(), i.last_seen.timestamp(), doc))
+        db.execute("INSERT INTO incidents_fts VALUES (?, ?)", (i.id, i.title))
+    db.commit()
+    db.close()
+
+
+def test_an_old_store_file_gains_updated_at_and_keeps_its_incidents(tmp_path):
+    path = tmp_path / "old.db"
+    made = IncidentManager(SQLiteStore(":memory:")).apply([_finding(0), _finding(1), _finding(2)])
+    changed_at = T0 + timedelta(days=1, microseconds=7)
+    old, kept_it, other = made[0].model_copy(update={"updated_at": None}), \
+        made[1].model_copy(update={"updated_at": changed_at}), made[2].model_copy(update={"updated_at": None})
+    _old_store_file(path, [old, kept_it, other])
+
+    store = SQLiteStore(path)
+    columns = [r[1] for r in store._conn.execute("PRAGMA table_info(incidents)")]
+    assert columns[-1] == "updated_at"
+    indexes = {r[1] for r in store._conn.execute("PRAGMA index_list(incidents)")}
+    assert "incidents_updated_at" in indexes
+    assert [i.id for i in store.list_incidents(IncidentQuery())] == [other.id, kept_it.id, old.id]
+    assert store.get(old.id).updated_at is None
+    # Filled from the document that already had it; the others never match.
+    assert store.list_incidents(IncidentQuery(updated_since=changed_at)) == [kept_it]
+    assert store.list_incidents(IncidentQuery(updated_since=changed_at + timedelta(microseconds=1))) == []
+    assert [i.subject for i in store.list_incidents(IncidentQuery(text="problem"))] == [
+        "principal:p2", "principal:p1", "principal:p0"]
+
+    # Writes after the migration fill the new column; the file opens again without change.
+    store.upsert([old.model_copy(update={"updated_at": changed_at + timedelta(hours=1)})])
+    store.close()
+    again = SQLiteStore(path)
+    since = again.list_incidents(IncidentQuery(updated_since=changed_at))
+    assert [i.id for i in since] == [kept_it.id, old.id]
+    assert [r[1] for r in again._conn.execute("PRAGMA table_info(incidents)")].count("updated_at") == 1
+    again.close()
+

@@ -7,6 +7,7 @@ Kibana sees them) and how the store fails. Tests that need no cluster are not ma
 
 from __future__ import annotations
 
+import copy
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -20,8 +21,22 @@ from pydantic import SecretStr
 from inferwatch.collectors.event import EventOutput
 from inferwatch.collectors.settings import SettingsError, StoreSettings
 from inferwatch.detectors import es_store
+from inferwatch.detectors.alerts.model import (
+    Matcher,
+    Notification,
+    NotificationAlert,
+    NotificationQuery,
+    Silence,
+    notification_id,
+)
 from inferwatch.detectors.base import SEVERITY_ORDER, Finding
-from inferwatch.detectors.es_mappings import IndexNames, events_ilm_policy, events_template, search_words
+from inferwatch.detectors.es_mappings import (
+    INCIDENT_MAPPINGS,
+    IndexNames,
+    events_ilm_policy,
+    events_template,
+    search_words,
+)
 from inferwatch.detectors.es_store import ElasticsearchSetupError, ElasticsearchStore, build_client
 from inferwatch.detectors.incidents import IncidentManager
 from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
@@ -83,6 +98,53 @@ def test_setup_is_idempotent_and_builds_the_layout(store: ElasticsearchStore, es
     assert mapping["properties"]["event"]["properties"]["kind"]["type"] == "keyword"
     [template] = es.indices.get_index_template(name=names.incidents)["index_templates"]
     assert template["index_template"]["index_patterns"] == [names.incidents_pattern]
+    assert mapping["properties"]["labels"]["type"] == "flattened"
+    assert field_type(mapping, "inferwatch.updated_at") == "date"
+    assert field_type(mapping, "inferwatch.updated_at_us") == "long"
+    silences = es.indices.get_mapping(index=names.silences)[names.silences]["mappings"]
+    assert [field_type(silences, f) for f in ("id", "created_at", "ends_at")] == ["keyword", "date", "date"]
+    notes = es.indices.get_mapping(index=names.notifications)[names.notifications]["mappings"]
+    assert {f: field_type(notes, f) for f in ("id", "stream", "seq", "status", "receiver", "created_at",
+                                              "next_attempt_at", "alerts.incident_id")} == {
+        "id": "keyword", "stream": "keyword", "seq": "integer", "status": "keyword", "receiver": "keyword",
+        "created_at": "date", "next_attempt_at": "date", "alerts.incident_id": "keyword"}
+    assert notes["dynamic"] == "false"
+
+
+def field_type(mapping: dict[str, Any], path: str) -> str:
+    for part in path.split("."):
+        mapping = mapping["properties"][part]
+    return str(mapping["type"])
+
+
+@pytest.mark.integration
+def test_setup_adds_new_fields_to_a_store_set_up_by_an_older_inferwatch(
+    local_services: LocalServices, es: Elasticsearch
+) -> None:
+    settings = settings_for(local_services.es_url)
+    names = IndexNames(settings.index_prefix)
+    old = copy.deepcopy(INCIDENT_MAPPINGS)
+    del old["properties"]["labels"]
+    for field in ("updated_at", "updated_at_us"):
+        del old["properties"]["inferwatch"]["properties"][field]
+    es.indices.create(index=names.incidents_first_index, mappings=old,
+                      aliases={names.incidents: {"is_write_index": True}})
+    es.indices.create(index=names.references)
+    with ElasticsearchStore(settings) as s:
+        try:
+            s.setup()
+            mapping = es.indices.get_mapping(index=names.incidents_first_index)[names.incidents_first_index]
+            assert field_type(mapping["mappings"], "inferwatch.updated_at_us") == "long"
+            assert mapping["mappings"]["properties"]["labels"]["type"] == "flattened"
+            [incident] = IncidentManager(memory_store()).apply([finding(0)])
+            changed = incident.model_copy(update={"updated_at": T0, "labels": {"team": "fraud"}})
+            s.upsert([changed])
+            assert s.list_incidents(IncidentQuery(updated_since=T0)) == [changed]
+            assert es.count(index=names.incidents, query={"term": {"labels.team": "fraud"}})["count"] == 1
+            assert s.latest_notifications() == []  # the alerting indices were made beside them
+            assert es.indices.exists(index=names.silences)
+        finally:
+            s.drop()
 
 
 @pytest.mark.integration
@@ -101,12 +163,45 @@ def test_drop_removes_everything_it_made(local_services: LocalServices, es: Elas
     with ElasticsearchStore(settings_for(local_services.es_url)) as s:
         s.setup()
         IncidentManager(s).apply([finding(0)])
+        s.save_silence(a_silence())
+        s.save_notifications([a_notification()])
         s.drop()
         s.drop()  # and again, with nothing left
         left = es.indices.get(index=f"{s.names.prefix}*,.ds-{s.names.prefix}*", expand_wildcards="all")
         assert left.body == {}
-        assert not es.indices.exists_index_template(name=s.names.events)
-        assert not es.indices.exists_index_template(name=s.names.incidents)
+        for template in (s.names.events, s.names.incidents, s.names.references, s.names.silences,
+                         s.names.notifications):
+            assert not es.indices.exists_index_template(name=template)
+
+
+def a_silence() -> Silence:
+    return Silence(id="s1", matchers=[Matcher(name="service", op="=", value="svc")], starts_at=T0,
+                   ends_at=T0 + timedelta(hours=1), created_by="alice", created_at=T0)
+
+
+def a_notification() -> Notification:
+    alert = NotificationAlert(incident_id="inc-a", labels={"alertname": "rate"}, state="firing",
+                              incident_status="open", starts_at=T0, updated_at=T0, severity="high")
+    return Notification(id=notification_id("g|pager|webhook|0", 1), group_key="g", receiver="pager",
+                        integration="webhook", seq=1, created_at=T0, alerts=[alert], next_attempt_at=T0)
+
+
+@pytest.mark.integration
+def test_silences_and_notifications_are_documents_kibana_can_filter(
+    store: ElasticsearchStore, es: Elasticsearch
+) -> None:
+    store.save_silence(a_silence())
+    note = a_notification()
+    store.save_notifications([note])
+    silence_doc = source_of(es, store.names.silences, "s1")
+    assert silence_doc["matchers"] == ['service="svc"']
+    assert silence_doc["ends_at"] == "2026-05-01T01:00:00.000000Z"
+    doc = source_of(es, store.names.notifications, note.id)
+    assert (doc["stream"], doc["seq"], doc["status"]) == (note.stream, 1, "pending")
+    assert doc["alerts"] == {"incident_id": ["inc-a"]}
+    kibana_style = {"bool": {"filter": [{"term": {"alerts.incident_id": "inc-a"}},
+                                        {"range": {"next_attempt_at": {"lte": "2026-05-01T00:00:00Z"}}}]}}
+    assert es.count(index=store.names.notifications, query=kibana_style)["count"] == 1
 
 
 # -- incidents --------------------------------------------------------------------------------
@@ -234,6 +329,11 @@ def test_before_setup_reads_find_nothing_and_writes_ask_for_setup(
         assert s.list_incidents(IncidentQuery()) == []
         assert s.get("abcdef") is None
         assert s.search_events(EventQuery()) == []
+        assert s.list_silences(include_expired=True) == []
+        assert s.get_silence("s1") is None
+        assert s.due_notifications(T0) == []
+        assert s.latest_notifications() == []
+        assert s.list_notifications(NotificationQuery()) == []
         with pytest.raises(StoreUnavailable, match=r"setup"):
             IncidentManager(s).apply([finding(0)])
         with pytest.raises(StoreUnavailable, match=r"setup"):
@@ -251,7 +351,10 @@ def test_an_unreachable_cluster_is_store_unavailable_and_no_secret_is_shown() ->
         [incident] = IncidentManager(memory_store()).apply([finding(0)])
         calls = [s.setup, lambda: s.upsert([incident]), lambda: s.get("abcd"),
                  lambda: s.find_active("d", "s", None), lambda: s.list_incidents(IncidentQuery()),
-                 lambda: s.add_events([make_event(0.0)]), lambda: s.search_events(EventQuery())]
+                 lambda: s.add_events([make_event(0.0)]), lambda: s.search_events(EventQuery()),
+                 lambda: s.save_silence(a_silence()), s.list_silences, lambda: s.get_silence("s1"),
+                 lambda: s.save_notifications([a_notification()]), lambda: s.due_notifications(T0),
+                 s.latest_notifications, lambda: s.list_notifications(NotificationQuery())]
         for call in calls:
             with pytest.raises(StoreUnavailable) as caught:
                 call()

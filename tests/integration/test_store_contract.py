@@ -16,6 +16,15 @@ import pytest
 
 from inferwatch.collectors.event import EventOutput
 from inferwatch.collectors.settings import StoreSettings
+from inferwatch.detectors import es_store
+from inferwatch.detectors.alerts.model import (
+    Matcher,
+    Notification,
+    NotificationAlert,
+    NotificationQuery,
+    Silence,
+    notification_id,
+)
 from inferwatch.detectors.base import Finding
 from inferwatch.detectors.drift.reference import ReferenceRecord
 from inferwatch.detectors.drift.sketch import WindowSummary
@@ -240,6 +249,10 @@ def test_any_feature_name_and_number_is_stored(store: Any) -> None:
     assert store.search_events(EventQuery()) == [event]
     [incident] = IncidentManager(store).apply([finding(0, "principal:p0", evidence={"features": odd})])
     assert store.get(incident.id) == incident
+    # Routing labels too: any name, any length of value.
+    labelled = incident.model_copy(update={"labels": {"": "e", "a..b": "d", ".": "x", "team": "v" * 40_000}})
+    store.upsert([labelled])
+    assert store.get(incident.id) == labelled
 
 
 def ids(found: list[Any]) -> list[str]:
@@ -327,3 +340,211 @@ def test_drift_references(store: Any) -> None:
     assert store.delete_reference("fraud") is False
     assert store.load_reference("fraud") is None
     assert store.list_references() == [chat]
+
+
+# -- incidents: what the notifier follows -------------------------------------------------------
+
+
+def test_incidents_updated_since(store: Any) -> None:
+    filed = {i.subject: i for i in IncidentManager(store).apply(FINDINGS)}
+    changed = {
+        "principal:p0": T0 + timedelta(hours=1),
+        "principal:p1": T0 + timedelta(hours=1) + US,
+        "principal:p4": T0 + timedelta(hours=2),
+    }
+    # The others, as stored before updated_at was kept: never recorded, never matched.
+    store.upsert([i.model_copy(update={"updated_at": changed.get(s), "labels": {"team": "fraud"}})
+                  for s, i in filed.items()])
+    assert store.get(filed["principal:p1"].id).updated_at == T0 + timedelta(hours=1) + US
+    assert store.get(filed["principal:p1"].id).labels == {"team": "fraud"}
+
+    def ask(**kw: Any) -> list[str]:
+        return subjects(store.list_incidents(IncidentQuery(**kw)))
+
+    everything = ["principal:p4", "principal:p1", "principal:p0"]   # newest last_seen first
+    assert ask(updated_since=T0 - timedelta(days=365)) == everything
+    assert ask(updated_since=T0 + timedelta(hours=1)) == everything   # inclusive
+    assert ask(updated_since=T0 + timedelta(hours=1) + US) == ["principal:p4", "principal:p1"]
+    assert ask(updated_since=T0 + timedelta(hours=2) + US) == []
+    assert ask(updated_since=T0, limit=2) == everything[:2]
+    assert ask(updated_since=T0, subject="principal:p0") == ["principal:p0"]
+    assert ask(updated_since=T0, status=["resolved"]) == []
+    assert len(ask()) == 7                                            # no filter: every incident
+    # Quiet incidents to auto-resolve: last seen strictly before a time.
+    assert ask(last_seen_before=T0 + timedelta(hours=2)) == ["principal:p1", "principal:p0"]
+    assert ask(last_seen_before=T0 + timedelta(hours=4)) == [
+        "ip:203.0.113.0", "principal:p2", "principal:p1", "principal:p0"]
+    assert ask(last_seen_before=T0) == []
+    # Written again without updated_at: it no longer matches.
+    store.upsert([filed["principal:p4"].model_copy(update={"updated_at": None})])
+    assert ask(updated_since=T0) == ["principal:p1", "principal:p0"]
+
+
+# -- silences ---------------------------------------------------------------------------------
+
+
+def silence(sid: str, created: float, ends: float, *, starts: float | None = None, **kw: Any) -> Silence:
+    """A silence created ``created`` hours after T0, in force from ``starts`` (default: created)
+    until ``ends`` hours."""
+    at = lambda h: T0 + timedelta(hours=h)  # noqa: E731
+    return Silence(id=sid, matchers=[Matcher(name="service", op="=", value="svc"),
+                                     Matcher(name="severity", op="=~", value="low|medium")],
+                   starts_at=at(created if starts is None else starts), ends_at=at(ends),
+                   created_by=kw.pop("created_by", "alice"), comment=kw.pop("comment", "maintenance"),
+                   created_at=at(created), **kw)
+
+
+def silence_ids(found: list[Silence]) -> list[str]:
+    return [s.id for s in found]
+
+
+def test_silences(store: Any) -> None:
+    assert store.list_silences(include_expired=True) == []
+    assert store.get_silence("nope") is None
+    ended = silence("s-ended", 0.5, 1)
+    current = silence("s-current", 0, 2)
+    future = silence("s-future", 1, 4, starts=3)               # not yet in force, not ended either
+    twin = silence("s-a-twin", 1, 3)                           # same created_at as s-future: by id
+    for s in (ended, current, future, twin):
+        store.save_silence(s)
+    assert store.get_silence("s-current") == current          # everything round-trips
+    hour = T0 + timedelta(hours=1)
+
+    def listed(**kw: Any) -> list[str]:
+        return silence_ids(store.list_silences(**kw))
+
+    assert listed(now=hour) == ["s-a-twin", "s-future", "s-current"]  # newest created_at first
+    assert listed(now=hour - US) == ["s-a-twin", "s-future", "s-ended", "s-current"]
+    assert listed(now=hour, include_expired=True) == ["s-a-twin", "s-future", "s-ended", "s-current"]
+    assert listed(include_expired=True) == listed(now=hour, include_expired=True)
+    assert listed(now=T0 + timedelta(hours=4)) == []
+    assert listed() == []                                      # now: every one of them has ended
+
+    # Expiring is saving again with ends_at = now: replaced by id, kept for the record.
+    expired = current.model_copy(update={"ends_at": hour, "comment": "done early"})
+    store.save_silence(expired)
+    assert store.get_silence("s-current") == expired
+    assert listed(now=hour) == ["s-a-twin", "s-future"]
+    assert listed(include_expired=True) == ["s-a-twin", "s-future", "s-ended", "s-current"]
+    lasting = silence("s-lasting", 2, 24 * 365 * 100)
+    store.save_silence(lasting)
+    assert listed() == ["s-lasting"]                           # now is the current time
+
+
+# -- notifications ----------------------------------------------------------------------------
+
+
+def note(group: str, seq: int, minutes: float, *, receiver: str = "pager", integration: str = "webhook",
+         index: int = 0, incidents: tuple[str, ...] = ("inc-a",), **kw: Any) -> Notification:
+    """The ``seq``-th notification of a stream, created ``minutes`` after T0 and due then."""
+    created = T0 + timedelta(minutes=minutes)
+    alerts = [NotificationAlert(incident_id=i, labels={"alertname": "rate", "incident_id": i, "": "odd",
+                                                       "a..b": "dots"},
+                                annotations={"title": "too many requests"}, state="firing",
+                                incident_status="open", starts_at=T0, updated_at=created, severity="high")
+              for i in incidents]
+    stream = f"{group}|{receiver}|{integration}|{index}"
+    fields: dict[str, Any] = {
+        "id": notification_id(stream, seq), "group_key": group, "group_labels": {"service": "svc"},
+        "receiver": receiver, "integration": integration, "integration_index": index, "seq": seq,
+        "created_at": created, "alerts": alerts, "next_attempt_at": created,
+    }
+    return Notification(**(fields | kw))
+
+
+def seqs(found: list[Notification]) -> list[tuple[str, int]]:
+    return [(n.group_key[:8], n.seq) for n in found]
+
+
+def test_notifications_are_upserted_and_due_in_order(store: Any) -> None:
+    assert store.due_notifications(T0 + timedelta(days=1)) == []
+    first = note("g1", 1, 0)
+    later = note("g1", 2, 5, next_attempt_at=T0 + timedelta(minutes=15))
+    tied = [note("g2", 3, 0, next_attempt_at=T0 + timedelta(minutes=1)),
+            note("g3", 3, 0, receiver="slack", integration="slack")]
+    settled = [note("g4", 1, 0, status="delivered", delivered_at=T0 + US), note("g5", 1, 0, status="failed",
+                                                                               attempts=5, last_error="503")]
+    store.save_notifications([later, *tied, *settled, first])
+    store.save_notifications([])
+    by_id = sorted(tied, key=lambda n: n.id)
+
+    ten = T0 + timedelta(minutes=10)
+    assert store.due_notifications(ten) == [first, *by_id]    # oldest created_at, then seq, then id
+    assert store.due_notifications(ten, limit=2) == [first, by_id[0]]
+    assert store.due_notifications(ten, limit=0) == []
+    assert store.due_notifications(T0 + timedelta(minutes=15)) == [first, *by_id, later]  # inclusive
+    assert store.due_notifications(T0 + timedelta(minutes=15) - US) == [first, *by_id]
+    assert store.due_notifications(T0 - US) == []
+
+    # A retry scheduled, then a delivery: each save replaces the notification by id.
+    retry = first.model_copy(update={"attempts": 1, "last_error": "timeout",
+                                     "next_attempt_at": T0 + timedelta(minutes=20)})
+    store.save_notifications([retry])
+    assert store.due_notifications(ten) == by_id
+    done = retry.model_copy(update={"status": "delivered", "attempts": 2, "last_error": None,
+                                    "delivered_at": T0 + timedelta(minutes=20)})
+    store.save_notifications([retry, done])                    # the same id twice: the last one wins
+    assert store.due_notifications(T0 + timedelta(hours=1)) == [*by_id, later]
+    logged = store.list_notifications(NotificationQuery(limit=-1))
+    assert len(logged) == 6
+    assert done in logged
+    assert retry not in logged
+
+
+def test_latest_notification_of_every_stream(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(es_store, "PAGE_SIZE", 2)              # Elasticsearch pages through streams
+    assert store.latest_notifications() == []
+    long_group = "route/0|" + "service=svc," * 1000           # a group key longer than a keyword holds
+    a = [note("ga", seq, seq) for seq in (1, 2, 3)]
+    b = [note("gb", 1, 0, status="delivered")]
+    c = [note(long_group, 2, 9), note(long_group, 1, 1)]
+    d = [note("ga", 1, 2, receiver="slack", integration="slack")]       # same group, other receiver
+    e = [note("ga", 7, 2, integration_index=1)]                         # other entry of the receiver
+    store.save_notifications([*a[:2], *b, *c, *d])
+    store.save_notifications([a[2], *e])
+    latest = store.latest_notifications()
+    assert latest == sorted([a[2], b[0], c[0], d[0], e[0]], key=lambda n: n.stream)
+    assert [n.stream for n in latest] == sorted(n.stream for n in latest)
+    a4 = note("ga", 4, 30, status="failed")
+    store.save_notifications([a4])
+    assert sorted(seqs(store.latest_notifications())) == sorted(
+        [("ga", 4), ("gb", 1), (long_group[:8], 2), ("ga", 1), ("ga", 7)])
+
+
+def test_notification_log_filters(store: Any) -> None:
+    log = [
+        note("g1", 1, 0, incidents=("inc-a",), status="delivered"),
+        note("g1", 2, 10, incidents=("inc-a", "inc-b"), status="failed"),
+        note("g2", 1, 10, incidents=("inc-b",), receiver="slack", integration="slack"),
+        note("g2", 2, 20, incidents=("inc-c",), receiver="slack", integration="slack", status="delivered"),
+        note("g3", 5, 10, incidents=("inc-a",)),
+    ]
+    store.save_notifications(log)
+
+    def ask(**kw: Any) -> list[tuple[str, int]]:
+        return seqs(store.list_notifications(NotificationQuery(**kw)))
+
+    everything = [("g2", 2), ("g3", 5), ("g1", 2), ("g2", 1), ("g1", 1)]  # newest created_at, then seq
+    assert ask() == everything
+    assert store.list_notifications(NotificationQuery())[0] == log[3]      # everything round-trips
+    assert ask(status=[]) == everything
+    assert ask(status=["pending"]) == [("g3", 5), ("g2", 1)]
+    assert ask(status=["failed", "delivered"]) == [("g2", 2), ("g1", 2), ("g1", 1)]
+    assert ask(receiver="slack") == [("g2", 2), ("g2", 1)]
+    assert ask(receiver="slac") == []
+    assert ask(incident_id="inc-a") == [("g3", 5), ("g1", 2), ("g1", 1)]
+    assert ask(incident_id="inc-b") == [("g1", 2), ("g2", 1)]
+    assert ask(incident_id="inc") == []
+    assert ask(since=T0 + timedelta(minutes=10)) == everything[:4]          # inclusive
+    assert ask(since=T0 + timedelta(minutes=10) + US) == [("g2", 2)]
+    assert ask(limit=2) == everything[:2]
+    assert ask(limit=0) == []
+    assert ask(status=["delivered", "failed"], receiver="pager", incident_id="inc-a", limit=1) == [("g1", 2)]
+    assert ask(stream=log[2].stream) == [("g2", 2), ("g2", 1)]              # one stream: its seqs
+    assert ask(stream="g1|pager|webhook|0") == [("g1", 2), ("g1", 1)]
+    assert ask(stream="g1|pager|webhook|1") == []
+
+    # A notification saved again with other alerts is found by its new incidents only.
+    store.save_notifications([log[1].model_copy(update={"alerts": log[3].alerts})])
+    assert ask(incident_id="inc-b") == [("g2", 1)]
+    assert ask(incident_id="inc-c") == [("g2", 2), ("g1", 2)]
