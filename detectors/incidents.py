@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, SEVERITY_ORDER, Finding, Kind, Severity
-from inferwatch.detectors.store import IncidentStore
+from inferwatch.detectors.store import IncidentQuery, IncidentStore
 
 Status = Literal["open", "acknowledged", "resolved"]
 ACTIVE: tuple[Status, ...] = ("open", "acknowledged")
 SYSTEM_ACTOR = "inferwatch"
 ID_LENGTH = 16  # hex digits of the fingerprint that make an incident's id
 _MAX_DIGESTS = 256
+_RESOLVE_PAGE = 500
 
 
 class IncidentError(ValueError):
@@ -69,6 +70,11 @@ class Incident(BaseModel):
     # The highest severity any single finding had: what escalation by count and confidence
     # starts from (None in incidents stored before it was kept: the severity stands in).
     peak_severity: Severity | None = Field(default=None, repr=False)
+    # Extra labels for routing alerts (the detector's or the finding's), beside the fields.
+    labels: dict[str, str] = Field(default_factory=dict)
+    # When the incident last changed, by the wall clock of the process that changed it: what
+    # the notifier follows to see changes (None in incidents stored before it was kept).
+    updated_at: datetime | None = None
 
     def public_dict(self) -> dict[str, Any]:
         """The incident as JSON-ready data for people and receivers (no bookkeeping fields)."""
@@ -131,9 +137,18 @@ class IncidentManager:
     incident (default one hour).
     """
 
-    def __init__(self, store: IncidentStore, *, bucket_s: float = 3600.0) -> None:
+    def __init__(
+        self,
+        store: IncidentStore,
+        *,
+        bucket_s: float = 3600.0,
+        resolve_after_s: float | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.store = store
         self.bucket_s = bucket_s
+        self.resolve_after_s = resolve_after_s
+        self.clock = clock
 
     def apply(self, findings: Iterable[Finding]) -> list[Incident]:
         """File or update incidents for ``findings``; store and return the changed ones."""
@@ -143,8 +158,42 @@ class IncidentManager:
             if incident is not None:
                 changed[incident.id] = incident
         if changed:
+            now = self.clock()
+            for incident in changed.values():
+                incident.updated_at = now
             self.store.upsert(list(changed.values()))
         return list(changed.values())
+
+    def resolve_quiet(self, now: datetime) -> list[Incident]:
+        """Resolve active incidents not seen for ``resolve_after_s`` of event time before ``now``.
+
+        ``now`` is event time (the end of the window just closed), so a replay resolves the same
+        incidents as the live service did. A quiet incident that recurs later is reopened within
+        its bucket, or filed anew after it.
+        """
+        if self.resolve_after_s is None:
+            return []
+        cutoff = datetime.fromtimestamp(now.timestamp() - self.resolve_after_s, UTC)
+        query = IncidentQuery(status=ACTIVE, last_seen_before=cutoff, limit=_RESOLVE_PAGE)
+        out: list[Incident] = []
+        while True:  # each page resolved leaves the active set, so the next query pages on
+            quiet = [self._quiet_resolved(i, now) for i in self.store.list_incidents(query)]
+            if not quiet:
+                return out
+            self.store.upsert(quiet)
+            out.extend(quiet)
+            if len(quiet) < _RESOLVE_PAGE:
+                return out
+
+    def _quiet_resolved(self, incident: Incident, now: datetime) -> Incident:
+        out = incident.model_copy(deep=True)
+        out.status = "resolved"
+        quiet_for = _age(self.resolve_after_s or 0.0)
+        out.history.append(
+            HistoryEntry(at=now, actor=SYSTEM_ACTOR, action="resolved", note=f"auto: quiet for {quiet_for}")
+        )
+        out.updated_at = self.clock()
+        return out
 
     def _absorb(self, finding: Finding, pending: dict[str, Incident]) -> Incident | None:
         active = self._active_for(finding, pending)
@@ -192,9 +241,22 @@ class IncidentManager:
         action: Literal["acknowledged", "resolved"] = (
             "acknowledged" if status == "acknowledged" else "resolved"
         )
-        incident.history.append(HistoryEntry(at=datetime.now(UTC), actor=actor, action=action, note=note))
+        now = self.clock()
+        incident.history.append(HistoryEntry(at=now, actor=actor, action=action, note=note))
+        incident.updated_at = now
         self.store.upsert([incident])
         return incident
+
+
+def _age(seconds: float) -> str:
+    """``90`` → ``1m30s``; ``7200`` → ``2h``."""
+    rest = int(seconds)
+    parts = []
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts) or "0s"
 
 
 def _seconds(delta: Any) -> float:

@@ -58,10 +58,16 @@ class Pipeline:
         self.event_store = event_store
         self.on_incident = on_incident
         self.stats = PipelineStats()
+        # The end of the newest window closed and not yet used to auto-resolve quiet incidents.
+        self._resolve_at: datetime | None = None
+        self._watermark: float | None = None  # the newest event time seen
 
     def detect(self, events: Sequence[InferenceEvent]) -> Batch:
         """Feed ``events`` to the detectors (closing windows as event time passes)."""
         batch = Batch(events)
+        if events:
+            newest = max(e.ts for e in events)
+            self._watermark = newest if self._watermark is None else max(self._watermark, newest)
         for event in events:
             for end in self.clock.advance(event.ts):
                 batch.findings.extend(self._close(end))
@@ -70,6 +76,13 @@ class Pipeline:
         self.stats.events += len(events)
         self.stats.findings += len(batch.findings)
         return batch
+
+    def event_time(self) -> datetime:
+        """The newest event time seen (the wall clock before any event): the clock a replay
+        gives the incident manager, so that two replays of one file write the same incidents."""
+        if self._watermark is None:
+            return datetime.now(UTC)
+        return datetime.fromtimestamp(self._watermark, UTC)
 
     def close_open_window(self) -> Batch:
         """Close the open window (end of input, or the live stream went quiet)."""
@@ -84,6 +97,9 @@ class Pipeline:
         if self.event_store is not None and batch.events:
             self.event_store.add_events(batch.events)
         incidents = self.manager.apply(batch.findings)
+        if self._resolve_at is not None:
+            incidents.extend(self.manager.resolve_quiet(self._resolve_at))
+            self._resolve_at = None
         if self.on_incident is not None:
             for incident in incidents:
                 self.on_incident(incident)
@@ -96,6 +112,7 @@ class Pipeline:
     def _close(self, end_ts: float) -> list[Finding]:
         self.stats.windows_closed += 1
         end = datetime.fromtimestamp(end_ts, UTC)
+        self._resolve_at = end
         out: list[Finding] = []
         for detector in self.detectors:
             out.extend(self._call(detector, detector.close_window, end))

@@ -38,11 +38,14 @@ def replay_file(
 ) -> ReplayResult:
     """Replay a JSONL file of events (one per line) through ``pipeline``.
 
-    Malformed lines are reported in the result with their line numbers and skipped.
+    Incidents' ``updated_at`` is event time (the newest event read), so a replay is
+    deterministic. Malformed lines are reported in the result with their line numbers and skipped.
     ``progress(bytes_read, total_bytes)`` is called every batch when given.
     """
     total = path.stat().st_size
     result = ReplayResult(incidents=[])
+    # A replay is history: an incident "changed" when its events happened, not when it ran.
+    pipeline.manager.clock = pipeline.event_time
     with path.open("rb") as fh:
         for batch, done in _batches(fh, result):
             pipeline.process(batch)

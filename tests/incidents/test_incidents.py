@@ -160,3 +160,60 @@ def test_a_critical_finding_is_kept_and_peak_survives_a_store_round_trip(manager
     inc = manager.apply([finding(1, severity="critical", events=("e2",))])[0]
     assert inc.severity == "critical"
     assert inc.history[-1].note == "critical"
+
+
+# -- auto-resolve after quiet, and what follows ----------------------------------------------------
+
+
+def quiet_manager(**kw):
+    return IncidentManager(memory_store(), bucket_s=3600, resolve_after_s=1800, **kw)
+
+
+def test_a_quiet_incident_resolves_itself_by_event_time():
+    manager = quiet_manager()
+    (filed,) = manager.apply([finding(0)])
+    assert manager.resolve_quiet(T0 + timedelta(minutes=29)) == []         # not quiet long enough
+    (resolved,) = manager.resolve_quiet(T0 + timedelta(minutes=31))
+    assert (resolved.id, resolved.status) == (filed.id, "resolved")
+    last = resolved.history[-1]
+    assert (last.actor, last.action, last.note, last.at) == (
+        "inferwatch", "resolved", "auto: quiet for 30m", T0 + timedelta(minutes=31))
+    assert manager.store.get(filed.id).status == "resolved"
+    assert manager.resolve_quiet(T0 + timedelta(minutes=90)) == []          # once
+
+
+def test_only_quiet_active_incidents_resolve_and_every_page_of_them():
+    manager = quiet_manager()
+    manager.apply([finding(0, subject=f"principal:q{n}") for n in range(1203)])
+    busy = manager.apply([finding(40, subject="principal:busy")])
+    acked = manager.apply([finding(1, subject="principal:acked")])[0]
+    manager.acknowledge(acked.id, "alice")
+    resolved = manager.resolve_quiet(T0 + timedelta(minutes=45))
+    assert len(resolved) == 1204                                            # q0..q1202 and acked
+    assert busy[0].id not in {i.id for i in resolved}
+    assert manager.store.list_incidents(IncidentQuery(status=["open"], limit=5000))[0].id == busy[0].id
+
+
+def test_recurrence_after_auto_resolve_reopens_within_the_bucket():
+    manager = quiet_manager()
+    (filed,) = manager.apply([finding(0)])
+    manager.resolve_quiet(T0 + timedelta(minutes=31))
+    (again,) = manager.apply([finding(50, events=("e9",))])
+    assert (again.id, again.status, again.history[-1].action) == (filed.id, "open", "reopened")
+
+
+def test_auto_resolve_can_be_turned_off():
+    manager = IncidentManager(memory_store(), bucket_s=3600, resolve_after_s=None)
+    manager.apply([finding(0)])
+    assert manager.resolve_quiet(T0 + timedelta(days=30)) == []
+
+
+def test_every_change_stamps_updated_at_with_the_manager_clock():
+    moments = iter([T0 + timedelta(hours=h) for h in range(1, 10)])
+    manager = quiet_manager(clock=lambda: next(moments))
+    (filed,) = manager.apply([finding(0)])
+    assert filed.updated_at == T0 + timedelta(hours=1)
+    acked = manager.acknowledge(filed.id, "alice", "on it")
+    assert acked.updated_at == T0 + timedelta(hours=2) == acked.history[-1].at
+    (resolved,) = manager.resolve_quiet(T0 + timedelta(hours=5))
+    assert resolved.updated_at == T0 + timedelta(hours=3)
