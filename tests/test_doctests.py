@@ -15,6 +15,9 @@ MODULES = [
     "inferwatch.detectors.es_mappings",
     "inferwatch.detectors.state",
     "inferwatch.detectors.drift.sketch",
+    "inferwatch.detectors.alerts.matchers",
+    "inferwatch.detectors.alerts.config",
+    "inferwatch.detectors.alerts.notifier",
     "inferwatch.testing",
 ]
 

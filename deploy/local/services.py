@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
-"""Real Kafka and Elasticsearch on loopback for inferwatch development and tests, without Docker.
+"""Real Kafka, Elasticsearch and Alertmanager on loopback for inferwatch development and tests, no Docker.
 
-Both services come from Maven Central as jars (resolved once into deploy/local/.cache/) and run as
-background JVMs that outlive this script. Standard library only, so it runs before any virtualenv
-exists.
+Kafka and Elasticsearch come from Maven Central as jars (resolved once into deploy/local/.cache/) and
+run as background JVMs that outlive this script; Alertmanager is Debian's prometheus-alertmanager
+(installed with apt-get when missing and running as root). Standard library only, so it runs before
+any virtualenv exists.
 
-    python3 deploy/local/services.py up        # resolve if needed, start, wait until healthy
+    python3 deploy/local/services.py up        # Kafka + Elasticsearch: resolve if needed, start, wait
+    python3 deploy/local/services.py up alertmanager   # Alertmanager starts only when named
     python3 deploy/local/services.py status    # exit 0 when all requested services are healthy, 3 if not
     python3 deploy/local/services.py stop kafka && python3 deploy/local/services.py start kafka
-    python3 deploy/local/services.py down      # stop both; data stays unless --clean
+    python3 deploy/local/services.py down      # stop all; data stays unless --clean
 
 Importable as well (a pytest fixture can load it by path)::
 
     cfg = Config.from_env()
     endpoints = up(["kafka", "elasticsearch"], cfg)   # {"kafka": "127.0.0.1:19092", ...}
+    up(["alertmanager"], cfg)                          # {"alertmanager": "http://127.0.0.1:19094"}
     is_healthy("kafka", cfg)
     down(["kafka"], cfg)
 
@@ -42,16 +45,25 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-SERVICES: tuple[str, ...] = ("kafka", "elasticsearch")
+SERVICES: tuple[str, ...] = ("kafka", "elasticsearch", "alertmanager")
+# What `up`, `status` and `resolve` act on when no service is named; `down` stops them all.
+DEFAULT_SERVICES: tuple[str, ...] = ("kafka", "elasticsearch")
+JVM_SERVICES: tuple[str, ...] = ("kafka", "elasticsearch")
 ALIASES = {
     "kafka": "kafka",
     "elasticsearch": "elasticsearch",
     "es": "elasticsearch",
     "elastic": "elasticsearch",
+    "alertmanager": "alertmanager",
+    "am": "alertmanager",
 }
 
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_ES_PORT = 19200
+# Not 19093: that is the KRaft controller port of the default Kafka (its port + 1).
+DEFAULT_ALERTMANAGER_PORT = 19094
+ALERTMANAGER_BINARY = "prometheus-alertmanager"
+ALERTMANAGER_APT_PACKAGE = "prometheus-alertmanager"
 DEFAULT_DATA_DIR = HERE / ".run"
 DEFAULT_CACHE_DIR = HERE / ".cache"
 DEFAULT_TIMEOUT = 300.0
@@ -75,6 +87,7 @@ class Config:
 
     kafka_port: int = DEFAULT_KAFKA_PORT
     es_port: int = DEFAULT_ES_PORT
+    alertmanager_port: int = DEFAULT_ALERTMANAGER_PORT
     data_dir: Path = DEFAULT_DATA_DIR
     cache_dir: Path = DEFAULT_CACHE_DIR
     timeout: float = DEFAULT_TIMEOUT
@@ -91,6 +104,8 @@ class Config:
             values["kafka_port"] = int(env["INFERWATCH_LOCAL_KAFKA_PORT"])
         if env.get("INFERWATCH_LOCAL_ES_PORT"):
             values["es_port"] = int(env["INFERWATCH_LOCAL_ES_PORT"])
+        if env.get("INFERWATCH_LOCAL_ALERTMANAGER_PORT"):
+            values["alertmanager_port"] = int(env["INFERWATCH_LOCAL_ALERTMANAGER_PORT"])
         if env.get("INFERWATCH_LOCAL_DATA_DIR"):
             values["data_dir"] = Path(env["INFERWATCH_LOCAL_DATA_DIR"])
         if env.get("INFERWATCH_LOCAL_CACHE_DIR"):
@@ -115,6 +130,21 @@ class Config:
     def es_url(self) -> str:
         return f"http://{HOST}:{self.es_port}"
 
+    @property
+    def alertmanager_url(self) -> str:
+        return f"http://{HOST}:{self.alertmanager_port}"
+
+    def port(self, service: str) -> int:
+        """The main port of a service (the one its health check and clients use)."""
+        return {"kafka": self.kafka_port, "elasticsearch": self.es_port}.get(service, self.alertmanager_port)
+
+    def with_port(self, service: str, port: int) -> "Config":
+        if service == "kafka":
+            return dataclasses.replace(self, kafka_port=port)
+        if service == "elasticsearch":
+            return dataclasses.replace(self, es_port=port)
+        return dataclasses.replace(self, alertmanager_port=port)
+
 
 # --------------------------------------------------------------------------- versions and paths
 
@@ -124,7 +154,9 @@ def _pom(service: str) -> Path:
 
 
 def version(service: str) -> str:
-    """The version pinned in deploy/local/<service>/pom.xml."""
+    """The version pinned in deploy/local/<service>/pom.xml; Alertmanager's is the installed one."""
+    if service == "alertmanager":
+        return _alertmanager_version()
     prop = {"kafka": "kafka.version", "elasticsearch": "elasticsearch.version"}[service]
     match = re.search(rf"<{re.escape(prop)}>\s*([^<\s]+)\s*</{re.escape(prop)}>", _pom(service).read_text())
     if not match:
@@ -153,13 +185,18 @@ def _cache_root(service: str, cfg: Config) -> Path:
 
 
 def endpoint(service: str, cfg: Config) -> str:
-    return cfg.kafka_bootstrap if service == "kafka" else cfg.es_url
+    if service == "kafka":
+        return cfg.kafka_bootstrap
+    return cfg.es_url if service == "elasticsearch" else cfg.alertmanager_url
 
 
-def normalize_services(names: Iterable[str] | None) -> list[str]:
-    """['es'] -> ['elasticsearch']; None or empty -> both. Keeps the canonical order."""
+def normalize_services(names: Iterable[str] | None, default: Sequence[str] = DEFAULT_SERVICES) -> list[str]:
+    """['es'] -> ['elasticsearch']; None or empty -> ``default`` (Kafka and Elasticsearch).
+
+    Keeps the canonical order.
+    """
     if not names:
-        return list(SERVICES)
+        return list(default)
     wanted = set()
     for name in names:
         key = ALIASES.get(name.lower())
@@ -450,6 +487,83 @@ def _prepare_elasticsearch(cfg: Config, lib: Path, java: str, log: Log) -> list[
     ]
 
 
+# --------------------------------------------------------------------------- Alertmanager
+
+
+def _alertmanager_binary() -> str | None:
+    return shutil.which(ALERTMANAGER_BINARY) or next(
+        (p for p in (f"/usr/bin/{ALERTMANAGER_BINARY}",) if Path(p).exists()), None
+    )
+
+
+def _alertmanager_version() -> str:
+    binary = _alertmanager_binary()
+    if not binary:
+        return "(not installed)"
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    match = re.search(r"version (\S+)", out.stdout + out.stderr)
+    return match.group(1) if match else "(unknown version)"
+
+
+def _install_alertmanager(log: Log) -> str:
+    """The prometheus-alertmanager binary; installed with apt-get when missing and we are root."""
+    binary = _alertmanager_binary()
+    if binary:
+        return binary
+    command = f"apt-get install -y {ALERTMANAGER_APT_PACKAGE}"
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise ServiceError(
+            f"alertmanager: {ALERTMANAGER_BINARY} is not installed; install it with "
+            f"'sudo {command}' (Debian/Ubuntu), then run this again"
+        )
+    log(f"alertmanager: {ALERTMANAGER_BINARY} not found; running {command} ...")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    proc = subprocess.run(command.split(), capture_output=True, text=True, check=False, env=env)
+    if proc.returncode != 0:  # a fresh machine may have no package lists yet
+        subprocess.run(["apt-get", "update"], capture_output=True, text=True, check=False, env=env)
+        proc = subprocess.run(command.split(), capture_output=True, text=True, check=False, env=env)
+    binary = _alertmanager_binary()
+    if proc.returncode != 0 or not binary:
+        out = (proc.stdout + proc.stderr).strip().splitlines()
+        raise ServiceError(
+            f"alertmanager: '{command}' failed (exit {proc.returncode}):\n" + "\n".join(out[-20:])
+        )
+    log(f"alertmanager: installed {ALERTMANAGER_BINARY} {_alertmanager_version()}")
+    return binary
+
+
+ALERTMANAGER_CONFIG = """\
+# Written by deploy/local/services.py on every start; edit that script, not this file.
+# Alerts are kept and served by the API (GET /api/v2/alerts) and routed to a receiver that
+# sends nothing: tests read what Alertmanager holds.
+route:
+  receiver: "null"
+  group_wait: 0s
+  group_interval: 1m
+  repeat_interval: 4h
+receivers:
+  - name: "null"
+"""
+
+
+def _alertmanager_config_path(cfg: Config) -> Path:
+    return _home("alertmanager", cfg) / "alertmanager.yml"
+
+
+def _prepare_alertmanager(cfg: Config, binary: str) -> list[str]:
+    home = _home("alertmanager", cfg)
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    _alertmanager_config_path(cfg).write_text(ALERTMANAGER_CONFIG)
+    return [
+        binary,
+        f"--config.file={_alertmanager_config_path(cfg)}",
+        f"--storage.path={home / 'data'}",
+        f"--web.listen-address={HOST}:{cfg.alertmanager_port}",
+        "--cluster.listen-address=",  # empty: no gossip, a single instance
+        "--log.level=info",
+    ]
+
+
 # --------------------------------------------------------------------------- health probes
 
 
@@ -547,6 +661,15 @@ def _http_json(url: str, timeout: float = 3.0) -> Any:
         return json.loads(resp.read().decode())
 
 
+def alertmanager_probe(url: str, timeout: float = 3.0) -> str:
+    """GET /-/ready; raises unless it answers 200. Returns the answer's text."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{url.rstrip('/')}/-/ready", timeout=timeout) as resp:
+        if resp.status != 200:
+            raise ValueError(f"/-/ready answered {resp.status}")
+        return str(resp.read(200).decode(errors="replace").strip())
+
+
 def elasticsearch_probe(url: str, timeout: float = 3.0) -> dict[str, Any]:
     """GET /_cluster/health; raises unless the status is green or yellow."""
     health = _http_json(f"{url.rstrip('/')}/_cluster/health?timeout={max(1, int(timeout))}s", timeout + 2)
@@ -561,6 +684,8 @@ def _probe(service: str, cfg: Config) -> tuple[bool, str]:
             info = kafka_probe(HOST, cfg.kafka_port)
             brokers = ", ".join(f"{h}:{p}" for _, h, p in info["brokers"]) or "?"
             return True, f"ApiVersions ok ({info['api_versions']} APIs), brokers [{brokers}]"
+        if service == "alertmanager":
+            return True, f"/-/ready: {alertmanager_probe(cfg.alertmanager_url) or 'OK'}"
         health = elasticsearch_probe(cfg.es_url)
         return True, f"cluster {health.get('cluster_name')!r} {health['status']}"
     except (OSError, ValueError, struct.error, urllib.error.URLError, json.JSONDecodeError) as e:
@@ -602,9 +727,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _markers(service: str, cfg: Config) -> list[str]:
+    """What a command line of this service for this data dir contains (JVMs carry a -D marker)."""
+    if service == "alertmanager":
+        return ["alertmanager", f"--config.file={_alertmanager_config_path(cfg)}"]
+    return [f"-Dinferwatch.local.service={service}", str(_home(service, cfg))]
+
+
 def _ours(pid: int, service: str, cfg: Config) -> bool:
     cmd = _proc_cmdline(pid) or ""
-    return f"-Dinferwatch.local.service={service}" in cmd and str(_home(service, cfg)) in cmd
+    return all(marker in cmd for marker in _markers(service, cfg))
 
 
 def _running_pids(service: str, cfg: Config) -> list[int]:
@@ -616,12 +748,12 @@ def _running_pids(service: str, cfg: Config) -> list[int]:
             pids.append(pid)
     proc = Path("/proc")
     if not pids and proc.is_dir():
-        marker = f"-Dinferwatch.local.service={service}"
+        markers = _markers(service, cfg)
         for entry in proc.iterdir():
             if entry.name.isdigit() and int(entry.name) != os.getpid():
                 with contextlib.suppress(OSError):
                     cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                    if marker in cmd and str(_home(service, cfg)) in cmd and _alive(int(entry.name)):
+                    if all(m in cmd for m in markers) and _alive(int(entry.name)):
                         pids.append(int(entry.name))
     return pids
 
@@ -638,9 +770,7 @@ def _effective(service: str, cfg: Config) -> Config:
     state = _read_state(service, cfg)
     if not state or not _running_pids(service, cfg):
         return cfg
-    if service == "kafka":
-        return dataclasses.replace(cfg, kafka_port=int(state.get("port", cfg.kafka_port)))
-    return dataclasses.replace(cfg, es_port=int(state.get("port", cfg.es_port)))
+    return cfg.with_port(service, int(state.get("port", cfg.port(service))))
 
 
 def _port_in_use(port: int) -> bool:
@@ -661,20 +791,28 @@ def _locked(cfg: Config) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _command(service: str, cfg: Config, log: Log) -> list[str]:
+    """The command line that runs the service, after fetching or installing what it needs."""
+    if service == "alertmanager":
+        return _prepare_alertmanager(cfg, _install_alertmanager(log))
+    java = _java_tool("java")
+    if _java_major(java) < 17:
+        raise ServiceError(f"{java} is older than Java 17, which Kafka and Elasticsearch need")
+    lib = resolve(service, cfg, log)
+    prepare = _prepare_kafka if service == "kafka" else _prepare_elasticsearch
+    return prepare(cfg, lib, java, log)
+
+
 def _start(service: str, cfg: Config, log: Log) -> int:
-    ports = [cfg.kafka_port, cfg.kafka_controller_port] if service == "kafka" else [cfg.es_port]
+    ports = [cfg.kafka_port, cfg.kafka_controller_port] if service == "kafka" else [cfg.port(service)]
     busy = [p for p in ports if _port_in_use(p)]
     if busy:
         raise ServiceError(
             f"{service}: port {busy[0]} on {HOST} is already taken by another process; "
-            f"pick other ports (--kafka-port / --es-port or INFERWATCH_LOCAL_*_PORT)"
+            f"pick other ports (--kafka-port / --es-port / --alertmanager-port or INFERWATCH_LOCAL_*_PORT)"
         )
-    java = _java_tool("java")
-    if _java_major(java) < 17:
-        raise ServiceError(f"{java} is older than Java 17, which both services need")
-    lib = resolve(service, cfg, log)
-    prepare = _prepare_kafka if service == "kafka" else _prepare_elasticsearch
-    cmd = prepare(cfg, lib, java, log)
+    cmd = _command(service, cfg, log)
+    _home(service, cfg).mkdir(parents=True, exist_ok=True)
     logfile = log_path(service, cfg)
     if logfile.exists() and logfile.stat().st_size > MAX_LOG_BYTES:
         logfile.replace(logfile.with_suffix(".log.1"))
@@ -783,7 +921,7 @@ def up(
             pids = _running_pids(service, cfg)
             if pids:
                 state = _read_state(service, cfg)
-                requested = cfg.kafka_port if service == "kafka" else cfg.es_port
+                requested = cfg.port(service)
                 if state.get("port") not in (None, requested):
                     raise ServiceError(
                         f"{service}: already running on port {state['port']}, not {requested}; "
@@ -845,13 +983,16 @@ def down(
     clean: bool = False,
     log: Log = print,
 ) -> None:
-    """Stops the services (SIGTERM, then SIGKILL after a grace period). Data stays unless clean=True."""
+    """Stops the services (SIGTERM, then SIGKILL after a grace period). Data stays unless clean=True.
+
+    With no services named it stops all of them, Alertmanager included.
+    """
     cfg = cfg or Config.from_env()
     with _locked(cfg):
-        for service in normalize_services(services):
+        for service in normalize_services(services, default=SERVICES):
             if _stop(service, cfg, log):
                 log(f"{service}: stopped")
-            else:
+            elif services or service in DEFAULT_SERVICES:  # quiet about an optional one not asked for
                 log(f"{service}: not running")
             if clean:
                 shutil.rmtree(_home(service, cfg), ignore_errors=True)
@@ -866,7 +1007,11 @@ def down(
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "services", nargs="*", metavar="SERVICE", help="kafka, elasticsearch (or es); default: both"
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help="kafka, elasticsearch (or es), alertmanager (or am); default: kafka and elasticsearch "
+        "(down: all)",
     )
     common.add_argument("--only", action="append", choices=sorted(ALIASES), help="same as naming a SERVICE")
     common.add_argument(
@@ -882,6 +1027,12 @@ def _parser() -> argparse.ArgumentParser:
         "its transport port is picked from +100..+199",
     )
     common.add_argument(
+        "--alertmanager-port",
+        type=int,
+        help="Alertmanager HTTP port (env INFERWATCH_LOCAL_ALERTMANAGER_PORT, "
+        f"default {DEFAULT_ALERTMANAGER_PORT})",
+    )
+    common.add_argument(
         "--data-dir",
         type=Path,
         help="data, logs and pid files (env INFERWATCH_LOCAL_DATA_DIR, default deploy/local/.run)",
@@ -893,7 +1044,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     parser = argparse.ArgumentParser(
-        prog="services.py", description="Local Kafka and Elasticsearch for inferwatch, from Maven Central."
+        prog="services.py",
+        description="Local Kafka and Elasticsearch (from Maven Central) and Alertmanager (Debian's) "
+        "for inferwatch.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
@@ -912,7 +1065,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("logs", parents=[common], help="print the last lines of the services' logs")
     p.add_argument("-n", "--lines", type=int, default=LOG_TAIL_LINES)
     sub.add_parser("env", parents=[common], help="print shell exports of the endpoints")
-    sub.add_parser("resolve", parents=[common], help="only fetch the jars (e.g. to warm a CI cache)")
+    sub.add_parser(
+        "resolve",
+        parents=[common],
+        help="only fetch the jars (e.g. to warm a CI cache); alertmanager: install it if missing",
+    )
     return parser
 
 
@@ -920,14 +1077,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = Config.from_env(
-            kafka_port=args.kafka_port, es_port=args.es_port, data_dir=args.data_dir, timeout=args.timeout
+            kafka_port=args.kafka_port,
+            es_port=args.es_port,
+            alertmanager_port=args.alertmanager_port,
+            data_dir=args.data_dir,
+            timeout=args.timeout,
         )
-        wanted = normalize_services([*args.services, *(args.only or [])])
+        named = [*args.services, *(args.only or [])]
+        stopping = args.command in ("down", "stop")
+        wanted = normalize_services(named, default=SERVICES if stopping else DEFAULT_SERVICES)
         if args.command in ("up", "start"):
             for service, where in up(wanted, cfg, clean=args.clean).items():
                 print(f"{service}: {where}")
         elif args.command in ("down", "stop"):
-            down(wanted, cfg, clean=args.clean)
+            down(named or None, cfg, clean=args.clean)
         elif args.command == "restart":
             down(wanted, cfg)
             for service, where in up(wanted, cfg).items():
@@ -951,8 +1114,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"export INFERWATCH_LOCAL_KAFKA_BOOTSTRAP={_effective('kafka', cfg).kafka_bootstrap}")
             if "elasticsearch" in wanted:
                 print(f"export INFERWATCH_LOCAL_ES_URL={_effective('elasticsearch', cfg).es_url}")
+            if "alertmanager" in wanted:
+                print(
+                    "export INFERWATCH_LOCAL_ALERTMANAGER_URL="
+                    f"{_effective('alertmanager', cfg).alertmanager_url}"
+                )
         elif args.command == "resolve":
             for service in wanted:
+                if service == "alertmanager":
+                    print(f"{service}: {_install_alertmanager(print)}")
+                    continue
                 lib = resolve(service, cfg)
                 if service == "elasticsearch":
                     _es_classes(cfg, lib, print)

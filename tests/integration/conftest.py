@@ -7,30 +7,17 @@ the tests that need it: integration tests never skip, on CI or anywhere else.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-SERVICES_PY = Path(__file__).resolve().parents[2] / "deploy" / "local" / "services.py"
-
-
-def _load_services() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("inferwatch_deploy_local", SERVICES_PY)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.local_services import load_services, log
 
 
 @dataclass
@@ -43,28 +30,24 @@ class LocalServices:
     cfg: Any
 
     def stop(self, service: str) -> None:
-        self.module.down([service], self.cfg, log=_log)
+        self.module.down([service], self.cfg, log=log)
 
     def start(self, service: str) -> None:
-        self.module.up([service], self.cfg, log=_log)
-
-
-def _log(message: str) -> None:
-    print(f"[deploy/local] {message}", file=sys.stderr)
+        self.module.up([service], self.cfg, log=log)
 
 
 @pytest.fixture(scope="session")
 def local_services() -> Iterator[LocalServices]:
-    module = _load_services()
+    module = load_services()
     cfg = module.Config.from_env()
     started = [s for s in ("kafka", "elasticsearch") if not module.is_healthy(s, cfg)]
     try:
-        endpoints = module.up(None, cfg, log=_log)
+        endpoints = module.up(None, cfg, log=log)
     except Exception as exc:  # a service that will not start is a failure, never a skip
         pytest.fail(f"deploy/local could not start Kafka and Elasticsearch: {exc}", pytrace=False)
     yield LocalServices(cfg.kafka_bootstrap, endpoints["elasticsearch"], module, cfg)
     if started and os.environ.get("INFERWATCH_KEEP_SERVICES") != "1":
-        module.down(started, cfg, log=_log)
+        module.down(started, cfg, log=log)
 
 
 def unique_name(prefix: str) -> str:
@@ -89,10 +72,10 @@ def private_kafka(
     cfg = module.Config.from_env(kafka_port=port, data_dir=tmp_path_factory.mktemp("private-kafka"),
                                  kafka_heap="512m")
     try:
-        module.up(["kafka"], cfg, log=_log)
+        module.up(["kafka"], cfg, log=log)
         yield LocalServices(cfg.kafka_bootstrap, local_services.es_url, module, cfg)
     finally:
-        module.down(["kafka"], cfg, clean=True, log=_log)
+        module.down(["kafka"], cfg, clean=True, log=log)
 
 
 @pytest.fixture
@@ -109,10 +92,10 @@ def private_elasticsearch(
     cfg = module.Config.from_env(es_port=free_port(), data_dir=tmp_path_factory.mktemp("private-es"),
                                  es_heap="512m", cluster_name="inferwatch-private")
     try:
-        endpoints = module.up(["elasticsearch"], cfg, log=_log)
+        endpoints = module.up(["elasticsearch"], cfg, log=log)
         yield LocalServices(local_services.kafka_bootstrap, endpoints["elasticsearch"], module, cfg)
     finally:
-        module.down(["elasticsearch"], cfg, clean=True, log=_log)
+        module.down(["elasticsearch"], cfg, clean=True, log=log)
 
 
 def free_port() -> int:

@@ -1,0 +1,96 @@
+"""Receiver integration settings: one class per kind, as a receiver's ``*_configs`` entries.
+
+The names and meanings follow Alertmanager's configuration where one exists (``send_resolved``,
+``routing_key``, ``smarthost``, …), so a user who knows Alertmanager knows these. Secrets are
+``SecretStr`` and never printed. The senders live in :mod:`.receivers`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class _Integration(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Tell this integration when alerts resolve (Alertmanager's default: true).
+    send_resolved: bool = True
+    # Seconds to wait for the receiver to answer one delivery attempt.
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+
+class AlertmanagerConfig(_Integration):
+    """POST the alerts to an Alertmanager's ``/api/v2/alerts`` (it then groups and routes them)."""
+
+    url: str  # the Alertmanager's base URL, e.g. http://127.0.0.1:9093
+    # Firing alerts are sent with endsAt this far ahead; a notifier that stops re-sending them
+    # (it is gone) lets Alertmanager resolve them after this long rather than never.
+    ends_at_after_s: Annotated[float, Field(gt=0)] = 86_400.0
+    basic_auth_username: str | None = None
+    basic_auth_password: SecretStr | None = None
+    bearer_token: SecretStr | None = None
+
+
+class PagerDutyConfig(_Integration):
+    """PagerDuty Events API v2: trigger, acknowledge and resolve, ``dedup_key`` = incident id."""
+
+    routing_key: SecretStr  # the integration key of an Events API v2 service integration
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    # Send acknowledge events when an incident is acknowledged in inferwatch.
+    send_acknowledged: bool = True
+    source: str = "inferwatch"
+    component: str | None = None
+    client_url: str | None = None  # a link back (a console or dashboard), shown in PagerDuty
+
+
+class SlackConfig(_Integration):
+    """A Slack incoming webhook: one message per notification, with the group's alerts."""
+
+    webhook_url: SecretStr  # https://hooks.slack.com/services/… (a secret: anyone with it can post)
+    channel: str | None = None
+    username: str | None = "inferwatch"
+    send_acknowledged: bool = True
+
+
+class WebhookConfig(_Integration):
+    """A generic webhook: JSON body, signed with HMAC-SHA256 of the body when ``secret`` is set."""
+
+    url: str
+    secret: SecretStr | None = None
+    send_acknowledged: bool = True
+    # At most this many alerts in one payload (0: all), as Alertmanager's max_alerts.
+    max_alerts: Annotated[int, Field(ge=0)] = 0
+
+
+class EmailConfig(_Integration):
+    """Email over SMTP (STARTTLS when ``require_tls``; SMTP AUTH when a username is set)."""
+
+    to: list[str]
+    from_: str = Field(alias="from")
+    smarthost: str  # host:port of the SMTP server
+    auth_username: str | None = None
+    auth_password: SecretStr | None = None
+    require_tls: bool = True
+    send_acknowledged: bool = False
+    hello: str = "localhost"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+IntegrationConfig = AlertmanagerConfig | PagerDutyConfig | SlackConfig | WebhookConfig | EmailConfig
+
+# A receiver's list field for each kind, and the kind's name in notifications.
+KINDS: dict[str, type[_Integration]] = {
+    "alertmanager": AlertmanagerConfig,
+    "pagerduty": PagerDutyConfig,
+    "slack": SlackConfig,
+    "webhook": WebhookConfig,
+    "email": EmailConfig,
+}
+
+
+def sends_acknowledged(config: IntegrationConfig) -> bool:
+    """Whether this integration is told when an incident is acknowledged."""
+    return bool(getattr(config, "send_acknowledged", False))

@@ -1,0 +1,307 @@
+"""The notifier: follows incident changes in the store, decides notifications, delivers them.
+
+One loop, three steps per tick:
+
+1. **Follow**: incidents changed since the last tick (``Incident.updated_at``, with an overlap so a
+   write that became searchable late, or a clock a little behind, is not missed) become
+   :class:`~.model.Alert` objects for the dispatcher.
+2. **Decide**: the :class:`~.dispatcher.Dispatcher` groups, waits, silences and inhibits as
+   Alertmanager does, and writes each decided notification to the store *before* anything is sent
+   (the outbox). Ids are deterministic, so a decision taken again after a crash is the same row.
+3. **Deliver**: due outbox rows are sent, newest of each stream first; a failure is retried with
+   exponential backoff (and a receiver's ``Retry-After``) until ``give_up_after_s``; a success is
+   recorded at once (the notification log). An older row of a stream still waiting on a retry is
+   marked ``superseded`` when a newer one is sent: each notification carries its group's whole
+   state, and the receiver must not get a stale "firing" after a fresh "resolved".
+
+A restart resumes from the store: the notification log tells the dispatcher what each stream last
+carried, so nothing already sent is sent again, and pending rows are still delivered. What a
+restart can repeat is only a delivery whose success the receiver confirmed but the store never
+recorded (a crash in between); every payload carries the notification id so receivers can drop
+that repeat (PagerDuty by ``dedup_key``, Alertmanager by its alert identity, webhooks by
+``X-Inferwatch-Notification-Id``, email by ``Message-ID``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from inferwatch.collectors.settings import AlertingSettings
+from inferwatch.detectors.alerts.config import AlertingConfig
+from inferwatch.detectors.alerts.dispatcher import Dispatcher
+from inferwatch.detectors.alerts.integrations import IntegrationConfig
+from inferwatch.detectors.alerts.model import (
+    AlertStore,
+    Notification,
+    NotificationQuery,
+    alert_from_incident,
+)
+from inferwatch.detectors.alerts.receivers import DeliveryError, Sender, build_sender
+from inferwatch.detectors.incidents import ACTIVE, Incident
+from inferwatch.detectors.store import IncidentQuery, IncidentStore
+
+log = logging.getLogger("inferwatch.alerts")
+
+OVERLAP = timedelta(seconds=5)  # re-read this much before the newest change seen
+_CHANGES_LIMIT = 10_000  # incidents read per tick (Elasticsearch's default result window)
+_DELIVERY_WORKERS = 4
+
+
+class NotifierStore(IncidentStore, AlertStore, Protocol):
+    """What the notifier reads and writes: incidents, silences and the outbox."""
+
+
+@dataclass
+class NotifierStats:
+    """Counters for logs, metrics and tests."""
+
+    incidents_seen: int = 0
+    decided: int = 0
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+    superseded: int = 0
+    by_receiver: dict[str, int] = field(default_factory=dict)
+
+
+class Notifier:
+    """Follows incident changes in ``store`` and pages as ``config`` routes them."""
+
+    def __init__(
+        self,
+        config: AlertingConfig,
+        store: NotifierStore,
+        settings: AlertingSettings | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        senders: Callable[[IntegrationConfig, str], Sender] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.settings = settings or AlertingSettings()
+        self.clock = clock
+        self.dispatcher = Dispatcher(config, store, now=clock)
+        self.stats = NotifierStats()
+        self._make_sender = senders or (lambda cfg, receiver: build_sender(cfg, receiver=receiver))
+        self._senders: dict[tuple[str, str, int], Sender] = {}
+        self._seen: dict[str, datetime] = {}  # incident id -> updated_at already observed
+        self._cursor: datetime | None = None
+        self._stop = threading.Event()
+        # Read by other threads (the demo waits on them); written only by run().
+        self.ticks = 0
+        self.is_settled = False
+        self._pool = ThreadPoolExecutor(max_workers=_DELIVERY_WORKERS, thread_name_prefix="inferwatch-notify")
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Resume from the store: what each stream last carried, and the incidents still live."""
+        self.dispatcher.resume()
+        now = self.clock()
+        live = self._list(IncidentQuery(status=ACTIVE, limit=_CHANGES_LIMIT))
+        since = now - timedelta(seconds=self.settings.lookback_s)
+        recent = self._list(IncidentQuery(status=["resolved"], updated_since=since, limit=_CHANGES_LIMIT))
+        self._observe([*live, *recent])
+        self._cursor = now - OVERLAP
+
+    def tick(self) -> None:
+        """Follow, decide and deliver once."""
+        if self._cursor is None:
+            self.start()
+        self.follow()
+        self.decide()
+        self.deliver()
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Tick until :meth:`stop` (or ``stop`` is set); a failing store is logged and retried."""
+        stop = stop or self._stop
+        while not stop.is_set() and not self._stop.is_set():
+            try:
+                self.tick()
+                self.ticks += 1
+                self.is_settled = self.settled()
+            except Exception:
+                log.exception("event=notifier_error the notifier will retry in %.1fs",
+                              self.settings.poll_interval_s)
+            stop.wait(self._sleep_s())
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the current tick."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Stop and wait for deliveries in flight."""
+        self.stop()
+        self._pool.shutdown(wait=True)
+
+    def settled(self) -> bool:
+        """Nothing waiting: no group in its ``group_wait`` and no delivery pending."""
+        if self.dispatcher.waiting():
+            return False
+        return not self.store.list_notifications(NotificationQuery(status=["pending"], limit=1))
+
+    def _sleep_s(self) -> float:
+        wake = self.dispatcher.next_flush_at()
+        poll = self.settings.poll_interval_s
+        if wake is None:
+            return poll
+        return max(0.0, min(poll, (wake - self.clock()).total_seconds()))
+
+    # -- follow --------------------------------------------------------------------------------
+
+    def follow(self) -> None:
+        """Give the dispatcher every incident changed since the last look."""
+        assert self._cursor is not None
+        changed = self._list(IncidentQuery(updated_since=self._cursor, limit=_CHANGES_LIMIT))
+        newest = self._observe(changed)
+        if newest is not None:
+            self._cursor = max(self._cursor, newest - OVERLAP)
+        # What was seen before the overlap cannot come back: forget it (bounded memory).
+        self._seen = {k: v for k, v in self._seen.items() if v >= self._cursor}
+
+    def _observe(self, incidents: Iterable[Incident]) -> datetime | None:
+        fresh = []
+        newest: datetime | None = None
+        for incident in incidents:
+            updated = incident.updated_at or incident.last_seen
+            newest = updated if newest is None else max(newest, updated)
+            if self._seen.get(incident.id) == updated:
+                continue
+            self._seen[incident.id] = updated
+            fresh.append(alert_from_incident(incident))
+        if fresh:
+            self.stats.incidents_seen += len(fresh)
+            self.dispatcher.observe(fresh)
+        return newest
+
+    def _list(self, query: IncidentQuery) -> list[Incident]:
+        found = self.store.list_incidents(query)
+        if len(found) >= query.limit:
+            log.warning("event=notifier_backlog more than %d incidents changed at once; "
+                        "the rest are read on the next ticks", query.limit)
+        return found
+
+    # -- decide --------------------------------------------------------------------------------
+
+    def decide(self) -> list[Notification]:
+        """Let the dispatcher flush the groups that are due (it writes the outbox)."""
+        decided = self.dispatcher.flush(self.clock())
+        self.stats.decided += len(decided)
+        for n in decided:
+            log.info("event=notification_decided id=%s receiver=%s integration=%s group=%s seq=%d "
+                     "firing=%d resolved=%d", n.id, n.receiver, n.integration, n.group_key, n.seq,
+                     len(n.firing), len(n.resolved))
+        return decided
+
+    # -- deliver -------------------------------------------------------------------------------
+
+    def deliver(self, limit: int = 200) -> None:
+        """Send the due outbox rows: per stream the newest pending one, streams in parallel."""
+        now = self.clock()
+        due = self.store.due_notifications(now, limit=limit)
+        streams = {n.stream for n in due}
+        batch = [n for n in (self._newest_pending(s, now) for s in sorted(streams)) if n is not None]
+        for settled in self._pool.map(self._attempt, batch):
+            self.store.save_notifications([settled])
+
+    def _newest_pending(self, stream: str, now: datetime) -> Notification | None:
+        query = NotificationQuery(stream=stream, status=["pending"], limit=1000)
+        pending = self.store.list_notifications(query)
+        if not pending:
+            return None
+        newest = max(pending, key=lambda n: n.seq)
+        older = sorted((n for n in pending if n.seq < newest.seq), key=lambda n: n.seq)
+        if not older:
+            return newest if newest.next_attempt_at <= now else None
+        # A notification carries every firing alert of its group, but a resolution only once:
+        # the newest one takes over the resolutions the older ones were to deliver.
+        carried = {a.incident_id for a in newest.alerts}
+        inherited = []
+        for n in reversed(older):
+            for alert in n.resolved:
+                if alert.incident_id not in carried:
+                    carried.add(alert.incident_id)
+                    inherited.append(alert)
+        if inherited:
+            newest = newest.model_copy(update={"alerts": [*newest.alerts, *inherited]})
+        superseded = [
+            n.model_copy(update={"status": "superseded", "last_error": f"superseded by seq {newest.seq}"})
+            for n in older
+        ]
+        self.store.save_notifications([newest, *superseded])  # one write: nothing lost between
+        self.stats.superseded += len(superseded)
+        return newest if newest.next_attempt_at <= now else None
+
+    def _attempt(self, n: Notification) -> Notification:
+        sender = self._sender(n)
+        now = self.clock()
+        attempts = n.attempts + 1
+        if sender is None:
+            return n.model_copy(update={
+                "status": "failed", "attempts": attempts,
+                "last_error": f"receiver {n.receiver!r} has no {n.integration} #{n.integration_index} "
+                              "in the routing file any more"})
+        try:
+            sender.send(n)
+        except DeliveryError as exc:
+            return self._failed(n, attempts, now, exc)
+        except Exception as exc:  # a sender bug must not stop the loop: retry like an outage
+            error = DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True)
+            return self._failed(n, attempts, now, error)
+        self.stats.delivered += 1
+        self.stats.by_receiver[n.receiver] = self.stats.by_receiver.get(n.receiver, 0) + 1
+        log.info("event=notification_delivered id=%s receiver=%s integration=%s seq=%d attempts=%d",
+                 n.id, n.receiver, n.integration, n.seq, attempts)
+        return n.model_copy(update={"status": "delivered", "attempts": attempts, "delivered_at": now,
+                                    "last_error": None})
+
+    def _failed(self, n: Notification, attempts: int, now: datetime, exc: DeliveryError) -> Notification:
+        age = (now - n.created_at).total_seconds()
+        if not exc.retryable or age >= self.settings.give_up_after_s:
+            self.stats.failed += 1
+            log.error("event=notification_failed id=%s receiver=%s integration=%s attempts=%d error=%s",
+                      n.id, n.receiver, n.integration, attempts, exc)
+            return n.model_copy(update={"status": "failed", "attempts": attempts, "last_error": str(exc)})
+        wait = backoff_s(attempts, self.settings.retry_initial_s, self.settings.retry_max_s)
+        if exc.retry_after_s is not None:
+            wait = max(wait, min(exc.retry_after_s, self.settings.retry_max_s))
+        self.stats.retried += 1
+        log.warning("event=notification_retry id=%s receiver=%s integration=%s attempts=%d "
+                    "retry_in_s=%.1f error=%s", n.id, n.receiver, n.integration, attempts, wait, exc)
+        return n.model_copy(update={"attempts": attempts, "last_error": str(exc),
+                                    "next_attempt_at": now + timedelta(seconds=wait)})
+
+    def _sender(self, n: Notification) -> Sender | None:
+        key = (n.receiver, n.integration, n.integration_index)
+        if key not in self._senders:
+            cfg = integration_config(self.config, n.receiver, n.integration, n.integration_index)
+            if cfg is None:
+                return None
+            self._senders[key] = self._make_sender(cfg, n.receiver)
+        return self._senders[key]
+
+
+def integration_config(
+    config: AlertingConfig, receiver: str, kind: str, index: int
+) -> IntegrationConfig | None:
+    """The ``index``-th ``kind`` entry of ``receiver`` in the routing file, if it is still there."""
+    for entry in config.receivers:
+        if entry.name == receiver:
+            configs: Sequence[IntegrationConfig] = getattr(entry, f"{kind}_configs", [])
+            return configs[index] if index < len(configs) else None
+    return None
+
+
+def backoff_s(attempts: int, initial: float, ceiling: float) -> float:
+    """Wait before attempt ``attempts + 1``: ``initial`` doubling per attempt, at most ``ceiling``.
+
+    >>> [backoff_s(n, 1.0, 60.0) for n in (1, 2, 3, 8)]
+    [1.0, 2.0, 4.0, 60.0]
+    """
+    return float(min(ceiling, initial * 2 ** max(0, attempts - 1)))

@@ -1,0 +1,111 @@
+"""The Alertmanager sender against a real Alertmanager (Debian's 0.25, started by deploy/local).
+
+What Alertmanager holds is read back from its own API (``GET /api/v2/alerts``): firing alerts
+are there and active with their labels intact, an acknowledgement updates their annotations, and
+a resolved alert is no longer listed. Each test uses incident ids of its own, so runs and other
+sessions sharing the Alertmanager do not see each other's alerts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from inferwatch.detectors.alerts.integrations import AlertmanagerConfig
+from inferwatch.detectors.alerts.receivers import AlertmanagerSender, DeliveryError
+from tests.alerts.helpers import make_alert, make_notification
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 15.0  # an upper bound for Alertmanager to process a POST; tests do not depend on speed
+
+
+def _alerts(base: str, incident_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """What Alertmanager lists (active, silenced, inhibited or unprocessed) for these incidents."""
+    regex = "|".join(incident_ids)
+    query = urllib.parse.urlencode({"filter": f'incident_id=~"{regex}"', "unprocessed": "true"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{base}/api/v2/alerts?{query}", timeout=10) as response:
+        return {a["labels"]["incident_id"]: a for a in json.load(response)}
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"Alertmanager did not show {what} within {WAIT_S:.0f} s")
+        time.sleep(0.1)
+
+
+def test_firing_acknowledged_then_resolved(alertmanager_url: str) -> None:
+    run = uuid.uuid4().hex[:8]
+    one, two = f"am-{run}-1", f"am-{run}-2"
+    now = datetime.now(UTC)
+    sender = AlertmanagerSender(AlertmanagerConfig(url=alertmanager_url, ends_at_after_s=3600), receiver="am")
+    first = make_alert(one, severity="critical", extra_labels={"team.name": "ml-platform"})
+    second = make_alert(two, subject="principal:0b1c")
+    sender.send(make_notification([first, second], integration="alertmanager"))
+
+    def both_active() -> bool:
+        held = _alerts(alertmanager_url, [one, two])
+        return len(held) == 2 and all(a["status"]["state"] == "active" for a in held.values())
+
+    _until(both_active, "both alerts active")
+    held = _alerts(alertmanager_url, [one, two])
+    expected_labels = {**first.labels, "team_name": "ml-platform"}
+    del expected_labels["team.name"]
+    assert held[one]["labels"] == expected_labels
+    assert held[two]["labels"] == second.labels
+    assert held[one]["annotations"] == {
+        "title": "Prompt injection attempts",
+        "summary": "Prompt injection attempts from principal:7f3a",
+        "incident_status": "open",
+    }
+    assert held[one]["receivers"] == [{"name": "null"}]
+    assert held[one]["startsAt"].startswith(first.starts_at.strftime("%Y-%m-%dT%H:%M:%S"))
+    ends = datetime.fromisoformat(held[one]["endsAt"].replace("Z", "+00:00"))
+    assert now + timedelta(minutes=59) < ends < now + timedelta(minutes=61, seconds=30)
+
+    acknowledged = second.model_copy(
+        update={"incident_status": "acknowledged", "actor": "alice", "note": "on it"}
+    )
+    sender.send(make_notification([first, acknowledged], integration="alertmanager", seq=2))
+    _until(
+        lambda: _alerts(alertmanager_url, [two])[two]["annotations"].get("actor") == "alice",
+        "the acknowledgement",
+    )
+    updated = _alerts(alertmanager_url, [two])[two]
+    assert updated["annotations"]["incident_status"] == "acknowledged"
+    assert updated["annotations"]["note"] == "on it"
+    assert updated["fingerprint"] == held[two]["fingerprint"]  # the same alert, updated
+    assert updated["status"]["state"] == "active"
+
+    resolved = first.model_copy(
+        update={"state": "resolved", "incident_status": "resolved", "ends_at": datetime.now(UTC)}
+    )
+    sender.send(make_notification([resolved, acknowledged], integration="alertmanager", seq=3))
+    _until(lambda: one not in _alerts(alertmanager_url, [one, two]), "the first alert resolved")
+    assert set(_alerts(alertmanager_url, [one, two])) == {two}
+
+    finished = acknowledged.model_copy(
+        update={"state": "resolved", "incident_status": "resolved", "ends_at": datetime.now(UTC)}
+    )
+    sender.send(make_notification([finished], integration="alertmanager", seq=4))
+    _until(lambda: _alerts(alertmanager_url, [one, two]) == {}, "both alerts resolved")
+
+
+def test_a_wrong_path_is_a_permanent_error(alertmanager_url: str) -> None:
+    sender = AlertmanagerSender(AlertmanagerConfig(url=f"{alertmanager_url}/no-such-prefix"), receiver="am")
+    with pytest.raises(DeliveryError) as info:
+        sender.send(make_notification([make_alert(f"am-{uuid.uuid4().hex[:8]}")]))
+    assert not info.value.retryable
+    assert "HTTP 404" in str(info.value)
+    assert "/no-such-prefix/api/v2/alerts" in str(info.value)
