@@ -151,9 +151,21 @@ class DetectSettings(_Section):
     window_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     idle_close_s: Annotated[float, Field(gt=0)] = 5.0
     incident_bucket_s: Annotated[float, Field(gt=0)] = 3600.0
+    resolve_after_s: Annotated[float, Field(gt=0)] | None = 3600.0
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 500
     enabled: list[str] | None = None
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class AlertingSettings(_Section):
+    """On-call alerting: the routing file and how the notifier delivers."""
+
+    config: Path | None = None
+    poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    retry_initial_s: Annotated[float, Field(gt=0)] = 1.0
+    retry_max_s: Annotated[float, Field(gt=0)] = 300.0
+    give_up_after_s: Annotated[float, Field(gt=0)] = 86_400.0
+    lookback_s: Annotated[float, Field(gt=0)] = 86_400.0
 
 
 class Settings(BaseSettings):
@@ -170,6 +182,7 @@ class Settings(BaseSettings):
     bus: BusSettings = Field(default_factory=BusSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     detect: DetectSettings = Field(default_factory=DetectSettings)
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @classmethod

@@ -61,12 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distributed", action="store_true",
                    help="run on Kafka and Elasticsearch (INFERWATCH_BUS__BOOTSTRAP_SERVERS, "
                         "INFERWATCH_STORE__URLS) instead of the embedded default")
+    p.add_argument("--routes", type=Path, metavar="FILE",
+                   help="page with this routing file while the demo runs (alerting.config; docs/alerting.md)")
     p.set_defaults(handler=commands.demo)
 
     p = sub.add_parser("detect", help="run the detector service on the configured bus and store")
     _common(p)
     p.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
                    help="stop after this long without new events (for batch runs)")
+    p.add_argument("--routes", type=Path, metavar="FILE",
+                   help="page on-call receivers with this routing file (alerting.config; docs/alerting.md)")
     p.set_defaults(handler=commands.detect)
 
     p = sub.add_parser("replay", help="run the detectors over a JSONL file of events, by event time")
@@ -85,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     _incidents_parser(sub, commands)
     _events_parser(sub, commands)
     _baseline_parser(sub, commands)
-    from inferwatch import otlp_cmd
+    from inferwatch import alerts_cmd, otlp_cmd
+
+    alerts_cmd.add_parsers(sub, _common, parse_time)
 
     otlp_cmd.add_parser(sub)
     from inferwatch import proxy_cmd
@@ -119,6 +125,9 @@ def _incidents_parser(sub: Any, commands: Any) -> None:
         q.add_argument("--actor", default=None, help="who (default: $USER)")
         q.add_argument("--note", default=None)
         q.set_defaults(handler=commands.incidents_transition, transition=action)
+    from inferwatch import investigate_cmd
+
+    investigate_cmd.add_incident_parsers(isub, _common)
 
 
 def _events_parser(sub: Any, commands: Any) -> None:
@@ -181,6 +190,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         overrides["store"] = {"path": args.store}
     if getattr(args, "window", None):
         overrides["detect"] = {"window_s": args.window}
+    if getattr(args, "routes", None):
+        overrides["alerting"] = {"config": args.routes}
     if args.log_level:
         overrides["log_level"] = args.log_level
     return load_settings(getattr(args, "config", None), **overrides)
@@ -188,6 +199,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``inferwatch`` console script."""
+    from inferwatch.detectors.alerts.config import AlertingConfigError
     from inferwatch.detectors.incidents import IncidentError
     from inferwatch.detectors.registry import DetectorConfigError
     from inferwatch.detectors.store import StoreUnavailable
@@ -206,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
         handler: Handler = args.handler
         return handler(args, settings)
-    except (SettingsError, DetectorConfigError, IncidentError) as exc:
+    except (SettingsError, DetectorConfigError, IncidentError, AlertingConfigError) as exc:
         print(f"inferwatch: {exc}", file=sys.stderr)
         return 2
     except (BusUnavailable, StoreUnavailable) as exc:

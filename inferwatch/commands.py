@@ -18,7 +18,7 @@ from inferwatch.detectors.incidents import Incident, IncidentManager
 from inferwatch.detectors.replay import replay_file
 from inferwatch.detectors.sqlite_store import SQLiteStore
 from inferwatch.detectors.store import EventQuery, IncidentQuery
-from inferwatch.runtime import build_detection, build_service, open_bus, open_store
+from inferwatch.runtime import build_detection, build_service, open_bus, open_store, start_notifier
 
 
 def demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -39,6 +39,7 @@ def detect(args: argparse.Namespace, settings: Settings) -> int:
                   flush=True)
 
     service = build_service(settings, on_incident=announce)
+    notifier = start_notifier(settings)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         service.stop()
@@ -49,6 +50,8 @@ def detect(args: argparse.Namespace, settings: Settings) -> int:
         stats = service.run(max_idle_s=args.exit_when_idle)
     finally:
         service.close()
+        if notifier is not None:
+            notifier.close()
     print(f"detect: {stats.records} records, {stats.malformed} malformed, "
           f"{stats.incidents_written} incident writes", file=sys.stderr)
     return 0
@@ -112,7 +115,8 @@ def incidents_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def incidents_transition(args: argparse.Namespace, settings: Settings) -> int:
     """Acknowledge or resolve an incident."""
-    manager = IncidentManager(open_store(settings), bucket_s=settings.detect.incident_bucket_s)
+    manager = IncidentManager(open_store(settings), bucket_s=settings.detect.incident_bucket_s,
+                              resolve_after_s=settings.detect.resolve_after_s)
     actor = args.actor or getpass.getuser()
     if args.transition == "ack":
         incident = manager.acknowledge(args.id, actor, args.note)

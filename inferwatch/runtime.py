@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from inferwatch.collectors.bus import EventBus
@@ -60,7 +63,9 @@ def build_detection(
         attach = getattr(detector, "attach_store", None)
         if attach is not None:
             attach(store)
-    manager = IncidentManager(store, bucket_s=settings.detect.incident_bucket_s)
+    manager = IncidentManager(
+        store, bucket_s=settings.detect.incident_bucket_s, resolve_after_s=settings.detect.resolve_after_s
+    )
     pipeline = Pipeline(
         detectors,
         manager,
@@ -104,3 +109,67 @@ def _drift_scale_out(settings: Settings, bus: EventBus, consumer: Any, pipeline:
     drift.publish = SummaryPublisher(bus.producer(topic), consumer.assignment)
     partitions = len(bus.end_offsets())
     return SummaryCollector(bus.consumer(f"{settings.detect.group}.drift", topic), drift.judge, partitions)
+
+
+class NotifierThread(threading.Thread):
+    """The notifier (:mod:`inferwatch.detectors.alerts.notifier`) in a daemon thread of its own.
+
+    The routing file is read (and checked) in the constructor, so a bad file fails the command
+    at once; the store is opened inside the thread (a SQLite connection belongs to one thread).
+    """
+
+    def __init__(self, settings: Settings, path: Path) -> None:
+        from inferwatch.detectors.alerts.config import load_alerting_config
+
+        super().__init__(name="inferwatch-notifier", daemon=True)
+        self.settings = settings
+        self.path = path
+        self.config = load_alerting_config(path)
+        self._stop_event = threading.Event()
+        self.notifier: Any = None
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        from inferwatch.detectors.alerts.notifier import Notifier
+
+        store = open_store(self.settings)
+        try:
+            self.notifier = Notifier(self.config, store, self.settings.alerting)
+            self.ready.set()
+            self.notifier.run(self._stop_event)
+        finally:
+            self.ready.set()
+            if self.notifier is not None:
+                self.notifier.close()
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait until two more ticks have run and nothing is waiting (no group in its
+        group_wait, no delivery pending); ``False`` when ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        self.ready.wait(timeout)
+        notifier = self.notifier
+        if notifier is None:
+            return False
+        start = notifier.ticks
+        while time.monotonic() < deadline and self.is_alive():
+            if notifier.ticks >= start + 2 and notifier.is_settled:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop after the current tick (a last tick delivers what is due) and wait."""
+        self._stop_event.set()
+        self.join(timeout)
+
+
+def start_notifier(settings: Settings) -> NotifierThread | None:
+    """Start the notifier when ``alerting.config`` names a routing file; else ``None``."""
+    if settings.alerting.config is None:
+        return None
+    thread = NotifierThread(settings, settings.alerting.config)
+    thread.start()
+    return thread

@@ -21,10 +21,11 @@ from inferwatch.agent import Agent, InferwatchMiddleware
 from inferwatch.collectors.settings import DEFAULT_HMAC_KEY, Settings
 from inferwatch.demo.server import BackgroundServer, IrisModel, build_app
 from inferwatch.demo.traffic import EXTRACTION_KEY, FLOOD_KEY, INJECTION_KEY, Phase, Traffic
+from inferwatch.detectors.alerts.config import DEFAULT_GROUP_WAIT
 from inferwatch.detectors.incidents import Incident
 from inferwatch.detectors.service import DetectorService
 from inferwatch.detectors.store import IncidentQuery
-from inferwatch.runtime import build_service, open_bus, open_store
+from inferwatch.runtime import NotifierThread, build_service, open_bus, open_store, start_notifier
 
 # Short windows and a small warm-up so the whole story fits in well under a minute.
 DEMO_DETECT: dict[str, Any] = {
@@ -89,6 +90,9 @@ def run_demo(
             say(f"  >> incident filed: [{incident.severity}] {incident.title} ({incident.subject})")
 
     service = build_service(settings, on_incident=announce)
+    notifier = start_notifier(settings)
+    if notifier is not None:
+        say(f"  paging with {notifier.path} (see `inferwatch alerts log` afterwards)")
     detector = threading.Thread(target=service.run, name="demo-detector", daemon=True)
     detector.start()
     model = IrisModel()
@@ -116,6 +120,8 @@ def run_demo(
     service.stop()
     detector.join(timeout=30)
     service.close()
+    if notifier is not None:
+        _settle_alerts(notifier, say)
 
     store = open_store(settings)
     filed = store.list_incidents(IncidentQuery(since=started, limit=1000))
@@ -136,6 +142,19 @@ def run_demo(
         return 1
     say(f"demo: all {len(expected)} expected kinds of incident were filed")
     return 0
+
+
+def _settle_alerts(notifier: NotifierThread, say: Callable[[str], None]) -> None:
+    """Let the notifier page what the run filed: wait out group_wait and pending deliveries."""
+    waits = [r.group_wait for _, r in notifier.config.route.walk() if r.group_wait is not None]
+    longest = max([DEFAULT_GROUP_WAIT, *waits])
+    settled = notifier.wait_settled(timeout=longest + 30.0)
+    notifier.close()
+    stats = notifier.notifier.stats if notifier.notifier is not None else None
+    if stats is not None:
+        say(f"  notifier: {stats.decided} notifications decided, {stats.delivered} delivered, "
+            f"{stats.retried} retries, {stats.failed} failed"
+            + ("" if settled else " (some were still waiting when the demo ended)"))
 
 
 def _drain(service: DetectorService, sent: int, timeout: float = 30.0) -> None:

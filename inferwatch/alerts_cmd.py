@@ -1,0 +1,237 @@
+"""``inferwatch silence`` and ``inferwatch alerts``: silences, the notifier, the notification log."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from inferwatch import render
+from inferwatch.collectors.settings import Settings, SettingsError
+
+Common = Callable[[argparse.ArgumentParser], None]
+
+
+def add_parsers(sub: Any, common: Common, parse_time: Callable[[str], datetime]) -> None:
+    """Add ``silence`` and ``alerts`` to the top-level sub-parsers."""
+    p = sub.add_parser("silence", help="mute alerts that match, for a while (Alertmanager's silences)")
+    ssub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = ssub.add_parser("add", help="mute alerts whose labels match every matcher")
+    common(q)
+    q.add_argument("matchers", nargs="+", metavar="MATCHER",
+                   help='label matchers: service="chat" severity=~"low|medium" kind!=drift')
+    q.add_argument("--duration", type=_duration, default=timedelta(hours=1),
+                   help="how long, from --starts (default 1h; e.g. 30m, 2h, 1d)")
+    q.add_argument("--starts", type=parse_time, help="when it begins (default now)")
+    q.add_argument("--author", help="who (default: $USER)")
+    q.add_argument("--comment", default="", help="why: shown with the silence")
+    q.set_defaults(handler=silence_add)
+    q = ssub.add_parser("list", help="silences in force or waiting to start (--all: expired too)")
+    common(q)
+    q.add_argument("--all", action="store_true", help="include expired silences")
+    q.set_defaults(handler=silence_list)
+    q = ssub.add_parser("expire", help="end a silence now")
+    common(q)
+    q.add_argument("id")
+    q.set_defaults(handler=silence_expire)
+
+    p = sub.add_parser("alerts", help="page on-call receivers (the notifier); see what was sent")
+    asub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = asub.add_parser("run", help="run the notifier on its own until interrupted")
+    common(q)
+    q.add_argument("--routes", type=Path, metavar="FILE", help="routing file (alerting.config)")
+    q.set_defaults(handler=alerts_run)
+    q = asub.add_parser("check", help="validate a routing file and show where labels would be routed")
+    common(q)
+    q.add_argument("--routes", type=Path, metavar="FILE", help="routing file (alerting.config)")
+    q.add_argument("labels", nargs="*", metavar="LABEL=VALUE",
+                   help="an alert's labels, e.g. detector=prompt_injection severity=high service=chat")
+    q.set_defaults(handler=alerts_check)
+    q = asub.add_parser("log", help="the notification log: what was sent (or is waiting) to whom")
+    common(q)
+    q.add_argument("--status", action="append", choices=["pending", "delivered", "failed", "superseded"])
+    q.add_argument("--receiver")
+    q.add_argument("--incident", help="notifications that carried this incident")
+    q.add_argument("--since", type=parse_time)
+    q.add_argument("--limit", type=int, default=50)
+    q.set_defaults(handler=alerts_log)
+
+
+def _duration(value: str) -> timedelta:
+    from inferwatch.detectors.alerts.config import parse_duration
+
+    try:
+        return timedelta(seconds=parse_duration(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# -- silences ------------------------------------------------------------------------------------
+
+
+def silence_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Create a silence."""
+    from inferwatch.detectors.alerts.matchers import parse_matchers
+    from inferwatch.detectors.alerts.model import Silence
+    from inferwatch.runtime import open_store
+
+    try:
+        matchers = parse_matchers(list(args.matchers))
+    except ValueError as exc:
+        raise SettingsError(f"silence: {exc}") from None
+    now = datetime.now(UTC)
+    starts = args.starts or now
+    silence = Silence(
+        id=uuid.uuid4().hex[:12], matchers=matchers, starts_at=starts, ends_at=starts + args.duration,
+        created_by=args.author or getpass.getuser(), comment=args.comment, created_at=now,
+    )
+    open_store(settings).save_silence(silence)
+    if args.json:
+        render.json_line(silence.model_dump(mode="json"))
+    else:
+        print(f"silence {silence.id} mutes {_matchers_text(silence)} until {_when(silence.ends_at)} UTC")
+    return 0
+
+
+def silence_list(args: argparse.Namespace, settings: Settings) -> int:
+    """List silences."""
+    from inferwatch.runtime import open_store
+
+    now = datetime.now(UTC)
+    found = open_store(settings).list_silences(include_expired=args.all, now=now)
+    if args.json:
+        for s in found:
+            render.json_line(s.model_dump(mode="json"))
+        return 0
+    if not found:
+        print("no silences")
+        return 0
+    rows = [[s.id, _state(s, now), _when(s.starts_at), _when(s.ends_at), s.created_by,
+             f"{_matchers_text(s)}  {s.comment}".rstrip()] for s in found]
+    render.table(rows, ["ID", "STATE", "STARTS (UTC)", "ENDS (UTC)", "BY", "MATCHERS  COMMENT"])
+    return 0
+
+
+def silence_expire(args: argparse.Namespace, settings: Settings) -> int:
+    """End a silence now."""
+    from inferwatch.runtime import open_store
+
+    store = open_store(settings)
+    silence = store.get_silence(args.id)
+    if silence is None:
+        print(f"inferwatch: no silence with id {args.id!r} (see `inferwatch silence list --all`)",
+              file=sys.stderr)
+        return 2
+    now = datetime.now(UTC)
+    if silence.ends_at <= now:
+        print(f"silence {silence.id} already ended at {_when(silence.ends_at)} UTC")
+        return 0
+    expired = silence.model_copy(update={"ends_at": max(now, silence.starts_at)})
+    store.save_silence(expired)
+    print(f"silence {silence.id} expired")
+    return 0
+
+
+def _state(silence: Any, now: datetime) -> str:
+    if silence.ends_at <= now:
+        return "expired"
+    return "active" if silence.starts_at <= now else "pending"
+
+
+def _matchers_text(silence: Any) -> str:
+    return "{" + ", ".join(str(m) for m in silence.matchers) + "}"
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+# -- the notifier --------------------------------------------------------------------------------
+
+
+def routing_file(args: argparse.Namespace, settings: Settings) -> Path:
+    """The routing file from ``--routes`` or ``alerting.config``; a clear error when neither is set."""
+    path: Path | None = getattr(args, "routes", None) or settings.alerting.config
+    if path is None:
+        raise SettingsError(
+            "no routing file: pass --routes FILE or set alerting.config (INFERWATCH_ALERTING__CONFIG); "
+            "see docs/alerting.md"
+        )
+    return path
+
+
+def alerts_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the notifier until SIGINT/SIGTERM."""
+    from inferwatch.runtime import NotifierThread
+
+    thread = NotifierThread(settings, routing_file(args, settings))
+    stopped = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    thread.start()
+    print(f"notifier: routing with {thread.path}; Ctrl-C to stop", file=sys.stderr)
+    try:
+        while not stopped.wait(0.5):
+            if not thread.is_alive():
+                return 1
+    finally:
+        thread.close()
+    return 0
+
+
+def alerts_check(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate the routing file; with labels, show the receivers and group they reach."""
+    from inferwatch.detectors.alerts.config import group_key, load_alerting_config
+
+    path = routing_file(args, settings)
+    config = load_alerting_config(path)
+    receivers = ", ".join(r.name for r in config.receivers)
+    print(f"{path}: valid; receivers: {receivers}; {len(config.inhibit_rules)} inhibition rule(s)")
+    if not args.labels:
+        return 0
+    labels: dict[str, str] = {}
+    for item in args.labels:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SettingsError(f"{item!r} is not LABEL=VALUE")
+        labels[name] = value
+    for match in config.route.match(labels):
+        print(f"  -> receiver {match.receiver}  group {group_key(match, labels)}  "
+              f"(wait {match.group_wait:g}s, interval {match.group_interval:g}s, "
+              f"repeat {match.repeat_interval:g}s)")
+    return 0
+
+
+def alerts_log(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the notification log."""
+    from inferwatch.detectors.alerts.model import NotificationQuery
+    from inferwatch.runtime import open_store
+
+    query = NotificationQuery(status=args.status, receiver=args.receiver, incident_id=args.incident,
+                              since=args.since, limit=args.limit)
+    found = open_store(settings).list_notifications(query)
+    if args.json:
+        for n in found:
+            render.json_line(n.model_dump(mode="json"))
+        return 0
+    if not found:
+        print("no notifications")
+        return 0
+    rows = [[n.id, _when(n.created_at), n.status, str(n.attempts), f"{n.receiver}/{n.integration}",
+             f"{len(n.firing)}/{len(n.resolved)}",
+             n.group_key + (f"  ({n.last_error})" if n.last_error else "")]
+            for n in found]
+    render.table(rows, ["ID", "DECIDED (UTC)", "STATUS", "TRIES", "RECEIVER", "FIRING/RESOLVED", "GROUP"])
+    return 0

@@ -1,0 +1,120 @@
+"""``inferwatch silence`` and ``inferwatch alerts`` as a user types them."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from inferwatch.cli import main
+from inferwatch.detectors.alerts.model import Notification, NotificationAlert, notification_id
+from inferwatch.detectors.sqlite_store import SQLiteStore
+
+ROUTES = """
+route:
+  receiver: team
+  group_by: [detector]
+  routes:
+    - matchers: ['severity=~"high|critical"']
+      receiver: pager
+      group_wait: 10s
+receivers:
+  - name: team
+    webhook_configs: [{url: "http://127.0.0.1:9/hook"}]
+  - name: pager
+    pagerduty_configs: [{routing_key: "${PD_KEY:-0123456789abcdef0123456789abcdef}"}]
+"""
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_silence_add_list_expire(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "store.db")
+    code, out, _ = run(capsys, "silence", "add", 'service="chat"', "detector=~request_rate|scraping",
+                       "--duration", "2h", "--author", "alice", "--comment", "load test", "--store", store,
+                       "--json")
+    assert code == 0
+    made = json.loads(out)
+    assert [(m["name"], m["op"], m["value"]) for m in made["matchers"]] == [
+        ("service", "=", "chat"), ("detector", "=~", "request_rate|scraping")]
+    starts, ends = (datetime.fromisoformat(made[k]) for k in ("starts_at", "ends_at"))
+    assert ends - starts == timedelta(hours=2)
+    assert made["created_by"] == "alice"
+
+    code, out, _ = run(capsys, "silence", "list", "--store", store)
+    assert code == 0
+    assert made["id"] in out
+    assert "active" in out
+    assert 'detector=~"request_rate|scraping"' in out
+    assert "load test" in out
+
+    assert run(capsys, "silence", "expire", made["id"], "--store", store)[0] == 0
+    assert run(capsys, "silence", "list", "--store", store)[1].strip() == "no silences"
+    code, out, _ = run(capsys, "silence", "list", "--all", "--store", store)
+    assert "expired" in out
+    assert made["id"] in out
+    stored = SQLiteStore(store).get_silence(made["id"])
+    assert stored is not None
+    assert stored.ends_at <= datetime.now(UTC)
+
+
+def test_silence_errors_name_what_to_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "store.db")
+    code, _, err = run(capsys, "silence", "add", "severity=~(unclosed", "--store", store)
+    assert code == 2
+    assert "severity=~(unclosed" in err
+    code, _, err = run(capsys, "silence", "expire", "nope", "--store", store)
+    assert code == 2
+    assert "no silence with id 'nope'" in err
+    with pytest.raises(SystemExit):
+        main(["silence", "add", "a=b", "--duration", "soon", "--store", store])
+
+
+def test_alerts_check_validates_and_shows_routes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    routes = tmp_path / "alerts.yaml"
+    routes.write_text(ROUTES)
+    code, out, _ = run(capsys, "alerts", "check", "--routes", str(routes), "detector=prompt_injection",
+                       "severity=high")
+    assert code == 0
+    assert "valid; receivers: team, pager" in out
+    assert 'receiver pager  group 0.0:{detector="prompt_injection"}  (wait 10s' in out
+    code, out, _ = run(capsys, "alerts", "check", "--routes", str(routes), "detector=drift", "severity=low")
+    assert 'receiver team  group 0:{detector="drift"}  (wait 30s' in out
+
+    routes.write_text(ROUTES.replace("receiver: pager", "receiver: pagr"))
+    code, _, err = run(capsys, "alerts", "check", "--routes", str(routes))
+    assert code == 2
+    assert "pagr" in err
+    code, _, err = run(capsys, "alerts", "check", "--store", str(tmp_path / "s.db"))
+    assert code == 2
+    assert "--routes FILE or set alerting.config" in err
+
+
+def test_alerts_log_shows_what_was_sent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store_path = tmp_path / "store.db"
+    now = datetime.now(UTC)
+    alert = NotificationAlert(incident_id="inc1", labels={"alertname": "drift"}, state="firing",
+                              incident_status="open", starts_at=now, updated_at=now, severity="high")
+    stream = 'g|team|webhook|0'
+    SQLiteStore(store_path).save_notifications([
+        Notification(id=notification_id(stream, 1), group_key="g", receiver="team", integration="webhook",
+                     seq=1, created_at=now, alerts=[alert], status="delivered", attempts=1,
+                     next_attempt_at=now),
+        Notification(id=notification_id(stream, 2), group_key="g", receiver="team", integration="webhook",
+                     seq=2, created_at=now, alerts=[alert], status="failed", attempts=3,
+                     next_attempt_at=now, last_error="receiver 'team' (webhook): HTTP 400 bad"),
+    ])
+    code, out, _ = run(capsys, "alerts", "log", "--store", str(store_path))
+    assert code == 0
+    assert "delivered" in out
+    assert "HTTP 400 bad" in out
+    code, out, _ = run(capsys, "alerts", "log", "--status", "failed", "--json", "--store", str(store_path))
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == [2]
+    code, out, _ = run(capsys, "alerts", "log", "--incident", "other", "--store", str(store_path))
+    assert out.strip() == "no notifications"
