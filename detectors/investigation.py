@@ -1,0 +1,540 @@
+"""Investigation queries: what happened around an incident, as a timeline and an evidence bundle.
+
+After the page, a responder asks: what did this caller send, what did the detectors make of each
+request, what else happened around it, and who was told. The answers here read only the store
+(:class:`~inferwatch.detectors.store.Store`), so SQLite and Elasticsearch give the same ones.
+
+* :func:`timeline` — the incident subject's events from ``first_seen - before`` to
+  ``last_seen + after``, oldest first, each scored by the per-request detectors
+  (:mod:`inferwatch.detectors.scan` is the one place that scores an event) and marked when the
+  incident names it.
+* :func:`related` — other incidents about the same subject or the same model nearby in time.
+* :func:`report` — all of it as one JSON-ready bundle, and :func:`render_report_markdown` — that
+  bundle as a Markdown document to attach to a ticket.
+
+Events are stored as the agent sent them, redacted by default: the timeline shows and scores
+the stored text, which may differ from what the model saw (``[EMAIL]`` instead of an address).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from inferwatch import __version__
+from inferwatch.collectors.event import InferenceEvent, encode_event, event_to_dict
+from inferwatch.detectors.alerts.model import Notification, NotificationQuery
+from inferwatch.detectors.base import Detector
+from inferwatch.detectors.incidents import Incident
+from inferwatch.detectors.registry import build_detectors
+from inferwatch.detectors.scan import PER_REQUEST, scan_line
+from inferwatch.detectors.store import EventQuery, EventStore, IncidentQuery, IncidentStore, Store
+
+REPORT_SCHEMA = "inferwatch.report/1"
+DEFAULT_BEFORE = timedelta(minutes=15)
+DEFAULT_AFTER = timedelta(minutes=15)
+DEFAULT_LIMIT = 200
+DEFAULT_RELATED_WINDOW = timedelta(hours=1)
+RUNBOOKS = "docs/runbooks"
+# The stores keep event time to the microsecond; a bound one tick past last_seen keeps the
+# incident's own last event in a window whose end is exclusive (EventQuery.until).
+_TICK = timedelta(microseconds=1)
+_PAGE = 1000  # events per read when filtering by client address
+_MAX_SCAN = 100_000  # events read at most for one client-address timeline
+_RELATED_LIMIT = 100
+_NOTIFICATION_LIMIT = 1000
+
+Keep = Callable[[InferenceEvent], bool]  # a client-side filter, where EventQuery has none
+
+
+# -- the timeline ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One stored event with the per-request detectors' verdicts on it."""
+
+    event: InferenceEvent
+    # Detector name -> {"score", "flagged", "reasons"}, exactly as ``inferwatch scan`` gives them.
+    scores: dict[str, dict[str, Any]]
+    in_incident: bool  # the incident names this event among its sample event ids
+
+    @property
+    def flagged_by(self) -> list[str]:
+        """The detectors that would flag this event on its own."""
+        return [name for name, verdict in self.scores.items() if verdict.get("flagged")]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: the marks and scores, and the event as stored."""
+        return {
+            "time": _iso(self.event.time),
+            "id": self.event.id,
+            "in_incident": self.in_incident,
+            "flagged_by": self.flagged_by,
+            "scores": self.scores,
+            "event": event_to_dict(self.event),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """The events of an incident's subject around it, oldest first."""
+
+    incident_id: str
+    subject: str
+    scope: str  # which events were read, in words ("principal p_1", "client address 10.0.0.1")
+    since: datetime
+    until: datetime  # inclusive: last_seen + after
+    detectors: list[str]
+    entries: list[TimelineEntry]
+    trace_ids: list[str]  # the incident's sample trace ids, to look the requests up in tracing
+    # More events matched than the limit: the earliest were left out (the latest are kept).
+    truncated: bool
+    # Events the incident names that are not among the entries: never stored (a replay without
+    # --store), past retention, or left out by the window or the limit.
+    missing_event_ids: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, entries included."""
+        return {
+            "incident_id": self.incident_id,
+            "subject": self.subject,
+            "scope": self.scope,
+            "since": _iso(self.since),
+            "until": _iso(self.until),
+            "detectors": list(self.detectors),
+            "truncated": self.truncated,
+            "trace_ids": list(self.trace_ids),
+            "missing_event_ids": list(self.missing_event_ids),
+            "entries": [e.as_dict() for e in self.entries],
+        }
+
+
+def per_request_detectors(
+    names: Sequence[str] | None = None, options: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[Detector]:
+    """The detectors that judge one request on its own (``scan.PER_REQUEST`` unless ``names``),
+    built with their ``detect.options`` so a timeline scores as the service would."""
+    chosen = list(names) if names else list(PER_REQUEST)
+    options = options or {}
+    return build_detectors(chosen, {n: o for n, o in options.items() if n in chosen})
+
+
+def score_event(event: InferenceEvent, detectors: Sequence[Detector]) -> dict[str, dict[str, Any]]:
+    """Each detector's verdict on ``event`` alone.
+
+    Scoring has one home, :func:`inferwatch.detectors.scan.scan_line`: the event goes through
+    it as the JSON line it would be in a file, so the timeline and ``inferwatch scan`` cannot
+    disagree about the same event.
+    """
+    result = scan_line(encode_event(event), 0, list(detectors))
+    return result.detectors if result.error is None else {}
+
+
+def timeline(
+    store: EventStore,
+    incident: Incident,
+    *,
+    before: timedelta = DEFAULT_BEFORE,
+    after: timedelta = DEFAULT_AFTER,
+    limit: int = DEFAULT_LIMIT,
+    detectors: Sequence[Detector] | None = None,
+) -> Timeline:
+    """The subject's events from ``first_seen - before`` to ``last_seen + after``, oldest first.
+
+    The subject decides which events: ``principal:<id>`` that caller's, ``model:<name>`` and
+    ``service:<name>`` everyone's calls to it, ``ip:<addr>`` those from that client address.
+    Any other subject falls back to the incident's model, then its service. When more than
+    ``limit`` events match, the latest ``limit`` are kept and ``truncated`` says so.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    if before < timedelta(0) or after < timedelta(0):
+        raise ValueError("before and after must not be negative")
+    since, until = incident.first_seen - before, incident.last_seen + after
+    base, keep, scope = _selection(incident)
+    query = replace(base, since=since, until=until + _TICK, limit=limit + 1)
+    newest_first = _read(store, query, keep) if keep is not None else store.search_events(query)
+    shown = newest_first[:limit][::-1]
+    scorers = list(detectors) if detectors is not None else per_request_detectors()
+    named = set(incident.event_ids)
+    entries = [TimelineEntry(e, score_event(e, scorers), e.id in named) for e in shown]
+    seen = {e.id for e in shown}
+    return Timeline(
+        incident_id=incident.id,
+        subject=incident.subject,
+        scope=scope,
+        since=since,
+        until=until,
+        detectors=[d.name for d in scorers],
+        entries=entries,
+        trace_ids=list(incident.trace_ids),
+        truncated=len(newest_first) > limit,
+        missing_event_ids=[i for i in incident.event_ids if i not in seen],
+    )
+
+
+def _selection(incident: Incident) -> tuple[EventQuery, Keep | None, str]:
+    """The store query for the subject's events, a client-side filter when the query cannot say
+    it, and the scope in words."""
+    kind, _, value = incident.subject.partition(":")
+    if kind == "principal" and value:
+        return EventQuery(principal=value), None, f"principal {value}"
+    if kind == "model" and value:
+        return EventQuery(model=value), None, f"model {value}"
+    if kind == "service" and value:
+        return EventQuery(service=value), None, f"service {value}"
+    if kind == "ip" and value:
+        # EventQuery has no client-address filter (the event carries ``client_ip``; SQLite keeps
+        # no column for it): read the time window and keep that address's events here.
+        return EventQuery(), (lambda e: e.client_ip == value), f"client address {value}"
+    if incident.model:
+        return EventQuery(model=incident.model), None, f"model {incident.model} (subject {incident.subject})"
+    if incident.service:
+        return (EventQuery(service=incident.service), None,
+                f"service {incident.service} (subject {incident.subject})")
+    return EventQuery(), None, f"all events (subject {incident.subject} names no caller or model)"
+
+
+def _read(store: EventStore, query: EventQuery, keep: Keep) -> list[InferenceEvent]:
+    """Up to ``query.limit`` events that ``keep`` accepts, newest first, read page by page.
+
+    Each next page ends one tick past the oldest event read, so events sharing its time are
+    read again and skipped by id rather than lost; a full page with nothing new (more events
+    at one instant than a page holds) is read again twice as large. At most ``_MAX_SCAN``
+    events are read.
+    """
+    out: list[InferenceEvent] = []
+    seen: set[str] = set()
+    until, size = query.until, _PAGE
+    while len(out) < query.limit and len(seen) < _MAX_SCAN:
+        page = store.search_events(replace(query, until=until, limit=size))
+        fresh = [e for e in page if e.id not in seen]
+        seen.update(e.id for e in fresh)
+        out.extend(e for e in fresh if keep(e))
+        if len(page) < size:
+            break
+        if fresh:
+            until = page[-1].time + _TICK
+        else:
+            size *= 2
+    return out[: query.limit]
+
+
+# -- related incidents ----------------------------------------------------------------------------
+
+
+def related(
+    store: IncidentStore, incident: Incident, window: timedelta = DEFAULT_RELATED_WINDOW
+) -> list[Incident]:
+    """Other incidents about the same subject or the same model that were active within
+    ``window`` of this one (they overlap ``first_seen - window .. last_seen + window``), oldest
+    first: what else the caller did, and what else went wrong with the model meanwhile."""
+    lo, hi = incident.first_seen - window, incident.last_seen + window
+    queries = [IncidentQuery(subject=incident.subject, since=lo, limit=_RELATED_LIMIT)]
+    model = incident.model or _subject_model(incident.subject)
+    if model:
+        queries.append(IncidentQuery(model=model, since=lo, limit=_RELATED_LIMIT))
+        queries.append(IncidentQuery(subject=f"model:{model}", since=lo, limit=_RELATED_LIMIT))
+    found: dict[str, Incident] = {}
+    for query in queries:
+        for other in store.list_incidents(query):
+            if other.id != incident.id and other.first_seen <= hi:
+                found[other.id] = other
+    return sorted(found.values(), key=lambda i: (i.first_seen, i.id))
+
+
+def _subject_model(subject: str) -> str | None:
+    kind, _, value = subject.partition(":")
+    return value if kind == "model" and value else None
+
+
+# -- the evidence bundle --------------------------------------------------------------------------
+
+
+def report(
+    store: Store,
+    incident: Incident,
+    *,
+    before: timedelta = DEFAULT_BEFORE,
+    after: timedelta = DEFAULT_AFTER,
+    limit: int = DEFAULT_LIMIT,
+    detectors: Sequence[Detector] | None = None,
+    window: timedelta = DEFAULT_RELATED_WINDOW,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Everything a responder attaches to a ticket, as JSON-ready data (``json.loads`` of its
+    ``json.dumps`` gives it back): the incident, its history and evidence, the timeline,
+    related incidents and the notifications that carried it (from the store's notification log).
+    """
+    line = timeline(store, incident, before=before, after=after, limit=limit, detectors=detectors)
+    public = incident.public_dict()
+    bundle: dict[str, Any] = {
+        "schema": REPORT_SCHEMA,
+        "generated_at": _iso(now or datetime.now(UTC)),
+        "inferwatch_version": __version__,
+        "incident": public,
+        "history": public["history"],
+        "evidence": public["evidence"],
+        "timeline": line.as_dict(),
+        "related": [_related_dict(i) for i in related(store, incident, window)],
+        "related_window_s": window.total_seconds(),
+        "notifications": _notifications(store, incident.id),
+        "runbook": f"{RUNBOOKS}/{incident.detector}.md",
+    }
+    return bundle
+
+
+def _notifications(store: Store, incident_id: str) -> list[dict[str, Any]]:
+    """The notifications that carried the incident (the notification log), oldest first."""
+    found = store.list_notifications(NotificationQuery(incident_id=incident_id, limit=_NOTIFICATION_LIMIT))
+    found.sort(key=lambda n: (n.created_at, n.seq, n.id))
+    return [_notification_dict(n, incident_id) for n in found]
+
+
+def _notification_dict(n: Notification, incident_id: str) -> dict[str, Any]:
+    carried = next((a for a in n.alerts if a.incident_id == incident_id), None)
+    return {
+        "id": n.id,
+        "receiver": n.receiver,
+        "integration": n.integration,
+        "status": n.status,
+        "created_at": _iso(n.created_at),
+        "delivered_at": _iso(n.delivered_at) if n.delivered_at else None,
+        "attempts": n.attempts,
+        "last_error": n.last_error,
+        "alert_state": carried.state if carried else None,
+        "incident_status": carried.incident_status if carried else None,
+    }
+
+
+def _related_dict(i: Incident) -> dict[str, Any]:
+    return {
+        "id": i.id, "detector": i.detector, "kind": i.kind, "severity": i.severity, "status": i.status,
+        "subject": i.subject, "service": i.service, "model": i.model, "first_seen": _iso(i.first_seen),
+        "last_seen": _iso(i.last_seen), "count": i.count, "title": i.title,
+    }
+
+
+def _iso(moment: datetime) -> str:
+    """RFC 3339 UTC with ``Z``, as the incident's own fields are written."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# -- Markdown -------------------------------------------------------------------------------------
+#
+# Event text is what callers sent: an attacker's prompt must not become a link, an image or a
+# broken table in the ticket. Free text goes into code spans (inert), other values are escaped.
+
+_EXCERPT = 60
+_MD_SPECIAL = "\\`*_{}[]<>#+!|~"  # "(" needs no escape once "[" and "]" have one
+
+
+def render_report_markdown(bundle: Mapping[str, Any]) -> str:
+    """The bundle from :func:`report` (or its JSON read back) as a Markdown document."""
+    inc = bundle["incident"]
+    parts = [
+        f"# Incident {_esc(inc['id'])}: {_esc(inc['title'])}",
+        f"Generated {_esc(bundle['generated_at'])} by inferwatch {_esc(bundle['inferwatch_version'])}. "
+        "Times are UTC.",
+        _summary_table(inc),
+        "## What happened\n\n" + _esc_block(inc["summary"]),
+        _evidence_section(inc),
+        _history_section(bundle["history"]),
+        _timeline_section(bundle["timeline"]),
+        _related_section(bundle["related"], bundle.get("related_window_s")),
+        _notifications_section(bundle.get("notifications") or []),
+        _next_steps(inc, bundle.get("runbook") or f"{RUNBOOKS}/{inc['detector']}.md"),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def _summary_table(inc: Mapping[str, Any]) -> str:
+    rows = [
+        ("ID", inc["id"]), ("Detector", inc["detector"]), ("Kind", inc["kind"]),
+        ("Severity", f"{inc['severity']} (score {float(inc['score']):.2f})"), ("Status", inc["status"]),
+        ("Subject", inc["subject"]), ("Service", inc.get("service") or "-"),
+        ("Model", inc.get("model") or "-"), ("First seen", inc["first_seen"]),
+        ("Last seen", inc["last_seen"]), ("Count", str(inc["count"])),
+    ]
+    return "## Summary\n\n" + _table(["Field", "Value"], [[k, _esc(v)] for k, v in rows])
+
+
+def _evidence_section(inc: Mapping[str, Any]) -> str:
+    evidence = inc.get("evidence") or {}
+    facts = [f"- **{_esc(k)}**: {_fact(v)}" for k, v in evidence.items()]
+    facts.append(f"- **sample events**: {_ids(inc.get('event_ids') or [])}")
+    facts.append(f"- **sample traces**: {_ids(inc.get('trace_ids') or [])}")
+    return "## Evidence\n\n" + "\n".join(facts) + "\n\n" + _json_block(evidence)
+
+
+def _fact(value: Any) -> str:
+    """A readable one-liner for one evidence value; nested data is in the JSON block."""
+    if isinstance(value, dict):
+        return f"{len(value)} fields (see the JSON below)"
+    if isinstance(value, list):
+        if all(not isinstance(v, dict | list) for v in value):
+            shown = ", ".join(_esc(_plain(v)) for v in value[:10])
+            return shown + (f", … ({len(value)} in all)" if len(value) > 10 else "") if value else "none"
+        return f"{len(value)} items (see the JSON below)"
+    return _esc(_plain(value))
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def _ids(ids: Sequence[str]) -> str:
+    return ", ".join(_code(i, in_table=False) for i in ids) if ids else "none"
+
+
+def _history_section(history: Sequence[Mapping[str, Any]]) -> str:
+    rows = [[_esc(h["at"]), _esc(h["action"]), _esc(h["actor"]), _code(h["note"]) if h.get("note") else "-"]
+            for h in history]
+    return "## History\n\n" + (_table(["Time", "Action", "By", "Note"], rows) if rows else "No history.")
+
+
+def _timeline_section(line: Mapping[str, Any]) -> str:
+    entries = line["entries"]
+    head = (f"## Timeline\n\n{_count(len(entries), 'event')} of {_esc(line['scope'])} "
+            f"from {_esc(line['since'])} to {_esc(line['until'])}, oldest first, "
+            f"scored by {_esc(', '.join(line['detectors']))}. "
+            "**◆** marks events the incident names.")
+    if line.get("truncated"):
+        head += " More events matched: the earliest were left out (raise the limit or narrow the window)."
+    if line.get("missing_event_ids"):
+        head += f" Named by the incident but not shown: {_ids(line['missing_event_ids'])}."
+    if line.get("trace_ids"):
+        head += f" Trace ids: {_ids(line['trace_ids'])}."
+    if not entries:
+        return head + "\n\nNo stored events in the window."
+    rows = []
+    for e in entries:
+        event = e["event"]
+        scores = ", ".join(f"{_esc(n)} {float(v['score']):.2f}" for n, v in e["scores"].items()) or "-"
+        marks = ["◆"] if e["in_incident"] else []
+        flags = " ".join(marks + [f"flagged: {_esc(n)}" for n in e["flagged_by"]])
+        rows.append([_esc(e["time"]), _code(e["id"]), _esc(_plain(event.get("status"))),
+                     _esc(event.get("model") or "-"), scores, flags or "-", _excerpt(event)])
+    return head + "\n\n" + _table(["Time", "Event", "Status", "Model", "Scores", "Flags", "Input"], rows)
+
+
+def _excerpt(event: Mapping[str, Any]) -> str:
+    text = (event.get("input") or {}).get("text") or ""
+    text = " ".join(text.split())
+    if not text:
+        return "-"
+    return _code(text[:_EXCERPT] + ("…" if len(text) > _EXCERPT else ""))
+
+
+def _related_section(found: Sequence[Mapping[str, Any]], window_s: float | None) -> str:
+    around = f" within {_duration(window_s)}" if window_s else ""
+    head = f"## Related incidents\n\nSame subject or same model{around}."
+    if not found:
+        return head + "\n\nNone."
+    rows = [[_code(i["id"]), _esc(i["detector"]), _esc(i["severity"]), _esc(i["status"]), _esc(i["subject"]),
+             _esc(i["first_seen"]), _esc(i["last_seen"]), _esc(i["title"])] for i in found]
+    return head + "\n\n" + _table(
+        ["ID", "Detector", "Severity", "Status", "Subject", "First seen", "Last seen", "Title"], rows)
+
+
+def _notifications_section(sent: Sequence[Mapping[str, Any]]) -> str:
+    head = "## Notifications sent"
+    if not sent:
+        return f"{head}\n\nNone: no receiver has been notified of this incident."
+    rows = [[_esc(n["created_at"]), _esc(n["receiver"]), _esc(n["integration"]), _esc(n["status"]),
+             _esc(n.get("alert_state") or "-"), str(n["attempts"]),
+             _esc(n.get("delivered_at") or "-"), _code(n["last_error"]) if n.get("last_error") else "-"]
+            for n in sent]
+    headers = ["Created", "Receiver", "Integration", "Delivery", "Alert", "Attempts", "Delivered",
+               "Last error"]
+    return f"{head}\n\n" + _table(headers, rows)
+
+
+def _next_steps(inc: Mapping[str, Any], runbook: str) -> str:
+    ident = inc["id"]
+    steps = [
+        f"- Read the runbook for this detector: [{_esc(runbook)}]({runbook}) — what it means, how to "
+        "confirm it, what to do.",
+        f"- Look further around it: `inferwatch incidents timeline {ident} --before 1h --after 1h`.",
+        f"- {_search_step(inc)}",
+    ]
+    if inc["status"] == "open":
+        steps.append(f"- Take it: `inferwatch incidents ack {ident} --note \"…\"`; once over: "
+                     f"`inferwatch incidents resolve {ident} --note \"…\"`.")
+    elif inc["status"] == "acknowledged":
+        steps.append(f"- Once over: `inferwatch incidents resolve {ident} --note \"…\"`.")
+    else:
+        steps.append("- It is resolved; it reopens by itself if the same problem recurs within its "
+                     "time bucket.")
+    return "## How to confirm / what to do\n\n" + "\n".join(steps)
+
+
+def _search_step(inc: Mapping[str, Any]) -> str:
+    """The ``inferwatch events search`` that finds everything else the subject did."""
+    kind, _, value = str(inc["subject"]).partition(":")
+    flag = {"principal": "--principal", "model": "--model", "service": "--service"}.get(kind)
+    if flag is None or not value:
+        return (f"Search the stored events (`inferwatch events search --help`) for subject "
+                f"{_code(inc['subject'], in_table=False)}.")
+    command = f"inferwatch events search {flag} {shlex.quote(value)} --since {inc['first_seen']}"
+    return f"Everything else the {kind} did since: {_code(command, in_table=False)}."
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _esc(value: Any) -> str:
+    """``value`` as inert Markdown text on one line: every character Markdown acts on escaped."""
+    text = " ".join(str(value).split())
+    return "".join("\\" + c if c in _MD_SPECIAL else c for c in text)
+
+
+def _esc_block(text: str) -> str:
+    """Multi-line text as inert Markdown, its line breaks kept."""
+    return "  \n".join(_esc(line) for line in text.splitlines() if line.strip()) or "-"
+
+
+def _code(text: str, *, in_table: bool = True) -> str:
+    """``text`` as a code span (nothing inside is Markdown), delimited by more backticks than it
+    holds; in a table cell ``|`` is escaped, which GitHub-flavoured tables read as ``|``."""
+    text = " ".join(str(text).split())
+    if in_table:
+        text = text.replace("|", "\\|")
+    fence = "`" * (_longest_run(text, "`") + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _json_block(data: Any) -> str:
+    body = json.dumps(data, indent=2, sort_keys=True, default=str)
+    fence = "`" * max(3, _longest_run(body, "`") + 1)
+    return f"{fence}json\n{body}\n{fence}"
+
+
+def _longest_run(text: str, char: str) -> int:
+    longest = run = 0
+    for c in text:
+        run = run + 1 if c == char else 0
+        longest = max(longest, run)
+    return longest
