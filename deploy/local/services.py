@@ -490,10 +490,37 @@ def _prepare_elasticsearch(cfg: Config, lib: Path, java: str, log: Log) -> list[
 # --------------------------------------------------------------------------- Alertmanager
 
 
+ALERTMANAGER_GO_MODULE = "github.com/prometheus/alertmanager/cmd/alertmanager"
+ALERTMANAGER_GO_VERSION = "v0.25.0"  # the release Debian 12 packages
+
+
+def _alertmanager_go_bin() -> Path:
+    """Where an Alertmanager built from source with Go is kept (when apt-get cannot be used)."""
+    cache = Path(os.environ.get("INFERWATCH_LOCAL_CACHE_DIR") or DEFAULT_CACHE_DIR)
+    return cache / f"alertmanager-{ALERTMANAGER_GO_VERSION}" / "alertmanager"
+
+
 def _alertmanager_binary() -> str | None:
-    return shutil.which(ALERTMANAGER_BINARY) or next(
-        (p for p in (f"/usr/bin/{ALERTMANAGER_BINARY}",) if Path(p).exists()), None
-    )
+    candidates = (f"/usr/bin/{ALERTMANAGER_BINARY}", str(_alertmanager_go_bin()))
+    return shutil.which(ALERTMANAGER_BINARY) or next((p for p in candidates if Path(p).exists()), None)
+
+
+def _build_alertmanager_with_go(log: Log) -> str | None:
+    """``go install`` the same Alertmanager release from the Go module proxy (about 2 minutes)."""
+    go = shutil.which("go")
+    if not go:
+        return None
+    target = _alertmanager_go_bin()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    module = f"{ALERTMANAGER_GO_MODULE}@{ALERTMANAGER_GO_VERSION}"
+    log(f"alertmanager: building {module} with go install (no root for apt-get) ...")
+    env = {**os.environ, "GOBIN": str(target.parent)}
+    proc = subprocess.run([go, "install", module], capture_output=True, text=True, check=False, env=env)
+    if proc.returncode != 0 or not target.exists():
+        out = (proc.stdout + proc.stderr).strip().splitlines()
+        log("alertmanager: go install failed:\n" + "\n".join(out[-20:]))
+        return None
+    return str(target)
 
 
 def _alertmanager_version() -> str:
@@ -506,15 +533,20 @@ def _alertmanager_version() -> str:
 
 
 def _install_alertmanager(log: Log) -> str:
-    """The prometheus-alertmanager binary; installed with apt-get when missing and we are root."""
+    """The Alertmanager binary: Debian's, installed with apt-get when missing and we are root;
+    otherwise built from the same release's source with ``go install``."""
     binary = _alertmanager_binary()
     if binary:
         return binary
     command = f"apt-get install -y {ALERTMANAGER_APT_PACKAGE}"
     if os.geteuid() != 0 or not shutil.which("apt-get"):
+        built = _build_alertmanager_with_go(log)
+        if built:
+            return built
         raise ServiceError(
             f"alertmanager: {ALERTMANAGER_BINARY} is not installed; install it with "
-            f"'sudo {command}' (Debian/Ubuntu), then run this again"
+            f"'sudo {command}' (Debian/Ubuntu) or install Go so it can be built from source, "
+            "then run this again"
         )
     log(f"alertmanager: {ALERTMANAGER_BINARY} not found; running {command} ...")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}

@@ -2,8 +2,9 @@
 
 One loop, three steps per tick:
 
-1. **Follow**: incidents changed since the last tick (``Incident.updated_at``, with an overlap so a
-   write that became searchable late, or a clock a little behind, is not missed) become
+1. **Follow**: incidents changed since the last tick (``Incident.updated_at``, with a minute's
+   overlap so a write that became searchable late, or one stamped by a clock a little behind,
+   is not missed, and never ahead of the notifier's own clock) become
    :class:`~.model.Alert` objects for the dispatcher.
 2. **Decide**: the :class:`~.dispatcher.Dispatcher` groups, waits, silences and inhibits as
    Alertmanager does, and writes each decided notification to the store *before* anything is sent
@@ -48,7 +49,9 @@ from inferwatch.detectors.store import IncidentQuery, IncidentStore
 
 log = logging.getLogger("inferwatch.alerts")
 
-OVERLAP = timedelta(seconds=5)  # re-read this much before the newest change seen
+# Re-read this much before the newest change seen: a write that became searchable late, or
+# one stamped by a process whose clock is a little behind ours, is still found.
+OVERLAP = timedelta(seconds=60)
 _CHANGES_LIMIT = 10_000  # incidents read per tick (Elasticsearch's default result window)
 _DELIVERY_WORKERS = 4
 
@@ -161,7 +164,9 @@ class Notifier:
         changed = self._list(IncidentQuery(updated_since=self._cursor, limit=_CHANGES_LIMIT))
         newest = self._observe(changed)
         if newest is not None:
-            self._cursor = max(self._cursor, newest - OVERLAP)
+            # Never past our own clock: one change stamped by a clock running ahead (a laptop's
+            # `incidents ack`) must not make us skip changes stamped by the others.
+            self._cursor = max(self._cursor, min(newest, self.clock()) - OVERLAP)
         # What was seen before the overlap cannot come back: forget it (bounded memory).
         self._seen = {k: v for k, v in self._seen.items() if v >= self._cursor}
 
