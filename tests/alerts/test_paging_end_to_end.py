@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from inferwatch.cli import main
 from inferwatch.collectors.settings import AlertingSettings
 from inferwatch.detectors.alerts.config import load_alerting_config
 from inferwatch.detectors.alerts.matchers import parse_matchers
@@ -173,8 +174,9 @@ def test_incidents_page_grouped_deduplicated_silenced_inhibited_acknowledged_res
         notifier.tick()
     assert {name: len(r.received) for name, r in receivers.items()} == counts
 
-    # Acknowledged: PagerDuty and the webhook hear it at the next group interval.
-    manager.acknowledge(ids["a"], "alice", "on it")
+    # Acknowledged from the CLI: PagerDuty and the webhook hear it at the next group interval.
+    assert main(["incidents", "ack", ids["a"], "--actor", "alice", "--note", "on it",
+                 "--store", str(tmp_path / "store.db")]) == 0
     clock.advance(300)
     notifier.tick()
     after = receivers["pagerduty"].bodies()[len(events):]
