@@ -77,6 +77,20 @@ class Pipeline:
         self.stats.findings += len(batch.findings)
         return batch
 
+    @property
+    def has_events(self) -> bool:
+        """Whether any event has been seen."""
+        return self._watermark is not None
+
+    def resolve_quiet(self, now: datetime) -> list[Incident]:
+        """Auto-resolve incidents quiet at event time ``now`` (the service calls this while
+        no events arrive); the resolved ones go to ``on_incident`` like any other change."""
+        resolved = self.manager.resolve_quiet(now)
+        if self.on_incident is not None:
+            for incident in resolved:
+                self.on_incident(incident)
+        return resolved
+
     def event_time(self) -> datetime:
         """The newest event time seen (the wall clock before any event): the clock a replay
         gives the incident manager, so that two replays of one file write the same incidents."""

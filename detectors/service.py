@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from inferwatch.collectors.bus import BusRecord, BusUnavailable, DeadLetterSink, EventConsumer
@@ -69,6 +70,7 @@ class DetectorService:
         self.merger: PartitionMerger[InferenceEvent] = PartitionMerger(quiet_s=idle_close_s)
         self._stop = threading.Event()
         self._last_record_at = wall_clock()
+        self._idle_resolved_at = float("-inf")
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the batch in hand is stored and committed."""
@@ -196,3 +198,17 @@ class DetectorService:
         if open_end is not None and now >= open_end:
             batch = self.pipeline.close_open_window()
             self._retry("store", lambda: self._store(batch))
+        self._resolve_while_idle(now)
+
+    def _resolve_while_idle(self, now: float) -> None:
+        # No events, no windows closing: incidents must still resolve after resolve_after_s of
+        # quiet. Event time is taken to run on with the wall clock from the newest event seen
+        # (at most once per window length).
+        if not self.pipeline.has_events or now - self._idle_resolved_at < self.pipeline.clock.size_s:
+            return
+        self._idle_resolved_at = now
+        event_now = self.pipeline.event_time() + timedelta(seconds=now - self._last_record_at)
+        def resolve() -> None:
+            self.pipeline.resolve_quiet(event_now)
+
+        self._retry("store", resolve)

@@ -79,7 +79,7 @@ def _duration(value: str) -> timedelta:
 
 def silence_add(args: argparse.Namespace, settings: Settings) -> int:
     """Create a silence."""
-    from inferwatch.detectors.alerts.matchers import parse_matchers
+    from inferwatch.detectors.alerts.matchers import matches, parse_matchers
     from inferwatch.detectors.alerts.model import Silence
     from inferwatch.runtime import open_store
 
@@ -87,6 +87,10 @@ def silence_add(args: argparse.Namespace, settings: Settings) -> int:
         matchers = parse_matchers(list(args.matchers))
     except ValueError as exc:
         raise SettingsError(f"silence: {exc}") from None
+    if all(matches(m, {}) for m in matchers):
+        # As Alertmanager: matchers that all match the empty value would mute every alert.
+        raise SettingsError("silence: these matchers match every alert (each matches an empty label); "
+                            'name at least one label value, e.g. service="chat"')
     now = datetime.now(UTC)
     starts = args.starts or now
     silence = Silence(
@@ -134,7 +138,8 @@ def silence_expire(args: argparse.Namespace, settings: Settings) -> int:
     if silence.ends_at <= now:
         print(f"silence {silence.id} already ended at {_when(silence.ends_at)} UTC")
         return 0
-    expired = silence.model_copy(update={"ends_at": max(now, silence.starts_at)})
+    # A silence that has not started yet ends before it starts: both become now.
+    expired = silence.model_copy(update={"starts_at": min(now, silence.starts_at), "ends_at": now})
     store.save_silence(expired)
     print(f"silence {silence.id} expired")
     return 0
@@ -194,9 +199,11 @@ def alerts_run(args: argparse.Namespace, settings: Settings) -> int:
 def alerts_check(args: argparse.Namespace, settings: Settings) -> int:
     """Validate the routing file; with labels, show the receivers and group they reach."""
     from inferwatch.detectors.alerts.config import group_key, load_alerting_config
+    from inferwatch.detectors.alerts.notifier import check_senders
 
     path = routing_file(args, settings)
     config = load_alerting_config(path)
+    check_senders(config)
     receivers = ", ".join(r.name for r in config.receivers)
     print(f"{path}: valid; receivers: {receivers}; {len(config.inhibit_rules)} inhibition rule(s)")
     if not args.labels:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,9 @@ from inferwatch.detectors.pipeline import Pipeline
 from inferwatch.detectors.registry import build_detectors
 from inferwatch.detectors.service import DetectorService
 from inferwatch.detectors.sqlite_store import SQLiteStore
-from inferwatch.detectors.store import Store
+from inferwatch.detectors.store import Store, StoreUnavailable
+
+log = logging.getLogger("inferwatch.runtime")
 
 
 def open_bus(settings: Settings) -> EventBus:
@@ -120,11 +123,13 @@ class NotifierThread(threading.Thread):
 
     def __init__(self, settings: Settings, path: Path) -> None:
         from inferwatch.detectors.alerts.config import load_alerting_config
+        from inferwatch.detectors.alerts.notifier import check_senders
 
         super().__init__(name="inferwatch-notifier", daemon=True)
         self.settings = settings
         self.path = path
         self.config = load_alerting_config(path)
+        check_senders(self.config)
         self._stop_event = threading.Event()
         self.notifier: Any = None
         self.ready = threading.Event()
@@ -132,7 +137,10 @@ class NotifierThread(threading.Thread):
     def run(self) -> None:
         from inferwatch.detectors.alerts.notifier import Notifier
 
-        store = open_store(self.settings)
+        store = self._open_store()
+        if store is None:
+            self.ready.set()
+            return
         try:
             self.notifier = Notifier(self.config, store, self.settings.alerting)
             self.ready.set()
@@ -144,6 +152,19 @@ class NotifierThread(threading.Thread):
             close = getattr(store, "close", None)
             if close is not None:
                 close()
+
+    def _open_store(self) -> Store | None:
+        """The store, retried while it cannot be reached (a notifier must not die of a store
+        that is restarting); ``None`` when asked to stop first."""
+        wait = 1.0
+        while not self._stop_event.is_set():
+            try:
+                return open_store(self.settings)
+            except StoreUnavailable as exc:
+                log.warning("event=notifier_store_unavailable retry_in_s=%.0f error=%s", wait, exc)
+                self._stop_event.wait(wait)
+                wait = min(wait * 2, 60.0)
+        return None
 
     def wait_settled(self, timeout: float) -> bool:
         """Wait until two more ticks have run and nothing is waiting (no group in its
@@ -161,7 +182,8 @@ class NotifierThread(threading.Thread):
         return False
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop after the current tick (a last tick delivers what is due) and wait."""
+        """Stop after the current tick and wait (what is still due is delivered at the next
+        start: it is in the store's outbox)."""
         self._stop_event.set()
         self.join(timeout)
 

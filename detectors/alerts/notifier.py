@@ -28,13 +28,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from inferwatch.collectors.settings import AlertingSettings
-from inferwatch.detectors.alerts.config import AlertingConfig
+from inferwatch.detectors.alerts.config import AlertingConfig, AlertingConfigError
 from inferwatch.detectors.alerts.dispatcher import Dispatcher
 from inferwatch.detectors.alerts.integrations import IntegrationConfig
 from inferwatch.detectors.alerts.model import (
@@ -54,6 +54,10 @@ log = logging.getLogger("inferwatch.alerts")
 OVERLAP = timedelta(seconds=60)
 _CHANGES_LIMIT = 10_000  # incidents read per tick (Elasticsearch's default result window)
 _DELIVERY_WORKERS = 4
+# An incident's version as the notifier last saw it: updated_at, history length, status,
+# severity, count.
+_Version = tuple[datetime, int, str, str, int]
+RECONCILE_S = 60.0  # how often every live incident is read again, whatever its updated_at
 
 
 class NotifierStore(IncidentStore, AlertStore, Protocol):
@@ -91,10 +95,15 @@ class Notifier:
         self.clock = clock
         self.dispatcher = Dispatcher(config, store, now=clock)
         self.stats = NotifierStats()
-        self._make_sender = senders or (lambda cfg, receiver: build_sender(cfg, receiver=receiver))
-        self._senders: dict[tuple[str, str, int], Sender] = {}
-        self._seen: dict[str, datetime] = {}  # incident id -> updated_at already observed
+        make = senders or (lambda cfg, receiver: build_sender(cfg, receiver=receiver))
+        # Every integration's sender is built now: a setting that cannot work (an empty
+        # routing key, a smarthost without a port) fails at start, not at the first page.
+        self._senders: dict[tuple[str, str, int], Sender] = build_senders(config, make)
+        self._seen: dict[str, _Version] = {}  # incident id -> the version already observed
+        # The same, for what reconcile() read: kept until the next reconcile replaces it.
+        self._known: dict[str, _Version] = {}
         self._cursor: datetime | None = None
+        self._reconciled = datetime.min.replace(tzinfo=UTC)
         self._stop = threading.Event()
         # Read by other threads (the demo waits on them); written only by run().
         self.ticks = 0
@@ -107,16 +116,26 @@ class Notifier:
         """Resume from the store: what each stream last carried, and the incidents still live."""
         self.dispatcher.resume()
         now = self.clock()
+        self.reconcile()
+        self._cursor = now - OVERLAP
+
+    def reconcile(self) -> None:
+        """Read every live incident, and those resolved within ``lookback_s``, whatever their
+        ``updated_at``: a change stamped by a clock running far behind ours (which following
+        by ``updated_at`` cannot see) is found here, at start and every ``RECONCILE_S``."""
+        now = self.clock()
         live = self._list(IncidentQuery(status=ACTIVE, limit=_CHANGES_LIMIT))
         since = now - timedelta(seconds=self.settings.lookback_s)
         recent = self._list(IncidentQuery(status=["resolved"], updated_since=since, limit=_CHANGES_LIMIT))
-        self._observe([*live, *recent])
-        self._cursor = now - OVERLAP
+        self._observe([*live, *recent], known=self._known)
+        self._reconciled = now
 
     def tick(self) -> None:
         """Follow, decide and deliver once."""
         if self._cursor is None:
             self.start()
+        elif (self.clock() - self._reconciled).total_seconds() >= RECONCILE_S:
+            self.reconcile()
         self.follow()
         self.decide()
         self.deliver()
@@ -168,18 +187,30 @@ class Notifier:
             # `incidents ack`) must not make us skip changes stamped by the others.
             self._cursor = max(self._cursor, min(newest, self.clock()) - OVERLAP)
         # What was seen before the overlap cannot come back: forget it (bounded memory).
-        self._seen = {k: v for k, v in self._seen.items() if v >= self._cursor}
+        self._seen = {k: v for k, v in self._seen.items() if v[0] >= self._cursor}
 
-    def _observe(self, incidents: Iterable[Incident]) -> datetime | None:
+    def _observe(self, incidents: Iterable[Incident], *,
+                 known: dict[str, _Version] | None = None) -> datetime | None:
+        """Give the dispatcher what changed; with ``known`` (a reconcile), what the last
+        reconcile read is not given again and ``known`` becomes what this one read."""
         fresh = []
         newest: datetime | None = None
+        read: dict[str, _Version] = {}
         for incident in incidents:
             updated = incident.updated_at or incident.last_seen
             newest = updated if newest is None else max(newest, updated)
-            if self._seen.get(incident.id) == updated:
+            # Two changes within one tick of a coarse clock share updated_at: what changed
+            # is told apart by the history's length and the fields alerts carry.
+            version = (updated, len(incident.history), incident.status, incident.severity, incident.count)
+            read[incident.id] = version
+            if self._seen.get(incident.id) == version:
                 continue
-            self._seen[incident.id] = updated
+            if known is not None and known.get(incident.id) == version:
+                continue
+            self._seen[incident.id] = version
             fresh.append(alert_from_incident(incident))
+        if known is not None:
+            self._known = read
         if fresh:
             self.stats.incidents_seen += len(fresh)
             self.dispatcher.observe(fresh)
@@ -212,16 +243,20 @@ class Notifier:
         due = self.store.due_notifications(now, limit=limit)
         streams = {n.stream for n in due}
         batch = [n for n in (self._newest_pending(s, now) for s in sorted(streams)) if n is not None]
-        for settled in self._pool.map(self._attempt, batch):
-            self.store.save_notifications([settled])
+        # Each result is recorded as soon as it is known, so one failure cannot leave the
+        # others' deliveries unrecorded (and sent again).
+        for future in as_completed([self._pool.submit(self._attempt, n) for n in batch]):
+            self.store.save_notifications([future.result()])
 
     def _newest_pending(self, stream: str, now: datetime) -> Notification | None:
         query = NotificationQuery(stream=stream, status=["pending"], limit=1000)
         pending = self.store.list_notifications(query)
         if not pending:
             return None
-        newest = max(pending, key=lambda n: n.seq)
-        older = sorted((n for n in pending if n.seq < newest.seq), key=lambda n: n.seq)
+        # The newest decision wins; a row with the same seq (a decision saved twice with
+        # different content after a failed write) counts as older.
+        newest = max(pending, key=lambda n: (n.seq, n.created_at, n.id))
+        older = sorted((n for n in pending if n is not newest), key=lambda n: (n.seq, n.created_at))
         if not older:
             return newest if newest.next_attempt_at <= now else None
         # A notification carries every firing alert of its group, but a resolution only once:
@@ -283,13 +318,31 @@ class Notifier:
                                     "next_attempt_at": now + timedelta(seconds=wait)})
 
     def _sender(self, n: Notification) -> Sender | None:
-        key = (n.receiver, n.integration, n.integration_index)
-        if key not in self._senders:
-            cfg = integration_config(self.config, n.receiver, n.integration, n.integration_index)
-            if cfg is None:
-                return None
-            self._senders[key] = self._make_sender(cfg, n.receiver)
-        return self._senders[key]
+        return self._senders.get((n.receiver, n.integration, n.integration_index))
+
+
+def check_senders(config: AlertingConfig) -> None:
+    """Build every integration's sender once (no network): :class:`AlertingConfigError`
+    naming the receiver when a setting cannot work. ``alerts check`` and start-up call it."""
+    build_senders(config, lambda cfg, receiver: build_sender(cfg, receiver=receiver))
+
+
+def build_senders(
+    config: AlertingConfig, make: Callable[[IntegrationConfig, str], Sender]
+) -> dict[tuple[str, str, int], Sender]:
+    """A sender for every integration of every receiver, by (receiver, kind, index).
+
+    Raises :class:`AlertingConfigError` naming the receiver when one cannot work.
+    """
+    out: dict[tuple[str, str, int], Sender] = {}
+    for receiver in config.receivers:
+        for kind, index, integration in receiver.integrations():
+            try:
+                out[(receiver.name, kind, index)] = make(integration, receiver.name)
+            except ValueError as exc:
+                where = f"receivers: {receiver.name}: {kind}_configs[{index}]"
+                raise AlertingConfigError(f"{where}: {exc}") from None
+    return out
 
 
 def integration_config(

@@ -118,3 +118,41 @@ def test_alerts_log_shows_what_was_sent(tmp_path: Path, capsys: pytest.CaptureFi
     assert [json.loads(line)["seq"] for line in out.splitlines()] == [2]
     code, out, _ = run(capsys, "alerts", "log", "--incident", "other", "--store", str(store_path))
     assert out.strip() == "no notifications"
+
+
+def test_a_silence_that_would_mute_everything_is_refused(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "store.db")
+    code, _, err = run(capsys, "silence", "add", 'kind=~".*"', "--store", store)
+    assert code == 2
+    assert "match every alert" in err
+    assert run(capsys, "silence", "add", 'kind=~".*"', "service=chat", "--store", store)[0] == 0
+
+
+def test_expiring_a_pending_silence_ends_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "store.db")
+    later = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
+    out = run(capsys, "silence", "add", "service=chat", "--starts", later, "--json", "--store", store)[1]
+    sid = json.loads(out)["id"]
+    assert "pending" in run(capsys, "silence", "list", "--store", store)[1]
+    assert run(capsys, "silence", "expire", sid, "--store", store)[0] == 0
+    assert run(capsys, "silence", "list", "--store", store)[1].strip() == "no silences"
+    assert "expired" in run(capsys, "silence", "list", "--all", "--store", store)[1]
+
+
+def test_alerts_check_reports_an_integration_that_cannot_work(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    routes = tmp_path / "alerts.yaml"
+    routes.write_text("""
+route: {receiver: mail}
+receivers:
+  - name: mail
+    email_configs: [{to: [a@example.com], from: b@example.com, smarthost: "smtp.example.com"}]
+""")
+    code, _, err = run(capsys, "alerts", "check", "--routes", str(routes))
+    assert code == 2
+    assert "receivers: mail: email_configs[0]" in err
+    code, _, err = run(capsys, "detect", "--routes", str(routes), "--store", str(tmp_path / "s.db"),
+                       "--bus", str(tmp_path / "b.db"), "--exit-when-idle", "0.1")
+    assert code == 2
+    assert "email_configs[0]" in err

@@ -102,7 +102,7 @@ receivers:
         manager.resolve(incident.id, "bob", "blocked")
         clock.now += timedelta(minutes=1)
         restarted.tick()
-        assert hook.bodies()[-1]["status"] == "resolved", [(b["seq"], b["alerts"][0]["incident_status"]) for b in hook.bodies()]
+        assert hook.bodies()[-1]["status"] == "resolved"
         assert len(hook.received) == sent + 1
 
         log = store.list_notifications(NotificationQuery(incident_id=incident.id, limit=-1))

@@ -194,3 +194,28 @@ def test_waiting_for_partitions_is_not_idle_time(tmp_path):
     stats = service.run(max_idle_s=10)
     assert stats.records == 1
     assert len(store.list_incidents(IncidentQuery())) == 1
+
+
+def test_incidents_resolve_when_traffic_stops(tmp_path):
+    """No events, no windows closing: quiet incidents still resolve, event time running on with
+    the wall clock from the newest event."""
+    store = SQLiteStore(tmp_path / "s.db")
+    now = [10_000.0]
+    bus = SQLiteBus(tmp_path / "bus.db")
+    pipeline = Pipeline([ServerErrors()], IncidentManager(store, resolve_after_s=600), window_s=60,
+                        event_store=store)
+    service = DetectorService(bus.consumer("g"), bus.dead_letters(), pipeline, idle_close_s=5,
+                              wall_clock=lambda: now[0])
+    bus.producer().send(encode_event(make_event(1000.0, status=500)))
+    service.run_once(poll_timeout=0)
+    (incident,) = store.list_incidents(IncidentQuery())
+    assert incident.status == "open"
+    for _ in range(9):  # 9 minutes of silence: not yet
+        now[0] += 60
+        service.run_once(poll_timeout=0)
+    assert store.get(incident.id).status == "open"
+    now[0] += 120
+    service.run_once(poll_timeout=0)
+    resolved = store.get(incident.id)
+    assert resolved.status == "resolved"
+    assert resolved.history[-1].note == "auto: quiet for 10m"

@@ -1,0 +1,166 @@
+"""The notifier's own rules, over the real SQLite store with recording senders and a hand clock:
+changes stamped by clocks behind or ahead are still followed, a bad integration fails at start,
+one failing delivery never makes the others repeat, and a newer page supersedes an older one
+still waiting on a retry while keeping the resolutions it was to deliver."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from inferwatch.collectors.settings import AlertingSettings
+from inferwatch.detectors.alerts.config import AlertingConfig, AlertingConfigError
+from inferwatch.detectors.alerts.model import Notification, NotificationQuery
+from inferwatch.detectors.alerts.notifier import Notifier, backoff_s
+from inferwatch.detectors.alerts.receivers import DeliveryError, build_sender
+from inferwatch.detectors.base import Finding
+from inferwatch.detectors.incidents import IncidentManager
+from inferwatch.detectors.sqlite_store import SQLiteStore
+
+T0 = datetime.now(UTC).replace(microsecond=0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class Recorder:
+    """A sender that records what it is given, and fails while ``failing`` says so."""
+
+    kind = "recorder"
+
+    def __init__(self, name: str, sent: list[tuple[str, Notification]]) -> None:
+        self.name, self.sent = name, sent
+        self.failing: Exception | None = None
+
+    def send(self, notification: Notification) -> None:
+        if self.failing is not None:
+            raise self.failing
+        self.sent.append((self.name, notification))
+
+
+def finding(subject: str, when: datetime, event: str = "e1", **kw: Any) -> Finding:
+    return Finding(detector=kw.pop("detector", "prompt_injection"), kind="abuse",
+                   severity=kw.pop("severity", "high"), score=0.9, title="t", summary="s",
+                   subject=subject, time=when, service="chat", event_ids=[event], **kw)
+
+
+def setup(tmp_path: Path, routes: str, clock: Clock) -> tuple[Notifier, SQLiteStore, IncidentManager,
+                                                                list[tuple[str, Notification]],
+                                                                dict[str, Recorder]]:
+    config = AlertingConfig.model_validate(yaml.safe_load(routes))
+    store = SQLiteStore(tmp_path / "store.db")
+    sent: list[tuple[str, Notification]] = []
+    recorders: dict[str, Recorder] = {}
+
+    def make(cfg: Any, receiver: str) -> Recorder:
+        build_sender(cfg, receiver=receiver)   # the real validation
+        recorders[receiver] = Recorder(receiver, sent)
+        return recorders[receiver]
+
+    notifier = Notifier(config, store, AlertingSettings(retry_initial_s=5, retry_max_s=5), clock=clock,
+                        senders=make)
+    return notifier, store, IncidentManager(store, clock=clock), sent, recorders
+
+
+ONE_PAGER = """
+route: {receiver: pager, group_by: [subject], group_wait: 0s, group_interval: 10s}
+receivers:
+  - {name: pager, webhook_configs: [{url: "http://127.0.0.1:9/hook"}]}
+"""
+
+
+@pytest.mark.parametrize("skew_s", [-600, -90, 0, 3600])
+def test_a_change_stamped_by_a_skewed_clock_is_still_paged(tmp_path: Path, skew_s: int) -> None:
+    clock = Clock()
+    notifier, store, manager, sent, _ = setup(tmp_path, ONE_PAGER, clock)
+    (watched,) = manager.apply([finding("principal:a", T0)])
+    notifier.tick()
+    # Live traffic keeps the cursor moving while someone resolves from a skewed laptop.
+    laptop = IncidentManager(store, clock=lambda: clock() + timedelta(seconds=skew_s))
+    for i in range(8):
+        clock.advance(11)
+        manager.apply([finding("principal:b", clock.now, event=f"b{i}")])
+        if i == 2:
+            laptop.resolve(watched.id, "alice", "done")
+        notifier.tick()
+    pages = [n for _, n in sent if n.alerts[0].incident_id == watched.id]
+    assert [(n.seq, n.alerts[0].state) for n in pages] == [(1, "firing"), (2, "resolved")]
+
+
+def test_an_integration_that_cannot_work_fails_at_start(tmp_path: Path) -> None:
+    with pytest.raises(AlertingConfigError, match=r"receivers: pager: pagerduty_configs\[0\]"):
+        setup(tmp_path, """
+route: {receiver: pager}
+receivers:
+  - {name: pager, pagerduty_configs: [{routing_key: ""}]}
+""", Clock())
+
+
+def test_one_failing_delivery_does_not_make_the_others_repeat(tmp_path: Path) -> None:
+    clock = Clock()
+    notifier, store, manager, sent, recorders = setup(tmp_path, """
+route:
+  receiver: a
+  group_wait: 0s
+  routes: [{receiver: a, continue: true}, {receiver: b, continue: true}, {receiver: c}]
+receivers:
+  - {name: a, webhook_configs: [{url: "http://127.0.0.1:9/a"}]}
+  - {name: b, webhook_configs: [{url: "http://127.0.0.1:9/b"}]}
+  - {name: c, webhook_configs: [{url: "http://127.0.0.1:9/c"}]}
+""", clock)
+    recorders["b"].failing = RuntimeError("a bug in a sender")
+    manager.apply([finding("principal:a", T0)])
+    for _ in range(4):
+        notifier.tick()
+        clock.advance(1)
+    assert sorted(name for name, _ in sent) == ["a", "c"]            # once each, not per tick
+    (waiting,) = store.list_notifications(NotificationQuery(receiver="b"))
+    assert (waiting.status, waiting.attempts) == ("pending", 1)       # retried after its backoff
+    assert "RuntimeError: a bug in a sender" in (waiting.last_error or "")
+    recorders["b"].failing = None
+    clock.advance(5)
+    notifier.tick()
+    assert sorted(name for name, _ in sent) == ["a", "b", "c"]
+
+
+def test_a_newer_page_supersedes_an_older_one_and_keeps_its_resolutions(tmp_path: Path) -> None:
+    clock = Clock()
+    notifier, store, manager, sent, recorders = setup(tmp_path, """
+route: {receiver: pager, group_by: [detector], group_wait: 0s, group_interval: 10s}
+receivers:
+  - {name: pager, webhook_configs: [{url: "http://127.0.0.1:9/hook"}]}
+""", clock)
+    (a,) = manager.apply([finding("principal:a", T0)])
+    notifier.tick()                                                     # seq 1: A firing, sent
+    recorders["pager"].failing = DeliveryError("down", retryable=True, retry_after_s=60)
+    manager.resolve(a.id, "alice", "done")
+    manager.apply([finding("principal:b", T0)])
+    clock.advance(10)
+    notifier.tick()                                                     # seq 2: A resolved, B firing: fails
+    clock.advance(10)
+    manager.apply([finding("principal:c", T0)])
+    notifier.tick()                                                     # seq 3 decided; 2 still waits
+    recorders["pager"].failing = None
+    clock.advance(60)
+    notifier.tick()
+    delivered = [n for _, n in sent]
+    assert [n.seq for n in delivered] == [1, 3]
+    assert {(x.incident_id, x.state) for x in delivered[1].alerts} >= {(a.id, "resolved")}
+    log = {n.seq: n.status for n in store.list_notifications(NotificationQuery(limit=-1))}
+    assert log == {1: "delivered", 2: "superseded", 3: "delivered"}
+
+
+def test_backoff_doubles_up_to_its_ceiling() -> None:
+    assert [backoff_s(n, 2.0, 30.0) for n in range(1, 7)] == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
