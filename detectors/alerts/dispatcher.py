@@ -14,7 +14,13 @@ How it follows Alertmanager:
   not been told happened: an alert fires that it was not told about (or with another severity,
   or — for integrations that send acknowledgements — another status), an alert it was told
   is firing has resolved (when it wants resolved alerts), or ``repeat_interval`` has passed;
-- silenced and inhibited alerts are left out, and count as new when the mute ends.
+  each alert carried says whether it is such news (:attr:`~.model.Alert.changed`);
+- silences and inhibition mute *firing* alerts: they are left out of notifications. An
+  integration still believes what it was told, so a muted alert it knows of is not news when
+  the mute ends, and its resolution is sent all the same; one it never heard of is news then.
+  An alert matching both sides of an inhibit rule is not muted by others that do too;
+- an alert whose labels move it to other groups is resolved in the groups it left, for the
+  integrations there that were told it fires.
 
 What each integration was last told is kept per *stream* (group, receiver, integration), and
 comes back from the store's latest notifications on :meth:`Dispatcher.resume`: a restarted
@@ -42,6 +48,9 @@ from inferwatch.detectors.alerts.model import (
 
 # What an integration was told about one firing alert: its severity and incident status.
 _Told = tuple[str, str]
+# Per inhibit rule, its firing sources by their ``equal`` label values: (incident id, whether
+# the source also matches the rule's target matchers).
+_Sources = list[dict[tuple[str, ...], list[tuple[str, bool]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +59,10 @@ class _Stream:
 
     seq: int = 0
     last_at: datetime | None = None  # created_at of that notification
-    # Firing alerts the integration believes are firing, by incident id. Alerts that leave
-    # the group, are muted or resolve without being sent drop out, so they count as new
-    # should they fire again.
+    # Firing alerts the integration believes are firing, by incident id (muted ones included:
+    # it was told, and is owed their resolution). Alerts that resolve without being sent, or
+    # leave the group without a resolution sent there, drop out, so they count as new should
+    # they fire again.
     firing: Mapping[str, _Told] = field(default_factory=dict)
 
 
@@ -63,13 +73,29 @@ class _Group:
     labels: dict[str, str]
     next_at: datetime  # when the group is next looked at
     alert_ids: set[str] = field(default_factory=set)
+    # Alerts that moved to other groups while an integration here believed them firing: a
+    # resolved copy (as this group knew them) to send at the next look, then drop.
+    tombstones: dict[str, Alert] = field(default_factory=dict)
     looked: bool = False  # its first look (after group_wait) has happened
 
 
 @dataclass(frozen=True, slots=True)
-class _Decision:
+class _Look:
+    """One look at one group: what it consumed, to drop once its notifications are saved."""
+
+    key: str
+    resolved: frozenset[str]  # alerts resolved when decided (every integration was told)
+    tombstones: tuple[Alert, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One flush's decisions: saved in one store call, applied once that call returned."""
+
+    at: datetime
     notifications: list[Notification]
     streams: dict[str, _Stream]
+    looks: list[_Look]
 
 
 def stream_key(group: str, receiver: str, kind: IntegrationKind, index: int) -> str:
@@ -92,6 +118,7 @@ class Dispatcher:
         self._memberships: dict[str, set[str]] = {}  # incident id -> keys of the groups it is in
         self._groups: dict[str, _Group] = {}
         self._streams: dict[str, _Stream] = {}
+        self._unsaved: _Batch | None = None  # decided, but its save raised: retried as is
         self._resumed = False
 
     def resume(self) -> None:
@@ -114,8 +141,10 @@ class Dispatcher:
     def observe(self, alerts: Sequence[Alert]) -> None:
         """Add or update alerts (by incident id: the newest replaces) and place them in groups.
 
-        An alert whose labels changed so that it routes elsewhere moves: it leaves its old
-        groups without a resolved notification there.
+        An alert whose labels changed so that it routes elsewhere moves. In each group it left
+        whose integrations were told it fires, a resolved copy stays until the group's next
+        look tells them (else an incident opened there, e.g. in a second PagerDuty service,
+        would stay open for ever).
         """
         now = self._now()
         for alert in alerts:
@@ -125,7 +154,7 @@ class Dispatcher:
             for key in self._memberships.get(alert.incident_id, set()) - placed.keys():
                 old = self._groups.get(key)
                 if old is not None:
-                    old.alert_ids.discard(alert.incident_id)
+                    self._move_out(old, self._alerts[alert.incident_id], alert, now)
             for key, match in placed.items():
                 group = self._groups.get(key)
                 if group is None:
@@ -133,6 +162,7 @@ class Dispatcher:
                     group = _Group(key, match, match.group_labels(alert.labels), now + wait)
                     self._groups[key] = group
                 group.alert_ids.add(alert.incident_id)
+                group.tombstones.pop(alert.incident_id, None)  # back before it was resolved here
             self._alerts[alert.incident_id] = alert
             self._memberships[alert.incident_id] = set(placed)
 
@@ -140,28 +170,21 @@ class Dispatcher:
         """Decide the notifications of every group due at ``now``, save them (one store call)
         and return them.
 
-        State changes only once the save returned: if it raises, the next flush takes the same
-        decisions again and yields the same ids (so the store keeps one copy of each).
+        State changes only once the save returned. If it raises, the decisions are kept as
+        they are and the next flush first saves exactly them again (same ids) before deciding
+        anything new: a save that raised may still have been written (a store timeout), and a
+        decision taken anew would give the same seq another id and other alerts.
         """
         now = self._now() if now is None else now
         if not self._resumed:
             self.resume()
+        retried: list[Notification] = []
+        if self._unsaved is not None:
+            retried = self._save(self._unsaved)
         due = [group for _, group in sorted(self._groups.items()) if group.next_at <= now]
         if not due:
-            return []
-        muted = self._muted_ids(due, self._active_silences(now))
-        notifications: list[Notification] = []
-        streams: dict[str, _Stream] = {}
-        for group in due:
-            decision = self._decide(group, now, muted)
-            notifications.extend(decision.notifications)
-            streams.update(decision.streams)
-        if notifications:
-            self._store.save_notifications(notifications)
-        self._streams.update(streams)
-        for group in due:
-            self._after_look(group, now)
-        return notifications
+            return retried
+        return [*retried, *self._save(self._decide_all(due, now))]
 
     def next_flush_at(self) -> datetime | None:
         """The earliest time a :meth:`flush` could decide anything (``None``: no groups)."""
@@ -183,36 +206,68 @@ class Dispatcher:
 
     def muted_by(self, alert: Alert) -> list[str]:
         """Why ``alert`` is muted now: the ids of the silences matching it, then
-        ``"inhibited by <incident id>"`` for each firing alert inhibiting it. Empty: not muted."""
+        ``"inhibited by <incident id>"`` for each firing alert inhibiting it. Empty: not muted
+        (only firing alerts are muted when deciding, whatever this says of a resolved one)."""
         silences = self._active_silences(self._now())
         reasons = [silence.id for silence in silences if _silenced_by(alert, silence)]
         sources = self._inhibition_sources(silences)
         reasons.extend(f"inhibited by {source}" for source in dict.fromkeys(self._inhibitors(alert, sources)))
         return reasons
 
+    # --- moving between groups ---------------------------------------------------------------
+
+    def _move_out(self, group: _Group, before: Alert, after: Alert, now: datetime) -> None:
+        """``after`` (the new version of ``before``) no longer belongs in ``group``: leave a
+        resolved copy of ``before`` (the labels that group's integrations know) if one of them
+        believes it fires."""
+        group.alert_ids.discard(before.incident_id)
+        if self._told_in(group, before.incident_id):
+            group.tombstones[before.incident_id] = before.model_copy(
+                update={"state": "resolved", "ends_at": now, "updated_at": after.updated_at}
+            )
+
+    def _told_in(self, group: _Group, incident_id: str) -> bool:
+        """Whether an integration of ``group`` believes ``incident_id`` fires, counting a batch
+        decided but not yet saved (it is applied once saved)."""
+        receiver = self._receivers[group.route.receiver]
+        unsaved = self._unsaved.streams if self._unsaved is not None else {}
+        for kind, index, _ in receiver.integrations():
+            key = stream_key(group.key, receiver.name, kind, index)
+            for stream in (self._streams.get(key), unsaved.get(key)):
+                if stream is not None and incident_id in stream.firing:
+                    return True
+        return False
+
     # --- deciding ----------------------------------------------------------------------------
 
-    def _decide(self, group: _Group, now: datetime, muted: set[str]) -> _Decision:
-        """The notifications of one due group and the stream states they leave behind."""
+    def _decide_all(self, due: Sequence[_Group], now: datetime) -> _Batch:
+        muted = self._muted_ids(due, self._active_silences(now))
+        batch = _Batch(now, [], {}, [])
+        for group in due:
+            self._decide(group, now, muted, batch)
+        return batch
+
+    def _decide(self, group: _Group, now: datetime, muted: set[str], batch: _Batch) -> None:
+        """Add to ``batch`` the notifications of one due group and the stream states they
+        leave behind."""
         receiver = self._receivers[group.route.receiver]
-        alerts = sorted((self._alerts[i] for i in group.alert_ids), key=_order)
-        visible = [alert for alert in alerts if alert.incident_id not in muted]
-        firing = [alert for alert in visible if alert.state == "firing"]
-        resolved = [alert for alert in visible if alert.state == "resolved"]
-        notifications: list[Notification] = []
-        streams: dict[str, _Stream] = {}
+        alerts = [self._alerts[i] for i in group.alert_ids]
+        firing = sorted((a for a in alerts if a.state == "firing"), key=_order)
+        shown = [a for a in firing if a.incident_id not in muted]
+        held = {a.incident_id for a in firing if a.incident_id in muted}
+        tombstones = tuple(group.tombstones.values())
+        resolved = sorted([*(a for a in alerts if a.state == "resolved"), *tombstones], key=_order)
+        repeat = timedelta(seconds=group.route.repeat_interval)
         for kind, index, integration in receiver.integrations():
             key = stream_key(group.key, receiver.name, kind, index)
             before = self._streams.get(key, _Stream())
-            repeat = timedelta(seconds=group.route.repeat_interval)
-            sent, after = _next_state(before, firing, resolved, integration, repeat, now)
+            sent, after = _next_state(before, shown, held, resolved, integration, repeat, now)
             if after.seq:  # streams never sent anything hold nothing worth keeping
-                streams[key] = after
+                batch.streams[key] = after
             if sent is not None:
-                carried = [NotificationAlert.of(alert) for alert in sent]
-                notifications.append(
+                batch.notifications.append(
                     Notification(
-                        id=notification_id(key, after.seq, carried),
+                        id=notification_id(key, after.seq, sent),
                         group_key=group.key,
                         group_labels=dict(group.labels),
                         receiver=receiver.name,
@@ -220,22 +275,44 @@ class Dispatcher:
                         integration_index=index,
                         seq=after.seq,
                         created_at=now,
-                        alerts=carried,
+                        alerts=sent,
                         status="pending",
                         next_attempt_at=now,
                     )
                 )
-        return _Decision(notifications, streams)
+        ended = frozenset(a.incident_id for a in alerts if a.state == "resolved")
+        batch.looks.append(_Look(group.key, ended, tombstones))
 
-    def _after_look(self, group: _Group, now: datetime) -> None:
-        """Schedule the group's next look; drop its resolved alerts (every integration that
-        wanted them has just been sent them) and the group itself once empty."""
-        group.next_at = now + timedelta(seconds=group.route.group_interval)
+    def _save(self, batch: _Batch) -> list[Notification]:
+        """Save ``batch`` and apply it; if the save raises, keep it for the next flush."""
+        self._unsaved = batch
+        if batch.notifications:
+            self._store.save_notifications(batch.notifications)
+        self._unsaved = None
+        self._streams.update(batch.streams)
+        for look in batch.looks:
+            group = self._groups.get(look.key)
+            if group is not None:
+                self._after_look(group, look, batch.at)
+        return batch.notifications
+
+    def _after_look(self, group: _Group, look: _Look, at: datetime) -> None:
+        """Schedule the group's next look; drop what it resolved (every integration that
+        wanted it has just been sent it) and the group itself once empty.
+
+        Only what was resolved when decided: an alert that resolved since (while the save was
+        being retried) has not been sent as resolved yet.
+        """
+        group.next_at = at + timedelta(seconds=group.route.group_interval)
         group.looked = True
-        for incident_id in [i for i in group.alert_ids if self._alerts[i].state == "resolved"]:
-            group.alert_ids.discard(incident_id)
-            self._leave(incident_id, group.key)
-        if not group.alert_ids:
+        for incident_id in look.resolved & group.alert_ids:
+            if self._alerts[incident_id].state == "resolved":
+                group.alert_ids.discard(incident_id)
+                self._leave(incident_id, group.key)
+        for tombstone in look.tombstones:
+            if group.tombstones.get(tombstone.incident_id) is tombstone:
+                del group.tombstones[tombstone.incident_id]
+        if not group.alert_ids and not group.tombstones:
             del self._groups[group.key]
 
     def _leave(self, incident_id: str, key: str) -> None:
@@ -254,68 +331,98 @@ class Dispatcher:
         return [silence for silence in self._store.list_silences(now=now) if silence.active(now)]
 
     def _muted_ids(self, groups: Sequence[_Group], silences: Sequence[Silence]) -> set[str]:
-        """Incident ids, among the alerts of ``groups``, that a silence or an inhibition mutes."""
+        """Incident ids, among the firing alerts of ``groups``, that a silence or an inhibition
+        mutes (a resolved alert is never muted: its resolution is owed to whoever was told)."""
         sources = self._inhibition_sources(silences)
         muted = set()
         for incident_id in {i for group in groups for i in group.alert_ids}:
             alert = self._alerts[incident_id]
+            if alert.state != "firing":
+                continue
             if any(_silenced_by(alert, s) for s in silences) or next(self._inhibitors(alert, sources), None):
                 muted.add(incident_id)
         return muted
 
-    def _inhibition_sources(self, silences: Sequence[Silence]) -> list[dict[tuple[str, ...], list[str]]]:
+    def _inhibition_sources(self, silences: Sequence[Silence]) -> _Sources:
         """Per inhibit rule, the firing, unsilenced alerts matching its source matchers, by their
-        values of the rule's ``equal`` labels."""
-        indexes: list[dict[tuple[str, ...], list[str]]] = []
+        values of the rule's ``equal`` labels, each with whether it matches the targets too."""
+        indexes: _Sources = []
         for rule in self._config.inhibit_rules:
-            index: dict[tuple[str, ...], list[str]] = {}
+            index: dict[tuple[str, ...], list[tuple[str, bool]]] = {}
             for alert in self._alerts.values():
                 if (
                     alert.state == "firing"
                     and all_match(rule.source_matchers, alert.labels)
                     and not any(_silenced_by(alert, s) for s in silences)
                 ):
-                    index.setdefault(_equal_values(rule, alert), []).append(alert.incident_id)
+                    both = all_match(rule.target_matchers, alert.labels)
+                    index.setdefault(_equal_values(rule, alert), []).append((alert.incident_id, both))
             indexes.append(index)
         return indexes
 
-    def _inhibitors(self, alert: Alert, sources: list[dict[tuple[str, ...], list[str]]]) -> Iterator[str]:
-        """The incident ids of the alerts inhibiting ``alert`` (never itself)."""
+    def _inhibitors(self, alert: Alert, sources: _Sources) -> Iterator[str]:
+        """The incident ids of the alerts inhibiting ``alert`` (never itself).
+
+        As in Alertmanager, an alert matching both the source and the target matchers of a
+        rule is not inhibited through that rule by alerts that match both too: otherwise two
+        such alerts (two high-severity incidents of one service) would mute each other and
+        nobody would be told of either.
+        """
         for rule, index in zip(self._config.inhibit_rules, sources, strict=True):
-            if all_match(rule.target_matchers, alert.labels):
-                for source in index.get(_equal_values(rule, alert), []):
-                    if source != alert.incident_id:
-                        yield source
+            if not all_match(rule.target_matchers, alert.labels):
+                continue
+            two_sided = all_match(rule.source_matchers, alert.labels)
+            for source, source_two_sided in index.get(_equal_values(rule, alert), []):
+                if source != alert.incident_id and not (two_sided and source_two_sided):
+                    yield source
 
 
 def _next_state(
     before: _Stream,
-    firing: list[Alert],
+    shown: list[Alert],
+    held: set[str],
     resolved: list[Alert],
     integration: IntegrationConfig,
     repeat_interval: timedelta,
     now: datetime,
-) -> tuple[list[Alert] | None, _Stream]:
+) -> tuple[list[NotificationAlert] | None, _Stream]:
     """Whether one integration needs an update (the alerts to send, or ``None``) and what it
-    will then believe is firing."""
+    will then believe is firing.
+
+    ``shown``: the group's firing alerts not muted; ``held``: its muted firing ones (the
+    integration goes on believing what it was told of them); ``resolved``: its resolved ones.
+    """
     with_status = sends_acknowledged(integration)
 
     def key(told: _Told) -> _Told | tuple[str]:
         return told if with_status else (told[0],)
 
     told = before.firing
-    new = any(
-        a.incident_id not in told or key(told[a.incident_id]) != key((a.severity, a.incident_status))
-        for a in firing
-    )
+    new = {
+        a.incident_id
+        for a in shown
+        if a.incident_id not in told or key(told[a.incident_id]) != key((a.severity, a.incident_status))
+    }
     ended = [a for a in resolved if a.incident_id in told] if integration.send_resolved else []
-    repeat = bool(firing) and before.last_at is not None and now - before.last_at >= repeat_interval
+    repeat = bool(shown) and before.last_at is not None and now - before.last_at >= repeat_interval
+    still = {incident_id: value for incident_id, value in told.items() if incident_id in held}
     if new or ended or repeat:
-        believed = {a.incident_id: (a.severity, a.incident_status) for a in firing}
-        return [*firing, *ended], _Stream(seq=before.seq + 1, last_at=now, firing=believed)
-    still = {a.incident_id for a in firing}
-    kept = {incident_id: value for incident_id, value in told.items() if incident_id in still}
-    return None, _Stream(seq=before.seq, last_at=before.last_at, firing=kept)
+        believed = still | {a.incident_id: (a.severity, a.incident_status) for a in shown}
+        # A repeat re-sends the group but is not news: integrations that act per alert
+        # (PagerDuty: its incidents stay open) send nothing for it, and a big group's
+        # repeat cannot run into a rate limit.
+        sent = [_carried(a, a.incident_id in new) for a in shown]
+        sent.extend(_carried(a, True) for a in ended)
+        return sent, _Stream(seq=before.seq + 1, last_at=now, firing=believed)
+    still.update((a.incident_id, told[a.incident_id]) for a in shown)  # all told, unchanged
+    return None, _Stream(seq=before.seq, last_at=before.last_at, firing=still)
+
+
+def _carried(alert: Alert, changed: bool) -> NotificationAlert:
+    """``alert`` as a notification carries it, marked as news to the integration or not."""
+    carried = NotificationAlert.of(alert)
+    carried.changed = changed
+    return carried
 
 
 def _silenced_by(alert: Alert, silence: Silence) -> bool:

@@ -22,11 +22,22 @@ class _Integration(BaseModel):
 
 
 class AlertmanagerConfig(_Integration):
-    """POST the alerts to an Alertmanager's ``/api/v2/alerts`` (it then groups and routes them)."""
+    """POST the alerts to an Alertmanager's ``/api/v2/alerts`` (it then groups and routes them).
+
+    ``ends_at_after_s`` must exceed the ``repeat_interval`` of every route that sends to this
+    receiver, with room to spare. Firing alerts are posted again only when a notification is
+    sent, and an unchanged group is notified only every ``repeat_interval`` (at the first
+    ``group_interval`` look after it, later still while a failed delivery waits to be retried);
+    an ``endsAt`` that passes before the next post makes Alertmanager resolve an alert that is
+    still firing, and fire it again at that post. Allow ``repeat_interval`` +
+    ``group_interval`` + the retry delays you expect an Alertmanager outage to last: the
+    default, a day, suits the default ``repeat_interval`` of 4h.
+    """
 
     url: str  # the Alertmanager's base URL, e.g. http://127.0.0.1:9093
     # Firing alerts are sent with endsAt this far ahead; a notifier that stops re-sending them
-    # (it is gone) lets Alertmanager resolve them after this long rather than never.
+    # (it is gone) lets Alertmanager resolve them after this long rather than never. Must be
+    # longer than the routes' repeat_interval (see the class docstring).
     ends_at_after_s: Annotated[float, Field(gt=0)] = 86_400.0
     basic_auth_username: str | None = None
     basic_auth_password: SecretStr | None = None
@@ -34,9 +45,14 @@ class AlertmanagerConfig(_Integration):
 
 
 class PagerDutyConfig(_Integration):
-    """PagerDuty Events API v2: trigger, acknowledge and resolve, ``dedup_key`` = incident id."""
+    """PagerDuty Events API v2: trigger, acknowledge and resolve, ``dedup_key`` = incident id.
 
-    routing_key: SecretStr  # the integration key of an Events API v2 service integration
+    Events are sent only for the alerts of a notification that changed (new, acknowledged,
+    resolved, repeated), not for every alert of the group.
+    """
+
+    # The integration key of an Events API v2 service integration; empty is an error at load.
+    routing_key: SecretStr
     url: str = "https://events.pagerduty.com/v2/enqueue"
     # Send acknowledge events when an incident is acknowledged in inferwatch.
     send_acknowledged: bool = True
@@ -48,17 +64,19 @@ class PagerDutyConfig(_Integration):
 class SlackConfig(_Integration):
     """A Slack incoming webhook: one message per notification, with the group's alerts."""
 
-    webhook_url: SecretStr  # https://hooks.slack.com/services/… (a secret: anyone with it can post)
+    # https://hooks.slack.com/services/… (a secret: anyone with it can post); empty is an error.
+    webhook_url: SecretStr
     channel: str | None = None
     username: str | None = "inferwatch"
     send_acknowledged: bool = True
 
 
 class WebhookConfig(_Integration):
-    """A generic webhook: JSON body, signed with HMAC-SHA256 of the body when ``secret`` is set."""
+    """A generic webhook: a JSON body; when ``secret`` is set, ``X-Inferwatch-Signature`` is the
+    HMAC-SHA256 of ``X-Inferwatch-Timestamp``, ``.`` and the body (see ``WebhookSender``)."""
 
     url: str
-    secret: SecretStr | None = None
+    secret: SecretStr | None = None  # leave it out to send unsigned; empty is an error
     send_acknowledged: bool = True
     # At most this many alerts in one payload (0: all), as Alertmanager's max_alerts.
     max_alerts: Annotated[int, Field(ge=0)] = 0

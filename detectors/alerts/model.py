@@ -55,8 +55,9 @@ class Alert(BaseModel):
     severity: str
     score: float = 0.0
     count: int = 1
-    # In a notification: whether this alert is news for the receiver (new, changed, resolved,
-    # or a repeat); integrations that act per alert (PagerDuty) send only these.
+    # In a notification: whether this alert is news for the receiver (new, changed or
+    # resolved; a repeat_interval repeat is not); integrations that act per alert (PagerDuty)
+    # send only these.
     changed: bool = True
 
 

@@ -261,15 +261,18 @@ class Notifier:
             return newest if newest.next_attempt_at <= now else None
         # A notification carries every firing alert of its group, but a resolution only once:
         # the newest one takes over the resolutions the older ones were to deliver.
-        carried = {a.incident_id for a in newest.alerts}
-        inherited = []
+        # Nor is news repeated: what an older one had as news (a trigger) and the newest
+        # carries as already known stays news.
+        news = {a.incident_id for n in older for a in n.alerts if a.changed}
+        alerts = [a.model_copy(update={"changed": True}) if a.incident_id in news and not a.changed else a
+                  for a in newest.alerts]
+        carried = {a.incident_id for a in alerts}
         for n in reversed(older):
             for alert in n.resolved:
                 if alert.incident_id not in carried:
                     carried.add(alert.incident_id)
-                    inherited.append(alert)
-        if inherited:
-            newest = newest.model_copy(update={"alerts": [*newest.alerts, *inherited]})
+                    alerts.append(alert)
+        newest = newest.model_copy(update={"alerts": alerts})
         superseded = [
             n.model_copy(update={"status": "superseded", "last_error": f"superseded by seq {newest.seq}"})
             for n in older

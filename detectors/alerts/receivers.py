@@ -119,7 +119,10 @@ def build_sender(config: IntegrationConfig, *, receiver: str) -> Sender:
     """The sender for one ``*_configs`` entry of ``receiver``.
 
     Raises ``ValueError`` naming the receiver when the configuration cannot work (both basic
-    auth and a bearer token, a smarthost without a port, …), so it fails at load, not at 3 am.
+    auth and a bearer token, a smarthost without a port, an empty ``routing_key`` or
+    ``webhook_url``, …), so it fails at load, not at 3 am. It is pure: no network, no DNS, no
+    files (connections and TLS contexts are made by ``send``), so start-up and ``alerts check``
+    can build every sender to validate a routing file, even offline.
     """
     if isinstance(config, AlertmanagerConfig):
         return AlertmanagerSender(config, receiver=receiver)
@@ -228,6 +231,21 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
 
 def _secret(value: SecretStr | None) -> str:
     return value.get_secret_value() if value is not None else ""
+
+
+def _require_secret(value: SecretStr, name: str, receiver: str, kind: str, *, exact: bool = True) -> str:
+    """``value``'s text; ``ValueError`` when it is empty (an unset environment variable in the
+    routing file, typically) or, when ``exact``, has surrounding whitespace (a secret file's
+    trailing newline) that the receiver would reject as a wrong key on every delivery."""
+    text = value.get_secret_value()
+    if not text.strip():
+        raise ValueError(f"receiver {receiver!r} ({kind}): {name} is empty; set it to the value to use")
+    if exact and text != text.strip():
+        raise ValueError(
+            f"receiver {receiver!r} ({kind}): {name} has leading or trailing whitespace "
+            "(a newline from a secret file?); remove it"
+        )
+    return text
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -441,6 +459,8 @@ class AlertmanagerSender:
             raise ValueError(
                 f"receiver {receiver!r} (alertmanager): basic_auth_password needs basic_auth_username"
             )
+        if config.bearer_token is not None:
+            _require_secret(config.bearer_token, "bearer_token", receiver, self.kind)
         self.config, self.receiver, self.clock = config, receiver, clock
         self._headers: dict[str, str] = {}
         if config.basic_auth_username:
@@ -536,30 +556,37 @@ def render_pagerduty_event(
     return event
 
 
-class PagerDutySender:
-    """PagerDuty Events API v2: one event per alert (trigger, acknowledge or resolve).
+def pagerduty_alerts(config: PagerDutyConfig, notification: Notification) -> list[NotificationAlert]:
+    """The alerts to send an event for: the deliverable ones that are news (``changed``).
 
-    A retried notification sends all its events again; PagerDuty folds repeats into the incident
+    A notification carries its group's whole state, but PagerDuty acts per alert: an event for
+    every alert of the group would re-trigger each open incident whenever one of them changes
+    (a group of 200: 201 requests for one new incident) and run into the Events API's rate
+    limit. An alert carried along unchanged was told before; its incident is still open there.
+    """
+    return [a for a in deliverable_alerts(config, notification) if a.changed]
+
+
+class PagerDutySender:
+    """PagerDuty Events API v2: one event per changed alert (trigger, acknowledge or resolve).
+
+    Only alerts that are news for PagerDuty (:func:`pagerduty_alerts`) are sent; a notification
+    with none is delivered without a request. A retried notification sends all its events
+    again, those accepted before the failure included; PagerDuty folds repeats into the incident
     with the same ``dedup_key``, so a retry never opens a second incident.
     """
 
     kind = "pagerduty"
 
     def __init__(self, config: PagerDutyConfig, *, receiver: str, clock: Clock = _utcnow) -> None:
-        if not _secret(config.routing_key):
-            raise ValueError(f"receiver {receiver!r} (pagerduty): routing_key is empty")
+        key = _require_secret(config.routing_key, "routing_key", receiver, self.kind)
         self.config, self.receiver = config, receiver
         self._target = _HttpTarget(
-            receiver,
-            self.kind,
-            config.url,
-            show_path=True,
-            secrets=(_secret(config.routing_key),),
-            clock=clock,
+            receiver, self.kind, config.url, show_path=True, secrets=(key,), clock=clock
         )
 
     def send(self, notification: Notification) -> None:
-        alerts = deliverable_alerts(self.config, notification)
+        alerts = pagerduty_alerts(self.config, notification)
         key = _secret(self.config.routing_key)
         for done, alert in enumerate(alerts):
             body = json.dumps(render_pagerduty_event(alert, self.config, routing_key=key)).encode()
@@ -608,7 +635,7 @@ class SlackSender:
 
     def __init__(self, config: SlackConfig, *, receiver: str, clock: Clock = _utcnow) -> None:
         self.config, self.receiver = config, receiver
-        url = _secret(config.webhook_url)
+        url = _require_secret(config.webhook_url, "webhook_url", receiver, self.kind)
         self._target = _HttpTarget(receiver, self.kind, url, show_path=False, secrets=(url,), clock=clock)
 
     def send(self, notification: Notification) -> None:
@@ -670,9 +697,15 @@ def render_webhook_payload(
     }
 
 
-def sign_webhook(body: bytes, secret: str) -> str:
-    """The ``X-Inferwatch-Signature`` value: ``sha256=`` + hex HMAC-SHA256 of the body bytes."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign_webhook(timestamp: str, body: bytes, secret: str) -> str:
+    """The ``X-Inferwatch-Signature`` value: ``sha256=`` + hex HMAC-SHA256, keyed by ``secret``,
+    of ``timestamp`` (the ``X-Inferwatch-Timestamp`` value), ``.`` and the body bytes.
+
+    The timestamp is signed so that it cannot be changed: a captured request replayed later
+    keeps its old timestamp, which the receiver refuses once it is too old.
+    """
+    message = timestamp.encode("ascii") + b"." + body
+    return "sha256=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 class WebhookSender:
@@ -680,23 +713,35 @@ class WebhookSender:
 
     Headers: ``Content-Type: application/json``, ``X-Inferwatch-Notification-Id`` (equal to the
     body's ``notification_id``: a receiver that has seen it already can answer 2xx and drop it),
-    and, when ``secret`` is set, ``X-Inferwatch-Timestamp`` (Unix seconds of this attempt) and
-    ``X-Inferwatch-Signature: sha256=<hex>``, the HMAC-SHA256 of the exact body bytes keyed by the
-    secret. A receiver verifies it so, before parsing the JSON::
+    and, when ``secret`` is set, ``X-Inferwatch-Timestamp`` (Unix seconds of this attempt, as
+    decimal digits) and ``X-Inferwatch-Signature: sha256=<hex>``, the HMAC-SHA256 keyed by the
+    secret of the timestamp, ``.`` and the exact body bytes (as Stripe and Slack sign). A
+    receiver verifies it so, before parsing the JSON::
 
-        expected = "sha256=" + hmac.new(secret, raw_body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, request.headers["X-Inferwatch-Signature"]):
+        timestamp = request.headers["X-Inferwatch-Timestamp"]
+        if not (timestamp.isascii() and timestamp.isdigit()):
+            reject (401)
+        if abs(time.time() - int(timestamp)) > 300:
+            reject (401)  # older than 5 minutes: a replay
+        signed = timestamp.encode() + b"." + raw_body
+        expected = "sha256=" + hmac.new(secret, signed, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected.encode(), request.headers["X-Inferwatch-Signature"].encode()):
             reject (401)
 
+    (docs/alerting.md, "Verifying a webhook", has this as a function.)
+
     Use the raw bytes as received (re-serialised JSON will not match) and a constant-time
-    comparison. A replayed request carries a notification id already seen (it is inside the
-    signed body), so dropping repeats also defeats replays; the timestamp lets a receiver also
-    refuse requests older than it cares to remember ids for.
+    comparison. A captured request replayed with a fresh timestamp no longer matches its
+    signature, and one replayed as it was is refused as too old; within those 5 minutes, its
+    ``notification_id`` (inside the signed body) is one the receiver has seen, so dropping
+    repeats defeats that replay too. Every attempt is signed anew, so a retry is never stale.
     """
 
     kind = "webhook"
 
     def __init__(self, config: WebhookConfig, *, receiver: str, clock: Clock = _utcnow) -> None:
+        if config.secret is not None:  # an empty key signs, but proves nothing: a setup mistake
+            _require_secret(config.secret, "secret", receiver, self.kind, exact=False)
         self.config, self.receiver, self.clock = config, receiver, clock
         self._target = _HttpTarget(
             receiver,
@@ -715,8 +760,9 @@ class WebhookSender:
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = {NOTIFICATION_ID_HEADER: notification.id}
         if self.config.secret is not None:
-            headers[WEBHOOK_TIMESTAMP_HEADER] = str(int(self.clock().timestamp()))
-            headers[WEBHOOK_SIGNATURE_HEADER] = sign_webhook(body, _secret(self.config.secret))
+            timestamp = str(int(self.clock().timestamp()))
+            headers[WEBHOOK_TIMESTAMP_HEADER] = timestamp
+            headers[WEBHOOK_SIGNATURE_HEADER] = sign_webhook(timestamp, body, _secret(self.config.secret))
         self._target.post(body, headers, self.config.timeout_s)
 
 
@@ -813,7 +859,9 @@ def render_email(
 
 class EmailSender:
     """Email over SMTP: STARTTLS when ``require_tls`` (implicit TLS on port 465), AUTH when a
-    username is set. SMTP 4xx answers and connection problems are retryable, 5xx are not.
+    username is set. SMTP 4xx answers, connection problems and TLS handshakes cut short are
+    retryable; 5xx answers, an untrusted certificate and a server without STARTTLS (when
+    ``require_tls``) or AUTH (when a username is set) are not.
 
     ``ssl_context`` is for tests and private CAs; by default the system's trusted CAs verify
     the server's certificate and host name.
@@ -833,8 +881,13 @@ class EmailSender:
             self.host, self.port = parse_smarthost(config.smarthost)
         except ValueError as exc:
             raise ValueError(f"receiver {receiver!r} (email): {exc}") from None
-        if not config.to:
-            raise ValueError(f"receiver {receiver!r} (email): 'to' lists no address")
+        if not config.to or not all(address.strip() for address in config.to):
+            raise ValueError(f"receiver {receiver!r} (email): 'to' lists no address, or an empty one")
+        if not config.from_.strip():
+            raise ValueError(f"receiver {receiver!r} (email): 'from' is empty; set the sender's address")
+        for name, value in (("to", ", ".join(config.to)), ("from", config.from_), ("hello", config.hello)):
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"receiver {receiver!r} (email): {name!r} contains a line break")
         if config.auth_password is not None and not config.auth_username:
             raise ValueError(f"receiver {receiver!r} (email): auth_password needs auth_username")
         self.config, self.receiver, self.clock = config, receiver, clock
@@ -863,8 +916,12 @@ class EmailSender:
             ) from None
         except smtplib.SMTPNotSupportedError as exc:
             raise self._error(f"{where}: {exc}", retryable=False) from None
-        except ssl.SSLError as exc:  # before OSError, of which it is one: a TLS setup problem
-            raise self._error(f"TLS with {where} failed: {exc}", retryable=False) from None
+        except ssl.SSLCertVerificationError as exc:  # the configuration (or an attack): not retried
+            problem = f"TLS with {where} failed: its certificate is not trusted: {exc.verify_message or exc}"
+            raise self._error(problem, retryable=False) from None
+        except ssl.SSLError as exc:  # a handshake cut short (EOF, reset) is the network: retried
+            problem = f"TLS with {where} failed: {type(exc).__name__}: {exc}"
+            raise self._error(problem, retryable=True) from None
         except (smtplib.SMTPException, OSError) as exc:  # disconnects, refused, timeouts
             problem = f"cannot deliver to {where}: {type(exc).__name__}: {exc}"
             raise self._error(problem, retryable=True) from None

@@ -386,18 +386,42 @@ class LocalReceiver:
         return [r.json() for r in self.received]
 
 
-def signature_checker(secret: str | None) -> Checker:
-    """Checks X-Inferwatch-Signature as a receiver would (see WebhookSender's docstring)."""
+def webhook_signature_errors(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: datetime | None = None,
+    max_age_s: float = 300.0,
+) -> list[str]:
+    """What a receiver finds wrong with a signed request (see WebhookSender's docstring): the
+    signature must be HMAC-SHA256 of ``timestamp.body``; with ``now``, the timestamp must also
+    be at most ``max_age_s`` away from it (without, tests on a fixed clock need no real time)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    timestamp = lower.get("x-inferwatch-timestamp", "")
+    if not (timestamp.isascii() and timestamp.isdigit()):
+        return [f"X-Inferwatch-Timestamp {timestamp!r} is not Unix seconds"]
+    errors = []
+    if now is not None and abs(now.timestamp() - int(timestamp)) > max_age_s:
+        errors.append(f"X-Inferwatch-Timestamp {timestamp} is more than {max_age_s:.0f} s from now")
+    signed = timestamp.encode() + b"." + body
+    expected = "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(lower.get("x-inferwatch-signature", "").encode(), expected.encode()):
+        errors.append("X-Inferwatch-Signature does not match the timestamp and body")
+    return errors
+
+
+def signature_checker(secret: str | None, *, now: Callable[[], datetime] | None = None) -> Checker:
+    """Checks the payload's schema and, with ``secret``, X-Inferwatch-Signature as a receiver
+    would (:func:`webhook_signature_errors`; the timestamp's age too when ``now`` is given)."""
 
     def check(req: Received) -> list[str]:
         errors = schema_errors(json.loads(req.body), WEBHOOK_PAYLOAD)
         if secret is None:
             return errors
-        given = req.headers.get("X-Inferwatch-Signature", "")
-        expected = "sha256=" + hmac.new(secret.encode(), req.body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(given, expected):
-            errors.append("X-Inferwatch-Signature does not match the body")
-        return errors
+        return errors + webhook_signature_errors(
+            secret, req.headers, req.body, now=now() if now is not None else None
+        )
 
     return check
 
@@ -419,8 +443,10 @@ def make_alert(
     note: str | None = None,
     extra_labels: Mapping[str, str] | None = None,
     ends_at: datetime | None = None,
+    changed: bool = True,
 ) -> NotificationAlert:
-    """An alert as :func:`alert_from_incident` makes them, for the ``chat`` service."""
+    """An alert as :func:`alert_from_incident` makes them, for the ``chat`` service;
+    ``changed=False`` as the dispatcher marks a firing alert carried along unchanged."""
     labels = {
         "alertname": "prompt_injection",
         "incident_id": incident_id,
@@ -449,6 +475,7 @@ def make_alert(
             "severity": severity,
             "score": 0.93,
             "count": 4,
+            "changed": changed,
         }
     )
 

@@ -46,7 +46,8 @@ class MemoryAlertStore:
         self.silences: dict[str, Silence] = {}
         self.save_calls = 0
         self.silence_reads = 0
-        self.fail_saves = 0  # the next this many saves raise
+        self.fail_saves = 0  # the next this many saves raise, writing nothing
+        self.fail_after_apply = 0  # the next this many saves write, then raise (a bulk timeout)
 
     def save_silence(self, silence: Silence) -> None:
         self.silences[silence.id] = silence
@@ -67,6 +68,9 @@ class MemoryAlertStore:
             raise ConnectionError("store unavailable")
         for n in notifications:
             self.notifications[n.id] = n.model_copy(deep=True)
+        if self.fail_after_apply:
+            self.fail_after_apply -= 1
+            raise ConnectionError("timed out waiting for the store (the write was applied)")
 
     def due_notifications(self, now: datetime, limit: int = 100) -> list[Notification]:
         due = [n for n in self.notifications.values() if n.status == "pending" and n.next_attempt_at <= now]
@@ -332,21 +336,66 @@ def test_each_matched_route_gets_its_own_group_and_timing():
     ]
 
 
-def test_an_alert_whose_labels_change_moves_to_its_new_group():
+def test_an_alert_whose_labels_change_moves_to_its_new_group_and_resolves_in_its_old_one():
     dispatcher, _, clock = make(ROUTED)
     dispatcher.observe([alert("a", severity="low"), alert("b", severity="low")])
     (first,) = dispatcher.flush(clock.at(30))
     assert first.receiver == "team"
 
-    clock.at(100)
-    dispatcher.observe([alert("a", severity="critical")])  # escalated: now the pager's
+    dispatcher.observe([alert("a", severity="critical", at=clock.at(100))])  # escalated: the pager's
     (paged,) = dispatcher.flush(clock.at(110))
     assert (paged.receiver, carried(paged)) == ("pager", [("a", "firing")])
-    # The team's group still has b; a just left it (no resolved notification for a move).
-    assert dispatcher.flush(clock.at(330)) == []
-    dispatcher.observe([alert("b", severity="critical")])
-    dispatcher.flush(clock.at(400))
-    assert dispatcher.next_flush_at() == T0 + timedelta(seconds=110 + 300)  # the team's group is gone
+    # The team was told a fires: its group's next look tells it a resolved there, as the team
+    # knew it (its labels then), while a fires on in the pager's group.
+    (left,) = dispatcher.flush(clock.at(330))
+    assert (left.receiver, left.seq, carried(left)) == ("team", 2, [("b", "firing"), ("a", "resolved")])
+    tombstone = left.alerts[1]
+    moved_at = T0 + timedelta(seconds=100)
+    assert (tombstone.labels["severity"], tombstone.ends_at, tombstone.changed) == ("low", moved_at, True)
+    assert dispatcher.flush(clock.at(630)) == []  # sent once, then dropped (the pager's look too)
+
+    dispatcher.observe([alert("b", severity="critical", at=clock.at(700))])
+    both = dispatcher.flush(clock.at(930))  # both groups' look: b left the team's too
+    assert sorted((n.receiver, tuple(carried(n))) for n in both) == [
+        ("pager", (("a", "firing"), ("b", "firing"))),
+        ("team", (("b", "resolved"),)),
+    ]
+    assert dispatcher.next_flush_at() == T0 + timedelta(seconds=1230)  # the pager's; the team's is gone
+
+
+def test_an_alert_that_moves_out_of_a_one_alert_group_resolves_there_and_the_group_ends():
+    dispatcher, _, clock = make(ROUTED)
+    dispatcher.observe([alert("a", severity="medium")])
+    dispatcher.flush(clock.at(30))
+    dispatcher.observe([alert("a", severity="high", at=clock.at(100))])
+    (paged,) = dispatcher.flush(clock.at(110))
+    (left,) = dispatcher.flush(clock.at(330))
+    assert [(n.receiver, carried(n)) for n in (paged, left)] == [
+        ("pager", [("a", "firing")]),
+        ("team", [("a", "resolved")]),
+    ]
+    dispatcher.observe([alert("a", severity="high", status="resolved", at=clock.at(400))])
+    (resolved,) = dispatcher.flush(clock.at(410))
+    assert (resolved.receiver, carried(resolved)) == ("pager", [("a", "resolved")])
+    assert dispatcher.next_flush_at() is None
+
+
+def test_an_alert_that_moves_back_before_its_old_group_is_looked_at_is_not_resolved_there():
+    dispatcher, _, clock = make(ROUTED)
+    dispatcher.observe([alert("a", severity="low")])
+    dispatcher.flush(clock.at(30))
+    dispatcher.observe([alert("a", severity="critical", at=clock.at(100))])
+    dispatcher.observe([alert("a", severity="low", at=clock.at(105))])  # back before any look
+    assert dispatcher.flush(clock.at(330)) == []  # the team still knows it fires; the pager never did
+
+
+def test_an_alert_that_moves_before_its_group_notified_leaves_nothing_behind():
+    dispatcher, _, clock = make(ROUTED)
+    dispatcher.observe([alert("a", severity="low")])
+    dispatcher.observe([alert("a", severity="critical", at=clock.at(5))])  # during the group_wait
+    (paged,) = dispatcher.flush(clock.at(30))
+    assert (paged.receiver, carried(paged)) == ("pager", [("a", "firing")])
+    assert dispatcher.next_flush_at() == T0 + timedelta(seconds=330)  # only the pager's group is left
 
 
 def test_a_receiver_without_integrations_drops_alerts_and_its_groups_are_cleaned_up():
@@ -393,14 +442,45 @@ def test_a_silence_mutes_while_active_and_its_expiry_makes_the_alert_new():
     assert dispatcher.muted_by(alert("a")) == []
 
 
-def test_silencing_an_alert_already_notified_makes_it_new_when_the_silence_ends():
+def test_an_alert_notified_before_its_silence_is_not_notified_again_when_it_ends():
     dispatcher, store, clock = make()
     dispatcher.observe([alert("a"), alert("b")])
     dispatcher.flush(clock.at(30))
     store.save_silence(silence("s1", "{incident_id=a}", start=100, end=400))
-    assert dispatcher.flush(clock.at(330)) == []  # b unchanged; a muted
+    dispatcher.observe([alert("c", at=clock.at(200))])
+    (during,) = dispatcher.flush(clock.at(330))  # c is new; a is muted, so left out
+    assert carried(during) == [("b", "firing"), ("c", "firing")]
+    # The receiver was told a fires and nothing about it changed: nothing to say once unmuted.
+    assert dispatcher.flush(clock.at(630)) == []
+    dispatcher.observe([alert("a", severity="critical", at=clock.at(700))])
+    (escalated,) = dispatcher.flush(clock.at(930))
+    assert [(x.incident_id, x.severity, x.changed) for x in escalated.alerts] == [
+        ("a", "critical", True),
+        ("b", "high", False),
+        ("c", "high", False),
+    ]
+
+
+def test_an_alert_resolved_while_silenced_has_its_resolution_sent():
+    dispatcher, store, clock = make()
+    dispatcher.observe([alert("a"), alert("b")])
+    dispatcher.flush(clock.at(30))
+    store.save_silence(silence("s1", 'incident_id="a"', start=100, end=10_000))
+    assert dispatcher.flush(clock.at(330)) == []
+    dispatcher.observe([alert("a", status="resolved", at=clock.at(400))])
     (sent,) = dispatcher.flush(clock.at(630))
-    assert carried(sent) == [("a", "firing"), ("b", "firing")]
+    assert (sent.seq, carried(sent)) == (2, [("b", "firing"), ("a", "resolved")])
+    assert dispatcher.flush(clock.at(930)) == []
+
+
+def test_an_alert_silenced_from_the_start_and_resolved_under_the_silence_is_never_sent():
+    dispatcher, store, clock = make()
+    store.save_silence(silence("s1", 'incident_id="a"', start=0, end=10_000))
+    dispatcher.observe([alert("a"), alert("b")])
+    (first,) = dispatcher.flush(clock.at(30))
+    dispatcher.observe([alert("a", status="resolved", at=clock.at(100))])
+    assert dispatcher.flush(clock.at(330)) == []  # the receiver never heard of a
+    assert carried(first) == [("b", "firing")]
 
 
 def test_a_silence_without_matchers_mutes_nothing():
@@ -467,6 +547,54 @@ def test_a_silenced_source_does_not_inhibit_and_an_alert_never_inhibits_itself()
     assert dispatcher.muted_by(alert("low", severity="low")) == ["inhibited by integrity"]
 
 
+def test_an_alert_resolved_while_inhibited_has_its_resolution_sent():
+    dispatcher, _, clock = make(INHIBIT)
+    dispatcher.observe([alert("low", severity="low")])
+    (told,) = dispatcher.flush(clock.at(0))
+    dispatcher.observe([alert("integrity", kind="integrity", severity="high", at=clock.at(10))])
+    (inhibited,) = dispatcher.flush(clock.at(60))
+    dispatcher.observe([alert("low", severity="low", status="resolved", at=clock.at(70))])
+    (resolved,) = dispatcher.flush(clock.at(120))
+    assert [carried(n) for n in (told, inhibited, resolved)] == [
+        [("low", "firing")],
+        [("integrity", "firing")],  # low is inhibited: left out, but the receiver knows it fires
+        [("integrity", "firing"), ("low", "resolved")],
+    ]
+
+
+MUTUAL = f"""
+route: {{receiver: team, group_by: [incident_id], group_wait: 0s, group_interval: 1m}}
+receivers: [{{name: team, {HOOK}}}]
+inhibit_rules:  # a high abuse incident mutes the other abuse alerts of its service
+  - source_matchers: ['kind="abuse"', 'severity=~"high|critical"']
+    target_matchers: ['kind="abuse"']
+    equal: [service]
+"""
+
+
+def test_alerts_matching_both_sides_of_an_inhibit_rule_do_not_inhibit_each_other():
+    dispatcher, _, clock = make(MUTUAL)
+    x, y = alert("x", severity="high"), alert("y", severity="critical")
+    noise = alert("noise", severity="medium")
+    dispatcher.observe([x, y, noise])
+    sent = dispatcher.flush(clock.at(0))
+    assert sorted(a.incident_id for n in sent for a in n.alerts) == ["x", "y"]
+    assert (dispatcher.muted_by(x), dispatcher.muted_by(y)) == ([], [])
+    assert dispatcher.muted_by(noise) == ["inhibited by x", "inhibited by y"]
+
+
+def test_an_alert_matching_both_sides_is_still_inhibited_by_a_source_only_alert():
+    dispatcher, _, clock = make(
+        MUTUAL.replace("""['kind="abuse"', 'severity=~"high|critical"']""", """['severity="critical"']""")
+    )
+    source_only = alert("integrity", kind="integrity", severity="critical")
+    both = alert("abuse", severity="critical")
+    dispatcher.observe([source_only, both])
+    (sent,) = dispatcher.flush(clock.at(0))
+    assert carried(sent) == [("integrity", "firing")]
+    assert dispatcher.muted_by(both) == ["inhibited by integrity"]
+
+
 # --- restart and failures ----------------------------------------------------------------------
 
 
@@ -522,11 +650,98 @@ def test_a_failed_save_leaves_the_decision_to_be_taken_again_with_the_same_ids()
     dispatcher.observe([alert("a", status="acknowledged", at=clock.at(10))])
     store.fail_saves = 1
     with pytest.raises(ConnectionError):
-        dispatcher.flush(clock.at(65))  # the group's next look: 60 s after the flush at 5 s
+        dispatcher.flush(clock.at(65))  # the group's next look: 60 s after the decision at 0 s
     again = dispatcher.flush(clock.at(66))
     assert sorted(n.integration for n in again) == ["pagerduty", "slack"]
     assert all(n.seq == 2 for n in again)
     assert len(store.notifications) == 6
+
+
+def test_a_save_that_raised_after_writing_is_retried_as_is_before_deciding_again():
+    dispatcher, store, clock = make()
+    dispatcher.observe([alert("a")])
+    dispatcher.flush(clock.at(30))
+    dispatcher.observe([alert("b", at=clock.at(100))])
+    store.fail_after_apply = 1
+    with pytest.raises(ConnectionError):
+        dispatcher.flush(clock.at(330))
+    (written,) = [n for n in store.notifications.values() if n.seq == 2]
+    assert carried(written) == [("a", "firing"), ("b", "firing")]
+
+    dispatcher.observe([alert("a", status="resolved", at=clock.at(340))])  # before the retry
+    retried = dispatcher.flush(clock.at(350))
+    assert [n.id for n in retried] == [written.id]  # the same batch, not a new decision
+    assert dispatcher.next_flush_at() == T0 + timedelta(seconds=630)  # 300 s after that decision
+    (after,) = dispatcher.flush(clock.at(630))
+    assert (after.seq, carried(after)) == (3, [("b", "firing"), ("a", "resolved")])
+    assert sorted(n.seq for n in store.notifications.values()) == [1, 2, 3]
+
+
+def test_a_batch_whose_save_keeps_failing_is_kept_until_it_is_saved():
+    dispatcher, store, clock = make()
+    dispatcher.observe([alert("a")])
+    store.fail_saves = 2
+    for at in (30, 40):
+        with pytest.raises(ConnectionError):
+            dispatcher.flush(clock.at(at))
+    assert dispatcher.next_flush_at() == T0 + timedelta(seconds=30)  # still due
+    dispatcher.observe([alert("b", at=clock.at(50))])
+    (saved,) = dispatcher.flush(clock.at(60))
+    assert (saved.seq, saved.created_at, carried(saved)) == (1, T0 + timedelta(seconds=30), [("a", "firing")])
+    assert store.save_calls == 3
+    (later,) = dispatcher.flush(clock.at(330))
+    assert (later.seq, carried(later)) == (2, [("a", "firing"), ("b", "firing")])
+
+
+def test_an_alert_that_moves_while_its_first_notification_awaits_its_save_is_resolved_there():
+    dispatcher, store, clock = make(ROUTED)
+    dispatcher.observe([alert("a", severity="low")])
+    store.fail_after_apply = 1
+    with pytest.raises(ConnectionError):
+        dispatcher.flush(clock.at(30))  # the team was in fact told a fires
+    dispatcher.observe([alert("a", severity="critical", at=clock.at(40))])
+    retried, paged = dispatcher.flush(clock.at(50))
+    (left,) = dispatcher.flush(clock.at(330))
+    assert [(n.receiver, n.seq, carried(n)) for n in (retried, paged, left)] == [
+        ("team", 1, [("a", "firing")]),
+        ("pager", 1, [("a", "firing")]),
+        ("team", 2, [("a", "resolved")]),
+    ]
+
+
+# --- what is news to each integration ----------------------------------------------------------
+
+PAGER = """
+route: {receiver: oncall, group_wait: 0s, group_interval: 1m, repeat_interval: 1h}
+receivers: [{name: oncall, pagerduty_configs: [{routing_key: key}]}]
+"""
+
+
+def changes(notification: Notification) -> list[tuple[str, str, bool]]:
+    return [(a.incident_id, a.state, a.changed) for a in notification.alerts]
+
+
+def test_only_alerts_that_are_news_to_the_integration_are_marked_changed():
+    dispatcher, _, clock = make(PAGER)
+    dispatcher.observe([alert("a"), alert("b")])
+    (first,) = dispatcher.flush(clock.at(0))
+    assert changes(first) == [("a", "firing", True), ("b", "firing", True)]
+
+    dispatcher.observe([alert("c", at=clock.at(10))])
+    (new,) = dispatcher.flush(clock.at(60))
+    assert changes(new) == [("a", "firing", False), ("b", "firing", False), ("c", "firing", True)]
+
+    dispatcher.observe([alert("b", status="acknowledged", at=clock.at(70))])
+    (acked,) = dispatcher.flush(clock.at(120))
+    assert changes(acked) == [("a", "firing", False), ("b", "firing", True), ("c", "firing", False)]
+
+    dispatcher.observe([alert("a", status="resolved", at=clock.at(130))])
+    (resolved,) = dispatcher.flush(clock.at(180))
+    assert changes(resolved) == [("b", "firing", False), ("c", "firing", False), ("a", "resolved", True)]
+
+    assert dispatcher.flush(clock.at(180 + 3540)) == []
+    (repeat,) = dispatcher.flush(clock.at(180 + 3600))  # repeat_interval: everything again,
+    assert changes(repeat) == [("b", "firing", False), ("c", "firing", False)]  # but not news
 
 
 def test_stream_key_is_the_notification_stream():

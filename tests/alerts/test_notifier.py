@@ -164,3 +164,26 @@ receivers:
 
 def test_backoff_doubles_up_to_its_ceiling() -> None:
     assert [backoff_s(n, 2.0, 30.0) for n in range(1, 7)] == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+def test_a_superseded_page_passes_on_its_news(tmp_path: Path) -> None:
+    """A's trigger waits on a retry; the next page carries A as already known (B is its news).
+    Superseding the first must not lose A's trigger for integrations that act per alert."""
+    clock = Clock()
+    notifier, store, manager, sent, recorders = setup(tmp_path, """
+route: {receiver: pager, group_by: [detector], group_wait: 0s, group_interval: 10s}
+receivers:
+  - {name: pager, webhook_configs: [{url: "http://127.0.0.1:9/hook"}]}
+""", clock)
+    recorders["pager"].failing = DeliveryError("down", retryable=True)
+    (a,) = manager.apply([finding("principal:a", T0)])
+    notifier.tick()                                                     # seq 1: A (news), fails
+    clock.advance(10)
+    (b,) = manager.apply([finding("principal:b", T0)])
+    notifier.tick()                                                     # seq 2: A known, B news
+    recorders["pager"].failing = None
+    clock.advance(10)
+    notifier.tick()
+    ((_, delivered),) = sent
+    assert delivered.seq == 2
+    assert {x.incident_id: x.changed for x in delivered.alerts} == {a.id: True, b.id: True}

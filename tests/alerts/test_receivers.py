@@ -15,11 +15,14 @@ import email.policy
 import hashlib
 import hmac
 import json
+import re
 import shutil
+import socket
 import ssl
 import subprocess
-from collections.abc import Iterator
-from datetime import timedelta
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
@@ -50,6 +53,7 @@ from inferwatch.detectors.alerts.receivers import (
     parse_smarthost,
     render_alertmanager_alerts,
     render_pagerduty_event,
+    sign_webhook,
 )
 from tests.alerts.helpers import (
     ALERTMANAGER_POSTABLE_ALERTS,
@@ -65,6 +69,7 @@ from tests.alerts.helpers import (
     pagerduty_errors,
     schema_errors,
     signature_checker,
+    webhook_signature_errors,
 )
 
 NOW = T0 + timedelta(minutes=7)
@@ -163,12 +168,63 @@ def test_build_sender_picks_the_sender_of_each_kind() -> None:
             "host:port",
         ),
         (EmailConfig.model_validate({"to": [], "from": "b@x.org", "smarthost": "mail.x.org:25"}), "'to'"),
+        (PagerDutyConfig(routing_key=SecretStr("")), "routing_key is empty"),
+        (PagerDutyConfig(routing_key=SecretStr("   ")), "routing_key is empty"),
+        (PagerDutyConfig(routing_key=SecretStr(ROUTING_KEY + "\n")), "routing_key has leading or trailing"),
+        (SlackConfig(webhook_url=SecretStr("")), "webhook_url is empty"),
+        (SlackConfig(webhook_url=SecretStr("https://hooks.slack.com/x\n")), "webhook_url has leading"),
+        (WebhookConfig(url="https://hooks.example.org/x", secret=SecretStr("")), "secret is empty"),
+        (AlertmanagerConfig(url="http://am:9093", bearer_token=SecretStr("")), "bearer_token is empty"),
+        (
+            EmailConfig.model_validate({"to": ["a@x.org", " "], "from": "b@x.org", "smarthost": "m:25"}),
+            "an empty one",
+        ),
+        (EmailConfig.model_validate({"to": ["a@x.org"], "from": "", "smarthost": "m:25"}), "'from' is empty"),
+        (
+            EmailConfig.model_validate(
+                {"to": ["a@x.org\r\nBcc: all@x.org"], "from": "b@x.org", "smarthost": "m:25"}
+            ),
+            "'to' contains a line break",
+        ),
+        (
+            EmailConfig.model_validate(
+                {"to": ["a@x.org"], "from": "b@x.org", "smarthost": "m:25", "hello": "h\r\nRSET"}
+            ),
+            "'hello' contains a line break",
+        ),
     ],
 )
 def test_configurations_that_cannot_work_fail_when_built(config: Any, fragment: str) -> None:
     with pytest.raises(ValueError, match="receiver 'pager'") as info:
         build_sender(config, receiver="pager")
     assert fragment in str(info.value)
+    for secret in (ROUTING_KEY, "hooks.slack.com/x"):
+        assert secret not in str(info.value)
+
+
+def test_building_senders_touches_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start-up and ``alerts check`` build every sender to validate the routing file, offline:
+    building one resolves no name and opens no connection."""
+
+    def no_network(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"building a sender reached for the network: {args}")
+
+    for name in ("getaddrinfo", "create_connection"):
+        monkeypatch.setattr(socket, name, no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    configs: list[Any] = [
+        AlertmanagerConfig(url="http://alertmanager.invalid:9093"),
+        PagerDutyConfig(routing_key=SecretStr(ROUTING_KEY), url="https://pagerduty.invalid/v2/enqueue"),
+        SlackConfig(webhook_url=SecretStr(f"https://hooks.invalid/services/{SLACK_TOKEN}")),
+        WebhookConfig(url="https://hooks.invalid/x", secret=SecretStr("hush")),
+        EmailConfig.model_validate(
+            {"to": ["a@x.org"], "from": "b@x.org", "smarthost": "smtp.invalid:587", "require_tls": True}
+        ),
+    ]
+    kinds = [build_sender(config, receiver="oncall").kind for config in configs]
+    assert kinds == ["alertmanager", "pagerduty", "slack", "webhook", "email"]
+    with pytest.raises(AssertionError, match="reached for the network"):  # the guard does guard
+        build_sender(configs[3], receiver="oncall").send(make_notification([make_alert()]))
 
 
 def test_titles_follow_alertmanagers_default_title() -> None:
@@ -296,6 +352,14 @@ def test_alertmanager_posts_postable_alerts(receiver: LocalReceiver) -> None:
     assert alerts["inc-3"]["annotations"]["actor"] == "bob"
 
 
+def test_alertmanager_reposts_unchanged_firing_alerts(receiver: LocalReceiver) -> None:
+    """Re-posting is what renews their endsAt: an alert left out would lapse in Alertmanager."""
+    sender = AlertmanagerSender(AlertmanagerConfig(url=receiver.url), receiver="am", clock=fixed_clock(NOW))
+    alerts = [make_alert("inc-1", changed=False), make_alert("inc-2")]
+    sender.send(make_notification(alerts, integration="alertmanager"))
+    assert [a["labels"]["incident_id"] for a in receiver.bodies()[0]] == ["inc-1", "inc-2"]
+
+
 def test_alertmanager_label_names_are_made_valid() -> None:
     alert = make_alert(extra_labels={"team.name": "ml-platform", "9lives": "x", "empty": ""})
     [posted] = render_alertmanager_alerts([alert], now=NOW, ends_at_after_s=60)
@@ -405,6 +469,29 @@ def test_pagerduty_acknowledges_and_resolves(receiver: LocalReceiver) -> None:
     ]
 
 
+def test_pagerduty_sends_only_the_alerts_that_changed(receiver: LocalReceiver) -> None:
+    """A new incident in a group of 200 open ones is one event, not 201."""
+    sender = _pagerduty(receiver)
+    carried = [make_alert(f"inc-{i}", changed=False) for i in range(200)]
+    new = make_alert("inc-new", severity="critical")
+    acknowledged = make_alert("inc-ack", incident_status="acknowledged", actor="alice")
+    resolved = make_alert("inc-done", state="resolved", incident_status="resolved")
+    sender.send(make_notification([*carried, new, acknowledged, resolved], integration="pagerduty"))
+    assert [r.errors for r in receiver.received] == [[], [], []]
+    assert [(e["event_action"], e["dedup_key"]) for e in receiver.bodies()] == [
+        ("trigger", "inc-new"),
+        ("acknowledge", "inc-ack"),
+        ("resolve", "inc-done"),
+    ]
+
+
+def test_pagerduty_with_nothing_changed_sends_nothing(receiver: LocalReceiver) -> None:
+    sender = _pagerduty(receiver)
+    receiver.default = Reply(500, b"no request was expected")
+    sender.send(make_notification([make_alert("inc-1", changed=False)], integration="pagerduty"))
+    assert receiver.received == []
+
+
 def test_pagerduty_without_send_acknowledged_keeps_triggering(receiver: LocalReceiver) -> None:
     sender = _pagerduty(receiver, send_acknowledged=False)
     acknowledged = make_alert("inc-2", incident_status="acknowledged", actor="alice", note="on it")
@@ -512,8 +599,10 @@ def test_webhook_payload_headers_and_signature(receiver: LocalReceiver) -> None:
     assert request.errors == []
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["X-Inferwatch-Notification-Id"] == notification.id
-    assert request.headers["X-Inferwatch-Timestamp"] == str(int(NOW.timestamp()))
-    expected = "sha256=" + hmac.new(b"hush", request.body, hashlib.sha256).hexdigest()
+    timestamp = str(int(NOW.timestamp()))
+    assert request.headers["X-Inferwatch-Timestamp"] == timestamp
+    signed = f"{timestamp}.".encode() + request.body
+    expected = "sha256=" + hmac.new(b"hush", signed, hashlib.sha256).hexdigest()
     assert request.headers["X-Inferwatch-Signature"] == expected
     body = request.json()
     assert (body["notification_id"], body["seq"], body["receiver"]) == (notification.id, 3, "oncall")
@@ -529,6 +618,59 @@ def test_webhook_payload_headers_and_signature(receiver: LocalReceiver) -> None:
         "looking into it",
     )
     assert second["endsAt"] == "0001-01-01T00:00:00Z"
+
+
+def test_webhook_signature_covers_the_timestamp(receiver: LocalReceiver) -> None:
+    """A captured request replayed with a fresh timestamp fails verification; replayed as it was,
+    it is refused as too old."""
+    receiver.checker = signature_checker("hush", now=fixed_clock(NOW))
+    config = WebhookConfig(url=receiver.url, secret=SecretStr("hush"))
+    WebhookSender(config, receiver="oncall", clock=fixed_clock(NOW)).send(make_notification(_two_firing()))
+    [captured] = receiver.received
+    assert captured.errors == []
+
+    later = NOW + timedelta(hours=1)
+    fresh = {**captured.headers, "X-Inferwatch-Timestamp": str(int(later.timestamp()))}
+    assert webhook_signature_errors("hush", fresh, captured.body, now=later) == [
+        "X-Inferwatch-Signature does not match the timestamp and body"
+    ]
+    assert webhook_signature_errors("hush", captured.headers, captured.body, now=later) == [
+        f"X-Inferwatch-Timestamp {int(NOW.timestamp())} is more than 300 s from now"
+    ]
+    assert sign_webhook("1", captured.body, "hush") != sign_webhook("2", captured.body, "hush")
+
+
+def _documented_verifier() -> Callable[..., bool]:
+    """The ``verify_inferwatch`` function that docs/alerting.md gives receivers."""
+    text = (Path(__file__).parents[2] / "docs" / "alerting.md").read_text()
+    section = text[text.index("**Verifying a webhook.**") :]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match is not None, "docs/alerting.md: no Python block after 'Verifying a webhook'"
+    namespace: dict[str, Any] = {}
+    exec(compile(match.group(1), "docs/alerting.md", "exec"), namespace)  # our own documentation
+    verify: Callable[..., bool] = namespace["verify_inferwatch"]
+    return verify
+
+
+def test_the_documented_verification_works(receiver: LocalReceiver) -> None:
+    verify = _documented_verifier()
+    config = WebhookConfig(url=receiver.url, secret=SecretStr("hush"))
+    WebhookSender(config, receiver="oncall").send(make_notification(_two_firing()))  # the real clock
+    [request] = receiver.received
+    assert verify(b"hush", request.headers, request.body)
+    assert not verify(b"other", request.headers, request.body)
+    assert not verify(b"hush", request.headers, request.body.replace(b"firing", b"resolved"))
+    stamp = int(request.headers["X-Inferwatch-Timestamp"])
+    assert not verify(b"hush", {**request.headers, "X-Inferwatch-Timestamp": str(stamp + 1)}, request.body)
+    assert not verify(b"hush", {**request.headers, "X-Inferwatch-Signature": "sha256=\u00e9"}, request.body)
+    assert not verify(b"hush", {**request.headers, "X-Inferwatch-Timestamp": "\u00b2"}, request.body)
+    assert not verify(b"hush", {}, request.body)
+
+    stale = datetime.now(UTC) - timedelta(minutes=6)
+    WebhookSender(config, receiver="oncall", clock=lambda: stale).send(make_notification(_two_firing()))
+    old = receiver.received[1]
+    assert not verify(b"hush", old.headers, old.body)
+    assert verify(b"hush", old.headers, old.body, max_age_s=600)
 
 
 def test_webhook_with_the_wrong_secret_is_rejected(receiver: LocalReceiver) -> None:
@@ -799,7 +941,45 @@ def test_email_to_a_server_with_an_untrusted_certificate_fails(tls_files: tuple[
         error = _delivery_error(lambda: sender.send(make_notification(_two_firing())))
     assert not error.retryable
     assert "TLS with 127.0.0.1:" in str(error)
+    assert "certificate is not trusted" in str(error)
     assert inbox.messages == []
+
+
+@contextlib.contextmanager
+def smtp_that_drops_tls_handshakes() -> Iterator[int]:
+    """An SMTP server on loopback that offers STARTTLS, accepts it, reads the client's TLS hello
+    and closes the connection: a handshake cut short, as by a restarting server or a middlebox."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn, conn.makefile("rb") as lines:
+                conn.sendall(b"220 flaky.test ESMTP\r\n")
+                while (line := lines.readline()) and not line.upper().startswith(b"STARTTLS"):
+                    conn.sendall(b"250-flaky.test\r\n250 STARTTLS\r\n")
+                conn.sendall(b"220 go ahead\r\n")
+                header = lines.read(5)  # the TLS record carrying the ClientHello: read it all,
+                lines.read(int.from_bytes(header[3:5], "big"))  # so closing sends FIN, not RST
+                conn.shutdown(socket.SHUT_RDWR)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+def test_email_tls_handshake_cut_short_is_retryable() -> None:
+    with smtp_that_drops_tls_handshakes() as port:
+        sender = EmailSender(_email_config(port, require_tls=True), receiver="mail")
+        error = _delivery_error(lambda: sender.send(make_notification(_two_firing())))
+    assert error.retryable
+    assert "TLS with 127.0.0.1:" in str(error)
+    assert "certificate" not in str(error)
 
 
 def test_email_auth_not_offered_is_a_configuration_error() -> None:
