@@ -45,6 +45,7 @@ from inferwatch.detectors.drift.statistics import (
     KS_EXACT_MAX,
     KS_EXACT_MAX_EITHER,
     CategoricalStats,
+    NumericReference,
     NumericStats,
     compare_categorical,
     compare_numeric,
@@ -477,14 +478,15 @@ def _verdict(feature: str, data_type: str, p_value: float, effect: float, stats:
                           n_current=n_current, stats=stats, policy=rule)
 
 
-def judge_numeric(feature: str, reference_values: FloatArray, current_values: FloatArray,
-                  n_current: int | None = None, *, n_reference: int | None = None,
-                  bins: int = DEFAULT_BINS) -> FeatureVerdict:
+def judge_numeric(feature: str, reference_values: FloatArray | NumericReference,
+                  current_values: FloatArray, n_current: int | None = None, *,
+                  n_reference: int | None = None, bins: int = DEFAULT_BINS) -> FeatureVerdict:
     """Compare two NaN-free samples of a numeric feature and judge them by :func:`policy`.
 
     The policy is chosen on the sample sizes (they set the statistics' noise); ``n_current`` and
     ``n_reference`` are the events the samples stand for, reported only (default: sample sizes).
-    Callers skip features for which :func:`enough` is false.
+    Callers skip features for which :func:`enough` is false. A reference compared many times
+    can be given profiled once (:class:`~.statistics.NumericReference`).
 
     >>> rng = np.random.default_rng(0)
     >>> v = judge_numeric("input.x", rng.normal(size=500), rng.normal(1.0, 1.0, size=500))

@@ -47,9 +47,10 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.base import Finding, Severity
-from inferwatch.detectors.drift import catalogue, change, domain, textstats
+from inferwatch.detectors.drift import catalogue, change, domain, statistics, textstats
 from inferwatch.detectors.drift.sketch import WindowSummary, event_hash
 from inferwatch.detectors.state import BoundedState, iso_utc
+from inferwatch.detectors.stats import FloatArray
 
 log = logging.getLogger(__name__)
 
@@ -291,10 +292,14 @@ class DriftJudge:
     def _feature(self, key: str, kind: str, ref: WindowSummary,
                  cur: WindowSummary) -> catalogue.FeatureVerdict | None:
         if kind == "numeric":
-            ref_values, cur_values = ref.values(key), cur.values(key)
+            # The reference side (its values and their mean, spread and bins) is derived once per
+            # reference, not once per window: ``memo`` keeps it until the reference's sample changes.
+            ref_values = ref.memo(("values", key), lambda: _read_only(ref.values(key)))
+            cur_values = cur.values(key)
             if not catalogue.enough("numeric", len(ref_values), len(cur_values)):
                 return None
-            return catalogue.judge_numeric(key, ref_values, cur_values)
+            profile = ref.memo(("numeric", key), lambda: statistics.NumericReference.of(ref_values))
+            return catalogue.judge_numeric(key, profile, cur_values)
         ref_counts, cur_counts = ref.counts(key), cur.counts(key)
         if not catalogue.enough("categorical", sum(ref_counts.values()), sum(cur_counts.values())):
             return None
@@ -326,7 +331,8 @@ class DriftJudge:
         keys = sorted(k for k, kind in ref_keys.items() if k.startswith("input.") and kind == "numeric")
         if len(keys) < 2:
             return []
-        ref_rows, cur_rows = ref.matrix(keys), cur.matrix(keys)
+        ref_rows = ref.memo(("matrix", tuple(keys)), lambda: _read_only(ref.matrix(keys)))
+        cur_rows = cur.matrix(keys)
         if not catalogue.enough("multivariate", len(ref_rows), len(cur_rows)):
             return []
         floor = catalogue.policy("multivariate", len(ref_rows), len(cur_rows)).floor
@@ -335,7 +341,7 @@ class DriftJudge:
         return [] if result is None else [catalogue.judge_domain("inputs (together)", result, "multivariate")]
 
     def _texts(self, ref: WindowSummary, cur: WindowSummary) -> list[catalogue.FeatureVerdict]:
-        ref_rows, cur_rows = ref.ngram_rows(), cur.ngram_rows()
+        ref_rows, cur_rows = ref.memo("ngram_rows", ref.ngram_rows), cur.ngram_rows()
         if not catalogue.enough("text", len(ref_rows), len(cur_rows)):
             return []
         result = domain.text_domain_auc(ref_rows, cur_rows, seed=self.options.seed)
@@ -540,6 +546,12 @@ class DriftDetector:
             self.publish(end_ts, summaries)
             return []
         return self.judge.judge(end_ts, summaries)
+
+
+def _read_only(array: FloatArray) -> FloatArray:
+    # Kept in a reference's memo and handed to every window's comparison: nothing may change it.
+    array.flags.writeable = False
+    return array
 
 
 def _describe(verdict: catalogue.FeatureVerdict, p_adjusted: float) -> str:

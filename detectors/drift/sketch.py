@@ -34,14 +34,15 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from inferwatch.collectors.event import InferenceEvent, Scalar
 from inferwatch.detectors.stats import FloatArray
 
+T = TypeVar("T")
 SAMPLE_SIZE = 2_000
 """Events whose feature values are kept per window (bottom-k); KS on 2,000 values resolves D of 0.05."""
 REFERENCE_SAMPLE_SIZE = 5_000
@@ -210,6 +211,67 @@ def features_of(event: InferenceEvent, text_features: Callable[[str], tuple[str,
     return out
 
 
+class _RowIndex:
+    """Per feature key, what the drift judge reads from a summary's rows, from one pass over them.
+
+    Reading each key's values, counts, value types and presence with a pass over the sample per
+    key cost the judge about a tenth of a second per window; one pass for every key costs a few
+    milliseconds. Each table is exactly what the per-key scan gave (same values, same order).
+    ``memo`` holds whatever else callers derive from these rows (:meth:`WindowSummary.memo`).
+    """
+
+    __slots__ = ("categories", "kinds", "memo", "numbers", "present", "rows", "tabular", "types")
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.kinds: dict[str, str] = {}
+        """Feature key -> ``numeric``/``categorical``, by the first value seen (``_`` keys left out)."""
+        self.tabular = 0
+        """Rows with at least one ``input.*`` key."""
+        self.present: dict[str, int] = {}
+        """Key -> tabular rows holding it."""
+        self.numbers: dict[str, tuple[list[int], list[float]]] = {}
+        """Key -> (row positions, values) of its float values, in row order."""
+        self.categories: dict[str, dict[str, int]] = {}
+        """Key -> counts of its text values."""
+        self.types: dict[str, dict[str, int]] = {}
+        """Key -> how many of its values are numbers and how many text."""
+        self.memo: dict[Hashable, Any] = {}
+        kinds, present, numbers, categories, types = (
+            self.kinds, self.present, self.numbers, self.categories, self.types)
+        for position, row in enumerate(rows):
+            tabular = False
+            for key, value in row.items():
+                if not tabular and key.startswith("input."):
+                    tabular = True
+                if key not in kinds and not key.startswith("_"):
+                    kinds[key] = "numeric" if isinstance(value, float) else "categorical"
+                if value is None:
+                    continue
+                if isinstance(value, float):
+                    kind = "number"
+                    column = numbers.get(key)
+                    if column is None:
+                        column = numbers[key] = ([], [])
+                    column[0].append(position)
+                    column[1].append(value)
+                else:
+                    kind = "text"
+                    if isinstance(value, str):
+                        counts = categories.get(key)
+                        if counts is None:
+                            counts = categories[key] = {}
+                        counts[value] = counts.get(value, 0) + 1
+                seen = types.get(key)
+                if seen is None:
+                    seen = types[key] = {}
+                seen[kind] = seen.get(kind, 0) + 1
+            if tabular:
+                self.tabular += 1
+                for key in row:
+                    present[key] = present.get(key, 0) + 1
+
+
 class WindowSummary:
     """One model's traffic in one window (or a reference): mergeable, serialisable.
 
@@ -241,6 +303,7 @@ class WindowSummary:
         self.sample = Sample(k)
         self.partitions: set[int] = set()
         self._rows: list[dict[str, Any]] | None = None
+        self._index: _RowIndex | None = None
 
     def add(self, event: InferenceEvent, *, h: int | None = None) -> None:
         """Fold one event in (kept whole if it enters the sample; see :meth:`seal`)."""
@@ -348,53 +411,64 @@ class WindowSummary:
             self._rows = rows
         return self._rows
 
+    def _indexed(self) -> _RowIndex:
+        # Rebuilt whenever rows() is: every change to the sample drops the cached rows, so an
+        # index (and everything memoised on it) never outlives the rows it was built from.
+        rows = self.rows()
+        index = self._index
+        if index is None or index.rows is not rows:
+            index = self._index = _RowIndex(rows)
+        return index
+
+    def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, computed once for the sample as it is now (dropped when it changes).
+
+        A reference summary is compared with window after window unchanged: the detector keeps
+        what it derives from it here (statistics of its values, its rows as a matrix) instead of
+        recomputing it every window. ``key`` names what is computed; the caller must not change
+        the result.
+        """
+        memo = self._indexed().memo
+        if key not in memo:
+            memo[key] = compute()
+        return cast(T, memo[key])
+
     def keys(self) -> dict[str, str]:
         """Feature keys seen in the sample and their type (``numeric`` or ``categorical``)."""
-        kinds: dict[str, str] = {}
-        for row in self.rows():
-            for key, value in row.items():
-                if key not in kinds and not key.startswith("_"):
-                    kinds[key] = "numeric" if isinstance(value, float) else "categorical"
-        return kinds
+        return dict(self._indexed().kinds)
 
     def values(self, key: str) -> FloatArray:
         """The sampled numeric values of ``key``."""
-        return np.asarray([v for row in self.rows() if isinstance(v := row.get(key), float)],
-                          dtype=np.float64)
+        return np.asarray(self._indexed().numbers.get(key, ([], []))[1], dtype=np.float64)
 
     def counts(self, key: str) -> dict[str, int]:
         """Category counts of ``key`` in the sample."""
-        out: dict[str, int] = {}
-        for row in self.rows():
-            value = row.get(key)
-            if isinstance(value, str):
-                out[value] = out.get(value, 0) + 1
-        return out
+        return dict(self._indexed().categories.get(key, {}))
 
     def value_types(self, key: str) -> dict[str, int]:
         """How many sampled values of ``key`` are numbers and how many text (or booleans)."""
-        out: dict[str, int] = {}
-        for row in self.rows():
-            value = row.get(key)
-            if value is not None:
-                kind = "number" if isinstance(value, float) else "text"
-                out[kind] = out.get(kind, 0) + 1
-        return out
+        return dict(self._indexed().types.get(key, {}))
 
     def presence(self, key: str) -> tuple[int, int]:
         """``(present, tabular rows)`` of an ``input.*`` key in the sample: its missing share."""
-        tabular = present = 0
-        for row in self.rows():
-            if any(k.startswith("input.") for k in row):
-                tabular += 1
-                present += key in row
-        return present, tabular
+        index = self._indexed()
+        return index.present.get(key, 0), index.tabular
 
     def matrix(self, keys: list[str]) -> FloatArray:
         """Sampled rows that have every numeric key in ``keys``, as an ``(n, len(keys))`` array."""
-        rows = [[row[k] for k in keys] for row in self.rows()
-                if all(isinstance(row.get(k), float) for k in keys)]
-        return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(keys))
+        index = self._indexed()
+        n = len(index.rows)
+        columns = np.zeros((n, len(keys)), dtype=np.float64)
+        complete = np.ones(n, dtype=bool)
+        for j, key in enumerate(keys):
+            positions, numbers = index.numbers.get(key, ([], []))
+            has = np.zeros(n, dtype=bool)
+            if positions:
+                where = np.asarray(positions, dtype=np.intp)
+                columns[where, j] = numbers
+                has[where] = True
+            complete &= has
+        return columns[complete]
 
     def ngram_rows(self) -> list[list[int]]:
         """Hashed n-grams of the first ``text_k`` sampled prompts, in hash order."""

@@ -128,12 +128,50 @@ class NumericStats:
         }
 
 
-def compare_numeric(reference: FloatArray, current: FloatArray, *, bins: int = 10) -> NumericStats:
+@dataclass(frozen=True)
+class NumericReference:
+    """A numeric reference sample with what every comparison against it needs, computed once.
+
+    The drift detector compares one reference with window after window; its mean, standard
+    deviation, quantile bin edges and bin counts do not change, so :func:`compare_numeric`
+    takes them from here instead of recomputing them from ``values`` each time (the results
+    are the very same numbers). ``values`` is read-only.
+
+    >>> ref = NumericReference.of(np.arange(100.0))
+    >>> a = compare_numeric(ref, np.arange(100.0) + 50.0)
+    >>> b = compare_numeric(np.arange(100.0), np.arange(100.0) + 50.0)
+    >>> (a.ks_p, a.psi, a.wasserstein) == (b.ks_p, b.psi, b.wasserstein)
+    True
+    """
+
+    values: FloatArray
+    mean: float
+    std: float
+    bins: int
+    edges: FloatArray
+    counts: IntArray
+
+    @classmethod
+    def of(cls, values: FloatArray, *, bins: int = 10) -> NumericReference:
+        """Profile a non-empty, NaN-free sample (``ValueError`` otherwise, as :func:`compare_numeric`)."""
+        array = _as_finite_array(values, "reference").copy()  # a view could change under us
+        array.flags.writeable = False
+        mean, std = mean_std(array)
+        edges = quantile_edges(array, bins)
+        counts = bin_counts(array, edges)
+        edges.flags.writeable = False
+        counts.flags.writeable = False
+        return cls(values=array, mean=mean, std=std, bins=bins, edges=edges, counts=counts)
+
+
+def compare_numeric(reference: FloatArray | NumericReference, current: FloatArray, *,
+                    bins: int = 10) -> NumericStats:
     """Compare two samples of one numeric feature; both must be non-empty and NaN-free.
 
     KS uses the exact p-value for small samples and the asymptotic one when both samples exceed
     ``KS_EXACT_MAX`` values or either exceeds ``KS_EXACT_MAX_EITHER``. PSI and the histogram use
-    ``bins`` quantile bins of the reference (fewer when its values tie).
+    ``bins`` quantile bins of the reference (fewer when its values tie). ``reference`` may be a
+    :class:`NumericReference` (profiled once, compared many times).
 
     >>> s = compare_numeric(np.arange(100.0), np.arange(100.0) + 50.0)
     >>> s.ks_d, round(s.wasserstein, 3), s.wasserstein_basis
@@ -143,18 +181,21 @@ def compare_numeric(reference: FloatArray, current: FloatArray, *, bins: int = 1
     ...
     ValueError: reference is empty: a numeric comparison needs at least one value on each side; ...
     """
-    ref = _as_finite_array(reference, "reference")
+    if not isinstance(reference, NumericReference) or reference.bins != bins:
+        reference = NumericReference.of(
+            reference.values if isinstance(reference, NumericReference) else reference, bins=bins)
+    ref = reference.values
     cur = _as_finite_array(current, "current")
     small = min(ref.size, cur.size) <= KS_EXACT_MAX and max(ref.size, cur.size) <= KS_EXACT_MAX_EITHER
     ks = ks_2samp(ref, cur, method="auto" if small else "asymp")
-    ref_mean, ref_std = mean_std(ref)
+    ref_mean, ref_std = reference.mean, reference.std
     cur_mean, cur_std = mean_std(cur)
     if ref_std > 0.0:
         scale, basis = ref_std, "reference std"
     else:
         scale, basis = max(abs(ref_mean), 1.0), "reference magnitude (constant reference)"
-    edges = quantile_edges(ref, bins)
-    ref_counts = bin_counts(ref, edges)
+    edges = reference.edges
+    ref_counts = reference.counts
     cur_counts = bin_counts(cur, edges)
     return NumericStats(
         n_reference=int(ref.size),

@@ -170,7 +170,7 @@ def test_a_superseded_page_passes_on_its_news(tmp_path: Path) -> None:
     """A's trigger waits on a retry; the next page carries A as already known (B is its news).
     Superseding the first must not lose A's trigger for integrations that act per alert."""
     clock = Clock()
-    notifier, store, manager, sent, recorders = setup(tmp_path, """
+    notifier, _, manager, sent, recorders = setup(tmp_path, """
 route: {receiver: pager, group_by: [detector], group_wait: 0s, group_interval: 10s}
 receivers:
   - {name: pager, webhook_configs: [{url: "http://127.0.0.1:9/hook"}]}
