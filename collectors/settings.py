@@ -151,7 +151,7 @@ class DetectSettings(_Section):
     window_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     idle_close_s: Annotated[float, Field(gt=0)] = 5.0
     incident_bucket_s: Annotated[float, Field(gt=0)] = 3600.0
-    resolve_after_s: Annotated[float, Field(gt=0)] | None = 3600.0
+    resolve_after_s: Annotated[float, Field(ge=0)] | None = 3600.0  # 0 or None: never
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 500
     enabled: list[str] | None = None
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)

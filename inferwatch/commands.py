@@ -116,7 +116,7 @@ def incidents_show(args: argparse.Namespace, settings: Settings) -> int:
 def incidents_transition(args: argparse.Namespace, settings: Settings) -> int:
     """Acknowledge or resolve an incident."""
     manager = IncidentManager(open_store(settings), bucket_s=settings.detect.incident_bucket_s,
-                              resolve_after_s=settings.detect.resolve_after_s)
+                              resolve_after_s=settings.detect.resolve_after_s or None)
     actor = args.actor or getpass.getuser()
     if args.transition == "ack":
         incident = manager.acknowledge(args.id, actor, args.note)
