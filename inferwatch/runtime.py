@@ -67,7 +67,9 @@ def build_detection(
         if attach is not None:
             attach(store)
     manager = IncidentManager(
-        store, bucket_s=settings.detect.incident_bucket_s, resolve_after_s=settings.detect.resolve_after_s or None
+        store,
+        bucket_s=settings.detect.incident_bucket_s,
+        resolve_after_s=settings.detect.resolve_after_s or None,
     )
     pipeline = Pipeline(
         detectors,
