@@ -89,9 +89,15 @@ class DetectorService:
             now = self.wall_clock()
             if not handled and self._waiting_for_partitions() and now - started < JOIN_WAIT_S:
                 self._last_record_at = now
-            if not handled and max_idle_s is not None and now - self._last_record_at >= max_idle_s:
+            if (not handled and max_idle_s is not None and now - self._last_record_at >= max_idle_s
+                    and not self._drift_waiting()):
                 break
         return self.stats
+
+    def _drift_waiting(self) -> bool:
+        # A batch run must not end with drift windows read but not judged: they are judged
+        # once every event partition's marker is in, or after the collector's max_wait_s.
+        return self.drift is not None and bool(getattr(self.drift, "waiting", 0))
 
     def _waiting_for_partitions(self) -> bool:
         assignment = getattr(self.consumer, "assignment", None)

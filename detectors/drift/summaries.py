@@ -133,6 +133,12 @@ class SummaryCollector:
         self.late = 0
         self.malformed = 0
 
+    @property
+    def waiting(self) -> int:
+        """Windows read but not judged yet (waiting for the markers of every event partition,
+        for at most ``max_wait_s``)."""
+        return len(self._windows)
+
     def poll(self, timeout: float = 0.1) -> list[Finding]:
         """Read what has arrived; findings of the windows that became complete (in window order)."""
         for record in self.consumer.poll(100, timeout):

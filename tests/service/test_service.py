@@ -219,3 +219,41 @@ def test_incidents_resolve_when_traffic_stops(tmp_path):
     resolved = store.get(incident.id)
     assert resolved.status == "resolved"
     assert resolved.history[-1].note == "auto: quiet for 10m"
+
+
+class WaitingDrift:
+    """A drift collector that holds a window for a few polls (markers still to come)."""
+
+    def __init__(self, polls: int) -> None:
+        self.polls_left = polls
+        self.polled = 0
+
+    @property
+    def waiting(self) -> int:
+        return 1 if self.polls_left > 0 else 0
+
+    def poll(self):
+        self.polled += 1
+        self.polls_left -= 1
+        return []
+
+    def commit(self) -> None:
+        pass
+
+
+def test_a_batch_run_does_not_end_while_drift_windows_wait_to_be_judged(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    now = [10_000.0]
+
+    def clock():
+        now[0] += 10
+        return now[0]
+
+    bus = SQLiteBus(tmp_path / "bus.db")
+    pipeline = Pipeline([ServerErrors()], IncidentManager(store), window_s=60, event_store=store)
+    drift = WaitingDrift(polls=6)
+    service = DetectorService(bus.consumer("g"), bus.dead_letters(), pipeline, wall_clock=clock,
+                              drift=drift)
+    service.run(max_idle_s=15, poll_timeout=0)
+    assert drift.waiting == 0          # it went on until the held window was judged
+    assert drift.polled >= 6
