@@ -111,7 +111,14 @@ def _metrics(summary: WindowSummary, min_requests: int) -> dict[str, float]:
 
 
 class DriftJudge:
-    """Judges one model's merged window summaries against its reference (no I/O but the keeper)."""
+    """Judges one model's merged window summaries against its reference (no I/O but the keeper).
+
+    A reference is compared with window after window unchanged, so what is derived from it (each
+    numeric feature's profile, its rows as a matrix, its prompts' n-grams) is memoised on the
+    reference's summary (:meth:`WindowSummary.memo`): computed at its first window, dropped with
+    it when the reference is replaced (a baseline set, a reload, a rolled or re-warmed reference)
+    or its sample changes. The numbers are the ones recomputing would give.
+    """
 
     def __init__(self, detector: DriftDetector) -> None:
         self.options = detector

@@ -34,7 +34,9 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping
+from itertools import chain
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -212,64 +214,82 @@ def features_of(event: InferenceEvent, text_features: Callable[[str], tuple[str,
 
 
 class _RowIndex:
-    """Per feature key, what the drift judge reads from a summary's rows, from one pass over them.
+    """Per feature key, what the drift judge reads from a summary's rows, each computed once.
 
-    Reading each key's values, counts, value types and presence with a pass over the sample per
-    key cost the judge about a tenth of a second per window; one pass for every key costs a few
-    milliseconds. Each table is exactly what the per-key scan gave (same values, same order).
-    ``memo`` holds whatever else callers derive from these rows (:meth:`WindowSummary.memo`).
+    Scanning the whole sample once per key and per question (values, counts, value types,
+    missing share) cost the judge about a tenth of a second per window. Here each key's column
+    is read once, with list comprehensions rather than a Python loop per value, and every table
+    is kept: the same values in the same order as the per-key scans gave. ``memo`` holds
+    whatever else callers derive from these rows (:meth:`WindowSummary.memo`).
     """
 
-    __slots__ = ("categories", "kinds", "memo", "numbers", "present", "rows", "tabular", "types")
+    __slots__ = ("_categories", "_columns", "_numbers", "_present", "_tabular_rows", "_types", "kinds",
+                 "memo", "rows")
 
     def __init__(self, rows: list[dict[str, Any]]) -> None:
         self.rows = rows
-        self.kinds: dict[str, str] = {}
-        """Feature key -> ``numeric``/``categorical``, by the first value seen (``_`` keys left out)."""
-        self.tabular = 0
-        """Rows with at least one ``input.*`` key."""
-        self.present: dict[str, int] = {}
-        """Key -> tabular rows holding it."""
-        self.numbers: dict[str, tuple[list[int], list[float]]] = {}
-        """Key -> (row positions, values) of its float values, in row order."""
-        self.categories: dict[str, dict[str, int]] = {}
-        """Key -> counts of its text values."""
-        self.types: dict[str, dict[str, int]] = {}
-        """Key -> how many of its values are numbers and how many text."""
         self.memo: dict[Hashable, Any] = {}
-        kinds, present, numbers, categories, types = (
-            self.kinds, self.present, self.numbers, self.categories, self.types)
-        for position, row in enumerate(rows):
-            tabular = False
-            for key, value in row.items():
-                if not tabular and key.startswith("input."):
-                    tabular = True
-                if key not in kinds and not key.startswith("_"):
-                    kinds[key] = "numeric" if isinstance(value, float) else "categorical"
-                if value is None:
-                    continue
-                if isinstance(value, float):
-                    kind = "number"
-                    column = numbers.get(key)
-                    if column is None:
-                        column = numbers[key] = ([], [])
-                    column[0].append(position)
-                    column[1].append(value)
-                else:
-                    kind = "text"
-                    if isinstance(value, str):
-                        counts = categories.get(key)
-                        if counts is None:
-                            counts = categories[key] = {}
-                        counts[value] = counts.get(value, 0) + 1
-                seen = types.get(key)
-                if seen is None:
-                    seen = types[key] = {}
-                seen[kind] = seen.get(kind, 0) + 1
-            if tabular:
-                self.tabular += 1
-                for key in row:
-                    present[key] = present.get(key, 0) + 1
+        order = dict.fromkeys(chain.from_iterable(rows))  # every key, in first-seen order
+        self.kinds: dict[str, str] = {}
+        """Feature key -> ``numeric``/``categorical``, by its first value (``_`` keys left out)."""
+        for key in order:
+            if not key.startswith("_"):
+                first = next(row[key] for row in rows if key in row)
+                self.kinds[key] = "numeric" if isinstance(first, float) else "categorical"
+        inputs = [key for key in order if key.startswith("input.")]
+        self._tabular_rows = [row for row in rows if not row.keys().isdisjoint(inputs)] if inputs else []
+        self._present: dict[str, int] = {}
+        self._columns: dict[str, list[Any]] = {}
+        self._numbers: dict[str, list[float]] = {}
+        self._categories: dict[str, dict[str, int]] = {}
+        self._types: dict[str, dict[str, int]] = {}
+
+    @property
+    def tabular(self) -> int:
+        """Rows with at least one ``input.*`` key."""
+        return len(self._tabular_rows)
+
+    def column(self, key: str) -> list[Any]:
+        """``key``'s value in each row (``None`` where it is missing)."""
+        found = self._columns.get(key)
+        if found is None:
+            found = self._columns[key] = [row.get(key) for row in self.rows]
+        return found
+
+    def present(self, key: str) -> int:
+        """Tabular rows holding ``key``."""
+        found = self._present.get(key)
+        if found is None:
+            found = self._present[key] = len([True for row in self._tabular_rows if key in row])
+        return found
+
+    def numbers(self, key: str) -> list[float]:
+        """``key``'s float values, in row order."""
+        found = self._numbers.get(key)
+        if found is None:
+            found = self._numbers[key] = [value for value in self.column(key) if isinstance(value, float)]
+        return found
+
+    def categories(self, key: str) -> dict[str, int]:
+        """Counts of ``key``'s text values, in first-seen order."""
+        found = self._categories.get(key)
+        if found is None:
+            found = self._categories[key] = dict(
+                Counter([value for value in self.column(key) if isinstance(value, str)]))
+        return found
+
+    def types(self, key: str) -> dict[str, int]:
+        """How many of ``key``'s values are numbers and how many text, in first-seen order."""
+        found = self._types.get(key)
+        if found is None:
+            column = self.column(key)
+            values = len(column) - column.count(None)
+            numbers = len(self.numbers(key))
+            kinds = [("number", numbers), ("text", values - numbers)]
+            if values and not isinstance(next(v for v in column if v is not None), float):
+                kinds.reverse()
+            found = self._types[key] = {kind: n for kind, n in kinds if n}
+        return found
 
 
 class WindowSummary:
@@ -439,36 +459,33 @@ class WindowSummary:
 
     def values(self, key: str) -> FloatArray:
         """The sampled numeric values of ``key``."""
-        return np.asarray(self._indexed().numbers.get(key, ([], []))[1], dtype=np.float64)
+        return np.asarray(self._indexed().numbers(key), dtype=np.float64)
 
     def counts(self, key: str) -> dict[str, int]:
         """Category counts of ``key`` in the sample."""
-        return dict(self._indexed().categories.get(key, {}))
+        return dict(self._indexed().categories(key))
 
     def value_types(self, key: str) -> dict[str, int]:
         """How many sampled values of ``key`` are numbers and how many text (or booleans)."""
-        return dict(self._indexed().types.get(key, {}))
+        return dict(self._indexed().types(key))
 
     def presence(self, key: str) -> tuple[int, int]:
         """``(present, tabular rows)`` of an ``input.*`` key in the sample: its missing share."""
         index = self._indexed()
-        return index.present.get(key, 0), index.tabular
+        return index.present(key), index.tabular
 
     def matrix(self, keys: list[str]) -> FloatArray:
         """Sampled rows that have every numeric key in ``keys``, as an ``(n, len(keys))`` array."""
         index = self._indexed()
         n = len(index.rows)
-        columns = np.zeros((n, len(keys)), dtype=np.float64)
+        out = np.zeros((n, len(keys)), dtype=np.float64)
         complete = np.ones(n, dtype=bool)
         for j, key in enumerate(keys):
-            positions, numbers = index.numbers.get(key, ([], []))
-            has = np.zeros(n, dtype=bool)
-            if positions:
-                where = np.asarray(positions, dtype=np.intp)
-                columns[where, j] = numbers
-                has[where] = True
+            column = index.column(key)
+            has = np.fromiter((isinstance(value, float) for value in column), dtype=bool, count=n)
+            out[has, j] = index.numbers(key)
             complete &= has
-        return columns[complete]
+        return out[complete]
 
     def ngram_rows(self) -> list[list[int]]:
         """Hashed n-grams of the first ``text_k`` sampled prompts, in hash order."""
