@@ -89,15 +89,21 @@ class DetectorService:
             now = self.wall_clock()
             if not handled and self._waiting_for_partitions() and now - started < JOIN_WAIT_S:
                 self._last_record_at = now
-            if (not handled and max_idle_s is not None and now - self._last_record_at >= max_idle_s
-                    and not self._drift_waiting()):
+            idle = now - self._last_record_at
+            if not handled and max_idle_s is not None and idle >= max_idle_s and (
+                    not self._drift_waiting() or idle >= max_idle_s + self._drift_grace_s()):
                 break
         return self.stats
 
     def _drift_waiting(self) -> bool:
-        # A batch run must not end with drift windows read but not judged: they are judged
-        # once every event partition's marker is in, or after the collector's max_wait_s.
+        # A batch run must not end with drift summaries not judged (read and waiting for
+        # markers, or still on the summaries topic for a member that is joining its group).
         return self.drift is not None and bool(getattr(self.drift, "waiting", 0))
+
+    def _drift_grace_s(self) -> float:
+        # How long past the idle limit a batch run waits for drift summaries at most: the
+        # collector judges an incomplete window after its max_wait_s anyway.
+        return float(getattr(self.drift, "max_wait_s", 120.0)) + 30.0
 
     def _waiting_for_partitions(self) -> bool:
         assignment = getattr(self.consumer, "assignment", None)

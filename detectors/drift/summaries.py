@@ -29,6 +29,7 @@ collector keeps one partial per (window, model, partition set).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -135,9 +136,16 @@ class SummaryCollector:
 
     @property
     def waiting(self) -> int:
-        """Windows read but not judged yet (waiting for the markers of every event partition,
-        for at most ``max_wait_s``)."""
-        return len(self._windows)
+        """Summaries not judged yet: windows read and waiting for the markers of every event
+        partition (for at most ``max_wait_s``), plus records on the summaries topic after the
+        group's committed positions (not read yet, by this process or the owner of their
+        partition — which may still be joining the group)."""
+        pending = len(self._windows)
+        lag = getattr(self.consumer, "lag", None)
+        if lag is not None:
+            with contextlib.suppress(BusUnavailable):  # unknown: judged by what was read
+                pending += int(lag())
+        return pending
 
     def poll(self, timeout: float = 0.1) -> list[Finding]:
         """Read what has arrived; findings of the windows that became complete (in window order)."""

@@ -142,6 +142,7 @@ def _detect(dep: Deployment, group: str, prefix: str) -> subprocess.Popen[str]:
 
 def _records_handled(proc: subprocess.Popen[str]) -> int:
     _out, err = proc.communicate(timeout=240)
+    proc.stderr_text = err  # type: ignore[attr-defined]
     assert proc.returncode == 0, err[-3000:]
     match = re.search(r"detect: (\d+) records", err)
     assert match, err[-2000:]
@@ -240,10 +241,10 @@ def test_three_processes_reach_the_drift_verdict_of_one(deployment: Deployment) 
                     for i in found}
 
         one, three = verdict(one_prefix), verdict(three_prefix)
-        assert set(one) == {"model:m"}
+        assert set(one) == {"model:m"}, single.stderr_text[-4000:]  # type: ignore[attr-defined]
         assert one["model:m"][2][0] == "input.c"
         assert one["model:m"][1] == datetime.fromtimestamp(START + 9 * 60, UTC)  # the first shifted window
-        assert three == one
+        assert three == one, [p.stderr_text[-2500:] for p in trio]  # type: ignore[attr-defined]
     finally:
         admin = KafkaAdminClient(bootstrap_servers=deployment.bus.bootstrap_servers[0])
         admin.delete_topics([summaries_one, summaries_three])
