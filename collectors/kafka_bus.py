@@ -296,7 +296,21 @@ class KafkaEventConsumer:
         with guard(self._servers, "could not be reached"):
             self._consumer = KafkaConsumer(group_id=group, **kafka_config(settings, "consumer", tuning))
         forbid_topic_auto_creation(self._consumer._cluster)  # before subscribing asks for metadata
+        self._await_partition_metadata()
         self._consumer.subscribe([topic])
+
+    def _await_partition_metadata(self, timeout_s: float = 10.0) -> None:
+        # A topic created a moment ago may not be in the first metadata this client sees; the
+        # group's assignor would then give this member nothing, and kafka-python looks again
+        # only at the next metadata refresh (minutes). Wait until its partitions are known.
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with guard(self._servers, "gave no topic metadata"):
+                self._consumer.topics()  # a metadata request
+            if self._consumer.partitions_for_topic(self._topic):
+                return
+            time.sleep(0.2)
+        log.warning("event=kafka_topic_metadata_missing topic=%s waited_s=%.0f", self._topic, timeout_s)
 
     def poll(self, max_records: int = 500, timeout: float = 1.0) -> Sequence[BusRecord]:
         """Up to ``max_records`` records, in offset order per partition; ``[]`` after ``timeout``."""

@@ -79,7 +79,6 @@ receivers:
     assert sorted(p["groupLabels"]["detector"] for p in first) == sorted(
         {i["detector"] for i in incidents.values()})
     by_detector = Counter(i["detector"] for i in incidents.values())
-    assert max(by_detector.values()) > 1
     for detector, count in by_detector.items():   # the group's latest page carries all of them
         group = [p for p in payloads if p["groupLabels"]["detector"] == detector]
         latest = max(group, key=lambda p: p["seq"])
