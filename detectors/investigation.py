@@ -26,12 +26,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from inferwatch import __version__
-from inferwatch.collectors.event import InferenceEvent, encode_event, event_to_dict
+from inferwatch.collectors.event import InferenceEvent, event_to_dict
 from inferwatch.detectors.alerts.model import Notification, NotificationQuery
 from inferwatch.detectors.base import Detector
 from inferwatch.detectors.incidents import Incident
 from inferwatch.detectors.registry import build_detectors
-from inferwatch.detectors.scan import PER_REQUEST, scan_line
+from inferwatch.detectors.scan import PER_REQUEST, scan_event
 from inferwatch.detectors.store import EventQuery, EventStore, IncidentQuery, IncidentStore, Store
 
 REPORT_SCHEMA = "inferwatch.report/1"
@@ -127,12 +127,10 @@ def per_request_detectors(
 def score_event(event: InferenceEvent, detectors: Sequence[Detector]) -> dict[str, dict[str, Any]]:
     """Each detector's verdict on ``event`` alone.
 
-    Scoring has one home, :func:`inferwatch.detectors.scan.scan_line`: the event goes through
-    it as the JSON line it would be in a file, so the timeline and ``inferwatch scan`` cannot
-    disagree about the same event.
+    Scoring has one home, :func:`inferwatch.detectors.scan.scan_event` (what ``inferwatch
+    scan`` runs on each line), so the timeline and ``scan`` cannot disagree about an event.
     """
-    result = scan_line(encode_event(event), 0, list(detectors))
-    return result.detectors if result.error is None else {}
+    return scan_event(event, 0, detectors).detectors
 
 
 def timeline(

@@ -14,6 +14,7 @@ the reasons.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -67,7 +68,7 @@ def to_event(obj: dict[str, Any], line: int) -> InferenceEvent:
     )
 
 
-def scan_line(raw: str | bytes, line: int, detectors: list[Detector]) -> ScanResult:
+def scan_line(raw: str | bytes, line: int, detectors: Sequence[Detector]) -> ScanResult:
     """Score one JSONL line with ``detectors``; a bad line gives a result with ``error``."""
     try:
         try:
@@ -79,6 +80,11 @@ def scan_line(raw: str | bytes, line: int, detectors: list[Detector]) -> ScanRes
         event = to_event(obj, line)
     except (ValueError, MalformedEvent) as exc:
         return ScanResult(line=line, error=getattr(exc, "reason", None) or str(exc))
+    return scan_event(event, line, detectors)
+
+
+def scan_event(event: InferenceEvent, line: int, detectors: Sequence[Detector]) -> ScanResult:
+    """Score one decoded event with ``detectors`` (what :func:`scan_line` does after decoding)."""
     result = ScanResult(line=line, id=event.id, text=event.input.text or event.output.text or "")
     for detector in detectors:
         # Each line on its own: a detector that holds doubtful findings until the caller repeats

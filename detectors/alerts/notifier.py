@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -346,17 +346,6 @@ def build_senders(
                 where = f"receivers: {receiver.name}: {kind}_configs[{index}]"
                 raise AlertingConfigError(f"{where}: {exc}") from None
     return out
-
-
-def integration_config(
-    config: AlertingConfig, receiver: str, kind: str, index: int
-) -> IntegrationConfig | None:
-    """The ``index``-th ``kind`` entry of ``receiver`` in the routing file, if it is still there."""
-    for entry in config.receivers:
-        if entry.name == receiver:
-            configs: Sequence[IntegrationConfig] = getattr(entry, f"{kind}_configs", [])
-            return configs[index] if index < len(configs) else None
-    return None
 
 
 def backoff_s(attempts: int, initial: float, ceiling: float) -> float:
