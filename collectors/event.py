@@ -10,8 +10,9 @@ can act on, and never anything else.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -113,7 +114,10 @@ class InferenceEvent(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("time must carry a UTC offset (RFC 3339, e.g. 2026-01-01T00:00:00Z)")
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first representable instant
+            raise ValueError("time is out of range (before 0001-01-01 or after 9999-12-31 in UTC)") from None
 
     @field_validator("trace_id")
     @classmethod
@@ -138,6 +142,73 @@ class InferenceEvent(BaseModel):
     def extra_fields(self) -> dict[str, Any]:
         """Fields this reader does not know, kept as they came."""
         return dict(self.model_extra or {})
+
+
+class PartView(Protocol):
+    """What a bulk reader sees of an event's ``input`` (see :class:`EventView`)."""
+
+    @property
+    def features(self) -> Mapping[str, Scalar] | None: ...
+    @property
+    def text(self) -> str | None: ...
+    @property
+    def chars(self) -> int | None: ...
+    @property
+    def tokens(self) -> int | None: ...
+
+
+class OutputView(PartView, Protocol):
+    """What a bulk reader sees of an event's ``output``."""
+
+    @property
+    def label(self) -> str | int | float | bool | None: ...
+    @property
+    def score(self) -> float | None: ...
+    @property
+    def finish_reason(self) -> str | None: ...
+
+
+class EventView(Protocol):
+    """The fields of an event a bulk reader may rely on, read-only.
+
+    Both :class:`InferenceEvent` and the lighter ``LiteEvent`` of
+    :mod:`inferwatch.collectors.fast_event` (what ``inferwatch replay`` decodes to when every
+    detector takes views) have them, with the same values for the same line. Not here: ``time``
+    as a datetime (use ``ts``), ``attributes``, ``agent`` and fields this reader does not know.
+    """
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def ts(self) -> float: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def model_version(self) -> str | None: ...
+    @property
+    def operation(self) -> str | None: ...
+    @property
+    def endpoint(self) -> str | None: ...
+    @property
+    def principal(self) -> str | None: ...
+    @property
+    def client_ip(self) -> str | None: ...
+    @property
+    def trace_id(self) -> str | None: ...
+    @property
+    def span_id(self) -> str | None: ...
+    @property
+    def status(self) -> int | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def duration_ms(self) -> float: ...
+    @property
+    def input(self) -> PartView: ...
+    @property
+    def output(self) -> OutputView: ...
 
 
 def encode_event(event: InferenceEvent) -> bytes:

@@ -85,6 +85,12 @@ def test_garbage_raises_malformed_not_anything_else(raw):
         decode_event(raw)
 
 
+@pytest.mark.parametrize("time", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_out_of_range_in_utc_is_malformed_not_an_overflow(time):
+    with pytest.raises(MalformedEvent, match="time: Value error, time is out of range"):
+        decode_event(json.dumps({"id": "e", "time": time}))
+
+
 def test_infinite_duration_is_malformed():
     raw = json.dumps(FULL).replace('"duration_ms": 12.5', '"duration_ms": Infinity')
     with pytest.raises(MalformedEvent, match="duration_ms: Input should be a finite number"):
