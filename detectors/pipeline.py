@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from inferwatch.collectors.event import InferenceEvent
-from inferwatch.detectors.base import Detector, Finding
+from inferwatch.collectors.event import EventView, InferenceEvent
+from inferwatch.detectors.base import Detector, Finding, ViewDetector
 from inferwatch.detectors.incidents import Incident, IncidentManager
 from inferwatch.detectors.store import EventStore
 from inferwatch.detectors.windows import WindowClock
@@ -76,6 +76,51 @@ class Pipeline:
         self.stats.events += len(events)
         self.stats.findings += len(batch.findings)
         return batch
+
+    @property
+    def takes_views(self) -> bool:
+        """Whether every detector has ``observe_views`` (then :meth:`detect_views` may be used)."""
+        return all(isinstance(d, ViewDetector) for d in self.detectors)
+
+    def detect_views(self, events: Sequence[EventView]) -> Batch:
+        """:meth:`detect` for pipelines whose detectors all take views (:attr:`takes_views`).
+
+        Each detector gets the events in runs that no window boundary splits, through
+        ``observe_views``; windows close between runs exactly where :meth:`detect` closes them.
+        The events themselves are not kept in the batch (there must be no event store).
+        """
+        if self.event_store is not None or not self.takes_views:
+            raise TypeError("detect_views needs detectors that all take views and no event store")
+        batch = Batch(())
+        if not events:
+            return batch
+        clock = self.clock
+        newest = self._watermark if self._watermark is not None else events[0].ts
+        start = 0
+        for i, event in enumerate(events):
+            ts = event.ts
+            if ts > newest:
+                newest = ts
+            open_end = clock.open_end
+            if open_end is not None and ts < open_end:
+                continue
+            ends = clock.advance(ts)
+            if ends:
+                self._observe_run(events[start:i], batch)
+                start = i
+                for end in ends:
+                    batch.findings.extend(self._close(end))
+        self._observe_run(events[start:], batch)
+        self._watermark = newest
+        self.stats.events += len(events)
+        self.stats.findings += len(batch.findings)
+        return batch
+
+    def _observe_run(self, run: Sequence[EventView], batch: Batch) -> None:
+        if run:
+            for detector in self.detectors:
+                assert isinstance(detector, ViewDetector)
+                batch.findings.extend(self._call(detector, detector.observe_views, run))
 
     @property
     def has_events(self) -> bool:

@@ -2,6 +2,12 @@
 
 Replay is deterministic: the same file and settings give the same incidents with the same ids,
 and an incident's ``first_seen``/``last_seen`` are the event times it was seen at.
+
+When every detector takes views (:class:`~inferwatch.detectors.base.ViewDetector`, e.g. the
+drift detector) and no events are kept, lines are read with the fast reader
+(:func:`~inferwatch.collectors.fast_event.decode_view`) and go through
+:meth:`Pipeline.detect_views <inferwatch.detectors.pipeline.Pipeline.detect_views>`: the same
+incidents and the same malformed lines with the same reasons, several times faster.
 """
 
 from __future__ import annotations
@@ -9,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from inferwatch.collectors.event import InferenceEvent, MalformedEvent, decode_event
+from inferwatch.collectors.event import EventView, MalformedEvent, decode_event
+from inferwatch.collectors.fast_event import decode_view
 from inferwatch.detectors.incidents import Incident
 from inferwatch.detectors.pipeline import Pipeline
 from inferwatch.detectors.store import IncidentQuery, IncidentStore
@@ -46,9 +53,14 @@ def replay_file(
     result = ReplayResult(incidents=[])
     # A replay is history: an incident "changed" when its events happened, not when it ran.
     pipeline.manager.clock = pipeline.event_time
+    views = pipeline.takes_views and pipeline.event_store is None
+    decode: Callable[[bytes], EventView] = decode_view if views else decode_event
     with path.open("rb") as fh:
-        for batch, done in _batches(fh, result):
-            pipeline.process(batch)
+        for batch, done in _batches(fh, result, decode):
+            if views:
+                pipeline.store(pipeline.detect_views(batch))
+            else:
+                pipeline.process(batch)
             result.events += len(batch)
             if progress is not None:
                 progress(done, total)
@@ -58,15 +70,16 @@ def replay_file(
     return result
 
 
-def _batches(fh: IO[bytes], result: ReplayResult) -> Iterator[tuple[list[InferenceEvent], int]]:
-    batch: list[InferenceEvent] = []
+def _batches(fh: IO[bytes], result: ReplayResult,
+             decode: Callable[[bytes], Any]) -> Iterator[tuple[list[Any], int]]:
+    batch: list[Any] = []
     done = 0
     for number, line in enumerate(fh, start=1):
         done += len(line)
         if not line.strip():
             continue
         try:
-            batch.append(decode_event(line))
+            batch.append(decode(line))
         except MalformedEvent as exc:
             result.malformed.append((number, exc.reason))
         if len(batch) >= _BATCH:

@@ -40,12 +40,12 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Protocol
 
-from inferwatch.collectors.event import InferenceEvent
+from inferwatch.collectors.event import EventView, InferenceEvent
 from inferwatch.detectors.base import Finding, Severity
 from inferwatch.detectors.drift import catalogue, change, domain, statistics, textstats
 from inferwatch.detectors.drift.sketch import WindowSummary, event_hash
@@ -535,6 +535,19 @@ class DriftDetector:
                 return []
             summary = self._open[model] = WindowSummary(model, service=event.service, k=self.sample_size)
         summary.add(event, h=event_hash(event.id))
+        return []
+
+    def observe_views(self, events: Sequence[EventView]) -> list[Finding]:
+        """:meth:`observe` for a run of events inside one window (what replay's fast path calls)."""
+        open_ = self._open
+        for event in events:
+            model = event.model or UNKNOWN_MODEL
+            summary = open_.get(model)
+            if summary is None:
+                if len(open_) >= self.max_models:
+                    continue
+                summary = open_[model] = WindowSummary(model, service=event.service, k=self.sample_size)
+            summary.add(event, h=event_hash(event.id))
         return []
 
     def take_window(self, end_ts: float) -> dict[str, WindowSummary]:

@@ -41,7 +41,7 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
-from inferwatch.collectors.event import InferenceEvent, Scalar
+from inferwatch.collectors.event import EventView, InferenceEvent, Scalar
 from inferwatch.detectors.stats import FloatArray
 
 T = TypeVar("T")
@@ -177,7 +177,7 @@ def input_features(features: Mapping[str, Scalar] | None) -> dict[str, float | s
     return out
 
 
-def features_of(event: InferenceEvent, text_features: Callable[[str], tuple[str, str]] | None = None
+def features_of(event: EventView, text_features: Callable[[str], tuple[str, str]] | None = None
                 ) -> dict[str, float | str]:
     """Everything the drift detector measures in one event, by feature key.
 
@@ -325,7 +325,7 @@ class WindowSummary:
         self._rows: list[dict[str, Any]] | None = None
         self._index: _RowIndex | None = None
 
-    def add(self, event: InferenceEvent, *, h: int | None = None) -> None:
+    def add(self, event: EventView, *, h: int | None = None) -> None:
         """Fold one event in (kept whole if it enters the sample; see :meth:`seal`)."""
         h = event_hash(event.id) if h is None else h
         self.events += 1
@@ -354,12 +354,13 @@ class WindowSummary:
              ngrams: Callable[[str], list[int]] | None = None) -> WindowSummary:
         """Turn the sampled events into feature rows (idempotent); returns ``self``."""
         pairs = self.sample.items()
-        if not any(isinstance(value, InferenceEvent) for _, value in pairs):
+        # Sampled events are kept whole until now; rows are dicts (so is a reference's sample).
+        if all(isinstance(value, dict) for _, value in pairs):
             return self
         texts = 0
         sealed: list[tuple[int, Any]] = []
         for h, value in pairs:
-            if isinstance(value, InferenceEvent):
+            if not isinstance(value, dict):
                 row: dict[str, Any] = dict(features_of(value, text_features))
                 row["_id"] = value.id
                 if value.trace_id:
@@ -426,7 +427,7 @@ class WindowSummary:
         """The sampled events' feature rows, in hash order (the summary must be sealed)."""
         if self._rows is None:
             rows = self.sample.raw()
-            if any(isinstance(row, InferenceEvent) for row in rows):
+            if not all(isinstance(row, dict) for row in rows):
                 raise RuntimeError("WindowSummary.seal() must run before its rows are read")
             self._rows = rows
         return self._rows
