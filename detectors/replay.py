@@ -12,6 +12,7 @@ incidents and the same malformed lines with the same reasons, several times fast
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,16 +56,23 @@ def replay_file(
     pipeline.manager.clock = pipeline.event_time
     views = pipeline.takes_views and pipeline.event_store is None
     decode: Callable[[bytes], EventView] = decode_view if views else decode_event
-    with path.open("rb") as fh:
-        for batch, done in _batches(fh, result, decode):
-            if views:
-                pipeline.store(pipeline.detect_views(batch))
-            else:
-                pipeline.process(batch)
-            result.events += len(batch)
-            if progress is not None:
-                progress(done, total)
-    pipeline.store(pipeline.close_open_window())
+    # What exists now (modules, models, references) lives through the replay: leave it out of
+    # the garbage collector's full passes, which otherwise rescan it every few thousand events
+    # (about 5 % of a replay's time, half of sealing a window's sample).
+    gc.freeze()
+    try:
+        with path.open("rb") as fh:
+            for batch, done in _batches(fh, result, decode):
+                if views:
+                    pipeline.store(pipeline.detect_views(batch))
+                else:
+                    pipeline.process(batch)
+                result.events += len(batch)
+                if progress is not None:
+                    progress(done, total)
+        pipeline.store(pipeline.close_open_window())
+    finally:
+        gc.unfreeze()
     found = store.list_incidents(IncidentQuery(limit=1_000_000))
     result.incidents = sorted(found, key=lambda i: (i.first_seen, i.id))
     return result
@@ -76,7 +84,7 @@ def _batches(fh: IO[bytes], result: ReplayResult,
     done = 0
     for number, line in enumerate(fh, start=1):
         done += len(line)
-        if not line.strip():
+        if not line or line.isspace():
             continue
         try:
             batch.append(decode(line))

@@ -36,7 +36,7 @@ import heapq
 import math
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from itertools import chain
+from itertools import chain, islice
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -165,12 +165,21 @@ def input_features(features: Mapping[str, Scalar] | None) -> dict[str, float | s
     out: dict[str, float | str] = {}
     if not features:
         return out
-    for i, (name, value) in enumerate(features.items()):
-        if i >= MAX_INPUT_FEATURES:
-            break
-        if value is None:
+    items: Iterable[tuple[str, Scalar]] = features.items()
+    if len(features) > MAX_INPUT_FEATURES:
+        items = islice(items, MAX_INPUT_FEATURES)
+    # Exact types first (what a decoded event holds; faster than the isinstance chain), then
+    # the general case for subclasses and other mappings' values.
+    for name, value in items:
+        kind = type(value)
+        if kind is float:
+            if math.isfinite(value):  # type: ignore[arg-type]
+                out["input." + name] = value  # type: ignore[assignment]
+        elif kind is str:
+            out["input." + name] = value  # type: ignore[assignment]
+        elif value is None:
             continue
-        if isinstance(value, bool | str):
+        elif isinstance(value, bool | str):
             out["input." + name] = _category(value)
         elif isinstance(value, int | float) and math.isfinite(value):
             out["input." + name] = float(value)
