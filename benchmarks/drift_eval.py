@@ -14,7 +14,8 @@ Prints Markdown tables (docs/detectors/drift.md, "Evaluation", records a full ru
    ``--anchor-windows`` windows of each stream; the table says how many.
 4. **Throughput**: the same events replayed through ``inferwatch replay``'s pipeline with our
    detector (decoding included), the detector alone, and Evidently on the same windows, in one run,
-   with windows of 1,000 and of 10,000 events.
+   with windows of 1,000, 10,000 and 100,000 events; the per-event replay path (pydantic) beside
+   the fast one.
 
 Our detector is driven exactly as the pipeline drives it (``observe`` per event, ``close_window``
 at each 60-second boundary; the windows are aligned to the pipeline's). Its reference is its
@@ -42,9 +43,9 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, datetime
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -53,7 +54,7 @@ from typing import Any
 from drift_anchors import Method, Verdict, build_anchors
 from drift_shifts import STREAMS_DIR, Scenario, Schema, Window, scenarios, stationary, windows
 
-from inferwatch.collectors.event import encode_event
+from inferwatch.collectors.event import InferenceEvent, encode_event
 from inferwatch.detectors.base import Detector, Finding
 from inferwatch.detectors.incidents import IncidentManager
 from inferwatch.detectors.pipeline import Pipeline
@@ -333,21 +334,36 @@ def stationary_rows(run: Run) -> list[StationaryRow]:
 # --- throughput -----------------------------------------------------------------------------------
 
 def throughput(detector_name: str, options: dict[str, Any], events_total: int, streams_dir: Path,
-               evidently: bool) -> str:
+               evidently: bool, window_sizes: Sequence[int] = (1_000, 10_000, 100_000)) -> str:
     """Replay and detector-alone events/s against Evidently's on the same windows, one run.
 
-    Twice: windows of 1,000 events (where a per-window cost weighs most) and of 10,000.
+    Per window size (1,000 events, where a per-window cost weighs most, 10,000 and 100,000):
+    ``events_total`` events, or ten windows when that is more.
     """
-    lines = [f"{events_total:,} events of the synthetic stream, one process, all runs below in this one.",
-             "", "| windows of | run | events/s | vs Evidently |", "|---|---|---:|---:|"]
-    for per_window in (1_000, 10_000):
-        scenario = stationary("synthetic", events_total, events_per_window=per_window, seed=23)
+    lines = ["The synthetic stream, one process, all runs below in this one.", "",
+             "| windows of | events | run | events/s | vs Evidently |", "|---|---:|---|---:|---:|"]
+    for per_window in window_sizes:
+        total = max(events_total, 10 * per_window)
+        scenario = stationary("synthetic", total, events_per_window=per_window, seed=23)
         results = _throughput_runs(scenario, detector_name, options, streams_dir, evidently)
         base = results[-1][1] if evidently else None
         for label, rate in results:
             ratio = f"{rate / base:.1f}x" if base else "-"
-            lines.append(f"| {per_window:,} | {label} | {rate:,.0f} | {ratio} |")
+            lines.append(f"| {per_window:,} | {scenario.events:,} | {label} | {rate:,.0f} | {ratio} |")
     return "\n".join(lines) + ("" if evidently else "\n(Evidently not installed: no ratio.)")
+
+
+class _OneByOne:
+    """A detector without ``observe_views``: replay then takes the per-event path (pydantic)."""
+
+    def __init__(self, inner: Detector) -> None:
+        self.inner, self.name = inner, inner.name
+
+    def observe(self, event: InferenceEvent) -> list[Finding]:
+        return self.inner.observe(event)
+
+    def close_window(self, end: datetime) -> list[Finding]:
+        return self.inner.close_window(end)
 
 
 def _throughput_runs(scenario: Scenario, detector_name: str, options: dict[str, Any], streams_dir: Path,
@@ -367,17 +383,27 @@ def _throughput_runs(scenario: Scenario, detector_name: str, options: dict[str, 
             n = replay_file(path, pipeline, store).events
             return n / (time.perf_counter() - began)
 
-        results.append(("replay, pipeline without detectors", replay([])))
-        results.append((f"replay through `{detector_name}` (decode + pipeline + detector)",
-                        replay([build_detector(detector_name, reference_events, options)])))
+        results.append(("replay, pipeline without detectors (fast reader)", replay([])))
+        detector = build_detector(detector_name, reference_events, options)
+        results.append((f"replay through `{detector_name}` (fast reader, observe_views)", replay([detector])))
+        detector = build_detector(detector_name, reference_events, options)
+        results.append((f"replay through `{detector_name}`, per-event path (pydantic, observe)",
+                        replay([_OneByOne(detector)])))
     ours = OursMethod(detector_name, options)
     run = run_scenario(scenario, [ours], streams_dir)
     results.append((f"`{detector_name}` alone (observe + close_window)",
                     scenario.events / run.seconds[ours.variants[0]]))
+    if detector_name == "drift" and "multivariate" not in options:
+        # Evidently's preset runs one test per column and no domain classifier: this is ours on
+        # the same computation (per-feature tests, plus the operations figures it always keeps).
+        columns = OursMethod(detector_name, options | {"multivariate": False})
+        run = run_scenario(scenario, [columns], streams_dir)
+        results.append((f"`{detector_name}` alone, per-feature tests only (multivariate=false)",
+                        scenario.events / run.seconds[columns.variants[0]]))
     if evidently:
         methods, _ = build_anchors({"evidently"})
         ev = run_scenario(scenario, methods, streams_dir)
-        results.append(("Evidently DataDriftPreset on the same windows (frames given)",
+        results.append(("Evidently DataDriftPreset on the same windows (columns given)",
                         scenario.events / ev.seconds["Evidently (dataset drift)"]))
     return results
 
@@ -430,6 +456,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slow-windows", type=int, default=20,
                         help="stationary windows River KSWIN judges (20: a KS test per event is slow)")
     parser.add_argument("--throughput-events", type=int, help="events in the throughput run (100,000)")
+    parser.add_argument("--throughput-windows", default=None,
+                        help="comma-separated window sizes of the throughput run (1000,10000,100000; "
+                             "--quick: 1000,10000)")
     parser.add_argument("--no-scenarios", action="store_true", help="skip the injected shifts")
     parser.add_argument("--no-stationary", action="store_true", help="skip the stationary streams")
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput run")
@@ -440,6 +469,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.stationary_events = args.stationary_events or (100_000 if quick else 1_000_000)
     args.anchor_windows = args.anchor_windows or (30 if quick else 200)
     args.throughput_events = args.throughput_events or (20_000 if quick else 100_000)
+    sizes = args.throughput_windows or ("1000,10000" if quick else "1000,10000,100000")
+    args.throughput_windows = [int(size) for size in sizes.split(",")]
     return args
 
 
@@ -511,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_throughput and "ours" in chosen:
         print("## Throughput\n")
         print(throughput(args.detector, options, args.throughput_events, args.streams,
-                         evidently=any(m.variants[0].startswith("Evidently") for m in anchors)) + "\n")
+                         evidently=any(m.variants[0].startswith("Evidently") for m in anchors),
+                         window_sizes=args.throughput_windows) + "\n")
     for note in notes:
         print(f"> note: {note}")
     if args.json:

@@ -1,9 +1,10 @@
 """Replay throughput: events per second through the detectors, each measured in the same run.
 
 Writes a synthetic log (tabular calls with 8 features from 200 callers, one chat call in ten),
-then replays it through: decoding only, the pipeline with no detectors, each detector alone, and
-all of them. Figures are printed with ratios to the no-detector pipeline, because shared machines
-are noisy and only side-by-side comparisons mean much.
+then replays it through: decoding only (pydantic, and the fast reader replay uses when every
+detector takes views), the pipeline with no detectors, each detector alone, and all of them.
+Figures are printed with ratios to the no-detector pipeline, because shared machines are noisy
+and only side-by-side comparisons mean much.
 
     .venv/bin/python benchmarks/replay_throughput.py [--events 200000]
 """
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from inferwatch.collectors.event import decode_event, encode_event
+from inferwatch.collectors.fast_event import decode_view
 from inferwatch.detectors.incidents import IncidentManager
 from inferwatch.detectors.pipeline import Pipeline
 from inferwatch.detectors.registry import build_detectors
@@ -65,12 +67,12 @@ def replay_with(path: Path, names: list[str]) -> Callable[[], int]:
     return run
 
 
-def decode_only(path: Path) -> Callable[[], int]:
+def decode_only(path: Path, decode: Callable[[bytes], object]) -> Callable[[], int]:
     def run() -> int:
         n = 0
         with path.open("rb") as fh:
             for line in fh:
-                decode_event(line)
+                decode(line)
                 n += 1
         return n
 
@@ -87,14 +89,15 @@ def main() -> None:
         size_mb = path.stat().st_size / 1e6
         print(f"replay throughput: {args.events} events, {size_mb:.0f} MB, one process")
         runs = [
-            timed("decode only", decode_only(path)),
+            timed("decode only (pydantic)", decode_only(path, decode_event)),
+            timed("decode only (fast reader)", decode_only(path, decode_view)),
             timed("pipeline, no detectors", replay_with(path, [])),
-            timed("drift", replay_with(path, ["drift"])),
+            timed("drift (fast path)", replay_with(path, ["drift"])),
             timed("request_rate", replay_with(path, ["request_rate"])),
             timed("prompt_injection", replay_with(path, ["prompt_injection"])),
             timed("all three", replay_with(path, ["drift", "request_rate", "prompt_injection"])),
         ]
-    base = runs[1][1]
+    base = runs[2][1]
     print(f"{'run':<26}{'events/s':>12}{'vs no detectors':>18}")
     for label, rate in runs:
         print(f"{label:<26}{rate:>12,.0f}{rate / base:>17.2f}x")
