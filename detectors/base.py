@@ -87,7 +87,10 @@ class ViewDetector(Detector, Protocol):
     no window closes between them) and must do what :meth:`Detector.observe` on each would.
     When every detector of a pipeline has it, ``inferwatch replay`` decodes lines with the fast
     reader (:mod:`inferwatch.collectors.fast_event`) and skips building :class:`InferenceEvent`
-    objects, several times faster (docs/detectors/drift.md, throughput).
+    objects, several times faster (docs/detectors/drift.md, throughput). It must not raise
+    for one odd event: an exception skips the rest of the run for this detector (counted as one
+    error), where ``observe`` would have skipped only that event. A subclass that overrides
+    ``observe`` but not ``observe_views`` is fed through ``observe``.
     """
 
     def observe_views(self, events: Sequence[EventView]) -> list[Finding]:

@@ -79,8 +79,10 @@ class Pipeline:
 
     @property
     def takes_views(self) -> bool:
-        """Whether every detector has ``observe_views`` (then :meth:`detect_views` may be used)."""
-        return all(isinstance(d, ViewDetector) for d in self.detectors)
+        """Whether every detector takes views (then :meth:`detect_views` may be used): it has
+        ``observe_views``, defined by the same class as its ``observe`` or a subclass of it (a
+        subclass that changes only ``observe`` must have its ``observe`` called)."""
+        return all(_takes_views(d) for d in self.detectors)
 
     def detect_views(self, events: Sequence[EventView]) -> Batch:
         """:meth:`detect` for pipelines whose detectors all take views (:attr:`takes_views`).
@@ -186,3 +188,14 @@ class Pipeline:
             if self.stats.detector_errors[detector.name] <= 5:
                 log.exception("detector=%s failed; its result for this input is skipped", detector.name)
             return []
+
+
+def _takes_views(detector: Detector) -> bool:
+    if not isinstance(detector, ViewDetector):
+        return False
+    for klass in type(detector).__mro__:  # the nearest class defining either method decides
+        if "observe_views" in vars(klass):
+            return True
+        if "observe" in vars(klass):
+            return False
+    return False

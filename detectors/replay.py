@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from inferwatch.collectors.event import EventView, MalformedEvent, decode_event
-from inferwatch.collectors.fast_event import decode_view
 from inferwatch.detectors.incidents import Incident
 from inferwatch.detectors.pipeline import Pipeline
 from inferwatch.detectors.store import IncidentQuery, IncidentStore
@@ -54,15 +53,18 @@ def replay_file(
     result = ReplayResult(incidents=[])
     # A replay is history: an incident "changed" when its events happened, not when it ran.
     pipeline.manager.clock = pipeline.event_time
-    views = pipeline.takes_views and pipeline.event_store is None
-    decode: Callable[[bytes], EventView] = decode_view if views else decode_event
+    decode = _fast_reader() if pipeline.takes_views and pipeline.event_store is None else None
+    views = decode is not None
     # What exists now (modules, models, references) lives through the replay: leave it out of
     # the garbage collector's full passes, which otherwise rescan it every few thousand events
-    # (about 5 % of a replay's time, half of sealing a window's sample).
-    gc.freeze()
+    # (about 5 % of a replay's time, half of sealing a window's sample). Not when the process
+    # froze objects itself (e.g. before forking): unfreezing at the end would undo that.
+    froze = gc.get_freeze_count() == 0
+    if froze:
+        gc.freeze()
     try:
         with path.open("rb") as fh:
-            for batch, done in _batches(fh, result, decode):
+            for batch, done in _batches(fh, result, decode or decode_event):
                 if views:
                     pipeline.store(pipeline.detect_views(batch))
                 else:
@@ -72,10 +74,21 @@ def replay_file(
                     progress(done, total)
         pipeline.store(pipeline.close_open_window())
     finally:
-        gc.unfreeze()
+        if froze:
+            gc.unfreeze()
     found = store.list_incidents(IncidentQuery(limit=1_000_000))
     result.incidents = sorted(found, key=lambda i: (i.first_seen, i.id))
     return result
+
+
+def _fast_reader() -> Callable[[bytes], EventView] | None:
+    """:func:`~inferwatch.collectors.fast_event.decode_view`, or ``None`` without msgspec (it
+    comes with the ``detector`` extra; a light install replays on the per-event path)."""
+    try:
+        from inferwatch.collectors.fast_event import decode_view
+    except ImportError:
+        return None
+    return decode_view
 
 
 def _batches(fh: IO[bytes], result: ReplayResult,

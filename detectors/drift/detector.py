@@ -528,14 +528,7 @@ class DriftDetector:
 
     def observe(self, event: InferenceEvent) -> list[Finding]:
         """Fold the event into its model's summary of the open window."""
-        model = event.model or UNKNOWN_MODEL
-        summary = self._open.get(model)
-        if summary is None:
-            if len(self._open) >= self.max_models:
-                return []
-            summary = self._open[model] = WindowSummary(model, service=event.service, k=self.sample_size)
-        summary.add(event, h=event_hash(event.id))
-        return []
+        return self.observe_views((event,))
 
     def observe_views(self, events: Sequence[EventView]) -> list[Finding]:
         """:meth:`observe` for a run of events inside one window (what replay's fast path calls)."""

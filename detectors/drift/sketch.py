@@ -181,8 +181,13 @@ def input_features(features: Mapping[str, Scalar] | None) -> dict[str, float | s
             continue
         elif isinstance(value, bool | str):
             out["input." + name] = _category(value)
-        elif isinstance(value, int | float) and math.isfinite(value):
-            out["input." + name] = float(value)
+        elif isinstance(value, int | float):
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float (JSON allows 10**400)
+                continue
+            if math.isfinite(number):
+                out["input." + name] = number
     return out
 
 

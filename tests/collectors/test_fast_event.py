@@ -19,15 +19,19 @@ import random
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import msgspec
 import pytest
+from pydantic_core import PydanticUndefined
 
 from inferwatch.collectors.event import (
     MAX_EVENT_BYTES,
+    EventInput,
+    EventOutput,
     InferenceEvent,
     MalformedEvent,
     decode_event,
 )
-from inferwatch.collectors.fast_event import LiteEvent, decode_view
+from inferwatch.collectors.fast_event import LiteEvent, LiteInput, LiteOutput, decode_view
 
 # --------------------------------------------------------------------------------------------------
 # Comparing the two readers
@@ -893,3 +897,22 @@ def test_the_internal_ts_name_is_an_unknown_field_like_any_other() -> None:
     view = decode_view(line)
     assert isinstance(view, InferenceEvent), f"decode_view gave {view!r}: the extra is lost"
     assert view.extra_fields == event.extra_fields
+
+
+@pytest.mark.parametrize(("lite", "model"), [
+    (LiteEvent, InferenceEvent), (LiteInput, EventInput), (LiteOutput, EventOutput)])
+def test_the_fast_structs_declare_what_the_event_model_declares(lite: Any, model: Any) -> None:
+    """A field or default added to the pydantic model must be added to the fast reader too (or
+    every line carrying it would silently lose it, or be read with another default)."""
+    fields = {f.encode_name: f for f in msgspec.structs.fields(lite) if f.encode_name != "__inferwatch_ts__"}
+    declared = {(f.alias or name): f for name, f in model.model_fields.items()}
+    assert set(fields) == set(declared)
+    for name, field in declared.items():
+        default = field.get_default(call_default_factory=True)
+        ours = fields[name].default if fields[name].default is not msgspec.NODEFAULT else (
+            fields[name].default_factory() if fields[name].default_factory is not msgspec.NODEFAULT
+            else PydanticUndefined)
+        if isinstance(default, EventInput | EventOutput):
+            assert type(ours).__name__ == "Lite" + type(default).__name__[len("Event"):]
+        else:
+            assert ours == default, name

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from inferwatch.collectors.event import EventOutput, InferenceEvent, encode_event
+from inferwatch.detectors import replay
 from inferwatch.detectors.base import Finding, ViewDetector
 from inferwatch.detectors.drift.detector import DriftDetector
 from inferwatch.detectors.drift.sketch import WindowSummary
@@ -139,3 +141,54 @@ def test_the_fast_path_builds_the_same_window_summaries(events_file: Path) -> No
 def test_the_drift_detector_takes_views() -> None:
     assert isinstance(_detector(), ViewDetector)
     assert not isinstance(PerEvent(_detector()), ViewDetector)
+
+
+def test_without_msgspec_replay_takes_the_per_event_path(events_file: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """msgspec comes with the detector extra; a light install still replays (more slowly)."""
+    fast, _ = _replay(events_file, views=True)
+    monkeypatch.setitem(sys.modules, "msgspec", None)  # import msgspec -> ImportError
+    monkeypatch.delitem(sys.modules, "inferwatch.collectors.fast_event", raising=False)
+    decoded: list[str] = []
+    real = replay.decode_event
+
+    def counting(line: bytes) -> InferenceEvent:
+        decoded.append("x")
+        return real(line)
+
+    monkeypatch.setattr(replay, "decode_event", counting)
+    slow, _ = _replay(events_file, views=True)
+    assert len(decoded) > 8_000  # every line went through pydantic
+    assert [i.public_dict() for i in slow.incidents] == [i.public_dict() for i in fast.incidents]
+    assert slow.malformed == fast.malformed
+
+
+def test_a_subclass_that_changes_observe_is_fed_through_observe() -> None:
+    class ProdOnly(DriftDetector):
+        def observe(self, event: InferenceEvent) -> list[Finding]:
+            return super().observe(event) if event.service == "prod" else []
+
+    class ProdOnlyViews(ProdOnly):
+        def observe_views(self, events: Any) -> list[Finding]:
+            return super().observe_views([e for e in events if e.service == "prod"])
+
+    store = SQLiteStore(":memory:")
+    assert not Pipeline([ProdOnly()], IncidentManager(store)).takes_views
+    assert Pipeline([ProdOnlyViews()], IncidentManager(store)).takes_views
+    assert Pipeline([_detector()], IncidentManager(store)).takes_views
+
+
+def test_a_detector_failing_on_a_run_is_counted_and_the_others_go_on() -> None:
+    class Failing(DriftDetector):
+        name = "failing"  # type: ignore[misc]
+
+        def observe_views(self, events: Any) -> list[Finding]:
+            raise RuntimeError("bug")
+
+    good = _detector()
+    store = SQLiteStore(":memory:")
+    pipeline = Pipeline([Failing(), good], IncidentManager(store))
+    events = [make_event(T0 + i, features={"x": float(i)}) for i in range(10)]
+    pipeline.detect_views(events)
+    assert pipeline.stats.detector_errors["failing"] == 1
+    assert sum(s.events for s in good._open.values()) == 10

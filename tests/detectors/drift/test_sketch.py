@@ -118,3 +118,11 @@ def test_summarise_rows_from_a_baseline_file() -> None:
     assert a.events == 1_000
     assert a.tabular == 1_000
     assert a.keys() == {"input.x": "numeric", "input.colour": "categorical", "output.label": "categorical"}
+
+
+def test_input_features_skip_what_no_float_can_hold() -> None:
+    """JSON allows 10**400 and both event readers accept it; it is not a measurable number."""
+    from inferwatch.detectors.drift.sketch import input_features
+
+    assert input_features({"big": 10**400, "ok": 3, "inf": float("inf"), "flag": True, "seg": "a"}) == {
+        "input.ok": 3.0, "input.flag": "true", "input.seg": "a"}
