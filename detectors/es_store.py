@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -137,6 +138,7 @@ class ElasticsearchStore:
         self.settings = settings
         self.names = IndexNames(settings.index_prefix)
         self.refresh_events = refresh_events
+        self._tag = uuid.uuid4().hex  # marks the revisions this store object hands out (upsert)
         self._owns_client = client is None
         self._es = client if client is not None else build_client(settings)
         self._where = redacted_urls(settings.urls)
@@ -258,20 +260,45 @@ class ElasticsearchStore:
 
     # -- incidents ---------------------------------------------------------------------------
 
-    def upsert(self, incidents: Sequence[Incident]) -> None:
-        """Write incidents by id (a second write replaces the first); searchable on return."""
+    def upsert(self, incidents: Sequence[Incident]) -> list[str]:
+        """Write incidents by id (a second write replaces the first); searchable on return.
+
+        An incident read from the store is written to the index it was read from, only if its
+        sequence number there is still the one read (``if_seq_no``/``if_primary_term``); the
+        ids refused for that (409, changed meanwhile) are returned, nothing else is left out.
+        """
         latest = {i.id: i for i in incidents}  # as with INSERT OR REPLACE, the last one wins
         if not latest:
-            return
-        where = self._incident_indices(list(latest))
+            return []
+        read = {i.id: r for i in latest.values() if (r := self._read_at(i)) is not None}
+        unread = [incident_id for incident_id in latest if incident_id not in read]
+        where = self._incident_indices(unread) if unread else {}
         alias: dict[str, Any] = {"_index": self.names.incidents, "require_alias": True}
         actions = []
         for incident_id, incident in latest.items():
             source = incident_document(incident)
-            # After a rollover an incident may live in an older index: replace it there.
-            targets = [{"_index": index} for index in where.get(incident_id, [])] or [alias]
+            if incident_id in read:
+                index, seq_no, primary_term = read[incident_id]
+                targets = [{"_index": index, "if_seq_no": seq_no, "if_primary_term": primary_term}]
+            else:
+                # After a rollover an incident may live in an older index: replace it there.
+                targets = [{"_index": index} for index in where.get(incident_id, [])] or [alias]
             actions += [_action("index", source, _id=incident_id, **t) for t in targets]
-        self._bulk("store incidents", actions, refresh=True)
+        conflicts: list[str] = []
+        results = self._bulk("store incidents", actions, refresh=True, conflicts=conflicts)
+        for item in results:
+            if item.get("_id") in latest and item["_id"] not in conflicts and "_seq_no" in item:
+                latest[item["_id"]].at_revision(
+                    (self._tag, item["_index"], item["_seq_no"], item["_primary_term"]))
+        return conflicts
+
+    def _read_at(self, incident: Incident) -> tuple[str, int, int] | None:
+        """Where and at which sequence number the incident was read from this store object;
+        ``None`` for one never read from it (new, or read elsewhere: written as it is)."""
+        revision = incident.revision
+        if isinstance(revision, tuple) and len(revision) == 4 and revision[0] == self._tag:
+            return revision[1], revision[2], revision[3]
+        return None
 
     def _incident_indices(self, ids: list[str]) -> dict[str, list[str]]:
         page = self._call("look up incidents", self._es.search, index=self.names.incidents,
@@ -290,7 +317,7 @@ class ElasticsearchStore:
             prefix = {"prefix": {"event.id": {"value": incident_id, "case_insensitive": True}}}
             hits = self._incident_hits(prefix, 2)
             hits = hits if len(hits) == 1 else []
-        return incident_from_source(hits[0]["_source"]) if hits else None
+        return self._incident(hits[0]) if hits else None
 
     def find_active(self, detector: str, subject: str, model: str | None) -> Incident | None:
         """The newest open or acknowledged incident for this detector, subject and model."""
@@ -304,15 +331,23 @@ class ElasticsearchStore:
         else:
             query["bool"]["filter"].append({"term": {"inferwatch.model": model}})
         hits = self._incident_hits(query, 1)
-        return incident_from_source(hits[0]["_source"]) if hits else None
+        return self._incident(hits[0]) if hits else None
 
     def list_incidents(self, query: IncidentQuery) -> list[Incident]:
         """Incidents matching ``query``, newest ``last_seen`` first (then by id)."""
         hits = self._incident_hits(incident_query(query), query.limit)
-        return [incident_from_source(h["_source"]) for h in hits]
+        return [self._incident(h) for h in hits]
+
+    def _incident(self, hit: dict[str, Any]) -> Incident:
+        # The revision a conditional write needs: where the incident is and its sequence number.
+        revision = None
+        if "_seq_no" in hit:
+            revision = (self._tag, hit["_index"], hit["_seq_no"], hit["_primary_term"])
+        return incident_from_source(hit["_source"]).at_revision(revision)
 
     def _incident_hits(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-        hits = self._search("read incidents", self.names.incidents, query, INCIDENT_SORT, limit)
+        hits = self._search("read incidents", self.names.incidents, query, INCIDENT_SORT, limit,
+                            seq_no_primary_term=True)
         return _unique(hits, limit)
 
     # -- events ------------------------------------------------------------------------------
@@ -448,7 +483,8 @@ class ElasticsearchStore:
             raise ElasticsearchSetupError(str(exc)) from exc
 
     def _search(
-        self, what: str, index: str, query: dict[str, Any], sort: list[dict[str, str]], limit: int
+        self, what: str, index: str, query: dict[str, Any], sort: list[dict[str, str]], limit: int,
+        **params: Any,
     ) -> Iterator[dict[str, Any]]:
         """Hits in ``sort`` order, page by page (``search_after``); ``limit < 0`` means all."""
         after: list[Any] | None = None
@@ -457,7 +493,7 @@ class ElasticsearchStore:
             size = PAGE_SIZE if limit < 0 else min(PAGE_SIZE, limit - seen)
             page = self._call(what, self._es.search, index=index, query=query, sort=sort, size=size,
                               search_after=after, track_total_hits=False, ignore_unavailable=True,
-                              allow_no_indices=True)
+                              allow_no_indices=True, **params)
             hits = page["hits"]["hits"]
             yield from hits
             seen += len(hits)
@@ -465,16 +501,28 @@ class ElasticsearchStore:
                 return
             after = hits[-1]["sort"]
 
-    def _bulk(self, what: str, actions: list[dict[str, Any]], **params: Any) -> None:
+    def _bulk(self, what: str, actions: list[dict[str, Any]], *, conflicts: list[str] | None = None,
+              **params: Any) -> list[dict[str, Any]]:
+        """Send ``actions``; return each item's result. A 409 on ``create`` is a redelivery (stored
+        before); with ``conflicts``, a 409 on a conditional write is collected there by id."""
         failures: list[dict[str, Any]] = []
+        done: list[dict[str, Any]] = []
 
         def send() -> None:
+            failures.clear()
+            done.clear()
             results = streaming_bulk(self._es, actions, raise_on_error=False, max_retries=3,
                                      initial_backoff=0.5, expand_action_callback=_bulk_lines, **params)
             for success, item in results:
                 op, result = next(iter(item.items()))
-                if not success and not (op == "create" and result.get("status") == 409):
-                    failures.append(result)  # (a 409 on create: stored before, a redelivery)
+                done.append(result)
+                if success or result.get("status") != 409:
+                    if not success:
+                        failures.append(result)
+                elif conflicts is not None and op == "index":
+                    conflicts.append(result["_id"])  # changed since it was read
+                elif op != "create":
+                    failures.append(result)
 
         self._call(what, send)
         if failures:
@@ -485,6 +533,7 @@ class ElasticsearchStore:
                 f"Elasticsearch at {self._where} refused to {what}: {len(failures)} of {len(actions)} "
                 f"failed (first: {status} {reason}){_hint(status)}"
             )
+        return done
 
 
 def _unique(hits: Iterable[dict[str, Any]], limit: int) -> list[dict[str, Any]]:

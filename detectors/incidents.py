@@ -10,15 +10,16 @@ after a crash updates, never duplicates.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, SEVERITY_ORDER, Finding, Kind, Severity
-from inferwatch.detectors.store import IncidentQuery, IncidentStore
+from inferwatch.detectors.store import IncidentQuery, IncidentStore, StoreUnavailable
 
 Status = Literal["open", "acknowledged", "resolved"]
 ACTIVE: tuple[Status, ...] = ("open", "acknowledged")
@@ -26,6 +27,8 @@ SYSTEM_ACTOR = "inferwatch"
 ID_LENGTH = 16  # hex digits of the fingerprint that make an incident's id
 _MAX_DIGESTS = 256
 _RESOLVE_PAGE = 500
+_MAX_ATTEMPTS = 5  # writes refused because the incident changed meanwhile, before giving up
+log = logging.getLogger(__name__)
 
 
 class IncidentError(ValueError):
@@ -75,6 +78,21 @@ class Incident(BaseModel):
     # When the incident last changed, by the wall clock of the process that changed it: what
     # the notifier follows to see changes (None in incidents stored before it was kept).
     updated_at: datetime | None = None
+    # The store's revision of this incident when it was read or last written (None: it never
+    # was). A store writes an incident that has one only while the stored incident is still at
+    # that revision, so a change made meanwhile by another process (a person's `incidents ack`,
+    # another detector) is never overwritten; see IncidentStore.upsert.
+    _revision: Any = PrivateAttr(default=None)
+
+    @property
+    def revision(self) -> Any:
+        """The store's revision of this incident when read or written (``None``: never was)."""
+        return self._revision
+
+    def at_revision(self, revision: Any) -> Incident:
+        """Record the store's revision of this incident (for stores); returns ``self``."""
+        self._revision = revision
+        return self
 
     def public_dict(self) -> dict[str, Any]:
         """The incident as JSON-ready data for people and receivers (no bookkeeping fields)."""
@@ -151,18 +169,37 @@ class IncidentManager:
         self.clock = clock
 
     def apply(self, findings: Iterable[Finding]) -> list[Incident]:
-        """File or update incidents for ``findings``; store and return the changed ones."""
-        changed: dict[str, Incident] = {}
-        for finding in findings:
-            incident = self._absorb(finding, changed)
-            if incident is not None:
-                changed[incident.id] = incident
-        if changed:
+        """File or update incidents for ``findings``; store and return the changed ones.
+
+        An incident someone else changed between our read and our write (a person's ack, a
+        second detector process) is not overwritten: the store refuses the write, and the
+        findings that went into it are applied again to the incident as it is now.
+        """
+        todo = list(findings)
+        written: dict[str, Incident] = {}
+        for _ in range(_MAX_ATTEMPTS):
+            changed: dict[str, Incident] = {}
+            sources: dict[str, list[Finding]] = {}
+            for finding in todo:
+                incident = self._absorb(finding, changed)
+                if incident is not None:
+                    changed[incident.id] = incident
+                    sources.setdefault(incident.id, []).append(finding)
+            if not changed:
+                break
             now = self.clock()
             for incident in changed.values():
                 incident.updated_at = now
-            self.store.upsert(list(changed.values()))
-        return list(changed.values())
+            refused = set(self.store.upsert(list(changed.values())) or ())
+            written.update((i, incident) for i, incident in changed.items() if i not in refused)
+            if not refused:
+                break
+            log.info("incidents %s changed while being updated; applying their findings again",
+                     ", ".join(sorted(refused)))
+            todo = [f for i in changed if i in refused for f in sources[i]]
+        else:
+            raise StoreUnavailable(f"incidents kept changing while being updated ({_MAX_ATTEMPTS} tries)")
+        return list(written.values())
 
     def resolve_quiet(self, now: datetime) -> list[Incident]:
         """Resolve active incidents not seen for ``resolve_after_s`` of event time before ``now``.
@@ -176,13 +213,16 @@ class IncidentManager:
         cutoff = datetime.fromtimestamp(now.timestamp() - self.resolve_after_s, UTC)
         query = IncidentQuery(status=ACTIVE, last_seen_before=cutoff, limit=_RESOLVE_PAGE)
         out: list[Incident] = []
+        refused: set[str] = set()
         while True:  # each page resolved leaves the active set, so the next query pages on
-            quiet = [self._quiet_resolved(i, now) for i in self.store.list_incidents(query)]
+            page = [i for i in self.store.list_incidents(query) if i.id not in refused]
+            quiet = [self._quiet_resolved(i, now) for i in page]
             if not quiet:
                 return out
-            self.store.upsert(quiet)
-            out.extend(quiet)
-            if len(quiet) < _RESOLVE_PAGE:
+            # One changed meanwhile (seen again, or by a person) is left to the next pass.
+            refused.update(self.store.upsert(quiet) or ())
+            out.extend(i for i in quiet if i.id not in refused)
+            if len(page) < _RESOLVE_PAGE:
                 return out
 
     def _quiet_resolved(self, incident: Incident, now: datetime) -> Incident:
@@ -231,21 +271,23 @@ class IncidentManager:
     def _transition(
         self, incident_id: str, status: Status, actor: str, note: str | None, allowed: Sequence[Status]
     ) -> Incident:
-        incident = self.store.get(incident_id)
-        if incident is None:
-            raise IncidentError(f"no incident with id {incident_id!r} (see `inferwatch incidents list`)")
-        if incident.status not in allowed:
-            raise IncidentError(f"incident {incident_id} is {incident.status}; cannot mark it {status}")
-        incident = incident.model_copy(deep=True)
-        incident.status = status
-        action: Literal["acknowledged", "resolved"] = (
-            "acknowledged" if status == "acknowledged" else "resolved"
-        )
-        now = self.clock()
-        incident.history.append(HistoryEntry(at=now, actor=actor, action=action, note=note))
-        incident.updated_at = now
-        self.store.upsert([incident])
-        return incident
+        for _ in range(_MAX_ATTEMPTS):  # again when the detector updated it between read and write
+            incident = self.store.get(incident_id)
+            if incident is None:
+                raise IncidentError(f"no incident with id {incident_id!r} (see `inferwatch incidents list`)")
+            if incident.status not in allowed:
+                raise IncidentError(f"incident {incident_id} is {incident.status}; cannot mark it {status}")
+            incident = incident.model_copy(deep=True)
+            incident.status = status
+            action: Literal["acknowledged", "resolved"] = (
+                "acknowledged" if status == "acknowledged" else "resolved"
+            )
+            now = self.clock()
+            incident.history.append(HistoryEntry(at=now, actor=actor, action=action, note=note))
+            incident.updated_at = now
+            if not self.store.upsert([incident]):
+                return incident
+        raise IncidentError(f"incident {incident_id} kept changing while being marked {status}; try again")
 
 
 def _age(seconds: float) -> str:

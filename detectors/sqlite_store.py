@@ -8,6 +8,7 @@ are added, never dropped), so upgrading keeps every incident.
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     first_seen REAL NOT NULL,
     last_seen REAL NOT NULL,
     doc TEXT NOT NULL,
-    updated_at REAL
+    updated_at REAL,
+    rev INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS incidents_active ON incidents(detector, subject, status);
 CREATE INDEX IF NOT EXISTS incidents_last_seen ON incidents(last_seen);
@@ -90,7 +92,7 @@ CREATE INDEX IF NOT EXISTS incidents_updated_at ON incidents(updated_at);
 """
 
 _INCIDENT_COLUMNS = ("id", "detector", "kind", "severity_rank", "status", "service", "model", "subject",
-                     "first_seen", "last_seen", "doc", "updated_at")
+                     "first_seen", "last_seen", "doc", "updated_at", "rev")
 _INSERT_INCIDENT = (f"INSERT OR REPLACE INTO incidents ({', '.join(_INCIDENT_COLUMNS)}) "
                     f"VALUES ({', '.join('?' * len(_INCIDENT_COLUMNS))})")
 
@@ -101,6 +103,9 @@ class SQLiteStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = path
+        # Marks the revisions this store object hands out (see upsert): a revision read
+        # through another store object, or another store, does not make a write conditional.
+        self._tag = uuid.uuid4().hex
         try:
             self._conn = connect(path)
             self._conn.executescript(_SCHEMA)
@@ -110,16 +115,18 @@ class SQLiteStore:
 
     def _migrate(self) -> None:
         """Add what an older store file lacks: the ``incidents.updated_at`` column, filled from
-        the incidents that already carry it, and its index.
+        the incidents that already carry it, and its index; the ``incidents.rev`` column.
 
         The check is repeated inside the write transaction so that two processes opening the
         same old file do not both add the column; a file that is already current is not written.
         """
-        if "updated_at" not in self._incident_columns():
+        if not {"updated_at", "rev"} <= self._incident_columns():
             with self._write():
                 if "updated_at" not in self._incident_columns():
                     self._conn.execute("ALTER TABLE incidents ADD COLUMN updated_at REAL")
                     self._backfill_updated_at()
+                if "rev" not in self._incident_columns():
+                    self._conn.execute("ALTER TABLE incidents ADD COLUMN rev INTEGER NOT NULL DEFAULT 0")
         self._conn.executescript(_MIGRATED_INDEXES)
 
     def _incident_columns(self) -> set[str]:
@@ -138,42 +145,60 @@ class SQLiteStore:
 
     # -- incidents ---------------------------------------------------------------------------
 
-    def upsert(self, incidents: Sequence[Incident]) -> None:
-        """Insert or replace incidents by id, in one transaction."""
+    def upsert(self, incidents: Sequence[Incident]) -> list[str]:
+        """Insert or replace incidents by id, in one transaction; an incident read from the
+        store only while the stored one is at the revision it was read at (see
+        :meth:`IncidentStore.upsert <inferwatch.detectors.store.IncidentStore.upsert>`); returns
+        the ids left out because they changed meanwhile."""
         latest = {i.id: i for i in incidents}  # the same id twice in a batch: the last one wins
-        incidents = list(latest.values())
-        rows = [_incident_row(i) for i in incidents]
+        conflicts: list[str] = []
+        written: list[tuple[Incident, int]] = []
         with self._write():
+            # Inside BEGIN IMMEDIATE: no other writer between reading the revisions and writing.
+            stored = dict(self._conn.execute(
+                f"SELECT id, rev FROM incidents WHERE id IN ({', '.join('?' * len(latest))})",
+                list(latest)).fetchall()) if latest else {}
+            for incident in latest.values():
+                current = stored.get(incident.id)
+                read = _read_rev(incident, self._tag)
+                if read is not None and read != current:
+                    conflicts.append(incident.id)
+                else:
+                    written.append((incident, (current or 0) + 1))
+            rows = [_incident_row(i, rev) for i, rev in written]
             self._conn.executemany(_INSERT_INCIDENT, [r[0] for r in rows])
-            self._conn.executemany("DELETE FROM incidents_fts WHERE id = ?", [(i.id,) for i in incidents])
+            self._conn.executemany("DELETE FROM incidents_fts WHERE id = ?", [(i.id,) for i, _ in written])
             self._conn.executemany("INSERT INTO incidents_fts VALUES (?, ?)", [r[1] for r in rows])
+        for incident, rev in written:
+            incident.at_revision((self._tag, rev))
+        return conflicts
 
     def get(self, incident_id: str) -> Incident | None:
         """One incident by id (a unique prefix of at least 4 characters also works)."""
-        row = self._conn.execute("SELECT doc FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        row = self._conn.execute("SELECT doc, rev FROM incidents WHERE id = ?", (incident_id,)).fetchone()
         if row is None and 4 <= len(incident_id) < ID_LENGTH:
             rows = self._conn.execute(  # substr, not LIKE: "_" and "%" are not wildcards here
-                "SELECT doc FROM incidents WHERE substr(lower(id), 1, ?) = lower(?) LIMIT 2",
+                "SELECT doc, rev FROM incidents WHERE substr(lower(id), 1, ?) = lower(?) LIMIT 2",
                 (len(incident_id), incident_id),
             ).fetchall()
             row = rows[0] if len(rows) == 1 else None
-        return Incident.model_validate_json(row[0]) if row else None
+        return _incident(row, self._tag) if row else None
 
     def find_active(self, detector: str, subject: str, model: str | None) -> Incident | None:
         """The newest open or acknowledged incident for this detector, subject and model."""
         row = self._conn.execute(
-            "SELECT doc FROM incidents WHERE detector = ? AND subject = ? AND model IS ? "
+            "SELECT doc, rev FROM incidents WHERE detector = ? AND subject = ? AND model IS ? "
             "AND status IN (?, ?) ORDER BY last_seen DESC LIMIT 1",
             (detector, subject, model, *ACTIVE),
         ).fetchone()
-        return Incident.model_validate_json(row[0]) if row else None
+        return _incident(row, self._tag) if row else None
 
     def list_incidents(self, query: IncidentQuery) -> list[Incident]:
         """Incidents matching ``query``, newest ``last_seen`` first."""
         sql, args = _incident_filter(query).select(
-            "SELECT doc FROM incidents", "last_seen DESC, id", query.limit
+            "SELECT doc, rev FROM incidents", "last_seen DESC, id", query.limit
         )
-        return [Incident.model_validate_json(r[0]) for r in self._conn.execute(sql, args).fetchall()]
+        return [_incident(r, self._tag) for r in self._conn.execute(sql, args).fetchall()]
 
     # -- events ------------------------------------------------------------------------------
 
@@ -323,10 +348,23 @@ def fts_phrase(text: str) -> str:
     return " ".join(f'"{w}"' for w in words)
 
 
-def _incident_row(i: Incident) -> tuple[tuple[Any, ...], tuple[str, str]]:
+def _incident(row: tuple[str, int], tag: str) -> Incident:
+    return Incident.model_validate_json(row[0]).at_revision((tag, row[1]))
+
+
+def _read_rev(incident: Incident, tag: str) -> int | None:
+    """The ``rev`` an incident was read at from this store; ``None`` for one never read from it
+    (new, or read from another store: written as it is)."""
+    revision = incident.revision
+    if isinstance(revision, tuple) and len(revision) == 2 and revision[0] == tag:
+        return int(revision[1])
+    return None
+
+
+def _incident_row(i: Incident, rev: int) -> tuple[tuple[Any, ...], tuple[str, str]]:
     doc = i.model_dump_json()
     row = (i.id, i.detector, i.kind, SEVERITY_ORDER[i.severity], i.status, i.service, i.model, i.subject,
-           i.first_seen.timestamp(), i.last_seen.timestamp(), doc, _seconds(i.updated_at))
+           i.first_seen.timestamp(), i.last_seen.timestamp(), doc, _seconds(i.updated_at), rev)
     body = " ".join(filter(None, (i.title, i.summary, i.subject, i.detector, i.model, i.service)))
     return row, (i.id, body)
 

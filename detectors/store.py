@@ -61,8 +61,15 @@ class EventQuery:
 class IncidentStore(Protocol):
     """Keeps incidents; ``upsert`` by id makes a second write an update."""
 
-    def upsert(self, incidents: Sequence[Incident]) -> None:
-        """Insert or replace these incidents (by id); raise :class:`StoreUnavailable` on failure."""
+    def upsert(self, incidents: Sequence[Incident]) -> list[str] | None:
+        """Insert or replace these incidents (by id); raise :class:`StoreUnavailable` on failure.
+
+        An incident read from this store carries its revision (``Incident.revision``): it is
+        written only if the stored incident is still at that revision, else left out and its
+        id returned — someone changed it since it was read; read it again and redo the change.
+        An incident without a revision (a new one) is written as it is. Every incident written
+        gets its new revision. (``None`` from a store that does not check: nothing left out.)
+        """
 
     def get(self, incident_id: str) -> Incident | None:
         """One incident by id, or ``None``."""

@@ -127,19 +127,21 @@ def test_an_old_store_file_gains_updated_at_and_keeps_its_incidents(tmp_path):
 
     store = SQLiteStore(path)
     columns = [r[1] for r in store._conn.execute("PRAGMA table_info(incidents)")]
-    assert columns[-1] == "updated_at"
+    assert columns[-2:] == ["updated_at", "rev"]
     indexes = {r[1] for r in store._conn.execute("PRAGMA index_list(incidents)")}
     assert "incidents_updated_at" in indexes
     assert [i.id for i in store.list_incidents(IncidentQuery())] == [other.id, kept_it.id, old.id]
     assert store.get(old.id).updated_at is None
     # Filled from the document that already had it; the others never match.
-    assert store.list_incidents(IncidentQuery(updated_since=changed_at)) == [kept_it]
+    assert [i.model_dump() for i in store.list_incidents(IncidentQuery(updated_since=changed_at))] == [
+        kept_it.model_dump()]
     assert store.list_incidents(IncidentQuery(updated_since=changed_at + timedelta(microseconds=1))) == []
     assert [i.subject for i in store.list_incidents(IncidentQuery(text="problem"))] == [
         "principal:p2", "principal:p1", "principal:p0"]
 
     # Writes after the migration fill the new column; the file opens again without change.
-    store.upsert([old.model_copy(update={"updated_at": changed_at + timedelta(hours=1)})])
+    rewritten = store.get(old.id).model_copy(update={"updated_at": changed_at + timedelta(hours=1)})
+    assert store.upsert([rewritten]) == []
     store.close()
     again = SQLiteStore(path)
     since = again.list_incidents(IncidentQuery(updated_since=changed_at))

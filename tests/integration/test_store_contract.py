@@ -196,7 +196,8 @@ def test_incident_text_search(searchable: Any, text: str, expected: list[str]) -
 
 def test_get_by_id_and_prefix(store: Any) -> None:
     [a] = IncidentManager(store).apply(FINDINGS[:1])
-    twins = [a.model_copy(update={"id": f"abcd{n}{'0' * 11}", "fingerprint": str(n)}) for n in (1, 2)]
+    twins = [a.model_copy(update={"id": f"abcd{n}{'0' * 11}", "fingerprint": str(n)}).at_revision(None)
+             for n in (1, 2)]  # new incidents: a's revision does not apply to them
     store.upsert(twins)
     assert store.get(a.id) == a
     assert store.get(a.id[:4]) == a
@@ -219,6 +220,80 @@ def test_upsert_replaces_by_id(store: Any) -> None:
     store.upsert([changed, again])                              # the last write of an id wins
     assert store.list_incidents(IncidentQuery()) == [again]
     store.upsert([])
+
+
+def test_a_write_based_on_a_stale_read_is_refused(store: Any) -> None:
+    [new] = IncidentManager(store).apply(FINDINGS[:1])
+    assert new.revision is not None  # written: it now carries the store's revision
+    mine, theirs = store.get(new.id), store.get(new.id)
+    assert mine.revision == theirs.revision == new.revision
+    theirs.status = "acknowledged"
+    assert store.upsert([theirs]) == []
+    assert theirs.revision != mine.revision  # the object written moved on with the store
+    mine.count = 7
+    assert store.upsert([mine]) == [new.id]  # read before their change: refused, not written
+    assert (store.get(new.id).status, store.get(new.id).count) == ("acknowledged", 1)
+    again = store.get(new.id)
+    again.count = 7
+    assert store.upsert([again]) == []  # read again: written
+    assert (store.get(new.id).status, store.get(new.id).count) == ("acknowledged", 7)
+    # In one batch, only the stale one is left out.
+    [other] = IncidentManager(store).apply(FINDINGS[2:3])
+    stale, fresh = store.get(new.id), store.get(other.id)
+    store.upsert([store.get(new.id)])
+    assert store.upsert([stale, fresh]) == [new.id]
+    # An incident never read (no revision) is written as it is.
+    blind = new.model_copy(update={"title": "blind write"}).at_revision(None)
+    assert store.upsert([blind]) == []
+    assert store.get(new.id).title == "blind write"
+
+
+def test_a_person_and_a_detector_changing_one_incident_keep_both_changes(store: Any) -> None:
+    """The detector reads an incident, a person acknowledges it, the detector writes its update:
+    the update is applied again on the acknowledged incident instead of overwriting the ack; and
+    the other way round."""
+    detector, person = IncidentManager(store), IncidentManager(store)
+    [incident] = detector.apply(FINDINGS[:1])
+
+    class AckWhileReading:
+        def __init__(self) -> None:
+            self.armed = True
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def find_active(self, *args: Any) -> Any:
+            found = store.find_active(*args)
+            if self.armed:
+                self.armed = False
+                person.acknowledge(incident.id, "alice", "on it")
+            return found
+
+    detector.store = AckWhileReading()
+    [updated] = detector.apply([finding(0.25, "principal:p0")])
+    stored = store.get(incident.id)
+    assert (updated.status, updated.count) == (stored.status, stored.count) == ("acknowledged", 2)
+    assert [h.action for h in stored.history] == ["opened", "acknowledged"]
+
+    class UpdateWhileReading:
+        def __init__(self) -> None:
+            self.armed = True
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def get(self, incident_id: str) -> Any:
+            found = store.get(incident_id)
+            if self.armed:
+                self.armed = False
+                IncidentManager(store).apply([finding(0.5, "principal:p0")])
+            return found
+
+    person.store = UpdateWhileReading()
+    resolved = person.resolve(incident.id, "bob")
+    stored = store.get(incident.id)
+    assert (resolved.status, resolved.count) == (stored.status, stored.count) == ("resolved", 3)
+    assert [h.action for h in stored.history] == ["opened", "acknowledged", "resolved"]
 
 
 BASE = T0.timestamp()
@@ -376,7 +451,7 @@ def test_incidents_updated_since(store: Any) -> None:
         "ip:203.0.113.0", "principal:p2", "principal:p1", "principal:p0"]
     assert ask(last_seen_before=T0) == []
     # Written again without updated_at: it no longer matches.
-    store.upsert([filed["principal:p4"].model_copy(update={"updated_at": None})])
+    store.upsert([store.get(filed["principal:p4"].id).model_copy(update={"updated_at": None})])
     assert ask(updated_since=T0) == ["principal:p1", "principal:p0"]
 
 

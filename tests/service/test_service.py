@@ -56,7 +56,7 @@ class FlakyStore(SQLiteStore):
         if self.failures > 0:
             self.failures -= 1
             raise StoreUnavailable("simulated outage")
-        super().upsert(incidents)
+        return super().upsert(incidents)
 
 
 def _service(tmp_path, store, detectors, **kw):
