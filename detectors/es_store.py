@@ -509,8 +509,6 @@ class ElasticsearchStore:
         done: list[dict[str, Any]] = []
 
         def send() -> None:
-            failures.clear()
-            done.clear()
             results = streaming_bulk(self._es, actions, raise_on_error=False, max_retries=3,
                                      initial_backoff=0.5, expand_action_callback=_bulk_lines, **params)
             for success, item in results:

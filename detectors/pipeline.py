@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import cast
 
 from inferwatch.collectors.event import EventView, InferenceEvent
 from inferwatch.detectors.base import Detector, Finding, ViewDetector
@@ -121,8 +122,8 @@ class Pipeline:
     def _observe_run(self, run: Sequence[EventView], batch: Batch) -> None:
         if run:
             for detector in self.detectors:
-                assert isinstance(detector, ViewDetector)
-                batch.findings.extend(self._call(detector, detector.observe_views, run))
+                observe_views = cast(ViewDetector, detector).observe_views  # takes_views checked it
+                batch.findings.extend(self._call(detector, observe_views, run))
 
     @property
     def has_events(self) -> bool:
