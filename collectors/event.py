@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 SCHEMA: Final = "inferwatch.event/1"
 SCHEMA_MAJOR: Final = 1
+LATEST_TIME: Final = datetime(9999, 1, 1, tzinfo=UTC)
+"""Events at or after this are refused: the event-time window such an event opens must end at a
+time a datetime can hold (an event at 9999-12-31T23:59:30Z used to stop the pipeline)."""
 MAX_EVENT_BYTES: Final = 1 << 20  # 1 MiB: far above a redacted chat turn, far below a memory problem
 
 Scalar = str | int | float | bool | None
@@ -115,9 +118,12 @@ class InferenceEvent(BaseModel):
         if value.tzinfo is None:
             raise ValueError("time must carry a UTC offset (RFC 3339, e.g. 2026-01-01T00:00:00Z)")
         try:
-            return value.astimezone(UTC)
+            value = value.astimezone(UTC)
         except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first representable instant
             raise ValueError("time is out of range (before 0001-01-01 or after 9999-12-31 in UTC)") from None
+        if value >= LATEST_TIME:
+            raise ValueError(f"time is out of range (not before {LATEST_TIME:%Y-%m-%d} in UTC)")
+        return value
 
     @field_validator("trace_id")
     @classmethod

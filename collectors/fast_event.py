@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Final
 
 import msgspec
@@ -120,8 +120,8 @@ class LiteEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False, rename={"s
         if not _TIME_RE.fullmatch(time):
             raise ValueError("time in an uncommon form")
         parsed = datetime.fromisoformat(time)
-        if time.startswith(("0001", "9999")):
-            parsed = parsed.astimezone(UTC)  # OverflowError when out of range in UTC, as pydantic refuses
+        if time.startswith(("0001", "9999")):  # rare: let pydantic refuse (or accept) these
+            raise ValueError("time near the ends of the range")
         self.ts = parsed.timestamp()
         if self.schema_ != SCHEMA:
             match = _SCHEMA_RE.match(self.schema_)

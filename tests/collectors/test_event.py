@@ -85,10 +85,27 @@ def test_garbage_raises_malformed_not_anything_else(raw):
         decode_event(raw)
 
 
-@pytest.mark.parametrize("time", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+@pytest.mark.parametrize("time", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
+                                  "9999-12-31T23:59:30Z", "9999-01-01T00:00:00Z"])
 def test_a_time_out_of_range_in_utc_is_malformed_not_an_overflow(time):
     with pytest.raises(MalformedEvent, match="time: Value error, time is out of range"):
         decode_event(json.dumps({"id": "e", "time": time}))
+
+
+def test_the_latest_time_accepted_still_closes_its_window(tmp_path):
+    from inferwatch.detectors.incidents import IncidentManager
+    from inferwatch.detectors.pipeline import Pipeline
+    from inferwatch.detectors.replay import replay_file
+    from inferwatch.detectors.sqlite_store import SQLiteStore
+
+    path = tmp_path / "late.jsonl"
+    path.write_text(json.dumps({"id": "a", "time": "2026-01-01T00:00:00Z"}) + "\n"
+                    + json.dumps({"id": "b", "time": "9998-12-31T23:59:59.999999Z"}) + "\n"
+                    + json.dumps({"id": "c", "time": "9999-12-31T23:59:30Z"}) + "\n")
+    store = SQLiteStore(":memory:")
+    result = replay_file(path, Pipeline([], IncidentManager(store), window_s=86_400), store)
+    assert result.events == 2
+    assert result.malformed == [(3, "time: Value error, time is out of range (not before 9999-01-01 in UTC)")]
 
 
 def test_infinite_duration_is_malformed():
