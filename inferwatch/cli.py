@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("file", type=Path, help="events, one JSON object per line")
     p.add_argument("--window", type=float, metavar="SECONDS", help="window length (detect.window_s)")
+    p.add_argument("--detectors", dest="enabled_detectors", metavar="NAMES",
+                   help="comma-separated detectors to run (detect.enabled); e.g. drift alone, which "
+                        "takes the fast path")
     p.set_defaults(handler=commands.replay)
 
     p = sub.add_parser("scan", help="score texts or events with the per-request detectors (no service)")
@@ -189,7 +192,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if getattr(args, "store", None):
         overrides["store"] = {"path": args.store}
     if getattr(args, "window", None):
-        overrides["detect"] = {"window_s": args.window}
+        overrides.setdefault("detect", {})["window_s"] = args.window
+    if getattr(args, "enabled_detectors", None):
+        overrides.setdefault("detect", {})["enabled"] = [n.strip() for n in args.enabled_detectors.split(",")]
     if getattr(args, "routes", None):
         overrides["alerting"] = {"config": args.routes}
     if args.log_level:

@@ -56,6 +56,22 @@ def test_replay_window_flag_and_store(capsys, events_file, tmp_path):
     assert [e["principal"] for e in found] == ["p_mallory"]
 
 
+def test_detectors_flag_runs_only_those_and_drift_alone_finds_the_same_drift(capsys, events_file,
+                                                                            monkeypatch):
+    everything = _incidents(capsys, str(events_file))
+    from inferwatch.detectors import pipeline
+
+    fast = []
+    real = pipeline.Pipeline.detect_views
+    monkeypatch.setattr(pipeline.Pipeline, "detect_views",
+                        lambda self, events: fast.append(1) or real(self, events))
+    drift = _incidents(capsys, str(events_file), "--detectors", "drift", "--window", "60")
+    assert fast  # drift alone takes replay's fast path
+    assert drift == [i for i in everything if i["detector"] == "drift"]
+    assert main(["replay", str(events_file), "--detectors", "drift,nope"]) == 2  # a configuration error
+    assert "unknown detector(s) nope" in capsys.readouterr().err
+
+
 def test_missing_file_is_a_clear_error(capsys, tmp_path):
     assert main(["replay", str(tmp_path / "nope.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
