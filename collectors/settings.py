@@ -166,6 +166,10 @@ class AlertingSettings(_Section):
     retry_max_s: Annotated[float, Field(gt=0)] = 300.0
     give_up_after_s: Annotated[float, Field(gt=0)] = 86_400.0
     lookback_s: Annotated[float, Field(gt=0)] = 86_400.0
+    # Notifications delivered, failed or superseded this long ago are forgotten (each stream's
+    # latest is kept: a restarted notifier resumes from it), and silences that ended this long
+    # ago; 0 keeps everything.
+    retention_days: Annotated[float, Field(ge=0)] = 30.0
 
 
 class Settings(BaseSettings):

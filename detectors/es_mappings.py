@@ -495,6 +495,18 @@ def silence_query(*, include_expired: bool, now: datetime) -> dict[str, Any]:
     return bool_filter([{"range": {"inferwatch.ends_at_us": {"gt": micros(now)}}}])
 
 
+def old_notifications_query(before: datetime) -> dict[str, Any]:
+    """Notifications created before ``before`` and no longer pending."""
+    query = bool_filter([{"range": {"inferwatch.created_at_us": {"lt": micros(before)}}}])
+    query["bool"]["must_not"] = [{"term": {"status": "pending"}}]
+    return query
+
+
+def ended_silences_query(before: datetime) -> dict[str, Any]:
+    """Silences that ended before ``before``."""
+    return bool_filter([{"range": {"inferwatch.ends_at_us": {"lt": micros(before)}}}])
+
+
 def due_query(now: datetime) -> dict[str, Any]:
     """Pending notifications whose next attempt is at or before ``now``."""
     return bool_filter([{"term": {"status": "pending"}},

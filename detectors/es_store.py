@@ -54,6 +54,7 @@ from inferwatch.detectors.es_mappings import (
     IndexNames,
     bool_filter,
     due_query,
+    ended_silences_query,
     event_document,
     event_from_source,
     event_query,
@@ -67,6 +68,7 @@ from inferwatch.detectors.es_mappings import (
     notification_from_source,
     notification_query,
     notifications_template,
+    old_notifications_query,
     reference_document,
     reference_from_source,
     references_template,
@@ -454,6 +456,21 @@ class ElasticsearchStore:
                             NOTIFICATION_LOG_SORT, query.limit)
         return [notification_from_source(h["_source"]) for h in hits]
 
+    def prune_alerting(self, before: datetime) -> int:
+        """Forget old notifications (not pending, not their stream's latest) and ended silences.
+
+        Found by search and deleted in bulk (the local node has no ``_delete_by_query``)."""
+        keep = {n.id for n in self.latest_notifications()}
+        old = [h for h in self._search("find old notifications", self.names.notifications,
+                                       old_notifications_query(before), NOTIFICATION_LOG_SORT, -1)
+               if h["_id"] not in keep]
+        ended = list(self._search("find ended silences", self.names.silences, ended_silences_query(before),
+                                  SILENCE_SORT, -1))
+        actions = [_action("delete", None, _index=h["_index"], _id=h["_id"]) for h in [*old, *ended]]
+        if actions:
+            self._bulk("forget old notifications and silences", actions, refresh=True)
+        return len(actions)
+
     # -- talking to Elasticsearch ------------------------------------------------------------
 
     def _call(self, what: str, request: Callable[..., T], /, **params: Any) -> T:
@@ -549,11 +566,11 @@ def _unique(hits: Iterable[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     return out
 
 
-def _action(op: str, source: dict[str, Any], **meta: Any) -> dict[str, Any]:
+def _action(op: str, source: dict[str, Any] | None, **meta: Any) -> dict[str, Any]:
     return {"op": op, "meta": meta, "source": source}
 
 
-def _bulk_lines(action: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def _bulk_lines(action: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
     # The helpers' own expansion drops metadata it does not know, such as require_alias.
     return {action["op"]: action["meta"]}, action["source"]
 

@@ -316,6 +316,19 @@ class SQLiteStore:
         sql, args = f.select("SELECT doc FROM notifications", "created_at DESC, seq DESC, id", query.limit)
         return [Notification.model_validate_json(r[0]) for r in self._conn.execute(sql, args).fetchall()]
 
+    def prune_alerting(self, before: datetime) -> int:
+        """Forget old notifications (not pending, not their stream's latest) and ended silences."""
+        cutoff = before.timestamp()
+        with self._write():
+            gone = self._conn.execute(
+                "DELETE FROM notifications WHERE created_at < ? AND status != 'pending' AND id NOT IN "
+                "(SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY stream ORDER BY seq DESC, id) "
+                "AS rank FROM notifications) WHERE rank = 1)", (cutoff,)).rowcount
+            self._conn.execute("DELETE FROM notification_incidents WHERE notification_id NOT IN "
+                               "(SELECT id FROM notifications)")
+            gone += self._conn.execute("DELETE FROM silences WHERE ends_at < ?", (cutoff,)).rowcount
+        return gone
+
     def _write(self) -> _Transaction:
         return _Transaction(self._conn, self.path)
 

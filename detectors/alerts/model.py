@@ -237,6 +237,11 @@ class AlertStore(Protocol):
     def list_notifications(self, query: NotificationQuery) -> list[Notification]:
         """The notification log, newest ``created_at`` first."""
 
+    def prune_alerting(self, before: datetime) -> int:
+        """Forget notifications created before ``before`` that are no longer pending, except each
+        stream's latest (what a restarted notifier resumes from), and silences that ended before
+        it; return how many were forgotten."""
+
 
 def dump(model: BaseModel) -> dict[str, Any]:
     """JSON-ready data of a model (how stores keep these documents)."""

@@ -58,6 +58,7 @@ _DELIVERY_WORKERS = 4
 # severity, count.
 _Version = tuple[datetime, int, str, str, int]
 RECONCILE_S = 60.0  # how often every live incident is read again, whatever its updated_at
+PRUNE_S = 3600.0  # how often notifications and silences past alerting.retention_days are forgotten
 
 
 class NotifierStore(IncidentStore, AlertStore, Protocol):
@@ -104,6 +105,7 @@ class Notifier:
         self._known: dict[str, _Version] = {}
         self._cursor: datetime | None = None
         self._reconciled = datetime.min.replace(tzinfo=UTC)
+        self._pruned = datetime.min.replace(tzinfo=UTC)
         self._stop = threading.Event()
         # Read by other threads (the demo waits on them); written only by run().
         self.ticks = 0
@@ -139,6 +141,20 @@ class Notifier:
         self.follow()
         self.decide()
         self.deliver()
+        self.prune()
+
+    def prune(self) -> None:
+        """Hourly, forget what ``alerting.retention_days`` no longer keeps (see the store's
+        ``prune_alerting``); the log stays for that many days, each stream's latest for ever."""
+        now = self.clock()
+        days = self.settings.retention_days
+        if not days or (now - self._pruned).total_seconds() < PRUNE_S:
+            return
+        self._pruned = now
+        gone = self.store.prune_alerting(now - timedelta(days=days))
+        if gone:
+            log.info("event=alerting_pruned forgot %d notifications and silences older than %g days",
+                     gone, days)
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Tick until :meth:`stop` (or ``stop`` is set); a failing store is logged and retried."""

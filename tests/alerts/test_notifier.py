@@ -187,3 +187,40 @@ receivers:
     ((_, delivered),) = sent
     assert delivered.seq == 2
     assert {x.incident_id: x.changed for x in delivered.alerts} == {a.id: True, b.id: True}
+
+
+def test_the_notification_log_is_kept_for_retention_days_and_each_streams_latest_for_ever(
+        tmp_path: Path) -> None:
+    clock = Clock()
+    notifier, store, manager, sent, _ = setup(tmp_path, ONE_PAGER, clock)
+    notifier.settings = notifier.settings.model_copy(update={"retention_days": 1.0})
+    (first,) = manager.apply([finding("principal:a", T0)])
+    notifier.tick()
+    clock.advance(60)
+    manager.resolve(first.id, "alice")
+    notifier.tick()
+    clock.advance(11)
+    notifier.tick()
+    assert [n.seq for n in store.list_notifications(NotificationQuery())] == [2, 1]
+    clock.advance(86_400)   # a day on: the first page is past retention, the second is the stream's latest
+    notifier.tick()
+    assert [n.seq for n in store.list_notifications(NotificationQuery())] == [2]
+    assert len(sent) == 2   # a restarted notifier resumes from the latest: nothing is sent again
+    again = Notifier(notifier.config, store, notifier.settings, clock=clock,
+                     senders=lambda cfg, receiver: Recorder(receiver, sent))
+    again.tick()
+    assert len(sent) == 2
+
+
+def test_retention_zero_keeps_everything(tmp_path: Path) -> None:
+    clock = Clock()
+    notifier, store, manager, _, _ = setup(tmp_path, ONE_PAGER, clock)
+    notifier.settings = notifier.settings.model_copy(update={"retention_days": 0.0})
+    manager.apply([finding("principal:a", T0)])
+    notifier.tick()
+    clock.advance(400 * 86_400)
+    manager.apply([finding("principal:a", clock.now, event="e2")])
+    notifier.tick()
+    clock.advance(11)
+    notifier.tick()
+    assert len(store.list_notifications(NotificationQuery())) == 2

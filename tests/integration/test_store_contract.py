@@ -623,3 +623,26 @@ def test_notification_log_filters(store: Any) -> None:
     store.save_notifications([log[1].model_copy(update={"alerts": log[3].alerts})])
     assert ask(incident_id="inc-b") == [("g2", 1)]
     assert ask(incident_id="inc-c") == [("g2", 2), ("g1", 2)]
+
+
+def test_old_notifications_and_ended_silences_are_forgotten(store: Any) -> None:
+    log = [
+        note("g1", 1, 0, status="delivered"),                   # old, settled: forgotten
+        note("g1", 2, 5, status="failed"),                      # old, settled: forgotten
+        note("g1", 3, 10, status="superseded"),                 # old but its stream's latest: kept
+        note("g2", 1, 0),                                       # old but pending: kept
+        note("g2", 2, 90, status="delivered"),                  # new: kept
+        note("g3", 1, 0, status="delivered", incidents=("inc-z",)),  # old, g3's latest: kept
+    ]
+    store.save_notifications(log)
+    for s in (silence("s-ended", 0, 0.5), silence("s-current", 0, 48)):
+        store.save_silence(s)
+    cutoff = T0 + timedelta(hours=1)
+    assert store.prune_alerting(cutoff) == 3                    # two notifications, one silence
+    assert sorted(seqs(store.list_notifications(NotificationQuery(limit=-1)))) == [
+        ("g1", 3), ("g2", 1), ("g2", 2), ("g3", 1)]
+    assert seqs(store.list_notifications(NotificationQuery(incident_id="inc-a", status=["delivered"]))) == [
+        ("g2", 2)]
+    assert silence_ids(store.list_silences(include_expired=True)) == ["s-current"]
+    assert sorted(seqs(store.latest_notifications())) == [("g1", 3), ("g2", 2), ("g3", 1)]
+    assert store.prune_alerting(cutoff) == 0                    # nothing more to forget
