@@ -37,6 +37,28 @@ class MalformedEvent(ValueError):
         self.reason = reason
 
 
+def check_schema(value: str) -> str:
+    """``value`` if it names a schema of the major version this reader knows, else ValueError."""
+    match = _SCHEMA_RE.match(value)
+    if match is None:
+        raise ValueError(f"schema must look like 'inferwatch.event/1', got {value!r}")
+    if int(match.group(1)) != SCHEMA_MAJOR:
+        raise ValueError(
+            f"schema {value!r} is a major version this reader does not know "
+            f"(it reads {SCHEMA}); upgrade inferwatch on the detector side"
+        )
+    return value
+
+
+def check_ids(trace_id: str | None, span_id: str | None) -> tuple[str | None, str | None]:
+    """The OpenTelemetry trace and span ids if they are well formed (or absent), else ValueError."""
+    if trace_id is not None and not _HEX32.match(trace_id):
+        raise ValueError("trace_id must be 32 lowercase hex digits (an OpenTelemetry trace id)")
+    if span_id is not None and not _HEX16.match(span_id):
+        raise ValueError("span_id must be 16 lowercase hex digits (an OpenTelemetry span id)")
+    return trace_id, span_id
+
+
 class _Part(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
@@ -102,15 +124,7 @@ class InferenceEvent(BaseModel):
     @field_validator("schema_")
     @classmethod
     def _known_major(cls, value: str) -> str:
-        match = _SCHEMA_RE.match(value)
-        if match is None:
-            raise ValueError(f"schema must look like 'inferwatch.event/1', got {value!r}")
-        if int(match.group(1)) != SCHEMA_MAJOR:
-            raise ValueError(
-                f"schema {value!r} is a major version this reader does not know "
-                f"(it reads {SCHEMA}); upgrade inferwatch on the detector side"
-            )
-        return value
+        return check_schema(value)
 
     @field_validator("time")
     @classmethod
@@ -128,16 +142,12 @@ class InferenceEvent(BaseModel):
     @field_validator("trace_id")
     @classmethod
     def _trace_hex(cls, value: str | None) -> str | None:
-        if value is not None and not _HEX32.match(value):
-            raise ValueError("trace_id must be 32 lowercase hex digits (an OpenTelemetry trace id)")
-        return value
+        return check_ids(value, None)[0]
 
     @field_validator("span_id")
     @classmethod
     def _span_hex(cls, value: str | None) -> str | None:
-        if value is not None and not _HEX16.match(value):
-            raise ValueError("span_id must be 16 lowercase hex digits (an OpenTelemetry span id)")
-        return value
+        return check_ids(None, value)[1]
 
     @property
     def ts(self) -> float:

@@ -35,15 +35,13 @@ from typing import Annotated, Final
 import msgspec
 
 from inferwatch.collectors.event import (
-    _HEX16,
-    _HEX32,
-    _SCHEMA_RE,
     MAX_EVENT_BYTES,
     SCHEMA,
-    SCHEMA_MAJOR,
     EventView,
     InferenceEvent,
     Scalar,
+    check_ids,
+    check_schema,
     decode_event,
 )
 
@@ -124,13 +122,9 @@ class LiteEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False, rename={"s
             raise ValueError("time near the ends of the range")
         self.ts = parsed.timestamp()
         if self.schema_ != SCHEMA:
-            match = _SCHEMA_RE.match(self.schema_)
-            if match is None or int(match.group(1)) != SCHEMA_MAJOR:
-                raise ValueError("schema")
-        if self.trace_id is not None and not _HEX32.match(self.trace_id):
-            raise ValueError("trace_id")
-        if self.span_id is not None and not _HEX16.match(self.span_id):
-            raise ValueError("span_id")
+            check_schema(self.schema_)
+        if self.trace_id is not None or self.span_id is not None:
+            check_ids(self.trace_id, self.span_id)
 
 
 _DECODER: Final = msgspec.json.Decoder(LiteEvent)
