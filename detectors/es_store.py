@@ -272,7 +272,7 @@ class ElasticsearchStore:
         latest = {i.id: i for i in incidents}  # as with INSERT OR REPLACE, the last one wins
         if not latest:
             return []
-        read = {i.id: r for i in latest.values() if (r := self._read_at(i)) is not None}
+        read = {i.id: r for i in latest.values() if (r := i.revision_in(self._tag)) is not None}
         unread = [incident_id for incident_id in latest if incident_id not in read]
         where = self._incident_indices(unread) if unread else {}
         alias: dict[str, Any] = {"_index": self.names.incidents, "require_alias": True}
@@ -293,14 +293,6 @@ class ElasticsearchStore:
                 latest[item["_id"]].at_revision(
                     (self._tag, item["_index"], item["_seq_no"], item["_primary_term"]))
         return conflicts
-
-    def _read_at(self, incident: Incident) -> tuple[str, int, int] | None:
-        """Where and at which sequence number the incident was read from this store object;
-        ``None`` for one never read from it (new, or read elsewhere: written as it is)."""
-        revision = incident.revision
-        if isinstance(revision, tuple) and len(revision) == 4 and revision[0] == self._tag:
-            return revision[1], revision[2], revision[3]
-        return None
 
     def _incident_indices(self, ids: list[str]) -> dict[str, list[str]]:
         page = self._call("look up incidents", self._es.search, index=self.names.incidents,

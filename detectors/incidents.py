@@ -90,9 +90,19 @@ class Incident(BaseModel):
         return self._revision
 
     def at_revision(self, revision: Any) -> Incident:
-        """Record the store's revision of this incident (for stores); returns ``self``."""
+        """Record the store's revision of this incident (for stores); returns ``self``.
+
+        Stores record ``(tag, *parts)``, ``tag`` naming the store object (see :meth:`revision_in`)."""
         self._revision = revision
         return self
+
+    def revision_in(self, tag: str) -> tuple[Any, ...] | None:
+        """The parts of the revision recorded by the store object tagged ``tag``; ``None`` when
+        it was never read through that object (new, or read elsewhere: written as it is)."""
+        revision = self._revision
+        if isinstance(revision, tuple) and revision and revision[0] == tag:
+            return revision[1:]
+        return None
 
     def public_dict(self) -> dict[str, Any]:
         """The incident as JSON-ready data for people and receivers (no bookkeeping fields)."""

@@ -160,8 +160,8 @@ class SQLiteStore:
                 list(latest)).fetchall()) if latest else {}
             for incident in latest.values():
                 current = stored.get(incident.id)
-                read = _read_rev(incident, self._tag)
-                if read is not None and read != current:
+                read = incident.revision_in(self._tag)
+                if read is not None and read != (current,):
                     conflicts.append(incident.id)
                 else:
                     written.append((incident, (current or 0) + 1))
@@ -364,14 +364,6 @@ def fts_phrase(text: str) -> str:
 def _incident(row: tuple[str, int], tag: str) -> Incident:
     return Incident.model_validate_json(row[0]).at_revision((tag, row[1]))
 
-
-def _read_rev(incident: Incident, tag: str) -> int | None:
-    """The ``rev`` an incident was read at from this store; ``None`` for one never read from it
-    (new, or read from another store: written as it is)."""
-    revision = incident.revision
-    if isinstance(revision, tuple) and len(revision) == 2 and revision[0] == tag:
-        return int(revision[1])
-    return None
 
 
 def _incident_row(i: Incident, rev: int) -> tuple[tuple[Any, ...], tuple[str, str]]:
