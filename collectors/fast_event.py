@@ -54,6 +54,41 @@ _TIME_RE: Final = re.compile(
     re.ASCII,
 )
 _NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+_SECONDS: dict[str, int] = {}
+"""``YYYY-MM-DDTHH:MM:SS`` (UTC) -> Unix seconds, for times already read the long way."""
+_SECONDS_KEPT: Final = 4096
+
+
+def _utc_seconds(time: str) -> float | None:
+    """``time``'s Unix seconds when it is ``YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z`` in a second already
+    read the long way (regex, ``fromisoformat``) — else ``None``.
+
+    Events come in time order, many to a second: this skips the regex and the datetime for
+    almost all of them (about 0.7 of the 2.8 µs a line costs). The result is the very float
+    ``datetime.timestamp()`` gives: ``(seconds * 10**6 + microseconds) / 10**6`` in integers, which
+    is how it computes it.
+    """
+    size = len(time)
+    if size == 20:
+        if time[19] != "Z":
+            return None
+        seconds = _SECONDS.get(time[:19])
+        return None if seconds is None else float(seconds)
+    if not 22 <= size <= 27 or time[19] != "." or time[-1] != "Z":
+        return None
+    fraction = time[20:-1]
+    if not (fraction.isdigit() and fraction.isascii()):  # int() would also take "1_0" or " 1"
+        return None
+    seconds = _SECONDS.get(time[:19])
+    if seconds is None:
+        return None
+    return (seconds * 1_000_000 + int(fraction.ljust(6, "0"))) / 1_000_000
+
+
+def _remember_second(head: str, parsed: datetime) -> None:
+    if len(_SECONDS) >= _SECONDS_KEPT:
+        _SECONDS.clear()
+    _SECONDS[head] = int(parsed.replace(microsecond=0).timestamp())
 
 
 class LiteInput(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -115,12 +150,17 @@ class LiteEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False, rename={"s
         if not math.isnan(self.ts):
             raise ValueError("a field named like the parsed time")
         time = self.time
-        if not _TIME_RE.fullmatch(time):
-            raise ValueError("time in an uncommon form")
-        parsed = datetime.fromisoformat(time)
-        if time.startswith(("0001", "9999")):  # rare: let pydantic refuse (or accept) these
-            raise ValueError("time near the ends of the range")
-        self.ts = parsed.timestamp()
+        ts = _utc_seconds(time)
+        if ts is None:
+            if not _TIME_RE.fullmatch(time):
+                raise ValueError("time in an uncommon form")
+            parsed = datetime.fromisoformat(time)
+            if time.startswith(("0001", "9999")):  # rare: let pydantic refuse (or accept) these
+                raise ValueError("time near the ends of the range")
+            ts = parsed.timestamp()
+            if time[-1] == "Z":
+                _remember_second(time[:19], parsed)
+        self.ts = ts
         if self.schema_ != SCHEMA:
             check_schema(self.schema_)
         if self.trace_id is not None or self.span_id is not None:

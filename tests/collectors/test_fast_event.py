@@ -17,6 +17,7 @@ import functools
 import json
 import random
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -916,3 +917,42 @@ def test_the_fast_structs_declare_what_the_event_model_declares(lite: Any, model
             assert type(ours).__name__ == "Lite" + type(default).__name__[len("Event"):]
         else:
             assert ours == default, name
+
+
+# --------------------------------------------------------------------------------------------------
+# The per-second cache of UTC times
+# --------------------------------------------------------------------------------------------------
+
+_HEADS = ("2026-11-26T07:59:59", "2024-02-29T23:00:00", "1970-01-01T00:00:00", "2038-01-19T03:14:07")
+_TAILS = (
+    "Z", ".5Z", ".05Z", ".123456Z", ".000001Z", ".999999Z", ".1Z",  # accepted forms
+    ".Z", ".1234567Z", ".123456789Z", "z", ".5z", ".1_0Z", ". 1Z", ".+1Z", ".-1Z", ".\uff11Z",
+    ".\u0661Z", "Z ", ".5Zx", "+00:00", ".5+00:00", ".5-01:30", ":00Z", "", ".", ".5",
+)
+
+
+def test_times_in_a_second_already_read_agree_with_decode_event() -> None:
+    """Once a second has been read the long way, later times in it skip the regex: every tail,
+    valid or not, must still get decode_event's answer, and the very same float."""
+    run = _Run()
+    for head in _HEADS:
+        run.check(json.dumps({"id": "warm", "time": head + ".25Z"}).encode())  # now the second is known
+        for tail in _TAILS:
+            run.check(json.dumps({"id": "e", "time": head + tail}).encode())
+    run.assert_agree()
+    assert run.fast >= len(_HEADS) * 7  # the accepted forms took the fast path
+
+
+def test_the_cached_time_is_the_float_datetime_gives() -> None:
+    rng = random.Random(7)
+    for _ in range(3000):
+        head = f"{rng.randint(1970, 2099)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T" \
+               f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 6)))
+        first = decode_view(json.dumps({"id": "a", "time": head + "Z"}).encode())
+        second = decode_view(json.dumps({"id": "b", "time": f"{head}.{digits}Z"}).encode())
+        assert isinstance(first, LiteEvent)
+        assert isinstance(second, LiteEvent)
+        expected = datetime.fromisoformat(f"{head}.{digits}+00:00").timestamp()
+        assert repr(second.ts) == repr(expected), f"{head}.{digits}Z"
+        assert first.ts == datetime.fromisoformat(head + "+00:00").timestamp()
