@@ -48,7 +48,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from inferwatch.collectors.event import EventView, InferenceEvent
 from inferwatch.detectors.base import Finding, Severity
 from inferwatch.detectors.drift import catalogue, change, domain, statistics, textstats
-from inferwatch.detectors.drift.sketch import WindowSummary, event_hash
+from inferwatch.detectors.drift.sketch import WindowSummary
 from inferwatch.detectors.state import BoundedState, iso_utc
 from inferwatch.detectors.stats import FloatArray
 
@@ -528,20 +528,34 @@ class DriftDetector:
 
     def observe(self, event: InferenceEvent) -> list[Finding]:
         """Fold the event into its model's summary of the open window."""
-        return self.observe_views((event,))
+        summary = self._summary(event.model or UNKNOWN_MODEL, event.service)
+        if summary is not None:
+            summary.add(event)
+        return []
 
     def observe_views(self, events: Sequence[EventView]) -> list[Finding]:
         """:meth:`observe` for a run of events inside one window (what replay's fast path calls)."""
-        open_ = self._open
-        for event in events:
-            model = event.model or UNKNOWN_MODEL
-            summary = open_.get(model)
-            if summary is None:
-                if len(open_) >= self.max_models:
-                    continue
-                summary = open_[model] = WindowSummary(model, service=event.service, k=self.sample_size)
-            summary.add(event, h=event_hash(event.id))
+        models = {event.model or UNKNOWN_MODEL for event in events}
+        if len(models) == 1:  # the usual run: one model
+            runs: dict[str, Sequence[EventView]] = {models.pop(): events}
+        else:  # each model's events in order, models in first-seen order (as one by one)
+            grouped: dict[str, list[EventView]] = {}
+            for event in events:
+                grouped.setdefault(event.model or UNKNOWN_MODEL, []).append(event)
+            runs = dict(grouped)
+        for model, run in runs.items():
+            summary = self._summary(model, run[0].service)
+            if summary is not None:
+                summary.add_run(run)
         return []
+
+    def _summary(self, model: str, service: str) -> WindowSummary | None:
+        """``model``'s summary of the open window (new, for ``service``, at its first event);
+        ``None`` once ``max_models`` models have one."""
+        summary = self._open.get(model)
+        if summary is None and len(self._open) < self.max_models:
+            summary = self._open[model] = WindowSummary(model, service=service, k=self.sample_size)
+        return summary
 
     def take_window(self, end_ts: float) -> dict[str, WindowSummary]:
         """The open window's summaries (now closed), for judging here or publishing."""

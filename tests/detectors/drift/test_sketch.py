@@ -126,3 +126,38 @@ def test_input_features_skip_what_no_float_can_hold() -> None:
 
     assert input_features({"big": 10**400, "ok": 3, "inf": float("inf"), "flag": True, "seg": "a"}) == {
         "input.ok": 3.0, "input.flag": "true", "input.seg": "a"}
+
+
+def test_a_run_folds_in_exactly_as_one_event_at_a_time() -> None:
+    """add_run (what replay's fast path calls) builds the very summary add gives, bit for bit:
+    counts, float sums in order, versions in first-seen order, the sample with duplicates."""
+    rng = random.Random(3)
+    events = _events(4_000)
+    rng.shuffle(events)  # not in time order: a run's start is its earliest event, not its first
+    for i, e in enumerate(events):
+        e.model_version = rng.choice(["v1", "v2", None])
+        if i % 7 == 0:
+            e.input.tokens, e.output.tokens = rng.randint(0, 99), None
+        elif i % 11 == 0:
+            e.input.tokens, e.output.tokens = None, rng.randint(0, 99)
+        if i % 13 == 0:
+            e.error = "timeout"
+        if i % 17 == 0:
+            e.id = events[i - 1].id  # a repeated id: the first one seen stays in the sample
+    one_by_one, in_runs = WindowSummary("m", k=300, text_k=40), WindowSummary("m", k=300, text_k=40)
+    for e in events:
+        one_by_one.add(e)
+    start = 0
+    while start < len(events):
+        size = rng.choice([1, 2, 50, 700])
+        in_runs.add_run(events[start:start + size])
+        start += size
+    in_runs.add_run([])
+    assert in_runs.versions == one_by_one.versions
+    assert list(in_runs.versions) == list(one_by_one.versions)
+    assert [id(v) for _, v in in_runs.sample.items()] == [id(v) for _, v in one_by_one.sample.items()]
+    for s in (one_by_one, in_runs):
+        s.seal(ngrams=lambda text: [len(text)])
+    assert in_runs.to_dict() == one_by_one.to_dict()
+    assert in_runs.errors > 0
+    assert in_runs.tokens[0] > 0
