@@ -12,6 +12,7 @@ import pytest
 
 from inferwatch.detectors.drift import domain
 from inferwatch.detectors.drift.domain import (
+    HOLDOUT_ROWS,
     MIN_ROWS,
     ROWS_MODEL,
     TEXT_MODEL,
@@ -152,6 +153,7 @@ def test_too_few_rows_give_none() -> None:
     ({"folds": 1}, "folds"),
     ({"folds": 11}, "folds"),
     ({"max_rows": 10}, "max_rows"),
+    ({"holdout_from": 10}, "holdout_from"),
 ])
 def test_bad_arguments_raise(kwargs: dict[str, object], match: str) -> None:
     arguments: dict[str, object] = {"reference": normal_rows(1, 100), "current": normal_rows(2, 100),
@@ -274,3 +276,38 @@ def test_docstring_examples() -> None:
     result = doctest.testmod(domain, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_from_holdout_rows_a_side_one_held_out_half_replaces_the_folds() -> None:
+    n = HOLDOUT_ROWS
+    below = domain_auc(normal_rows(1, n - 1), normal_rows(2, n - 1), feature_names=NAMES)
+    at = domain_auc(normal_rows(1, HOLDOUT_ROWS), normal_rows(2, HOLDOUT_ROWS), feature_names=NAMES)
+    kept = domain_auc(normal_rows(1, HOLDOUT_ROWS), normal_rows(2, HOLDOUT_ROWS), feature_names=NAMES,
+                      holdout_from=None)
+    assert below is not None
+    assert at is not None
+    assert kept is not None
+    assert (below.folds, at.folds, kept.folds) == (3, 1, 3)
+    assert at.evidence()["validation"] == "one split in halves: trained on one, tested on the other"
+    assert kept.evidence()["validation"] == "3-fold cross-validation"
+    # Still sees what the folds see: a broken correlation, and nothing on a stationary pair.
+    assert not at.drifted(auc_floor=0.6, alpha=0.01)
+    broken = domain_auc(correlated_rows(3, 2_000, 0.9), correlated_rows(4, 2_000, 0.0), feature_names=NAMES)
+    assert broken is not None
+    assert broken.folds == 1
+    assert broken.drifted(auc_floor=0.6, alpha=0.01)
+    texts = text_domain_auc(hashed(english_prompts(1, n)), hashed(english_prompts(2, n)))
+    assert texts is not None
+    assert texts.folds == 1
+
+
+def test_held_out_p_values_are_not_anti_conservative() -> None:
+    pvalues = []
+    for s in range(30):
+        result = domain_auc(normal_rows(300 + s, HOLDOUT_ROWS), normal_rows(400 + s, HOLDOUT_ROWS),
+                            feature_names=NAMES, seed=s)
+        assert result is not None
+        assert result.folds == 1
+        pvalues.append(result.p_value)
+    assert sum(p < 0.05 for p in pvalues) <= 4
+    assert sum(p < 0.5 for p in pvalues) >= 8  # and not all pushed to 1 either
