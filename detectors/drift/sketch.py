@@ -66,14 +66,13 @@ _MASK = (1 << 64) - 1
 
 def event_hash(event_id: str) -> int:
     """A 64-bit hash of an event id, the same in every process (not Python's salted ``hash``)."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+    return event_hashes((event_id,))[0]
 
 
-def event_hashes(events: Iterable[EventView]) -> list[int]:
-    """:func:`event_hash` of each event's id (one list comprehension: about half the cost of a
-    call per event)."""
+def event_hashes(event_ids: Iterable[str]) -> list[int]:
+    """:func:`event_hash` of each id (one list comprehension: about half the cost of a call per id)."""
     blake2b, from_bytes = hashlib.blake2b, int.from_bytes
-    return [from_bytes(blake2b(event.id.encode(), digest_size=8).digest(), "little") for event in events]
+    return [from_bytes(blake2b(key.encode(), digest_size=8).digest(), "little") for key in event_ids]
 
 
 def _name_hash(name: str) -> int:
@@ -119,6 +118,22 @@ class Sample:
             dropped = heapq.heapreplace(self._heap, (-h, value))
             self._keys.discard(-dropped[0])
             self._keys.add(h)
+
+    def offer_run(self, hashes: Sequence[int], values: Sequence[Any]) -> bool:
+        """:meth:`offer` each ``(hash, value)`` pair in order; whether any could enter.
+
+        Once the sample is full only hashes below the largest kept can enter: those are picked
+        out in one pass, and only they are offered (the same sample as offering every pair)."""
+        heap = self._heap
+        if len(heap) >= self.k:
+            cut = -heap[0][0]
+            pairs = [(h, value) for h, value in zip(hashes, values, strict=True) if h < cut]
+        else:
+            pairs = list(zip(hashes, values, strict=True))
+        offer = self.offer
+        for h, value in pairs:
+            offer(h, value)
+        return bool(pairs)
 
     def replace_all(self, pairs: list[tuple[int, Any]]) -> None:
         """Swap every kept value (same hashes) for another: ``pairs`` from :meth:`items`, changed."""
@@ -388,7 +403,7 @@ class WindowSummary:
                 self.add(event, h=h)
             return
         if hashes is None:
-            hashes = event_hashes(events)
+            hashes = event_hashes([event.id for event in events])
         self.events += len(events)
         first = min([event.ts for event in events])
         if self.start is None or first < self.start:
@@ -412,18 +427,8 @@ class WindowSummary:
             versions = self.versions
             for version, count in Counter(named).items():  # first-seen order, as one by one
                 versions[version] = versions.get(version, 0) + count
-        sample = self.sample
-        sample.seen += len(events)
-        heap = sample._heap
-        if len(heap) >= sample.k:  # full: only hashes below the largest kept can enter
-            cut = -heap[0][0]
-            candidates = [(h, event) for h, event in zip(hashes, events, strict=True) if h < cut]
-        else:
-            candidates = list(zip(hashes, events, strict=True))
-        if candidates:
-            offer = sample.offer
-            for h, event in candidates:
-                offer(h, event)
+        self.sample.seen += len(events)
+        if self.sample.offer_run(hashes, events):
             self._rows = None
 
     def seal(self, text_features: Callable[[str], tuple[str, str]] | None = None,
