@@ -102,6 +102,10 @@ def serving(app: Callable[..., Any], *, server: str = "werkzeug") -> Iterator[st
     """Serve ``app`` on a free loopback port with a real WSGI server; yield its base URL."""
     if server == "werkzeug":
         httpd: Any = make_server("127.0.0.1", 0, app, threaded=True)
+        # werkzeug's request threads are daemons that server_close() does not wait for: the
+        # client can read a response before the middleware has recorded the call (it does so
+        # when the response closes), so a test would look for an event not yet captured.
+        httpd.daemon_threads = False
     else:
         httpd = wsgiref.simple_server.make_server(
             "127.0.0.1", 0, app, handler_class=QuietHandler
