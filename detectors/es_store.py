@@ -523,12 +523,11 @@ class ElasticsearchStore:
             for success, item in results:
                 op, result = next(iter(item.items()))
                 done.append(result)
-                if success or result.get("status") != 409:
-                    if not success:
-                        failures.append(result)
-                elif conflicts is not None and op == "index":
+                if success or (result.get("status") == 409 and op == "create"):
+                    continue  # (a 409 on create: stored before, a redelivery)
+                if result.get("status") == 409 and op == "index" and conflicts is not None:
                     conflicts.append(result["_id"])  # changed since it was read
-                elif op != "create":
+                else:
                     failures.append(result)
 
         self._call(what, send)

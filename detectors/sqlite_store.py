@@ -365,7 +365,6 @@ def _incident(row: tuple[str, int], tag: str) -> Incident:
     return Incident.model_validate_json(row[0]).at_revision((tag, row[1]))
 
 
-
 def _incident_row(i: Incident, rev: int) -> tuple[tuple[Any, ...], tuple[str, str]]:
     doc = i.model_dump_json()
     row = (i.id, i.detector, i.kind, SEVERITY_ORDER[i.severity], i.status, i.service, i.model, i.subject,

@@ -536,13 +536,14 @@ class DriftDetector:
     def observe_views(self, events: Sequence[EventView]) -> list[Finding]:
         """:meth:`observe` for a run of events inside one window (what replay's fast path calls)."""
         models = {event.model or UNKNOWN_MODEL for event in events}
+        runs: Mapping[str, Sequence[EventView]]
         if len(models) == 1:  # the usual run: one model
-            runs: dict[str, Sequence[EventView]] = {models.pop(): events}
+            runs = {models.pop(): events}
         else:  # each model's events in order, models in first-seen order (as one by one)
             grouped: dict[str, list[EventView]] = {}
             for event in events:
                 grouped.setdefault(event.model or UNKNOWN_MODEL, []).append(event)
-            runs = dict(grouped)
+            runs = grouped
         for model, run in runs.items():
             summary = self._summary(model, run[0].service)
             if summary is not None:
