@@ -33,7 +33,9 @@ windows ago. With ``rebaseline_on_version`` a new dominant
 
 A window with fewer than ``min_events`` events of a model is not judged; it is carried into the
 next window (up to ``max_carry_windows``), so a quiet model is judged less often, never on
-too few events.
+too few events. When a judged window alone finds nothing and holds fewer than ``sample_size``
+events, the last ``recent_windows`` judged windows are judged together too (numeric features
+and the domain classifiers), so a slow ramp shows on their events with the large-sample floors.
 """
 
 from __future__ import annotations
@@ -95,8 +97,14 @@ class _ModelState:
     pending: WindowSummary | None = None
     carried: int = 0
     history: deque[WindowSummary] = field(default_factory=deque)
+    recent: deque[WindowSummary] = field(default_factory=deque)
     changes: dict[str, change.ChangeDetector] = field(default_factory=dict)
     unsaved: Reference | None = None
+
+    def restart(self) -> None:
+        """Forget the windows gathered against the old reference (a new one is coming or came)."""
+        self.pending, self.carried = None, 0
+        self.recent.clear()
 
 
 def _metrics(summary: WindowSummary, min_requests: int) -> dict[str, float]:
@@ -164,7 +172,8 @@ class DriftJudge:
         if record is None:
             if current is not None and current.source == "file":  # cleared by `inferwatch baseline clear`
                 log.info("drift: the baseline of model %s was cleared; warming up a new reference", model)
-                state.reference, state.pending, state.carried = None, None, 0
+                state.reference = None
+                state.restart()
             return
         if current is not None and not first and record.created == current.created:
             return
@@ -172,7 +181,8 @@ class DriftJudge:
             return  # a rolling reference is this process's own; only a baseline file overrides it
         state.reference = Reference(WindowSummary.from_dict(record.summary), record.source,
                                     record.created, record.model_version, record.origin)
-        state.pending, state.carried, state.warm = None, 0, None
+        state.warm = None
+        state.restart()
         if not first:
             log.info("drift: model %s now uses the %s reference from %s", model, record.source, record.origin)
 
@@ -202,7 +212,8 @@ class DriftJudge:
     def set_reference(self, model: str, reference: Reference) -> None:
         """Use ``reference`` for ``model`` from now on (a baseline file, or a test)."""
         state = self._models.get_or_create(model, reference.summary.end or 0.0, _ModelState)
-        state.reference, state.loaded, state.pending, state.carried = reference, True, None, 0
+        state.reference, state.loaded = reference, True
+        state.restart()
 
     def _warm(self, model: str, state: _ModelState, summary: WindowSummary) -> None:
         o = self.options
@@ -252,7 +263,8 @@ class DriftJudge:
                 and version != state.reference.version and state.reference.source != "rolling"):
             log.info("drift: model %s moved to version %s (reference %s); warming up a new reference",
                      model, version, state.reference.version)
-            state.reference, state.pending, state.carried = None, None, 0
+            state.reference = None
+            state.restart()
             self._warm(model, state, summary)
             return None
         state.pending = summary if state.pending is None else state.pending.merge(summary)
@@ -260,31 +272,63 @@ class DriftJudge:
             state.carried += 1
             return None
         current, state.pending, state.carried = state.pending, None, 0
-        return self._compare(model, state.reference, current)
+        finding = self._compare(model, state.reference, current)
+        if o.recent_windows < 2:
+            return finding
+        state.recent.append(current)
+        while len(state.recent) > o.recent_windows:
+            state.recent.popleft()
+        return finding if finding is not None else self._recent(model, state, current)
 
-    def _compare(self, model: str, reference: Reference, current: WindowSummary) -> Finding | None:
+    def _recent(self, model: str, state: _ModelState, current: WindowSummary) -> Finding | None:
+        """The last ``recent_windows`` windows judged together, when the latest alone found nothing.
+
+        A slow ramp (or a small lasting shift) that no window of a few hundred events shows past
+        its small-sample floors can show on their events together: a merged sample up to
+        ``sample_size``, judged with the large-sample floors. Its effect is the windows' average,
+        so a ramp is caught about a window after the average reaches the floor. Only windows
+        whose own sample is not full gain from this: a full one already has ``sample_size``
+        events, as many as the merged sample would.
+        """
+        o = self.options
+        assert state.reference is not None
+        if len(state.recent) < o.recent_windows or len(current.rows()) >= o.sample_size:
+            return None
+        merged = WindowSummary(model, service=current.service, k=o.sample_size)
+        merged.merge_all(state.recent, trim_texts=False)  # transient: ngram_rows() takes the first text_k
+        texts = len(merged.ngram_rows()) > len(current.ngram_rows())
+        return self._compare(model, state.reference, merged, windows=len(state.recent), texts=texts)
+
+    def _compare(self, model: str, reference: Reference, current: WindowSummary,
+                 windows: int = 1, texts: bool = True) -> Finding | None:
         o = self.options
         verdicts: list[catalogue.FeatureVerdict] = []
         ref_keys = reference.summary.keys()
         cur_keys = current.keys()
+        # A single window gets every test. Several windows together get the tests whose floors
+        # keep a wide margin over their noise at the merged size (numeric features and the domain
+        # classifiers): a share change's floor is a fixed 5 points, about 4 standard errors at
+        # 3,000 events, so a second look at the categories would double their false alarms.
+        every = windows == 1
         for key, kind in sorted(ref_keys.items()):
-            if key.startswith("ops."):
+            if key.startswith("ops.") or (not every and kind != "numeric"):
                 continue
-            verdict = self._types(key, reference.summary, current)
-            if verdict is not None:
-                verdicts.append(verdict)
+            if every:
+                verdict = self._types(key, reference.summary, current)
+                if verdict is not None:
+                    verdicts.append(verdict)
             if cur_keys.get(key, kind) != kind:
                 continue
             verdict = self._feature(key, kind, reference.summary, current)
             if verdict is not None:
                 verdicts.append(verdict)
-            if key.startswith("input.") and reference.summary.tabular and current.tabular:
+            if every and key.startswith("input.") and reference.summary.tabular and current.tabular:
                 verdict = self._missing(key, reference.summary, current)
                 if verdict is not None:
                     verdicts.append(verdict)
         if o.multivariate:
             verdicts.extend(self._rows(reference.summary, current, ref_keys))
-        if o.text:
+        if o.text and texts:
             verdicts.extend(self._texts(reference.summary, current))
         if not verdicts:
             return None
@@ -294,7 +338,7 @@ class DriftJudge:
             return None
         drifted.sort(key=lambda vp: (-vp[0].strength, vp[0].feature))
         new_keys = sorted(k for k in cur_keys if k not in ref_keys and not k.startswith("ops."))
-        return self._finding(model, reference, current, drifted, len(verdicts), new_keys)
+        return self._finding(model, reference, current, drifted, len(verdicts), new_keys, windows)
 
     def _feature(self, key: str, kind: str, ref: WindowSummary,
                  cur: WindowSummary) -> catalogue.FeatureVerdict | None:
@@ -356,7 +400,7 @@ class DriftJudge:
 
     def _finding(self, model: str, reference: Reference, current: WindowSummary,
                  drifted: list[tuple[catalogue.FeatureVerdict, float]], tested: int,
-                 new_keys: list[str]) -> Finding:
+                 new_keys: list[str], windows: int = 1) -> Finding:
         o = self.options
         names = [v.feature for v, _ in drifted]
         shown = "; ".join(_describe(v, p) for v, p in drifted[:SUMMARY_FEATURES])
@@ -364,6 +408,9 @@ class DriftJudge:
         plural = "s" if len(drifted) > 1 else ""
         top, _ = drifted[0]
         strength = top.strength
+        span = f" over the last {windows} windows" if windows > 1 else ""
+        against = f"The last {windows} windows ({current.events} events) together, against" if windows > 1 \
+            else "Against"
         event_ids, trace_ids = current.event_ids()
         end = current.end or 0.0
         return Finding(
@@ -372,8 +419,8 @@ class DriftJudge:
             severity=_severity(strength, len(drifted)),
             score=round(min(1.0, strength / (strength + 1.0)), 4),
             title=f"Drift on model {model}: {len(drifted)} feature{plural} shifted "
-            f"({', '.join(names[:SUMMARY_FEATURES])})",
-            summary=f"Against its {reference.source} reference of {reference.summary.events} events: "
+            f"({', '.join(names[:SUMMARY_FEATURES])}){span}",
+            summary=f"{against} its {reference.source} reference of {reference.summary.events} events: "
             + shown + (f"; and {more} more" if more > 0 else ""),
             subject=f"model:{model}",
             time=datetime.fromtimestamp(end, UTC),
@@ -382,6 +429,7 @@ class DriftJudge:
             evidence={
                 "window_start": iso_utc(current.start or end),
                 "window_end": iso_utc(end),
+                "windows": windows,
                 "events": current.events,
                 "sampled": len(current.sample.raw()),
                 "tested": tested,
@@ -452,7 +500,8 @@ class DriftDetector:
     ``operations`` (True) with ``change_detector`` "page_hinkley", "cusum" or "adwin" and
     ``min_ops_requests`` (20); ``rebaseline_on_version`` (False); ``sample_size`` (2000);
     ``reference_sample_size`` (5000);
-    ``max_models`` (1000); ``max_evidence_features`` (10); ``seed`` (0).
+    ``max_models`` (1000); ``max_evidence_features`` (10); ``recent_windows`` (3: windows judged
+    together when the latest alone finds nothing; 1 turns that off); ``seed`` (0).
     """
 
     name: ClassVar[str] = "drift"
@@ -478,6 +527,7 @@ class DriftDetector:
         reference_sample_size: int = 5000,
         max_models: int = 1000,
         max_evidence_features: int = 10,
+        recent_windows: int = 3,
         seed: int = 0,
     ) -> None:
         if reference not in ("warmup", "rolling"):
@@ -491,7 +541,8 @@ class DriftDetector:
                     "max_carry_windows": (max_carry_windows, 0), "min_ops_requests": (min_ops_requests, 1),
                     "sample_size": (sample_size, 100), "max_models": (max_models, 1),
                     "reference_sample_size": (reference_sample_size, 100),
-                    "max_evidence_features": (max_evidence_features, 1)}
+                    "max_evidence_features": (max_evidence_features, 1),
+                    "recent_windows": (recent_windows, 1)}
         for option, (value, least) in minimums.items():
             if value < least:
                 raise ValueError(f"{option} must be at least {least}, got {value}")
@@ -514,6 +565,7 @@ class DriftDetector:
         self.reference_sample_size = reference_sample_size
         self.max_models = max_models
         self.max_evidence_features = max_evidence_features
+        self.recent_windows = recent_windows
         self.seed = seed
         self.judge = DriftJudge(self)
         self.publish: Any = None

@@ -467,6 +467,22 @@ class WindowSummary:
 
     def merge(self, other: WindowSummary) -> WindowSummary:
         """Fold ``other`` (a summary of the same model) in; returns ``self``."""
+        return self.merge_all((other,))
+
+    def merge_all(self, others: Iterable[WindowSummary], *, trim_texts: bool = True) -> WindowSummary:
+        """:meth:`merge` each of ``others`` in turn (the same summary), trimming the texts once.
+
+        With ``trim_texts=False`` rows past the first ``text_k`` prompts keep their n-grams
+        (:meth:`ngram_rows` is unchanged; only the memory and a serialised summary are larger):
+        for a transient merge, where trimming would copy every such row.
+        """
+        for other in others:
+            self._fold(other)
+        if trim_texts:
+            self._trim_texts()
+        return self
+
+    def _fold(self, other: WindowSummary) -> None:
         self.events += other.events
         self.errors += other.errors
         self.tabular += other.tabular
@@ -483,8 +499,6 @@ class WindowSummary:
         self.sample.merge(other.sample)
         self.partitions |= other.partitions
         self._rows = None
-        self._trim_texts()
-        return self
 
     def _trim_texts(self) -> None:
         # Each partial kept n-grams for its first text_k prompts; the merged sample keeps them

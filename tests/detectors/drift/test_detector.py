@@ -14,6 +14,7 @@ from inferwatch.collectors.event import EventOutput, InferenceEvent
 from inferwatch.detectors.base import Finding
 from inferwatch.detectors.drift.detector import OPS_DETECTOR, DriftDetector
 from inferwatch.detectors.sqlite_store import SQLiteStore
+from inferwatch.detectors.state import iso_utc
 from inferwatch.testing import make_event
 
 WINDOW = 60.0
@@ -126,6 +127,62 @@ def test_each_kind_of_shift_is_found(name: str, shift: Shift, expected: str) -> 
     assert found, f"{name}: missed"
     assert all(w >= 8 for w, _ in found), f"{name}: alarm before the shift"
     assert expected in found[0][1].evidence["drifted"], found[0][1].evidence["drifted"]
+
+
+def test_a_small_lasting_shift_is_found_on_the_recent_windows_together() -> None:
+    # 0.15 standard deviations, 1,000 events a window: below the small-sample floor in every
+    # window alone (KS D about 0.06 against 0.1), past the large-sample floor on three windows'
+    # events together (normalised Wasserstein about 0.15 against 0.1).
+    def small(row: Row, rng: random.Random) -> Row:
+        return {**row, "c": row["c"] + 0.3}
+
+    def run(**options: Any) -> list[tuple[int, Finding]]:
+        detector = DriftDetector(multivariate=False, text=False, reference_events=5000, **options)
+        return _drift(_run(detector, _stream(18, 1000, seed=2, shift=small, shift_from=10)))
+
+    assert run(recent_windows=1) == []
+    found = run()
+    assert found, "the lasting small shift was missed on the recent windows together"
+    window, finding = found[0]
+    assert 12 <= window <= 14  # the third shifted window at the earliest
+    assert finding.evidence["windows"] == 3
+    assert finding.evidence["drifted"] == ["input.c"]
+    assert finding.evidence["events"] == 3000
+    assert finding.evidence["window_start"] == iso_utc(START + (window - 2) * WINDOW + 0.5 * WINDOW / 1000)
+    assert "over the last 3 windows" in finding.title
+    assert finding.summary.startswith("The last 3 windows (3000 events) together")
+    assert finding.evidence["features"]["input.c"]["effect"]["name"] == "wasserstein"
+
+
+def test_the_recent_windows_together_leave_categories_to_single_windows() -> None:
+    # A 5-point move in a category's share: under the 7-point floor of a 1,000-event window, over
+    # the 5-point floor of 3,000 events. The categories are judged on single windows only, since a
+    # fixed 5-point floor is only about 4 standard errors at 3,000 events (a second look at them
+    # would double their false alarms), so this stays quiet.
+    def more_team(row: Row, rng: random.Random) -> Row:
+        return {**row, "plan": rng.choices(["free", "pro", "team"], [55, 30, 15])[0]}
+
+    detector = DriftDetector(multivariate=False, text=False, reference_events=5000)
+    found = _drift(_run(detector, _stream(18, 1000, seed=3, shift=more_team, shift_from=10)))
+    assert [f.evidence["drifted"] for _, f in found if f.evidence["windows"] > 1] == []
+
+
+@pytest.mark.parametrize(("per_window", "looks"), [(600, {1}), (300, {1, 3})])
+def test_only_windows_with_a_sample_to_gain_are_judged_together(
+        monkeypatch: pytest.MonkeyPatch, per_window: int, looks: set[int]) -> None:
+    # A window with as many events as the sample holds gains nothing from its neighbours: the
+    # merged sample would be no larger.
+    detector = DriftDetector(multivariate=False, text=False, sample_size=500)
+    compare = detector.judge._compare
+    calls: list[int] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("windows", 1))
+        return compare(*args, **kwargs)
+
+    monkeypatch.setattr(detector.judge, "_compare", spy)
+    _run(detector, _stream(12, per_window))
+    assert set(calls) == looks
 
 
 def test_a_broken_correlation_is_found_by_the_domain_classifier() -> None:

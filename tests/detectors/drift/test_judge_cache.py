@@ -209,7 +209,8 @@ def verdicts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float, float]]:
 def test_judging_against_a_cached_reference_equals_judging_against_a_fresh_copy(
         verdicts: list[tuple[str, float, float]]) -> None:
     reference = _reference(0.0, seed=1)
-    cached = DriftDetector(operations=False)
+    # One window at a time on both sides: the fresh detector has no recent windows to merge.
+    cached = DriftDetector(operations=False, recent_windows=1)
     cached.judge.set_reference("m", Reference(reference, "warmup", CREATED))
     for w in range(6):
         shift = 0.0 if w < 3 else 1.5
@@ -217,7 +218,7 @@ def test_judging_against_a_cached_reference_equals_judging_against_a_fresh_copy(
         found = _window(cached, w, shift, seed=2)
         from_cache = list(verdicts)
         verdicts.clear()
-        fresh = DriftDetector(operations=False)
+        fresh = DriftDetector(operations=False, recent_windows=1)
         copy = WindowSummary.from_dict(reference.to_dict())
         fresh.judge.set_reference("m", Reference(copy, "warmup", CREATED))
         assert found == _window(fresh, w, shift, seed=2), w

@@ -55,6 +55,28 @@ def test_partials_merge_into_the_whole_whatever_the_split(parts: int) -> None:
     assert got == want
 
 
+def test_merge_all_is_merging_one_by_one_and_untrimmed_texts_read_the_same() -> None:
+    def sealed(events: list[InferenceEvent]) -> WindowSummary:
+        summary = WindowSummary("m", k=300, text_k=40)
+        for e in events:
+            summary.add(e)
+        return summary.seal(ngrams=lambda text: [len(text)])
+
+    events = _events(3_000, seed=7)
+    parts = [sealed(events[i::3]) for i in range(3)]
+    one_by_one = WindowSummary("m", k=300, text_k=40)
+    for p in parts:
+        one_by_one.merge(p)
+    at_once = WindowSummary("m", k=300, text_k=40).merge_all(parts)
+    assert at_once.to_dict() == one_by_one.to_dict()
+    untrimmed = WindowSummary("m", k=300, text_k=40).merge_all(parts, trim_texts=False)
+    assert untrimmed.ngram_rows() == one_by_one.ngram_rows()
+    assert len(untrimmed.ngram_rows()) == 40
+    kept = sum("_ngrams" in row for row in untrimmed.rows())
+    assert kept > 40  # the rows past the cap were left as they were (not copied) ...
+    assert sum("_ngrams" in row for row in parts[0].rows()) <= 40  # ... and no partial was changed
+
+
 def test_exact_counts_and_a_bounded_sample() -> None:
     events = _events(3_000)
     summary = WindowSummary("m", k=500)
