@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Protocol
@@ -66,6 +66,14 @@ WARMUP_WINDOWS = 5
 holds only a window's sample."""
 RELOAD_WINDOWS = 10
 """Windows between two reads of a model's stored reference (a new baseline is picked up)."""
+ROWS_CLASSIFIER = "inputs (together)"
+TEXT_CLASSIFIER = "text (n-grams)"
+CLASSIFIERS = (ROWS_CLASSIFIER, TEXT_CLASSIFIER)
+"""The domain classifiers' feature names in findings."""
+CLASSIFIER_SCREEN = 0.55
+"""AUC a domain classifier must reach in one of the recent windows alone for it to run on them
+together: half-way from chance (0.5) to its large-sample floor (0.6). On stationary traffic a
+window's AUC sits within a few hundredths of 0.5, so the merge skips the classifiers there."""
 
 
 class ReferenceKeeper(Protocol):
@@ -97,7 +105,8 @@ class _ModelState:
     pending: WindowSummary | None = None
     carried: int = 0
     history: deque[WindowSummary] = field(default_factory=deque)
-    recent: deque[WindowSummary] = field(default_factory=deque)
+    recent: deque[tuple[WindowSummary, dict[str, float]]] = field(default_factory=deque)
+    """The last judged windows, each with its domain classifiers' AUCs (for ``recent_windows``)."""
     changes: dict[str, change.ChangeDetector] = field(default_factory=dict)
     unsaved: Reference | None = None
 
@@ -272,10 +281,10 @@ class DriftJudge:
             state.carried += 1
             return None
         current, state.pending, state.carried = state.pending, None, 0
-        finding = self._compare(model, state.reference, current)
+        finding, aucs = self._compare(model, state.reference, current)
         if o.recent_windows < 2:
             return finding
-        state.recent.append(current)
+        state.recent.append((current, aucs))
         while len(state.recent) > o.recent_windows:
             state.recent.popleft()
         return finding if finding is not None else self._recent(model, state, current)
@@ -289,18 +298,31 @@ class DriftJudge:
         so a ramp is caught about a window after the average reaches the floor. Only windows
         whose own sample is not full gain from this: a full one already has ``sample_size``
         events, as many as the merged sample would.
+
+        A domain classifier (the costly part) runs on the merge only if it reached
+        :data:`CLASSIFIER_SCREEN` in one of the windows alone, or could not run there: the
+        merge's AUC is about the windows' average, so it cannot reach its floor (0.6) when every
+        window alone stayed near 0.5.
         """
         o = self.options
         assert state.reference is not None
         if len(state.recent) < o.recent_windows or len(current.rows()) >= o.sample_size:
             return None
         merged = WindowSummary(model, service=current.service, k=o.sample_size)
-        merged.merge_all(state.recent, trim_texts=False)  # transient: ngram_rows() takes the first text_k
-        texts = len(merged.ngram_rows()) > len(current.ngram_rows())
-        return self._compare(model, state.reference, merged, windows=len(state.recent), texts=texts)
+        # Transient, so its texts are not trimmed: ngram_rows() takes the first text_k anyway.
+        merged.merge_all([summary for summary, _ in state.recent], trim_texts=False)
+        classifiers = {name for name in CLASSIFIERS
+                       if any(aucs.get(name, 1.0) >= CLASSIFIER_SCREEN for _, aucs in state.recent)}
+        if len(merged.ngram_rows()) <= len(current.ngram_rows()):
+            classifiers.discard(TEXT_CLASSIFIER)  # no more prompts than the window alone had
+        finding, _ = self._compare(model, state.reference, merged, windows=len(state.recent),
+                                   classifiers=classifiers)
+        return finding
 
-    def _compare(self, model: str, reference: Reference, current: WindowSummary,
-                 windows: int = 1, texts: bool = True) -> Finding | None:
+    def _compare(self, model: str, reference: Reference, current: WindowSummary, *, windows: int = 1,
+                 classifiers: Collection[str] = CLASSIFIERS) -> tuple[Finding | None, dict[str, float]]:
+        """The finding (if any) of ``current`` against ``reference``, and the AUC of each domain
+        classifier that ran (``classifiers`` among :data:`CLASSIFIERS`, when the options have them on)."""
         o = self.options
         verdicts: list[catalogue.FeatureVerdict] = []
         ref_keys = reference.summary.keys()
@@ -326,19 +348,20 @@ class DriftJudge:
                 verdict = self._missing(key, reference.summary, current)
                 if verdict is not None:
                     verdicts.append(verdict)
-        if o.multivariate:
+        if o.multivariate and ROWS_CLASSIFIER in classifiers:
             verdicts.extend(self._rows(reference.summary, current, ref_keys))
-        if o.text and texts:
+        if o.text and TEXT_CLASSIFIER in classifiers:
             verdicts.extend(self._texts(reference.summary, current))
+        aucs = {v.feature: v.effect for v in verdicts if v.feature in CLASSIFIERS}
         if not verdicts:
-            return None
+            return None, aucs
         adjusted = catalogue.correct(verdicts, method=o.correction)
         drifted = [(v, p) for v, p in zip(verdicts, adjusted, strict=True) if v.drifted(p, o.alpha)]
         if not drifted:
-            return None
+            return None, aucs
         drifted.sort(key=lambda vp: (-vp[0].strength, vp[0].feature))
         new_keys = sorted(k for k in cur_keys if k not in ref_keys and not k.startswith("ops."))
-        return self._finding(model, reference, current, drifted, len(verdicts), new_keys, windows)
+        return self._finding(model, reference, current, drifted, len(verdicts), new_keys, windows), aucs
 
     def _feature(self, key: str, kind: str, ref: WindowSummary,
                  cur: WindowSummary) -> catalogue.FeatureVerdict | None:
@@ -389,14 +412,14 @@ class DriftJudge:
         floor = catalogue.policy("multivariate", len(ref_rows), len(cur_rows)).floor
         result = domain.domain_auc(ref_rows, cur_rows, feature_names=keys, seed=self.options.seed,
                                    rank_above=floor)
-        return [] if result is None else [catalogue.judge_domain("inputs (together)", result, "multivariate")]
+        return [] if result is None else [catalogue.judge_domain(ROWS_CLASSIFIER, result, "multivariate")]
 
     def _texts(self, ref: WindowSummary, cur: WindowSummary) -> list[catalogue.FeatureVerdict]:
         ref_rows, cur_rows = ref.memo("ngram_rows", ref.ngram_rows), cur.ngram_rows()
         if not catalogue.enough("text", len(ref_rows), len(cur_rows)):
             return []
         result = domain.text_domain_auc(ref_rows, cur_rows, seed=self.options.seed)
-        return [] if result is None else [catalogue.judge_domain("text (n-grams)", result, "text")]
+        return [] if result is None else [catalogue.judge_domain(TEXT_CLASSIFIER, result, "text")]
 
     def _finding(self, model: str, reference: Reference, current: WindowSummary,
                  drifted: list[tuple[catalogue.FeatureVerdict, float]], tested: int,

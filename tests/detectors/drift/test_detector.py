@@ -52,7 +52,9 @@ def _stream(windows: int, per_window: int, *, seed: int = 0, shift: Shift | None
             row = _row(rng)
             if shift is not None and w >= shift_from:
                 row = shift(row, rng)
-            yield w, _event(START + w * WINDOW + (i + 0.5) * WINDOW / per_window, row, i, **extra)
+            # Ids of their own (not make_event's counter), so the samples do not hang on test order.
+            yield w, _event(START + w * WINDOW + (i + 0.5) * WINDOW / per_window, row, i,
+                            id=f"s{seed}-w{w}-e{i}", **extra)
 
 
 def _run(detector: DriftDetector, stream: Iterator[tuple[int, InferenceEvent]]) -> list[tuple[int, Finding]]:
@@ -183,6 +185,40 @@ def test_only_windows_with_a_sample_to_gain_are_judged_together(
     monkeypatch.setattr(detector.judge, "_compare", spy)
     _run(detector, _stream(12, per_window))
     assert set(calls) == looks
+
+
+def test_the_classifier_runs_on_recent_windows_together_only_after_a_window_alone_leaned(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its AUC on the merge is about the windows' average: with every window alone near 0.5 it
+    # cannot reach the floor, so the costly fit is skipped; once one window leans, it runs.
+    def broken(row: Row, rng: random.Random) -> Row:
+        return {**row, "b": rng.gauss(0.0, 1.0) if rng.random() < 0.5 else row["b"]}
+
+    detector = DriftDetector(text=False, recent_windows=3)
+    rows = detector.judge._rows
+    fits: list[tuple[bool, float | None]] = []  # (on a merge, AUC)
+
+    def spy(ref: Any, cur: Any, keys: Any) -> Any:
+        result = rows(ref, cur, keys)
+        fits.append((cur.events > 400, result[0].effect if result else None))
+        return result
+
+    def merged_fits_follow_a_leaning_window() -> int:
+        merged = 0
+        for i, (on_merge, _) in enumerate(fits):
+            if on_merge:
+                merged += 1
+                alone = [auc for m, auc in fits[:i] if not m][-3:]
+                assert any(auc is None or auc >= 0.55 for auc in alone), alone
+        return merged
+
+    monkeypatch.setattr(detector.judge, "_rows", spy)
+    _run(detector, _stream(30, 400, seed=4))
+    singles = sum(not m for m, _ in fits)
+    assert merged_fits_follow_a_leaning_window() < singles / 2
+    fits.clear()
+    _run(detector, _stream(6, 400, seed=5, shift=broken, shift_from=0))
+    assert merged_fits_follow_a_leaning_window() > 0
 
 
 def test_a_broken_correlation_is_found_by_the_domain_classifier() -> None:
