@@ -531,18 +531,22 @@ def judge_domain(feature: str, result: DomainResult, data_type: str = "multivari
                     result.n_reference, result.n_current)
 
 
-def correct(verdicts: Sequence[FeatureVerdict], method: str = DEFAULT_CORRECTION) -> list[float]:
+def correct(verdicts: Sequence[FeatureVerdict], method: str = DEFAULT_CORRECTION, *,
+            untested: int = 0) -> list[float]:
     """Adjusted p-values of ``verdicts``, in order: ``holm`` (family-wise) or ``bh`` (false discovery rate).
+
+    ``untested`` members of the family were left out without a test (they could not pass): they
+    count with a p-value of 1, so the tested ones are corrected as strictly as in the whole family.
 
     >>> v = judge_categorical("f", {"a": 500, "b": 500}, {"a": 500, "b": 500})
     >>> correct([v, v], method="bh")
     [1.0, 1.0]
     """
-    pvalues = [v.p_value for v in verdicts]
+    pvalues = [v.p_value for v in verdicts] + [1.0] * untested
     if method == "holm":
-        return holm_adjust(pvalues)
+        return holm_adjust(pvalues)[: len(verdicts)]
     if method == "bh":
-        return benjamini_hochberg(pvalues)
+        return benjamini_hochberg(pvalues)[: len(verdicts)]
     raise ValueError(f"method must be 'holm' or 'bh', got {method!r}")
 
 

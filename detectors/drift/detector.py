@@ -74,6 +74,10 @@ CLASSIFIER_SCREEN = 0.55
 """AUC a domain classifier must reach in one of the recent windows alone for it to run on them
 together: half-way from chance (0.5) to its large-sample floor (0.6). On stationary traffic a
 window's AUC sits within a few hundredths of 0.5, so the merge skips the classifiers there."""
+NUMERIC_SCREEN = 0.07
+"""Average effect (max of KS D and normalised Wasserstein) a numeric feature must show over the
+recent windows alone to be tested on them together: both floors are 0.1, and the merge's effect
+is at most the average plus the noise of sampling 2,000 of its events (a few hundredths)."""
 
 
 class ReferenceKeeper(Protocol):
@@ -106,7 +110,7 @@ class _ModelState:
     carried: int = 0
     history: deque[WindowSummary] = field(default_factory=deque)
     recent: deque[tuple[WindowSummary, dict[str, float]]] = field(default_factory=deque)
-    """The last judged windows, each with its domain classifiers' AUCs (for ``recent_windows``)."""
+    """The last judged windows, each with how far its classifiers and numeric features leaned."""
     changes: dict[str, change.ChangeDetector] = field(default_factory=dict)
     unsaved: Reference | None = None
 
@@ -281,10 +285,10 @@ class DriftJudge:
             state.carried += 1
             return None
         current, state.pending, state.carried = state.pending, None, 0
-        finding, aucs = self._compare(model, state.reference, current)
+        finding, leans = self._compare(model, state.reference, current)
         if o.recent_windows < 2:
             return finding
-        state.recent.append((current, aucs))
+        state.recent.append((current, leans))
         while len(state.recent) > o.recent_windows:
             state.recent.popleft()
         return finding if finding is not None else self._recent(model, state, current)
@@ -299,10 +303,13 @@ class DriftJudge:
         whose own sample is not full gain from this: a full one already has ``sample_size``
         events, as many as the merged sample would.
 
-        A domain classifier (the costly part) runs on the merge only if it reached
-        :data:`CLASSIFIER_SCREEN` in one of the windows alone, or could not run there: the
-        merge's AUC is about the windows' average, so it cannot reach its floor (0.6) when every
-        window alone stayed near 0.5.
+        What cannot pass on the merge is not tested there. A domain classifier (the costly
+        part) runs only if it reached :data:`CLASSIFIER_SCREEN` in one of the windows alone, or
+        could not run there: the merge's AUC is about the windows' average, so it cannot reach
+        its floor (0.6) while every window alone stays near 0.5. A numeric feature is tested
+        only if its windows' average effect (the larger of KS D and normalised Wasserstein, each
+        at most the windows' average on the merge, as both are convex in the distribution)
+        reaches :data:`NUMERIC_SCREEN`.
         """
         o = self.options
         assert state.reference is not None
@@ -311,18 +318,34 @@ class DriftJudge:
         merged = WindowSummary(model, service=current.service, k=o.sample_size)
         # Transient, so its texts are not trimmed: ngram_rows() takes the first text_k anyway.
         merged.merge_all([summary for summary, _ in state.recent], trim_texts=False)
+        leans = [lean for _, lean in state.recent]
         classifiers = {name for name in CLASSIFIERS
-                       if any(aucs.get(name, 1.0) >= CLASSIFIER_SCREEN for _, aucs in state.recent)}
+                       if any(lean.get(name, 1.0) >= CLASSIFIER_SCREEN for lean in leans)}
         if len(merged.ngram_rows()) <= len(current.ngram_rows()):
             classifiers.discard(TEXT_CLASSIFIER)  # no more prompts than the window alone had
+        every = {key for key, kind in state.reference.summary.keys().items()
+                 if kind == "numeric" and not key.startswith("ops.")}
+        numeric = {key for key in every
+                   if sum(lean.get(key, 1.0) for lean in leans) / len(leans) >= NUMERIC_SCREEN}
+        if not numeric and not classifiers:
+            return None
+        # The left-out tests still count in the correction: the merge is judged as strictly as if
+        # everything had been tested on it.
+        untested = len(every - numeric) + sum(1 for name in CLASSIFIERS if name not in classifiers
+                                              and (o.multivariate if name == ROWS_CLASSIFIER else o.text))
         finding, _ = self._compare(model, state.reference, merged, windows=len(state.recent),
-                                   classifiers=classifiers)
+                                   classifiers=classifiers, numeric=numeric, untested=untested)
         return finding
 
     def _compare(self, model: str, reference: Reference, current: WindowSummary, *, windows: int = 1,
-                 classifiers: Collection[str] = CLASSIFIERS) -> tuple[Finding | None, dict[str, float]]:
-        """The finding (if any) of ``current`` against ``reference``, and the AUC of each domain
-        classifier that ran (``classifiers`` among :data:`CLASSIFIERS`, when the options have them on)."""
+                 classifiers: Collection[str] = CLASSIFIERS,
+                 numeric: Collection[str] | None = None,
+                 untested: int = 0) -> tuple[Finding | None, dict[str, float]]:
+        """The finding (if any) of ``current`` against ``reference``, and how far each domain
+        classifier that ran (its AUC) and each numeric feature (the larger of KS D and normalised
+        Wasserstein) leaned from the reference. ``classifiers`` (among :data:`CLASSIFIERS`, when
+        the options have them on) and ``numeric`` (default: all) limit what is tested; ``untested``
+        tests left out count in the multiple-testing correction with a p-value of 1."""
         o = self.options
         verdicts: list[catalogue.FeatureVerdict] = []
         ref_keys = reference.summary.keys()
@@ -334,6 +357,8 @@ class DriftJudge:
         every = windows == 1
         for key, kind in sorted(ref_keys.items()):
             if key.startswith("ops.") or (not every and kind != "numeric"):
+                continue
+            if numeric is not None and kind == "numeric" and key not in numeric:
                 continue
             if every:
                 verdict = self._types(key, reference.summary, current)
@@ -352,16 +377,18 @@ class DriftJudge:
             verdicts.extend(self._rows(reference.summary, current, ref_keys))
         if o.text and TEXT_CLASSIFIER in classifiers:
             verdicts.extend(self._texts(reference.summary, current))
-        aucs = {v.feature: v.effect for v in verdicts if v.feature in CLASSIFIERS}
+        leans = {v.feature: v.effect for v in verdicts if v.feature in CLASSIFIERS}
+        leans.update((v.feature, max(v.stats.ks_d, v.stats.wasserstein)) for v in verdicts
+                     if isinstance(v.stats, statistics.NumericStats))
         if not verdicts:
-            return None, aucs
-        adjusted = catalogue.correct(verdicts, method=o.correction)
+            return None, leans
+        adjusted = catalogue.correct(verdicts, method=o.correction, untested=untested)
         drifted = [(v, p) for v, p in zip(verdicts, adjusted, strict=True) if v.drifted(p, o.alpha)]
         if not drifted:
-            return None, aucs
+            return None, leans
         drifted.sort(key=lambda vp: (-vp[0].strength, vp[0].feature))
         new_keys = sorted(k for k in cur_keys if k not in ref_keys and not k.startswith("ops."))
-        return self._finding(model, reference, current, drifted, len(verdicts), new_keys, windows), aucs
+        return self._finding(model, reference, current, drifted, len(verdicts), new_keys, windows), leans
 
     def _feature(self, key: str, kind: str, ref: WindowSummary,
                  cur: WindowSummary) -> catalogue.FeatureVerdict | None:

@@ -263,6 +263,15 @@ def test_correct_holm_and_bh_values() -> None:
         correct(verdicts, method="bonferroni")
 
 
+@pytest.mark.parametrize("method", ["holm", "bh"])
+def test_untested_members_of_the_family_count_as_p_one(method: str) -> None:
+    tested = [judge_domain(f"d{i}", FakeDomain(0.9, p, 2000, 2000)) for i, p in enumerate([0.001, 0.008])]
+    left_out = [judge_domain(f"x{i}", FakeDomain(0.5, 1.0, 2000, 2000)) for i in range(3)]
+
+    assert correct(tested, method, untested=3) == correct([*tested, *left_out], method)[:2]
+    assert correct(tested, method, untested=3)[0] > correct(tested, method)[0]
+
+
 def test_bh_finds_drift_that_holm_does_not() -> None:
     verdicts = [judge_domain(f"d{i}", FakeDomain(0.9, p, 2000, 2000))
                 for i, p in enumerate([0.004, 0.006, 0.008, 0.009])]

@@ -198,9 +198,10 @@ def verdicts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float, float]]:
     seen: list[tuple[str, float, float]] = []
     correct = catalogue.correct
 
-    def recording(found: list[catalogue.FeatureVerdict], method: str = "holm") -> list[float]:
+    def recording(found: list[catalogue.FeatureVerdict], method: str = "holm", *,
+                  untested: int = 0) -> list[float]:
         seen.extend((v.feature, v.p_value, v.effect) for v in found)
-        return correct(found, method)
+        return correct(found, method, untested=untested)
 
     monkeypatch.setattr(catalogue, "correct", recording)
     return seen
