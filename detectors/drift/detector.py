@@ -315,24 +315,25 @@ class DriftJudge:
         assert state.reference is not None
         if len(state.recent) < o.recent_windows or len(current.rows()) >= o.sample_size:
             return None
-        merged = WindowSummary(model, service=current.service, k=o.sample_size)
-        # Transient, so its texts are not trimmed: ngram_rows() takes the first text_k anyway.
-        merged.merge_all([summary for summary, _ in state.recent], trim_texts=False)
         leans = [lean for _, lean in state.recent]
         classifiers = {name for name in CLASSIFIERS
                        if any(lean.get(name, 1.0) >= CLASSIFIER_SCREEN for lean in leans)}
-        if len(merged.ngram_rows()) <= len(current.ngram_rows()):
-            classifiers.discard(TEXT_CLASSIFIER)  # no more prompts than the window alone had
+        prompts = len(current.ngram_rows())
+        if prompts >= current.text_k or sum(len(s.ngram_rows()) for s, _ in state.recent) <= prompts:
+            classifiers.discard(TEXT_CLASSIFIER)  # the merge would hold no more prompts than the window
         every = {key for key, kind in state.reference.summary.keys().items()
                  if kind == "numeric" and not key.startswith("ops.")}
         numeric = {key for key in every
                    if sum(lean.get(key, 1.0) for lean in leans) / len(leans) >= NUMERIC_SCREEN}
         if not numeric and not classifiers:
-            return None
+            return None  # nothing could pass: not even merged
         # The left-out tests still count in the correction: the merge is judged as strictly as if
         # everything had been tested on it.
         untested = len(every - numeric) + sum(1 for name in CLASSIFIERS if name not in classifiers
                                               and (o.multivariate if name == ROWS_CLASSIFIER else o.text))
+        merged = WindowSummary(model, service=current.service, k=o.sample_size)
+        # Transient, so its texts are not trimmed: ngram_rows() takes the first text_k anyway.
+        merged.merge_all([summary for summary, _ in state.recent], trim_texts=False)
         finding, _ = self._compare(model, state.reference, merged, windows=len(state.recent),
                                    classifiers=classifiers, numeric=numeric, untested=untested)
         return finding
