@@ -316,11 +316,13 @@ class DriftJudge:
         if len(state.recent) < o.recent_windows or len(current.rows()) >= o.sample_size:
             return None
         leans = [lean for _, lean in state.recent]
-        classifiers = {name for name in CLASSIFIERS
+        enabled = [name for name, on in zip(CLASSIFIERS, (o.multivariate, o.text), strict=True) if on]
+        classifiers = {name for name in enabled
                        if any(lean.get(name, 1.0) >= CLASSIFIER_SCREEN for lean in leans)}
-        prompts = len(current.ngram_rows())
-        if prompts >= current.text_k or sum(len(s.ngram_rows()) for s, _ in state.recent) <= prompts:
-            classifiers.discard(TEXT_CLASSIFIER)  # the merge would hold no more prompts than the window
+        if TEXT_CLASSIFIER in classifiers:
+            prompts = len(current.ngram_rows())
+            if prompts >= current.text_k or sum(len(s.ngram_rows()) for s, _ in state.recent) <= prompts:
+                classifiers.discard(TEXT_CLASSIFIER)  # the merge would hold no more prompts than the window
         every = {key for key, kind in state.reference.summary.keys().items()
                  if kind == "numeric" and not key.startswith("ops.")}
         numeric = {key for key in every
@@ -329,8 +331,7 @@ class DriftJudge:
             return None  # nothing could pass: not even merged
         # The left-out tests still count in the correction: the merge is judged as strictly as if
         # everything had been tested on it.
-        untested = len(every - numeric) + sum(1 for name in CLASSIFIERS if name not in classifiers
-                                              and (o.multivariate if name == ROWS_CLASSIFIER else o.text))
+        untested = len(every - numeric) + len(set(enabled) - classifiers)
         merged = WindowSummary(model, service=current.service, k=o.sample_size)
         # Transient, so its texts are not trimmed: ngram_rows() takes the first text_k anyway.
         merged.merge_all([summary for summary, _ in state.recent], trim_texts=False)
