@@ -323,15 +323,15 @@ class DriftJudge:
             prompts = len(current.ngram_rows())
             if prompts >= current.text_k or sum(len(s.ngram_rows()) for s, _ in state.recent) <= prompts:
                 classifiers.discard(TEXT_CLASSIFIER)  # the merge would hold no more prompts than the window
-        every = {key for key, kind in state.reference.summary.keys().items()
-                 if kind == "numeric" and not key.startswith("ops.")}
-        numeric = {key for key in every
+        numeric_keys = {key for key, kind in state.reference.summary.keys().items()
+                        if kind == "numeric" and not key.startswith("ops.")}
+        numeric = {key for key in numeric_keys
                    if sum(lean.get(key, 1.0) for lean in leans) / len(leans) >= NUMERIC_SCREEN}
         if not numeric and not classifiers:
             return None  # nothing could pass: not even merged
         # The left-out tests still count in the correction: the merge is judged as strictly as if
         # everything had been tested on it.
-        untested = len(every - numeric) + len(set(enabled) - classifiers)
+        untested = len(numeric_keys - numeric) + len(set(enabled) - classifiers)
         merged = WindowSummary(model, service=current.service, k=o.sample_size)
         # Transient, so its texts are not trimmed: ngram_rows() takes the first text_k anyway.
         merged.merge_all([summary for summary, _ in state.recent], trim_texts=False)
@@ -356,13 +356,13 @@ class DriftJudge:
         # keep a wide margin over their noise at the merged size (numeric features and the domain
         # classifiers): a share change's floor is a fixed 5 points, about 4 standard errors at
         # 3,000 events, so a second look at the categories would double their false alarms.
-        every = windows == 1
+        alone = windows == 1
         for key, kind in sorted(ref_keys.items()):
-            if key.startswith("ops.") or (not every and kind != "numeric"):
+            if key.startswith("ops.") or (not alone and kind != "numeric"):
                 continue
             if numeric is not None and kind == "numeric" and key not in numeric:
                 continue
-            if every:
+            if alone:
                 verdict = self._types(key, reference.summary, current)
                 if verdict is not None:
                     verdicts.append(verdict)
@@ -371,7 +371,7 @@ class DriftJudge:
             verdict = self._feature(key, kind, reference.summary, current)
             if verdict is not None:
                 verdicts.append(verdict)
-            if every and key.startswith("input.") and reference.summary.tabular and current.tabular:
+            if alone and key.startswith("input.") and reference.summary.tabular and current.tabular:
                 verdict = self._missing(key, reference.summary, current)
                 if verdict is not None:
                     verdicts.append(verdict)
@@ -390,7 +390,8 @@ class DriftJudge:
             return None, leans
         drifted.sort(key=lambda vp: (-vp[0].strength, vp[0].feature))
         new_keys = sorted(k for k in cur_keys if k not in ref_keys and not k.startswith("ops."))
-        return self._finding(model, reference, current, drifted, len(verdicts), new_keys, windows), leans
+        family = len(verdicts) + untested
+        return self._finding(model, reference, current, drifted, family, new_keys, windows), leans
 
     def _feature(self, key: str, kind: str, ref: WindowSummary,
                  cur: WindowSummary) -> catalogue.FeatureVerdict | None:

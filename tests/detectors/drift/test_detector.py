@@ -149,6 +149,7 @@ def test_a_small_lasting_shift_is_found_on_the_recent_windows_together() -> None
     assert 11 <= window <= 14  # once two of the three windows together are shifted
     assert finding.evidence["windows"] == 3
     assert finding.evidence["drifted"] == ["input.c"]
+    assert finding.evidence["tested"] >= 4  # the family: every numeric input, tested together or not
     assert finding.evidence["events"] == 3000
     assert finding.evidence["window_start"] == iso_utc(START + (window - 2) * WINDOW + 0.5 * WINDOW / 1000)
     assert "over the last 3 windows" in finding.title
