@@ -253,8 +253,7 @@ class DriftJudge:
             return
         window = list(state.history)[: o.rolling_windows]
         merged = WindowSummary(summary.model, service=summary.service, k=o.reference_sample_size)
-        for old in window:
-            merged.merge(old)
+        merged.merge_all(window)
         end = window[-1].end or 0.0
         state.reference = Reference(merged, "rolling", datetime.fromtimestamp(end, UTC),
                                     merged.dominant_version(),
