@@ -290,9 +290,10 @@ class DriftJudge:
         state.recent.append((current, leans))
         while len(state.recent) > o.recent_windows:
             state.recent.popleft()
-        return finding if finding is not None else self._recent(model, state, current)
+        return finding if finding is not None else self._recent(model, state, state.reference, current)
 
-    def _recent(self, model: str, state: _ModelState, current: WindowSummary) -> Finding | None:
+    def _recent(self, model: str, state: _ModelState, reference: Reference,
+                current: WindowSummary) -> Finding | None:
         """The last ``recent_windows`` windows judged together, when the latest alone found nothing.
 
         A slow ramp (or a small lasting shift) that no window of a few hundred events shows past
@@ -311,7 +312,6 @@ class DriftJudge:
         reaches :data:`NUMERIC_SCREEN`.
         """
         o = self.options
-        assert state.reference is not None
         if len(state.recent) < o.recent_windows or len(current.rows()) >= o.sample_size:
             return None
         leans = [lean for _, lean in state.recent]
@@ -322,7 +322,7 @@ class DriftJudge:
             prompts = len(current.ngram_rows())
             if prompts >= current.text_k or sum(len(s.ngram_rows()) for s, _ in state.recent) <= prompts:
                 classifiers.discard(TEXT_CLASSIFIER)  # the merge would hold no more prompts than the window
-        numeric_keys = {key for key, kind in state.reference.summary.keys().items()
+        numeric_keys = {key for key, kind in reference.summary.keys().items()
                         if kind == "numeric" and not key.startswith("ops.")}
         numeric = {key for key in numeric_keys
                    if sum(lean.get(key, 1.0) for lean in leans) / len(leans) >= NUMERIC_SCREEN}
@@ -334,7 +334,7 @@ class DriftJudge:
         merged = WindowSummary(model, service=current.service, k=o.sample_size)
         # Transient, so its texts are not trimmed: ngram_rows() takes the first text_k anyway.
         merged.merge_all([summary for summary, _ in state.recent], trim_texts=False)
-        finding, _ = self._compare(model, state.reference, merged, windows=len(state.recent),
+        finding, _ = self._compare(model, reference, merged, windows=len(state.recent),
                                    classifiers=classifiers, numeric=numeric, untested=untested)
         return finding
 
