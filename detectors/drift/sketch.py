@@ -80,6 +80,10 @@ def _name_hash(name: str) -> int:
     return int.from_bytes(digest, "little")
 
 
+BULK_OFFER = 256
+"""Runs offering more pairs than this to a :class:`Sample` are selected at once (one sort)."""
+
+
 class Sample:
     """The values of the ``k`` events with the smallest hashes (bottom-k), plus how many were seen.
 
@@ -130,10 +134,26 @@ class Sample:
             pairs = [(h, value) for h, value in zip(hashes, values, strict=True) if h < cut]
         else:
             pairs = list(zip(hashes, values, strict=True))
-        offer = self.offer
-        for h, value in pairs:
-            offer(h, value)
+        if len(pairs) > BULK_OFFER:
+            self._select(pairs)
+        else:
+            offer = self.offer
+            for h, value in pairs:
+                offer(h, value)
         return bool(pairs)
+
+    def _select(self, pairs: list[tuple[int, Any]]) -> None:
+        # Offering many pairs one by one pays a heap operation each (a fresh window's first
+        # run offers all of its events). The bottom-k of what is kept and what is offered is
+        # the same set, whatever the order: a hash among the k smallest always enters when
+        # offered, one evicted never returns. A repeated hash keeps the value it was first
+        # offered (or kept) with, as :meth:`offer` does.
+        kept = dict(reversed(pairs))  # the first of repeated hashes wins
+        kept.update((-negative, value) for negative, value in self._heap)
+        chosen = sorted(kept)[: self.k]
+        # Descending hashes are ascending keys: already a heap.
+        self._heap = [(-h, kept[h]) for h in reversed(chosen)]
+        self._keys = set(chosen)
 
     def replace_all(self, pairs: list[tuple[int, Any]]) -> None:
         """Swap every kept value (same hashes) for another: ``pairs`` from :meth:`items`, changed."""

@@ -183,3 +183,25 @@ def test_a_run_folds_in_exactly_as_one_event_at_a_time() -> None:
     assert in_runs.to_dict() == one_by_one.to_dict()
     assert in_runs.errors > 0
     assert in_runs.tokens[0] > 0
+
+
+@pytest.mark.parametrize("k", [1, 5, 300])
+def test_a_long_run_is_offered_at_once_with_the_sample_one_by_one_gives(k: int) -> None:
+    """Runs past BULK_OFFER pairs are selected with one sort: the same hashes, and for a repeated
+    hash (within the run, or already kept, or evicted earlier) the value offered first."""
+    rng = random.Random(k)
+    one_by_one, in_runs = Sample(k), Sample(k)
+    offered = 0
+    for size in (3, 700, 40, 1_000, 257):
+        hashes = [rng.randrange(2_000) for _ in range(size)]  # many repeats across and within runs
+        values = [f"v{offered + i}" for i in range(size)]
+        offered += size
+        for h, value in zip(hashes, values, strict=True):
+            one_by_one.offer(h, value)
+        in_runs.offer_run(hashes, values)
+        assert in_runs.items() == one_by_one.items()
+        assert [in_runs.would_keep(h) for h in range(0, 2_000, 7)] == [
+            one_by_one.would_keep(h) for h in range(0, 2_000, 7)]
+    in_runs.offer(-1, "smallest")  # the heap still works one pair at a time after a selection
+    one_by_one.offer(-1, "smallest")
+    assert in_runs.items() == one_by_one.items()

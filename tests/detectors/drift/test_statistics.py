@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import ks_2samp
+from scipy.stats import ks_2samp, wasserstein_distance
 
 from inferwatch.detectors import stats
 from inferwatch.detectors.drift import statistics
@@ -60,6 +60,29 @@ def test_ks_uses_the_asymptotic_p_value_for_big_samples_and_exact_for_small() ->
 
     assert compare_numeric(big_ref, big_cur).ks_p == ks_2samp(big_ref, big_cur, method="asymp").pvalue
     assert compare_numeric(small_ref, small_cur).ks_p == ks_2samp(small_ref, small_cur, method="exact").pvalue
+
+
+@pytest.mark.parametrize(("kind", "n_ref", "n_cur"), [
+    ("continuous", 2000, 1000), ("continuous", 2000, 600), ("continuous", 37, 2000),
+    ("few values", 2000, 1000), ("few values", 300, 200), ("rounded", 5000, 1200),
+])
+def test_ks_and_wasserstein_are_scipys_numbers(kind: str, n_ref: int, n_cur: int) -> None:
+    # One merge of the two samples gives both; the numbers must be scipy's to the last bit,
+    # ties included (the exact test's D sits on its lattice, the asymptotic one's does not).
+    rng = np.random.default_rng(n_ref * 7 + n_cur)
+    if kind == "continuous":
+        ref, cur = rng.normal(size=n_ref), rng.normal(0.1, 1.2, size=n_cur)
+    elif kind == "few values":
+        ref, cur = rng.integers(0, 7, n_ref).astype(float), rng.integers(0, 8, n_cur).astype(float)
+    else:
+        ref, cur = np.round(rng.exponential(size=n_ref), 1), np.round(rng.exponential(1.1, size=n_cur), 1)
+    exact = min(n_ref, n_cur) <= statistics.KS_EXACT_MAX
+    expected = ks_2samp(ref, cur, method="exact" if exact else "asymp")
+
+    s = compare_numeric(ref, cur)
+
+    assert (s.ks_d, s.ks_p) == (float(expected.statistic), float(expected.pvalue))
+    assert s.wasserstein == float(wasserstein_distance(ref, cur)) / s.wasserstein_scale
 
 
 def test_histogram_uses_reference_quantile_bins() -> None:
