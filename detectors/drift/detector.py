@@ -370,6 +370,8 @@ class DriftJudge:
             verdict = self._feature(key, kind, reference.summary, current)
             if verdict is not None:
                 verdicts.append(verdict)
+                if alone and kind == "numeric":
+                    verdicts.append(self._range(key, reference.summary, current))
             if alone and key.startswith("input.") and reference.summary.tabular and current.tabular:
                 verdict = self._missing(key, reference.summary, current)
                 if verdict is not None:
@@ -407,6 +409,11 @@ class DriftJudge:
         if not catalogue.enough("categorical", sum(ref_counts.values()), sum(cur_counts.values())):
             return None
         return catalogue.judge_categorical(key, ref_counts, cur_counts)
+
+    def _range(self, key: str, ref: WindowSummary, cur: WindowSummary) -> catalogue.FeatureVerdict:
+        # Only after _feature judged the key (enough values on each side; its profile memoised).
+        profile = ref.memo(("numeric", key), lambda: statistics.NumericReference.of(ref.values(key)))
+        return catalogue.judge_range(f"{key} (outside reference range)", profile, cur.values(key))
 
     def _types(self, key: str, ref: WindowSummary, cur: WindowSummary) -> catalogue.FeatureVerdict | None:
         # A numeric feature that starts carrying text (or the reverse) is a schema change the

@@ -24,6 +24,7 @@ from inferwatch.detectors.drift.catalogue import (
     judge_categorical,
     judge_domain,
     judge_numeric,
+    judge_range,
     policy,
     select_drifted,
 )
@@ -81,7 +82,7 @@ def test_rules_name_registered_tests_with_floors_for_every_data_type() -> None:
         assert bands[-1] is None, f"{data_type} has no rule for large samples"
         assert bands[:-1] == sorted(b for b in bands[:-1] if b is not None)
     covered = {t for spec in SPECS for t in spec.data_types}
-    assert covered == {"numeric", "categorical", "multivariate", "text", "operations"}
+    assert covered == {"numeric", "range", "categorical", "multivariate", "text", "operations"}
 
 
 def test_change_detector_parameters_are_read_from_the_change_module() -> None:
@@ -110,6 +111,8 @@ def test_change_detector_parameters_are_read_from_the_change_module() -> None:
     ("multivariate", 2_000, 2_000, "large", "auc", 0.6),
     ("text", 150, 150, "small", "auc", 0.65),
     ("text", 5_000, 5_000, "large", "auc", 0.6),
+    ("range", 100, 50, "any", "share_outside", 0.02),
+    ("range", 2_000, 2_000, "any", "share_outside", 0.02),
 ])
 def test_policy_changes_with_sample_size(data_type: str, n_ref: int, n_cur: int, regime: str,
                                          effect: str, floor: float) -> None:
@@ -118,7 +121,7 @@ def test_policy_changes_with_sample_size(data_type: str, n_ref: int, n_cur: int,
     assert (p.regime, p.effect_name, p.floor, p.testable) == (regime, effect, floor, True)
     assert p.smaller_sample == min(n_ref, n_cur)
     assert p.p_value_test == {"numeric": "ks", "categorical": "chi2", "multivariate": "domain_rows",
-                              "text": "domain_text"}[data_type]
+                              "text": "domain_text", "range": "range"}[data_type]
 
 
 def test_minimum_sample_sizes() -> None:
@@ -236,6 +239,46 @@ def test_categorical_silent_on_sampling_noise_at_small_samples() -> None:
 
     assert max(v.effect for v in verdicts) > 0.15, "V alone is noisy at 60 events"
     assert select_drifted(verdicts) == []
+
+
+# --- values outside the reference range --------------------------------------------------------
+
+
+def test_range_fires_on_a_unit_change_in_a_few_percent_of_values() -> None:
+    rng = np.random.default_rng(40)
+    ref = rng.lognormal(3.0, 0.8, 2_000)
+    cur = rng.lognormal(3.0, 0.8, 1_000)
+    cur[:30] *= 1000.0  # 3 % in other units
+
+    v = judge_range("input.amount (outside reference range)", ref, cur)
+
+    assert v.data_type == "range"
+    assert v.effect == pytest.approx(0.03, abs=0.002)
+    assert v.drifted(v.p_value)
+    assert v.p_value < 1e-9
+    assert "above the reference range" in v.describe()
+
+
+@pytest.mark.parametrize(("n_ref", "n_cur"), [(2_000, 1_000), (2_000, 2_000), (100, 2_000)])
+def test_range_silent_on_records_of_stationary_heavy_tails(n_ref: int, n_cur: int) -> None:
+    # Against a 100-value reference about 2 % of current values fall outside by chance: the
+    # floor alone would fire now and then; the exact p-value knows a small range is narrow.
+    rng = np.random.default_rng(n_ref + n_cur)
+    verdicts = [judge_range(f"f{i} (outside reference range)", rng.pareto(1.5, n_ref), rng.pareto(1.5, n_cur))
+                for i in range(200)]
+
+    assert select_drifted(verdicts) == []
+    if n_ref == 100:
+        assert sum(v.passes_floor for v in verdicts) > 50
+
+
+def test_range_with_a_constant_reference_counts_any_other_value() -> None:
+    v = judge_range("input.flag (outside reference range)", np.full(500, 1.0),
+                    np.r_[np.ones(450), np.zeros(50)])
+
+    assert v.stats.below == 50
+    assert v.effect == pytest.approx(0.1)
+    assert v.drifted(v.p_value)
 
 
 # --- correction and ranking ------------------------------------------------------------------

@@ -85,6 +85,34 @@ def test_ks_and_wasserstein_are_scipys_numbers(kind: str, n_ref: int, n_cur: int
     assert s.wasserstein == float(wasserstein_distance(ref, cur)) / s.wasserstein_scale
 
 
+@pytest.mark.parametrize(("n", "m"), [(2, 1), (2, 5), (3, 4), (5, 3), (6, 6)])
+def test_outside_range_p_is_the_share_of_orders_with_that_many_outside(n: int, m: int) -> None:
+    # Every order of n reference and m current values is equally likely with no change: count
+    # the orders (which positions the current values take) with k or more outside the reference's
+    # first and last value.
+    from itertools import combinations
+    orders = list(combinations(range(n + m), m))
+    for k in range(m + 2):
+        outside = 0
+        for positions in orders:
+            reference = [i for i in range(n + m) if i not in positions]
+            outside += sum(1 for i in positions if i < reference[0] or i > reference[-1]) >= k
+        expected = outside / len(orders)
+        assert statistics.outside_range_p(k, n, m) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+def test_compare_range_counts_each_side_and_lists_the_furthest_values() -> None:
+    current = np.array([0.5, -7.0, 50.0, 100.0, 101.0, 3e5, 1e3, 2e3, 9e9])
+    r = statistics.compare_range(np.arange(1.0, 101.0), current)
+
+    assert (r.below, r.above, r.n_current) == (2, 5, 9)
+    assert r.examples_below == (-7.0, 0.5)
+    assert r.examples_above == (9e9, 3e5, 2e3)  # furthest first, three a side
+    assert r.share == pytest.approx(7 / 9)
+    assert r.expected_share == pytest.approx(2 / 101)
+    assert json.loads(json.dumps(r.evidence()))["reference_range"] == [1.0, 100.0]
+
+
 def test_histogram_uses_reference_quantile_bins() -> None:
     s = compare_numeric(np.arange(1000.0), np.arange(1000.0) + 500.0, bins=4)
 
