@@ -266,7 +266,7 @@ class RangeStats:
     """Current values outside the range ``[reference_min, reference_max]`` of the reference sample.
 
     ``p_value`` (:func:`outside_range_p`) is the chance of at least this many outside with no
-    change; ``examples`` are the current values furthest below and above the range (up to
+    change; ``examples_below`` / ``examples_above`` are the current values furthest from it (up to
     :data:`RANGE_EXAMPLES` a side), so the evidence shows what arrived (a value 1,000 times the
     usual one reads as a unit change).
     """
@@ -347,17 +347,16 @@ def compare_range(reference: FloatArray | NumericReference, current: FloatArray)
     (1, 2, (9000.0, 120.0), True)
     """
     if isinstance(reference, NumericReference):
-        ordered = reference.ordered
+        n, low, high = reference.ordered.size, float(reference.ordered[0]), float(reference.ordered[-1])
     else:
-        ordered = np.sort(_as_finite_array(reference, "reference"))
+        values = _as_finite_array(reference, "reference")
+        n, low, high = values.size, float(values.min()), float(values.max())
     cur = _as_finite_array(current, "current")
-    low, high = float(ordered[0]), float(ordered[-1])
     below_values, above_values = cur[cur < low], cur[cur > high]
     below, above = int(below_values.size), int(above_values.size)
     return RangeStats(
-        n_reference=int(ordered.size), n_current=int(cur.size), reference_min=low, reference_max=high,
-        below=below, above=above,
-        p_value=outside_range_p(below + above, int(ordered.size), int(cur.size)),
+        n_reference=int(n), n_current=int(cur.size), reference_min=low, reference_max=high,
+        below=below, above=above, p_value=outside_range_p(below + above, int(n), int(cur.size)),
         examples_below=tuple(float(v) for v in np.sort(below_values)[:RANGE_EXAMPLES]),
         examples_above=tuple(float(v) for v in np.sort(above_values)[::-1][:RANGE_EXAMPLES]),
     )
