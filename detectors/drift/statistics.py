@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 from scipy.spatial.distance import jensenshannon
-from scipy.special import gammaln, logsumexp
-from scipy.stats import chi2_contingency, ks_2samp, kstwo
+from scipy.special import chdtrc, gammaln, logsumexp
+from scipy.stats import ks_2samp, kstwo
 
 from inferwatch.detectors.stats import (
     PSI_EPSILON,
@@ -407,6 +407,18 @@ class CategoricalStats:
         }
 
 
+def _chi2_homogeneity(table: IntArray) -> tuple[float, float, int]:
+    """Pearson's chi-squared, its p-value and degrees of freedom for a 2 x k table of counts with
+    no empty row or column: the numbers ``chi2_contingency(table, correction=False)`` gives, bit
+    for bit (``tests/detectors/drift/test_statistics.py``), at a twentieth of its cost (its checks
+    and dispatch take 0.2 ms, the arithmetic 10 µs, and the detector runs it for every categorical
+    feature, missing share and value type of every window)."""
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    dof = (table.shape[0] - 1) * (table.shape[1] - 1)
+    statistic = float(((table.astype(np.float64) - expected) ** 2 / expected).sum())
+    return statistic, float(chdtrc(dof, statistic)), dof
+
+
 def compare_categorical(reference: Mapping[str, int], current: Mapping[str, int]) -> CategoricalStats:
     """Compare two count tables of one categorical feature; each needs a positive total.
 
@@ -435,8 +447,7 @@ def compare_categorical(reference: Mapping[str, int], current: Mapping[str, int]
     if len(names) < 2:
         chi2, p_value, dof = 0.0, 1.0, 0
     else:
-        result = chi2_contingency(np.vstack([ref, cur]), correction=False)
-        chi2, p_value, dof = float(result.statistic), float(result.pvalue), int(result.dof)
+        chi2, p_value, dof = _chi2_homogeneity(np.vstack([ref, cur]))
     # Rounded so that equal moves (0.5 -> 0.7, 0.5 -> 0.3) tie exactly and list by name.
     moves = [round(float(abs(c - r)), 12) for r, c in zip(ref_share, cur_share, strict=True)]
     order = sorted(range(len(names)), key=lambda i: (-moves[i], names[i]))

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import ks_2samp, wasserstein_distance
+from scipy.stats import chi2_contingency, ks_2samp, wasserstein_distance
 
 from inferwatch.detectors import stats
 from inferwatch.detectors.drift import statistics
@@ -268,3 +268,20 @@ def test_docstring_examples(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_chi_squared_is_scipys_to_the_bit() -> None:
+    rng = np.random.default_rng(50)
+    for _ in range(300):
+        k = int(rng.integers(2, 12))
+        ref = rng.multinomial(int(rng.integers(50, 3_000)), rng.dirichlet(np.ones(k)))
+        cur = rng.multinomial(int(rng.integers(50, 3_000)), rng.dirichlet(np.ones(k)))
+        names = [f"c{i:02d}" for i in range(k)]  # sorted as compare_categorical sorts them
+        c = compare_categorical(dict(zip(names, ref.tolist(), strict=True)),
+                                dict(zip(names, cur.tolist(), strict=True)))
+        seen = (ref + cur) > 0
+        if seen.sum() < 2:
+            continue
+        expected = chi2_contingency(np.vstack([ref[seen], cur[seen]]), correction=False)
+        assert (c.chi2, c.chi2_p) == (float(expected.statistic), float(expected.pvalue))
+        assert c.dof == int(expected.dof)
