@@ -367,11 +367,7 @@ class DriftJudge:
                     verdicts.append(verdict)
             if cur_keys.get(key, kind) != kind:
                 continue
-            verdict = self._feature(key, kind, reference.summary, current)
-            if verdict is not None:
-                verdicts.append(verdict)
-                if alone and kind == "numeric":
-                    verdicts.append(self._range(key, reference.summary, current))
+            verdicts.extend(self._feature(key, kind, reference.summary, current, alone=alone))
             if alone and key.startswith("input.") and reference.summary.tabular and current.tabular:
                 verdict = self._missing(key, reference.summary, current)
                 if verdict is not None:
@@ -394,26 +390,27 @@ class DriftJudge:
         family = len(verdicts) + untested
         return self._finding(model, reference, current, drifted, family, new_keys, windows), leans
 
-    def _feature(self, key: str, kind: str, ref: WindowSummary,
-                 cur: WindowSummary) -> catalogue.FeatureVerdict | None:
+    def _feature(self, key: str, kind: str, ref: WindowSummary, cur: WindowSummary, *,
+                 alone: bool) -> list[catalogue.FeatureVerdict]:
+        """``key``'s verdicts: its distribution, and for a numeric key of a single window
+        (``alone``) the share of its values outside the reference range; none without enough data."""
         if kind == "numeric":
-            # The reference side (its values and their mean, spread and bins) is derived once per
-            # reference, not once per window: ``memo`` keeps it until the reference's sample changes.
+            # The reference side (its values and their mean, spread, bins and order) is derived
+            # once per reference, not once per window: ``memo`` keeps it until the sample changes.
             ref_values = ref.memo(("values", key), lambda: _read_only(ref.values(key)))
             cur_values = cur.values(key)
             if not catalogue.enough("numeric", len(ref_values), len(cur_values)):
-                return None
+                return []
             profile = ref.memo(("numeric", key), lambda: statistics.NumericReference.of(ref_values))
-            return catalogue.judge_numeric(key, profile, cur_values)
+            verdicts = [catalogue.judge_numeric(key, profile, cur_values)]
+            if alone:
+                outside = f"{key} (outside reference range)"
+                verdicts.append(catalogue.judge_range(outside, profile, cur_values))
+            return verdicts
         ref_counts, cur_counts = ref.counts(key), cur.counts(key)
         if not catalogue.enough("categorical", sum(ref_counts.values()), sum(cur_counts.values())):
-            return None
-        return catalogue.judge_categorical(key, ref_counts, cur_counts)
-
-    def _range(self, key: str, ref: WindowSummary, cur: WindowSummary) -> catalogue.FeatureVerdict:
-        # Only after _feature judged the key (enough values on each side; its profile memoised).
-        profile = ref.memo(("numeric", key), lambda: statistics.NumericReference.of(ref.values(key)))
-        return catalogue.judge_range(f"{key} (outside reference range)", profile, cur.values(key))
+            return []
+        return [catalogue.judge_categorical(key, ref_counts, cur_counts)]
 
     def _types(self, key: str, ref: WindowSummary, cur: WindowSummary) -> catalogue.FeatureVerdict | None:
         # A numeric feature that starts carrying text (or the reverse) is a schema change the

@@ -263,10 +263,10 @@ def test_recent_windows_together_test_only_numeric_features_that_leaned_alone(
     feature = detector.judge._feature
     tested: list[tuple[bool, str]] = []  # (on a merge, feature)
 
-    def spy(key: str, kind: str, ref: Any, cur: Any) -> Any:
+    def spy(key: str, kind: str, ref: Any, cur: Any, **options: Any) -> Any:
         if kind == "numeric":
             tested.append((cur.events > 1000, key))
-        return feature(key, kind, ref, cur)
+        return feature(key, kind, ref, cur, **options)
 
     monkeypatch.setattr(detector.judge, "_feature", spy)
     _run(detector, _stream(20, 1000, seed=6))
