@@ -166,6 +166,28 @@ PATTERNS: list[tuple[str, str, float, str | tuple[str, ...], str]] = [
      r"\b(?:never|won't ever|will never|cannot|can't|must not|mustn't|shall not) (?:ever )?"
      r"(?:refuses?\b|(?:decline|reject) (?:to answer|to respond|a request|any request|anything|my request"
      r"|any question|to do)\b)"),
+    ("roleplay_jailbreak", "no_matter_how_harmful", 0.4, "no matter|regardless of|even if",
+     r"\b(?:no matter (?:how|what|if|whether)|regardless of (?:how|whether|if)|even if (?:it(?:'s| is| was)?"
+     r"|they are|the (?:request|question|answer|content) is)) (?:\w+ ){0,3}?(?:immoral|unethical|illegal"
+     r"|harmful|dangerous|offensive|inappropriate|explicit)\b"),
+    ("roleplay_jailbreak", "doesnt_care_about_rules", 0.4,
+     "does not|doesn't|do not|don't|never|will not|won't",
+     r"\b(?:does not|doesn't|do not|don't|never|will not|won't) cares? (?:\w+ )?about (?:\w+ ){0,2}?"
+     r"(?:rules|laws|ethics|morals|morality|legality|consequences|guidelines|policies|safety|restrictions"
+     r"|openai)\b"),
+    ("roleplay_jailbreak", "break_character_threat", 0.4, "if|when|whenever|break|breaking",
+     r"\b(?:if|when|whenever) you (?:ever )?(?:break|are breaking|start breaking|slip out of) (?:of )?"
+     r"character\b"
+     r"|\bbreak(?:ing)? (?:of )?character,? i (?:will|'ll)\b"),
+    ("roleplay_jailbreak", "always_answer", 0.3, "you|it|he|she",
+     r"\b(?:you|it|he|she) (?:will|must|shall|should|can) always (?:answer|respond|reply|comply|provide)\b"),
+    ("roleplay_jailbreak", "dual_response", 0.4, "two|2",
+     r"\b(?:two|2) (?:different |separate |distinct )?(?:ways|responses|answers|replies)\b[^.]{0,80}?"
+     r"\b(?:normal(?:ly)?|classic|standard|usual|regular)\b"),
+    ("roleplay_jailbreak", "no_refusal_phrases", 0.45, "never|not|don't|won't",
+     r"\b(?:never|not|don't|won't|will not) (?:\w+ ){0,3}?(?:say|mention|remind|use|include|respond with|add)"
+     r" (?:\w+ ){0,3}?[\"'\u201c]?(?:as an ai language model|i'm sorry|i am sorry|i apologi[sz]e"
+     r"|i cannot|i can't)\b"),
     ("roleplay_jailbreak", "stay_in_character", 0.25, "stay|remain",
      r"\b(?:stay|remain|staying) in character\b"),
     ("roleplay_jailbreak", "aim", 0.8, "always intelligent", r"\balways intelligent and machiavellian\b"),

@@ -220,9 +220,18 @@ def _find_all(view: str, anchor: str) -> list[int]:
 
 
 def _score(matches: tuple[PatternMatch, ...], applied: list[str]) -> Scan:
+    # Distinct patterns are distinct evidence, within a family as across families: each one left
+    # unexplained multiplies the chance that the text is not an injection by (1 - weight). A match
+    # inside a stronger one of its family ("developer mode" in "chatgpt with developer mode") is
+    # the same evidence and adds nothing.
     families: dict[str, float] = {}
-    for m in matches:
-        families[m.family] = max(families.get(m.family, 0.0), m.weight)
+    counted: dict[str, list[str]] = {}
+    for m in sorted(matches, key=lambda m: -m.weight):
+        seen = counted.setdefault(m.family, [])
+        if any(m.snippet in s or s in m.snippet for s in seen):
+            continue
+        seen.append(m.snippet)
+        families[m.family] = 1.0 - (1.0 - families.get(m.family, 0.0)) * (1.0 - m.weight)
     if any(m.via for m in matches):
         families["obfuscation"] = OBFUSCATION_WEIGHT
     remaining = 1.0
