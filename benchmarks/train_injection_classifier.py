@@ -47,7 +47,7 @@ DATA_DIR = Path(os.environ.get("INFERWATCH_DATASETS", str(_SHARED))) / "prompts"
 TEMPLATE_FILE = Path(__file__).resolve().parent / "data" / "ordinary_templates.json"
 SYSTEM_PROMPTS = "CyberSecEval system prompts (MIT)"
 TEMPLATES = "inferwatch ordinary templates (CC0)"
-VERSION = "2026.11-char_wb3-5-h18-lr2-ext6"
+VERSION = "2026.11b-char_wb3-5-h18-lr2-ext6"
 PARAMS = VectoriserParams(n_features=2**18, ngram_range=(3, 5), analyzer="char_wb", lowercase=True,
                           norm="l2", alternate_sign=False)
 C = 4.0
@@ -55,7 +55,7 @@ SEED = 0
 MAX_CHARS = 20_000
 PRUNE_BELOW = 0.02  # |weight| under this is dropped: measured to change no decision (docs/detectors/abuse.md)
 TARGET_FPR = 0.02
-SEMANTIC_VERSION = "2026.11-minilm-l6-t64-lr1-ext6"
+SEMANTIC_VERSION = "2026.11b-minilm-l6-t64-lr1-ext6"
 SEMANTIC_MAX_TOKENS = 64
 SEMANTIC_C = 1.0
 PATTERN_THRESHOLD = 0.5
