@@ -36,6 +36,7 @@ Two kinds of baseline, for the two kinds of evaluation:
   window" alert that a team without inferwatch would put in ElastAlert, for scenario evaluations.
 
     python benchmarks/baseline_scanners.py                      # the table (~45 min, 2 shared cores)
+    python benchmarks/baseline_scanners.py --external           # the same on the external rows
     python benchmarks/baseline_scanners.py --verify-rebuff 20 --no-table   # check rebuff_score (~20 min)
 """
 
@@ -337,6 +338,17 @@ def load_groups(data_dir: Path = DATA_DIR, ordinary: Path = ORDINARY) -> list[Gr
     return [*groups, Group("ordinary / all", False, [r["text"] for r in extra])]
 
 
+def load_external_groups() -> list[Group]:
+    """One group per source of the external rows (``benchmarks/external_prompts.py``): prompts from
+    six public packages that neither inferwatch's patterns nor these scanners were tuned on here."""
+    from external_prompts import load
+
+    by_key: dict[tuple[bool, str], list[str]] = defaultdict(list)
+    for row in load():
+        by_key[(row.label == "attack", row.source)].append(row.text)
+    return [Group(name, attack, texts) for (attack, name), texts in sorted(by_key.items(), reverse=True)]
+
+
 def ours() -> Flag:
     """inferwatch's pattern families at the threshold the evaluation uses everywhere."""
     from inferwatch.detectors.prompt_injection import scan_text
@@ -439,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify-max-chars", type=int, default=600,
                         help="only prompts up to this length in the verification (default 600)")
     parser.add_argument("--no-table", action="store_true", help="skip the table (with --verify-rebuff)")
+    parser.add_argument("--external", action="store_true",
+                        help="the external rows (benchmarks/external_prompts.py), not the shared datasets")
     parser.add_argument("--slow-rows", type=int, default=40, metavar="N",
                         help=f"rows per group for {', '.join(sorted(SLOW))} (default 40; 0 = all, hours)")
     args = parser.parse_args(argv)
@@ -447,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     baselines = available()
     if not baselines:
         print("no baseline scanner is installed; see the module docstring", file=sys.stderr)
-    groups = load_groups()
+    groups = load_external_groups() if args.external else load_groups()
     scanners = {"inferwatch patterns": ours(), **baselines}
     for flag in scanners.values():  # warm up: imports, compiled patterns, keyword lists
         flag(groups[0].texts[0])
