@@ -38,6 +38,59 @@ _NOT_NEGATED = r"(?<!never )(?<!not )(?<!n't )"
 _NOT_TOPIC = r"(?! (?:policy|policies|manager|reset|requirements?|strength|length|rules|hygiene|safe))"
 _NEG_A = "doesn't|does not|don't|do not|not have to|no longer"
 
+# "Ignore / forget (all) (your | the) previous instructions" and "ignore everything you were told",
+# in the languages users most often write in. A first-person possessive ("olvida mis instrucciones",
+# "vergiss meine Anweisungen") is a user correcting themself, so only "your", "the" or none.
+# Text is NFKC-normalised and lower-cased first: Thai sara am is "\u0e4d\u0e32", Turkish "i" may
+# carry a combining dot (U+0307), Arabic may carry short-vowel marks.
+_FORGET_I18N = [
+    r"(?:ignora|ignore|ignorad|olvida|olvide|olvídate de|olvídese de|omite|descarta|haz caso omiso de)"
+    r" (?:todas )?(?:las |tus |sus |esas |estas )?(?:instrucciones|reglas|indicaciones|órdenes)\b",
+    r"(?:ignora|olvida|ignore|olvide) todo lo que (?:te|le) (?:han|hayan|habían) (?:dicho|indicado)",
+    r"(?:ignore|ignora|esqueça|esquece|desconsidere|desconsidera) (?:todas )?(?:as )?(?:suas |tuas )?"
+    r"(?:instruções|regras|orientações)\b",
+    r"(?:ignore|esqueça|esquece) tudo (?:o )?que (?:te|lhe) (?:foi dito|disseram)",
+    r"(?:ignore|ignorez|oublie|oubliez|ne tiens pas compte|ne tenez pas compte) (?:de )?(?:toutes )?"
+    r"(?:les |tes |vos )?(?:instructions|consignes|règles)\b",
+    r"(?:ignore|ignorez|oublie|oubliez) tout ce qu(?:e |')"
+    r"(?:on t'a|on vous a|vous avez|tu as|t'a été|vous a été) ?(?:dit|reçu|donné)",
+    r"(?:ignora|ignorate|dimentica|dimenticate|trascura|non considerare) (?:tutte )?(?:le )?(?:tue |sue )?"
+    r"(?:istruzioni|regole|indicazioni)\b",
+    r"(?:ignora|dimentica) tutto (?:ciò|quello) che ti è stato detto",
+    r"(?:ignoriere|ignorier|ignorieren sie|vergiss|vergessen sie|missachte|missachten sie) (?:alle )?"
+    r"(?:deine |ihre |die )?(?:vorherigen |bisherigen |vorigen |früheren )?"
+    r"(?:anweisungen|regeln|instruktionen|befehle)\b",
+    r"(?:ignoriere|vergiss) alles,? was (?:man )?dir (?:gesagt|vorher)",
+    r"(?:игнорируй|игнорируйте|проигнорируй|забудь|забудьте|не обращай внимания на) (?:вс[её] )?"
+    r"(?:свои |ваши |предыдущие |прежние )*(?:инструкции|указания|правила)",
+    r"(?:игнорируй|забудь|забудьте) вс[её],? что (?:тебе|вам) (?:говорили|сказали)",
+    r"(?:忽略|无视|忘记|忘掉|不要理会)(?:之前|以前|上面|上述|先前|前面|所有)?的?(?:指示|指令|规则|说明)",
+    r"(?:以前|前|これまで)の(?:指示|命令|ルール)を(?:無視|忘れ)",
+    r"(?:이전|앞의|기존)? ?(?:지시|지침|명령|규칙)(?:을|를|은|는)? (?:모두 )?(?:무시|잊어)",
+    r"모든 (?:지시|지침|규칙)(?:을|를|은|는)? (?:무시|잊어)",
+    r"(?:تجاهل|انس[\u064b-\u0652]*|تغاض[ىي] عن) (?:جميع |كل )?(?:ال)?تعليمات",
+    r"(?:पिछले|पूर्व|पहले के) (?:सभी )?निर्देश[\u0900-\u097f]* (?:को )?(?:भूल|अनदेखा|नज़रअंदाज़|नजरअंदाज)",
+    r"जो (?:भी|कुछ) (?:आपको|तुम्हें) (?:बताया|कहा) गया (?:है|था) (?:उसे )?(?:अनदेखा|भूल)",
+    r"(?:আপনার )?(?:আগের|পূর্ববর্তী) (?:সব |সমস্ত )?নির্দেশ[\u0980-\u09ff]* (?:উপেক্ষা|ভুলে)",
+    r"(?:bỏ qua|quên|phớt lờ) (?:đi )?(?:tất cả |mọi |những |các )*(?:hướng dẫn|chỉ dẫn|chỉ thị|quy tắc)",
+    r"(?:abaikan|lupakan) (?:semua )?(?:instruksi|petunjuk|aturan)\b",
+    r"(?:kalimutan|huwag pansinin|balewalain) (?:ang )?(?:lahat ng )?(?:iyong |mga )*(?:naunang |nakaraang )?"
+    r"(?:tagubilin|instruksyon|panuto|utos)",
+    "(?:\u0e2d\u0e22\u0e48\u0e32\u0e44\u0e1b\u0e2a\u0e19\u0e43\u0e08|\u0e44\u0e21\u0e48\u0e15\u0e49\u0e2d"
+    "\u0e07\u0e2a\u0e19\u0e43\u0e08|\u0e25\u0e30\u0e40\u0e27\u0e49\u0e19|\u0e25\u0e37\u0e21)"
+    "(?:\u0e04\u0e4d\u0e32\u0e41\u0e19\u0e30\u0e19\u0e4d\u0e32|\u0e04\u0e4d\u0e32\u0e2a\u0e31\u0e48\u0e07)",
+    r"(?:önceki\u0307? )?(?:tali\u0307?matlar|kurallar)[\u0131i]\u0307? (?:yok say|görmezden gel|unut)",
+]
+_FORGET_I18N_A = (
+    "ignora|ignore|ignorad|olvida|olvide|olvídate|olvídese|omite|descarta|haz|esqueça|esquece|desconsidere"
+    "|desconsidera|ignorez|oublie|oubliez|ne|ignorate|dimentica|dimenticate|trascura|non|ignoriere|ignorier"
+    "|ignorieren|vergiss|vergessen|missachte|missachten|игнор|проигнор|забуд|не обращай"
+    "|忽略|无视|忘记|忘掉|不要理会|以前|前|これまで|이전|앞의|기존|지시|지침|명령|규칙|모든|تجاهل|انس|تغاض|पिछले|पूर्व|पहले|जो|আপনার|আগের|পূর্ববর্তী"
+    "|bỏ qua|quên|phớt lờ|abaikan|lupakan|kalimutan|huwag|balewalain"
+    "|\u0e2d\u0e22\u0e48\u0e32|\u0e44\u0e21\u0e48|\u0e25\u0e30\u0e40\u0e27\u0e49\u0e19|\u0e25\u0e37\u0e21"
+    "|önceki|tali|kurallar"
+)
+
 # (family, pattern, weight, anchors, regex). The regex is tried only where one of the anchors ("|"-separated,
 # or a tuple) occurs in the normalised text (lower case, single spaces), and must match from there.
 PATTERNS: list[tuple[str, str, float, str | tuple[str, ...], str]] = [
@@ -89,6 +142,7 @@ PATTERNS: list[tuple[str, str, float, str | tuple[str, ...], str]] = [
      r"|تجاهل (?:جميع )?(?:ال)?تعليمات (?:ال)?سابقة|αγνοήστε (?:τις |τ )?προηγούμενες οδηγίες"
      r"|bỏ qua (?:các |mọi )?(?:hướng dẫn|chỉ dẫn|chỉ thị) trước|abaikan (?:semua )?instruksi sebelumnya"
      "|önceki talimatlar\u0131 (?:yok say|görmezden gel|unut)|पिछले निर्देशों को (?:अनदेखा|नज़रअंदाज़|नजरअंदाज)"),
+    ("instruction_override", "multilingual_forget", 0.75, _FORGET_I18N_A, "|".join(_FORGET_I18N)),
     ("system_prompt_extraction", "reveal_system_prompt", 0.75, _SHOW_A,
      rf"\b{_SHOW} (?:me |us )?(?:all |back |out )?(?:of )?(?:your|the|its) "
      r"(?:(?:full|entire|exact|complete|verbatim|current|first) )*(?:system (?:prompt|message|instructions)"
