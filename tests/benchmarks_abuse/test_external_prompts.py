@@ -95,11 +95,19 @@ def test_coding_agent_samples_are_labelled_by_their_payload() -> None:
     files = {"inspect_evals/ipi_coding_agent/dataset/samples.json": json.dumps(samples),
              "inspect_evals/writingbench/benchmark_all.jsonl": json.dumps({"query": "Write a haiku."}),
              "inspect_evals/abstention_bench/data/freshqa/FreshQA_v12182024.csv":
-                 '"Warning",,\n,,\nid,split,question\n0,TEST,Who wrote Hamlet?\n'}
+                 '"Warning",,\n,,\nid,split,question\n0,TEST,Who wrote Hamlet?\n',
+             "inspect_evals/swe_lancer/data/all_swelancer_tasks.csv":
+                 'question_id,title,description\n1,Crash on save,"Steps:\n1. open\n2. save"\n',
+             "inspect_evals/agent_bench/data/agent_bench_os_test.json":
+                 json.dumps([{"description": "Count files."}]),
+             "inspect_evals/mind2web_sc/data/seeact/sample_labeled_all.json":
+                 json.dumps([{"confirmed_task": "Book a table for two."}])}
     rows = list(ep._inspect_rows(_zip(files)))
     assert [(r.label, r.source.split(" (")[0]) for r in rows] == [
         (ep.BENIGN, "WritingBench writing requests"), (ep.BENIGN, "FreshQA questions"),
-        (ep.BENIGN, "coding-agent tasks with their repository"),
+        (ep.BENIGN, "SWE-Lancer issue reports"), (ep.BENIGN, "AgentBench operating-system tasks"),
+        (ep.BENIGN, "Mind2Web web tasks"), (ep.BENIGN, "coding-agent tasks with their repository"),
         (ep.ATTACK, "coding-agent tasks, injection in the repository")]
-    assert "SECRET_API_KEY" in rows[3].text
-    assert "# src/a.py\nx = 1" in rows[3].text
+    assert rows[2].text == "Crash on save\n\nSteps:\n1. open\n2. save"
+    assert "SECRET_API_KEY" in rows[6].text
+    assert "# src/a.py\nx = 1" in rows[6].text
