@@ -333,8 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", action="store_true", help="also compare vectoriser settings")
     parser.add_argument("--semantic", action="store_true", help="also measure the semantic stage")
     parser.add_argument("--embeddings", type=Path, default=None, help="cache file for the embeddings")
+    parser.add_argument("--shared-only", action="store_true",
+                        help="the shared datasets alone, without the external rows (offline; the figures "
+                             "before 2026-11-26)")
     args = parser.parse_args(argv)
-    corpus = load_corpus()
+    corpus = load_corpus(external=not args.shared_only)
     clf = InjectionClassifier.load()
     patterns_flag = np.array([scan_text(t).score >= PATTERN_THRESHOLD for t in corpus.texts])
     x = featurise(corpus.texts)

