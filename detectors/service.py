@@ -92,6 +92,10 @@ class DetectorService:
             idle = now - self._last_record_at
             if not handled and max_idle_s is not None and idle >= max_idle_s and (
                     not self._drift_waiting() or idle >= max_idle_s + self._drift_grace_s()):
+                # End of input. The idle close in run_once read the clock a moment earlier and
+                # may have found the partitions not yet quiet: what is still held is detected,
+                # stored and committed now, not left read but undetected.
+                self._close_idle_window(now)
                 break
         return self.stats
 
@@ -201,8 +205,10 @@ class DetectorService:
         # advance without events, so a quiet spell on the wall clock releases what is held and
         # closes the open window.
         now = self.wall_clock()
-        if now - self._last_record_at < self.idle_close_s:
-            return
+        if now - self._last_record_at >= self.idle_close_s:
+            self._close_idle_window(now)
+
+    def _close_idle_window(self, now: float) -> None:
         held = self.merger.flush()
         if held:
             self._detect_store_commit(held)

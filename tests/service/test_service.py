@@ -257,3 +257,51 @@ def test_a_batch_run_does_not_end_while_drift_windows_wait_to_be_judged(tmp_path
     service.run(max_idle_s=15, poll_timeout=0)
     assert drift.waiting == 0          # it went on until the held window was judged
     assert drift.polled >= 6
+
+
+def test_a_batch_run_that_ends_detects_and_commits_what_the_merger_still_holds(tmp_path):
+    """The exit check reads the clock after run_once's idle close did: in between (a slow drift
+    poll, here half a second) the run can turn idle enough to end while the partitions did not
+    yet look quiet to the merger. What it still holds must not be left read but undetected."""
+    from inferwatch.collectors.bus import BusRecord
+
+    store = SQLiteStore(tmp_path / "s.db")
+    now = [10_000.0]
+    events = [(0, 0, make_event(1000.0, status=500)), (0, 1, make_event(1001.0)),
+              (1, 0, make_event(1005.0, status=500))]  # partition 1 runs ahead: held back
+
+    class TwoPartitions:
+        def __init__(self) -> None:
+            self.pending = [BusRecord("t", p, o, None, encode_event(e)) for p, o, e in events]
+            self.committed: dict[int, int] = {}
+
+        def poll(self, max_records=500, timeout=1.0):
+            now[0] += 1.0
+            out, self.pending = self.pending, []
+            return out
+
+        def commit(self, positions):
+            self.committed.update(positions)
+
+        def assignment(self):
+            return {0, 1}
+
+    class SlowDrift:
+        waiting = 0
+
+        def poll(self):
+            now[0] += 0.5
+            return []
+
+        def commit(self) -> None:
+            pass
+
+    consumer = TwoPartitions()
+    detector = ServerErrors()
+    pipeline = Pipeline([detector], IncidentManager(store), window_s=60, event_store=store)
+    service = DetectorService(consumer, None, pipeline, idle_close_s=5, wall_clock=lambda: now[0],
+                              drift=SlowDrift())
+    service.run(max_idle_s=5, poll_timeout=0)
+    assert consumer.committed == {0: 2, 1: 1}
+    assert sorted(detector.seen) == sorted(e.id for _, _, e in events)
+    assert len(store.list_incidents(IncidentQuery())) == 1  # both 5xx, one subject
