@@ -124,15 +124,22 @@ def holdout_rates(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarra
     return flag_rates(x, corpus, patterns_flag, ~held, [held])[0]
 
 
-def table_holdout(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarray) -> None:
-    print(f"\n(a) per-source hold-out; classifier thresholds for <= {TARGET_FPR:.0%} FPR on training folds")
+def _rates_header(title: str, first: str) -> None:
+    print(title)
     columns = " ".join(f"{c:>9}" for c in ("patterns", "classif.", "combined"))
-    print(f"{'held-out source':<72} {'rows':>5} {'metric':>7} {columns}")
+    print(f"{first:<72} {'rows':>5} {'metric':>7} {columns}")
+
+
+def _rates_row(name: str, held: np.ndarray, corpus: Corpus, rates: tuple[float, float, float]) -> None:
+    metric = "recall" if corpus.labels[held][0] else "FPR"
+    print(f"{name[:72]:<72} {int(held.sum()):>5} {metric:>7} " + " ".join(f"{r:>9.1%}" for r in rates))
+
+
+def table_holdout(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarray) -> None:
+    _rates_header(f"\n(a) per-source hold-out; classifier thresholds for <= {TARGET_FPR:.0%} FPR on "
+                  "training folds", "held-out source")
     for name, held in holdout_groups(corpus):
-        is_attack = bool(corpus.labels[held][0])
-        rates = holdout_rates(x, corpus, patterns_flag, held)
-        cells = " ".join(f"{r:>9.1%}" for r in rates)
-        print(f"{name[:72]:<72} {int(held.sum()):>5} {'recall' if is_attack else 'FPR':>7} {cells}")
+        _rates_row(name, held, corpus, holdout_rates(x, corpus, patterns_flag, held))
 
 
 def table_external(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarray) -> None:
@@ -141,18 +148,14 @@ def table_external(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarr
     sources = np.array(corpus.sources)
     outside = np.isin(sources, sorted(corpus.external))
     names = sorted(corpus.external, key=lambda s: (not corpus.labels[sources == s][0], s))
-    tests = [sources == name for name in names]
-    print(f"\n(g) trained on the shared datasets only, tested on each external source "
-          f"(thresholds for <= {TARGET_FPR:.0%} FPR on the training folds)")
-    columns = " ".join(f"{c:>9}" for c in ("patterns", "classif.", "combined"))
-    print(f"{'external source':<72} {'rows':>5} {'metric':>7} {columns}")
-    rates = flag_rates(x, corpus, patterns_flag, ~outside, [*tests, outside & (corpus.labels == 1),
-                                                              outside & (corpus.labels == 0)])
-    for name, held, cells in zip([*names, "all external attacks", "all external benign"],
-                                 [*tests, outside & (corpus.labels == 1), outside & (corpus.labels == 0)],
-                                 rates, strict=True):
-        metric = "recall" if corpus.labels[held][0] else "FPR"
-        print(f"{name[:72]:<72} {int(held.sum()):>5} {metric:>7} " + " ".join(f"{r:>9.1%}" for r in cells))
+    groups = [*((name, sources == name) for name in names),
+              ("all external attacks", outside & (corpus.labels == 1)),
+              ("all external benign", outside & (corpus.labels == 0))]
+    _rates_header(f"\n(g) trained on the shared datasets only, tested on each external source "
+                  f"(thresholds for <= {TARGET_FPR:.0%} FPR on the training folds)", "external source")
+    rates = flag_rates(x, corpus, patterns_flag, ~outside, [held for _, held in groups])
+    for (name, held), cells in zip(groups, rates, strict=True):
+        _rates_row(name, held, corpus, cells)
 
 
 def read_ordinary() -> list[dict[str, str]]:

