@@ -88,7 +88,7 @@ def finding_features(finding: Finding) -> tuple[str, ...]:
     out = []
     for name in names:
         name = str(name).removeprefix("input.")
-        for suffix in (" (missing share)", " (outside reference range)"):
+        for suffix in (" (missing share)", " (outside reference range)", " (location)"):
             name = name.removesuffix(suffix)
         out.append(name)
     return tuple(dict.fromkeys(out))

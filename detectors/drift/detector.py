@@ -378,7 +378,7 @@ class DriftJudge:
             verdicts.extend(self._texts(reference.summary, current))
         leans = {v.feature: v.effect for v in verdicts if v.feature in CLASSIFIERS}
         leans.update((v.feature, max(v.stats.ks_d, v.stats.wasserstein)) for v in verdicts
-                     if isinstance(v.stats, statistics.NumericStats))
+                     if v.data_type == "numeric" and isinstance(v.stats, statistics.NumericStats))
         if not verdicts:
             return None, leans
         adjusted = catalogue.correct(verdicts, method=o.correction, untested=untested)
@@ -393,7 +393,8 @@ class DriftJudge:
     def _feature(self, key: str, kind: str, ref: WindowSummary, cur: WindowSummary, *,
                  alone: bool) -> list[catalogue.FeatureVerdict]:
         """``key``'s verdicts: its distribution, and for a numeric key of a single window
-        (``alone``) the share of its values outside the reference range; none without enough data."""
+        (``alone``) the share of its values outside the reference range and its location shift
+        (Mann-Whitney); none without enough data."""
         if kind == "numeric":
             # The reference side (its values and their mean, spread, bins and order) is derived
             # once per reference, not once per window: ``memo`` keeps it until the sample changes.
@@ -402,10 +403,13 @@ class DriftJudge:
             if not catalogue.enough("numeric", len(ref_values), len(cur_values)):
                 return []
             profile = ref.memo(("numeric", key), lambda: statistics.NumericReference.of(ref_values))
-            verdicts = [catalogue.judge_numeric(key, profile, cur_values)]
+            verdict = catalogue.judge_numeric(key, profile, cur_values)
+            verdicts = [verdict]
             if alone:
                 outside = f"{key} (outside reference range)"
                 verdicts.append(catalogue.judge_range(outside, profile, cur_values))
+                assert isinstance(verdict.stats, statistics.NumericStats)
+                verdicts.append(catalogue.judge_location(f"{key} (location)", verdict.stats))
             return verdicts
         ref_counts, cur_counts = ref.counts(key), cur.counts(key)
         if not catalogue.enough("categorical", sum(ref_counts.values()), sum(cur_counts.values())):

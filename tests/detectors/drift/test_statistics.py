@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import chi2_contingency, ks_2samp, wasserstein_distance
+from scipy.stats import chi2_contingency, ks_2samp, mannwhitneyu, wasserstein_distance
 
 from inferwatch.detectors import stats
 from inferwatch.detectors.drift import statistics
@@ -285,3 +285,20 @@ def test_chi_squared_is_scipys_to_the_bit() -> None:
         expected = chi2_contingency(np.vstack([ref[seen], cur[seen]]), correction=False)
         assert (c.chi2, c.chi2_p) == (float(expected.statistic), float(expected.pvalue))
         assert c.dof == int(expected.dof)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_mann_whitney_is_scipys_on_untied_data_and_never_smaller_on_tied(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ref, cur = np.sort(rng.normal(size=3000)), np.sort(rng.normal(0.05 * seed, 1.0, size=1000))
+    delta, p = statistics.mann_whitney(ref, cur)
+    theirs = mannwhitneyu(cur, ref, method="asymptotic")
+    assert delta == pytest.approx(2 * theirs.statistic / (ref.size * cur.size) - 1, abs=1e-12)
+    assert p == pytest.approx(theirs.pvalue, rel=1e-9)
+    # Counts tie heavily: scipy's tie correction shrinks the variance, ours does not.
+    ref_t = np.sort(rng.poisson(3.0, 3000).astype(float))
+    cur_t = np.sort(rng.poisson(3.1, 1000).astype(float))
+    delta_t, p_t = statistics.mann_whitney(ref_t, cur_t)
+    tied = mannwhitneyu(cur_t, ref_t, method="asymptotic")
+    assert delta_t == pytest.approx(2 * tied.statistic / (ref_t.size * cur_t.size) - 1, abs=1e-12)
+    assert p_t >= tied.pvalue
