@@ -28,6 +28,7 @@ import importlib.util
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,10 @@ class Verdict:
 
     alarm: bool
     features: tuple[str, ...] = ()
+    scores: dict[str, float] = field(default_factory=dict, compare=False)
+    """Per feature, how strongly the method saw a change (larger is stronger; ``drift_matched.py``
+    sets its own thresholds on them): Evidently's distance (or -log10 of its p-value), Alibi
+    Detect's -log10 p-value."""
 
 
 @dataclass
@@ -81,6 +86,10 @@ class Method:
     def window(self, window: Window) -> dict[str, Verdict] | None:
         """Take one window; verdicts per variant once past the reference windows, else None."""
         raise NotImplementedError
+
+
+def _minus_log10(p: float) -> float:
+    return -float(np.log10(max(p, 1e-300)))
 
 
 def _concat(parts: list[Columns]) -> Columns:
@@ -138,6 +147,12 @@ class EvidentlyMethod(_ReferenceFrame):
             snapshot = self._report([self._preset()], include_tests=True).run(self._frame(current),
                                                                                self._reference)
             result = snapshot.dict()
+        scores = {}
+        for metric in result["metrics"]:
+            config = metric["config"]
+            if config.get("type", "").endswith("ValueDrift"):
+                value = float(metric["value"])
+                scores[config["column"]] = _minus_log10(value) if "p_value" in config["method"] else value
         drifted, dataset = [], False
         for test in result["tests"]:
             params = test["metric_config"]["params"]
@@ -149,8 +164,9 @@ class EvidentlyMethod(_ReferenceFrame):
         # One run gives both verdicts; its time is booked once, to the headline variant.
         self.timers[self.variants[1]].seconds = self.timers[self.variants[0]].seconds
         names = tuple(drifted)
+        # The per-column scores go with the per-column verdict (the headline counts columns).
         return {self.variants[0]: Verdict(dataset, names if dataset else ()),
-                self.variants[1]: Verdict(bool(names), names)}
+                self.variants[1]: Verdict(bool(names), names, scores)}
 
 
 class AlibiMethod(_ReferenceFrame):
@@ -188,22 +204,32 @@ class AlibiMethod(_ReferenceFrame):
         with self.timers[self.variants[0]], warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = self._detector.predict(self._matrix(current))["data"]
-        names = tuple(n for n, p in zip(self._names, result["p_val"], strict=True) if p < result["threshold"])
-        return {self.variants[0]: Verdict(bool(result["is_drift"]), names)}
+        p_values = [float(p) for p in result["p_val"]]
+        names = tuple(n for n, p in zip(self._names, p_values, strict=True) if p < result["threshold"])
+        scores = {n: _minus_log10(p) for n, p in zip(self._names, p_values, strict=True)}
+        return {self.variants[0]: Verdict(bool(result["is_drift"]), names, scores)}
 
 
 class RiverMethod(Method):
     variants = ("River ADWIN", "River PageHinkley", "River KSWIN")
 
-    def __init__(self, variants: tuple[str, ...] | None = None) -> None:
+    def __init__(self, variants: tuple[str, ...] | None = None,
+                 factories: dict[str, Callable[[], Any]] | None = None) -> None:
+        """``factories`` (variant name -> a new detector) replaces the three defaults.
+
+        A detector with a ``take_peak()`` method also gives each key's peak statistic over the
+        window as its score (``drift_matched.py``'s Page-Hinkley that never resets).
+        """
+        if factories is not None:
+            variants = tuple(factories)
         if variants is not None:
             self.variants = variants
         self.slow = "River KSWIN" in self.variants  # scipy's KS test on every event
         super().__init__()
         from river import drift
 
-        self._factories = {"River ADWIN": drift.ADWIN, "River PageHinkley": drift.PageHinkley,
-                           "River KSWIN": lambda: drift.KSWIN(seed=42)}
+        self._factories = factories or {"River ADWIN": drift.ADWIN, "River PageHinkley": drift.PageHinkley,
+                                        "River KSWIN": lambda: drift.KSWIN(seed=42)}
 
     def start(self, schema: Schema) -> None:
         self.schema = schema
@@ -231,6 +257,7 @@ class RiverMethod(Method):
             with self.timers[variant]:
                 streams = self._streams(window.columns, numeric_only=variant == "River KSWIN")
                 fired = []
+                scores: dict[str, float] = {}
                 detectors = self._detectors[variant]
                 for key, values in streams.items():
                     detector = detectors.get(key)
@@ -243,7 +270,10 @@ class RiverMethod(Method):
                             hit = True
                     if hit:
                         fired.append(key.split("=")[0])
-            verdicts[variant] = Verdict(bool(fired), tuple(dict.fromkeys(fired)))
+                    peak = getattr(detector, "take_peak", None)
+                    if peak is not None:
+                        scores[key] = peak()
+            verdicts[variant] = Verdict(bool(fired), tuple(dict.fromkeys(fired)), scores)
         return None if window.reference else verdicts
 
 

@@ -164,7 +164,9 @@ SPECS: tuple[TestSpec, ...] = (
         name="wasserstein", title="Wasserstein distance, normalised", symbol="W",
         data_types=("numeric",),
         statistic="W1(ref, cur) / reference std: the average distance values moved, in reference "
-        "standard deviations (by the reference magnitude max(|value|, 1) when the reference is constant)",
+        "standard deviations (by the reference magnitude max(|value|, 1) when the reference is constant); "
+        "when at most 2 % of the current values lie beyond the reference range, they are read at its "
+        "edge (strays: one corrupt value is the range test's to judge, not a shift)",
         measures="how far the distribution moved; unlike D it keeps growing with the size of a "
         "shift, and a tail that moves far counts for more than one that moves a little",
         default=0.1, default_meaning="floor on W (a 0.1 std mean shift)",
@@ -268,8 +270,8 @@ SPECS: tuple[TestSpec, ...] = (
         name="significant_share_change", title="Largest significant share change", symbol="Δshare(z)",
         data_types=("categorical",),
         statistic="the largest absolute change in a category's share, over the categories whose own "
-        "change is at least 4.5 standard errors (two-proportion z-test on the pooled share) or at "
-        "least 7 points; 0 if none is",
+        "change is at least 4.5 standard errors (two-proportion z-test on the pooled share); 0 if "
+        "none is",
         measures="the same move as the largest share change, counted only where that category's "
         "own change is beyond sampling noise",
         default=0.05, default_meaning="floor on the largest significant share change",
@@ -277,10 +279,11 @@ SPECS: tuple[TestSpec, ...] = (
         "events against a 3,000-event reference is about 1.8 points for a category near 50 % and "
         "under 1 point for one near 8 %, so one floor for all was either noise for big categories "
         "(5 points gave 3 false incidents in a million stationary events) or late for small ones "
-        "(7 points, a segment going from 8 % to 14 % found 2 windows after the anchors). A change "
-        "now counts when it is 7 points or more (3.8 standard errors near 50 %), or when that "
-        "category's own z reaches 4.5 (about once in 150,000 by chance); the floor is 5 points as "
-        "on large samples. A z of 4 alone gave a false incident per million stationary events",
+        "(7 points, a segment going from 8 % to 14 % found 2 windows after the anchors; and 7 "
+        "points is only 3.8 standard errors near 50 %: a false incident on a second draw of a "
+        "stationary stream). A change now counts when that category's own z reaches 4.5 (about "
+        "once in 150,000 by chance); the floor is 5 points as on large samples. A z of 4 gave a "
+        "false incident per million stationary events",
         implemented_in=_STATISTICS,
     ),
     TestSpec(

@@ -239,8 +239,8 @@ def test_categorical_silent_on_sampling_noise_at_small_samples() -> None:
 
     raw = [max(abs(cur - ref) for _, ref, cur in v.stats.top_changes) for v in verdicts]  # type: ignore[union-attr]
     assert max(raw) > 0.1, "a share alone moves by chance at 60 events"
-    assert any(v.passes_floor for v in verdicts)  # 7 points or more counts whatever its noise...
-    assert select_drifted(verdicts) == []  # ...and the p-value keeps it out
+    assert max(v.effect for v in verdicts) == 0.0  # no category's own change is significant
+    assert select_drifted(verdicts) == []
 
 
 def test_small_sample_share_change_counts_where_that_category_moved_beyond_its_noise() -> None:

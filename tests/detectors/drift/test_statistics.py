@@ -82,7 +82,25 @@ def test_ks_and_wasserstein_are_scipys_numbers(kind: str, n_ref: int, n_cur: int
     s = compare_numeric(ref, cur)
 
     assert (s.ks_d, s.ks_p) == (float(expected.statistic), float(expected.pvalue))
-    assert s.wasserstein == float(wasserstein_distance(ref, cur)) / s.wasserstein_scale
+    outside = int(((cur < ref.min()) | (cur > ref.max())).sum())
+    stray = 0 < outside <= statistics.STRAY_SHARE * n_cur  # a few values past the range: at its edge
+    compared = np.clip(cur, ref.min(), ref.max()) if stray else cur
+    assert s.strays == (outside if stray else 0)
+    assert s.wasserstein == float(wasserstein_distance(ref, compared)) / s.wasserstein_scale
+
+
+def test_one_corrupt_value_is_not_a_wasserstein_shift_but_a_unit_change_is() -> None:
+    rng = np.random.default_rng(12)
+    ref = rng.normal(1015.0, 7.0, size=5000)  # pressures in hPa
+    cur = rng.normal(1015.0, 7.0, size=2000)
+    corrupt = compare_numeric(ref, np.r_[cur[:-1], 5503.0])
+    assert wasserstein_distance(ref, np.r_[cur[:-1], 5503.0]) / np.std(ref, ddof=1) > 0.3  # as scipy reads it
+    assert 1 <= corrupt.strays <= 3  # the corrupt value, and what normal noise puts past the range
+    assert corrupt.wasserstein < 0.05
+    assert corrupt.ks_d < 0.05  # KS counts the value once, whatever its size
+    units = compare_numeric(ref, np.r_[cur[:1900], cur[1900:] * 1000.0])  # 5 %: past the stray share
+    assert units.strays == 0
+    assert units.wasserstein > 10.0
 
 
 @pytest.mark.parametrize(("n", "m"), [(2, 1), (2, 5), (3, 4), (5, 3), (6, 6)])
