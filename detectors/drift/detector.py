@@ -469,7 +469,7 @@ class DriftJudge:
 
     def _finding(self, model: str, reference: Reference, current: WindowSummary,
                  drifted: list[tuple[catalogue.FeatureVerdict, float]], tested: int,
-                 new_keys: list[str], windows: int = 1, alpha: float | None = None) -> Finding:
+                 new_keys: list[str], windows: int, alpha: float) -> Finding:
         o = self.options
         names = [v.feature for v, _ in drifted]
         shown = "; ".join(_describe(v, p) for v, p in drifted[:SUMMARY_FEATURES])
@@ -504,7 +504,7 @@ class DriftJudge:
                 "tested": tested,
                 "drifted": names,
                 "new_features": new_keys,
-                "thresholds": {"alpha": o.alpha if alpha is None else alpha, "correction": o.correction,
+                "thresholds": {"alpha": alpha, "correction": o.correction,
                                "effect_floors": "by type and sample size, docs/detectors/drift-tests.md"},
                 "reference": {"source": reference.source, "events": reference.summary.events,
                               "created": reference.created.isoformat(), "version": reference.version,
