@@ -44,6 +44,7 @@ from inferwatch.detectors.drift import change
 from inferwatch.detectors.drift.statistics import (
     KS_EXACT_MAX,
     KS_EXACT_MAX_EITHER,
+    STRAY_SHARE,
     CategoricalStats,
     NumericReference,
     NumericStats,
@@ -185,7 +186,7 @@ SPECS: tuple[TestSpec, ...] = (
         "a small reference's narrow range raises the p-value, not the alarms",
         measures="values never seen in the reference arriving in part of the traffic: a unit change "
         "(cents for dollars, ms for s) or corrupt values in some events, before they move D enough",
-        default=0.02, default_meaning="floor on the share outside (2 points)",
+        default=STRAY_SHARE, default_meaning="floor on the share outside (2 points)",
         basis="Our evaluation (docs/detectors/drift.md): a unit change ramping in reached 4 % of a "
         "window's events, 43 values beyond the range, while D was 0.047 and KS p 0.1. With no change, "
         "20 or more of 1,000 values outside a 2,000-value reference's range has probability 3.6e-9",
