@@ -38,7 +38,7 @@ T = TypeVar("T")
 class _Partition(Generic[T]):
     pending: list[tuple[float, int, T]] = field(default_factory=list)  # (ts, offset, item) heap
     newest_ts: float = float("-inf")
-    next_offset: int = 0
+    next_offset: int | None = None  # None until it delivers: its committed position is not ours to move
     last_delivery: float = 0.0
 
 
@@ -63,7 +63,7 @@ class PartitionMerger(Generic[T]):
         part = self._parts.get(partition)
         if part is None:
             part = self._parts[partition] = _Partition()
-        part.next_offset = max(part.next_offset, offset + 1)
+        part.next_offset = offset + 1 if part.next_offset is None else max(part.next_offset, offset + 1)
         part.last_delivery = now
         return part
 
@@ -103,9 +103,14 @@ class PartitionMerger(Generic[T]):
         return [item for _, _, _, item in heapq.merge(*runs, key=lambda r: r[:3])]
 
     def positions(self) -> dict[int, int]:
-        """Per partition, the offset to commit: the first record still held, or past the last."""
+        """Per partition, the offset to commit: the first record still held, or past the last.
+
+        A partition assigned but not yet delivering is left out: committing anything for it
+        would move the group's position (a restart reading a partition already read to its end
+        would otherwise commit offset 0 and rewind it).
+        """
         return {number: min((o for _, o, _ in part.pending), default=part.next_offset)
-                for number, part in self._parts.items()}
+                for number, part in self._parts.items() if part.next_offset is not None}
 
     def assign(self, partitions: Iterable[int], now: float) -> None:
         """The consumer's current partitions: a new one holds the others back until it delivers

@@ -43,6 +43,19 @@ def test_positions_never_pass_a_held_record():
     assert merger.flush() == []
 
 
+def test_a_partition_assigned_but_not_yet_delivering_is_not_committed():
+    # A restarted detector whose partition 1 was read to its end before the crash: committing
+    # {1: 0} would rewind the group's position there and the next run would read it all again.
+    merger: PartitionMerger = PartitionMerger(quiet_s=5.0)
+    merger.assign([0, 1], now=0.0)
+    assert merger.positions() == {}
+    merger.add(0, 700, 10.0, "a", now=0.0)
+    assert merger.release(now=6.0) == ["a"]
+    assert merger.positions() == {0: 701}
+    merger.skip(1, 40, now=7.0)
+    assert merger.positions() == {0: 701, 1: 41}
+
+
 def test_a_quiet_partition_stops_holding_the_others_back():
     merger: PartitionMerger = PartitionMerger(quiet_s=5.0)
     merger.add(0, 0, 10.0, "old", now=0.0)
