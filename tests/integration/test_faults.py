@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import SecretStr
 
@@ -497,8 +498,20 @@ def written(bus: KafkaBus) -> dict[int, int]:
 
 
 def committed(admin: KafkaAdminClient, group: str, topic: str) -> dict[int, int]:
-    """The group's committed offsets on ``topic``, read without joining the group."""
-    offsets = admin.list_group_offsets({group: None}).get(group, {})
+    """The group's committed offsets on ``topic``, read without joining the group.
+
+    A broker just started may not have a coordinator for the group yet (its offsets topic is
+    still loading): retriable errors are retried for up to 30 s before they fail the test.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            offsets = admin.list_group_offsets({group: None}).get(group, {})
+            break
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     return {tp.partition: int(meta.offset) for tp, meta in offsets.items()
             if tp.topic == topic and meta.offset >= 0}
 
