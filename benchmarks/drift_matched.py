@@ -43,7 +43,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from drift_anchors import AlibiMethod, EvidentlyMethod, Method, RiverMethod, Verdict, missing_anchors
@@ -169,11 +169,24 @@ def alarm_counts(verdicts: Verdicts, thresholds: dict[str, Thresholds] | None = 
     return counts
 
 
-def calibrate(methods: list[Method], events: int, evidently_windows: int, seed: int = CALIBRATION_SEED
-              ) -> tuple[dict[str, Thresholds], Counts]:
-    """Thresholds per score-based variant, and each variant's alarms at its defaults."""
-    verdicts = stationary_verdicts(methods, events, evidently_windows, seed)
-    return thresholds_from(verdicts), alarm_counts(verdicts)
+def calibrate(methods: list[Method], events: int, evidently_windows: int,
+              seeds: Sequence[int] = (CALIBRATION_SEED,)) -> tuple[dict[str, Thresholds], Counts]:
+    """Thresholds per score-based variant (the largest score over every seed's streams), and
+    each variant's alarms at its defaults (summed over the seeds)."""
+    thresholds: dict[str, Thresholds] = {}
+    defaults: Counts = {}
+    for seed in seeds:
+        verdicts = stationary_verdicts(methods, events, evidently_windows, seed)
+        for variant, by_stream in thresholds_from(verdicts).items():
+            for stream, peaks in by_stream.items():
+                kept = thresholds.setdefault(variant, {}).setdefault(stream, {})
+                for key, value in peaks.items():
+                    kept[key] = max(value, kept.get(key, -math.inf))
+        for variant, counts in alarm_counts(verdicts).items():
+            for stream, (alarmed, judged) in counts.items():
+                before = defaults.setdefault(variant, {}).get(stream, (0, 0))
+                defaults[variant][stream] = (before[0] + alarmed, before[1] + judged)
+    return thresholds, defaults
 
 
 def matched_verdict(verdict: Verdict, limits: dict[str, float]) -> Verdict:
@@ -235,12 +248,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="stationary windows per stream Evidently is calibrated on (200)")
     parser.add_argument("--only", default="ours,alibi,evidently,pagehinkley,adwin",
                         help="comma-separated among ours, alibi, evidently, pagehinkley, adwin")
+    parser.add_argument("--calibration-seeds", default=str(CALIBRATION_SEED),
+                        help="comma-separated seeds of the stationary streams the thresholds are the "
+                        f"largest scores over ({CALIBRATION_SEED})")
+    parser.add_argument("--check-seed", type=int, default=CHECK_SEED,
+                        help=f"seed of the fresh stationary streams checked at the thresholds ({CHECK_SEED})")
     parser.add_argument("--quick", action="store_true",
                         help="100,000 stationary events per stream, 30 Evidently windows")
     args = parser.parse_args(argv)
     if args.quick:
         args.stationary_events, args.evidently_windows = 100_000, 30
     chosen = set(args.only.split(","))
+    seeds = [int(seed) for seed in args.calibration_seeds.split(",")]
+    if args.check_seed in seeds:
+        parser.error("--check-seed must not be a calibration seed: the check is on fresh streams")
     methods = build_methods(chosen)
     ours = OursMethod("drift", {}) if "ours" in chosen else None
     print(f"# Drift delay at matched strictness ({args.stationary_events:,} stationary events per "
@@ -250,15 +271,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"> note: not installed, so not run: {', '.join(missing)}\n")
 
     everyone: list[Method] = [*methods, *([ours] if ours else [])]
-    thresholds, defaults = calibrate(everyone, args.stationary_events, args.evidently_windows)
+    thresholds, defaults = calibrate(everyone, args.stationary_events, args.evidently_windows, seeds)
     adwin_choice = loosest_clean_adwin(defaults)
     kept = [m for m in everyone if not any(v.startswith("River ADWIN") for v in m.variants)]
     check_methods = kept + build_methods({"adwin-chosen"}, adwin_choice)
     checked = alarm_counts(stationary_verdicts(check_methods, args.stationary_events, args.evidently_windows,
-                                               CHECK_SEED), thresholds)
+                                               args.check_seed), thresholds)
     print("## Calibration on stationary streams, and a check on fresh ones\n")
-    print(f"Calibration streams: `drift_shifts.stationary` seed {CALIBRATION_SEED}; fresh streams: seed "
-          f"{CHECK_SEED}. Per 1M events = alarmed windows per 1,000 windows of 1,000 events.\n")
+    print(f"Calibration streams: `drift_shifts.stationary` seed{'s' if len(seeds) > 1 else ''} "
+          f"{', '.join(map(str, seeds))}; fresh streams: seed {args.check_seed}. Per 1M events = alarmed "
+          "windows per 1,000 windows of 1,000 events.\n")
     print(calibration_table(thresholds, defaults, checked, adwin_choice) + "\n")
 
     runs = {}

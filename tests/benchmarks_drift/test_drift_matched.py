@@ -65,6 +65,15 @@ def test_calibration_keeps_each_keys_largest_score_per_stream(monkeypatch: Any) 
             assert not dm.matched_verdict(result["echo"], thresholds["echo"]["synthetic"]).alarm
 
 
+def test_calibration_over_several_seeds_keeps_the_largest_and_sums_the_alarms(monkeypatch: Any) -> None:
+    monkeypatch.setattr(dm, "STREAMS", ("synthetic",))
+    each = [dm.calibrate([_Echo()], 8_000, evidently_windows=2, seeds=(seed,)) for seed in (5, 6)]
+    thresholds, alarms = dm.calibrate([_Echo()], 8_000, evidently_windows=2, seeds=(5, 6))
+    assert thresholds["echo"]["synthetic"]["x"] == max(t["echo"]["synthetic"]["x"] for t, _ in each)
+    assert each[0][0]["echo"]["synthetic"]["x"] != each[1][0]["echo"]["synthetic"]["x"]  # the seeds differ
+    assert alarms["echo"]["synthetic"] == (4, 10)
+
+
 def test_fresh_windows_are_counted_at_the_matched_thresholds() -> None:
     quiet, loud = Verdict(True, ("x",), {"x": 1.0}), Verdict(False, (), {"x": 3.0})
     verdicts = {"echo": {"synthetic": [quiet, loud, loud]}, "adwin": {"synthetic": [quiet, loud]}}
