@@ -288,6 +288,44 @@ def versus_table(scores: dict[str, dict[str, Score]], ours: str) -> str:
     return "\n".join(lines)
 
 
+def _clean_delay(s: Score | None) -> int | None:
+    # A detection that counts: no alarm before the shift, the first alarm names the shifted feature.
+    if s is None or not s.detected or not s.named_right or s.false_alarms:
+        return None
+    return s.delay_windows or 0
+
+
+def head_to_head_table(scores: dict[str, dict[str, Score]], ours: str) -> str:
+    """Ours against each anchor as a whole, on the same scenarios: clean detections, and on the
+    scenarios both detected cleanly, who alarmed first and the mean delays.
+
+    :func:`versus_table` pits ours against a different anchor on each scenario (whichever was
+    fastest there); this is the comparison with one method at a time.
+    """
+    anchors = sorted({v for by in scores.values() for v in by if v != ours})
+    lines = ["| anchor | detected cleanly: ours / anchor | both | ours faster | as fast | ours slower | "
+             "mean delay on both: ours / anchor (windows) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for anchor in anchors:
+        mine_n = theirs_n = faster = same = slower = 0
+        both: list[tuple[int, int]] = []
+        for by in scores.values():
+            if anchor not in by or ours not in by:
+                continue
+            mine, theirs = _clean_delay(by[ours]), _clean_delay(by[anchor])
+            mine_n += mine is not None
+            theirs_n += theirs is not None
+            if mine is not None and theirs is not None:
+                both.append((mine, theirs))
+                faster += mine < theirs
+                same += mine == theirs
+                slower += mine > theirs
+        means = (f"{statistics.mean(m for m, _ in both):.2f} / {statistics.mean(t for _, t in both):.2f}"
+                 if both else "-")
+        lines.append(f"| {anchor} | {mine_n} / {theirs_n} | {len(both)} | {faster} | {same} | {slower} "
+                     f"| {means} |")
+    return "\n".join(lines)
+
+
 @dataclass
 class StationaryRow:
     stream: str
@@ -563,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary_table(scores, variants, seconds, {}) + "\n")
         if methods and isinstance(methods[0], OursMethod) and len(variants) > 1:
             print(versus_table(scores, variants[0]) + "\n")
+            print(head_to_head_table(scores, variants[0]) + "\n")
     stationary_out: list[StationaryRow] = []
     if not args.no_stationary:
         streams = [("synthetic", 1_000), ("synthetic", 10_000), ("elec", 1_000), ("weather", 1_000)]

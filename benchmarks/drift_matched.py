@@ -50,6 +50,7 @@ from drift_anchors import AlibiMethod, EvidentlyMethod, Method, RiverMethod, Ver
 from drift_eval import (
     OursMethod,
     Score,
+    head_to_head_table,
     run_scenario,
     scenario_table,
     score,
@@ -319,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_table(scores, variants, {}, {}) + "\n")
     if ours:
         print(versus_table(scores, ours.variants[0]) + "\n")
+        print("Each anchor as a whole (clean: no alarm before the shift, the first alarm names the "
+              "shifted feature):\n")
+        print(head_to_head_table(scores, ours.variants[0]) + "\n")
         mean_delay = {v: statistics.mean([s[v].delay_windows or 0 for s in scores.values()
                                           if v in s and s[v].detected] or [math.nan]) for v in variants}
         print("Mean delay over detected scenarios (windows): "

@@ -80,3 +80,21 @@ def test_fresh_windows_are_counted_at_the_matched_thresholds() -> None:
     counts = dm.alarm_counts(verdicts, {"echo": {"synthetic": {"x": 2.0}}})
     assert counts["echo"]["synthetic"] == (2, 3)  # its scores against its threshold, not its own verdict
     assert counts["adwin"]["synthetic"] == (1, 2)  # no threshold: its own verdict
+
+
+def test_head_to_head_counts_only_clean_detections_on_the_same_scenarios() -> None:
+    from drift_eval import Score, head_to_head_table
+
+    def s(method: str, delay: int | None, *, false_alarms: int = 0, named_right: bool = True) -> Score:
+        return Score("sc", method, delay is not None, delay, None, false_alarms, 5, named_right, 0, 10)
+
+    scores = {
+        "a": {"ours": s("ours", 1), "A": s("A", 2)},                    # ours faster
+        "b": {"ours": s("ours", 3), "A": s("A", 1)},                    # ours slower
+        "c": {"ours": s("ours", 2), "A": s("A", 1, false_alarms=1)},    # A alarmed before: not clean
+        "d": {"ours": s("ours", None), "A": s("A", 4, named_right=False)},  # neither cleanly
+        "e": {"ours": s("ours", 2), "A": s("A", 2), "B": s("B", 1)},    # as fast as A; B only here
+    }
+    table = head_to_head_table(scores, "ours")
+    assert "| A | 4 / 3 | 3 | 1 | 1 | 1 | 2.00 / 1.67 |" in table
+    assert "| B | 1 / 1 | 1 | 0 | 0 | 1 | 2.00 / 1.00 |" in table
