@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -76,6 +76,7 @@ from inferwatch.detectors.es_mappings import (
     silence_from_source,
     silence_query,
     silences_template,
+    stream_id,
 )
 from inferwatch.detectors.incidents import ACTIVE, ID_LENGTH, Incident
 from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
@@ -421,25 +422,35 @@ class ElasticsearchStore:
                             NOTIFICATION_DUE_SORT, limit)
         return [notification_from_source(h["_source"]) for h in hits]
 
-    def latest_notifications(self) -> list[Notification]:
-        """Each stream's notification with the highest ``seq`` (the lowest id on a tie), by stream.
+    def latest_notifications(self, streams: Collection[str] | None = None) -> list[Notification]:
+        """Each stream's notification with the highest ``seq`` (the lowest id on a tie), by
+        stream; only the streams in ``streams`` when given.
 
         One hit per stream through ``collapse``, paged with ``search_after``: every stream,
         however many there are.
         """
+        if streams is None:
+            return sorted(self._latest_per_stream({"match_all": {}}), key=lambda n: n.stream)
+        wanted = sorted({stream_id(s) for s in streams})
+        latest: list[Notification] = []
+        for start in range(0, len(wanted), PAGE_SIZE):
+            latest += self._latest_per_stream({"terms": {"stream_id": wanted[start:start + PAGE_SIZE]}})
+        return sorted(latest, key=lambda n: n.stream)
+
+    def _latest_per_stream(self, query: dict[str, Any]) -> list[Notification]:
         latest: list[Notification] = []
         after: list[Any] | None = None
         while True:
             page = self._call(
                 "read the latest notifications", self._es.search, index=self.names.notifications,
-                query={"match_all": {}}, collapse=LATEST_PER_STREAM, sort=LATEST_PER_STREAM_SORT,
+                query=query, collapse=LATEST_PER_STREAM, sort=LATEST_PER_STREAM_SORT,
                 size=PAGE_SIZE, search_after=after, source=False, track_total_hits=False,
                 ignore_unavailable=True, allow_no_indices=True)
             hits = page["hits"]["hits"]
             latest += [notification_from_source(h["inner_hits"]["latest"]["hits"]["hits"][0]["_source"])
                        for h in hits]
             if len(hits) < PAGE_SIZE:
-                return sorted(latest, key=lambda n: n.stream)
+                return latest
             after = hits[-1]["sort"]
 
     def list_notifications(self, query: NotificationQuery) -> list[Notification]:

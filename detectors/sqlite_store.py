@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,9 @@ from inferwatch.detectors.base import SEVERITY_ORDER
 from inferwatch.detectors.drift.reference import ReferenceRecord
 from inferwatch.detectors.incidents import ACTIVE, ID_LENGTH, Incident
 from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
+
+_IN_CHUNK = 500
+"""Values bound in one ``IN (...)`` list (SQLite caps the parameters of a statement)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -294,12 +297,20 @@ class SQLiteStore:
             "ORDER BY created_at, seq, id LIMIT ?", (now.timestamp(), limit)).fetchall()
         return [Notification.model_validate_json(r[0]) for r in rows]
 
-    def latest_notifications(self) -> list[Notification]:
-        """Each stream's notification with the highest ``seq`` (the lowest id on a tie), by stream."""
-        rows = self._conn.execute(
-            "SELECT doc FROM (SELECT doc, stream, row_number() OVER "
-            "(PARTITION BY stream ORDER BY seq DESC, id) AS rank FROM notifications) "
-            "WHERE rank = 1 ORDER BY stream").fetchall()
+    def latest_notifications(self, streams: Collection[str] | None = None) -> list[Notification]:
+        """Each stream's notification with the highest ``seq`` (the lowest id on a tie), by
+        stream; only the streams in ``streams`` when given."""
+        latest = ("SELECT doc FROM (SELECT doc, stream, row_number() OVER "
+                  "(PARTITION BY stream ORDER BY seq DESC, id) AS rank FROM notifications{}) "
+                  "WHERE rank = 1 ORDER BY stream")
+        if streams is None:
+            rows = self._conn.execute(latest.format("")).fetchall()
+        else:
+            wanted, rows = sorted(set(streams)), []
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start:start + _IN_CHUNK]
+                where = f" WHERE stream IN ({','.join('?' * len(chunk))})"
+                rows += self._conn.execute(latest.format(where), chunk).fetchall()
         return [Notification.model_validate_json(r[0]) for r in rows]
 
     def list_notifications(self, query: NotificationQuery) -> list[Notification]:

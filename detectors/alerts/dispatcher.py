@@ -25,6 +25,13 @@ How it follows Alertmanager:
 What each integration was last told is kept per *stream* (group, receiver, integration), and
 comes back from the store's latest notifications on :meth:`Dispatcher.resume`: a restarted
 dispatcher neither repeats what was already decided nor reuses a notification id.
+
+Memory stays bounded by the open groups, not by every group there ever was (one per attacking
+principal, say, when grouping by subject): a stream whose group is gone and which believes no
+alert is firing is dropped, as are such streams read on resume. All it held was its ``seq``;
+when its group comes back, the first look reads that stream's latest notification from the
+store again (one store call for all the streams a flush needs), so ids are never reused. A
+stream that believes an alert fires is always kept: it is owed that alert's resolution.
 """
 
 from __future__ import annotations
@@ -117,7 +124,10 @@ class Dispatcher:
         self._alerts: dict[str, Alert] = {}
         self._memberships: dict[str, set[str]] = {}  # incident id -> keys of the groups it is in
         self._groups: dict[str, _Group] = {}
+        # Streams of open groups, and every stream that believes an alert fires. One not here
+        # believes nothing fires; its seq is in the store (read when its group is next due).
         self._streams: dict[str, _Stream] = {}
+        self._read: set[str] = set()  # streams of open groups whose store state has been read
         self._unsaved: _Batch | None = None  # decided, but its save raised: retried as is
         self._resumed = False
 
@@ -127,16 +137,23 @@ class Dispatcher:
         Called by :meth:`flush` on first use if not called before: deciding without it would
         reuse the ids, and so overwrite the records, of earlier notifications.
         """
-        for notification in self._store.latest_notifications():
+        self._load(self._store.latest_notifications(), keep_idle=False)
+        self._resumed = True
+
+    def _load(self, latest: Sequence[Notification], *, keep_idle: bool) -> None:
+        """Take streams' state from their latest notifications (never older than what is held);
+        streams believing nothing fires only with ``keep_idle``."""
+        for notification in latest:
             known = self._streams.get(notification.stream)
             if known is not None and known.seq >= notification.seq:
                 continue
-            self._streams[notification.stream] = _Stream(
+            stream = _Stream(
                 seq=notification.seq,
                 last_at=notification.created_at,
                 firing={a.incident_id: (a.severity, a.incident_status) for a in notification.firing},
             )
-        self._resumed = True
+            if stream.firing or keep_idle:
+                self._streams[notification.stream] = stream
 
     def observe(self, alerts: Sequence[Alert]) -> None:
         """Add or update alerts (by incident id: the newest replaces) and place them in groups.
@@ -196,6 +213,11 @@ class Dispatcher:
         ``group_interval``). Muting is not considered: a muted alert counts as news here."""
         return sum(not group.looked or self._untold(group) for group in self._groups.values())
 
+    def held(self) -> dict[str, int]:
+        """What is kept in memory: open groups, alerts in them, and streams (see the module
+        docstring: bounded by the open groups, plus streams owed a resolution)."""
+        return {"groups": len(self._groups), "alerts": len(self._alerts), "streams": len(self._streams)}
+
     def _untold(self, group: _Group) -> bool:
         receiver = self._receivers[group.route.receiver]
         told: set[str] = set()
@@ -240,7 +262,22 @@ class Dispatcher:
 
     # --- deciding ----------------------------------------------------------------------------
 
+    def _stream_keys(self, group: _Group) -> list[str]:
+        receiver = self._receivers[group.route.receiver]
+        return [stream_key(group.key, receiver.name, kind, index)
+                for kind, index, _ in receiver.integrations()]
+
+    def _read_streams(self, groups: Sequence[_Group]) -> None:
+        """Read from the store the streams of ``groups`` not held and not read yet (dropped
+        while their group was gone): their seq continues from there."""
+        unread = [key for group in groups for key in self._stream_keys(group)
+                  if key not in self._streams and key not in self._read]
+        if unread:
+            self._load(self._store.latest_notifications(unread), keep_idle=True)
+        self._read.update(unread)
+
     def _decide_all(self, due: Sequence[_Group], now: datetime) -> _Batch:
+        self._read_streams(due)
         muted = self._muted_ids(due, self._active_silences(now))
         batch = _Batch(now, [], {}, [])
         for group in due:
@@ -314,6 +351,15 @@ class Dispatcher:
                 del group.tombstones[tombstone.incident_id]
         if not group.alert_ids and not group.tombstones:
             del self._groups[group.key]
+            self._forget_streams(group)
+
+    def _forget_streams(self, group: _Group) -> None:
+        """Drop the streams of a group that is gone, unless one believes an alert fires."""
+        for key in self._stream_keys(group):
+            self._read.discard(key)
+            stream = self._streams.get(key)
+            if stream is not None and not stream.firing:
+                del self._streams[key]
 
     def _leave(self, incident_id: str, key: str) -> None:
         """Forget an alert once it is in no group (memory stays bounded by the open alerts)."""

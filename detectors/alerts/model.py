@@ -11,7 +11,7 @@ Prometheus' Alertmanager. A :class:`Notification` is one delivery to one receive
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -230,9 +230,9 @@ class AlertStore(Protocol):
         """``pending`` notifications whose ``next_attempt_at`` is at or before ``now``,
         oldest ``created_at`` first (then ``seq``)."""
 
-    def latest_notifications(self) -> list[Notification]:
-        """For every stream (group, receiver, integration), its notification with the highest
-        ``seq``: what a restarted notifier resumes from."""
+    def latest_notifications(self, streams: Collection[str] | None = None) -> list[Notification]:
+        """For every stream (group, receiver, integration), or only those in ``streams``, its
+        notification with the highest ``seq``: what a restarted notifier resumes from."""
 
     def list_notifications(self, query: NotificationQuery) -> list[Notification]:
         """The notification log, newest ``created_at`` first."""

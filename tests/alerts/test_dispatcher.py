@@ -5,7 +5,7 @@ Time is a fake clock and the store an in-memory one written here with the contra
 storage (the real stores have their own tests).
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -48,6 +48,7 @@ class MemoryAlertStore:
         self.silence_reads = 0
         self.fail_saves = 0  # the next this many saves raise, writing nothing
         self.fail_after_apply = 0  # the next this many saves write, then raise (a bulk timeout)
+        self.latest_reads: list[list[str] | None] = []  # streams asked for (None: all)
 
     def save_silence(self, silence: Silence) -> None:
         self.silences[silence.id] = silence
@@ -76,9 +77,12 @@ class MemoryAlertStore:
         due = [n for n in self.notifications.values() if n.status == "pending" and n.next_attempt_at <= now]
         return sorted(due, key=lambda n: (n.created_at, n.seq))[:limit]
 
-    def latest_notifications(self) -> list[Notification]:
+    def latest_notifications(self, streams: Collection[str] | None = None) -> list[Notification]:
+        self.latest_reads.append(None if streams is None else sorted(streams))
         latest: dict[str, Notification] = {}
         for n in self.notifications.values():
+            if streams is not None and n.stream not in streams:
+                continue
             if n.stream not in latest or n.seq > latest[n.stream].seq:
                 latest[n.stream] = n
         return list(latest.values())
@@ -620,6 +624,49 @@ def test_a_restarted_dispatcher_repeats_nothing_saved_and_continues_the_sequence
     assert second.flush(clock.at(230 + 300 * 11)) == []  # 3500 s after the notification
     (repeated,) = second.flush(clock.at(230 + 300 * 12))  # 3800 s after it
     assert (repeated.group_key, repeated.seq) == ('0:{service="search"}', 2)
+
+
+def test_groups_that_end_leave_nothing_behind_and_their_sequence_continues_when_they_return():
+    dispatcher, store, clock = make()
+    t = 0.0
+    for k in range(50):  # fifty services, one incident each, opened and resolved
+        dispatcher.observe([alert(f"i{k}", service=f"svc{k}", at=clock.at(t))])
+        dispatcher.flush(clock.at(t + 30))
+        dispatcher.observe([alert(f"i{k}", service=f"svc{k}", status="resolved", at=clock.at(t + 40))])
+        dispatcher.flush(clock.at(t + 330))
+        t += 400
+    assert len(store.notifications) == 100
+    assert dispatcher.held() == {"groups": 0, "alerts": 0, "streams": 0}
+
+    # svc3 fires again: its stream is read back from the store and continues at seq 3.
+    reads = len(store.latest_reads)
+    dispatcher.observe([alert("again", service="svc3", at=clock.at(t))])
+    (sent,) = dispatcher.flush(clock.at(t + 30))
+    stream = stream_key('0:{service="svc3"}', "team", "webhook", 0)
+    assert store.latest_reads[reads:] == [[stream]]  # one read, of that stream only
+    assert (sent.stream, sent.seq) == (stream, 3)
+    assert len(store.notifications) == 101  # a new record, none overwritten
+    dispatcher.observe([alert("more", service="svc3", at=clock.at(t + 60))])
+    (next_,) = dispatcher.flush(clock.at(t + 330))
+    assert next_.seq == 4
+    assert store.latest_reads[reads:] == [[stream]]  # held while its group is open: not read again
+
+
+def test_a_restart_holds_only_streams_owed_a_resolution():
+    first, store, clock = make()
+    first.observe([alert("quiet", service="a"), alert("firing", service="b")])
+    first.flush(clock.at(30))
+    first.observe([alert("quiet", service="a", status="resolved", at=clock.at(40))])
+    first.flush(clock.at(330))
+
+    second = Dispatcher(config_of(BASIC), store, now=clock)
+    second.resume()
+    assert second.held()["streams"] == 1  # b's: it believes "firing" fires
+    second.observe([alert("firing", service="b", status="resolved", at=clock.at(400))])
+    second.observe([alert("back", service="a", at=clock.at(400))])
+    sent = {n.group_key: n for n in second.flush(clock.at(430))}
+    assert (sent['0:{service="b"}'].seq, carried(sent['0:{service="b"}'])) == (2, [("firing", "resolved")])
+    assert (sent['0:{service="a"}'].seq, carried(sent['0:{service="a"}'])) == (3, [("back", "firing")])
 
 
 def test_a_restart_sends_the_resolution_of_an_alert_notified_before_it():

@@ -16,7 +16,7 @@ import pytest
 
 from inferwatch.collectors.event import EventOutput
 from inferwatch.collectors.settings import StoreSettings
-from inferwatch.detectors import es_store
+from inferwatch.detectors import es_store, sqlite_store
 from inferwatch.detectors.alerts.model import (
     Matcher,
     Notification,
@@ -584,6 +584,14 @@ def test_latest_notification_of_every_stream(store: Any, monkeypatch: pytest.Mon
     store.save_notifications([a4])
     assert sorted(seqs(store.latest_notifications())) == sorted(
         [("ga", 4), ("gb", 1), (long_group[:8], 2), ("ga", 1), ("ga", 7)])
+
+    # Only the streams asked for (the dispatcher reads back a group's streams when it returns),
+    # paged like the rest; a stream never written is simply absent.
+    asked = [c[0].stream, a4.stream, e[0].stream, "never|team|webhook|0"]
+    assert store.latest_notifications(asked) == sorted([c[0], a4, e[0]], key=lambda n: n.stream)
+    assert store.latest_notifications([]) == []
+    monkeypatch.setattr(sqlite_store, "_IN_CHUNK", 2)             # SQLite binds the list in chunks
+    assert store.latest_notifications(asked) == sorted([c[0], a4, e[0]], key=lambda n: n.stream)
 
 
 def test_notification_log_filters(store: Any) -> None:
