@@ -171,11 +171,20 @@ class SummaryCollector:
         return findings
 
     def commit_positions(self) -> dict[int, int]:
-        """Offsets safe to commit once the findings of :meth:`poll` are stored."""
+        """Offsets safe to commit once the findings of :meth:`poll` are stored.
+
+        Only for partitions this member owns now (when the consumer says which): after a
+        rebalance a partition read here belongs to another member, and committing what was
+        read of it here could move that member's position back or past what it stored.
+        """
         positions = dict(self._read)
         for window in self._windows.values():
             for partition, offset in window.offsets.items():
                 positions[partition] = min(positions.get(partition, offset), offset)
+        assignment = getattr(self.consumer, "assignment", None)
+        if assignment is not None:
+            owned = assignment()
+            positions = {p: o for p, o in positions.items() if p in owned}
         return positions
 
     def commit(self) -> None:
