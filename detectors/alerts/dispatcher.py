@@ -219,11 +219,9 @@ class Dispatcher:
         return {"groups": len(self._groups), "alerts": len(self._alerts), "streams": len(self._streams)}
 
     def _untold(self, group: _Group) -> bool:
-        receiver = self._receivers[group.route.receiver]
         told: set[str] = set()
-        for kind, index, _ in receiver.integrations():
-            stream = self._streams.get(stream_key(group.key, receiver.name, kind, index), _Stream())
-            told.update(stream.firing)
+        for key in self._stream_keys(group):
+            told.update(self._streams.get(key, _Stream()).firing)
         return any(self._alerts[i].state == "firing" and i not in told for i in group.alert_ids)
 
     def muted_by(self, alert: Alert) -> list[str]:
@@ -251,10 +249,8 @@ class Dispatcher:
     def _told_in(self, group: _Group, incident_id: str) -> bool:
         """Whether an integration of ``group`` believes ``incident_id`` fires, counting a batch
         decided but not yet saved (it is applied once saved)."""
-        receiver = self._receivers[group.route.receiver]
         unsaved = self._unsaved.streams if self._unsaved is not None else {}
-        for kind, index, _ in receiver.integrations():
-            key = stream_key(group.key, receiver.name, kind, index)
+        for key in self._stream_keys(group):
             for stream in (self._streams.get(key), unsaved.get(key)):
                 if stream is not None and incident_id in stream.firing:
                     return True
