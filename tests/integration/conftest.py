@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from tests.local_services import load_services, log
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -48,6 +51,22 @@ def local_services() -> Iterator[LocalServices]:
     yield LocalServices(cfg.kafka_bootstrap, endpoints["elasticsearch"], module, cfg)
     if started and os.environ.get("INFERWATCH_KEEP_SERVICES") != "1":
         module.down(started, cfg, log=log)
+
+
+def kafka_admin_call(call: Callable[[], T], within: float = 30.0) -> T:
+    """``call()`` (a Kafka admin request), retried while it fails with a retriable error for up
+    to ``within`` seconds: a broker just started has no coordinator for a group until its
+    offsets topic has loaded (``CoordinatorNotAvailableError``)."""
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return call()
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def unique_name(prefix: str) -> str:

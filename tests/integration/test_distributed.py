@@ -28,7 +28,7 @@ from inferwatch.detectors.es_store import ElasticsearchStore, build_client
 from inferwatch.detectors.incidents import Incident
 from inferwatch.detectors.store import IncidentQuery
 from inferwatch.testing import make_event
-from tests.integration.conftest import LocalServices, unique_name
+from tests.integration.conftest import LocalServices, kafka_admin_call, unique_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 START = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
@@ -154,7 +154,7 @@ def _wait_for_members(bootstrap: str, group: str, want: int) -> None:
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            info = admin.describe_groups([group])[group]
+            info = kafka_admin_call(lambda: admin.describe_groups([group]))[group]
             assigned = [m for m in info["members"] if _owns_partitions(m["member_assignment"])]
             if info["group_state"] == "Stable" and len(assigned) == want:
                 return

@@ -34,7 +34,6 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import SecretStr
 
@@ -54,7 +53,7 @@ from inferwatch.detectors.service import DetectorService
 from inferwatch.detectors.store import IncidentQuery
 from inferwatch.runtime import build_service
 from inferwatch.testing import make_event
-from tests.integration.conftest import LocalServices, unique_name
+from tests.integration.conftest import LocalServices, kafka_admin_call, unique_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -498,26 +497,14 @@ def written(bus: KafkaBus) -> dict[int, int]:
 
 
 def committed(admin: KafkaAdminClient, group: str, topic: str) -> dict[int, int]:
-    """The group's committed offsets on ``topic``, read without joining the group.
-
-    A broker just started may not have a coordinator for the group yet (its offsets topic is
-    still loading): retriable errors are retried for up to 30 s before they fail the test.
-    """
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            offsets = admin.list_group_offsets({group: None}).get(group, {})
-            break
-        except KafkaError as exc:
-            if not exc.retriable or time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    """The group's committed offsets on ``topic``, read without joining the group."""
+    offsets = kafka_admin_call(lambda: admin.list_group_offsets({group: None})).get(group, {})
     return {tp.partition: int(meta.offset) for tp, meta in offsets.items()
             if tp.topic == topic and meta.offset >= 0}
 
 
 def group_members(admin: KafkaAdminClient, group: str) -> list[Any]:
-    return list(admin.describe_groups([group])[group]["members"])
+    return list(kafka_admin_call(lambda: admin.describe_groups([group]))[group]["members"])
 
 
 def stored_incidents(settings: StoreSettings) -> list[dict[str, Any]]:
