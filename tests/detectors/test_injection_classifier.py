@@ -134,3 +134,23 @@ def test_detector_uses_the_classifier_only_when_asked() -> None:
     quiet = PromptInjectionDetector(classifier=True)
     ordinary = make_event(0.0, text="How long should I boil an egg?")
     assert quiet.observe(ordinary) == []
+
+
+def test_the_threshold_holds_every_large_enough_source_under_the_rate() -> None:
+    train = _train_module()
+    rng = np.random.default_rng(0)
+    easy, hard, tiny = rng.uniform(0, 0.5, 1000), rng.uniform(0, 1.0, 100), np.array([0.99] * 10)
+    scores = np.concatenate([easy, hard, tiny])
+    sources = np.array(["easy"] * 1000 + ["hard"] * 100 + ["tiny"] * 10)
+    pooled = train.threshold_for_fpr(scores, 0.02)
+    each = train.threshold_for_every_source(scores, sources, 0.02)
+    assert (hard >= pooled).mean() > 0.02  # pooled: the large easy source spends the budget
+    assert (hard >= each).mean() <= 0.02
+    assert (easy >= each).mean() <= 0.02
+    assert (scores >= each).mean() <= 0.02
+    assert each < 0.99  # ten rows cannot measure 2 %: "tiny" does not set the threshold alone
+    assert each == train.threshold_for_every_source(scores[:1100], sources[:1100], 0.02)
+    # Rows the patterns flag anyway use up their source's budget first.
+    patterns = np.zeros(len(scores), dtype=bool)
+    patterns[1000:1002] = True  # two of "hard"'s hundred: its whole 2 %
+    assert train.threshold_for_every_source(scores, sources, 0.02, already=patterns) > hard[2:].max()
