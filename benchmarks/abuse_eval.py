@@ -266,12 +266,13 @@ def table_configs(corpus: Corpus, patterns_flag: np.ndarray) -> None:
 def table_semantic_holdout(x: sparse.csr_matrix, embeddings: np.ndarray, corpus: Corpus,
                            patterns_flag: np.ndarray) -> None:
     """(d): the semantic head alone and the cascade, everything fitted on the training sources only."""
-    print(f"\n(d) per-source hold-out, semantic stage; thresholds for <= {TARGET_FPR:.0%} FPR on the "
-          "training folds")
+    print(f"\n(d) per-source hold-out, semantic stage; thresholds for <= {TARGET_FPR:.0%} FPR on each "
+          "training source's folds")
     print(f"{'held-out source':<72} {'rows':>5} {'metric':>7} {'semantic':>9} {'cascade':>9} {'reaches':>8}")
-    y = corpus.labels
+    y, sources = corpus.labels, np.array(corpus.sources)
     for name, held in holdout_groups(corpus):
         train = ~held
+        benign = y[train] == 0
         char_oof = out_of_fold_margins(x[train], y[train], folds=3)
         char_platt = fit_platt(char_oof, y[train])
         coef, intercept = fit_linear(x[train], y[train])
@@ -279,9 +280,9 @@ def table_semantic_holdout(x: sparse.csr_matrix, embeddings: np.ndarray, corpus:
         sem_oof = out_of_fold_dense(embeddings[train], y[train], folds=3)
         w, b = fit_dense(embeddings[train], y[train])
         sem_held = embeddings[held] @ w + b
-        alone = sem_held >= threshold_for_fpr(sem_oof[y[train] == 0])
+        alone = sem_held >= threshold_for_every_source(sem_oof[benign], sources[train][benign])
         gate, threshold, _ = cascade_point(platt_probability(char_oof, char_platt), sem_oof,
-                                           patterns_flag[train], y[train])
+                                           patterns_flag[train], y[train], sources[train])
         reaches = ~patterns_flag[held] & (char_held >= gate)
         cascade = patterns_flag[held] | (reaches & (sem_held >= threshold))
         print(f"{name[:72]:<72} {int(held.sum()):>5} {'recall' if y[held][0] else 'FPR':>7} "

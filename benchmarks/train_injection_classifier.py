@@ -56,7 +56,7 @@ SEED = 0
 MAX_CHARS = 20_000
 PRUNE_BELOW = 0.02  # |weight| under this is dropped: measured to change no decision (docs/detectors/abuse.md)
 TARGET_FPR = 0.02
-SEMANTIC_VERSION = "2026.11b-minilm-l6-t64-lr1-ext6"
+SEMANTIC_VERSION = "2026.11c-minilm-l6-t64-lr1-ext6-each-source"
 SEMANTIC_MAX_TOKENS = 64
 SEMANTIC_C = 1.0
 PATTERN_THRESHOLD = 0.5
@@ -242,17 +242,31 @@ def out_of_fold_dense(x: np.ndarray, y: np.ndarray, folds: int = 5) -> np.ndarra
     return margins
 
 
+def within_every_source(flagged: np.ndarray, sources: np.ndarray, fpr: float = TARGET_FPR) -> bool:
+    """Whether ``flagged`` (benign rows) is at most ``fpr`` of all of them and of each source with
+    at least ``1 / fpr`` rows: the rule of :func:`threshold_for_every_source`."""
+    smallest = int(np.ceil(1.0 / fpr - 1e-9))
+    if flagged.mean() > fpr:
+        return False
+    names, inverse, counts = np.unique(sources, return_inverse=True, return_counts=True)
+    hits = np.bincount(inverse, weights=flagged.astype(float), minlength=len(names))
+    return bool(np.all((counts < smallest) | (hits <= np.floor(fpr * counts))))
+
+
 def cascade_point(gate_scores: np.ndarray, semantic_scores: np.ndarray, patterns_flag: np.ndarray,
-                  y: np.ndarray, fpr: float = TARGET_FPR) -> tuple[float, float, float]:
+                  y: np.ndarray, sources: np.ndarray, fpr: float = TARGET_FPR) -> tuple[float, float, float]:
     """(gate, threshold, recall): "patterns or (gate_scores >= gate and semantic >= threshold)" with the
-    highest recall among the grid points that flag at most ``fpr`` of the benign rows."""
+    highest recall among the grid points that flag at most ``fpr`` of the benign rows of each
+    source (:func:`within_every_source`)."""
     benign = y == 0
     best = (-1.0, 0.0, float("inf"))
     quantiles = [0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98]
-    for gate in np.quantile(gate_scores[benign], quantiles):
+    # Gates up to the 99.9th percentile: a threshold that holds every source under 2 % sits far
+    # above the pooled 98th (the character classifier's is at about the 99.7th).
+    for gate in np.quantile(gate_scores[benign], [*quantiles, 0.99, 0.995, 0.997, 0.999]):
         for threshold in np.quantile(semantic_scores[benign], [*quantiles[1:], 0.99, 0.995]):
             flag = patterns_flag | ((gate_scores >= gate) & (semantic_scores >= threshold))
-            if flag[benign].mean() <= fpr and flag[~benign].mean() > best[0]:
+            if within_every_source(flag[benign], sources[benign], fpr) and flag[~benign].mean() > best[0]:
                 best = (float(flag[~benign].mean()), float(gate), float(threshold))
     return best[1], best[2], best[0]
 
@@ -269,13 +283,15 @@ def train_semantic(corpus: Corpus, embeddings: np.ndarray) -> dict[str, np.ndarr
     char_margins = out_of_fold_margins(featurise(corpus.texts), y)
     char_probability = platt_probability(char_margins, fit_platt(char_margins, y))
     patterns_flag = np.array([scan_text(t).score >= PATTERN_THRESHOLD for t in corpus.texts])
-    gate, threshold, recall = cascade_point(char_probability, probability, patterns_flag, y)
+    gate, threshold, recall = cascade_point(char_probability, probability, patterns_flag, y,
+                                            np.array(corpus.sources))
     coef, intercept = fit_dense(embeddings, y)
     return {
         "format": np.array(HEAD_FORMAT), "version": np.array(SEMANTIC_VERSION),
         "coef": coef, "intercept": np.array(intercept), "platt": np.array(platt),
         "threshold": np.array(threshold), "gate": np.array(gate), "max_tokens": np.array(SEMANTIC_MAX_TOKENS),
-        "alone_threshold": np.array(threshold_for_fpr(probability[y == 0])),
+        "alone_threshold": np.array(threshold_for_every_source(probability[y == 0],
+                                                               np.array(corpus.sources)[y == 0])),
         "oof_cascade_recall": np.array(recall), "c": np.array(SEMANTIC_C),
         "trained_rows": np.array(len(y)), "trained_attacks": np.array(int(y.sum())),
     }

@@ -154,3 +154,27 @@ def test_the_threshold_holds_every_large_enough_source_under_the_rate() -> None:
     patterns = np.zeros(len(scores), dtype=bool)
     patterns[1000:1002] = True  # two of "hard"'s hundred: its whole 2 %
     assert train.threshold_for_every_source(scores, sources, 0.02, already=patterns) > hard[2:].max()
+
+
+def test_the_cascade_point_keeps_every_large_enough_source_under_the_rate() -> None:
+    train = _train_module()
+    sources = np.array(["a"] * 100 + ["b"] * 100 + ["tiny"] * 10)
+    flagged = np.zeros(210, dtype=bool)
+    flagged[[0, 1, 100]] = True  # a: 2 %, b: 1 %
+    assert train.within_every_source(flagged, sources, 0.02)
+    flagged[2] = True  # a: 3 %, pooled still 1.9 %
+    assert not train.within_every_source(flagged, sources, 0.02)
+    flagged[2], flagged[205] = False, True  # one of ten is 10 %, but ten rows cannot measure 2 %
+    assert train.within_every_source(flagged, sources, 0.02)
+
+    # Benign: source "a" scores high on both stages, "b" low; the attacks score high on both.
+    y = np.array([0] * 200 + [1] * 100)
+    rng = np.random.default_rng(1)
+    gate = np.concatenate([rng.uniform(0.5, 1, 100), rng.uniform(0, 0.5, 100), rng.uniform(0.6, 1, 100)])
+    semantic = np.concatenate([rng.uniform(0.5, 1, 100), rng.uniform(0, 0.5, 100), rng.uniform(0.6, 1, 100)])
+    patterns = np.zeros(300, dtype=bool)
+    all_sources = np.array(["a"] * 100 + ["b"] * 100 + ["attacks"] * 100)
+    g, t, recall = train.cascade_point(gate, semantic, patterns, y, all_sources, 0.02)
+    flag = (gate >= g) & (semantic >= t)
+    assert flag[:100].mean() <= 0.02  # "a" alone held under 2 %, not only a + b pooled
+    assert recall == flag[200:].mean() > 0
