@@ -149,6 +149,11 @@ def threshold_for_fpr(benign_scores: np.ndarray, fpr: float = TARGET_FPR) -> flo
     return float(np.nextafter(ordered[allowed], np.inf))
 
 
+def smallest_source(fpr: float = TARGET_FPR) -> int:
+    """Fewest benign rows a source needs to measure a rate of ``fpr`` (below it, one row is more)."""
+    return int(np.ceil(1.0 / fpr - 1e-9))
+
+
 def threshold_for_every_source(benign_scores: np.ndarray, sources: np.ndarray, fpr: float = TARGET_FPR,
                                already: np.ndarray | None = None) -> float:
     """The lowest threshold that flags at most ``fpr`` of *each* source's benign rows.
@@ -163,7 +168,7 @@ def threshold_for_every_source(benign_scores: np.ndarray, sources: np.ndarray, f
     """
     flagged = np.zeros(len(benign_scores), dtype=bool) if already is None else already
     threshold = -np.inf
-    smallest = int(np.ceil(1.0 / fpr - 1e-9))
+    smallest = smallest_source(fpr)
     everyone = np.ones(len(benign_scores), dtype=bool)
     for mine in [everyone, *(sources == source for source in np.unique(sources))]:
         if mine.sum() < smallest:
@@ -244,8 +249,8 @@ def out_of_fold_dense(x: np.ndarray, y: np.ndarray, folds: int = 5) -> np.ndarra
 
 def within_every_source(flagged: np.ndarray, sources: np.ndarray, fpr: float = TARGET_FPR) -> bool:
     """Whether ``flagged`` (benign rows) is at most ``fpr`` of all of them and of each source with
-    at least ``1 / fpr`` rows: the rule of :func:`threshold_for_every_source`."""
-    smallest = int(np.ceil(1.0 / fpr - 1e-9))
+    at least :func:`smallest_source` rows: the rule of :func:`threshold_for_every_source`."""
+    smallest = smallest_source(fpr)
     if flagged.mean() > fpr:
         return False
     names, inverse, counts = np.unique(sources, return_inverse=True, return_counts=True)
