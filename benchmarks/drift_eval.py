@@ -254,6 +254,13 @@ def summary_table(scores: dict[str, dict[str, Score]], variants: list[str],
     return "\n".join(lines)
 
 
+def _clean_delay(s: Score | None) -> int | None:
+    # A detection that counts: no alarm before the shift, the first alarm names the shifted feature.
+    if s is None or not s.detected or not s.named_right or s.false_alarms:
+        return None
+    return s.delay_windows or 0
+
+
 def versus_table(scores: dict[str, dict[str, Score]], ours: str) -> str:
     """Ours against the fastest anchor that was clean on that scenario.
 
@@ -268,8 +275,7 @@ def versus_table(scores: dict[str, dict[str, Score]], ours: str) -> str:
         mine = by.get(ours)
         if mine is None:
             continue
-        clean = [s for v, s in by.items()
-                 if v != ours and s.detected and s.named_right and s.false_alarms == 0]
+        clean = [s for v, s in by.items() if v != ours and _clean_delay(s) is not None]
         best = min(clean, key=lambda s: s.delay_windows or 0, default=None)
         mine_delay = mine.delay_windows if mine.detected else None
         if best is None:
@@ -286,13 +292,6 @@ def versus_table(scores: dict[str, dict[str, Score]], ours: str) -> str:
     lines.append("Ours against the fastest clean anchor: "
                  + ", ".join(f"{k} {v}" for k, v in tally.items()) + ".")
     return "\n".join(lines)
-
-
-def _clean_delay(s: Score | None) -> int | None:
-    # A detection that counts: no alarm before the shift, the first alarm names the shifted feature.
-    if s is None or not s.detected or not s.named_right or s.false_alarms:
-        return None
-    return s.delay_windows or 0
 
 
 def head_to_head_table(scores: dict[str, dict[str, Score]], ours: str) -> str:
