@@ -462,7 +462,7 @@ class WindowSummary:
         sealed: list[tuple[int, Any]] = []
         for h, value in pairs:
             if not isinstance(value, dict):
-                row: dict[str, Any] = dict(features_of(value, text_features))
+                row: dict[str, Any] = features_of(value, text_features)  # a new dict: no copy
                 row["_id"] = value.id
                 if value.trace_id:
                     row["_trace"] = value.trace_id

@@ -76,6 +76,7 @@ def test_the_domain_auc_is_the_plain_cross_validated_one() -> None:
     for train, held in StratifiedKFold(3, shuffle=True, random_state=3).split(np.zeros(len(y)), y):
         model = HistGradientBoostingClassifier(
             max_iter=domain.TREES, learning_rate=domain.TREE_LEARNING_RATE, max_depth=domain.TREE_DEPTH,
+            max_bins=domain.TREE_BINS,
             min_samples_leaf=min_leaf, early_stopping=False, random_state=3).fit(x[train], y[train])
         aucs.append(float(roc_auc_score(y[held], model.predict_proba(x[held])[:, 1])))
     assert result.auc == float(np.mean(aucs))
