@@ -160,6 +160,15 @@ class Sample:
         self._heap = [(-h, value) for h, value in pairs]
         heapq.heapify(self._heap)
 
+    def update_values(self, change: Callable[[int, Any], Any]) -> None:
+        """Swap every kept value for ``change(hash, value)``, in place and in no particular order.
+
+        The hashes stay where they are, so the heap needs neither a sort nor a heapify (what
+        :meth:`items` then :meth:`replace_all` would pay for every value)."""
+        heap = self._heap
+        for i, (negative, value) in enumerate(heap):
+            heap[i] = (negative, change(-negative, value))
+
     def items(self) -> list[tuple[int, Any]]:
         """``(hash, value)`` pairs, smallest hash first."""
         return sorted((-negative, value) for negative, value in self._heap)
@@ -453,27 +462,42 @@ class WindowSummary:
 
     def seal(self, text_features: Callable[[str], tuple[str, str]] | None = None,
              ngrams: Callable[[str], list[int]] | None = None) -> WindowSummary:
-        """Turn the sampled events into feature rows (idempotent); returns ``self``."""
-        pairs = self.sample.items()
+        """Turn the sampled events into feature rows (idempotent); returns ``self``.
+
+        The first ``text_k`` prompts in hash order (rows already holding n-grams included) get
+        their hashed n-grams; only the rows with a prompt are put in that order.
+        """
         # Sampled events are kept whole until now; rows are dicts (so is a reference's sample).
-        if all(isinstance(value, dict) for _, value in pairs):
+        sealed = False
+        prompts: list[tuple[int, dict[str, Any], str | None]] = []  # (hash, row, text; None: has n-grams)
+
+        def row_of(h: int, value: Any) -> dict[str, Any]:
+            nonlocal sealed
+            if isinstance(value, dict):
+                if "_ngrams" in value:
+                    prompts.append((h, value, None))
+                return value
+            sealed = True
+            row: dict[str, Any] = features_of(value, text_features)  # a new dict: no copy
+            row["_id"] = value.id
+            if value.trace_id:
+                row["_trace"] = value.trace_id
+            text = value.input.text
+            if ngrams is not None and text:
+                prompts.append((h, row, text))
+            return row
+
+        self.sample.update_values(row_of)
+        if not sealed:
             return self
         texts = 0
-        sealed: list[tuple[int, Any]] = []
-        for h, value in pairs:
-            if not isinstance(value, dict):
-                row: dict[str, Any] = features_of(value, text_features)  # a new dict: no copy
-                row["_id"] = value.id
-                if value.trace_id:
-                    row["_trace"] = value.trace_id
-                text = value.input.text
-                if ngrams is not None and text and texts < self.text_k:
-                    row["_ngrams"] = ngrams(text)
-                value = row
-            if "_ngrams" in value:
+        for _, row, text in sorted(prompts, key=lambda item: item[0]):
+            if text is None:
                 texts += 1
-            sealed.append((h, value))
-        self.sample.replace_all(sealed)
+            elif texts < self.text_k:
+                assert ngrams is not None
+                row["_ngrams"] = ngrams(text)
+                texts += 1
         self._rows = None
         return self
 

@@ -77,6 +77,37 @@ def test_merge_all_is_merging_one_by_one_and_untrimmed_texts_read_the_same() -> 
     assert sum("_ngrams" in row for row in parts[0].rows()) <= 40  # ... and no partial was changed
 
 
+def test_sealing_gives_n_grams_to_the_first_prompts_in_hash_order_counting_sealed_rows() -> None:
+    """A summary holding sealed rows (from a merged partial) and events: walking the sample in
+    hash order, a prompt gets n-grams while fewer than ``text_k`` rows hold them so far, and a
+    sealed row that holds them counts."""
+    events = _events(2_000, seed=3)
+    partial = WindowSummary("m", k=300, text_k=40)
+    for e in events[::2]:
+        partial.add(e)
+    partial.seal(ngrams=lambda text: [len(text)])
+    mixed = WindowSummary("m", k=300, text_k=40)
+    for e in events[1::2]:
+        mixed.add(e)
+    mixed.merge(partial)
+    before = mixed.sample.items()
+    assert any(isinstance(v, dict) for _, v in before)
+    assert not all(isinstance(v, dict) for _, v in before)
+    mixed.seal(ngrams=lambda text: [len(text)])
+    held = 0
+    for (h, value), (h_after, row) in zip(before, mixed.sample.items(), strict=True):
+        assert h == h_after
+        assert isinstance(row, dict)
+        if isinstance(value, dict):
+            assert row is value  # sealed rows are kept as they are
+            held += "_ngrams" in row
+            continue
+        text = value.input.text
+        assert ("_ngrams" in row) == bool(text and held < 40)
+        held += "_ngrams" in row
+    assert held >= 40
+
+
 def test_exact_counts_and_a_bounded_sample() -> None:
     events = _events(3_000)
     summary = WindowSummary("m", k=500)
