@@ -92,15 +92,6 @@ def holdout_groups(corpus: Corpus) -> list[tuple[str, np.ndarray]]:
     return groups
 
 
-def combined_threshold(margins: np.ndarray, patterns_flag: np.ndarray, fpr: float = TARGET_FPR) -> float:
-    """Margin threshold so that "patterns or classifier" flags at most ``fpr`` of these benign rows."""
-    budget = int(np.floor(fpr * len(margins))) - int(patterns_flag.sum())
-    rest = np.sort(margins[~patterns_flag])[::-1]
-    if budget < 0:
-        return float("inf")
-    return float(np.nextafter(rest[budget], np.inf)) if budget < len(rest) else float(rest[-1])
-
-
 Rates = tuple[float, ...]
 """Flag rates: patterns, classifier, combined at the pooled thresholds, then classifier and
 combined at the every-source thresholds (:data:`COLUMNS`)."""
@@ -119,7 +110,7 @@ def flag_rates(x: sparse.csr_matrix, corpus: Corpus, patterns_flag: np.ndarray, 
     benign = y_train == 0
     pat_benign, sources = patterns_flag[train][benign], np.array(corpus.sources)[train][benign]
     t_alone = threshold_for_fpr(oof[benign])
-    t_comb = combined_threshold(oof[benign], pat_benign)
+    t_comb = threshold_for_fpr(oof[benign], already=pat_benign)
     t_alone_each = threshold_for_every_source(oof[benign], sources)
     t_comb_each = threshold_for_every_source(oof[benign], sources, already=pat_benign)
     coef, intercept = fit_linear(x_train, y_train)

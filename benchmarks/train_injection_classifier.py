@@ -140,13 +140,21 @@ def platt_probability(margins: np.ndarray, platt: tuple[float, float]) -> np.nda
     return 1.0 / (1.0 + np.exp(np.clip(platt[0] * margins + platt[1], -500.0, 500.0)))
 
 
-def threshold_for_fpr(benign_scores: np.ndarray, fpr: float = TARGET_FPR) -> float:
-    """The lowest threshold (``score >= t`` flags) that flags at most ``fpr`` of ``benign_scores``."""
-    ordered = np.sort(benign_scores)[::-1]
-    allowed = int(np.floor(fpr * len(ordered)))
-    if allowed >= len(ordered):
-        return float(ordered[-1])
-    return float(np.nextafter(ordered[allowed], np.inf))
+def threshold_for_fpr(benign_scores: np.ndarray, fpr: float = TARGET_FPR,
+                      already: np.ndarray | None = None) -> float:
+    """The lowest threshold (``score >= t`` flags) that flags at most ``fpr`` of ``benign_scores``.
+
+    ``already``: rows flagged anyway (by the patterns), counted against the budget and left out
+    of the scores; ``inf`` when they alone exceed it.
+    """
+    flagged = np.zeros(len(benign_scores), dtype=bool) if already is None else already
+    budget = int(np.floor(fpr * len(benign_scores))) - int(flagged.sum())
+    if budget < 0:
+        return float("inf")
+    ordered = np.sort(benign_scores[~flagged])[::-1]
+    if budget >= len(ordered):  # only with fpr >= 1: every row may be flagged
+        return float(ordered[-1]) if len(ordered) else -float("inf")
+    return float(np.nextafter(ordered[budget], np.inf))
 
 
 def smallest_source(fpr: float = TARGET_FPR) -> int:
@@ -167,19 +175,12 @@ def threshold_for_every_source(benign_scores: np.ndarray, sources: np.ndarray, f
     flagged anyway (by the patterns), counted against each budget and left out of the scores.
     """
     flagged = np.zeros(len(benign_scores), dtype=bool) if already is None else already
-    threshold = -np.inf
     smallest = smallest_source(fpr)
     everyone = np.ones(len(benign_scores), dtype=bool)
-    for mine in [everyone, *(sources == source for source in np.unique(sources))]:
-        if mine.sum() < smallest:
-            continue
-        budget = int(np.floor(fpr * mine.sum())) - int(flagged[mine].sum())
-        rest = np.sort(benign_scores[mine & ~flagged])[::-1]
-        if budget < 0:
-            return float("inf")
-        if budget < len(rest):
-            threshold = max(threshold, float(np.nextafter(rest[budget], np.inf)))
-    return threshold
+    groups = [mine for mine in [everyone, *(sources == source for source in np.unique(sources))]
+              if mine.sum() >= smallest]
+    return max((threshold_for_fpr(benign_scores[mine], fpr, already=flagged[mine]) for mine in groups),
+               default=-float("inf"))
 
 
 def train(corpus: Corpus) -> dict[str, np.ndarray]:
