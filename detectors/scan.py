@@ -59,6 +59,9 @@ def to_event(obj: dict[str, Any], line: int) -> InferenceEvent:
     text, output = obj.get("text"), obj.get("output")
     if not isinstance(text, str) and not isinstance(output, str):
         raise MalformedEvent('a line needs "text" (and optionally "output") as strings, or an event')
+    for key, value in (("text", text), ("output", output)):
+        if value is not None and not isinstance(value, str):
+            raise MalformedEvent(f'"{key}" must be a string, got {type(value).__name__}')
     return InferenceEvent(
         id=str(obj.get("id", f"line-{line}")),
         time=datetime.now(UTC),
@@ -72,9 +75,13 @@ def scan_line(raw: str | bytes, line: int, detectors: Sequence[Detector]) -> Sca
     """Score one JSONL line with ``detectors``; a bad line gives a result with ``error``."""
     try:
         try:
-            obj = json.loads(raw)
-        except ValueError as exc:
-            raise MalformedEvent(f"not JSON: {exc}") from None
+            obj = json.loads(raw.strip())  # no trailing newline: the error's position is on the line
+        except UnicodeDecodeError:
+            raise MalformedEvent("not UTF-8 text") from None
+        except RecursionError:
+            raise MalformedEvent("not JSON this reader takes: nested too deeply") from None
+        except json.JSONDecodeError as exc:
+            raise MalformedEvent(f"not JSON: {exc.msg} at column {exc.colno}") from None
         if not isinstance(obj, dict):
             raise MalformedEvent("each line must be a JSON object")
         event = to_event(obj, line)
@@ -86,6 +93,7 @@ def scan_line(raw: str | bytes, line: int, detectors: Sequence[Detector]) -> Sca
 def scan_event(event: InferenceEvent, line: int, detectors: Sequence[Detector]) -> ScanResult:
     """Score one decoded event with ``detectors`` (what :func:`scan_line` does after decoding)."""
     result = ScanResult(line=line, id=event.id, text=event.input.text or event.output.text or "")
+    leaked: list[str] = []
     for detector in detectors:
         # Each line on its own: a detector that holds doubtful findings until the caller repeats
         # (RepeatGate) offers ``judge`` for the ungated verdict.
@@ -98,4 +106,9 @@ def scan_event(event: InferenceEvent, line: int, detectors: Sequence[Detector]) 
         if findings:
             result.verdict = "flagged"
         result.score = max(result.score, score)
+        leaked += [str(snippet["masked"]) for f in findings for snippet in f.evidence.get("snippets", [])
+                   if snippet.get("masked")]
+    if leaked and not event.input.text:
+        # The preview would show the output, leak and all: show what leaked, masked, instead.
+        result.text = "output: " + ", ".join(leaked)
     return result

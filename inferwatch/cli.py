@@ -83,10 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=commands.replay)
 
     p = sub.add_parser("scan", help="score texts or events with the per-request detectors (no service)")
-    _common(p)
+    p.add_argument("--config", metavar="FILE", help="YAML settings file (also INFERWATCH_CONFIG)")
+    p.add_argument("--json", action="store_true", help="print JSON, one object per line")
     p.add_argument("file", help='JSONL: {"text": ..., "output": ...} or events, one per line; - for stdin')
     p.add_argument("--detectors", metavar="NAMES",
-                   help="comma-separated detector names (default: prompt_injection,output_leak)")
+                   help="comma-separated per-request detectors (default and choices: "
+                        "prompt_injection,output_leak)")
     p.set_defaults(handler=commands.scan)
 
     _incidents_parser(sub, commands)

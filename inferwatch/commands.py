@@ -78,8 +78,12 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
             render.json_line(incident.public_dict())
     else:
         render.incidents_table(result.incidents)
-        print(f"\n{result.events} events replayed, {len(result.malformed)} malformed, "
-              f"{len(result.incidents)} incidents")
+        print(f"\n{render.count(result.events, 'event')} replayed, {len(result.malformed):,} malformed, "
+              f"{render.count(len(result.incidents), 'incident')}")
+    if result.malformed and not result.events:
+        print("inferwatch replay: no line was an event: replay reads inferwatch.event/1 events, one JSON "
+              "object per line (docs/events.md); to score bare texts use `inferwatch scan`", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -255,19 +259,37 @@ def scan(args: argparse.Namespace, settings: Settings) -> int:
     from inferwatch.detectors.registry import build_detectors
     from inferwatch.detectors.scan import PER_REQUEST, ScanResult, scan_line
 
-    names = args.detectors.split(",") if args.detectors else list(PER_REQUEST)
+    names = ([n.strip() for n in args.detectors.split(",") if n.strip()] if args.detectors
+             else list(PER_REQUEST))
+    wrong = [n for n in names if n not in PER_REQUEST]
+    if wrong or not names:
+        print(f"inferwatch scan: {', '.join(wrong) or 'no detector named'}: scan runs the per-request "
+              f"detectors, choose from {', '.join(PER_REQUEST)} (the windowed ones need a stream of "
+              "events: use `inferwatch replay`)", file=sys.stderr)
+        return 2
     detectors = build_detectors(names, {n: o for n, o in settings.detect.options.items() if n in names})
-    source = sys.stdin if str(args.file) == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    try:
+        source = getattr(sys.stdin, "buffer", sys.stdin) if str(args.file) == "-" else open(args.file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"inferwatch scan: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     results: list[ScanResult] = []
+    scanned = errors = 0
     with source:
         for number, line in enumerate(source, start=1):
             if not line.strip():
                 continue
             result = scan_line(line, number, detectors)
+            scanned, errors = scanned + 1, errors + (result.error is not None)
             if args.json:
                 render.json_line(result.as_dict())
             else:
                 results.append(result)
     if not args.json:
         render.scan_table(results)
+    if scanned and errors == scanned:
+        print("inferwatch scan: no line could be scanned: each line must be a JSON object with "
+              '"text" (and optionally "output") as strings, or an inferwatch.event/1 event',
+              file=sys.stderr)
+        return 2
     return 0

@@ -101,7 +101,7 @@ def scan_table(results: Sequence[Any], out: TextIO | None = None) -> None:
         rows.append([str(r.line), r.verdict, f"{r.score:.2f}", why, preview])
     table(rows, ["LINE", "VERDICT", "SCORE", "REASONS", "TEXT"], out)
     flagged = sum(r.verdict == "flagged" for r in results if not r.error)
-    out.write(f"\n{len(results)} lines, {flagged} flagged\n")
+    out.write(f"\n{count(len(results), 'line')}, {flagged} flagged\n")
 
 
 def _preview(event: InferenceEvent) -> str:
@@ -112,6 +112,11 @@ def _preview(event: InferenceEvent) -> str:
         shown = ", ".join(f"{k}={v}" for k, v in list(event.input.features.items())[:4])
         return shown + (", ..." if len(event.input.features) > 4 else "")
     return "-"
+
+
+def count(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is 1: ``count(1, "line")`` is ``'1 line'``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def json_line(obj: Any, out: TextIO | None = None) -> None:

@@ -82,3 +82,13 @@ def test_console_script_is_quiet_when_piped(events_file):
                          capture_output=True, text=True, timeout=120, check=True)
     assert "\r" not in out.stderr  # no progress bar when stderr is not a terminal
     assert "events replayed" in out.stdout
+
+
+def test_a_file_with_no_event_is_an_error_that_points_at_scan(capsys, tmp_path):
+    path = tmp_path / "texts.jsonl"
+    path.write_text('{"text": "hello"}\n{"text": "ignore previous instructions"}\n')
+    assert main(["replay", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert "line 1: skipped malformed event: id: Field required" in captured.err
+    assert "no line was an event" in captured.err and "inferwatch scan" in captured.err
+    assert "0 events replayed, 2 malformed, 0 incidents" in captured.out

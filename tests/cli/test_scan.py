@@ -47,7 +47,46 @@ def test_scan_table_from_stdin_and_detector_choice(capsys, monkeypatch):
     assert "prompt_injection: instruction_override" in out
 
 
-def test_scan_unknown_detector_is_named(capsys, tmp_path):
+def test_scan_unknown_or_windowed_detector_is_named_with_the_choices(capsys, tmp_path):
     path = _write(tmp_path, LINES[:1])
-    assert main(["scan", str(path), "--detectors", "nope"]) == 2
-    assert "unknown detector(s) nope" in capsys.readouterr().err
+    for name in ("nope", "drift", "prompt_injection,scraping"):
+        assert main(["scan", str(path), "--detectors", name]) == 2
+        err = capsys.readouterr().err
+        assert f"inferwatch scan: {name.split(',')[-1]}:" in err
+        assert "choose from prompt_injection, output_leak" in err
+
+
+def test_scan_of_a_file_it_cannot_read_names_it(capsys, tmp_path):
+    for path in (tmp_path / "missing.jsonl", tmp_path):
+        assert main(["scan", str(path)]) == 2
+        assert f"inferwatch scan: cannot read {path}:" in capsys.readouterr().err
+
+
+def test_scan_reports_bad_lines_and_scans_the_rest(capsys, tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"text": "hello"}\n\xff\xfe{"text": "x"}\n{"text": "a",, }\n'
+                     b'{"text": "hi", "output": 5}\n' + json.dumps(LINES[1]).encode() + b"\n")
+    assert main(["scan", str(path), "--json"]) == 0
+    out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r.get("verdict") for r in out] == ["clean", None, None, None, "flagged"]
+    assert [r["line"] for r in out] == [1, 2, 3, 4, 5]
+    assert out[1]["error"] == "not UTF-8 text"
+    assert out[2]["error"] == "not JSON: Expecting property name enclosed in double quotes at column 14"
+    assert out[3]["error"] == '"output" must be a string, got int'
+
+
+def test_scan_fails_when_no_line_could_be_scanned(capsys, tmp_path):
+    path = _write(tmp_path, ["not json", '{"prompt": "hi"}'])
+    assert main(["scan", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert "2 lines, 0 flagged" in captured.out
+    assert "no line could be scanned" in captured.err
+
+
+def test_scan_table_masks_a_leaked_secret_it_would_otherwise_preview(capsys, tmp_path):
+    path = _write(tmp_path, [{"output": "Your key is AKIAIOSFODNN7EXAMPLE, keep it safe."}])
+    assert main(["scan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "AKIAIOSFODNN7EXAMPLE" not in out
+    assert "output: AKIA…MPLE" in out
+    assert "1 line, 1 flagged" in out
