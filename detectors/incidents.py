@@ -354,8 +354,9 @@ def _merge(incident: Incident, finding: Finding) -> Incident | None:
         newest = max(datetime.fromtimestamp(float(d.split(":", 1)[0]), UTC) for d in forgotten)
         out.digest_floor = newest if floor is None else max(floor, newest)
     out.finding_digests = digests
-    out.event_ids = _extend_unique(out.event_ids, finding.event_ids)
-    out.trace_ids = _extend_unique(out.trace_ids, finding.trace_ids)
+    newest = finding.time >= incident.last_seen  # its evidence becomes the incident's
+    out.event_ids = _sample_ids(out.event_ids, finding.event_ids, newest)
+    out.trace_ids = _sample_ids(out.trace_ids, finding.trace_ids, newest)
     out.score = max(out.score, finding.score)
     peak = out.peak_severity or out.severity
     if SEVERITY_ORDER[finding.severity] > SEVERITY_ORDER[peak]:
@@ -367,9 +368,24 @@ def _merge(incident: Incident, finding: Finding) -> Incident | None:
         reason = finding.severity if severity == peak else (
             f"{severity}: {out.count} findings, highest score {out.score:.2f}")
         out.history.append(HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="escalated", note=reason))
-    if finding.time >= incident.last_seen:
+    if newest:
         out.title, out.summary, out.evidence = finding.title, finding.summary, dict(finding.evidence)
     return out
+
+
+def _sample_ids(current: list[str], new: Sequence[str], newest: bool) -> list[str]:
+    """The incident's sample ids after a finding with ``new`` ids: the first ones seen stay (how it
+    started); the newest finding's, whose evidence the incident shows, are kept too (up to half
+    the sample), last, so the sample events always include the ones the evidence speaks of."""
+    if not newest:
+        return _extend_unique(current, new)
+    fresh = list(dict.fromkeys(new))
+    if not fresh:
+        return list(current)
+    taken = set(fresh)
+    earlier = [item for item in current if item not in taken]
+    latest = fresh[: max(MAX_SAMPLE_IDS // 2, MAX_SAMPLE_IDS - len(earlier))]
+    return earlier[: MAX_SAMPLE_IDS - len(latest)] + latest
 
 
 def _extend_unique(current: list[str], new: Iterable[str]) -> list[str]:

@@ -217,3 +217,24 @@ def test_every_change_stamps_updated_at_with_the_manager_clock():
     assert acked.updated_at == T0 + timedelta(hours=2) == acked.history[-1].at
     (resolved,) = manager.resolve_quiet(T0 + timedelta(hours=5))
     assert resolved.updated_at == T0 + timedelta(hours=3)
+
+
+def test_sample_events_keep_the_first_seen_and_the_newest_findings_whose_evidence_is_shown(manager):
+    first = [f"a{i}" for i in range(20)]
+    manager.apply([finding(0, events=first, evidence={"window": 1})])
+    inc = manager.apply([finding(5, events=[f"b{i}" for i in range(20)], evidence={"window": 2})])[0]
+    assert inc.evidence == {"window": 2}
+    assert inc.event_ids == first[:10] + [f"b{i}" for i in range(10)]
+    inc = manager.apply([finding(10, events=[f"c{i}" for i in range(3)], evidence={"window": 3})])[0]
+    assert inc.event_ids == first[:10] + [f"b{i}" for i in range(7)] + ["c0", "c1", "c2"]
+    # A late finding (older than the evidence shown) only fills free room: here there is none.
+    late = manager.apply([finding(7, events=["d0"], evidence={"window": 2.5})])[0]
+    assert late.evidence == {"window": 3}
+    assert late.event_ids == inc.event_ids
+
+
+def test_one_event_findings_fill_the_sample_then_the_last_slot_follows_the_newest(manager):
+    for minute in range(25):
+        inc = manager.apply([finding(minute, events=(f"e{minute}",))])[0]
+    assert inc.event_ids == [f"e{i}" for i in range(19)] + ["e24"]
+    assert len(inc.event_ids) == 20
