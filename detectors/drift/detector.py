@@ -474,7 +474,8 @@ class DriftJudge:
         names = [v.feature for v, _ in drifted]
         shown = "; ".join(_describe(v, p) for v, p in drifted[:SUMMARY_FEATURES])
         more = len(drifted) - SUMMARY_FEATURES
-        plural = "s" if len(drifted) > 1 else ""
+        features = _by_feature(names)
+        plural = "s" if len(features) > 1 else ""
         top, _ = drifted[0]
         strength = top.strength
         span = f" over the last {windows} windows" if windows > 1 else ""
@@ -485,10 +486,11 @@ class DriftJudge:
         return Finding(
             detector=o.name,
             kind="drift",
-            severity=_severity(strength, len(drifted)),
+            severity=_severity(strength, len(features)),
             score=round(min(1.0, strength / (strength + 1.0)), 4),
-            title=f"Drift on model {model}: {len(drifted)} feature{plural} shifted "
-            f"({', '.join(names[:SUMMARY_FEATURES])}){span}",
+            title=f"Drift on model {model}: {len(features)} feature{plural} shifted "
+            f"({', '.join(_named(f, a) for f, a in list(features.items())[:SUMMARY_FEATURES])}"
+            f"{', ...' if len(features) > SUMMARY_FEATURES else ''}){span}",
             summary=f"{against} its {reference.source} reference of {reference.summary.events} events: "
             + shown + (f"; and {more} more" if more > 0 else ""),
             subject=f"model:{model}",
@@ -705,6 +707,31 @@ def _read_only(array: FloatArray) -> FloatArray:
     # Kept in a reference's memo and handed to every window's comparison: nothing may change it.
     array.flags.writeable = False
     return array
+
+
+_ASPECTS = {"outside reference range": "range", "location": "location", "value types": "value types",
+            "missing share": "missing share"}
+"""The suffixes of a feature's other tests (``input.x (location)``) and their short names in a title."""
+
+
+def _by_feature(names: Sequence[str]) -> dict[str, list[str]]:
+    """Drifted tests grouped by the feature they test, strongest first: ``input.x`` and
+    ``input.x (location)`` are one feature with the aspects ``distribution`` and ``location``."""
+    out: dict[str, list[str]] = {}
+    for name in names:
+        key, aspect = name, "distribution"
+        if name not in CLASSIFIERS and name.endswith(")") and " (" in name:
+            head, _, tail = name[:-1].rpartition(" (")
+            if tail in _ASPECTS:
+                key, aspect = head, _ASPECTS[tail]
+        out.setdefault(key, []).append(aspect)
+    return out
+
+
+def _named(feature: str, aspects: Sequence[str]) -> str:
+    """``input.x`` when only its distribution drifted, else ``input.x (location, range)``."""
+    return feature if feature in CLASSIFIERS or list(aspects) == ["distribution"] \
+        else f"{feature} ({', '.join(aspects)})"
 
 
 def _describe(verdict: catalogue.FeatureVerdict, p_adjusted: float) -> str:

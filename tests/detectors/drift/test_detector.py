@@ -109,7 +109,14 @@ def test_a_mean_shift_names_the_feature_with_its_statistics() -> None:
     assert "histogram" in str(c["statistics"])
     assert finding.evidence["reference"]["source"] == "warmup"
     assert finding.event_ids
-    assert "input.c" in finding.title
+    # The title counts features, not tests: input.c's distribution, location (and any other
+    # test of it) are one feature, listed with the aspects that moved.
+    named = [name for name in finding.evidence["drifted"] if name.startswith("input.c")]
+    assert len(named) >= 2
+    others = {name.split(" (")[0] for name in finding.evidence["drifted"]} - {"input.c"}
+    assert f": {1 + len(others)} feature" in finding.title
+    assert "input.c (" in finding.title
+    assert "location" in finding.title.split("input.c (", 1)[1]
 
 
 @pytest.mark.parametrize(("name", "shift", "expected"), [
