@@ -78,7 +78,7 @@ from inferwatch.detectors.es_mappings import (
     silences_template,
     stream_id,
 )
-from inferwatch.detectors.incidents import ACTIVE, ID_LENGTH, Incident
+from inferwatch.detectors.incidents import ACTIVE, ID_LENGTH, MIN_ID_PREFIX, Incident
 from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -308,7 +308,7 @@ class ElasticsearchStore:
         """One incident by id (a unique prefix of at least 4 characters also works)."""
         hits = self._incident_hits({"term": {"event.id": incident_id}}, 1)
         # A full-length id that is not there is simply absent: only a shorter one is a prefix.
-        if not hits and 4 <= len(incident_id) < ID_LENGTH:
+        if not hits and MIN_ID_PREFIX <= len(incident_id) < ID_LENGTH:
             prefix = {"prefix": {"event.id": {"value": incident_id, "case_insensitive": True}}}
             hits = self._incident_hits(prefix, 2)
             hits = hits if len(hits) == 1 else []

@@ -25,6 +25,7 @@ Status = Literal["open", "acknowledged", "resolved"]
 ACTIVE: tuple[Status, ...] = ("open", "acknowledged")
 SYSTEM_ACTOR = "inferwatch"
 ID_LENGTH = 16  # hex digits of the fingerprint that make an incident's id
+MIN_ID_PREFIX = 4  # the shortest id prefix the stores look an incident up by
 _MAX_DIGESTS = 256
 _RESOLVE_PAGE = 500
 _MAX_ATTEMPTS = 5  # writes refused because the incident changed meanwhile, before giving up
@@ -284,7 +285,7 @@ class IncidentManager:
         for _ in range(_MAX_ATTEMPTS):  # again when the detector updated it between read and write
             incident = self.store.get(incident_id)
             if incident is None:
-                raise IncidentError(f"no incident with id {incident_id!r} (see `inferwatch incidents list`)")
+                raise IncidentError(no_such_incident(incident_id))
             if incident.status not in allowed:
                 raise IncidentError(f"incident {incident_id} is {incident.status}; cannot mark it {status}")
             incident = incident.model_copy(deep=True)
@@ -313,6 +314,15 @@ def _age(seconds: float) -> str:
 
 def _seconds(delta: Any) -> float:
     return float(delta.total_seconds())
+
+
+def no_such_incident(incident_id: str) -> str:
+    """What to say when no incident has this id or unique id prefix."""
+    if len(incident_id) < MIN_ID_PREFIX:
+        return (f"no incident with id {incident_id!r}: an id prefix needs at least {MIN_ID_PREFIX} "
+                "characters (see `inferwatch incidents list`)")
+    return (f"no incident with id {incident_id!r}, nor a single incident it is a prefix of "
+            "(see `inferwatch incidents list`)")
 
 
 def _new_incident(fp: str, finding: Finding) -> Incident:
@@ -354,9 +364,9 @@ def _merge(incident: Incident, finding: Finding) -> Incident | None:
         newest = max(datetime.fromtimestamp(float(d.split(":", 1)[0]), UTC) for d in forgotten)
         out.digest_floor = newest if floor is None else max(floor, newest)
     out.finding_digests = digests
-    newest = finding.time >= incident.last_seen  # its evidence becomes the incident's
-    out.event_ids = _sample_ids(out.event_ids, finding.event_ids, newest)
-    out.trace_ids = _sample_ids(out.trace_ids, finding.trace_ids, newest)
+    latest = finding.time >= incident.last_seen  # its evidence becomes the incident's
+    out.event_ids = _sample_ids(out.event_ids, finding.event_ids, latest)
+    out.trace_ids = _sample_ids(out.trace_ids, finding.trace_ids, latest)
     out.score = max(out.score, finding.score)
     peak = out.peak_severity or out.severity
     if SEVERITY_ORDER[finding.severity] > SEVERITY_ORDER[peak]:
@@ -368,7 +378,7 @@ def _merge(incident: Incident, finding: Finding) -> Incident | None:
         reason = finding.severity if severity == peak else (
             f"{severity}: {out.count} findings, highest score {out.score:.2f}")
         out.history.append(HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="escalated", note=reason))
-    if newest:
+    if latest:
         out.title, out.summary, out.evidence = finding.title, finding.summary, dict(finding.evidence)
     return out
 

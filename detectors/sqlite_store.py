@@ -19,7 +19,7 @@ from inferwatch.collectors.sqlite_bus import connect
 from inferwatch.detectors.alerts.model import Notification, NotificationQuery, Silence
 from inferwatch.detectors.base import SEVERITY_ORDER
 from inferwatch.detectors.drift.reference import ReferenceRecord
-from inferwatch.detectors.incidents import ACTIVE, ID_LENGTH, Incident
+from inferwatch.detectors.incidents import ACTIVE, ID_LENGTH, MIN_ID_PREFIX, Incident
 from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
 
 _IN_CHUNK = 500
@@ -179,7 +179,7 @@ class SQLiteStore:
     def get(self, incident_id: str) -> Incident | None:
         """One incident by id (a unique prefix of at least 4 characters also works)."""
         row = self._conn.execute("SELECT doc, rev FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-        if row is None and 4 <= len(incident_id) < ID_LENGTH:
+        if row is None and MIN_ID_PREFIX <= len(incident_id) < ID_LENGTH:
             rows = self._conn.execute(  # substr, not LIKE: "_" and "%" are not wildcards here
                 "SELECT doc, rev FROM incidents WHERE substr(lower(id), 1, ?) = lower(?) LIMIT 2",
                 (len(incident_id), incident_id),

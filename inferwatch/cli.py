@@ -135,16 +135,27 @@ def _incidents_parser(sub: Any, commands: Any) -> None:
     investigate_cmd.add_incident_parsers(isub, _common)
 
 
+def _principal(value: str) -> str:
+    """A principal as events carry it: ``p_…``; the ``principal:`` of an incident's subject dropped."""
+    return value.removeprefix("principal:")
+
+
 def _events_parser(sub: Any, commands: Any) -> None:
     p = sub.add_parser("events", help="search stored events")
     esub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = esub.add_parser("search", help="events by principal, model, trace id, text and time")
     _common(q)
-    for flag in ("--principal", "--model", "--service", "--trace-id", "--text"):
-        q.add_argument(flag)
-    q.add_argument("--since", type=parse_time)
-    q.add_argument("--until", type=parse_time)
-    q.add_argument("--limit", type=int, default=50)
+    q.add_argument("--principal", type=_principal, metavar="P",
+                   help="the caller's pseudonym p_… (an incident's subject principal:p_… works too)")
+    q.add_argument("--model", help="model name")
+    q.add_argument("--service", help="service name")
+    q.add_argument("--trace-id", metavar="ID", help="W3C trace id (32 hex digits)")
+    q.add_argument("--text", help="words the prompt or output contains (all of them)")
+    q.add_argument("--since", type=parse_time, metavar="T",
+                   help="events at or after T (RFC 3339 or 30m/2h/7d)")
+    q.add_argument("--until", type=parse_time, metavar="T",
+                   help="events before T (RFC 3339 or 30m/2h/7d)")
+    q.add_argument("--limit", type=int, default=50, help="at most this many, newest first (50)")
     q.set_defaults(handler=commands.events_search)
     q = esub.add_parser("dead-letters", help="events the detector rejected, with the reasons")
     _common(q)

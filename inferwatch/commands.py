@@ -14,7 +14,7 @@ from inferwatch import render
 from inferwatch.collectors.event import event_to_dict
 from inferwatch.collectors.settings import Settings
 from inferwatch.detectors.drift.reference import ReferenceRecord
-from inferwatch.detectors.incidents import Incident, IncidentManager
+from inferwatch.detectors.incidents import Incident, IncidentManager, no_such_incident
 from inferwatch.detectors.replay import replay_file
 from inferwatch.detectors.sqlite_store import SQLiteStore
 from inferwatch.detectors.store import EventQuery, IncidentQuery
@@ -107,7 +107,7 @@ def incidents_show(args: argparse.Namespace, settings: Settings) -> int:
     """Show one incident."""
     incident = open_store(settings).get(args.id)
     if incident is None:
-        print(f"inferwatch: no incident with id {args.id!r} (see `inferwatch incidents list`)",
+        print(f"inferwatch: {no_such_incident(args.id)}",
               file=sys.stderr)
         return 1
     if args.json:

@@ -21,7 +21,7 @@ from typing import Any
 
 from inferwatch import render
 from inferwatch.collectors.settings import Settings
-from inferwatch.detectors.incidents import Incident
+from inferwatch.detectors.incidents import Incident, no_such_incident
 from inferwatch.detectors.investigation import (
     DEFAULT_AFTER,
     DEFAULT_BEFORE,
@@ -148,7 +148,7 @@ def _store(settings: Settings) -> Iterator[Store]:
 def _incident(store: Store, incident_id: str) -> Incident | None:
     incident = store.get(incident_id)
     if incident is None:
-        print(f"inferwatch: no incident with id {incident_id!r} (see `inferwatch incidents list`)",
+        print(f"inferwatch: {no_such_incident(incident_id)}",
               file=sys.stderr)
     return incident
 

@@ -57,6 +57,8 @@ def test_errors_are_clear(capsys, store):
     assert "no incident with id" in capsys.readouterr().err
     assert main(["incidents", "resolve", "doesnotexist", "--store", store]) == 2
     assert "no incident with id" in capsys.readouterr().err
+    assert main(["incidents", "show", "12", "--store", store]) == 1
+    assert "an id prefix needs at least 4 characters" in capsys.readouterr().err
 
 
 def test_events_search_by_text_and_time(capsys, store):

@@ -54,6 +54,10 @@ def test_replay_window_flag_and_store(capsys, events_file, tmp_path):
     assert main(["events", "search", "--store", str(store), "--principal", "p_mallory", "--json"]) == 0
     found = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [e["principal"] for e in found] == ["p_mallory"]
+    # As an incident's subject names it: the same events.
+    by_subject = ["events", "search", "--store", str(store), "--principal", "principal:p_mallory", "--json"]
+    assert main(by_subject) == 0
+    assert [json.loads(x) for x in capsys.readouterr().out.splitlines()] == found
 
 
 def test_detectors_flag_runs_only_those_and_drift_alone_finds_the_same_drift(capsys, events_file,
