@@ -19,8 +19,12 @@ across windows), so that a slow extraction is caught as well as a fast one:
   uniform random queries 34-95%). This catches random queries spread over the feature ranges,
   which PRADA's test does not. It needs other callers' traffic, and it is skipped for a model
   in a window where at least 3 callers were checked and two or more of them, a quarter or more,
-  were off: that is drift of the model's inputs (``drift`` reports it), not one caller — counted in
-  ``model_wide_shifts``, and the callers' earlier checks are dropped.
+  were off — over their recent histories, or within the window alone (callers with at least 5
+  checks in it, each off on ``off_share`` of them): that is drift of the model's inputs (``drift``
+  reports it), not one caller — counted in ``model_wide_shifts``, and the callers' earlier checks
+  are dropped. The look within the window sees a shift at once; on histories alone, callers
+  cross ``off_share`` a few at a time as the reference follows the drift, never enough at once,
+  and ordinary callers were flagged for a drift that came and went.
 * **templated prompt sweeps** — of the caller's last up to 64 prompts (``input.text``), the share
   that were near-duplicates (SimHash within ``simhash_bits`` of one of the last
   ``prompt_history``) or fills of a template (at least ``template_chars`` of fixed text shared
@@ -85,6 +89,8 @@ SAMPLE_IDS: Final = 10
 GUARD_MIN_CALLERS: Final = 3
 GUARD_SHARE: Final = 0.25
 """Two or more callers, and at least this share of those checked, off at once: input drift."""
+GUARD_WINDOW_CHECKS: Final = 5
+"""Reference checks a caller needs in one window to count in that window's look for a shift."""
 SKETCH_DECAY: Final = 0.8
 """Counts in the tracking sketch weigh about the last five windows (1 / (1 - 0.8))."""
 
@@ -107,6 +113,13 @@ class _ModelResult:
     repeats: int
     reference_rows: int
     threshold: float | None
+    window_checked: int = 0
+    window_far: int = 0
+
+
+def _many_off(callers: int, off: int) -> bool:
+    """Enough of the callers checked were off at once to call it input drift, not one caller."""
+    return callers >= GUARD_MIN_CALLERS and off >= 2 and off >= GUARD_SHARE * callers
 
 
 def _positive(name: str, value: float) -> None:
@@ -301,25 +314,39 @@ class ModelExtractionDetector:
             verdict = history.verdict(min_queries=self.min_queries, prada_delta=self.prada_delta,
                                       off_share=self.off_share)
             results.append(_ModelResult(name, verdict, history.window_queries, history.window_repeats,
-                                        model.ref_size, model.threshold))
+                                        model.ref_size, model.threshold, history.window_checked,
+                                        history.window_far))
             history.start_window()
         return results
 
     def _skip_model_wide_shifts(self, tabular: dict[str, list[_ModelResult]]) -> None:
+        # Two views of "many callers off at once": over their recent histories (callers judged
+        # on min_queries checks), and within this window alone (callers with a few checks in it).
+        # The second sees a shift in its first window, before the reference, which trusted
+        # callers keep feeding, follows it: judged on histories alone, callers then cross
+        # off_share one by one over the next windows, each too few at once to show the shift.
         checked: dict[str, int] = {}
         off: dict[str, int] = {}
+        window_checked: dict[str, int] = {}
+        window_off: dict[str, int] = {}
         for results in tabular.values():
             for r in results:
                 if r.verdict.off_checked >= self.min_queries:
                     checked[r.model] = checked.get(r.model, 0) + 1
                     off[r.model] = off.get(r.model, 0) + r.verdict.off_flag
-        shifted = {m for m, n in checked.items()
-                   if n >= GUARD_MIN_CALLERS and off[m] >= 2 and off[m] >= GUARD_SHARE * n}
+                if r.window_checked >= GUARD_WINDOW_CHECKS:
+                    window_checked[r.model] = window_checked.get(r.model, 0) + 1
+                    window_off[r.model] = (window_off.get(r.model, 0)
+                                           + (r.window_far >= self.off_share * r.window_checked))
+        # A shift seen on the histories also lets every caller feed the reference until it has
+        # followed; one seen within the window only drops the checks and this window's flags.
+        followed = {m for m, n in checked.items() if _many_off(n, off[m])}
+        shifted = followed | {m for m, n in window_checked.items() if _many_off(n, window_off[m])}
         self.model_wide_shifts += len(shifted)
         for name in checked:
             model = self._models.get(name)
-            if model is not None:  # after a shift, everyone feeds the reference until it has followed
-                model.shifted = name in shifted
+            if model is not None:
+                model.shifted = name in followed
         for subject, results in tabular.items():
             for r in results:
                 history = self._queries.get((subject, r.model))

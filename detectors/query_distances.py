@@ -279,8 +279,22 @@ class QueryHistory:
     class had no earlier query) and reference checks (-1 unchecked, 0 near, 1 far).
     """
 
-    __slots__ = ("checked", "classes", "dists", "far", "n_records", "n_rows", "offs", "record_pos", "row_pos",
-                 "rows", "window_queries", "window_repeats")
+    __slots__ = (
+        "checked",
+        "classes",
+        "dists",
+        "far",
+        "n_records",
+        "n_rows",
+        "offs",
+        "record_pos",
+        "row_pos",
+        "rows",
+        "window_checked",
+        "window_far",
+        "window_queries",
+        "window_repeats",
+    )
 
     def __init__(self, width: int, query_history: int, distance_history: int) -> None:
         self.rows = np.empty((query_history, width), dtype=np.float32)
@@ -297,6 +311,10 @@ class QueryHistory:
         """... and of those, the ones that were far from it."""
         self.window_queries = 0
         self.window_repeats = 0
+        self.window_checked = 0
+        """This window's queries checked against the reference ..."""
+        self.window_far = 0
+        """... and of those, the ones far from it."""
 
     def add(self, x: FloatArray, cls: int, inv_scale: FloatArray | None, off: int) -> bool:
         """Record one query; return ``True`` when it repeats an earlier one exactly. Without a
@@ -320,6 +338,8 @@ class QueryHistory:
         dropped = int(self.offs[self.record_pos])  # the record this one overwrites (-1 if none)
         self.checked += (off >= 0) - (dropped >= 0)
         self.far += (off == 1) - (dropped == 1)
+        self.window_checked += off >= 0
+        self.window_far += off == 1
         self.dists[self.record_pos] = dist
         self.offs[self.record_pos] = off
         self.record_pos = (self.record_pos + 1) % len(self.dists)
@@ -343,6 +363,8 @@ class QueryHistory:
         """Reset the per-window counts (the rings carry over)."""
         self.window_queries = 0
         self.window_repeats = 0
+        self.window_checked = 0
+        self.window_far = 0
 
     def verdict(self, *, min_queries: int, prada_delta: float, off_share: float) -> QueryVerdict:
         """Run both tests on the recent distances and reference checks, when there are enough."""

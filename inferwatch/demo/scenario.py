@@ -83,11 +83,18 @@ def run_demo(
                              f"principal:{agent.pseudonymizer.pseudonym(EXTRACTION_KEY)}"),
     }
     say(f"  callers: {FLOOD_KEY} is {expected['flooding caller'][1]}, "
-        f"{INJECTION_KEY} is {expected['prompt injection'][1]}")
+        f"{INJECTION_KEY} is {expected['prompt injection'][1]}, "
+        f"{EXTRACTION_KEY} is {expected['model extraction'][1]}")
+    earlier = len(open_store(settings).list_incidents(IncidentQuery(limit=1000)))
+    if earlier:
+        say(f"  the store already holds {earlier} incident(s) from earlier runs: a problem seen again "
+            "within the hour updates (or reopens) its incident; `--home DIR` starts afresh")
+    announced: set[str] = set()
 
     def announce(incident: Incident) -> None:
-        if len(incident.history) == 1 and incident.count == 1:
-            say(f"  >> incident filed: [{incident.severity}] {incident.title} ({incident.subject})")
+        line = announcement(incident, announced)
+        if line is not None:
+            say(line)
 
     service = build_service(settings, on_incident=announce)
     notifier = start_notifier(settings)
@@ -142,6 +149,21 @@ def run_demo(
         return 1
     say(f"demo: all {len(expected)} expected kinds of incident were filed")
     return 0
+
+
+def announcement(incident: Incident, announced: set[str]) -> str | None:
+    """The line the demo prints for an incident written, once per incident and run (``announced``
+    holds the ids already announced): filed now, or one from an earlier run seen again."""
+    if incident.id in announced:
+        return None
+    announced.add(incident.id)
+    if len(incident.history) == 1 and incident.count == 1:
+        what = "incident filed"
+    elif incident.history[-1].action == "reopened":
+        what = "incident reopened (filed by an earlier run and resolved since)"
+    else:
+        what = f"incident updated (filed by an earlier run; {incident.count} findings so far)"
+    return f"  >> {what}: [{incident.severity}] {incident.title} ({incident.subject})"
 
 
 def _settle_alerts(notifier: NotifierThread, say: Callable[[str], None]) -> None:
