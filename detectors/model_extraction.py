@@ -20,11 +20,11 @@ across windows), so that a slow extraction is caught as well as a fast one:
   which PRADA's test does not. It needs other callers' traffic, and it is skipped for a model
   in a window where at least 3 callers were checked and two or more of them, a quarter or more,
   were off — over their recent histories, or within the window alone (callers with at least 5
-  checks in it, each off on ``off_share`` of them): that is drift of the model's inputs (``drift``
-  reports it), not one caller — counted in ``model_wide_shifts``, and the callers' earlier checks
-  are dropped. The look within the window sees a shift at once; on histories alone, callers
-  cross ``off_share`` a few at a time as the reference follows the drift, never enough at once,
-  and ordinary callers were flagged for a drift that came and went.
+  checks in it, each off on ``off_share`` of them; three or more off): that is drift of the
+  model's inputs (``drift`` reports it), not one caller — counted in ``model_wide_shifts``, and
+  the callers' earlier checks are dropped. The look within the window sees a shift at once;
+  on histories alone, callers cross ``off_share`` a few at a time as the reference follows the
+  drift, never enough at once, and ordinary callers were flagged for a drift that came and went.
 * **templated prompt sweeps** — of the caller's last up to 64 prompts (``input.text``), the share
   that were near-duplicates (SimHash within ``simhash_bits`` of one of the last
   ``prompt_history``) or fills of a template (at least ``template_chars`` of fixed text shared
@@ -91,6 +91,10 @@ GUARD_SHARE: Final = 0.25
 """Two or more callers, and at least this share of those checked, off at once: input drift."""
 GUARD_WINDOW_CHECKS: Final = 5
 """Reference checks a caller needs in one window to count in that window's look for a shift."""
+GUARD_WINDOW_MIN_OFF: Final = 3
+"""Callers off within one window for that look to call it a shift: with two, an attacker and one
+other caller off by chance among a few busy ones would hide the attacker's window (the random-query
+attacker of ``benchmarks/caller_scenarios.py`` lost 7 of its 55 findings so)."""
 SKETCH_DECAY: Final = 0.8
 """Counts in the tracking sketch weigh about the last five windows (1 / (1 - 0.8))."""
 
@@ -341,7 +345,8 @@ class ModelExtractionDetector:
         # A shift seen on the histories also lets every caller feed the reference until it has
         # followed; one seen within the window only drops the checks and this window's flags.
         followed = {m for m, n in checked.items() if _many_off(n, off[m])}
-        shifted = followed | {m for m, n in window_checked.items() if _many_off(n, window_off[m])}
+        shifted = followed | {m for m, n in window_checked.items()
+                              if window_off[m] >= GUARD_WINDOW_MIN_OFF and _many_off(n, window_off[m])}
         self.model_wide_shifts += len(shifted)
         for name in checked:
             model = self._models.get(name)
