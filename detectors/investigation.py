@@ -424,11 +424,27 @@ def _timeline_section(line: Mapping[str, Any]) -> str:
 
 
 def _excerpt(event: Mapping[str, Any]) -> str:
-    text = (event.get("input") or {}).get("text") or ""
-    text = " ".join(text.split())
-    if not text:
-        return "-"
-    return _code(text[:_EXCERPT] + ("…" if len(text) > _EXCERPT else ""))
+    given = event.get("input") or {}
+    shown = input_preview(given.get("text"), given.get("features"), _EXCERPT)
+    return _code(shown) if shown else "-"
+
+
+def input_preview(text: str | None, features: Mapping[str, Any] | None, limit: int) -> str:
+    """What a caller sent, on one line: the prompt (at most ``limit`` characters, ``…`` when cut),
+    else the first four features as ``name=value`` (a tabular call); ``""`` when neither.
+
+    >>> input_preview("  Ignore   all\nprevious instructions ", None, 20)
+    'Ignore all previous…'
+    >>> input_preview(None, {"a": 1.5, "b": "x", "c": 3, "d": 4, "e": 5}, 60)
+    'a=1.5, b=x, c=3, d=4, …'
+    """
+    flat = " ".join((text or "").split())
+    if flat:
+        return flat[:limit] + ("…" if len(flat) > limit else "")
+    if features:
+        shown = ", ".join(f"{name}={value}" for name, value in list(features.items())[:4])
+        return shown + (", …" if len(features) > 4 else "")
+    return ""
 
 
 def _related_section(found: Sequence[Mapping[str, Any]], window_s: float | None) -> str:

@@ -29,6 +29,7 @@ from inferwatch.detectors.investigation import (
     DEFAULT_RELATED_WINDOW,
     Timeline,
     TimelineEntry,
+    input_preview,
     per_request_detectors,
     render_report_markdown,
     report,
@@ -196,7 +197,7 @@ def _row(entry: TimelineEntry) -> list[str]:
     flags = ",".join((["*"] if entry.in_incident else []) + entry.flagged_by) or "-"
     status = "-" if e.status is None else str(e.status)
     return [f"{e.time:%Y-%m-%d %H:%M:%S.%f}"[:-3], _short(e.id), status, f"{e.duration_ms:.1f}", tokens,
-            scores, flags, _text(e.input.text)]
+            scores, flags, _text(input_preview(e.input.text, e.input.features, _TEXT))]
 
 
 def _short(event_id: str) -> str:
@@ -208,10 +209,7 @@ def _num(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def _text(text: str | None) -> str:
+def _text(text: str) -> str:
     """An excerpt of what the caller sent, safe for a terminal: control characters (escape
     sequences that could move the cursor or retitle the window) are shown as ``?``."""
-    flat = "".join("?" if unicodedata.category(c) == "Cc" else c for c in " ".join((text or "").split()))
-    if not flat:
-        return "-"
-    return flat[:_TEXT] + ("..." if len(flat) > _TEXT else "")
+    return "".join("?" if unicodedata.category(c) == "Cc" else c for c in text) or "-"

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.incidents import Incident
+from inferwatch.detectors.investigation import input_preview
 
 
 def _time(value: datetime | None) -> str:
@@ -105,13 +106,7 @@ def scan_table(results: Sequence[Any], out: TextIO | None = None) -> None:
 
 
 def _preview(event: InferenceEvent) -> str:
-    if event.input.text:
-        text = " ".join(event.input.text.split())
-        return text[:77] + "..." if len(text) > 80 else text
-    if event.input.features:
-        shown = ", ".join(f"{k}={v}" for k, v in list(event.input.features.items())[:4])
-        return shown + (", ..." if len(event.input.features) > 4 else "")
-    return "-"
+    return input_preview(event.input.text, event.input.features, 80) or "-"
 
 
 def count(n: int, noun: str) -> str:
