@@ -8,7 +8,9 @@ Sources, highest priority first: explicit overrides (CLI flags), environment var
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,6 +32,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 ENV_PREFIX = "INFERWATCH_"
 DEFAULT_HOME = Path(".inferwatch")
@@ -153,7 +156,7 @@ class DetectSettings(_Section):
     incident_bucket_s: Annotated[float, Field(gt=0)] = 3600.0
     resolve_after_s: Annotated[float, Field(ge=0)] | None = 3600.0  # 0 or None: never
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 500
-    enabled: list[str] | None = None
+    enabled: CommaList | None = None
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
@@ -227,8 +230,27 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
         return Settings.model_validate(merged)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, path)) from None
+    except PydanticSettingsError as exc:  # a variable meant to hold JSON that does not parse
+        raise SettingsError(_describe_env_json(exc)) from None
     finally:
         _config_path = None
+
+
+def _describe_env_json(exc: PydanticSettingsError) -> str:
+    """Which ``INFERWATCH_*`` variables hold what should be JSON and is not, and how it looks."""
+    section = str(exc).split('field "', 1)[-1].split('"', 1)[0]
+    prefix = f"{ENV_PREFIX}{section.upper()}"
+    bad = []
+    for name, value in sorted(os.environ.items()):
+        if name.upper().startswith(prefix) and value.lstrip()[:1] in ("{", "["):
+            try:
+                json.loads(value)
+            except ValueError:
+                bad.append(name)
+    names = ", ".join(bad) or f"one of the {prefix}… variables"
+    return (f"invalid settings: {names} must be valid JSON (a mapping or a list), e.g. "
+            f"""INFERWATCH_DETECT__OPTIONS='{{"request_rate": {{"min_requests": 50}}}}' """
+            "(keys and strings in double quotes)")
 
 
 def _env_config() -> Path | None:
@@ -236,15 +258,42 @@ def _env_config() -> Path | None:
     return Path(value) if value else None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (it would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _check_yaml(path: Path) -> None:
+    where = "(from --config or INFERWATCH_CONFIG)"
+    if path.is_dir():
+        raise SettingsError(f"config file {path} is a directory, not a YAML file {where}")
     if not path.is_file():
-        raise SettingsError(f"config file {path} does not exist (from --config or INFERWATCH_CONFIG)")
+        raise SettingsError(f"config file {path} does not exist {where}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"config file {path} is not UTF-8 text (byte {exc.start}): "
+                            "save it as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise SettingsError(f"config file {path} is not valid YAML: {exc}") from None
+        raise SettingsError(f"config file {path} is not valid YAML: "
+                            f"{str(exc).replace('<unicode string>', str(path))}") from None
+    except OSError as exc:
+        raise SettingsError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
     if data is not None and not isinstance(data, dict):
         raise SettingsError(f"config file {path} must hold a mapping at the top level")
+    odd = [key for key in (data or {}) if not isinstance(key, str)]
+    if odd:
+        raise SettingsError(f"config file {path}: top-level keys must be section names (agent, bus, store, "
+                            f"detect, alerting, log_level), got {', '.join(repr(k) for k in odd)}")
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +306,14 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_SECRET_WORDS = ("secret", "key", "pass", "token", "auth", "credential", "sasl", "hmac", "cert")
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
 def _describe(exc: ValidationError, path: Path | None) -> str:
+    """One line per error naming the variable (and the key in the file) and what is wrong. A value
+    is echoed only for a setting that exists and is no secret, with any ``user:password@`` of a
+    URL masked: a misspelled ``pasword:`` is an unknown key whose value is still a password."""
     lines = ["invalid settings:"]
     for err in exc.errors(include_url=False):
         loc = [str(p) for p in err["loc"]]
@@ -265,7 +321,11 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
         dotted = ".".join(loc)
         where = f"{env} (or '{dotted}' in {path})" if path else env
         value = err.get("input")
-        secret = any(word in dotted for word in ("secret", "key", "password"))
-        shown = "" if secret or isinstance(value, dict | list) else f" (got {value!r})"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {where}: no such setting (check the spelling; docs/configuration.md lists them)")
+            continue
+        secret = any(word in dotted.lower() for word in _SECRET_WORDS)
+        shown = "" if secret or isinstance(value, dict | list) else \
+            f" (got {_URL_CREDENTIALS.sub('***@', repr(value))})"
         lines.append(f"  {where}: {err['msg']}{shown}")
     return "\n".join(lines)

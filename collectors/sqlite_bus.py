@@ -73,8 +73,9 @@ class SQLiteBus:
         try:
             with _open(self.path) as conn:
                 conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise BusUnavailable(f"cannot open the embedded bus at {self.path}: {exc}") from exc
+        except (sqlite3.Error, OSError) as exc:  # OSError: its folder cannot be made (a file is in the way)
+            raise BusUnavailable(f"cannot open the embedded bus at {self.path} (bus.path, "
+                                 f"INFERWATCH_BUS__PATH): {exc}") from exc
 
     def producer(self, topic: str | None = None) -> SQLiteProducer:
         """A producer appending to ``topic`` (default: the bus's topic)."""

@@ -113,8 +113,9 @@ class SQLiteStore:
             self._conn = connect(path)
             self._conn.executescript(_SCHEMA)
             self._migrate()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open the incident store at {path}: {exc}") from exc
+        except (sqlite3.Error, OSError) as exc:  # OSError: its folder cannot be made (a file is in the way)
+            raise StoreUnavailable(f"cannot open the incident store at {path} (store.path, "
+                                   f"INFERWATCH_STORE__PATH): {exc}") from exc
 
     def _migrate(self) -> None:
         """Add what an older store file lacks: the ``incidents.updated_at`` column, filled from

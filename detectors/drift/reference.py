@@ -188,6 +188,8 @@ def file_reference(
     text_features = text_features or textstats.script_and_language
     ngrams = ngrams or textstats.ngram_hashes
 
+    if not model.strip():
+        raise ReferenceFileError("--model must name the model the reference is for (it is empty)")
     notes: list[str] = []
     others: Counter[str] = Counter()
     source = read_rows(path, max_rows=max_rows)
@@ -318,7 +320,21 @@ def _header(cells: list[str], where: str) -> list[str]:
     doubled = [n for n, count in Counter(names).items() if count > 1]
     if doubled:
         raise ReferenceFileError(f"{where}: the header names {doubled[0]!r} more than once")
+    numbers = [name for name in names if _is_number(name)]
+    if numbers:
+        raise ReferenceFileError(
+            f"{where}: the first row must name the features, but {numbers[0]!r} reads as a number "
+            "(a file without a header row? add one; a feature named by a number: give it a name, "
+            "e.g. f_2024)")
     return names
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _jsonl_items(path: Path) -> Iterator[ReferenceItem]:

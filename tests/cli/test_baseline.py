@@ -94,6 +94,7 @@ def test_set_from_events(capsys, tmp_path, store):
     ("bad.csv", "a,b\n1,2\n3,4,5\n", "bad.csv line 3: 3 cells, but the header names 2 columns"),
     ("bad.jsonl", '{"a": 1}\n{"a": \n', "bad.jsonl line 2: not JSON"),
     ("empty.csv", "", "empty.csv: no rows"),
+    ("nohdr.csv", "1.5,GB\n2.5,FR\n", "nohdr.csv line 1: the first row must name the features, but '1.5'"),
     ("base.xlsx", "a\n1\n", "unknown baseline file type '.xlsx'"),
 ])
 def test_bad_files_exit_2_naming_the_problem(capsys, tmp_path, store, name, text, message):
@@ -117,6 +118,10 @@ def test_missing_file_and_bad_flags(capsys, tmp_path, store):
     with pytest.raises(SystemExit):
         main(["baseline", "set", "x.csv", "--store", store])  # --model is required
     capsys.readouterr()
+    good = tmp_path / "good.csv"
+    good.write_text("a\n1\n")
+    assert main(["baseline", "set", "--model", " ", str(good), "--store", store]) == 2
+    assert "--model must name the model" in capsys.readouterr().err
 
 
 def test_max_rows_note(capsys, tmp_path, store):

@@ -104,3 +104,14 @@ def test_help_everywhere(capsys, path):
         build_parser().parse_args([*path, "--help"])
     assert done.value.code == 0
     assert "usage: inferwatch" in capsys.readouterr().out
+
+
+def test_a_store_or_bus_whose_folder_cannot_be_made_is_named(capsys, tmp_path):
+    blocker = tmp_path / "a-file.csv"
+    blocker.write_text("x\n")
+    assert main(["incidents", "list", "--store", str(blocker / "s.db")]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot open the incident store at {blocker / 's.db'} (store.path, INFERWATCH_STORE__PATH)" in err
+    assert "Traceback" not in err
+    assert main(["events", "dead-letters", "--bus", str(blocker / "b.db")]) == 1
+    assert "cannot open the embedded bus" in capsys.readouterr().err

@@ -85,3 +85,55 @@ def test_bad_config_files(tmp_path):
     scalar.write_text("just a string\n")
     with pytest.raises(SettingsError, match="mapping at the top level"):
         load_settings(scalar)
+    with pytest.raises(SettingsError, match="is a directory"):
+        load_settings(tmp_path)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("agent:\n  service: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SettingsError, match="not UTF-8"):
+        load_settings(latin)
+    numbered = tmp_path / "numbered.yaml"
+    numbered.write_text("1: 2\n")
+    with pytest.raises(SettingsError, match="top-level keys must be section names"):
+        load_settings(numbered)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("detect:\n  window_s: 30\ndetect:\n  window_s: 60\n")
+    with pytest.raises(SettingsError, match="key 'detect' is given twice") as err:
+        load_settings(twice)
+    assert str(twice) in str(err.value)
+
+
+@pytest.mark.parametrize("text", [
+    "agent:\n  hmac: S3CRET-hmac-value\n",
+    "store:\n  pasword: S3CRET-hmac-value\n",
+    "bus:\n  sasl_pass: S3CRET-hmac-value\n",
+    "store:\n  urls: 5\n  password: S3CRET-hmac-value\n  extra: 1\n",
+])
+def test_a_misspelled_secret_is_not_echoed_either(tmp_path, text):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(SettingsError) as err:
+        load_settings(cfg)
+    assert "S3CRET" not in str(err.value)
+    assert "no such setting" in str(err.value)
+
+
+def test_credentials_in_a_url_are_masked(tmp_path, monkeypatch):
+    monkeypatch.setenv("INFERWATCH_ALERTING__CONFIG", "x")  # valid; the bad one is below
+    monkeypatch.setenv("INFERWATCH_AGENT__SPOOL_MAX_BYTES", "https://elastic:PASSW0RD@es:9200")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "PASSW0RD" not in str(err.value)
+    assert "https://***@es:9200" in str(err.value)
+
+
+def test_json_variables_that_do_not_parse_are_named(monkeypatch):
+    monkeypatch.setenv("INFERWATCH_DETECT__OPTIONS", '{"request_rate": {min_requests: 50}}')
+    with pytest.raises(SettingsError, match="INFERWATCH_DETECT__OPTIONS must be valid JSON"):
+        load_settings()
+
+
+def test_enabled_detectors_take_commas_from_the_environment(monkeypatch):
+    monkeypatch.setenv("INFERWATCH_DETECT__ENABLED", "request_rate, drift")
+    assert load_settings().detect.enabled == ["request_rate", "drift"]
+    monkeypatch.setenv("INFERWATCH_DETECT__ENABLED", '["scraping"]')
+    assert load_settings().detect.enabled == ["scraping"]
