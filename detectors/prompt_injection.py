@@ -303,6 +303,8 @@ class PromptInjectionDetector:
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{option} must be in [0, 1], got {value}")
         self.threshold = threshold
+        if max_chars < 1:
+            raise ValueError(f"max_chars must be at least 1, got {max_chars}")
         self.max_chars = max_chars
         self.confident = confident
         self.repeat_within_s = repeat_within_s

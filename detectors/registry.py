@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from inferwatch.detectors.base import Detector
 
@@ -44,10 +48,44 @@ def build_detectors(
         except Exception as exc:  # a broken plug-in must name itself
             raise DetectorConfigError(f"detector {name!r} failed to load: {exc}") from exc
         try:
-            detector = cls(**dict(options.get(name, {})))
+            detector = cls(**_checked_options(cls, name, dict(options.get(name, {}))))
         except (TypeError, ValueError) as exc:
+            if isinstance(exc, DetectorConfigError):
+                raise
             raise DetectorConfigError(f"detect.options.{name}: {exc}") from exc
         if not isinstance(detector, Detector):
             raise DetectorConfigError(f"detector {name!r} lacks observe()/close_window()/name")
         detectors.append(detector)
     return detectors
+
+
+def _checked_options(cls: type, name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` checked against the parameters of ``cls``'s constructor: an unknown name, or a value
+    that is not of the parameter's type, raises :class:`DetectorConfigError` naming
+    ``detect.options.<detector>.<option>``; values are converted as the settings are (``"50"``
+    for an ``int`` is 50). A plug-in whose annotations cannot be resolved is passed ``given`` as is.
+    """
+    try:
+        params = inspect.signature(cls).parameters
+        hints = typing.get_type_hints(cls.__init__)
+    except (TypeError, ValueError, NameError):
+        return given
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = [key for key in given if key not in params]
+        if unknown:
+            named = ", ".join(sorted(k for k, p in params.items()
+                                     if p.kind is not inspect.Parameter.VAR_POSITIONAL))
+            raise DetectorConfigError(f"detect.options.{name}.{unknown[0]}: no such option; "
+                                      f"{name} takes {named or 'none'}")
+    out = dict(given)
+    for key, value in given.items():
+        if key not in hints:
+            continue
+        try:
+            out[key] = TypeAdapter(hints[key]).validate_python(value)
+        except ValidationError as exc:
+            problem = exc.errors(include_url=False)[0]["msg"]
+            raise DetectorConfigError(f"detect.options.{name}.{key}: {problem} (got {value!r})") from None
+        except Exception:  # a type pydantic cannot check (a plug-in's own class): left to the detector
+            continue
+    return out

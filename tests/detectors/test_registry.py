@@ -1,0 +1,34 @@
+"""Building detectors from the settings: unknown names and bad options are named, values converted."""
+
+import pytest
+
+from inferwatch.detectors.registry import DetectorConfigError, build_detectors
+
+
+def test_options_are_converted_like_the_settings():
+    (rate,) = build_detectors(["request_rate"], {"request_rate": {"min_requests": "50", "own_factor": 4}})
+    assert rate.min_requests == 50
+    assert isinstance(rate.min_requests, int)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"request_rate": {"min_requests": "lots"}},
+     "detect.options.request_rate.min_requests: Input should be a valid integer"),
+    ({"request_rate": {"min_requests": 2.5}}, "detect.options.request_rate.min_requests:"),
+    ({"output_leak": {"entropy_threshold": "high"}},
+     "detect.options.output_leak.entropy_threshold: Input should be a valid number"),
+    ({"request_rate": {"min_requets": 5}},
+     "detect.options.request_rate.min_requets: no such option; request_rate takes "),
+    ({"prompt_injection": {"max_chars": -5}},
+     "detect.options.prompt_injection: max_chars must be at least 1"),
+    ({"drift": {"correction": "bonf"}}, "detect.options.drift: correction must be 'holm' or 'bh'"),
+])
+def test_a_bad_option_is_named_with_what_it_got(options, message):
+    with pytest.raises(DetectorConfigError) as err:
+        build_detectors(list(options), options)
+    assert message in str(err.value)
+
+
+def test_the_value_given_is_shown():
+    with pytest.raises(DetectorConfigError, match=r"\(got 'lots'\)"):
+        build_detectors(["request_rate"], {"request_rate": {"min_requests": "lots"}})
