@@ -67,7 +67,7 @@ def _checked_options(cls: type, name: str, given: dict[str, Any]) -> dict[str, A
     """
     try:
         params = inspect.signature(cls).parameters
-        hints = typing.get_type_hints(cls.__init__)
+        hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
     except (TypeError, ValueError, NameError):
         return given
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
