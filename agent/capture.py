@@ -8,13 +8,12 @@ pays for copying bytes, not for parsing JSON or redacting text.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Generic, TypeVar
 
 from inferwatch.agent.content import CallContent
-from inferwatch.agent.core import Agent, Call, get_agent
+from inferwatch.agent.core import Agent, AgentLookup, Call
 from inferwatch.agent.extract import HttpExchange, extract_http
 from inferwatch.collectors.settings import CaptureMode
 
@@ -25,7 +24,6 @@ DEFAULT_EXCLUDED_PATHS = frozenset(
 
 
 App = TypeVar("App")
-_log = logging.getLogger("inferwatch.agent")
 
 
 class MiddlewareBase(Generic[App]):
@@ -50,20 +48,7 @@ class MiddlewareBase(Generic[App]):
         self.model = model
         self.exclude_paths = frozenset(exclude_paths)
         self.metrics_path = metrics_path
-        self._agent = agent
-        self._agent_unavailable = False
-
-    def _resolve_agent(self) -> Agent | None:
-        if self._agent is not None:
-            return self._agent
-        if self._agent_unavailable:
-            return None
-        try:
-            return get_agent()
-        except Exception as exc:  # mis-configured agent: serve requests unmonitored, say so once
-            self._agent_unavailable = True
-            _log.warning("event=agent_unavailable error=%s detail=%s", type(exc).__name__, exc)
-            return None
+        self._resolve_agent = AgentLookup(agent)
 
 
 class BodyCapture:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from inferwatch.agent.content import CallContent, mapping_features
-from inferwatch.agent.core import Agent, Call, get_agent
+from inferwatch.agent.core import Agent, AgentLookup, Call
 from inferwatch.agent.tabular import FeatureRow, pair_rows, prediction, row_features
 from inferwatch.collectors.event import EventOutput
 from inferwatch.collectors.settings import CaptureMode
@@ -117,7 +117,7 @@ class _Recorder:
     ) -> None:
         self.model = model
         self.operation = operation
-        self.agent = agent
+        self.agent = AgentLookup(agent)
         self.endpoint = f"{func.__module__}.{func.__qualname__}"
         try:
             self.signature: inspect.Signature | None = inspect.signature(func)
@@ -125,9 +125,8 @@ class _Recorder:
             self.signature = None
 
     def start(self) -> _Started | None:
-        try:
-            agent = self.agent or get_agent()
-        except Exception:  # no usable agent: run the function unmonitored
+        agent = self.agent()
+        if agent is None:  # no usable agent: run the function unmonitored (said once in the log)
             return None
         started = _Started(agent)
         with agent.guard():

@@ -126,3 +126,33 @@ def test_decorated_function_keeps_its_name_and_docs(make_agent: AgentFactory) ->
         return 0
 
     assert (predict.__name__, predict.__doc__) == ("predict", "Predict things.")
+
+
+
+def test_a_mis_configured_agent_runs_the_function_unmonitored_says_so_once_and_is_not_rebuilt(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, make_agent: AgentFactory,
+    list_producer: ListProducer,
+) -> None:
+    from inferwatch.agent import core
+
+    monkeypatch.setattr(core, "_agent", None)
+    monkeypatch.setenv("INFERWATCH_AGENT__CAPTURE", "everything")  # not a capture mode
+    builds = []
+    real = core.configure
+    monkeypatch.setattr(core, "configure", lambda *a, **k: builds.append(1) or real(*a, **k))
+
+    @monitor(model="m")
+    def predict(x: float) -> float:
+        return x * 2
+
+    with caplog.at_level("WARNING", logger="inferwatch.agent"):
+        assert [predict(i) for i in range(5)] == [0, 2, 4, 6, 8]
+    assert len(builds) == 1  # tried once, not on every call
+    warnings = [r.getMessage() for r in caplog.records if "event=agent_unavailable" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "INFERWATCH_AGENT__CAPTURE" in warnings[0]
+    # An agent configured afterwards (configure() sets the process-wide one) is picked up.
+    agent = make_agent(list_producer)
+    monkeypatch.setattr(core, "_agent", agent)
+    assert predict(21) == 42
+    assert [e.model for e in shipped(agent, list_producer)] == ["m"]
