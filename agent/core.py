@@ -64,6 +64,8 @@ from inferwatch.collectors.settings import (
 )
 
 _log = logging.getLogger("inferwatch.agent")
+MIN_HMAC_KEY_CHARS = 16
+"""Shorter keys get a warning: a short key can be found by trying keys against known API keys."""
 
 
 class AgentConfigError(ValueError):
@@ -154,10 +156,17 @@ class Agent:
         self.settings = settings
         self.version = version or _distribution_version()
         self.pseudonymizer = Pseudonymizer(settings.hmac_key, header=settings.principal_header)
-        if settings.hmac_key.get_secret_value() == DEFAULT_HMAC_KEY:
+        key = settings.hmac_key.get_secret_value()
+        if key == DEFAULT_HMAC_KEY:
             _log.warning(
                 "agent.hmac_key is the public default: set INFERWATCH_AGENT__HMAC_KEY to a secret "
                 "so caller pseudonyms cannot be reversed"
+            )
+        elif len(key) < MIN_HMAC_KEY_CHARS:
+            _log.warning(
+                "agent.hmac_key has %d characters: set INFERWATCH_AGENT__HMAC_KEY to a random secret of "
+                "at least %d (e.g. `openssl rand -hex 32`) so caller pseudonyms cannot be guessed back",
+                len(key), MIN_HMAC_KEY_CHARS,
             )
         self.tracer = CallTracer(resolve_tracer_provider(settings.service, tracer_provider), self.version)
         spool = None

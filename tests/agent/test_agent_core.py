@@ -134,3 +134,19 @@ def test_importing_the_agent_stays_light() -> None:
     # Run from a neutral directory so the source tree is not what gets imported.
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("key", "warned"), [
+    ("", "has 0 characters"), ("short", "has 5 characters"), ("a" * 16, None),
+])
+def test_a_short_hmac_key_is_warned_about_without_showing_it(make_agent, caplog, key, warned):
+    with caplog.at_level("WARNING", logger="inferwatch.agent"):
+        make_agent(hmac_key=key)
+    said = [r.getMessage() for r in caplog.records if "hmac_key" in r.getMessage()]
+    if warned is None:
+        assert said == []
+    else:
+        assert len(said) == 1
+        assert warned in said[0]
+        assert "at least 16" in said[0]
+        assert not key or key not in said[0]
