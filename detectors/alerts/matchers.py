@@ -55,7 +55,11 @@ def parse_matcher(text: str) -> Matcher:
     op = next((o for o in _OPERATORS if rest.startswith(o)), None)
     if op is None:
         raise ValueError(f"invalid matcher {text!r}: no operator after {name!r}; {_HELP}")
-    value = _value(rest[len(op) :].strip(), text)
+    raw = rest[len(op) :].strip()
+    if raw[:1] in ("=", "~"):  # kind==drift, kind=~~x: not a value anyone means
+        raise ValueError(f"invalid matcher {text!r}: the value after {op!r} starts with {raw[0]!r} "
+                         f"(an operator typed twice? {name}=\"value\" matches a value exactly); {_HELP}")
+    value = _value(raw, text)
     matcher = Matcher(name=name, op=op, value=value)
     if op in ("=~", "!~"):
         _compiled(value, text)

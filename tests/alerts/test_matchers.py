@@ -58,6 +58,9 @@ def test_quoted_values_unescape_as_alertmanager_does(text, value):
         ('service="chat" extra', "followed by other text"),
         ('service="ch"at"', "unescaped"),
         ('severity=~"(high"', "invalid regular expression"),
+        ("kind==drift", "an operator typed twice"),
+        ("kind!==drift", "an operator typed twice"),
+        ("severity=~~high", "an operator typed twice"),
     ],
 )
 def test_bad_matchers_raise_value_errors_naming_the_text(text, expected):
@@ -137,3 +140,7 @@ def test_matchers_built_as_data_are_checked_and_fail_clearly_when_used():
         check_regexes([Matcher(name="b", op="=", value="("), bad])
     with pytest.raises(ValueError, match="invalid regular expression"):
         matches(bad, {"a": "("})
+
+
+def test_a_quoted_value_may_start_with_an_operator_character():
+    assert parse_matcher('note="=x"').value == "=x"
