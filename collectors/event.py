@@ -251,7 +251,11 @@ def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False)[:5]:
         where = ".".join(str(p) for p in err["loc"]) or "(document)"
-        parts.append(f"{where}: {err['msg']}")
+        hint = ""
+        if where == "time" and isinstance(err.get("input"), str | int | float):
+            form = "" if err["type"] == "value_error" else "; expected RFC 3339, e.g. 2026-01-01T12:00:00.5Z"
+            hint = f" (got {str(err['input'])[:40]!r}{form})"
+        parts.append(f"{where}: {err['msg']}{hint}")
     more = exc.error_count() - len(parts)
     if more > 0:
         parts.append(f"and {more} more")

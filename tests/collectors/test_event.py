@@ -105,7 +105,15 @@ def test_the_latest_time_accepted_still_closes_its_window(tmp_path):
     store = SQLiteStore(":memory:")
     result = replay_file(path, Pipeline([], IncidentManager(store), window_s=86_400), store)
     assert result.events == 2
-    assert result.malformed == [(3, "time: Value error, time is out of range (not before 9999-01-01 in UTC)")]
+    assert result.malformed == [(3, "time: Value error, time is out of range (not before 9999-01-01 in UTC) "
+                                    "(got '9999-12-31T23:59:30Z')")]
+
+
+def test_a_malformed_time_is_shown_with_the_form_expected():
+    with pytest.raises(MalformedEvent) as err:
+        decode_event(json.dumps({"id": "a", "time": "2026-13-45T99:00:00Z"}))
+    assert str(err.value).endswith(
+        "(got '2026-13-45T99:00:00Z'; expected RFC 3339, e.g. 2026-01-01T12:00:00.5Z)")
 
 
 def test_infinite_duration_is_malformed():
