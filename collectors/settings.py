@@ -8,6 +8,7 @@ Sources, highest priority first: explicit overrides (CLI flags), environment var
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -218,6 +219,7 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     ``load_settings(bus={"path": "x.db"})``; they merge into (not replace) the other sources.
     """
     global _config_path
+    _check_sections()
     path = Path(config) if config else _env_config()
     if path is not None:
         _check_yaml(path)
@@ -251,6 +253,26 @@ def _describe_env_json(exc: PydanticSettingsError) -> str:
     return (f"invalid settings: {names} must be valid JSON (a mapping or a list), e.g. "
             f"""INFERWATCH_DETECT__OPTIONS='{{"request_rate": {{"min_requests": 50}}}}' """
             "(keys and strings in double quotes)")
+
+
+_OTHER_SECTIONS = ("PROXY",)
+"""``INFERWATCH_<SECTION>__…`` variables read elsewhere (``inferwatch agent proxy``'s flags)."""
+
+
+def _check_sections() -> None:
+    """Refuse ``INFERWATCH_DETCT__WINDOW_S``: a section misspelled would otherwise be ignored, as
+    every variable of the prefix that is not a setting is (tools and tests keep their own)."""
+    known = [name.upper() for name in Settings.model_fields] + list(_OTHER_SECTIONS)
+    for variable in sorted(os.environ):
+        if not variable.startswith(ENV_PREFIX) or "__" not in variable[len(ENV_PREFIX):]:
+            continue
+        section, _, rest = variable[len(ENV_PREFIX):].partition("__")
+        if section in known:
+            continue
+        close = difflib.get_close_matches(section, known, n=1, cutoff=0.75)
+        if close:
+            raise SettingsError(f"invalid settings:\n  {variable}: no settings section {section.lower()!r} "
+                                f"(did you mean {ENV_PREFIX}{close[0]}__{rest}?)")
 
 
 def _env_config() -> Path | None:

@@ -137,3 +137,14 @@ def test_enabled_detectors_take_commas_from_the_environment(monkeypatch):
     assert load_settings().detect.enabled == ["request_rate", "drift"]
     monkeypatch.setenv("INFERWATCH_DETECT__ENABLED", '["scraping"]')
     assert load_settings().detect.enabled == ["scraping"]
+
+
+def test_a_misspelled_section_in_the_environment_is_named_with_the_fix(monkeypatch):
+    monkeypatch.setenv("INFERWATCH_DETCT__WINDOW_S", "60")
+    with pytest.raises(SettingsError, match=r"INFERWATCH_DETCT__WINDOW_S: no settings section 'detct' "
+                                            r"\(did you mean INFERWATCH_DETECT__WINDOW_S\?\)"):
+        load_settings()
+    monkeypatch.delenv("INFERWATCH_DETCT__WINDOW_S")
+    monkeypatch.setenv("INFERWATCH_LOCAL__SOMETHING", "1")  # not like any section: someone else's
+    monkeypatch.setenv("INFERWATCH_PROXY__UPSTREAM", "http://127.0.0.1:1")  # the proxy's own
+    assert load_settings().detect.window_s == 60
