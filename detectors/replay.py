@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from inferwatch.collectors.event import EventView, MalformedEvent, decode_event
+from inferwatch.collectors.event import MAX_EVENT_BYTES, EventView, MalformedEvent, decode_event
 from inferwatch.detectors.incidents import Incident
 from inferwatch.detectors.pipeline import Pipeline
 from inferwatch.detectors.store import IncidentQuery, IncidentStore
@@ -91,11 +91,29 @@ def _fast_reader() -> Callable[[bytes], EventView] | None:
     return decode_view
 
 
+def _lines(fh: IO[bytes], limit: int) -> Iterator[bytes | int]:
+    """The file's lines; a line longer than ``limit`` bytes is read past in pieces and given as
+    its length instead (an ``int``), so one huge line never sits in memory whole."""
+    readline = fh.readline
+    while line := readline(limit):
+        if len(line) < limit or line.endswith(b"\n"):
+            yield line
+            continue
+        size = len(line)
+        while (piece := readline(limit)) and not piece.endswith(b"\n"):
+            size += len(piece)
+        yield size + len(piece)
+
+
 def _batches(fh: IO[bytes], result: ReplayResult,
              decode: Callable[[bytes], Any]) -> Iterator[tuple[list[Any], int]]:
     batch: list[Any] = []
     done = 0
-    for number, line in enumerate(fh, start=1):
+    for number, line in enumerate(_lines(fh, MAX_EVENT_BYTES + 2), start=1):
+        if isinstance(line, int):  # the reason decode_event gives, without holding the line
+            done += line
+            result.malformed.append((number, f"event is {line} bytes, over the {MAX_EVENT_BYTES}-byte limit"))
+            continue
         done += len(line)
         if not line or line.isspace():
             continue

@@ -97,3 +97,19 @@ def test_a_file_with_no_event_is_an_error_that_points_at_scan(capsys, tmp_path):
     assert "no line was an event" in captured.err
     assert "inferwatch scan" in captured.err
     assert "0 events replayed, 2 malformed, 0 incidents" in captured.out
+
+
+def test_a_huge_line_is_skipped_without_being_read_whole_and_the_rest_replayed(capsys, events_file):
+    from inferwatch.collectors.event import MAX_EVENT_BYTES
+
+    lines = events_file.read_bytes().splitlines()
+    huge = (b'{"id": "big", "time": "2026-01-01T00:00:00Z", "input": {"text": "'
+            + b"x" * (3 * MAX_EVENT_BYTES) + b'"}}')
+    lines.insert(3, huge)
+    events_file.write_bytes(b"\n".join(lines) + b"\n")
+    for extra in ([], ["--detectors", "drift"]):  # the per-event path and the fast reader
+        assert main(["replay", str(events_file), *extra]) == 0
+        captured = capsys.readouterr()
+        assert f"line 4: skipped malformed event: event is {len(huge) + 1} bytes, over the " \
+               f"{MAX_EVENT_BYTES}-byte limit" in captured.err
+        assert f"{len(lines) - 1:,} events replayed, 1 malformed" in captured.out
