@@ -35,6 +35,9 @@ def build_detectors(
     registry = available()
     options = options or {}
     names = sorted(registry) if enabled is None else list(enabled)
+    if not all(n.strip() for n in names):
+        raise DetectorConfigError(f"detect.enabled holds an empty name ({names!r}); "
+                                  f"registered: {', '.join(sorted(registry))}")
     unknown = [n for n in [*names, *options] if n not in registry]
     if unknown:
         raise DetectorConfigError(

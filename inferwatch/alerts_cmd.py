@@ -203,7 +203,7 @@ def alerts_check(args: argparse.Namespace, settings: Settings) -> int:
 
     path = routing_file(args, settings)
     config = load_alerting_config(path)
-    check_senders(config)
+    check_senders(config, path)
     receivers = ", ".join(r.name for r in config.receivers)
     print(f"{path}: valid; receivers: {receivers}; {len(config.inhibit_rules)} inhibition rule(s)")
     if not args.labels:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import re
 import signal
 import sys
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="run the detector service on the configured bus and store")
     _common(p)
-    p.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
+    p.add_argument("--exit-when-idle", type=_positive_seconds, metavar="SECONDS",
                    help="stop after this long without new events (for batch runs)")
     p.add_argument("--routes", type=Path, metavar="FILE",
                    help="page on-call receivers with this routing file (alerting.config; docs/alerting.md)")
@@ -185,6 +186,16 @@ def _baseline_parser(sub: Any, commands: Any) -> None:
     _common(q)
     q.add_argument("--model", required=True)
     q.set_defaults(handler=commands.baseline_clear)
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0 or math.isinf(seconds):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds above 0")
+    return seconds
 
 
 def _positive_int(value: str) -> int:

@@ -131,7 +131,7 @@ class NotifierThread(threading.Thread):
         self.settings = settings
         self.path = path
         self.config = load_alerting_config(path)
-        check_senders(self.config)
+        check_senders(self.config, path)
         self._stop_event = threading.Event()
         self.notifier: Any = None
         self.ready = threading.Event()

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from inferwatch.collectors.settings import AlertingSettings
@@ -340,10 +341,16 @@ class Notifier:
         return self._senders.get((n.receiver, n.integration, n.integration_index))
 
 
-def check_senders(config: AlertingConfig) -> None:
+def check_senders(config: AlertingConfig, source: str | Path | None = None) -> None:
     """Build every integration's sender once (no network): :class:`AlertingConfigError`
-    naming the receiver when a setting cannot work. ``alerts check`` and start-up call it."""
-    build_senders(config, lambda cfg, receiver: build_sender(cfg, receiver=receiver))
+    naming the receiver (and the routing file ``source``, when given) when a setting cannot
+    work. ``alerts check`` and start-up call it."""
+    try:
+        build_senders(config, lambda cfg, receiver: build_sender(cfg, receiver=receiver))
+    except AlertingConfigError as exc:
+        if source is None:
+            raise
+        raise AlertingConfigError(f"{source}: {exc}") from None
 
 
 def build_senders(

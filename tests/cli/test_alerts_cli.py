@@ -151,8 +151,8 @@ receivers:
 """)
     code, _, err = run(capsys, "alerts", "check", "--routes", str(routes))
     assert code == 2
-    assert "receivers: mail: email_configs[0]" in err
+    assert f"{routes}: receivers: mail: email_configs[0]" in err
     code, _, err = run(capsys, "detect", "--routes", str(routes), "--store", str(tmp_path / "s.db"),
                        "--bus", str(tmp_path / "b.db"), "--exit-when-idle", "0.1")
     assert code == 2
-    assert "email_configs[0]" in err
+    assert f"{routes}: receivers: mail: email_configs[0]" in err

@@ -32,3 +32,8 @@ def test_a_bad_option_is_named_with_what_it_got(options, message):
 def test_the_value_given_is_shown():
     with pytest.raises(DetectorConfigError, match=r"\(got 'lots'\)"):
         build_detectors(["request_rate"], {"request_rate": {"min_requests": "lots"}})
+
+
+def test_an_empty_name_among_the_enabled_is_refused():
+    with pytest.raises(DetectorConfigError, match="detect.enabled holds an empty name"):
+        build_detectors(["drift", " "])
