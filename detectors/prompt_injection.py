@@ -4,8 +4,9 @@ A first, transparent line of defence; two trained stages can be added, both off 
 neither generalises to sources it was not trained on (docs/detectors/abuse.md): the character n-gram
 ``classifier`` and, behind it, the ``semantic`` sentence-embedding stage, consulted only for texts
 the patterns did not flag and the classifier scores at or above the head's gate. Each pattern belongs
-to a family and carries a weight; a family scores its strongest pattern, and families combine
-as ``1 - prod(1 - w_family)``. A request is flagged when the score reaches ``threshold``. Strong
+to a family and carries a weight; distinct patterns combine as ``1 - prod(1 - w)``, within a family
+as across families (a match lying inside a stronger one of its family adds nothing). A request is
+flagged when the score reaches ``threshold``. Strong
 patterns (``ignore all previous instructions``) fire alone; weak ones (``developer mode``,
 ``stay in character``, ``end of prompt``) need company, which is how ordinary role-play,
 prompt templates and security questions stay quiet.

@@ -35,5 +35,5 @@ def test_the_value_given_is_shown():
 
 
 def test_an_empty_name_among_the_enabled_is_refused():
-    with pytest.raises(DetectorConfigError, match="detect.enabled holds an empty name"):
+    with pytest.raises(DetectorConfigError, match=r"detect\.enabled holds an empty name"):
         build_detectors(["drift", " "])
