@@ -92,7 +92,7 @@ def run_demo(
     announced: set[str] = set()
 
     def announce(incident: Incident) -> None:
-        line = announcement(incident, announced)
+        line = announcement(incident, announced, started)
         if line is not None:
             say(line)
 
@@ -151,15 +151,17 @@ def run_demo(
     return 0
 
 
-def announcement(incident: Incident, announced: set[str]) -> str | None:
+def announcement(incident: Incident, announced: set[str], started: datetime) -> str | None:
     """The line the demo prints for an incident written, once per incident and run (``announced``
-    holds the ids already announced): filed now, or one from an earlier run seen again."""
+    holds the ids already announced): filed by this run (its first finding is from after
+    ``started``; a held finding can make that first write count two), or one from an earlier run
+    seen again."""
     if incident.id in announced:
         return None
     announced.add(incident.id)
-    if len(incident.history) == 1 and incident.count == 1:
+    if incident.first_seen >= started:
         what = "incident filed"
-    elif incident.history[-1].action == "reopened":
+    elif any(entry.action == "reopened" and entry.at >= started for entry in incident.history):
         what = "incident reopened (filed by an earlier run and resolved since)"
     else:
         what = f"incident updated (filed by an earlier run; {incident.count} findings so far)"

@@ -56,23 +56,24 @@ def test_the_demo_announces_each_incident_once_a_run_including_those_of_earlier_
     t0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
     manager = IncidentManager(memory_store(), bucket_s=3600)
 
-    def flood(minutes: int) -> Finding:
+    def flood(minutes: float) -> Finding:
         return Finding(detector="request_rate", kind="abuse", severity="medium", score=0.6, title="flood",
                        summary="s", subject="principal:p1", time=t0 + timedelta(minutes=minutes),
                        event_ids=[f"e{minutes}"])
 
     first_run: set[str] = set()
-    (opened,) = manager.apply([flood(0)])
-    assert announcement(opened, first_run) == "  >> incident filed: [medium] flood (principal:p1)"
+    (opened,) = manager.apply([flood(0), flood(0.5)])  # a held finding reported with the next
+    assert opened.count == 2
+    assert announcement(opened, first_run, t0) == "  >> incident filed: [medium] flood (principal:p1)"
     (again,) = manager.apply([flood(1)])
-    assert announcement(again, first_run) is None
+    assert announcement(again, first_run, t0) is None
     second_run: set[str] = set()
     (updated,) = manager.apply([flood(2)])
-    assert announcement(updated, second_run) == (
-        "  >> incident updated (filed by an earlier run; 3 findings so far): [medium] flood (principal:p1)")
+    assert announcement(updated, second_run, t0 + timedelta(minutes=2)) == (
+        "  >> incident updated (filed by an earlier run; 4 findings so far): [medium] flood (principal:p1)")
     manager.resolve(updated.id, actor="me")
     third_run: set[str] = set()
     (reopened,) = manager.apply([flood(3)])
-    line = announcement(reopened, third_run)
+    line = announcement(reopened, third_run, t0 + timedelta(minutes=3))
     assert line is not None
     assert line.startswith("  >> incident reopened (filed by an earlier run and resolved since)")
