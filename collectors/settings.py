@@ -328,8 +328,19 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_SECRET_WORDS = ("secret", "key", "pass", "token", "auth", "credential", "sasl", "hmac", "cert")
+_SECRET_WORDS = ("secret", "key", "pass", "token", "auth", "credential", "sasl", "hmac", "cert",
+                 "canar", "prompt")
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def shown_value(name: str, value: Any) -> str:
+    """`` (got <value>)`` for an error about the setting or option ``name``, or ``""`` when the
+    value must not be echoed: the name sounds secret (keys, passwords, tokens; canary strings and
+    system prompts, which an output-leak check exists to keep out of logs), or the value is a
+    mapping or a list. A ``user:password@`` in a URL is masked."""
+    if any(word in name.lower() for word in _SECRET_WORDS) or isinstance(value, dict | list | tuple):
+        return ""
+    return f" (got {_URL_CREDENTIALS.sub('***@', repr(value))})"
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:
@@ -346,8 +357,5 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
         if err["type"] == "extra_forbidden":
             lines.append(f"  {where}: no such setting (check the spelling; docs/configuration.md lists them)")
             continue
-        secret = any(word in dotted.lower() for word in _SECRET_WORDS)
-        shown = "" if secret or isinstance(value, dict | list) else \
-            f" (got {_URL_CREDENTIALS.sub('***@', repr(value))})"
-        lines.append(f"  {where}: {err['msg']}{shown}")
+        lines.append(f"  {where}: {err['msg']}{shown_value(dotted, value)}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from inferwatch.collectors.settings import shown_value
 from inferwatch.detectors.base import Detector
 
 ENTRY_POINT_GROUP = "inferwatch.detectors"
@@ -88,7 +89,8 @@ def _checked_options(cls: type, name: str, given: dict[str, Any]) -> dict[str, A
             out[key] = TypeAdapter(hints[key]).validate_python(value)
         except ValidationError as exc:
             problem = exc.errors(include_url=False)[0]["msg"]
-            raise DetectorConfigError(f"detect.options.{name}.{key}: {problem} (got {value!r})") from None
+            raise DetectorConfigError(
+                f"detect.options.{name}.{key}: {problem}{shown_value(key, value)}") from None
         except Exception:  # a type pydantic cannot check (a plug-in's own class): left to the detector
             continue
     return out

@@ -37,3 +37,11 @@ def test_the_value_given_is_shown():
 def test_an_empty_name_among_the_enabled_is_refused():
     with pytest.raises(DetectorConfigError, match=r"detect\.enabled holds an empty name"):
         build_detectors(["drift", " "])
+
+
+def test_a_canary_or_system_prompt_given_wrongly_is_not_echoed():
+    with pytest.raises(DetectorConfigError) as err:
+        build_detectors(["output_leak"], {"output_leak": {"system_prompt": 42, "canaries": "CANARY-7f3a"}})
+    assert "detect.options.output_leak." in str(err.value)
+    assert "CANARY-7f3a" not in str(err.value)
+    assert "42" not in str(err.value)
