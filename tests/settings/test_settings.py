@@ -77,29 +77,23 @@ def test_unknown_keys_are_rejected(tmp_path):
 def test_bad_config_files(tmp_path):
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings(tmp_path / "missing.yaml")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("agent: [\n")
-    with pytest.raises(SettingsError, match="not valid YAML"):
-        load_settings(bad)
-    scalar = tmp_path / "scalar.yaml"
-    scalar.write_text("just a string\n")
-    with pytest.raises(SettingsError, match="mapping at the top level"):
-        load_settings(scalar)
     with pytest.raises(SettingsError, match="is a directory"):
         load_settings(tmp_path)
-    latin = tmp_path / "latin.yaml"
-    latin.write_bytes("agent:\n  service: caf\xe9\n".encode("latin-1"))
-    with pytest.raises(SettingsError, match="not UTF-8"):
-        load_settings(latin)
-    numbered = tmp_path / "numbered.yaml"
-    numbered.write_text("1: 2\n")
-    with pytest.raises(SettingsError, match="top-level keys must be section names"):
-        load_settings(numbered)
-    twice = tmp_path / "twice.yaml"
-    twice.write_text("detect:\n  window_s: 30\ndetect:\n  window_s: 60\n")
-    with pytest.raises(SettingsError, match="key 'detect' is given twice") as err:
-        load_settings(twice)
-    assert str(twice) in str(err.value)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"agent: [\n", "not valid YAML"),
+    (b"just a string\n", "mapping at the top level"),
+    ("agent:\n  service: caf\xe9\n".encode("latin-1"), "not UTF-8"),
+    (b"1: 2\n", "top-level keys must be section names"),
+    (b"detect:\n  window_s: 30\ndetect:\n  window_s: 60\n", "key 'detect' is given twice"),
+])
+def test_a_bad_config_file_is_named_with_what_is_wrong(tmp_path, content, message):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    with pytest.raises(SettingsError, match=message) as err:
+        load_settings(path)
+    assert str(path) in str(err.value)
 
 
 @pytest.mark.parametrize("text", [
