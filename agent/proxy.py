@@ -481,6 +481,7 @@ class _ClientConnection(asyncio.Protocol):
         self.last_activity = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._too_large = False
+        self._upgrade = False
         self.broken = False
         self.closing_after_queue = False
 
@@ -556,6 +557,11 @@ class _ClientConnection(asyncio.Protocol):
         request.keep_alive = self.parser.should_keep_alive()
         target = request.target
         request.path = target.split(b"?", 1)[0].decode("latin-1")
+        if self.parser.should_upgrade():
+            # Refused once feed_data raises HttpParserUpgrade; llhttp completes the message first,
+            # which must not queue it for the upstream (the client would get two answers).
+            self._upgrade = True
+            return
         length = request.header(b"content-length")
         if length is not None and length.strip().isdigit() and int(length) > self.config.max_request_bytes:
             self._too_large = True
@@ -575,8 +581,8 @@ class _ClientConnection(asyncio.Protocol):
         request.body += chunk
 
     def on_message_complete(self) -> None:
-        if self._too_large:
-            return  # answered with 413 once feed_data returns
+        if self._too_large or self._upgrade:
+            return  # answered with 413 / 501 once feed_data returns
         request, self.request = self.request, None
         if request is not None:
             self._enqueue(request)

@@ -605,6 +605,23 @@ def test_never_an_open_proxy(proxy: Proxy, upstream: Upstream) -> None:
     assert upstream.state.requests[-1]["path"] == "/headers"
 
 
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\n"
+    b"http2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 7\r\nconnection: Upgrade\r\n"
+    b"upgrade: websocket\r\n\r\n{\"a\":1}",
+])
+def test_an_upgrade_is_refused_once_and_never_reaches_the_model_server(
+    proxy: Proxy, upstream: Upstream, request_bytes: bytes
+) -> None:
+    answer = raw_exchange(proxy.port, request_bytes)
+    assert answer.startswith(b"HTTP/1.1 501 ")
+    assert b"upgrade_not_supported" in answer
+    assert answer.count(b"HTTP/1.1 ") == 1  # one answer, not the model server's and then ours
+    assert upstream.state.requests == []
+
+
 def test_upstream_down_gives_502_and_an_event(make_proxy: ProxyFactory, list_producer: ListProducer) -> None:
     proxy = make_proxy(upstream=f"http://127.0.0.1:{free_port()}")
     response = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-api-key": API_KEY})
