@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from inferwatch.collectors.otlp import DEFAULT_MAX_BODY_BYTES, OtlpReceiver
 from inferwatch.collectors.otlp_map import DEFAULT_PRINCIPAL_ATTRIBUTES, MappingOptions
 from inferwatch.collectors.settings import CaptureMode, Settings
+from inferwatch.proxy_cmd import size_arg
 
 if TYPE_CHECKING:
     from inferwatch.agent.core import Agent
@@ -49,7 +50,8 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--service", help="service for spans whose resource has no service.name "
                                      "(default agent.service)")
     q.add_argument("--max-body-bytes", type=_size, default=DEFAULT_MAX_BODY_BYTES, metavar="N",
-                   help=f"largest request accepted, after decompression (default {DEFAULT_MAX_BODY_BYTES})")
+                   help="largest request accepted, after decompression: bytes, or with a unit "
+                        f"(20MiB, 50MB; default {DEFAULT_MAX_BODY_BYTES})")
     q.set_defaults(handler=run)
 
 
@@ -61,13 +63,7 @@ def _address(value: str) -> tuple[str, int]:
 
 
 def _size(value: str) -> int:
-    try:
-        number = int(value.replace("_", ""))
-    except ValueError:
-        number = 0
-    if number < 1024:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a size of at least 1024 bytes")
-    return number
+    return size_arg(value, minimum=1024)
 
 
 def build_receiver(args: argparse.Namespace, settings: Settings) -> tuple[OtlpReceiver, Agent]:

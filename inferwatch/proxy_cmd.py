@@ -36,17 +36,19 @@ def _env(name: str, default: Any, kind: Callable[[str], Any] = str) -> Any:
         raise SystemExit(f"inferwatch: {ENV_PREFIX}{name}={value!r} is not valid") from None
 
 
-def _size(value: str) -> int:
+def size_arg(value: str, minimum: int = 1) -> int:
+    """A size in bytes from ``33554432``, ``32MiB``, ``50MB`` or ``1_048_576`` (at least ``minimum``)."""
     units = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
     text = value.strip().lower().replace("_", "")
     suffix = next((s for s in units if text.endswith(s)), "")
     number, factor = text.removesuffix(suffix).strip(), units.get(suffix, 1)
     try:
         size = int(float(number) * factor)
-    except ValueError:
+    except (ValueError, OverflowError):
         size = 0
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a size in bytes (e.g. 33554432 or 32MiB)")
+    if size < minimum:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a size in bytes of at least {minimum} (e.g. 33554432 or 32MiB)")
     return size
 
 
@@ -88,8 +90,9 @@ def add_agent_commands(sub: Any) -> None:
                    help="the model server, e.g. http://127.0.0.1:8000 (the only place requests go)")
     p.add_argument("--admin-prefix", default=_env("ADMIN_PREFIX", "/-/"), metavar="PREFIX",
                    help="path prefix of the proxy's own healthz, livez and metrics (default /-/)")
-    p.add_argument("--max-request-bytes", type=_size, default=_env("MAX_REQUEST_BYTES", 32 << 20, _size),
-                   metavar="SIZE", help="larger request bodies get 413 (default 32MiB)")
+    p.add_argument("--max-request-bytes", type=size_arg,
+                   default=_env("MAX_REQUEST_BYTES", 32 << 20, size_arg), metavar="SIZE",
+                   help="larger request bodies get 413 (default 32MiB)")
     p.add_argument("--connect-timeout", type=_seconds, default=_env("CONNECT_TIMEOUT_S", 5.0, _seconds),
                    metavar="SECONDS", help="connecting to the upstream (default 5; then 504)")
     p.add_argument("--upstream-timeout", type=_seconds,
