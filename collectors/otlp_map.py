@@ -131,10 +131,19 @@ def convention(span: OtlpSpan) -> tuple[Convention | None, str | None]:
     return None, "not_genai"
 
 
+_UINT64 = 1 << 64
+"""OTLP's times are fixed64 nanoseconds: a JSON number past it is no time (nor a datetime)."""
+
+
 def span_to_event(span: OtlpSpan, conv: Convention, options: MappingOptions) -> InferenceEvent:
     """The event for a model-call span (without ``agent``: the receiver numbers the events)."""
     if span.start_ns <= 0:
-        raise SpanRejected(f"span {span.span_id} ({span.name!r}) has no startTimeUnixNano")
+        missing = ("no startTimeUnixNano" if span.start_ns == 0
+                   else f"a negative startTimeUnixNano ({span.start_ns})")
+        raise SpanRejected(f"span {span.span_id} ({span.name!r}) has {missing}")
+    if span.start_ns >= _UINT64 or span.end_ns >= _UINT64 or span.end_ns < 0:
+        raise SpanRejected(f"span {span.span_id} ({span.name!r}) has a time outside uint64 nanoseconds "
+                           f"(startTimeUnixNano {span.start_ns}, endTimeUnixNano {span.end_ns})"[:300])
     attrs = _with_detail_events(span)
     turns, system_chars = _input_turns(attrs, span)
     choices, tool_calls = _choices(attrs, span)

@@ -269,7 +269,14 @@ def test_times_and_service() -> None:
     assert event.time.timestamp() == pytest.approx(1_700_000_000.0)
     span = make_span({"gen_ai.request.model": "m"})
     span.start_ns = 0
-    with pytest.raises(SpanRejected, match="startTimeUnixNano"):
+    with pytest.raises(SpanRejected, match="has no startTimeUnixNano"):
+        span_to_event(span, "gen_ai", MappingOptions())
+    span.start_ns = -5
+    with pytest.raises(SpanRejected, match=r"has a negative startTimeUnixNano \(-5\)"):
+        span_to_event(span, "gen_ai", MappingOptions())
+    # Past fixed64 nanoseconds (a JSON number can be any size): rejected, not an internal error.
+    span.start_ns = 10**40
+    with pytest.raises(SpanRejected, match="outside uint64 nanoseconds"):
         span_to_event(span, "gen_ai", MappingOptions())
 
 
