@@ -125,7 +125,10 @@ class OtlpReceiver:
     """The receiver: an ASGI app for ``POST /v1/traces`` that maps spans and hands events to ``sink``.
 
     ``room``, when given, says how many more events ``sink`` can take now; a request whose
-    events do not fit is answered 503 (retryable) before any of them is queued.
+    events do not fit is answered 503 (retryable) before any of them is queued — unless it has
+    more events than ``capacity`` (the queue's size), which no retry would fit: those events are
+    offered as they come and the ones refused are rejected spans (partial success), naming the
+    setting to raise or the batch size to lower.
     ``extra_metrics`` returns more Prometheus text for ``/metrics``. Each receiver is
     an event source of its own: ``agent.id`` is :attr:`id` and ``agent.seq`` counts its events
     from 0, so gaps downstream reveal loss, as for the agent.
@@ -138,6 +141,7 @@ class OtlpReceiver:
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         room: Callable[[], int] | None = None,
+        capacity: int | None = None,
         extra_metrics: Callable[[], str] | None = None,
         version: str | None = None,
     ) -> None:
@@ -147,6 +151,7 @@ class OtlpReceiver:
         self.options = options or MappingOptions()
         self.max_body_bytes = max_body_bytes
         self.room = room
+        self.capacity = capacity
         self.extra_metrics = extra_metrics
         self.version = version or _distribution_version()
         self.id = uuid7()
@@ -206,7 +211,8 @@ class OtlpReceiver:
                 decoded.reject(f"span {span.span_id} ({span.name!r}) could not be mapped "
                                f"({type(exc).__name__})")
         received = len(decoded.spans) + decoded.rejected
-        if events and self.room is not None and self.room() < len(events):
+        never_fits = self.capacity is not None and len(events) > self.capacity
+        if events and self.room is not None and not never_fits and self.room() < len(events):
             with self._lock:
                 self._counts["spans_received"] += received
             return self._error(503, encoding, CODE_UNAVAILABLE,
@@ -217,6 +223,10 @@ class OtlpReceiver:
             event.agent = AgentInfo(id=self.id, seq=next(self._seq), version=self.version)
             if self.sink.offer(event):
                 queued += 1
+            elif never_fits:
+                decoded.reject(f"the batch has {len(events)} model-call spans, more than the event queue "
+                               f"holds (agent.queue_size {self.capacity}): export smaller batches "
+                               "(OTEL_BSP_MAX_EXPORT_BATCH_SIZE) or raise INFERWATCH_AGENT__QUEUE_SIZE")
             else:
                 decoded.reject("the event queue is full")
         with self._lock:

@@ -108,9 +108,9 @@ class DecodedRequest:
     reasons: list[str] = field(default_factory=list)
 
     def reject(self, reason: str) -> None:
-        """Count one rejected span and keep its reason (the first few only)."""
+        """Count one rejected span and keep its reason (the first few distinct ones only)."""
         self.rejected += 1
-        if len(self.reasons) < _MAX_REASONS:
+        if len(self.reasons) < _MAX_REASONS and reason not in self.reasons:
             self.reasons.append(reason)
 
 

@@ -84,6 +84,7 @@ def build_receiver(args: argparse.Namespace, settings: Settings) -> tuple[OtlpRe
         return queue_size - agent.shipper.stats().queue_depth
 
     receiver = OtlpReceiver(agent.shipper, options, max_body_bytes=args.max_body_bytes, room=room,
+                            capacity=queue_size,
                             extra_metrics=agent.metrics_text, version=agent.version)
     return receiver, agent
 

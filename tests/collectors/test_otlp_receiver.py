@@ -382,6 +382,24 @@ def test_full_queue_answers_503_and_the_exporter_retries() -> None:
     assert sink.events[0].agent.seq == 0
 
 
+def test_a_batch_larger_than_the_whole_queue_is_not_answered_503_forever() -> None:
+    """503 says "retry": for a batch no empty queue could hold, what fits is queued and the rest
+    rejected (partial success, final) with the setting to change."""
+    sink = ListSink(capacity=1)
+    document = _spec_json()
+    spans = document["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    spans.append(dict(spans[0], spanId="eee19b7ec3c1b175"))
+    spans.append(dict(spans[0], spanId="fff19b7ec3c1b175"))
+    with Served(OtlpReceiver(sink, room=lambda: 1, capacity=1)) as served:
+        response = httpx.post(served.url, json=document)
+    assert response.status_code == 200
+    success = response.json()["partialSuccess"]
+    assert success["rejectedSpans"] == "2"
+    assert "more than the event queue holds (agent.queue_size 1)" in success["errorMessage"]
+    assert success["errorMessage"].count("agent.queue_size") == 1  # one reason, not one per span
+    assert len(sink.events) == 1
+
+
 def test_sink_refusal_is_reported_as_rejected_spans() -> None:
     sink = ListSink(capacity=1)
     document = _spec_json()
