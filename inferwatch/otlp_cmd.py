@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import signal
+import socket
 import sys
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -107,24 +108,31 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print("inferwatch: collect otlp needs uvicorn and opentelemetry-proto: "
               "pip install 'inferwatch[otlp]'", file=sys.stderr)
         return 2
+    host, port = args.listen
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:  # first: a port in use is said plainly, before anything else starts
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        print(f"inferwatch: cannot listen on {shown}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     try:
         receiver, agent = build_receiver(args, settings)
     except AgentConfigError as exc:
+        sock.close()
         print(f"inferwatch: {exc}", file=sys.stderr)
         return 2
-    host, port = args.listen
     server = uvicorn.Server(uvicorn.Config(
         receiver, host=host, port=port, lifespan="on", access_log=False, log_level="warning",
         server_header=False,
     ))
     where = settings.bus.path if settings.bus.kind == "sqlite" else ",".join(settings.bus.bootstrap_servers)
-    print(f"otlp: receiving on http://{host}:{port}/v1/traces (capture={receiver.options.capture.value}, "
+    print(f"otlp: receiving on http://{shown}/v1/traces (capture={receiver.options.capture.value}, "
           f"bus={settings.bus.kind}:{where})", file=sys.stderr, flush=True)
     # uvicorn stops on SIGINT/SIGTERM, then re-raises the signal to the handlers it found: make
     # those end the run quietly, so the queue is sent and the counters printed either way.
     handlers = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.run()
+        server.run(sockets=[sock])
     except _Stopped:
         pass
     finally:

@@ -468,6 +468,22 @@ def test_collect_otlp_command(tmp_path: Path, stop: signal.Signals) -> None:
     assert event.principal == Pseudonymizer(HMAC_KEY).pseudonym("dave")
 
 
+def test_collect_otlp_on_a_port_in_use_says_so_and_exits_1(tmp_path: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "inferwatch.cli", "collect", "otlp", "--listen", f"127.0.0.1:{port}",
+             "--bus", str(tmp_path / "bus.db")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert done.returncode == 1
+    assert f"inferwatch: cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "receiving on" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def _healthy(url: str) -> bool:
     try:
         return httpx.get(url + "/healthz", timeout=1).status_code == 200
