@@ -501,8 +501,8 @@ class _ClientConnection(asyncio.Protocol):
         self.proxy.connections.discard(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        if self.upstream is not None:  # stop the model's work for a client that left
-            self.upstream.abandon("client_disconnected")
+        if self.upstream is not None:  # stop the model's work for a client that left (or was cut off)
+            self.upstream.abandon("proxy_shutdown" if self.proxy.shutting_down else "client_disconnected")
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
@@ -743,6 +743,8 @@ class ProxyServer:
         self.recorder = recorder
         self.metrics = ProxyMetrics()
         self.connections: set[_ClientConnection] = set()
+        self.shutting_down = False
+        """Set by :meth:`close`: requests it cuts short are ``proxy_shutdown``, not the client leaving."""
         self._pool: _Pool | None = None
         self._server: asyncio.Server | None = None
         self._base = self.upstream.base_path.encode("latin-1")
@@ -770,6 +772,7 @@ class ProxyServer:
 
     async def close(self, grace_s: float = 5.0) -> None:
         """Stop accepting, let requests in progress finish (within ``grace_s``), close the rest."""
+        self.shutting_down = True
         if self._server is not None:
             self._server.close()
         deadline = time.monotonic() + grace_s
@@ -797,7 +800,7 @@ class ProxyServer:
             self.record_later(request, 405, "method_not_allowed", None)
             return
         if not request.target.startswith(b"/"):
-            client.metrics.rejected["absolute_target"] += 1
+            client.metrics.rejected["absolute_target_refused"] += 1
             client.write_error(400, "absolute_target_refused",
                                "this proxy forwards only to its configured upstream: send an origin-form "
                                "target such as /v1/chat/completions", close=True)
@@ -812,8 +815,8 @@ class ProxyServer:
             self.metrics.in_flight -= 1
         if exchange is None:
             return
-        if exchange.error == "client_disconnected":
-            pass  # nobody to answer; the event says the client left
+        if exchange.error in ("client_disconnected", "proxy_shutdown"):
+            pass  # nobody to answer; the event says the client left, or the proxy cut it off
         elif exchange.error is not None:
             if not exchange.head_sent:
                 self._upstream_failed(client, request, exchange.error)

@@ -598,6 +598,8 @@ def test_never_an_open_proxy(proxy: Proxy, upstream: Upstream) -> None:
     assert b"absolute_target_refused" in answer
     answer = raw_exchange(proxy.port, b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 405 ")
+    metrics = httpx.get(f"{proxy.url}/-/metrics").text  # the reason is the error type answered
+    assert 'inferwatch_proxy_rejected_total{reason="absolute_target_refused"} 1' in metrics
     assert upstream.state.requests == []
     # Whatever the Host header says, the request goes to the one upstream.
     response = httpx.get(f"{proxy.url}/headers", headers={"host": "evil.example.com"})
@@ -664,6 +666,23 @@ def test_client_leaving_mid_stream_closes_the_upstream_stream(
     [event] = events_of(proxy, list_producer, 1)
     assert event.error == "client_disconnected"
     assert event.output.text == "Hello"
+
+
+def test_a_request_cut_off_by_shutdown_says_so_not_that_the_client_left(
+    proxy: Proxy, upstream: Upstream, list_producer: ListProducer
+) -> None:
+    upstream.state.release.clear()
+    with httpx.Client(timeout=10) as client, client.stream(
+        "POST", f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": True, "hold": True}
+    ) as response:
+        chunks = response.iter_raw()  # held: a dropped iterator closes the response (the client leaves)
+        next(chunks)
+        assert proxy.server is not None
+        asyncio.run_coroutine_threadsafe(proxy.server.close(grace_s=0.2), proxy.loop).result(10)
+        del chunks
+    upstream.state.release.set()
+    [event] = events_of(proxy, list_producer, 1)
+    assert event.error == "proxy_shutdown"
 
 
 # Principal
