@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import logging
 import os
 import signal
@@ -26,7 +27,12 @@ ENV_PREFIX = "INFERWATCH_PROXY__"
 SWITCH_INTERVAL_S = 0.0005
 
 
+_ENV_NAMES: set[str] = set()
+"""The ``INFERWATCH_PROXY__*`` names the flags read (filled as the parser is built)."""
+
+
 def _env(name: str, default: Any, kind: Callable[[str], Any] = str) -> Any:
+    _ENV_NAMES.add(name)
     value = os.environ.get(ENV_PREFIX + name)
     if value is None or value == "":
         return default
@@ -131,8 +137,9 @@ def proxy(args: argparse.Namespace, settings: Settings) -> int:
     from inferwatch.agent.proxy_record import InlineRecorder, WorkerRecorder
 
     try:
-        host, port = parse_listen(args.listen)
         excluded = args.exclude_path or _env("EXCLUDE_PATHS", "").split(",")
+        _check_env_names()  # after the last name is read
+        host, port = parse_listen(args.listen)
         config = ProxyConfig(
             upstream=args.upstream, host=host, port=port, admin_prefix=args.admin_prefix,
             max_request_bytes=args.max_request_bytes, connect_timeout_s=args.connect_timeout,
@@ -159,6 +166,20 @@ def proxy(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as exc:  # the port is taken, the address is not ours
         print(f"inferwatch: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         return 1
+
+
+def _check_env_names() -> None:
+    """An ``INFERWATCH_PROXY__*`` variable no flag reads is a mistake (``UPSTREAM_TIMEOUT`` for
+    ``UPSTREAM_TIMEOUT_S``): refused, naming the closest real one, rather than ignored."""
+    from inferwatch.agent.proxy import ProxyError
+
+    for variable in sorted(os.environ):
+        name = variable[len(ENV_PREFIX):]
+        if variable.startswith(ENV_PREFIX) and name not in _ENV_NAMES:
+            close = difflib.get_close_matches(name, sorted(_ENV_NAMES), n=1, cutoff=0.6)
+            hint = f"did you mean {ENV_PREFIX}{close[0]}? " if close else ""
+            raise ProxyError(f"{variable} is not a proxy setting ({hint}`inferwatch agent proxy --help` "
+                             "lists them)")
 
 
 def _check_bus(settings: Settings) -> None:

@@ -183,3 +183,12 @@ def test_a_dead_event_worker_costs_no_request(
     wait_for(lambda: any(e.agent.id != first_agent for e in bus_events(bus)))
     assert metric(url, 'inferwatch_proxy_calls_dropped_total{reason="worker_down"}') >= 1
     assert process.poll() is None
+
+
+def test_a_misspelled_proxy_variable_is_refused_with_the_real_name(capsys, monkeypatch) -> None:
+    from inferwatch.cli import main
+
+    monkeypatch.setenv("INFERWATCH_PROXY__UPSTREAM_TIMEOUT", "5")  # the setting ends in _S
+    assert main(["agent", "proxy", "--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0"]) == 2
+    assert ("INFERWATCH_PROXY__UPSTREAM_TIMEOUT is not a proxy setting "
+            "(did you mean INFERWATCH_PROXY__UPSTREAM_TIMEOUT_S?") in capsys.readouterr().err
