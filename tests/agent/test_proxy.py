@@ -7,6 +7,7 @@ being tested). Events go through a real agent to an in-memory producer (conftest
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import os
@@ -651,14 +652,25 @@ def test_upstream_timeout_gives_504(make_proxy: ProxyFactory, list_producer: Lis
     assert (event.status, event.error) == (504, "upstream_timeout")
 
 
-def test_client_leaving_mid_stream_closes_the_upstream_stream(
-    proxy: Proxy, upstream: Upstream, list_producer: ListProducer
-) -> None:
+@contextlib.contextmanager
+def held_stream(proxy: Proxy, upstream: Upstream) -> Iterator[Iterator[bytes]]:
+    """A streamed chat whose first chunk arrived while the model server holds the rest; the
+    client leaves when the block ends (the iterator is yielded so that it stays referenced:
+    a dropped iterator closes the response, which is the client leaving early)."""
     upstream.state.release.clear()
     with httpx.Client(timeout=10) as client, client.stream(
         "POST", f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": True, "hold": True}
     ) as response:
-        next(response.iter_raw())
+        chunks = response.iter_raw()
+        next(chunks)
+        yield chunks
+
+
+def test_client_leaving_mid_stream_closes_the_upstream_stream(
+    proxy: Proxy, upstream: Upstream, list_producer: ListProducer
+) -> None:
+    with held_stream(proxy, upstream):
+        pass
     # The client hung up while the model was still generating: the proxy closed its upstream
     # connection, and the model server's stream ended without being released.
     assert upstream.state.stream_closed.wait(10)
@@ -671,15 +683,9 @@ def test_client_leaving_mid_stream_closes_the_upstream_stream(
 def test_a_request_cut_off_by_shutdown_says_so_not_that_the_client_left(
     proxy: Proxy, upstream: Upstream, list_producer: ListProducer
 ) -> None:
-    upstream.state.release.clear()
-    with httpx.Client(timeout=10) as client, client.stream(
-        "POST", f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": True, "hold": True}
-    ) as response:
-        chunks = response.iter_raw()  # held: a dropped iterator closes the response (the client leaves)
-        next(chunks)
+    with held_stream(proxy, upstream):
         assert proxy.server is not None
         asyncio.run_coroutine_threadsafe(proxy.server.close(grace_s=0.2), proxy.loop).result(10)
-        del chunks
     upstream.state.release.set()
     [event] = events_of(proxy, list_producer, 1)
     assert event.error == "proxy_shutdown"
