@@ -237,10 +237,15 @@ def event_to_dict(event: InferenceEvent) -> dict[str, Any]:
     return event.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def oversized(size: int, max_bytes: int = MAX_EVENT_BYTES) -> str:
+    """The reason an event of ``size`` bytes is refused (also for a line never read whole)."""
+    return f"event is {size} bytes, over the {max_bytes}-byte limit"
+
+
 def decode_event(data: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> InferenceEvent:
     """Parse and validate one event; raise :class:`MalformedEvent` naming the problem."""
     if len(data) > max_bytes:
-        raise MalformedEvent(f"event is {len(data)} bytes, over the {max_bytes}-byte limit")
+        raise MalformedEvent(oversized(len(data), max_bytes))
     try:
         return InferenceEvent.model_validate_json(data)
     except ValidationError as exc:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from inferwatch.collectors.event import MAX_EVENT_BYTES, EventView, MalformedEvent, decode_event
+from inferwatch.collectors.event import MAX_EVENT_BYTES, EventView, MalformedEvent, decode_event, oversized
 from inferwatch.detectors.incidents import Incident
 from inferwatch.detectors.pipeline import Pipeline
 from inferwatch.detectors.store import IncidentQuery, IncidentStore
@@ -112,7 +112,7 @@ def _batches(fh: IO[bytes], result: ReplayResult,
     for number, line in enumerate(_lines(fh, MAX_EVENT_BYTES + 2), start=1):
         if isinstance(line, int):  # the reason decode_event gives, without holding the line
             done += line
-            result.malformed.append((number, f"event is {line} bytes, over the {MAX_EVENT_BYTES}-byte limit"))
+            result.malformed.append((number, oversized(line)))
             continue
         done += len(line)
         if not line or line.isspace():
