@@ -736,8 +736,12 @@ class ProxyServer:
         if httptools is None:
             raise ProxyError("the proxy needs httptools: pip install 'inferwatch[proxy]'")
         prefix = config.admin_prefix
-        if not prefix.startswith("/") or not prefix.endswith("/"):
-            raise ProxyError(f"--admin-prefix {prefix!r} must start and end with '/', e.g. /-/")
+        if not prefix.startswith("/") or not prefix.endswith("/") or prefix == "/":
+            raise ProxyError(f"--admin-prefix {prefix!r} must start and end with '/' and name a path of "
+                             "its own, e.g. /-/ ('/' would take every path from the model server)")
+        bad = sorted(path for path in config.exclude_paths if not path.startswith("/"))
+        if bad:
+            raise ProxyError(f"--exclude-path {bad[0]!r} must be a path starting with '/', e.g. /{bad[0]}")
         self.config = config
         self.upstream = Upstream.parse(config.upstream)
         self.recorder = recorder

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -40,6 +41,17 @@ DEFAULT_HOME = Path(".inferwatch")
 # A public default keeps the demo working; pseudonyms made with it can be reversed by anyone who
 # can guess the API keys, so the agent warns when it is left in place.
 DEFAULT_HMAC_KEY = "inferwatch-default-pseudonym-key"
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _header_name(value: str) -> str:
+    """An HTTP header name (an RFC 9110 token); the agent matches it in any case."""
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError("must be an HTTP header name: letters, digits and - _ . ! # $ % & ' * + ^ ` | ~, "
+                         "no spaces or colon, e.g. x-api-key")
+    return value
 
 
 class SettingsError(ValueError):
@@ -65,7 +77,7 @@ class AgentSettings(_Section):
     model: str | None = None
     model_version: str | None = None
     capture: CaptureMode = CaptureMode.REDACTED
-    principal_header: str = "x-api-key"
+    principal_header: Annotated[str, AfterValidator(_header_name)] = "x-api-key"
     hmac_key: SecretStr = SecretStr(DEFAULT_HMAC_KEY)
     queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 256
@@ -357,5 +369,6 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
         if err["type"] == "extra_forbidden":
             lines.append(f"  {where}: no such setting (check the spelling; docs/configuration.md lists them)")
             continue
-        lines.append(f"  {where}: {err['msg']}{shown_value(dotted, value)}")
+        message = err["msg"].removeprefix("Value error, ")  # our validators' messages stand alone
+        lines.append(f"  {where}: {message}{shown_value(dotted, value)}")
     return "\n".join(lines)

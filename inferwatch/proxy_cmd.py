@@ -147,9 +147,7 @@ def proxy(args: argparse.Namespace, settings: Settings) -> int:
             principal_from_address=not args.no_principal_from_address, forwarded_for=args.forwarded_for,
             exclude_paths=DEFAULT_EXCLUDED_PATHS | {p for p in excluded if p},
         )
-        updates = {k: v for k, v in (("principal_header", args.principal_header), ("service", args.service),
-                                     ("model", args.model)) if v}
-        settings = settings.model_copy(update={"agent": settings.agent.model_copy(update=updates)})
+        settings = settings.model_copy(update={"agent": _agent_with_flags(settings, args)})
         from_address = config.principal_from_address
         recorder: Recorder | None = None
         if args.no_events:
@@ -166,6 +164,26 @@ def proxy(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as exc:  # the port is taken, the address is not ours
         print(f"inferwatch: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         return 1
+
+
+def _agent_with_flags(settings: Settings, args: argparse.Namespace) -> Any:
+    """``settings.agent`` with what ``--principal-header``, ``--service`` and ``--model`` say,
+    checked as the settings are (``--principal-header ''`` is refused, not ignored)."""
+    from pydantic import ValidationError
+
+    from inferwatch.agent.proxy import ProxyError
+
+    flags = (("principal_header", "--principal-header", args.principal_header),
+             ("service", "--service", args.service), ("model", "--model", args.model))
+    # An empty --service or --model leaves the setting as it is; an empty header name is a mistake.
+    updates = {key: value for key, _, value in flags
+               if value or (value is not None and key == "principal_header")}
+    try:
+        return type(settings.agent).model_validate({**dict(settings.agent), **updates})
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        flag = next((flag for key, flag, _ in flags if key == err["loc"][0]), str(err["loc"][0]))
+        raise ProxyError(f"{flag} {err.get('input')!r}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 def _check_env_names() -> None:

@@ -192,3 +192,18 @@ def test_a_misspelled_proxy_variable_is_refused_with_the_real_name(capsys, monke
     assert main(["agent", "proxy", "--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0"]) == 2
     assert ("INFERWATCH_PROXY__UPSTREAM_TIMEOUT is not a proxy setting "
             "(did you mean INFERWATCH_PROXY__UPSTREAM_TIMEOUT_S?") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--principal-header", ""], "--principal-header '': must be an HTTP header name"),
+    (["--principal-header", "x api key"], "--principal-header 'x api key': must be an HTTP header name"),
+    (["--admin-prefix", "/"], "'/' would take every path from the model server"),
+    (["--exclude-path", "health"], "--exclude-path 'health' must be a path starting with '/', e.g. /health"),
+])
+def test_flags_that_would_silently_do_the_wrong_thing_are_refused(
+        capsys, flags: list[str], message: str) -> None:
+    from inferwatch.cli import main
+
+    listen = ["--listen", "127.0.0.1:0"]
+    assert main(["agent", "proxy", "--upstream", "http://127.0.0.1:9", *listen, *flags]) == 2
+    assert message in capsys.readouterr().err

@@ -142,3 +142,19 @@ def test_a_misspelled_section_in_the_environment_is_named_with_the_fix(monkeypat
     monkeypatch.setenv("INFERWATCH_LOCAL__SOMETHING", "1")  # not like any section: someone else's
     monkeypatch.setenv("INFERWATCH_PROXY__UPSTREAM", "http://127.0.0.1:1")  # the proxy's own
     assert load_settings().detect.window_s == 60
+
+
+@pytest.mark.parametrize("header", ["", "x api key", "x-api-key:", "x-api-kéy"])
+def test_a_principal_header_that_is_no_header_name_is_refused(monkeypatch, header: str) -> None:
+    monkeypatch.setenv("INFERWATCH_AGENT__PRINCIPAL_HEADER", header)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "invalid settings:\n  INFERWATCH_AGENT__PRINCIPAL_HEADER: must be an HTTP header name: "
+        "letters, digits and - _ . ! # $ % & ' * + ^ ` | ~, no spaces or colon, e.g. x-api-key "
+        f"(got {header!r})")
+
+
+def test_a_principal_header_in_any_case_is_taken(monkeypatch) -> None:
+    monkeypatch.setenv("INFERWATCH_AGENT__PRINCIPAL_HEADER", "X-Tenant_ID")
+    assert load_settings().agent.principal_header == "X-Tenant_ID"
