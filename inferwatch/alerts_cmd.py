@@ -59,19 +59,28 @@ def add_parsers(sub: Any, common: Common, parse_time: Callable[[str], datetime])
     common(q)
     q.add_argument("--status", action="append", choices=["pending", "delivered", "failed", "superseded"])
     q.add_argument("--receiver")
-    q.add_argument("--incident", help="notifications that carried this incident")
+    q.add_argument("--incident", help="notifications that carried this incident (an id prefix works)")
     q.add_argument("--since", type=parse_time)
-    q.add_argument("--limit", type=int, default=50)
+    q.add_argument("--limit", type=_positive, default=50)
     q.set_defaults(handler=alerts_log)
+
+
+def _positive(value: str) -> int:
+    from inferwatch.cli import positive_int
+
+    return positive_int(value)
 
 
 def _duration(value: str) -> timedelta:
     from inferwatch.detectors.alerts.config import parse_duration
 
     try:
-        return timedelta(seconds=parse_duration(value))
+        seconds = parse_duration(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: a silence needs a duration above 0, e.g. 30m or 2h")
+    return timedelta(seconds=seconds)
 
 
 # -- silences ------------------------------------------------------------------------------------
@@ -79,12 +88,13 @@ def _duration(value: str) -> timedelta:
 
 def silence_add(args: argparse.Namespace, settings: Settings) -> int:
     """Create a silence."""
-    from inferwatch.detectors.alerts.matchers import matches, parse_matchers
+    from inferwatch.detectors.alerts.matchers import check_labels, matches, parse_matchers
     from inferwatch.detectors.alerts.model import Silence
     from inferwatch.runtime import open_store
 
     try:
         matchers = parse_matchers(list(args.matchers))
+        check_labels(matchers)
     except ValueError as exc:
         raise SettingsError(f"silence: {exc}") from None
     if all(matches(m, {}) for m in matchers):
@@ -93,6 +103,9 @@ def silence_add(args: argparse.Namespace, settings: Settings) -> int:
                             'name at least one label value, e.g. service="chat"')
     now = datetime.now(UTC)
     starts = args.starts or now
+    if starts + args.duration <= now:
+        raise SettingsError(f"silence: it would end at {_when(starts + args.duration)} UTC, already past "
+                            "(--starts plus --duration must be in the future)")
     silence = Silence(
         id=uuid.uuid4().hex[:12], matchers=matchers, starts_at=starts, ends_at=starts + args.duration,
         created_by=args.author or getpass.getuser(), comment=args.comment, created_at=now,
@@ -110,7 +123,7 @@ def silence_list(args: argparse.Namespace, settings: Settings) -> int:
     from inferwatch.runtime import open_store
 
     now = datetime.now(UTC)
-    found = open_store(settings).list_silences(include_expired=args.all, now=now)
+    found = open_store(settings, existing=True).list_silences(include_expired=args.all, now=now)
     if args.json:
         for s in found:
             render.json_line(s.model_dump(mode="json"))
@@ -128,12 +141,12 @@ def silence_expire(args: argparse.Namespace, settings: Settings) -> int:
     """End a silence now."""
     from inferwatch.runtime import open_store
 
-    store = open_store(settings)
+    store = open_store(settings, existing=True)
     silence = store.get_silence(args.id)
     if silence is None:
         print(f"inferwatch: no silence with id {args.id!r} (see `inferwatch silence list --all`)",
               file=sys.stderr)
-        return 2
+        return 1
     now = datetime.now(UTC)
     if silence.ends_at <= now:
         print(f"silence {silence.id} already ended at {_when(silence.ends_at)} UTC")
@@ -208,12 +221,21 @@ def alerts_check(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{path}: valid; receivers: {receivers}; {len(config.inhibit_rules)} inhibition rule(s)")
     if not args.labels:
         return 0
+    from inferwatch.detectors.alerts.matchers import check_labels
+    from inferwatch.detectors.alerts.model import Matcher
+
     labels: dict[str, str] = {}
     for item in args.labels:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise SettingsError(f"{item!r} is not LABEL=VALUE")
+        try:
+            check_labels([Matcher(name=name, op="=", value=value)])
+        except ValueError as exc:
+            raise SettingsError(f"alerts check: {exc}") from None
         labels[name] = value
+    if "detector" in labels:
+        labels.setdefault("alertname", labels["detector"])  # as every alert carries it
     for match in config.route.match(labels):
         print(f"  -> receiver {match.receiver}  group {group_key(match, labels)}  "
               f"(wait {match.group_wait:g}s, interval {match.group_interval:g}s, "
@@ -226,9 +248,14 @@ def alerts_log(args: argparse.Namespace, settings: Settings) -> int:
     from inferwatch.detectors.alerts.model import NotificationQuery
     from inferwatch.runtime import open_store
 
-    query = NotificationQuery(status=args.status, receiver=args.receiver, incident_id=args.incident,
+    store = open_store(settings, existing=True)
+    incident_id = args.incident
+    if incident_id is not None:  # an id prefix, as every incidents command takes
+        incident = store.get(incident_id)
+        incident_id = incident.id if incident is not None else incident_id
+    query = NotificationQuery(status=args.status, receiver=args.receiver, incident_id=incident_id,
                               since=args.since, limit=args.limit)
-    found = open_store(settings).list_notifications(query)
+    found = store.list_notifications(query)
     if args.json:
         for n in found:
             render.json_line(n.model_dump(mode="json"))

@@ -66,6 +66,35 @@ def parse_matcher(text: str) -> Matcher:
     return matcher
 
 
+def check_labels(matchers: Iterable[Matcher]) -> None:
+    """Raise ``ValueError`` for a matcher no alert of ours could be selected by on purpose: one
+    naming a label alerts do not carry (:data:`~inferwatch.detectors.alerts.model.LABEL_NAMES`),
+    or comparing ``severity``/``kind`` with ``=``/``!=`` to a value they never take.
+
+    >>> check_labels(parse_matchers('sevrity="high"'))
+    Traceback (most recent call last):
+    ...
+    ValueError: no alert has a label 'sevrity' (did you mean 'severity'?); alerts carry ...
+    >>> check_labels(parse_matchers('severity=hgh'))
+    Traceback (most recent call last):
+    ...
+    ValueError: severity is never 'hgh': it is one of info, low, medium, high, critical
+    """
+    import difflib
+
+    from inferwatch.detectors.alerts.model import LABEL_NAMES, LABEL_VALUES
+
+    for matcher in matchers:
+        if matcher.name not in LABEL_NAMES:
+            close = difflib.get_close_matches(matcher.name, LABEL_NAMES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"no alert has a label {matcher.name!r}{hint}; "
+                             f"alerts carry {', '.join(LABEL_NAMES)}")
+        values = LABEL_VALUES.get(matcher.name)
+        if values and matcher.op in ("=", "!=") and matcher.value not in values:
+            raise ValueError(f"{matcher.name} is never {matcher.value!r}: it is one of {', '.join(values)}")
+
+
 def parse_matchers(source: str | Iterable[str]) -> list[Matcher]:
     """All matchers of ``source``: one string of comma-separated matchers, optionally in braces
     (``{a="b", c=~"d"}``), or a list of such strings (as a YAML ``matchers:`` list)."""

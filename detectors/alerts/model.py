@@ -13,9 +13,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from pydantic import BaseModel, Field
+
+from inferwatch.detectors.base import Kind, Severity
 
 if TYPE_CHECKING:
     from inferwatch.detectors.incidents import Incident
@@ -29,6 +31,8 @@ IntegrationKind = Literal["alertmanager", "pagerduty", "slack", "webhook", "emai
 # Labels every alert carries, from its incident. ``alertname`` is the detector's name, as
 # Alertmanager users expect; ``incident_id`` makes each incident its own alert.
 LABEL_NAMES = ("alertname", "incident_id", "detector", "kind", "severity", "service", "model", "subject")
+LABEL_VALUES: dict[str, tuple[str, ...]] = {"severity": get_args(Severity), "kind": get_args(Kind)}
+"""The values the labels with a fixed set take (``severity=hgh`` can never match)."""
 
 
 class Alert(BaseModel):

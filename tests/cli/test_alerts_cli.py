@@ -69,8 +69,9 @@ def test_silence_errors_name_what_to_fix(tmp_path: Path, capsys: pytest.CaptureF
     code, _, err = run(capsys, "silence", "add", "severity=~(unclosed", "--store", store)
     assert code == 2
     assert "severity=~(unclosed" in err
+    SQLiteStore(store).close()
     code, _, err = run(capsys, "silence", "expire", "nope", "--store", store)
-    assert code == 2
+    assert code == 1  # not found
     assert "no silence with id 'nope'" in err
     with pytest.raises(SystemExit):
         main(["silence", "add", "a=b", "--duration", "soon", "--store", store])
@@ -156,3 +157,52 @@ receivers:
                        "--bus", str(tmp_path / "b.db"), "--exit-when-idle", "0.1")
     assert code == 2
     assert f"{routes}: receivers: mail: email_configs[0]" in err
+
+
+def test_alerts_check_routes_labels_as_real_alerts_carry_them(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    routes = tmp_path / "alerts.yaml"
+    routes.write_text(ROUTES.replace("""matchers: ['severity=~"high|critical"']""",
+                                     """matchers: ['alertname="prompt_injection"']"""))
+    # Every alert's alertname is its detector: a dry run without one must route as the real alert.
+    code, out, _ = run(capsys, "alerts", "check", "--routes", str(routes), "detector=prompt_injection",
+                       "severity=high")
+    assert code == 0
+    assert "-> receiver pager" in out
+    code, _, err = run(capsys, "alerts", "check", "--routes", str(routes), "severty=high")
+    assert code == 2
+    assert "no alert has a label 'severty' (did you mean 'severity'?)" in err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["sevrity=high"], "no alert has a label 'sevrity' (did you mean 'severity'?)"),
+    (["severity=hgh"], "severity is never 'hgh': it is one of info, low, medium, high, critical"),
+    (["kind!=drfit"], "kind is never 'drfit'"),
+    (["service=chat", "--starts", "2020-01-01T00:00:00Z"], "already past"),
+])
+def test_a_silence_that_could_never_mute_anything_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str) -> None:
+    store = tmp_path / "store.db"
+    code, _, err = run(capsys, "silence", "add", *flags, "--store", str(store))
+    assert code == 2
+    assert message in err
+    with pytest.raises(SystemExit):
+        main(["silence", "add", "service=chat", "--duration", "0", "--store", str(store)])
+    assert "a silence needs a duration above 0" in capsys.readouterr().err
+
+
+def test_alerts_log_takes_an_incident_id_prefix(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                events_file: Path) -> None:
+    store_path = tmp_path / "store.db"
+    assert main(["replay", str(events_file), "--store", str(store_path), "--json"]) == 0
+    incident_id = json.loads(capsys.readouterr().out.splitlines()[0])["id"]
+    now = datetime.now(UTC)
+    alert = NotificationAlert(incident_id=incident_id, labels={"alertname": "drift"}, state="firing",
+                              incident_status="open", starts_at=now, updated_at=now, severity="high")
+    SQLiteStore(store_path).save_notifications([
+        Notification(id=notification_id("g|team|webhook|0", 1), group_key="g", receiver="team",
+                     integration="webhook", seq=1, created_at=now, alerts=[alert], status="delivered",
+                     attempts=1, next_attempt_at=now)])
+    code, out, _ = run(capsys, "alerts", "log", "--incident", incident_id[:5], "--store", str(store_path))
+    assert code == 0
+    assert "delivered" in out
