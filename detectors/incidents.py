@@ -36,6 +36,10 @@ class IncidentError(ValueError):
     """A lifecycle request that cannot be carried out (unknown id, wrong state)."""
 
 
+class NoSuchIncident(IncidentError):
+    """No incident has this id, nor is it the prefix of exactly one (the CLI exits 1: not found)."""
+
+
 class HistoryEntry(BaseModel):
     """One change in an incident's life: who did what, when, and why."""
 
@@ -258,7 +262,8 @@ class IncidentManager:
         if existing.status == "resolved":
             existing = existing.model_copy(deep=True)
             existing.status = "open"
-            existing.history.append(HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="reopened"))
+            existing.history.append(HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="reopened",
+                                                 note=_what(finding)))
         return _merge(existing, finding)
 
     def _active_for(self, finding: Finding, pending: dict[str, Incident]) -> Incident | None:
@@ -285,7 +290,7 @@ class IncidentManager:
         for _ in range(_MAX_ATTEMPTS):  # again when the detector updated it between read and write
             incident = self.store.get(incident_id)
             if incident is None:
-                raise IncidentError(no_such_incident(incident_id))
+                raise NoSuchIncident(no_such_incident(incident_id))
             if incident.status not in allowed:
                 raise IncidentError(f"incident {incident_id} is {incident.status}; cannot mark it {status}")
             incident = incident.model_copy(deep=True)
@@ -343,7 +348,7 @@ def _new_incident(fp: str, finding: Finding) -> Incident:
         trace_ids=finding.trace_ids[:MAX_SAMPLE_IDS],
         first_seen=finding.time,
         last_seen=finding.time,
-        history=[HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="opened")],
+        history=[HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="opened", note=_what(finding))],
         finding_digests=[finding_digest(finding)],
         peak_severity=finding.severity,
     )
@@ -375,12 +380,22 @@ def _merge(incident: Incident, finding: Finding) -> Incident | None:
     severity = escalated_severity(out.kind, peak, out.count, out.score)
     if SEVERITY_ORDER[severity] > SEVERITY_ORDER[out.severity]:
         out.severity = severity
-        reason = finding.severity if severity == peak else (
+        # Named, since the incident shows its latest finding, which may be a milder one later.
+        reason = _what(finding) if severity == finding.severity else (
             f"{severity}: {out.count} findings, highest score {out.score:.2f}")
         out.history.append(HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="escalated", note=reason))
     if latest:
         out.title, out.summary, out.evidence = finding.title, finding.summary, dict(finding.evidence)
     return out
+
+
+def _what(finding: Finding) -> str:
+    """A history note naming the finding behind a change: ``high: <title> (score 0.97)``."""
+    title = finding.title if len(finding.title) <= _NOTE_TITLE else finding.title[: _NOTE_TITLE - 1] + "…"
+    return f"{finding.severity}: {title} (score {finding.score:.2f})"
+
+
+_NOTE_TITLE = 200
 
 
 def _sample_ids(current: list[str], new: Sequence[str], newest: bool) -> list[str]:

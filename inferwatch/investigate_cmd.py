@@ -99,7 +99,7 @@ def incidents_timeline(args: argparse.Namespace, settings: Settings) -> int:
     with _store(settings) as store:
         incident = _incident(store, args.id)
         if incident is None:
-            return 2
+            return 1
         line = timeline(store, incident, before=args.before, after=args.after, limit=args.limit,
                         detectors=_detectors(args, settings))
     if args.json:
@@ -117,7 +117,7 @@ def incidents_report(args: argparse.Namespace, settings: Settings) -> int:
     with _store(settings) as store:
         incident = _incident(store, args.id)
         if incident is None:
-            return 2
+            return 1
         bundle = report(store, incident, before=args.before, after=args.after, limit=args.limit,
                         detectors=_detectors(args, settings), window=args.related_window)
     fmt = args.format or ("json" if args.json else "md")
@@ -137,7 +137,7 @@ def incidents_report(args: argparse.Namespace, settings: Settings) -> int:
 @contextmanager
 def _store(settings: Settings) -> Iterator[Store]:
     """The configured store, closed again (an Elasticsearch client holds connections)."""
-    store = open_store(settings)
+    store = open_store(settings, existing=True)
     try:
         yield store
     finally:

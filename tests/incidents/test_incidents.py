@@ -159,7 +159,7 @@ def test_a_critical_finding_is_kept_and_peak_survives_a_store_round_trip(manager
     assert stored.peak_severity == "low"
     inc = manager.apply([finding(1, severity="critical", events=("e2",))])[0]
     assert inc.severity == "critical"
-    assert inc.history[-1].note == "critical"
+    assert inc.history[-1].note == "critical: flood (score 0.60)"  # the finding that made it critical
 
 
 # -- auto-resolve after quiet, and what follows ----------------------------------------------------
@@ -238,3 +238,14 @@ def test_one_event_findings_fill_the_sample_then_the_last_slot_follows_the_newes
         inc = manager.apply([finding(minute, events=(f"e{minute}",))])[0]
     assert inc.event_ids == [f"e{i}" for i in range(19)] + ["e24"]
     assert len(inc.event_ids) == 20
+
+
+def test_history_names_the_finding_that_opened_and_escalated_it_when_later_ones_are_milder(manager):
+    manager.apply([finding(0, severity="medium", title="markdown image to evil.example")])
+    manager.apply([finding(1, severity="critical", title="private key in output", events=("e2",))])
+    inc = manager.apply([finding(2, severity="medium", title="markdown image again", events=("e3",))])[0]
+    assert inc.title == "markdown image again"  # the latest finding's, as documented
+    assert inc.severity == "critical"
+    notes = [(h.action, h.note) for h in inc.history]
+    assert notes == [("opened", "medium: markdown image to evil.example (score 0.60)"),
+                     ("escalated", "critical: private key in output (score 0.60)")]
