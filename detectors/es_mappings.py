@@ -545,6 +545,8 @@ def event_query(q: EventQuery) -> dict[str, Any]:
         filters.append({"range": {"inferwatch.time_us": window}})
     if q.text:
         filters.append(text_query(q.text))
+    if q.ids is not None:
+        filters.append({"terms": {"event.id": list(q.ids)}} if q.ids else _MATCH_NONE)
     return bool_filter(filters)
 
 

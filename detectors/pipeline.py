@@ -38,6 +38,10 @@ class PipelineStats:
     events: int = 0
     findings: int = 0
     windows_closed: int = 0
+    late_events: int = 0
+    """Events older than the start of the window open when they came: windowed detectors count
+    them in that window, not in their own (a file replayed out of time order, a partition far
+    behind the others)."""
     detector_errors: Counter[str] = field(default_factory=Counter)
 
 
@@ -69,8 +73,11 @@ class Pipeline:
         if events:
             newest = max(e.ts for e in events)
             self._watermark = newest if self._watermark is None else max(self._watermark, newest)
+        clock = self.clock
         for event in events:
-            for end in self.clock.advance(event.ts):
+            if clock.open_end is not None and event.ts < clock.open_end - clock.size_s:
+                self.stats.late_events += 1
+            for end in clock.advance(event.ts):
                 batch.findings.extend(self._close(end))
             for detector in self.detectors:
                 batch.findings.extend(self._call(detector, detector.observe, event))
@@ -106,6 +113,8 @@ class Pipeline:
                 newest = ts
             open_end = clock.open_end
             if open_end is not None and ts < open_end:
+                if ts < open_end - clock.size_s:
+                    self.stats.late_events += 1
                 continue
             ends = clock.advance(ts)
             if ends:

@@ -34,6 +34,9 @@ class ReplayResult:
     incidents: list[Incident]
     events: int = 0
     malformed: list[tuple[int, str]] = field(default_factory=list)
+    late: int = 0
+    """Events older than the window open when they were read (the file is not in time order):
+    windowed detectors counted them in that window, not in their own."""
 
 
 def replay_file(
@@ -62,6 +65,7 @@ def replay_file(
     froze = gc.get_freeze_count() == 0
     if froze:
         gc.freeze()
+    late_before = pipeline.stats.late_events
     try:
         with path.open("rb") as fh:
             for batch, done in _batches(fh, result, decode or decode_event):
@@ -73,6 +77,7 @@ def replay_file(
                 if progress is not None:
                     progress(done, total)
         pipeline.store(pipeline.close_open_window())
+        result.late = pipeline.stats.late_events - late_before
     finally:
         if froze:
             gc.unfreeze()

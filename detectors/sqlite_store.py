@@ -228,6 +228,9 @@ class SQLiteStore:
         f.add("ts >= ?", query.since.timestamp() if query.since else None)
         f.add("ts < ?", query.until.timestamp() if query.until else None)
         f.text("events_fts", query.text)
+        if query.ids is not None:
+            f.clauses.append(f"id IN ({', '.join('?' * len(query.ids))})" if query.ids else "0")
+            f.args.extend(query.ids)
         sql, args = f.select("SELECT doc FROM events", "ts DESC, id DESC", query.limit)
         return [decode_event(bytes(r[0])) for r in self._conn.execute(sql, args).fetchall()]
 

@@ -55,6 +55,8 @@ class EventQuery:
     since: datetime | None = None
     until: datetime | None = None
     text: str | None = None
+    ids: tuple[str, ...] | None = None
+    """Only these event ids (an incident's sample ``event_ids``); ``()`` matches nothing."""
     limit: int = 100
 
 

@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="run the detectors over a JSONL file of events, by event time")
     _common(p)
     p.add_argument("file", type=Path, help="events, one JSON object per line")
-    p.add_argument("--window", type=float, metavar="SECONDS", help="window length (detect.window_s)")
+    p.add_argument("--window", type=_window, metavar="SECONDS",
+                   help="window length, seconds or 30s/5m/1h (detect.window_s)")
     p.add_argument("--detectors", dest="enabled_detectors", metavar="NAMES",
                    help="comma-separated detectors to run (detect.enabled); e.g. drift alone, which "
                         "takes the fast path")
@@ -115,10 +116,12 @@ def _incidents_parser(sub: Any, commands: Any) -> None:
     q.add_argument("--severity", choices=["info", "low", "medium", "high", "critical"],
                    help="this severity or higher")
     q.add_argument("--kind", choices=["drift", "abuse", "operational", "integrity"])
-    for flag in ("--detector", "--service", "--model", "--subject", "--text"):
+    for flag in ("--detector", "--service", "--model", "--text"):
         q.add_argument(flag)
+    q.add_argument("--subject", type=_subject,
+                   help="as incidents show it: principal:p_…, ip:…, model:… (a bare p_… works too)")
     q.add_argument("--since", type=parse_time, help="last seen since (RFC 3339 or 30m/2h/7d)")
-    q.add_argument("--limit", type=int, default=100)
+    q.add_argument("--limit", type=positive_int, default=100)
     q.set_defaults(handler=commands.incidents_list)
     q = isub.add_parser("show", help="one incident with its evidence and history")
     _common(q)
@@ -136,6 +139,43 @@ def _incidents_parser(sub: Any, commands: Any) -> None:
     investigate_cmd.add_incident_parsers(isub, _common)
 
 
+def positive_int(value: str) -> int:
+    """A whole number of at least 1 (``--limit``)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be 1 or more")
+    return number
+
+
+def _window(value: str) -> float:
+    """A window length: seconds (``60``) or with a unit (``30s``, ``5m``, ``1h``), above 0."""
+    match = _RELATIVE.match(value.strip())
+    try:
+        seconds = float(match.group(1)) * _UNITS[match.group(2)] if match else float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a length of time, e.g. 60 or 5m") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: a window must last more than 0 seconds")
+    return seconds
+
+
+def _trace_id(value: str) -> str:
+    """A W3C trace id as events carry it: 32 lowercase hex digits (upper case is taken)."""
+    trace_id = value.strip().lower()
+    if len(trace_id) != 32 or any(c not in "0123456789abcdef" for c in trace_id):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a trace id: 32 hex digits, e.g. "
+                                         "4bf92f3577b34da6a3ce929d0e0e4736")
+    return trace_id
+
+
+def _subject(value: str) -> str:
+    """An incident subject; a bare caller pseudonym ``p_…`` (as events show it) gets its ``principal:``."""
+    return f"principal:{value}" if value.startswith("p_") else value
+
+
 def _principal(value: str) -> str:
     """A principal as events carry it: ``p_…``; the ``principal:`` of an incident's subject dropped."""
     return value.removeprefix("principal:")
@@ -150,17 +190,22 @@ def _events_parser(sub: Any, commands: Any) -> None:
                    help="the caller's pseudonym p_… (an incident's subject principal:p_… works too)")
     q.add_argument("--model", help="model name")
     q.add_argument("--service", help="service name")
-    q.add_argument("--trace-id", metavar="ID", help="W3C trace id (32 hex digits)")
+    q.add_argument("--trace-id", type=_trace_id, metavar="ID", help="W3C trace id (32 hex digits)")
     q.add_argument("--text", help="words the prompt or output contains (all of them)")
+    q.add_argument("--id", action="append", metavar="EVENT_ID", help="this event (repeatable)")
+    q.add_argument("--incident", metavar="ID",
+                   help="the sample events an incident names (its event_ids; an id prefix works)")
     q.add_argument("--since", type=parse_time, metavar="T",
                    help="events at or after T (RFC 3339 or 30m/2h/7d)")
     q.add_argument("--until", type=parse_time, metavar="T",
                    help="events before T (RFC 3339 or 30m/2h/7d)")
-    q.add_argument("--limit", type=int, default=50, help="at most this many, newest first (50)")
+    q.add_argument("--limit", type=positive_int, default=50, help="at most this many, the newest (50)")
+    q.add_argument("--oldest-first", action="store_true",
+                   help="print them in time order (what `inferwatch replay` needs of a file)")
     q.set_defaults(handler=commands.events_search)
     q = esub.add_parser("dead-letters", help="events the detector rejected, with the reasons")
     _common(q)
-    q.add_argument("--limit", type=int, default=20)
+    q.add_argument("--limit", type=positive_int, default=20)
     q.set_defaults(handler=commands.dead_letters)
 
 
@@ -215,7 +260,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         overrides["bus"] = {"path": args.bus}
     if getattr(args, "store", None):
         overrides["store"] = {"path": args.store}
-    if getattr(args, "window", None):
+    if getattr(args, "window", None) is not None:
         overrides.setdefault("detect", {})["window_s"] = args.window
     if getattr(args, "enabled_detectors", None):
         overrides.setdefault("detect", {})["enabled"] = [n.strip() for n in args.enabled_detectors.split(",")]
@@ -229,7 +274,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``inferwatch`` console script."""
     from inferwatch.detectors.alerts.config import AlertingConfigError
-    from inferwatch.detectors.incidents import IncidentError
+    from inferwatch.detectors.incidents import IncidentError, NoSuchIncident
     from inferwatch.detectors.registry import DetectorConfigError
     from inferwatch.detectors.store import StoreUnavailable
 
@@ -247,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
         handler: Handler = args.handler
         return handler(args, settings)
+    except NoSuchIncident as exc:
+        print(f"inferwatch: {exc}", file=sys.stderr)
+        return 1
     except (SettingsError, DetectorConfigError, IncidentError, AlertingConfigError) as exc:
         print(f"inferwatch: {exc}", file=sys.stderr)
         return 2

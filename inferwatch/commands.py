@@ -57,6 +57,11 @@ def detect(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+LATE_SHARE_REFUSED = 0.5
+"""Replay exits 2 when this share of the events or more came out of time order (a file written
+newest first): its incidents are not worth a success. Fewer stragglers get the warning alone."""
+
+
 def replay(args: argparse.Namespace, settings: Settings) -> int:
     """Run the detectors over a file of events and print the incidents."""
     path: os.PathLike[str] = args.file
@@ -80,10 +85,20 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
         render.incidents_table(result.incidents)
         print(f"\n{render.count(result.events, 'event')} replayed, {len(result.malformed):,} malformed, "
               f"{render.count(len(result.incidents), 'incident')}")
-    if result.malformed and not result.events:
-        print("inferwatch replay: no line was an event: replay reads inferwatch.event/1 events, one JSON "
-              "object per line (docs/events.md); to score bare texts use `inferwatch scan`", file=sys.stderr)
+    if not result.events:
+        what = "no line was an event" if result.malformed else f"{path} holds no event (it is empty or blank)"
+        print(f"inferwatch replay: {what}: replay reads inferwatch.event/1 events, one JSON object per line "
+              "(docs/events.md); to score bare texts use `inferwatch scan`", file=sys.stderr)
         return 2
+    if result.late:
+        share = result.late / result.events
+        late = render.count(result.late, "event")
+        print(f"inferwatch replay: {late} ({share:.0%}) came after a later window had opened: the file "
+              "is not in time order, so the per-window detectors (rates, per-caller, drift) judged them in "
+              "the wrong window and may have missed incidents. Sort it by time; "
+              "`inferwatch events search --json --oldest-first` writes events in order", file=sys.stderr)
+        if share >= LATE_SHARE_REFUSED:
+            return 2
     return 0
 
 
@@ -94,7 +109,7 @@ def incidents_list(args: argparse.Namespace, settings: Settings) -> int:
         service=args.service, model=args.model, subject=args.subject, since=args.since, text=args.text,
         limit=args.limit,
     )
-    found = open_store(settings).list_incidents(query)
+    found = open_store(settings, existing=True).list_incidents(query)
     if args.json:
         for incident in found:
             render.json_line(incident.public_dict())
@@ -105,7 +120,7 @@ def incidents_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def incidents_show(args: argparse.Namespace, settings: Settings) -> int:
     """Show one incident."""
-    incident = open_store(settings).get(args.id)
+    incident = open_store(settings, existing=True).get(args.id)
     if incident is None:
         print(f"inferwatch: {no_such_incident(args.id)}",
               file=sys.stderr)
@@ -119,7 +134,7 @@ def incidents_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def incidents_transition(args: argparse.Namespace, settings: Settings) -> int:
     """Acknowledge or resolve an incident."""
-    manager = IncidentManager(open_store(settings), bucket_s=settings.detect.incident_bucket_s,
+    manager = IncidentManager(open_store(settings, existing=True), bucket_s=settings.detect.incident_bucket_s,
                               resolve_after_s=settings.detect.resolve_after_s or None)
     actor = args.actor or getpass.getuser()
     if args.transition == "ack":
@@ -135,16 +150,33 @@ def incidents_transition(args: argparse.Namespace, settings: Settings) -> int:
 
 def events_search(args: argparse.Namespace, settings: Settings) -> int:
     """Search stored events."""
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        print(f"inferwatch events search: --since ({args.since:%Y-%m-%dT%H:%M:%SZ}) must be before --until "
+              f"({args.until:%Y-%m-%dT%H:%M:%SZ}); nothing could match", file=sys.stderr)
+        return 2
+    store = open_store(settings, existing=True)
+    ids: tuple[str, ...] | None = tuple(args.id) if args.id else None
+    if args.incident is not None:
+        incident = store.get(args.incident)
+        if incident is None:
+            print(f"inferwatch: {no_such_incident(args.incident)}", file=sys.stderr)
+            return 1
+        ids = (*(ids or ()), *incident.event_ids)
     query = EventQuery(
         principal=args.principal, model=args.model, service=args.service, trace_id=args.trace_id,
-        since=args.since, until=args.until, text=args.text, limit=args.limit,
+        since=args.since, until=args.until, text=args.text, ids=ids, limit=args.limit,
     )
-    found = open_store(settings).search_events(query)
+    found = store.search_events(query)
+    if args.oldest_first:
+        found.reverse()
     if args.json:
         for event in found:
             render.json_line(event_to_dict(event))
     else:
         render.events_table(found)
+        if len(found) == args.limit:
+            print(f"(the newest {render.count(args.limit, 'event')}; more may match: raise --limit or narrow "
+                  "the search)", file=sys.stderr)
     return 0
 
 
@@ -192,7 +224,7 @@ def baseline_set(args: argparse.Namespace, settings: Settings) -> int:
 
 def baseline_show(args: argparse.Namespace, settings: Settings) -> int:
     """List the drift references, or show one model's with its features."""
-    store = open_store(settings)
+    store = open_store(settings, existing=True)
     if args.model is None:
         records = store.list_references()
     else:
@@ -234,7 +266,7 @@ def _when(moment: datetime) -> str:
 
 def baseline_clear(args: argparse.Namespace, settings: Settings) -> int:
     """Forget a model's drift reference."""
-    if not open_store(settings).delete_reference(args.model):
+    if not open_store(settings, existing=True).delete_reference(args.model):
         print(f"inferwatch: no drift reference for model {args.model!r} (see `inferwatch baseline show`)",
               file=sys.stderr)
         return 1

@@ -34,8 +34,18 @@ def open_bus(settings: Settings) -> EventBus:
     return SQLiteBus(settings.bus.path, topic=settings.bus.topic)
 
 
-def open_store(settings: Settings) -> Store:
-    """The incident and event store named by ``settings.store`` (set up if needed)."""
+def open_store(settings: Settings, *, existing: bool = False) -> Store:
+    """The incident and event store named by ``settings.store`` (set up if needed).
+
+    ``existing``: for commands that only read (or change what is there), an embedded store that
+    does not exist yet is :class:`StoreUnavailable` rather than a new, empty one: run in the
+    wrong directory, or with a mistyped ``--store``, they would otherwise answer "no incidents"
+    and leave an empty database behind.
+    """
+    if existing and settings.store.kind == "sqlite" and not Path(settings.store.path).exists():
+        raise StoreUnavailable(
+            f"no store at {settings.store.path} (store.path, INFERWATCH_STORE__PATH): nothing was recorded "
+            "there; run where `inferwatch detect` or `inferwatch demo` ran, or pass --store PATH")
     if settings.store.kind == "elasticsearch":
         from inferwatch.detectors.es_store import ElasticsearchStore
 

@@ -7,6 +7,7 @@ import pytest
 
 from inferwatch.cli import main
 from inferwatch.collectors.event import EventOutput, encode_event
+from inferwatch.detectors.sqlite_store import SQLiteStore
 from inferwatch.testing import make_event
 
 
@@ -134,6 +135,7 @@ def test_max_rows_note(capsys, tmp_path, store):
 
 
 def test_clear_unknown_model(capsys, store):
+    SQLiteStore(store).close()  # a store that exists, without that model
     assert main(["baseline", "clear", "--model", "ghost", "--store", store]) == 1
     assert capsys.readouterr().err == (
         "inferwatch: no drift reference for model 'ghost' (see `inferwatch baseline show`)\n")

@@ -55,7 +55,7 @@ def test_show_ack_resolve(capsys, store):
 def test_errors_are_clear(capsys, store):
     assert main(["incidents", "show", "doesnotexist", "--store", store]) == 1
     assert "no incident with id" in capsys.readouterr().err
-    assert main(["incidents", "resolve", "doesnotexist", "--store", store]) == 2
+    assert main(["incidents", "resolve", "doesnotexist", "--store", store]) == 1
     assert "no incident with id" in capsys.readouterr().err
     assert main(["incidents", "show", "12", "--store", store]) == 1
     assert "an id prefix needs at least 4 characters" in capsys.readouterr().err
@@ -109,9 +109,62 @@ def test_help_everywhere(capsys, path):
 def test_a_store_or_bus_whose_folder_cannot_be_made_is_named(capsys, tmp_path):
     blocker = tmp_path / "a-file.csv"
     blocker.write_text("x\n")
-    assert main(["incidents", "list", "--store", str(blocker / "s.db")]) == 1
+    assert main(["silence", "add", "service=chat", "--store", str(blocker / "s.db")]) == 1
     err = capsys.readouterr().err
     assert f"cannot open the incident store at {blocker / 's.db'} (store.path, INFERWATCH_STORE__PATH)" in err
     assert "Traceback" not in err
     assert main(["events", "dead-letters", "--bus", str(blocker / "b.db")]) == 1
     assert "cannot open the embedded bus" in capsys.readouterr().err
+
+
+def test_events_of_an_incident_and_by_id(capsys, store):
+    main(["incidents", "list", "--store", store, "--detector", "prompt_injection", "--json"])
+    incident = _json_lines(capsys)[0]
+    assert main(["events", "search", "--store", store, "--incident", incident["id"][:6], "--json"]) == 0
+    found = _json_lines(capsys)
+    assert sorted(e["id"] for e in found) == sorted(incident["event_ids"])
+    assert {e["principal"] for e in found} == {"p_mallory"}
+    one = found[-1]["id"]
+    assert main(["events", "search", "--store", store, "--id", one, "--json"]) == 0
+    assert [e["id"] for e in _json_lines(capsys)] == [one]
+    assert main(["events", "search", "--store", store, "--id", one, "--principal", "p_nobody", "--json"]) == 0
+    assert _json_lines(capsys) == []
+    assert main(["events", "search", "--store", store, "--incident", "ffffffff"]) == 1
+    assert "no incident with id 'ffffffff'" in capsys.readouterr().err
+
+
+def test_events_search_refuses_what_can_never_match(capsys, store):
+    assert main(["events", "search", "--store", store, "--since", "5m", "--until", "1h"]) == 2
+    assert "must be before --until" in capsys.readouterr().err
+    for flags in (["--limit", "0"], ["--trace-id", "abc"]):
+        with pytest.raises(SystemExit):
+            main(["events", "search", "--store", store, *flags])
+        assert "events search: error: argument" in capsys.readouterr().err
+    trace = "4BF92F3577B34DA6A3CE929D0E0E4736"  # as some tools print it
+    assert main(["events", "search", "--store", store, "--trace-id", trace]) == 0
+
+
+def test_events_search_says_when_more_may_match(capsys, store):
+    assert main(["events", "search", "--store", store, "--limit", "3"]) == 0
+    assert "the newest 3 events; more may match" in capsys.readouterr().err
+    assert main(["events", "search", "--store", store, "--principal", "p_mallory", "--limit", "1000"]) == 0
+    assert "more may match" not in capsys.readouterr().err
+
+
+def test_incidents_by_a_bare_caller_pseudonym(capsys, store):
+    main(["incidents", "list", "--store", store, "--subject", "principal:p_mallory", "--json"])
+    with_prefix = _json_lines(capsys)
+    main(["incidents", "list", "--store", store, "--subject", "p_mallory", "--json"])
+    assert _json_lines(capsys) == with_prefix != []
+
+
+@pytest.mark.parametrize("command", [
+    ["incidents", "list"], ["incidents", "show", "abcd"], ["incidents", "ack", "abcd"],
+    ["incidents", "timeline", "abcd"], ["incidents", "report", "abcd"], ["events", "search"],
+    ["alerts", "log"], ["silence", "list"], ["baseline", "show"], ["baseline", "clear", "--model", "m"],
+])
+def test_reading_a_store_that_is_not_there_says_so_and_makes_none(capsys, tmp_path, command) -> None:
+    missing = tmp_path / "typo" / "store.db"
+    assert main([*command, "--store", str(missing)]) == 1
+    assert f"no store at {missing} (store.path, INFERWATCH_STORE__PATH)" in capsys.readouterr().err
+    assert not missing.parent.exists()

@@ -245,7 +245,7 @@ def test_timeline_table(capsys, scenario, store):
 def test_unknown_id_is_a_clear_error(capsys, scenario):
     path, _ = scenario
     for action in ("timeline", "report"):
-        assert run_cli(action, "doesnotexist", "--store", path) == 2
+        assert run_cli(action, "doesnotexist", "--store", path) == 1
         err = capsys.readouterr().err
         assert "no incident with id 'doesnotexist'" in err
         assert "inferwatch incidents list" in err

@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from inferwatch.cli import main
 
 
@@ -113,3 +115,59 @@ def test_a_huge_line_is_skipped_without_being_read_whole_and_the_rest_replayed(c
         assert f"line 4: skipped malformed event: event is {len(huge) + 1} bytes, over the " \
                f"{MAX_EVENT_BYTES}-byte limit" in captured.err
         assert f"{len(lines) - 1:,} events replayed, 1 malformed" in captured.out
+
+
+def test_a_file_written_newest_first_is_refused_not_silently_half_judged(capsys, events_file, tmp_path):
+    in_order = _incidents(capsys, str(events_file))
+    reversed_file = tmp_path / "newest-first.jsonl"
+    reversed_file.write_bytes(b"".join(reversed(events_file.read_bytes().splitlines(keepends=True))))
+    assert main(["replay", str(reversed_file)]) == 2
+    err = capsys.readouterr().err
+    assert "the file is not in time order" in err
+    assert "inferwatch events search --json --oldest-first" in err
+    assert len(in_order) >= 3
+
+
+def test_a_few_stragglers_are_warned_about_and_the_replay_succeeds(capsys, events_file, tmp_path):
+    lines = events_file.read_bytes().splitlines(keepends=True)
+    straggler = tmp_path / "straggler.jsonl"
+    straggler.write_bytes(b"".join(lines[1:] + lines[:1]))  # the first event arrives last
+    assert main(["replay", str(straggler)]) == 0
+    assert "1 event (0%) came after a later window had opened" in capsys.readouterr().err
+    assert main(["replay", str(events_file)]) == 0
+    assert "time order" not in capsys.readouterr().err
+
+
+def test_an_empty_or_blank_file_exits_2(capsys, tmp_path):
+    for content in (b"", b"\n  \n\n"):
+        path = tmp_path / "empty.jsonl"
+        path.write_bytes(content)
+        assert main(["replay", str(path)]) == 2
+        assert "holds no event (it is empty or blank)" in capsys.readouterr().err
+
+
+def test_events_exported_oldest_first_replay_to_the_same_incidents(capsys, events_file, tmp_path):
+    store = tmp_path / "replay.db"
+    assert main(["replay", str(events_file), "--store", str(store), "--json"]) == 0
+    first = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    exported = tmp_path / "exported.jsonl"
+    search = ["events", "search", "--store", str(store), "--limit", "1000000", "--json"]
+    assert main([*search, "--oldest-first"]) == 0
+    exported.write_text(capsys.readouterr().out)
+    assert main(search) == 0
+    newest_first = capsys.readouterr().out.splitlines()
+    assert newest_first == list(reversed(exported.read_text().splitlines()))
+    again = _incidents(capsys, str(exported))
+    assert [(i["id"], i["count"]) for i in again] == [(i["id"], i["count"]) for i in first]
+
+
+def test_the_window_takes_units_and_refuses_zero(capsys, events_file):
+    from inferwatch.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["replay", str(events_file), "--window", "5m"]).window == 300.0
+    assert parse(["replay", str(events_file), "--window", "90"]).window == 90.0
+    for bad in ("0", "-5", "soon", "nan"):
+        with pytest.raises(SystemExit):
+            parse(["replay", str(events_file), "--window", bad])
+        assert "--window" in capsys.readouterr().err

@@ -365,6 +365,9 @@ def test_event_filters(store: Any) -> None:
     assert ask(limit=3) == ["ev-05", "ev-00", "ev-04"]
     assert ask(limit=0) == []
     assert ask(principal="bob", model="chat", since=at(2), limit=1) == ["ev-03"]
+    assert ask(ids=("ev-01", "ev-05", "ev-99")) == ["ev-05", "ev-01"]  # an incident's sample ids
+    assert ask(ids=("ev-01", "ev-05"), principal="alice") == ["ev-01"]
+    assert ask(ids=()) == []
 
 
 @pytest.mark.parametrize(("text", "expected"), [
