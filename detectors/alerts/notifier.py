@@ -60,6 +60,7 @@ _DELIVERY_WORKERS = 4
 _Version = tuple[datetime, int, str, str, int]
 RECONCILE_S = 60.0  # how often every live incident is read again, whatever its updated_at
 PRUNE_S = 3600.0  # how often notifications and silences past alerting.retention_days are forgotten
+MAX_RETRY_S = 60.0  # the longest wait between ticks while they fail (the store is down)
 
 
 class NotifierStore(IncidentStore, AlertStore, Protocol):
@@ -158,17 +159,34 @@ class Notifier:
                      gone, days)
 
     def run(self, stop: threading.Event | None = None) -> None:
-        """Tick until :meth:`stop` (or ``stop`` is set); a failing store is logged and retried."""
+        """Tick until :meth:`stop` (or ``stop`` is set); a failing tick is logged and retried.
+
+        Failures back off (the poll interval, doubling up to :data:`MAX_RETRY_S`): a group due
+        to flush is due again at once after a failed tick, so without it an outage of the store
+        made the loop spin, logging a traceback a few hundred times a second. The first failure
+        is logged with its traceback, the next ones in one line each, the recovery once.
+        """
         stop = stop or self._stop
+        failures = 0
         while not stop.is_set() and not self._stop.is_set():
             try:
                 self.tick()
                 self.ticks += 1
                 self.is_settled = self.settled()
-            except Exception:
-                log.exception("event=notifier_error the notifier will retry in %.1fs",
-                              self.settings.poll_interval_s)
-            stop.wait(self._sleep_s())
+            except Exception as exc:
+                failures += 1
+                wait = min(self.settings.poll_interval_s * 2 ** min(failures - 1, 20), MAX_RETRY_S)
+                if failures == 1:
+                    log.exception("event=notifier_error the notifier will retry in %.1fs", wait)
+                else:
+                    log.warning("event=notifier_error failures=%d retry_in_s=%.1f error=%s: %s",
+                                failures, wait, type(exc).__name__, exc)
+            else:
+                if failures:
+                    log.info("event=notifier_recovered after %d failed tick(s)", failures)
+                failures = 0
+                wait = self._sleep_s()
+            stop.wait(wait)
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current tick."""

@@ -224,3 +224,54 @@ def test_retention_zero_keeps_everything(tmp_path: Path) -> None:
     clock.advance(11)
     notifier.tick()
     assert len(store.list_notifications(NotificationQuery())) == 2
+
+
+class _Waits:
+    """A stop event that records each wait instead of sleeping, and stops after ``calls`` waits."""
+
+    def __init__(self, calls: int) -> None:
+        self.waits: list[float] = []
+        self.calls = calls
+
+    def is_set(self) -> bool:
+        return len(self.waits) >= self.calls
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
+        return self.is_set()
+
+
+def test_a_failing_store_is_retried_with_a_growing_pause_not_in_a_tight_loop(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from inferwatch.detectors.alerts import notifier as notifier_module
+    from inferwatch.detectors.store import StoreUnavailable
+
+    clock = Clock()
+    notifier, store, manager, sent, _ = setup(tmp_path, ONE_PAGER, clock)
+    manager.apply([finding("principal:a", T0)])
+    notifier.tick()  # paged; the group is due again in group_interval
+    assert len(sent) == 1
+    clock.advance(3600)  # long past the group's next flush: a failed tick must not make it "due now"
+
+    real = store.list_incidents
+    failed = []
+
+    def down_for_a_while(*args: Any, **kwargs: Any) -> Any:
+        if len(failed) < 10:
+            failed.append(1)
+            raise StoreUnavailable("Elasticsearch at http://127.0.0.1:9200 is not reachable")
+        return real(*args, **kwargs)
+
+    store.list_incidents = down_for_a_while  # type: ignore[method-assign]
+    stop = _Waits(calls=11)
+    with caplog.at_level("INFO", logger=notifier_module.log.name):
+        notifier.run(stop)  # type: ignore[arg-type]
+    poll = notifier.settings.poll_interval_s
+    assert stop.waits[:10] == [min(poll * 2 ** i, notifier_module.MAX_RETRY_S) for i in range(10)]
+    assert stop.waits[10] <= poll  # back to polling once a tick works
+    errors = [r for r in caplog.records if "notifier_error" in r.getMessage()]
+    assert len(errors) == 10
+    assert errors[0].exc_info is not None  # the traceback once
+    assert all(r.exc_info is None for r in errors[1:])
+    assert "is not reachable" in errors[-1].getMessage()
+    assert "notifier_recovered after 10 failed tick(s)" in caplog.text
