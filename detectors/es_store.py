@@ -208,6 +208,17 @@ class ElasticsearchStore:
         else:
             self._setup(f"create the {what} index", indices.create, index=index, exists_ok=True)
 
+    def check_ready(self) -> None:
+        """For commands that only read (or change what is there): the store must have been set
+        up, and nothing is created or updated, so a key with ``read`` and ``view_index_metadata``
+        alone will do. :class:`StoreUnavailable` when the incidents alias is not there."""
+        if not self._call("look up the incidents alias", self._es.indices.exists_alias,
+                          name=self.names.incidents):
+            raise StoreUnavailable(
+                f"no inferwatch store at {self._where} with index prefix {self.names.prefix!r} "
+                "(store.index_prefix, INFERWATCH_STORE__INDEX_PREFIX): nothing was recorded there; "
+                "`inferwatch detect` sets it up")
+
     def _create_incidents_index(self) -> None:
         names, indices = self.names, self._es.indices
         if self._call("look up the incidents alias", indices.exists_alias, name=names.incidents):

@@ -37,10 +37,11 @@ def open_bus(settings: Settings) -> EventBus:
 def open_store(settings: Settings, *, existing: bool = False) -> Store:
     """The incident and event store named by ``settings.store`` (set up if needed).
 
-    ``existing``: for commands that only read (or change what is there), an embedded store that
-    does not exist yet is :class:`StoreUnavailable` rather than a new, empty one: run in the
-    wrong directory, or with a mistyped ``--store``, they would otherwise answer "no incidents"
-    and leave an empty database behind.
+    ``existing``: for commands that only read (or change what is there), a store that does not
+    exist yet is :class:`StoreUnavailable` rather than a new, empty one: run in the wrong
+    directory, or with a mistyped ``--store``, they would otherwise answer "no incidents" and
+    leave an empty database behind. Elasticsearch is then not set up either (no template or
+    mapping is written), so an on-call key that may only read can list and search.
     """
     if existing and settings.store.kind == "sqlite" and not Path(settings.store.path).exists():
         raise StoreUnavailable(
@@ -50,7 +51,10 @@ def open_store(settings: Settings, *, existing: bool = False) -> Store:
         from inferwatch.detectors.es_store import ElasticsearchStore
 
         store = ElasticsearchStore(settings.store)
-        store.setup()
+        if existing:
+            store.check_ready()  # no setup: a reader's key may not manage templates
+        else:
+            store.setup()
         return store
     return SQLiteStore(settings.store.path)
 

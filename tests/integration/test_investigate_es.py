@@ -171,5 +171,46 @@ def test_reports_read_the_same(capsys, monkeypatch, stores: Stores) -> None:
 
 def test_unknown_id_on_elasticsearch(capsys, monkeypatch, stores: Stores) -> None:
     code, _, err = on_es(capsys, monkeypatch, stores, "report", "doesnotexist")
-    assert code == 2
+    assert code == 1  # not found
     assert "inferwatch incidents list" in err
+
+
+def test_an_incidents_sample_events_are_found_by_id(capsys, monkeypatch, stores: Stores) -> None:
+    from inferwatch.cli import main
+
+    incident = find_incident(stores, "prompt_injection")
+    with monkeypatch.context() as env:
+        env.setenv("INFERWATCH_STORE__KIND", "elasticsearch")
+        env.setenv("INFERWATCH_STORE__URLS", stores.es_url)
+        env.setenv("INFERWATCH_STORE__INDEX_PREFIX", stores.prefix)
+        assert main(["events", "search", "--incident", incident.id[:6], "--json"]) == 0
+    found = json_lines(capsys.readouterr().out)
+    assert sorted(e["id"] for e in found) == sorted(incident.event_ids)
+
+
+@pytest.mark.parametrize("command", [["incidents", "list"], ["events", "search"], ["alerts", "log"],
+                                     ["incidents", "show", "abcd"], ["silence", "list"]])
+def test_reading_a_store_never_set_up_says_so_and_sets_nothing_up(
+        capsys, monkeypatch, local_services: LocalServices, command: list[str]) -> None:
+    from elasticsearch import Elasticsearch
+
+    from inferwatch.cli import main
+
+    prefix = unique_name("iw-never-set-up")
+    with monkeypatch.context() as env:
+        env.setenv("INFERWATCH_STORE__KIND", "elasticsearch")
+        env.setenv("INFERWATCH_STORE__URLS", local_services.es_url)
+        env.setenv("INFERWATCH_STORE__INDEX_PREFIX", prefix)
+        assert main(command) == 1
+    expected = f"no inferwatch store at {local_services.es_url} with index prefix {prefix!r}"
+    assert expected in capsys.readouterr().err
+    client = Elasticsearch(local_services.es_url)
+    try:  # a reader's key may not manage templates: reading must not try to
+        assert not client.indices.exists_index_template(name=f"{prefix}-incidents")
+        assert not client.indices.exists(index=f"{prefix}-*", allow_no_indices=False)
+    finally:
+        client.close()
+
+
+def find_incident(stores: Stores, detector: str) -> Incident:
+    return next(i for i in stores.incidents if i.detector == detector)
