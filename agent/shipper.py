@@ -56,6 +56,7 @@ from inferwatch.collectors.bus import EventProducer
 from inferwatch.collectors.event import InferenceEvent, encode_event
 
 _log = logging.getLogger("inferwatch.agent")
+_REASON_CHARS = 300  # of an error message in the bus_unavailable log line
 
 Record = tuple[bytes, str | None]
 EventBuilder = Callable[[], Sequence[InferenceEvent]]
@@ -505,9 +506,12 @@ class EventShipper:
 
     def _note_failure(self, exc: Exception) -> None:
         if not self._backoff:
+            # The reason too (a missing topic, brokers out of reach): the bus's own message names
+            # what to fix and holds no secret; cut short, and on one line.
+            reason = " ".join(str(exc).split())[:_REASON_CHARS]
             _log.warning(
-                "event=bus_unavailable error=%s spooling=%s",
-                type(exc).__name__, "true" if self._spool is not None else "false",
+                "event=bus_unavailable error=%s spooling=%s reason=%s",
+                type(exc).__name__, "true" if self._spool is not None else "false", reason or "-",
             )
         with self._lock:
             self._backoff = min(self._max_backoff, max(0.1, self._backoff * 2))

@@ -259,7 +259,8 @@ class KafkaEventProducer:
                 raise BusUnavailable(
                     f"no metadata for topic {self._topic} from Kafka at {','.join(self._servers)} "
                     f"within {self._tuning.max_block_ms} ms: the brokers are unreachable or the topic "
-                    "does not exist (create it with KafkaBus.ensure_topics())"
+                    "does not exist (`inferwatch detect` creates the topics when it starts; "
+                    "start it before the model servers, or create them yourself)"
                 ) from exc
             raise unavailable(self._servers, "refused the record", exc) from exc
         with self._lock:

@@ -103,6 +103,19 @@ def test_bus_errors_drop_the_batch_and_the_thread_carries_on(down_producer: Down
         shipper.shutdown()
 
 
+def test_the_bus_unavailable_line_says_why(down_producer: DownProducer,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    shipper = EventShipper(down_producer, batch_size=2, flush_interval_s=0.01, max_backoff_s=0.05)
+    try:
+        with caplog.at_level("WARNING", logger="inferwatch.agent"):
+            assert shipper.offer(event(1))
+            shipper.flush(timeout=5.0)
+    finally:
+        shipper.shutdown()
+    lines = [r.getMessage() for r in caplog.records if "event=bus_unavailable" in r.getMessage()]
+    assert lines[0] == "event=bus_unavailable error=BusUnavailable spooling=false reason=bus is down (test)"
+
+
 def test_flush_gives_up_on_a_hanging_producer(hanging: HangingProducer) -> None:
     shipper = EventShipper(hanging, flush_interval_s=0.01)
     shipper.offer(event(1))
