@@ -59,6 +59,20 @@ def demo_settings(settings: Settings, home: str | None, distributed: bool = Fals
     return Settings.model_validate(data)
 
 
+def _again(settings: Settings, user_settings: Settings) -> str:
+    """What the hint's commands need in front to read the store the demo wrote: the environment
+    for Elasticsearch when ``--distributed`` chose it, ``--store`` for a ``--home``."""
+    store = settings.store
+    if store.kind == "elasticsearch" and user_settings.store.kind != "elasticsearch":
+        from inferwatch.detectors.es_store import redacted_urls  # never a password on screen
+
+        urls = ",".join(redacted_urls([url]) for url in store.urls)
+        return f"INFERWATCH_STORE__KIND=elasticsearch INFERWATCH_STORE__URLS={urls} "
+    if store.kind == "sqlite" and store.path != user_settings.store.path:
+        return f"INFERWATCH_STORE__PATH={store.path} "
+    return ""
+
+
 def run_demo(
     user_settings: Settings, *, home: str | None = None, as_json: bool = False, distributed: bool = False
 ) -> int:
@@ -141,8 +155,8 @@ def run_demo(
         say("")
         render.incidents_table(filed, out)
         say(f"\n{service.stats.records} events processed; {len(filed)} incidents from this run "
-            f"(see them again with `inferwatch incidents list`, one in full with "
-            f"`inferwatch incidents show ID`)")
+            f"(see them again with `{_again(settings, user_settings)}inferwatch incidents list`, one in full "
+            f"with `inferwatch incidents show ID`)")
     if missing:
         print(f"inferwatch demo: FAILED, expected incidents did not appear: {', '.join(missing)}",
               file=sys.stderr)

@@ -77,3 +77,16 @@ def test_the_demo_announces_each_incident_once_a_run_including_those_of_earlier_
     line = announcement(reopened, third_run, t0 + timedelta(minutes=3))
     assert line is not None
     assert line.startswith("  >> incident reopened (filed by an earlier run and resolved since)")
+
+
+def test_the_closing_hint_reads_the_store_the_demo_wrote() -> None:
+    from inferwatch.collectors.settings import load_settings
+    from inferwatch.demo.scenario import _again, demo_settings
+
+    user = load_settings(store={"urls": ["http://elastic:s3cret@es.example:9200"]})
+    distributed = demo_settings(user, None, distributed=True)
+    assert _again(distributed, user) == ("INFERWATCH_STORE__KIND=elasticsearch "
+                                         "INFERWATCH_STORE__URLS=http://es.example:9200 ")
+    home = demo_settings(user, "/tmp/demo-home")
+    assert _again(home, user) == "INFERWATCH_STORE__PATH=/tmp/demo-home/store.db "
+    assert _again(demo_settings(user, None), user) == ""

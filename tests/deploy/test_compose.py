@@ -63,3 +63,10 @@ def test_docker_compose_config_accepts_it_where_docker_compose_exists():
         assert run.returncode == 0, run.stderr
     else:  # no compose plugin here: the structural checks above are what we can do
         assert yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+def test_the_model_server_keeps_calls_made_before_the_topics_exist(compose):
+    # The detector creates the topics when it starts: until then the agent spools, it does not drop.
+    server = compose["services"]["model-server"]
+    assert server["environment"]["INFERWATCH_AGENT__SPOOL_DIR"]
+    assert "detector" in server["depends_on"]
