@@ -287,9 +287,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
             stream=sys.stderr,
         )
-        # Client libraries log every request or connection at INFO, which drowns what matters.
-        for chatty in ("httpx", "httpcore", "kafka", "elastic_transport"):
-            logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
+        # Client libraries log every request or connection at INFO, which drowns what matters;
+        # Kafka's and Elasticsearch's clients also warn on every retry of an outage (hundreds of
+        # lines, tracebacks included), which inferwatch's own messages already name once.
+        for chatty, least in (("httpx", logging.WARNING), ("httpcore", logging.WARNING),
+                              ("kafka", logging.ERROR), ("elastic_transport", logging.ERROR)):
+            if logging.root.level > logging.DEBUG:
+                logging.getLogger(chatty).setLevel(max(least, logging.root.level))
         handler: Handler = args.handler
         return handler(args, settings)
     except NoSuchIncident as exc:
