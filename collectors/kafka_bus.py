@@ -413,7 +413,7 @@ class KafkaDeadLetters:
             future.get(timeout=self._tuning.delivery_timeout_ms / 1000)
 
     def list(self, limit: int = 100) -> list[tuple[int, str, str, bytes]]:
-        """The newest dead letters as ``(source_offset, topic, reason, value)``, newest first."""
+        """The newest dead letters as ``(source_offset, "topic/partition", reason, value)``, newest first."""
         reader = _reader(self._settings, self._tuning)
         try:
             with guard(self._settings.bootstrap_servers, "gave no dead letters"):
@@ -445,6 +445,7 @@ def _read_tail(consumer: Any, topic: str, limit: int, tuning: KafkaTuning) -> li
 
 def _dead_letter_row(record: Any) -> tuple[int, str, str, bytes]:
     headers = dict(record.headers or [])
+    # "topic/partition": an offset means nothing without its partition.
     source, _, offset = headers.get(SOURCE_HEADER, b"?/-1/-1").decode("utf-8", "replace").rpartition("/")
-    return (int(offset) if offset.lstrip("-").isdigit() else -1, source.rpartition("/")[0],
+    return (int(offset) if offset.lstrip("-").isdigit() else -1, source,
             headers.get(REASON_HEADER, b"").decode("utf-8", "replace"), bytes(record.value or b""))

@@ -144,9 +144,9 @@ def test_dead_letters_keep_reason_and_source(bus: KafkaBus) -> None:
     sink.dead_letter(BusRecord(bus.topic, 0, 3, None, b"x" * (600 * 1024)), "too large")
     rows = sink.list(10)
     sink.close()
-    assert rows[1] == (17, bus.topic, "invalid JSON at char 1", b"{not json")
-    offset, topic, reason, value = rows[0]
-    assert (offset, topic, len(value)) == (3, bus.topic, 512 * 1024)
+    assert rows[1] == (17, f"{bus.topic}/2", "invalid JSON at char 1", b"{not json")
+    offset, source, reason, value = rows[0]
+    assert (offset, source, len(value)) == (3, f"{bus.topic}/0", 512 * 1024)  # partition 0, offset 3
     assert reason.startswith("too large (value truncated from 614400 bytes)")
     assert len(bus.dead_letters().list(1)) == 1
 
