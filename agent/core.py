@@ -526,7 +526,36 @@ def _register_atexit() -> None:
     global _atexit_registered
     if not _atexit_registered:
         atexit.register(_shutdown_at_exit)
+        _at_multiprocessing_exit()
         _atexit_registered = True
+
+
+class _ForkToken:
+    """What :func:`multiprocessing.util.register_after_fork` keys its call on (a weak reference)."""
+
+
+_FORK_TOKEN = _ForkToken()
+
+
+def _at_multiprocessing_exit() -> None:
+    """Flush at the end of a ``multiprocessing`` child too, which skips ``atexit``.
+
+    Its processes (``Process``, ``Pool`` workers, fork or spawn) leave through ``os._exit``
+    after running multiprocessing's own finalizers, so the events of their last fraction of a
+    second were lost. A finalizer is registered in every such child: from the start for a
+    spawned one (it configures its own agent, here, while its main module is imported under
+    the child's name), after the fork for a forked one (the registry of finalizers is cleared
+    in the child, the after-fork calls are not). A worker killed by ``Pool.terminate()`` (the
+    end of ``with Pool()``) runs nothing at all: ``close()`` then ``join()`` lets it finish.
+    """
+    from multiprocessing import current_process, parent_process, util
+
+    def finalize(_: object = None) -> None:
+        util.Finalize(None, _shutdown_at_exit, exitpriority=100)
+
+    if parent_process() is not None or current_process().name != "MainProcess":  # a child already
+        finalize()
+    util.register_after_fork(_FORK_TOKEN, finalize)
 
 
 def _shutdown_at_exit() -> None:
