@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from inferwatch.collectors.event import EventInput, EventOutput, Scalar
-from inferwatch.collectors.redaction import capture_text, redact
+from inferwatch.collectors.redaction import capture_text, redact_cut
 from inferwatch.collectors.settings import CaptureMode
 
 MAX_FEATURES: Final = 512
@@ -95,9 +95,8 @@ def features_from(items: Iterable[tuple[object, object]], mode: CaptureMode) -> 
         if not ok:
             continue
         if isinstance(scalar, str):
-            scalar = (
-                scalar[:MAX_FEATURE_CHARS] if mode is CaptureMode.FULL else redact(scalar[:MAX_FEATURE_CHARS])
-            )
+            full = mode is CaptureMode.FULL
+            scalar = scalar[:MAX_FEATURE_CHARS] if full else redact_cut(scalar, MAX_FEATURE_CHARS)
         features[str(name)] = scalar
     return features
 

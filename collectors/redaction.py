@@ -357,4 +357,29 @@ def capture_text(text: str | None, mode: CaptureMode) -> str | None:
         return None
     if mode is CaptureMode.FULL:
         return text[:MAX_TEXT_CHARS]
-    return redact(text[: MAX_TEXT_CHARS + _REDACT_OVERLAP])[:MAX_TEXT_CHARS]
+    return redact_cut(text, MAX_TEXT_CHARS)
+
+
+def redact_cut(text: str, limit: int) -> str:
+    """:func:`redact` of ``text`` cut to at most ``limit`` characters, with nothing sensitive cut
+    in half at the limit: a secret across it is kept whole (then masked) or left out.
+
+    Redacting first and cutting after would keep the raw text just past the limit whenever
+    masks shortened what came before it (an e-mail becomes ``[EMAIL]``), the end of a card
+    number included; cutting first and redacting after leaves the first digits of one.
+
+    >>> redact_cut("contact me at bob@example.com", 20)
+    'contact me at [EMAIL'
+    >>> redact_cut("card 4111 1111 1111 1111", 12)
+    'card '
+    """
+    if len(text) <= limit:
+        return redact(text)[:limit]
+    window = text[: limit + _REDACT_OVERLAP]
+    cut = limit
+    for span in find_sensitive(window):
+        if span.start < cut < span.end:
+            # Whole when the window holds all of it (masked below), else left out.
+            cut = span.end if span.end < len(window) else span.start
+            break
+    return redact(text[:cut])[:limit]

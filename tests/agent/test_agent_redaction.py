@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from inferwatch.collectors.redaction import CARD, EMAIL, PHONE, SECRET, luhn_valid, redact
+from inferwatch.collectors.settings import CaptureMode
 
 
 @pytest.mark.parametrize(
@@ -90,3 +91,38 @@ def test_card_number_failing_luhn_is_kept() -> None:
 def test_several_kinds_in_one_text() -> None:
     text = "Mail bob@example.com, call +1 415 555 2671, card 5500 0000 0000 0004, key AKIAIOSFODNN7EXAMPLE."
     assert redact(text) == f"Mail {EMAIL}, call {PHONE}, card {CARD}, key {SECRET}."
+
+
+SECRETS = ["4111111111111111", "4111 1111 1111 1111", "alice.smith@example.org", "AKIAIOSFODNN7EXAMPLE",
+           "+44 20 7946 0958"]
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+@pytest.mark.parametrize("filler", ["x " * 20_000, "contact bob@example.com about it. " * 1_100])
+def test_nothing_sensitive_is_cut_in_half_at_the_capture_limit(secret: str, filler: str) -> None:
+    # Masks shorten the text before the limit (an e-mail becomes [EMAIL]); the cut must still
+    # never keep part of a secret that straddles it, wherever it falls.
+    from inferwatch.collectors.redaction import MAX_TEXT_CHARS, capture_text
+
+    overlap = 512  # how far past the limit redaction reads, to see a secret across it whole
+    near = [*range(MAX_TEXT_CHARS - len(secret) - 2, MAX_TEXT_CHARS + 2, 3),
+            *range(MAX_TEXT_CHARS + overlap - len(secret) - 2, MAX_TEXT_CHARS + overlap + 2, 3)]
+    for at in near:
+        head = filler[:at].rstrip() + " "
+        text = head + secret + " is mine" + " tail" * 200
+        kept = capture_text(text, CaptureMode.REDACTED)
+        assert kept is not None
+        assert len(kept) <= MAX_TEXT_CHARS
+        digits = "".join(c for c in secret if c.isalnum())
+        for piece in (secret[:5], secret[-5:], digits[:6], digits[-6:]):
+            assert piece not in kept, (at, kept[-60:])
+
+
+def test_a_string_feature_longer_than_its_limit_keeps_no_half_card() -> None:
+    from inferwatch.agent.content import MAX_FEATURE_CHARS
+    from inferwatch.collectors.redaction import redact_cut
+
+    value = "n" * (MAX_FEATURE_CHARS - 8) + " card 4111111111111111 end"
+    kept = redact_cut(value, MAX_FEATURE_CHARS)
+    assert "4111" not in kept
+    assert len(kept) <= MAX_FEATURE_CHARS
