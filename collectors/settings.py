@@ -306,6 +306,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where (line, column), without the lines of the file: PyYAML quotes the
+    line it stopped at, which may be ``hmac_key: "…`` with the secret in it."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return type(exc).__name__
+    parts = []
+    for text, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark)):
+        if text:
+            parts.append(f"{text} (line {mark.line + 1}, column {mark.column + 1})" if mark else text)
+    return "; ".join(parts) or type(exc).__name__
+
+
 def _check_yaml(path: Path) -> None:
     where = "(from --config or INFERWATCH_CONFIG)"
     if path.is_dir():
@@ -318,8 +330,7 @@ def _check_yaml(path: Path) -> None:
         raise SettingsError(f"config file {path} is not UTF-8 text (byte {exc.start}): "
                             "save it as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise SettingsError(f"config file {path} is not valid YAML: "
-                            f"{str(exc).replace('<unicode string>', str(path))}") from None
+        raise SettingsError(f"config file {path} is not valid YAML: {yaml_problem(exc)}") from None
     except OSError as exc:
         raise SettingsError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
     if data is not None and not isinstance(data, dict):

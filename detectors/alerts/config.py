@@ -42,6 +42,7 @@ from pydantic import (
     model_validator,
 )
 
+from inferwatch.collectors.settings import yaml_problem
 from inferwatch.detectors.alerts.integrations import (
     AlertmanagerConfig,
     EmailConfig,
@@ -383,7 +384,7 @@ def load_alerting_config(path: str | Path, *, environ: Mapping[str, str] | None 
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise AlertingConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise AlertingConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise AlertingConfigError(f"{path}: must hold a mapping with route and receivers at the top level")
     problems: list[str] = []

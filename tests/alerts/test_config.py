@@ -407,3 +407,12 @@ def test_every_model_forbids_unknown_keys():
         AlertingConfig.model_validate(
             {"route": {"receiver": "a"}, "receivers": [{"name": "a"}], "inhibit_rules": [{"equals": ["x"]}]}
         )
+
+
+def test_a_yaml_error_in_the_routing_file_does_not_quote_a_routing_key(tmp_path):
+    path = write(tmp_path, 'receivers:\n  - name: pager\n    pagerduty_configs: [{routing_key: "R0UTING-KEY-abc}]\n')
+    with pytest.raises(AlertingConfigError) as info:
+        load_alerting_config(path)
+    assert "not valid YAML" in str(info.value)
+    assert "(line " in str(info.value)
+    assert "R0UTING-KEY" not in str(info.value)

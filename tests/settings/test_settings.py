@@ -158,3 +158,20 @@ def test_a_principal_header_that_is_no_header_name_is_refused(monkeypatch, heade
 def test_a_principal_header_in_any_case_is_taken(monkeypatch) -> None:
     monkeypatch.setenv("INFERWATCH_AGENT__PRINCIPAL_HEADER", "X-Tenant_ID")
     assert load_settings().agent.principal_header == "X-Tenant_ID"
+
+
+@pytest.mark.parametrize("content", [
+    'agent:\n  hmac_key: "TOPSECRET-abc123\n',  # an unclosed quote
+    "agent:\n  hmac_key: TOPSECRET-1\n  hmac_key: TOPSECRET-2\n",  # given twice
+    "bus:\n  sasl_password: {TOPSECRET-pw\n",  # an unclosed flow mapping
+    "store:\n  password: TOPSECRET\tx: [\n",
+])
+def test_a_yaml_error_says_where_without_quoting_the_file(tmp_path, content: str) -> None:
+    cfg = tmp_path / "inferwatch.yaml"
+    cfg.write_text(content)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(cfg)
+    message = str(caught.value)
+    assert "not valid YAML" in message
+    assert "(line " in message
+    assert "TOPSECRET" not in message
