@@ -410,7 +410,8 @@ def test_every_model_forbids_unknown_keys():
 
 
 def test_a_yaml_error_in_the_routing_file_does_not_quote_a_routing_key(tmp_path):
-    path = write(tmp_path, 'receivers:\n  - name: pager\n    pagerduty_configs: [{routing_key: "R0UTING-KEY-abc}]\n')
+    unclosed = 'receivers:\n  - name: pager\n    pagerduty_configs: [{routing_key: "R0UTING-KEY-abc}]\n'
+    path = write(tmp_path, unclosed)
     with pytest.raises(AlertingConfigError) as info:
         load_alerting_config(path)
     assert "not valid YAML" in str(info.value)
