@@ -122,12 +122,15 @@ class BodyCapture:
 
 
 def record_exchange(
-    agent: Agent, call: Call, path: str, capture: BodyCapture, failure: BaseException | None
+    agent: Agent, call: Call, path: str, capture: BodyCapture, failure: BaseException | None,
+    error: str | None = None,
 ) -> None:
-    """Queue the call's events; the bodies are read on the shipper thread."""
+    """Queue the call's events; the bodies are read on the shipper thread. ``error`` names an
+    exception the framework handled itself (answering 500), when ``failure`` is ``None``."""
     status = capture.status
     if status is None and isinstance(failure, Exception):
         status = 500  # what the server answers for an exception before the response started
-    error = type(failure).__name__ if failure is not None else None
+    if failure is not None:
+        error = type(failure).__name__
     read = capture.reader(path, agent.settings.capture)
     agent.record(call, read, status=status, error=error, end=capture.finished_at)

@@ -34,6 +34,7 @@ the app exposes it, else the path.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
@@ -54,13 +55,48 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 _log = logging.getLogger("inferwatch.agent")
 
 
+_HANDLED_ERROR = "inferwatch.handled_error"
+"""The ``environ`` key where the type of an exception the framework answered itself is left."""
+_flask_hooked = False
+
+
+def _note_flask_exception(sender: object, exception: BaseException, **extra: object) -> None:
+    # Flask turns a view's exception into its 500 page inside ``wsgi_app``: the middleware
+    # around it never sees it raised. The request's environ is the one the middleware holds.
+    try:
+        from flask import request
+
+        request.environ[_HANDLED_ERROR] = type(exception).__name__
+    except Exception:  # never break the app's error handling
+        _log.debug("event=flask_exception_not_noted", exc_info=True)
+
+
+def _hook_flask() -> None:
+    """Listen to Flask's ``got_request_exception`` when Flask is in use (never imported here)."""
+    global _flask_hooked
+    if _flask_hooked or "flask" not in sys.modules:
+        return
+    try:
+        from flask import got_request_exception
+
+        got_request_exception.connect(_note_flask_exception)
+        _flask_hooked = True
+    except Exception:  # an old or odd Flask: the event keeps its status, without the type
+        _log.debug("event=flask_hook_failed", exc_info=True)
+
+
 class InferwatchWSGIMiddleware(MiddlewareBase[WSGIApp]):
     """Records every HTTP request through the WSGI ``app`` as inference events, failing open.
 
     ``agent`` defaults to :func:`~inferwatch.agent.get_agent` at the first request.
     ``operation`` and ``model``, when given, override what the bodies say. ``metrics_path``
-    (e.g. ``"/metrics"``), when given, is answered with the agent's Prometheus metrics.
+    (e.g. ``"/metrics"``), when given, is answered with the agent's Prometheus metrics. Around a
+    Flask app, an exception Flask answers with its own 500 page is recorded with its type too.
     """
+
+    def __init__(self, app: WSGIApp, *args: Any, **kwargs: Any) -> None:
+        super().__init__(app, *args, **kwargs)
+        _hook_flask()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request."""
@@ -192,7 +228,8 @@ class _Exchange:
         self.done = True
         try:
             self.capture.finish()
-            record_exchange(self.agent, self.call, self.path, self.capture, failure or self.failure)
+            record_exchange(self.agent, self.call, self.path, self.capture, failure or self.failure,
+                            error=self.environ.get(_HANDLED_ERROR))
         except Exception as exc:
             self.agent.note_internal_error(exc)
 

@@ -237,8 +237,10 @@ def test_flask_error_becomes_a_500_event(make_agent: AgentFactory, list_producer
     agent = make_agent(list_producer)
     with serving(monitored(agent)) as url:
         assert httpx.post(f"{url}/fail").status_code == 500  # Flask answers 500 itself
-    (event,) = shipped(agent, list_producer)
-    assert event.status == 500
+        assert httpx.post(f"{url}/predict", json={"age": 3}).status_code == 200
+    failed, fine = shipped(agent, list_producer)
+    assert (failed.status, failed.error) == (500, "ModelFailed")  # the type, though Flask handled it
+    assert (fine.status, fine.error) == (200, None)
 
 
 def raw_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
