@@ -9,13 +9,16 @@ A body larger than ``limit`` bytes is not parsed (only its first ``limit`` bytes
 the event says so with ``request_truncated`` / ``response_truncated``. A streamed response
 (``text/event-stream``) is the exception: its captured part is read chunk by chunk, so the
 text up to the cut is kept. ``request_bytes`` and ``response_bytes`` always give the full sizes.
-A compressed response (``Content-Encoding: gzip`` from a middleware inside this one) is not
-decoded; add the inferwatch middleware inside compression to see response bodies.
+A compressed response (``Content-Encoding: gzip`` or ``deflate``, from compression inside the
+middleware or from the model server behind the proxy) is decompressed when it was captured whole
+and unpacks to at most ``limit`` bytes; other encodings (``br``, ``zstd``) are not read, and the
+event keeps the sizes and ``response_encoding``.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,13 +64,60 @@ def _extract(exchange: HttpExchange, mode: CaptureMode) -> CallContent:
 
 
 def _response(exchange: HttpExchange) -> Any:
+    body: bytes | None = exchange.response_body
     if exchange.response_encoding not in ("", "identity"):
+        if exchange.response_bytes > exchange.limit:
+            return None  # a compressed stream cut short does not unpack
+        body = decompressed(body, exchange.response_encoding, exchange.limit)
+        if body is None:
+            return None
+    elif exchange.response_bytes > exchange.limit and not exchange.response_content_type.startswith(
+            "text/event-stream"):
         return None
     if exchange.response_content_type.startswith("text/event-stream"):
-        return assemble_stream(exchange.response_body)
-    if exchange.response_bytes > exchange.limit:
+        return assemble_stream(body)
+    return parse_json(body)
+
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decompressed(body: bytes, encoding: str, limit: int) -> bytes | None:
+    """``body`` unpacked from ``gzip`` or ``deflate``; ``None`` for another encoding, a broken
+    body, or one that unpacks to more than ``limit`` bytes (never more is held in memory).
+
+    >>> import gzip
+    >>> decompressed(gzip.compress(b'{"a": 1}'), "gzip", 100)
+    b'{"a": 1}'
+    >>> decompressed(gzip.compress(b"x" * 1000), "gzip", 100) is None
+    True
+    """
+    wbits = _WBITS.get(encoding.strip().lower())
+    if wbits is None:
         return None
-    return parse_json(exchange.response_body)
+    try:
+        unpacker = zlib.decompressobj(wbits)
+        out = unpacker.decompress(body, limit + 1)
+        if len(out) > limit or unpacker.unconsumed_tail:
+            return None
+        out += unpacker.flush()
+    except zlib.error:
+        if wbits == zlib.MAX_WBITS:  # "deflate" sent as a raw stream, as some servers do
+            return _raw_deflate(body, limit)
+        return None
+    return out if len(out) <= limit else None
+
+
+def _raw_deflate(body: bytes, limit: int) -> bytes | None:
+    try:
+        unpacker = zlib.decompressobj(-zlib.MAX_WBITS)
+        out = unpacker.decompress(body, limit + 1)
+        if len(out) > limit or unpacker.unconsumed_tail:
+            return None
+        out += unpacker.flush()
+    except zlib.error:
+        return None
+    return out if len(out) <= limit else None
 
 
 def parse_json(body: bytes) -> Any:

@@ -42,7 +42,7 @@ from pydantic import SecretStr
 
 from inferwatch.agent.content import CallContent
 from inferwatch.agent.core import Agent, AgentStats, Call
-from inferwatch.agent.extract import HttpExchange
+from inferwatch.agent.extract import HttpExchange, decompressed
 from inferwatch.agent.principal import credential_from_headers
 from inferwatch.agent.proxy_protocols import Route, extract_call, route_for
 from inferwatch.agent.shipper import ShipperStats
@@ -127,24 +127,17 @@ def _content(agent: Agent, record: CallRecord, route: Route) -> CallContent:
 
 
 def decoded(body: bytes, encoding: str, size: int, limit: int) -> tuple[bytes, str]:
-    """A gzip or deflate response body decoded for reading (when it decodes within ``limit``).
+    """A gzip or deflate response body decoded for reading (when it decodes within ``limit``),
+    with the encoding left to say (``""`` once decoded): the protocol readers read the body.
 
     >>> import gzip
     >>> decoded(gzip.compress(b'{"a": 1}'), "gzip", 28, 1024)
     (b'{"a": 1}', '')
     """
-    if encoding in ("", "identity") or size > limit or encoding not in ("gzip", "x-gzip", "deflate"):
+    if encoding in ("", "identity") or size > limit:
         return body, encoding
-    import zlib
-
-    try:
-        inflater = zlib.decompressobj(47)  # a gzip or zlib header, detected
-        plain = inflater.decompress(body, limit)
-        if inflater.unconsumed_tail:
-            return body, encoding  # more than the limit once decoded: left unread
-    except zlib.error:
-        return body, encoding
-    return plain, ""
+    plain = decompressed(body, encoding, limit)
+    return (body, encoding) if plain is None else (plain, "")
 
 
 class InlineRecorder:

@@ -186,10 +186,39 @@ def test_unreadable_bodies_never_raise(body: bytes) -> None:
     assert content.attributes["request_bytes"] == len(body)
 
 
-def test_compressed_response_is_not_decoded() -> None:
+def test_a_broken_compressed_response_costs_the_output_only() -> None:
     content = extract_http(
         exchange({"x": 1}, None, response_body=b"\x1f\x8b...", response_bytes=5, response_encoding="gzip"),
         CaptureMode.REDACTED,
     )
     assert content.attributes["response_encoding"] == "gzip"
+    assert content.rows[0].input.features == {"x": 1}
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
+def test_a_compressed_chat_reply_is_read(encoding: str) -> None:
+    import gzip
+    import zlib
+
+    reply = json.dumps({"id": "c1", "object": "chat.completion", "model": "gpt-x", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 2}}).encode()
+    packed = {"gzip": gzip.compress(reply), "deflate": zlib.compress(reply),
+              "raw-deflate": zlib.compress(reply)[2:-4]}[encoding]
+    request = {"model": "gpt-x", "messages": [{"role": "user", "content": "Capital of France?"}]}
+    content = extract_http(exchange(request, None, response_body=packed, response_bytes=len(packed),
+                                    response_encoding=encoding.removeprefix("raw-"),
+                                    path="/v1/chat/completions"), CaptureMode.FULL)
+    (row,) = content.rows
+    assert row.output.text == "Paris."
+    assert (row.output.tokens, row.output.finish_reason) == (2, "stop")
+
+
+def test_a_compressed_reply_that_unpacks_past_the_limit_is_not_read() -> None:
+    import gzip
+
+    bomb = gzip.compress(b'{"label": "' + b"a" * 5_000_000 + b'"}')
+    content = extract_http(exchange({"x": 1}, None, response_body=bomb, response_bytes=len(bomb),
+                                    response_encoding="gzip", limit=1 << 20), CaptureMode.FULL)
+    assert content.rows[0].output.label is None
     assert content.rows[0].input.features == {"x": 1}

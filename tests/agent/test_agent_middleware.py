@@ -285,3 +285,20 @@ def test_client_address_is_truncated(make_agent: AgentFactory, list_producer: Li
     assert client_for(agent).post("/predict", json={"age": 3}).status_code == 200
     (event,) = shipped(agent, list_producer)
     assert event.client_ip == "198.51.100.0"
+
+
+def test_a_reply_gzipped_inside_the_agent_is_still_read(make_agent: AgentFactory,
+                                                        list_producer: ListProducer) -> None:
+    from starlette.middleware.gzip import GZipMiddleware
+
+    agent = make_agent(list_producer, capture="full")
+    app = model_app()
+    app.add_middleware(GZipMiddleware, minimum_size=10)
+    app.add_middleware(InferwatchMiddleware, agent=agent)  # added last: outside the compression
+    body = {"model": "tiny-llm", "messages": [{"role": "user", "content": "my mail is bob@example.com"}]}
+    response = Client(app).post("/v1/chat/completions", json=body, headers={"accept-encoding": "gzip"})
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.json() == CHAT_REPLY
+    (event,) = shipped(agent, list_producer)
+    assert event.attributes["response_encoding"] == "gzip"
+    assert (event.output.text, event.output.tokens) == ("Noted, bob@example.com", 4)
