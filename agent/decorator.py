@@ -188,6 +188,8 @@ def _rows(value: Any, mode: CaptureMode) -> list[FeatureRow] | None:
     to_dict = getattr(value, "to_dict", None)
     if callable(to_dict) and hasattr(value, "columns"):  # a pandas DataFrame, without pandas
         value = to_dict(orient="records")
+    elif callable(to_dict) and hasattr(value, "index") and getattr(value, "ndim", 0) == 1:
+        return [mapping_features(to_dict(), mode)]  # a pandas Series (a row of iterrows()): by name
     elif callable(getattr(value, "tolist", None)) and getattr(value, "ndim", 0) in (1, 2):
         value = value.tolist()
         if value and not isinstance(value[0], list):

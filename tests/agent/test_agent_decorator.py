@@ -156,3 +156,33 @@ def test_a_mis_configured_agent_runs_the_function_unmonitored_says_so_once_and_i
     monkeypatch.setattr(core, "_agent", agent)
     assert predict(21) == 42
     assert [e.model for e in shipped(agent, list_producer)] == ["m"]
+
+
+class _Row:
+    """What ``@monitor`` reads of a pandas Series (a row of ``DataFrame.iterrows()``): pandas is
+    not a dependency, so its shape stands in, as the decorator never imports pandas either."""
+
+    ndim = 1
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+        self.index = list(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def tolist(self) -> list[Any]:
+        return list(self._values.values())
+
+
+def test_a_row_of_a_data_frame_keeps_its_column_names(make_agent: AgentFactory,
+                                                      list_producer: ListProducer) -> None:
+    agent = make_agent(list_producer)
+
+    @monitor(agent=agent)
+    def predict(row: Any) -> str:
+        return "stay"
+
+    predict(_Row({"amount": 12.5, "country": "GB"}))
+    (event,) = shipped(agent, list_producer)
+    assert event.input.features == {"amount": 12.5, "country": "GB"}  # not {"0": 12.5, "1": "GB"}
