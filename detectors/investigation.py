@@ -95,8 +95,10 @@ class Timeline:
     # More events matched than the limit: the earliest were left out (the latest are kept).
     truncated: bool
     # Events the incident names that are not among the entries: never stored (a replay without
-    # --store), past retention, or left out by the window or the limit.
+    # --store) or past retention.
     missing_event_ids: list[str]
+    # Of the entries, the incident's sample events added from outside the latest ``limit``.
+    samples_added: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, entries included."""
@@ -108,6 +110,7 @@ class Timeline:
             "until": _iso(self.until),
             "detectors": list(self.detectors),
             "truncated": self.truncated,
+            "samples_added": self.samples_added,
             "trace_ids": list(self.trace_ids),
             "missing_event_ids": list(self.missing_event_ids),
             "entries": [e.as_dict() for e in self.entries],
@@ -147,7 +150,9 @@ def timeline(
     The subject decides which events: ``principal:<id>`` that caller's, ``model:<name>`` and
     ``service:<name>`` everyone's calls to it, ``ip:<addr>`` those from that client address.
     Any other subject falls back to the incident's model, then its service. When more than
-    ``limit`` events match, the latest ``limit`` are kept and ``truncated`` says so.
+    ``limit`` events match, the latest ``limit`` are kept and ``truncated`` says so; the
+    incident's sample events (``event_ids``) are added wherever they are, and those the store
+    does not hold are listed in ``missing_event_ids``.
     """
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
@@ -158,10 +163,17 @@ def timeline(
     query = replace(base, since=since, until=until + _TICK, limit=limit + 1)
     newest_first = _read(store, query, keep) if keep is not None else store.search_events(query)
     shown = newest_first[:limit][::-1]
+    seen = {e.id for e in shown}
+    # The incident's own sample events are shown even when the latest ``limit`` left them out
+    # (a long flood keeps only its end): they are what its evidence speaks of.
+    left_out = tuple(i for i in dict.fromkeys(incident.event_ids) if i not in seen)
+    if left_out:
+        named_events = store.search_events(EventQuery(ids=left_out, limit=len(left_out)))
+        shown = sorted([*shown, *named_events], key=lambda e: (e.ts, e.id))
+        seen.update(e.id for e in named_events)
     scorers = list(detectors) if detectors is not None else per_request_detectors()
     named = set(incident.event_ids)
     entries = [TimelineEntry(e, score_event(e, scorers), e.id in named) for e in shown]
-    seen = {e.id for e in shown}
     return Timeline(
         incident_id=incident.id,
         subject=incident.subject,
@@ -172,6 +184,7 @@ def timeline(
         entries=entries,
         trace_ids=list(incident.trace_ids),
         truncated=len(newest_first) > limit,
+        samples_added=len(shown) - min(len(newest_first), limit),
         missing_event_ids=[i for i in incident.event_ids if i not in seen],
     )
 
@@ -405,7 +418,9 @@ def _timeline_section(line: Mapping[str, Any]) -> str:
             f"scored by {_esc(', '.join(line['detectors']))}. "
             "**◆** marks events the incident names.")
     if line.get("truncated"):
-        head += " More events matched: the earliest were left out (raise the limit or narrow the window)."
+        head += " More events matched: the earliest were left out (raise the limit or narrow the window)"
+        added = line.get("samples_added") or 0
+        head += f", except {_count(added, 'sample event')} the incident names." if added else "."
     if line.get("missing_event_ids"):
         head += f" Named by the incident but not shown: {_ids(line['missing_event_ids'])}."
     if line.get("trace_ids"):

@@ -162,8 +162,10 @@ def _detectors(args: argparse.Namespace, settings: Settings) -> list[Any]:
 def _notes(line: Timeline) -> list[str]:
     notes = []
     if line.truncated:
-        notes.append(f"more events matched: only the latest {len(line.entries)} are shown "
-                     "(raise --limit or narrow --before/--after)")
+        added = (f", with {render.count(line.samples_added, 'earlier event')} the incident names"
+                 if line.samples_added else "")
+        notes.append(f"more events matched: only the latest {len(line.entries) - line.samples_added} are "
+                     f"shown{added} (raise --limit or narrow --before/--after)")
     if line.missing_event_ids:
         missing = line.missing_event_ids
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")

@@ -190,7 +190,10 @@ def test_timeline_window_and_limit(capsys, scenario, store):
     assert run_cli("timeline", incident.id, "--store", path, "--json", "--limit", "2") == 0
     out = capsys.readouterr()
     want = expected_ids(events, incident, lambda e: e.principal == "p_mallory")
-    assert [x["id"] for x in json_lines(out.out)] == want[-2:]  # the latest two, oldest first
+    # The latest two, oldest first, and the incident's own sample events wherever they are.
+    kept = set(want[-2:]) | set(incident.event_ids)
+    assert [x["id"] for x in json_lines(out.out)] == [i for i in want if i in kept]
+    assert set(incident.event_ids) - set(want[-2:])  # so the sample events did need adding
     assert "only the latest 2" in out.err
     assert run_cli("timeline", incident.id, "--store", path, "--before", "1h", "--after", "1h", "--json") == 0
     assert len(json_lines(capsys.readouterr().out)) == len(MALLORY_BENIGN) + 3  # every one of the caller's
@@ -220,7 +223,10 @@ def test_timeline_of_a_model_keeps_the_latest_events(capsys, scenario, store):
     assert run_cli("timeline", incident.id, "--store", path, "--json", "--limit", "50") == 0
     out = capsys.readouterr()
     want = expected_ids(events, incident, lambda e: e.model == "tabular")
-    assert [x["id"] for x in json_lines(out.out)] == want[-50:]
+    shown = json_lines(out.out)
+    kept = set(want[-50:]) | set(incident.event_ids)
+    assert [x["id"] for x in shown] == [i for i in want if i in kept]
+    assert sum(x["in_incident"] for x in shown) == len(incident.event_ids)  # every ◆ row is there
     assert "only the latest 50" in out.err
 
 
