@@ -64,13 +64,14 @@ def _extract(exchange: HttpExchange, mode: CaptureMode) -> CallContent:
 
 
 def _response(exchange: HttpExchange) -> Any:
-    body: bytes | None = exchange.response_body
+    body = exchange.response_body
     if exchange.response_encoding not in ("", "identity"):
         if exchange.response_bytes > exchange.limit:
             return None  # a compressed stream cut short does not unpack
-        body = decompressed(body, exchange.response_encoding, exchange.limit)
-        if body is None:
+        unpacked = decompressed(body, exchange.response_encoding, exchange.limit)
+        if unpacked is None:
             return None
+        body = unpacked
     elif exchange.response_bytes > exchange.limit and not exchange.response_content_type.startswith(
             "text/event-stream"):
         return None
