@@ -115,7 +115,23 @@ def incidents_list(args: argparse.Namespace, settings: Settings) -> int:
             render.json_line(incident.public_dict())
     else:
         render.incidents_table(found)
+    if not found and args.detector is not None:
+        _note_unknown_detector(args.detector)
     return 0
+
+
+def _note_unknown_detector(name: str) -> None:
+    """Nothing found for a detector no installed package registers: most likely a typo."""
+    import difflib
+
+    from inferwatch.detectors.registry import available
+
+    known = sorted(available())
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        print(f"note: no detector named {name!r} is installed ({hint}detectors: {', '.join(known)})",
+              file=sys.stderr)
 
 
 def incidents_show(args: argparse.Namespace, settings: Settings) -> int:

@@ -168,3 +168,12 @@ def test_reading_a_store_that_is_not_there_says_so_and_makes_none(capsys, tmp_pa
     assert main([*command, "--store", str(missing)]) == 1
     assert f"no store at {missing} (store.path, INFERWATCH_STORE__PATH)" in capsys.readouterr().err
     assert not missing.parent.exists()
+
+
+def test_a_misspelled_detector_gets_a_hint_not_just_nothing(capsys, store):
+    assert main(["incidents", "list", "--store", store, "--detector", "requestrate"]) == 0
+    captured = capsys.readouterr()
+    assert "no incidents" in captured.out
+    assert "no detector named 'requestrate' is installed (did you mean request_rate?" in captured.err
+    assert main(["incidents", "list", "--store", store, "--detector", "request_rate", "--json"]) == 0
+    assert capsys.readouterr().err == ""
