@@ -105,6 +105,7 @@ class Pipeline:
         if not events:
             return batch
         clock = self.clock
+        size = clock.size_s
         newest = self._watermark if self._watermark is not None else events[0].ts
         start = 0
         for i, event in enumerate(events):
@@ -113,7 +114,7 @@ class Pipeline:
                 newest = ts
             open_end = clock.open_end
             if open_end is not None and ts < open_end:
-                if ts < open_end - clock.size_s:
+                if ts < open_end - size:
                     self.stats.late_events += 1
                 continue
             ends = clock.advance(ts)
