@@ -370,8 +370,8 @@ def redact_cut(text: str, limit: int) -> str:
 
     >>> redact_cut("contact me at bob@example.com", 20)
     'contact me at [EMAIL'
-    >>> redact_cut("card 4111 1111 1111 1111", 12)
-    'card '
+    >>> redact_cut("card 4111 1111 1111 1111 is mine", 12)
+    'card [CARD]'
     """
     if len(text) <= limit:
         return redact(text)[:limit]
@@ -380,6 +380,7 @@ def redact_cut(text: str, limit: int) -> str:
     for span in find_sensitive(window):
         if span.start < cut < span.end:
             # Whole when the window holds all of it (masked below), else left out.
-            cut = span.end if span.end < len(window) else span.start
+            whole = span.end < len(window) or len(window) == len(text)
+            cut = span.end if whole else span.start
             break
     return redact(text[:cut])[:limit]

@@ -280,7 +280,8 @@ def test_missing_topic_is_named_in_the_error(local_services: LocalServices) -> N
     settings = BusSettings(kind="kafka", bootstrap_servers=[local_services.kafka_bootstrap],
                            topic=unique_name("missing"))
     producer = KafkaBus(settings, tuning=KafkaTuning(max_block_ms=1000)).producer()
-    with pytest.raises(BusUnavailable, match=f"no metadata for topic {settings.topic}.*ensure_topics"):
+    with pytest.raises(BusUnavailable, match=f"no metadata for topic {settings.topic}.*`inferwatch detect` "
+                                             "creates the topics"):
         producer.send(b"x", key="p")
     producer.close()
 
