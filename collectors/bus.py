@@ -67,7 +67,9 @@ class DeadLetterLog(DeadLetterSink, Protocol):
     """A dead-letter sink that can also list what it holds."""
 
     def list(self, limit: int = 100) -> list[tuple[int, str, str, bytes]]:
-        """The newest dead letters as ``(source_offset, topic, reason, value)``."""
+        """The newest dead letters as ``(source_offset, source, reason, value)``: ``source`` is
+        the topic the record came from, with ``/partition`` after it on Kafka (topic names hold
+        no ``/``)."""
         ...
 
 

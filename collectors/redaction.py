@@ -270,7 +270,13 @@ def _assignment(match: re.Match[str]) -> str:
 
 def _card(match: re.Match[str]) -> str:
     digits = [int(c) for c in match.group(0) if c.isdigit()]
-    return CARD if luhn_valid(digits) else match.group(0)
+    if luhn_valid(digits):
+        return CARD
+    # 4-4-4-4 then three more: a 19-digit card, or a 16-digit one followed by its security code
+    # ("4111 1111 1111 1111 123"), masked with it: the pattern does not step back from the group.
+    if match.group("csep") and len(digits) == 19 and luhn_valid(digits[:16]):
+        return CARD
+    return match.group(0)
 
 
 def _phone(match: re.Match[str]) -> str:
@@ -376,11 +382,23 @@ def redact_cut(text: str, limit: int) -> str:
     if len(text) <= limit:
         return redact(text)[:limit]
     window = text[: limit + _REDACT_OVERLAP]
+    spans = find_sensitive(window)
     cut = limit
-    for span in find_sensitive(window):
+    for span in spans:
         if span.start < cut < span.end:
             # Whole when the window holds all of it (masked below), else left out.
             whole = span.end < len(window) or len(window) == len(text)
             cut = span.end if whole else span.start
             break
-    return redact(text[:cut])[:limit]
+    # Masked from the window's own spans, not by running the patterns again on the cut text:
+    # cut short, a pattern can match differently ("…1111 2024" cut after "202" reads as a
+    # 19-digit number that fails the card check) and leave what the whole text masks.
+    parts: list[str] = []
+    pos = 0
+    for span in spans:
+        if span.end > cut:
+            break
+        parts += (window[pos:span.start], span.placeholder)
+        pos = span.end
+    parts.append(window[pos:cut])
+    return "".join(parts)[:limit]

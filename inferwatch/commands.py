@@ -95,8 +95,8 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
         late = render.count(result.late, "event")
         print(f"inferwatch replay: {late} ({share:.0%}) came after a later window had opened: the file "
               "is not in time order, so the per-window detectors (rates, per-caller, drift) judged them in "
-              "the wrong window and may have missed incidents. Sort it by time; "
-              "`inferwatch events search --json --oldest-first` writes events in order", file=sys.stderr)
+              "the wrong window and may have missed incidents. Sort it by time; `inferwatch events search "
+              "--json --oldest-first --limit N` writes the newest N events in order", file=sys.stderr)
         if share >= LATE_SHARE_REFUSED:
             return 2
     return 0
@@ -199,12 +199,16 @@ def events_search(args: argparse.Namespace, settings: Settings) -> int:
 def dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     """Show events that were rejected as malformed."""
     rows = open_bus(settings).dead_letters().list(args.limit)
-    for offset, topic, reason, value in rows:
+    for offset, source, reason, value in rows:
         if args.json:
-            render.json_line({"topic": topic, "offset": offset, "reason": reason,
+            topic, _, partition = source.partition("/")
+            where: dict[str, object] = {"topic": topic}
+            if partition.isdigit():
+                where["partition"] = int(partition)
+            render.json_line({**where, "offset": offset, "reason": reason,
                               "value": value.decode("utf-8", "replace")})
         else:
-            print(f"{topic}@{offset}: {reason}\n    {value[:200].decode('utf-8', 'replace')}")
+            print(f"{source}@{offset}: {reason}\n    {value[:200].decode('utf-8', 'replace')}")
     if not rows and not args.json:
         print("no dead letters")
     return 0

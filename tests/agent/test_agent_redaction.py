@@ -126,3 +126,21 @@ def test_a_string_feature_longer_than_its_limit_keeps_no_half_card() -> None:
     kept = redact_cut(value, MAX_FEATURE_CHARS)
     assert "4111" not in kept
     assert len(kept) <= MAX_FEATURE_CHARS
+
+
+def test_a_cut_that_changes_how_a_pattern_reads_does_not_unmask_what_the_whole_text_masks() -> None:
+    # Cut after "202", "4111 1111 1111 1111 202" reads as a 19-digit number: masked all the same.
+    from inferwatch.collectors.redaction import MAX_TEXT_CHARS, capture_text, redact_cut
+
+    text = "card 4111 1111 1111 1111 2024 renewal"
+    for limit in range(5, len(text)):
+        assert "1111" not in redact_cut(text, limit), limit
+    long = "x" * (MAX_TEXT_CHARS - 29) + " " + text
+    kept = capture_text(long, CaptureMode.REDACTED)
+    assert kept is not None
+    assert kept.endswith("card [CARD] 202")
+
+
+def test_a_card_followed_by_its_security_code_is_masked_with_it() -> None:
+    assert redact("card 4111 1111 1111 1111 123 exp 12/29") == "card [CARD] exp 12/29"
+    assert redact("not a card 1234 5678 9012 3456 789") == "not a card 1234 5678 9012 3456 789"

@@ -124,7 +124,7 @@ def test_a_file_written_newest_first_is_refused_not_silently_half_judged(capsys,
     assert main(["replay", str(reversed_file)]) == 2
     err = capsys.readouterr().err
     assert "the file is not in time order" in err
-    assert "inferwatch events search --json --oldest-first" in err
+    assert "inferwatch events search --json --oldest-first --limit N" in err
     assert len(in_order) >= 3
 
 

@@ -151,6 +151,26 @@ def test_dead_letters_keep_reason_and_source(bus: KafkaBus) -> None:
     assert len(bus.dead_letters().list(1)) == 1
 
 
+def test_dead_letters_on_the_command_line_name_topic_partition_and_offset(
+        bus: KafkaBus, local_services: LocalServices, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from inferwatch.cli import main
+
+    sink = bus.dead_letters()
+    sink.dead_letter(BusRecord(bus.topic, 2, 17, "principal-1", b"{not json"), "invalid JSON at char 1")
+    sink.close()
+    for name, value in (("KIND", "kafka"), ("BOOTSTRAP_SERVERS", local_services.kafka_bootstrap),
+                        ("TOPIC", bus.topic), ("DEAD_LETTER_TOPIC", f"{bus.topic}.dlq")):
+        monkeypatch.setenv(f"INFERWATCH_BUS__{name}", value)
+    assert main(["events", "dead-letters"]) == 0
+    assert f"{bus.topic}/2@17: invalid JSON at char 1" in capsys.readouterr().out
+    assert main(["events", "dead-letters", "--json"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (row["topic"], row["partition"], row["offset"]) == (bus.topic, 2, 17)  # the topic as on SQLite
+
+
 @pytest.mark.slow
 def test_no_event_lost_across_a_30s_broker_outage(private_kafka: LocalServices) -> None:
     """Records sent while the broker is down wait in the producer and arrive after it returns.
