@@ -16,6 +16,8 @@ partition (partition ``0``); the offset is the row id.
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -24,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from inferwatch.collectors.bus import EVENTS_TOPIC, BusRecord, BusUnavailable
+
+_log = logging.getLogger("inferwatch.bus")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
@@ -107,6 +111,15 @@ def _open(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """The file's device and inode (``None`` when it is not there): one ``stat`` a batch."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 class SQLiteProducer:
     """Appends records; each :meth:`send` is durable once it returns (one small transaction).
 
@@ -120,9 +133,18 @@ class SQLiteProducer:
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and _file_identity(self._path) != self._local.identity:
+            # The file was deleted or replaced under us (a reset of .inferwatch/, say): writing
+            # on would append to an unlinked file no reader ever opens. Open the path again.
+            _log.warning("event=bus_file_replaced path=%s: the embedded bus file was removed or replaced "
+                         "while in use; writing to the file now at that path", self._path)
+            conn.close()
+            conn = None
         if conn is None:
             conn = connect(self._path, timeout=5.0)
+            conn.executescript(_SCHEMA)  # a file made anew has no tables yet
             self._local.conn = conn
+            self._local.identity = _file_identity(self._path)
         return conn
 
     def send(self, value: bytes, key: str | None = None) -> None:

@@ -91,3 +91,19 @@ def test_dead_letters_keep_record_and_reason(tmp_path):
     sink.dead_letter(BusRecord("inferwatch.events", 0, 5, "p", b"{bad"), "Invalid JSON")
     assert sink.count() == 1
     assert sink.list() == [(5, "inferwatch.events", "Invalid JSON", b"{bad")]
+
+
+def test_a_producer_writes_to_the_file_now_at_its_path_after_the_bus_was_deleted(tmp_path, caplog):
+    import logging
+
+    path = tmp_path / "bus.db"
+    bus = SQLiteBus(path)
+    producer = bus.producer()
+    producer.send(b"before")
+    for leftover in tmp_path.glob("bus.db*"):  # the database and its -wal/-shm files
+        leftover.unlink()
+    with caplog.at_level(logging.WARNING, logger="inferwatch.bus"):
+        producer.send(b"after")
+    assert "event=bus_file_replaced" in caplog.text
+    fresh = SQLiteBus(path)  # what a detector started now reads
+    assert [r.value for r in fresh.consumer("g").poll(10, timeout=0)] == [b"after"]
