@@ -164,10 +164,13 @@ def _window(value: str) -> float:
 
 def _trace_id(value: str) -> str:
     """A W3C trace id as events carry it: 32 lowercase hex digits (upper case is taken)."""
+    from inferwatch.collectors.event import check_ids
+
     trace_id = value.strip().lower()
-    if len(trace_id) != 32 or any(c not in "0123456789abcdef" for c in trace_id):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a trace id: 32 hex digits, e.g. "
-                                         "4bf92f3577b34da6a3ce929d0e0e4736")
+    try:
+        check_ids(trace_id, None)  # the check events get
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: {exc}, e.g. 4bf92f3577b34da6a3ce929d0e0e4736") from None
     return trace_id
 
 

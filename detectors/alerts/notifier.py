@@ -175,7 +175,7 @@ class Notifier:
                 self.is_settled = self.settled()
             except Exception as exc:
                 failures += 1
-                wait = min(self.settings.poll_interval_s * 2 ** min(failures - 1, 20), MAX_RETRY_S)
+                wait = backoff_s(failures, self.settings.poll_interval_s, MAX_RETRY_S)
                 if failures == 1:
                     log.exception("event=notifier_error the notifier will retry in %.1fs", wait)
                 else:
@@ -395,4 +395,4 @@ def backoff_s(attempts: int, initial: float, ceiling: float) -> float:
     >>> [backoff_s(n, 1.0, 60.0) for n in (1, 2, 3, 8)]
     [1.0, 2.0, 4.0, 60.0]
     """
-    return float(min(ceiling, initial * 2 ** max(0, attempts - 1)))
+    return float(min(ceiling, initial * 2 ** min(max(0, attempts - 1), 64)))  # no float overflow
