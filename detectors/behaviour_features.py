@@ -2,7 +2,7 @@
 
 :class:`CallerRows` keeps each caller's running sums in flat arrays (13 single-precision
 numbers and a 128-bit bitmap, 68 bytes), keyed through a
-:class:`~inferwatch.detectors.state.BoundedState` (LRU and event-time TTL), so that a request
+:class:`~inferwatch.detectors.state.RowIndex` (LRU and event-time TTL), so that a request
 costs a few array updates and a set of callers becomes a feature matrix with a handful of
 vectorised operations (:func:`row_features`). A caller's sums make a *row* once they hold
 ``min_requests`` requests: a heavy caller gives a row every window, a light one after as many
@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import zlib
 from array import array
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,19 +33,18 @@ import numpy.typing as npt
 
 from inferwatch.collectors.event import EventInput, InferenceEvent
 from inferwatch.detectors.prompt_injection import scan_text
-from inferwatch.detectors.state import MAX_MODELS_NOTED, subject_of
+from inferwatch.detectors.state import MAX_MODELS_NOTED, RowIndex, subject_of
 from inferwatch.detectors.token_abuse import CHARS_PER_TOKEN
 
 FloatArray = npt.NDArray[np.float64]
 
 # Columns of a caller's sums.
 (REQ, ERR, TRUNC, IN_CHARS, IN_MAX, OUT_CHARS, IN_TOK, OUT_TOK, INJ_SUM, SCANNED, TEXTS, HASHED,
- FIRST_TS, LAST_TS) = range(14)
-_N = 14
-# Single precision: counts are exact to 16 million, sums keep 7 digits, and FIRST_TS / LAST_TS are
-# held as seconds since the UTC midnight before the first event (to the second for half a year).
-# LAST_TS (when the caller was last seen, for the LRU/TTL) lives here rather than beside the key,
-# and survives a row's reset: a (time, row) tuple per caller would cost 80 bytes more.
+ FIRST_TS) = range(13)
+_N = 13
+# Single precision: counts are exact to 16 million, sums keep 7 digits, and FIRST_TS is held as
+# seconds since the UTC midnight before the first event (to the second for half a year). When the
+# caller was last seen (for the LRU/TTL) is kept by the RowIndex, and survives a row's reset.
 _ZERO_ROW = array("f", bytes(4 * _N))
 _BITMAP_WORDS = 2
 _BITMAP_BITS = 64 * _BITMAP_WORDS
@@ -161,12 +159,8 @@ class CallerRows:
     def __init__(self, max_callers: int, ttl_s: float, sample_from: int) -> None:
         self.max_callers = max_callers
         self.sample_from = sample_from
-        self.evicted = 0
-        self.expired = 0
         self.ttl_s = ttl_s
-        self._index: OrderedDict[str, int] = OrderedDict()  # least recently seen first
-        self._free: list[int] = []
-        self._subjects: list[str | None] = []
+        self._index = RowIndex(max_callers, ttl_s, extend=self._extend, reset=self._release)
         self._services: list[str] = []
         self._model: list[str | None] = []
         self._more_models: dict[int, list[str]] = {}
@@ -180,6 +174,16 @@ class CallerRows:
     def __len__(self) -> int:
         return len(self._index)
 
+    @property
+    def evicted(self) -> int:
+        """Callers dropped because ``max_callers`` were held."""
+        return self._index.evicted
+
+    @property
+    def expired(self) -> int:
+        """Callers dropped after ``ttl_s`` of event-time idleness."""
+        return self._index.expired
+
     def add(self, event: InferenceEvent) -> bool:
         """Count the request against its caller; ``False`` when it has neither principal nor address."""
         subject = subject_of(event)
@@ -188,9 +192,8 @@ class CallerRows:
         ts = event.ts
         if self.base is None:
             self.base = math.floor(ts / 86_400.0) * 86_400.0
-        row = self._row(subject)
+        row = self._index.row(subject, ts)
         s, b = self._sums, row * _N
-        s[b + LAST_TS] = max(s[b + LAST_TS], ts - self.base)
         n = s[b + REQ] + 1.0
         s[b + REQ] = n
         if n == 1.0:
@@ -222,47 +225,18 @@ class CallerRows:
             self._sample(row, event, chars, error, injection)
         return True
 
-    def _row(self, subject: str) -> int:
-        index = self._index
-        row = index.get(subject)
-        if row is not None:
-            index.move_to_end(subject)
-            return row
-        if len(index) >= self.max_callers:  # the least recently seen caller gives its row up
-            self._release(index.popitem(last=False)[1])
-            self.evicted += 1
-        row = index[subject] = self._allocate()
-        self._subjects[row] = subject
-        return row
-
-    def _allocate(self) -> int:
-        if self._free:
-            return self._free.pop()
+    def _extend(self) -> None:
         self._sums.extend(_ZERO_ROW)
         self._bits.extend(_ZERO_BITS)
-        self._subjects.append(None)
         self._services.append("")
         self._model.append(None)
-        return len(self._subjects) - 1
 
-    def _release(self, row: int | None) -> None:
-        if row is not None:
-            self.reset([row])
-            self._sums[row * _N + LAST_TS] = 0.0
-            self._subjects[row] = None
-            self._free.append(row)
+    def _release(self, row: int) -> None:
+        self.reset([row])
 
     def expire(self, now: float) -> None:
         """Forget callers idle for longer than the TTL at event time ``now``."""
-        index, ttl, base = self._index, self.ttl_s, self.base or 0.0
-        while index:
-            key = next(iter(index))
-            row = index[key]
-            if base + self._sums[row * _N + LAST_TS] >= now - ttl:
-                break
-            del index[key]
-            self._release(row)
-            self.expired += 1
+        self._index.expire(now)
 
     def _name(self, name: str) -> str:
         # One copy of each service and model name, not one per caller (bounded: names are few).
@@ -319,13 +293,13 @@ class CallerRows:
 
     def complete(self, min_requests: int) -> list[int]:
         """Rows holding at least ``min_requests`` requests, in row order."""
-        if not self._subjects:
+        if not self._services:
             return []
         return [int(i) for i in np.flatnonzero(self.matrix()[:, REQ] >= min_requests)]
 
     def stale(self, before: float) -> list[int]:
         """Rows started before ``before`` (and not complete): too sparse to judge in time."""
-        if not self._subjects:
+        if not self._services:
             return []
         sums = self.matrix()
         started = sums[:, FIRST_TS].astype(np.float64) + (self.base or 0.0)
@@ -334,9 +308,7 @@ class CallerRows:
     def reset(self, rows: list[int]) -> None:
         """Start new rows for these callers (after they were judged, or went stale)."""
         for row in rows:
-            seen = self._sums[row * _N + LAST_TS]
             self._sums[row * _N:(row + 1) * _N] = _ZERO_ROW
-            self._sums[row * _N + LAST_TS] = seen
             self._bits[row * _BITMAP_WORDS:(row + 1) * _BITMAP_WORDS] = _ZERO_BITS
             self._model[row] = None
             self._more_models.pop(row, None)
@@ -344,7 +316,7 @@ class CallerRows:
 
     def subject(self, row: int) -> str:
         """The caller a row belongs to."""
-        return self._subjects[row] or "unknown"
+        return self._index.key_of(row) or "unknown"
 
     def service(self, row: int) -> str:
         """The service of the row's first request."""

@@ -40,10 +40,10 @@ from typing import Any, ClassVar
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding
 from inferwatch.detectors.state import (
+    BaselineTable,
     FloodRule,
     IdSample,
     Population,
-    StampedState,
     WindowBaseline,
     WindowBounds,
     flood_comparison,
@@ -109,7 +109,7 @@ class RequestRateDetector:
         """Requests not counted because a window already held ``max_principals`` keys."""
         self.unattributed = 0
         """Requests with neither a principal nor a client address."""
-        self._baselines: StampedState[str, WindowBaseline] = StampedState(max_principals, ttl_s)
+        self._baselines = BaselineTable(max_principals, ttl_s)
         self._window: dict[str, _Tally] = {}
         self._window_first: float | None = None
         self._bounds = WindowBounds()
@@ -162,10 +162,11 @@ class RequestRateDetector:
 
     def _judge(self, subject: str, tally: _Tally, population: Population, judging: bool,
                bounds: tuple[float, float]) -> Finding | None:
-        baseline = self._baselines.get_or_create(subject, bounds[1], WindowBaseline)
+        row, baseline = self._baselines.load(subject, bounds[1])
         flagged, own = self._rule.assess(tally.count, baseline, population, judging)
         finding = self._finding(subject, tally, baseline, own, population, bounds) if flagged else None
         self._rule.learn(tally.count, baseline, population, own, flagged)
+        self._baselines.store(row, baseline)
         return finding
 
     def _finding(self, subject: str, tally: _Tally, baseline: WindowBaseline, own: float,

@@ -43,10 +43,10 @@ from typing import Any, ClassVar
 from inferwatch.collectors.event import EventInput, EventOutput, InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding
 from inferwatch.detectors.state import (
+    BaselineTable,
     FloodRule,
     IdSample,
     Population,
-    StampedState,
     WindowBaseline,
     WindowBounds,
     about_event,
@@ -160,7 +160,7 @@ class TokenAbuseDetector:
         """Requests not counted because a window already held ``max_principals`` keys."""
         self.unattributed = 0
         """Requests with neither a principal nor a client address (oversized ones still flagged)."""
-        self._baselines: StampedState[str, WindowBaseline] = StampedState(max_principals, ttl_s)
+        self._baselines = BaselineTable(max_principals, ttl_s)
         self._window: dict[str, _Tally] = {}
         self._window_first: float | None = None
         self._bounds = WindowBounds()
@@ -236,10 +236,11 @@ class TokenAbuseDetector:
 
     def _judge_volume(self, subject: str, tally: _Tally, population: Population, judging: bool,
                       bounds: tuple[float, float]) -> Finding | None:
-        baseline = self._baselines.get_or_create(subject, bounds[1], WindowBaseline)
+        row, baseline = self._baselines.load(subject, bounds[1])
         flagged, own = self._rule.assess(tally.tokens, baseline, population, judging)
         finding = self._volume_finding(subject, tally, baseline, own, population, bounds) if flagged else None
         self._rule.learn(tally.tokens, baseline, population, own, flagged)
+        self._baselines.store(row, baseline)
         return finding
 
     def _volume_finding(self, subject: str, tally: _Tally, baseline: WindowBaseline, own: float,
