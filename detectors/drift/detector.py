@@ -113,6 +113,9 @@ class _ModelState:
     """The last judged windows, each with how far its classifiers and numeric features leaned."""
     changes: dict[str, change.ChangeDetector] = field(default_factory=dict)
     unsaved: Reference | None = None
+    superseded: datetime | None = None
+    """When the baseline file left for a new model version was set: the stored record that the
+    warm-up of the new version replaces, not a baseline set meanwhile (which would win)."""
 
     def restart(self) -> None:
         """Forget the windows gathered against the old reference (a new one is coming or came)."""
@@ -190,6 +193,8 @@ class DriftJudge:
             return
         if current is not None and not first and record.created == current.created:
             return
+        if record.created == state.superseded:
+            return  # the old version's baseline file, left behind: its successor is warming up
         if current is not None and record.source != "file" and current.source == "rolling":
             return  # a rolling reference is this process's own; only a baseline file overrides it
         state.reference = Reference(WindowSummary.from_dict(record.summary), record.source,
@@ -210,14 +215,17 @@ class DriftJudge:
                                  summary=ref.summary.to_dict())
         try:
             stored = self.keeper.load_reference(model)
-            if stored is not None and stored.source == "file":
+            if stored is not None and stored.source == "file" and stored.created != state.superseded:
                 # A baseline set while this warm-up ran wins: adopt it, never overwrite it.
                 state.unsaved = None
                 state.reference = Reference(WindowSummary.from_dict(stored.summary), stored.source,
                                             stored.created, stored.model_version, stored.origin)
                 return
             self.keeper.save_reference(record)
-            state.unsaved = None
+            if state.superseded is not None:
+                log.info("drift: model %s: the reference warmed up on version %s replaces the baseline "
+                         "file set for an earlier version", model, ref.version)
+            state.unsaved, state.superseded = None, None
         except Exception as exc:
             log.warning("drift: could not save the reference of model %s (%s); retrying next window",
                         model, exc)
@@ -275,6 +283,8 @@ class DriftJudge:
                 and version != state.reference.version and state.reference.source != "rolling"):
             log.info("drift: model %s moved to version %s (reference %s); warming up a new reference",
                      model, version, state.reference.version)
+            if state.reference.source == "file":
+                state.superseded = state.reference.created
             state.reference = None
             state.restart()
             self._warm(model, state, summary)

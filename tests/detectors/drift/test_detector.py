@@ -350,6 +350,39 @@ def test_a_new_model_version_starts_a_new_reference_when_configured() -> None:
     assert _drift(_run(DriftDetector(rebaseline_on_version=True), iter(events))) == []
 
 
+def test_a_new_version_replaces_a_baseline_file_of_the_old_one(tmp_path: Path) -> None:
+    """A baseline file of version v1 and rebaseline_on_version: v2's warm-up replaces the file
+    (once, not adopted back every window), and drift within v2 is then found against it."""
+    from inferwatch.detectors.drift.reference import ReferenceRecord
+    from inferwatch.detectors.drift.sketch import summarise_rows
+
+    store = SQLiteStore(tmp_path / "store.db")
+    rng = random.Random(11)
+    summary = summarise_rows([_row(rng) for _ in range(2_000)], "m")
+    store.save_reference(ReferenceRecord(model="m", model_version="v1", source="file",
+                                         created=datetime(2026, 1, 1, tzinfo=UTC), events=summary.events,
+                                         origin="v1.csv", summary=summary.to_dict()))
+
+    def v2(row: Row, rng: random.Random) -> Row:
+        return {**row, "c": row["c"] + 4.0}
+
+    def v2_broken(row: Row, rng: random.Random) -> Row:
+        return {**row, "c": (row["c"] + 4.0) * 1_000.0}
+
+    events = list(_stream(30, 400, shift=v2, shift_from=0, model_version="v2"))
+    events += [(w + 30, e) for w, e in _stream(6, 400, seed=1, shift=v2_broken, shift_from=0,
+                                                model_version="v2")]
+    detector = DriftDetector(rebaseline_on_version=True, multivariate=False, text=False, operations=False)
+    detector.attach_store(store)
+    found = _drift(_run(detector, iter(events)))
+    assert found and all(w >= 30 for w, _ in found)
+    assert found[0][0] == 30
+    reference = found[0][1].evidence["reference"]
+    assert (reference["source"], reference["version"]) == ("warmup", "v2")
+    stored = store.load_reference("m")
+    assert stored is not None and (stored.source, stored.model_version) == ("warmup", "v2")
+
+
 def test_a_rolling_reference_adapts_after_the_lag() -> None:
     def shifted(row: Row, rng: random.Random) -> Row:
         return {**row, "c": row["c"] + 4.0}
