@@ -37,6 +37,8 @@ class ReplayResult:
     late: int = 0
     """Events older than the window open when they were read (the file is not in time order):
     windowed detectors counted them in that window, not in their own."""
+    untouched: int = 0
+    """Incidents already in the store that no finding of this replay opened or added to (not listed)."""
 
 
 def replay_file(
@@ -46,7 +48,8 @@ def replay_file(
     *,
     progress: ProgressFn | None = None,
 ) -> ReplayResult:
-    """Replay a JSONL file of events (one per line) through ``pipeline``.
+    """Replay a JSONL file of events (one per line) through ``pipeline``; the result lists the
+    incidents its findings opened or added to (others already in ``store`` are only counted).
 
     Incidents' ``updated_at`` is event time (the newest event read), so a replay is
     deterministic. Malformed lines are reported in the result with their line numbers and skipped.
@@ -54,6 +57,7 @@ def replay_file(
     """
     total = path.stat().st_size
     result = ReplayResult(incidents=[])
+    before = {i.id: _state(i) for i in store.list_incidents(IncidentQuery(limit=1_000_000))}
     # A replay is history: an incident "changed" when its events happened, not when it ran.
     pipeline.manager.clock = pipeline.event_time
     decode = _fast_reader() if pipeline.takes_views and pipeline.event_store is None else None
@@ -82,8 +86,15 @@ def replay_file(
         if froze:
             gc.unfreeze()
     found = store.list_incidents(IncidentQuery(limit=1_000_000))
-    result.incidents = sorted(found, key=lambda i: (i.first_seen, i.id))
+    changed = [i for i in found if before.get(i.id) != _state(i)]
+    result.untouched = len(found) - len(changed)
+    result.incidents = sorted(changed, key=lambda i: (i.first_seen, i.id))
     return result
+
+
+def _state(incident: Incident) -> tuple[Any, ...]:
+    """What a finding changes in an incident (a replay moving time on may also resolve it)."""
+    return (incident.count, incident.last_seen, incident.severity)
 
 
 def _fast_reader() -> Callable[[bytes], EventView] | None:

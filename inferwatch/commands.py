@@ -7,17 +7,18 @@ import getpass
 import os
 import signal
 import sys
+from collections import Counter
 from datetime import UTC, datetime
 from types import FrameType
 
 from inferwatch import render
 from inferwatch.collectors.event import event_to_dict
 from inferwatch.collectors.settings import Settings
-from inferwatch.detectors.drift.reference import ReferenceRecord
+from inferwatch.detectors.drift.reference import ReferenceRecord, column_names
 from inferwatch.detectors.incidents import Incident, IncidentManager, no_such_incident
 from inferwatch.detectors.replay import replay_file
 from inferwatch.detectors.sqlite_store import SQLiteStore
-from inferwatch.detectors.store import EventQuery, IncidentQuery
+from inferwatch.detectors.store import EventQuery, IncidentQuery, Store, StoreUnavailable
 from inferwatch.runtime import build_detection, build_service, open_bus, open_store, start_notifier
 
 
@@ -69,6 +70,9 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
         print(f"inferwatch replay: no such file {path}", file=sys.stderr)
         return 2
     store = SQLiteStore(args.store if args.store else ":memory:")
+    baselines = [] if args.store else _baselines_set(settings)
+    for record in baselines:
+        store.save_reference(record)
     detection = build_detection(settings, store, keep_events=bool(args.store))
     progress = _progress_bar("replay") if sys.stderr.isatty() else None
     result = replay_file(args.file, detection.pipeline, store, progress=progress)
@@ -85,6 +89,18 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
         render.incidents_table(result.incidents)
         print(f"\n{render.count(result.events, 'event')} replayed, {len(result.malformed):,} malformed, "
               f"{render.count(len(result.incidents), 'incident')}")
+    if result.untouched:
+        print(f"inferwatch replay: {render.count(result.untouched, 'incident')} already in {args.store} "
+              "got no finding from this file and are not listed (`inferwatch incidents list --store` shows "
+              "them)",
+              file=sys.stderr)
+    if baselines:
+        models = ", ".join(sorted(r.model for r in baselines))
+        print(f"inferwatch replay: drift compared model(s) {models} with the baseline set in "
+              f"{_store_name(settings)} (`inferwatch baseline show`)", file=sys.stderr)
+    if not args.store and result.incidents:
+        print("inferwatch replay: the incidents were kept in memory only; pass --store PATH to keep them "
+              "for `inferwatch incidents show/timeline/report`", file=sys.stderr)
     if not result.events:
         what = "no line was an event" if result.malformed else f"{path} holds no event (it is empty or blank)"
         print(f"inferwatch replay: {what}: replay reads inferwatch.event/1 events, one JSON object per line "
@@ -100,6 +116,25 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
         if share >= LATE_SHARE_REFUSED:
             return 2
     return 0
+
+
+def _baselines_set(settings: Settings) -> list[ReferenceRecord]:
+    """The baseline files set with `inferwatch baseline set` in the configured store, which a replay
+    without ``--store`` (in memory) compares with as the service would; none when there is no store."""
+    try:
+        return [r for r in open_store(settings, existing=True).list_references() if r.source == "file"]
+    except StoreUnavailable:
+        return []
+    except Exception as exc:  # a replay does not need the store: say so and go on without it
+        print(f"inferwatch replay: could not read the baselines in {_store_name(settings)} ({exc}); "
+              "drift warms up on the file", file=sys.stderr)
+        return []
+
+
+def _store_name(settings: Settings) -> str:
+    if settings.store.kind == "elasticsearch":
+        return "Elasticsearch"
+    return str(settings.store.path)
 
 
 def incidents_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -227,6 +262,7 @@ def baseline_set(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     replaced = store.load_reference(args.model)
     store.save_reference(record)
+    notes += _traffic_notes(store, record)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
@@ -240,6 +276,37 @@ def baseline_set(args: argparse.Namespace, settings: Settings) -> int:
         print(f"it replaces the {replaced.source} reference of {_when(replaced.created)} "
               f"({replaced.events:,} events from {replaced.origin})")
     return 0
+
+
+TRAFFIC_CHECKED = 500
+"""Recent stored events a new baseline is checked against (a wrong --model, columns never sent)."""
+
+
+def _traffic_notes(store: Store, record: ReferenceRecord) -> list[str]:
+    """What the store's recent events say about a baseline just set: no traffic of that model
+    while others have some (a typo in --model), or columns the model's events never carry."""
+    try:
+        recent = store.search_events(EventQuery(model=record.model, limit=TRAFFIC_CHECKED))
+        latest = [] if recent else store.search_events(EventQuery(limit=TRAFFIC_CHECKED))
+    except Exception:  # a store that keeps no events (or refuses the search) has nothing to say
+        return []
+    if not recent:
+        others = Counter(e.model or "(none)" for e in latest)
+        if not others:
+            return []  # nothing recorded yet: a baseline set before the first traffic
+        listed = ", ".join(f"{m} ({n:,})" for m, n in others.most_common(5))
+        return [f"no stored events of model {record.model!r}; the latest events are of {listed}: check "
+                "--model, which must name the model exactly as the events do"]
+    sent = {name for e in recent for name in (e.input.features or {})}
+    if not sent:
+        return []  # a text model: its baseline's columns are measures of the text
+    columns = [key.removeprefix("input.") for key, _, _ in record.features() if key.startswith("input.")]
+    missing = [c for c in columns if c not in sent]
+    if not missing:
+        return []
+    return [f"{column_names(missing)}: in none of the latest {len(recent):,} events of model "
+            f"{record.model!r}, so live traffic will read as missing them (drift on their missing share); "
+            "leave them out of the file unless the model gets them"]
 
 
 def baseline_show(args: argparse.Namespace, settings: Settings) -> int:

@@ -29,6 +29,13 @@ def scenario_events(seed: int = 1) -> list:
     return events
 
 
+@pytest.fixture(autouse=True)
+def _own_default_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default store of a command run without --store is the test's own, not whatever
+    .inferwatch/store.db the working directory holds (replay reads the baselines set there)."""
+    monkeypatch.setenv("INFERWATCH_STORE__PATH", str(tmp_path / "default-store.db"))
+
+
 @pytest.fixture
 def events_file(tmp_path: Path) -> Path:
     path = tmp_path / "events.jsonl"

@@ -1,4 +1,5 @@
 import json
+import random
 import subprocess
 import sys
 
@@ -171,3 +172,39 @@ def test_the_window_takes_units_and_refuses_zero(capsys, events_file):
         with pytest.raises(SystemExit):
             parse(["replay", str(events_file), "--window", bad])
         assert "--window" in capsys.readouterr().err
+
+
+def test_replay_into_a_store_lists_only_the_incidents_it_opened_or_changed(capsys, events_file, tmp_path):
+    store = tmp_path / "kept.db"
+    assert main(["replay", str(events_file), "--store", str(store), "--json"]) == 0
+    first = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(first) >= 3
+    quiet = tmp_path / "quiet.jsonl"  # the same kind of traffic, a day later, without any attack
+    with quiet.open("w") as fh:
+        for line in events_file.read_text().splitlines():
+            event = json.loads(line)
+            if event.get("principal", "").startswith("p_normal") and event["time"] < "2026-01-01T00:15":
+                event["time"] = event["time"].replace("2026-01-01", "2026-01-02")
+                event["id"] = "later-" + event["id"]
+                fh.write(json.dumps(event) + "\n")
+    assert main(["replay", str(quiet), "--store", str(store), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""  # the earlier replay's incidents are not this file's
+    assert f"{len(first)} incidents already in {store} got no finding from this file" in captured.err
+
+
+def test_replay_without_a_store_compares_with_the_baseline_set(capsys, events_file, tmp_path):
+    baseline = tmp_path / "baseline.csv"
+    rng = random.Random(4)
+    baseline.write_text("x,y\n" + "".join(f"{rng.gauss(2.0, 1.0)},{rng.gauss(0, 1)}\n" for _ in range(3_000)))
+    warmed = [i for i in _incidents(capsys, str(events_file), "--detectors", "drift")]
+    assert warmed and warmed[0]["first_seen"].startswith("2026-01-01T00:1")  # drift from minute 15
+    assert main(["baseline", "set", "--model", "tabular", str(baseline)]) == 0  # the default store
+    capsys.readouterr()
+    assert main(["replay", str(events_file), "--detectors", "drift", "--json"]) == 0
+    captured = capsys.readouterr()
+    found = [json.loads(x) for x in captured.out.splitlines()]
+    # Against the baseline (x around 2) the first fifteen minutes are the drift.
+    assert found and found[0]["first_seen"] < "2026-01-01T00:06"
+    assert "compared model(s) tabular with the baseline set in" in captured.err
+    assert "kept in memory only; pass --store PATH" in captured.err
