@@ -46,11 +46,14 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any, Final, Literal
+from typing import IO, TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from inferwatch.collectors.event import InferenceEvent, MalformedEvent, Scalar, decode_event
+
+if TYPE_CHECKING:  # the sketch pulls numpy: imported where a summary is built
+    from inferwatch.detectors.drift.sketch import WindowSummary
 
 MAX_ROWS: Final = 1_000_000
 ReferenceSource = Literal["file", "warmup", "rolling"]
@@ -208,7 +211,12 @@ def file_reference(
                     summary.add(event)
             summary.seal(text_features, ngrams)
         else:
-            summary = summarise_rows(itertools.chain([first], _rows_only(source)), model)
+            filled: dict[str, bool] = {}
+            summary = summarise_rows(_rows_only(itertools.chain([first], source), filled), model)
+            empty = [name for name, had in filled.items() if not had]
+            if empty:
+                notes.append(f"left out {column_names(empty)}: no value in any row")
+            notes.extend(_content_notes(summary))
     if summary.events == 0:
         raise ReferenceFileError(f"{source.path}: no events of model {model!r} (it has {_top(others)})")
     if others:
@@ -230,11 +238,59 @@ def file_reference(
     return record, notes
 
 
-def _rows_only(items: Iterable[ReferenceItem]) -> Iterator[Row]:
+def _rows_only(items: Iterable[ReferenceItem], filled: dict[str, bool]) -> Iterator[Row]:
+    """The rows, noting in ``filled`` each column name and whether any row gave it a value."""
     for item in items:
         if isinstance(item, InferenceEvent):  # the reader refuses a mix; this is for mypy
             raise ReferenceFileError("rows and events mixed")
+        for name, value in item.items():
+            if value is not None:
+                filled[name] = True
+            elif name not in filled:
+                filled[name] = False
         yield item
+
+
+IDENTIFIER_SHARE = 0.9
+"""A text column with this share of distinct values or more (in 50 sampled rows or more) reads
+as an identifier or a time, which live traffic never repeats."""
+
+
+def _content_notes(summary: WindowSummary) -> list[str]:
+    """What in a baseline's columns will make drift fire on ordinary traffic: identifiers or
+    times, numbers written as text, columns mixing numbers and text."""
+    notes = []
+    for key, kind in sorted(summary.keys().items()):
+        if not key.startswith("input."):
+            continue
+        name = key.removeprefix("input.")
+        types = summary.value_types(key)
+        if kind == "categorical":
+            counts = summary.counts(key)
+            sampled = sum(counts.values())
+            example = next(iter(counts), "")
+            if counts and all(_is_number(value) for value in counts):
+                notes.append(
+                    f"column {name!r} holds numbers written as text (e.g. {example!r}): events that carry "
+                    "numbers would read as a change of value type; write them as numbers")
+            elif sampled >= 50 and len(counts) >= IDENTIFIER_SHARE * sampled:
+                notes.append(
+                    f"column {name!r} has {len(counts):,} distinct values in {sampled:,} sampled rows: an "
+                    "identifier or a time? Every live value would be new to the reference (drift on unseen "
+                    "categories); leave it out unless the model takes it as a feature")
+        if len(types) > 1:
+            text = sum(n for t, n in types.items() if t != "number")
+            share = text / max(sum(types.values()), 1)
+            notes.append(f"column {name!r} mixes numbers and text ({share:.0%} text in the sample); it is "
+                         f"compared as {kind}, and the mix itself as its value types")
+    return notes
+
+
+def column_names(names: list[str]) -> str:
+    """``column 'a'`` or ``columns 'a', 'b' and 3 more``, for notes about a baseline's columns."""
+    shown = ", ".join(repr(n) for n in names[:5])
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return f"column{'s' if len(names) > 1 else ''} {shown}{more}"
 
 
 def _top(counts: Counter[str], shown: int = 5) -> str:
@@ -282,14 +338,27 @@ def _cell(text: str, name: str, where: str) -> Scalar:
     return int(cell) if _INT.fullmatch(cell) else value
 
 
+def _utf8_lines(fh: IO[bytes], path: Path) -> Iterator[str]:
+    """The file's lines decoded one by one, so that bad bytes are reported on their own line (a
+    text-mode file decodes ahead in blocks, and the CSV reader's line count is then behind)."""
+    for number, raw in enumerate(fh, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ReferenceFileError(
+                f"{path} line {number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of "
+                "the line); save the file as UTF-8") from None
+        yield text.removeprefix("\ufeff") if number == 1 else text
+
+
 def _csv_rows(path: Path, delimiter: str = ",") -> Iterator[ReferenceItem]:
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh, delimiter=delimiter)
+    with path.open("rb") as fh:
+        reader = csv.reader(_utf8_lines(fh, path), delimiter=delimiter)
         names: list[str] | None = None
         while True:
             try:
                 cells = next(reader, None)
-            except (csv.Error, UnicodeDecodeError) as exc:
+            except csv.Error as exc:
                 where = f"{path} line {reader.line_num + 1}"
                 raise ReferenceFileError(f"{where}: cannot read CSV: {exc}") from None
             if cells is None:

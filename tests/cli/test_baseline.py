@@ -139,3 +139,39 @@ def test_clear_unknown_model(capsys, store):
     assert main(["baseline", "clear", "--model", "ghost", "--store", store]) == 1
     assert capsys.readouterr().err == (
         "inferwatch: no drift reference for model 'ghost' (see `inferwatch baseline show`)\n")
+
+
+def test_notes_on_columns_that_would_make_ordinary_traffic_drift(capsys, tmp_path, store):
+    path = tmp_path / "base.csv"
+    path.write_text("id,when,x,empty,mixed\n" + "".join(
+        f"{i},2026-01-01T10:{i // 60:02d}:{i % 60:02d},{i % 7},,{'n/a' if i % 10 == 0 else i / 3}\n"
+        for i in range(200)))
+    assert main(["baseline", "set", "--model", "m", str(path), "--store", store]) == 0
+    err = capsys.readouterr().err
+    assert "note: left out column 'empty': no value in any row" in err
+    assert "note: column 'when' has 200 distinct values in 200 sampled rows: an identifier or a time?" in err
+    assert "note: column 'mixed' mixes numbers and text (10% text in the sample)" in err
+    assert "'x'" not in err and "'id'" not in err  # numbers: nothing said from the file alone
+
+    strings = tmp_path / "strings.jsonl"
+    strings.write_text("".join(json.dumps({"period": str(i / 7), "day": i % 7}) + "\n" for i in range(100)))
+    assert main(["baseline", "set", "--model", "m", str(strings), "--store", store]) == 0
+    err = capsys.readouterr().err
+    assert "note: column 'period' holds numbers written as text (e.g. '" in err
+    assert "identifier" not in err
+
+
+def test_notes_from_the_stored_traffic_a_wrong_model_and_columns_never_sent(capsys, tmp_path, store):
+    db = SQLiteStore(store)
+    db.add_events([make_event(1_767_225_600.0 + i, model="elec", features={"x": i, "y": 1.0})
+                   for i in range(30)])
+    db.close()
+    path = tmp_path / "base.csv"
+    path.write_text("id,x,y\n" + "".join(f"{i},{i % 5},{i % 3}\n" for i in range(50)))
+    assert main(["baseline", "set", "--model", "Elec", str(path), "--store", store]) == 0
+    err = capsys.readouterr().err
+    assert "note: no stored events of model 'Elec'; the latest events are of elec (30): check --model" in err
+    assert main(["baseline", "set", "--model", "elec", str(path), "--store", store]) == 0
+    err = capsys.readouterr().err
+    assert "note: column 'id': in none of the latest 30 events of model 'elec'" in err
+    assert "'x'" not in err

@@ -90,11 +90,14 @@ def test_bad_csv_names_file_and_line(tmp_path: Path, text: str, message: str) ->
     assert message in str(err.value)
 
 
-def test_csv_that_is_not_utf8(tmp_path: Path) -> None:
+@pytest.mark.parametrize("before", [1, 30_000])  # the bad byte in the first block read, or far past it
+def test_csv_that_is_not_utf8_names_the_line_of_the_bad_byte(tmp_path: Path, before: int) -> None:
     path = tmp_path / "b.csv"
-    path.write_bytes(b"a\n1\n\xff\xfe\n")
-    with pytest.raises(ReferenceFileError, match="cannot read CSV"):
+    path.write_bytes(b"name,x\n" + b"caf\xc3\xa9,1\n" * before + b"caf\xe9,2\n" + b"ok,3\n" * 10)
+    with pytest.raises(ReferenceFileError) as err:
         list(read_rows(path))
+    assert str(err.value) == (f"{path} line {before + 2}: not UTF-8 (byte 0xe9 at byte 4 of the line); "
+                              "save the file as UTF-8")
 
 
 def test_unknown_type_and_missing_file(tmp_path: Path) -> None:
