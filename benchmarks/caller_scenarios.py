@@ -14,7 +14,8 @@ ElastAlert-style frequency rule (``baseline_scanners.fixed_threshold_rule``) sid
     python benchmarks/caller_scenarios.py --json     # machine-readable results
     python benchmarks/caller_scenarios.py --write-events events.jsonl   # to replay by hand
 
-Benign prompts come from ``shared/datasets/prompts/benign.jsonl`` and
+Benign prompts come from ``shared/datasets/prompts/benign.jsonl`` (``shared/`` beside the
+repository; ``INFERWATCH_DATASETS`` points at another copy) and
 ``benchmarks/data/ordinary_prompts.jsonl``; attack prompts from ``attacks.jsonl``. Which
 attack prompts an attacker sends is random (seeded), so a per-request detector that misses some
 must catch the attacker on the others: that is what per-caller aggregation is for.
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from external_prompts import SHARED_PROMPTS
 
 from inferwatch.collectors.event import AgentInfo, EventInput, EventOutput, InferenceEvent, encode_event
 from inferwatch.detectors.base import SEVERITY_ORDER, Finding
@@ -47,7 +49,7 @@ from inferwatch.detectors.store import IncidentQuery
 from inferwatch.testing import memory_store
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets" / "prompts"
+DATASETS = SHARED_PROMPTS  # shared/datasets/prompts beside the repository, or $INFERWATCH_DATASETS/prompts
 START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC).timestamp()
 HOURS = 6.0
 WINDOW_S = 60.0

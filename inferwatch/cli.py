@@ -274,6 +274,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None), **overrides)
 
 
+def _semantic_unavailable(exc: ImportError) -> bool:
+    """Whether ``exc`` is the semantic stage's missing extra (``SemanticUnavailable``), a settings
+    error like the others. Looked up, not imported: that module loads numpy, and only it raises this."""
+    semantic = sys.modules.get("inferwatch.detectors.semantic")
+    return semantic is not None and isinstance(exc, semantic.SemanticUnavailable)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``inferwatch`` console script."""
     from inferwatch.detectors.alerts.config import AlertingConfigError
@@ -304,6 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except (SettingsError, DetectorConfigError, IncidentError, AlertingConfigError) as exc:
         print(f"inferwatch: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        if not _semantic_unavailable(exc):
+            raise
+        print(f"inferwatch: {exc}", file=sys.stderr)  # detect.options asks for an extra not installed
         return 2
     except (BusUnavailable, StoreUnavailable) as exc:
         print(f"inferwatch: {exc}", file=sys.stderr)
