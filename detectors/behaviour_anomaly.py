@@ -64,9 +64,9 @@ Behaviour worth knowing:
   over those. The distinct-input count covers a row's first 128 requests. Scoring, explaining
   and fitting happen at window close, vectorised.
 
-State: per caller, 14 single-precision sums and a 128-bit bitmap (72 bytes) in flat arrays,
-keyed through a ``BoundedState`` of at most ``max_principals`` callers (least recently seen
-evicted first) that forgets callers idle for ``max_span_s``: about 230 bytes per caller in all,
+State: per caller, 13 single-precision sums and a 128-bit bitmap (68 bytes) in flat arrays,
+keyed through a ``RowIndex`` of at most ``max_principals`` callers (least recently seen
+evicted first) that forgets callers idle for ``max_span_s``: about 160 bytes per caller in all,
 key excepted; a row that reaches ``min_requests // 2`` requests (or an injection-like text)
 also holds the ids of three sample events (about 140 bytes more). The training buffer is
 ``buffer_rows`` x 11 doubles (1.8 MB at the default), the forest ``n_estimators`` trees of at
