@@ -419,7 +419,8 @@ def scenarios(*, pre_windows: int = 5, post_windows: int = 15, seed: int = 11) -
 def stationary(stream: str, events: int, *, events_per_window: int = 1_000, seed: int = 5) -> Scenario:
     """A long shift-free stream: every alarm after the reference windows is a false alarm."""
     windows_ = max(4, events // events_per_window)
-    suffix = "" if events_per_window == 1_000 else f"@{events_per_window // 1000}k"
+    size = f"{events_per_window // 1000}k" if events_per_window >= 1_000 else str(events_per_window)
+    suffix = "" if events_per_window == 1_000 else f"@{size}"
     return Scenario(f"{stream}/stationary{suffix}", stream, None, "none", windows_, windows_,
                     events_per_window=events_per_window, seed=seed)
 

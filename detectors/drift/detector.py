@@ -32,10 +32,15 @@ windows ago. With ``rebaseline_on_version`` a new dominant
 ``model_version`` starts a new warm-up instead of raising a drift incident.
 
 A window with fewer than ``min_events`` events of a model is not judged; it is carried into the
-next window (up to ``max_carry_windows``), so a quiet model is judged less often, never on
-too few events. When a judged window alone finds nothing and holds fewer than ``sample_size``
-events, the last ``recent_windows`` judged windows are judged together too (numeric features
-and the domain classifiers), so a slow ramp shows on their events with the large-sample floors.
+next window (up to ``max_carry_windows``), so a quiet model is judged less often, on as many
+events as a busy model's window. Below ``min_events`` the tests' effect floors sit inside the
+sampling noise, so a window judged at ``max_carry_windows`` with ``n`` fewer events is held
+to ``alpha * n / min_events``: a budget of false alarms per event rather than per window (at
+the old default of 200 events, a stationary stream of a million events sampled from ``elec``
+gave 14 false incidents at ``alpha``). When a judged window alone finds nothing and holds
+fewer than ``sample_size`` events, the last ``recent_windows`` judged windows are judged
+together too (numeric features and the domain classifiers), so a slow ramp shows on their
+events with the large-sample floors.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Protocol
 
 from inferwatch.collectors.event import EventView, InferenceEvent
-from inferwatch.detectors.base import Finding, Severity
+from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding, Severity
 from inferwatch.detectors.drift import catalogue, change, domain, statistics, textstats
 from inferwatch.detectors.drift.sketch import WindowSummary
 from inferwatch.detectors.state import BoundedState, iso_utc
@@ -294,7 +299,8 @@ class DriftJudge:
             state.carried += 1
             return None
         current, state.pending, state.carried = state.pending, None, 0
-        finding, leans = self._compare(model, state.reference, current)
+        level = o.alpha * min(1.0, current.events / o.min_events)
+        finding, leans = self._compare(model, state.reference, current, alpha=level)
         if o.recent_windows < 2:
             return finding
         state.recent.append((current, leans))
@@ -491,7 +497,11 @@ class DriftJudge:
         span = f" over the last {windows} windows" if windows > 1 else ""
         against = f"The last {windows} windows ({current.events} events) together, against" if windows > 1 \
             else "Against"
+        outside = {v.feature: _outside_ids(current, v) for v, _ in drifted
+                   if isinstance(v.stats, statistics.RangeStats)}
         event_ids, trace_ids = current.event_ids()
+        firsts = list(dict.fromkeys(i for ids in outside.values() for i in ids[:OUTSIDE_IDS_NAMED]))
+        event_ids = (firsts + [i for i in event_ids if i not in firsts])[:MAX_SAMPLE_IDS]
         end = current.end or 0.0
         return Finding(
             detector=o.name,
@@ -521,7 +531,7 @@ class DriftJudge:
                 "reference": {"source": reference.source, "events": reference.summary.events,
                               "created": reference.created.isoformat(), "version": reference.version,
                               "origin": reference.origin},
-                "features": {v.feature: {**v.evidence(), "p_adjusted": p}
+                "features": {v.feature: _feature_evidence(v, p, outside.get(v.feature))
                              for v, p in drifted[: o.max_evidence_features]},
             },
             event_ids=event_ids,
@@ -571,12 +581,40 @@ class DriftJudge:
         )
 
 
+OUTSIDE_IDS = 5
+"""Sampled events named per feature whose values left the reference range (the furthest out)."""
+OUTSIDE_IDS_NAMED = 3
+"""Of those, how many per feature lead the finding's sample event ids (``events search --incident``)."""
+
+
+def _feature_evidence(verdict: catalogue.FeatureVerdict, p_adjusted: float,
+                      outside: list[str] | None) -> dict[str, Any]:
+    found = {**verdict.evidence(), "p_adjusted": p_adjusted}
+    if outside:
+        found["example_event_ids"] = outside
+    return found
+
+
+def _outside_ids(current: WindowSummary, verdict: catalogue.FeatureVerdict) -> list[str]:
+    """Ids of the sampled events whose value of the verdict's feature lies furthest outside the
+    reference range: where a unit change in one client or code path can be traced to its sender."""
+    stats = verdict.stats
+    if not isinstance(stats, statistics.RangeStats):
+        return []
+    key = verdict.feature.removesuffix(" (outside reference range)")
+    low, high = stats.reference_min, stats.reference_max
+    found = [(max(low - value, value - high), str(row["_id"])) for row in current.rows()
+             if isinstance(value := row.get(key), float) and "_id" in row and not low <= value <= high]
+    found.sort(key=lambda pair: (-pair[0], pair[1]))
+    return [event_id for _, event_id in found[:OUTSIDE_IDS]]
+
+
 class DriftDetector:
     """Input, output, text and operations drift per model (see the module docstring).
 
     Options (keyword only): ``reference`` "warmup" or "rolling" (a baseline set with ``inferwatch
     baseline set`` always wins); ``reference_events`` (1000); ``rolling_windows`` (60) and
-    ``lag_windows`` (60); ``min_events`` per judged window (200) and ``max_carry_windows`` (10);
+    ``lag_windows`` (60); ``min_events`` per judged window (1000) and ``max_carry_windows`` (60);
     ``alpha`` (0.01) and ``correction`` "holm" or "bh"; ``multivariate`` (True), ``text`` (True),
     ``operations`` (True) with ``change_detector`` "page_hinkley", "cusum" or "adwin" and
     ``min_ops_requests`` (20); ``rebaseline_on_version`` (False); ``sample_size`` (2000);
@@ -595,8 +633,8 @@ class DriftDetector:
         reference_events: int = 1000,
         rolling_windows: int = 60,
         lag_windows: int = 60,
-        min_events: int = 200,
-        max_carry_windows: int = 10,
+        min_events: int = 1000,
+        max_carry_windows: int = 60,
         alpha: float = 0.01,
         correction: str = "holm",
         multivariate: bool = True,

@@ -30,6 +30,12 @@ Row = dict[str, Any]
 Shift = Callable[[Row, random.Random], Row]
 
 
+def _detector(**options: Any) -> DriftDetector:
+    """The detector judging every window of these streams (400 events, mostly) on its own, as
+    these tests were written for; the default ``min_events`` (1000) carries such windows over."""
+    return DriftDetector(**{"min_events": 200, "max_carry_windows": 10, **options})
+
+
 def _row(rng: random.Random) -> Row:
     a = rng.gauss(0.0, 1.0)
     return {"a": a, "b": 0.9 * a + 0.436 * rng.gauss(0.0, 1.0), "c": rng.gauss(10.0, 2.0),
@@ -78,7 +84,7 @@ def _drift(found: list[tuple[int, Finding]]) -> list[tuple[int, Finding]]:
 
 
 def test_stationary_traffic_is_silent() -> None:
-    found = _run(DriftDetector(), _stream(40, 400))
+    found = _run(_detector(), _stream(40, 400))
     assert found == []
 
 
@@ -88,7 +94,7 @@ def test_large_stationary_windows_with_a_negligible_shift_are_silent() -> None:
     def tiny(row: Row, rng: random.Random) -> Row:
         return {**row, "c": row["c"] + 0.06}
 
-    found = _run(DriftDetector(multivariate=False, text=False), _stream(6, 20_000, shift=tiny, shift_from=1))
+    found = _run(_detector(multivariate=False, text=False), _stream(6, 20_000, shift=tiny, shift_from=1))
     assert _drift(found) == []
 
 
@@ -96,7 +102,7 @@ def test_a_mean_shift_names_the_feature_with_its_statistics() -> None:
     def shifted(row: Row, rng: random.Random) -> Row:
         return {**row, "c": row["c"] + 2.0}  # one standard deviation
 
-    found = _drift(_run(DriftDetector(), _stream(14, 400, shift=shifted, shift_from=8)))
+    found = _drift(_run(_detector(), _stream(14, 400, shift=shifted, shift_from=8)))
     assert found, "a one-sigma mean shift was missed"
     first_window, finding = found[0]
     assert first_window == 8
@@ -132,7 +138,7 @@ def test_a_mean_shift_names_the_feature_with_its_statistics() -> None:
      "input.c (value types)"),
 ])
 def test_each_kind_of_shift_is_found(name: str, shift: Shift, expected: str) -> None:
-    found = _drift(_run(DriftDetector(), _stream(12, 400, shift=shift, shift_from=8)))
+    found = _drift(_run(_detector(), _stream(12, 400, shift=shift, shift_from=8)))
     assert found, f"{name}: missed"
     assert all(w >= 8 for w, _ in found), f"{name}: alarm before the shift"
     assert expected in found[0][1].evidence["drifted"], found[0][1].evidence["drifted"]
@@ -144,7 +150,7 @@ def test_a_unit_change_in_part_of_the_traffic_is_found_by_the_values_outside_the
     def some_in_milli(row: Row, rng: random.Random) -> Row:
         return {**row, "c": row["c"] * 1000} if rng.random() < 0.04 else row
 
-    found = _drift(_run(DriftDetector(recent_windows=1), _stream(10, 400, shift=some_in_milli, shift_from=8)))
+    found = _drift(_run(_detector(recent_windows=1), _stream(10, 400, shift=some_in_milli, shift_from=8)))
     assert [w for w, _ in found][:1] == [8], [(w, f.title) for w, f in found]
     evidence = found[0][1].evidence
     key = "input.c (outside reference range)"
@@ -158,6 +164,13 @@ def test_a_unit_change_in_part_of_the_traffic_is_found_by_the_values_outside_the
     assert stats["above"] >= 8
     assert min(stats["examples_above"]) > 1000 * stats["reference_range"][1] / 2
     assert "input.c" not in evidence["drifted"]  # KS alone did not see it
+    # The events behind the furthest values are named, and lead the finding's sample ids, so
+    # `events search --incident` shows who sent them.
+    named = judged["example_event_ids"]
+    assert len(named) == 5
+    by_id = {e.id: e for w, e in _stream(10, 400, shift=some_in_milli, shift_from=8) if w == 8}
+    assert all(by_id[i].input.features["c"] > stats["reference_range"][1] for i in named)
+    assert found[0][1].event_ids[:3] == named[:3]
 
 
 def test_new_extremes_of_heavy_tailed_stationary_traffic_are_silent() -> None:
@@ -166,7 +179,7 @@ def test_new_extremes_of_heavy_tailed_stationary_traffic_are_silent() -> None:
     def heavy(row: Row, rng: random.Random) -> Row:
         return {**row, "d": rng.paretovariate(1.1)}
 
-    assert _drift(_run(DriftDetector(multivariate=False, text=False),
+    assert _drift(_run(_detector(multivariate=False, text=False),
                        _stream(30, 1_000, shift=heavy, shift_from=0))) == []
 
 
@@ -179,7 +192,7 @@ def test_a_small_lasting_shift_is_found_on_the_recent_windows_together() -> None
         return {**row, "c": row["c"] + 0.28}
 
     def run(**options: Any) -> list[tuple[int, Finding]]:
-        detector = DriftDetector(multivariate=False, text=False, reference_events=5000, **options)
+        detector = _detector(multivariate=False, text=False, reference_events=5000, **options)
         return _drift(_run(detector, _stream(18, 1000, seed=2, shift=small, shift_from=10)))
 
     assert run(recent_windows=1) == []
@@ -197,7 +210,7 @@ def test_a_small_lasting_shift_is_found_on_the_recent_windows_together() -> None
     assert finding.evidence["features"]["input.c"]["effect"]["name"] == "wasserstein"
     assert finding.evidence["thresholds"]["alpha"] == 0.0001  # the merge's own, stricter level
     with pytest.raises(ValueError, match="recent_alpha must be in"):
-        DriftDetector(recent_alpha=1.0)
+        _detector(recent_alpha=1.0)
 
 
 def test_the_recent_windows_together_leave_categories_to_single_windows() -> None:
@@ -208,7 +221,7 @@ def test_the_recent_windows_together_leave_categories_to_single_windows() -> Non
     def more_team(row: Row, rng: random.Random) -> Row:
         return {**row, "plan": rng.choices(["free", "pro", "team"], [55, 30, 15])[0]}
 
-    detector = DriftDetector(multivariate=False, text=False, reference_events=5000)
+    detector = _detector(multivariate=False, text=False, reference_events=5000)
     found = _drift(_run(detector, _stream(18, 1000, seed=3, shift=more_team, shift_from=10)))
     assert [f.evidence["drifted"] for _, f in found if f.evidence["windows"] > 1] == []
 
@@ -218,7 +231,7 @@ def test_only_windows_with_a_sample_to_gain_are_judged_together(
         monkeypatch: pytest.MonkeyPatch, per_window: int, looks: set[int]) -> None:
     # A window with as many events as the sample holds gains nothing from its neighbours: the
     # merged sample would be no larger.
-    detector = DriftDetector(multivariate=False, text=False, sample_size=500)
+    detector = _detector(multivariate=False, text=False, sample_size=500)
     compare = detector.judge._compare
     calls: list[int] = []
 
@@ -238,7 +251,7 @@ def test_the_classifier_runs_on_recent_windows_together_only_after_a_window_alon
     def broken(row: Row, rng: random.Random) -> Row:
         return {**row, "b": rng.gauss(0.0, 1.0) if rng.random() < 0.5 else row["b"]}
 
-    detector = DriftDetector(text=False, recent_windows=3)
+    detector = _detector(text=False, recent_windows=3)
     rows = detector.judge._rows
     fits: list[tuple[bool, float | None]] = []  # (on a merge, AUC)
 
@@ -270,7 +283,7 @@ def test_recent_windows_together_test_only_numeric_features_that_leaned_alone(
     # Normalised Wasserstein and KS D on the merge are at most the windows' average (both are
     # convex in the distribution), so a feature whose windows alone averaged well under the
     # floors is not tested on the merge.
-    detector = DriftDetector(multivariate=False, text=False, recent_windows=3)
+    detector = _detector(multivariate=False, text=False, recent_windows=3)
     feature = detector.judge._feature
     tested: list[tuple[bool, str]] = []  # (on a merge, feature)
 
@@ -290,7 +303,7 @@ def test_a_broken_correlation_is_found_by_the_domain_classifier() -> None:
     def broken(row: Row, rng: random.Random) -> Row:
         return {**row, "b": rng.gauss(0.0, 1.0)}  # same marginal, no longer follows "a"
 
-    found = _drift(_run(DriftDetector(), _stream(12, 400, shift=broken, shift_from=8)))
+    found = _drift(_run(_detector(), _stream(12, 400, shift=broken, shift_from=8)))
     assert found
     assert "inputs (together)" in found[0][1].evidence["drifted"]
 
@@ -299,7 +312,7 @@ def test_a_latency_step_is_an_operational_change() -> None:
     def slow(row: Row, rng: random.Random) -> Row:
         return {**row, "latency": row["latency"] * 3}
 
-    found = _run(DriftDetector(), _stream(120, 100, shift=slow, shift_from=90))
+    found = _run(_detector(), _stream(120, 100, shift=slow, shift_from=90))
     ops = [(w, f) for w, f in found if f.detector == OPS_DETECTOR]
     assert ops
     assert all(w >= 90 for w, _ in ops)
@@ -314,15 +327,42 @@ def test_a_quiet_model_is_judged_on_carried_windows() -> None:
     def shifted(row: Row, rng: random.Random) -> Row:
         return {**row, "c": row["c"] + 4.0}
 
-    found = _drift(_run(DriftDetector(reference_events=400), _stream(40, 60, shift=shifted, shift_from=20)))
+    found = _drift(_run(_detector(reference_events=400), _stream(40, 60, shift=shifted, shift_from=20)))
     assert found
     assert all(w >= 20 for w, _ in found)
     assert found[0][1].evidence["events"] >= 200
 
 
+def test_by_default_a_quiet_model_is_judged_once_its_windows_hold_min_events() -> None:
+    """200-event windows are carried over until 1,000 events (min_events): judged on as many
+    events as a busy model's window, where the effect floors keep sampling noise out."""
+    def shifted(row: Row, rng: random.Random) -> Row:
+        return {**row, "c": row["c"] + 4.0}
+
+    found = _drift(_run(DriftDetector(), _stream(40, 200, shift=shifted, shift_from=20)))
+    assert found
+    first_window, finding = found[0]
+    assert 20 <= first_window < 26
+    assert finding.evidence["events"] >= 1_000
+    assert finding.evidence["thresholds"]["alpha"] == 0.01
+
+
+def test_a_window_judged_short_of_min_events_is_held_to_a_smaller_alpha() -> None:
+    """Judged after max_carry_windows with 300 of the 1,000 events: alpha x 300 / 1,000."""
+    def shifted(row: Row, rng: random.Random) -> Row:
+        return {**row, "c": row["c"] + 4.0}
+
+    detector = DriftDetector(reference_events=400, max_carry_windows=2)
+    found = _drift(_run(detector, _stream(30, 100, shift=shifted, shift_from=15)))
+    assert found
+    evidence = found[0][1].evidence
+    assert evidence["events"] == 300
+    assert evidence["thresholds"]["alpha"] == pytest.approx(0.003)
+
+
 def test_the_reference_persists_in_the_store(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "store.db")
-    first = DriftDetector()
+    first = _detector()
     first.attach_store(store)
     assert _run(first, _stream(8, 400)) == []
     assert store.load_reference("m") is not None
@@ -330,7 +370,7 @@ def test_the_reference_persists_in_the_store(tmp_path: Path) -> None:
     def shifted(row: Row, rng: random.Random) -> Row:
         return {**row, "c": row["c"] + 2.0}
 
-    restarted = DriftDetector()  # a restart: no warm-up needed, the reference comes from the store
+    restarted = _detector()  # a restart: no warm-up needed, the reference comes from the store
     restarted.attach_store(store)
     found = _drift(_run(restarted, _stream(2, 400, seed=1, shift=shifted, shift_from=0)))
     assert found
@@ -346,8 +386,8 @@ def test_a_new_model_version_starts_a_new_reference_when_configured() -> None:
     for w, e in events:
         if w >= 6:
             e.model_version = "v2"
-    assert _drift(_run(DriftDetector(), iter(events)))  # the new version's inputs differ
-    assert _drift(_run(DriftDetector(rebaseline_on_version=True), iter(events))) == []
+    assert _drift(_run(_detector(), iter(events)))  # the new version's inputs differ
+    assert _drift(_run(_detector(rebaseline_on_version=True), iter(events))) == []
 
 
 def test_a_new_version_replaces_a_baseline_file_of_the_old_one(tmp_path: Path) -> None:
@@ -372,22 +412,24 @@ def test_a_new_version_replaces_a_baseline_file_of_the_old_one(tmp_path: Path) -
     events = list(_stream(30, 400, shift=v2, shift_from=0, model_version="v2"))
     events += [(w + 30, e) for w, e in _stream(6, 400, seed=1, shift=v2_broken, shift_from=0,
                                                 model_version="v2")]
-    detector = DriftDetector(rebaseline_on_version=True, multivariate=False, text=False, operations=False)
+    detector = _detector(rebaseline_on_version=True, multivariate=False, text=False, operations=False)
     detector.attach_store(store)
     found = _drift(_run(detector, iter(events)))
-    assert found and all(w >= 30 for w, _ in found)
+    assert found
+    assert all(w >= 30 for w, _ in found)
     assert found[0][0] == 30
     reference = found[0][1].evidence["reference"]
     assert (reference["source"], reference["version"]) == ("warmup", "v2")
     stored = store.load_reference("m")
-    assert stored is not None and (stored.source, stored.model_version) == ("warmup", "v2")
+    assert stored is not None
+    assert (stored.source, stored.model_version) == ("warmup", "v2")
 
 
 def test_a_rolling_reference_adapts_after_the_lag() -> None:
     def shifted(row: Row, rng: random.Random) -> Row:
         return {**row, "c": row["c"] + 4.0}
 
-    detector = DriftDetector(reference="rolling", rolling_windows=3, lag_windows=2, multivariate=False,
+    detector = _detector(reference="rolling", rolling_windows=3, lag_windows=2, multivariate=False,
                              text=False)
     found = _drift(_run(detector, _stream(20, 400, shift=shifted, shift_from=10)))
     windows = sorted({w for w, _ in found})
@@ -402,7 +444,7 @@ def test_a_rolling_reference_adapts_after_the_lag() -> None:
 ])
 def test_bad_options_are_named(option: str, value: Any) -> None:
     with pytest.raises(ValueError, match=option if option != "change_detector" else "magic"):
-        DriftDetector(**{option: value})
+        _detector(**{option: value})
 
 
 def test_a_baseline_set_while_running_is_picked_up(tmp_path: Path) -> None:
@@ -411,7 +453,7 @@ def test_a_baseline_set_while_running_is_picked_up(tmp_path: Path) -> None:
     from inferwatch.detectors.drift.sketch import summarise_rows
 
     store = SQLiteStore(tmp_path / "store.db")
-    detector = DriftDetector(multivariate=False, text=False, operations=False)
+    detector = _detector(multivariate=False, text=False, operations=False)
     detector.attach_store(store)
     assert _run(detector, _stream(4, 400)) == []  # warmed up on ordinary traffic
     rng = random.Random(5)

@@ -167,6 +167,12 @@ def test_a_profiled_numeric_reference_gives_the_same_statistics() -> None:
 
 # --- the detector: cached reference statistics never outlive their reference --------------------
 
+def _detector(**options: Any) -> DriftDetector:
+    """A detector that judges each 400-event window of these tests alone (the default carries
+    windows of fewer than 1,000 events over)."""
+    return DriftDetector(**{"min_events": 200, **options})
+
+
 def _window(detector: DriftDetector, w: int, shift: float, n: int = 400, seed: int = 0) -> list[Any]:
     rng = random.Random(seed * 1000 + w)
     for i in range(n):
@@ -211,7 +217,7 @@ def test_judging_against_a_cached_reference_equals_judging_against_a_fresh_copy(
         verdicts: list[tuple[str, float, float]]) -> None:
     reference = _reference(0.0, seed=1)
     # One window at a time on both sides: the fresh detector has no recent windows to merge.
-    cached = DriftDetector(operations=False, recent_windows=1)
+    cached = _detector(operations=False, recent_windows=1)
     cached.judge.set_reference("m", Reference(reference, "warmup", CREATED))
     for w in range(6):
         shift = 0.0 if w < 3 else 1.5
@@ -219,7 +225,7 @@ def test_judging_against_a_cached_reference_equals_judging_against_a_fresh_copy(
         found = _window(cached, w, shift, seed=2)
         from_cache = list(verdicts)
         verdicts.clear()
-        fresh = DriftDetector(operations=False, recent_windows=1)
+        fresh = _detector(operations=False, recent_windows=1)
         copy = WindowSummary.from_dict(reference.to_dict())
         fresh.judge.set_reference("m", Reference(copy, "warmup", CREATED))
         assert found == _window(fresh, w, shift, seed=2), w
@@ -232,7 +238,7 @@ def test_judging_against_a_cached_reference_equals_judging_against_a_fresh_copy(
 
 
 def test_a_new_reference_is_judged_against_not_the_cached_one() -> None:
-    detector = DriftDetector(text=False, operations=False)
+    detector = _detector(text=False, operations=False)
     detector.judge.set_reference("m", Reference(_reference(0.0, seed=1), "warmup", CREATED))
     assert _window(detector, 10, 0.0, seed=3) == []
     detector.judge.set_reference("m", Reference(_reference(3.0, seed=1), "file", CREATED))
@@ -244,12 +250,12 @@ def test_a_new_reference_is_judged_against_not_the_cached_one() -> None:
 
 def test_a_reference_changed_in_place_is_judged_as_it_now_is() -> None:
     reference = _reference(0.0, seed=1)
-    detector = DriftDetector(text=False, operations=False)
+    detector = _detector(text=False, operations=False)
     detector.judge.set_reference("m", Reference(reference, "warmup", CREATED))
     assert _window(detector, 10, 3.0, seed=4)  # c shifted by 3 against the reference
     reference.merge(_reference(3.0, seed=5))  # now half the reference's sample has the shift too
     after = _window(detector, 11, 3.0, seed=4)
-    fresh = DriftDetector(text=False, operations=False)
+    fresh = _detector(text=False, operations=False)
     fresh.judge.set_reference("m", Reference(WindowSummary.from_dict(reference.to_dict()), "warmup",
                                              CREATED))
     assert after == _window(fresh, 11, 3.0, seed=4)
