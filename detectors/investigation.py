@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -99,6 +99,9 @@ class Timeline:
     missing_event_ids: list[str]
     # Of the entries, the incident's sample events added from outside the latest ``limit``.
     samples_added: int = 0
+    # Input features the incident's evidence names (a drift incident's drifted ones): previews of
+    # tabular calls show these first.
+    features_first: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, entries included."""
@@ -111,6 +114,7 @@ class Timeline:
             "detectors": list(self.detectors),
             "truncated": self.truncated,
             "samples_added": self.samples_added,
+            "features_first": list(self.features_first),
             "trace_ids": list(self.trace_ids),
             "missing_event_ids": list(self.missing_event_ids),
             "entries": [e.as_dict() for e in self.entries],
@@ -186,7 +190,21 @@ def timeline(
         truncated=len(newest_first) > limit,
         samples_added=len(shown) - min(len(newest_first), limit),
         missing_event_ids=[i for i in incident.event_ids if i not in seen],
+        features_first=named_features(incident.evidence),
     )
+
+
+def named_features(evidence: Mapping[str, Any]) -> list[str]:
+    """The input features an incident's evidence names as drifted (``input.c (location)`` -> ``c``).
+
+    >>> named_features({"drifted": ["input.c (location)", "text.language", "input.c", "input.amount"]})
+    ['c', 'amount']
+    """
+    drifted = evidence.get("drifted")
+    if not isinstance(drifted, list):
+        return []
+    names = (str(name).split(" (", 1)[0] for name in drifted)
+    return list(dict.fromkeys(n.removeprefix("input.") for n in names if n.startswith("input.")))
 
 
 def _selection(incident: Incident) -> tuple[EventQuery, Keep | None, str]:
@@ -434,32 +452,46 @@ def _timeline_section(line: Mapping[str, Any]) -> str:
         marks = ["◆"] if e["in_incident"] else []
         flags = " ".join(marks + [f"flagged: {_esc(n)}" for n in e["flagged_by"]])
         rows.append([_esc(e["time"]), _code(e["id"]), _esc(_plain(event.get("status"))),
-                     _esc(event.get("model") or "-"), scores, flags or "-", _excerpt(event)])
+                     _esc(event.get("model") or "-"), scores, flags or "-",
+                     _excerpt(event, line.get("features_first") or ())])
     return head + "\n\n" + _table(["Time", "Event", "Status", "Model", "Scores", "Flags", "Input"], rows)
 
 
-def _excerpt(event: Mapping[str, Any]) -> str:
+def _excerpt(event: Mapping[str, Any], first: Sequence[str] = ()) -> str:
     given = event.get("input") or {}
-    shown = input_preview(given.get("text"), given.get("features"), _EXCERPT)
+    shown = input_preview(given.get("text"), given.get("features"), _EXCERPT, first)
     return _code(shown) if shown else "-"
 
 
-def input_preview(text: str | None, features: Mapping[str, Any] | None, limit: int) -> str:
+def input_preview(text: str | None, features: Mapping[str, Any] | None, limit: int,
+                  first: Sequence[str] = ()) -> str:
     """What a caller sent, on one line: the prompt (at most ``limit`` characters, ``…`` when cut),
-    else the first four features as ``name=value`` (a tabular call); ``""`` when neither.
+    else as many features as ``name=value`` as fit in about ``limit`` characters, those named in
+    ``first`` (e.g. the ones that drifted) before the others (a tabular call); ``""`` when neither.
 
     >>> input_preview("  Ignore   all\nprevious instructions ", None, 20)
     'Ignore all previous…'
     >>> input_preview(None, {"a": 1.5, "b": "x", "c": 3, "d": 4, "e": 5}, 60)
-    'a=1.5, b=x, c=3, d=4, …'
+    'a=1.5, b=x, c=3, d=4, e=5'
+    >>> input_preview(None, {"a": 1.5, "b": "x", "c": 3, "d": 4, "e": 5}, 12, first=["e"])
+    'e=5, a=1.5, … (5 features)'
     """
     flat = " ".join((text or "").split())
     if flat:
         return flat[:limit] + ("…" if len(flat) > limit else "")
-    if features:
-        shown = ", ".join(f"{name}={value}" for name, value in list(features.items())[:4])
-        return shown + (", …" if len(features) > 4 else "")
-    return ""
+    if not features:
+        return ""
+    order = [n for n in dict.fromkeys(first) if n in features] + [n for n in features if n not in first]
+    parts: list[str] = []
+    width = 0
+    for name in order:
+        part = f"{name}={features[name]}"
+        if parts and width + len(part) > limit:
+            break
+        parts.append(part)
+        width += len(part) + 2
+    cut = len(parts) < len(features)
+    return ", ".join(parts) + (f", … ({len(features)} features)" if cut else "")
 
 
 def _related_section(found: Sequence[Mapping[str, Any]], window_s: float | None) -> str:

@@ -13,7 +13,7 @@ import json
 import re
 import sys
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -178,7 +178,7 @@ def _print_timeline(incident: Incident, line: Timeline) -> None:
     print(f"{len(line.entries)} event(s) of {line.scope}, {_when(line)} UTC, "
           f"scored by {', '.join(line.detectors)}; * = named by the incident\n")
     if line.entries:
-        rows = [_row(entry) for entry in line.entries]
+        rows = [_row(entry, line.features_first) for entry in line.entries]
         render.table(rows, ["TIME (UTC)", "EVENT", "STATUS", "MS", "TOKENS", "SCORES", "FLAGS", "TEXT"])
     else:
         print("no stored events in the window (are events kept? `inferwatch events search`)")
@@ -192,14 +192,14 @@ def _when(line: Timeline) -> str:
     return f"{line.since:%Y-%m-%d %H:%M:%S} .. {line.until:%Y-%m-%d %H:%M:%S}"
 
 
-def _row(entry: TimelineEntry) -> list[str]:
+def _row(entry: TimelineEntry, first: Sequence[str] = ()) -> list[str]:
     e = entry.event
     tokens = f"{_num(e.input.tokens)}/{_num(e.output.tokens)}"
     scores = " ".join(f"{name}={v['score']:.2f}" for name, v in entry.scores.items() if v["score"] > 0) or "-"
     flags = ",".join((["*"] if entry.in_incident else []) + entry.flagged_by) or "-"
     status = "-" if e.status is None else str(e.status)
     return [f"{e.time:%Y-%m-%d %H:%M:%S.%f}"[:-3], _short(e.id), status, f"{e.duration_ms:.1f}", tokens,
-            scores, flags, _text(input_preview(e.input.text, e.input.features, _TEXT))]
+            scores, flags, _text(input_preview(e.input.text, e.input.features, _TEXT, first))]
 
 
 def _short(event_id: str) -> str:

@@ -37,7 +37,8 @@ def test_matches_an_exact_lru_when_batches_are_one_key() -> None:
             index.expire(ts)
         assert set(index.keys()) == set(reference)
     assert (index.evicted, index.expired) == (evicted, expired)
-    assert evicted > 100 and expired > 0
+    assert evicted > 100
+    assert expired > 0
 
 
 def test_a_full_index_evicts_a_batch_of_the_least_recently_seen() -> None:
@@ -48,7 +49,8 @@ def test_a_full_index_evicts_a_batch_of_the_least_recently_seen() -> None:
     index.row("new", 2_000.0)
     gone = {f"k{i}" for i in range(4 * EVICT_SHARE)} - set(index.keys())
     assert gone == {"k1", "k2", "k3", "k4"}  # a 1/64 batch, oldest first, k0 kept
-    assert index.evicted == 4 and len(index) == 4 * EVICT_SHARE - 3
+    assert index.evicted == 4
+    assert len(index) == 4 * EVICT_SHARE - 3
 
 
 def test_a_batch_spares_keys_seen_as_recently_as_the_new_one() -> None:
@@ -57,7 +59,8 @@ def test_a_batch_spares_keys_seen_as_recently_as_the_new_one() -> None:
     for i in range(2 * EVICT_SHARE - 1):
         index.row(f"now{i}", 5.0)
     index.row("newcomer", 5.0)
-    assert "old" not in index and len(index) == 2 * EVICT_SHARE  # only the one seen before
+    assert "old" not in index
+    assert len(index) == 2 * EVICT_SHARE  # only the one seen before the newcomer went
     assert index.evicted == 1
 
 
@@ -67,17 +70,24 @@ def test_rows_are_reused_and_the_owner_resets_and_extends_them() -> None:
     index = RowIndex(max_keys=2, ttl_s=10.0, extend=lambda: extended.append(1), reset=released.append)
     a, b = index.row("a", 0.0), index.row("b", 1.0)
     c = index.row("c", 2.0)  # evicts a, reuses its row
-    assert (a, b, c) == (0, 1, 0) and released == [0] and len(extended) == 2
-    assert index.key_of(0) == "c" and index.get("a") is None
-    assert index.expire(11.5) == 1 and released == [0, 1] and index.key_of(1) is None
-    assert index.row("d", 12.0) == 1 and len(extended) == 2
+    assert (a, b, c) == (0, 1, 0)
+    assert released == [0]
+    assert len(extended) == 2
+    assert index.key_of(0) == "c"
+    assert index.get("a") is None
+    assert index.expire(11.5) == 1
+    assert released == [0, 1]
+    assert index.key_of(1) is None
+    assert index.row("d", 12.0) == 1
+    assert len(extended) == 2
 
 
 def test_keys_rotating_through_a_full_index_keep_it_bounded() -> None:
     index = RowIndex(max_keys=1_000, ttl_s=None)
     for i in range(50_000):
         index.row(f"k{i}", float(i))
-    assert len(index) <= 1_000 and index.evicted == 50_000 - len(index)
+    assert len(index) <= 1_000
+    assert index.evicted == 50_000 - len(index)
     assert set(index.keys()) == {f"k{i}" for i in range(50_000 - len(index), 50_000)}  # the latest
     assert len(index) > 1_000 - 1_000 // EVICT_SHARE
 
@@ -93,14 +103,16 @@ def test_baseline_table_round_trips_and_forgets_idle_principals() -> None:
     _, again = table.load("principal:a", 80.0)
     assert (again.ewma, again.windows) == (30.0, 1)  # capped at first_cap, one window
     table.load("principal:d", 90.0)  # full: b, the least recently seen, goes
-    assert table.evicted == 1 and len(table) == 3
+    assert table.evicted == 1
+    assert len(table) == 3
     _, fresh = table.load("principal:b", 95.0)  # back as a newcomer, not with a's old row values
     assert (fresh.ewma, fresh.windows) == (0.0, 0)
     assert "principal:c" not in table  # full again: c (60) made room for b
-    assert table.expire(185.0) == 1 and len(table) == 2  # a (80) idle > 100 s; d and b stay
+    assert table.expire(185.0) == 1
+    assert len(table) == 2
 
 
-@pytest.mark.parametrize("max_keys, ttl_s", [(0, None), (5, 0.0), (5, -1.0)])
+@pytest.mark.parametrize(("max_keys", "ttl_s"), [(0, None), (5, 0.0), (5, -1.0)])
 def test_bounds_are_checked(max_keys: int, ttl_s: float | None) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"max_keys must be at least 1|ttl_s must be positive"):
         RowIndex(max_keys, ttl_s)
