@@ -175,7 +175,9 @@ def _notes(line: Timeline) -> list[str]:
 
 def _print_timeline(incident: Incident, line: Timeline) -> None:
     print(f"incident {incident.id} [{incident.severity}] {incident.subject}: {incident.title}")
-    print(f"{len(line.entries)} event(s) of {line.scope}, {_when(line)} UTC, "
+    shown = (f"{len(line.entries)} event(s) (more matched: the latest, and those the incident names; see "
+             "the note below)" if line.truncated else f"{len(line.entries)} event(s)")
+    print(f"{shown} of {line.scope}, {_when(line)} UTC, "
           f"scored by {', '.join(line.detectors)}; * = named by the incident\n")
     if line.entries:
         rows = [_row(entry, line.features_first) for entry in line.entries]

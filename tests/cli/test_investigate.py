@@ -228,6 +228,9 @@ def test_timeline_of_a_model_keeps_the_latest_events(capsys, scenario, store):
     assert [x["id"] for x in shown] == [i for i in want if i in kept]
     assert sum(x["in_incident"] for x in shown) == len(incident.event_ids)  # every ◆ row is there
     assert "only the latest 50" in out.err
+    assert run_cli("timeline", incident.id, "--store", path, "--limit", "50") == 0
+    header = capsys.readouterr().out.splitlines()[1]
+    assert header.startswith(f"{len(shown)} event(s) (more matched: the latest, and those the incident names")
 
 
 def test_timeline_table(capsys, scenario, store):
