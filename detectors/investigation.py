@@ -29,6 +29,7 @@ from inferwatch import __version__
 from inferwatch.collectors.event import InferenceEvent, event_to_dict
 from inferwatch.detectors.alerts.model import Notification, NotificationQuery
 from inferwatch.detectors.base import Detector
+from inferwatch.detectors.drift import split_aspect
 from inferwatch.detectors.incidents import Incident
 from inferwatch.detectors.registry import build_detectors
 from inferwatch.detectors.scan import PER_REQUEST, scan_event
@@ -197,13 +198,13 @@ def timeline(
 def named_features(evidence: Mapping[str, Any]) -> list[str]:
     """The input features an incident's evidence names as drifted (``input.c (location)`` -> ``c``).
 
-    >>> named_features({"drifted": ["input.c (location)", "text.language", "input.c", "input.amount"]})
-    ['c', 'amount']
+    >>> named_features({"drifted": ["input.c (location)", "text.language", "input.c", "input.size (cm)"]})
+    ['c', 'size (cm)']
     """
     drifted = evidence.get("drifted")
     if not isinstance(drifted, list):
         return []
-    names = (str(name).split(" (", 1)[0] for name in drifted)
+    names = (split_aspect(str(name))[0] for name in drifted)
     return list(dict.fromkeys(n.removeprefix("input.") for n in names if n.startswith("input.")))
 
 
@@ -465,7 +466,7 @@ def _excerpt(event: Mapping[str, Any], first: Sequence[str] = ()) -> str:
 
 def input_preview(text: str | None, features: Mapping[str, Any] | None, limit: int,
                   first: Sequence[str] = ()) -> str:
-    """What a caller sent, on one line: the prompt (at most ``limit`` characters, ``…`` when cut),
+    r"""What a caller sent, on one line: the prompt (at most ``limit`` characters, ``…`` when cut),
     else as many features as ``name=value`` as fit in about ``limit`` characters, those named in
     ``first`` (e.g. the ones that drifted) before the others (a tabular call); ``""`` when neither.
 
@@ -475,10 +476,12 @@ def input_preview(text: str | None, features: Mapping[str, Any] | None, limit: i
     'a=1.5, b=x, c=3, d=4, e=5'
     >>> input_preview(None, {"a": 1.5, "b": "x", "c": 3, "d": 4, "e": 5}, 12, first=["e"])
     'e=5, a=1.5, … (5 features)'
+    >>> input_preview(None, {"note": "x" * 100, "n": 1}, 12)
+    'note=xxxxxx…, … (2 features)'
     """
     flat = " ".join((text or "").split())
     if flat:
-        return flat[:limit] + ("…" if len(flat) > limit else "")
+        return flat[:limit].rstrip() + "…" if len(flat) > limit else flat
     if not features:
         return ""
     order = [n for n in dict.fromkeys(first) if n in features] + [n for n in features if n not in first]
@@ -488,6 +491,8 @@ def input_preview(text: str | None, features: Mapping[str, Any] | None, limit: i
         part = f"{name}={features[name]}"
         if parts and width + len(part) > limit:
             break
+        if len(part) > limit:
+            part = part[: max(limit - 1, 1)] + "…"
         parts.append(part)
         width += len(part) + 2
     cut = len(parts) < len(features)

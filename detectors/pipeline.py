@@ -156,11 +156,19 @@ class Pipeline:
             return datetime.now(UTC)
         return datetime.fromtimestamp(self._watermark, UTC)
 
-    def close_open_window(self) -> Batch:
-        """Close the open window (end of input, or the live stream went quiet)."""
+    def close_open_window(self, *, final: bool = False) -> Batch:
+        """Close the open window (end of input, or the live stream went quiet). ``final``: the
+        input has ended (a replay, a batch run), so detectors that carry data over windows are
+        asked to judge what they hold (their optional ``finish(end)``)."""
         batch = Batch([])
         for end in self.clock.close_open():
             batch.findings.extend(self._close(end))
+            if final:
+                moment = datetime.fromtimestamp(end, UTC)
+                for detector in self.detectors:
+                    finish = getattr(detector, "finish", None)
+                    if finish is not None:
+                        batch.findings.extend(self._call(detector, finish, moment))
         self.stats.findings += len(batch.findings)
         return batch
 

@@ -13,12 +13,13 @@ incidents and the same malformed lines with the same reasons, several times fast
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from inferwatch.collectors.event import MAX_EVENT_BYTES, EventView, MalformedEvent, decode_event, oversized
+from inferwatch.detectors.base import Finding
 from inferwatch.detectors.incidents import Incident
 from inferwatch.detectors.pipeline import Pipeline
 from inferwatch.detectors.store import IncidentQuery, IncidentStore
@@ -38,7 +39,8 @@ class ReplayResult:
     """Events older than the window open when they were read (the file is not in time order):
     windowed detectors counted them in that window, not in their own."""
     untouched: int = 0
-    """Incidents already in the store that no finding of this replay opened or added to (not listed)."""
+    """Incidents already in the store that no finding of this replay opened, added to or matched
+    (not listed)."""
 
 
 def replay_file(
@@ -58,6 +60,7 @@ def replay_file(
     total = path.stat().st_size
     result = ReplayResult(incidents=[])
     before = {i.id: _state(i) for i in store.list_incidents(IncidentQuery(limit=1_000_000))}
+    seen = _FindingTimes()
     # A replay is history: an incident "changed" when its events happened, not when it ran.
     pipeline.manager.clock = pipeline.event_time
     decode = _fast_reader() if pipeline.takes_views and pipeline.event_store is None else None
@@ -73,21 +76,22 @@ def replay_file(
     try:
         with path.open("rb") as fh:
             for batch, done in _batches(fh, result, decode or decode_event):
-                if views:
-                    pipeline.store(pipeline.detect_views(batch))
-                else:
-                    pipeline.process(batch)
+                detected = pipeline.detect_views(batch) if views else pipeline.detect(batch)
+                seen.note(detected.findings)
+                pipeline.store(detected)
                 result.events += len(batch)
                 if progress is not None:
                     progress(done, total)
-        pipeline.store(pipeline.close_open_window())
+        last = pipeline.close_open_window(final=True)
+        seen.note(last.findings)
+        pipeline.store(last)
         result.late = pipeline.stats.late_events - late_before
     finally:
         if froze:
             gc.unfreeze()
-    found = store.list_incidents(IncidentQuery(limit=1_000_000))
-    changed = [i for i in found if before.get(i.id) != _state(i)]
-    result.untouched = len(found) - len(changed)
+    held = store.list_incidents(IncidentQuery(limit=1_000_000))
+    changed = [i for i in held if before.get(i.id) != _state(i) or seen.within(i)]
+    result.untouched = len(held) - len(changed)
     result.incidents = sorted(changed, key=lambda i: (i.first_seen, i.id))
     return result
 
@@ -95,6 +99,25 @@ def replay_file(
 def _state(incident: Incident) -> tuple[Any, ...]:
     """What a finding changes in an incident (a replay moving time on may also resolve it)."""
     return (incident.count, incident.last_seen, incident.severity)
+
+
+class _FindingTimes:
+    """When the replay's findings happened, per (detector, subject, model): an incident that holds
+    one of them is this file's even when it had it already (the same file replayed again)."""
+
+    def __init__(self) -> None:
+        self._times: dict[tuple[str, str, str | None], list[float]] = {}
+
+    def note(self, findings: Sequence[Finding]) -> None:
+        for f in findings:
+            self._times.setdefault((f.detector, f.subject, f.model), []).append(f.time.timestamp())
+
+    def within(self, incident: Incident) -> bool:
+        times = self._times.get((incident.detector, incident.subject, incident.model))
+        if not times:
+            return False
+        low, high = incident.first_seen.timestamp(), incident.last_seen.timestamp()
+        return any(low <= t <= high for t in times)
 
 
 def _fast_reader() -> Callable[[bytes], EventView] | None:

@@ -95,7 +95,7 @@ class DetectorService:
                 # End of input. The idle close in run_once read the clock a moment earlier and
                 # may have found the partitions not yet quiet: what is still held is detected,
                 # stored and committed now, not left read but undetected.
-                self._close_idle_window(now)
+                self._close_idle_window(now, final=True)
                 break
         return self.stats
 
@@ -208,13 +208,13 @@ class DetectorService:
         if now - self._last_record_at >= self.idle_close_s:
             self._close_idle_window(now)
 
-    def _close_idle_window(self, now: float) -> None:
+    def _close_idle_window(self, now: float, *, final: bool = False) -> None:
         held = self.merger.flush()
         if held:
             self._detect_store_commit(held)
         open_end = self.pipeline.clock.open_end
         if open_end is not None and now >= open_end:
-            batch = self.pipeline.close_open_window()
+            batch = self.pipeline.close_open_window(final=final)
             self._retry("store", lambda: self._store(batch))
         self._resolve_while_idle(now)
 

@@ -133,8 +133,9 @@ class RowIndex:
     For state held per caller, a million of them: a plain ``dict`` (about 60 bytes a key with
     its row number, against about 105 for an ``OrderedDict`` entry) and each row's last-seen
     event time in an array, so touching a key moves nothing. A full index makes room for a new
-    key by evicting the least recently seen ``1/64`` of its keys in one partial sort (only keys
-    seen before the new one, at least one), which keeps key rotation at amortised constant cost;
+    key by evicting the least recently seen ``1/64`` of its keys in one partial sort (sparing keys
+    seen at the new one's very time; at least one goes), which keeps key rotation at amortised
+    constant cost;
     expiry is one vectorised comparison. The owner keeps its columns in step through ``extend``
     (append a zero row) and ``reset`` (zero a released row); row numbers are reused.
 
@@ -209,7 +210,10 @@ class RowIndex:
         n = min(max(1, self.max_keys // EVICT_SHARE), len(self._index))
         picked = np.argpartition(seen, n - 1)[:n] if n < len(seen) else np.arange(len(seen))
         order = picked[np.argsort(seen[picked], kind="stable")]
-        doomed = [int(order[0])] + [int(r) for r in order[1:] if seen[r] < ts]
+        # Keys seen at the newcomer's very time are spared (a detector loading a window's keys
+        # marks them all with its end); otherwise the whole batch goes, even when event time ran
+        # backwards and every key held is newer than the newcomer.
+        doomed = [int(order[0])] + [int(r) for r in order[1:] if seen[r] != ts]
         del seen  # a buffer view stops the array from growing
         for row in doomed:
             self._release(row)

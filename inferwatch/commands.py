@@ -91,7 +91,7 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
               f"{render.count(len(result.incidents), 'incident')}")
     if result.untouched:
         print(f"inferwatch replay: {render.count(result.untouched, 'incident')} already in {args.store} "
-              "got no finding from this file and are not listed (`inferwatch incidents list --store` shows "
+              "hold no finding of this file and are not listed (`inferwatch incidents list --store` shows "
               "them)",
               file=sys.stderr)
     if baselines:

@@ -59,7 +59,7 @@ def run_detector(
     """Drive one detector over events by event time, closing windows; return all findings."""
     pipeline = Pipeline([detector], IncidentManager(memory_store()), window_s=window_s)
     findings = pipeline.detect(list(events)).findings
-    findings += pipeline.close_open_window().findings
+    findings += pipeline.close_open_window(final=True).findings  # the end of the events: end of input
     return findings
 
 
@@ -70,7 +70,7 @@ def run_pipeline(
     store = memory_store()
     pipeline = Pipeline(list(detectors), IncidentManager(store), window_s=window_s)
     pipeline.process(list(events))
-    pipeline.store(pipeline.close_open_window())
+    pipeline.store(pipeline.close_open_window(final=True))
     return store.list_incidents(IncidentQuery(limit=100_000))
 
 

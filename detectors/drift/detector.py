@@ -54,7 +54,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from inferwatch.collectors.event import EventView, InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding, Severity
-from inferwatch.detectors.drift import catalogue, change, domain, statistics, textstats
+from inferwatch.detectors.drift import ASPECTS, catalogue, change, domain, split_aspect, statistics, textstats
 from inferwatch.detectors.drift.sketch import WindowSummary
 from inferwatch.detectors.state import BoundedState, iso_utc
 from inferwatch.detectors.stats import FloatArray
@@ -171,6 +171,20 @@ class DriftJudge:
             if finding is not None:
                 findings.append(finding)
             self._save(model, state)
+        return findings
+
+    def finish(self, end_ts: float) -> list[Finding]:
+        """Judge each model's carried-over windows now (the input has ended)."""
+        findings = []
+        for model, state in list(self._models.items()):
+            if state.pending is None or state.reference is None:
+                continue
+            current, state.pending, state.carried = state.pending, None, 0
+            current.end = current.end or end_ts
+            level = self.options.alpha * min(1.0, current.events / self.options.min_events)
+            finding, _ = self._compare(model, state.reference, current, alpha=level)
+            if finding is not None:
+                findings.append(finding)
         return findings
 
     # --- references -------------------------------------------------------------------------
@@ -499,9 +513,8 @@ class DriftJudge:
             else "Against"
         outside = {v.feature: _outside_ids(current, v) for v, _ in drifted
                    if isinstance(v.stats, statistics.RangeStats)}
-        event_ids, trace_ids = current.event_ids()
-        firsts = list(dict.fromkeys(i for ids in outside.values() for i in ids[:OUTSIDE_IDS_NAMED]))
-        event_ids = (firsts + [i for i in event_ids if i not in firsts])[:MAX_SAMPLE_IDS]
+        leading = [i for ids in outside.values() for i in ids[:OUTSIDE_IDS_NAMED]]
+        event_ids, trace_ids = _sample_ids(current, leading)
         end = current.end or 0.0
         return Finding(
             detector=o.name,
@@ -585,6 +598,15 @@ OUTSIDE_IDS = 5
 """Sampled events named per feature whose values left the reference range (the furthest out)."""
 OUTSIDE_IDS_NAMED = 3
 """Of those, how many per feature lead the finding's sample event ids (``events search --incident``)."""
+
+
+def _sample_ids(current: WindowSummary, first: list[str]) -> tuple[list[str], list[str]]:
+    """The finding's sample: event ids (``first`` leading, then the window's sample) and the trace
+    ids of those same events."""
+    traces = {str(row["_id"]): row.get("_trace") for row in current.rows() if "_id" in row}
+    sampled, _ = current.event_ids()
+    ids = list(dict.fromkeys([*first, *sampled]))[:MAX_SAMPLE_IDS]
+    return ids, [str(t) for t in dict.fromkeys(traces.get(i) for i in ids) if t is not None]
 
 
 def _feature_evidence(verdict: catalogue.FeatureVerdict, p_adjusted: float,
@@ -741,6 +763,14 @@ class DriftDetector:
             summary.seal(textstats.script_and_language, textstats.ngram_hashes if self.text else None)
         return summaries
 
+    def finish(self, end: datetime) -> list[Finding]:
+        """End of input: judge what each model carries over (windows short of ``min_events``) at
+        ``alpha`` x events / ``min_events``, rather than leave it unjudged. In scale-out mode the
+        judging is the collector's, which carries nothing over here."""
+        if self.publish is not None:
+            return []
+        return self.judge.finish(end.timestamp())
+
     def close_window(self, end: datetime) -> list[Finding]:
         """Judge the window's summaries (or hand them to ``publish`` in scale-out mode)."""
         end_ts = end.timestamp()
@@ -757,22 +787,13 @@ def _read_only(array: FloatArray) -> FloatArray:
     return array
 
 
-_ASPECTS = {"outside reference range": "range", "location": "location", "value types": "value types",
-            "missing share": "missing share"}
-"""The suffixes of a feature's other tests (``input.x (location)``) and their short names in a title."""
-
-
 def _by_feature(names: Sequence[str]) -> dict[str, list[str]]:
     """Drifted tests grouped by the feature they test, strongest first: ``input.x`` and
     ``input.x (location)`` are one feature with the aspects ``distribution`` and ``location``."""
     out: dict[str, list[str]] = {}
     for name in names:
-        key, aspect = name, "distribution"
-        if name not in CLASSIFIERS and name.endswith(")") and " (" in name:
-            head, _, tail = name[:-1].rpartition(" (")
-            if tail in _ASPECTS:
-                key, aspect = head, _ASPECTS[tail]
-        out.setdefault(key, []).append(aspect)
+        key, suffix = (name, None) if name in CLASSIFIERS else split_aspect(name)
+        out.setdefault(key, []).append("distribution" if suffix is None else ASPECTS[suffix])
     return out
 
 

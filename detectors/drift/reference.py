@@ -338,10 +338,16 @@ def _cell(text: str, name: str, where: str) -> Scalar:
     return int(cell) if _INT.fullmatch(cell) else value
 
 
+_CR_ALONE: Final = re.compile(rb"(?<=\r)(?!\n)")
+"""Where a line ends in a lone carriage return (old Mac "CSV (Macintosh)" files): split there too."""
+
+
 def _utf8_lines(fh: IO[bytes], path: Path) -> Iterator[str]:
-    """The file's lines decoded one by one, so that bad bytes are reported on their own line (a
-    text-mode file decodes ahead in blocks, and the CSV reader's line count is then behind)."""
-    for number, raw in enumerate(fh, start=1):
+    """The file's lines (ended by LF, CRLF or a lone CR) decoded one by one, so that bad bytes are
+    reported on their own line (a text-mode file decodes ahead in blocks, and the CSV reader's
+    line count is then behind)."""
+    pieces = (piece for raw in fh for piece in _CR_ALONE.split(raw))
+    for number, raw in enumerate(pieces, start=1):
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -190,7 +190,15 @@ def test_replay_into_a_store_lists_only_the_incidents_it_opened_or_changed(capsy
     assert main(["replay", str(quiet), "--store", str(store), "--json"]) == 0
     captured = capsys.readouterr()
     assert captured.out == ""  # the earlier replay's incidents are not this file's
-    assert f"{len(first)} incidents already in {store} got no finding from this file" in captured.err
+    assert f"{len(first)} incidents already in {store} hold no finding of this file" in captured.err
+
+
+def test_the_same_file_replayed_again_into_its_store_lists_the_same_incidents(capsys, events_file, tmp_path):
+    store = tmp_path / "again.db"
+    first = _incidents(capsys, str(events_file), "--store", str(store))
+    again = _incidents(capsys, str(events_file), "--store", str(store))
+    assert [i["id"] for i in again] == [i["id"] for i in first]
+    assert [i["count"] for i in again] == [i["count"] for i in first]  # known findings: not counted twice
 
 
 def test_replay_without_a_store_compares_with_the_baseline_set(capsys, events_file, tmp_path):

@@ -53,6 +53,17 @@ def test_a_full_index_evicts_a_batch_of_the_least_recently_seen() -> None:
     assert len(index) == 4 * EVICT_SHARE - 3
 
 
+def test_a_newcomer_older_than_every_key_still_evicts_a_whole_batch() -> None:
+    """Event time running backwards (a file written newest first) must not cost a partial sort
+    of the whole index per new key."""
+    index = RowIndex(max_keys=4 * EVICT_SHARE, ttl_s=None)
+    for i in range(4 * EVICT_SHARE):
+        index.row(f"k{i}", 1_000.0 + i)
+    index.row("old", 1.0)
+    assert index.evicted == 4
+    assert {"k0", "k1", "k2", "k3"}.isdisjoint(index.keys())
+
+
 def test_a_batch_spares_keys_seen_as_recently_as_the_new_one() -> None:
     index = RowIndex(max_keys=2 * EVICT_SHARE, ttl_s=None)
     index.row("old", 1.0)

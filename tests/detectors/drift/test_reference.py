@@ -90,6 +90,17 @@ def test_bad_csv_names_file_and_line(tmp_path: Path, text: str, message: str) ->
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"])
+def test_csv_line_endings_of_every_kind(tmp_path: Path, ending: bytes) -> None:
+    path = tmp_path / "b.csv"
+    path.write_bytes(ending.join([b"a,b", b'1,"x' + ending + b'y"', b"2,z", b"3,\xc3\xa9", b""]))
+    assert list(read_rows(path)) == [{"a": 1, "b": "x" + ending.decode() + "y"}, {"a": 2, "b": "z"},
+                                     {"a": 3, "b": "é"}]
+    path.write_bytes(ending.join([b"a,b", b"1,x", b"2,\xe9", b""]))
+    with pytest.raises(ReferenceFileError, match=r"line 3: not UTF-8"):
+        list(read_rows(path))
+
+
 @pytest.mark.parametrize("before", [1, 30_000])  # the bad byte in the first block read, or far past it
 def test_csv_that_is_not_utf8_names_the_line_of_the_bad_byte(tmp_path: Path, before: int) -> None:
     path = tmp_path / "b.csv"
