@@ -208,7 +208,14 @@ class RowIndex:
     def _evict(self, ts: float) -> None:
         seen = np.frombuffer(self._seen, dtype=np.float64)  # free rows hold +inf: never picked
         n = min(max(1, self.max_keys // EVICT_SHARE), len(self._index))
-        picked = np.argpartition(seen, n - 1)[:n] if n < len(seen) else np.arange(len(seen))
+        if n < len(seen):
+            # The n smallest times; among keys tied at the largest of them the lowest rows, so the
+            # choice never depends on how the partial sort broke ties (replays must agree).
+            last = seen[np.argpartition(seen, n - 1)[n - 1]]
+            below = np.flatnonzero(seen < last)
+            picked = np.concatenate([below, np.flatnonzero(seen == last)[: n - len(below)]])
+        else:
+            picked = np.arange(len(seen))
         order = picked[np.argsort(seen[picked], kind="stable")]
         # Keys seen at the newcomer's very time are spared (a detector loading a window's keys
         # marks them all with its end); otherwise the whole batch goes, even when event time ran

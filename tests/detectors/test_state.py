@@ -64,6 +64,17 @@ def test_a_newcomer_older_than_every_key_still_evicts_a_whole_batch() -> None:
     assert {"k0", "k1", "k2", "k3"}.isdisjoint(index.keys())
 
 
+def test_ties_at_the_edge_of_a_batch_go_by_row_order() -> None:
+    """Which of several keys seen at the same moment are evicted must not depend on the partial
+    sort's tie-breaking, or two machines would replay a file to different incidents."""
+    index = RowIndex(max_keys=4 * EVICT_SHARE, ttl_s=None)
+    for i in range(4 * EVICT_SHARE):
+        index.row(f"k{i}", 0.0 if i < 100 else 10.0)  # 100 keys tied at the oldest time
+    index.row("new", 20.0)
+    assert {f"k{i}" for i in range(4)}.isdisjoint(index.keys())  # the lowest rows of the tie
+    assert {f"k{i}" for i in range(4, 100)} <= set(index.keys())
+
+
 def test_a_batch_spares_keys_seen_as_recently_as_the_new_one() -> None:
     index = RowIndex(max_keys=2 * EVICT_SHARE, ttl_s=None)
     index.row("old", 1.0)
