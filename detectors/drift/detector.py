@@ -173,6 +173,10 @@ class DriftJudge:
             self._save(model, state)
         return findings
 
+    def _level(self, current: WindowSummary) -> float:
+        """``alpha``, scaled down by events / ``min_events`` for a window judged short of them."""
+        return self.options.alpha * min(1.0, current.events / self.options.min_events)
+
     def finish(self, end_ts: float) -> list[Finding]:
         """Judge each model's carried-over windows now (the input has ended)."""
         findings = []
@@ -181,8 +185,7 @@ class DriftJudge:
                 continue
             current, state.pending, state.carried = state.pending, None, 0
             current.end = current.end or end_ts
-            level = self.options.alpha * min(1.0, current.events / self.options.min_events)
-            finding, _ = self._compare(model, state.reference, current, alpha=level)
+            finding, _ = self._compare(model, state.reference, current, alpha=self._level(current))
             if finding is not None:
                 findings.append(finding)
         return findings
@@ -313,8 +316,7 @@ class DriftJudge:
             state.carried += 1
             return None
         current, state.pending, state.carried = state.pending, None, 0
-        level = o.alpha * min(1.0, current.events / o.min_events)
-        finding, leans = self._compare(model, state.reference, current, alpha=level)
+        finding, leans = self._compare(model, state.reference, current, alpha=self._level(current))
         if o.recent_windows < 2:
             return finding
         state.recent.append((current, leans))
@@ -623,7 +625,7 @@ def _outside_ids(current: WindowSummary, verdict: catalogue.FeatureVerdict) -> l
     stats = verdict.stats
     if not isinstance(stats, statistics.RangeStats):
         return []
-    key = verdict.feature.removesuffix(" (outside reference range)")
+    key, _ = split_aspect(verdict.feature)
     low, high = stats.reference_min, stats.reference_max
     found = [(max(low - value, value - high), str(row["_id"])) for row in current.rows()
              if isinstance(value := row.get(key), float) and "_id" in row and not low <= value <= high]
