@@ -259,12 +259,12 @@ class BehaviourAnomalyDetector:
     @property
     def evicted(self) -> int:
         """Callers dropped because ``max_principals`` were held (least recently seen first)."""
-        return self._rows.evicted
+        return self._rows.index.evicted
 
     @property
     def expired(self) -> int:
         """Callers dropped after ``max_span_s`` of event-time idleness."""
-        return self._rows.expired
+        return self._rows.index.expired
 
     def observe(self, event: InferenceEvent) -> list[Finding]:
         """Add the request to its caller's running sums; findings come at window close."""

@@ -160,7 +160,8 @@ class CallerRows:
         self.max_callers = max_callers
         self.sample_from = sample_from
         self.ttl_s = ttl_s
-        self._index = RowIndex(max_callers, ttl_s, extend=self._extend, reset=self._release)
+        self.index = RowIndex(max_callers, ttl_s, extend=self._extend, reset=self._release)
+        """Callers to rows; it counts the callers ``evicted`` and ``expired``."""
         self._services: list[str] = []
         self._model: list[str | None] = []
         self._more_models: dict[int, list[str]] = {}
@@ -172,17 +173,7 @@ class CallerRows:
         self._names: dict[str, str] = {}
 
     def __len__(self) -> int:
-        return len(self._index)
-
-    @property
-    def evicted(self) -> int:
-        """Callers dropped because ``max_callers`` were held."""
-        return self._index.evicted
-
-    @property
-    def expired(self) -> int:
-        """Callers dropped after ``ttl_s`` of event-time idleness."""
-        return self._index.expired
+        return len(self.index)
 
     def add(self, event: InferenceEvent) -> bool:
         """Count the request against its caller; ``False`` when it has neither principal nor address."""
@@ -192,7 +183,7 @@ class CallerRows:
         ts = event.ts
         if self.base is None:
             self.base = math.floor(ts / 86_400.0) * 86_400.0
-        row = self._index.row(subject, ts)
+        row = self.index.row(subject, ts)
         s, b = self._sums, row * _N
         n = s[b + REQ] + 1.0
         s[b + REQ] = n
@@ -236,7 +227,7 @@ class CallerRows:
 
     def expire(self, now: float) -> None:
         """Forget callers idle for longer than the TTL at event time ``now``."""
-        self._index.expire(now)
+        self.index.expire(now)
 
     def _name(self, name: str) -> str:
         # One copy of each service and model name, not one per caller (bounded: names are few).
@@ -316,7 +307,7 @@ class CallerRows:
 
     def subject(self, row: int) -> str:
         """The caller a row belongs to."""
-        return self._index.key_of(row) or "unknown"
+        return self.index.key_of(row) or "unknown"
 
     def service(self, row: int) -> str:
         """The service of the row's first request."""
