@@ -8,11 +8,13 @@ across windows), so that a slow extraction is caught as well as a fast one:
   numbers, booleans as 0/1, strings ignored), the distance in standard deviations to the nearest
   of the caller's last ``query_history`` queries with the same ``output.label``. Over the last
   ``distance_history`` such distances (exact repeats left out), once there are ``min_queries``,
-  a Shapiro-Wilk W of their logarithm below ``prada_delta`` flags the caller, and so do nearly
-  constant distances (a grid or line sweep with a fixed step). Natural callers measured
-  W >= 0.88 on three kinds of table, grid and line sweeps below 0.6; PRADA's 0.9 would flag
-  about 1 natural caller-window in 2,500, hence 0.85 (details in
-  :mod:`inferwatch.detectors.query_distances`, including what is not caught).
+  a Shapiro-Wilk W of their logarithm (the lowest and highest 1.5 % left out) below
+  ``prada_delta`` flags the caller, and so do nearly constant distances (a grid or line sweep
+  with a fixed step) and one step repeated in 10 % or more of them (augmentation: each new
+  point a fixed step from an earlier one; not made on a model whose features are a lattice).
+  Natural callers measured W >= 0.88 on five kinds of table, real ones included, grid and
+  line sweeps below 0.6; PRADA's 0.9 would flag about 1 natural caller-window in 2,500, hence
+  0.85 (details in :mod:`inferwatch.detectors.query_distances`, including what is not caught).
 * **off-distribution queries** — the share of the caller's recent queries that lie farther from
   a reference sample of all callers' recent queries to the model than 99% of that sample lies
   from itself; ``off_share`` or more flags the caller (natural callers measured at most 9%,
@@ -37,13 +39,15 @@ Behaviour worth knowing:
 * A caller is judged only in a window in which it added to what is judged (a query, or a sweep
   prompt), and gets at most one finding per window, naming every signal that fired. Severity
   rises with the distance past the threshold: W 0.08 / 0.2 below ``prada_delta`` is medium /
-  high, a fixed-step sweep high; an off-distribution share of 50% / 75% medium / high; a sweep
-  share of 75% medium, 90% with ``2 * min_prompts`` sweep prompts high.
+  high, a fixed-step sweep high, one step repeated in 30 % of the distances high (medium
+  below); an off-distribution share of 50% / 75% medium / high; a sweep share of 75% medium,
+  90% with ``2 * min_prompts`` sweep prompts high.
 * Ordinary users do resend edited prompts and retry; the share and volume thresholds are what
   keep them quiet. A batch job that fills one short template at volume (``Translate: {word}``)
   is flagged, as it looks exactly like extraction; one that wraps documents is not.
-* On a model whose features are all small integers, distances tie and W is unreliable; raise
-  ``min_queries`` or disable the detector for it.
+* On a model whose features are all small integers, distances tie: the repeated-step test is
+  not made on it (recognised from its reference), and W is less reliable (lowest natural W
+  measured 0.84 with four features of 0-5); raise ``min_queries`` or lower ``prada_delta``.
 * Evidence holds statistics, thresholds and sample event ids; of prompt text it holds only the
   template's fixed start and end, normalised and cut to 40 characters each.
 
@@ -70,6 +74,7 @@ from inferwatch.detectors.query_distances import (
     OFF_QUANTILE,
     REFERENCE_PER_CALLER,
     REGULAR_SPACING_IQR,
+    REPEATED_STEP_SHARE,
     ModelQueries,
     QueryHistory,
     QueryVerdict,
@@ -316,7 +321,7 @@ class ModelExtractionDetector:
             if history is None or model is None:
                 continue
             verdict = history.verdict(min_queries=self.min_queries, prada_delta=self.prada_delta,
-                                      off_share=self.off_share)
+                                      off_share=self.off_share, step_test=model.lattice is False)
             results.append(_ModelResult(name, verdict, history.window_queries, history.window_repeats,
                                         model.ref_size, model.threshold, history.window_checked,
                                         history.window_far))
@@ -416,14 +421,24 @@ class ModelExtractionDetector:
                             f"nearly all the same (interquartile range of log distance {v.log_iqr:.4f} < "
                             f"{REGULAR_SPACING_IQR}; {spread}): a sweep with a fixed step"))
             else:
-                margin = self.prada_delta - v.shapiro_w
-                severity: Severity = "high" if margin >= 0.2 else "medium" if margin >= 0.08 else "low"
-                out.append((severity, 0.5 + 0.5 * min(1.0, margin / 0.3),
-                            f"unnatural query distances on {r.model} (Shapiro-Wilk W {v.shapiro_w:.2f} "
-                            f"< {self.prada_delta})",
-                            f"on {r.model} the log of its last {v.tested} query-to-nearest-query distances "
-                            f"has Shapiro-Wilk W {v.shapiro_w:.3f}, below {self.prada_delta} "
-                            f"(natural queries stay above; {spread})"))
+                if v.shapiro_w < self.prada_delta:
+                    margin = self.prada_delta - v.shapiro_w
+                    severity: Severity = "high" if margin >= 0.2 else "medium" if margin >= 0.08 else "low"
+                    out.append((severity, 0.5 + 0.5 * min(1.0, margin / 0.3),
+                                f"unnatural query distances on {r.model} (Shapiro-Wilk W {v.shapiro_w:.2f} "
+                                f"< {self.prada_delta})",
+                                f"on {r.model} the log of its last {v.tested} query-to-nearest-query "
+                                f"distances has Shapiro-Wilk W {v.shapiro_w:.3f}, below {self.prada_delta} "
+                                f"(natural queries stay above; {spread})"))
+                if v.repeated_step and v.repeated_share is not None:
+                    repeated = v.repeated_share
+                    out.append(("high" if repeated >= 0.3 else "medium",
+                                0.5 + 0.5 * min(1.0, (repeated - REPEATED_STEP_SHARE) / 0.3),
+                                f"one step repeated in queries to {r.model} ({repeated:.0%} of distances)",
+                                f"on {r.model} {repeated:.0%} of its last {v.tested} query-to-nearest-query "
+                                f"distances are one value to within 0.1 % (threshold "
+                                f"{REPEATED_STEP_SHARE:.0%}; natural callers stay under 5 %; {spread}): new "
+                                "queries made by stepping earlier ones by a fixed amount"))
         if v.off_flag and v.off_share is not None:
             share = v.off_share
             severity = "high" if share >= 0.75 else "medium" if share >= 0.5 else "low"
@@ -455,7 +470,8 @@ class ModelExtractionDetector:
             "reference_rows": r.reference_rows,
             "reference_distance_threshold": None if r.threshold is None else round(r.threshold, 4),
             "thresholds": {"prada_delta": self.prada_delta, "min_queries": self.min_queries,
-                           "regular_spacing_iqr": REGULAR_SPACING_IQR, "off_share": self.off_share,
+                           "regular_spacing_iqr": REGULAR_SPACING_IQR,
+                           "repeated_step_share": REPEATED_STEP_SHARE, "off_share": self.off_share,
                            "off_quantile": OFF_QUANTILE},
         }
 
