@@ -15,13 +15,14 @@ its numeric columns, which gives ``output.label``), and for an hour of 60 s wind
   feature ranges.
 
 All of it goes through ``ModelExtractionDetector`` at its defaults, as ``inferwatch replay``
-runs it (60 s windows), and again side by side with its distance test as PRADA published it
-(Shapiro-Wilk W of all the log distances, no repeated-step test): the variant row ``paper W``.
+runs it (60 s windows), and again side by side with its distance test as it was before
+2026-11-27 (Shapiro-Wilk W of all the log distances, no repeated-step test; otherwise the same
+detector): the variant row ``untrimmed W``.
 The script prints, per table, how many ordinary callers were flagged (target 0), which attackers
 were caught and after how many of their queries, and the lowest Shapiro-Wilk W among the ordinary
 callers' findings.
 
-    python benchmarks/extraction_real_tables.py             # both tables, seeds 1-3 (about 2 minutes)
+    python benchmarks/extraction_real_tables.py             # both tables, seeds 1-3 (about a minute)
     python benchmarks/extraction_real_tables.py --seeds 1 --json
 
 The streams come from ``shared/datasets/streams`` beside the repository (``INFERWATCH_DATASETS``
@@ -162,17 +163,17 @@ def events(table: Table, callers: int, seed: int) -> tuple[list[InferenceEvent],
             for (t, p, x), label in zip(timed, labels, strict=True)], kinds
 
 
-def _paper_w(logs: Matrix) -> float:
+def _untrimmed_w(logs: Matrix) -> float:
     return float(shapiro(logs).statistic) if np.ptp(logs) > 0 else 1.0
 
 
 def detect(stream: list[InferenceEvent], variant: str) -> list[Finding]:
-    """The detector at its defaults (``ours``), or with PRADA's W on every distance and no
-    repeated-step test (``paper W``)."""
+    """The detector at its defaults (``ours``), or with W on every log distance and no
+    repeated-step test (``untrimmed W``: the distance test before 2026-11-27)."""
     if variant == "ours":
         return run_detector(ModelExtractionDetector(), stream, window_s=WINDOW_S)
     saved = query_distances.trimmed_w, query_distances.REPEATED_STEP_SHARE
-    query_distances.trimmed_w, query_distances.REPEATED_STEP_SHARE = _paper_w, 2.0  # type: ignore[misc]
+    query_distances.trimmed_w, query_distances.REPEATED_STEP_SHARE = _untrimmed_w, 2.0  # type: ignore[misc]
     try:
         return run_detector(ModelExtractionDetector(), stream, window_s=WINDOW_S)
     finally:
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.tables.split(","):
         table = load(name)
         for seed in (int(s) for s in args.seeds.split(",")):
-            for variant in ("ours", "paper W"):
+            for variant in ("ours", "untrimmed W"):
                 result = evaluate(table, args.callers, seed, variant)
                 results.append(result)
                 if args.json:
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['table']} | {r['seed']} | {r['events']:,} | {r['variant']} | {r['ordinary_flagged']} of "
               f"{r['ordinary_callers']} | {lowest} | " + " | ".join(cells) + f" | {r['seconds']} |")
     print("\nattacker cells: its queries until its first finding (the signals of that finding)")
-    for variant in ("ours", "paper W"):
+    for variant in ("ours", "untrimmed W"):
         rows = [r for r in results if r["variant"] == variant]
         caught = sum(a is not None for r in rows for a in r["attackers"].values())
         attackers = sum(len(r["attackers"]) for r in rows)

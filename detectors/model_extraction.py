@@ -10,8 +10,9 @@ across windows), so that a slow extraction is caught as well as a fast one:
   ``distance_history`` such distances (exact repeats left out), once there are ``min_queries``,
   a Shapiro-Wilk W of their logarithm (the lowest and highest 1.5 % left out) below
   ``prada_delta`` flags the caller, and so do nearly constant distances (a grid or line sweep
-  with a fixed step) and one step repeated in 10 % or more of them (augmentation: each new
-  point a fixed step from an earlier one; not made on a model whose features are a lattice).
+  with a fixed step) and one step, moving most features, repeated in 10 % or more of them
+  (augmentation: each new point a fixed step from an earlier one; not made on a model whose
+  features are a lattice).
   Natural callers measured W >= 0.88 on five kinds of table, real ones included, grid and
   line sweeps below 0.6; PRADA's 0.9 would flag about 1 natural caller-window in 2,500, hence
   0.85 (details in :mod:`inferwatch.detectors.query_distances`, including what is not caught).
@@ -425,7 +426,7 @@ class ModelExtractionDetector:
                     margin = self.prada_delta - v.shapiro_w
                     severity: Severity = "high" if margin >= 0.2 else "medium" if margin >= 0.08 else "low"
                     out.append((severity, 0.5 + 0.5 * min(1.0, margin / 0.3),
-                                f"unnatural query distances on {r.model} (Shapiro-Wilk W {v.shapiro_w:.2f} "
+                                f"unnatural query distances on {r.model} (Shapiro-Wilk W {v.shapiro_w:.3f} "
                                 f"< {self.prada_delta})",
                                 f"on {r.model} the log of its last {v.tested} query-to-nearest-query "
                                 f"distances has Shapiro-Wilk W {v.shapiro_w:.3f}, below {self.prada_delta} "
@@ -437,7 +438,8 @@ class ModelExtractionDetector:
                                 f"one step repeated in queries to {r.model} ({repeated:.0%} of distances)",
                                 f"on {r.model} {repeated:.0%} of its last {v.tested} query-to-nearest-query "
                                 f"distances are one value to within 0.1 % (threshold "
-                                f"{REPEATED_STEP_SHARE:.0%}; natural callers stay under 5 %; {spread}): new "
+                                f"{REPEATED_STEP_SHARE:.0%}; natural callers measured about 5 % at "
+                                f"most; only steps moving several features count; {spread}): new "
                                 "queries made by stepping earlier ones by a fixed amount"))
         if v.off_flag and v.off_share is not None:
             share = v.off_share

@@ -31,7 +31,7 @@ What is kept here, and how it departs from the paper:
   W < 0.6, Jacobian-style augmentation with steps of a tenth of each feature's spread below
   0.85 in 17-60% of judgements (so within a few windows).
 * W leaves out the lowest and highest 1.5 % of the log distances (:func:`trimmed_w`, 2 of
-  128). On real tables (the shared ``elec`` and ``weather`` streams: price spikes, long runs of
+  128, none below 34). On real tables (the shared ``elec`` and ``weather`` streams: price spikes, long runs of
   one value, a 48-step time of day) one near-duplicate query, or one far from all of the
   caller's others, took W of an otherwise normal set below 0.85: 21 of 300 ordinary callers
   were flagged (``benchmarks/extraction_real_tables.py``), none with the extremes left out.
@@ -42,11 +42,16 @@ What is kept here, and how it departs from the paper:
   largest share of a caller's distances within 0.1 % of one another was at most 5 % for natural
   callers of those five tables, and reached 13 % or more (29-40 % on four of them) for every
   augmenting caller with steps of 0.1 to 0.5 of each feature's spread — including the large
-  steps where W looks natural (0.86-0.97); 10 % flags.
-  A model whose features are a lattice (all small integers) repeats steps naturally: it is
-  recognised from its reference (15 % or more of the reference's own nearest-neighbour
-  distances in one such cluster; 34 % for four features of 0-5, 2 % for the real tables) and
-  the test is not made on it. Not caught by either distance test: step sizes varied at random
+  steps where W looks natural (0.86-0.97); 10 % flags. Only distances whose step moved at least
+  half of the features (and two) count: augmentation moves every feature, a person nudging one
+  field of the last query (a what-if slider, a count + 1) one, and such callers were flagged
+  before that rule. A model whose features are a lattice (all small integers) repeats steps
+  naturally: it is recognised from its full reference (15 % or more of the reference's own
+  nearest-neighbour distances in one such cluster, 34 % for four features of 0-5 and 2 % for
+  the real tables; or a quarter of its rows with an exact twin) and the test is not made on it.
+  With few callers, one can make the reference look like a lattice (rows sent in pairs a fixed
+  small offset apart) and so switch the test off; float32 rows make a feature like epoch
+  seconds a lattice too. Not caught by either distance test: step sizes varied at random
   as large as the natural spacing (0.2-0.6 of each feature's spread; on the real tables the
   off-distribution share below caught 4 of 6 such callers, after about 300 queries).
 * Nearly constant distances (the interquartile range of log distance below 0.01: half the
@@ -85,13 +90,15 @@ REGULAR_SPACING_IQR: Final = 0.01
 REPEATED_STEP_WIDTH: Final = 0.001
 """Log distances within this of each other (0.1 %) count as one repeated step."""
 REPEATED_STEP_SHARE: Final = 0.1
-"""Share of a caller's distances in one repeated step that flags it (natural callers: at most 0.05)."""
+"""Share of a caller's distances in one repeated step that flags it (natural callers: about 0.05 at most)."""
+STEP_MOVES: Final = 1e-4
+"""A feature differing by more than this (standard deviations) from the nearest earlier query moved."""
 LATTICE_SHARE: Final = 0.15
 """Share of the reference's own nearest-neighbour distances in one repeated step at which a model's
 features count as a lattice (all small integers, say), where natural queries repeat steps too."""
 TRIM_SHARE: Final = 0.015
-"""Share of the log distances left out at each end before Shapiro-Wilk (at least one each):
-2 of 128. A single outlier pulls W far down, and natural traffic has some."""
+"""Share of the log distances left out at each end before Shapiro-Wilk, rounded: 2 of 128, 1 of
+64, none below 34. A single outlier pulls W far down, and natural traffic has some."""
 REFERENCE_ROWS: Final = 256
 MIN_REFERENCE_ROWS: Final = 64
 REFERENCE_PER_CALLER: Final = 8
@@ -139,7 +146,8 @@ class ModelQueries:
         """Set by the detector when most callers were far from the reference (input drift)."""
         self.lattice: bool | None = None
         """Whether the reference's own nearest-neighbour distances repeat one step (at least
-        :data:`LATTICE_SHARE` of them); ``None`` until the reference is measured. The repeated-step
+        :data:`LATTICE_SHARE` of them) or a quarter of its rows have an exact twin; ``None`` until
+        a full reference (:data:`REFERENCE_ROWS`) is measured. The repeated-step
         test is made only on a model measured not to be a lattice."""
 
     @property
@@ -253,9 +261,12 @@ class ModelQueries:
         threshold = float(np.quantile(nearest, OFF_QUANTILE))
         self.threshold = threshold if threshold > 0.0 else None
         self._snapshot = z
+        # Measured on a full reference only: on fewer rows the distances are longer and repeat
+        # less, and a model of coarsely rounded features looked continuous in its first windows.
+        # Exact duplicates among the rows (a quarter or more) are discrete inputs too.
         distinct = nearest[nearest > REPEAT_DISTANCE]
-        self.lattice = (len(distinct) >= MIN_REFERENCE_ROWS
-                        and repeated_share(np.log(distinct)) >= LATTICE_SHARE)
+        self.lattice = None if self.ref_size < REFERENCE_ROWS else bool(
+            len(distinct) < 0.75 * len(nearest) or repeated_share(np.log(distinct)) >= LATTICE_SHARE)
 
 
 @dataclass(frozen=True)
@@ -328,8 +339,8 @@ def repeated_share(logs: FloatArray) -> float:
 
 
 def trimmed_w(logs: FloatArray) -> float:
-    """Shapiro-Wilk W of ``logs`` without the lowest and highest :data:`TRIM_SHARE` (at least one
-    value each); 1.0 when what is left is constant.
+    """Shapiro-Wilk W of ``logs`` without the lowest and highest :data:`TRIM_SHARE` (rounded);
+    1.0 when what is left is constant.
 
     One near-duplicate query, or one query far from all the caller's others (a price spike), sits
     several units of log distance from the rest, and that one value alone took W from about 0.98
@@ -341,8 +352,8 @@ def trimmed_w(logs: FloatArray) -> float:
     >>> round(float(shapiro(logs).statistic), 2), round(trimmed_w(logs), 2)
     (0.83, 1.0)
     """
-    k = max(1, round(len(logs) * TRIM_SHARE))
-    kept = np.sort(logs)[k:-k]
+    k = round(len(logs) * TRIM_SHARE)
+    kept = np.sort(logs)[k : len(logs) - k]
     return float(shapiro(kept).statistic) if len(kept) >= 3 and np.ptp(kept) > 0 else 1.0
 
 
@@ -363,6 +374,7 @@ class QueryHistory:
         "classes",
         "dists",
         "far",
+        "moved",
         "n_records",
         "n_rows",
         "offs",
@@ -381,6 +393,8 @@ class QueryHistory:
         self.n_rows = 0
         self.row_pos = 0
         self.dists = np.full(distance_history, np.nan, dtype=np.float32)
+        self.moved = np.zeros(distance_history, dtype=np.int8)
+        """Per distance, how many features differ from that nearest earlier query (at most 127)."""
         self.offs = np.full(distance_history, -1, dtype=np.int8)
         self.n_records = 0
         self.record_pos = 0
@@ -401,13 +415,17 @@ class QueryHistory:
         width = self.rows.shape[1]
         point = x[:width].astype(np.float32)
         dist = math.nan
+        moved = 0
         if self.n_rows:
             same = self.classes[: self.n_rows] == cls
             if same.any():
                 diff = self.rows[: self.n_rows][same] - point
                 if inv_scale is not None:
                     diff *= inv_scale[:width]
-                dist = math.sqrt(float(np.einsum("ij,ij->i", diff, diff).min()))
+                squares = np.einsum("ij,ij->i", diff, diff)
+                nearest = int(squares.argmin())
+                dist = math.sqrt(float(squares[nearest]))
+                moved = min(127, int(np.count_nonzero(np.abs(diff[nearest]) > STEP_MOVES)))
         self.window_queries += 1
         if dist <= REPEAT_DISTANCE:
             self.window_repeats += 1
@@ -420,6 +438,7 @@ class QueryHistory:
         self.window_checked += off >= 0
         self.window_far += off == 1
         self.dists[self.record_pos] = dist
+        self.moved[self.record_pos] = moved
         self.offs[self.record_pos] = off
         self.record_pos = (self.record_pos + 1) % len(self.dists)
         self.n_records = min(self.n_records + 1, len(self.dists))
@@ -449,8 +468,9 @@ class QueryHistory:
                 step_test: bool = True) -> QueryVerdict:
         """Run the tests on the recent distances and reference checks, when there are enough;
         the repeated-step test only with ``step_test`` (the model is known not to be a lattice)."""
-        dists = self.dists[: self.n_records]
-        dists = dists[~np.isnan(dists)].astype(np.float64)
+        recorded = self.dists[: self.n_records]
+        kept = ~np.isnan(recorded)
+        dists = recorded[kept].astype(np.float64)
         checked, far = self.far_share()
         share = far if checked else None
         off_flag = checked >= min_queries and far >= off_share
@@ -462,7 +482,11 @@ class QueryHistory:
         iqr = float(q75 - q25)
         regular = iqr < REGULAR_SPACING_IQR
         w = trimmed_w(logs)
-        repeated = repeated_share(logs)
+        # Only steps that moved several features count: augmentation moves every feature, while
+        # a person nudging one field of the last query (a what-if slider, a count + 1) moves one.
+        width = self.rows.shape[1]
+        several = self.moved[: self.n_records][kept] >= max(2, (width + 1) // 2)
+        repeated = repeated_share(logs[several]) * float(several.mean())
         step = step_test and repeated >= REPEATED_STEP_SHARE
         low, median, p95 = (float(v) for v in np.percentile(dists, [0, 50, 95]))
         return QueryVerdict(len(dists), w, iqr, low, median, p95, checked, share,

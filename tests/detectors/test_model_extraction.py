@@ -300,6 +300,34 @@ def test_a_model_whose_features_are_a_lattice_gets_no_repeated_step_test(run: An
     assert not any(m["repeated_step"] for f in findings for m in f.evidence["tabular"])
 
 
+def test_a_person_nudging_one_field_of_the_last_query_is_not_a_repeated_step(run: Any) -> None:
+    """A what-if client resends its last row with one field raised by a fixed amount: one step
+    repeated, but in one feature; augmentation moves every feature."""
+    def what_if(rng: np.random.Generator, n: int) -> np.ndarray:
+        rows = natural(rng, n)
+        for i in np.flatnonzero(rng.random(n) < 0.3):
+            if i:
+                rows[i] = rows[i - 1]
+                rows[i, 2] += 0.5
+        return rows
+
+    events = sorted(queries(crowd(), 8) + queries({"analyst": (40, what_if)}, 8, seed=1), key=lambda e: e.ts)
+    assert run(ModelExtractionDetector(), events) == []
+
+
+def test_a_model_whose_inputs_repeat_exactly_counts_as_a_lattice(run: Any) -> None:
+    """Booleans and small counts: most reference rows have an exact twin, so few distances are
+    left to measure; that alone marks the model as discrete."""
+    def flags(rng: np.random.Generator, n: int) -> np.ndarray:
+        return np.column_stack([rng.random((n, 3)) < 0.5, rng.poisson(1.0, n)]).astype(np.float64)
+
+    detector = ModelExtractionDetector()
+    findings = run(detector, queries({f"app{i:02d}": (40, flags) for i in range(12)}, 6, seed=2))
+
+    assert detector._models.get("iris").lattice is True
+    assert not any(m["repeated_step"] for f in findings for m in f.evidence["tabular"])
+
+
 def test_strings_and_missing_features_are_tolerated() -> None:
     model = ModelQueries(max_features=3)
     vector = model.vector({"a": 1.0, "b": "red", "c": None, "d": False, "e": 3, "f": 9.0})
