@@ -364,8 +364,9 @@ _EXCERPT = 60
 _MD_SPECIAL = "\\`*_{}[]<>#+!|~"  # "(" needs no escape once "[" and "]" have one
 
 
-def render_report_markdown(bundle: Mapping[str, Any]) -> str:
-    """The bundle from :func:`report` (or its JSON read back) as a Markdown document."""
+def render_report_markdown(bundle: Mapping[str, Any], cli_options: str = "") -> str:
+    """The bundle from :func:`report` (or its JSON read back) as a Markdown document;
+    ``cli_options`` (``--store PATH``) go into the commands it suggests."""
     inc = bundle["incident"]
     parts = [
         f"# Incident {_esc(inc['id'])}: {_esc(inc['title'])}",
@@ -378,7 +379,7 @@ def render_report_markdown(bundle: Mapping[str, Any]) -> str:
         _timeline_section(bundle["timeline"]),
         _related_section(bundle["related"], bundle.get("related_window_s")),
         _notifications_section(bundle.get("notifications") or []),
-        _next_steps(inc, bundle.get("runbook") or f"{RUNBOOKS}/{inc['detector']}.md"),
+        _next_steps(inc, bundle.get("runbook") or f"{RUNBOOKS}/{inc['detector']}.md", cli_options),
     ]
     return "\n\n".join(parts) + "\n"
 
@@ -523,33 +524,36 @@ def _notifications_section(sent: Sequence[Mapping[str, Any]]) -> str:
     return f"{head}\n\n" + _table(headers, rows)
 
 
-def _next_steps(inc: Mapping[str, Any], runbook: str) -> str:
+def _next_steps(inc: Mapping[str, Any], runbook: str, options: str = "") -> str:
+    """``options`` (``--store PATH``, ``--config FILE``) the report was made with go into every
+    command, so that each can be pasted as it is."""
     ident = inc["id"]
+    more = f" {options}" if options else ""
     steps = [
         f"- Read the runbook for this detector: [{_esc(runbook)}]({runbook}) — what it means, how to "
         "confirm it, what to do.",
-        f"- Look further around it: `inferwatch incidents timeline {ident} --before 1h --after 1h`.",
-        f"- {_search_step(inc)}",
+        f"- Look further around it: `inferwatch incidents timeline {ident} --before 1h --after 1h{more}`.",
+        f"- {_search_step(inc, more)}",
     ]
     if inc["status"] == "open":
-        steps.append(f"- Take it: `inferwatch incidents ack {ident} --note \"…\"`; once over: "
-                     f"`inferwatch incidents resolve {ident} --note \"…\"`.")
+        steps.append(f"- Take it: `inferwatch incidents ack {ident} --note \"…\"{more}`; once over: "
+                     f"`inferwatch incidents resolve {ident} --note \"…\"{more}`.")
     elif inc["status"] == "acknowledged":
-        steps.append(f"- Once over: `inferwatch incidents resolve {ident} --note \"…\"`.")
+        steps.append(f"- Once over: `inferwatch incidents resolve {ident} --note \"…\"{more}`.")
     else:
         steps.append("- It is resolved; it reopens by itself if the same problem recurs within its "
                      "time bucket.")
     return "## How to confirm / what to do\n\n" + "\n".join(steps)
 
 
-def _search_step(inc: Mapping[str, Any]) -> str:
+def _search_step(inc: Mapping[str, Any], more: str = "") -> str:
     """The ``inferwatch events search`` that finds everything else the subject did."""
     kind, _, value = str(inc["subject"]).partition(":")
     flag = {"principal": "--principal", "model": "--model", "service": "--service"}.get(kind)
     if flag is None or not value:
         return (f"Search the stored events (`inferwatch events search --help`) for subject "
                 f"{_code(inc['subject'], in_table=False)}.")
-    command = f"inferwatch events search {flag} {shlex.quote(value)} --since {inc['first_seen']}"
+    command = f"inferwatch events search {flag} {shlex.quote(value)} --since {inc['first_seen']}{more}"
     return f"Everything else the {kind} did since: {_code(command, in_table=False)}."
 
 

@@ -87,6 +87,9 @@ def scan_line(raw: str | bytes, line: int, detectors: Sequence[Detector]) -> Sca
         event = to_event(obj, line)
     except (ValueError, MalformedEvent) as exc:
         return ScanResult(line=line, error=getattr(exc, "reason", None) or str(exc))
+    if not event.input.text and not event.output.text:
+        return ScanResult(line=line, id=event.id, error="the event has no input or output text to scan "
+                          "(a tabular call? `inferwatch replay` judges those)")
     return scan_event(event, line, detectors)
 
 

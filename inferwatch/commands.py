@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from types import FrameType
 
@@ -103,8 +104,12 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
               "for `inferwatch incidents show/timeline/report`", file=sys.stderr)
     if not result.events:
         what = "no line was an event" if result.malformed else f"{path} holds no event (it is empty or blank)"
+        csv = ""
+        if _looks_like_csv(args.file):
+            csv = (" It looks like CSV: a table of a model's inputs is a drift baseline "
+                   "(`inferwatch baseline set --model M FILE`), not a log of calls.")
         print(f"inferwatch replay: {what}: replay reads inferwatch.event/1 events, one JSON object per line "
-              "(docs/events.md); to score bare texts use `inferwatch scan`", file=sys.stderr)
+              f"(docs/events.md); to score bare texts use `inferwatch scan`.{csv}", file=sys.stderr)
         return 2
     if result.late:
         share = result.late / result.events
@@ -116,6 +121,16 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
         if share >= LATE_SHARE_REFUSED:
             return 2
     return 0
+
+
+def _looks_like_csv(path: os.PathLike[str]) -> bool:
+    """The file's first line is comma-separated values rather than a JSON object."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(4096).strip()
+    except OSError:
+        return False
+    return bool(first) and not first.startswith((b"{", b"[")) and first.count(b",") >= 1
 
 
 def _baselines_set(settings: Settings) -> list[ReferenceRecord]:
@@ -144,7 +159,8 @@ def incidents_list(args: argparse.Namespace, settings: Settings) -> int:
         service=args.service, model=args.model, subject=args.subject, since=args.since, text=args.text,
         limit=args.limit,
     )
-    found = open_store(settings, existing=True).list_incidents(query)
+    store = open_store(settings, existing=True)
+    found = store.list_incidents(query)
     if args.json:
         for incident in found:
             render.json_line(incident.public_dict())
@@ -152,7 +168,19 @@ def incidents_list(args: argparse.Namespace, settings: Settings) -> int:
         render.incidents_table(found)
     if not found and args.detector is not None:
         _note_unknown_detector(args.detector)
+    if not found and args.since is not None:
+        older = store.list_incidents(replace(query, since=None, limit=1))
+        if older:
+            _note_older("incident", older[0].last_seen, args.since)
     return 0
+
+
+def _note_older(what: str, newest: datetime, since: datetime) -> None:
+    """Nothing matched since ``since``, but something older does: a replayed log keeps its events'
+    times, and an age (``7d``) counts back from now."""
+    print(f"note: no {what} since {since:%Y-%m-%dT%H:%M:%SZ}, but the newest matching {what} is from "
+          f"{newest:%Y-%m-%dT%H:%M:%SZ} (an age such as 2h counts back from now, and replayed events keep "
+          "their own times): pass an earlier --since", file=sys.stderr)
 
 
 def _note_unknown_detector(name: str) -> None:
@@ -218,6 +246,10 @@ def events_search(args: argparse.Namespace, settings: Settings) -> int:
         since=args.since, until=args.until, text=args.text, ids=ids, limit=args.limit,
     )
     found = store.search_events(query)
+    if not found and args.since is not None:
+        older = store.search_events(replace(query, since=None, until=None, limit=1))
+        if older and older[0].time < args.since:
+            _note_older("event", older[0].time, args.since)
     if args.oldest_first:
         found.reverse()
     if args.json:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
@@ -120,8 +121,11 @@ def incidents_report(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         bundle = report(store, incident, before=args.before, after=args.after, limit=args.limit,
                         detectors=_detectors(args, settings), window=args.related_window)
+    # The report's commands name the store (and settings) it was made from, to be pasted as they are.
+    options = " ".join(f"--{name} {shlex.quote(str(value))}" for name in ("config", "store")
+                       if (value := getattr(args, name, None)))
     fmt = args.format or ("json" if args.json else "md")
-    text = json.dumps(bundle, indent=2) + "\n" if fmt == "json" else render_report_markdown(bundle)
+    text = json.dumps(bundle, indent=2) + "\n" if fmt == "json" else render_report_markdown(bundle, options)
     if args.output is None:
         sys.stdout.write(text)
         return 0

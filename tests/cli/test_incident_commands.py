@@ -28,7 +28,10 @@ def test_list_filters(capsys, store):
     main(["incidents", "list", "--store", store, "--detector", "prompt_injection", "--json"])
     assert [i["subject"] for i in _json_lines(capsys)] == ["principal:p_mallory"]
     main(["incidents", "list", "--store", store, "--since", "2h", "--json"])
-    assert _json_lines(capsys) == []  # the incidents happened in January (event time)
+    captured = capsys.readouterr()
+    assert captured.out == ""  # the incidents happened in January (event time) ...
+    assert "but the newest matching incident is from 2026-01-01T" in captured.err  # ... and it says so
+    assert "pass an earlier --since" in captured.err
 
 
 def test_show_ack_resolve(capsys, store):
@@ -70,6 +73,13 @@ def test_events_search_by_text_and_time(capsys, store):
     window = _json_lines(capsys)
     assert window
     assert all("00:20:1" in e["time"] for e in window)
+    main(["events", "search", "--store", store, "--principal", "p_flooder", "--since", "1d"])
+    captured = capsys.readouterr()
+    assert captured.out == "no events\n"
+    assert "no event since" in captured.err
+    assert "the newest matching event is from 2026-01-01T00:" in captured.err
+    main(["events", "search", "--store", store, "--principal", "nobody", "--since", "1d"])
+    assert capsys.readouterr().err == ""  # nothing older either: nothing to say
     main(["events", "search", "--store", store, "--principal", "p_flooder", "--limit", "3"])
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("TIME (UTC)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -273,7 +274,10 @@ def test_report_markdown_has_every_section(capsys, scenario, store):
     assert "```json\n{" in md
     assert "- **families**: instruction\\_override" in md
     assert "(docs/runbooks/prompt_injection.md)" in md
-    assert "`inferwatch events search --principal p_mallory --since 2026-01-01T00:25:00Z`" in md
+    # The store the report was made from goes into every command, so each can be pasted as it is.
+    store_flag = f"--store {shlex.quote(str(path))}"
+    assert f"`inferwatch events search --principal p_mallory --since 2026-01-01T00:25:00Z {store_flag}`" in md
+    assert f"`inferwatch incidents timeline {incident.id} --before 1h --after 1h {store_flag}`" in md
     assert "| opened | inferwatch |" in md
     assert "◆ flagged: prompt\\_injection" in md
     assert md.count("| oncall | webhook | delivered |") == 2  # the notifications that carried it

@@ -102,6 +102,15 @@ def test_a_file_with_no_event_is_an_error_that_points_at_scan(capsys, tmp_path):
     assert "0 events replayed, 2 malformed, 0 incidents" in captured.out
 
 
+def test_a_csv_given_to_replay_is_named_as_one(capsys, tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("period,nswprice,class\n0.0,0.056,1\n0.02,0.051,1\n")
+    assert main(["replay", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "It looks like CSV" in err
+    assert "inferwatch baseline set --model M FILE" in err
+
+
 def test_a_huge_line_is_skipped_without_being_read_whole_and_the_rest_replayed(capsys, events_file):
     from inferwatch.collectors.event import MAX_EVENT_BYTES
 

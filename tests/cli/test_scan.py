@@ -90,3 +90,14 @@ def test_scan_table_masks_a_leaked_secret_it_would_otherwise_preview(capsys, tmp
     assert "AKIAIOSFODNN7EXAMPLE" not in out
     assert "output: AKIA…MPLE" in out
     assert "1 line, 1 flagged" in out
+
+
+def test_scan_says_a_tabular_event_has_nothing_to_scan(capsys, tmp_path):
+    tabular = make_event(0.0, features={"period": 0.5, "nswprice": 0.06}, output=EventOutput(label="1"))
+    path = _write(tmp_path, [encode_event(tabular).decode(), LINES[1]])
+    assert main(["scan", str(path), "--json"]) == 0
+    out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert out[0] == {"line": 1, "id": tabular.id, "error": out[0]["error"]}
+    assert "no input or output text to scan" in out[0]["error"]
+    assert "inferwatch replay" in out[0]["error"]
+    assert out[1]["verdict"] == "flagged"
