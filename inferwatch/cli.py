@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import math
 import re
@@ -281,6 +282,25 @@ def _semantic_unavailable(exc: ImportError) -> bool:
     return semantic is not None and isinstance(exc, semantic.SemanticUnavailable)
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parse_args``, but an unknown option is refused by the (sub)command it was given to, with
+    that command's usage and the nearest option it has, not by ``inferwatch`` as a whole."""
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    command = parser
+    while True:
+        chosen = next((a for a in command._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, chosen.dest, None) if chosen is not None else None
+        if chosen is None or name not in chosen.choices:
+            break
+        command = chosen.choices[name]
+    options = [o for a in command._actions for o in a.option_strings]
+    close = difflib.get_close_matches(extra[0].split("=")[0], options, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    command.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``inferwatch`` console script."""
     from inferwatch.detectors.alerts.config import AlertingConfigError
@@ -288,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from inferwatch.detectors.registry import DetectorConfigError
     from inferwatch.detectors.store import StoreUnavailable
 
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `inferwatch ... | head` ends quietly
     try:
         settings = settings_from_args(args)

@@ -187,3 +187,16 @@ def test_a_misspelled_detector_gets_a_hint_not_just_nothing(capsys, store):
     assert "no detector named 'requestrate' is installed (did you mean request_rate?" in captured.err
     assert main(["incidents", "list", "--store", store, "--detector", "request_rate", "--json"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_mistyped_option_is_refused_by_its_command_with_the_nearest_one(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["replay", "events.jsonl", "--windw", "5m"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: inferwatch replay ")
+    assert "unrecognized arguments: --windw 5m (did you mean --window?)" in err
+    with pytest.raises(SystemExit):
+        main(["incidents", "list", "--sinse", "2h"])
+    assert "inferwatch incidents list: error: unrecognized arguments: --sinse 2h (did you mean --since?)" in (
+        capsys.readouterr().err)
