@@ -289,6 +289,16 @@ def baseline_set(args: argparse.Namespace, settings: Settings) -> int:
     try:
         record, notes = file_reference(args.file, args.model, created=datetime.now(UTC),
                                        model_version=args.model_version, max_rows=args.max_rows)
+        as_text = _numbers_sent_as_text(store, record)
+        if as_text:  # read those columns again, as text: as the events carry them
+            record, notes = file_reference(args.file, args.model, created=datetime.now(UTC),
+                                           model_version=args.model_version, max_rows=args.max_rows,
+                                           as_text=as_text)
+            examples = ", ".join(f"{name}={example!r}" for name, example in as_text.items())
+            them = "them" if len(as_text) > 1 else "it"
+            notes.append(f"read {column_names(list(as_text))} as text, as the model's latest events carry "
+                         f"{them} ({examples}); as numbers, drift would see a change of value type in every "
+                         "window")
     except ReferenceFileError as exc:
         print(f"inferwatch baseline: {exc}", file=sys.stderr)
         return 2
@@ -312,6 +322,31 @@ def baseline_set(args: argparse.Namespace, settings: Settings) -> int:
 
 TRAFFIC_CHECKED = 500
 """Recent stored events a new baseline is checked against (a wrong --model, columns never sent)."""
+
+
+def _numbers_sent_as_text(store: Store, record: ReferenceRecord) -> dict[str, str]:
+    """Input columns that are numbers in the baseline but text in nine tenths or more of the
+    model's latest events that have them (at least 10), each with an example value."""
+    from inferwatch.detectors.drift.sketch import input_features
+
+    numeric = {key for key, kind, _ in record.features() if kind == "numeric" and key.startswith("input.")}
+    if not numeric:
+        return {}
+    try:
+        recent = store.search_events(EventQuery(model=record.model, limit=TRAFFIC_CHECKED))
+    except Exception:  # a store that keeps no events has nothing to say
+        return {}
+    seen: dict[str, list[float | str]] = {}
+    for event in recent:
+        for key, value in input_features(event.input.features).items():
+            if key in numeric:
+                seen.setdefault(key, []).append(value)
+    found = {}
+    for key, values in seen.items():
+        text = [v for v in values if isinstance(v, str)]
+        if len(text) >= 10 and len(text) >= 0.9 * len(values):
+            found[key.removeprefix("input.")] = text[0]
+    return found
 
 
 def _traffic_notes(store: Store, record: ReferenceRecord) -> list[str]:

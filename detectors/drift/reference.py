@@ -20,6 +20,10 @@ Baseline files (:func:`read_rows`), chosen by suffix:
 - ``.parquet``: columns of numbers, booleans or strings; needs pyarrow
   (``pip install 'inferwatch[parquet]'``).
 
+Columns named in ``as_text`` are read as text whatever they look like (a CSV cell as written,
+a number in a JSONL or Parquet row as Python writes it): ``inferwatch baseline set`` does so for
+a column of numbers that the model's events carry as text (labels ``"0"``/``"1"``).
+
 Only the first ``max_rows`` rows are read (default 1,000,000; ``ReferenceFile.truncated`` says when
 there were more): the summary keeps a bounded sample whatever the count, so more rows would cost
 time and add nothing a drift test can see. A file that cannot be read raises
@@ -42,7 +46,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -114,7 +118,7 @@ class ReferenceFile(Iterator[ReferenceItem]):
     more than ``max_rows`` (the rest is not read).
     """
 
-    def __init__(self, path: Path | str, *, max_rows: int = MAX_ROWS) -> None:
+    def __init__(self, path: Path | str, *, max_rows: int = MAX_ROWS, as_text: Collection[str] = ()) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, got {max_rows}")
         self.path = Path(path)
@@ -128,7 +132,12 @@ class ReferenceFile(Iterator[ReferenceItem]):
                 f"use one of {', '.join(_SUFFIXES)}")
         if not self.path.is_file():
             raise ReferenceFileError(f"{self.path}: no such file")
-        self._items = self._limited(_READERS[kind](self.path))
+        cells = bool(as_text) and kind in ("csv", "tsv")
+        items = _csv_rows(self.path, "\t" if kind == "tsv" else ",", keep_cells=True) if cells else (
+            _READERS[kind](self.path))
+        if as_text:
+            items = _as_text(items, frozenset(as_text), cells)
+        self._items = self._limited(items)
 
     def __iter__(self) -> ReferenceFile:
         return self
@@ -156,13 +165,29 @@ class ReferenceFile(Iterator[ReferenceItem]):
             yield item
 
 
-def read_rows(path: Path | str, *, max_rows: int = MAX_ROWS) -> ReferenceFile:
+def read_rows(path: Path | str, *, max_rows: int = MAX_ROWS, as_text: Collection[str] = ()) -> ReferenceFile:
     """The rows (``dict`` of feature -> scalar) or events (:class:`InferenceEvent`) of a baseline file.
 
     Raises :class:`ReferenceFileError` (a ``ValueError``) for an unknown suffix or a missing file
     at once, and for a bad line or row when iteration reaches it.
     """
-    return ReferenceFile(path, max_rows=max_rows)
+    return ReferenceFile(path, max_rows=max_rows, as_text=as_text)
+
+
+def _as_text(items: Iterator[ReferenceItem], names: frozenset[str],
+             csv_cells: bool) -> Iterator[ReferenceItem]:
+    """Rows with the columns ``names`` as text: a CSV cell as it was written, a JSON or Parquet
+    number as Python writes it. Events pass as they are."""
+    for item in items:
+        if isinstance(item, dict):
+            cells: Any = item.pop(_CELLS, None) if csv_cells else None
+            for name in names & item.keys():
+                value = item[name]
+                if cells is not None and value is not None:
+                    item[name] = cells[name]
+                elif isinstance(value, int | float) and not isinstance(value, bool):
+                    item[name] = str(value)
+        yield item
 
 
 # -- building a reference from a file ---------------------------------------------------------
@@ -177,6 +202,7 @@ def file_reference(
     max_rows: int = MAX_ROWS,
     text_features: Callable[[str], tuple[str, str]] | None = None,
     ngrams: Callable[[str], list[int]] | None = None,
+    as_text: Collection[str] = (),
 ) -> tuple[ReferenceRecord, list[str]]:
     """Summarise a baseline file into ``model``'s reference; also the notes worth telling the user.
 
@@ -195,7 +221,7 @@ def file_reference(
         raise ReferenceFileError("--model must name the model the reference is for (it is empty)")
     notes: list[str] = []
     others: Counter[str] = Counter()
-    source = read_rows(path, max_rows=max_rows)
+    source = read_rows(path, max_rows=max_rows, as_text=as_text)
     with source:
         first = next(source, None)
         if first is None:
@@ -216,7 +242,7 @@ def file_reference(
             empty = [name for name, had in filled.items() if not had]
             if empty:
                 notes.append(f"left out {column_names(empty)}: no value in any row")
-            notes.extend(_content_notes(summary))
+            notes.extend(_content_notes(summary, as_text))
     if summary.events == 0:
         raise ReferenceFileError(f"{source.path}: no events of model {model!r} (it has {_top(others)})")
     if others:
@@ -256,9 +282,10 @@ IDENTIFIER_SHARE = 0.9
 as an identifier or a time, which live traffic never repeats."""
 
 
-def _content_notes(summary: WindowSummary) -> list[str]:
+def _content_notes(summary: WindowSummary, as_text: Collection[str] = ()) -> list[str]:
     """What in a baseline's columns will make drift fire on ordinary traffic: identifiers or
-    times, numbers written as text, columns mixing numbers and text."""
+    times, numbers written as text (unless read so on purpose: ``as_text``), columns mixing
+    numbers and text."""
     notes = []
     for key, kind in sorted(summary.keys().items()):
         if not key.startswith("input."):
@@ -269,7 +296,7 @@ def _content_notes(summary: WindowSummary) -> list[str]:
             counts = summary.counts(key)
             sampled = sum(counts.values())
             example = next(iter(counts), "")
-            if counts and all(_is_number(value) for value in counts):
+            if counts and name not in as_text and all(_is_number(value) for value in counts):
                 notes.append(
                     f"column {name!r} holds numbers written as text (e.g. {example!r}): events that carry "
                     "numbers would read as a change of value type; write them as numbers")
@@ -357,7 +384,12 @@ def _utf8_lines(fh: IO[bytes], path: Path) -> Iterator[str]:
         yield text.removeprefix("\ufeff") if number == 1 else text
 
 
-def _csv_rows(path: Path, delimiter: str = ",") -> Iterator[ReferenceItem]:
+_CELLS: Final = "\x00cells"
+"""Key under which a CSV row carries its cells as written, for columns to be read as text
+(only while :func:`_as_text` reads the row; never a feature)."""
+
+
+def _csv_rows(path: Path, delimiter: str = ",", keep_cells: bool = False) -> Iterator[ReferenceItem]:
     with path.open("rb") as fh:
         reader = csv.reader(_utf8_lines(fh, path), delimiter=delimiter)
         names: list[str] | None = None
@@ -378,7 +410,10 @@ def _csv_rows(path: Path, delimiter: str = ",") -> Iterator[ReferenceItem]:
             if len(cells) != len(names):
                 raise ReferenceFileError(
                     f"{where}: {len(cells)} cells, but the header names {len(names)} columns")
-            yield {name: _cell(c, name, where) for name, c in zip(names, cells, strict=True)}
+            row: dict[str, Any] = {name: _cell(c, name, where) for name, c in zip(names, cells, strict=True)}
+            if keep_cells:
+                row[_CELLS] = {name: c.strip() for name, c in zip(names, cells, strict=True)}
+            yield row
 
 
 def _tsv_rows(path: Path) -> Iterator[ReferenceItem]:

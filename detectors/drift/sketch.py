@@ -37,7 +37,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from itertools import chain, islice
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import numpy as np
 
@@ -692,6 +692,11 @@ def _from_columns(k: int, data: Mapping[str, Any]) -> Sample:
     return sample
 
 
+CATEGORY_KEYS: Final = frozenset({"output.label", "output.finish_reason", "output.refusal", "ops.error",
+                                   "text.script", "text.language"})
+"""Keys :func:`features_of` always measures as categories (a label of ``1`` is the category "1")."""
+
+
 def summarise_rows(rows: Iterable[Mapping[str, Scalar]], model: str, *, k: int = REFERENCE_SAMPLE_SIZE
                    ) -> WindowSummary:
     """A reference summary from a baseline file's rows (feature name -> value).
@@ -699,7 +704,14 @@ def summarise_rows(rows: Iterable[Mapping[str, Scalar]], model: str, *, k: int =
     Rows are plain tabular inputs: each column becomes ``input.<column>``, except columns
     already named with a known prefix (``text.``, ``output.``, ``ops.``), which are taken as
     they are, so a baseline can also describe outputs (``output.label``) and operations.
-    Rows are hashed by their position, so the same file always gives the same sample.
+    Those of :data:`CATEGORY_KEYS` are categories whatever they look like, as in live events
+    (a CSV's ``output.label`` of ``0``/``1`` compared as numbers with the events' categories
+    "0"/"1" was a change of value type in every window). Rows are hashed by their position, so
+    the same file always gives the same sample.
+
+    >>> summary = summarise_rows([{"x": 1.5, "output.label": 1}], "m")
+    >>> sorted(summary.keys().items())
+    [('input.x', 'numeric'), ('output.label', 'categorical')]
     """
     summary = WindowSummary(model, k=k)
     for i, row in enumerate(rows):
@@ -709,7 +721,9 @@ def summarise_rows(rows: Iterable[Mapping[str, Scalar]], model: str, *, k: int =
             if name.split(".", 1)[0] in ("text", "output", "ops") and "." in name:
                 if value is None:
                     continue
-                if isinstance(value, int | float) and not isinstance(value, bool):
+                if name in CATEGORY_KEYS:
+                    values[name] = _category(value)
+                elif isinstance(value, int | float) and not isinstance(value, bool):
                     if math.isfinite(value):
                         values[name] = float(value)
                 else:

@@ -176,3 +176,23 @@ def test_notes_from_the_stored_traffic_a_wrong_model_and_columns_never_sent(caps
     err = capsys.readouterr().err
     assert "note: column 'id': in none of the latest 30 events of model 'elec'" in err
     assert "'x'" not in err
+
+
+def test_labels_and_inputs_the_events_carry_as_text_are_read_as_text(capsys, tmp_path, store):
+    """Labels written 0/1 in a CSV are the categories "0"/"1" of live events (always); an input
+    column of numbers that the model's events carry as text is read as text, with a note."""
+    db = SQLiteStore(store)
+    db.add_events([make_event(1_767_225_600.0 + i, model="elec", features={"x": float(i), "zone": str(i % 4)},
+                              output=EventOutput(label=str(i % 2))) for i in range(40)])
+    db.close()
+    path = tmp_path / "base.csv"
+    path.write_text("x,zone,output.label\n" + "".join(f"{i},{i % 4},{i % 2}\n" for i in range(50)))
+    assert main(["baseline", "set", "--model", "elec", str(path), "--store", store]) == 0
+    err = capsys.readouterr().err
+    assert "note: read column 'zone' as text, as the model's latest events carry it (zone='" in err
+    assert "numbers written as text" not in err  # read so on purpose
+    assert main(["baseline", "show", "--model", "elec", "--store", store, "--json"]) == 0
+    record = json_lines(capsys.readouterr().out)[0]
+    kinds = {key: kind for key, kind, _ in SQLiteStore(store).load_reference("elec").features()}
+    assert kinds == {"input.x": "numeric", "input.zone": "categorical", "output.label": "categorical"}
+    assert record["model"] == "elec"
