@@ -14,7 +14,7 @@ import re
 import shlex
 import sys
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -30,7 +30,6 @@ from inferwatch.detectors.investigation import (
     DEFAULT_RELATED_WINDOW,
     Timeline,
     TimelineEntry,
-    input_preview,
     per_request_detectors,
     render_report_markdown,
     report,
@@ -184,8 +183,11 @@ def _print_timeline(incident: Incident, line: Timeline) -> None:
     print(f"{shown} of {line.scope}, {_when(line)} UTC, "
           f"scored by {', '.join(line.detectors)}; * = named by the incident\n")
     if line.entries:
-        rows = [_row(entry, line.features_first) for entry in line.entries]
-        render.table(rows, ["TIME (UTC)", "EVENT", "STATUS", "MS", "TOKENS", "SCORES", "FLAGS", "TEXT"])
+        headers = ["TIME (UTC)", "EVENT", "STATUS", "MS", "TOKENS", "SCORES", "FLAGS", "TEXT"]
+        rows = [_row(entry) for entry in line.entries]
+        limit = render.last_column_width(rows, headers, _TEXT)
+        render.table([[*row, _text(render.event_preview(entry.event, limit, line.features_first))]
+                      for row, entry in zip(rows, line.entries, strict=True)], headers)
     else:
         print("no stored events in the window (are events kept? `inferwatch events search`)")
     if line.trace_ids:
@@ -198,14 +200,15 @@ def _when(line: Timeline) -> str:
     return f"{line.since:%Y-%m-%d %H:%M:%S} .. {line.until:%Y-%m-%d %H:%M:%S}"
 
 
-def _row(entry: TimelineEntry, first: Sequence[str] = ()) -> list[str]:
+def _row(entry: TimelineEntry) -> list[str]:
+    """The columns before the text."""
     e = entry.event
     tokens = f"{_num(e.input.tokens)}/{_num(e.output.tokens)}"
     scores = " ".join(f"{name}={v['score']:.2f}" for name, v in entry.scores.items() if v["score"] > 0) or "-"
     flags = ",".join((["*"] if entry.in_incident else []) + entry.flagged_by) or "-"
     status = "-" if e.status is None else str(e.status)
     return [f"{e.time:%Y-%m-%d %H:%M:%S.%f}"[:-3], _short(e.id), status, f"{e.duration_ms:.1f}", tokens,
-            scores, flags, _text(input_preview(e.input.text, e.input.features, _TEXT, first))]
+            scores, flags]
 
 
 def _short(event_id: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -15,6 +16,27 @@ from inferwatch.detectors.investigation import input_preview
 
 def _time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def last_column_width(rows: Sequence[Sequence[str]], headers: Sequence[str], least: int) -> int:
+    """Characters left for a table's last column in the terminal (``COLUMNS`` if set), given its
+    other columns (``rows`` and ``headers`` without the last); ``least`` when that is less or when
+    the width is unknown (output piped)."""
+    columns = shutil.get_terminal_size((0, 0)).columns
+    widths = [len(h) for h in headers[:-1]]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=False)]
+    return max(least, columns - sum(w + 2 for w in widths) - 1)
+
+
+def event_preview(event: InferenceEvent, limit: int, first: Sequence[str] = ()) -> str:
+    """What the caller sent (:func:`input_preview`), and for a tabular call the model's answer:
+    ``a=1, b=2 → yes``."""
+    shown = input_preview(event.input.text, event.input.features, limit, first)
+    label = event.output.label
+    if shown and not event.input.text and label is not None:
+        shown += f" → {label}"
+    return shown
 
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str], out: TextIO | None = None) -> None:
@@ -79,12 +101,11 @@ def events_table(events: Sequence[InferenceEvent], out: TextIO | None = None) ->
     if not events:
         out.write("no events\n")
         return
-    rows = [
-        [_time(e.time), e.id, e.principal or "-", e.model or "-", str(e.status or "-"),
-         f"{e.duration_ms:.1f}", _preview(e)]
-        for e in events
-    ]
-    table(rows, ["TIME (UTC)", "ID", "PRINCIPAL", "MODEL", "STATUS", "MS", "INPUT"], out)
+    headers = ["TIME (UTC)", "ID", "PRINCIPAL", "MODEL", "STATUS", "MS", "INPUT"]
+    rows = [[_time(e.time), e.id, e.principal or "-", e.model or "-", str(e.status or "-"),
+             f"{e.duration_ms:.1f}"] for e in events]
+    limit = last_column_width(rows, headers, 80)
+    table([[*row, event_preview(e, limit) or "-"] for row, e in zip(rows, events, strict=True)], headers, out)
 
 
 def scan_table(results: Sequence[Any], out: TextIO | None = None) -> None:
@@ -103,10 +124,6 @@ def scan_table(results: Sequence[Any], out: TextIO | None = None) -> None:
     table(rows, ["LINE", "VERDICT", "SCORE", "REASONS", "TEXT"], out)
     flagged = sum(r.verdict == "flagged" for r in results if not r.error)
     out.write(f"\n{count(len(results), 'line')}, {flagged} flagged\n")
-
-
-def _preview(event: InferenceEvent) -> str:
-    return input_preview(event.input.text, event.input.features, 80) or "-"
 
 
 def count(n: int, noun: str) -> str:

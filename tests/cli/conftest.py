@@ -34,6 +34,8 @@ def _own_default_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The default store of a command run without --store is the test's own, not whatever
     .inferwatch/store.db the working directory holds (replay reads the baselines set there)."""
     monkeypatch.setenv("INFERWATCH_STORE__PATH", str(tmp_path / "default-store.db"))
+    # Tables fit their last column to the terminal: the same narrow one for every run of the tests.
+    monkeypatch.setenv("COLUMNS", "80")
 
 
 @pytest.fixture

@@ -200,3 +200,24 @@ def test_a_mistyped_option_is_refused_by_its_command_with_the_nearest_one(capsys
         main(["incidents", "list", "--sinse", "2h"])
     assert "inferwatch incidents list: error: unrecognized arguments: --sinse 2h (did you mean --since?)" in (
         capsys.readouterr().err)
+
+
+def test_event_tables_use_the_terminal_width_and_show_a_tabular_answer(capsys, monkeypatch, tmp_path):
+    from inferwatch.collectors.event import EventOutput
+    from inferwatch.detectors.sqlite_store import SQLiteStore
+    from inferwatch.testing import make_event
+
+    path = str(tmp_path / "store.db")
+    features = {f"feature_{i}": 0.125 * i for i in range(8)}
+    db = SQLiteStore(path)
+    db.add_events([make_event(1_767_225_600.0, principal="p_a", model="m", features=features,
+                              output=EventOutput(label="approve"))])
+    db.close()
+    main(["events", "search", "--store", path])
+    narrow = capsys.readouterr().out
+    assert "… (8 features)" in narrow
+    monkeypatch.setenv("COLUMNS", "250")
+    main(["events", "search", "--store", path])
+    wide = capsys.readouterr().out
+    assert "feature_7=0.875 → approve" in wide
+    assert "features)" not in wide
