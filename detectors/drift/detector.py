@@ -46,7 +46,7 @@ events with the large-sample floors.
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -513,9 +513,10 @@ class DriftJudge:
         span = f" over the last {windows} windows" if windows > 1 else ""
         against = f"The last {windows} windows ({current.events} events) together, against" if windows > 1 \
             else "Against"
-        outside = {v.feature: _outside_ids(current, v) for v, _ in drifted
+        outside = {v.feature: _outside(current, v) for v, _ in drifted
                    if isinstance(v.stats, statistics.RangeStats)}
-        leading = [i for ids in outside.values() for i in ids[:OUTSIDE_IDS_NAMED]]
+        leading = [i for found in outside.values() for i in found.ids[:OUTSIDE_IDS_NAMED]]
+        senders = "".join(found.sentence(split_aspect(feature)[0]) for feature, found in outside.items())
         event_ids, trace_ids = _sample_ids(current, leading)
         end = current.end or 0.0
         return Finding(
@@ -527,7 +528,7 @@ class DriftJudge:
             f"({', '.join(_named(f, a) for f, a in list(features.items())[:SUMMARY_FEATURES])}"
             f"{', ...' if len(features) > SUMMARY_FEATURES else ''}){span}",
             summary=f"{against} its {reference.source} reference of {reference.summary.events} events: "
-            + shown + (f"; and {more} more" if more > 0 else ""),
+            + shown + (f"; and {more} more" if more > 0 else "") + senders,
             subject=f"model:{model}",
             time=datetime.fromtimestamp(end, UTC),
             service=current.service,
@@ -612,25 +613,56 @@ def _sample_ids(current: WindowSummary, first: list[str]) -> tuple[list[str], li
 
 
 def _feature_evidence(verdict: catalogue.FeatureVerdict, p_adjusted: float,
-                      outside: list[str] | None) -> dict[str, Any]:
+                      outside: _Outside | None) -> dict[str, Any]:
     found = {**verdict.evidence(), "p_adjusted": p_adjusted}
-    if outside:
-        found["example_event_ids"] = outside
+    if outside is not None and outside.ids:
+        found["example_event_ids"] = outside.ids
+        found["outside_range_sampled"] = outside.sampled
+        found["outside_range_callers"] = outside.callers
     return found
 
 
-def _outside_ids(current: WindowSummary, verdict: catalogue.FeatureVerdict) -> list[str]:
-    """Ids of the sampled events whose value of the verdict's feature lies furthest outside the
-    reference range: where a unit change in one client or code path can be traced to its sender."""
+@dataclass(frozen=True)
+class _Outside:
+    """The sampled events whose value of a feature left the reference range."""
+
+    ids: list[str]
+    """The furthest out (up to :data:`OUTSIDE_IDS`)."""
+    sampled: int
+    """How many sampled events were outside."""
+    callers: dict[str, int]
+    """The principals that sent them, most first (up to :data:`OUTSIDE_CALLERS`; events without
+    a principal left out)."""
+
+    def sentence(self, feature: str) -> str:
+        """``; 41 of 58 sampled values of F outside the range came from principal:p_x`` when one
+        caller sent most of them, else ``""``."""
+        if not self.callers:
+            return ""
+        principal, n = next(iter(self.callers.items()))
+        if n * 2 <= self.sampled:
+            return ""
+        return (f"; {n} of {self.sampled} sampled values of {feature} outside the range came from "
+                f"principal:{principal}")
+
+
+OUTSIDE_CALLERS = 5
+
+
+def _outside(current: WindowSummary, verdict: catalogue.FeatureVerdict) -> _Outside:
+    """The sampled events whose value of the verdict's feature lies outside the reference range,
+    the furthest first, and who sent them: where a unit change in one client or code path, or one
+    caller's unusual queries, can be traced to its sender."""
     stats = verdict.stats
-    if not isinstance(stats, statistics.RangeStats):
-        return []
+    assert isinstance(stats, statistics.RangeStats)
     key, _ = split_aspect(verdict.feature)
     low, high = stats.reference_min, stats.reference_max
-    found = [(max(low - value, value - high), str(row["_id"])) for row in current.rows()
-             if isinstance(value := row.get(key), float) and "_id" in row and not low <= value <= high]
-    found.sort(key=lambda pair: (-pair[0], pair[1]))
-    return [event_id for _, event_id in found[:OUTSIDE_IDS]]
+    rows = [(max(low - value, value - high), row) for row in current.rows()
+            if isinstance(value := row.get(key), float) and "_id" in row and not low <= value <= high]
+    rows.sort(key=lambda pair: (-pair[0], str(pair[1]["_id"])))
+    callers = Counter(str(row["_principal"]) for _, row in rows if "_principal" in row)
+    return _Outside([str(row["_id"]) for _, row in rows[:OUTSIDE_IDS]], len(rows),
+                    dict(callers.most_common(OUTSIDE_CALLERS)))
 
 
 class DriftDetector:

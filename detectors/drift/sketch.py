@@ -482,6 +482,8 @@ class WindowSummary:
             row["_id"] = value.id
             if value.trace_id:
                 row["_trace"] = value.trace_id
+            if value.principal:
+                row["_principal"] = value.principal
             text = value.input.text
             if ngrams is not None and text:
                 prompts.append((h, row, text))

@@ -173,6 +173,27 @@ def test_a_unit_change_in_part_of_the_traffic_is_found_by_the_values_outside_the
     assert found[0][1].event_ids[:3] == named[:3]
 
 
+def test_the_caller_behind_values_outside_the_range_is_named() -> None:
+    """One caller of twenty sends its "c" in thousandths: the finding says who, in the evidence
+    and in the summary (a drift incident's subject is the model, not the caller)."""
+    def with_callers(stream: Iterator[tuple[int, InferenceEvent]]) -> Iterator[tuple[int, InferenceEvent]]:
+        rng = random.Random(7)
+        for w, event in stream:
+            event.principal = f"p_{rng.randrange(20):02d}"
+            if w >= 8 and event.principal == "p_07":
+                event.input.features = {**(event.input.features or {}), "c": event.input.features["c"] * 1000}
+            yield w, event
+
+    found = _drift(_run(_detector(recent_windows=1), with_callers(_stream(10, 400))))
+    assert found
+    finding = found[0][1]
+    judged = finding.evidence["features"]["input.c (outside reference range)"]
+    assert list(judged["outside_range_callers"]) == ["p_07"]
+    assert judged["outside_range_callers"]["p_07"] == judged["outside_range_sampled"] >= 8
+    assert (f"; {judged['outside_range_sampled']} of {judged['outside_range_sampled']} sampled values of "
+            "input.c outside the range came from principal:p_07") in finding.summary
+
+
 def test_a_findings_trace_ids_are_those_of_its_sample_events() -> None:
     def some_in_milli(row: Row, rng: random.Random) -> Row:
         return {**row, "c": row["c"] * 1000} if rng.random() < 0.04 else row
