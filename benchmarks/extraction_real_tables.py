@@ -7,7 +7,8 @@ model is fitted on each real stream of ``shared/datasets/streams`` (a logistic r
 its numeric columns, which gives ``output.label``), and for an hour of 60 s windows:
 
 * ``--callers`` ordinary callers (50) send rows drawn at random from the table, each at its own
-  rate between 2 and 40 a minute;
+  rate between 2 and 40 a minute, and ``--sequential`` more (25) send consecutive rows from a
+  random start, as a client scoring a stream in order does (elec's rows are half-hours);
 * from the 20th window on, attackers send for 30 windows at 20 a minute: Jacobian-style
   augmentation (Papernot et al.: ten seeds from the table, each known point stepped by +-lambda
   standard deviations per feature, lambda 0.05 / 0.1 / 0.3), a line sweep (one feature stepped
@@ -138,7 +139,8 @@ def attacks(table: Table) -> dict[str, Attack]:
             "jacobian 0.3 sd": jacobian(0.3), "line sweep": line, "uniform random": uniform}
 
 
-def events(table: Table, callers: int, seed: int) -> tuple[list[InferenceEvent], dict[str, str]]:
+def events(table: Table, callers: int, seed: int,
+           sequential: int = 0) -> tuple[list[InferenceEvent], dict[str, str]]:
     """The hour's events in time order, and each principal's kind ("ordinary" or the attack)."""
     rng = np.random.default_rng(seed)
     timed: list[tuple[float, str, Matrix]] = []
@@ -152,6 +154,11 @@ def events(table: Table, callers: int, seed: int) -> tuple[list[InferenceEvent],
         kinds[f"app{i:02d}"] = "ordinary"
         n = int(rng.integers(2, 41)) * WINDOWS
         send(f"app{i:02d}", table.rows[rng.integers(len(table.rows), size=n)], 0, WINDOWS)
+    for i in range(sequential):
+        kinds[f"seq{i:02d}"] = "ordinary"
+        n = int(rng.integers(2, 41)) * WINDOWS
+        start = int(rng.integers(len(table.rows) - n))
+        send(f"seq{i:02d}", table.rows[start : start + n], 0, WINDOWS)
     for k, (kind, attack) in enumerate(attacks(table).items()):
         kinds[f"thief{k}"] = kind
         send(f"thief{k}", attack(rng, ATTACK_RATE * ATTACK_WINDOWS), ATTACK_START, ATTACK_WINDOWS)
@@ -180,8 +187,8 @@ def detect(stream: list[InferenceEvent], variant: str) -> list[Finding]:
         query_distances.trimmed_w, query_distances.REPEATED_STEP_SHARE = saved  # type: ignore[misc]
 
 
-def evaluate(table: Table, callers: int, seed: int, variant: str) -> dict[str, Any]:
-    stream, kinds = events(table, callers, seed)
+def evaluate(table: Table, callers: int, seed: int, variant: str, sequential: int = 0) -> dict[str, Any]:
+    stream, kinds = events(table, callers, seed, sequential)
     started = time.perf_counter()
     findings = detect(stream, variant)
     seconds = time.perf_counter() - started
@@ -205,7 +212,8 @@ def evaluate(table: Table, callers: int, seed: int, variant: str) -> dict[str, A
             "signals": found.evidence["signals"],
         }
     return {"table": table.name, "seed": seed, "variant": variant, "events": len(stream),
-            "ordinary_callers": callers,
+            "ordinary_callers": callers + sequential,
+            "ordinary_flagged_sequential": sum(p.startswith("seq") for p in ordinary_flagged),
             "ordinary_flagged": len(ordinary_flagged), "ordinary_lowest_w": min(ordinary_w, default=None),
             "attackers": attackers, "seconds": round(seconds, 1)}
 
@@ -215,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", default=",".join(TABLES), help="comma-separated: elec,weather")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds, one run each")
     parser.add_argument("--callers", type=int, default=50, help="ordinary callers per run (50)")
+    parser.add_argument("--sequential", type=int, default=25,
+                        help="more ordinary callers, sending consecutive rows (25)")
     parser.add_argument("--json", action="store_true", help="one JSON object per run")
     args = parser.parse_args(argv)
     results = []
@@ -222,14 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         table = load(name)
         for seed in (int(s) for s in args.seeds.split(",")):
             for variant in ("ours", "untrimmed W"):
-                result = evaluate(table, args.callers, seed, variant)
+                result = evaluate(table, args.callers, seed, variant, args.sequential)
                 results.append(result)
                 if args.json:
                     print(json.dumps(result), flush=True)
     if args.json:
         return 0
     kinds = list(attacks(load(results[0]["table"])))
-    print("| table | seed | events | test | ordinary callers flagged | lowest W of their findings | "
+    print("| table | seed | events | test | ordinary callers flagged (of them sequential) | "
+          "lowest W of their findings | "
           + " | ".join(kinds) + " | seconds |")
     print("|---|---:|---:|---|---:|---:|" + "---:|" * len(kinds) + "---:|")
     for r in results:
@@ -237,16 +248,18 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['attackers'][k]['queries_until_found']} ({', '.join(r['attackers'][k]['signals'])})")
                  for k in kinds]
         lowest = "-" if r["ordinary_lowest_w"] is None else f"{r['ordinary_lowest_w']:.3f}"
-        print(f"| {r['table']} | {r['seed']} | {r['events']:,} | {r['variant']} | {r['ordinary_flagged']} of "
-              f"{r['ordinary_callers']} | {lowest} | " + " | ".join(cells) + f" | {r['seconds']} |")
+        flagged = f"{r['ordinary_flagged']} of {r['ordinary_callers']} ({r['ordinary_flagged_sequential']})"
+        print(f"| {r['table']} | {r['seed']} | {r['events']:,} | {r['variant']} | {flagged} | {lowest} | "
+              + " | ".join(cells) + f" | {r['seconds']} |")
     print("\nattacker cells: its queries until its first finding (the signals of that finding)")
     for variant in ("ours", "untrimmed W"):
         rows = [r for r in results if r["variant"] == variant]
         caught = sum(a is not None for r in rows for a in r["attackers"].values())
         attackers = sum(len(r["attackers"]) for r in rows)
         flagged = sum(r["ordinary_flagged"] for r in rows)
-        print(f"{variant}: ordinary callers flagged {flagged} of {sum(r['ordinary_callers'] for r in rows)}, "
-              f"attackers caught {caught} of {attackers}")
+        sequential = sum(r["ordinary_flagged_sequential"] for r in rows)
+        print(f"{variant}: ordinary callers flagged {flagged} of {sum(r['ordinary_callers'] for r in rows)} "
+              f"({sequential} of them sending consecutive rows), attackers caught {caught} of {attackers}")
     return 0
 
 

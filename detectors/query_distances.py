@@ -31,10 +31,11 @@ What is kept here, and how it departs from the paper:
   W < 0.6, Jacobian-style augmentation with steps of a tenth of each feature's spread below
   0.85 in 17-60% of judgements (so within a few windows).
 * W leaves out the lowest and highest 1.5 % of the log distances (:func:`trimmed_w`, 2 of
-  128, none below 34). On real tables (the shared ``elec`` and ``weather`` streams: price spikes, long runs of
-  one value, a 48-step time of day) one near-duplicate query, or one far from all of the
-  caller's others, took W of an otherwise normal set below 0.85: 21 of 300 ordinary callers
-  were flagged (``benchmarks/extraction_real_tables.py``), none with the extremes left out.
+  128, none below 34). On real tables (the shared ``elec`` and ``weather`` streams: price
+  spikes, long runs of one value, a 48-step time of day) one near-duplicate query, or one far
+  from all of the caller's others, took W of an otherwise normal set below 0.85: 21 of 300
+  ordinary callers were flagged (``benchmarks/extraction_real_tables.py --sequential 0``), none
+  with the extremes left out.
   Left out so, the lowest natural W over about 8,000 judgements on those two, the iris-like,
   the mixture and the credit-like table was 0.88 (0.84 on a table of four small integers).
 * **Repeated step** (:func:`repeated_share`): augmentation steps every known point by one
