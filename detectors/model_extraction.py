@@ -57,8 +57,9 @@ per window) says have sent about ``track_after`` queries or prompts over the las
 light callers cost nothing each, and a caller's first ``track_after`` or so requests are not
 looked at. Tracked callers live in two LRU maps of ``max_tracked`` keys that drop keys idle for
 ``ttl_s``. Measured with tracemalloc: 2.7 KB per tracked (caller, model) with 4 features,
-6.4 KB with 16 (``4 * query_history`` bytes per feature), 1.4 KB per tracked text caller. Per
-model (at most 1000): the reference of 256 queries and a 4 KiB admission table.
+6.4 KB with 16 (``4 * query_history`` bytes per feature), 1.4 KB per tracked text caller; the
+repeated-step ring (``distance_history`` bytes) added about 0.24 KB to each (caller, model) on
+2026-11-27. Per model (at most 1000): the reference of 256 queries and a 4 KiB admission table.
 """
 
 from __future__ import annotations
