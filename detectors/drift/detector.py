@@ -800,7 +800,7 @@ class DriftDetector:
     def finish(self, end: datetime) -> list[Finding]:
         """End of input: judge what each model carries over (windows short of ``min_events``) at
         ``alpha`` x events / ``min_events``, rather than leave it unjudged. In scale-out mode the
-        judging is the collector's, which carries nothing over here."""
+        judging, and so this, is the summary collector's (:meth:`SummaryCollector.finish`)."""
         if self.publish is not None:
             return []
         return self.judge.finish(end.timestamp())

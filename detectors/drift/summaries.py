@@ -170,6 +170,12 @@ class SummaryCollector:
             self._judged_through = end
         return findings
 
+    def finish(self) -> list[Finding]:
+        """End of input (a batch run's end): judge what each model this member owns carries over
+        (windows short of ``min_events``), as a single process does at the end of a replay."""
+        end = self._judged_through if self._judged_through is not None else self.wall_clock()
+        return self.judge.finish(end)
+
     def commit_positions(self) -> dict[int, int]:
         """Offsets safe to commit once the findings of :meth:`poll` are stored.
 

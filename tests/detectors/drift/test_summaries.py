@@ -49,3 +49,40 @@ def test_a_consumer_that_does_not_say_what_it_owns_commits_what_was_read() -> No
     collector = _collector(Consumer([_marker(0, 4, 60.0), _marker(2, 7, 60.0)], owned=None))
     collector.poll()
     assert collector.commit_positions() == {0: 5, 2: 8}
+
+
+def test_the_end_of_a_batch_run_judges_what_is_carried_over() -> None:
+    """Windows short of min_events are carried over; at the end of input the collector judges
+    them, as a single process does at the end of a replay."""
+    import random
+    from datetime import UTC, datetime
+
+    from inferwatch.detectors.drift.detector import Reference
+    from inferwatch.detectors.drift.sketch import WindowSummary
+    from inferwatch.testing import make_event
+
+    rng = random.Random(3)
+
+    def summary(mean: float, n: int, end: float) -> WindowSummary:
+        window = WindowSummary("m", k=5000, start=end - 60.0)
+        for i in range(n):
+            window.add(make_event(end - 60.0 + i * 60.0 / n, model="m", features={"x": rng.gauss(mean, 1.0)}))
+        window.end = end
+        return window.seal()
+
+    records = []
+    for k, end in enumerate((60.0, 120.0, 180.0)):  # three windows of 300 events: 900 < 1000
+        partial = summary(3.0, 300, end)
+        partial.partitions = {0}
+        value = encode({"format": 1, "type": "partial", "end": end, "summary": partial.to_dict()})
+        records += [BusRecord("iw.summaries", 0, 2 * k, b"m", value), _marker(0, 2 * k + 1, end)]
+    judge = DriftDetector().judge
+    judge.set_reference("m", Reference(summary(0.0, 3000, 0.0), "file", datetime(2026, 1, 1, tzinfo=UTC)))
+    collector = SummaryCollector(OwningConsumer(records, owned={0}), judge, event_partitions=1)
+
+    assert collector.poll() == []  # each window carried: 300, 600, 900 events
+    findings = collector.finish()
+
+    assert [f.detector for f in findings] == ["drift"]
+    assert findings[0].evidence["events"] == 900
+    assert collector.finish() == []  # nothing carried any more
