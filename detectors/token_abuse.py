@@ -9,7 +9,9 @@ Three signals, all per principal (or client address when there is no principal):
   and ``population_factor`` x the window's median.
 * **oversized inputs**, per request — an input of more than ``max_input_tokens`` tokens (or
   estimated tokens) is a finding at once: context stuffing costs the service whatever the
-  caller's history.
+  caller's history. Its input tokens are left out of the window's volume, so one long document
+  pasted is an oversized input (low), not also a token flood (a walk-through's single 144,000-
+  character paste was paged as a high "flood"); many of them raise the incident by count.
 * **harvesting** per window — at least ``min_logprob_requests`` requests asking for
   ``logprobs``/``top_logprobs``, or for ``max_tokens`` of at least ``max_tokens_threshold``,
   making up at least ``min_harvest_ratio`` of the principal's requests. Collecting full
@@ -181,6 +183,8 @@ class TokenAbuseDetector:
         findings = []
         if tokens_in > self.max_input_tokens:
             findings.append(self._oversized_finding(event, subject, tokens_in, estimated_in))
+            # Reported already, as what it is: one document pasted is not also a flood.
+            tokens_in, estimated_in = 0, False
         if subject is None:
             self.unattributed += 1
             return findings

@@ -71,6 +71,10 @@ class _Stream:
     # leave the group without a resolution sent there, drop out, so they count as new should
     # they fire again.
     firing: Mapping[str, _Told] = field(default_factory=dict)
+    # The last notification failed for good (found so at a restart): the integration was told
+    # nothing of it, so the group's state is sent again at its next look, as news. The usual
+    # cause is a receiver misconfigured (a wrong secret or URL) and fixed by a restart.
+    retell: bool = False
 
 
 @dataclass(slots=True)
@@ -147,10 +151,15 @@ class Dispatcher:
             known = self._streams.get(notification.stream)
             if known is not None and known.seq >= notification.seq:
                 continue
+            failed = notification.status == "failed"
+            # A failed notification told nothing: what it carried, resolved alerts included, is
+            # owed again (the resolved ones as resolutions, since the receiver may know them as firing).
+            carried = notification.alerts if failed else notification.firing
             stream = _Stream(
                 seq=notification.seq,
                 last_at=notification.created_at,
-                firing={a.incident_id: (a.severity, a.incident_status) for a in notification.firing},
+                firing={a.incident_id: (a.severity, a.incident_status) for a in carried},
+                retell=failed,
             )
             if stream.firing or keep_idle:
                 self._streams[notification.stream] = stream
@@ -448,6 +457,8 @@ def _next_state(
     ended = [a for a in resolved if a.incident_id in told] if integration.send_resolved else []
     repeat = bool(shown) and before.last_at is not None and now - before.last_at >= repeat_interval
     still = {incident_id: value for incident_id, value in told.items() if incident_id in held}
+    if before.retell and (shown or ended):
+        new |= {a.incident_id for a in shown}  # never delivered: news again
     if new or ended or repeat:
         believed = still | {a.incident_id: (a.severity, a.incident_status) for a in shown}
         # A repeat re-sends the group but is not news: integrations that act per alert

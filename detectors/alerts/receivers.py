@@ -380,6 +380,9 @@ class _HttpTarget:
         retryable = _http_retryable(status)
         retry_after = parse_retry_after(exc.headers.get("Retry-After"), self.clock()) if exc.headers else None
         problem = f"HTTP {status} from {self.where}" + (f": {excerpt}" if excerpt else "")
+        if status in (401, 403):
+            problem += (f" (receiver {self.receiver!r} refused the credentials: check its secret, token or "
+                        "key; once fixed, a restart sends again what failed)")
         return self.error(
             problem, retryable=retryable, retry_after_s=retry_after if retryable else None, context=context
         )

@@ -679,6 +679,40 @@ def test_a_restart_sends_the_resolution_of_an_alert_notified_before_it():
     assert (sent.seq, carried(sent)) == (2, [("a", "resolved")])
 
 
+def test_a_restart_tells_again_what_a_notification_that_failed_for_good_carried():
+    """A receiver misconfigured (a wrong secret: HTTP 401, failed for good) and fixed by a
+    restart: the page it never got is sent again at the group's first look, as news."""
+    first, store, clock = make()
+    first.observe([alert("a"), alert("b")])
+    (lost,) = first.flush(clock.at(30))
+    store.notifications[lost.id] = lost.model_copy(update={"status": "failed", "last_error": "HTTP 401"})
+
+    second = Dispatcher(config_of(BASIC), store, now=clock)
+    second.resume()
+    second.observe([alert("a"), alert("b")])
+    (again,) = second.flush(clock.at(100))
+    assert (again.seq, carried(again)) == (2, [("a", "firing"), ("b", "firing")])
+    assert all(a.changed for a in again.alerts)  # news to the receiver, not a repeat
+    second.observe([alert("a"), alert("b")])
+    assert second.flush(clock.at(400)) == []  # told now: nothing more until something changes
+
+
+def test_a_restart_tells_again_a_resolution_that_failed_for_good():
+    first, store, clock = make()
+    first.observe([alert("a")])
+    first.flush(clock.at(30))
+    first.observe([alert("a", status="resolved", at=clock.at(40))])
+    (lost,) = first.flush(clock.at(330))
+    assert carried(lost) == [("a", "resolved")]
+    store.notifications[lost.id] = lost.model_copy(update={"status": "failed"})
+
+    second = Dispatcher(config_of(BASIC), store, now=clock)
+    second.resume()
+    second.observe([alert("a", status="resolved", at=clock.at(40))])
+    (again,) = second.flush(clock.at(400))
+    assert (again.seq, carried(again)) == (3, [("a", "resolved")])
+
+
 def test_a_failed_save_leaves_the_decision_to_be_taken_again_with_the_same_ids():
     dispatcher, store, clock = make(ACK_CONFIG)
     dispatcher.observe([alert("a")])

@@ -393,6 +393,7 @@ def test_alertmanager_error_hides_credentials(receiver: LocalReceiver) -> None:
     )
     assert "tok-secret-1" not in str(error)
     assert "HTTP 401" in str(error)
+    assert "receiver 'am' refused the credentials: check its secret, token or key" in str(error)
 
 
 def test_send_resolved_false_leaves_resolved_alerts_out(receiver: LocalReceiver) -> None:

@@ -152,6 +152,16 @@ def test_oversized_input_fires_per_request(make_event: Any, run: Any) -> None:
     json.dumps(findings[0].evidence)
 
 
+def test_one_document_pasted_is_an_oversized_input_not_also_a_flood(make_event: Any, run: Any) -> None:
+    """Its input tokens are reported as oversized and left out of the window's volume."""
+    paste = make_event(T0 + 2 * WINDOW + 5, principal="user089", text="word " * 29_000)  # ~36k tokens
+    events = sorted([*traffic(make_event, 3, lambda w: normal_users()), paste], key=lambda e: e.ts)
+
+    findings = run(TokenAbuseDetector(), events)
+
+    assert [(f.subject, f.evidence["signal"]) for f in findings] == [("principal:user089", "oversized_input")]
+
+
 @pytest.mark.parametrize("ask", [{"logprobs": True, "top_logprobs": 20}, {"max_tokens": 16_384}])
 def test_harvesting_fires(make_event: Any, run: Any, ask: dict[str, Any]) -> None:
     def plan(w: int) -> Plan:
