@@ -60,10 +60,17 @@ class _Address:
     capped: bool = False
     service: str = "unknown"
     ids: IdSample = field(default_factory=IdSample)
+    first_ok: bool = False  # the first principal got an answer (not 401/403/429) ...
+    others_ok: set[str] | None = None  # ... and so did these others
 
     @property
     def principals(self) -> set[str]:
         return {self.first, *(self.others or ())} if self.first else set()
+
+    @property
+    def accepted(self) -> set[str]:
+        """Principals that got an answer from this address: keys that worked."""
+        return ({self.first} if self.first_ok else set()) | (self.others_ok or set())
 
     def distinct(self) -> int:
         return (1 if self.first else 0) + len(self.others or ())
@@ -155,10 +162,11 @@ class AuthAbuseDetector:
             tally = self._addresses[address] = _Address(service=event.service)
         tally.requests += 1
         tally.failures += failed
+        new = True
         if not tally.first:
             tally.first = principal
         elif principal == tally.first or (tally.others is not None and principal in tally.others):
-            return
+            new = False
         elif tally.distinct() >= PRINCIPALS_KEPT_FACTOR * self.max_principals_per_ip:
             tally.capped = True
             return
@@ -166,8 +174,15 @@ class AuthAbuseDetector:
             tally.others = {principal}
         else:
             tally.others.add(principal)
-        # One sample id per new principal: the evidence shows the cycling itself.
-        tally.ids.add(event)
+        if not failed:
+            if principal == tally.first:
+                tally.first_ok = True
+            elif tally.others_ok is None:
+                tally.others_ok = {principal}
+            else:
+                tally.others_ok.add(principal)
+        if new:  # one sample id per new principal: the evidence shows the cycling itself
+            tally.ids.add(event)
 
     def close_window(self, end: datetime) -> list[Finding]:
         """Judge every subject and address seen in the window ending at ``end``, then forget them."""
@@ -228,12 +243,15 @@ class AuthAbuseDetector:
         mostly_failing = tally.failures >= 0.5 * tally.requests
         severity: Severity = "high" if multiple >= 5 or mostly_failing else "medium"
         at_least = "at least " if tally.capped else ""
+        accepted = tally.accepted
         evidence: dict[str, Any] = {
             "signal": "shared_address",
             "address": address,
             "distinct_principals": distinct,
             "distinct_principals_capped": tally.capped,
             "sample_principals": sorted(tally.principals)[:MAX_SAMPLE_IDS],
+            "accepted_principals": sorted(accepted)[:MAX_SAMPLE_IDS],
+            "accepted_count": len(accepted),
             "requests": tally.requests,
             "failures": tally.failures,
             "thresholds": {"max_principals_per_ip": self.max_principals_per_ip},
@@ -247,7 +265,9 @@ class AuthAbuseDetector:
             summary=f"{at_least}{distinct} distinct principals sent {tally.requests} requests from "
             f"{address} between {iso_utc(bounds[0])} and {iso_utc(bounds[1])} (threshold "
             f"{self.max_principals_per_ip}); {tally.failures} of them were refused "
-            f"(401/403/429)",
+            f"(401/403/429)"
+            + (f"; {len(accepted)} principal(s) got answers (keys that worked, if this is stuffing: "
+               "evidence accepted_principals)" if accepted and mostly_failing else ""),
             subject=f"ip:{address}",
             bounds=bounds,
             service=tally.service,

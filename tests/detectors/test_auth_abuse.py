@@ -112,6 +112,10 @@ def test_many_principals_from_one_address_fire(make_event: Any, run: Any) -> Non
     assert evidence["failures"] == 120
     assert evidence["thresholds"] == {"max_principals_per_ip": 20}
     assert len(evidence["sample_principals"]) == 20
+    # The keys that worked from there: what to revoke first (the sample above is alphabetical).
+    assert evidence["accepted_principals"] == [f"key{i:03d}" for i in range(5)]
+    assert evidence["accepted_count"] == 5
+    assert "5 principal(s) got answers (keys that worked" in finding.summary
     assert finding.severity == "high"  # most of its requests were refused
     assert "60 principals" in finding.title
     assert len(finding.event_ids) == 20
