@@ -94,7 +94,8 @@ def silence_add(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         matchers = parse_matchers(list(args.matchers))
-        check_labels(matchers)
+        # The checks a routing file's matchers get: a silence no alert could match is refused.
+        notes = check_labels(matchers)
     except ValueError as exc:
         raise SettingsError(f"silence: {exc}") from None
     if all(matches(m, {}) for m in matchers):
@@ -111,6 +112,8 @@ def silence_add(args: argparse.Namespace, settings: Settings) -> int:
         created_by=args.author or getpass.getuser(), comment=args.comment, created_at=now,
     )
     open_store(settings).save_silence(silence)
+    for note in notes:
+        print(f"silence: note: {note}", file=sys.stderr)
     if args.json:
         render.json_line(silence.model_dump(mode="json"))
     else:
@@ -211,12 +214,14 @@ def alerts_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def alerts_check(args: argparse.Namespace, settings: Settings) -> int:
     """Validate the routing file; with labels, show the receivers and group they reach."""
-    from inferwatch.detectors.alerts.config import group_key, load_alerting_config
+    from inferwatch.detectors.alerts.config import group_key, label_problems, load_alerting_config
     from inferwatch.detectors.alerts.notifier import check_senders
 
     path = routing_file(args, settings)
-    config = load_alerting_config(path)
+    config = load_alerting_config(path)  # refuses labels no alert could match, too
     check_senders(config, path)
+    for note in label_problems(config)[1]:
+        print(f"{path}: note: {note}", file=sys.stderr)
     receivers = ", ".join(r.name for r in config.receivers)
     print(f"{path}: valid; receivers: {receivers}; {len(config.inhibit_rules)} inhibition rule(s)")
     if not args.labels:
@@ -230,7 +235,8 @@ def alerts_check(args: argparse.Namespace, settings: Settings) -> int:
         if not sep or not name:
             raise SettingsError(f"{item!r} is not LABEL=VALUE")
         try:
-            check_labels([Matcher(name=name, op="=", value=value)])
+            for note in check_labels([Matcher(name=name, op="=", value=value)]):
+                print(f"alerts check: note: {note}", file=sys.stderr)
         except ValueError as exc:
             raise SettingsError(f"alerts check: {exc}") from None
         labels[name] = value

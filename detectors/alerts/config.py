@@ -38,6 +38,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -51,7 +52,17 @@ from inferwatch.detectors.alerts.integrations import (
     SlackConfig,
     WebhookConfig,
 )
-from inferwatch.detectors.alerts.matchers import all_match, check_regexes, parse_matchers, quote
+from inferwatch.detectors.alerts.matchers import (
+    all_match,
+    check_regexes,
+    format_matcher,
+    known_detectors,
+    label_name_problem,
+    matcher_notes,
+    matcher_problem,
+    parse_matchers,
+    quote,
+)
 from inferwatch.detectors.alerts.model import IntegrationKind, Matcher
 
 # Alertmanager's defaults, in seconds.
@@ -99,6 +110,22 @@ def parse_duration(value: object) -> float:
         f"invalid duration {value!r}: use a number of seconds or units from largest to smallest "
         "such as 30s, 5m, 4h, 1d or 1h30m (units: y w d h m s ms)"
     )
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` as the file would write it: ``4h``, ``1h30m``, ``90s``, ``2.5s``.
+
+    >>> format_duration(14400), format_duration(5400), format_duration(14700), format_duration(2.5)
+    ('4h', '1h30m', '4h5m', '2.5s')
+    """
+    if seconds != int(seconds):
+        return f"{seconds:g}s"
+    rest, out = int(seconds), ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            out += f"{rest // size}{unit}"
+            rest %= size
+    return out or "0s"
 
 
 # Seconds, written as a Prometheus duration or a number.
@@ -246,6 +273,14 @@ def _resolve(route: Route, parent: RouteMatch, path: str) -> RouteMatch:
     )
 
 
+def _resolved_routes(route: Route, parent: RouteMatch = _DEFAULTS, path: str = "0") -> Iterator[RouteMatch]:
+    """Every route of the tree with its settings resolved through inheritance, parents first."""
+    here = _resolve(route, parent, path)
+    yield here
+    for index, child in enumerate(route.routes):
+        yield from _resolved_routes(child, here, f"{path}.{index}")
+
+
 def _match(route: Route, labels: Mapping[str, str], parent: RouteMatch, path: str) -> list[RouteMatch]:
     if not all_match(route.matchers, labels):
         return []
@@ -305,7 +340,11 @@ class InhibitRule(BaseModel):
 
 
 class AlertingConfig(BaseModel):
-    """The whole routing file."""
+    """The whole routing file.
+
+    Validated with ``context={"detectors": names}`` (as :func:`load_alerting_config` does), the
+    labels it names are checked as well (:func:`label_problems`); without, only its shape is.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -314,8 +353,11 @@ class AlertingConfig(BaseModel):
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _references(self) -> AlertingConfig:
-        problems = _root_problems(self.route) + _receiver_problems(self)
+    def _references(self, info: ValidationInfo) -> AlertingConfig:
+        problems = _root_problems(self.route) + _receiver_problems(self) + _ends_at_problems(self)
+        context = info.context if isinstance(info.context, dict) else {}
+        if "detectors" in context:  # as loaded from a file: the labels it names are checked too
+            problems += label_problems(self, context["detectors"])[0]
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -358,6 +400,90 @@ def _receiver_problems(config: AlertingConfig) -> list[str]:
     return problems
 
 
+def _ends_at_problems(config: AlertingConfig) -> list[str]:
+    """An Alertmanager integration whose ``endsAt`` would pass before the group is posted again.
+
+    An unchanged group still firing is notified again at the first ``group_interval`` look after
+    ``repeat_interval``; an ``ends_at_after_s`` not longer than both together lets Alertmanager
+    resolve alerts that still fire (and fire them again at the next post).
+    """
+    first: dict[str, int] = {}
+    for index, receiver in enumerate(config.receivers):
+        first.setdefault(receiver.name, index)
+    longest: dict[str, RouteMatch] = {}  # receiver -> the route sending to it that repeats last
+    for route in _resolved_routes(config.route):
+        known = longest.get(route.receiver)
+        if route.receiver in first and (
+                known is None or route.repeat_interval + route.group_interval
+                > known.repeat_interval + known.group_interval):
+            longest[route.receiver] = route
+    problems = []
+    for name, route in longest.items():
+        index = first[name]
+        needed = route.repeat_interval + route.group_interval
+        for position, integration in enumerate(config.receivers[index].alertmanager_configs):
+            if integration.ends_at_after_s <= needed:
+                ends = integration.ends_at_after_s
+                problems.append(
+                    f"receivers[{index}].alertmanager_configs[{position}].ends_at_after_s: "
+                    f"{ends:g} ({format_duration(ends)}) is not longer than the repeat_interval "
+                    f"({format_duration(route.repeat_interval)}) plus group_interval "
+                    f"({format_duration(route.group_interval)}) of {_route_where(route.path)}, which sends "
+                    f"to {name!r}: Alertmanager would resolve alerts that still fire before they are posted "
+                    f"again; set it above {needed:g} ({format_duration(needed)}) with room for retries "
+                    "(the default is 86400, a day), or shorten that repeat_interval"
+                )
+    return problems
+
+
+def label_problems(
+        config: AlertingConfig, detectors: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """``(errors, notes)`` about the labels the file names, each ``place: what``.
+
+    Errors: a matcher (of a route or an inhibition rule) no alert could match as meant, or a
+    ``group_by`` / ``equal`` label no alert carries (see
+    :func:`~inferwatch.detectors.alerts.matchers.matcher_problem`): such a route or rule would
+    silently never apply. Notes: detector names not installed here (a plug-in installed only where
+    the detectors run is fine). ``detectors``: the detector names to know (default: installed).
+
+    >>> config = AlertingConfig.model_validate({
+    ...     "route": {"receiver": "team", "group_by": ["principal"],
+    ...               "routes": [{"matchers": ['sevrity=~"high|critical"']}]},
+    ...     "receivers": [{"name": "team"}]})
+    >>> for line in label_problems(config, detectors=[])[0]: print(line)
+    route.group_by: no alert has a label 'principal' (did you mean 'subject'?); alerts carry ...
+    route.routes[0].matchers: sevrity=~"high|critical": no alert has a label 'sevrity' (did you mean ...
+    """
+    known = known_detectors() if detectors is None else detectors
+    errors: list[str] = []
+    notes: list[str] = []
+
+    def matchers(where: str, found: Sequence[Matcher]) -> None:
+        for matcher in found:
+            text = format_matcher(matcher)
+            problem = matcher_problem(matcher, known)
+            if problem:
+                shown = problem if problem.startswith(text) else f"{text}: {problem}"
+                errors.append(f"{where}: {shown}")
+            notes.extend(f"{where}: {text}: {note}" for note in matcher_notes(matcher, known))
+
+    def names(where: str, found: Sequence[str]) -> None:
+        for name in found:
+            problem = None if name == GROUP_BY_ALL else label_name_problem(name)
+            if problem:
+                errors.append(f"{where}: {problem}")
+
+    for path, route in config.route.walk():
+        where = _route_where(path)
+        matchers(f"{where}.matchers", route.matchers)
+        names(f"{where}.group_by", route.group_by or [])
+    for index, rule in enumerate(config.inhibit_rules):
+        matchers(f"inhibit_rules[{index}].source_matchers", rule.source_matchers)
+        matchers(f"inhibit_rules[{index}].target_matchers", rule.target_matchers)
+        names(f"inhibit_rules[{index}].equal", rule.equal)
+    return errors, notes
+
+
 def _route_where(path: str) -> str:
     """``0.1.0`` → ``route.routes[1].routes[0]`` (how the file spells that route)."""
     return "route" + "".join(f".routes[{part}]" for part in path.split(".")[1:])
@@ -373,8 +499,10 @@ def load_alerting_config(path: str | Path, *, environ: Mapping[str, str] | None 
 
     ``${VAR}`` and ``${VAR:-default}`` in string values come from ``environ`` (default: the
     process environment; the default applies when the variable is unset or empty); ``$${``
-    writes a literal ``${``. Raises :class:`AlertingConfigError` naming the file and the place
-    in it of every problem found.
+    writes a literal ``${``. Beyond the file's shape, the labels it names are checked
+    (:func:`label_problems`): a matcher, ``group_by`` or ``equal`` that no alert could satisfy as
+    meant is an error, as a route that would silently never match. Raises
+    :class:`AlertingConfigError` naming the file and the place in it of every problem found.
     """
     file = Path(path)
     try:
@@ -392,7 +520,7 @@ def load_alerting_config(path: str | Path, *, environ: Mapping[str, str] | None 
     if problems:
         raise AlertingConfigError("\n".join(f"{path}: {problem}" for problem in problems))
     try:
-        return AlertingConfig.model_validate(expanded)
+        return AlertingConfig.model_validate(expanded, context={"detectors": known_detectors()})
     except ValidationError as exc:
         raise AlertingConfigError(_describe(exc, str(path))) from None
 
