@@ -162,11 +162,15 @@ def test_notes_on_columns_that_would_make_ordinary_traffic_drift(capsys, tmp_pat
     assert "identifier" not in err
 
 
-def test_notes_from_the_stored_traffic_a_wrong_model_and_columns_never_sent(capsys, tmp_path, store):
+def _stored(store: str, events: list) -> None:
     db = SQLiteStore(store)
-    db.add_events([make_event(1_767_225_600.0 + i, model="elec", features={"x": i, "y": 1.0})
-                   for i in range(30)])
+    db.add_events(events)
     db.close()
+
+
+def test_notes_from_the_stored_traffic_a_wrong_model_and_columns_never_sent(capsys, tmp_path, store):
+    _stored(store, [make_event(1_767_225_600.0 + i, model="elec", features={"x": i, "y": 1.0})
+                    for i in range(30)])
     path = tmp_path / "base.csv"
     path.write_text("id,x,y\n" + "".join(f"{i},{i % 5},{i % 3}\n" for i in range(50)))
     assert main(["baseline", "set", "--model", "Elec", str(path), "--store", store]) == 0
@@ -181,10 +185,10 @@ def test_notes_from_the_stored_traffic_a_wrong_model_and_columns_never_sent(caps
 def test_labels_and_inputs_the_events_carry_as_text_are_read_as_text(capsys, tmp_path, store):
     """Labels written 0/1 in a CSV are the categories "0"/"1" of live events (always); an input
     column of numbers that the model's events carry as text is read as text, with a note."""
-    db = SQLiteStore(store)
-    db.add_events([make_event(1_767_225_600.0 + i, model="elec", features={"x": float(i), "zone": str(i % 4)},
-                              output=EventOutput(label=str(i % 2))) for i in range(40)])
-    db.close()
+    _stored(store, [make_event(1_767_225_600.0 + i, model="elec",
+                               features={"x": float(i), "zone": str(i % 4)},
+                               output=EventOutput(label=str(i % 2)))
+                    for i in range(40)])
     path = tmp_path / "base.csv"
     path.write_text("x,zone,output.label\n" + "".join(f"{i},{i % 4},{i % 2}\n" for i in range(50)))
     assert main(["baseline", "set", "--model", "elec", str(path), "--store", store]) == 0
@@ -193,6 +197,5 @@ def test_labels_and_inputs_the_events_carry_as_text_are_read_as_text(capsys, tmp
     assert "numbers written as text" not in err  # read so on purpose
     assert main(["baseline", "show", "--model", "elec", "--store", store, "--json"]) == 0
     record = json_lines(capsys.readouterr().out)[0]
-    kinds = {key: kind for key, kind, _ in SQLiteStore(store).load_reference("elec").features()}
+    kinds = {key: value["type"] for key, value in record["features"].items()}
     assert kinds == {"input.x": "numeric", "input.zone": "categorical", "output.label": "categorical"}
-    assert record["model"] == "elec"
