@@ -210,7 +210,9 @@ class OutputLeakDetector:
     ``system_prompt`` whose word 8-grams are looked for; ``system_prompt_overlap`` share of
     those 8-grams that flags (0.3) and ``system_prompt_min_ngrams`` count that flags whatever
     the share (20); ``allowed_domains`` hosts (and their subdomains) whose images and links are
-    never exfiltration; ``entropy_threshold`` bits per character of a generic secret token (3.5);
+    never exfiltration; ``allowed_contacts`` e-mail addresses (``help@example.com``, or a whole
+    domain as ``@example.com``) and phone numbers the model is meant to give out (a support desk),
+    never personal data; ``entropy_threshold`` bits per character of a generic secret token (3.5);
     ``max_chars`` scanned per text, half at the head and half at the tail (50_000);
     ``confident`` score at which one response is enough (0.7) — a lone response below it (a
     single e-mail address or phone number, say) is held until the same caller's responses leak
@@ -228,6 +230,7 @@ class OutputLeakDetector:
         system_prompt_overlap: float = 0.3,
         system_prompt_min_ngrams: int = 20,
         allowed_domains: list[str] | None = None,
+        allowed_contacts: list[str] | None = None,
         entropy_threshold: float = 3.5,
         max_chars: int = 50_000,
         confident: float = 0.7,
@@ -241,6 +244,9 @@ class OutputLeakDetector:
         self.system_prompt_overlap = system_prompt_overlap
         self.system_prompt_min_ngrams = system_prompt_min_ngrams
         self.allowed_domains = tuple(d.lower().lstrip(".") for d in allowed_domains or [])
+        contacts = [c.strip().lower() for c in allowed_contacts or [] if c.strip()]
+        self._allowed_emails = tuple(c for c in contacts if "@" in c)
+        self._allowed_phones = frozenset(_compact(c) for c in contacts if "@" not in c)
         self.entropy_threshold = entropy_threshold
         self.max_chars = max_chars
         self.confident = confident
@@ -271,6 +277,15 @@ class OutputLeakDetector:
         """Nothing to do at a window boundary: findings are per response."""
         return []
 
+    def _allowed_contact(self, kind: str, value: str) -> bool:
+        """Whether ``value`` is one of ``allowed_contacts`` (an e-mail address, or in an allowed
+        ``@domain``; a phone number, whatever its spacing)."""
+        if kind == "email":
+            address = value.lower()
+            return any(address == c or (c.startswith("@") and address.endswith(c))
+                       for c in self._allowed_emails)
+        return kind == "phone" and _compact(value) in self._allowed_phones
+
     def _secrets_and_pii(self, scan: _Scan) -> None:
         text = scan.output
         for span in find_sensitive(text):
@@ -282,7 +297,9 @@ class OutputLeakDetector:
                 kind = "jwt"
             elif span.kind == "private_key":
                 kind, value = "private_key", value.split("-----")[1]
-            if kind is not None:
+            if kind is not None and self._allowed_contact(kind, value):
+                scan.claim(span.start, span.end)  # the support desk's address: meant to be given out
+            elif kind is not None:
                 scan.add(kind, value, span.start, span.end,
                          masked=f"-----{value}-----" if kind == "private_key" else None)
             elif span.kind in ("vendor_key", "jwt"):  # a test key or an AWS user id: not a token

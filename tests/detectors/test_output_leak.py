@@ -230,6 +230,17 @@ def test_allowed_domains_and_their_subdomains_are_exempt(allowed: list[str]) -> 
     assert kinds(EXFIL_IMAGE, allowed_domains=["other.example"]) == {"markdown_image": 1}
 
 
+def test_allowed_contacts_are_not_personal_data_and_nothing_else_is_exempt() -> None:
+    """The support desk's address and phone, which the model is meant to give out."""
+    output = ("Write to Help@Example.com or call +44 20 7946 0958. "
+              "Jane is at jane.doe@gmail.com, +44 20 7946 0000.")
+    assert kinds(output) == {"email": 2, "phone": 2}
+    allowed = kinds(output, allowed_contacts=["help@example.com", "+44 (0)20 7946 0958", "+442079460958"])
+    assert allowed == {"email": 1, "phone": 1}
+    assert kinds("Mail billing@example.com or help@example.com.", allowed_contacts=["@example.com"]) == {}
+    assert kinds("Mail billing@example.com.", allowed_contacts=["@example.org"]) == {"email": 1}
+
+
 @pytest.mark.parametrize(
     "output",
     [
