@@ -97,7 +97,7 @@ class DetectorService:
                 # stored and committed now, not left read but undetected.
                 self._close_idle_window(now, final=True)
                 if self.drift is not None:
-                    self._finish_drift()
+                    self._judge_drift(final=True)
                 break
         return self.stats
 
@@ -141,23 +141,14 @@ class DetectorService:
             self._judge_drift()
         return len(records)
 
-    def _judge_drift(self) -> None:
+    def _judge_drift(self, *, final: bool = False) -> None:
+        # Judge what has arrived; with ``final`` (the end of a batch run) also what the models
+        # this member owns carry over (windows short of min_events): nothing else would judge them.
         drift = self.drift
         assert drift is not None
         batch = Batch([], [])
         self._retry("drift_poll", lambda: batch.findings.extend(drift.poll()))
-        if batch.findings:
-            self._retry("store", lambda: self._store(batch))
-        self._retry("drift_commit", drift.commit)
-
-    def _finish_drift(self) -> None:
-        # Judge what has arrived, then what the models this member owns carry over (windows
-        # short of min_events): at the end of a batch run nothing else would judge them.
-        drift = self.drift
-        assert drift is not None
-        batch = Batch([], [])
-        self._retry("drift_poll", lambda: batch.findings.extend(drift.poll()))
-        finish = getattr(drift, "finish", None)  # test doubles may leave it out
+        finish = getattr(drift, "finish", None) if final else None  # test doubles may leave it out
         if finish is not None:
             batch.findings.extend(finish())
         if batch.findings:

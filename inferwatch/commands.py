@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from types import FrameType
 
 from inferwatch import render
-from inferwatch.collectors.event import event_to_dict
+from inferwatch.collectors.event import InferenceEvent, event_to_dict
 from inferwatch.collectors.settings import Settings
 from inferwatch.detectors.drift.reference import ReferenceRecord, column_names
 from inferwatch.detectors.incidents import Incident, IncidentManager, no_such_incident
@@ -289,7 +289,8 @@ def baseline_set(args: argparse.Namespace, settings: Settings) -> int:
     try:
         record, notes = file_reference(args.file, args.model, created=datetime.now(UTC),
                                        model_version=args.model_version, max_rows=args.max_rows)
-        as_text = _numbers_sent_as_text(store, record)
+        recent = _recent_events(store, record.model)
+        as_text = _numbers_sent_as_text(recent, record)
         if as_text:  # read those columns again, as text: as the events carry them
             record, notes = file_reference(args.file, args.model, created=datetime.now(UTC),
                                            model_version=args.model_version, max_rows=args.max_rows,
@@ -304,7 +305,7 @@ def baseline_set(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     replaced = store.load_reference(args.model)
     store.save_reference(record)
-    notes += _traffic_notes(store, record)
+    notes += _traffic_notes(store, record, recent)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
@@ -324,17 +325,21 @@ TRAFFIC_CHECKED = 500
 """Recent stored events a new baseline is checked against (a wrong --model, columns never sent)."""
 
 
-def _numbers_sent_as_text(store: Store, record: ReferenceRecord) -> dict[str, str]:
+def _recent_events(store: Store, model: str) -> list[InferenceEvent] | None:
+    """The model's latest stored events; ``None`` when the store keeps none (or refuses the search)."""
+    try:
+        return store.search_events(EventQuery(model=model, limit=TRAFFIC_CHECKED))
+    except Exception:  # a store that keeps no events (or refuses the search) has nothing to say
+        return None
+
+
+def _numbers_sent_as_text(recent: list[InferenceEvent] | None, record: ReferenceRecord) -> dict[str, str]:
     """Input columns that are numbers in the baseline but text in nine tenths or more of the
-    model's latest events that have them (at least 10), each with an example value."""
+    model's ``recent`` events that have them (at least 10), each with an example value."""
     from inferwatch.detectors.drift.sketch import input_features
 
     numeric = {key for key, kind, _ in record.features() if kind == "numeric" and key.startswith("input.")}
-    if not numeric:
-        return {}
-    try:
-        recent = store.search_events(EventQuery(model=record.model, limit=TRAFFIC_CHECKED))
-    except Exception:  # a store that keeps no events has nothing to say
+    if not numeric or not recent:
         return {}
     seen: dict[str, list[float | str]] = {}
     for event in recent:
@@ -349,13 +354,14 @@ def _numbers_sent_as_text(store: Store, record: ReferenceRecord) -> dict[str, st
     return found
 
 
-def _traffic_notes(store: Store, record: ReferenceRecord) -> list[str]:
-    """What the store's recent events say about a baseline just set: no traffic of that model
-    while others have some (a typo in --model), or columns the model's events never carry."""
+def _traffic_notes(store: Store, record: ReferenceRecord, recent: list[InferenceEvent] | None) -> list[str]:
+    """What the store's ``recent`` events of the model say about a baseline just set: no traffic
+    of that model while others have some (a typo in --model), or columns its events never carry."""
+    if recent is None:
+        return []
     try:
-        recent = store.search_events(EventQuery(model=record.model, limit=TRAFFIC_CHECKED))
         latest = [] if recent else store.search_events(EventQuery(limit=TRAFFIC_CHECKED))
-    except Exception:  # a store that keeps no events (or refuses the search) has nothing to say
+    except Exception:  # a store that refuses the search has nothing to say
         return []
     if not recent:
         others = Counter(e.model or "(none)" for e in latest)
