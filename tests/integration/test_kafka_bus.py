@@ -110,9 +110,13 @@ def test_two_consumers_in_one_group_share_the_partitions(bus: KafkaBus) -> None:
     one, two = bus.consumer("pair"), bus.consumer("pair")
     got: dict[str, list[BusRecord]] = {"one": [], "two": []}
     deadline = time.monotonic() + 60
-    # join both before producing, so no record is read before the group settles
-    while time.monotonic() < deadline and not (one.assignment() and two.assignment()
-                                               and len(one.assignment() | two.assignment()) == 4):
+    # join both before producing, so no record is read before the group settles: settled means
+    # both hold partitions, none twice (one may still hold all four until it sees the rebalance)
+    def settled() -> bool:
+        mine, theirs = one.assignment(), two.assignment()
+        return bool(mine) and bool(theirs) and mine.isdisjoint(theirs) and len(mine | theirs) == 4
+
+    while time.monotonic() < deadline and not settled():
         got["one"].extend(one.poll(100, 0.2))
         got["two"].extend(two.poll(100, 0.2))
     assert one.assignment()
