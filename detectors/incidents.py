@@ -149,6 +149,27 @@ def fingerprint(detector: str, subject: str, model: str | None, bucket: int) -> 
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+_MODELS_MATCHED = 8
+
+
+def models_to_match(finding: Finding) -> list[str | None]:
+    """The models whose active incident ``finding`` belongs to, the first match winning: its own,
+    then, for a per-caller window finding (``models`` in its evidence), the models it spans.
+
+    Such a finding names the model only when the caller used one in that window (``None`` when
+    several), so a caller moving between one model and several would otherwise split one
+    continuing problem into two incidents. A finding of several models joins the open incident
+    of any of them; a finding of one model joins an open incident of several.
+    """
+    models = finding.evidence.get("models")
+    if not isinstance(models, list):
+        return [finding.model]
+    if finding.model is not None:
+        return [finding.model, None]
+    named = [m for m in models[:_MODELS_MATCHED] if isinstance(m, str)]
+    return [None, *named]
+
+
 def finding_digest(finding: Finding) -> str:
     """``<event time>:<hash>``: identity of one finding, with its time so that a digest
     forgotten to keep the list short still leaves a floor below which findings are known."""
@@ -267,14 +288,18 @@ class IncidentManager:
         return _merge(existing, finding)
 
     def _active_for(self, finding: Finding, pending: dict[str, Incident]) -> Incident | None:
-        for incident in reversed(pending.values()):
-            if (incident.detector, incident.subject, incident.model) == (
-                finding.detector,
-                finding.subject,
-                finding.model,
-            ) and incident.status in ACTIVE:
-                return incident
-        return self.store.find_active(finding.detector, finding.subject, finding.model)
+        for model in models_to_match(finding):
+            for incident in reversed(pending.values()):
+                if (incident.detector, incident.subject, incident.model) == (
+                    finding.detector,
+                    finding.subject,
+                    model,
+                ) and incident.status in ACTIVE:
+                    return incident
+            found = self.store.find_active(finding.detector, finding.subject, model)
+            if found is not None:
+                return found
+        return None
 
     def acknowledge(self, incident_id: str, actor: str, note: str | None = None) -> Incident:
         """Mark an open incident as being handled by ``actor``."""

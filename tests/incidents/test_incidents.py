@@ -15,7 +15,8 @@ def finding(minutes: float = 0, *, subject="principal:p1", severity="medium", ev
     return Finding(
         detector=kw.pop("detector", "request_rate"), kind=kind, severity=severity, score=score,
         title=kw.pop("title", "flood"), summary="many requests", subject=subject,
-        time=T0 + timedelta(minutes=minutes), model="m", service="svc", event_ids=list(events),
+        time=T0 + timedelta(minutes=minutes), model=kw.pop("model", "m"), service="svc",
+        event_ids=list(events),
         evidence=kw.pop("evidence", {"count": 1}), **kw,
     )
 
@@ -249,3 +250,33 @@ def test_history_names_the_finding_that_opened_and_escalated_it_when_later_ones_
     notes = [(h.action, h.note) for h in inc.history]
     assert notes == [("opened", "medium: markdown image to evil.example (score 0.60)"),
                      ("escalated", "critical: private key in output (score 0.60)")]
+
+
+def window(minutes: float, models: list[str], events: tuple[str, ...]) -> Finding:
+    """A per-caller window finding as ``state.window_finding`` makes it: the model named only
+    when the caller used one in the window, every model in the evidence."""
+    return finding(minutes, events=events, detector="scraping", evidence={"models": models},
+                   model=None if len(models) != 1 else models[0])
+
+
+def test_a_caller_moving_between_one_model_and_several_stays_one_incident(manager):
+    ids = [manager.apply([window(m, models, (f"e{m}",))])[0].id
+           for m, models in ((0, ["chat"]), (1, ["chat", "embed"]), (2, ["chat"]), (3, ["embed", "chat"]))]
+    assert len(set(ids)) == 1
+    incidents = manager.store.list_incidents(IncidentQuery())
+    assert [(i.model, i.count) for i in incidents] == [("chat", 4)]
+
+
+def test_several_models_first_then_one_joins_that_incident(manager):
+    first = manager.apply([window(0, ["chat", "embed"], ("e0",))])[0]
+    assert first.model is None
+    assert manager.apply([window(1, ["embed"], ("e1",))])[0].id == first.id
+
+
+def test_a_caller_on_another_model_alone_is_another_incident(manager):
+    chat = manager.apply([window(0, ["chat"], ("e0",))])[0]
+    embed = manager.apply([window(1, ["embed"], ("e1",))])[0]
+    assert chat.id != embed.id
+    # and per-request findings (no models in their evidence) match their own model only
+    other = manager.apply([finding(2, detector="scraping", model=None, events=("e2",))])[0]
+    assert other.id not in (chat.id, embed.id)
