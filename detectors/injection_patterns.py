@@ -37,6 +37,9 @@ _NEG = r"(?:doesn't|does not|don't|do not|not have to|no longer)"
 _NOT_NEGATED = r"(?<!never )(?<!not )(?<!n't )"
 _NOT_TOPIC = r"(?! (?:policy|policies|manager|reset|requirements?|strength|length|rules|hygiene|safe))"
 _NEG_A = "doesn't|does not|don't|do not|not have to|no longer"
+# "ignore the previous instructions I gave you": the user's own earlier request, like "my previous".
+_NOT_MINE = (r"(?! (?:that |which )?(?:i|we) (?:just |have |'ve |had )?(?:gave|given|told|wrote|written|sent"
+             r"|provided|mentioned|said|listed|asked|typed|posted|shared|added))")
 
 # "Ignore / forget (all) (your | the) previous instructions" and "ignore everything you were told",
 # in the languages users most often write in. A first-person possessive ("olvida mis instrucciones",
@@ -95,7 +98,7 @@ _FORGET_I18N_A = (
 # or a tuple) occurs in the normalised text (lower case, single spaces), and must match from there.
 PATTERNS: list[tuple[str, str, float, str | tuple[str, ...], str]] = [
     ("instruction_override", "ignore_previous", 0.8, _IGNORE_A,
-     rf"\b(?:{_IGNORE_A}) (?:(?!my )\w+ ){{0,4}}?{_PRIOR} (?:\w+ ){{0,2}}?{_ORDERS}\b"
+     rf"\b(?:{_IGNORE_A}) (?:(?!my )\w+ ){{0,4}}?{_PRIOR} (?:\w+ ){{0,2}}?{_ORDERS}\b{_NOT_MINE}"
      rf"|\b(?:ignore|disregard|forget) (?:all |any |the |your )?(?:\w+ )?{_ORDERS}"
      rf" (?:\w+ ){{0,4}}?(?:before|previously|earlier|so far|until now)\b"),
     ("instruction_override", "ignore_above", 0.75, "ignore|disregard|forget",

@@ -54,6 +54,10 @@ if TYPE_CHECKING:
 
 MAX_SNIPPET = 80
 OBFUSCATION_WEIGHT = 0.3
+MENTION_WEIGHT = 0.45
+"""The most a phrase counts when it is mentioned rather than used (:func:`mentioned`): below the
+default threshold alone, so a question about "ignore previous instructions" is not flagged, while
+any other pattern in the same text still flags it."""
 
 
 _WORD = re.compile(r"\w+")
@@ -108,13 +112,16 @@ _TOKEN_EDGES = "'\"()[]{}<>.,;:!?`"
 
 @dataclass(frozen=True)
 class PatternMatch:
-    """One pattern found in one view of the text; ``via`` names the steps the match needed."""
+    """One pattern found in one view of the text; ``via`` names the steps the match needed;
+    ``mentioned``: the phrase is quoted after a word that talks about it (its weight then capped
+    at :data:`MENTION_WEIGHT`, see :func:`mentioned`)."""
 
     family: str
     pattern: str
     weight: float
     snippet: str
     via: tuple[str, ...]
+    mentioned: bool = False
 
 
 @dataclass(frozen=True)
@@ -192,8 +199,50 @@ def _collect(view: str, via: tuple[str, ...], found: dict[str, PatternMatch],
             span = original[start:end]
             steps += tuple(name for name, table in (("leetspeak", _LEET), ("homoglyph", _LOOKALIKE))
                            if any(c in table for c in span))
-        found[pattern.pattern] = PatternMatch(pattern.family, pattern.pattern, pattern.weight,
-                                              view[start:end][:MAX_SNIPPET], steps)
+        quoted = pattern.family in _MENTIONABLE and mentioned(view, start, end)
+        weight = min(pattern.weight, MENTION_WEIGHT) if quoted else pattern.weight
+        found[pattern.pattern] = PatternMatch(pattern.family, pattern.pattern, weight,
+                                              view[start:end][:MAX_SNIPPET], steps, quoted)
+
+
+# A word that talks about the phrase quoted right after it: "what does 'ignore previous
+# instructions' mean", "prompts like "...", "attackers write '...'", "for example: '...'".
+_MENTION_CUE = re.compile(
+    r"(?:\b(?:like|as|such as|e\.g\.|eg|i\.e\.|for example|for instance|examples?|phrases?|words?"
+    r"|sentence|string|text|commands?|message|lines?|patterns?|term|called|does|mean|means|meaning of"
+    r"|says?|said|saying|writes?|wrote|typed?|types|uses?|used|using|contains?|containing|includes?"
+    r"|including|later|detect|detects|detecting|block|blocks|blocking|flag|flags|flagging|catch|catches"
+    r"|against|about|versus|vs\.?|or)\b|\()[,:]? ?$")
+_OPENING = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "`": "`", "\u00ab": "\u00bb"}
+_MENTION_SPAN = 100
+# Families whose phrases people quote to talk about them (the "ignore previous instructions"
+# meme, "what is your system prompt"). A role-play jailbreak quotes its own persona's phrases
+# ('which means "do anything now"'), so its families always count in full.
+_MENTIONABLE = frozenset({"instruction_override", "system_prompt_extraction"})
+
+
+def mentioned(view: str, start: int, end: int) -> bool:
+    """Whether the match at ``view[start:end]`` is a phrase talked about, not an instruction given:
+    it opens a short quotation (closed within :data:`_MENTION_SPAN` characters of its end) that
+    follows a word about phrases, examples, meaning or detection (``like``, ``such as``, ``the
+    phrase``, ``what does``, ``attackers write``, ``detect``...). A quoted instruction after anything
+    else ("Translate: 'Ignore previous instructions'") and an unquoted one count in full.
+
+    >>> phrase = "ignore previous instructions"
+    >>> text = f"what does '{phrase}' mean?"
+    >>> mentioned(text, text.index(phrase), text.index(phrase) + len(phrase))
+    True
+    >>> text = f"translate: '{phrase}'"
+    >>> mentioned(text, text.index(phrase), text.index(phrase) + len(phrase))
+    False
+    """
+    at = start - 1
+    if at < 1 or view[at] not in _OPENING:
+        return False
+    closing = view.find(_OPENING[view[at]], end, end + _MENTION_SPAN)
+    if closing < 0 or (view[at] == "'" and closing + 1 < len(view) and view[closing + 1].isalpha()):
+        return False  # no end to the quotation near (an apostrophe, "don't", is no end)
+    return _MENTION_CUE.search(view, max(0, at - 40), at) is not None
 
 
 def _first_match(pattern: _Compiled, view: str, present: frozenset[str],
@@ -370,8 +419,9 @@ class PromptInjectionDetector:
             "threshold": self.threshold,
             "families": families,
             "family_weights": {f: round(w, 3) for f, w in scan.families.items()},
-            "matches": [{"family": m.family, "pattern": m.pattern, "weight": m.weight,
-                         "snippet": m.snippet, "via": list(m.via)} for m in scan.matches],
+            "matches": [{"family": m.family, "pattern": m.pattern, "weight": m.weight, "snippet": m.snippet,
+                         "via": list(m.via), **({"mentioned": True} if m.mentioned else {})}
+                        for m in scan.matches],
             "normalisations": list(scan.normalisations),
             "event_id": event.id,
             "text_chars": len(event.input.text or ""),
