@@ -14,8 +14,12 @@ Two signals per event-time window:
 
 Behaviour worth knowing:
 
-* The detector keeps no state across windows: both signals are judged on the window alone, so
-  it needs no warm-up and forgets everything when a window closes.
+* Both signals are judged on the window alone, so the detector needs no warm-up. The one thing
+  it carries across windows is, for an address it has flagged, the principals that got answers
+  from it since it was first flagged (``attack_accepted_principals``): an attack over many windows
+  lists every key that worked in its latest finding, hence in its incident. That memory is
+  forgotten ``attack_gap_s`` after the address was last flagged, and holds at most
+  ``ACCEPTED_KEPT`` principals for at most ``max_keys`` addresses.
 * A subject whose refusals are all 429 is being rate-limited, which is the service defending
   itself: it is flagged (it keeps hammering) but never above ``medium``.
 * Events with neither a principal nor an address are counted in ``unattributed`` only.
@@ -39,6 +43,8 @@ AUTH_FAILURE_STATUSES = frozenset({401, 403, 429})
 """Statuses that mean the caller was refused: unauthenticated, forbidden, rate-limited."""
 PRINCIPALS_KEPT_FACTOR = 5
 """Distinct principals kept per address, as a multiple of ``max_principals_per_ip``."""
+ACCEPTED_KEPT = 200
+"""Principals that got answers kept per flagged address over its whole attack."""
 
 
 @dataclass(slots=True)
@@ -76,13 +82,32 @@ class _Address:
         return (1 if self.first else 0) + len(self.others or ())
 
 
+@dataclass(slots=True)
+class _Attack:
+    """A flagged address, over its whole attack: when it began, and the keys that worked."""
+
+    since: float  # start of the first window it was flagged in
+    last: float  # end of the last window it was flagged in
+    windows: int = 0  # windows it was flagged in
+    accepted: set[str] = field(default_factory=set)
+    capped: bool = False
+
+    def take(self, accepted: set[str]) -> None:
+        for principal in accepted:
+            if len(self.accepted) >= ACCEPTED_KEPT:
+                self.capped = self.capped or principal not in self.accepted
+                continue
+            self.accepted.add(principal)
+
+
 class AuthAbuseDetector:
     """Bursts of 401/403/429 per principal, and client addresses shared by many principals.
 
     Options (keyword only): ``min_failures`` refused requests in a window (20);
     ``min_failure_ratio`` share of the subject's requests refused (0.5);
     ``max_principals_per_ip`` distinct principals from one address in a window (20);
-    ``max_keys`` subjects and addresses held per window (100_000).
+    ``max_keys`` subjects and addresses held per window (100_000); ``attack_gap_s`` seconds after
+    an address was last flagged that its attack's accepted principals are forgotten (3600.0).
 
     >>> detector = AuthAbuseDetector()
     >>> detector.name, detector.min_failures, detector.max_principals_per_ip
@@ -98,6 +123,7 @@ class AuthAbuseDetector:
         min_failure_ratio: float = 0.5,
         max_principals_per_ip: int = 20,
         max_keys: int = 100_000,
+        attack_gap_s: float = 3600.0,
     ) -> None:
         if min_failures < 1 or max_principals_per_ip < 2 or max_keys < 1:
             raise ValueError("min_failures and max_keys must be >= 1, max_principals_per_ip >= 2")
@@ -107,6 +133,9 @@ class AuthAbuseDetector:
         self.min_failure_ratio = min_failure_ratio
         self.max_principals_per_ip = max_principals_per_ip
         self.max_keys = max_keys
+        if attack_gap_s <= 0:
+            raise ValueError(f"attack_gap_s must be > 0, got {attack_gap_s}")
+        self.attack_gap_s = attack_gap_s
         self.overflow = 0
         """Events not counted (per signal) because a window already held ``max_keys`` keys."""
         self.unattributed = 0
@@ -115,6 +144,8 @@ class AuthAbuseDetector:
         self._addresses: dict[str, _Address] = {}
         self._window_first: float | None = None
         self._bounds = WindowBounds()
+        self._attacks: dict[str, _Attack] = {}
+        """Flagged addresses, oldest flagged first (bounded by ``max_keys``)."""
 
     @property
     def keys_held(self) -> int:
@@ -196,11 +227,30 @@ class AuthAbuseDetector:
             if tally.failures >= self.min_failures
             and tally.failures >= self.min_failure_ratio * tally.requests
         ]
-        findings += [
-            self._shared_finding(address, tally, bounds)
-            for address, tally in addresses.items()
-            if tally.distinct() >= self.max_principals_per_ip
-        ]
+        findings += self._shared_findings(addresses, bounds)
+        return findings
+
+    def _shared_findings(self, addresses: dict[str, _Address], bounds: tuple[float, float]) -> list[Finding]:
+        attacks = self._attacks
+        for address in [a for a, attack in attacks.items() if bounds[0] - attack.last > self.attack_gap_s]:
+            del attacks[address]  # quiet for longer than attack_gap_s: that attack is over
+        findings = []
+        for address, tally in addresses.items():
+            attack = attacks.get(address)
+            if tally.distinct() < self.max_principals_per_ip:
+                if attack is not None:  # a quieter window inside the attack: its keys still count
+                    attack.take(tally.accepted)
+                continue
+            if attack is None:
+                if len(attacks) >= self.max_keys:
+                    del attacks[next(iter(attacks))]
+                attack = attacks[address] = _Attack(since=bounds[0], last=bounds[1])
+            else:  # most recently flagged last, so the oldest is evicted first
+                attacks[address] = attacks.pop(address)
+            attack.take(tally.accepted)
+            attack.windows += 1
+            attack.last = bounds[1]
+            findings.append(self._shared_finding(address, tally, attack, bounds))
         return findings
 
     def _burst_finding(self, subject: str, tally: _Failures, bounds: tuple[float, float]) -> Finding:
@@ -237,7 +287,8 @@ class AuthAbuseDetector:
             evidence=evidence,
         )
 
-    def _shared_finding(self, address: str, tally: _Address, bounds: tuple[float, float]) -> Finding:
+    def _shared_finding(self, address: str, tally: _Address, attack: _Attack,
+                        bounds: tuple[float, float]) -> Finding:
         distinct = tally.distinct()
         multiple = distinct / self.max_principals_per_ip
         mostly_failing = tally.failures >= 0.5 * tally.requests
@@ -252,6 +303,11 @@ class AuthAbuseDetector:
             "sample_principals": sorted(tally.principals)[:MAX_SAMPLE_IDS],
             "accepted_principals": sorted(accepted)[:MAX_SAMPLE_IDS],
             "accepted_count": len(accepted),
+            "attack_since": iso_utc(attack.since),
+            "attack_windows": attack.windows,
+            "attack_accepted_principals": sorted(attack.accepted),
+            "attack_accepted_count": len(attack.accepted),
+            "attack_accepted_capped": attack.capped,
             "requests": tally.requests,
             "failures": tally.failures,
             "thresholds": {"max_principals_per_ip": self.max_principals_per_ip},
@@ -267,7 +323,10 @@ class AuthAbuseDetector:
             f"{self.max_principals_per_ip}); {tally.failures} of them were refused "
             f"(401/403/429)"
             + (f"; {len(accepted)} principal(s) got answers (keys that worked, if this is stuffing: "
-               "evidence accepted_principals)" if accepted and mostly_failing else ""),
+               "evidence accepted_principals)" if accepted and mostly_failing else "")
+            + (f"; {'at least ' if attack.capped else ''}{len(attack.accepted)} got answers since it was "
+               f"first flagged at {iso_utc(attack.since)} ({attack.windows} windows; evidence "
+               "attack_accepted_principals)" if attack.windows > 1 and attack.accepted else ""),
             subject=f"ip:{address}",
             bounds=bounds,
             service=tally.service,

@@ -165,3 +165,54 @@ def test_runs_in_the_service_pipeline(make_event: Any) -> None:
 
 def test_docstring_examples() -> None:
     assert doctest.testmod(auth_abuse).failed == 0
+
+
+def stuffing_window(make_event: Any, window: int, worked: range, tried: int = 40) -> list[InferenceEvent]:
+    """One window of credential stuffing from one address: ``tried`` keys refused, ``worked`` answered."""
+    spec: list[Row] = [(f"key{i:03d}", "203.0.113.0", 401, 1) for i in range(100, 100 + tried)]
+    spec += [(f"key{i:03d}", "203.0.113.0", 200, 1) for i in worked]
+    return list(calls(make_event, window, [*background(), *spec]))
+
+
+def test_the_latest_finding_names_every_key_that_worked_since_the_attack_began(
+        make_event: Any, run: Any) -> None:
+    events = [*stuffing_window(make_event, 0, range(0, 3)),
+              # a quieter window (below the threshold, not flagged): the key that worked still counts
+              *stuffing_window(make_event, 1, range(10, 11), tried=5),
+              *stuffing_window(make_event, 2, range(3, 5))]
+
+    first, last = run(AuthAbuseDetector(), events)
+
+    assert first.evidence["attack_accepted_principals"] == ["key000", "key001", "key002"]
+    assert first.evidence["attack_windows"] == 1
+    assert "since it was first flagged" not in first.summary
+    evidence = last.evidence
+    assert evidence["accepted_principals"] == ["key003", "key004"]  # this window's
+    assert evidence["attack_accepted_principals"] == ["key000", "key001", "key002", "key003", "key004",
+                                                      "key010"]
+    assert (evidence["attack_accepted_count"], evidence["attack_accepted_capped"]) == (6, False)
+    assert evidence["attack_windows"] == 2
+    assert evidence["attack_since"] == first.evidence["window_start"]
+    assert "6 got answers since it was first flagged at" in last.summary
+
+
+def test_an_address_quiet_for_longer_than_the_gap_starts_a_new_attack(make_event: Any, run: Any) -> None:
+    quiet = [e for w in range(1, 10) for e in calls(make_event, w, background())]
+    events = [*stuffing_window(make_event, 0, range(0, 3)), *quiet,
+              *stuffing_window(make_event, 10, range(3, 4))]
+
+    _, later = run(AuthAbuseDetector(attack_gap_s=300), events)
+
+    assert later.evidence["attack_accepted_principals"] == ["key003"]
+    assert later.evidence["attack_windows"] == 1
+    assert later.evidence["attack_since"] == later.evidence["window_start"]
+
+
+def test_keys_kept_per_attack_are_bounded(make_event: Any, run: Any) -> None:
+    many = auth_abuse.ACCEPTED_KEPT + 30
+    events = [*stuffing_window(make_event, 0, range(0, many // 2)),
+              *stuffing_window(make_event, 1, range(many // 2, many))]
+    *_, last = run(AuthAbuseDetector(max_principals_per_ip=30), events)  # keeps 150 a window
+    assert last.evidence["attack_accepted_count"] == auth_abuse.ACCEPTED_KEPT
+    assert last.evidence["attack_accepted_capped"] is True
+    assert "at least 200 got answers" in last.summary
