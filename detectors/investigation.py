@@ -263,19 +263,46 @@ def related(
 ) -> list[Incident]:
     """Other incidents about the same subject or the same model that were active within
     ``window`` of this one (they overlap ``first_seen - window .. last_seen + window``), oldest
-    first: what else the caller did, and what else went wrong with the model meanwhile."""
+    first: what else the caller did, and what else went wrong with the model meanwhile.
+
+    For an incident about one caller (``principal:`` or ``ip:``), other callers' incidents on the
+    same model are left out (on a busy model they would bury the rest; :func:`other_callers`
+    counts them); for an incident about the model itself (drift, errors), every caller's is in.
+    """
+    return _related(store, incident, window)[0]
+
+
+def other_callers(
+    store: IncidentStore, incident: Incident, window: timedelta = DEFAULT_RELATED_WINDOW
+) -> list[Incident]:
+    """Incidents about *other* callers on the same model within ``window`` of a caller's incident,
+    which :func:`related` leaves out (empty for an incident about a model)."""
+    return _related(store, incident, window)[1]
+
+
+def _related(store: IncidentStore, incident: Incident,
+             window: timedelta) -> tuple[list[Incident], list[Incident]]:
     lo, hi = incident.first_seen - window, incident.last_seen + window
     queries = [IncidentQuery(subject=incident.subject, since=lo, limit=_RELATED_LIMIT)]
     model = incident.model or _subject_model(incident.subject)
     if model:
         queries.append(IncidentQuery(model=model, since=lo, limit=_RELATED_LIMIT))
         queries.append(IncidentQuery(subject=f"model:{model}", since=lo, limit=_RELATED_LIMIT))
+    about_caller = _is_caller(incident.subject)
     found: dict[str, Incident] = {}
+    others: dict[str, Incident] = {}
     for query in queries:
         for other in store.list_incidents(query):
             if other.id != incident.id and other.first_seen <= hi:
-                found[other.id] = other
-    return sorted(found.values(), key=lambda i: (i.first_seen, i.id))
+                mine = not about_caller or other.subject == incident.subject or not _is_caller(other.subject)
+                (found if mine else others)[other.id] = other
+    def order(incidents: dict[str, Incident]) -> list[Incident]:
+        return sorted(incidents.values(), key=lambda i: (i.first_seen, i.id))
+    return order(found), order(others)
+
+
+def _is_caller(subject: str) -> bool:
+    return subject.startswith(("principal:", "ip:"))
 
 
 def _subject_model(subject: str) -> str | None:
@@ -302,6 +329,7 @@ def report(
     related incidents and the notifications that carried it (from the store's notification log).
     """
     line = timeline(store, incident, before=before, after=after, limit=limit, detectors=detectors)
+    mine, others = _related(store, incident, window)
     public = incident.public_dict()
     bundle: dict[str, Any] = {
         "schema": REPORT_SCHEMA,
@@ -311,8 +339,9 @@ def report(
         "history": public["history"],
         "evidence": public["evidence"],
         "timeline": line.as_dict(),
-        "related": [_related_dict(i) for i in related(store, incident, window)],
+        "related": [_related_dict(i) for i in mine],
         "related_window_s": window.total_seconds(),
+        "other_callers": _other_callers_dict(others, incident, window),
         "notifications": _notifications(store, incident.id),
         "runbook": f"{RUNBOOKS}/{incident.detector}.md",
     }
@@ -339,6 +368,18 @@ def _notification_dict(n: Notification, incident_id: str) -> dict[str, Any]:
         "last_error": n.last_error,
         "alert_state": carried.state if carried else None,
         "incident_status": carried.incident_status if carried else None,
+    }
+
+
+def _other_callers_dict(others: Sequence[Incident], incident: Incident, window: timedelta) -> dict[str, Any]:
+    """How many other callers' incidents the report leaves out, and how to list them."""
+    model = incident.model or _subject_model(incident.subject)
+    since = _iso(incident.first_seen - window)
+    return {
+        "incidents": len(others),
+        "subjects": len({i.subject for i in others}),
+        "capped": len(others) >= _RELATED_LIMIT,
+        "list_with": f"inferwatch incidents list --model {model} --since {since}" if others else None,
     }
 
 
@@ -377,7 +418,8 @@ def render_report_markdown(bundle: Mapping[str, Any], cli_options: str = "") -> 
         _evidence_section(inc),
         _history_section(bundle["history"]),
         _timeline_section(bundle["timeline"]),
-        _related_section(bundle["related"], bundle.get("related_window_s")),
+        _related_section(bundle["related"], bundle.get("related_window_s"), bundle.get("other_callers"),
+                         cli_options),
         _notifications_section(bundle.get("notifications") or []),
         _next_steps(inc, bundle.get("runbook") or f"{RUNBOOKS}/{inc['detector']}.md", cli_options),
     ]
@@ -500,9 +542,15 @@ def input_preview(text: str | None, features: Mapping[str, Any] | None, limit: i
     return ", ".join(parts) + (f", … ({len(features)} features)" if cut else "")
 
 
-def _related_section(found: Sequence[Mapping[str, Any]], window_s: float | None) -> str:
+def _related_section(found: Sequence[Mapping[str, Any]], window_s: float | None,
+                     others: Mapping[str, Any] | None = None, cli_options: str = "") -> str:
     around = f" within {_duration(window_s)}" if window_s else ""
     head = f"## Related incidents\n\nSame subject or same model{around}."
+    if others and others.get("incidents"):
+        count = f"{others['incidents']}{'+' if others.get('capped') else ''}"
+        head += (f" Not listed: {count} incident(s) of {others['subjects']} other caller(s) on the same model"
+                 + (f" (`{others['list_with']}{' ' + cli_options if cli_options else ''}`)"
+                    if others.get("list_with") else "") + ".")
     if not found:
         return head + "\n\nNone."
     rows = [[_code(i["id"]), _esc(i["detector"]), _esc(i["severity"]), _esc(i["status"]), _esc(i["subject"]),

@@ -321,6 +321,43 @@ def test_report_json_round_trips_and_names_everything(capsys, tmp_path, scenario
     assert json.loads(capsys.readouterr().out)["incident"]["id"] == incident.id
 
 
+def test_a_callers_report_counts_other_callers_on_the_model_instead_of_listing_them():
+    from inferwatch.detectors.base import Finding
+    from inferwatch.detectors.incidents import IncidentManager
+    from inferwatch.testing import memory_store
+
+    at = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+    def finding(detector: str, subject: str, model: str | None, minutes: int) -> Finding:
+        return Finding(detector=detector, kind="abuse", severity="high", score=0.9,
+                       title=f"{detector} {subject}", summary="-", subject=subject,
+                       time=at + timedelta(minutes=minutes), model=model, service="svc",
+                       event_ids=[f"{subject}-{minutes}"])
+
+    manager = IncidentManager(memory_store(), bucket_s=3600)
+    mine = manager.apply([finding("prompt_injection", "principal:p_a", "chat", 0)])[0]
+    manager.apply([finding("scraping", "principal:p_a", None, 2),  # the same caller, several models
+                   finding("drift", "model:chat", "chat", 3),  # the model itself
+                   *(finding("prompt_injection", f"principal:p_{n}", "chat", 1) for n in "bcd"),
+                   finding("scraping", "principal:p_b", "chat", 4)])
+    store = manager.store
+
+    assert [i.detector for i in investigation.related(store, mine)] == ["scraping", "drift"]
+    others = investigation.other_callers(store, mine)
+    assert sorted(i.subject for i in others) == ["principal:p_b", "principal:p_b", "principal:p_c",
+                                                  "principal:p_d"]
+    bundle = investigation.report(store, mine)
+    assert bundle["other_callers"]["incidents"] == 4
+    assert bundle["other_callers"]["subjects"] == 3
+    md = investigation.render_report_markdown(bundle, "--store x.db")
+    assert ("Not listed: 4 incident(s) of 3 other caller(s) on the same model (`inferwatch incidents list "
+            "--model chat --since 2026-01-01T11:00:00Z --store x.db`).") in md
+    # the model's own incident relates to every caller's
+    drift = next(i for i in store.list_incidents(IncidentQuery()) if i.detector == "drift")
+    assert len(investigation.related(store, drift)) == 5
+    assert investigation.other_callers(store, drift) == []
+
+
 def test_report_lists_the_notifications_that_carried_it_oldest_first(scenario, store):
     incident = find(store, "prompt_injection")
     bundle = investigation.report(store, incident)
