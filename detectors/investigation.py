@@ -414,7 +414,8 @@ def render_report_markdown(bundle: Mapping[str, Any], cli_options: str = "") -> 
         f"Generated {_esc(bundle['generated_at'])} by inferwatch {_esc(bundle['inferwatch_version'])}. "
         "Times are UTC.",
         _summary_table(inc),
-        "## What happened\n\n" + _esc_block(inc["summary"]),
+        "## What happened\n\n" + ("The latest of its findings:\n\n" if inc["count"] > 1 else "")
+        + _esc_block(inc["summary"]),
         _evidence_section(inc),
         _history_section(bundle["history"]),
         _timeline_section(bundle["timeline"]),
@@ -429,7 +430,8 @@ def render_report_markdown(bundle: Mapping[str, Any], cli_options: str = "") -> 
 def _summary_table(inc: Mapping[str, Any]) -> str:
     rows = [
         ("ID", inc["id"]), ("Detector", inc["detector"]), ("Kind", inc["kind"]),
-        ("Severity", f"{inc['severity']} (score {float(inc['score']):.2f})"), ("Status", inc["status"]),
+        ("Severity", f"{inc['severity']} ({'highest ' if inc['count'] > 1 else ''}score "
+                     f"{float(inc['score']):.2f})"), ("Status", inc["status"]),
         ("Subject", inc["subject"]), ("Service", inc.get("service") or "-"),
         ("Model", inc.get("model") or "-"), ("First seen", inc["first_seen"]),
         ("Last seen", inc["last_seen"]), ("Count", str(inc["count"])),
@@ -442,7 +444,8 @@ def _evidence_section(inc: Mapping[str, Any]) -> str:
     facts = [f"- **{_esc(k)}**: {_fact(v)}" for k, v in evidence.items()]
     facts.append(f"- **sample events**: {_ids(inc.get('event_ids') or [])}")
     facts.append(f"- **sample traces**: {_ids(inc.get('trace_ids') or [])}")
-    return "## Evidence\n\n" + "\n".join(facts) + "\n\n" + _json_block(evidence)
+    latest = "The latest finding's.\n\n" if inc["count"] > 1 else ""
+    return "## Evidence\n\n" + latest + "\n".join(facts) + "\n\n" + _json_block(evidence)
 
 
 def _fact(value: Any) -> str:

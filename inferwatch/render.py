@@ -70,19 +70,22 @@ def incident_detail(incident: Incident, out: TextIO | None = None) -> None:
     """Everything about one incident, evidence included, for a person at 3 a.m."""
     out = out or sys.stdout
     i = incident
+    # The score is the highest of all the findings; title, summary and evidence are the latest's.
+    latest = " (latest finding)" if i.count > 1 else ""
+    score = f"highest score: {i.score:.2f}" if i.count > 1 else f"score: {i.score:.2f}"
     lines = [
         f"{i.title}",
         f"  id:         {i.id}",
-        f"  status:     {i.status}    severity: {i.severity}    score: {i.score:.2f}    kind: {i.kind}",
+        f"  status:     {i.status}    severity: {i.severity}    {score}    kind: {i.kind}",
         f"  detector:   {i.detector}",
         f"  subject:    {i.subject}",
         f"  service:    {i.service or '-'}    model: {i.model or '-'}",
         f"  seen:       {i.count} time(s), {_time(i.first_seen)} .. {_time(i.last_seen)} UTC",
         "",
-        "summary:",
+        f"summary{latest}:",
         *("  " + line for line in i.summary.splitlines()),
         "",
-        "evidence:",
+        f"evidence{latest}:",
         *("  " + line for line in json.dumps(i.evidence, indent=2, default=str).splitlines()),
         "",
         f"sample events: {', '.join(i.event_ids) or '-'}",

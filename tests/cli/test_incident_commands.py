@@ -40,6 +40,8 @@ def test_show_ack_resolve(capsys, store):
     assert main(["incidents", "show", incident["id"][:8], "--store", store]) == 0
     shown = capsys.readouterr().out
     assert "principal:p_flooder" in shown
+    assert incident["count"] == 1
+    assert f"score: {incident['score']:.2f}" in shown
     assert "evidence:" in shown
     assert main(["incidents", "ack", incident["id"], "--store", store, "--actor", "alice",
                  "--note", "looking"]) == 0
@@ -221,3 +223,13 @@ def test_event_tables_use_the_terminal_width_and_show_a_tabular_answer(capsys, m
     wide = capsys.readouterr().out
     assert "feature_7=0.875 → approve" in wide
     assert "features)" not in wide
+
+
+def test_show_says_the_score_is_the_highest_and_the_evidence_the_latest(capsys, store):
+    main(["incidents", "list", "--store", store, "--json"])
+    several = next(i for i in _json_lines(capsys) if i["count"] > 1)
+    assert main(["incidents", "show", several["id"], "--store", store]) == 0
+    shown = capsys.readouterr().out
+    assert f"highest score: {several['score']:.2f}" in shown
+    assert "summary (latest finding):" in shown
+    assert "evidence (latest finding):" in shown
