@@ -56,6 +56,7 @@ from inferwatch.detectors.alerts.integrations import (
     WebhookConfig,
 )
 from inferwatch.detectors.alerts.model import Notification, NotificationAlert
+from inferwatch.detectors.base import SEVERITY_ORDER
 
 Clock = Callable[[], datetime]
 PagerDutyAction = Literal["trigger", "acknowledge", "resolve"]
@@ -414,15 +415,24 @@ def render_alertmanager_alerts(
     now: datetime,
     ends_at_after_s: float,
     generator_url: str | None = None,
+    supersede: bool = True,
 ) -> list[dict[str, Any]]:
     """The ``postableAlerts`` body of ``POST /api/v2/alerts``.
 
     Firing alerts end ``ends_at_after_s`` from ``now`` (a notifier that keeps re-sending keeps
     them firing; one that is gone lets them lapse); resolved alerts end at the alert's
     ``ends_at``. Annotations carry the incident's status, who acted and their note.
+
+    ``severity`` is a label, and Alertmanager tells alerts apart by their labels: an incident
+    that escalated would leave its alert of the lower severity firing beside the new one until
+    its ``endsAt``. So a changed alert also resolves its copies at every lower
+    severity (annotation ``superseded_by``); Alertmanager pages nobody for an alert it never
+    held firing. ``supersede=False`` (an integration without ``send_resolved``) leaves them out.
     """
     out = []
     for alert in alerts:
+        if supersede:
+            out.extend(_superseded(alert, now))
         starts = alert.starts_at if alert.starts_at.tzinfo else alert.starts_at.replace(tzinfo=UTC)
         if alert.state == "firing":
             ends = now + timedelta(seconds=ends_at_after_s)
@@ -446,6 +456,19 @@ def render_alertmanager_alerts(
             item["generatorURL"] = generator_url
         out.append(item)
     return out
+
+
+def _superseded(alert: NotificationAlert, now: datetime) -> list[dict[str, Any]]:
+    """Resolved copies of a changed alert at every severity below its own (see above)."""
+    severity = alert.labels.get("severity")
+    if not alert.changed or severity not in SEVERITY_ORDER:
+        return []
+    lower = [s for s, rank in SEVERITY_ORDER.items() if rank < SEVERITY_ORDER[severity]]
+    starts = alert.starts_at if alert.starts_at.tzinfo else alert.starts_at.replace(tzinfo=UTC)
+    ends = rfc3339(max(now, starts))
+    return [{"labels": _label_set({**alert.labels, "severity": s}),
+             "annotations": _label_set({"superseded_by": severity}),
+             "startsAt": rfc3339(starts), "endsAt": ends} for s in lower]
 
 
 class AlertmanagerSender:
@@ -485,7 +508,8 @@ class AlertmanagerSender:
         if not alerts:
             return
         payload = render_alertmanager_alerts(
-            alerts, now=self.clock(), ends_at_after_s=self.config.ends_at_after_s
+            alerts, now=self.clock(), ends_at_after_s=self.config.ends_at_after_s,
+            supersede=self.config.send_resolved,
         )
         self._target.post(json.dumps(payload).encode(), self._headers, self.config.timeout_s)
 

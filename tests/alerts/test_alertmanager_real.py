@@ -109,3 +109,27 @@ def test_a_wrong_path_is_a_permanent_error(alertmanager_url: str) -> None:
     assert not info.value.retryable
     assert "HTTP 404" in str(info.value)
     assert "/no-such-prefix/api/v2/alerts" in str(info.value)
+
+
+def test_an_escalation_leaves_one_alert_for_the_incident(alertmanager_url: str) -> None:
+    """Severity is a label: the alert of the earlier severity is resolved, not left firing."""
+    incident = f"am-{uuid.uuid4().hex[:8]}-esc"
+    sender = AlertmanagerSender(AlertmanagerConfig(url=alertmanager_url, ends_at_after_s=3600), receiver="am")
+    query = urllib.parse.urlencode({"filter": f'incident_id="{incident}"', "unprocessed": "true"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def severities() -> list[str]:
+        with opener.open(f"{alertmanager_url}/api/v2/alerts?{query}", timeout=10) as response:
+            return sorted(a["labels"]["severity"] for a in json.load(response))
+
+    sender.send(make_notification([make_alert(incident, severity="low")], integration="alertmanager"))
+    _until(lambda: severities() == ["low"], "the low alert")
+    for seq, severity in ((2, "medium"), (3, "high")):
+        alert = make_alert(incident, severity=severity)
+        sender.send(make_notification([alert], integration="alertmanager", seq=seq))
+        _until(lambda severity=severity: severities() == [severity], f"only the {severity} alert")
+    assert severities() == ["high"]
+    resolved = make_alert(incident, severity="high", state="resolved", incident_status="resolved",
+                          ends_at=datetime.now(UTC))
+    sender.send(make_notification([resolved], integration="alertmanager", seq=4))
+    _until(lambda: severities() == [], "nothing")

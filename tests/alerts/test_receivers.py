@@ -357,12 +357,13 @@ def test_alertmanager_reposts_unchanged_firing_alerts(receiver: LocalReceiver) -
     sender = AlertmanagerSender(AlertmanagerConfig(url=receiver.url), receiver="am", clock=fixed_clock(NOW))
     alerts = [make_alert("inc-1", changed=False), make_alert("inc-2")]
     sender.send(make_notification(alerts, integration="alertmanager"))
-    assert [a["labels"]["incident_id"] for a in receiver.bodies()[0]] == ["inc-1", "inc-2"]
+    posted = [a for a in receiver.bodies()[0] if "superseded_by" not in a["annotations"]]
+    assert [a["labels"]["incident_id"] for a in posted] == ["inc-1", "inc-2"]
 
 
 def test_alertmanager_label_names_are_made_valid() -> None:
     alert = make_alert(extra_labels={"team.name": "ml-platform", "9lives": "x", "empty": ""})
-    [posted] = render_alertmanager_alerts([alert], now=NOW, ends_at_after_s=60)
+    *_, posted = render_alertmanager_alerts([alert], now=NOW, ends_at_after_s=60)
     assert posted["labels"]["team_name"] == "ml-platform"
     assert posted["labels"]["_9lives"] == "x"
     assert "empty" not in posted["labels"]
@@ -394,6 +395,22 @@ def test_alertmanager_error_hides_credentials(receiver: LocalReceiver) -> None:
     assert "tok-secret-1" not in str(error)
     assert "HTTP 401" in str(error)
     assert "receiver 'am' refused the credentials: check its secret, token or key" in str(error)
+
+
+def test_an_escalated_alert_resolves_its_copies_at_lower_severities() -> None:
+    """Alertmanager tells alerts apart by labels, severity among them: without these the alert
+    of an incident's earlier severity stayed firing beside the new one until its endsAt."""
+    escalated = make_alert("inc-1", severity="high")
+    posted = render_alertmanager_alerts([escalated, make_alert("inc-2", changed=False)], now=NOW,
+                                        ends_at_after_s=3600)
+    assert [(a["labels"]["incident_id"], a["labels"]["severity"], a["endsAt"]) for a in posted] == [
+        ("inc-1", "info", "2026-03-01T12:07:00.000Z"), ("inc-1", "low", "2026-03-01T12:07:00.000Z"),
+        ("inc-1", "medium", "2026-03-01T12:07:00.000Z"), ("inc-1", "high", "2026-03-01T13:07:00.000Z"),
+        ("inc-2", "high", "2026-03-01T13:07:00.000Z")]  # unchanged: nothing to supersede
+    assert posted[0]["annotations"] == {"superseded_by": "high"}
+    assert {k: v for k, v in posted[0]["labels"].items() if k != "severity"} == {
+        k: v for k, v in escalated.labels.items() if k != "severity"}
+    assert schema_errors(posted, ALERTMANAGER_POSTABLE_ALERTS) == []
 
 
 def test_send_resolved_false_leaves_resolved_alerts_out(receiver: LocalReceiver) -> None:
