@@ -169,6 +169,9 @@ class DetectSettings(_Section):
     incident_bucket_s: Annotated[float, Field(gt=0)] = 3600.0
     resolve_after_s: Annotated[float, Field(ge=0)] | None = 3600.0  # 0 or None: never
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 500
+    checkpoint_interval_s: Annotated[float, Field(ge=0)] = 60.0
+    """How often at most the detectors' state is saved to the store with the offsets it covers
+    (and offsets committed); also at every stop. 0: never (offsets committed every batch)."""
     enabled: CommaList | None = None
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

@@ -102,6 +102,12 @@ HOUR_AFTER_S = 86_400.0
 a day has gone by, every new hour is one the training rows have never seen."""
 
 
+def _blank_hours(features: FloatArray) -> FloatArray:
+    blanked = features.copy()
+    blanked[..., len(FEATURES):] = 0.0
+    return blanked
+
+
 @dataclass(frozen=True)
 class _Model:
     forest: Any
@@ -111,14 +117,14 @@ class _Model:
     rows: int
     fitted_at: float
     use_hour: bool
+    train: FloatArray
+    """The rows it was fitted on: a restored detector refits the very same forest from them."""
+
+    CHECKPOINT_SKIP: ClassVar[tuple[str, ...]] = ("forest",)  # a scikit-learn object: refitted
 
     def input(self, features: FloatArray) -> FloatArray:
         """The features as the forest sees them: the hour columns blanked until it uses them."""
-        if self.use_hour:
-            return features
-        blanked = features.copy()
-        blanked[..., len(FEATURES):] = 0.0
-        return blanked
+        return features if self.use_hour else _blank_hours(features)
 
     def scores(self, features: FloatArray) -> FloatArray:
         """Anomaly scores (0-1, higher is stranger) of rows of features, in one call."""
@@ -298,19 +304,29 @@ class BehaviourAnomalyDetector:
         ready = self._windows_closed >= self.warmup_windows and self._buffer.size >= self.min_training_rows
         if not (due and ready):
             return
-        from sklearn.ensemble import IsolationForest  # only the detector service pays for the import
-
         train = self._buffer.values().copy()
         use_hour = self._first_end is not None and end_ts - self._first_end >= HOUR_AFTER_S
-        forest = IsolationForest(n_estimators=self.n_estimators, max_samples=min(MAX_SAMPLES, len(train)),
-                                 random_state=self.seed)
         stats = TrainingStats.of(train, self._tolerance)
-        model = _Model(forest, 1.0, 1.0, stats, len(train), end_ts, use_hour)
-        forest.fit(model.input(train))
+        model = _Model(self._forest(train, use_hour), 1.0, 1.0, stats, len(train), end_ts, use_hour, train)
         quantile = float(np.quantile(model.scores(train), 1.0 - self.max_flag_rate))
         threshold = max(quantile + self.score_margin, MIN_THRESHOLD)
         self._model = replace(model, threshold=threshold, quantile=quantile)
         self._last_fit_window = self._windows_closed
+
+    def _forest(self, train: FloatArray, use_hour: bool) -> Any:
+        from sklearn.ensemble import IsolationForest  # only the detector service pays for the import
+
+        forest = IsolationForest(n_estimators=self.n_estimators, max_samples=min(MAX_SAMPLES, len(train)),
+                                 random_state=self.seed)
+        blanked = train if use_hour else _blank_hours(train)
+        return forest.fit(blanked)
+
+    def after_restore(self, built: dict[str, Any]) -> None:
+        """After a checkpoint is restored: refit the forest (not checkpointed) from the rows it was
+        fitted on, with the same seed, so it scores as the one before the restart did."""
+        model = self._model
+        if model is not None and model.forest is None:
+            object.__setattr__(model, "forest", self._forest(model.train, model.use_hour))
 
     def _judge(self, model: _Model, complete: list[int], features: FloatArray,
                end_ts: float) -> tuple[list[Finding], npt.NDArray[np.bool_]]:

@@ -87,6 +87,12 @@ class IndexNames:
         return f"{self.prefix}-drift-references"
 
     @property
+    def checkpoints(self) -> str:
+        """The checkpoints index (also its template's name): the detector service's state, one
+        document per consumer group and set of partitions."""
+        return f"{self.prefix}-checkpoints"
+
+    @property
     def silences(self) -> str:
         """The silences index (also the name of its index template): one document per silence."""
         return f"{self.prefix}-silences"
@@ -163,6 +169,15 @@ INCIDENT_MAPPINGS: dict[str, Any] = {
 
 # One document per model, ``_id`` = the model name. The summary (samples and counts of every
 # feature, tens of kilobytes to megabytes) is kept in the opaque record, never indexed.
+CHECKPOINT_MAPPINGS: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "@timestamp": _DATE,
+        "inferwatch": {"properties": {"key": _KEYWORD, "bytes": _LONG, "data": {"type": "binary"}}},
+    },
+}
+
+
 REFERENCE_MAPPINGS: dict[str, Any] = {
     "dynamic": False,
     "properties": {
@@ -230,6 +245,12 @@ def references_template(names: IndexNames) -> dict[str, Any]:
     """The index template for the drift references index."""
     return _index_template(names, names.references, [names.references],
                            {"mappings": REFERENCE_MAPPINGS}, data_stream=False)
+
+
+def checkpoints_template(names: IndexNames) -> dict[str, Any]:
+    """The index template for the checkpoints index."""
+    return _index_template(names, names.checkpoints, [names.checkpoints],
+                           {"mappings": CHECKPOINT_MAPPINGS}, data_stream=False)
 
 
 def silences_template(names: IndexNames) -> dict[str, Any]:

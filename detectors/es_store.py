@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import base64
 import logging
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -53,6 +54,7 @@ from inferwatch.detectors.es_mappings import (
     SILENCE_SORT,
     IndexNames,
     bool_filter,
+    checkpoints_template,
     due_query,
     ended_silences_query,
     event_document,
@@ -77,6 +79,7 @@ from inferwatch.detectors.es_mappings import (
     silence_query,
     silences_template,
     stream_id,
+    timestamp,
 )
 from inferwatch.detectors.incidents import ACTIVE, ID_LENGTH, MIN_ID_PREFIX, Incident
 from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
@@ -182,6 +185,7 @@ class ElasticsearchStore:
                     name=names.incidents, **incidents_template(names))
         self._create_incidents_index()
         for what, index, template in (("drift references", names.references, references_template(names)),
+                                      ("checkpoints", names.checkpoints, checkpoints_template(names)),
                                       ("silences", names.silences, silences_template(names)),
                                       ("notifications", names.notifications, notifications_template(names))):
             self._setup(f"put the {what} index template", indices.put_index_template, name=index, **template)
@@ -263,9 +267,10 @@ class ElasticsearchStore:
                            expand_wildcards="all", ignore_unavailable=True)
         if found:
             self._call("delete the incidents indices", es.indices.delete, index=",".join(found))
-        for index in (names.references, names.silences, names.notifications):
+        for index in (names.references, names.checkpoints, names.silences, names.notifications):
             self._call("delete an index", es.indices.delete, index=index)
-        templates = (names.events, names.incidents, names.references, names.silences, names.notifications)
+        templates = (names.events, names.incidents, names.references, names.checkpoints, names.silences,
+                     names.notifications)
         for template in templates:
             self._call("delete a template", es.indices.delete_index_template, name=template)
         if self.settings.use_ilm:
@@ -369,6 +374,23 @@ class ElasticsearchStore:
         """Events matching ``query``, newest first (then by id, descending)."""
         hits = self._search("search events", self.names.events, event_query(query), EVENT_SORT, query.limit)
         return [event_from_source(h["_source"]) for h in _unique(hits, query.limit)]
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save_checkpoint(self, key: str, data: bytes) -> None:
+        """Keep ``data`` under ``key`` (``_id``), replacing what was there; readable on return."""
+        document = {"@timestamp": timestamp(datetime.now(UTC)),
+                    "inferwatch": {"key": key, "bytes": len(data), "data": base64.b64encode(data).decode()}}
+        self._call("save the checkpoint", self._es.index, index=self.names.checkpoints, id=key,
+                   document=document, refresh=True)
+
+    def load_checkpoint(self, key: str) -> bytes | None:
+        """What was saved under ``key``, or ``None``."""
+        quiet = self._es.options(ignore_status=404)
+        found = self._call("read the checkpoint", quiet.get, index=self.names.checkpoints, id=key)
+        if not found.body.get("found"):
+            return None
+        return base64.b64decode(found.body["_source"]["inferwatch"]["data"])
 
     # -- drift references --------------------------------------------------------------------
 

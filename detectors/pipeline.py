@@ -12,9 +12,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 from inferwatch.collectors.event import EventView, InferenceEvent
+from inferwatch.detectors import checkpoint
 from inferwatch.detectors.base import Detector, Finding, ViewDetector
 from inferwatch.detectors.incidents import Incident, IncidentManager
 from inferwatch.detectors.store import EventStore
@@ -66,6 +67,49 @@ class Pipeline:
         # The end of the newest window closed and not yet used to auto-resolve quiet incidents.
         self._resolve_at: datetime | None = None
         self._watermark: float | None = None  # the newest event time seen
+        # Each detector as built (its options): a checkpoint is restored only into the same.
+        self._built = [checkpoint.fingerprint(checkpoint.state_of(d)) for d in self.detectors]
+        self._unwritable: set[str] = set()
+
+    def checkpoint(self) -> bytes:
+        """What the detectors hold — per-caller state and baselines, the open window, carried
+        windows — and the event-time clock, as bytes for :meth:`restore` (:mod:`.checkpoint`).
+        A detector whose state cannot be written is left out (logged once): it starts afresh
+        after a restore."""
+        detectors: dict[str, list[Any]] = {}
+        for detector, built in zip(self.detectors, self._built, strict=True):
+            try:
+                detectors[detector.name] = [built, checkpoint.dump(checkpoint.state_of(detector))]
+            except checkpoint.NotCheckpointable as exc:
+                if detector.name not in self._unwritable:
+                    self._unwritable.add(detector.name)
+                    log.warning("detector %s is not checkpointed (it starts afresh after a restart): %s",
+                                detector.name, exc)
+        return checkpoint.dump({"window_s": self.clock.size_s, "open_end": self.clock.open_end,
+                                "watermark": self._watermark, "resolve_at": self._resolve_at,
+                                "detectors": detectors})
+
+    def restore(self, data: bytes) -> list[str]:
+        """Take back what :meth:`checkpoint` wrote (into a pipeline built afresh, before any
+        event); returns a note per detector that starts afresh instead, and why. Nothing is
+        restored when the window length changed; a detector whose options changed starts afresh."""
+        saved = checkpoint.load(data)
+        if saved["window_s"] != self.clock.size_s:
+            return [f"the window length changed ({saved['window_s']:g} s in the checkpoint, "
+                    f"{self.clock.size_s:g} s now): every detector starts afresh"]
+        notes = []
+        for detector, built in zip(self.detectors, self._built, strict=True):
+            entry = saved["detectors"].get(detector.name)
+            if entry is None:
+                notes.append(f"{detector.name}: not in the checkpoint, starts afresh")
+            elif entry[0] != built:
+                notes.append(f"{detector.name}: its options changed since the checkpoint, starts afresh")
+            else:
+                checkpoint.restore_into(detector, checkpoint.load(entry[1]))
+        self.clock.open_end = saved["open_end"]
+        self._watermark = saved["watermark"]
+        self._resolve_at = saved["resolve_at"]
+        return notes
 
     def detect(self, events: Sequence[InferenceEvent]) -> Batch:
         """Feed ``events`` to the detectors (closing windows as event time passes)."""

@@ -341,6 +341,7 @@ class PromptInjectionDetector:
     """
 
     name: ClassVar[str] = "prompt_injection"
+    CHECKPOINT_SKIP: ClassVar[tuple[str, ...]] = ("_classifier", "_semantic")  # loaded models, as built
 
     def __init__(self, *, threshold: float = 0.5, max_chars: int = 20_000, classifier: bool = False,
                  classifier_threshold: float | None = None, semantic: bool = False,

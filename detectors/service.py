@@ -4,7 +4,16 @@ Records from several partitions are put back in event-time order (:mod:`.merge`)
 detectors see them, so windows hold the same events however many processes share the topic.
 
 A malformed record goes to the dead-letter sink with its reason and is counted; it never stops
-the service. When the store refuses a write, the same findings are retried with backoff and no
+the service.
+
+With a checkpoint store (``checkpoint_interval_s`` > 0), what the detectors hold (per-caller
+state and baselines, open and carried windows) is saved with the offsets it covers at most every
+``checkpoint_interval_s`` and when the service stops, and offsets are committed only then, just
+after the save: a restarted service (SIGTERM or SIGKILL) restores it and reads on from those
+offsets, so its detectors carry on as if it had never stopped. A checkpoint is kept per consumer
+group, topic and set of partitions, and restored when a member is given exactly that set.
+
+When the store refuses a write, the same findings are retried with backoff and no
 offset is committed past them, so a crash at any point loses no incident, and the fingerprints
 make a redelivered event an update rather than a second incident.
 """
@@ -22,14 +31,18 @@ from typing import TYPE_CHECKING
 
 from inferwatch.collectors.bus import BusRecord, BusUnavailable, DeadLetterSink, EventConsumer
 from inferwatch.collectors.event import InferenceEvent, MalformedEvent, decode_event
+from inferwatch.detectors import checkpoint
 from inferwatch.detectors.merge import PartitionMerger
 from inferwatch.detectors.pipeline import Batch, Pipeline
-from inferwatch.detectors.store import StoreUnavailable
+from inferwatch.detectors.store import CheckpointStore, StoreUnavailable
 
 if TYPE_CHECKING:
     from inferwatch.detectors.drift.summaries import SummaryCollector
 
 log = logging.getLogger(__name__)
+MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
+"""A checkpoint larger than this is not saved (Elasticsearch refuses requests over 100 MB by
+default): offsets are committed without it, and the next try comes ten intervals later."""
 JOIN_WAIT_S = 120.0  # longest wait for a first partition assignment that is not counted as idle
 
 
@@ -41,6 +54,11 @@ class ServiceStats:
     malformed: int = 0
     incidents_written: int = 0
     commits: int = 0
+    checkpoints: int = 0
+    restored_from: str | None = None
+    """The checkpoint key the detectors' state was restored from, if any."""
+    skipped_restored: int = 0
+    """Records read again after a restart that the restored state already held (skipped)."""
     retries: Counter[str] = field(default_factory=Counter)
 
 
@@ -57,6 +75,9 @@ class DetectorService:
         idle_close_s: float = 5.0,
         wall_clock: Callable[[], float] = time.time,
         drift: SummaryCollector | None = None,
+        checkpoints: CheckpointStore | None = None,
+        checkpoint_interval_s: float = 0.0,
+        checkpoint_key: str = "detectors",
     ) -> None:
         self.consumer = consumer
         self.drift = drift
@@ -71,6 +92,13 @@ class DetectorService:
         self._stop = threading.Event()
         self._last_record_at = wall_clock()
         self._idle_resolved_at = float("-inf")
+        self.checkpoints = checkpoints if checkpoint_interval_s > 0 else None
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.checkpoint_key = checkpoint_key
+        self._checkpoint_at = wall_clock()
+        self._restore_tried = False
+        self._covered: dict[int, int] = {}  # offsets the restored state already holds, per partition
+        self._dirty = False  # events detected since the last checkpoint
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the batch in hand is stored and committed."""
@@ -99,6 +127,7 @@ class DetectorService:
                 if self.drift is not None:
                     self._judge_drift(final=True)
                 break
+        self._checkpoint_on_exit()
         return self.stats
 
     def _drift_waiting(self) -> bool:
@@ -126,6 +155,8 @@ class DetectorService:
         """One poll → order → detect → store → commit cycle; return how many records it read."""
         records = self.consumer.poll(self.batch_size, poll_timeout)
         now = self.wall_clock()
+        if self.checkpoints is not None:
+            records = self._restored(records, now)
         if records:
             self._last_record_at = now
             self._hold(records, now)
@@ -173,10 +204,102 @@ class DetectorService:
     def _detect_store_commit(self, events: Sequence[InferenceEvent]) -> None:
         batch = self.pipeline.detect(events)
         self._retry("store", lambda: self._store(batch))
+        if self.checkpoints is not None:
+            self._dirty = True
+            self._maybe_checkpoint()
+            return
         positions = self.merger.positions()
         if positions:
             self._retry("commit", lambda: self.consumer.commit(positions))
             self.stats.commits += 1
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _partitions_key(self) -> str | None:
+        assignment = getattr(self.consumer, "assignment", None)
+        if assignment is None:
+            return f"{self.checkpoint_key}:all"
+        owned = assignment()
+        return f"{self.checkpoint_key}:{','.join(map(str, sorted(owned)))}" if owned else None
+
+    def _restored(self, records: Sequence[BusRecord], now: float) -> Sequence[BusRecord]:
+        """Restore the checkpoint of this member's partitions once they are known (before any
+        event is detected); then drop records the restored state already holds."""
+        if not self._restore_tried:
+            key = self._partitions_key()
+            if key is None:
+                return records  # no partitions yet: nothing can have been read
+            self._restore_tried = True
+            self._restore(key)
+        if not self._covered:
+            return records
+        kept = []
+        for record in records:
+            if record.offset < self._covered.get(record.partition, -1):
+                self.stats.skipped_restored += 1
+                self.merger.skip(record.partition, record.offset, now)
+            else:
+                kept.append(record)
+        return kept
+
+    def _restore(self, key: str) -> None:
+        assert self.checkpoints is not None
+        store = self.checkpoints
+        found: list[bytes | None] = [None]
+        self._retry("checkpoint_load", lambda: found.__setitem__(0, store.load_checkpoint(key)))
+        data = found[0]
+        if data is None:
+            log.info("no checkpoint for %s: the detectors start afresh", key)
+            return
+        if self.pipeline.has_events:
+            log.warning("checkpoint %s not restored: this member had read events before its partitions "
+                        "were settled", key)
+            return
+        try:
+            saved = checkpoint.load(data)
+            notes = self.pipeline.restore(saved["pipeline"])
+        except (ValueError, KeyError, TypeError, AttributeError, ImportError) as exc:
+            log.warning("checkpoint %s could not be read (the detectors start afresh): %s", key, exc)
+            return
+        self._covered = {int(p): int(o) for p, o in saved["positions"].items()}
+        self.stats.restored_from = key
+        log.info("restored the detectors' state from checkpoint %s (saved at offsets %s)%s", key,
+                 self._covered, "".join(f"; {note}" for note in notes))
+
+    def _maybe_checkpoint(self) -> None:
+        if self._dirty and self.wall_clock() - self._checkpoint_at >= self.checkpoint_interval_s:
+            self._checkpoint_and_commit()
+
+    def _checkpoint_and_commit(self) -> None:
+        """Save what the detectors hold with the offsets it covers, then commit those offsets."""
+        assert self.checkpoints is not None
+        store = self.checkpoints
+        self._checkpoint_at = self.wall_clock()
+        key = self._partitions_key()
+        positions = {**self._covered, **self.merger.positions()}
+        if key is None or not positions:
+            return
+        data = checkpoint.dump({"positions": positions, "pipeline": self.pipeline.checkpoint()})
+        if len(data) > MAX_CHECKPOINT_BYTES:
+            log.warning("the detectors' state is %.0f MB, over the %.0f MB a checkpoint may take: not "
+                        "saved (a restart now starts afresh); lower the detectors' max_principals or "
+                        "detect.checkpoint_interval_s: 0 to stop trying", len(data) / 2**20,
+                        MAX_CHECKPOINT_BYTES / 2**20)
+            self._checkpoint_at += 9 * self.checkpoint_interval_s
+        else:
+            self._retry("checkpoint", lambda: store.save_checkpoint(key, data))
+            self.stats.checkpoints += 1
+        self._retry("commit", lambda: self.consumer.commit(positions))
+        self.stats.commits += 1
+        self._dirty = False
+
+    def _checkpoint_on_exit(self) -> None:
+        if self.checkpoints is None or not self._dirty:
+            return
+        try:
+            self._checkpoint_and_commit()
+        except (StoreUnavailable, BusUnavailable) as exc:  # stopping while the store is down
+            log.warning("no checkpoint at exit (the last one stands, and its offsets): %s", exc)
 
     def _sync_assignment(self, now: float) -> None:
         # A partition just assigned must be waited for (its oldest events may be older than
@@ -223,7 +346,10 @@ class DetectorService:
         if open_end is not None and now >= open_end:
             batch = self.pipeline.close_open_window(final=final)
             self._retry("store", lambda: self._store(batch))
+            self._dirty = self.checkpoints is not None
         self._resolve_while_idle(now)
+        if self.checkpoints is not None:
+            self._maybe_checkpoint()  # a quiet stream's last offsets are committed too
 
     def _resolve_while_idle(self, now: float) -> None:
         # No events, no windows closing: incidents must still resolve after resolve_after_s of

@@ -8,6 +8,7 @@ are added, never dropped), so upgrading keeps every incident.
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
@@ -60,6 +61,11 @@ CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(id UNINDEXED, body);
 CREATE TABLE IF NOT EXISTS drift_references (
     model TEXT PRIMARY KEY,
     doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    key TEXT PRIMARY KEY,
+    saved_at REAL NOT NULL,
+    data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS silences (
     id TEXT PRIMARY KEY,
@@ -233,6 +239,19 @@ class SQLiteStore:
             f.args.extend(query.ids)
         sql, args = f.select("SELECT doc FROM events", "ts DESC, id DESC", query.limit)
         return [decode_event(bytes(r[0])) for r in self._conn.execute(sql, args).fetchall()]
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save_checkpoint(self, key: str, data: bytes) -> None:
+        """Keep ``data`` under ``key``, replacing what was there."""
+        with self._write():
+            self._conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)",
+                               (key, time.time(), data))
+
+    def load_checkpoint(self, key: str) -> bytes | None:
+        """What was saved under ``key``, or ``None``."""
+        row = self._conn.execute("SELECT data FROM checkpoints WHERE key = ?", (key,)).fetchone()
+        return bytes(row[0]) if row else None
 
     # -- drift references --------------------------------------------------------------------
 

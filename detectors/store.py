@@ -109,5 +109,16 @@ class ReferenceStore(Protocol):
         """Forget the reference of ``model``; ``False`` when there was none."""
 
 
-class Store(IncidentStore, EventStore, ReferenceStore, AlertStore, Protocol):
+class CheckpointStore(Protocol):
+    """Keeps the detector service's checkpoints (detector state and the offsets it covers), one
+    per key, so that a restarted service carries on with what its detectors had learnt."""
+
+    def save_checkpoint(self, key: str, data: bytes) -> None:
+        """Keep ``data`` under ``key``, replacing what was there; readable on return."""
+
+    def load_checkpoint(self, key: str) -> bytes | None:
+        """What was saved under ``key``, or ``None``."""
+
+
+class Store(IncidentStore, EventStore, ReferenceStore, AlertStore, CheckpointStore, Protocol):
     """A store that keeps incidents, events and drift references, as both implementations do."""

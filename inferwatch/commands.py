@@ -54,8 +54,12 @@ def detect(args: argparse.Namespace, settings: Settings) -> int:
         service.close()
         if notifier is not None:
             notifier.close()
+    skipped = f" ({stats.skipped_restored} records it already held skipped)" if stats.skipped_restored else ""
+    restored = f"; state restored from checkpoint {stats.restored_from}{skipped}" if stats.restored_from \
+        else ""
     print(f"detect: {stats.records} records, {stats.malformed} malformed, "
-          f"{stats.incidents_written} incident writes", file=sys.stderr)
+          f"{stats.incidents_written} incident writes, {stats.checkpoints} checkpoints{restored}",
+          file=sys.stderr)
     return 0
 
 

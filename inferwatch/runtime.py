@@ -109,6 +109,9 @@ def build_service(
         batch_size=settings.detect.batch_size,
         idle_close_s=settings.detect.idle_close_s,
         drift=_drift_scale_out(settings, bus, consumer, detection.pipeline),
+        checkpoints=detection.store,
+        checkpoint_interval_s=settings.detect.checkpoint_interval_s,
+        checkpoint_key=f"{settings.detect.group}:{settings.bus.topic}",
     )
 
 

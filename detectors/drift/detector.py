@@ -149,6 +149,8 @@ class DriftJudge:
     or its sample changes. The numbers are the ones recomputing would give.
     """
 
+    CHECKPOINT_SKIP: ClassVar[tuple[str, ...]] = ("keeper",)  # the store: the restored detector's own
+
     def __init__(self, detector: DriftDetector) -> None:
         self.options = detector
         self.keeper: ReferenceKeeper | None = None
@@ -681,6 +683,7 @@ class DriftDetector:
     """
 
     name: ClassVar[str] = "drift"
+    CHECKPOINT_SKIP: ClassVar[tuple[str, ...]] = ("publish",)  # set by the service, as built
 
     def __init__(
         self,
@@ -756,6 +759,11 @@ class DriftDetector:
     def attach_store(self, keeper: ReferenceKeeper) -> None:
         """Persist references in ``keeper`` (the incident store) and load them from it."""
         self.judge.keeper = keeper
+
+    def after_restore(self, built: dict[str, Any]) -> None:
+        """After a checkpoint is restored (:mod:`inferwatch.detectors.checkpoint`): the store
+        the judge reads and saves references in is the one this detector was built with."""
+        self.judge.keeper = built["judge"].keeper
 
     def observe(self, event: InferenceEvent) -> list[Finding]:
         """Fold the event into its model's summary of the open window."""

@@ -37,7 +37,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from itertools import chain, islice
-from typing import Any, Final, TypeVar, cast
+from typing import Any, ClassVar, Final, TypeVar, cast
 
 import numpy as np
 
@@ -369,6 +369,9 @@ class WindowSummary:
     extraction, and adding an event costs about a microsecond. Keys starting with ``_`` are not
     features.
     """
+
+    CHECKPOINT_SKIP: ClassVar[tuple[str, ...]] = ("_rows", "_index")  # caches, rebuilt when read
+
 
     def __init__(self, model: str, *, service: str = "unknown", start: float | None = None,
                  end: float | None = None, k: int = SAMPLE_SIZE, text_k: int = ROW_SAMPLE_SIZE) -> None:

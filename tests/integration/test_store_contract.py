@@ -657,3 +657,14 @@ def test_old_notifications_and_ended_silences_are_forgotten(store: Any) -> None:
     assert silence_ids(store.list_silences(include_expired=True)) == ["s-current"]
     assert sorted(seqs(store.latest_notifications())) == [("g1", 3), ("g2", 2), ("g3", 1)]
     assert store.prune_alerting(cutoff) == 0                    # nothing more to forget
+
+
+def test_checkpoints_are_kept_per_key_and_replaced(store: Any) -> None:
+    assert store.load_checkpoint("g:events:0,1") is None
+    blob = bytes(range(256)) * 4_000  # about 1 MB of every byte value
+    store.save_checkpoint("g:events:0,1", blob)
+    store.save_checkpoint("g:events:2", b"other")
+    assert store.load_checkpoint("g:events:0,1") == blob
+    store.save_checkpoint("g:events:0,1", b"newer")
+    assert store.load_checkpoint("g:events:0,1") == b"newer"
+    assert store.load_checkpoint("g:events:2") == b"other"

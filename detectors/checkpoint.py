@@ -1,0 +1,287 @@
+"""Detector state as bytes and back, so a restarted service carries on where it stopped.
+
+:func:`dump` walks an object graph — a detector with its per-caller maps, sketches, rings and
+open window — and writes it as MessagePack (msgspec) with a small type tag per node; :func:`load`
+rebuilds it. It is not pickle: :func:`load` builds only an allow-list of types (Python's own
+containers and scalars, ``OrderedDict``, ``deque``, ``Counter``, ``datetime``, ``random.Random``
+states, numpy arrays of plain dtypes, and classes defined in the ``inferwatch`` package, made with
+``__new__`` and filled attribute by attribute: no constructor, ``__reduce__`` or ``__setstate__``
+code runs), so a checkpoint read back from a shared store cannot run code. Anything else in the
+graph (a function, a scikit-learn model, an open file) makes :func:`dump` raise
+:class:`NotCheckpointable` naming where it is. A class lists such attributes, and caches it can
+rebuild, in ``CHECKPOINT_SKIP``: they are not written and read back as ``None``; a restored
+detector keeps its own as it was built, and its ``after_restore(built)`` takes back or rebuilds
+the others (a store handle, a fitted model from its training rows).
+
+Shared references and cycles are kept: an object or container met twice is written once and
+referred to after that.
+
+>>> from collections import OrderedDict
+>>> shared = [1.5, "x"]
+>>> again = load(dump({"a": shared, "b": shared, "c": OrderedDict(k=(1, None))}))
+>>> again["a"] is again["b"], list(again["c"].items())
+(True, [('k', (1, None))])
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import importlib
+import random
+import types
+from collections import Counter, OrderedDict, deque
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import msgspec
+import numpy as np
+
+__all__ = ["FORMAT", "NotCheckpointable", "dump", "fingerprint", "load", "restore_into", "state_of"]
+
+FORMAT: Final = 1
+"""Version of the encoding; a checkpoint of another version is not read."""
+
+# Node tags: a node is a scalar (None, bool, int within 64 bits, float, str) or [tag, ...].
+_REF, _LIST, _TUPLE, _DICT, _SET, _FROZENSET, _ODICT, _DEQUE, _COUNTER = range(9)
+_BYTES, _BIGINT, _DATETIME, _TIMEDELTA, _RANDOM, _ARRAY, _NPSCALAR, _OBJECT = range(9, 17)
+_BYTEARRAY, _PYARRAY, _METHOD = range(17, 20)
+_PYARRAY_CODES: Final = frozenset("bBhHiIlLqQfd")
+_PLAIN_DTYPES: Final = frozenset("biufc?")  # numpy kinds with no Python objects inside
+_PACKAGE: Final = "inferwatch."
+
+
+class NotCheckpointable(TypeError):
+    """The object graph holds something :func:`dump` does not write; the message says where."""
+
+
+def dump(root: Any) -> bytes:
+    """``root`` as bytes :func:`load` reads back (see the module docstring for what it takes)."""
+    return msgspec.msgpack.encode([FORMAT, _Writer().node(root, "root")])
+
+
+def load(data: bytes) -> Any:
+    """The object graph :func:`dump` wrote; :class:`ValueError` when ``data`` is not one."""
+    try:
+        decoded = msgspec.msgpack.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a checkpoint: {exc}") from None
+    if not (isinstance(decoded, list) and len(decoded) == 2 and decoded[0] == FORMAT):
+        raise ValueError(f"not a checkpoint of format {FORMAT}")
+    return _Reader().node(decoded[1])
+
+
+def fingerprint(value: Any) -> str:
+    """A short digest of ``value`` as :func:`dump` writes it (or of its ``repr`` when it cannot)."""
+    try:
+        raw = dump(value)
+    except NotCheckpointable:
+        raw = repr(value).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def state_of(detector: Any) -> dict[str, Any]:
+    """A detector's attributes to checkpoint: all of them but its ``CHECKPOINT_SKIP``."""
+    return _attributes(detector)
+
+
+def restore_into(detector: Any, state: dict[str, Any]) -> None:
+    """Set ``state`` (from :func:`state_of`) on a freshly built detector of the same class (its
+    ``CHECKPOINT_SKIP`` attributes stay as built), then call its ``after_restore(built)``, if it
+    has one, with its attributes as they were built: what was not written (a store handle deep
+    inside, a fitted model) is taken back or rebuilt there."""
+    built = dict(getattr(detector, "__dict__", {}))
+    for name, value in state.items():
+        object.__setattr__(detector, name, value)
+    after = getattr(detector, "after_restore", None)
+    if after is not None:
+        after(built)
+
+
+def _attributes(obj: Any) -> dict[str, Any]:
+    skip = set(getattr(obj, "CHECKPOINT_SKIP", ()))
+    out: dict[str, Any] = {k: v for k, v in getattr(obj, "__dict__", {}).items() if k not in skip}
+    for cls in type(obj).__mro__:
+        for name in getattr(cls, "__slots__", ()):
+            if name not in ("__dict__", "__weakref__") and name not in skip and hasattr(obj, name):
+                out[name] = getattr(obj, name)
+    return out
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.seen: dict[int, int] = {}
+        self.alive: list[Any] = []  # keeps ids stable while writing
+
+    def node(self, value: Any, where: str) -> Any:
+        kind = type(value)
+        if value is None or kind in (bool, float, str):
+            return value
+        if kind is int:
+            return value if -(2**63) <= value < 2**64 else [_BIGINT, str(value)]
+        ref = self.seen.get(id(value))
+        if ref is not None:
+            return [_REF, ref]
+        self.seen[id(value)] = len(self.seen)
+        self.alive.append(value)
+        return self._compound(value, kind, where)
+
+    def _compound(self, value: Any, kind: type, where: str) -> Any:
+        if kind is list:
+            return [_LIST, [self.node(v, f"{where}[{i}]") for i, v in enumerate(value)]]
+        if kind is tuple:
+            return [_TUPLE, [self.node(v, f"{where}[{i}]") for i, v in enumerate(value)]]
+        if kind in (dict, OrderedDict, Counter):
+            tag = {dict: _DICT, OrderedDict: _ODICT, Counter: _COUNTER}[kind]
+            return [tag, [[self.node(k, f"{where} key"), self.node(v, f"{where}[{k!r}]")]
+                          for k, v in value.items()]]
+        if kind in (set, frozenset):
+            return [_SET if kind is set else _FROZENSET, [self.node(v, f"{where} item") for v in value]]
+        if kind is deque:
+            return [_DEQUE, value.maxlen, [self.node(v, f"{where}[{i}]") for i, v in enumerate(value)]]
+        if kind is bytes:
+            return [_BYTES, value]
+        if kind is bytearray:
+            return [_BYTEARRAY, bytes(value)]
+        if kind is array.array:
+            return [_PYARRAY, value.typecode, value.tobytes()]
+        if kind in (types.BuiltinMethodType, types.MethodType):  # a bound method kept for speed
+            name = value.__name__
+            if not name.isidentifier() or name.startswith("__"):
+                raise NotCheckpointable(f"{where}: a bound method {name!r}")
+            return [_METHOD, self.node(value.__self__, f"{where}.__self__"), name]
+        if kind is datetime:
+            return [_DATETIME, value.isoformat()]
+        if kind is timedelta:
+            return [_TIMEDELTA, value.total_seconds()]
+        if kind is random.Random:
+            version, internal, gauss = value.getstate()
+            return [_RANDOM, version, list(internal), gauss]
+        if kind is np.ndarray:
+            if value.dtype.kind not in _PLAIN_DTYPES:
+                raise NotCheckpointable(f"{where}: a numpy array of dtype {value.dtype}")
+            return [_ARRAY, value.dtype.str, list(value.shape), np.ascontiguousarray(value).tobytes()]
+        if isinstance(value, np.generic) and value.dtype.kind in _PLAIN_DTYPES:
+            return [_NPSCALAR, value.dtype.str, value.tobytes()]
+        module = getattr(kind, "__module__", "")
+        if not module.startswith(_PACKAGE) or isinstance(value, type) or callable(value):
+            raise NotCheckpointable(f"{where}: a {module}.{kind.__qualname__} is not checkpointed")
+        fields = _attributes(value)
+        return [_OBJECT, f"{module}:{kind.__qualname__}",
+                [[name, self.node(v, f"{where}.{name}")] for name, v in fields.items()]]
+
+
+class _Reader:
+    def __init__(self) -> None:
+        self.made: list[Any] = []
+
+    def node(self, raw: Any) -> Any:
+        if not isinstance(raw, list):
+            return raw
+        tag = raw[0]
+        if tag == _REF:
+            return self.made[raw[1]]
+        if tag == _BIGINT:
+            return int(raw[1])
+        return self._compound(tag, raw)
+
+    def _keep(self, value: Any) -> Any:
+        self.made.append(value)
+        return value
+
+    def _compound(self, tag: int, raw: list[Any]) -> Any:
+        # Containers are registered before their items are read, so that a cycle finds them.
+        if tag == _LIST:
+            out: list[Any] = self._keep([])
+            out.extend(self.node(v) for v in raw[1])
+            return out
+        if tag == _TUPLE:
+            slot = len(self.made)
+            self.made.append(None)  # a tuple is made after its items (none of them can be it)
+            made = tuple(self.node(v) for v in raw[1])
+            self.made[slot] = made
+            return made
+        if tag in (_DICT, _ODICT, _COUNTER):
+            mapping: dict[Any, Any] = self._keep({_DICT: dict, _ODICT: OrderedDict, _COUNTER: Counter}[tag]())
+            for k, v in raw[1]:
+                key = self.node(k)
+                mapping[key] = self.node(v)
+            return mapping
+        if tag == _SET:
+            items: set[Any] = self._keep(set())
+            items.update(self.node(v) for v in raw[1])
+            return items
+        if tag == _FROZENSET:
+            slot = len(self.made)
+            self.made.append(None)
+            frozen = frozenset(self.node(v) for v in raw[1])
+            self.made[slot] = frozen
+            return frozen
+        if tag == _DEQUE:
+            ring: deque[Any] = self._keep(deque(maxlen=raw[1]))
+            ring.extend(self.node(v) for v in raw[2])
+            return ring
+        return self._value(tag, raw)
+
+    def _value(self, tag: int, raw: list[Any]) -> Any:
+        if tag == _BYTES:
+            return self._keep(bytes(raw[1]))
+        if tag == _BYTEARRAY:
+            return self._keep(bytearray(raw[1]))
+        if tag == _PYARRAY:
+            if raw[1] not in _PYARRAY_CODES:
+                raise ValueError(f"a checkpoint holds an array of type code {raw[1]!r}")
+            numbers = array.array(raw[1])
+            numbers.frombytes(raw[2])
+            return self._keep(numbers)
+        if tag == _METHOD:
+            slot = len(self.made)
+            self.made.append(None)
+            owner = self.node(raw[1])
+            name = raw[2]
+            if not (isinstance(name, str) and name.isidentifier() and not name.startswith("__")):
+                raise ValueError(f"a checkpoint names a method {name!r}")
+            method = getattr(owner, name)
+            self.made[slot] = method
+            return method
+        if tag == _DATETIME:
+            return self._keep(datetime.fromisoformat(raw[1]))
+        if tag == _TIMEDELTA:
+            return self._keep(timedelta(seconds=raw[1]))
+        if tag == _RANDOM:
+            rng = random.Random()
+            rng.setstate((raw[1], tuple(raw[2]), raw[3]))
+            return self._keep(rng)
+        if tag == _ARRAY:
+            dtype = np.dtype(raw[1])
+            if dtype.kind not in _PLAIN_DTYPES:
+                raise ValueError(f"a checkpoint holds a numpy array of dtype {dtype}")
+            values = np.frombuffer(raw[3], dtype=dtype).reshape(raw[2]).copy()
+            return self._keep(values)
+        if tag == _NPSCALAR:
+            dtype = np.dtype(raw[1])
+            if dtype.kind not in _PLAIN_DTYPES:
+                raise ValueError(f"a checkpoint holds a numpy scalar of dtype {dtype}")
+            return self._keep(np.frombuffer(raw[2], dtype=dtype)[0])
+        if tag == _OBJECT:
+            cls = _class(raw[1])
+            obj = self._keep(cls.__new__(cls))
+            for name in getattr(cls, "CHECKPOINT_SKIP", ()):  # not written: None until rebuilt
+                object.__setattr__(obj, name, None)
+            for name, value in raw[2]:
+                object.__setattr__(obj, name, self.node(value))
+            return obj
+        raise ValueError(f"a checkpoint node of unknown kind {tag}")
+
+
+def _class(name: str) -> Any:
+    """The class ``module:qualname`` names, only from the ``inferwatch`` package."""
+    module_name, _, qualname = name.partition(":")
+    if not module_name.startswith(_PACKAGE):
+        raise ValueError(f"a checkpoint names {name!r}, outside the inferwatch package")
+    found: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    if not isinstance(found, type):
+        raise ValueError(f"a checkpoint names {name!r}, which is not a class")
+    return found

@@ -1,0 +1,173 @@
+"""Checkpoints: detector state written and read back, and a pipeline that carries on after it.
+
+The end-to-end check: the per-caller scenario (benign callers and one attacker of each kind) run
+through every registered detector at once, and again stopped at several points, checkpointed,
+rebuilt from scratch, restored and run on — every incident the same, count and severity included.
+"""
+
+from __future__ import annotations
+
+import array
+import random
+import sys
+from collections import Counter, OrderedDict, deque
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+
+from inferwatch.collectors.event import InferenceEvent
+from inferwatch.detectors import checkpoint
+from inferwatch.detectors.incidents import IncidentManager
+from inferwatch.detectors.pipeline import Pipeline
+from inferwatch.detectors.registry import build_detectors
+from inferwatch.detectors.store import IncidentQuery
+from inferwatch.detectors.windows import WindowClock
+from inferwatch.testing import memory_store
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import caller_scenarios as cs  # noqa: E402
+
+from tests.detectors.test_caller_scenarios import _pools  # noqa: E402
+
+
+def test_containers_scalars_and_arrays_come_back_equal() -> None:
+    rng = random.Random(7)
+    rng.random()
+    value = {
+        "ints": [0, -1, 2**63 - 1, 2**80, -(2**70)], "floats": (1.5, float("inf")), "text": "é",
+        "bytes": b"\x00\xff", "buffer": bytearray(b"ab"), "set": {1, 2}, "frozen": frozenset({"a"}),
+        "ordered": OrderedDict([("b", 1), ("a", 2)]), "ring": deque([1, 2], maxlen=3),
+        "counts": Counter({"x": 3}), "when": datetime(2026, 1, 1, tzinfo=UTC), "gap": timedelta(seconds=90),
+        "matrix": np.arange(6, dtype=np.float32).reshape(2, 3), "scalar": np.int64(5),
+        "numbers": array.array("d", [1.0, 2.5]), (1, "key"): None,
+    }
+    back = checkpoint.load(checkpoint.dump(value))
+    matrix = back.pop("matrix")
+    expected = dict(value)
+    assert matrix.dtype == np.float32
+    assert matrix.tolist() == expected.pop("matrix").tolist()
+    assert back == expected
+    assert type(back["ordered"]) is OrderedDict
+    assert list(back["ordered"]) == ["b", "a"]
+    assert back["ring"].maxlen == 3
+    copy = checkpoint.load(checkpoint.dump(rng))
+    assert copy.random() == rng.random()  # the generator goes on with the same numbers
+
+
+def test_shared_objects_and_cycles_stay_shared() -> None:
+    clock = WindowClock(60)
+    clock.advance(30.0)
+    items: list[Any] = [clock, clock]
+    items.append(items)
+    back = checkpoint.load(checkpoint.dump(items))
+    assert back[0] is back[1]
+    assert back[2] is back
+    assert isinstance(back[0], WindowClock)
+    assert back[0].open_end == 60.0
+    bound = checkpoint.load(checkpoint.dump({"list": items, "append": items.append}))
+    bound["append"](1)
+    assert bound["list"][-1] == 1  # a bound method comes back bound to the same object
+
+
+def test_what_it_cannot_write_is_named() -> None:
+    with pytest.raises(checkpoint.NotCheckpointable, match=r"root\['f'\]: a builtins.function"):
+        checkpoint.dump({"f": lambda: 1})
+    with pytest.raises(checkpoint.NotCheckpointable, match="dtype object"):
+        checkpoint.dump(np.array([object()]))
+
+
+@pytest.mark.parametrize("node", [
+    [17 - 1, "os:system", []],  # an object of a class outside the package
+    [17 - 1, "builtins:eval", []],
+    [17 - 1, "inferwatch.detectors.checkpoint:dump", []],  # inside it, but not a class
+])
+def test_reading_never_makes_anything_outside_the_package(node: list[Any]) -> None:
+    data = msgspec.msgpack.encode([checkpoint.FORMAT, node])
+    with pytest.raises(ValueError, match=r"inferwatch package|not a class"):
+        checkpoint.load(data)
+
+
+def test_garbage_and_other_formats_are_refused() -> None:
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        checkpoint.load(b"\xc1 not msgpack")
+    with pytest.raises(ValueError, match="format"):
+        checkpoint.load(msgspec.msgpack.encode([99, None]))
+
+
+@pytest.fixture(scope="module")
+def scenario_events() -> list[InferenceEvent]:
+    return cs.generate(seed=5, benign=50, hours=3.0, pools=_pools()).events
+
+
+@pytest.fixture(scope="module")
+def whole(scenario_events: list[InferenceEvent]) -> list[tuple[Any, ...]]:
+    """The incidents of one uninterrupted run."""
+    return _incidents([scenario_events])[0]
+
+
+def _incidents(parts: list[list[InferenceEvent]], *, options: dict[str, Any] | None = None
+               ) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """Incidents from running ``parts`` in turn, with a checkpoint, a pipeline built afresh and a
+    restore between two parts (``options``: detector options of the pipelines built after one)."""
+    store = memory_store()
+    manager = IncidentManager(store)
+    pipeline = Pipeline(build_detectors(), manager, window_s=cs.WINDOW_S)
+    notes: list[str] = []
+    for i, part in enumerate(parts):
+        if i:
+            data = pipeline.checkpoint()
+            pipeline = Pipeline(build_detectors(options=options), manager, window_s=cs.WINDOW_S)
+            notes += pipeline.restore(data)
+        for start in range(0, len(part), 700):
+            pipeline.store(pipeline.detect(part[start:start + 700]))
+    pipeline.store(pipeline.close_open_window(final=True))
+    found = store.list_incidents(IncidentQuery(limit=10_000))
+    return sorted(_row(i) for i in found), notes
+
+
+def _row(i: Any) -> tuple[Any, ...]:
+    return (i.id, i.detector, i.subject, i.count, i.severity, i.score, i.last_seen)
+
+
+def test_a_pipeline_restored_from_a_checkpoint_finds_exactly_what_one_run_finds(
+        scenario_events: list[InferenceEvent], whole: list[tuple[Any, ...]]) -> None:
+    events = scenario_events
+    assert {i[1] for i in whole} >= {"prompt_injection", "request_rate", "scraping", "model_extraction",
+                                     "token_abuse", "auth_abuse", "output_leak"}
+    cuts = [len(events) // 5, len(events) // 2, len(events) * 4 // 5 + 13]  # mid-window too
+    parts = [events[a:b] for a, b in zip([0, *cuts], [*cuts, len(events)], strict=True)]
+    restored, notes = _incidents(parts)
+    assert notes == []
+    assert restored == whole
+
+
+def test_without_the_checkpoint_the_restarted_pipeline_finds_less(
+        scenario_events: list[InferenceEvent], whole: list[tuple[Any, ...]]) -> None:
+    # What the checkpoint is for: the same cut with the state dropped does not give the same.
+    events = scenario_events
+    store = memory_store()
+    manager = IncidentManager(store)
+    for part in (events[: len(events) // 2], events[len(events) // 2:]):
+        pipeline = Pipeline(build_detectors(), manager, window_s=cs.WINDOW_S)
+        pipeline.store(pipeline.detect(part))
+        pipeline.store(pipeline.close_open_window(final=True))
+    cut = sorted(_row(i) for i in store.list_incidents(IncidentQuery(limit=10_000)))
+    assert cut != whole
+
+
+def test_a_detector_whose_options_changed_starts_afresh(scenario_events: list[InferenceEvent]) -> None:
+    events = scenario_events[: len(scenario_events) // 3]
+    _, notes = _incidents([events[:1000], events[1000:]], options={"request_rate": {"own_factor": 9.0}})
+    assert notes == ["request_rate: its options changed since the checkpoint, starts afresh"]
+
+
+def test_a_changed_window_length_restores_nothing() -> None:
+    first = Pipeline(build_detectors(["request_rate"]), IncidentManager(memory_store()), window_s=60)
+    again = Pipeline(build_detectors(["request_rate"]), IncidentManager(memory_store()), window_s=30)
+    assert again.restore(first.checkpoint()) == [
+        "the window length changed (60 s in the checkpoint, 30 s now): every detector starts afresh"]
