@@ -138,6 +138,15 @@ def _positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be positive, got {value}")
 
 
+UNNAMED = "-"
+"""The model key of events that name no model."""
+
+
+def _named(model: str) -> str:
+    """A model as a title names it: events without a model name are "an unnamed model"."""
+    return "an unnamed model (the events carry no model name)" if model == UNNAMED else model
+
+
 class ModelExtractionDetector:
     """PRADA-style query distances and off-distribution queries per (caller, tabular model);
     templated and near-duplicate prompt sweeps per caller. See the module docstring.
@@ -251,7 +260,7 @@ class ModelExtractionDetector:
         return self._sketch.add(sketch_key.encode()) >= self.track_after
 
     def _observe_query(self, subject: str, event: InferenceEvent, features: dict[str, Scalar]) -> None:
-        model_name = event.model or "-"
+        model_name = event.model or UNNAMED
         model = self._models.get_or_create(model_name, event.ts, lambda: ModelQueries(self.max_features))
         vector = model.vector(features)
         if vector is None:
@@ -401,7 +410,7 @@ class ModelExtractionDetector:
             subject=subject,
             bounds=bounds,
             service=act.service,
-            models=models - {"-"},
+            models=models - {UNNAMED},
             ids=ids,
             severity=severity,
             score=round(score, 4),
@@ -413,13 +422,14 @@ class ModelExtractionDetector:
 
     def _query_signals(self, r: _ModelResult) -> list[tuple[Severity, float, str, str]]:
         v = r.verdict
+        model = _named(r.model)
         out: list[tuple[Severity, float, str, str]] = []
         if v.distance_flag and v.shapiro_w is not None and v.distance_median is not None:
             spread = (f"min {v.distance_min:.3g}, median {v.distance_median:.3g}, p95 {v.distance_p95:.3g} "
                       "standard deviations")
             if v.regular_spacing:
-                out.append(("high", 0.95, f"evenly spaced queries to {r.model} (a grid or line sweep)",
-                            f"on {r.model} its last {v.tested} query-to-nearest-query distances are "
+                out.append(("high", 0.95, f"evenly spaced queries to {model} (a grid or line sweep)",
+                            f"on {model} its last {v.tested} query-to-nearest-query distances are "
                             f"nearly all the same (interquartile range of log distance {v.log_iqr:.4f} < "
                             f"{REGULAR_SPACING_IQR}; {spread}): a sweep with a fixed step"))
             else:
@@ -427,17 +437,17 @@ class ModelExtractionDetector:
                     margin = self.prada_delta - v.shapiro_w
                     severity: Severity = "high" if margin >= 0.2 else "medium" if margin >= 0.08 else "low"
                     out.append((severity, 0.5 + 0.5 * min(1.0, margin / 0.3),
-                                f"unnatural query distances on {r.model} (Shapiro-Wilk W {v.shapiro_w:.3f} "
+                                f"unnatural query distances on {model} (Shapiro-Wilk W {v.shapiro_w:.3f} "
                                 f"< {self.prada_delta})",
-                                f"on {r.model} the log of its last {v.tested} query-to-nearest-query "
+                                f"on {model} the log of its last {v.tested} query-to-nearest-query "
                                 f"distances has Shapiro-Wilk W {v.shapiro_w:.3f}, below {self.prada_delta} "
                                 f"(natural queries stay above; {spread})"))
                 if v.repeated_step and v.repeated_share is not None:
                     repeated = v.repeated_share
                     out.append(("high" if repeated >= 0.3 else "medium",
                                 0.5 + 0.5 * min(1.0, (repeated - REPEATED_STEP_SHARE) / 0.3),
-                                f"one step repeated in queries to {r.model} ({repeated:.0%} of distances)",
-                                f"on {r.model} {repeated:.0%} of its last {v.tested} query-to-nearest-query "
+                                f"one step repeated in queries to {model} ({repeated:.0%} of distances)",
+                                f"on {model} {repeated:.0%} of its last {v.tested} query-to-nearest-query "
                                 f"distances are one value to within 0.1 % (threshold "
                                 f"{REPEATED_STEP_SHARE:.0%}; natural callers measured about 5 % at "
                                 f"most; only steps moving several features count; {spread}): new "
@@ -446,8 +456,8 @@ class ModelExtractionDetector:
             share = v.off_share
             severity = "high" if share >= 0.75 else "medium" if share >= 0.5 else "low"
             out.append((severity, 0.5 + 0.5 * (share - self.off_share) / max(1.0 - self.off_share, 1e-9),
-                        f"{share:.0%} of queries to {r.model} far from other callers' traffic",
-                        f"{share:.0%} of its last {v.off_checked} queries to {r.model} lie farther from a "
+                        f"{share:.0%} of queries to {model} far from other callers' traffic",
+                        f"{share:.0%} of its last {v.off_checked} queries to {model} lie farther from a "
                         f"sample of {r.reference_rows} recent queries of all callers than {OFF_QUANTILE:.0%} "
                         f"of that sample lies from itself (threshold {self.off_share:.0%})"))
         return out

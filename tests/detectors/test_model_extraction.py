@@ -218,6 +218,19 @@ def test_a_fixed_step_sweep_is_high_severity_whatever_w_says(run: Any) -> None:
     assert "grid or line sweep" in findings[0].title
 
 
+def test_events_without_a_model_name_are_called_an_unnamed_model(run: Any) -> None:
+    def one_line(rng: np.random.Generator, n: int) -> np.ndarray:
+        rows = np.tile(natural(rng, 1)[0], (n, 1))
+        rows[:, 2] = np.linspace(1.0, 6.9, n)
+        return rows
+
+    events = [e.model_copy(update={"model": None}) for e in queries({"sweeper": (100, one_line)}, 2)]
+    findings = run(ModelExtractionDetector(), events)
+    assert "evenly spaced queries to an unnamed model (the events carry no model name)" in findings[0].title
+    assert findings[0].model is None
+    assert findings[0].evidence["models"] == []
+
+
 def test_a_slow_extraction_is_judged_across_windows(run: Any) -> None:
     """Twelve queries a minute never make 64 in one window; the caller's recent history does."""
     events = sorted(queries(crowd(), 14) + queries({"patient": (12, grid)}, 14, seed=1), key=lambda e: e.ts)
