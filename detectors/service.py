@@ -99,6 +99,7 @@ class DetectorService:
         self._restore_tried = False
         self._covered: dict[int, int] = {}  # offsets the restored state already holds, per partition
         self._dirty = False  # events detected since the last checkpoint
+        self._owned: frozenset[int] | None = None  # the partitions last logged as owned
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the batch in hand is stored and committed."""
@@ -307,7 +308,12 @@ class DetectorService:
         # by another process are that process's to detect: they were not committed here.
         assignment = getattr(self.consumer, "assignment", None)
         if assignment is not None:
-            self.merger.assign(assignment(), now)
+            owned = frozenset(assignment())
+            if owned != self._owned:
+                log.info("partitions of %s now owned by this member: %s (before: %s)", self.checkpoint_key,
+                         sorted(owned) or "none", sorted(self._owned) if self._owned is not None else "none")
+                self._owned = owned
+            self.merger.assign(owned, now)
 
     def _dead_letter(self, record: BusRecord, reason: str) -> None:
         self._retry("dead_letter", lambda: self.dead_letters.dead_letter(record, reason))

@@ -42,6 +42,7 @@ from inferwatch.collectors.bus import BusRecord, BusUnavailable
 from inferwatch.detectors.base import Finding
 from inferwatch.detectors.drift.detector import DriftJudge
 from inferwatch.detectors.drift.sketch import WindowSummary
+from inferwatch.detectors.state import iso_utc
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -161,7 +162,8 @@ class SummaryCollector:
                     break  # later windows wait for this one: references and change detectors go in order
                 self.incomplete += 1
                 log.warning("drift window ending %s judged with markers for %d of %d event partitions "
-                            "after %.0fs", end, len(window.covered), self.event_partitions, self.max_wait_s)
+                            "after %.0fs", iso_utc(end), len(window.covered), self.event_partitions,
+                            self.max_wait_s)
             del self._windows[end]
             merged: dict[str, WindowSummary] = {}
             for (model, _), partial in sorted(window.partials.items()):
