@@ -48,7 +48,7 @@ from inferwatch.agent.content import CallContent, Row, features_from
 from inferwatch.agent.context import MAX_PSEUDONYM_CHARS, ContextValues, Scope, enter, leave, open_call_scope
 from inferwatch.agent.forking import after_fork_in_child
 from inferwatch.agent.metrics import prometheus_text, stats_line
-from inferwatch.agent.principal import Pseudonymizer, client_address, credential_from_headers
+from inferwatch.agent.principal import ProxyChain, Pseudonymizer, client_address, credential_from_headers
 from inferwatch.agent.shipper import EventShipper, ShipperStats
 from inferwatch.agent.spool import Spool
 from inferwatch.agent.telemetry import CallFacts, CallTracer, resolve_tracer_provider
@@ -156,6 +156,7 @@ class Agent:
         self.settings = settings
         self.version = version or _distribution_version()
         self.pseudonymizer = Pseudonymizer(settings.hmac_key, header=settings.principal_header)
+        self.proxies = ProxyChain(settings.trusted_proxies)
         key = settings.hmac_key.get_secret_value()
         if key == DEFAULT_HMAC_KEY:
             _log.warning(
@@ -231,7 +232,7 @@ class Agent:
             model=model,
             endpoint=endpoint,
             credential=credential_from_headers(headers, self.pseudonymizer.header) if headers else None,
-            client_ip=client_ip,
+            client_ip=self.proxies.client(client_ip, headers) if self.proxies.networks else client_ip,
             scope=open_call_scope(),
         )
 

@@ -96,3 +96,51 @@ def client_address(address: str | None, *, truncate: bool) -> str | None:
     if address is None:
         return None
     return truncate_ip(address) if truncate else address
+
+
+class ProxyChain:
+    """Who sent a request that came through trusted proxies (``agent.trusted_proxies``).
+
+    A request whose peer is a trusted proxy is attributed to the nearest address in its
+    ``X-Forwarded-For`` that is not itself trusted, read from the right (each proxy appends the
+    address it got the request from, and only trusted ones can be believed); a request from any
+    other peer is attributed to the peer, whatever the header says, so a client cannot choose
+    its own address.
+
+    >>> chain = ProxyChain(["10.0.0.0/8"])
+    >>> chain.client("10.1.2.3", {"x-forwarded-for": "198.51.100.7, 10.9.9.9"})
+    '198.51.100.7'
+    >>> chain.client("203.0.113.5", {"x-forwarded-for": "198.51.100.7"})  # not a proxy: ignored
+    '203.0.113.5'
+    """
+
+    def __init__(self, trusted: list[str]) -> None:
+        self.networks = [ipaddress.ip_network(entry, strict=False) for entry in trusted]
+        self._known: dict[str, bool] = {}
+
+    def trusted(self, address: str) -> bool:
+        known = self._known.get(address)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(address.strip())
+            except ValueError:
+                known = False
+            else:
+                known = any(ip in network for network in self.networks)
+            if len(self._known) >= 4096:
+                self._known.clear()
+            self._known[address] = known
+        return known
+
+    def client(self, peer: str | None, headers: Mapping[str, str] | None) -> str | None:
+        """The client address to record for a request from ``peer`` with these headers."""
+        if peer is None or not self.networks or not headers or not self.trusted(peer):
+            return peer
+        forwarded = headers.get("x-forwarded-for")
+        if not forwarded:
+            return peer
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if not self.trusted(hop):
+                return hop
+        return hops[0] if hops else peer

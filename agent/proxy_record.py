@@ -92,8 +92,9 @@ def build_events(agent: Agent, record: CallRecord, *, principal_from_address: bo
         attributes={"http.request.method": record.method, "url.path": record.path},
     )
     credential = credential_from_headers(headers, agent.pseudonymizer.header)
-    if credential is None and principal_from_address and record.client_ip:
-        credential = "address:" + record.client_ip  # pseudonymised with the key, like a credential
+    client_ip = agent.proxies.client(record.client_ip, headers)  # behind a trusted load balancer
+    if credential is None and principal_from_address and client_ip:
+        credential = "address:" + client_ip  # pseudonymised with the key, like a credential
     now = time.perf_counter()
     call = Call(
         span=span,
@@ -102,7 +103,7 @@ def build_events(agent: Agent, record: CallRecord, *, principal_from_address: bo
         model=route.model,
         endpoint=route.endpoint,
         credential=credential,
-        client_ip=record.client_ip,
+        client_ip=client_ip,
     )
     agent.record(call, _content(agent, record, route), status=record.status, error=record.error, end=now)
 

@@ -9,6 +9,7 @@ Sources, highest priority first: explicit overrides (CLI flags), environment var
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -70,6 +71,26 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+
+
+def _networks(value: list[str]) -> list[str]:
+    """Addresses or CIDR networks, each checked (an address is a network of one)."""
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network (write 10.0.0.5, 10.0.0.0/8 or "
+                             "fd00::/8)") from None
+    return value
+
+
 class AgentSettings(_Section):
     """The in-process agent beside the model server."""
 
@@ -84,6 +105,10 @@ class AgentSettings(_Section):
     flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.2
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1 << 20
     truncate_client_ip: bool = True
+    trusted_proxies: Annotated[CommaList, AfterValidator(_networks)] = Field(default_factory=list)
+    """Addresses or networks of the load balancers, gateways or proxies in front of the model
+    server. A request from one of them is attributed to the client its ``X-Forwarded-For`` names
+    (the nearest address not itself trusted); from anywhere else the header is ignored."""
     spool_dir: Path | None = None
     """Where batches the bus refused wait on disk (docs/agent.md); ``None``: no spool, drop and count."""
     spool_max_bytes: Annotated[int, Field(ge=4096)] = 256 << 20
@@ -91,13 +116,6 @@ class AgentSettings(_Section):
     stats_log_interval_s: Annotated[float, Field(ge=0)] = 60.0
 
 
-def _split_commas(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 
 
 class BusSettings(_Section):

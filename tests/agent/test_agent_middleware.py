@@ -287,6 +287,35 @@ def test_client_address_is_truncated(make_agent: AgentFactory, list_producer: Li
     assert event.client_ip == "198.51.100.0"
 
 
+def test_behind_a_trusted_load_balancer_the_forwarded_client_is_recorded(
+        make_agent: AgentFactory, list_producer: ListProducer) -> None:
+    # The test client connects from 198.51.100.77: here that is the load balancer.
+    agent = make_agent(list_producer, trusted_proxies="198.51.100.0/24, 10.0.0.0/8", truncate_client_ip=False)
+    client = client_for(agent)
+    client.post("/predict", json={"age": 3}, headers={"x-forwarded-for": "203.0.113.9, 10.1.1.1"})
+    client.post("/predict", json={"age": 3}, headers={"x-forwarded-for": "10.2.2.2"})  # only proxies
+    client.post("/predict", json={"age": 3})  # no header: the balancer's own request
+    recorded = [e.client_ip for e in shipped(agent, list_producer)]
+    assert recorded == ["203.0.113.9", "10.2.2.2", "198.51.100.77"]
+
+
+def test_a_forwarded_header_from_an_untrusted_peer_is_ignored(make_agent: AgentFactory,
+                                                              list_producer: ListProducer) -> None:
+    # A client may write any X-Forwarded-For: only a trusted proxy's is believed.
+    agent = make_agent(list_producer, trusted_proxies=["10.0.0.0/8"])
+    client_for(agent).post("/predict", json={"age": 3}, headers={"x-forwarded-for": "203.0.113.9"})
+    assert [e.client_ip for e in shipped(agent, list_producer)] == ["198.51.100.0"]
+
+
+def test_a_trusted_proxy_that_is_not_an_address_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from inferwatch.collectors.settings import AgentSettings
+
+    with pytest.raises(ValidationError, match=r"'10\.0\.0/33' is not an IP address or network"):
+        AgentSettings(trusted_proxies="10.0.0/33")
+
+
 def test_a_reply_gzipped_inside_the_agent_is_still_read(make_agent: AgentFactory,
                                                         list_producer: ListProducer) -> None:
     from starlette.middleware.gzip import GZipMiddleware
