@@ -387,6 +387,21 @@ def shown_value(name: str, value: Any) -> str:
     return f" (got {_URL_CREDENTIALS.sub('***@', repr(value))})"
 
 
+def _close_setting(loc: list[str]) -> str | None:
+    """The setting a misspelled ``loc`` most likely meant (``bus.bootstrap_server`` ->
+    ``bus.bootstrap_servers``), or ``None``."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    names = list(getattr(model, "model_fields", {}))
+    close = difflib.get_close_matches(loc[-1].lower(), names, n=1, cutoff=0.75)
+    return ".".join([*loc[:-1], close[0]]) if close else None
+
+
 def _describe(exc: ValidationError, path: Path | None) -> str:
     """One line per error naming the variable (and the key in the file) and what is wrong. A value
     is echoed only for a setting that exists and is no secret, with any ``user:password@`` of a
@@ -399,7 +414,10 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
         where = f"{env} (or '{dotted}' in {path})" if path else env
         value = err.get("input")
         if err["type"] == "extra_forbidden":
-            lines.append(f"  {where}: no such setting (check the spelling; docs/configuration.md lists them)")
+            close = _close_setting(loc)
+            hint = (f"did you mean {close} ({ENV_PREFIX}{close.upper().replace('.', '__')})?" if close
+                    else "check the spelling;")
+            lines.append(f"  {where}: no such setting; {hint} docs/configuration.md lists them")
             continue
         message = err["msg"].removeprefix("Value error, ")  # our validators' messages stand alone
         lines.append(f"  {where}: {message}{shown_value(dotted, value)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import typing
 from collections.abc import Mapping, Sequence
@@ -41,9 +42,11 @@ def build_detectors(
                                   f"registered: {', '.join(sorted(registry))}")
     unknown = [n for n in [*names, *options] if n not in registry]
     if unknown:
+        guesses = {n: difflib.get_close_matches(n, list(registry), n=1, cutoff=0.75) for n in set(unknown)}
+        meant = "; ".join(f"did you mean {g[0]} for {n}?" for n, g in sorted(guesses.items()) if g)
         raise DetectorConfigError(
-            f"unknown detector(s) {', '.join(sorted(set(unknown)))} in detect.enabled/detect.options; "
-            f"registered: {', '.join(sorted(registry))}"
+            f"unknown detector(s) {', '.join(sorted(set(unknown)))} in detect.enabled/detect.options"
+            + (f" ({meant})" if meant else "") + f"; registered: {', '.join(sorted(registry))}"
         )
     detectors: list[Detector] = []
     for name in names:

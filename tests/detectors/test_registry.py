@@ -45,3 +45,11 @@ def test_a_canary_or_system_prompt_given_wrongly_is_not_echoed():
     assert "detect.options.output_leak." in str(err.value)
     assert "CANARY-7f3a" not in str(err.value)
     assert "42" not in str(err.value)
+
+
+def test_a_misspelled_detector_gets_the_one_it_meant():
+    with pytest.raises(DetectorConfigError) as err:
+        build_detectors(["prompt_injections", "request_rate"], {"frobnicator": {}})
+    assert "unknown detector(s) frobnicator, prompt_injections" in str(err.value)
+    assert "did you mean prompt_injection for prompt_injections?" in str(err.value)
+    assert "for frobnicator" not in str(err.value)  # nothing like it: no guess

@@ -175,3 +175,24 @@ def test_a_yaml_error_says_where_without_quoting_the_file(tmp_path, content: str
     assert "not valid YAML" in message
     assert "(line " in message
     assert "TOPSECRET" not in message
+
+
+@pytest.mark.parametrize(("text", "meant"), [
+    ("bus:\n  bootstrap_server: localhost:9092\n",
+     "bus.bootstrap_servers (INFERWATCH_BUS__BOOTSTRAP_SERVERS)"),
+    ("detect:\n  windw_s: 30\n", "detect.window_s (INFERWATCH_DETECT__WINDOW_S)"),
+])
+def test_a_misspelled_setting_gets_the_one_it_meant(tmp_path, text, meant):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(SettingsError, match="no such setting; did you mean") as err:
+        load_settings(cfg)
+    assert meant in str(err.value)
+
+
+def test_a_setting_like_nothing_known_gets_no_guess(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("detect:\n  frobnicate: 1\n")
+    with pytest.raises(SettingsError, match="no such setting; check the spelling") as err:
+        load_settings(cfg)
+    assert "did you mean" not in str(err.value)
