@@ -104,10 +104,20 @@ def describe_error(exc: BaseException) -> str:
 
 
 def unavailable(servers: Sequence[str], doing: str, exc: BaseException) -> BusUnavailable:
+    if _no_broker_answered(exc):  # what it was about to do is beside the point
+        doing = "could not be reached"
     return BusUnavailable(
         f"Kafka at {','.join(servers)} {doing}: {describe_error(exc)}. Check that the brokers are up and "
         "reachable, and INFERWATCH_BUS__BOOTSTRAP_SERVERS and the security settings."
     )
+
+
+def _no_broker_answered(exc: BaseException) -> bool:
+    """kafka-python's 'Unable to bootstrap from [...]' (or NoBrokersAvailable in other versions)."""
+    no_brokers = getattr(kerr, "NoBrokersAvailable", None)
+    if no_brokers is not None and isinstance(exc, no_brokers):
+        return True
+    return isinstance(exc, kerr.KafkaTimeoutError) and "bootstrap" in str(exc).lower()
 
 
 @contextmanager
