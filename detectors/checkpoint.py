@@ -37,7 +37,8 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
-__all__ = ["FORMAT", "NotCheckpointable", "dump", "fingerprint", "load", "restore_into", "state_of"]
+__all__ = ["FORMAT", "CheckpointTooLarge", "NotCheckpointable", "dump", "fingerprint", "load", "restore_into",
+           "state_of"]
 
 FORMAT: Final = 1
 """Version of the encoding; a checkpoint of another version is not read."""
@@ -55,9 +56,14 @@ class NotCheckpointable(TypeError):
     """The object graph holds something :func:`dump` does not write; the message says where."""
 
 
-def dump(root: Any) -> bytes:
-    """``root`` as bytes :func:`load` reads back (see the module docstring for what it takes)."""
-    return msgspec.msgpack.encode([FORMAT, _Writer().node(root, "root")])
+class CheckpointTooLarge(ValueError):
+    """The state is larger than :func:`dump` was allowed to write (it stops early, at that size)."""
+
+
+def dump(root: Any, *, max_bytes: int | None = None) -> bytes:
+    """``root`` as bytes :func:`load` reads back (see the module docstring for what it takes);
+    :class:`CheckpointTooLarge` as soon as it would take about more than ``max_bytes``."""
+    return msgspec.msgpack.encode([FORMAT, _Writer(max_bytes).node(root, "root")])
 
 
 def load(data: bytes) -> Any:
@@ -109,13 +115,20 @@ def _attributes(obj: Any) -> dict[str, Any]:
 
 
 class _Writer:
-    def __init__(self) -> None:
+    """Writes the graph; ``where`` is a path built lazily, ``(parent, step)``, named only on errors."""
+
+    def __init__(self, max_bytes: int | None) -> None:
         self.seen: dict[int, int] = {}
         self.alive: list[Any] = []  # keeps ids stable while writing
+        self.max_bytes = max_bytes
+        self.size = 0  # about what the encoding will take
 
-    def node(self, value: Any, where: str) -> Any:
+    def node(self, value: Any, where: Any) -> Any:
         kind = type(value)
-        if value is None or kind in (bool, float, str):
+        if kind is str:
+            self.size += len(value) + 1
+            return value
+        if value is None or kind is bool or kind is float:
             return value
         if kind is int:
             return value if -(2**63) <= value < 2**64 else [_BIGINT, str(value)]
@@ -124,21 +137,33 @@ class _Writer:
             return [_REF, ref]
         self.seen[id(value)] = len(self.seen)
         self.alive.append(value)
+        self.size += 4
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            raise CheckpointTooLarge(f"over {self.max_bytes:,} bytes at {_path(where)}")
         return self._compound(value, kind, where)
 
-    def _compound(self, value: Any, kind: type, where: str) -> Any:
+    def _items(self, values: Any, where: Any) -> list[Any]:
+        node = self.node
+        return [node(v, (where, i)) for i, v in enumerate(values)]
+
+    def _compound(self, value: Any, kind: type, where: Any) -> Any:
         if kind is list:
-            return [_LIST, [self.node(v, f"{where}[{i}]") for i, v in enumerate(value)]]
+            return [_LIST, self._items(value, where)]
         if kind is tuple:
-            return [_TUPLE, [self.node(v, f"{where}[{i}]") for i, v in enumerate(value)]]
+            return [_TUPLE, self._items(value, where)]
         if kind in (dict, OrderedDict, Counter):
             tag = {dict: _DICT, OrderedDict: _ODICT, Counter: _COUNTER}[kind]
-            return [tag, [[self.node(k, f"{where} key"), self.node(v, f"{where}[{k!r}]")]
-                          for k, v in value.items()]]
+            node = self.node
+            return [tag, [[node(k, (where, "key")), node(v, (where, k))] for k, v in value.items()]]
         if kind in (set, frozenset):
-            return [_SET if kind is set else _FROZENSET, [self.node(v, f"{where} item") for v in value]]
+            return [_SET if kind is set else _FROZENSET, self._items(value, where)]
         if kind is deque:
-            return [_DEQUE, value.maxlen, [self.node(v, f"{where}[{i}]") for i, v in enumerate(value)]]
+            return [_DEQUE, value.maxlen, self._items(value, where)]
+        return self._leaf(value, kind, where)
+
+    def _leaf(self, value: Any, kind: type, where: Any) -> Any:
+        if kind in (bytes, bytearray, array.array, np.ndarray):
+            self.size += value.nbytes if kind is np.ndarray else len(value) * getattr(value, "itemsize", 1)
         if kind is bytes:
             return [_BYTES, value]
         if kind is bytearray:
@@ -148,8 +173,8 @@ class _Writer:
         if kind in (types.BuiltinMethodType, types.MethodType):  # a bound method kept for speed
             name = value.__name__
             if not name.isidentifier() or name.startswith("__"):
-                raise NotCheckpointable(f"{where}: a bound method {name!r}")
-            return [_METHOD, self.node(value.__self__, f"{where}.__self__"), name]
+                raise NotCheckpointable(f"{_path(where)}: a bound method {name!r}")
+            return [_METHOD, self.node(value.__self__, (where, "__self__")), name]
         if kind is datetime:
             return [_DATETIME, value.isoformat()]
         if kind is timedelta:
@@ -159,16 +184,26 @@ class _Writer:
             return [_RANDOM, version, list(internal), gauss]
         if kind is np.ndarray:
             if value.dtype.kind not in _PLAIN_DTYPES:
-                raise NotCheckpointable(f"{where}: a numpy array of dtype {value.dtype}")
+                raise NotCheckpointable(f"{_path(where)}: a numpy array of dtype {value.dtype}")
             return [_ARRAY, value.dtype.str, list(value.shape), np.ascontiguousarray(value).tobytes()]
         if isinstance(value, np.generic) and value.dtype.kind in _PLAIN_DTYPES:
             return [_NPSCALAR, value.dtype.str, value.tobytes()]
         module = getattr(kind, "__module__", "")
         if not module.startswith(_PACKAGE) or isinstance(value, type) or callable(value):
-            raise NotCheckpointable(f"{where}: a {module}.{kind.__qualname__} is not checkpointed")
-        fields = _attributes(value)
+            raise NotCheckpointable(f"{_path(where)}: a {module}.{kind.__qualname__} is not checkpointed")
+        node = self.node
         return [_OBJECT, f"{module}:{kind.__qualname__}",
-                [[name, self.node(v, f"{where}.{name}")] for name, v in fields.items()]]
+                [[name, node(v, (where, "." + name))] for name, v in _attributes(value).items()]]
+
+
+def _path(where: Any) -> str:
+    """``root['f'].x[3]`` from the lazy path ``(((("root", 'f'), ".x"), 3)``."""
+    steps = []
+    while isinstance(where, tuple):
+        where, step = where
+        steps.append(step if isinstance(step, str) and step.startswith(".") else
+                     f" {step}" if step == "key" else f"[{step!r}]")
+    return str(where) + "".join(reversed(steps))
 
 
 class _Reader:

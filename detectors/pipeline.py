@@ -71,15 +71,20 @@ class Pipeline:
         self._built = [checkpoint.fingerprint(checkpoint.state_of(d)) for d in self.detectors]
         self._unwritable: set[str] = set()
 
-    def checkpoint(self) -> bytes:
+    def checkpoint(self, max_bytes: int | None = None) -> bytes:
         """What the detectors hold — per-caller state and baselines, the open window, carried
         windows — and the event-time clock, as bytes for :meth:`restore` (:mod:`.checkpoint`).
         A detector whose state cannot be written is left out (logged once): it starts afresh
-        after a restore."""
+        after a restore. :class:`~.checkpoint.CheckpointTooLarge` as soon as the whole would take
+        about more than ``max_bytes`` (writing stops there)."""
         detectors: dict[str, list[Any]] = {}
+        used = 0
         for detector, built in zip(self.detectors, self._built, strict=True):
+            budget = None if max_bytes is None else max_bytes - used
             try:
-                detectors[detector.name] = [built, checkpoint.dump(checkpoint.state_of(detector))]
+                data = checkpoint.dump(checkpoint.state_of(detector), max_bytes=budget)
+                detectors[detector.name] = [built, data]
+                used += len(data)
             except checkpoint.NotCheckpointable as exc:
                 if detector.name not in self._unwritable:
                     self._unwritable.add(detector.name)

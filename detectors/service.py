@@ -280,14 +280,18 @@ class DetectorService:
         positions = {**self._covered, **self.merger.positions()}
         if key is None or not positions:
             return
-        data = checkpoint.dump({"positions": positions, "pipeline": self.pipeline.checkpoint()})
-        if len(data) > MAX_CHECKPOINT_BYTES:
-            log.warning("the detectors' state is %.0f MB, over the %.0f MB a checkpoint may take: not "
-                        "saved (a restart now starts afresh); lower the detectors' max_principals or "
-                        "detect.checkpoint_interval_s: 0 to stop trying", len(data) / 2**20,
+        try:
+            state = self.pipeline.checkpoint(max_bytes=MAX_CHECKPOINT_BYTES)
+        except checkpoint.CheckpointTooLarge:
+            state = None
+        if state is None:
+            log.warning("the detectors' state is over the %.0f MB a checkpoint may take: not saved (a "
+                        "restart now starts afresh; next try in ten intervals); lower the detectors' "
+                        "max_principals, or set detect.checkpoint_interval_s: 0 to stop trying",
                         MAX_CHECKPOINT_BYTES / 2**20)
             self._checkpoint_at += 9 * self.checkpoint_interval_s
         else:
+            data = checkpoint.dump({"positions": positions, "pipeline": state})
             self._retry("checkpoint", lambda: store.save_checkpoint(key, data))
             self.stats.checkpoints += 1
         self._retry("commit", lambda: self.consumer.commit(positions))
