@@ -26,9 +26,11 @@ referred to after that.
 from __future__ import annotations
 
 import array
+import enum
 import hashlib
-import importlib
+import inspect
 import random
+import sys
 import types
 from collections import Counter, OrderedDict, deque
 from datetime import datetime, timedelta
@@ -36,6 +38,8 @@ from typing import Any, Final
 
 import msgspec
 import numpy as np
+
+from inferwatch.collectors.event import InferenceEvent, decode_event, encode_event
 
 __all__ = ["FORMAT", "CheckpointTooLarge", "NotCheckpointable", "dump", "fingerprint", "load", "restore_into",
            "state_of"]
@@ -46,10 +50,19 @@ FORMAT: Final = 1
 # Node tags: a node is a scalar (None, bool, int within 64 bits, float, str) or [tag, ...].
 _REF, _LIST, _TUPLE, _DICT, _SET, _FROZENSET, _ODICT, _DEQUE, _COUNTER = range(9)
 _BYTES, _BIGINT, _DATETIME, _TIMEDELTA, _RANDOM, _ARRAY, _NPSCALAR, _OBJECT = range(9, 17)
-_BYTEARRAY, _PYARRAY, _METHOD = range(17, 20)
+_BYTEARRAY, _PYARRAY, _METHOD, _EVENT = range(17, 21)
+_CONTAINERS: Final = frozenset({_LIST, _TUPLE, _DICT, _SET, _FROZENSET, _ODICT, _DEQUE, _COUNTER, _OBJECT})
 _PYARRAY_CODES: Final = frozenset("bBhHiIlLqQfd")
 _PLAIN_DTYPES: Final = frozenset("biufc?")  # numpy kinds with no Python objects inside
 _PACKAGE: Final = "inferwatch."
+_STATE_PACKAGE: Final = "inferwatch.detectors."
+"""Where the classes a checkpoint may make are defined."""
+_METHODS: Final[dict[type, frozenset[str]]] = {
+    list: frozenset({"append", "extend"}), deque: frozenset({"append", "appendleft", "extend"}),
+    set: frozenset({"add", "discard"}), dict: frozenset({"get", "pop", "setdefault"}),
+}
+"""The bound methods a state may keep (a hot loop's ``append = rows.append``), and nothing else."""
+_REFUSED_BASES: Final = (enum.Enum, tuple, list, dict, set, frozenset, BaseException)
 
 
 class NotCheckpointable(TypeError):
@@ -63,25 +76,35 @@ class CheckpointTooLarge(ValueError):
 def dump(root: Any, *, max_bytes: int | None = None) -> bytes:
     """``root`` as bytes :func:`load` reads back (see the module docstring for what it takes);
     :class:`CheckpointTooLarge` as soon as it would take about more than ``max_bytes``."""
-    return msgspec.msgpack.encode([FORMAT, _Writer(max_bytes).node(root, "root")])
+    try:
+        return msgspec.msgpack.encode([FORMAT, _Writer(max_bytes).node(root, "root")])
+    except RecursionError:
+        raise NotCheckpointable("the state is nested too deeply to write") from None
 
 
 def load(data: bytes) -> Any:
     """The object graph :func:`dump` wrote; :class:`ValueError` when ``data`` is not one."""
     try:
         decoded = msgspec.msgpack.decode(data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise ValueError(f"not a checkpoint: {exc}") from None
     if not (isinstance(decoded, list) and len(decoded) == 2 and decoded[0] == FORMAT):
         raise ValueError(f"not a checkpoint of format {FORMAT}")
-    return _Reader().node(decoded[1])
+    try:
+        return _Reader().node(decoded[1])
+    except ValueError as exc:
+        raise ValueError(f"not a checkpoint: {exc}") from None
+    except (RecursionError, MemoryError):
+        raise ValueError("not a checkpoint: nested too deeply") from None
+    except Exception as exc:  # a malformed node: an index, a type, a number out of range
+        raise ValueError(f"not a checkpoint: {type(exc).__name__}: {exc}") from None
 
 
 def fingerprint(value: Any) -> str:
     """A short digest of ``value`` as :func:`dump` writes it (or of its ``repr`` when it cannot)."""
     try:
-        raw = dump(value)
-    except NotCheckpointable:
+        raw = msgspec.msgpack.encode(_Writer(None, canonical=True).node(value, "root"))
+    except (NotCheckpointable, RecursionError):
         raw = repr(value).encode()
     return hashlib.sha256(raw).hexdigest()[:16]
 
@@ -108,7 +131,10 @@ def _attributes(obj: Any) -> dict[str, Any]:
     skip = set(getattr(obj, "CHECKPOINT_SKIP", ()))
     out: dict[str, Any] = {k: v for k, v in getattr(obj, "__dict__", {}).items() if k not in skip}
     for cls in type(obj).__mro__:
-        for name in getattr(cls, "__slots__", ()):
+        slots = getattr(cls, "__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if name.startswith("__") and not name.endswith("__"):
+                name = f"_{cls.__name__.lstrip('_')}{name}"  # a private slot is stored mangled
             if name not in ("__dict__", "__weakref__") and name not in skip and hasattr(obj, name):
                 out[name] = getattr(obj, name)
     return out
@@ -117,11 +143,13 @@ def _attributes(obj: Any) -> dict[str, Any]:
 class _Writer:
     """Writes the graph; ``where`` is a path built lazily, ``(parent, step)``, named only on errors."""
 
-    def __init__(self, max_bytes: int | None) -> None:
+    def __init__(self, max_bytes: int | None, canonical: bool = False) -> None:
+        self.canonical = canonical  # sets in a fixed order (for fingerprints: set order varies by run)
         self.seen: dict[int, int] = {}
         self.alive: list[Any] = []  # keeps ids stable while writing
         self.max_bytes = max_bytes
         self.size = 0  # about what the encoding will take
+        self.open: set[int] = set()  # tuples, frozensets and methods being written (made after their items)
 
     def node(self, value: Any, where: Any) -> Any:
         kind = type(value)
@@ -134,6 +162,9 @@ class _Writer:
             return value if -(2**63) <= value < 2**64 else [_BIGINT, str(value)]
         ref = self.seen.get(id(value))
         if ref is not None:
+            if id(value) in self.open:
+                raise NotCheckpointable(f"{_path(where)}: a cycle through a {kind.__name__}, which is made "
+                                        "after what it holds")
             return [_REF, ref]
         self.seen[id(value)] = len(self.seen)
         self.alive.append(value)
@@ -149,14 +180,18 @@ class _Writer:
     def _compound(self, value: Any, kind: type, where: Any) -> Any:
         if kind is list:
             return [_LIST, self._items(value, where)]
-        if kind is tuple:
-            return [_TUPLE, self._items(value, where)]
+        if kind is tuple or kind is frozenset:
+            self.open.add(id(value))
+            try:
+                return [_TUPLE if kind is tuple else _FROZENSET, self._items(value, where)]
+            finally:
+                self.open.discard(id(value))
         if kind in (dict, OrderedDict, Counter):
             tag = {dict: _DICT, OrderedDict: _ODICT, Counter: _COUNTER}[kind]
             node = self.node
             return [tag, [[node(k, (where, "key")), node(v, (where, k))] for k, v in value.items()]]
-        if kind in (set, frozenset):
-            return [_SET if kind is set else _FROZENSET, self._items(value, where)]
+        if kind is set:
+            return [_SET, self._items(sorted(value, key=repr) if self.canonical else value, where)]
         if kind is deque:
             return [_DEQUE, value.maxlen, self._items(value, where)]
         return self._leaf(value, kind, where)
@@ -169,12 +204,19 @@ class _Writer:
         if kind is bytearray:
             return [_BYTEARRAY, bytes(value)]
         if kind is array.array:
+            if value.typecode not in _PYARRAY_CODES:
+                raise NotCheckpointable(f"{_path(where)}: an array of type code {value.typecode!r}")
             return [_PYARRAY, value.typecode, value.tobytes()]
-        if kind in (types.BuiltinMethodType, types.MethodType):  # a bound method kept for speed
-            name = value.__name__
-            if not name.isidentifier() or name.startswith("__"):
-                raise NotCheckpointable(f"{_path(where)}: a bound method {name!r}")
-            return [_METHOD, self.node(value.__self__, (where, "__self__")), name]
+        if kind in (types.BuiltinMethodType, types.MethodType):  # kept bound for speed, or a callback
+            owner, name = value.__self__, value.__name__
+            if not _bindable(owner, name):
+                raise NotCheckpointable(f"{_path(where)}: a bound method {name!r} of a "
+                                        f"{type(owner).__name__}")
+            self.open.add(id(value))
+            try:
+                return [_METHOD, self.node(owner, (where, "__self__")), name]
+            finally:
+                self.open.discard(id(value))
         if kind is datetime:
             return [_DATETIME, value.isoformat()]
         if kind is timedelta:
@@ -188,8 +230,11 @@ class _Writer:
             return [_ARRAY, value.dtype.str, list(value.shape), np.ascontiguousarray(value).tobytes()]
         if isinstance(value, np.generic) and value.dtype.kind in _PLAIN_DTYPES:
             return [_NPSCALAR, value.dtype.str, value.tobytes()]
+        if kind is InferenceEvent:  # held in open windows' samples: written as the bus carries it
+            return [_EVENT, encode_event(value)]
         module = getattr(kind, "__module__", "")
-        if not module.startswith(_PACKAGE) or isinstance(value, type) or callable(value):
+        if (not module.startswith(_STATE_PACKAGE) or isinstance(value, (type, *_REFUSED_BASES))
+                or callable(value) or not _plain(kind)):
             raise NotCheckpointable(f"{_path(where)}: a {module}.{kind.__qualname__} is not checkpointed")
         node = self.node
         return [_OBJECT, f"{module}:{kind.__qualname__}",
@@ -225,6 +270,9 @@ class _Reader:
         return value
 
     def _compound(self, tag: int, raw: list[Any]) -> Any:
+        held = raw[2] if tag in (_DEQUE, _OBJECT) else raw[1] if tag in _CONTAINERS else None
+        if tag in _CONTAINERS and not isinstance(held, list):
+            raise ValueError(f"a checkpoint node of kind {tag} holds no list")
         # Containers are registered before their items are read, so that a cycle finds them.
         if tag == _LIST:
             out: list[Any] = self._keep([])
@@ -261,6 +309,8 @@ class _Reader:
     def _value(self, tag: int, raw: list[Any]) -> Any:
         if tag == _BYTES:
             return self._keep(bytes(raw[1]))
+        if tag == _EVENT:
+            return self._keep(decode_event(bytes(raw[1])))
         if tag == _BYTEARRAY:
             return self._keep(bytearray(raw[1]))
         if tag == _PYARRAY:
@@ -274,8 +324,8 @@ class _Reader:
             self.made.append(None)
             owner = self.node(raw[1])
             name = raw[2]
-            if not (isinstance(name, str) and name.isidentifier() and not name.startswith("__")):
-                raise ValueError(f"a checkpoint names a method {name!r}")
+            if not (isinstance(name, str) and _bindable(owner, name)):
+                raise ValueError(f"a checkpoint names a method {name!r} of a {type(owner).__name__}")
             method = getattr(owner, name)
             self.made[slot] = method
             return method
@@ -300,23 +350,61 @@ class _Reader:
             return self._keep(np.frombuffer(raw[2], dtype=dtype)[0])
         if tag == _OBJECT:
             cls = _class(raw[1])
-            obj = self._keep(cls.__new__(cls))
+            obj = self._keep(object.__new__(cls))
             for name in getattr(cls, "CHECKPOINT_SKIP", ()):  # not written: None until rebuilt
                 object.__setattr__(obj, name, None)
             for name, value in raw[2]:
+                if not (isinstance(name, str) and _settable(cls, name)):
+                    raise ValueError(f"a checkpoint sets {name!r} on a {cls.__qualname__}")
                 object.__setattr__(obj, name, self.node(value))
             return obj
         raise ValueError(f"a checkpoint node of unknown kind {tag}")
 
 
 def _class(name: str) -> Any:
-    """The class ``module:qualname`` names, only from the ``inferwatch`` package."""
+    """The class ``module:qualname`` names: one defined in an ``inferwatch.detectors`` module that
+    is already imported (nothing is imported here), found without passing through another module,
+    with no ``__del__``, no ``__new__`` of its own and no enum or builtin-container base: what
+    :meth:`_Reader._value` then does to it (``object.__new__``, setting plain attributes) runs no
+    code of anybody's."""
     module_name, _, qualname = name.partition(":")
-    if not module_name.startswith(_PACKAGE):
-        raise ValueError(f"a checkpoint names {name!r}, outside the inferwatch package")
-    found: Any = importlib.import_module(module_name)
+    module = sys.modules.get(module_name) if module_name.startswith(_STATE_PACKAGE) else None
+    if module is None:
+        raise ValueError(f"a checkpoint names {name!r}, not a class of a loaded inferwatch.detectors module")
+    found: Any = module
     for part in qualname.split("."):
-        found = getattr(found, part)
-    if not isinstance(found, type):
-        raise ValueError(f"a checkpoint names {name!r}, which is not a class")
+        if not part.isidentifier() or part.startswith("__"):
+            raise ValueError(f"a checkpoint names {name!r}: {part!r} is not a class name")
+        found = getattr(found, part, None)
+        if not isinstance(found, type):
+            raise ValueError(f"a checkpoint names {name!r}, which is not a class")
+    if found.__module__ != module_name or found.__qualname__ != qualname:
+        raise ValueError(f"a checkpoint names {name!r}, which is defined elsewhere")
+    if issubclass(found, _REFUSED_BASES) or not _plain(found):
+        raise ValueError(f"a checkpoint names {name!r}, a class not made from a checkpoint")
     return found
+
+
+def _plain(cls: type) -> bool:
+    """No ``__new__`` or ``__del__`` of its own or inherited: made and dropped without running code."""
+    return not any("__new__" in vars(c) or "__del__" in vars(c) for c in cls.__mro__ if c is not object)
+
+
+def _bindable(owner: Any, name: str) -> bool:
+    """Whether ``owner.name`` may be kept bound: a container method of :data:`_METHODS`, or a plain
+    method (a function on the class, not a dunder) of an object of ``inferwatch.detectors``."""
+    if name in _METHODS.get(type(owner), ()):
+        return True
+    cls = type(owner)
+    return (cls.__module__.startswith(_STATE_PACKAGE) and name.isidentifier() and not name.startswith("__")
+            and isinstance(inspect.getattr_static(cls, name, None), types.FunctionType))
+
+
+def _settable(cls: type, name: str) -> bool:
+    """Whether setting ``name`` on an instance of ``cls`` stores it and nothing else: not a dunder,
+    and no descriptor of the class (a property's setter, say) in the way, bar a slot."""
+    if not name.isidentifier() or (name.startswith("__") and name.endswith("__")):
+        return False
+    attribute = inspect.getattr_static(cls, name, None)
+    return attribute is None or isinstance(attribute, types.MemberDescriptorType) or not (
+        hasattr(type(attribute), "__set__") or hasattr(type(attribute), "__get__"))

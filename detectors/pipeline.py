@@ -103,6 +103,7 @@ class Pipeline:
             return [f"the window length changed ({saved['window_s']:g} s in the checkpoint, "
                     f"{self.clock.size_s:g} s now): every detector starts afresh"]
         notes = []
+        states = []  # every state read before any is set: a bad checkpoint changes nothing
         for detector, built in zip(self.detectors, self._built, strict=True):
             entry = saved["detectors"].get(detector.name)
             if entry is None:
@@ -110,10 +111,13 @@ class Pipeline:
             elif entry[0] != built:
                 notes.append(f"{detector.name}: its options changed since the checkpoint, starts afresh")
             else:
-                checkpoint.restore_into(detector, checkpoint.load(entry[1]))
-        self.clock.open_end = saved["open_end"]
-        self._watermark = saved["watermark"]
-        self._resolve_at = saved["resolve_at"]
+                states.append((detector, checkpoint.load(entry[1])))
+        open_end, watermark, resolve_at = saved["open_end"], saved["watermark"], saved["resolve_at"]
+        for detector, state in states:
+            checkpoint.restore_into(detector, state)
+        self.clock.open_end = open_end
+        self._watermark = watermark
+        self._resolve_at = resolve_at
         return notes
 
     def detect(self, events: Sequence[InferenceEvent]) -> Batch:

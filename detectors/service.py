@@ -154,12 +154,12 @@ class DetectorService:
 
     def run_once(self, poll_timeout: float = 0.5) -> int:
         """One poll → order → detect → store → commit cycle; return how many records it read."""
-        records = self.consumer.poll(self.batch_size, poll_timeout)
+        polled = self.consumer.poll(self.batch_size, poll_timeout)
         now = self.wall_clock()
-        if self.checkpoints is not None:
-            records = self._restored(records, now)
+        records = self._restored(polled, now) if self.checkpoints is not None else polled
+        if polled:
+            self._last_record_at = now  # records skipped after a restore are activity too
         if records:
-            self._last_record_at = now
             self._hold(records, now)
             self.stats.records += len(records)
         self._sync_assignment(now)
@@ -167,11 +167,11 @@ class DetectorService:
         released = self.merger.release(now, caught_up() if caught_up is not None else ())
         if records or released:
             self._detect_store_commit(released)
-        if not records:
+        if not polled:
             self._maybe_close_idle_window()
         if self.drift is not None:
             self._judge_drift()
-        return len(records)
+        return len(polled)
 
     def _judge_drift(self, *, final: bool = False) -> None:
         # Judge what has arrived; with ``final`` (the end of a batch run) also what the models
@@ -258,11 +258,19 @@ class DetectorService:
             return
         try:
             saved = checkpoint.load(data)
+            covered = {int(p): int(o) for p, o in saved["positions"].items()}
+            stale = self._stale(covered)
+            if stale:
+                log.warning("checkpoint %s not restored: the group has committed past it (%s), so it "
+                            "holds older state than what was read since; the detectors start afresh",
+                            key, stale)
+                return
             notes = self.pipeline.restore(saved["pipeline"])
-        except (ValueError, KeyError, TypeError, AttributeError, ImportError) as exc:
-            log.warning("checkpoint %s could not be read (the detectors start afresh): %s", key, exc)
+        except Exception as exc:  # whatever is wrong with it, the service starts afresh, not never
+            log.warning("checkpoint %s could not be read (the detectors start afresh): %s: %s", key,
+                        type(exc).__name__, exc)
             return
-        self._covered = {int(p): int(o) for p, o in saved["positions"].items()}
+        self._covered = covered
         self.stats.restored_from = key
         log.info("restored the detectors' state from checkpoint %s (saved at offsets %s)%s", key,
                  self._covered, "".join(f"; {note}" for note in notes))
@@ -271,13 +279,31 @@ class DetectorService:
         if self._dirty and self.wall_clock() - self._checkpoint_at >= self.checkpoint_interval_s:
             self._checkpoint_and_commit()
 
+    def _stale(self, covered: dict[int, int]) -> str:
+        """The partitions whose committed offset is past the checkpoint's (``p: committed > saved``)."""
+        committed_offsets = getattr(self.consumer, "committed_offsets", None)
+        if committed_offsets is not None:
+            committed: dict[int, int] = {}
+            self._retry("commit_read", lambda: committed.update(committed_offsets()))
+        else:
+            one = getattr(self.consumer, "committed", None)  # the embedded bus: one partition
+            committed = {0: int(one())} if one is not None else {}
+        return ", ".join(f"{p}: {committed[p]} > {o}" for p, o in sorted(covered.items())
+                         if committed.get(p, -1) > o)
+
     def _checkpoint_and_commit(self) -> None:
         """Save what the detectors hold with the offsets it covers, then commit those offsets."""
         assert self.checkpoints is not None
         store = self.checkpoints
         self._checkpoint_at = self.wall_clock()
         key = self._partitions_key()
-        positions = {**self._covered, **self.merger.positions()}
+        positions = self.merger.positions()
+        owned = self._owned
+        # A restored partition that has delivered nothing since keeps the checkpoint's position;
+        # one no longer owned is its new owner's to commit (a stale one would rewind it).
+        for partition, offset in self._covered.items():
+            if partition not in positions and (owned is None or partition in owned):
+                positions[partition] = offset
         if key is None or not positions:
             return
         try:
@@ -314,6 +340,7 @@ class DetectorService:
         if assignment is not None:
             owned = frozenset(assignment())
             if owned != self._owned:
+                self._covered = {p: o for p, o in self._covered.items() if p in owned}
                 log.info("partitions of %s now owned by this member: %s (before: %s)", self.checkpoint_key,
                          sorted(owned) or "none", sorted(self._owned) if self._owned is not None else "none")
                 self._owned = owned

@@ -762,8 +762,13 @@ class DriftDetector:
 
     def after_restore(self, built: dict[str, Any]) -> None:
         """After a checkpoint is restored (:mod:`inferwatch.detectors.checkpoint`): the store
-        the judge reads and saves references in is the one this detector was built with."""
-        self.judge.keeper = built["judge"].keeper
+        the judge reads and saves references in is the one this detector was built with. In
+        scale-out mode (``publish`` set) the judge is the summary collector's, which keeps its
+        own offsets on the summaries topic: it stays as built (its state is not checkpointed)."""
+        if self.publish is not None:
+            self.judge = built["judge"]
+        else:
+            self.judge.keeper = built["judge"].keeper
 
     def observe(self, event: InferenceEvent) -> list[Finding]:
         """Fold the event into its model's summary of the open window."""

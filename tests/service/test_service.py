@@ -405,3 +405,136 @@ def test_a_checkpoint_too_large_is_not_saved_but_offsets_are_committed(tmp_path,
     assert service.stats.checkpoints == 0
     assert bus.consumer("g").committed() == bus.end_offset()
     assert "over the 0 MB a checkpoint may take: not saved" in caplog.text
+
+
+def test_a_checkpoint_older_than_the_committed_offsets_is_not_restored(tmp_path, caplog):
+    """A checkpoint the group has committed past (a later save was skipped or went elsewhere)
+    holds older state than what was read since: restoring it would count those events twice."""
+    now = [50_000.0]
+    bus, _, service = _flood_service(tmp_path, 60, now)
+    producer = bus.producer()
+
+    def send(start: float) -> None:
+        producer.send_many([(encode_event(make_event(start + i, principal="p")), None) for i in range(50)])
+
+    send(1_767_225_600.0)
+    while service.run_once(poll_timeout=0):
+        now[0] += 1
+    service.stop()
+    service.run(max_idle_s=0)
+    send(1_767_225_700.0)
+    bus.consumer("g").commit({0: bus.end_offset()})  # as a run that could not save its checkpoint does
+    bus, _, again = _flood_service(tmp_path, 60, now)
+    again.run_once(poll_timeout=0)
+    assert again.stats.restored_from is None
+    assert "the group has committed past it" in caplog.text
+
+
+def test_a_checkpoint_that_cannot_be_read_starts_the_detectors_afresh(tmp_path, caplog):
+    now = [50_000.0]
+    bus, store, service = _flood_service(tmp_path, 60, now)
+    store.save_checkpoint("g:events:all", b"\x93\x03\x00")  # not one
+    bus.producer().send(encode_event(make_event(1_767_225_600.0, principal="p")))
+    assert service.run_once(poll_timeout=0) == 1
+    assert service.stats.restored_from is None
+    assert service.pipeline.stats.events == 1
+    assert "could not be read (the detectors start afresh)" in caplog.text
+
+
+def test_records_skipped_after_a_restore_are_not_idle_time(tmp_path):
+    """Reading back what the restored state holds takes wall time; the window it is in must not
+    be closed as idle meanwhile (that would judge one window twice)."""
+    now = [50_000.0]
+    bus, _, service = _flood_service(tmp_path, 60, now)
+    producer = bus.producer()
+    producer.send_many([(encode_event(make_event(1_767_225_600.0 + i * 0.1, principal="p")), None)
+                        for i in range(100)])
+    while service.run_once(poll_timeout=0):
+        now[0] += 1
+    service.stop()
+    service.run(max_idle_s=0)
+    bus.consumer("g").commit({0: 0})  # a crash between the save and the commit
+    bus, _, again = _flood_service(tmp_path, 60, now)
+    again.batch_size = 10
+    while again.run_once(poll_timeout=0):
+        now[0] += 10  # slow reads: 100 s for the 100 records skipped, past idle_close_s (5 s)
+    assert again.stats.skipped_restored == 100
+    assert again.pipeline.stats.windows_closed == 0
+
+
+class TwoPartitions:
+    """A consumer of partitions 0 and 1 whose assignment a test changes, as a rebalance does."""
+
+    def __init__(self, records: dict[int, list[Any]], committed: dict[int, int]) -> None:
+        self.records, self.committed = records, committed
+        self.owned = {0, 1}
+        self.next = dict(committed)
+        self.commits: list[dict[int, int]] = []
+
+    def assignment(self) -> set[int]:
+        return set(self.owned)
+
+    def committed_offsets(self) -> dict[int, int]:
+        return dict(self.committed)
+
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Any]:
+        from inferwatch.collectors.bus import BusRecord
+
+        out = []
+        for p in sorted(self.owned):
+            for offset, value in enumerate(self.records[p]):
+                if offset >= self.next.get(p, 0):
+                    out.append(BusRecord("t", p, offset, None, value))
+                    self.next[p] = offset + 1
+        return out
+
+    def commit(self, positions: dict[int, int]) -> None:
+        self.commits.append(dict(positions))
+        self.committed.update({p: o for p, o in positions.items() if p in self.owned})
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_partition_lost_after_a_restore_is_not_committed_back_to_the_checkpoint(tmp_path):
+    """Restored at {0: 10, 1: 10}; partition 1 goes to another member, which commits 1: 50; it
+    comes back to this one: the next checkpoint must not commit 1: 10 (rewinding it)."""
+    from inferwatch.detectors.registry import build_detectors
+
+    def events(p: int, n: int) -> list[bytes]:
+        return [encode_event(make_event(1_767_225_600.0 + i + p / 10, principal=f"p{p}")) for i in range(n)]
+
+    store = SQLiteStore(tmp_path / "s.db")
+    now = [50_000.0]
+
+    def service_on(consumer: TwoPartitions) -> DetectorService:
+        pipeline = Pipeline(build_detectors(["request_rate"]), IncidentManager(store), window_s=60)
+        return DetectorService(consumer, SQLiteBus(tmp_path / "bus.db").dead_letters(), pipeline,
+                               idle_close_s=5, wall_clock=lambda: now[0], checkpoints=store,
+                               checkpoint_interval_s=60, checkpoint_key="g:t")
+
+    first = service_on(TwoPartitions({0: events(0, 10), 1: events(1, 10)}, {}))
+    while first.run_once(poll_timeout=0):
+        now[0] += 1
+    first.stop()
+    first.run(max_idle_s=0)
+    saved = first.consumer.commits[-1]  # the last event of one partition may still be held
+    assert saved[0] >= 9
+    assert saved[1] >= 9
+
+    consumer = TwoPartitions({0: events(0, 20), 1: events(1, 10)}, dict(saved))
+    again = service_on(consumer)
+    again.run_once(poll_timeout=0)
+    assert again.stats.restored_from == "g:t:0,1"
+    consumer.owned = {0}  # a rebalance: partition 1 goes to another member ...
+    again.run_once(poll_timeout=0)
+    consumer.committed[1] = 50  # ... which reads on and commits
+    consumer.next[1] = 50
+    consumer.owned = {0, 1}  # and gives it back
+    now[0] += 61
+    while again.run_once(poll_timeout=0):
+        now[0] += 1
+    again.stop()
+    again.run(max_idle_s=0)
+    assert all(c.get(1, 50) >= 50 for c in consumer.commits), consumer.commits
+    assert consumer.committed == {0: 20, 1: 50}
