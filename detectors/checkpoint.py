@@ -38,6 +38,7 @@ from typing import Any, Final
 
 import msgspec
 import numpy as np
+from pydantic import BaseModel
 
 from inferwatch.collectors.event import InferenceEvent, decode_event, encode_event
 
@@ -50,7 +51,7 @@ FORMAT: Final = 1
 # Node tags: a node is a scalar (None, bool, int within 64 bits, float, str) or [tag, ...].
 _REF, _LIST, _TUPLE, _DICT, _SET, _FROZENSET, _ODICT, _DEQUE, _COUNTER = range(9)
 _BYTES, _BIGINT, _DATETIME, _TIMEDELTA, _RANDOM, _ARRAY, _NPSCALAR, _OBJECT = range(9, 17)
-_BYTEARRAY, _PYARRAY, _METHOD, _EVENT = range(17, 21)
+_BYTEARRAY, _PYARRAY, _METHOD, _EVENT, _MODEL = range(17, 22)
 _CONTAINERS: Final = frozenset({_LIST, _TUPLE, _DICT, _SET, _FROZENSET, _ODICT, _DEQUE, _COUNTER, _OBJECT})
 _PYARRAY_CODES: Final = frozenset("bBhHiIlLqQfd")
 _PLAIN_DTYPES: Final = frozenset("biufc?")  # numpy kinds with no Python objects inside
@@ -232,6 +233,8 @@ class _Writer:
             return [_NPSCALAR, value.dtype.str, value.tobytes()]
         if kind is InferenceEvent:  # held in open windows' samples: written as the bus carries it
             return [_EVENT, encode_event(value)]
+        if isinstance(value, BaseModel) and kind.__module__.startswith(_STATE_PACKAGE):
+            return [_MODEL, f"{kind.__module__}:{kind.__qualname__}", value.model_dump_json().encode()]
         module = getattr(kind, "__module__", "")
         if (not module.startswith(_STATE_PACKAGE) or isinstance(value, (type, *_REFUSED_BASES))
                 or callable(value) or not _plain(kind)):
@@ -311,6 +314,9 @@ class _Reader:
             return self._keep(bytes(raw[1]))
         if tag == _EVENT:
             return self._keep(decode_event(bytes(raw[1])))
+        if tag == _MODEL:  # a pydantic model of ours (a Finding held back): validated as it is read
+            cls = _class(raw[1], model=True)
+            return self._keep(cls.model_validate_json(bytes(raw[2])))
         if tag == _BYTEARRAY:
             return self._keep(bytearray(raw[1]))
         if tag == _PYARRAY:
@@ -361,7 +367,7 @@ class _Reader:
         raise ValueError(f"a checkpoint node of unknown kind {tag}")
 
 
-def _class(name: str) -> Any:
+def _class(name: str, *, model: bool = False) -> Any:
     """The class ``module:qualname`` names: one defined in an ``inferwatch.detectors`` module that
     is already imported (nothing is imported here), found without passing through another module,
     with no ``__del__``, no ``__new__`` of its own and no enum or builtin-container base: what
@@ -380,7 +386,11 @@ def _class(name: str) -> Any:
             raise ValueError(f"a checkpoint names {name!r}, which is not a class")
     if found.__module__ != module_name or found.__qualname__ != qualname:
         raise ValueError(f"a checkpoint names {name!r}, which is defined elsewhere")
-    if issubclass(found, _REFUSED_BASES) or not _plain(found):
+    if model:
+        if not issubclass(found, BaseModel):
+            raise ValueError(f"a checkpoint names {name!r} as a model, which it is not")
+        return found
+    if issubclass(found, BaseModel) or issubclass(found, _REFUSED_BASES) or not _plain(found):
         raise ValueError(f"a checkpoint names {name!r}, a class not made from a checkpoint")
     return found
 
