@@ -249,3 +249,41 @@ def test_a_finding_held_back_for_a_repeat_survives_a_restore() -> None:
     uninterrupted = before.observe(again)
     assert len(uninterrupted) == 2
     assert restored.observe(again) == uninterrupted
+
+
+_PROCESS = """
+import sys
+from pathlib import Path
+from inferwatch.collectors.event import decode_event
+from inferwatch.detectors.incidents import IncidentManager
+from inferwatch.detectors.pipeline import Pipeline
+from inferwatch.detectors.registry import build_detectors
+from inferwatch.testing import memory_store
+pipeline = Pipeline(build_detectors(), IncidentManager(memory_store()), window_s=60.0)
+events_file, checkpoint_file = Path(sys.argv[2]), Path(sys.argv[3])
+if sys.argv[1] == "save":
+    events = [decode_event(line) for line in events_file.read_bytes().splitlines()]
+    for start in range(0, len(events), 700):
+        pipeline.store(pipeline.detect(events[start:start + 700]))
+    checkpoint_file.write_bytes(pipeline.checkpoint())
+else:
+    print(pipeline.restore(checkpoint_file.read_bytes()), pipeline.clock.open_end is not None)
+"""
+
+
+def test_a_checkpoint_saved_by_one_process_is_restored_by_another(
+        scenario_events: list[InferenceEvent], tmp_path: Path) -> None:
+    """The real restart: nothing of the saving process (its imported modules, its objects) is
+    there when the next one reads the checkpoint."""
+    import subprocess
+
+    from inferwatch.collectors.event import encode_event
+
+    events_file, checkpoint_file = tmp_path / "events.jsonl", tmp_path / "state.ck"
+    half = scenario_events[: len(scenario_events) // 2 + 7]
+    events_file.write_bytes(b"".join(encode_event(e) + b"\n" for e in half))
+    for step in ("save", "load"):
+        done = subprocess.run([sys.executable, "-c", _PROCESS, step, str(events_file), str(checkpoint_file)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[] True"
