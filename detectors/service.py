@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from inferwatch.collectors.bus import BusRecord, BusUnavailable, DeadLetterSink, EventConsumer
 from inferwatch.collectors.event import InferenceEvent, MalformedEvent, decode_event
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from inferwatch.detectors.drift.summaries import SummaryCollector
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
 """A checkpoint larger than this is not saved (Elasticsearch refuses requests over 100 MB by
 default): offsets are committed without it, and the next try comes ten intervals later."""
@@ -179,7 +180,7 @@ class DetectorService:
         drift = self.drift
         assert drift is not None
         batch = Batch([], [])
-        self._retry("drift_poll", lambda: batch.findings.extend(drift.poll()))
+        batch.findings.extend(self._retry("drift_poll", drift.poll))
         finish = getattr(drift, "finish", None) if final else None  # test doubles may leave it out
         if finish is not None:
             batch.findings.extend(finish())
@@ -246,9 +247,7 @@ class DetectorService:
     def _restore(self, key: str) -> None:
         assert self.checkpoints is not None
         store = self.checkpoints
-        found: list[bytes | None] = [None]
-        self._retry("checkpoint_load", lambda: found.__setitem__(0, store.load_checkpoint(key)))
-        data = found[0]
+        data = self._retry("checkpoint_load", lambda: store.load_checkpoint(key))
         if data is None:
             log.info("no checkpoint for %s: the detectors start afresh", key)
             return
@@ -283,8 +282,7 @@ class DetectorService:
         """The partitions whose committed offset is past the checkpoint's (``p: committed > saved``)."""
         committed_offsets = getattr(self.consumer, "committed_offsets", None)
         if committed_offsets is not None:
-            committed: dict[int, int] = {}
-            self._retry("commit_read", lambda: committed.update(committed_offsets()))
+            committed: dict[int, int] = self._retry("commit_read", committed_offsets)
         else:
             one = getattr(self.consumer, "committed", None)  # the embedded bus: one partition
             committed = {0: int(one())} if one is not None else {}
@@ -309,8 +307,6 @@ class DetectorService:
         try:
             state = self.pipeline.checkpoint(max_bytes=MAX_CHECKPOINT_BYTES)
         except checkpoint.CheckpointTooLarge:
-            state = None
-        if state is None:
             log.warning("the detectors' state is over the %.0f MB a checkpoint may take: not saved (a "
                         "restart now starts afresh; next try in ten intervals); lower the detectors' "
                         "max_principals, or set detect.checkpoint_interval_s: 0 to stop trying",
@@ -352,14 +348,13 @@ class DetectorService:
     def _store(self, batch: Batch) -> None:
         self.stats.incidents_written += len(self.pipeline.store(batch))
 
-    def _retry(self, what: str, action: Callable[[], None]) -> None:
-        """Run ``action`` until it succeeds: an outage of the store or the bus pauses the
-        service (nothing is committed past it) instead of stopping it."""
+    def _retry(self, what: str, action: Callable[[], T]) -> T:
+        """Run ``action`` until it succeeds and return what it returns: an outage of the store or
+        the bus pauses the service (nothing is committed past it) instead of stopping it."""
         delay = 0.5
         while True:
             try:
-                action()
-                return
+                return action()
             except (StoreUnavailable, BusUnavailable) as exc:
                 self.stats.retries[what] += 1
                 log.warning("%s failed, retrying in %.1fs without committing: %s", what, delay, exc)
