@@ -37,6 +37,8 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from inferwatch.collectors.durations import parse_duration
+
 ENV_PREFIX = "INFERWATCH_"
 DEFAULT_HOME = Path(".inferwatch")
 # A public default keeps the demo working; pseudonyms made with it can be reversed by anyone who
@@ -53,6 +55,15 @@ def _header_name(value: str) -> str:
         raise ValueError("must be an HTTP header name: letters, digits and - _ . ! # $ % & ' * + ^ ` | ~, "
                          "no spaces or colon, e.g. x-api-key")
     return value
+
+
+def _seconds(value: object) -> object:
+    """A ``*_s`` setting: a number of seconds or a duration such as ``30s``, ``5m``, ``1h30m``."""
+    return None if value is None else parse_duration(value)
+
+
+# Seconds, written as a number or a duration (``90``, ``2.5``, ``30s``, ``5m``, ``1h30m``, ``1.5h``).
+Seconds = Annotated[float, BeforeValidator(_seconds)]
 
 
 class SettingsError(ValueError):
@@ -102,7 +113,7 @@ class AgentSettings(_Section):
     hmac_key: SecretStr = SecretStr(DEFAULT_HMAC_KEY)
     queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 256
-    flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.2
+    flush_interval_s: Annotated[Seconds, Field(gt=0, le=60)] = 0.2
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1 << 20
     truncate_client_ip: bool = True
     trusted_proxies: Annotated[CommaList, AfterValidator(_networks)] = Field(default_factory=list)
@@ -113,7 +124,7 @@ class AgentSettings(_Section):
     """Where batches the bus refused wait on disk (docs/agent.md); ``None``: no spool, drop and count."""
     spool_max_bytes: Annotated[int, Field(ge=4096)] = 256 << 20
     spool_fsync: bool = True
-    stats_log_interval_s: Annotated[float, Field(ge=0)] = 60.0
+    stats_log_interval_s: Annotated[Seconds, Field(ge=0)] = 60.0
 
 
 
@@ -175,19 +186,19 @@ class StoreSettings(_Section):
     index_prefix: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")] = "inferwatch"
     events_retention: Annotated[str, Field(pattern=r"^\d+[dhms]$")] = "30d"
     use_ilm: bool = False
-    request_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    request_timeout_s: Annotated[Seconds, Field(gt=0)] = 30.0
 
 
 class DetectSettings(_Section):
     """The detector service: windows, grouping, and per-detector options."""
 
     group: str = "inferwatch-detectors"
-    window_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
-    idle_close_s: Annotated[float, Field(gt=0)] = 5.0
-    incident_bucket_s: Annotated[float, Field(gt=0)] = 3600.0
-    resolve_after_s: Annotated[float, Field(ge=0)] | None = 3600.0  # 0 or None: never
+    window_s: Annotated[Seconds, Field(gt=0, le=86_400)] = 60.0
+    idle_close_s: Annotated[Seconds, Field(gt=0)] = 5.0
+    incident_bucket_s: Annotated[Seconds, Field(gt=0)] = 3600.0
+    resolve_after_s: Annotated[Seconds, Field(ge=0)] | None = 3600.0  # 0 or None: never
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 500
-    checkpoint_interval_s: Annotated[float, Field(ge=0)] = 60.0
+    checkpoint_interval_s: Annotated[Seconds, Field(ge=0)] = 60.0
     """How often at most the detectors' state is saved to the store with the offsets it covers
     (and offsets committed); also at every stop. 0: never (offsets committed every batch)."""
     enabled: CommaList | None = None
@@ -198,11 +209,11 @@ class AlertingSettings(_Section):
     """On-call alerting: the routing file and how the notifier delivers."""
 
     config: Path | None = None
-    poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
-    retry_initial_s: Annotated[float, Field(gt=0)] = 1.0
-    retry_max_s: Annotated[float, Field(gt=0)] = 300.0
-    give_up_after_s: Annotated[float, Field(gt=0)] = 86_400.0
-    lookback_s: Annotated[float, Field(gt=0)] = 86_400.0
+    poll_interval_s: Annotated[Seconds, Field(gt=0, le=60)] = 1.0
+    retry_initial_s: Annotated[Seconds, Field(gt=0)] = 1.0
+    retry_max_s: Annotated[Seconds, Field(gt=0)] = 300.0
+    give_up_after_s: Annotated[Seconds, Field(gt=0)] = 86_400.0
+    lookback_s: Annotated[Seconds, Field(gt=0)] = 86_400.0
     # Notifications delivered, failed or superseded this long ago are forgotten (each stream's
     # latest is kept: a restarted notifier resumes from it), and silences that ended this long
     # ago; 0 keeps everything.

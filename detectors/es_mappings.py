@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from inferwatch.collectors.durations import parse_duration
 from inferwatch.collectors.event import InferenceEvent, event_to_dict
 from inferwatch.detectors.alerts.model import Notification, NotificationQuery, Silence
 from inferwatch.detectors.base import SEVERITY_ORDER
@@ -284,16 +285,11 @@ def _index_template(
 
 def events_ilm_policy(retention: str) -> dict[str, Any]:
     """Roll the events over daily (sooner if retention is shorter) and delete after retention."""
-    max_age = retention if _seconds(retention) < 86_400 else "1d"
+    max_age = retention if parse_duration(retention) < 86_400 else "1d"
     return {"phases": {
         "hot": {"actions": {"rollover": {"max_age": max_age, "max_primary_shard_size": "50gb"}}},
         "delete": {"min_age": retention, "actions": {"delete": {}}},
     }}
-
-
-def _seconds(duration: str) -> int:
-    unit = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}[duration[-1]]
-    return int(duration[:-1]) * unit
 
 
 # -- documents --------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from inferwatch import __version__
+from inferwatch.collectors.durations import format_duration
 from inferwatch.collectors.event import InferenceEvent, event_to_dict
 from inferwatch.detectors.alerts.model import Notification, NotificationQuery
 from inferwatch.detectors.base import Detector
@@ -547,7 +548,7 @@ def input_preview(text: str | None, features: Mapping[str, Any] | None, limit: i
 
 def _related_section(found: Sequence[Mapping[str, Any]], window_s: float | None,
                      others: Mapping[str, Any] | None = None, cli_options: str = "") -> str:
-    around = f" within {_duration(window_s)}" if window_s else ""
+    around = f" within {format_duration(window_s)}" if window_s else ""
     head = f"## Related incidents\n\nSame subject or same model{around}."
     if others and others.get("incidents"):
         count = f"{others['incidents']}{'+' if others.get('capped') else ''}"
@@ -610,13 +611,6 @@ def _search_step(inc: Mapping[str, Any], more: str = "") -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

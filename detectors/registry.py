@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from inferwatch.collectors.durations import parse_duration
 from inferwatch.collectors.settings import shown_value
 from inferwatch.detectors.base import Detector
 
@@ -88,6 +89,11 @@ def _checked_options(cls: type, name: str, given: dict[str, Any]) -> dict[str, A
     for key, value in given.items():
         if key not in hints:
             continue
+        if key.endswith("_s") and isinstance(value, str):  # seconds, also written 30s, 5m or 1h30m
+            try:
+                value = parse_duration(value)
+            except ValueError as exc:
+                raise DetectorConfigError(f"detect.options.{name}.{key}: {exc}") from None
         try:
             out[key] = TypeAdapter(hints[key]).validate_python(value)
         except ValidationError as exc:

@@ -72,10 +72,10 @@ def _positive(value: str) -> int:
 
 
 def _duration(value: str) -> timedelta:
-    from inferwatch.detectors.alerts.config import parse_duration
+    from inferwatch.collectors.durations import parse_duration
 
     try:
-        seconds = parse_duration(value)
+        seconds = parse_duration(value, unitless=False)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if seconds <= 0:

@@ -6,7 +6,6 @@ import argparse
 import difflib
 import logging
 import math
-import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -16,18 +15,18 @@ from typing import Any
 
 from inferwatch import __version__
 from inferwatch.collectors.bus import BusUnavailable
+from inferwatch.collectors.durations import parse_duration
 from inferwatch.collectors.settings import Settings, SettingsError, load_settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_time(value: str) -> datetime:
-    """An RFC 3339 time (``2026-01-01T10:00:00Z``) or an age like ``30m``, ``2h``, ``7d``."""
-    match = _RELATIVE.match(value.strip())
-    if match:
-        return datetime.now(UTC) - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    """An RFC 3339 time (``2026-01-01T10:00:00Z``) or an age like ``30m``, ``2h``, ``7d``, ``1h30m``."""
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(value, unitless=False))
+    except ValueError:
+        pass
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -153,12 +152,11 @@ def positive_int(value: str) -> int:
 
 def _window(value: str) -> float:
     """A window length: seconds (``60``) or with a unit (``30s``, ``5m``, ``1h``), above 0."""
-    match = _RELATIVE.match(value.strip())
     try:
-        seconds = float(match.group(1)) * _UNITS[match.group(2)] if match else float(value)
+        seconds = parse_duration(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a length of time, e.g. 60 or 5m") from None
-    if not math.isfinite(seconds) or seconds <= 0:
+    if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{value!r}: a window must last more than 0 seconds")
     return seconds
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 import sys
 import unicodedata
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from inferwatch import render
+from inferwatch.collectors.durations import parse_duration
 from inferwatch.collectors.settings import Settings
 from inferwatch.detectors.incidents import Incident, no_such_incident
 from inferwatch.detectors.investigation import (
@@ -38,18 +38,16 @@ from inferwatch.detectors.investigation import (
 from inferwatch.detectors.store import Store
 from inferwatch.runtime import open_store
 
-_AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TEXT = 50  # characters of input text in the timeline table
 
 
 def parse_age(value: str) -> timedelta:
-    """A duration written as an age: ``90s``, ``15m``, ``2h``, ``1d`` (``0m`` is allowed)."""
-    match = _AGE.match(value.strip())
-    if match is None:
+    """A duration written as an age: ``90s``, ``15m``, ``2h``, ``1d``, ``1h30m`` (``0m`` is allowed)."""
+    try:
+        return timedelta(seconds=parse_duration(value, unitless=False))
+    except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a duration: use a number and s, m, h or d "
-                                         "(90s, 15m, 2h, 1d)")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+                                         "(90s, 15m, 2h, 1d, 1h30m)") from None
 
 
 def _positive_int(value: str) -> int:

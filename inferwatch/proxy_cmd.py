@@ -59,12 +59,14 @@ def size_arg(value: str, minimum: int = 1) -> int:
 
 
 def _seconds(value: str) -> float:
+    from inferwatch.collectors.durations import parse_duration
+
     try:
-        seconds = float(value)
+        seconds = parse_duration(value)
     except ValueError:
         seconds = 0.0
     if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive length of time (5, 2.5 or 5m)")
     return seconds
 
 

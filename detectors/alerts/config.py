@@ -21,12 +21,10 @@ secrets need not sit in the file; and every error names the file and the place i
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +41,8 @@ from pydantic import (
     model_validator,
 )
 
+from inferwatch.collectors import durations
+from inferwatch.collectors.durations import format_duration
 from inferwatch.collectors.settings import yaml_problem
 from inferwatch.detectors.alerts.integrations import (
     AlertmanagerConfig,
@@ -80,52 +80,15 @@ class AlertingConfigError(ValueError):
 
 # --- durations -------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
-_UNITS_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
-
-
 def parse_duration(value: object) -> float:
     """A Prometheus-style duration (``30s``, ``5m``, ``4h``, ``1d``, ``1h30m``, ``0``) or a number
-    of seconds (or a ``timedelta``), as seconds.
+    of seconds (or a ``timedelta``), as seconds: what Alertmanager reads in its file, so no
+    fractions (``1.5h``) and no numbers written as text.
 
     >>> parse_duration("1h30m"), parse_duration(90), parse_duration("1m500ms")
     (5400.0, 90.0, 60.5)
     """
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if math.isfinite(value) and value >= 0:
-            return float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if text == "0":
-            return 0.0
-        found = _DURATION.fullmatch(text)
-        if text and found is not None:
-            millis = sum(
-                int(count) * unit for count, unit in zip(found.groups(), _UNITS_MS, strict=True) if count
-            )
-            return millis / 1000
-    raise ValueError(
-        f"invalid duration {value!r}: use a number of seconds or units from largest to smallest "
-        "such as 30s, 5m, 4h, 1d or 1h30m (units: y w d h m s ms)"
-    )
-
-
-def format_duration(seconds: float) -> str:
-    """``seconds`` as the file would write it: ``4h``, ``1h30m``, ``90s``, ``2.5s``.
-
-    >>> format_duration(14400), format_duration(5400), format_duration(14700), format_duration(2.5)
-    ('4h', '1h30m', '4h5m', '2.5s')
-    """
-    if seconds != int(seconds):
-        return f"{seconds:g}s"
-    rest, out = int(seconds), ""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if rest >= size:
-            out += f"{rest // size}{unit}"
-            rest %= size
-    return out or "0s"
+    return durations.parse_duration(value, unitless=False, fractions=False)
 
 
 # Seconds, written as a Prometheus duration or a number.

@@ -53,3 +53,11 @@ def test_a_misspelled_detector_gets_the_one_it_meant():
     assert "unknown detector(s) frobnicator, prompt_injections" in str(err.value)
     assert "did you mean prompt_injection for prompt_injections?" in str(err.value)
     assert "for frobnicator" not in str(err.value)  # nothing like it: no guess
+
+
+def test_options_in_seconds_take_durations() -> None:
+    (detector,) = build_detectors(["scraping"], {"scraping": {"ttl_s": "2h", "coverage_horizon_s": "1d"}})
+    assert detector.coverage_horizon_s == 86_400  # type: ignore[attr-defined]
+    assert detector._callers.ttl_s == 7200  # type: ignore[attr-defined]
+    with pytest.raises(DetectorConfigError, match=r"scraping.ttl_s: invalid duration '2 hours'"):
+        build_detectors(["scraping"], {"scraping": {"ttl_s": "2 hours"}})

@@ -196,3 +196,28 @@ def test_a_setting_like_nothing_known_gets_no_guess(tmp_path):
     with pytest.raises(SettingsError, match="no such setting; check the spelling") as err:
         load_settings(cfg)
     assert "did you mean" not in str(err.value)
+
+
+def test_seconds_settings_take_durations_from_the_file_and_the_environment(tmp_path, monkeypatch):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("detect:\n  window_s: 1m\n  resolve_after_s: 1h30m\n  checkpoint_interval_s: 0\n"
+                   "alerting:\n  give_up_after_s: 2d\n  retry_initial_s: 500ms\n")
+    monkeypatch.setenv("INFERWATCH_DETECT__IDLE_CLOSE_S", "2.5")
+    monkeypatch.setenv("INFERWATCH_AGENT__FLUSH_INTERVAL_S", "0.5s")
+    s = load_settings(cfg)
+    assert (s.detect.window_s, s.detect.resolve_after_s, s.detect.checkpoint_interval_s) == (60, 5400, 0)
+    assert (s.alerting.give_up_after_s, s.alerting.retry_initial_s) == (172_800, 0.5)
+    assert (s.detect.idle_close_s, s.agent.flush_interval_s) == (2.5, 0.5)
+    assert load_settings(detect={"resolve_after_s": None}).detect.resolve_after_s is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("30x", r"invalid duration '30x': use a number of seconds or units"),
+     ("2d", "less than or equal to 86400"),  # a duration, but above the setting's limit
+     ("-5s", "invalid duration"), ("1h 30m", "invalid duration")],
+)
+def test_a_bad_duration_setting_names_the_variable_and_the_forms(monkeypatch, value, message):
+    monkeypatch.setenv("INFERWATCH_DETECT__WINDOW_S", value)
+    with pytest.raises(SettingsError, match=rf"INFERWATCH_DETECT__WINDOW_S: .*{message}"):
+        load_settings()
