@@ -43,11 +43,26 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON, one object per line")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that names the choice a misspelt one meant (``silences`` -> ``silence``), as
+    Python 3.14's ``suggest_on_error`` does; subcommands' parsers are of this class too."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        choices = action.choices
+        if choices is not None and value not in choices and isinstance(value, str):
+            close = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
+            if close:
+                listed = ", ".join(repr(str(c)) for c in choices)
+                raise argparse.ArgumentError(
+                    action, f"invalid choice: {value!r}, did you mean {close[0]!r}? (choose from {listed})")
+        super()._check_value(action, value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (``--help`` at every level)."""
     from inferwatch import commands
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="inferwatch",
         description="Incident logging and anomaly monitoring for AI inference services.",
     )

@@ -102,6 +102,25 @@ def test_unknown_detector_is_named(capsys, monkeypatch, events_file):
     assert "registered:" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "meant"),
+    [(["silences", "add", "x=y"], "'silence'"), (["incidents", "lst"], "'list'"),
+     (["--log-level", "warn", "scan"], "'warning'"), (["agent", "proxi"], "'proxy'")],
+)
+def test_a_misspelt_command_or_choice_gets_the_one_it_meant(capsys, argv, meant):
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert f"did you mean {meant}?" in capsys.readouterr().err
+
+
+def test_a_choice_like_nothing_known_gets_no_guess(capsys):
+    with pytest.raises(SystemExit):
+        main(["incidents", "zzz"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'zzz' (choose from 'list'" in err
+    assert "did you mean" not in err
+
+
 def test_bad_time_is_explained(capsys):
     with pytest.raises(SystemExit):
         main(["events", "search", "--since", "yesterday-ish"])
