@@ -64,6 +64,14 @@ _DROP_FROM_RESPONSE: Final = HOP_BY_HOP
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _PAUSE_AFTER_PIPELINED: Final = 8
 _SMALL_BODY: Final = 64 * 1024
+# After answering a request it will not read (413, 400, 501...), the proxy reads and drops what the
+# client still sends before closing, as nginx's lingering close does: closing with unread bytes
+# makes the kernel reset the connection, and a client still writing its body (Python's
+# http.client, requests) then sees a reset instead of the answer. Until the client closes, this
+# much is dropped, this long passes, or it sends nothing for _LINGER_IDLE_S.
+_LINGER_S: Final = 30.0
+_LINGER_IDLE_S: Final = 5.0
+_LINGER_BYTES: Final = 256 << 20
 DEFAULT_EXCLUDED_PATHS: Final = frozenset({
     "/health", "/healthz", "/livez", "/readyz", "/ping", "/metrics", "/favicon.ico",
     "/v2/health/live", "/v2/health/ready",  # KServe v2 / Triton
@@ -484,6 +492,9 @@ class _ClientConnection(asyncio.Protocol):
         self._upgrade = False
         self.broken = False
         self.closing_after_queue = False
+        self.lingering = False
+        self._linger_left = 0
+        self._linger_until = 0.0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -507,6 +518,10 @@ class _ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
         if self.broken:
+            if self.lingering:
+                self._linger_left -= len(data)
+                if self._linger_left <= 0:
+                    self.close()
             return
         try:
             self.parser.feed_data(data)
@@ -610,7 +625,7 @@ class _ClientConnection(asyncio.Protocol):
         finally:
             self.worker = None
             self.last_activity = self.loop.time()
-            if self.closing_after_queue and not self.queue:
+            if self.closing_after_queue and not self.queue and not self.lingering:
                 self.close()
 
     def _check_idle(self) -> None:
@@ -665,9 +680,36 @@ class _ClientConnection(asyncio.Protocol):
 
     def _answer_reject(self, reject: _Reject) -> None:
         self.metrics.rejected[reject.kind] += 1
-        self.write_error(reject.status, reject.kind, reject.message, close=True, **reject.extra)
+        self.write_error(reject.status, reject.kind, reject.message, close=True, linger=True, **reject.extra)
         if reject.request is not None:
             self.proxy.record_later(reject.request, reject.status, reject.kind, None)
+
+    def _linger(self) -> None:
+        """Close after an answer to a request left unread without losing the answer: end our side
+        (the client reads the answer, then end of stream), drop what the client still sends, and
+        close when it closes or at the first of :data:`_LINGER_S`, :data:`_LINGER_BYTES` or
+        :data:`_LINGER_IDLE_S` without a byte."""
+        transport = self.transport
+        if transport is None or self.closing or not transport.can_write_eof():
+            self.close()
+            return
+        transport.write_eof()
+        self.lingering = True
+        self._linger_left = _LINGER_BYTES
+        self._linger_until = self.loop.time() + _LINGER_S
+        if self.paused:
+            self.paused = False
+            transport.resume_reading()
+        self.loop.call_later(_LINGER_IDLE_S, self._linger_check)
+
+    def _linger_check(self) -> None:
+        if self.closing:
+            return
+        now = self.loop.time()
+        if now >= self._linger_until or now - self.last_activity >= _LINGER_IDLE_S:
+            self.close()
+        else:
+            self.loop.call_later(min(_LINGER_IDLE_S, self._linger_until - now), self._linger_check)
 
     # writing
     def write(self, data: bytes) -> None:
@@ -675,7 +717,8 @@ class _ClientConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def write_response(self, status: int, reason: bytes, content_type: str, body: bytes, *,
-                       close: bool, extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+                       close: bool, linger: bool = False,
+                       extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         head = [b"HTTP/1.1 %d %s\r\n" % (status, reason),
                 b"content-type: %s\r\n" % content_type.encode("latin-1"),
                 b"content-length: %d\r\n" % len(body)]
@@ -685,12 +728,14 @@ class _ClientConnection(asyncio.Protocol):
         head.append(b"\r\n")
         self.write(b"".join(head) + body)
         if close:
-            self.close()
+            self._linger() if linger else self.close()
 
-    def write_error(self, status: int, kind: str, message: str, *, close: bool = False, **extra: Any) -> None:
+    def write_error(self, status: int, kind: str, message: str, *, close: bool = False, linger: bool = False,
+                    **extra: Any) -> None:
         body = json.dumps({"error": {"type": kind, "message": message, **extra}, "proxy": "inferwatch"})
         self.write_response(status, _REASONS.get(status, b"Error"), "application/json", body.encode(),
-                            close=close, extra_headers=((b"x-inferwatch-proxy-error", kind.encode()),))
+                            close=close, linger=linger,
+                            extra_headers=((b"x-inferwatch-proxy-error", kind.encode()),))
 
     def close(self) -> None:
         self.closing = True
@@ -893,6 +938,7 @@ class ProxyServer:
     ) -> None:
         self.metrics.upstream_errors[kind] += 1
         target = self.config.upstream
+        extra: dict[str, Any]
         if kind == "upstream_connect_timeout":
             status, message = 504, (f"connecting to the upstream {target} took longer than "
                                     f"{self.config.connect_timeout_s:g} s")

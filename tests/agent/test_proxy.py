@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import http.client
 import json
 import os
 import socket
@@ -25,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from inferwatch.agent import proxy as proxy_module
 from inferwatch.agent.proxy import ProxyConfig, ProxyServer, serve
 from inferwatch.agent.proxy_record import InlineRecorder
 from inferwatch.collectors.event import InferenceEvent
@@ -578,6 +580,43 @@ def test_oversized_body_gets_413_naming_the_limit(
     assert httpx.post(f"{proxy.url}/echo", content=b"x" * 1000).status_code == 200
     events = events_of(proxy, list_producer, 3)
     assert [(e.status, e.error) for e in events[:2]] == [(413, "request_too_large")] * 2
+
+
+def test_a_client_still_sending_its_oversized_body_reads_the_413(make_proxy: ProxyFactory) -> None:
+    # http.client (under requests and urllib) writes the whole body before it reads: had the proxy
+    # closed with 20 MB unread, the kernel would reset the connection and the client see a reset.
+    proxy = make_proxy(max_request_bytes=1000)
+    for _ in range(3):
+        client = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+        client.request("POST", "/echo", body=b"x" * 20_000_000)
+        response = client.getresponse()
+        assert response.status == 413
+        assert json.loads(response.read())["error"]["type"] == "request_too_large"
+        client.close()
+
+
+def test_lingering_after_a_413_ends_when_the_client_stalls_or_sends_too_much(
+    make_proxy: ProxyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(proxy_module, "_LINGER_IDLE_S", 0.2)
+    monkeypatch.setattr(proxy_module, "_LINGER_BYTES", 1 << 20)
+    proxy = make_proxy(max_request_bytes=1000)
+    head = b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100000000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as stalled:
+        stalled.sendall(head + b"x" * 5000)  # then nothing, the connection left open
+        answer = b"".join(iter(lambda: stalled.recv(65536), b""))  # ends: the proxy closed
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as endless:
+        endless.sendall(head)
+        chunk, cut_off = b"x" * 65536, None
+        for _ in range(10_000):  # 640 MiB at most: the proxy stops dropping after 1 MiB
+            try:
+                endless.sendall(chunk)
+            except (ConnectionResetError, BrokenPipeError) as exc:
+                cut_off = exc
+                break
+        assert cut_off is not None
+        assert endless.recv(65536).startswith(b"HTTP/1.1 413 ")
 
 
 def test_malformed_request_gets_400(proxy: Proxy, upstream: Upstream, list_producer: ListProducer) -> None:
