@@ -56,6 +56,9 @@ _CONTAINERS: Final = frozenset({_LIST, _TUPLE, _DICT, _SET, _FROZENSET, _ODICT, 
 _PYARRAY_CODES: Final = frozenset("bBhHiIlLqQfd")
 _PLAIN_DTYPES: Final = frozenset("biufc?")  # numpy kinds with no Python objects inside
 _PACKAGE: Final = "inferwatch."
+_AS_IS: Final = frozenset({float, bool, type(None)})  # scalars written as they are, of no counted size
+_STR: Final = frozenset({str})
+_INT_AS_IS: Final = _AS_IS | {int}
 _STATE_PACKAGE: Final = "inferwatch.detectors."
 """Where the classes a checkpoint may make are defined."""
 _METHODS: Final[dict[type, frozenset[str]]] = {
@@ -175,8 +178,26 @@ class _Writer:
         return self._compound(value, kind, where)
 
     def _items(self, values: Any, where: Any) -> list[Any]:
+        if self._all_scalars(values, where):
+            return list(values)
         node = self.node
         return [node(v, (where, i)) for i, v in enumerate(values)]
+
+    def _all_scalars(self, values: Any, where: Any) -> bool:
+        """Whether every item of ``values`` is a node as it stands (and its size counted): the
+        common runs of strings, of 64-bit ints or of floats are then written without a call each."""
+        kinds = set(map(type, values))
+        if not kinds or kinds <= _AS_IS:
+            return True
+        if kinds == _STR:
+            self.size += sum(map(len, values)) + len(values)
+            if self.max_bytes is not None and self.size > self.max_bytes:
+                raise CheckpointTooLarge(f"over {self.max_bytes:,} bytes at {_path(where)}")
+            return True
+        if kinds <= _INT_AS_IS:
+            ints = [v for v in values if type(v) is int]
+            return not ints or (min(ints) >= -(2**63) and max(ints) < 2**64)
+        return False
 
     def _compound(self, value: Any, kind: type, where: Any) -> Any:
         if kind is list:
@@ -190,6 +211,10 @@ class _Writer:
         if kind in (dict, OrderedDict, Counter):
             tag = {dict: _DICT, OrderedDict: _ODICT, Counter: _COUNTER}[kind]
             node = self.node
+            if self._all_scalars(value.keys(), where):
+                if self._all_scalars(value.values(), where):
+                    return [tag, [[k, v] for k, v in value.items()]]
+                return [tag, [[k, node(v, (where, k))] for k, v in value.items()]]
             return [tag, [[node(k, (where, "key")), node(v, (where, k))] for k, v in value.items()]]
         if kind is set:
             return [_SET, self._items(sorted(value, key=repr) if self.canonical else value, where)]

@@ -59,6 +59,16 @@ def test_containers_scalars_and_arrays_come_back_equal() -> None:
     assert copy.random() == rng.random()  # the generator goes on with the same numbers
 
 
+def test_runs_of_plain_scalars_written_at_once_come_back_equal_and_count_their_size() -> None:
+    value = {"names": ["a", "bé", ""], "ints": [1, None, 2**64 - 1, -(2**63), True], "floats": [1.5, None],
+             "by_name": {"x": 1, "y": 2.5}, "objects_by_name": {"x": [1], "y": (2, "z")},
+             "too_big": [1, 2**64], "mixed": ["a", 1, b"b"], "empty": [], "keys": {2**64: "big", 3: "small"}}
+    assert checkpoint.load(checkpoint.dump(value)) == value
+    with pytest.raises(checkpoint.CheckpointTooLarge):  # strings written in one run still count
+        checkpoint.dump([["x" * 1000] * 100], max_bytes=50_000)
+    checkpoint.dump([["x" * 1000] * 40], max_bytes=50_000)
+
+
 def test_shared_objects_and_cycles_stay_shared() -> None:
     clock = WindowClock(60)
     clock.advance(30.0)
