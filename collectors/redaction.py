@@ -21,7 +21,9 @@ were. A run of digits becomes ``[CARD]`` only when it passes the Luhn check, and
 only with a phone-like shape (a leading ``+``, a leading ``0`` or ``(area)``/``555-123-4567``
 grouping), never a bare digit run. Long hex strings of 32+ characters (hashes, many vendors'
 API keys) count as secrets: for a log that may leave the host, over-masking a hash is the
-cheaper mistake.
+cheaper mistake. A long Base64 or hex token that decodes to readable text of four words or more
+is an encoded prompt, not a credential: it is redacted inside its encoding (decoded, redacted,
+encoded back), so the detectors can still decode an encoded injection.
 
 Patterns are compiled once; the ones that cannot match are skipped after a cheap substring
 check, so a typical prompt costs well under a millisecond. This module is pure standard
@@ -35,6 +37,8 @@ library so the agent and the detectors can share it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 from collections import Counter
@@ -289,7 +293,43 @@ def _phone(match: re.Match[str]) -> str:
 
 def _token(match: re.Match[str]) -> str:
     token = match.group(0)
-    return SECRET if is_high_entropy(token) else token
+    if not is_high_entropy(token):
+        return token
+    encoded = _encoded_text(token)
+    return SECRET if encoded is None else encoded
+
+
+def _encoded_text(token: str) -> str | None:
+    """``token`` redacted inside its encoding when it is Base64 or hex of readable text (several
+    words of printable UTF-8), else ``None`` (a credential: random bytes never read so).
+
+    Encoding a prompt is a known way to slip an injection past filters; masking it whole would
+    hide it from the detectors, which decode such tokens. What the text holds is redacted like any
+    other text and encoded back the same way, so no e-mail or key leaves inside it either.
+    """
+    if len(token) % 2 == 0 and _HEX.match(token):
+        data, encode = bytes.fromhex(token), bytes.hex
+    else:
+        urlsafe = "-" in token or "_" in token
+        raw = token.rstrip("=")
+        try:
+            data = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_" if urlsafe else None,
+                                    validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        padded = token.endswith("=")
+
+        def encode(value: bytes) -> str:
+            out = (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(value).decode("ascii")
+            return out if padded else out.rstrip("=")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if text.count(" ") < 3 or sum(c.isprintable() or c.isspace() for c in text) < 0.95 * len(text):
+        return None
+    inner = redact(text)
+    return token if inner == text else encode(inner.encode("utf-8"))
 
 
 _HANDLERS: Final[dict[str, Callable[[re.Match[str]], str]]] = {
