@@ -307,6 +307,7 @@ def _encoded_text(token: str) -> str | None:
     hide it from the detectors, which decode such tokens. What the text holds is redacted like any
     other text and encoded back the same way, so no e-mail or key leaves inside it either.
     """
+    encode: Callable[[bytes], str]
     if len(token) % 2 == 0 and _HEX.match(token):
         data, encode = bytes.fromhex(token), bytes.hex
     else:
@@ -320,7 +321,7 @@ def _encoded_text(token: str) -> str | None:
         padded = token.endswith("=")
 
         def encode(value: bytes) -> str:
-            out = (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(value).decode("ascii")
+            out = base64.b64encode(value, altchars=b"-_" if urlsafe else None).decode("ascii")
             return out if padded else out.rstrip("=")
     try:
         text = data.decode("utf-8")
