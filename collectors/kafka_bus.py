@@ -48,6 +48,7 @@ SOURCE_HEADER = "inferwatch-source"
 # member re-reads from the last commit, and incident fingerprints absorb the repeats.
 _REBALANCED = (kerr.CommitFailedError, kerr.RebalanceInProgressError,
                kerr.IllegalGenerationError, kerr.UnknownMemberIdError)
+_TOPIC_RETRY_S = 60.0  # a sender that found no topic tries to create the topics at most this often
 _DLQ_VALUE_LIMIT = 512 * 1024  # an oversized bad record is kept truncated rather than lost
 
 
@@ -151,6 +152,7 @@ class KafkaEventProducer:
     """
 
     def __init__(self, settings: BusSettings, topic: str, tuning: KafkaTuning) -> None:
+        self._settings = settings
         self._servers = settings.bootstrap_servers
         self._topic = topic
         self._tuning = tuning
@@ -160,6 +162,8 @@ class KafkaEventProducer:
         self._counts = dict.fromkeys(("sent", "delivered", "failed", "rejected", "unreported"), 0)
         self._pending = self._pending_bytes = 0
         self._last_error: str | None = None
+        self._topics_tried_at: float | None = None
+        self._topics_refused: str | None = None
 
     def send(self, value: bytes, key: str | None = None) -> None:
         """Buffer one record; BusUnavailable when it cannot even be buffered."""
@@ -248,25 +252,59 @@ class KafkaEventProducer:
         with self._lock:  # pending before send(): the delivery callback may run before it returns
             self._pending += 1
             self._pending_bytes += len(value)
+        encoded_key = None if key is None else key.encode("utf-8", "replace")
         try:
-            future = client.send(self._topic, value=value, headers=headers, partition=partition,
-                                 key=None if key is None else key.encode("utf-8", "replace"))
-            if future.failed():  # kafka-python returns, not raises, some errors (unknown topic)
-                raise future.exception
+            try:
+                future = self._send_once(client, value, encoded_key, headers, partition)
+            except (kerr.KafkaTimeoutError, kerr.UnknownTopicOrPartitionError):
+                if not self._created_topics():
+                    raise
+                future = self._send_once(client, value, encoded_key, headers, partition)
         except kerr.KafkaError as exc:
             self._release(len(value))
             if isinstance(exc, kerr.KafkaTimeoutError | kerr.UnknownTopicOrPartitionError):
+                refused = f"; creating it failed: {self._topics_refused}" if self._topics_refused else ""
                 raise BusUnavailable(
                     f"no metadata for topic {self._topic} from Kafka at {','.join(self._servers)} "
                     f"within {self._tuning.max_block_ms} ms: the brokers are unreachable or the topic "
-                    "does not exist (`inferwatch detect` creates the topics when it starts; "
-                    "start it before the model servers, or create them yourself)"
+                    f"does not exist{refused} (`inferwatch detect` creates the topics when it starts, "
+                    "as does the first sender allowed to; or create them yourself)"
                 ) from exc
             raise unavailable(self._servers, "refused the record", exc) from exc
         with self._lock:
             self._counts["sent"] += 1
         future.add_both(functools.partial(self._settle, len(value)))
         return future
+
+    def _send_once(self, client: Any, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]],
+                   partition: int | None) -> Any:
+        future = client.send(self._topic, value=value, headers=headers, partition=partition, key=key)
+        if future.failed():  # kafka-python returns, not raises, some errors (unknown topic)
+            raise future.exception
+        return future
+
+    def _created_topics(self) -> bool:
+        """After a send found no topic: create the topics as ``ensure_topics`` does (the configured
+        partitions, never the broker's default), at most once a minute; whether they now exist.
+
+        So an agent started before the detector service loses nothing to the order. An identity
+        without the right to create topics gets the refusal named in the error, and the topics must
+        then be made by the detector service or by hand, as before.
+        """
+        now = time.monotonic()
+        if self._topics_tried_at is not None and now - self._topics_tried_at < _TOPIC_RETRY_S:
+            return False
+        self._topics_tried_at = now
+        try:
+            KafkaBus(self._settings, tuning=self._tuning).ensure_topics()
+        except BusUnavailable as exc:
+            self._topics_refused = str(exc)
+            log.warning("event=kafka_topic_create_failed topic=%s error=%s", self._topic, exc)
+            return False
+        self._topics_refused = None
+        log.info("event=kafka_topics_ensured topic=%s partitions=%d (a send found no metadata for it)",
+                 self._topic, self._settings.partitions)
+        return True
 
     def _release(self, size: int) -> None:
         with self._lock:

@@ -300,13 +300,46 @@ def test_unreachable_broker_raises_bus_unavailable_promptly() -> None:
         assert time.monotonic() - started < 10
 
 
-def test_missing_topic_is_named_in_the_error(local_services: LocalServices) -> None:
+def test_a_sender_that_finds_no_topic_creates_the_topics_with_the_configured_partitions(
+    local_services: LocalServices,
+) -> None:
+    # An agent started before the detector service: its first send makes the topics (never the
+    # broker's default partition count) and the record is delivered, not dropped.
+    settings = BusSettings(kind="kafka", bootstrap_servers=[local_services.kafka_bootstrap],
+                           topic=unique_name("missing"), partitions=3)
+    bus = KafkaBus(settings, tuning=KafkaTuning(max_block_ms=1000))
+    producer = bus.producer()
+    try:
+        producer.send(b"first", key="p")
+        producer.flush(timeout=30)
+        assert producer.stats().delivered == 1
+        assert bus.ensure_topics() == {settings.topic: 3, settings.dead_letter_topic: 3,
+                                       settings.summaries_topic: 3}
+    finally:
+        producer.close()
+        bus.delete_topics()
+
+
+def test_a_sender_not_allowed_to_create_the_topic_names_the_refusal(
+    local_services: LocalServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tries = []
+
+    def refused(self: KafkaBus) -> dict[str, int]:
+        tries.append(self.topic)
+        raise BusUnavailable("Kafka refused to create topic: TopicAuthorizationFailedError")
+
+    monkeypatch.setattr(KafkaBus, "ensure_topics", refused)
     settings = BusSettings(kind="kafka", bootstrap_servers=[local_services.kafka_bootstrap],
                            topic=unique_name("missing"))
     producer = KafkaBus(settings, tuning=KafkaTuning(max_block_ms=1000)).producer()
-    with pytest.raises(BusUnavailable, match=f"no metadata for topic {settings.topic}.*`inferwatch detect` "
-                                             "creates the topics"):
+    with pytest.raises(BusUnavailable, match=f"no metadata for topic {settings.topic}.*creating it failed: "
+                                             "Kafka refused .*TopicAuthorizationFailedError.*`inferwatch "
+                                             "detect` creates the topics"):
         producer.send(b"x", key="p")
+    with pytest.raises(BusUnavailable, match="creating it failed"):
+        producer.send(b"y", key="p")
+    assert tries == [settings.topic]  # tried at most once a minute
     producer.close()
 
 
