@@ -38,8 +38,16 @@ _NOT_NEGATED = r"(?<!never )(?<!not )(?<!n't )"
 _NOT_TOPIC = r"(?! (?:policy|policies|manager|reset|requirements?|strength|length|rules|hygiene|safe))"
 _NEG_A = "doesn't|does not|don't|do not|not have to|no longer"
 # "ignore the previous instructions I gave you": the user's own earlier request, like "my previous".
+# Instructions that belong to someone or something in the user's own world ("from my manager",
+# "on the worksheet") are not the model's.
 _NOT_MINE = (r"(?! (?:that |which )?(?:i|we) (?:just |have |'ve |had )?(?:gave|given|told|wrote|written|sent"
-             r"|provided|mentioned|said|listed|asked|typed|posted|shared|added))")
+             r"|provided|mentioned|said|listed|asked|typed|posted|shared|added)"
+             r"| (?:from|of|by|given by|set by) (?:my|our) "
+             r"| (?:on|in) (?:the|this|that|my|our) (?:worksheet|form|exam|test|quiz|assignment|homework"
+             r"|handout|manual|leaflet|label|package|packaging|box|recipe)\b)")
+# "How do I ignore the previous instructions (from my manager) politely?": the user asking how
+# they may do it, not telling the model to.
+_NOT_ASKING_HOW = r"(?<!how do i )(?<!how can i )(?<!how should i )(?<!how to )(?<!should i )(?<!can i )"
 
 # "Ignore / forget (all) (your | the) previous instructions" and "ignore everything you were told",
 # in the languages users most often write in. A first-person possessive ("olvida mis instrucciones",
@@ -98,7 +106,8 @@ _FORGET_I18N_A = (
 # or a tuple) occurs in the normalised text (lower case, single spaces), and must match from there.
 PATTERNS: list[tuple[str, str, float, str | tuple[str, ...], str]] = [
     ("instruction_override", "ignore_previous", 0.8, _IGNORE_A,
-     rf"\b(?:{_IGNORE_A}) (?:(?!my )\w+ ){{0,4}}?{_PRIOR} (?:\w+ ){{0,2}}?{_ORDERS}\b{_NOT_MINE}"
+     rf"{_NOT_ASKING_HOW}\b(?:{_IGNORE_A}) (?:(?!my )\w+ ){{0,4}}?{_PRIOR} (?:\w+ ){{0,2}}?{_ORDERS}\b"
+     rf"{_NOT_MINE}"
      rf"|\b(?:ignore|disregard|forget) (?:all |any |the |your )?(?:\w+ )?{_ORDERS}"
      rf" (?:\w+ ){{0,4}}?(?:before|previously|earlier|so far|until now)\b"),
     ("instruction_override", "ignore_above", 0.75, "ignore|disregard|forget",
