@@ -18,8 +18,10 @@ match was only found after undoing an evasion.
 Text is normalised before matching: Unicode NFKC (full-width and other compatibility forms),
 zero-width and tag characters removed, whitespace collapsed, lower case. More views are scanned
 when they exist: leetspeak and Cyrillic/Greek look-alike letters undone (``1gn0r3`` ->
-``ignore``), long Base64, hex and 8-bit binary tokens decoded, and text hidden in Unicode tag
-characters (U+E0000-E007F) decoded. The evidence names the steps a match needed. Texts longer
+``ignore``), long Base64, hex and 8-bit binary tokens decoded, text hidden in Unicode tag
+characters (U+E0000-E007F) decoded, and words spelt out letter by letter joined (``i g n o r e``,
+``i.g.n.o.r.e``, ``i-g-n-o-r-e``; four letters or more with one separator, words told apart by a
+wider gap or ordinary spaces). The evidence names the steps a match needed. Texts longer
 than ``max_chars`` are scanned at the head and the tail, where injected text usually sits.
 
 Speed: each pattern lists anchors, the words or symbols a match starts with; its regex is only
@@ -107,6 +109,9 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2}){12,}")
 _BINARY = re.compile(r"(?:[01]{8} ){5,}[01]{8}")
 _TAG_TEXT = re.compile("[\U000e0020-\U000e007e]+")
+# Letters spelt out one by one with the same separator ("i g n o r e", "i.g.n.o.r.e", "i-g-n-o-r-e"),
+# four letters or more; words are then told apart by a wider gap or by ordinary spacing.
+_SPELT = re.compile(r"(?<!\w)\w(?P<sep>[ .\-_*|/+~])\w(?:(?P=sep)\w){2,}(?!\w)")
 _TOKEN_EDGES = "'\"()[]{}<>.,;:!?`"
 
 
@@ -166,6 +171,9 @@ def scan_text(text: str, max_chars: int = 20_000) -> Scan:
         text = nfkc
     views.insert(0, (normalise(text), ()))
     views.extend((normalise(decoded), (step,)) for step, decoded in _decoded_tokens(text))
+    joined = _SPELT.sub(lambda m: m.group(0).replace(m.group("sep"), ""), text)
+    if joined != text:
+        views.append((normalise(joined), ("spelt-out",)))
     found: dict[str, PatternMatch] = {}
     for view, via in views:
         _collect(view, via, found)
