@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 
 from inferwatch import render
@@ -74,7 +75,7 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     if not args.file.is_file():
         print(f"inferwatch replay: no such file {path}", file=sys.stderr)
         return 2
-    store = SQLiteStore(args.store if args.store else ":memory:")
+    store = _ReferenceReads(args.store if args.store else ":memory:")
     baselines = [] if args.store else _baselines_set(settings)
     for record in baselines:
         store.save_reference(record)
@@ -99,8 +100,9 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
               "hold no finding of this file and are not listed (`inferwatch incidents list --store` shows "
               "them)",
               file=sys.stderr)
-    if baselines:
-        models = ", ".join(sorted(r.model for r in baselines))
+    used = [r.model for r in baselines if r.model in store.references_read]
+    if used:
+        models = ", ".join(sorted(used))
         print(f"inferwatch replay: drift compared model(s) {models} with the baseline set in "
               f"{_store_name(settings)} (`inferwatch baseline show`)", file=sys.stderr)
     if not args.store and result.incidents:
@@ -125,6 +127,20 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
         if share >= LATE_SHARE_REFUSED:
             return 2
     return 0
+
+
+class _ReferenceReads(SQLiteStore):
+    """The replay's store, noting the models whose drift reference a detector read (and found)."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(path)
+        self.references_read: set[str] = set()
+
+    def load_reference(self, model: str) -> ReferenceRecord | None:
+        record = super().load_reference(model)
+        if record is not None:
+            self.references_read.add(model)
+        return record
 
 
 def _looks_like_csv(path: os.PathLike[str]) -> bool:

@@ -228,3 +228,10 @@ def test_replay_without_a_store_compares_with_the_baseline_set(capsys, events_fi
     assert found[0]["first_seen"] < "2026-01-01T00:10"
     assert "compared model(s) tabular with the baseline set in" in captured.err
     assert "kept in memory only; pass --store PATH" in captured.err
+    # Without drift, or for a model the file does not hold, no baseline was compared with.
+    assert main(["replay", str(events_file), "--detectors", "request_rate", "--json"]) == 0
+    assert "baseline set in" not in capsys.readouterr().err
+    assert main(["baseline", "set", "--model", "elsewhere", str(baseline)]) == 0
+    capsys.readouterr()
+    assert main(["replay", str(events_file), "--detectors", "drift", "--json"]) == 0
+    assert "compared model(s) tabular with the baseline set in" in capsys.readouterr().err
