@@ -16,9 +16,10 @@ Behaviour worth knowing:
   principal looks new, so steady heavy users would otherwise all be flagged at once.
 * A principal first seen after warm-up has no history; it is judged on the floor baseline and
   the population test, so a new key that arrives at ``population_factor`` x the median and
-  ``min_requests`` or more is flagged in its first window. Its EWMA starts at its count, capped at
-  ``population_factor`` x the median, so a steady heavy newcomer stops being flagged after a
-  window while an extreme newcomer is not absorbed into its own baseline in one step.
+  ``min_requests`` or more is flagged in its first window. Its EWMA then starts at the window's
+  median (what a typical caller does) and learns as after any flagged window, below: a flood
+  from a new key stays flagged for several windows, like one from a known key. A newcomer not
+  flagged starts at its count, capped at ``population_factor`` x the median.
 * A flagged window moves the baseline slowly: towards the count capped at the own threshold,
   with ``flagged_alpha`` instead of ``ewma_alpha``. A flood therefore raises the baseline by at
   most ``1 + flagged_alpha * (own_factor - 1)`` (x1.4 by default) per window: it keeps being

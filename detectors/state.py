@@ -485,7 +485,11 @@ class FloodRule:
     def learn(self, amount: float, baseline: WindowBaseline, population: Population, own: float,
               flagged: bool) -> None:
         """Fold the window into the baseline (after its finding was built from the old one)."""
-        baseline.learn(amount, first_cap=self.population_factor * population.median,
+        # A newcomer flagged in its first window starts from what a typical caller does, then
+        # learns as any flagged window does: a flood from a new key stays flagged for several
+        # windows, as one from a known key does, instead of becoming its own baseline at once.
+        first_cap = population.median if flagged else self.population_factor * population.median
+        baseline.learn(amount, first_cap=first_cap,
                        flagged_cap=self.own_factor * own if flagged else None,
                        alpha=self.ewma_alpha, flagged_alpha=self.flagged_alpha)
 
