@@ -17,7 +17,7 @@ _UNITS = (("y", 365 * 86_400_000), ("w", 7 * 86_400_000), ("d", 86_400_000), ("h
 # Units from largest to smallest, each at most once (Prometheus's form): 1h30m, 1d12h, 250ms.
 _COMPOUND = re.compile("".join(rf"(?:(\d+){unit})?" for unit, _ in _UNITS))
 # One decimal number and one unit: 1.5h, 0.5s.
-_FRACTION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(y|w|d|h|ms|m|s)")
+_FRACTION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(y|w|d|h|ms|m|s)")
 _MILLIS = dict(_UNITS)
 
 

@@ -66,6 +66,10 @@ def _seconds(value: object) -> object:
 Seconds = Annotated[float, BeforeValidator(_seconds)]
 
 
+MAX_WINDOW_S = 86_400
+"""The longest ``detect.window_s``: a day."""
+
+
 class SettingsError(ValueError):
     """Settings that cannot be used; the message names each variable and what is wrong."""
 
@@ -193,7 +197,7 @@ class DetectSettings(_Section):
     """The detector service: windows, grouping, and per-detector options."""
 
     group: str = "inferwatch-detectors"
-    window_s: Annotated[Seconds, Field(gt=0, le=86_400)] = 60.0
+    window_s: Annotated[Seconds, Field(gt=0, le=MAX_WINDOW_S)] = 60.0
     idle_close_s: Annotated[Seconds, Field(gt=0)] = 5.0
     incident_bucket_s: Annotated[Seconds, Field(gt=0)] = 3600.0
     resolve_after_s: Annotated[Seconds, Field(ge=0)] | None = 3600.0  # 0 or None: never

@@ -30,7 +30,8 @@ def add_parsers(sub: Any, common: Common, parse_time: Callable[[str], datetime])
                    help='label matchers: service="chat" severity=~"low|medium" kind!=drift')
     q.add_argument("--duration", type=_duration, default=timedelta(hours=1),
                    help="how long, from --starts (default 1h; e.g. 30m, 2h, 1d)")
-    q.add_argument("--starts", type=parse_time, help="when it begins (default now)")
+    q.add_argument("--starts", type=_starts, metavar="T",
+                   help="when it begins: RFC 3339, or in how long from now (30m, 2h); default now")
     q.add_argument("--author", help="who (default: $USER)")
     q.add_argument("--comment", default="", help="why: shown with the silence")
     q.set_defaults(handler=silence_add)
@@ -71,11 +72,29 @@ def _positive(value: str) -> int:
     return positive_int(value)
 
 
+def _starts(value: str) -> datetime:
+    """A silence's start: an RFC 3339 time, or a length of time counted forward from now (a
+    maintenance window starts later; ``--since`` elsewhere counts an age back)."""
+    from inferwatch.cli import parse_time
+    from inferwatch.collectors.durations import parse_duration
+
+    try:
+        return datetime.now(UTC) + timedelta(seconds=parse_duration(value, unitless=False))
+    except ValueError:
+        pass
+    try:
+        return parse_time(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a start: use RFC 3339 (2026-01-01T10:00:00Z) or a time from now (30m, 2h)"
+        ) from None
+
+
 def _duration(value: str) -> timedelta:
     from inferwatch.collectors.durations import parse_duration
 
     try:
-        seconds = parse_duration(value, unitless=False)
+        seconds = parse_duration(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if seconds <= 0:
@@ -134,9 +153,9 @@ def silence_list(args: argparse.Namespace, settings: Settings) -> int:
     if not found:
         print("no silences")
         return 0
-    rows = [[s.id, _state(s, now), _when(s.starts_at), _when(s.ends_at), s.created_by,
-             f"{_matchers_text(s)}  {s.comment}".rstrip()] for s in found]
-    render.table(rows, ["ID", "STATE", "STARTS (UTC)", "ENDS (UTC)", "BY", "MATCHERS  COMMENT"])
+    rows = [[s.id, _state(s, now), _when(s.starts_at), _when(s.ends_at), s.created_by, _matchers_text(s),
+             s.comment] for s in found]
+    render.table(rows, ["ID", "STATE", "STARTS (UTC)", "ENDS (UTC)", "BY", "MATCHERS", "COMMENT"])
     return 0
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from inferwatch import __version__
 from inferwatch.collectors.bus import BusUnavailable
 from inferwatch.collectors.durations import parse_duration
-from inferwatch.collectors.settings import Settings, SettingsError, load_settings
+from inferwatch.collectors.settings import MAX_WINDOW_S, Settings, SettingsError, load_settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -173,6 +173,8 @@ def _window(value: str) -> float:
         raise argparse.ArgumentTypeError(f"{value!r} is not a length of time, e.g. 60 or 5m") from None
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{value!r}: a window must last more than 0 seconds")
+    if seconds > MAX_WINDOW_S:
+        raise argparse.ArgumentTypeError(f"{value!r}: a window lasts at most 1d ({MAX_WINDOW_S} s)")
     return seconds
 
 

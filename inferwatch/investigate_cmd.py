@@ -42,12 +42,12 @@ _TEXT = 50  # characters of input text in the timeline table
 
 
 def parse_age(value: str) -> timedelta:
-    """A duration written as an age: ``90s``, ``15m``, ``2h``, ``1d``, ``1h30m`` (``0m`` is allowed)."""
+    """A length of time: seconds (``90``) or with units (``90s``, ``15m``, ``2h``, ``1d``, ``1h30m``);
+    ``0`` is allowed."""
     try:
-        return timedelta(seconds=parse_duration(value, unitless=False))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a duration: use a number and s, m, h or d "
-                                         "(90s, 15m, 2h, 1d, 1h30m)") from None
+        return timedelta(seconds=parse_duration(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(value: str) -> int:

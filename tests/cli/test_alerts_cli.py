@@ -206,3 +206,22 @@ def test_alerts_log_takes_an_incident_id_prefix(tmp_path: Path, capsys: pytest.C
     code, out, _ = run(capsys, "alerts", "log", "--incident", incident_id[:5], "--store", str(store_path))
     assert code == 0
     assert "delivered" in out
+
+
+def test_a_silence_starting_in_a_while_starts_from_now_forward(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "store.db")
+    before = datetime.now(UTC)
+    out = run(capsys, "silence", "add", "service=chat", "--starts", "2h", "--duration", "90m", "--json",
+              "--store", store)[1]
+    made = json.loads(out)
+    starts, ends = (datetime.fromisoformat(made[k]) for k in ("starts_at", "ends_at"))
+    assert before + timedelta(hours=2) <= starts <= datetime.now(UTC) + timedelta(hours=2)  # not 2 h ago
+    assert ends - starts == timedelta(minutes=90)
+    run(capsys, "silence", "add", "service=chat", "--comment", "watching", "--store", store)
+    header, *rows = run(capsys, "silence", "list", "--store", store)[1].splitlines()
+    column = header.index("COMMENT")
+    assert all(row[column:].strip() in ("", "watching") for row in rows)  # every comment under its header
+    with pytest.raises(SystemExit):
+        main(["silence", "add", "service=chat", "--starts", "soonish", "--store", store])
+    assert "a time from now (30m, 2h)" in capsys.readouterr().err

@@ -252,3 +252,22 @@ def test_show_says_the_score_is_the_highest_and_the_evidence_the_latest(capsys, 
     assert f"highest score: {several['score']:.2f}" in shown
     assert "summary (latest finding):" in shown
     assert "evidence (latest finding):" in shown
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["replay", "x.jsonl", "--window", "3d"], "'3d': a window lasts at most 1d (86400 s)"),
+     (["incidents", "timeline", "abcd", "--before", "1h30"], "invalid duration '1h30'"),
+     (["silence", "add", "a=b", "--duration", "30 m"], "invalid duration '30 m'")],
+)
+def test_lengths_of_time_are_refused_naming_the_flag(capsys, argv, message):
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_lengths_of_time_take_plain_seconds_everywhere():
+    parser = build_parser()
+    assert parser.parse_args(["incidents", "timeline", "abcd", "--before", "90"]).before.total_seconds() == 90
+    assert parser.parse_args(["silence", "add", "a=b", "--duration", "90"]).duration.total_seconds() == 90
+    assert parser.parse_args(["replay", "x.jsonl", "--window", "1.5h"]).window == 5400
