@@ -13,7 +13,8 @@ It behaves like the ASGI :class:`~inferwatch.agent.InferwatchMiddleware`:
 
 * the request body reaches the app unchanged: ``wsgi.input`` is wrapped so that what the app
   reads (``read``, ``readinto``, ``readline``, ``readlines``, iteration) is copied as it passes, up to
-  ``agent.max_body_bytes``; nothing is read ahead of the app;
+  ``agent.max_body_bytes``; nothing is read ahead of the app; the wrapper offers ``readinto`` and
+  ``read1`` only when the server's stream does (gunicorn's does not);
 * the response goes out unchanged and undelayed: each chunk of the app's iterable (and of the
   legacy ``write()`` callable) is copied and handed to the server at once, streamed responses
   included; the iterable's ``close()`` is always called, and ``len()`` is kept when the app's
@@ -36,6 +37,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -314,7 +316,12 @@ class _ListResponse:
 
 
 class _CopyingInput:
-    """``wsgi.input`` as the app sees it: the same stream, copied as the app reads it."""
+    """``wsgi.input`` as the app sees it: the same stream, copied as the app reads it.
+
+    It has exactly the methods of the server's stream: ``readinto`` and ``read1`` (which WSGI does
+    not require, and gunicorn's body lacks) exist only when the server's stream has them, since
+    readers such as Werkzeug's ``LimitedStream`` choose how to read with ``hasattr``.
+    """
 
     __slots__ = ("_exchange", "_stream")
 
@@ -327,13 +334,13 @@ class _CopyingInput:
         self._exchange.on_request(data)
         return data
 
-    def read1(self, *args: Any) -> bytes:
-        data: bytes = self._stream.read1(*args)
+    def _read1(self, read1: Callable[..., bytes], *args: Any) -> bytes:
+        data = read1(*args)
         self._exchange.on_request(data)
         return data
 
-    def readinto(self, buffer: Any) -> int | None:
-        count: int | None = self._stream.readinto(buffer)  # Werkzeug's LimitedStream reads this way
+    def _readinto(self, readinto: Callable[[Any], int | None], buffer: Any) -> int | None:
+        count = readinto(buffer)  # Werkzeug's LimitedStream reads this way when the stream can
         if count:
             with memoryview(buffer) as view:
                 self._exchange.on_request(bytes(view[:count]))
@@ -356,7 +363,12 @@ class _CopyingInput:
             yield line
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
+        attr = getattr(self._stream, name)  # AttributeError when the server's stream has none
+        if name == "readinto":
+            return partial(self._readinto, attr)
+        if name == "read1":
+            return partial(self._read1, attr)
+        return attr
 
 
 def _headers(environ: Environ) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 import wsgiref.simple_server
 from collections.abc import Callable, Iterator
@@ -14,6 +16,7 @@ from flask import Flask, Response, request, stream_with_context
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from werkzeug.serving import make_server
+from werkzeug.test import EnvironBuilder
 
 from inferwatch.agent import Agent, InferwatchWSGIMiddleware, set_attributes, set_principal
 from inferwatch.collectors.event import InferenceEvent
@@ -316,3 +319,53 @@ def test_metrics_path_serves_the_agents_counters(
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert 'inferwatch_agent_events_sent_total{service="flask-model"} 1' in response.text
     assert len(list_producer.records) == 1  # the scrape itself is not an event
+
+
+class ReadOnlyBody:
+    """A ``wsgi.input`` with only what PEP 3333 requires, like gunicorn's ``Body`` (no ``readinto``)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int | None = None) -> bytes:
+        return self._data.read(size)
+
+    def readline(self, size: int | None = None) -> bytes:
+        return self._data.readline(size)
+
+    def readlines(self, hint: int | None = None) -> list[bytes]:
+        return self._data.readlines(hint)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._data)
+
+
+@pytest.mark.parametrize("stream", [ReadOnlyBody, io.BytesIO])
+def test_an_input_stream_keeps_its_own_methods_for_werkzeugs_limited_stream(
+    make_agent: AgentFactory, list_producer: ListProducer, stream: Callable[[bytes], Any]
+) -> None:
+    # With MAX_CONTENT_LENGTH set, Werkzeug wraps wsgi.input in a LimitedStream that calls
+    # readinto() when hasattr() finds one: the wrapper must not offer a readinto the stream lacks.
+    agent = make_agent(list_producer)
+    app = monitored(agent)
+    app.config["MAX_CONTENT_LENGTH"] = 1 << 20
+    body = b'{"age": 61}'
+    environ = EnvironBuilder(
+        path="/predict", method="POST", data=body, content_type="application/json"
+    ).get_environ()
+    environ["wsgi.input"] = stream(body)
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        statuses.append(status)
+
+    response: Any = app(environ, start_response)
+    try:
+        answer = b"".join(response)
+    finally:
+        response.close()
+    assert statuses == ["200 OK"]
+    assert json.loads(answer) == {"label": "churn", "score": 0.81}
+    (event,) = shipped(agent, list_producer)
+    assert event.input.features == {"age": 61}
+    assert event.attributes["request_bytes"] == len(body)
