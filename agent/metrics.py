@@ -18,7 +18,7 @@ Series (every one labelled ``service``):
   an earlier process;
 * ``inferwatch_agent_events_dropped_total{reason=…}``: events lost, by ``reason``:
   ``queue_full``, ``bus_error``, ``encode_error``, ``after_shutdown``, ``spool_full``,
-  ``spool_error``, ``spool_corrupt``;
+  ``spool_error``, ``spool_corrupt``, ``shipper_error``;
 * ``inferwatch_agent_queue_depth`` (gauge): events waiting in memory;
 * ``inferwatch_agent_spool_depth`` and ``inferwatch_agent_spool_bytes`` (gauges): events and
   bytes waiting on disk;
@@ -54,6 +54,7 @@ _DROP_REASONS: Final = (
     "spool_full",
     "spool_error",
     "spool_corrupt",
+    "shipper_error",
 )
 
 

@@ -33,6 +33,12 @@ spooled and is replayed first, in its place. Until then it counts in ``queue_dep
 producer), not in ``spool_depth``. At shutdown it is already on disk: it is not handed to the
 producer again (a producer that delivers it after all makes it a repeat, never a loss).
 
+A failure of the thread's own code (a bug, or a disk error nothing else caught) does not end
+it: the round is logged once (``event=shipper_cycle_failed``, with the traceback), the batch in
+hand is counted as ``dropped_shipper_error``, and the thread pauses (0.1 s, doubling up to
+``max_backoff_s``) and carries on. Should the thread be gone all the same, :meth:`EventShipper.offer`
+refuses and counts (``dropped_shipper_error``) rather than queue what nobody would send.
+
 Events lost either way show up downstream as gaps in ``agent.seq``. Counters add up:
 ``captured + recovered = sent + dropped_* + queue_depth + spool_depth`` (plus the batch in
 flight).
@@ -82,6 +88,7 @@ class ShipperStats:
     dropped_spool_full: int = 0
     dropped_spool_error: int = 0
     dropped_spool_corrupt: int = 0
+    dropped_shipper_error: int = 0
     spool_depth: int = 0
     spool_bytes: int = 0
     bus_up: bool = True
@@ -97,6 +104,7 @@ class ShipperStats:
             + self.dropped_spool_full
             + self.dropped_spool_error
             + self.dropped_spool_corrupt
+            + self.dropped_shipper_error
         )
 
 
@@ -158,6 +166,7 @@ class EventShipper:
         self._spool_full_noted = False
         self._held: _Held | None = None  # a batch the producer still holds after a flush timed out
         self._flush_failed = False
+        self._failures = 0  # cycles in a row that failed unexpectedly
         self._thread = threading.Thread(target=self._run, name="inferwatch-shipper", daemon=True)
         self._thread.start()
 
@@ -175,6 +184,9 @@ class EventShipper:
             self._counts["captured"] += 1
             if self._stopping:
                 self._counts["dropped_after_shutdown"] += 1
+                return False
+            if self._stopped.is_set():  # the thread is gone (it never should be): nobody would send it
+                self._counts["dropped_shipper_error"] += 1
                 return False
             if len(self._queue) >= self._queue_size:
                 self._counts["dropped_queue_full"] += 1
@@ -229,6 +241,7 @@ class EventShipper:
             "dropped_spool_full",
             "dropped_spool_error",
             "dropped_spool_corrupt",
+            "dropped_shipper_error",
         )
         return ShipperStats(
             captured=counts.get("captured", 0),
@@ -254,9 +267,9 @@ class EventShipper:
                 self._wake.clear()
                 retry_now = self._interrupt.is_set()
                 self._interrupt.clear()
-                self._cycle(retry_now=retry_now)
-                self._tick()
-            self._cycle(retry_now=True, final=True)
+                if self._safe_cycle(retry_now=retry_now):
+                    self._tick()
+            self._safe_cycle(retry_now=True, final=True)
             if self._held is not None:  # held in the final cycle: already on disk for the next process
                 self._release_held()
             self._tick()
@@ -267,13 +280,43 @@ class EventShipper:
                 self._starting = False
                 self._drained.notify_all()
 
+    def _safe_cycle(self, *, retry_now: bool, final: bool = False) -> bool:
+        """Run one cycle; a failure of our own code is logged and paused on, never the thread's end.
+
+        The batch in hand when it failed is counted as ``dropped_shipper_error``; the queue and
+        the spool are left as they are, for the next cycle.
+        """
+        try:
+            self._cycle(retry_now=retry_now, final=final)
+        except Exception as exc:
+            with self._drained:
+                lost, self._in_flight = self._in_flight, 0
+                self._counts["dropped_shipper_error"] += lost
+                self._drained.notify_all()
+            self._failures += 1
+            pause = min(self._max_backoff, 0.1 * 2 ** min(self._failures - 1, 10))
+            if self._failures == 1:  # once per run of failures, with the traceback
+                _log.error(
+                    "event=shipper_cycle_failed error=%s lost=%d pause_s=%.1f",
+                    type(exc).__name__, lost, pause, exc_info=True,
+                )
+            else:
+                _log.debug("event=shipper_cycle_failed error=%s lost=%d", type(exc).__name__, lost)
+            # Not cut short by flush(), which would make a persistent failure a busy loop; by shutdown().
+            resume = time.monotonic() + pause
+            while not final and not self._stopping and time.monotonic() < resume:
+                time.sleep(min(0.05, pause))
+            return False
+        self._failures = 0
+        return True
+
     def _open_spool(self) -> None:
         spool = self._spool
         if spool is None:
             return
         try:
             spool.open()
-        except OSError as exc:  # an unusable spool folder must not stop the events
+        except Exception as exc:  # an unusable spool folder must not stop the events
             _log.warning(
                 "event=spool_unavailable dir=%s error=%s detail=%s spooling=false",
                 spool.directory, type(exc).__name__, exc,

@@ -31,7 +31,9 @@ redacted and pseudonymised, exactly what the bus would have received.
 * **Restart**: :meth:`Spool.open` takes over the folders of processes that are gone (their lock
   is free), oldest first, and replays them before this process's own events. A torn write (the
   process died mid-frame) or a damaged frame ends that segment: what follows is counted in
-  :attr:`Spool.corrupt` and skipped, and the spool carries on with the next segment.
+  :attr:`Spool.corrupt` and skipped, and the spool carries on with the next segment. So does a
+  segment that cannot be read back (deleted under the spool, an I/O error): its unsent records
+  are counted in :attr:`Spool.corrupt`.
 * **Permissions**: folders are made ``0700`` and files ``0600`` (owner only); what is inside is
   what the bus would get, after redaction and pseudonyms (docs/privacy.md).
 * Several processes (gunicorn workers) may share one ``spool_dir``: each writes its own folder
@@ -148,7 +150,7 @@ class Spool:
         self.segment_bytes = segment_bytes
         self.fsync = fsync
         self.corrupt = 0
-        """Records lost to torn or damaged frames, counted when found."""
+        """Records lost to torn or damaged frames or unreadable segments, counted when found."""
         self.recovered = 0
         """Records found at :meth:`open` in folders left by earlier processes."""
         self._reset()
@@ -347,27 +349,40 @@ class Spool:
     # -- reading -----------------------------------------------------------------------------
 
     def _read(self, segment: _Segment, limit: int) -> tuple[list[Record], int]:
-        reader = self._open_reader(segment.path)
         offset = segment.start
-        reader.seek(offset)
         records: list[Record] = []
-        while len(records) < limit and offset < segment.end:
-            record, size = _read_frame(reader, segment.end - offset)
-            if record is None:
-                lost = segment.records - len(records)
-                _log.warning(
-                    "event=spool_frame_damaged segment=%s offset=%d lost=%d", segment.path, offset, lost
-                )
-                self.corrupt += lost
-                self._records -= lost
-                segment.records = len(records)
-                segment.end = offset
-                if segment is self._writing:
-                    self._close_writer()  # write what follows to a new segment, not after the damage
-                break
-            records.append(record)
-            offset += size
+        try:
+            reader = self._open_reader(segment.path)
+            reader.seek(offset)
+            while len(records) < limit and offset < segment.end:
+                record, size = _read_frame(reader, segment.end - offset)
+                if record is None:
+                    _log.warning(
+                        "event=spool_frame_damaged segment=%s offset=%d lost=%d",
+                        segment.path, offset, segment.records - len(records),
+                    )
+                    self._cut(segment, offset, len(records))
+                    break
+                records.append(record)
+                offset += size
+        except OSError as exc:  # deleted by a cleaner, an I/O error: the rest of the segment is lost
+            _log.warning(
+                "event=spool_segment_unreadable segment=%s offset=%d lost=%d error=%s",
+                segment.path, offset, segment.records - len(records), type(exc).__name__,
+            )
+            self._close_reader()
+            self._cut(segment, offset, len(records))
         return records, offset
+
+    def _cut(self, segment: _Segment, offset: int, kept: int) -> None:
+        """End ``segment`` at ``offset``, after ``kept`` records: what followed is counted corrupt."""
+        lost = segment.records - kept
+        self.corrupt += lost
+        self._records -= lost
+        segment.records = kept
+        segment.end = offset
+        if segment is self._writing:
+            self._close_writer()  # write what follows to a new segment, not after the damage
 
     def _open_reader(self, path: Path) -> BinaryIO:
         if self._reader is None or self._reading != path:
@@ -389,7 +404,10 @@ class Spool:
             self._close_writer()
         if self._reading == segment.path:
             self._close_reader()
-        segment.path.unlink(missing_ok=True)
+        try:
+            segment.path.unlink(missing_ok=True)
+        except OSError as exc:  # left on disk: a later process may send it again (a repeat, never a loss)
+            _log.debug("event=spool_delete_failed segment=%s error=%s", segment.path, type(exc).__name__)
         self._bytes -= segment.size
         folder = segment.folder
         folder.segments -= 1

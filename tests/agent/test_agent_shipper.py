@@ -565,3 +565,84 @@ def test_shutdown_does_not_hand_a_held_batch_to_the_producer_again(
     shipper.shutdown(timeout=5.0)
     assert shipper.stats().spool_depth == 4
     assert producer.handed_seqs() == [0, 1, 2, 3]
+
+
+# -- failures of the shipper's own code -------------------------------------------------------------
+
+
+class SwitchProducer:
+    """Refuses every send (``BusUnavailable``) until :attr:`up` is set."""
+
+    def __init__(self) -> None:
+        self.up = threading.Event()
+        self.records: list[Record] = []
+
+    def send(self, value: bytes, key: str | None = None) -> None:
+        if not self.up.is_set():
+            raise BusUnavailable("bus is down (test)")
+        self.records.append((value, key))
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def events(self) -> list[InferenceEvent]:
+        return [decode_event(value) for value, _ in self.records]
+
+
+class Fatal(BaseException):
+    """Nothing the thread catches: it ends it, as nothing should."""
+
+
+class FailingSpool(Spool):
+    """A spool whose first ``append`` raises ``error`` (a bug, or a file closed under it)."""
+
+    def __init__(self, directory: Path, error: BaseException) -> None:
+        super().__init__(directory, max_bytes=1 << 20, fsync=False)
+        self.error: BaseException | None = error
+
+    def append(self, records: Any) -> Any:
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+        return super().append(records)
+
+
+def test_an_unexpected_error_in_a_round_is_logged_counted_and_the_thread_carries_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    producer = SwitchProducer()
+    spool = FailingSpool(tmp_path / "spool", ValueError("I/O operation on closed file."))
+    shipper = EventShipper(producer, batch_size=4, flush_interval_s=0.01, max_backoff_s=0.05, spool=spool)
+    for n in range(4):  # one batch: refused by the bus, then the spool fails to take it
+        assert shipper.offer(event(n))
+    wait_for(lambda: shipper.stats().dropped_shipper_error == 4, "the lost batch to be counted")
+    producer.up.set()
+    for n in range(4, 8):
+        assert shipper.offer(event(n))
+    assert shipper.flush(timeout=10.0)
+    stats = shipper.stats()
+    assert [e.id for e in producer.events()] == [f"e{n}" for n in range(4, 8)]
+    assert (stats.sent, stats.dropped, stats.dropped_shipper_error) == (4, 4, 4)
+    assert balanced(stats)
+    failures = [r for r in caplog.records if "event=shipper_cycle_failed" in r.getMessage()]
+    assert len(failures) == 1
+    assert "error=ValueError" in failures[0].getMessage()
+    assert failures[0].exc_info is not None
+    shipper.shutdown()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_if_the_thread_is_gone_all_the_same_new_events_are_refused_and_counted(tmp_path: Path) -> None:
+    producer = SwitchProducer()
+    spool = FailingSpool(tmp_path / "spool", Fatal())
+    shipper = EventShipper(producer, batch_size=4, flush_interval_s=0.01, max_backoff_s=0.05, spool=spool)
+    for n in range(4):
+        assert shipper.offer(event(n))
+    shipper._thread.join(10.0)  # the Fatal ends it
+    assert not shipper._thread.is_alive()
+    assert shipper.offer(event(4)) is False
+    stats = shipper.stats()
+    assert (stats.captured, stats.dropped_shipper_error) == (5, 1)

@@ -223,6 +223,50 @@ def test_a_damaged_frame_ends_its_segment_and_the_next_segment_is_still_read(spo
     second.close()
 
 
+def test_a_segment_that_cannot_be_read_back_is_counted_and_the_next_segment_is_still_read(
+    spool_dir: Path,
+) -> None:
+    spool = Spool(spool_dir, max_bytes=1 << 20, segment_bytes=120, fsync=False)
+    spool.open()
+    assert spool.append(records(12)).written == 12
+    paths = segments(spool_dir)
+    assert len(paths) >= 3
+    paths[1].unlink()  # a tmp cleaner; an I/O error on read fails the same way
+    got = []
+    while spool.pending:
+        got.extend(spool.peek(100))
+        spool.commit()
+    assert 0 < spool.corrupt < 12
+    assert len(got) + spool.corrupt == 12
+    assert got == [r for r in records(12) if r in got]  # order kept
+    assert (got[0], got[-1]) == (records(12)[0], records(12)[-1])  # segments before and after it
+    assert (segments(spool_dir), spool.size_bytes) == ([], 0)
+    assert spool.append(records(2, first=12)).written == 2  # and the spool carries on
+    assert spool.peek(10) == records(2, first=12)
+    spool.close()
+
+
+def test_a_shipper_replaying_past_an_unreadable_segment_counts_it_and_sends_the_rest(spool_dir: Path) -> None:
+    producer = SwitchableProducer(down=True)
+    spool = Spool(spool_dir, max_bytes=1 << 20, segment_bytes=512, fsync=False)
+    shipper = EventShipper(producer, batch_size=8, flush_interval_s=0.01, max_backoff_s=0.05, spool=spool)
+    for n in range(40):
+        shipper.offer(event(n))
+    wait_for(lambda: shipper.stats().spooled == 40, what="the outage to be spooled")
+    paths = segments(spool_dir)
+    assert len(paths) >= 3
+    paths[1].unlink()
+    producer.down.clear()
+    for n in range(40, 45):
+        assert shipper.offer(event(n))
+    assert shipper.flush(timeout=10.0)
+    stats = shipper.stats()
+    assert stats.dropped_spool_corrupt > 0
+    assert stats.sent + stats.dropped_spool_corrupt == 45
+    assert [e.id for e in producer.events()][-5:] == [f"e{n}" for n in range(40, 45)]
+    shipper.shutdown()
+
+
 def test_a_file_that_is_not_a_segment_is_skipped(spool_dir: Path) -> None:
     first = Spool(spool_dir, max_bytes=1 << 20, fsync=False)
     first.open()

@@ -82,7 +82,7 @@ def test_metrics_text_counts_what_happened(make_agent: AgentFactory, list_produc
     assert value(samples, "inferwatch_agent_info", version=agent.version) == 1
     reasons = {dict(labels)["reason"] for name, labels in samples if name.endswith("dropped_total")}
     assert reasons == {"queue_full", "bus_error", "encode_error", "after_shutdown", "spool_full",
-                       "spool_error", "spool_corrupt"}
+                       "spool_error", "spool_corrupt", "shipper_error"}
 
 
 def test_spool_and_bus_state_are_exposed(
