@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import select
 import ssl
 import time
 from collections import deque
@@ -64,6 +65,10 @@ _DROP_FROM_RESPONSE: Final = HOP_BY_HOP
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _PAUSE_AFTER_PIPELINED: Final = 8
 _SMALL_BODY: Final = 64 * 1024
+# Sent once more when a reused upstream connection closes with nothing answered after the request
+# was written: the methods RFC 9110 §9.2.2 lets a client retry (as Go's net/http and nginx do).
+# Any other (a POST: a generation) may be what the upstream was working on when it died.
+_REPEATABLE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # After answering a request it will not read (413, 400, 501...), the proxy reads and drops what the
 # client still sends before closing, as nginx's lingering close does: closing with unread bytes
 # makes the kernel reset the connection, and a client still writing its body (Python's
@@ -208,6 +213,20 @@ class _Exchange:
         self.last_activity = 0.0
 
 
+def _readable(transport: asyncio.BaseTransport | None) -> bool:
+    """Whether an idle connection's socket has something to read (the upstream's end of stream)
+    that the event loop has not handled yet: a connection closed as idle just before it is reused."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or not hasattr(select, "poll"):
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True  # a socket that cannot be polled is not one to send a request on
+
+
 class _Pool:
     """Keep-alive connections to the upstream, most recently used first."""
 
@@ -222,8 +241,12 @@ class _Pool:
         while self.idle:
             conn = self.idle.pop()
             self.proxy.metrics.upstream_idle = len(self.idle)
-            if not conn.closed:
-                return conn, True
+            if conn.closed:
+                continue
+            if _readable(conn.transport):  # an end of stream (or stray bytes) not handled yet: not reusable
+                conn.close()
+                continue
+            return conn, True
         loop = asyncio.get_running_loop()
         upstream = self.proxy.upstream
         _, conn = await asyncio.wait_for(
@@ -276,6 +299,7 @@ class _UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.received_any = False
+        self.request_written = False  # the whole request is out of our buffer, in the kernel's
         self.close_delimited = False
         self.skip_body = False
         self._headers: list[tuple[bytes, bytes]] = []
@@ -287,7 +311,14 @@ class _UpstreamConnection(asyncio.Protocol):
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self.transport.set_write_buffer_limits(high=0)  # resume_writing: the request is all written
         self.metrics.upstream_connections += 1
+
+    def pause_writing(self) -> None:
+        pass  # the request is written whole from memory: nothing to hold back
+
+    def resume_writing(self) -> None:
+        self.request_written = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -418,6 +449,7 @@ class _UpstreamConnection(asyncio.Protocol):
             self.transport.write(head + body)
         else:
             self.transport.writelines((head, body))
+        self.request_written = self.transport.get_write_buffer_size() == 0
 
     def _flush(self) -> None:
         if not self._out:
@@ -899,10 +931,14 @@ class ProxyServer:
             finally:
                 timer.cancel()
                 client.upstream = None
-            # A reused connection the upstream closed just as it was picked: nothing was answered,
-            # so send the request once more on a new connection (docs/proxy.md, "Retries").
+            # A reused connection the upstream closed with nothing answered: the keep-alive race
+            # (the server closed it as idle as it was picked) if the request was not even all
+            # written; else the server may have been working on it (a worker that died mid-
+            # generation), and only a method that may be repeated is sent once more, on a new
+            # connection (docs/proxy.md, "Retries"; RFC 9110 §9.2.2).
             if (exchange.error in ("upstream_closed", "upstream_reset") and reused and attempt == 0
-                    and not conn.received_any and not client.closing):
+                    and not conn.received_any and not client.closing
+                    and (not conn.request_written or request.method in _REPEATABLE_METHODS)):
                 self.metrics.retries += 1
                 continue
             return exchange

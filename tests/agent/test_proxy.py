@@ -12,6 +12,7 @@ import gzip
 import http.client
 import json
 import os
+import select
 import socket
 import threading
 import time
@@ -842,3 +843,151 @@ def test_slow_reader_of_a_large_response_gets_every_byte(proxy: Proxy) -> None:
     with httpx.Client() as client:
         for _ in range(3):
             assert client.post(f"{proxy.url}/echo", content=b"ok").content == b"ok"
+
+
+# Retries: only the keep-alive race, never a request the upstream may have been working on
+
+
+class DyingUpstream:
+    """A raw HTTP/1.1 upstream that keeps connections alive and fails each path in ``die`` once.
+
+    ``die[path]`` is ``"after_reading"`` (the request is read whole, then the connection closes
+    with nothing answered: a worker killed mid-generation) or ``"before_reading"`` (the connection
+    is reset as soon as the request starts to arrive, most of it unread: the server closed it as
+    idle). Afterwards that path is answered ``200 ok``, as is every other.
+    """
+
+    def __init__(self, die: dict[str, str]) -> None:
+        self.die = dict(die)
+        self.seen: list[tuple[str, str, int]] = []  # method, path, body bytes read
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            buffer = b""
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ")
+                length = next((int(line.split(":")[1]) for line in lines[1:]
+                               if line.lower().startswith("content-length:")), 0)
+                with self.lock:
+                    mode = self.die.pop(path, None)
+                if mode == "before_reading":
+                    self.seen.append((method, path, len(buffer)))
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    return  # closed with unread bytes and no linger: a reset
+                while len(buffer) < length:
+                    chunk = conn.recv(1 << 20)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                self.seen.append((method, path, length))
+                buffer = buffer[length:]
+                if mode == "after_reading":
+                    return
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def dying_upstream(request: pytest.FixtureRequest) -> Iterator[DyingUpstream]:
+    served = DyingUpstream(request.param)
+    yield served
+    served.close()
+
+
+def retries(proxy: Proxy) -> int:
+    text = httpx.get(f"{proxy.url}/-/metrics").text
+    name = "inferwatch_proxy_upstream_retries_total"
+    return int(next(line for line in text.splitlines() if line.startswith(name)).split()[-1])
+
+
+@pytest.mark.parametrize("dying_upstream", [{"/v1/chat/completions": "after_reading"}], indirect=True)
+def test_a_post_the_upstream_read_whole_and_died_on_is_not_sent_again(
+    make_proxy: ProxyFactory, dying_upstream: DyingUpstream
+) -> None:
+    proxy = make_proxy(upstream=dying_upstream.url, record=False)
+    with httpx.Client(timeout=10) as client:
+        assert client.post(f"{proxy.url}/warm", content=b"{}").text == "ok"  # a pooled connection
+        response = client.post(f"{proxy.url}/v1/chat/completions", json=CHAT)
+    assert response.status_code == 502
+    assert proxy_error(response)["type"] in ("upstream_closed", "upstream_reset")
+    assert [path for _, path, _ in dying_upstream.seen] == ["/warm", "/v1/chat/completions"]  # once
+    assert retries(proxy) == 0
+
+
+@pytest.mark.parametrize("dying_upstream", [{"/v1/models": "after_reading"}], indirect=True)
+def test_a_get_on_a_reused_connection_that_closed_unanswered_is_sent_once_more(
+    make_proxy: ProxyFactory, dying_upstream: DyingUpstream
+) -> None:
+    proxy = make_proxy(upstream=dying_upstream.url, record=False)
+    with httpx.Client(timeout=10) as client:
+        assert client.get(f"{proxy.url}/warm").text == "ok"
+        response = client.get(f"{proxy.url}/v1/models")
+    assert response.text == "ok"
+    assert [path for _, path, _ in dying_upstream.seen] == ["/warm", "/v1/models", "/v1/models"]
+    assert retries(proxy) == 1
+
+
+@pytest.mark.parametrize("dying_upstream", [{"/v1/embeddings": "before_reading"}], indirect=True)
+def test_a_post_not_all_written_when_the_reused_connection_was_reset_is_sent_again(
+    make_proxy: ProxyFactory, dying_upstream: DyingUpstream
+) -> None:
+    # The keep-alive race with a body larger than the sockets' buffers: the upstream closed the
+    # connection with most of the request unread, so it cannot have acted on it.
+    proxy = make_proxy(upstream=dying_upstream.url, record=False)
+    body = b"x" * (24 << 20)
+    with httpx.Client(timeout=30) as client:
+        assert client.post(f"{proxy.url}/warm", content=b"{}").text == "ok"
+        response = client.post(f"{proxy.url}/v1/embeddings", content=body)
+    assert response.text == "ok"
+    (first, second) = [seen for seen in dying_upstream.seen if seen[1] == "/v1/embeddings"]
+    assert first[2] < len(body) == second[2]
+    assert retries(proxy) == 1
+
+
+def test_an_idle_connection_closed_before_it_is_picked_is_not_reused() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))  # a plain socket: nothing runs on the loop
+
+    async def main() -> tuple[bool, bool]:
+        port = listener.getsockname()[1]
+        server = ProxyServer(ProxyConfig(upstream=f"http://127.0.0.1:{port}", port=0), None)
+        pool = proxy_module._Pool(server)
+        conn, reused = await pool.acquire()
+        assert not reused
+        pool.release(conn)
+        peer, _ = listener.accept()
+        peer.close()  # the server's keep-alive timeout, say
+        assert conn.transport is not None
+        # Without yielding to the loop, wait for the end of stream to reach the socket: the loop
+        # has not handled it when the pool is next asked for a connection.
+        assert select.select([conn.transport.get_extra_info("socket").fileno()], [], [], 10)[0]
+        picked, reused = await pool.acquire()
+        result = (picked is conn, reused)
+        picked.close()
+        conn.close()
+        return result
+
+    try:
+        assert asyncio.run(main()) == (False, False)
+    finally:
+        listener.close()
