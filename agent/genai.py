@@ -91,7 +91,10 @@ def assemble_stream(body: bytes) -> dict[str, Any] | None:
     finish: dict[int, str] = {}
     meta: dict[str, Any] = {}
     chat = False
-    for line in body.decode("utf-8", "replace").splitlines():
+    # Lines end at CR LF, LF or CR only (the SSE spec): bytes.splitlines, not str.splitlines, which
+    # also splits at U+2028, U+0085 or a form feed, all of which JSON may carry unescaped.
+    for raw in body.splitlines():
+        line = raw.decode("utf-8", "replace")
         data = line[5:].strip() if line.startswith("data:") else ""
         if not data or data == "[DONE]":
             continue

@@ -117,6 +117,25 @@ def test_streamed_chat_response_is_reassembled() -> None:
     assert content.attributes["stream"] is True
 
 
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_stream_lines_end_only_where_sse_says_so(newline: bytes) -> None:
+    # pydantic (vLLM, model_dump_json) writes U+2028, U+2029 and U+0085 unescaped in JSON strings,
+    # and form feeds and vertical tabs become \f and \u000b; none of them ends an SSE line.
+    pieces = ["Hello", " line\u2028sep", " para\u2029sep", " nel\u0085x", " ff\x0cvt\x0b", " done"]
+    chunks = [{"model": "m", "choices": [{"index": 0, "delta": {"content": p}}]} for p in pieces]
+    lines = [b"data: " + json.dumps(c, ensure_ascii=False).encode() for c in chunks] + [b"data: [DONE]"]
+    body = newline.join(line + newline for line in lines)
+    assert "\u2028".encode() in body
+    content = extract_http(
+        exchange(None, None, response_body=body, response_bytes=len(body),
+                 response_content_type="text/event-stream"),
+        CaptureMode.FULL,
+    )
+    (row,) = content.rows
+    assert row.output.text == "".join(pieces)
+    assert row.output.chars == len("".join(pieces))
+
+
 @pytest.mark.parametrize(
     ("request_body", "features"),
     [
