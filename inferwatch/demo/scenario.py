@@ -154,9 +154,10 @@ def run_demo(
     else:
         say("")
         render.incidents_table(filed, out)
+        again = _again(settings, user_settings)
         say(f"\n{service.stats.records} events processed; {len(filed)} incidents from this run "
-            f"(see them again with `{_again(settings, user_settings)}inferwatch incidents list`, one in full "
-            f"with `inferwatch incidents show ID`)")
+            f"(see them again with `{again}inferwatch incidents list`, one in full "
+            f"with `{again}inferwatch incidents show ID`)")
     if missing:
         print(f"inferwatch demo: FAILED, expected incidents did not appear: {', '.join(missing)}",
               file=sys.stderr)

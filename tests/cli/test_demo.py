@@ -19,6 +19,8 @@ def test_demo_end_to_end(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "incident filed" in run.stdout
     assert "all 4 expected kinds of incident were filed" in run.stdout
+    # Both commands of the closing hint read the store the demo wrote.
+    assert f"`INFERWATCH_STORE__PATH={tmp_path / 'store.db'} inferwatch incidents show ID`" in run.stdout
     listed = subprocess.run(
         [*_inferwatch(), "incidents", "list", "--store", str(tmp_path / "store.db"), "--json"],
         capture_output=True, text=True, timeout=60, check=True,
