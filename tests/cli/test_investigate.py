@@ -392,4 +392,4 @@ def test_bad_durations_are_refused(capsys, scenario):
     path, _ = scenario
     with pytest.raises(SystemExit):
         run_cli("timeline", "abcd", "--store", path, "--before", "soon")
-    assert "'soon' is not a duration" in capsys.readouterr().err
+    assert "invalid duration 'soon'" in capsys.readouterr().err
