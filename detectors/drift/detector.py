@@ -509,7 +509,6 @@ class DriftJudge:
         shown = "; ".join(_describe(v, p) for v, p in drifted[:SUMMARY_FEATURES])
         more = len(drifted) - SUMMARY_FEATURES
         features = _by_feature(names)
-        plural = "s" if len(features) > 1 else ""
         top, _ = drifted[0]
         strength = top.strength
         span = f" over the last {windows} windows" if windows > 1 else ""
@@ -526,9 +525,7 @@ class DriftJudge:
             kind="drift",
             severity=_severity(strength, len(features)),
             score=round(min(1.0, strength / (strength + 1.0)), 4),
-            title=f"Drift on model {model}: {len(features)} feature{plural} shifted "
-            f"({', '.join(_named(f, a) for f, a in list(features.items())[:SUMMARY_FEATURES])}"
-            f"{', ...' if len(features) > SUMMARY_FEATURES else ''}){span}",
+            title=f"Drift on model {model}: {_what_shifted(features)}{span}",
             summary=f"{against} its {reference.source} reference of {reference.summary.events} events: "
             + shown + (f"; and {more} more" if more > 0 else "") + senders,
             subject=f"model:{model}",
@@ -842,6 +839,29 @@ def _by_feature(names: Sequence[str]) -> dict[str, list[str]]:
         key, suffix = (name, None) if name in CLASSIFIERS else split_aspect(name)
         out.setdefault(key, []).append("distribution" if suffix is None else ASPECTS[suffix])
     return out
+
+
+_CLASSIFIER_WORDS = {ROWS_CLASSIFIER: "the inputs taken together", TEXT_CLASSIFIER: "the prompts' n-grams"}
+
+
+def _what_shifted(features: dict[str, list[str]]) -> str:
+    """``2 features shifted (input.x, input.y)``, ``the inputs taken together shifted``, or both:
+    a domain classifier is a test of several features at once, not one more feature.
+
+    >>> _what_shifted({"input.x": ["distribution"], ROWS_CLASSIFIER: ["distribution"]})
+    '1 feature shifted (input.x), and the inputs taken together'
+    >>> _what_shifted({ROWS_CLASSIFIER: ["distribution"]})
+    'the inputs taken together shifted'
+    """
+    named = [(f, a) for f, a in features.items() if f not in CLASSIFIERS]
+    together = " and ".join(_CLASSIFIER_WORDS[f] for f in features if f in CLASSIFIERS)
+    if not named:
+        return f"{together} shifted"
+    listed = ", ".join(_named(f, a) for f, a in named[:SUMMARY_FEATURES])
+    more = ", ..." if len(named) > SUMMARY_FEATURES else ""
+    plural = "s" if len(named) > 1 else ""
+    also = f", and {together}" if together else ""
+    return f"{len(named)} feature{plural} shifted ({listed}{more}){also}"
 
 
 def _named(feature: str, aspects: Sequence[str]) -> str:
