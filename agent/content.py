@@ -11,8 +11,12 @@ The capture mode (``agent.capture``) governs text only:
 * ``redacted`` (default): text passes through :func:`inferwatch.collectors.redaction.redact`;
 * ``full``: text is kept as it was.
 
-Tabular ``features`` are kept in every mode, because drift detection needs them; their string
-values are redacted unless the mode is ``full``. Captured text is cut to
+Tabular ``features`` (and the application's string attributes) are kept in every mode, because
+drift detection needs them, but their string values follow the mode (:func:`scalar_value`):
+``full`` keeps them, ``redacted`` redacts them, and ``none`` keeps only category-like values
+(:func:`is_category`: at most :data:`MAX_CATEGORY_CHARS` characters, no whitespace, then
+redacted) and replaces any other string by :data:`TEXT_PLACEHOLDER`, so no free text leaves
+the process under ``none``. Captured text is cut to
 :data:`MAX_TEXT_CHARS` so an event stays well under the 1 MiB event limit (``chars`` still
 counts all of it).
 """
@@ -24,11 +28,15 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from inferwatch.collectors.event import EventInput, EventOutput, Scalar
-from inferwatch.collectors.redaction import capture_text, redact_cut
+from inferwatch.collectors.redaction import capture_text, redact, redact_cut
 from inferwatch.collectors.settings import CaptureMode
 
 MAX_FEATURES: Final = 512
 MAX_FEATURE_CHARS: Final = 1024
+MAX_CATEGORY_CHARS: Final = 32
+"""Longest string value ``capture: none`` keeps (as a category) in features and attributes."""
+TEXT_PLACEHOLDER: Final = "[TEXT]"
+"""What ``capture: none`` ships in place of a string value that is not category-like."""
 
 
 @dataclass(slots=True)
@@ -85,8 +93,37 @@ def as_scalar(value: object) -> tuple[bool, Scalar]:
     return False, None
 
 
+def is_category(value: str) -> bool:
+    """Whether ``capture: none`` keeps a string value: at most 32 characters, no whitespace.
+
+    >>> is_category("pro"), is_category("en-US"), is_category("a" * 33), is_category("I want out")
+    (True, True, False, False)
+    """
+    return len(value) <= MAX_CATEGORY_CHARS and (not value or not any(c.isspace() for c in value))
+
+
+def scalar_value(value: str, mode: CaptureMode) -> str:
+    """A string feature, attribute or label as ``mode`` lets it leave the process.
+
+    ``full``: cut to :data:`MAX_FEATURE_CHARS`; ``redacted``: redacted and cut; ``none``:
+    redacted if :func:`is_category`, else :data:`TEXT_PLACEHOLDER` (no part of it is kept).
+
+    >>> scalar_value("pro", CaptureMode.NONE), scalar_value("bob@example.com", CaptureMode.NONE)
+    ('pro', '[EMAIL]')
+    >>> scalar_value("call me on 0161 496 0000", CaptureMode.NONE)
+    '[TEXT]'
+    >>> scalar_value("call me on 0161 496 0000", CaptureMode.REDACTED)
+    'call me on [PHONE]'
+    """
+    if mode is CaptureMode.FULL:
+        return value[:MAX_FEATURE_CHARS]
+    if mode is CaptureMode.NONE:
+        return redact(value) if is_category(value) else TEXT_PLACEHOLDER
+    return redact_cut(value, MAX_FEATURE_CHARS)
+
+
 def features_from(items: Iterable[tuple[object, object]], mode: CaptureMode) -> dict[str, Scalar]:
-    """Features from name/value pairs: scalars only, strings redacted unless ``mode`` is full."""
+    """Features from name/value pairs: scalars only, strings as :func:`scalar_value` keeps them."""
     features: dict[str, Scalar] = {}
     for name, value in items:
         if len(features) >= MAX_FEATURES:
@@ -95,8 +132,7 @@ def features_from(items: Iterable[tuple[object, object]], mode: CaptureMode) -> 
         if not ok:
             continue
         if isinstance(scalar, str):
-            full = mode is CaptureMode.FULL
-            scalar = scalar[:MAX_FEATURE_CHARS] if full else redact_cut(scalar, MAX_FEATURE_CHARS)
+            scalar = scalar_value(scalar, mode)
         features[str(name)] = scalar
     return features
 

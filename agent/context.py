@@ -31,7 +31,8 @@ Rules:
 * Attribute values must be scalars (``str``, ``int``, ``float``, ``bool``, ``None``); anything
   else is stored as its ``str()``. At most 64 attributes per call, strings cut to 1,024
   characters, and string values are redacted like prompt text unless ``agent.capture`` is
-  ``full``.
+  ``full``; under ``none`` a string longer than 32 characters or with whitespace becomes
+  ``[TEXT]`` (:func:`inferwatch.agent.content.scalar_value`).
 
 The state lives in a :class:`contextvars.ContextVar`, so concurrent requests (threads or asyncio
 tasks) never see each other's values.

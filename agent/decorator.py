@@ -9,9 +9,11 @@
 Features come from the arguments: the first mapping argument (``predict({"age": 41})``,
 or ``**kwargs``), else a DataFrame-like (``to_dict(orient="records")``), a 2-D array or a list
 of rows (a batch, one event per row), else the scalar arguments by parameter name
-(``predict(age=41, plan="pro")``). The output comes from the return value: a scalar is the
-label, a mapping gives ``label``/``score``, class probabilities give the top class; a batch's
-return value is matched to its rows by position.
+(``predict(age=41, plan="pro")``); string values follow the capture mode like any feature
+(under ``none``, a free-text argument such as ``prompt: str`` is shipped as ``[TEXT]``).
+The output comes from the return value: a scalar is the label, a mapping gives
+``label``/``score``, class probabilities give the top class; a batch's return value is matched
+to its rows by position.
 
 An exception is recorded (status 500, ``error`` = its type name) and re-raised unchanged; a
 successful call has status 200. Failures inside inferwatch are swallowed and counted. Inside

@@ -9,6 +9,7 @@ import pytest
 
 MODULES = [
     "inferwatch.agent",
+    "inferwatch.agent.content",
     "inferwatch.agent.core",
     "inferwatch.agent.extract",
     "inferwatch.agent.genai",
