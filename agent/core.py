@@ -44,7 +44,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-from inferwatch.agent.content import CallContent, Row, features_from
+from inferwatch.agent.content import CallContent, Row, features_from, scalar_value
 from inferwatch.agent.context import MAX_PSEUDONYM_CHARS, ContextValues, Scope, enter, leave, open_call_scope
 from inferwatch.agent.forking import after_fork_in_child
 from inferwatch.agent.metrics import prometheus_text, stats_line
@@ -53,12 +53,13 @@ from inferwatch.agent.shipper import EventShipper, ShipperStats
 from inferwatch.agent.spool import Spool
 from inferwatch.agent.telemetry import CallFacts, CallTracer, resolve_tracer_provider
 from inferwatch.collectors.bus import EventProducer
-from inferwatch.collectors.event import AgentInfo, InferenceEvent
+from inferwatch.collectors.event import AgentInfo, EventOutput, InferenceEvent
 from inferwatch.collectors.ids import uuid7
 from inferwatch.collectors.settings import (
     DEFAULT_HMAC_KEY,
     AgentSettings,
     BusSettings,
+    CaptureMode,
     Settings,
     load_settings,
 )
@@ -338,6 +339,14 @@ class Agent:
             content.attributes.update(features_from(values.attributes.items(), self.settings.capture))
         return self._events(content, shared)
 
+    def _label_captured(self, output: EventOutput) -> EventOutput:
+        # A string label is a class name, or the text a function returned (@monitor on a
+        # generator, a summariser's {"prediction": "..."}): it follows the string-feature rule.
+        label, mode = output.label, self.settings.capture
+        if not isinstance(label, str) or mode is CaptureMode.FULL:
+            return output
+        return output.model_copy(update={"label": scalar_value(label, mode)})
+
     def _principal(self, call: Call, values: ContextValues | None) -> str | None:
         if values is not None and values.principal is not None:
             if values.principal_is_pseudonym:
@@ -359,7 +368,7 @@ class Agent:
                 InferenceEvent(
                     id=uuid7(),
                     input=row.input,
-                    output=row.output,
+                    output=self._label_captured(row.output),
                     attributes=attributes,
                     agent=agent_info,
                     **shared,

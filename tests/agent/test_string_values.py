@@ -127,3 +127,31 @@ def test_the_documented_rule(value: str, none: str, redacted: str) -> None:
     assert scalar_value(value, CaptureMode.REDACTED) == redacted
     assert scalar_value(value, CaptureMode.FULL) == value
     assert is_category(value) == (none != TEXT_PLACEHOLDER)
+
+
+@pytest.mark.parametrize(
+    ("capture", "label"),
+    [("none", TEXT_PLACEHOLDER), ("redacted", "Sure Jane, I wrote to [EMAIL]"),
+     ("full", "Sure Jane, I wrote to jane@example.com")],
+)
+def test_a_returned_text_is_a_string_label_and_follows_the_same_rule(
+    make_agent: AgentFactory, list_producer: ListProducer, capture: str, label: str
+) -> None:
+    agent = make_agent(list_producer, capture=capture)
+
+    @monitor(agent=agent)
+    def generate(prompt: str) -> str:
+        return "Sure Jane, I wrote to jane@example.com"
+
+    generate(PROMPT)
+    (event,) = shipped(agent, list_producer)
+    assert event.output.label == label
+
+
+def test_a_class_name_label_is_kept_under_capture_none(
+    make_agent: AgentFactory, list_producer: ListProducer
+) -> None:
+    agent = make_agent(list_producer, capture="none")
+    classify(agent, {"text": LETTER})
+    (event,) = shipped(agent, list_producer)
+    assert (event.output.label, event.output.score) == ("negative", 0.9)
