@@ -32,6 +32,9 @@ embeddings span, ``embedding.invocation_parameters``),
 pseudonymised with the keyed HMAC the caller passes in; the raw value never reaches the event.
 ``status`` is ``http.response.status_code`` when the span has one; otherwise, for a span with
 status ERROR, the code in an OpenAI client's ``Error code: NNN`` message or 500; else 200.
+``error`` is a type name only: ``error.type``, else the ``exception`` event's ``exception.type``,
+else ``"error"``; never the status message or ``exception.message``, which are
+``str(exception)`` and can quote the prompt.
 
 This module is standard library plus ``inferwatch.collectors``: the collectors package does not
 depend on the agent; the capture rule it shares with the agent lives in
@@ -66,6 +69,8 @@ _PARAMETERS_PREFIX: Final = "llm.invocation_parameters."
 NON_INFERENCE_OPERATIONS: Final = frozenset(
     {"execute_tool", "create_agent", "invoke_agent", "invoke_workflow", "embed_agent"}
 )
+# An event's `error` is a type name (error.type, exception.type), never the status message.
+MAX_ERROR_TYPE_CHARS: Final = 128
 _OPENINFERENCE_MODEL_KINDS: Final = frozenset({"LLM", "EMBEDDING"})
 # The agent's own spans (middleware, @monitor, proxy) carry gen_ai.* too, but their calls were
 # already captured as events by the agent: mapping them again would count each call twice.
@@ -405,16 +410,30 @@ def _operation(attrs: Mapping[str, Any], conv: Convention, turns: list[Turn] | N
 def _status(span: OtlpSpan, attrs: Mapping[str, Any]) -> tuple[int, str | None]:
     http = _first_int(attrs, "http.response.status_code", "http.status_code")
     if span.status_code != STATUS_ERROR:
-        error = _str(attrs.get("error.type")) if http is not None and http >= 400 else None
+        error = _type_name(attrs.get("error.type")) if http is not None and http >= 400 else None
         return http if http is not None else 200, error
     exception = next((e.attributes for e in span.events if e.name == "exception"), {})
+    # The message is read for an HTTP code only: it is str(exception), which can quote the
+    # prompt, an e-mail address or a key, so it never reaches the event.
     message = _str(exception.get("exception.message")) or span.status_message
     if http is None and message:
         found = _ERROR_CODE.search(message)
         http = int(found.group(1)) if found else None
-    error = (_str(attrs.get("error.type")) or _str(exception.get("exception.type"))
-             or span.status_message[:200] or "error")
+    error = _type_name(attrs.get("error.type")) or _type_name(exception.get("exception.type")) or "error"
     return http if http is not None else 500, error
+
+
+def _type_name(value: Any) -> str | None:
+    """``value`` if it reads as an error type name (``openai.RateLimitError``, ``timeout``,
+    ``500``): a string of 1 to :data:`MAX_ERROR_TYPE_CHARS` characters without whitespace.
+
+    >>> _type_name("openai.AuthenticationError"), _type_name("Prompt rejected for bob@example.com")
+    ('openai.AuthenticationError', None)
+    """
+    text = _str(value)
+    if not text or len(text) > MAX_ERROR_TYPE_CHARS or any(c.isspace() for c in text):
+        return None
+    return text
 
 
 def _principal(span: OtlpSpan, options: MappingOptions) -> str | None:

@@ -9,6 +9,7 @@ MODULES = [
     "inferwatch.collectors.event",
     "inferwatch.collectors.ids",
     "inferwatch.collectors.sqlite_bus",
+    "inferwatch.collectors.otlp_map",
     "inferwatch.detectors.windows",
     "inferwatch.detectors.merge",
     "inferwatch.detectors.scan",

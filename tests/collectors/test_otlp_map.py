@@ -262,6 +262,27 @@ def test_status_and_error() -> None:
     assert (event.status, event.error) == (500, "timeout")
 
 
+LEAKY_MESSAGE = ("Prompt rejected for user jane.doe@example.com: 'my card is 4111 1111 1111 1111', "
+                 "key sk-proj-AbC123xyz789QRSlmnop456")
+
+
+@pytest.mark.parametrize("capture", list(CaptureMode))
+def test_the_status_message_never_becomes_the_error(capture: CaptureMode) -> None:
+    # Instrumentations set the status message (and exception.message) to str(exception).
+    base = {"gen_ai.request.model": "m"}
+    options = MappingOptions(capture=capture)
+    event = mapped(base, options, status=2, status_message=LEAKY_MESSAGE)
+    assert (event.status, event.error) == (500, "error")
+    leaky = SpanEvent("exception", 1, {"exception.type": LEAKY_MESSAGE, "exception.message": LEAKY_MESSAGE})
+    event = mapped({**base, "error.type": "x" * 129}, options, events=[leaky], status=2,
+                   status_message=LEAKY_MESSAGE)
+    assert event.error == "error"
+    for found in ("jane", "4111", "sk-proj"):
+        assert found not in event.model_dump_json()
+    typed = SpanEvent("exception", 1, {"exception.type": "ValueError", "exception.message": LEAKY_MESSAGE})
+    assert mapped(base, options, events=[typed], status=2, status_message=LEAKY_MESSAGE).error == "ValueError"
+
+
 def test_times_and_service() -> None:
     event = mapped({"gen_ai.request.model": "m"}, resource={})
     assert event.service == "unknown"
