@@ -21,14 +21,19 @@ request                                response
 body not protobuf / JSON OTLP          400, ``google.rpc.Status`` saying what is wrong
 other ``Content-Type``                 415 (``Content-Encoding`` other than gzip/deflate too)
 body over ``max_body_bytes``           413 (decompressed size counts: no gzip bombs)
+more spans than ``max_spans``          200 with ``partial_success``: the first ``max_spans``
+                                       spans are read, the rest rejected, naming the setting
 event queue full                       503 with ``Retry-After``: nothing was taken, the
                                        exporter retries the batch
+``max_concurrent_exports`` requests    503 with ``Retry-After``: the body is not decoded
+already being decoded
 other method / path                    405 / 404
 ``GET /healthz``, ``GET /metrics``     ``ok``; the counters in Prometheus text format
 =====================================  =========================================================
 
 Spans that are not model calls (HTTP handlers, agent and tool spans, …) are accepted and
 counted as skipped, not rejected: an exporter sends the receiver all of an application's spans.
+They are recognised from a few attributes before the rest of the span is decoded.
 """
 
 from __future__ import annotations
@@ -56,19 +61,31 @@ from inferwatch.collectors.otlp_decode import (
     OtlpDecodeError,
     OtlpTooLarge,
     OtlpUnsupported,
+    SpanSelector,
     decode_request,
     decompress,
     encode_response,
     encode_status,
     media_type,
 )
-from inferwatch.collectors.otlp_map import MappingOptions, SpanRejected, convention, span_to_event
+from inferwatch.collectors.otlp_map import (
+    MODEL_CALLS,
+    MappingOptions,
+    SpanRejected,
+    convention,
+    span_to_event,
+)
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "EventSink", "ExportResult", "MappingOptions", "OtlpReceiver",
-           "ReceiverStats"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_CONCURRENT_EXPORTS", "DEFAULT_MAX_SPANS", "EventSink",
+           "ExportResult", "MappingOptions", "OtlpReceiver", "ReceiverStats"]
 
 TRACES_PATH: Final = "/v1/traces"
 DEFAULT_MAX_BODY_BYTES: Final = 20 << 20  # the OpenTelemetry Collector's default limit
+# An SDK exporter sends batches of 512 spans (OTEL_BSP_MAX_EXPORT_BATCH_SIZE); a Collector's batch
+# processor 8192. 20 MiB of minimal spans is ~700k of them: reading all would cost ~440 MiB.
+DEFAULT_MAX_SPANS: Final = 10_000
+# Decoding is CPU work under the GIL: more requests at once add memory, not throughput.
+DEFAULT_MAX_CONCURRENT_EXPORTS: Final = 2
 _RETRY_AFTER_S: Final = 1
 _LOG_EVERY_S: Final = 60.0
 _CONTENT_TYPES: Final = {"protobuf": b"application/x-protobuf", "json": b"application/json"}
@@ -129,6 +146,9 @@ class OtlpReceiver:
     more events than ``capacity`` (the queue's size), which no retry would fit: those events are
     offered as they come and the ones refused are rejected spans (partial success), naming the
     setting to raise or the batch size to lower.
+    At most ``max_spans`` spans of one request are read (the rest are rejected, partial
+    success), and at most ``max_concurrent_exports`` requests are decoded at once over HTTP
+    (another is answered 503 with ``Retry-After``).
     ``extra_metrics`` returns more Prometheus text for ``/metrics``. Each receiver is
     an event source of its own: ``agent.id`` is :attr:`id` and ``agent.seq`` counts its events
     from 0, so gaps downstream reveal loss, as for the agent.
@@ -144,12 +164,23 @@ class OtlpReceiver:
         capacity: int | None = None,
         extra_metrics: Callable[[], str] | None = None,
         version: str | None = None,
+        max_spans: int = DEFAULT_MAX_SPANS,
+        max_concurrent_exports: int = DEFAULT_MAX_CONCURRENT_EXPORTS,
+        select: SpanSelector | None = MODEL_CALLS,
     ) -> None:
         if max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
+        if max_spans < 1:
+            raise ValueError(f"max_spans must be at least 1, got {max_spans}")
+        if max_concurrent_exports < 1:
+            raise ValueError(f"max_concurrent_exports must be at least 1, got {max_concurrent_exports}")
         self.sink = sink
         self.options = options or MappingOptions()
         self.max_body_bytes = max_body_bytes
+        self.max_spans = max_spans
+        self.max_concurrent_exports = max_concurrent_exports
+        self.select = select
+        self._decode_slots = threading.BoundedSemaphore(max_concurrent_exports)
         self.room = room
         self.capacity = capacity
         self.extra_metrics = extra_metrics
@@ -175,7 +206,7 @@ class OtlpReceiver:
                                "or application/json (OTLP/HTTP)")
         try:
             raw = decompress(body, content_encoding, self.max_body_bytes)
-            decoded = decode_request(raw, encoding)
+            decoded = decode_request(raw, encoding, max_spans=self.max_spans, select=self.select)
         except OtlpTooLarge as exc:
             return self._error(413, encoding, CODE_RESOURCE_EXHAUSTED, str(exc))
         except OtlpUnsupported as exc:
@@ -196,7 +227,11 @@ class OtlpReceiver:
 
     def _accept(self, decoded: DecodedRequest, encoding: Encoding) -> ExportResult:
         events: list[InferenceEvent] = []
-        skipped = collections.Counter[str]()
+        skipped = collections.Counter[str](decoded.skipped)
+        if decoded.over_limit:
+            decoded.reject(f"{decoded.over_limit} span(s) past the first {self.max_spans} of the request "
+                           f"were not read (--max-spans {self.max_spans}): export smaller batches "
+                           "(OTEL_BSP_MAX_EXPORT_BATCH_SIZE) or raise --max-spans", count=decoded.over_limit)
         for span in decoded.spans:
             conv, reason = convention(span)
             if conv is None:
@@ -210,7 +245,7 @@ class OtlpReceiver:
                 self._internal_error(exc)
                 decoded.reject(f"span {span.span_id} ({span.name!r}) could not be mapped "
                                f"({type(exc).__name__})")
-        received = len(decoded.spans) + decoded.rejected
+        received = len(decoded.spans) + decoded.rejected + sum(decoded.skipped.values())
         never_fits = self.capacity is not None and len(events) > self.capacity
         if events and self.room is not None and not never_fits and self.room() < len(events):
             with self._lock:
@@ -352,10 +387,19 @@ class OtlpReceiver:
                                    f"the body is over the {self.max_body_bytes}-byte limit")
             if not message.get("more_body", False):
                 break
-        # Decoding and mapping are CPU work: off the event loop, so the server keeps accepting.
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            None, self.export, bytes(body), content_type, headers.get("content-encoding"))
+        # Decoding and mapping are CPU work: off the event loop, so the server keeps accepting; and
+        # a few at a time, as a small gzip body can decode to far more memory than it takes.
+        if not self._decode_slots.acquire(blocking=False):
+            return self._error(503, encoding, CODE_UNAVAILABLE,
+                               f"the receiver is already decoding {self.max_concurrent_exports} requests "
+                               "(--max-concurrent-exports); retry later",
+                               headers=((b"retry-after", str(_RETRY_AFTER_S).encode()),))
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                None, self.export, bytes(body), content_type, headers.get("content-encoding"))
+        finally:
+            self._decode_slots.release()
 
 
 async def _respond(

@@ -21,16 +21,24 @@ become dicts). A request that cannot be parsed raises :class:`OtlpDecodeError` (
 span whose ids are missing or malformed is not an error for the whole request: it is counted
 in :attr:`DecodedRequest.rejected` with the reason, and the server reports it as a partial
 success, as the specification asks.
+
+A small compressed body can hold hundreds of thousands of tiny spans, so the decoders do as
+little as they can per span they will not use: ``max_spans`` caps how many spans of one request
+are read at all (the rest are only counted, in :attr:`DecodedRequest.over_limit`), and a
+:class:`SpanSelector` decides from the span's scope and a few named attributes whether a span
+is worth decoding whole; the others are counted in :attr:`DecodedRequest.skipped` without their
+attributes, events or resource being built.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import importlib
 import json
 import re
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -101,17 +109,32 @@ class OtlpSpan:
 
 @dataclass(slots=True)
 class DecodedRequest:
-    """The spans of one request, and those rejected (with up to five reasons)."""
+    """The spans of one request; those rejected (with up to five reasons), skipped (by reason)
+    and, past the ``max_spans`` limit, not read at all."""
 
     spans: list[OtlpSpan] = field(default_factory=list)
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
+    skipped: collections.Counter[str] = field(default_factory=collections.Counter)
+    over_limit: int = 0
 
-    def reject(self, reason: str) -> None:
-        """Count one rejected span and keep its reason (the first few distinct ones only)."""
-        self.rejected += 1
+    def reject(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` rejected spans and keep the reason (the first few distinct ones only)."""
+        self.rejected += count
         if len(self.reasons) < _MAX_REASONS and reason not in self.reasons:
             self.reasons.append(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class SpanSelector:
+    """Which spans are worth decoding whole, judged before they are.
+
+    ``skip(scope, attributes)`` gets the span's instrumentation scope name and only its
+    attributes named in ``keys``, and returns the reason to skip it, or ``None`` to decode it.
+    """
+
+    keys: frozenset[str]
+    skip: Callable[[str, Mapping[str, Any]], str | None]
 
 
 def media_type(content_type: str | None) -> Encoding | None:
@@ -160,11 +183,37 @@ def decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
     return out
 
 
-def decode_request(body: bytes, encoding: Encoding) -> DecodedRequest:
-    """The spans of an ``ExportTraceServiceRequest`` body (already decompressed)."""
+def decode_request(
+    body: bytes, encoding: Encoding, *, max_spans: int | None = None, select: SpanSelector | None = None
+) -> DecodedRequest:
+    """The spans of an ``ExportTraceServiceRequest`` body (already decompressed).
+
+    At most ``max_spans`` spans are read, in order; the rest are counted in ``over_limit``.
+    With ``select``, the spans it skips are counted in ``skipped``, not decoded.
+    """
+    if max_spans is not None and max_spans < 1:
+        raise ValueError("max_spans must be at least 1")
     if encoding == "protobuf":
-        return _decode_protobuf(body)
-    return _decode_json(body)
+        return _decode_protobuf(body, max_spans, select)
+    return _decode_json(body, max_spans, select)
+
+
+class _Budget:
+    """How many more spans of the request may be read."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, max_spans: int | None) -> None:
+        self.left = max_spans
+
+    def take(self, count: int, out: DecodedRequest) -> int:
+        """How many of the next ``count`` spans to read; the others are counted as over the limit."""
+        if self.left is None:
+            return count
+        taken = min(count, self.left)
+        self.left -= taken
+        out.over_limit += count - taken
+        return taken
 
 
 # --- protobuf -----------------------------------------------------------------------------
@@ -180,23 +229,34 @@ def _trace_service() -> Any:
         ) from exc
 
 
-def _decode_protobuf(body: bytes) -> DecodedRequest:
+def _decode_protobuf(body: bytes, max_spans: int | None, select: SpanSelector | None) -> DecodedRequest:
     request = _trace_service().ExportTraceServiceRequest()
     try:
         request.ParseFromString(body)
     except Exception as exc:  # google.protobuf.message.DecodeError (or a RuntimeWarning-turned-error)
         raise OtlpDecodeError(f"the body is not a protobuf ExportTraceServiceRequest: {exc}") from None
     out = DecodedRequest()
+    budget = _Budget(max_spans)
     for resource_spans in request.resource_spans:
-        resource = _pb_attributes(resource_spans.resource.attributes)
+        resource: dict[str, Any] | None = None  # decoded for the first span that needs it
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name
-            for span in scope_spans.spans:
+            spans = scope_spans.spans
+            for index in range(budget.take(len(spans), out)):
+                span = spans[index]
                 trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
                 problem = _id_problem(trace_id, span_id, "bytes")
                 if problem:
                     out.reject(f"span {span.name!r}: {problem}")
                     continue
+                if select is not None:
+                    head = {kv.key: _pb_value(kv.value) for kv in span.attributes if kv.key in select.keys}
+                    reason = select.skip(scope, head)
+                    if reason is not None:
+                        out.skipped[reason] += 1
+                        continue
+                if resource is None:
+                    resource = _pb_attributes(resource_spans.resource.attributes)
                 parent = span.parent_span_id.hex() or None
                 out.spans.append(
                     OtlpSpan(
@@ -279,13 +339,14 @@ def _object(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _decode_json(body: bytes) -> DecodedRequest:
+def _decode_json(body: bytes, max_spans: int | None, select: SpanSelector | None) -> DecodedRequest:
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise OtlpDecodeError(f"the body is not valid JSON: {exc}") from None
     root = _object(document, "the request")
     out = DecodedRequest()
+    budget = _Budget(max_spans)
     for r, resource_spans in enumerate(_list(root, "resourceSpans", "resource_spans", "request")):
         where = f"resourceSpans[{r}]"
         resource_spans = _object(resource_spans, where)
@@ -296,14 +357,16 @@ def _decode_json(body: bytes) -> DecodedRequest:
             scope_spans = _object(scope_spans, swhere)
             scope_name = _object(scope_spans.get("scope"), f"{swhere}.scope").get("name")
             scope = scope_name if isinstance(scope_name, str) else ""
-            for i, span in enumerate(_list(scope_spans, "spans", "spans", swhere)):
+            spans = _list(scope_spans, "spans", "spans", swhere)
+            for i in range(budget.take(len(spans), out)):
                 where_span = f"{swhere}.spans[{i}]"
-                _json_span(_object(span, where_span), where_span, resource, scope, out)
+                _json_span(_object(spans[i], where_span), where_span, resource, scope, out, select)
     return out
 
 
 def _json_span(
-    span: Mapping[str, Any], where: str, resource: dict[str, Any], scope: str, out: DecodedRequest
+    span: Mapping[str, Any], where: str, resource: dict[str, Any], scope: str, out: DecodedRequest,
+    select: SpanSelector | None = None,
 ) -> None:
     name = span.get("name")
     name = name if isinstance(name, str) else ""
@@ -317,6 +380,15 @@ def _json_span(
     if problem:
         out.reject(f"{where} ({name!r}): {problem}")
         return
+    if select is not None:
+        try:
+            reason = select.skip(scope, _json_head(span, where, select.keys))
+        except OtlpDecodeError as exc:
+            out.reject(str(exc))
+            return
+        if reason is not None:
+            out.skipped[reason] += 1
+            return
     parent = _get(span, "parentSpanId", "parent_span_id")
     status = _object(span.get("status"), f"{where}.status")
     try:
@@ -357,6 +429,16 @@ def _json_event(event: Mapping[str, Any], where: str) -> SpanEvent:
         _int(_get(event, "timeUnixNano", "time_unix_nano"), f"{where}.timeUnixNano"),
         _json_attributes(event, where),
     )
+
+
+def _json_head(span: Mapping[str, Any], where: str, keys: frozenset[str]) -> dict[str, Any]:
+    """The span's attributes named in ``keys`` (the last of a repeated key wins, as in a full read)."""
+    head: dict[str, Any] = {}
+    for i, pair in enumerate(_list(span, "attributes", "attributes", where)):
+        key = pair.get("key") if isinstance(pair, Mapping) else None
+        if isinstance(key, str) and key in keys:
+            head[key] = _json_value(pair.get("value"), f"{where}.attributes[{i}].value")
+    return head
 
 
 def _json_attributes(obj: Mapping[str, Any], where: str) -> dict[str, Any]:

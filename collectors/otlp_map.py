@@ -53,7 +53,7 @@ from typing import Any, Final, Literal
 
 from inferwatch.collectors.event import EventInput, EventOutput, InferenceEvent, Scalar
 from inferwatch.collectors.ids import uuid7
-from inferwatch.collectors.otlp_decode import STATUS_ERROR, OtlpSpan
+from inferwatch.collectors.otlp_decode import STATUS_ERROR, OtlpSpan, SpanSelector
 from inferwatch.collectors.redaction import capture_text
 from inferwatch.collectors.settings import CaptureMode
 
@@ -118,9 +118,14 @@ def convention(span: OtlpSpan) -> tuple[Convention | None, str | None]:
     Reasons: ``not_genai`` (neither convention), ``not_a_model_call`` (an agent, tool, chain or
     retriever span), ``inferwatch_agent`` (a span of inferwatch's own agent, whose event exists).
     """
-    if span.scope == INFERWATCH_SCOPE:
+    return convention_of(span.scope, span.attributes)
+
+
+def convention_of(scope: str, attrs: Mapping[str, Any]) -> tuple[Convention | None, str | None]:
+    """:func:`convention` from the scope name and the attributes: only those in
+    :data:`CONVENTION_KEYS` are read, so the decoder can judge a span before building it."""
+    if scope == INFERWATCH_SCOPE:
         return None, "inferwatch_agent"
-    attrs = span.attributes
     kind = attrs.get("openinference.span.kind")
     operation = attrs.get("gen_ai.operation.name")
     if isinstance(operation, str) and operation in NON_INFERENCE_OPERATIONS:
@@ -134,6 +139,17 @@ def convention(span: OtlpSpan) -> tuple[Convention | None, str | None]:
             return "openinference", None
         return None, "not_a_model_call"
     return None, "not_genai"
+
+
+CONVENTION_KEYS: Final = frozenset({"openinference.span.kind", "gen_ai.operation.name", *_GENAI_MARKERS})
+
+
+def _skip_reason(scope: str, attrs: Mapping[str, Any]) -> str | None:
+    return convention_of(scope, attrs)[1]
+
+
+MODEL_CALLS: Final = SpanSelector(CONVENTION_KEYS, _skip_reason)
+"""For :func:`~inferwatch.collectors.otlp_decode.decode_request`: decode only model-call spans."""
 
 
 _UINT64 = 1 << 64

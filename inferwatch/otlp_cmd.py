@@ -18,7 +18,12 @@ import sys
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from inferwatch.collectors.otlp import DEFAULT_MAX_BODY_BYTES, OtlpReceiver
+from inferwatch.collectors.otlp import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENT_EXPORTS,
+    DEFAULT_MAX_SPANS,
+    OtlpReceiver,
+)
 from inferwatch.collectors.otlp_map import DEFAULT_PRINCIPAL_ATTRIBUTES, MappingOptions
 from inferwatch.collectors.settings import CaptureMode, Settings
 from inferwatch.proxy_cmd import size_arg
@@ -53,6 +58,12 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--max-body-bytes", type=_size, default=DEFAULT_MAX_BODY_BYTES, metavar="N",
                    help="largest request accepted, after decompression: bytes, or with a unit "
                         f"(20MiB, 50MB; default {DEFAULT_MAX_BODY_BYTES})")
+    q.add_argument("--max-spans", type=_positive, default=DEFAULT_MAX_SPANS, metavar="N",
+                   help="spans read per request; the rest are rejected as a partial success naming this "
+                        f"option (default {DEFAULT_MAX_SPANS})")
+    q.add_argument("--max-concurrent-exports", type=_positive, default=DEFAULT_MAX_CONCURRENT_EXPORTS,
+                   metavar="N", help="requests decoded at once; another is answered 503 with Retry-After "
+                                     f"(default {DEFAULT_MAX_CONCURRENT_EXPORTS})")
     q.set_defaults(handler=run)
 
 
@@ -61,6 +72,12 @@ def _address(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:4318)")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _positive(value: str) -> int:
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return int(value)
 
 
 def _size(value: str) -> int:
@@ -85,7 +102,8 @@ def build_receiver(args: argparse.Namespace, settings: Settings) -> tuple[OtlpRe
         return queue_size - agent.shipper.stats().queue_depth
 
     receiver = OtlpReceiver(agent.shipper, options, max_body_bytes=args.max_body_bytes, room=room,
-                            capacity=queue_size,
+                            capacity=queue_size, max_spans=args.max_spans,
+                            max_concurrent_exports=args.max_concurrent_exports,
                             extra_metrics=agent.metrics_text, version=agent.version)
     return receiver, agent
 
