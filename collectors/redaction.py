@@ -7,9 +7,11 @@ and what kind it was:
 =============  ==================================================================================
 placeholder    what it replaces
 =============  ==================================================================================
-``[SECRET]``   private key blocks, JWTs, ``Bearer``/``Basic`` credentials, AWS access key ids,
-               ``sk-…``/``sk_live_…`` API keys, GitHub, Slack and Google API tokens,
-               ``password=…``-style assignments, long high-entropy tokens
+``[SECRET]``   ``Bearer``/``Basic`` credentials, ``password=…``-style assignments, long
+               high-entropy tokens, vendor-shaped keys of no known issuer (``sk_test_…``)
+``[SECRET:k]`` a credential whose kind the shape names: ``aws_access_key``, ``gcp_api_key``,
+               ``github_token``, ``slack_token``, ``openai_style_key``, ``stripe_key``,
+               ``private_key`` (a key block), ``jwt``
 ``[EMAIL]``    e-mail addresses
 ``[CARD]``     payment card numbers (13-19 digits, spaces or dashes allowed) that pass Luhn
 ``[PHONE]``    ``+`` international numbers, ``(555) 123-4567``-style and ``0…`` national numbers
@@ -30,7 +32,7 @@ check, so a typical prompt costs well under a millisecond. This module is pure s
 library so the agent and the detectors can share it.
 
 >>> redact("mail bob@example.com or call +44 20 7946 0958, key sk-abcdefghijklmnop1234567890")
-'mail [EMAIL] or call [PHONE], key [SECRET]'
+'mail [EMAIL] or call [PHONE], key [SECRET:openai_style_key]'
 >>> redact("In 2024 it cost $1,299.99 for 3 seats; card 4111 1111 1111 1112 is not valid")
 'In 2024 it cost $1,299.99 for 3 seats; card 4111 1111 1111 1112 is not valid'
 """
@@ -52,6 +54,35 @@ EMAIL: Final = "[EMAIL]"
 PHONE: Final = "[PHONE]"
 CARD: Final = "[CARD]"
 SECRET: Final = "[SECRET]"
+# Credentials whose issuer the shape names; redaction writes ``[SECRET:<kind>]`` for them, so a
+# reader downstream (the output_leak detector, a person) still knows a cloud key was there.
+VENDOR_KINDS: Final = (
+    (("AKIA", "ASIA"), "aws_access_key"),  # other AWS prefixes (AIDA, AROA…) name, not unlock
+    (("AIza",), "gcp_api_key"),
+    (("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), "github_token"),
+    (("xox",), "slack_token"),
+    (("sk-",), "openai_style_key"),
+    (("sk_live_", "rk_live_"), "stripe_key"),  # sk_test_ keys fill public docs and code samples
+)
+SECRET_KINDS: Final = frozenset({kind for _, kind in VENDOR_KINDS} | {"private_key", "jwt"})
+"""The kinds a typed ``[SECRET:<kind>]`` placeholder may name."""
+
+
+def vendor_kind(value: str) -> str | None:
+    """The issuer-named kind of a vendor key (``aws_access_key``, ``github_token``...), if any.
+
+    >>> vendor_kind("AKIAIOSFODNN7EXAMPLE"), vendor_kind("sk_test_4eC39HqLyjWDarjtT1zdp7dc")
+    ('aws_access_key', None)
+    """
+    for prefixes, kind in VENDOR_KINDS:
+        if value.startswith(prefixes):
+            return kind
+    return None
+
+
+def secret_placeholder(kind: str | None) -> str:
+    """``[SECRET:<kind>]`` for a kind of :data:`SECRET_KINDS`, else ``[SECRET]``."""
+    return f"[SECRET:{kind}]" if kind in SECRET_KINDS else SECRET
 
 _TOKEN_CHARS = r"A-Za-z0-9+/=_-"
 _ASSIGNMENT_NAMES = (
@@ -203,6 +234,9 @@ class SensitiveSpan:
 
 _PLACEHOLDER_OF: Final = {"email": EMAIL, "card": CARD, "phone": PHONE}
 _VALUE_GROUP: Final = {"auth": "credential", "assignment": "value"}
+_TYPED: Final = frozenset({"vendor_key", "private_key", "jwt"})  # masked whole, as a typed placeholder
+_PLACED: Final = re.compile(r"\[SECRET(?::[a-z_]+)?\][.!?)\]}]*")  # a value that is already a placeholder
+_KIND_END: Final = re.compile(r"[a-z_]+\][.!?)\]}]*")  # the rest of "[SECRET:<kind>]"
 
 
 def find_sensitive(text: str) -> list[SensitiveSpan]:
@@ -231,7 +265,8 @@ def find_sensitive(text: str) -> list[SensitiveSpan]:
             if any(start < t_end and t_start < end for t_start, t_end in taken):
                 continue
             taken.append((start, end))
-            found.append(SensitiveSpan(kind, _PLACEHOLDER_OF.get(kind, SECRET), start, end))
+            placeholder = _PLACEHOLDER_OF.get(kind) or (_replace(match) if kind in _TYPED else SECRET)
+            found.append(SensitiveSpan(kind, placeholder, start, end))
     return sorted(found, key=lambda s: s.start)
 
 
@@ -250,7 +285,7 @@ def _key(match: re.Match[str]) -> str:
     # and, being random, has digits or mixed case.
     if _inside_word(match) or not _looks_random(match.group(0)[4:]):
         return match.group(0)
-    return SECRET
+    return secret_placeholder(vendor_kind(match.group(0)))
 
 
 def _looks_random(credential: str) -> bool:
@@ -266,8 +301,12 @@ def _auth(match: re.Match[str]) -> str:
 
 
 def _assignment(match: re.Match[str]) -> str:
-    # "password: please." is prose; a real value has digits or symbols inside it.
-    if match.group("value").rstrip(".!?)]}").isalpha():
+    # "password: please." is prose; a real value has digits or symbols inside it. A placeholder
+    # already written ("[SECRET:jwt]", "api_key: [SECRET:...]") is left as it is.
+    value = match.group("value")
+    if value.rstrip(".!?)]}").isalpha() or _PLACED.fullmatch(value) or (
+            match.group("sep") == ":" and match.group("name") == "SECRET" and match.start() > 0
+            and match.string[match.start() - 1] == "[" and _KIND_END.fullmatch(value)):
         return match.group(0)
     return f"{match.group('name')}{match.group('sep')}{SECRET}"
 
@@ -334,8 +373,8 @@ def _encoded_text(token: str) -> str | None:
 
 
 _HANDLERS: Final[dict[str, Callable[[re.Match[str]], str]]] = {
-    "private_key": lambda _m: SECRET,
-    "jwt": lambda m: m.group(0) if _inside_word(m) else SECRET,
+    "private_key": lambda _m: secret_placeholder("private_key"),
+    "jwt": lambda m: m.group(0) if _inside_word(m) else secret_placeholder("jwt"),
     "vendor_key": _key,
     "auth": _auth,
     "assignment": _assignment,

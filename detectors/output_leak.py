@@ -15,8 +15,10 @@ Four families are looked for in ``output.text``:
 
 A match counts only when it is absent from ``input.text`` (the caller already had it). With the
 agent's default ``redacted`` capture the values arrive as ``[SECRET]``, ``[EMAIL]``, ``[CARD]``
-and ``[PHONE]``: placeholders are counted too, when the output holds more of a kind than the
-input. Canaries count even when the caller sent them. Secret, e-mail, card and phone shapes are
+and ``[PHONE]``, and keys whose kind the shape names as ``[SECRET:aws_access_key]``,
+``[SECRET:private_key]``...: placeholders are counted too, when the output holds more of a kind
+than the input, a typed one with its kind's weight (a cloud key redacted at the edge is as high
+as the key itself). Canaries count even when the caller sent them. Secret, e-mail, card and phone shapes are
 those of :mod:`inferwatch.collectors.redaction`, so the agent and this detector agree on them.
 
 Evidence never holds a raw value: snippets are masked to a short prefix and suffix.
@@ -42,7 +44,17 @@ from typing import Any, ClassVar, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from inferwatch.collectors.event import InferenceEvent
-from inferwatch.collectors.redaction import CARD, EMAIL, PHONE, SECRET, find_sensitive, shannon_entropy
+from inferwatch.collectors.redaction import (
+    CARD,
+    EMAIL,
+    PHONE,
+    SECRET,
+    SECRET_KINDS,
+    find_sensitive,
+    secret_placeholder,
+    shannon_entropy,
+    vendor_kind,
+)
 from inferwatch.detectors.base import SEVERITY_ORDER, Finding, Severity
 from inferwatch.detectors.state import RepeatGate, about_event, subject_of
 
@@ -73,16 +85,9 @@ KINDS: Final[dict[str, tuple[str, Severity, float]]] = {
     "markdown_link": ("exfiltration", "high", 0.7),
     "remote_image": ("exfiltration", "medium", 0.4),  # query or long path, nothing data-looking
 }
-_PLACEHOLDER_KIND: Final = {SECRET: "secret", EMAIL: "email", CARD: "card", PHONE: "phone"}
+_PLACEHOLDER_KIND: Final = {SECRET: "secret", EMAIL: "email", CARD: "card", PHONE: "phone"} | {
+    secret_placeholder(kind): kind for kind in SECRET_KINDS}  # "[SECRET:aws_access_key]": the key's kind
 _PLACEHOLDERS: Final = re.compile("|".join(re.escape(p) for p in _PLACEHOLDER_KIND))
-_VENDOR_PREFIXES: Final = (
-    (("AKIA", "ASIA"), "aws_access_key"),  # other AWS prefixes (AIDA, AROA…) name, not unlock
-    (("AIza",), "gcp_api_key"),
-    (("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), "github_token"),
-    (("xox",), "slack_token"),
-    (("sk-",), "openai_style_key"),
-    (("sk_live_", "rk_live_"), "stripe_key"),  # sk_test_ keys fill public docs and code samples
-)
 _IBAN: Final = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
 _SSN: Final = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
 _UK_NI: Final = re.compile(
@@ -161,13 +166,6 @@ def _jwt_valid(token: str) -> bool:
     except (binascii.Error, ValueError):
         return False
     return isinstance(decoded, dict) and "alg" in decoded
-
-
-def _vendor_kind(value: str) -> str | None:
-    for prefixes, kind in _VENDOR_PREFIXES:
-        if value.startswith(prefixes):
-            return kind
-    return None
 
 
 def _clip(text: str, max_chars: int) -> str:
@@ -292,7 +290,7 @@ class OutputLeakDetector:
             value = text[span.start:span.end]
             kind: str | None = span.kind if span.kind in ("email", "card", "phone") else None
             if span.kind == "vendor_key":
-                kind = _vendor_kind(value)
+                kind = vendor_kind(value)
             elif span.kind == "jwt" and _jwt_valid(value):
                 kind = "jwt"
             elif span.kind == "private_key":

@@ -21,15 +21,16 @@ from inferwatch.collectors.settings import CaptureMode
         ("pay 4111 1111 1111 1111 today", CARD),
         ("pay 4111-1111-1111-1111 today", CARD),
         ("pay 378282246310005 today", CARD),
-        ("aws AKIAIOSFODNN7EXAMPLE today", SECRET),
-        ("key sk-proj-AbCdEf1234567890GhIjKl today", SECRET),
-        ("key sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345 today", SECRET),
-        ("stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc today", SECRET),
-        ("gh ghp_1234567890abcdefghijABCDEFGHIJ123456 today", SECRET),
+        ("aws AKIAIOSFODNN7EXAMPLE today", "[SECRET:aws_access_key]"),
+        ("key sk-proj-AbCdEf1234567890GhIjKl today", "[SECRET:openai_style_key]"),
+        ("key sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345 today", "[SECRET:openai_style_key]"),
+        ("stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc today", "[SECRET:stripe_key]"),
+        ("stripe sk_test_4eC39HqLyjWDarjtT1zdp7dc today", SECRET),
+        ("gh ghp_1234567890abcdefghijABCDEFGHIJ123456 today", "[SECRET:github_token]"),
         (
             "jwt eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
             "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U today",
-            SECRET,
+            "[SECRET:jwt]",
         ),
         ("token q8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8Aa today", SECRET),
         ("digest 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 today", SECRET),
@@ -48,7 +49,7 @@ def test_bearer_and_basic_credentials_keep_their_scheme() -> None:
 def test_private_key_block_is_masked_whole() -> None:
     block = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\nq8Zr2Lp0\n-----END RSA PRIVATE KEY-----"
     text = f"before\n{block}\nafter"
-    assert redact(text) == f"before\n{SECRET}\nafter"
+    assert redact(text) == "before\n[SECRET:private_key]\nafter"
 
 
 def test_password_assignments_mask_the_value_only() -> None:
@@ -92,7 +93,7 @@ def test_card_number_failing_luhn_is_kept() -> None:
 
 def test_several_kinds_in_one_text() -> None:
     text = "Mail bob@example.com, call +1 415 555 2671, card 5500 0000 0000 0004, key AKIAIOSFODNN7EXAMPLE."
-    assert redact(text) == f"Mail {EMAIL}, call {PHONE}, card {CARD}, key {SECRET}."
+    assert redact(text) == f"Mail {EMAIL}, call {PHONE}, card {CARD}, key [SECRET:aws_access_key]."
 
 
 SECRETS = ["4111111111111111", "4111 1111 1111 1111", "alice.smith@example.org", "AKIAIOSFODNN7EXAMPLE",
@@ -166,7 +167,8 @@ def test_an_encoded_prompt_stays_for_the_detectors_to_decode(encoded: str) -> No
 def test_what_an_encoded_prompt_holds_is_redacted_inside_its_encoding() -> None:
     plan = "mail the plan to bob@example.com with key sk-abcdefghijklmnop1234567890"
     masked = redact("decode " + _b64(plan))
-    assert base64.b64decode(masked.split()[1]).decode() == "mail the plan to [EMAIL] with key [SECRET]"
+    inside = base64.b64decode(masked.split()[1]).decode()
+    assert inside == "mail the plan to [EMAIL] with key [SECRET:openai_style_key]"
     hexed = redact("decode " + b"send it to bob@example.com right now".hex())
     assert bytes.fromhex(hexed.split()[1]).decode() == "send it to [EMAIL] right now"
 

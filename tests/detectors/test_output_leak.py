@@ -143,10 +143,23 @@ def test_echoed_value_is_reported_as_already_in_input_alongside_a_new_leak() -> 
 def test_placeholders_from_redacted_capture_count_as_leaks() -> None:
     output = redact(f"Mail jane.doe@corp-mail.com, call +44 20 7946 0958, key {AWS}, card 4111111111111111")
     (finding,) = scan(output, "who should I contact?")
-    assert finding.evidence["kinds"] == {"email": 1, "phone": 1, "secret": 1, "card": 1}
+    # The AWS key was redacted at the edge to a typed placeholder: it still counts as a cloud key.
+    assert finding.evidence["kinds"] == {"email": 1, "phone": 1, "aws_access_key": 1, "card": 1}
     assert all(s["redacted"] for s in finding.evidence["snippets"])
-    assert {s["masked"] for s in finding.evidence["snippets"]} == {"[EMAIL]", "[PHONE]", "[SECRET]", "[CARD]"}
-    assert finding.severity == "medium"
+    assert {s["masked"] for s in finding.evidence["snippets"]} == {
+        "[EMAIL]", "[PHONE]", "[SECRET:aws_access_key]", "[CARD]"}
+    assert finding.severity == "high"
+
+
+def test_a_key_redacted_at_the_edge_is_as_confident_a_leak_as_the_key() -> None:
+    # The walk-through's model answered with an AWS key; under capture=redacted it arrived as a
+    # bare [SECRET] (0.5: held until repeated) and no incident was filed.
+    (raw,) = scan(f"My AWS key is {AWS}", "what is your key?")
+    (redacted,) = scan(redact(f"My AWS key is {AWS}"), "what is your key?")
+    assert (redacted.severity, redacted.score) == (raw.severity, raw.score) == ("high", 0.9)
+    assert scan(redact(f"key {AWS}"), redact(f"check {AWS}")) == []  # the caller sent it
+    (generic,) = scan("the token is [SECRET]", "hi")
+    assert generic.evidence["kinds"] == {"secret": 1}
 
 
 def test_only_placeholders_beyond_those_in_the_input_count() -> None:
