@@ -22,6 +22,36 @@ from inferwatch.collectors.event import InferenceEvent, decode_event
 from inferwatch.collectors.settings import AgentSettings
 
 
+class SwitchableProducer:
+    """A bus that refuses every send (``BusUnavailable``) while ``down`` is set."""
+
+    def __init__(self, *, down: bool = False) -> None:
+        self.down = threading.Event()
+        if down:
+            self.down.set()
+        self.records: list[tuple[bytes, str | None]] = []
+        self.refused = 0
+        self._lock = threading.Lock()
+
+    def send(self, value: bytes, key: str | None = None) -> None:
+        if self.down.is_set():
+            with self._lock:
+                self.refused += 1
+            raise BusUnavailable("bus is down (test)")
+        with self._lock:
+            self.records.append((value, key))
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def events(self) -> list[InferenceEvent]:
+        with self._lock:
+            return [decode_event(value) for value, _ in self.records]
+
+
 class ListProducer:
     """A bus that takes every record and keeps it."""
 

@@ -18,6 +18,7 @@ from inferwatch.agent.shipper import SPOOL_FLUSH_TIMEOUT_S, EventShipper, Shippe
 from inferwatch.agent.spool import Spool
 from inferwatch.collectors.bus import BusUnavailable, EventProducer
 from inferwatch.collectors.event import AgentInfo, EventInput, InferenceEvent, decode_event, encode_event
+from tests.agent.conftest import SwitchableProducer
 
 if TYPE_CHECKING:  # the classes behind the conftest fixtures, for annotations only
     from conftest import AgentFactory, DownProducer, HangingProducer, ListProducer
@@ -570,28 +571,6 @@ def test_shutdown_does_not_hand_a_held_batch_to_the_producer_again(
 # -- failures of the shipper's own code -------------------------------------------------------------
 
 
-class SwitchProducer:
-    """Refuses every send (``BusUnavailable``) until :attr:`up` is set."""
-
-    def __init__(self) -> None:
-        self.up = threading.Event()
-        self.records: list[Record] = []
-
-    def send(self, value: bytes, key: str | None = None) -> None:
-        if not self.up.is_set():
-            raise BusUnavailable("bus is down (test)")
-        self.records.append((value, key))
-
-    def flush(self, timeout: float | None = None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def events(self) -> list[InferenceEvent]:
-        return [decode_event(value) for value, _ in self.records]
-
-
 class Fatal(BaseException):
     """Nothing the thread catches: it ends it, as nothing should."""
 
@@ -613,13 +592,13 @@ class FailingSpool(Spool):
 def test_an_unexpected_error_in_a_round_is_logged_counted_and_the_thread_carries_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    producer = SwitchProducer()
+    producer = SwitchableProducer(down=True)
     spool = FailingSpool(tmp_path / "spool", ValueError("I/O operation on closed file."))
     shipper = EventShipper(producer, batch_size=4, flush_interval_s=0.01, max_backoff_s=0.05, spool=spool)
     for n in range(4):  # one batch: refused by the bus, then the spool fails to take it
         assert shipper.offer(event(n))
     wait_for(lambda: shipper.stats().dropped_shipper_error == 4, "the lost batch to be counted")
-    producer.up.set()
+    producer.down.clear()
     for n in range(4, 8):
         assert shipper.offer(event(n))
     assert shipper.flush(timeout=10.0)
@@ -636,7 +615,7 @@ def test_an_unexpected_error_in_a_round_is_logged_counted_and_the_thread_carries
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_if_the_thread_is_gone_all_the_same_new_events_are_refused_and_counted(tmp_path: Path) -> None:
-    producer = SwitchProducer()
+    producer = SwitchableProducer(down=True)
     spool = FailingSpool(tmp_path / "spool", Fatal())
     shipper = EventShipper(producer, batch_size=4, flush_interval_s=0.01, max_backoff_s=0.05, spool=spool)
     for n in range(4):

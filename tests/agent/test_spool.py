@@ -13,7 +13,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,43 +25,13 @@ from inferwatch.agent import Agent
 from inferwatch.agent.content import CallContent, Row
 from inferwatch.agent.shipper import EventShipper
 from inferwatch.agent.spool import MAGIC, Spool
-from inferwatch.collectors.bus import BusUnavailable
 from inferwatch.collectors.event import EventInput, InferenceEvent, decode_event
 from inferwatch.collectors.settings import AgentSettings
 from inferwatch.collectors.sqlite_bus import SQLiteBus
+from tests.agent.conftest import SwitchableProducer
 
 if TYPE_CHECKING:
     from conftest import AgentFactory, ListProducer
-
-
-class SwitchableProducer:
-    """A bus that refuses every send (``BusUnavailable``) while ``down`` is set."""
-
-    def __init__(self, *, down: bool = False) -> None:
-        self.down = threading.Event()
-        if down:
-            self.down.set()
-        self.records: list[tuple[bytes, str | None]] = []
-        self.refused = 0
-        self._lock = threading.Lock()
-
-    def send(self, value: bytes, key: str | None = None) -> None:
-        if self.down.is_set():
-            with self._lock:
-                self.refused += 1
-            raise BusUnavailable("bus is down (test)")
-        with self._lock:
-            self.records.append((value, key))
-
-    def flush(self, timeout: float | None = None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def events(self) -> list[InferenceEvent]:
-        with self._lock:
-            return [decode_event(value) for value, _ in self.records]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
