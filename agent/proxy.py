@@ -1004,6 +1004,10 @@ class ProxyServer:
                     "upstream_reachable": reachable}
             if detail:
                 body["detail"] = detail
+            stats = self.recorder.stats() if self.recorder is not None else None
+            if stats is not None:  # the events' side: not the probe's verdict, which is the model's
+                shipper = stats.shipper
+                body["events"] = {"bus_up": shipper.bus_up, "sent": shipper.sent, "dropped": shipper.dropped}
             client.write_response(200 if reachable else 503, b"OK" if reachable else b"Service Unavailable",
                                   "application/json", json.dumps(body).encode(), close=close)
         elif name == "metrics":

@@ -33,7 +33,7 @@ from inferwatch.agent.proxy_record import InlineRecorder
 from inferwatch.collectors.event import InferenceEvent
 
 if TYPE_CHECKING:
-    from conftest import AgentFactory, ListProducer
+    from conftest import AgentFactory, DownProducer, ListProducer
 
 API_KEY = "sk-live-alice-0123456789abcdef"
 
@@ -769,6 +769,28 @@ def test_forwarded_for_is_opt_in(make_proxy: ProxyFactory) -> None:
 
 
 # Health and metrics
+
+
+def test_healthz_says_whether_events_reach_the_bus_without_failing_the_probe(
+    upstream: Upstream, make_agent: AgentFactory, down_producer: DownProducer
+) -> None:
+    # An agent whose bus refuses everything (a topic missing, brokers down) drops what it cannot
+    # spool: the readiness probe stays the model's, but says so.
+    config = ProxyConfig(host="127.0.0.1", port=0, upstream=upstream.url)
+    agent = make_agent(down_producer, hmac_key="test-key")
+    proxy = Proxy(config, InlineRecorder(agent, principal_from_address=True)).__enter__()
+    try:
+        httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT)
+        deadline = time.monotonic() + 10
+        while agent.stats().shipper.dropped == 0 and time.monotonic() < deadline:
+            agent.flush(0.5)
+        health = httpx.get(f"{proxy.url}/-/healthz")
+        assert health.status_code == 200  # the model answers: ready
+        events = health.json()["events"]
+        assert events["bus_up"] is False
+        assert (events["sent"], events["dropped"]) == (0, 1)
+    finally:
+        proxy.__exit__()
 
 
 def test_healthz_livez_and_metrics_do_not_shadow_the_model_server(
