@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, cast
 from urllib.parse import urlsplit
 
+from inferwatch.agent.core import AgentStats
 from inferwatch.agent.proxy_metrics import CONTENT_TYPE, ProxyMetrics
 from inferwatch.agent.proxy_protocols import Route, route_for
 from inferwatch.agent.proxy_record import CallRecord
@@ -798,6 +799,9 @@ class Recorder(Protocol):
     def metrics_text(self) -> str:
         """The agent's counters in the Prometheus text format."""
 
+    def stats(self) -> AgentStats | None:
+        """The agent's counters, if known yet."""
+
     async def close(self) -> None:
         """Send what is held and stop."""
 
@@ -1000,8 +1004,8 @@ class ProxyServer:
             client.write_response(200, b"OK", "application/json", b'{"status":"ok"}', close=close)
         elif name in ("healthz", "readyz"):
             reachable, detail = await self.upstream_reachable()
-            body = {"status": "ok" if reachable else "unavailable", "upstream": self.config.upstream,
-                    "upstream_reachable": reachable}
+            body: dict[str, Any] = {"status": "ok" if reachable else "unavailable",
+                                    "upstream": self.config.upstream, "upstream_reachable": reachable}
             if detail:
                 body["detail"] = detail
             stats = self.recorder.stats() if self.recorder is not None else None
