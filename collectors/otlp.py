@@ -232,6 +232,9 @@ class OtlpReceiver:
             decoded.reject(f"{decoded.over_limit} span(s) past the first {self.max_spans} of the request "
                            f"were not read (--max-spans {self.max_spans}): export smaller batches "
                            "(OTEL_BSP_MAX_EXPORT_BATCH_SIZE) or raise --max-spans", count=decoded.over_limit)
+        # Every span of the request once: read, refused while decoding, skipped or past the cap
+        # (counted before mapping, whose refusals are spans already read).
+        received = len(decoded.spans) + decoded.rejected + sum(decoded.skipped.values())
         for span in decoded.spans:
             conv, reason = convention(span)
             if conv is None:
@@ -245,7 +248,6 @@ class OtlpReceiver:
                 self._internal_error(exc)
                 decoded.reject(f"span {span.span_id} ({span.name!r}) could not be mapped "
                                f"({type(exc).__name__})")
-        received = len(decoded.spans) + decoded.rejected + sum(decoded.skipped.values())
         never_fits = self.capacity is not None and len(events) > self.capacity
         if events and self.room is not None and not never_fits and self.room() < len(events):
             with self._lock:

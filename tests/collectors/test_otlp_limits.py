@@ -156,3 +156,14 @@ def test_a_request_beyond_max_concurrent_exports_is_answered_503_with_retry_afte
     assert (first.status_code, second.status_code, third.status_code) == (200, 503, 200)
     assert second.headers["retry-after"] == "1"
     assert "--max-concurrent-exports" in second.json()["message"]
+
+
+def test_a_span_refused_while_mapping_is_received_once() -> None:
+    # A model-call span with no start time is read, then refused by the mapping: one span received,
+    # one rejected (it was counted twice, once read and once refused).
+    body = chat_spans(2)
+    del body["resourceSpans"][0]["scopeSpans"][0]["spans"][1]["startTimeUnixNano"]
+    receiver = OtlpReceiver(Sink())
+    assert receiver.export(json.dumps(body).encode(), "application/json").status == 200
+    stats = receiver.stats()
+    assert (stats.spans_received, stats.spans_rejected, stats.events_queued) == (2, 1, 1)
