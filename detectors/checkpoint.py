@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import array
 import enum
+import gc
 import hashlib
 import inspect
 import random
 import sys
 import types
 from collections import Counter, OrderedDict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -77,17 +80,37 @@ class CheckpointTooLarge(ValueError):
     """The state is larger than :func:`dump` was allowed to write (it stops early, at that size)."""
 
 
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused: writing or reading a state builds millions of small
+    lists, each allocation counted towards a collection that walks them all again (two thirds of
+    the time at 100,000 callers). Nothing made here needs it: what is dropped goes by refcount."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def dump(root: Any, *, max_bytes: int | None = None) -> bytes:
     """``root`` as bytes :func:`load` reads back (see the module docstring for what it takes);
     :class:`CheckpointTooLarge` as soon as it would take about more than ``max_bytes``."""
     try:
-        return msgspec.msgpack.encode([FORMAT, _Writer(max_bytes).node(root, "root")])
+        with _no_gc():
+            return msgspec.msgpack.encode([FORMAT, _Writer(max_bytes).node(root, "root")])
     except RecursionError:
         raise NotCheckpointable("the state is nested too deeply to write") from None
 
 
 def load(data: bytes) -> Any:
     """The object graph :func:`dump` wrote; :class:`ValueError` when ``data`` is not one."""
+    with _no_gc():
+        return _load(data)
+
+
+def _load(data: bytes) -> Any:
     try:
         decoded = msgspec.msgpack.decode(data)
     except (msgspec.DecodeError, RecursionError) as exc:

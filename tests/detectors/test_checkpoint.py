@@ -8,6 +8,7 @@ rebuilt from scratch, restored and run on — every incident the same, count and
 from __future__ import annotations
 
 import array
+import gc
 import random
 import sys
 from collections import Counter, OrderedDict, deque
@@ -67,6 +68,23 @@ def test_runs_of_plain_scalars_written_at_once_come_back_equal_and_count_their_s
     with pytest.raises(checkpoint.CheckpointTooLarge):  # strings written in one run still count
         checkpoint.dump([["x" * 1000] * 100], max_bytes=50_000)
     checkpoint.dump([["x" * 1000] * 40], max_bytes=50_000)
+
+
+def test_the_garbage_collector_is_paused_only_while_writing_or_reading() -> None:
+    assert gc.isenabled()
+    data = checkpoint.dump([1, "x"])
+    assert gc.isenabled()
+    checkpoint.load(data)
+    assert gc.isenabled()
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        checkpoint.load(b"garbage")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        checkpoint.dump([1])
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
 
 
 def test_shared_objects_and_cycles_stay_shared() -> None:
