@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import re
 from collections import Counter
@@ -80,11 +81,22 @@ def vendor_kind(value: str) -> str | None:
     return None
 
 
+def jwt_valid(token: str) -> bool:
+    """Whether ``token``'s first part decodes to a JSON object naming an ``alg``, as a JWT's does."""
+    header = token.split(".", 1)[0]
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    except (binascii.Error, ValueError):
+        return False
+    return isinstance(decoded, dict) and "alg" in decoded
+
+
 def secret_placeholder(kind: str | None) -> str:
     """``[SECRET:<kind>]`` for a kind of :data:`SECRET_KINDS`, else ``[SECRET]``."""
     return f"[SECRET:{kind}]" if kind in SECRET_KINDS else SECRET
 
 _TOKEN_CHARS = r"A-Za-z0-9+/=_-"
+_TOKEN_SET: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-")
 _ASSIGNMENT_NAMES = (
     "password",
     "passwd",
@@ -163,7 +175,7 @@ _PASSES: Final[list[tuple[Callable[[str, int], bool], re.Pattern[str]]]] = [
     (
         lambda t, _longest: ("=" in t or ":" in t) and any(name in t.lower() for name in _ASSIGNMENT_NAMES),
         re.compile(
-            r"(?P<assignment>(?P<name>(?i:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|auth[_-]?token"
+            r"(?P<assignment>(?<!\[)(?P<name>(?i:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|auth[_-]?token"
             r"|access[_-]?token|client[_-]?secret))"
             r"(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"'`,;]{6,}))"
         ),
@@ -235,8 +247,8 @@ class SensitiveSpan:
 _PLACEHOLDER_OF: Final = {"email": EMAIL, "card": CARD, "phone": PHONE}
 _VALUE_GROUP: Final = {"auth": "credential", "assignment": "value"}
 _TYPED: Final = frozenset({"vendor_key", "private_key", "jwt"})  # masked whole, as a typed placeholder
-_PLACED: Final = re.compile(r"\[SECRET(?::[a-z_]+)?\][.!?)\]}]*")  # a value that is already a placeholder
-_KIND_END: Final = re.compile(r"[a-z_]+\][.!?)\]}]*")  # the rest of "[SECRET:<kind>]"
+# A value that is already a placeholder ("api_key: [SECRET:aws_access_key]"), of a known kind only.
+_PLACED: Final = re.compile(r"\[SECRET(?::(?:" + "|".join(sorted(SECRET_KINDS)) + r"))?\][.!?)\]}]*")
 
 
 def find_sensitive(text: str) -> list[SensitiveSpan]:
@@ -304,9 +316,7 @@ def _assignment(match: re.Match[str]) -> str:
     # "password: please." is prose; a real value has digits or symbols inside it. A placeholder
     # already written ("[SECRET:jwt]", "api_key: [SECRET:...]") is left as it is.
     value = match.group("value")
-    if value.rstrip(".!?)]}").isalpha() or _PLACED.fullmatch(value) or (
-            match.group("sep") == ":" and match.group("name") == "SECRET" and match.start() > 0
-            and match.string[match.start() - 1] == "[" and _KIND_END.fullmatch(value)):
+    if value.rstrip(".!?)]}").isalpha() or _PLACED.fullmatch(value):
         return match.group(0)
     return f"{match.group('name')}{match.group('sep')}{SECRET}"
 
@@ -334,8 +344,25 @@ def _token(match: re.Match[str]) -> str:
     token = match.group(0)
     if not is_high_entropy(token):
         return token
-    encoded = _encoded_text(token)
+    encoded = None if _wrapped(match) else _encoded_text(token)
     return SECRET if encoded is None else encoded
+
+
+def _jwt(match: re.Match[str]) -> str:
+    if _inside_word(match):
+        return match.group(0)
+    return secret_placeholder("jwt" if jwt_valid(match.group(0)) else None)
+
+
+def _wrapped(match: re.Match[str]) -> bool:
+    """Whether the token is one line of an encoding wrapped over several (``base64`` at 76
+    columns, PEM at 64): a line decodes to a fragment, and what straddles a break would escape
+    redaction, so such a block is masked whole."""
+    text, start, end = match.string, match.start(), match.end()
+    after = text[end:end + 3].lstrip("\r")
+    before = text[max(0, start - 3):start].rstrip("\r")
+    return (after[:1] == "\n" and after[1:2] != "" and after[1] in _TOKEN_SET) or (
+        before[-1:] == "\n" and len(before) >= 2 and before[-2] in _TOKEN_SET)
 
 
 def _encoded_text(token: str) -> str | None:
@@ -374,7 +401,7 @@ def _encoded_text(token: str) -> str | None:
 
 _HANDLERS: Final[dict[str, Callable[[re.Match[str]], str]]] = {
     "private_key": lambda _m: secret_placeholder("private_key"),
-    "jwt": lambda m: m.group(0) if _inside_word(m) else secret_placeholder("jwt"),
+    "jwt": _jwt,
     "vendor_key": _key,
     "auth": _auth,
     "assignment": _assignment,

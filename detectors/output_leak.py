@@ -33,9 +33,6 @@ Evidence never holds a raw value: snippets are masked to a short prefix and suff
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -51,6 +48,7 @@ from inferwatch.collectors.redaction import (
     SECRET,
     SECRET_KINDS,
     find_sensitive,
+    jwt_valid,
     secret_placeholder,
     shannon_entropy,
     vendor_kind,
@@ -157,15 +155,6 @@ def _looks_like_words(token: str) -> bool:
     vowels = sum(c in "aeiou" for c in letters) / max(1, len(letters))
     wordy = sum(len(run) for run in _WORDY.findall(token)) / len(token)
     return wordy >= 0.35 and vowels >= 0.25
-
-
-def _jwt_valid(token: str) -> bool:
-    header = token.split(".", 1)[0]
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-    except (binascii.Error, ValueError):
-        return False
-    return isinstance(decoded, dict) and "alg" in decoded
 
 
 def _clip(text: str, max_chars: int) -> str:
@@ -291,7 +280,7 @@ class OutputLeakDetector:
             kind: str | None = span.kind if span.kind in ("email", "card", "phone") else None
             if span.kind == "vendor_key":
                 kind = vendor_kind(value)
-            elif span.kind == "jwt" and _jwt_valid(value):
+            elif span.kind == "jwt" and jwt_valid(value):
                 kind = "jwt"
             elif span.kind == "private_key":
                 kind, value = "private_key", value.split("-----")[1]

@@ -181,3 +181,25 @@ def test_what_an_encoded_prompt_holds_is_redacted_inside_its_encoding() -> None:
 )
 def test_encoded_credentials_and_random_bytes_are_still_masked(credential: str) -> None:
     assert redact(f"value {credential} end") == f"value {SECRET} end"
+
+
+def test_an_encoding_wrapped_over_lines_is_masked_whole() -> None:
+    # Line by line each piece decodes to readable text, but a card or phone number straddling a
+    # break would escape redaction inside its piece: a wrapped block is masked as before.
+    body = (b"Hello team, please charge the customer's card 4111 1111 1111 1111 and email "
+            b"john.smith@example.com about it; call him on +44 20 7946 0958 tomorrow.")
+    masked = redact(base64.encodebytes(body).decode())
+    assert set(masked.split()) == {SECRET}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("user=bob|key=AKIAIOSFODNN7EXAMPL2|phone=+44 20 7946 0958",
+      "user=bob|key=[SECRET:aws_access_key]|phone=[PHONE]"),
+     ("AKIAIOSFODNN7EXAMPL2:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "[SECRET:aws_access_key]:[SECRET]"),
+     ("password=[SECRET:hunter_two]", "password=[SECRET]"),  # not a placeholder of a known kind
+     ("A JWT looks like eyJhbGciOiJxxxxxxxx.eyJzdWIiOiJxxxxxxxx.signature", f"A JWT looks like {SECRET}")],
+)
+def test_a_typed_placeholder_is_never_read_as_an_assignment(text: str, expected: str) -> None:
+    assert redact(text) == expected
+    assert redact(expected) == expected
