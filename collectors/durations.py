@@ -45,13 +45,20 @@ def parse_duration(value: object, *, unitless: bool = True, fractions: bool = Tr
         if text == "0":
             return 0.0
         found = _COMPOUND.fullmatch(text)
-        if text and found is not None:
-            millis = sum(int(count) * size for count, (_, size) in zip(found.groups(), _UNITS, strict=True)
-                         if count)
-            return millis / 1000
-        single = _FRACTION.fullmatch(text) if fractions else None
-        if single is not None:
-            return float(single.group(1)) * _MILLIS[single.group(2)] / 1000
+        single = _FRACTION.fullmatch(text) if fractions and found is None else None
+        try:
+            if text and found is not None:
+                counts = zip(found.groups(), _UNITS, strict=True)
+                millis = sum(int(count) * size for count, (_, size) in counts if count)
+                seconds = millis / 1000
+            elif single is not None:
+                seconds = float(single.group(1)) * _MILLIS[single.group(2)] / 1000
+            else:
+                seconds = math.nan
+        except OverflowError:
+            seconds = math.inf
+        if math.isfinite(seconds):
+            return seconds
         if unitless:
             try:
                 seconds = float(text)

@@ -80,6 +80,8 @@ def _starts(value: str) -> datetime:
 
     try:
         return datetime.now(UTC) + timedelta(seconds=parse_duration(value, unitless=False))
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{value!r} reaches past the year 9999") from None
     except ValueError:
         pass
     try:

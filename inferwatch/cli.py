@@ -25,6 +25,8 @@ def parse_time(value: str) -> datetime:
     """An RFC 3339 time (``2026-01-01T10:00:00Z``) or an age like ``30m``, ``2h``, ``7d``, ``1h30m``."""
     try:
         return datetime.now(UTC) - timedelta(seconds=parse_duration(value, unitless=False))
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{value!r} reaches back before the year 1") from None
     except ValueError:
         pass
     try:

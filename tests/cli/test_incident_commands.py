@@ -258,7 +258,9 @@ def test_show_says_the_score_is_the_highest_and_the_evidence_the_latest(capsys, 
     ("argv", "message"),
     [(["replay", "x.jsonl", "--window", "3d"], "'3d': a window lasts at most 1d (86400 s)"),
      (["incidents", "timeline", "abcd", "--before", "1h30"], "invalid duration '1h30'"),
-     (["silence", "add", "a=b", "--duration", "30 m"], "invalid duration '30 m'")],
+     (["silence", "add", "a=b", "--duration", "30 m"], "invalid duration '30 m'"),
+     (["incidents", "list", "--since", "10000y"], "'10000y' reaches back before the year 1"),
+     (["silence", "add", "a=b", "--starts", "9000y"], "'9000y' reaches past the year 9999")],
 )
 def test_lengths_of_time_are_refused_naming_the_flag(capsys, argv, message):
     with pytest.raises(SystemExit):
