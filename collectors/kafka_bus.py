@@ -8,7 +8,7 @@ group. Producers are idempotent (``acks=all``) and ride out broker outages short
 
 >>> bus = KafkaBus(BusSettings(kind="kafka", bootstrap_servers=["127.0.0.1:19092"]))
 >>> bus.ensure_topics()  # doctest: +SKIP
-{'inferwatch.events': 4, 'inferwatch.events.dlq': 4}
+{'inferwatch.events': 4, 'inferwatch.events.dlq': 4, 'inferwatch.events.drift': 4}
 >>> bus.producer().send(b'{"id": "e1"}', key="principal-1")  # doctest: +SKIP
 """
 
@@ -292,7 +292,8 @@ class KafkaEventProducer:
         then be made by the detector service or by hand, as before.
         """
         now = time.monotonic()
-        if self._topics_tried_at is not None and now - self._topics_tried_at < _TOPIC_RETRY_S:
+        if not self._settings.create_topics or (
+                self._topics_tried_at is not None and now - self._topics_tried_at < _TOPIC_RETRY_S):
             return False
         self._topics_tried_at = now
         try:
@@ -302,8 +303,11 @@ class KafkaEventProducer:
             log.warning("event=kafka_topic_create_failed topic=%s error=%s", self._topic, exc)
             return False
         self._topics_refused = None
-        log.info("event=kafka_topics_ensured topic=%s partitions=%d (a send found no metadata for it)",
-                 self._topic, self._settings.partitions)
+        # Loud on purpose: a misspelt topic is created too, and then nobody reads it.
+        log.warning("event=kafka_topics_created topic=%s partitions=%d replication_factor=%d: a send found "
+                    "no topic, so this producer created the topics; the detector service must read the "
+                    "same topic (INFERWATCH_BUS__TOPIC), and bus.create_topics=false turns this off",
+                    self._topic, self._settings.partitions, self._settings.replication_factor)
         return True
 
     def _release(self, size: int) -> None:

@@ -156,6 +156,10 @@ class BusSettings(_Section):
     replication_factor: Annotated[int, Field(ge=1, le=32)] = 1
     compression: Literal["none", "gzip", "lz4", "snappy", "zstd"] = "gzip"
     linger_ms: Annotated[int, Field(ge=0, le=10_000)] = 20
+    create_topics: bool = True
+    """Whether a producer whose send finds no topic creates the topics (as the detector service
+    does at start, with ``partitions`` and ``replication_factor``); off: only the service or your
+    own tooling makes them."""
 
     @property
     def summaries_topic(self) -> str:

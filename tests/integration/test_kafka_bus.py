@@ -320,6 +320,21 @@ def test_a_sender_that_finds_no_topic_creates_the_topics_with_the_configured_par
         bus.delete_topics()
 
 
+def test_a_sender_told_not_to_create_topics_leaves_them_to_the_service(local_services: LocalServices) -> None:
+    settings = BusSettings(kind="kafka", bootstrap_servers=[local_services.kafka_bootstrap],
+                           topic=unique_name("missing"), create_topics=False)
+    bus = KafkaBus(settings, tuning=KafkaTuning(max_block_ms=1000))
+    producer = bus.producer()
+    with pytest.raises(BusUnavailable, match=f"no metadata for topic {settings.topic}"):
+        producer.send(b"x", key="p")
+    producer.close()
+    admin = KafkaAdminClient(bootstrap_servers=[local_services.kafka_bootstrap])
+    try:
+        assert settings.topic not in admin.list_topics()
+    finally:
+        admin.close()
+
+
 def test_a_sender_not_allowed_to_create_the_topic_names_the_refusal(
     local_services: LocalServices, monkeypatch: pytest.MonkeyPatch
 ) -> None:
