@@ -239,10 +239,14 @@ class _Pool:
 
     async def acquire(self) -> tuple[_UpstreamConnection, bool]:
         """An idle connection (``True``: reused) or a new one; raises on connect failure."""
+        cutoff = time.monotonic() - self.proxy.config.pool_idle_s
         while self.idle:
             conn = self.idle.pop()
             self.proxy.metrics.upstream_idle = len(self.idle)
             if conn.closed:
+                continue
+            if conn.idle_since <= cutoff:  # past its idle time (the sweep may not have run yet): the
+                conn.close()                 # upstream's keep-alive may be closing it right now
                 continue
             if _readable(conn.transport):  # an end of stream (or stray bytes) not handled yet: not reusable
                 conn.close()

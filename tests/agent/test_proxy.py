@@ -1013,3 +1013,25 @@ def test_an_idle_connection_closed_before_it_is_picked_is_not_reused() -> None:
         assert asyncio.run(main()) == (False, False)
     finally:
         listener.close()
+
+
+def test_a_pooled_connection_past_its_idle_time_is_not_reused() -> None:
+    # The sweep runs every pool_idle_s, so a connection could sit idle up to twice as long and
+    # meet the upstream's own keep-alive close mid-request; acquire() retires it instead.
+    from types import SimpleNamespace
+
+    from inferwatch.agent.proxy import _Pool, _UpstreamConnection
+
+    proxy = SimpleNamespace(upstream=SimpleNamespace(tls=False), metrics=SimpleNamespace(upstream_idle=0),
+                            config=SimpleNamespace(pool_idle_s=4.0, max_idle_connections=8))
+    pool = _Pool(proxy)  # type: ignore[arg-type]
+    stale, fresh = _UpstreamConnection(pool), _UpstreamConnection(pool)
+    stale.idle_since, fresh.idle_since = time.monotonic() - 5.0, time.monotonic() - 1.0
+    pool.idle.extend([fresh, stale])  # the most recently released last: the stale one is tried first
+
+    async def first() -> tuple[Any, bool]:
+        return await pool.acquire()
+
+    conn, reused = asyncio.run(first())
+    assert (conn, reused) == (fresh, True)
+    assert stale.closed
