@@ -46,6 +46,7 @@ from inferwatch.agent.extract import HttpExchange, decompressed
 from inferwatch.agent.principal import credential_from_headers
 from inferwatch.agent.proxy_protocols import Route, extract_call, route_for
 from inferwatch.agent.shipper import ShipperStats
+from inferwatch.collectors.logs import configure_logging
 
 if TYPE_CHECKING:
     from inferwatch.collectors.settings import Settings
@@ -367,8 +368,7 @@ def worker_main(stdin: Any = None, stdout: Any = None) -> int:
         return 0
     setup = json.loads(setup_frame)
     settings = Settings.model_validate(setup["settings"])
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    configure_logging(settings.log_level)  # the proxy's own format, Kafka's client quietened alike
     agent = configure(settings)
     from_address = bool(setup.get("principal_from_address", True))
     routes: dict[str, Route] = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import logging
 import math
 import signal
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 from inferwatch import __version__
 from inferwatch.collectors.bus import BusUnavailable
 from inferwatch.collectors.durations import parse_duration
+from inferwatch.collectors.logs import configure_logging
 from inferwatch.collectors.settings import MAX_WINDOW_S, Settings, SettingsError, load_settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -329,18 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `inferwatch ... | head` ends quietly
     try:
         settings = settings_from_args(args)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-            stream=sys.stderr,
-        )
-        # Client libraries log every request or connection at INFO, which drowns what matters;
-        # Kafka's and Elasticsearch's clients also warn on every retry of an outage (hundreds of
-        # lines, tracebacks included), which inferwatch's own messages already name once.
-        for chatty, least in (("httpx", logging.WARNING), ("httpcore", logging.WARNING),
-                              ("kafka", logging.ERROR), ("elastic_transport", logging.ERROR)):
-            if logging.root.level > logging.DEBUG:
-                logging.getLogger(chatty).setLevel(max(least, logging.root.level))
+        configure_logging(settings.log_level)
         handler: Handler = args.handler
         return handler(args, settings)
     except NoSuchIncident as exc:
