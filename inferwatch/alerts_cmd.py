@@ -138,7 +138,9 @@ def silence_add(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         render.json_line(silence.model_dump(mode="json"))
     else:
-        print(f"silence {silence.id} mutes {_matchers_text(silence)} until {_when(silence.ends_at)} UTC")
+        starting = f" from {_when(silence.starts_at)}" if silence.starts_at > now else ""
+        print(f"silence {silence.id} mutes {_matchers_text(silence)}{starting} "
+              f"until {_when(silence.ends_at)} UTC")
     return 0
 
 

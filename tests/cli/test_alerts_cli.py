@@ -218,6 +218,8 @@ def test_a_silence_starting_in_a_while_starts_from_now_forward(tmp_path: Path,
     starts, ends = (datetime.fromisoformat(made[k]) for k in ("starts_at", "ends_at"))
     assert before + timedelta(hours=2) <= starts <= datetime.now(UTC) + timedelta(hours=2)  # not 2 h ago
     assert ends - starts == timedelta(minutes=90)
+    out = run(capsys, "silence", "add", "service=chat", "--starts", "1h", "--store", store)[1]
+    assert f"mutes {{service=\"chat\"}} from {(before + timedelta(hours=1)):%Y-%m-%d %H}" in out  # pending
     run(capsys, "silence", "add", "service=chat", "--comment", "watching", "--store", store)
     header, *rows = run(capsys, "silence", "list", "--store", store)[1].splitlines()
     column = header.index("COMMENT")
