@@ -214,7 +214,7 @@ def test_seconds_settings_take_durations_from_the_file_and_the_environment(tmp_p
 @pytest.mark.parametrize(
     ("value", "message"),
     [("30x", r"invalid duration '30x': use a number of seconds or units"),
-     ("2d", "less than or equal to 86400"),  # a duration, but above the setting's limit
+     ("2d", r"a window lasts at most 1d \(86400 s\)"),  # a duration, but above the setting's limit
      ("-5s", "invalid duration"), ("1h 30m", "invalid duration")],
 )
 def test_a_bad_duration_setting_names_the_variable_and_the_forms(monkeypatch, value, message):
