@@ -28,6 +28,7 @@ ID_LENGTH = 16  # hex digits of the fingerprint that make an incident's id
 MIN_ID_PREFIX = 4  # the shortest id prefix the stores look an incident up by
 _MAX_DIGESTS = 256
 _RESOLVE_PAGE = 500
+_HELD_LOOKBACK = 5  # latest incidents of a detector, subject and model searched for a finding seen again
 _MAX_ATTEMPTS = 5  # writes refused because the incident changed meanwhile, before giving up
 log = logging.getLogger(__name__)
 
@@ -275,6 +276,8 @@ class IncidentManager:
         active = self._active_for(finding, pending)
         if active is not None and _seconds(finding.time - active.last_seen) <= self.bucket_s:
             return _merge(active, finding)
+        if self._held_already(finding):
+            return None  # a finding a resolved incident holds, seen again (a file replayed after a resolve)
         bucket = math.floor(finding.time.timestamp() / self.bucket_s)
         fp = fingerprint(finding.detector, finding.subject, finding.model, bucket)
         existing = pending.get(fp[:ID_LENGTH]) or self.store.get(fp[:ID_LENGTH])
@@ -286,6 +289,20 @@ class IncidentManager:
             existing.history.append(HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="reopened",
                                                  note=_what(finding)))
         return _merge(existing, finding)
+
+    def _held_already(self, finding: Finding) -> bool:
+        """Whether one of the latest incidents of the finding's detector, subject and model, in
+        any state, already holds it: the incident its fingerprint names is only the one of the
+        hour it starts, and an incident of several hours holds findings of later hours too."""
+        digest = finding_digest(finding)
+        query = IncidentQuery(detector=finding.detector, subject=finding.subject, model=finding.model,
+                              limit=_HELD_LOOKBACK)
+        for incident in self.store.list_incidents(query):
+            floor = incident.digest_floor
+            if incident.model == finding.model and (
+                    digest in incident.finding_digests or (floor is not None and finding.time <= floor)):
+                return True
+        return False
 
     def _active_for(self, finding: Finding, pending: dict[str, Incident]) -> Incident | None:
         for model in models_to_match(finding):

@@ -280,3 +280,18 @@ def test_a_caller_on_another_model_alone_is_another_incident(manager):
     # and per-request findings (no models in their evidence) match their own model only
     other = manager.apply([finding(2, detector="scraping", model=None, events=("e2",))])[0]
     assert other.id not in (chat.id, embed.id)
+
+
+def test_findings_seen_again_after_a_resolve_open_nothing_new(manager):
+    # A file replayed into its store after its incident was resolved: the incident (started at
+    # 12:00) holds a finding of the next hour, whose fingerprint names another incident.
+    findings = [finding(0, events=("e1",)), finding(50, events=("e2",)), finding(95, events=("e3",))]
+    [incident] = manager.apply(findings)
+    assert incident.count == 3
+    manager.resolve(incident.id, "alice", "done")
+    assert manager.apply(findings) == []
+    [stored] = manager.store.list_incidents(IncidentQuery())
+    assert (stored.id, stored.status, stored.count) == (incident.id, "resolved", 3)
+    # A new finding of the same problem still reopens it (within its bucket) as before.
+    [again] = manager.apply([finding(30, events=("e4",))])
+    assert (again.id, again.status, again.count) == (incident.id, "open", 4)
