@@ -18,7 +18,7 @@ from inferwatch.collectors.event import InferenceEvent, event_to_dict
 from inferwatch.collectors.settings import Settings
 from inferwatch.detectors.drift.reference import ReferenceRecord, column_names
 from inferwatch.detectors.incidents import Incident, IncidentManager, no_such_incident
-from inferwatch.detectors.replay import replay_file
+from inferwatch.detectors.replay import late_in_file, replay_file
 from inferwatch.detectors.sqlite_store import SQLiteStore
 from inferwatch.detectors.store import EventQuery, IncidentQuery, Store, StoreUnavailable
 from inferwatch.runtime import build_detection, build_service, open_bus, open_store, start_notifier
@@ -75,6 +75,11 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     if not args.file.is_file():
         print(f"inferwatch replay: no such file {path}", file=sys.stderr)
         return 2
+    if args.store:  # a file replay would refuse must not leave its incidents and references behind
+        timed, late = late_in_file(args.file, settings.detect.window_s)
+        if timed and late / timed >= LATE_SHARE_REFUSED:
+            _out_of_order(late, timed, written=False)
+            return 2
     store = _ReferenceReads(args.store if args.store else ":memory:")
     baselines = [] if args.store else _baselines_set(settings)
     for record in baselines:
@@ -118,15 +123,20 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
               f"(docs/events.md); to score bare texts use `inferwatch scan`.{csv}", file=sys.stderr)
         return 2
     if result.late:
-        share = result.late / result.events
-        late = render.count(result.late, "event")
-        print(f"inferwatch replay: {late} ({share:.0%}) came after a later window had opened: the file "
-              "is not in time order, so the per-window detectors (rates, per-caller, drift) judged them in "
-              "the wrong window and may have missed incidents. Sort it by time; `inferwatch events search "
-              "--json --oldest-first --limit N` writes the newest N events in order", file=sys.stderr)
-        if share >= LATE_SHARE_REFUSED:
+        _out_of_order(result.late, result.events, written=True)
+        if result.late / result.events >= LATE_SHARE_REFUSED:
             return 2
     return 0
+
+
+def _out_of_order(late: int, events: int, *, written: bool) -> None:
+    share = late / events
+    judged = ("judged them in the wrong window and may have missed incidents" if written else
+              "would judge them in the wrong window: nothing was replayed or written to --store")
+    print(f"inferwatch replay: {render.count(late, 'event')} ({share:.0%}) came after a later window had "
+          f"opened: the file is not in time order, so the per-window detectors (rates, per-caller, drift) "
+          f"{judged}. Sort it by time (e.g. `jq -s -c 'sort_by(.time)[]'`); `inferwatch events search "
+          "--json --oldest-first --limit N` writes the newest N stored events in order", file=sys.stderr)
 
 
 class _ReferenceReads(SQLiteStore):

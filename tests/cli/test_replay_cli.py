@@ -6,6 +6,8 @@ import sys
 import pytest
 
 from inferwatch.cli import main
+from inferwatch.detectors.sqlite_store import SQLiteStore
+from inferwatch.detectors.store import IncidentQuery
 
 
 def _incidents(capsys, *args) -> list[dict]:
@@ -136,6 +138,24 @@ def test_a_file_written_newest_first_is_refused_not_silently_half_judged(capsys,
     assert "the file is not in time order" in err
     assert "inferwatch events search --json --oldest-first --limit N" in err
     assert len(in_order) >= 3
+
+
+def test_a_file_out_of_order_into_a_store_is_refused_before_anything_is_written(capsys, events_file,
+                                                                                tmp_path):
+    # Exit 2 used to come after the replay had filed its misjudged incidents (and saved a warm-up
+    # drift reference built from the scrambled order) in --store, where a later replay kept them.
+    store = tmp_path / "kept.db"
+    reversed_file = tmp_path / "newest-first.jsonl"
+    reversed_file.write_bytes(b"".join(reversed(events_file.read_bytes().splitlines(keepends=True))))
+    assert main(["replay", str(reversed_file), "--store", str(store)]) == 2
+    captured = capsys.readouterr()
+    assert "nothing was replayed or written to --store" in captured.err
+    assert captured.out == ""
+    assert not store.exists() or SQLiteStore(store).list_incidents(IncidentQuery()) == []
+    from inferwatch.detectors.replay import late_in_file
+
+    timed, late = late_in_file(events_file, 60.0)
+    assert (timed, late) == (len(events_file.read_bytes().splitlines()), 0)
 
 
 def test_a_few_stragglers_are_warned_about_and_the_replay_succeeds(capsys, events_file, tmp_path):
