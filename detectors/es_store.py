@@ -81,7 +81,14 @@ from inferwatch.detectors.es_mappings import (
     stream_id,
     timestamp,
 )
-from inferwatch.detectors.incidents import ACTIVE, ID_LENGTH, MIN_ID_PREFIX, Incident
+from inferwatch.detectors.incidents import (
+    ACTIVE,
+    AMBIGUOUS_SHOWN,
+    ID_LENGTH,
+    MIN_ID_PREFIX,
+    Incident,
+    ambiguous_prefix,
+)
 from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -326,8 +333,9 @@ class ElasticsearchStore:
         # A full-length id that is not there is simply absent: only a shorter one is a prefix.
         if not hits and MIN_ID_PREFIX <= len(incident_id) < ID_LENGTH:
             prefix = {"prefix": {"event.id": {"value": incident_id, "case_insensitive": True}}}
-            hits = self._incident_hits(prefix, 2)
-            hits = hits if len(hits) == 1 else []
+            hits = self._incident_hits(prefix, AMBIGUOUS_SHOWN + 1)
+            if len(hits) > 1:
+                raise ambiguous_prefix(incident_id, [h["_id"] for h in hits])
         return self._incident(hits[0]) if hits else None
 
     def find_active(self, detector: str, subject: str, model: str | None) -> Incident | None:

@@ -41,6 +41,18 @@ class NoSuchIncident(IncidentError):
     """No incident has this id, nor is it the prefix of exactly one (the CLI exits 1: not found)."""
 
 
+AMBIGUOUS_SHOWN = 5
+"""Incidents an ambiguous id prefix names in its error."""
+
+
+def ambiguous_prefix(prefix: str, ids: Sequence[str]) -> NoSuchIncident:
+    """The error for an id prefix shared by several incidents, naming them (a store's ``get``
+    raises it: "not found" would send the reader looking for an incident that is there)."""
+    shown = ", ".join(sorted(ids)[:AMBIGUOUS_SHOWN]) + (", ..." if len(ids) > AMBIGUOUS_SHOWN else "")
+    return NoSuchIncident(f"id prefix {prefix!r} is shared by several incidents ({shown}): give more "
+                          "of the id")
+
+
 class HistoryEntry(BaseModel):
     """One change in an incident's life: who did what, when, and why."""
 

@@ -20,7 +20,14 @@ from inferwatch.collectors.sqlite_bus import connect
 from inferwatch.detectors.alerts.model import Notification, NotificationQuery, Silence
 from inferwatch.detectors.base import SEVERITY_ORDER
 from inferwatch.detectors.drift.reference import ReferenceRecord
-from inferwatch.detectors.incidents import ACTIVE, ID_LENGTH, MIN_ID_PREFIX, Incident
+from inferwatch.detectors.incidents import (
+    ACTIVE,
+    AMBIGUOUS_SHOWN,
+    ID_LENGTH,
+    MIN_ID_PREFIX,
+    Incident,
+    ambiguous_prefix,
+)
 from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
 
 _IN_CHUNK = 500
@@ -188,10 +195,12 @@ class SQLiteStore:
         row = self._conn.execute("SELECT doc, rev FROM incidents WHERE id = ?", (incident_id,)).fetchone()
         if row is None and MIN_ID_PREFIX <= len(incident_id) < ID_LENGTH:
             rows = self._conn.execute(  # substr, not LIKE: "_" and "%" are not wildcards here
-                "SELECT doc, rev FROM incidents WHERE substr(lower(id), 1, ?) = lower(?) LIMIT 2",
-                (len(incident_id), incident_id),
+                "SELECT doc, rev, id FROM incidents WHERE substr(lower(id), 1, ?) = lower(?) LIMIT ?",
+                (len(incident_id), incident_id, AMBIGUOUS_SHOWN + 1),
             ).fetchall()
-            row = rows[0] if len(rows) == 1 else None
+            if len(rows) > 1:
+                raise ambiguous_prefix(incident_id, [r[2] for r in rows])
+            row = (rows[0][0], rows[0][1]) if rows else None
         return _incident(row, self._tag) if row else None
 
     def find_active(self, detector: str, subject: str, model: str | None) -> Incident | None:

@@ -273,3 +273,20 @@ def test_lengths_of_time_take_plain_seconds_everywhere():
     assert parser.parse_args(["incidents", "timeline", "abcd", "--before", "90"]).before.total_seconds() == 90
     assert parser.parse_args(["silence", "add", "a=b", "--duration", "90"]).duration.total_seconds() == 90
     assert parser.parse_args(["replay", "x.jsonl", "--window", "1.5h"]).window == 5400
+
+
+def test_an_id_prefix_two_incidents_share_is_named_ambiguous(capsys, store):
+    from inferwatch.detectors.sqlite_store import SQLiteStore
+    from inferwatch.detectors.store import IncidentQuery
+
+    db = SQLiteStore(store)
+    first = db.list_incidents(IncidentQuery(limit=1))[0]
+    twins = [first.model_copy(update={"id": f"beef{n}{'0' * 11}", "fingerprint": f"twin{n}"})
+             .at_revision(None) for n in (1, 2)]
+    db.upsert(twins)
+    for argv in (["incidents", "show", "beef"], ["incidents", "timeline", "beef"],
+                 ["events", "search", "--incident", "beef"]):
+        assert main([*argv, "--store", store]) == 1
+        err = capsys.readouterr().err
+        assert "id prefix 'beef' is shared by several incidents (beef100000000000, beef200000000000)" in err
+    assert main(["incidents", "show", "beef1", "--store", store]) == 0

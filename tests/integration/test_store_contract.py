@@ -29,7 +29,7 @@ from inferwatch.detectors.base import Finding
 from inferwatch.detectors.drift.reference import ReferenceRecord
 from inferwatch.detectors.drift.sketch import WindowSummary
 from inferwatch.detectors.es_store import ElasticsearchStore
-from inferwatch.detectors.incidents import Incident, IncidentManager
+from inferwatch.detectors.incidents import Incident, IncidentManager, NoSuchIncident
 from inferwatch.detectors.sqlite_store import SQLiteStore
 from inferwatch.detectors.store import EventQuery, IncidentQuery
 from inferwatch.testing import make_event
@@ -203,7 +203,9 @@ def test_get_by_id_and_prefix(store: Any) -> None:
     assert store.get(a.id[:4]) == a
     assert store.get(a.id[:6].upper()) == a                   # prefixes ignore case
     assert store.get(a.id[:3]) is None                       # too short to be a prefix
-    assert store.get("abcd") is None                          # two incidents start so: ambiguous
+    with pytest.raises(NoSuchIncident, match=r"id prefix 'abcd' is shared by several incidents "
+                                             r"\(abcd10{11}, abcd20{11}\): give more of the id"):
+        store.get("abcd")                                     # two incidents start so: ambiguous
     assert store.get("abcd1") == twins[0]
     assert store.get("abcd10000000000000") is None
     assert store.get("") is None
