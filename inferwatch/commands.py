@@ -15,7 +15,7 @@ from types import FrameType
 
 from inferwatch import render
 from inferwatch.collectors.event import InferenceEvent, event_to_dict
-from inferwatch.collectors.settings import Settings
+from inferwatch.collectors.settings import Settings, load_settings
 from inferwatch.detectors.drift.reference import ReferenceRecord, column_names
 from inferwatch.detectors.incidents import Incident, IncidentManager, no_such_incident
 from inferwatch.detectors.replay import late_in_file, replay_file
@@ -105,6 +105,10 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
               "hold no finding of this file and are not listed (`inferwatch incidents list --store` shows "
               "them)",
               file=sys.stderr)
+    if args.store:
+        # --store replaced the configured store in ``settings``: the baselines are in that one
+        _note_baselines_not_used(load_settings(getattr(args, "config", None)), args.store,
+                                 store.references_asked)
     used = [r.model for r in baselines if r.model in store.references_read]
     if used:
         models = ", ".join(sorted(used))
@@ -140,17 +144,36 @@ def _out_of_order(late: int, events: int, *, written: bool) -> None:
 
 
 class _ReferenceReads(SQLiteStore):
-    """The replay's store, noting the models whose drift reference a detector read (and found)."""
+    """The replay's store, noting the models whose drift reference a detector asked for, and
+    those it read (found)."""
 
     def __init__(self, path: Path | str) -> None:
         super().__init__(path)
+        self.references_asked: set[str] = set()
         self.references_read: set[str] = set()
 
     def load_reference(self, model: str) -> ReferenceRecord | None:
+        self.references_asked.add(model)
         record = super().load_reference(model)
         if record is not None:
             self.references_read.add(model)
         return record
+
+
+def _note_baselines_not_used(settings: Settings, replay_store: Path, judged: set[str]) -> None:
+    """With ``--store``, drift keeps its references in that store: a baseline set (without
+    ``--store``) in the configured one is not used, which the quick start's order makes easy to
+    miss."""
+    configured = Path(settings.store.path).resolve()
+    if settings.store.kind == "sqlite" and configured == Path(replay_store).resolve():
+        return
+    missed = sorted(r.model for r in _baselines_set(settings) if r.model in judged)
+    if missed:
+        models = ", ".join(missed)
+        print(f"inferwatch replay: drift judged model(s) {models} against the reference kept in "
+              f"{replay_store}, not the baseline set in {_store_name(settings)}; to compare with that "
+              f"baseline here, `inferwatch baseline set --store {replay_store} --model M FILE`",
+              file=sys.stderr)
 
 
 def _looks_like_csv(path: os.PathLike[str]) -> bool:

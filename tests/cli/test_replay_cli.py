@@ -255,3 +255,9 @@ def test_replay_without_a_store_compares_with_the_baseline_set(capsys, events_fi
     capsys.readouterr()
     assert main(["replay", str(events_file), "--detectors", "drift", "--json"]) == 0
     assert "compared model(s) tabular with the baseline set in" in capsys.readouterr().err
+    # With --store, drift keeps (and reads) its references there: the baseline above is not used.
+    kept = tmp_path / "kept.db"
+    assert main(["replay", str(events_file), "--detectors", "drift", "--store", str(kept), "--json"]) == 0
+    err = capsys.readouterr().err
+    assert f"drift judged model(s) tabular against the reference kept in {kept}, not the baseline set" in err
+    assert f"`inferwatch baseline set --store {kept} --model M FILE`" in err
