@@ -72,7 +72,8 @@ def add_incident_parsers(isub: Any, common: Callable[[argparse.ArgumentParser], 
     common(q)
     q.add_argument("id", help="incident id (or a unique prefix of at least 4 characters)")
     q.add_argument("--format", choices=["md", "json"], default=None,
-                   help="md (default) or json; --json means --format json")
+                   help="md or json (default: json for an --output ending in .json, else md); --json means "
+                        "--format json")
     q.add_argument("--output", "-o", type=Path, metavar="FILE", help="write the report here (default stdout)")
     _window_flags(q)
     q.add_argument("--related-window", type=parse_age, default=DEFAULT_RELATED_WINDOW, metavar="AGE",
@@ -121,7 +122,8 @@ def incidents_report(args: argparse.Namespace, settings: Settings) -> int:
     # The report's commands name the store (and settings) it was made from, to be pasted as they are.
     options = " ".join(f"--{name} {shlex.quote(str(value))}" for name in ("config", "store")
                        if (value := getattr(args, name, None)))
-    fmt = args.format or ("json" if args.json else "md")
+    by_name = "json" if args.output is not None and args.output.suffix.lower() == ".json" else "md"
+    fmt = args.format or ("json" if args.json else by_name)
     text = json.dumps(bundle, indent=2) + "\n" if fmt == "json" else render_report_markdown(bundle, options)
     if args.output is None:
         sys.stdout.write(text)

@@ -308,6 +308,13 @@ def test_report_json_round_trips_and_names_everything(capsys, tmp_path, scenario
     assert bundle["evidence"] == incident.evidence
     # The same caller's scraping in the same minute, and the drift on the model it flooded.
     assert [r["detector"] for r in bundle["related"]] == ["drift", "scraping"]
+    # An --output named .json is written as JSON without --format; any other name as Markdown.
+    named = tmp_path / "by-name.json"
+    assert run_cli("report", incident.id, "--store", path, "--output", str(named)) == 0
+    assert json.loads(named.read_text())["schema"] == "inferwatch.report/1"
+    markdown = tmp_path / "by-name.md"
+    assert run_cli("report", incident.id, "--store", path, "--output", str(markdown)) == 0
+    assert markdown.read_text().startswith("#")
     assert [n["id"] for n in bundle["notifications"]] == ["n2", "n3"]  # not n1: it carried another
     assert bundle["timeline"]["trace_ids"] == incident.trace_ids
     assert bundle["runbook"] == "docs/runbooks/request_rate.md"
