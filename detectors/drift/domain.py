@@ -105,6 +105,8 @@ thresholds per feature, and 64 quantile bins place them as well (see the module 
 TREE_MIN_LEAF = (5, 40)
 """Fewest training rows per leaf: 1/40 of the training rows, within these bounds."""
 EVIDENCE_FEATURES = 5
+TELLING_DROP = 0.005
+"""The smallest AUC drop a feature needs to be named as telling (it shows as 0.01)."""
 """Features with a positive AUC drop spelled out in :meth:`DomainResult.evidence`."""
 ROWS_MODEL = "gradient-boosted trees"
 TEXT_MODEL = "logistic regression on hashed character n-grams"
@@ -144,7 +146,7 @@ class DomainResult:
         """What was measured, in words an on-call engineer reads, plus the numbers (JSON-safe).
 
         >>> result = DomainResult(0.81, 1e-12, 5000, 3000, 2000, 3, ROWS_MODEL,
-        ...                       (("input.age", 0.21), ("input.income", 0.0)))
+        ...                       (("input.age", 0.21), ("input.income", 0.004), ("input.zip", 0.0)))
         >>> print(result.evidence(auc_floor=0.6)["summary"])  # doctest: +NORMALIZE_WHITESPACE
         a classifier (gradient-boosted trees) told current rows from reference rows with AUC 0.81
         (0.5 = indistinguishable; floor 0.6), p = 1e-12; most telling: input.age (AUC drop 0.21 when
@@ -155,7 +157,11 @@ class DomainResult:
                    f"{self.auc:.2f} (0.5 = indistinguishable"
                    + (f"; floor {auc_floor:g}" if auc_floor is not None else "")
                    + f"), p = {self.p_value:.2g}")
-        telling = [(name, drop) for name, drop in self.top_features if drop > 0][:EVIDENCE_FEATURES]
+        # A feature whose shuffling barely moved the AUC ("drop 0.00") tells nothing: named only
+        # from a tenth of the largest drop, and at least half a point.
+        largest = max((drop for _, drop in self.top_features), default=0.0)
+        telling = [(name, drop) for name, drop in self.top_features
+                   if drop >= max(TELLING_DROP, 0.1 * largest)][:EVIDENCE_FEATURES]
         if telling:
             summary += "; most telling: " + ", ".join(
                 f"{name} (AUC drop {drop:.2f} when shuffled)" for name, drop in telling)
