@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import re
 import signal
 import sys
 from collections import Counter
@@ -64,6 +65,7 @@ def detect(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+_CUT_PSEUDONYM = re.compile(r"p_[0-9a-f]{1,23}")  # a pseudonym is "p_" and 24 hex digits
 LATE_SHARE_REFUSED = 0.5
 """Replay exits 2 when this share of the events or more came out of time order (a file written
 newest first): its incidents are not worth a success. Fewer stragglers get the warning alone."""
@@ -299,6 +301,11 @@ def events_search(args: argparse.Namespace, settings: Settings) -> int:
         since=args.since, until=args.until, text=args.text, ids=ids, limit=args.limit,
     )
     found = store.search_events(query)
+    principal = args.principal or ""
+    if not found and _CUT_PSEUDONYM.fullmatch(principal):
+        print(f"inferwatch events search: a pseudonym is p_ and 24 hex digits; {principal!r} has "
+              f"{len(principal) - 2} (cut short? copy the whole one from `inferwatch incidents show`)",
+              file=sys.stderr)
     if not found and args.since is not None:
         older = store.search_events(replace(query, since=None, until=None, limit=1))
         if older and older[0].time < args.since:

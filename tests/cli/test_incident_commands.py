@@ -66,6 +66,13 @@ def test_errors_are_clear(capsys, store):
     assert "an id prefix needs at least 4 characters" in capsys.readouterr().err
 
 
+def test_a_pseudonym_cut_short_is_named_when_nothing_matches(capsys, store):
+    assert main(["events", "search", "--store", store, "--principal", "p_0000000004"]) == 0
+    assert "a pseudonym is p_ and 24 hex digits; 'p_0000000004' has 10 (cut short?" in capsys.readouterr().err
+    main(["events", "search", "--store", store, "--principal", "p_flooder"])  # not hex: no such note
+    assert "cut short" not in capsys.readouterr().err
+
+
 def test_events_search_by_text_and_time(capsys, store):
     main(["events", "search", "--store", store, "--text", "previous instructions", "--json"])
     found = _json_lines(capsys)
