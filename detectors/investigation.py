@@ -164,7 +164,7 @@ def timeline(
         raise ValueError(f"limit must be at least 1, got {limit}")
     if before < timedelta(0) or after < timedelta(0):
         raise ValueError("before and after must not be negative")
-    since, until = incident.first_seen - before, incident.last_seen + after
+    since, until = _observed_from(incident) - before, incident.last_seen + after
     base, keep, scope = _selection(incident)
     query = replace(base, since=since, until=until + _TICK, limit=limit + 1)
     newest_first = _read(store, query, keep) if keep is not None else store.search_events(query)
@@ -194,6 +194,19 @@ def timeline(
         missing_event_ids=[i for i in incident.event_ids if i not in seen],
         features_first=named_features(incident.evidence),
     )
+
+
+def _observed_from(incident: Incident) -> datetime:
+    """When what the incident judged began: ``first_seen`` is a window finding's window *end*
+    (a drift or rate incident), so its first window's events lie before it; the span of the
+    latest finding's ``window_start``..``window_end`` is taken back from it."""
+    evidence = incident.evidence
+    try:
+        span = (datetime.fromisoformat(str(evidence["window_end"]).replace("Z", "+00:00"))
+                - datetime.fromisoformat(str(evidence["window_start"]).replace("Z", "+00:00")))
+    except (KeyError, ValueError, TypeError):
+        return incident.first_seen
+    return incident.first_seen - span if span > timedelta(0) else incident.first_seen
 
 
 def named_features(evidence: Mapping[str, Any]) -> list[str]:

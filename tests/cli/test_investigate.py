@@ -400,3 +400,13 @@ def test_bad_durations_are_refused(capsys, scenario):
     with pytest.raises(SystemExit):
         run_cli("timeline", "abcd", "--store", path, "--before", "soon")
     assert "invalid duration 'soon'" in capsys.readouterr().err
+
+
+def test_a_window_incidents_timeline_starts_with_its_first_window(scenario, store):
+    # first_seen of a drift incident is its first window's end: the events it judged lie before.
+    incident = find(store, "drift")
+    start = datetime.fromisoformat(incident.evidence["window_start"].replace("Z", "+00:00"))
+    end = datetime.fromisoformat(incident.evidence["window_end"].replace("Z", "+00:00"))
+    shown = investigation.timeline(store, incident, before=timedelta(0), after=timedelta(0), limit=100_000)
+    assert shown.since == incident.first_seen - (end - start)
+    assert shown.entries[0].event.time < incident.first_seen
