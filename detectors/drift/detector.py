@@ -520,12 +520,18 @@ class DriftJudge:
         senders = "".join(found.sentence(split_aspect(feature)[0]) for feature, found in outside.items())
         event_ids, trace_ids = _sample_ids(current, leading)
         end = current.end or 0.0
+        what = _what_shifted(features)
+        apart = _disjoint_inputs(reference.summary.keys(), current.keys())
+        if apart is not None:  # a baseline of other column names: all "missing", the real drift unseen
+            what = "none of its reference's input features are in the traffic"
+            senders += (f". The reference has {apart[0]}; the traffic has {apart[1]}: check the baseline's "
+                        "column names (`inferwatch baseline show --model M`)")
         return Finding(
             detector=o.name,
             kind="drift",
             severity=_severity(strength, len(features)),
             score=round(min(1.0, strength / (strength + 1.0)), 4),
-            title=f"Drift on model {model}: {_what_shifted(features)}{span}",
+            title=f"Drift on model {model}: {what}{span}",
             summary=f"{against} its {reference.source} reference of {reference.summary.events} events: "
             + shown + (f"; and {more} more" if more > 0 else "") + senders,
             subject=f"model:{model}",
@@ -839,6 +845,20 @@ def _by_feature(names: Sequence[str]) -> dict[str, list[str]]:
         key, suffix = (name, None) if name in CLASSIFIERS else split_aspect(name)
         out.setdefault(key, []).append("distribution" if suffix is None else ASPECTS[suffix])
     return out
+
+
+def _disjoint_inputs(ref_keys: Mapping[str, str], cur_keys: Mapping[str, str]) -> tuple[str, str] | None:
+    """``(reference's inputs, traffic's inputs)`` named, when the two share no input feature
+    though both have some (a baseline file whose column names are not the model's), else None."""
+    ref = sorted(k.removeprefix("input.") for k in ref_keys if k.startswith("input."))
+    cur = sorted(k.removeprefix("input.") for k in cur_keys if k.startswith("input."))
+    if not ref or not cur or set(ref) & set(cur):
+        return None
+    return _listed(ref), _listed(cur)
+
+
+def _listed(names: Sequence[str], most: int = 6) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 _CLASSIFIER_WORDS = {ROWS_CLASSIFIER: "the inputs taken together", TEXT_CLASSIFIER: "the prompts' n-grams"}

@@ -261,3 +261,17 @@ def test_replay_without_a_store_compares_with_the_baseline_set(capsys, events_fi
     err = capsys.readouterr().err
     assert f"drift judged model(s) tabular against the reference kept in {kept}, not the baseline set" in err
     assert f"`inferwatch baseline set --store {kept} --model M FILE`" in err
+
+
+def test_a_baseline_of_other_column_names_says_so_instead_of_hiding_the_drift(capsys, events_file, tmp_path):
+    baseline = tmp_path / "other-names.csv"
+    rng = random.Random(5)
+    baseline.write_text("amt,Age\n" + "".join(f"{rng.gauss(0, 1)},{rng.gauss(0, 1)}\n" for _ in range(2_000)))
+    assert main(["baseline", "set", "--model", "tabular", str(baseline)]) == 0
+    capsys.readouterr()
+    assert main(["replay", str(events_file), "--detectors", "drift", "--json"]) == 0
+    [drift] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert drift["title"] == ("Drift on model tabular: none of its reference's input features are in "
+                              "the traffic")
+    assert "The reference has Age, amt; the traffic has x, y: check the baseline's column names" in (
+        drift["summary"])
