@@ -502,7 +502,12 @@ def _parquet_rows(path: Path) -> Iterator[ReferenceItem]:
         schema = parquet.schema_arrow
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
         raise ReferenceFileError(f"{path}: not a Parquet file pyarrow can read: {exc}") from None
+    # A pandas index written with the frame (``__index_level_0__``, or a named index) is not a
+    # model input: pandas' own metadata names it, and it is left out.
+    index = {c for c in ((schema.pandas_metadata or {}).get("index_columns") or ()) if isinstance(c, str)}
     for field in schema:
+        if field.name in index:
+            continue
         if not _plain_arrow_type(pa, field.type):
             raise ReferenceFileError(
                 f"{path}: column {field.name!r} is {field.type}; baseline columns hold numbers, "
@@ -519,7 +524,7 @@ def _parquet_rows(path: Path) -> Iterator[ReferenceItem]:
         for record in batch.to_pylist():
             number += 1
             where = f"{path} row {number}"
-            yield {name: _scalar(value, name, where) for name, value in record.items()}
+            yield {name: _scalar(value, name, where) for name, value in record.items() if name not in index}
 
 
 def _pyarrow(path: Path) -> tuple[ModuleType, ModuleType]:

@@ -192,6 +192,17 @@ def test_parquet_rows(tmp_path: Path) -> None:
     assert [r["c"] for r in read_rows(tmp_path / "d.parquet")] == ["a", "b", "a"]
 
 
+def test_a_pandas_index_written_with_the_frame_is_not_a_feature(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    # What DataFrame.to_parquet() writes for a filtered frame: its index as a column, named in
+    # pandas' metadata (here written by hand: pandas is not a dependency).
+    table = pa.table({"x": [1.0, 2.0], "__index_level_0__": [7, 9]})
+    metadata = {b"pandas": json.dumps({"index_columns": ["__index_level_0__"], "columns": []}).encode()}
+    pq.write_table(table.replace_schema_metadata(metadata), tmp_path / "i.parquet")
+    assert list(read_rows(tmp_path / "i.parquet")) == [{"x": 1.0}, {"x": 2.0}]
+
+
 def test_bad_parquet(tmp_path: Path) -> None:
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
