@@ -96,6 +96,9 @@ class RequestRateDetector:
             raise ValueError("ewma_alpha must be in (0, 1] and flagged_alpha in [0, 1]")
         if own_factor < 1.0 or population_factor < 1.0 or baseline_floor <= 0.0:
             raise ValueError("own_factor and population_factor must be >= 1, baseline_floor > 0")
+        if min_requests < 1 or warmup_windows < 0 or max_principals < 1:
+            raise ValueError(f"min_requests and max_principals must be at least 1 and warmup_windows at "
+                             f"least 0, got {min_requests}, {max_principals} and {warmup_windows}")
         self.min_requests = min_requests
         self.own_factor = own_factor
         self.population_factor = population_factor

@@ -140,6 +140,9 @@ class TokenAbuseDetector:
             raise ValueError("ewma_alpha must be in (0, 1] and flagged_alpha in [0, 1]")
         if own_factor < 1.0 or population_factor < 1.0 or baseline_floor <= 0.0:
             raise ValueError("own_factor and population_factor must be >= 1, baseline_floor > 0")
+        if min_tokens < 1 or warmup_windows < 0 or max_principals < 1:
+            raise ValueError(f"min_tokens and max_principals must be at least 1 and warmup_windows at least "
+                             f"0, got {min_tokens}, {max_principals} and {warmup_windows}")
         if not 0.0 < min_harvest_ratio <= 1.0:
             raise ValueError(f"min_harvest_ratio must be in (0, 1], got {min_harvest_ratio}")
         if max_input_tokens < 1 or min_logprob_requests < 1 or max_tokens_threshold < 1:

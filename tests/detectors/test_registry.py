@@ -61,3 +61,13 @@ def test_options_in_seconds_take_durations() -> None:
     assert detector._callers.ttl_s == 7200  # type: ignore[attr-defined]
     with pytest.raises(DetectorConfigError, match=r"scraping.ttl_s: invalid duration '2 hours'"):
         build_detectors(["scraping"], {"scraping": {"ttl_s": "2 hours"}})
+
+
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("request_rate", {"min_requests": -3}, "min_requests and max_principals must be at least 1"),
+    ("request_rate", {"warmup_windows": -1}, "warmup_windows at least 0"),
+    ("token_abuse", {"min_tokens": 0}, "min_tokens and max_principals must be at least 1"),
+])
+def test_volume_options_out_of_range_are_refused(name: str, options: dict, message: str) -> None:
+    with pytest.raises(DetectorConfigError, match=rf"detect.options.{name}: .*{message}"):
+        build_detectors([name], {name: options})
