@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import uuid
+
+PSEUDONYM = re.compile(r"p_[0-9a-f]{24}")
+"""A principal's pseudonym as the agent writes it: ``p_`` and 24 hex digits (keyed HMAC)."""
+_CUT_SHORT = re.compile(r"p_[0-9a-f]{1,23}")
+
+
+def cut_short_pseudonym(value: str) -> bool:
+    """Whether ``value`` is the start of a pseudonym, not a whole one (copied short).
+
+    >>> cut_short_pseudonym("p_0f3a"), cut_short_pseudonym("p_" + "0" * 24), cut_short_pseudonym("p_bob")
+    (True, False, False)
+    """
+    return _CUT_SHORT.fullmatch(value) is not None
 
 _lock = threading.Lock()
 _last_ms = 0

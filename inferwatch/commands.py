@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import re
 import signal
 import sys
 from collections import Counter
@@ -16,6 +15,7 @@ from types import FrameType
 
 from inferwatch import render
 from inferwatch.collectors.event import InferenceEvent, event_to_dict
+from inferwatch.collectors.ids import cut_short_pseudonym
 from inferwatch.collectors.settings import Settings, load_settings
 from inferwatch.detectors.drift.reference import ReferenceRecord, column_names
 from inferwatch.detectors.incidents import Incident, IncidentManager, no_such_incident
@@ -65,7 +65,6 @@ def detect(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-_CUT_PSEUDONYM = re.compile(r"p_[0-9a-f]{1,23}")  # a pseudonym is "p_" and 24 hex digits
 LATE_SHARE_REFUSED = 0.5
 """Replay exits 2 when this share of the events or more came out of time order (a file written
 newest first): its incidents are not worth a success. Fewer stragglers get the warning alone."""
@@ -302,7 +301,7 @@ def events_search(args: argparse.Namespace, settings: Settings) -> int:
     )
     found = store.search_events(query)
     principal = args.principal or ""
-    if not found and _CUT_PSEUDONYM.fullmatch(principal):
+    if not found and cut_short_pseudonym(principal):
         print(f"inferwatch events search: a pseudonym is p_ and 24 hex digits; {principal!r} has "
               f"{len(principal) - 2} (cut short? copy the whole one from `inferwatch incidents show`)",
               file=sys.stderr)

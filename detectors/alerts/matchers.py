@@ -33,6 +33,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Literal
 
+from inferwatch.collectors.ids import PSEUDONYM
 from inferwatch.detectors.alerts.model import Matcher
 
 Operator = Literal["=", "!=", "=~", "!~"]
@@ -82,7 +83,6 @@ _LABEL_HINTS = {
     "principal": "subject", "caller": "subject", "user": "subject", "ip": "subject",
     "client_ip": "subject", "name": "alertname", "id": "incident_id", "incident": "incident_id",
 }
-_PSEUDONYM = re.compile(r"p_[0-9a-f]{24}")
 _INCIDENT_ID = re.compile(r"[0-9a-f]{16}")
 _HEX = re.compile(r"[0-9a-fA-F]*")
 _REGEX_SPECIAL = frozenset(".^$*+?{}[]\\|()")
@@ -238,14 +238,14 @@ def _subject_problem(value: str) -> tuple[str, str | None] | None:
 
     kind, sep, rest = value.partition(":")
     if sep and kind == "principal":
-        if not rest.startswith("p_") or _PSEUDONYM.fullmatch(rest):
+        if not rest.startswith("p_") or PSEUDONYM.fullmatch(rest):
             return None
-        if _PSEUDONYM.fullmatch(rest.lower()):
+        if PSEUDONYM.fullmatch(rest.lower()):
             return f"a pseudonym is lower case: {value!r} is never a subject", f"principal:{rest.lower()}"
         return _pseudonym_problem(rest, value), None
     if value.startswith("p_"):
         what = f"no subject is {value!r}: incidents' subjects are {SUBJECT_FORMS}"
-        if not _PSEUDONYM.fullmatch(value.lower()):
+        if not PSEUDONYM.fullmatch(value.lower()):
             return f"{what}; {_pseudonym_problem(value, 'principal:' + value)}", None
         return f"{what}; did you mean subject=\"principal:{value.lower()}\"?", None
     try:
