@@ -70,7 +70,8 @@ MAX_WINDOW_S = 86_400
 """The longest ``detect.window_s``: a day."""
 
 
-def _at_most_a_day(seconds: float) -> float:
+def window_at_most_a_day(seconds: float) -> float:
+    """``seconds`` if a window may last that long; ValueError naming the limit otherwise."""
     if seconds > MAX_WINDOW_S:
         raise ValueError(f"a window lasts at most 1d ({MAX_WINDOW_S} s)")
     return seconds
@@ -207,7 +208,7 @@ class DetectSettings(_Section):
     """The detector service: windows, grouping, and per-detector options."""
 
     group: str = "inferwatch-detectors"
-    window_s: Annotated[Seconds, Field(gt=0), AfterValidator(_at_most_a_day)] = 60.0
+    window_s: Annotated[Seconds, Field(gt=0), AfterValidator(window_at_most_a_day)] = 60.0
     idle_close_s: Annotated[Seconds, Field(gt=0)] = 5.0
     incident_bucket_s: Annotated[Seconds, Field(gt=0)] = 3600.0
     resolve_after_s: Annotated[Seconds, Field(ge=0)] | None = 3600.0  # 0 or None: never

@@ -202,8 +202,8 @@ def _observed_from(incident: Incident) -> datetime:
     latest finding's ``window_start``..``window_end`` is taken back from it."""
     evidence = incident.evidence
     try:
-        span = (datetime.fromisoformat(str(evidence["window_end"]).replace("Z", "+00:00"))
-                - datetime.fromisoformat(str(evidence["window_start"]).replace("Z", "+00:00")))
+        span = (datetime.fromisoformat(str(evidence["window_end"]))
+                - datetime.fromisoformat(str(evidence["window_start"])))
     except (KeyError, ValueError, TypeError):
         return incident.first_seen
     return incident.first_seen - span if span > timedelta(0) else incident.first_seen

@@ -68,7 +68,7 @@ def late_in_file(path: Path, window_s: float) -> tuple[int, int]:
 
 def _epoch(raw: bytes) -> float:
     try:
-        parsed = datetime.fromisoformat(raw.decode("ascii").replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(raw.decode("ascii"))
     except ValueError:
         return math.nan
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()

@@ -16,7 +16,7 @@ from inferwatch import __version__
 from inferwatch.collectors.bus import BusUnavailable
 from inferwatch.collectors.durations import parse_duration
 from inferwatch.collectors.logs import configure_logging
-from inferwatch.collectors.settings import MAX_WINDOW_S, Settings, SettingsError, load_settings
+from inferwatch.collectors.settings import Settings, SettingsError, load_settings, window_at_most_a_day
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -175,8 +175,10 @@ def _window(value: str) -> float:
         raise argparse.ArgumentTypeError(f"{value!r} is not a length of time, e.g. 60 or 5m") from None
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{value!r}: a window must last more than 0 seconds")
-    if seconds > MAX_WINDOW_S:
-        raise argparse.ArgumentTypeError(f"{value!r}: a window lasts at most 1d ({MAX_WINDOW_S} s)")
+    try:
+        window_at_most_a_day(seconds)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: {exc}") from None
     return seconds
 
 

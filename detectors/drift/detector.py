@@ -854,11 +854,9 @@ def _disjoint_inputs(ref_keys: Mapping[str, str], cur_keys: Mapping[str, str]) -
     cur = sorted(k.removeprefix("input.") for k in cur_keys if k.startswith("input."))
     if not ref or not cur or set(ref) & set(cur):
         return None
-    return _listed(ref), _listed(cur)
+    from inferwatch.detectors.drift.reference import listed
 
-
-def _listed(names: Sequence[str], most: int = 6) -> str:
-    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+    return listed(ref), listed(cur)
 
 
 _CLASSIFIER_WORDS = {ROWS_CLASSIFIER: "the inputs taken together", TEXT_CLASSIFIER: "the prompts' n-grams"}

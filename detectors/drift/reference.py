@@ -46,7 +46,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Generator, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -313,11 +313,15 @@ def _content_notes(summary: WindowSummary, as_text: Collection[str] = ()) -> lis
     return notes
 
 
+def listed(names: Sequence[str], *, quoted: bool = False, most: int = 5) -> str:
+    """``a, b, c`` or ``a, b, c, d, e and 3 more`` (``'a', 'b'`` when ``quoted``)."""
+    shown = ", ".join(repr(n) if quoted else n for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def column_names(names: list[str]) -> str:
     """``column 'a'`` or ``columns 'a', 'b' and 3 more``, for notes about a baseline's columns."""
-    shown = ", ".join(repr(n) for n in names[:5])
-    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-    return f"column{'s' if len(names) > 1 else ''} {shown}{more}"
+    return f"column{'s' if len(names) > 1 else ''} {listed(names, quoted=True)}"
 
 
 def _top(counts: Counter[str], shown: int = 5) -> str:
