@@ -126,7 +126,9 @@ def scan_table(results: Sequence[Any], out: TextIO | None = None) -> None:
         rows.append([str(r.line), r.verdict, f"{r.score:.2f}", why, preview])
     table(rows, ["LINE", "VERDICT", "SCORE", "REASONS", "TEXT"], out)
     flagged = sum(r.verdict == "flagged" for r in results if not r.error)
-    out.write(f"\n{count(len(results), 'line')}, {flagged} flagged\n")
+    errors = sum(bool(r.error) for r in results)
+    unread = f", {errors:,} not scanned (their reasons are above)" if errors else ""
+    out.write(f"\n{count(len(results), 'line')}, {flagged} flagged{unread}\n")
 
 
 def count(n: int, noun: str) -> str:

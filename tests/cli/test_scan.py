@@ -73,13 +73,15 @@ def test_scan_reports_bad_lines_and_scans_the_rest(capsys, tmp_path):
     assert out[1]["error"] == "not UTF-8 text"
     assert out[2]["error"] == "not JSON: Expecting property name enclosed in double quotes at column 14"
     assert out[3]["error"] == '"output" must be a string, got int'
+    assert main(["scan", str(path)]) == 0
+    assert "5 lines, 1 flagged, 3 not scanned" in capsys.readouterr().out
 
 
 def test_scan_fails_when_no_line_could_be_scanned(capsys, tmp_path):
     path = _write(tmp_path, ["not json", '{"prompt": "hi"}'])
     assert main(["scan", str(path)]) == 2
     captured = capsys.readouterr()
-    assert "2 lines, 0 flagged" in captured.out
+    assert "2 lines, 0 flagged, 2 not scanned (their reasons are above)" in captured.out
     assert "no line could be scanned" in captured.err
 
 
