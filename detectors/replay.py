@@ -25,6 +25,7 @@ from inferwatch.collectors.event import MAX_EVENT_BYTES, EventView, MalformedEve
 from inferwatch.detectors.base import Finding
 from inferwatch.detectors.incidents import Incident
 from inferwatch.detectors.pipeline import Pipeline
+from inferwatch.detectors.sources import UNREADABLE, Source, open_source
 from inferwatch.detectors.store import IncidentQuery, IncidentStore
 
 ProgressFn = Callable[[int, int], None]
@@ -38,31 +39,45 @@ def late_in_file(path: Path, window_s: float) -> tuple[int, int]:
     :meth:`Pipeline.detect` counts it. About a microsecond a line, so a replay into a store can
     refuse a file out of time order before it writes anything.
     """
+    return late_in_files([path], window_s)
+
+
+def late_in_files(paths: Sequence[Path], window_s: float) -> tuple[int, int]:
+    """:func:`late_in_file` over several files read one after the other as one stream (each
+    plain or compressed, see :mod:`.sources`; a compressed file that ends early counts up to there)."""
     heads: dict[bytes, float] = {}
     timed = late = 0
     newest = -math.inf
-    with path.open("rb") as fh:
-        for line in iter(lambda: fh.readline(MAX_EVENT_BYTES + 1), b""):
-            found = _TIME_FIELD.search(line)
-            if found is None:
-                continue
-            raw = found.group(1)
-            if len(raw) >= 20 and raw.endswith(b"Z"):  # the common form: one parse per second
-                head = raw[:19]
-                second = heads.get(head)
-                if second is None:
-                    second = heads[head] = _epoch(head + b"Z")
-                ts = second
-            else:
-                ts = _epoch(raw)
-            if math.isnan(ts):
-                continue
-            window = math.floor(ts / window_s)
-            timed += 1
-            if window < newest:
-                late += 1
-            else:
-                newest = window
+    for path in paths:
+        with open_source(path) as source:
+            readline = source.stream.readline
+            while True:
+                try:
+                    line = readline(MAX_EVENT_BYTES + 1)
+                except UNREADABLE:
+                    break
+                if not line:
+                    break
+                found = _TIME_FIELD.search(line)
+                if found is None:
+                    continue
+                raw = found.group(1)
+                if len(raw) >= 20 and raw.endswith(b"Z"):  # the common form: one parse per second
+                    head = raw[:19]
+                    second = heads.get(head)
+                    if second is None:
+                        second = heads[head] = _epoch(head + b"Z")
+                    ts = second
+                else:
+                    ts = _epoch(raw)
+                if math.isnan(ts):
+                    continue
+                window = math.floor(ts / window_s)
+                timed += 1
+                if window < newest:
+                    late += 1
+                else:
+                    newest = window
     return timed, late
 
 
@@ -81,12 +96,21 @@ class ReplayResult:
     incidents: list[Incident]
     events: int = 0
     malformed: list[tuple[int, str]] = field(default_factory=list)
+    """``(line number, reason)``; with several files the numbers run on across them (``files``)."""
+    files: list[tuple[str, int]] = field(default_factory=list)
+    """Each file read, with the number of lines read before it: see :meth:`where`."""
     late: int = 0
     """Events older than the window open when they were read (the file is not in time order):
     windowed detectors counted them in that window, not in their own."""
     untouched: int = 0
     """Incidents already in the store that no finding of this replay opened, added to or matched
     (not listed)."""
+
+    def where(self, number: int) -> tuple[str, int]:
+        """The file a line number of :attr:`malformed` is in, and its number in that file."""
+        name, before = next(((name, before) for name, before in reversed(self.files) if before < number),
+                            ("", 0))
+        return name, number - before
 
 
 def replay_file(
@@ -96,14 +120,27 @@ def replay_file(
     *,
     progress: ProgressFn | None = None,
 ) -> ReplayResult:
-    """Replay a JSONL file of events (one per line) through ``pipeline``; the result lists the
-    incidents its findings opened or added to (others already in ``store`` are only counted).
+    """:func:`replay_files` of one file."""
+    return replay_files([path], pipeline, store, progress=progress)
+
+
+def replay_files(
+    paths: Sequence[Path],
+    pipeline: Pipeline,
+    store: IncidentStore,
+    *,
+    progress: ProgressFn | None = None,
+) -> ReplayResult:
+    """Replay JSONL files of events (one per line; ``-`` is standard input; gzip, bzip2 and xz
+    files are read as they are) through ``pipeline``, one after the other as one stream; the result
+    lists the incidents its findings opened or added to (others already in ``store`` are only
+    counted).
 
     Incidents' ``updated_at`` is event time (the newest event read), so a replay is
-    deterministic. Malformed lines are reported in the result with their line numbers and skipped.
-    ``progress(bytes_read, total_bytes)`` is called every batch when given.
+    deterministic. Malformed lines are reported in the result with their line numbers and skipped;
+    a compressed file that ends early or is corrupt is read up to there and reported the same way.
+    ``progress(bytes_read, total_bytes)`` (bytes as stored) is called every batch when given.
     """
-    total = path.stat().st_size
     result = ReplayResult(incidents=[])
     before = {i.id: _state(i) for i in store.list_incidents(IncidentQuery(limit=1_000_000))}
     seen = _FindingTimes()
@@ -119,20 +156,21 @@ def replay_file(
     if froze:
         gc.freeze()
     late_before = pipeline.stats.late_events
+    reading = _Reading(paths, result)
     try:
-        with path.open("rb") as fh:
-            for batch, done in _batches(fh, result, decode or decode_event):
-                detected = pipeline.detect_views(batch) if views else pipeline.detect(batch)
-                seen.note(detected.findings)
-                pipeline.store(detected)
-                result.events += len(batch)
-                if progress is not None:
-                    progress(done, total)
+        for batch in _batches(reading.lines(), result, decode or decode_event):
+            detected = pipeline.detect_views(batch) if views else pipeline.detect(batch)
+            seen.note(detected.findings)
+            pipeline.store(detected)
+            result.events += len(batch)
+            if progress is not None:
+                progress(*reading.progress())
         last = pipeline.close_open_window(final=True)
         seen.note(last.findings)
         pipeline.store(last)
         result.late = pipeline.stats.late_events - late_before
     finally:
+        reading.close()
         if froze:
             gc.unfreeze()
     held = store.list_incidents(IncidentQuery(limit=1_000_000))
@@ -140,6 +178,47 @@ def replay_file(
     result.untouched = len(held) - len(changed)
     result.incidents = sorted(changed, key=lambda i: (i.first_seen, i.id))
     return result
+
+
+class _Reading:
+    """The lines of several files in turn, numbered on across them, and how far in they are."""
+
+    def __init__(self, paths: Sequence[Path], result: ReplayResult) -> None:
+        self.paths, self.result = list(paths), result
+        self.sizes = [_stored_size(path) for path in self.paths]
+        self.done = 0  # stored bytes of the files already read
+        self.current: Source | None = None
+
+    def lines(self) -> Iterator[bytes | int | str]:
+        """Each file's lines (an ``int``: a line too long, see :func:`_lines`); a file that ends
+        early or is corrupt gives a ``str``, the reason, after its last whole line."""
+        number = 0
+        for path, size in zip(self.paths, self.sizes, strict=True):
+            self.result.files.append((str(path), number))
+            self.current = source = open_source(path)
+            try:
+                for line in _lines(source.stream, MAX_EVENT_BYTES + 2, source.compression):
+                    number += 1
+                    yield line
+            finally:
+                self.current = None
+                source.close()
+                self.done += size
+
+    def progress(self) -> tuple[int, int]:
+        position = self.current.position() if self.current is not None else 0
+        return self.done + position, sum(self.sizes)
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+
+
+def _stored_size(path: Path) -> int:
+    try:
+        return path.stat().st_size if str(path) != "-" else 0
+    except OSError:
+        return 0
 
 
 def _state(incident: Incident) -> tuple[Any, ...]:
@@ -176,30 +255,37 @@ def _fast_reader() -> Callable[[bytes], EventView] | None:
     return decode_view
 
 
-def _lines(fh: IO[bytes], limit: int) -> Iterator[bytes | int]:
+def _lines(fh: IO[bytes], limit: int, compression: str | None = None) -> Iterator[bytes | int | str]:
     """The file's lines; a line longer than ``limit`` bytes is read past in pieces and given as
-    its length instead (an ``int``), so one huge line never sits in memory whole."""
+    its length instead (an ``int``), so one huge line never sits in memory whole. A compressed
+    file that ends early or is corrupt ends with the reason (a ``str``)."""
     readline = fh.readline
-    while line := readline(limit):
-        if len(line) < limit or line.endswith(b"\n"):
-            yield line
-            continue
-        size = len(line)
-        while (piece := readline(limit)) and not piece.endswith(b"\n"):
-            size += len(piece)
-        yield size + len(piece)
+    try:
+        while line := readline(limit):
+            if len(line) < limit or line.endswith(b"\n"):
+                yield line
+                continue
+            size = len(line)
+            while (piece := readline(limit)) and not piece.endswith(b"\n"):
+                size += len(piece)
+            yield size + len(piece)
+    except UNREADABLE as exc:
+        if compression is None:
+            raise
+        yield (f"the {compression} data ends early or is corrupt here ({type(exc).__name__}: {exc}); "
+               "the lines before it were read")
 
 
-def _batches(fh: IO[bytes], result: ReplayResult,
-             decode: Callable[[bytes], Any]) -> Iterator[tuple[list[Any], int]]:
+def _batches(lines: Iterator[bytes | int | str], result: ReplayResult,
+             decode: Callable[[bytes], Any]) -> Iterator[list[Any]]:
     batch: list[Any] = []
-    done = 0
-    for number, line in enumerate(_lines(fh, MAX_EVENT_BYTES + 2), start=1):
+    for number, line in enumerate(lines, start=1):
         if isinstance(line, int):  # the reason decode_event gives, without holding the line
-            done += line
             result.malformed.append((number, oversized(line)))
             continue
-        done += len(line)
+        if isinstance(line, str):
+            result.malformed.append((number, line))
+            continue
         if not line or line.isspace():
             continue
         try:
@@ -207,7 +293,7 @@ def _batches(fh: IO[bytes], result: ReplayResult,
         except MalformedEvent as exc:
             result.malformed.append((number, exc.reason))
         if len(batch) >= _BATCH:
-            yield batch, done
+            yield batch
             batch = []
     if batch:
-        yield batch, done
+        yield batch

@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="run the detectors over a JSONL file of events, by event time")
     _common(p)
-    p.add_argument("file", type=Path, help="events, one JSON object per line")
+    p.add_argument("files", type=Path, nargs="+", metavar="FILE",
+                   help="events, one JSON object per line; several files are read in the order given, as "
+                        "one stream; gzip, bzip2 and xz files are read as they are; - reads standard input")
     p.add_argument("--window", type=_window, metavar="SECONDS",
                    help="window length, seconds or 30s/5m/1h (detect.window_s)")
     p.add_argument("--detectors", dest="enabled_detectors", metavar="NAMES",

@@ -19,7 +19,8 @@ from inferwatch.collectors.ids import cut_short_pseudonym
 from inferwatch.collectors.settings import Settings, load_settings
 from inferwatch.detectors.drift.reference import ReferenceRecord, column_names
 from inferwatch.detectors.incidents import Incident, IncidentManager, no_such_incident
-from inferwatch.detectors.replay import late_in_file, replay_file
+from inferwatch.detectors.replay import late_in_files, replay_files
+from inferwatch.detectors.sources import STDIN, UNREADABLE, open_source, spooled_stdin
 from inferwatch.detectors.sqlite_store import SQLiteStore
 from inferwatch.detectors.store import EventQuery, IncidentQuery, Store, StoreUnavailable
 from inferwatch.runtime import build_detection, build_service, open_bus, open_store, start_notifier
@@ -71,15 +72,33 @@ newest first): its incidents are not worth a success. Fewer stragglers get the w
 
 
 def replay(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the detectors over a file of events and print the incidents."""
-    path: os.PathLike[str] = args.file
-    if not args.file.is_file():
-        print(f"inferwatch replay: no such file {path}", file=sys.stderr)
+    """Run the detectors over files of events and print the incidents."""
+    paths: list[Path] = list(args.files)
+    if sum(str(p) == STDIN for p in paths) > 1:
+        print("inferwatch replay: - (standard input) can be given once", file=sys.stderr)
         return 2
+    missing = [str(p) for p in paths if str(p) != STDIN and not p.is_file()]
+    if missing:
+        print(f"inferwatch replay: no such file {', '.join(missing)}", file=sys.stderr)
+        return 2
+    spooled: Path | None = None
+    try:
+        if args.store and STDIN in map(str, paths):
+            # the order check below reads the input twice: keep standard input in a file for it
+            spooled = spooled_stdin()
+            paths = [spooled if str(p) == STDIN else p for p in paths]
+        return _replay(args, settings, paths)
+    finally:
+        if spooled is not None:
+            spooled.unlink(missing_ok=True)
+
+
+def _replay(args: argparse.Namespace, settings: Settings, paths: list[Path]) -> int:
+    shown = ", ".join("standard input" if str(p) == STDIN else str(p) for p in args.files)
     if args.store:  # a file replay would refuse must not leave its incidents and references behind
-        timed, late = late_in_file(args.file, settings.detect.window_s)
+        timed, late = late_in_files(paths, settings.detect.window_s)
         if timed and late / timed >= LATE_SHARE_REFUSED:
-            _out_of_order(late, timed, written=False)
+            _out_of_order(late, timed, written=False, files=len(paths))
             return 2
     store = _ReferenceReads(args.store if args.store else ":memory:")
     baselines = [] if args.store else _baselines_set(settings)
@@ -87,11 +106,14 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
         store.save_reference(record)
     detection = build_detection(settings, store, keep_events=bool(args.store))
     progress = _progress_bar("replay") if sys.stderr.isatty() else None
-    result = replay_file(args.file, detection.pipeline, store, progress=progress)
+    result = replay_files(paths, detection.pipeline, store, progress=progress)
     if progress is not None:
         sys.stderr.write("\n")
+    several = len(paths) > 1
     for number, reason in result.malformed[:10]:
-        print(f"line {number}: skipped malformed event: {reason}", file=sys.stderr)
+        name, line = result.where(number)
+        at = f"{'standard input' if name == STDIN else name}: line {line}" if several else f"line {line}"
+        print(f"{at}: skipped malformed event: {reason}", file=sys.stderr)
     if len(result.malformed) > 10:
         print(f"... and {len(result.malformed) - 10} more malformed lines", file=sys.stderr)
     if args.json:
@@ -99,8 +121,9 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
             render.json_line(incident.public_dict())
     else:
         render.incidents_table(result.incidents)
-        print(f"\n{render.count(result.events, 'event')} replayed, {len(result.malformed):,} malformed, "
-              f"{render.count(len(result.incidents), 'incident')}")
+        files = f" from {len(paths)} files" if several else ""
+        print(f"\n{render.count(result.events, 'event')} replayed{files}, "
+              f"{len(result.malformed):,} malformed, {render.count(len(result.incidents), 'incident')}")
     if result.untouched:
         print(f"inferwatch replay: {render.count(result.untouched, 'incident')} already in {args.store} "
               "hold no finding of this file and are not listed (`inferwatch incidents list --store` shows "
@@ -119,27 +142,31 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
         print("inferwatch replay: the incidents were kept in memory only; pass --store PATH to keep them "
               "for `inferwatch incidents show/timeline/report`", file=sys.stderr)
     if not result.events:
-        what = "no line was an event" if result.malformed else f"{path} holds no event (it is empty or blank)"
+        what = ("no line was an event" if result.malformed else
+                f"{shown} {'hold' if several else 'holds'} no event ({'they are' if several else 'it is'} "
+                "empty or blank)")
         csv = ""
-        if _looks_like_csv(args.file):
+        if any(str(p) != STDIN and _looks_like_csv(p) for p in args.files):
             csv = (" It looks like CSV: a table of a model's inputs is a drift baseline "
                    "(`inferwatch baseline set --model M FILE`), not a log of calls.")
         print(f"inferwatch replay: {what}: replay reads inferwatch.event/1 events, one JSON object per line "
               f"(docs/events.md); to score bare texts use `inferwatch scan`.{csv}", file=sys.stderr)
         return 2
     if result.late:
-        _out_of_order(result.late, result.events, written=True)
+        _out_of_order(result.late, result.events, written=True, files=len(paths))
         if result.late / result.events >= LATE_SHARE_REFUSED:
             return 2
     return 0
 
 
-def _out_of_order(late: int, events: int, *, written: bool) -> None:
+def _out_of_order(late: int, events: int, *, written: bool, files: int = 1) -> None:
     share = late / events
     judged = ("judged them in the wrong window and may have missed incidents" if written else
               "would judge them in the wrong window: nothing was replayed or written to --store")
+    order = "the files are not in time order (give them oldest first, each in time order)" if files > 1 \
+        else "the file is not in time order"
     print(f"inferwatch replay: {render.count(late, 'event')} ({share:.0%}) came after a later window had "
-          f"opened: the file is not in time order, so the per-window detectors (rates, per-caller, drift) "
+          f"opened: {order}, so the per-window detectors (rates, per-caller, drift) "
           f"{judged}. Sort it by time (e.g. `jq -s -c 'sort_by(.time)[]'`); `inferwatch events search "
           "--json --oldest-first --limit N` writes the newest N stored events in order", file=sys.stderr)
 
@@ -520,22 +547,30 @@ def scan(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     detectors = build_detectors(names, {n: o for n, o in settings.detect.options.items() if n in names})
     try:
-        source = getattr(sys.stdin, "buffer", sys.stdin) if str(args.file) == "-" else open(args.file, "rb")  # noqa: SIM115
+        source = open_source(args.file)
     except OSError as exc:
         print(f"inferwatch scan: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     results: list[ScanResult] = []
     scanned = errors = 0
+    number = 0
     with source:
-        for number, line in enumerate(source, start=1):
-            if not line.strip():
-                continue
-            result = scan_line(line, number, detectors)
-            scanned, errors = scanned + 1, errors + (result.error is not None)
-            if args.json:
-                render.json_line(result.as_dict())
-            else:
-                results.append(result)
+        try:
+            for number, line in enumerate(source.stream, start=1):
+                if not line.strip():
+                    continue
+                result = scan_line(line, number, detectors)
+                scanned, errors = scanned + 1, errors + (result.error is not None)
+                if args.json:
+                    render.json_line(result.as_dict())
+                else:
+                    results.append(result)
+        except UNREADABLE as exc:
+            if source.compression is None:
+                raise
+            print(f"inferwatch scan: {args.file}: the {source.compression} data ends early or is corrupt "
+                  f"after line {number} ({type(exc).__name__}: {exc}); the lines before it were scanned",
+                  file=sys.stderr)
     if not args.json:
         render.scan_table(results)
     if scanned and errors == scanned:

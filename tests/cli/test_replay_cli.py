@@ -275,3 +275,76 @@ def test_a_baseline_of_other_column_names_says_so_instead_of_hiding_the_drift(ca
                               "the traffic")
     assert "The reference has Age, amt; the traffic has x, y: check the baseline's column names" in (
         drift["summary"])
+
+
+# --- compressed files, several files, standard input -----------------------------------------
+
+
+def _halves(events_file, tmp_path):
+    """The log cut in two, the older part the larger (60 %)."""
+    lines = events_file.read_bytes().splitlines(keepends=True)
+    first, second = tmp_path / "day1.jsonl", tmp_path / "day2.jsonl"
+    first.write_bytes(b"".join(lines[: len(lines) * 3 // 5]))
+    second.write_bytes(b"".join(lines[len(lines) * 3 // 5:]))
+    return first, second
+
+
+@pytest.mark.parametrize("compress", ["gzip", "bz2", "lzma"])
+def test_a_compressed_log_replays_to_the_same_incidents(capsys, events_file, tmp_path, compress):
+    module = __import__(compress)
+    packed = tmp_path / "events.log"  # the name does not matter: the first bytes tell
+    packed.write_bytes(module.compress(events_file.read_bytes()))
+    assert _incidents(capsys, str(packed)) == _incidents(capsys, str(events_file))
+
+
+def test_several_files_are_one_stream_and_a_bad_line_is_named_by_its_file(capsys, events_file, tmp_path):
+    whole = _incidents(capsys, str(events_file))
+    first, second = _halves(events_file, tmp_path)
+    second.write_bytes(b"garbage\n" + second.read_bytes())
+    assert main(["replay", str(first), str(second), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [json.loads(line) for line in captured.out.splitlines()] == whole
+    assert f"{second}: line 1: skipped malformed event: " in captured.err
+    assert main(["replay", str(first), str(second)]) == 0
+    assert "events replayed from 2 files, 1 malformed" in capsys.readouterr().out
+
+
+def test_files_given_newest_first_are_refused_naming_the_order_of_the_files(capsys, events_file, tmp_path):
+    first, second = _halves(events_file, tmp_path)
+    assert main(["replay", str(second), str(first), "--store", str(tmp_path / "s.db")]) == 2
+    err = capsys.readouterr().err
+    assert "the files are not in time order (give them oldest first" in err
+    store = tmp_path / "s.db"
+    assert not store.exists() or not SQLiteStore(store).list_incidents(IncidentQuery())
+
+
+def test_a_missing_file_among_several_is_named_before_anything_is_read(capsys, events_file, tmp_path):
+    assert main(["replay", str(events_file), str(tmp_path / "nope.jsonl")]) == 2
+    assert f"no such file {tmp_path / 'nope.jsonl'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("store", [False, True])
+def test_standard_input_replays_compressed_or_not(capsys, monkeypatch, events_file, tmp_path, store):
+    import gzip
+    import io
+
+    whole = _incidents(capsys, str(events_file))
+    for data in (events_file.read_bytes(), gzip.compress(events_file.read_bytes())):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        extra = ["--store", str(tmp_path / f"stdin-{len(data)}.db")] if store else []
+        assert _incidents(capsys, "-", *extra) == whole
+    assert not list(tmp_path.glob("inferwatch-stdin-*"))
+
+
+def test_a_truncated_gzip_log_is_read_up_to_where_it_ends(capsys, events_file, tmp_path):
+    import gzip
+
+    data = gzip.compress(events_file.read_bytes())
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(data[: len(data) * 2 // 3])  # a log still being written, or copied half
+    assert main(["replay", str(cut)]) == 0
+    captured = capsys.readouterr()
+    assert "skipped malformed event: the gzip data ends early or is corrupt here (EOFError" in captured.err
+    replayed = int(captured.out.rsplit("\n", 2)[-2].split(" events")[0].replace(",", ""))
+    total = len(events_file.read_bytes().splitlines())
+    assert total // 2 < replayed < total
