@@ -7,10 +7,9 @@ read through the matching decompressor (whatever its name ends with), anything e
 >>> import gzip, tempfile, pathlib
 >>> with tempfile.TemporaryDirectory() as tmp:
 ...     path = pathlib.Path(tmp) / "events.log"
-...     path.write_bytes(gzip.compress(b'{"a": 1}\\n{"a": 2}\\n'))
+...     _ = path.write_bytes(gzip.compress(b'{"a": 1}\\n{"a": 2}\\n'))
 ...     with open_source(path) as source:
 ...         (source.compression, source.stream.readline(), source.position() == source.size)
-38
 ('gzip', b'{"a": 1}\\n', True)
 """
 

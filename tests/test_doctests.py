@@ -13,6 +13,7 @@ MODULES = [
     "inferwatch.detectors.windows",
     "inferwatch.detectors.merge",
     "inferwatch.detectors.scan",
+    "inferwatch.detectors.sources",
     "inferwatch.detectors.es_mappings",
     "inferwatch.detectors.state",
     "inferwatch.detectors.drift",
