@@ -15,7 +15,7 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import yaml
 from pydantic import (
@@ -140,8 +140,16 @@ class AgentSettings(_Section):
 
 
 
+KAFKA_ONLY: Final = frozenset({"bootstrap_servers", "security_protocol", "sasl_mechanism", "sasl_username",
+                               "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile"})
+"""Bus settings that only Kafka reads: given without ``bus.kind``, the bus is Kafka."""
+ELASTICSEARCH_ONLY: Final = frozenset({"urls", "api_key", "username", "password", "ca_certs"})
+"""Store settings that only Elasticsearch reads: given without ``store.kind``, the store is Elasticsearch."""
+
+
 class BusSettings(_Section):
-    """Where events travel: the embedded SQLite log, or Kafka."""
+    """Where events travel: the embedded SQLite log, or Kafka (``kind`` defaults to ``kafka`` when
+    ``bootstrap_servers`` or another Kafka-only setting is given, else ``sqlite``)."""
 
     kind: Literal["sqlite", "kafka"] = "sqlite"
     path: Path = DEFAULT_HOME / "bus.db"
@@ -174,6 +182,14 @@ class BusSettings(_Section):
         return self.drift_summaries_topic or f"{self.topic}.drift"
 
     @model_validator(mode="after")
+    def _kafka_when_its_settings_are_given(self) -> BusSettings:
+        # Kafka's address (or credentials) given without ``kind`` means Kafka: left on the SQLite
+        # default, agents and detectors would talk to a local file and nobody would be paged.
+        if "kind" not in self.model_fields_set and not self.model_fields_set.isdisjoint(KAFKA_ONLY):
+            self.kind = "kafka"
+        return self
+
+    @model_validator(mode="after")
     def _sasl_complete(self) -> BusSettings:
         if self.security_protocol.startswith("SASL"):
             missing = [name for name in ("sasl_mechanism", "sasl_username", "sasl_password")
@@ -187,7 +203,15 @@ class BusSettings(_Section):
 
 
 class StoreSettings(_Section):
-    """Where incidents and searchable events are kept: SQLite, or Elasticsearch."""
+    """Where incidents and searchable events are kept: SQLite, or Elasticsearch (``kind`` defaults
+    to ``elasticsearch`` when ``urls``, credentials or ``ca_certs`` are given, else ``sqlite``)."""
+
+    @model_validator(mode="after")
+    def _elasticsearch_when_its_settings_are_given(self) -> StoreSettings:
+        # as BusSettings: Elasticsearch's address or credentials without ``kind`` mean Elasticsearch
+        if "kind" not in self.model_fields_set and not self.model_fields_set.isdisjoint(ELASTICSEARCH_ONLY):
+            self.kind = "elasticsearch"
+        return self
 
     kind: Literal["sqlite", "elasticsearch"] = "sqlite"
     path: Path = DEFAULT_HOME / "store.db"

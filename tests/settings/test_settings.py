@@ -221,3 +221,34 @@ def test_a_bad_duration_setting_names_the_variable_and_the_forms(monkeypatch, va
     monkeypatch.setenv("INFERWATCH_DETECT__WINDOW_S", value)
     with pytest.raises(SettingsError, match=rf"INFERWATCH_DETECT__WINDOW_S: .*{message}"):
         load_settings()
+
+
+def test_kafka_and_elasticsearch_addresses_without_kind_mean_kafka_and_elasticsearch(tmp_path, monkeypatch):
+    # An on-call walk-through set both addresses, left out `kind`, and ran on local SQLite files:
+    # no event reached Kafka, no incident Elasticsearch, nobody was paged.
+    monkeypatch.setenv("INFERWATCH_BUS__BOOTSTRAP_SERVERS", "kafka-1:9092")
+    monkeypatch.setenv("INFERWATCH_STORE__URLS", "https://es:9200")
+    s = load_settings()
+    assert (s.bus.kind, s.store.kind) == ("kafka", "elasticsearch")
+    monkeypatch.delenv("INFERWATCH_BUS__BOOTSTRAP_SERVERS")
+    monkeypatch.delenv("INFERWATCH_STORE__URLS")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("bus:\n  sasl_username: u\n  security_protocol: SASL_SSL\n  sasl_mechanism: PLAIN\n"
+                   "  sasl_password: p\nstore:\n  api_key: k\n")
+    s = load_settings(cfg)
+    assert (s.bus.kind, s.store.kind) == ("kafka", "elasticsearch")
+
+
+def test_an_explicit_kind_stands_and_other_settings_leave_the_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("INFERWATCH_BUS__BOOTSTRAP_SERVERS", "kafka-1:9092")
+    monkeypatch.setenv("INFERWATCH_BUS__KIND", "sqlite")
+    monkeypatch.setenv("INFERWATCH_STORE__INDEX_PREFIX", "team-a")  # named for ES, but not an address
+    s = load_settings()
+    assert (s.bus.kind, s.store.kind) == ("sqlite", "sqlite")
+    monkeypatch.delenv("INFERWATCH_BUS__KIND")
+    monkeypatch.setenv("INFERWATCH_STORE__KIND", "sqlite")
+    monkeypatch.setenv("INFERWATCH_STORE__URLS", "https://es:9200")
+    s = load_settings()
+    assert (s.bus.kind, s.store.kind) == ("kafka", "sqlite")
+    # a dump read back keeps the kinds (the demo copies settings this way)
+    assert type(s).model_validate(s.model_dump()).bus.kind == "kafka"
