@@ -352,15 +352,23 @@ class DetectorService:
         """Run ``action`` until it succeeds and return what it returns: an outage of the store or
         the bus pauses the service (nothing is committed past it) instead of stopping it."""
         delay = 0.5
+        failed_at: float | None = None
         while True:
             try:
-                return action()
+                result = action()
             except (StoreUnavailable, BusUnavailable) as exc:
+                if failed_at is None:
+                    failed_at = self.wall_clock()
                 self.stats.retries[what] += 1
                 log.warning("%s failed, retrying in %.1fs without committing: %s", what, delay, exc)
                 if self._stop.wait(delay):
                     raise  # stopping: leave the batch uncommitted; it is redelivered on restart
                 delay = min(delay * 2, 30.0)
+                continue
+            if failed_at is not None:
+                log.info("%s succeeded again after %.0fs of failures: the service carries on", what,
+                            self.wall_clock() - failed_at)
+            return result
 
     def _maybe_close_idle_window(self) -> None:
         # Live traffic that stops must still have its last window judged; event time cannot

@@ -42,3 +42,31 @@ def test_at_debug_level_nothing_is_quietened() -> None:
     finally:
         root.setLevel(level)
         cluster.filters[:] = filters
+
+
+def test_a_client_librarys_repeated_errors_pass_once_a_minute_and_say_how_many_were_held(info_level) -> None:
+    # kafka-python logged 410 ERRORs in a 50 s outage (walk-through), burying inferwatch's own line.
+    handler = logging.StreamHandler()
+    logging.root.addHandler(handler)
+    try:
+        quieten_clients()
+        quieten_clients()
+        limits = [f for f in handler.filters if type(f).__name__ == "_RepeatLimit"]
+        assert len(limits) == 1
+        limit = limits[0]
+
+        def at(t: float, name: str = "kafka.conn", message: str = "%s: Connect attempt returned error") \
+                -> logging.LogRecord:
+            record = _record(name, logging.ERROR, message)
+            record.created = t
+            return record
+
+        shown = [limit.filter(at(1000.0 + i / 10)) for i in range(500)]  # 50 s of attempts
+        assert shown.count(True) == 1
+        assert limit.filter(at(1000.0, message="%s: another kind of error"))  # its own minute
+        assert limit.filter(at(1000.0, name="inferwatch.service"))  # inferwatch's own: never held
+        later = at(1061.0)
+        assert limit.filter(later)
+        assert "[499 more like this in the last 60 s not shown]" in later.getMessage()
+    finally:
+        logging.root.removeHandler(handler)

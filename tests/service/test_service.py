@@ -1,3 +1,4 @@
+import logging
 import threading
 from datetime import datetime
 from typing import Any
@@ -87,7 +88,8 @@ def test_malformed_records_go_to_dead_letters_and_the_rest_is_processed(tmp_path
     assert bus.consumer("g").committed() == bus.end_offset()
 
 
-def test_nothing_is_committed_past_an_unstored_incident(tmp_path):
+def test_nothing_is_committed_past_an_unstored_incident(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="inferwatch")
     store = FlakyStore(tmp_path / "s.db", failures=2)
     bus, service = _service(tmp_path, store, [ServerErrors()])
     bus.producer().send(encode_event(make_event(1000.0, status=503)))
@@ -98,6 +100,9 @@ def test_nothing_is_committed_past_an_unstored_incident(tmp_path):
     assert service.stats.retries["store"] == 2
     assert len(store.list_incidents(IncidentQuery())) == 1
     assert bus.consumer("g").committed() == bus.end_offset()
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("inferwatch")]
+    assert sum("store failed, retrying in" in m for m in said) == 2
+    assert sum("store succeeded again after" in m for m in said) == 1  # the end of the outage is said too
 
 
 def test_stop_during_outage_leaves_batch_uncommitted_and_restart_files_it_once(tmp_path):
