@@ -12,6 +12,10 @@ Behaviour worth knowing:
 
 * Events with no principal are counted under their client address (``ip:<addr>``), which is what
   an unauthenticated flood looks like; events with neither are not counted.
+* Requests refused as unauthenticated or forbidden (401, 403) are not counted: a burst of them is
+  ``auth_abuse``'s finding (bad or revoked keys, credential stuffing), and counting them here
+  too paged twice for one caller, the flood page ranked above the accurate one. Requests
+  refused for their rate (429) are counted: a caller that keeps going past its limit is flooding.
 * The first ``warmup_windows`` windows after the detector starts only learn: at start-up every
   principal looks new, so steady heavy users would otherwise all be flagged at once.
 * A principal first seen after warm-up has no history; it is judged on the floor baseline and
@@ -54,6 +58,9 @@ from inferwatch.detectors.state import (
     subject_of,
     window_finding,
 )
+
+REFUSED: frozenset[int] = frozenset({401, 403})
+"""Statuses left to auth_abuse (see the module's notes)."""
 
 
 @dataclass(slots=True)
@@ -113,6 +120,8 @@ class RequestRateDetector:
         """Requests not counted because a window already held ``max_principals`` keys."""
         self.unattributed = 0
         """Requests with neither a principal nor a client address."""
+        self.refused = 0
+        """Requests refused as unauthenticated or forbidden (401, 403): auth_abuse's, not counted."""
         self._baselines = BaselineTable(max_principals, ttl_s)
         self._window: dict[str, _Tally] = {}
         self._window_first: float | None = None
@@ -126,6 +135,9 @@ class RequestRateDetector:
 
     def observe(self, event: InferenceEvent) -> list[Finding]:
         """Count the request against its principal (or client address) in the open window."""
+        if event.status in REFUSED:
+            self.refused += 1
+            return []
         subject = subject_of(event)
         if subject is None:
             self.unattributed += 1

@@ -189,3 +189,16 @@ def test_runs_in_the_service_pipeline(make_event: Any) -> None:
 
 def test_docstring_examples() -> None:
     assert doctest.testmod(request_rate).failed == 0
+
+
+@pytest.mark.parametrize(("status", "flagged"), [(401, False), (403, False), (429, True), (200, True)])
+def test_requests_refused_as_unauthenticated_are_auth_abuses_not_a_flood(make_event: Any, run: Any,
+                                                                         status: int, flagged: bool) -> None:
+    # An on-call walk-through: 40 requests with a bad key paged twice, auth_abuse (low) and a
+    # request flood (medium) ranked above it. A caller going on past its rate limit (429) floods.
+    events = [e if e.principal != "badkey" else e.model_copy(update={"status": status})
+              for e in traffic(make_event, 10, lambda w: {**normal_users(), "badkey": 300 if w == 6 else 10})]
+    detector = RequestRateDetector()
+    findings = run(detector, iter(events))
+    assert [f.subject for f in findings] == (["principal:badkey"] if flagged else [])
+    assert detector.refused == (0 if flagged else 300 + 9 * 10)
