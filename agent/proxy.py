@@ -419,6 +419,9 @@ class _UpstreamConnection(asyncio.Protocol):
             return
         size = len(chunk)
         exchange.response_bytes += size
+        if exchange.error is not None and exchange.response_bytes > exchange.capture_limit:
+            self.abandon(exchange.error)  # read on for the record (the client left): no more than that
+            return
         room = exchange.capture_limit - len(exchange.capture)
         if room > 0:
             exchange.capture += chunk[:room]
@@ -481,6 +484,21 @@ class _UpstreamConnection(asyncio.Protocol):
         exchange.finished = time.perf_counter()
         if not exchange.done.done():
             exchange.done.set_result(None)
+
+    def finish_for_record(self) -> bool:
+        """The client left while the answer was coming back: whether to read the rest of it anyway
+        (and record it) rather than :meth:`abandon` it. Only a whole answer already made is read
+        on: its head is in, it is not a stream of events (a model still generating is stopped),
+        and it is no longer than what an event records. Clients that read the status and hang up
+        (``urllib`` without ``read()``) otherwise left events with no output, and a secret in it
+        unseen by output_leak."""
+        exchange = self.exchange
+        if (exchange is None or exchange.status is None or "event-stream" in exchange.content_type
+                or exchange.response_bytes >= exchange.capture_limit):
+            return False
+        exchange.error = "client_disconnected"
+        self.resume_reading()  # paused for the client, maybe: nobody to wait for now
+        return True
 
     def abandon(self, error: str) -> None:
         """Give up on the response in progress (the upstream sees the connection close)."""
@@ -549,8 +567,11 @@ class _ClientConnection(asyncio.Protocol):
         self.proxy.connections.discard(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        if self.upstream is not None:  # stop the model's work for a client that left (or was cut off)
-            self.upstream.abandon("proxy_shutdown" if self.proxy.shutting_down else "client_disconnected")
+        # Stop the model's work for a client that left (or was cut off), unless the answer is
+        # already made and only needs reading for the event.
+        upstream = self.upstream
+        if upstream is not None and (self.proxy.shutting_down or not upstream.finish_for_record()):
+            upstream.abandon("proxy_shutdown" if self.proxy.shutting_down else "client_disconnected")
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()

@@ -64,6 +64,13 @@ def model_server(state: UpstreamState) -> Starlette:
     async def chat(request: Request) -> Response:
         body = json.loads(await note(request))
         model = body.get("model", "m")
+        if body.get("slow_body"):  # a whole answer whose head comes before its body
+            async def halves() -> AsyncIterator[bytes]:
+                yield b'{"id": "c1", "object": "chat.completion", "model": "%s", ' % model.encode()
+                await asyncio.sleep(0.3)
+                yield (b'"choices": [{"index": 0, "message": {"role": "assistant", "content": '
+                       b'"Your key is AKIAIOSFODNN7EXAMPLE."}, "finish_reason": "stop"}]}')
+            return StreamingResponse(halves(), media_type="application/json")
         if not body.get("stream"):
             return JSONResponse({
                 "id": "c1", "object": "chat.completion", "model": model,
@@ -718,6 +725,28 @@ def test_client_leaving_mid_stream_closes_the_upstream_stream(
     [event] = events_of(proxy, list_producer, 1)
     assert event.error == "client_disconnected"
     assert event.output.text == "Hello"
+
+
+def test_a_client_that_hangs_up_after_the_status_still_has_the_answer_recorded(
+    proxy: Proxy, upstream: Upstream, list_producer: ListProducer
+) -> None:
+    # An on-call walk-through: clients that read the status and close (urllib without read(),
+    # http.client's getresponse(); close()) left 56 of 200 events without their output, and a
+    # leaked key in it unseen. A whole answer already made is read to its end for the record.
+    payload = json.dumps({**CHAT, "slow_body": True}).encode()
+    port = int(proxy.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\n\r\n" % len(payload) + payload)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 200")
+    [event] = events_of(proxy, list_producer, 1)
+    assert event.error == "client_disconnected"
+    assert event.output.text is not None
+    assert "[SECRET:aws_access_key" in event.output.text
+    assert event.output.finish_reason == "stop"
 
 
 def test_a_request_cut_off_by_shutdown_says_so_not_that_the_client_left(
