@@ -509,7 +509,8 @@ def _timeline_section(line: Mapping[str, Any]) -> str:
     rows = []
     for e in entries:
         event = e["event"]
-        scores = ", ".join(f"{_esc(n)} {float(v['score']):.2f}" for n, v in e["scores"].items()) or "-"
+        scores = ", ".join(f"{_esc(n)} {float(v['score']):.2f}" if v.get("inspected", True)
+                           else f"{_esc(n)} - (nothing to inspect)" for n, v in e["scores"].items()) or "-"
         marks = ["◆"] if e["in_incident"] else []
         flags = " ".join(marks + [f"flagged: {_esc(n)}" for n in e["flagged_by"]])
         rows.append([_esc(e["time"]), _code(e["id"]), _esc(_plain(event.get("status"))),

@@ -14,7 +14,7 @@ the reasons.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +30,13 @@ from inferwatch.detectors.base import Detector
 
 # Detectors that judge one request on its own; the windowed ones need a stream (use replay).
 PER_REQUEST = ("prompt_injection", "output_leak")
+_READS: dict[str, Callable[[InferenceEvent], str | None]] = {
+    "prompt_injection": lambda event: event.input.text,
+    "output_leak": lambda event: event.output.text,
+}
+"""What each per-request detector judges: an event without it is not inspected by that detector
+(the verdict says ``"inspected": false``), which is not the same as clean — e.g. the output of a
+call whose client left before the answer was recorded, or of an event captured with no text."""
 
 
 @dataclass
@@ -98,6 +105,11 @@ def scan_event(event: InferenceEvent, line: int, detectors: Sequence[Detector]) 
     result = ScanResult(line=line, id=event.id, text=event.input.text or event.output.text or "")
     leaked: list[str] = []
     for detector in detectors:
+        reads = _READS.get(detector.name)
+        if reads is not None and not reads(event):
+            result.detectors[detector.name] = {"score": 0.0, "flagged": False, "reasons": [],
+                                               "inspected": False}
+            continue
         # Each line on its own: a detector that holds doubtful findings until the caller repeats
         # (RepeatGate) offers ``judge`` for the ungated verdict.
         judge = getattr(detector, "judge", None)

@@ -280,6 +280,9 @@ def test_report_markdown_has_every_section(capsys, scenario, store):
     assert f"`inferwatch incidents timeline {incident.id} --before 1h --after 1h {store_flag}`" in md
     assert "| opened | inferwatch |" in md
     assert "◆ flagged: prompt\\_injection" in md
+    # calls with no output recorded are not shown as clean of leaks (an on-call walk-through read
+    # "output_leak 0.00" on answers the proxy had not recorded)
+    assert "output\\_leak - (nothing to inspect)" in md
     assert md.count("| oncall | webhook | delivered |") == 2  # the notifications that carried it
     assert "HTTP 503 \\| retry" in md
 

@@ -123,3 +123,13 @@ def test_scan_reads_a_gzip_log_and_says_where_a_cut_one_ends(capsys, tmp_path):
     captured = capsys.readouterr()
     assert "the gzip data ends early or is corrupt after line" in captured.err
     assert ", 1 flagged" in captured.out
+
+
+def test_a_detector_with_nothing_to_judge_says_so_rather_than_clean(capsys, tmp_path):
+    path = _write(tmp_path, [{"text": "What is the capital of France?"}, {"output": "Paris."}])
+    assert main(["scan", str(path), "--json"]) == 0
+    prompt_only, answer_only = (json.loads(x)["detectors"] for x in capsys.readouterr().out.splitlines())
+    assert prompt_only["output_leak"] == {"score": 0.0, "flagged": False, "reasons": [], "inspected": False}
+    assert "inspected" not in prompt_only["prompt_injection"]
+    assert answer_only["prompt_injection"]["inspected"] is False
+    assert "inspected" not in answer_only["output_leak"]
