@@ -31,6 +31,7 @@ import logging
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -636,7 +637,13 @@ def _describe(exc: ApiError) -> str:
     if isinstance(error, dict):
         root = (error.get("root_cause") or [error])[0]
         return f"{exc.meta.status} {root.get('type')}: {root.get('reason')}"
-    return f"{exc.meta.status} {exc.message}"
+    message = exc.message if exc.message not in (None, "None", "") else None
+    if message is None:  # a HEAD request's error has no body: "401 None" said nothing
+        try:
+            message = HTTPStatus(exc.meta.status).phrase
+        except ValueError:
+            message = "(no reason given)"
+    return f"{exc.meta.status} {message}"
 
 
 def _hint(status: int) -> str:
