@@ -461,7 +461,8 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
         loc = [str(p) for p in err["loc"]]
         env = ENV_PREFIX + "__".join(p.upper() for p in loc)
         dotted = ".".join(loc)
-        where = f"{env} (or '{dotted}' in {path})" if path else env
+        # the environment beats the file: a variable that is set is where the value came from
+        where = env if env in os.environ or not path else f"'{dotted}' in {path} (or {env})"
         value = err.get("input")
         if err["type"] == "extra_forbidden":
             close = _close_setting(loc)

@@ -252,3 +252,17 @@ def test_an_explicit_kind_stands_and_other_settings_leave_the_default(tmp_path, 
     assert (s.bus.kind, s.store.kind) == ("kafka", "sqlite")
     # a dump read back keeps the kinds (the demo copies settings this way)
     assert type(s).model_validate(s.model_dump()).bus.kind == "kafka"
+
+
+def test_an_error_names_where_the_value_came_from(tmp_path, monkeypatch):
+    # A typo in an environment variable was reported "(or 'store.url' in inferwatch.yaml)", sending
+    # the reader to a file that did not have it (on-call walk-through).
+    cfg = tmp_path / "inferwatch.yaml"
+    cfg.write_text("detect:\n  window_z: 60\n")
+    monkeypatch.setenv("INFERWATCH_STORE__URL", "http://es:9200")
+    with pytest.raises(SettingsError) as err:
+        load_settings(cfg)
+    lines = str(err.value).splitlines()
+    assert any(line.startswith("  INFERWATCH_STORE__URL: no such setting") for line in lines)
+    assert any(line.startswith(f"  'detect.window_z' in {cfg} (or INFERWATCH_DETECT__WINDOW_Z): no such")
+               for line in lines)
