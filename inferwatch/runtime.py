@@ -208,9 +208,16 @@ class NotifierThread(threading.Thread):
 
 
 def start_notifier(settings: Settings) -> NotifierThread | None:
-    """Start the notifier when ``alerting.config`` names a routing file; else ``None``."""
+    """Start the notifier when ``alerting.config`` names a routing file; else ``None``. Either way
+    the log says so: a service that files incidents nobody is paged about should not be silent."""
     if settings.alerting.config is None:
+        log.info("event=notifier_off no routing file (alerting.config, INFERWATCH_ALERTING__CONFIG or "
+                 "--routes): incidents are stored, nobody is paged")
         return None
     thread = NotifierThread(settings, settings.alerting.config)
+    kinds = {r.name: sorted({kind for kind, _, _ in r.integrations()}) for r in thread.config.receivers}
+    receivers = ", ".join(f"{name} ({', '.join(k) or 'no integration: dropped'})"
+                          for name, k in kinds.items())
+    log.info("event=notifier_on routes=%s receivers=%s", settings.alerting.config, receivers)
     thread.start()
     return thread
