@@ -41,6 +41,15 @@ class NoSuchIncident(IncidentError):
     """No incident has this id, nor is it the prefix of exactly one (the CLI exits 1: not found)."""
 
 
+class AlreadyInState(IncidentError):
+    """The incident is already in the state asked for: nothing was changed (the CLI says so and
+    succeeds, so resolving what someone else just resolved is no error)."""
+
+    def __init__(self, incident: Incident) -> None:
+        super().__init__(f"incident {incident.id} is already {incident.status}; nothing changed")
+        self.incident = incident
+
+
 AMBIGUOUS_SHOWN = 5
 """Incidents an ambiguous id prefix names in its error."""
 
@@ -345,6 +354,8 @@ class IncidentManager:
             incident = self.store.get(incident_id)
             if incident is None:
                 raise NoSuchIncident(no_such_incident(incident_id))
+            if incident.status == status:
+                raise AlreadyInState(incident)
             if incident.status not in allowed:
                 raise IncidentError(f"incident {incident_id} is {incident.status}; cannot mark it {status}")
             incident = incident.model_copy(deep=True)

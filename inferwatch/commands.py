@@ -18,7 +18,7 @@ from inferwatch.collectors.event import InferenceEvent, event_to_dict
 from inferwatch.collectors.ids import cut_short_pseudonym
 from inferwatch.collectors.settings import Settings, load_settings
 from inferwatch.detectors.drift.reference import ReferenceRecord, column_names
-from inferwatch.detectors.incidents import Incident, IncidentManager, no_such_incident
+from inferwatch.detectors.incidents import AlreadyInState, Incident, IncidentManager, no_such_incident
 from inferwatch.detectors.replay import late_in_files, replay_files
 from inferwatch.detectors.sources import STDIN, UNREADABLE, open_source, spooled_stdin
 from inferwatch.detectors.sqlite_store import SQLiteStore
@@ -297,10 +297,20 @@ def incidents_transition(args: argparse.Namespace, settings: Settings) -> int:
     manager = IncidentManager(open_store(settings, existing=True), bucket_s=settings.detect.incident_bucket_s,
                               resolve_after_s=settings.detect.resolve_after_s or None)
     actor = args.actor or getpass.getuser()
-    if args.transition == "ack":
-        incident = manager.acknowledge(args.id, actor, args.note)
-    else:
-        incident = manager.resolve(args.id, actor, args.note)
+    try:
+        if args.transition == "ack":
+            incident = manager.acknowledge(args.id, actor, args.note)
+        else:
+            incident = manager.resolve(args.id, actor, args.note)
+    except AlreadyInState as already:
+        incident = already.incident
+        if args.json:
+            render.json_line(incident.public_dict())
+            return 0
+        done = next((h for h in reversed(incident.history) if h.action == incident.status), None)
+        by = f" (by {done.actor} at {done.at:%Y-%m-%d %H:%M:%S} UTC)" if done is not None else ""
+        print(f"incident {incident.id} is already {incident.status}{by}; nothing changed")
+        return 0
     if args.json:
         render.json_line(incident.public_dict())
     else:

@@ -55,6 +55,15 @@ def test_show_ack_resolve(capsys, store):
     assert shown["history"][-2]["note"] == "looking"
     main(["incidents", "list", "--store", store, "--status", "resolved", "--json"])
     assert [i["id"] for i in _json_lines(capsys)] == [incident["id"]]
+    # resolving what is resolved changes nothing and is no error (a script resolving a list, two
+    # people at once); acknowledging it still is one
+    assert main(["incidents", "resolve", incident["id"], "--store", store, "--actor", "bob"]) == 0
+    assert f"incident {incident['id']} is already resolved (by alice at " in capsys.readouterr().out
+    main(["incidents", "show", incident["id"], "--store", store, "--json"])
+    assert [h["action"] for h in _json_lines(capsys)[0]["history"]][-1:] == ["resolved"]
+    assert [h["actor"] for h in shown["history"]][-1] == "alice"
+    assert main(["incidents", "ack", incident["id"], "--store", store]) == 2
+    assert "is resolved; cannot mark it acknowledged" in capsys.readouterr().err
 
 
 def test_errors_are_clear(capsys, store):
