@@ -290,6 +290,10 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect())
 
 
+# What http.client refuses in a request line (its _contains_disallowed_url_pchar_re).
+_URL_UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")
+
+
 def _http_retryable(status: int) -> bool:
     return status in (408, 429) or status >= 500
 
@@ -307,6 +311,11 @@ class _HttpTarget:
         secrets: Sequence[str] = (),
         clock: Clock = _utcnow,
     ) -> None:
+        if _URL_UNSENDABLE.search(url):
+            # http.client refuses it on every attempt, with an error that quotes the path (where
+            # Slack's and many webhooks' tokens are): refuse it here, without showing it.
+            raise ValueError(f"receiver {receiver!r} ({kind}): the URL contains a space or a control "
+                             "character; remove it (or percent-encode a space as %20)")
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"receiver {receiver!r} ({kind}): the URL must be http(s)://host/…")

@@ -202,6 +202,24 @@ def test_configurations_that_cannot_work_fail_when_built(config: Any, fragment: 
         assert secret not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        SlackConfig(webhook_url=SecretStr(f"http://127.0.0.1:9/services/{SLACK_TOKEN} x")),
+        SlackConfig(webhook_url=SecretStr(f"http://127.0.0.1:9/services/{SLACK_TOKEN}\x01")),
+        WebhookConfig(url=f"http://127.0.0.1:9/hooks/{SLACK_TOKEN} x?token=abc"),
+        PagerDutyConfig(routing_key=SecretStr(ROUTING_KEY), url=f"http://127.0.0.1:9/{SLACK_TOKEN}\tx"),
+    ],
+)
+def test_a_url_with_a_space_or_control_character_fails_when_built_without_showing_it(config: Any) -> None:
+    """http.client refuses such a URL on every attempt, quoting its path (a Slack webhook's
+    token) in the error that was logged and kept in the notification log: refused at load."""
+    with pytest.raises(ValueError, match="receiver 'pager'") as info:
+        build_sender(config, receiver="pager")
+    assert "space or a control character" in str(info.value)
+    assert SLACK_TOKEN not in str(info.value)
+
+
 def test_building_senders_touches_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Start-up and ``alerts check`` build every sender to validate the routing file, offline:
     building one resolves no name and opens no connection."""
