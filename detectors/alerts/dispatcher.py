@@ -20,7 +20,8 @@ How it follows Alertmanager:
   the mute ends, and its resolution is sent all the same; one it never heard of is news then.
   An alert matching both sides of an inhibit rule is not muted by others that do too;
 - an alert whose labels move it to other groups is resolved in the groups it left, for the
-  integrations there that were told it fires.
+  integrations there that were told it fires — except a PagerDuty service that a group it is
+  now in pages: PagerDuty knows it by its incident id, so that would resolve the new page.
 
 What each integration was last told is kept per *stream* (group, receiver, integration), and
 comes back from the store's latest notifications on :meth:`Dispatcher.resume`: a restarted
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from inferwatch.detectors.alerts.config import AlertingConfig, InhibitRule, RouteMatch, group_key
-from inferwatch.detectors.alerts.integrations import IntegrationConfig, sends_acknowledged
+from inferwatch.detectors.alerts.integrations import IntegrationConfig, PagerDutyConfig, sends_acknowledged
 from inferwatch.detectors.alerts.matchers import all_match
 from inferwatch.detectors.alerts.model import (
     Alert,
@@ -97,6 +98,7 @@ class _Look:
     key: str
     resolved: frozenset[str]  # alerts resolved when decided (every integration was told)
     tombstones: tuple[Alert, ...]
+    kept: frozenset[str] = frozenset()  # tombstones an integration is yet to be told (deferred)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,10 +302,15 @@ class Dispatcher:
         tombstones = tuple(group.tombstones.values())
         resolved = sorted([*(a for a in alerts if a.state == "resolved"), *tombstones], key=_order)
         repeat = timedelta(seconds=group.route.repeat_interval)
+        kept: set[str] = set()
         for kind, index, integration in receiver.integrations():
             key = stream_key(group.key, receiver.name, kind, index)
             before = self._streams.get(key, _Stream())
-            sent, after = _next_state(before, shown, held, resolved, integration, repeat, now)
+            its_resolved, its_held = resolved, held
+            if isinstance(integration, PagerDutyConfig) and tombstones:
+                its_resolved, deferred = self._pagerduty_resolved(resolved, tombstones, integration)
+                its_held, kept = held | deferred, kept | deferred
+            sent, after = _next_state(before, shown, its_held, its_resolved, integration, repeat, now)
             if after.seq:  # streams never sent anything hold nothing worth keeping
                 batch.streams[key] = after
             if sent is not None:
@@ -323,7 +330,52 @@ class Dispatcher:
                     )
                 )
         ended = frozenset(a.incident_id for a in alerts if a.state == "resolved")
-        batch.looks.append(_Look(group.key, ended, tombstones))
+        batch.looks.append(_Look(group.key, ended, tombstones, frozenset(kept)))
+
+    def _pagerduty_resolved(
+        self, resolved: list[Alert], tombstones: Sequence[Alert], integration: PagerDutyConfig
+    ) -> tuple[list[Alert], set[str]]:
+        """``resolved`` as a PagerDuty integration of a group is to be told it, and the
+        tombstones whose telling waits (their ids).
+
+        PagerDuty knows an incident by its id (``dedup_key``), not by its labels: an alert that
+        moved to another group paging the same PagerDuty service, and still fires, must not be
+        resolved by the group it left (that would resolve the page the new group triggers).
+        Once that group has paged it, its tombstone here is dropped untold; until then it waits
+        (it is resolved from here should it resolve before that group pages it).
+        """
+        moved = {t.incident_id for t in tombstones}
+        out: list[Alert] = []
+        deferred: set[str] = set()
+        for alert in resolved:
+            told = None
+            if alert.incident_id in moved:
+                told = self._paged_elsewhere(alert.incident_id, integration)
+            if told is None:
+                out.append(alert)
+            elif not told:
+                deferred.add(alert.incident_id)
+        return out, deferred
+
+    def _paged_elsewhere(self, incident_id: str, integration: PagerDutyConfig) -> bool | None:
+        """Whether a group ``incident_id`` is now in, while it fires, pages the PagerDuty service
+        of ``integration`` (``None``: none does): ``True`` once that group has told it so."""
+        current = self._alerts.get(incident_id)
+        if current is None or current.state != "firing":
+            return None
+        found: bool | None = None
+        for key in self._memberships.get(incident_id, set()):
+            other = self._groups.get(key)
+            if other is None:
+                continue
+            receiver = self._receivers[other.route.receiver]
+            for kind, index, config in receiver.integrations():
+                if isinstance(config, PagerDutyConfig) and _same_service(config, integration):
+                    stream = self._streams.get(stream_key(other.key, receiver.name, kind, index))
+                    if stream is not None and incident_id in stream.firing:
+                        return True
+                    found = False
+        return found
 
     def _save(self, batch: _Batch) -> list[Notification]:
         """Save ``batch`` and apply it; if the save raises, keep it for the next flush."""
@@ -352,7 +404,8 @@ class Dispatcher:
                 group.alert_ids.discard(incident_id)
                 self._leave(incident_id, group.key)
         for tombstone in look.tombstones:
-            if group.tombstones.get(tombstone.incident_id) is tombstone:
+            held_back = tombstone.incident_id in look.kept  # a PagerDuty integration is yet to be told
+            if group.tombstones.get(tombstone.incident_id) is tombstone and not held_back:
                 del group.tombstones[tombstone.incident_id]
         if not group.alert_ids and not group.tombstones:
             del self._groups[group.key]
@@ -481,6 +534,11 @@ def _carried(alert: Alert, changed: bool) -> NotificationAlert:
 def _silenced_by(alert: Alert, silence: Silence) -> bool:
     # A silence without matchers mutes nothing (Alertmanager refuses to create one).
     return bool(silence.matchers) and all_match(silence.matchers, alert.labels)
+
+
+def _same_service(a: PagerDutyConfig, b: PagerDutyConfig) -> bool:
+    """Whether two PagerDuty integrations send to one service (one set of dedup keys)."""
+    return a.url == b.url and a.routing_key.get_secret_value() == b.routing_key.get_secret_value()
 
 
 def _equal_values(rule: InhibitRule, alert: Alert) -> tuple[str, ...]:

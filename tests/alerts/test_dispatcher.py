@@ -402,6 +402,48 @@ def test_an_alert_that_moves_before_its_group_notified_leaves_nothing_behind():
     assert dispatcher.next_flush_at() == T0 + timedelta(seconds=330)  # only the pager's group is left
 
 
+PD_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
+BY_EVERY_LABEL = f"""
+route: {{receiver: pager, group_by: ['...'], group_wait: 30s, group_interval: 5m, repeat_interval: 1h}}
+receivers: [{{name: pager, pagerduty_configs: [{{routing_key: {PD_KEY}}}], {HOOK}}}]
+"""
+
+
+def _sent(notifications: list[Notification], kind: str) -> list[tuple[str, str, str, bool]]:
+    return [(a.incident_id, a.state, a.severity, a.changed)
+            for n in notifications if n.integration == kind for a in n.alerts]
+
+
+def test_an_alert_that_escalates_into_another_group_of_the_same_pagerduty_service_is_not_resolved_there():
+    """PagerDuty knows an incident by its id (dedup_key), not by its labels: when escalation moves
+    it to another group paging the same service, resolving it in the group it left resolved
+    the page the new group had just triggered, while the incident still fired."""
+    dispatcher, _, clock = make(BY_EVERY_LABEL)
+    dispatcher.observe([alert("a", severity="low")])
+    assert _sent(dispatcher.flush(clock.at(30)), "pagerduty") == [("a", "firing", "low", True)]
+    dispatcher.observe([alert("a", severity="medium", at=clock.at(60))])  # escalated: a new group
+    assert _sent(dispatcher.flush(clock.at(90)), "pagerduty") == [("a", "firing", "medium", True)]
+    left = dispatcher.flush(clock.at(330))  # the old group's look
+    assert _sent(left, "pagerduty") == []  # not a resolve of the page that fires
+    assert _sent(left, "webhook") == [("a", "resolved", "low", True)]  # told by labels, as before
+    dispatcher.observe([alert("a", severity="medium", status="resolved", at=clock.at(400))])
+    assert _sent(dispatcher.flush(clock.at(400)), "pagerduty") == [("a", "resolved", "medium", True)]
+    assert dispatcher.next_flush_at() is None
+
+
+def test_an_escalated_alert_resolved_before_its_new_group_paged_is_resolved_by_the_group_it_left():
+    dispatcher, _, clock = make(BY_EVERY_LABEL.replace("group_wait: 30s", "group_wait: 10m"))
+    dispatcher.observe([alert("a", severity="low")])
+    dispatcher.flush(clock.at(600))
+    dispatcher.observe([alert("a", severity="medium", at=clock.at(610))])  # its new group waits 10m
+    assert _sent(dispatcher.flush(clock.at(900)), "pagerduty") == []  # the new group pages it soon
+    dispatcher.observe([alert("a", severity="medium", status="resolved", at=clock.at(950))])
+    # The new group never paged it: the group it left, which did, resolves it.
+    assert _sent(dispatcher.flush(clock.at(1200)), "pagerduty") == [("a", "resolved", "low", True)]
+    assert _sent(dispatcher.flush(clock.at(1210)), "pagerduty") == []
+    assert dispatcher.next_flush_at() is None
+
+
 def test_a_receiver_without_integrations_drops_alerts_and_its_groups_are_cleaned_up():
     dispatcher, store, clock = make(
         "route: {receiver: nobody, group_wait: 0s}\nreceivers: [{name: nobody}]\n"
