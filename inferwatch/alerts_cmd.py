@@ -124,7 +124,7 @@ def silence_add(args: argparse.Namespace, settings: Settings) -> int:
         raise SettingsError("silence: these matchers match every alert (each matches an empty label); "
                             'name at least one label value, e.g. service="chat"')
     now = datetime.now(UTC)
-    starts = args.starts or now
+    starts = (args.starts or now).astimezone(UTC)  # kept in UTC, as shown
     if starts + args.duration <= now:
         raise SettingsError(f"silence: it would end at {_when(starts + args.duration)} UTC, already past "
                             "(--starts plus --duration must be in the future)")
@@ -195,7 +195,8 @@ def _matchers_text(silence: Any) -> str:
 
 
 def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+    """``moment`` in UTC, as every column and message that prints it says."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 # -- the notifier --------------------------------------------------------------------------------

@@ -227,3 +227,16 @@ def test_a_silence_starting_in_a_while_starts_from_now_forward(tmp_path: Path,
     with pytest.raises(SystemExit):
         main(["silence", "add", "service=chat", "--starts", "soonish", "--store", store])
     assert "a time from now (30m, 2h)" in capsys.readouterr().err
+
+
+def test_a_silence_starting_at_a_time_with_an_offset_is_shown_in_utc(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Times are printed under "UTC": one given as 10:00+02:00 is 08:00 UTC, not 10:00."""
+    store = str(tmp_path / "store.db")
+    year = datetime.now(UTC).year + 1
+    out = run(capsys, "silence", "add", "service=chat", "--starts", f"{year}-06-01T10:00:00+02:00",
+              "--duration", "1h", "--store", store)[1]
+    assert f"from {year}-06-01 08:00:00 until {year}-06-01 09:00:00 UTC" in out
+    listed = run(capsys, "silence", "list", "--store", store)[1]
+    assert f"{year}-06-01 08:00:00" in listed
+    assert f"{year}-06-01 10:00:00" not in listed
