@@ -330,7 +330,10 @@ class Notifier:
         except DeliveryError as exc:
             return self._failed(n, attempts, now, exc)
         except Exception as exc:  # a sender bug must not stop the loop: retry like an outage
-            error = DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True)
+            # Its type only: an unexpected error's message may quote a URL, a token or a body, and
+            # last_error is logged and shown by `alerts log`.
+            error = DeliveryError(f"{type(exc).__name__} in the {n.integration} sender (an unexpected "
+                                  "error; its message is not kept, as it may hold a secret)", retryable=True)
             return self._failed(n, attempts, now, error)
         self.stats.delivered += 1
         self.stats.by_receiver[n.receiver] = self.stats.by_receiver.get(n.receiver, 0) + 1
