@@ -147,8 +147,9 @@ def escalated_severity(kind: str, peak: Severity, count: int, score: float) -> S
     them ``peak`` and the most confident ``score``.
 
     Repeated abuse from one subject is worse than one attempt: for ``abuse`` and ``integrity``
-    incidents the severity rises one step at 5 findings and another at 50, and one more when the
-    findings repeat (2 or more) with a score of at least 0.9. Escalation alone stops at
+    incidents the severity rises one step at 5 findings and another at 50, and one more from the
+    second finding when the most confident of them scored at least 0.9 (any one of them: the
+    incident keeps its peak score, not a count per score). Escalation alone stops at
     ``high``; ``critical`` comes only from a finding that says so. Drift and operational
     incidents repeat every window while a condition lasts, so they keep the peak finding's
     severity.
