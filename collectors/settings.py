@@ -13,9 +13,10 @@ import ipaddress
 import json
 import os
 import re
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -440,16 +441,37 @@ def shown_value(name: str, value: Any) -> str:
 def _close_setting(loc: list[str]) -> str | None:
     """The setting a misspelled ``loc`` most likely meant (``bus.bootstrap_server`` ->
     ``bus.bootstrap_servers``), or ``None``."""
-    model: Any = Settings
+    close = close_key(Settings, loc)
+    return ".".join([*loc[:-1], close]) if close else None
+
+
+def close_key(model: type[BaseModel], loc: Sequence[str | int]) -> str | None:
+    """The key of the model at ``loc[:-1]`` (inside ``model``, through nested models, lists of them
+    and optional ones; list indexes skipped) most like the unknown ``loc[-1]``, or ``None``: what
+    a "did you mean" names for a misspelled key in a settings or routing file."""
+    current: type[BaseModel] | None = model
     for part in loc[:-1]:
-        field = getattr(model, "model_fields", {}).get(part)
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if current is not None else None
+        current = _model_in(field.annotation) if field is not None else None
+        if current is None:
             return None
-        model = annotation
-    names = list(getattr(model, "model_fields", {}))
-    close = difflib.get_close_matches(loc[-1].lower(), names, n=1, cutoff=0.75)
-    return ".".join([*loc[:-1], close[0]]) if close else None
+    assert current is not None
+    names = list(current.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]).lower(), names, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds: itself, or inside ``list[…]``, ``X | None``…"""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

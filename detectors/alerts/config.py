@@ -43,7 +43,7 @@ from pydantic import (
 
 from inferwatch.collectors import durations
 from inferwatch.collectors.durations import format_duration
-from inferwatch.collectors.settings import yaml_problem
+from inferwatch.collectors.settings import close_key, yaml_problem
 from inferwatch.detectors.alerts.integrations import (
     AlertmanagerConfig,
     EmailConfig,
@@ -550,6 +550,9 @@ def _describe(exc: ValidationError, file: str) -> str:
             message = error["msg"]
         if error["type"] == "extra_forbidden" and loc and str(loc[-1]) in _HINTS:
             message += f"; {_HINTS[str(loc[-1])]}"
+        elif error["type"] == "extra_forbidden" and loc:
+            close = close_key(AlertingConfig, loc)
+            message = f"no such key{f'; did you mean {close}?' if close else ''}"
         where = _where(loc)
         for line in message.splitlines():
             lines.append(f"{file}: {where}: {line}" if where else f"{file}: {line}")

@@ -279,7 +279,31 @@ def test_errors_name_the_file_and_the_path_inside_it(tmp_path):
     text = "\n".join(lines)
     assert "route.routes[1].group_wait: invalid duration 'soon'" in text
     assert "route.routes[2].matchers: invalid regular expression in matcher 'severity=~\"(high\"'" in text
-    assert "receivers[0].pagerduty_configs[0].urgency: Extra inputs are not permitted" in text
+    assert "receivers[0].pagerduty_configs[0].urgency: no such key" in text
+
+
+def test_a_misspelt_key_gets_the_one_it_meant(tmp_path):
+    # route.group_wiat: "Extra inputs are not permitted" and no guess (on-call walk-through)
+    path = write(
+        tmp_path,
+        """
+        route:
+          receiver: oncall
+          group_wiat: 10s
+          routes: [{recevier: oncall}]
+        receivers:
+          - name: oncall
+            webhook_configs: [{url: "http://127.0.0.1:9/hook", sekret: x}]
+        inhibit_rules: [{equals: [service]}]
+        """,
+    )
+    with pytest.raises(AlertingConfigError) as info:
+        load_alerting_config(path)
+    text = str(info.value)
+    for where, meant in (("route.group_wiat", "group_wait"), ("route.routes[0].recevier", "receiver"),
+                         ("receivers[0].webhook_configs[0].sekret", "secret"),
+                         ("inhibit_rules[0].equals", "equal")):
+        assert f"{where}: no such key; did you mean {meant}?" in text
 
 
 def test_routes_must_name_existing_receivers_and_names_must_be_unique(tmp_path):
