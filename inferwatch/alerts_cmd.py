@@ -141,7 +141,40 @@ def silence_add(args: argparse.Namespace, settings: Settings) -> int:
         starting = f" from {_when(silence.starts_at)}" if silence.starts_at > now else ""
         print(f"silence {silence.id} mutes {_matchers_text(silence)}{starting} "
               f"until {_when(silence.ends_at)} UTC")
+    _mirror(settings, silence)
     return 0
+
+
+def _routing(settings: Settings) -> Any:
+    """The routing file's config when one is set and has Alertmanager receivers, else ``None``."""
+    if settings.alerting.config is None:
+        return None
+    from inferwatch.detectors.alerts.am_silences import alertmanagers
+    from inferwatch.detectors.alerts.config import AlertingConfigError, load_alerting_config
+
+    try:
+        config = load_alerting_config(settings.alerting.config)
+    except AlertingConfigError as exc:  # the silence is inferwatch's either way: it stands
+        print(f"silence: the routing file cannot be read, so no Alertmanager it names was told: {exc}",
+              file=sys.stderr)
+        return None
+    return config if alertmanagers(config) else None
+
+
+def _mirror(settings: Settings, silence: Any) -> None:
+    """The silence in each Alertmanager too: there, alerts already posted would keep paging."""
+    config = _routing(settings)
+    if config is None:
+        return
+    from inferwatch.detectors.alerts.am_silences import mirror
+
+    done, problems = mirror(silence, config)
+    for where in done:
+        print(f"silence {silence.id}: also created in the Alertmanager at {where}", file=sys.stderr)
+    for problem in problems:
+        print(f"silence {silence.id}: not created in an Alertmanager: {problem}; the alerts it already "
+              "holds keep paging there until you silence them in it too (amtool silence add …)",
+              file=sys.stderr)
 
 
 def silence_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -181,6 +214,17 @@ def silence_expire(args: argparse.Namespace, settings: Settings) -> int:
     expired = silence.model_copy(update={"starts_at": min(now, silence.starts_at), "ends_at": now})
     store.save_silence(expired)
     print(f"silence {silence.id} expired")
+    config = _routing(settings)
+    if config is not None:
+        from inferwatch.detectors.alerts.am_silences import expire_mirrors
+
+        count, problems = expire_mirrors(silence.id, config)
+        if count:
+            print(f"silence {silence.id}: its copy expired in {render.count(count, 'Alertmanager')}",
+                  file=sys.stderr)
+        for problem in problems:
+            print(f"silence {silence.id}: its copy in an Alertmanager may still be in force: {problem}",
+                  file=sys.stderr)
     return 0
 
 

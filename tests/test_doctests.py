@@ -22,6 +22,7 @@ MODULES = [
     "inferwatch.detectors.alerts.matchers",
     "inferwatch.detectors.alerts.config",
     "inferwatch.detectors.alerts.notifier",
+    "inferwatch.detectors.alerts.am_silences",
     "inferwatch.testing",
 ]
 

@@ -345,11 +345,19 @@ class _HttpTarget:
 
         ``context`` (e.g. which of several requests this is) starts the error's description.
         """
+        return self.request("POST", body, headers, timeout, context=context)
+
+    def request(
+        self, method: str, body: bytes | None, headers: Mapping[str, str], timeout: float, *,
+        context: str = "", suffix: str = "",
+    ) -> tuple[int, bytes]:
+        """:meth:`post` with another method (``GET``, ``DELETE``), to the URL plus ``suffix``."""
         request = urllib.request.Request(
-            self.url,
+            self.url + suffix,
             data=body,
-            method="POST",
-            headers={"User-Agent": USER_AGENT, "Content-Type": "application/json", **headers},
+            method=method,
+            headers={"User-Agent": USER_AGENT, **({"Content-Type": "application/json"} if body is not None
+                                                   else {}), **headers},
         )
         try:
             with _OPENER.open(request, timeout=timeout) as response:
@@ -480,6 +488,22 @@ def _superseded(alert: NotificationAlert, now: datetime) -> list[dict[str, Any]]
              "startsAt": rfc3339(starts), "endsAt": ends} for s in lower]
 
 
+def alertmanager_target(config: AlertmanagerConfig, receiver: str, path: str, *, clock: Clock = _utcnow,
+                        ) -> tuple[dict[str, str], _HttpTarget]:
+    """The headers (credentials) and target for ``path`` of an Alertmanager's API."""
+    headers: dict[str, str] = {}
+    if config.basic_auth_username:
+        pair = f"{config.basic_auth_username}:{_secret(config.basic_auth_password)}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+    elif config.bearer_token is not None:
+        headers["Authorization"] = f"Bearer {_secret(config.bearer_token)}"
+    target = _HttpTarget(
+        receiver, "alertmanager", config.url.rstrip("/") + path, show_path=True,
+        secrets=(_secret(config.basic_auth_password), _secret(config.bearer_token)), clock=clock,
+    )
+    return headers, target
+
+
 class AlertmanagerSender:
     """POSTs alerts to an Alertmanager's ``/api/v2/alerts``, which groups and routes them itself."""
 
@@ -497,20 +521,7 @@ class AlertmanagerSender:
         if config.bearer_token is not None:
             _require_secret(config.bearer_token, "bearer_token", receiver, self.kind)
         self.config, self.receiver, self.clock = config, receiver, clock
-        self._headers: dict[str, str] = {}
-        if config.basic_auth_username:
-            pair = f"{config.basic_auth_username}:{_secret(config.basic_auth_password)}"
-            self._headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
-        elif config.bearer_token is not None:
-            self._headers["Authorization"] = f"Bearer {_secret(config.bearer_token)}"
-        self._target = _HttpTarget(
-            receiver,
-            self.kind,
-            config.url.rstrip("/") + "/api/v2/alerts",
-            show_path=True,
-            secrets=(_secret(config.basic_auth_password), _secret(config.bearer_token)),
-            clock=clock,
-        )
+        self._headers, self._target = alertmanager_target(config, receiver, "/api/v2/alerts", clock=clock)
 
     def send(self, notification: Notification) -> None:
         alerts = deliverable_alerts(self.config, notification)

@@ -133,3 +133,50 @@ def test_an_escalation_leaves_one_alert_for_the_incident(alertmanager_url: str) 
                           ends_at=datetime.now(UTC))
     sender.send(make_notification([resolved], integration="alertmanager", seq=4))
     _until(lambda: severities() == [], "nothing")
+
+
+def test_an_inferwatch_silence_is_mirrored_to_the_alertmanager_and_expired_there(
+        alertmanager_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """An on-call walk-through: `inferwatch silence add` muted inferwatch, but the alert already in
+    Alertmanager stayed active and Alertmanager kept paging for the muted caller."""
+    from inferwatch.cli import main
+
+    incident = f"am-{uuid.uuid4().hex[:8]}-silenced"
+    subject = f"principal:p_{uuid.uuid4().hex[:24]}"
+    routes = tmp_path / "alerts.yaml"
+    routes.write_text(f"""
+route: {{receiver: am}}
+receivers:
+  - name: am
+    alertmanager_configs: [{{url: "{alertmanager_url}", ends_at_after_s: 86400}}]
+""")
+    monkeypatch.setenv("INFERWATCH_ALERTING__CONFIG", str(routes))
+    monkeypatch.setenv("INFERWATCH_STORE__PATH", str(tmp_path / "store.db"))
+    sender = AlertmanagerSender(AlertmanagerConfig(url=alertmanager_url, ends_at_after_s=3600), receiver="am")
+    sender.send(make_notification([make_alert(incident, subject=subject)], integration="alertmanager"))
+    _until(lambda: incident in _alerts(alertmanager_url, [incident]), "the alert")
+
+    assert main(["silence", "add", f'subject="{subject}"', "--duration", "2h", "--comment", "key rotated",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    silence_id = json.loads(captured.out)["id"]
+    assert f"also created in the Alertmanager at {alertmanager_url}" in captured.err
+    _until(lambda: _alerts(alertmanager_url, [incident])[incident]["status"]["state"] == "suppressed",
+           "the alert silenced")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def copies() -> list[dict[str, Any]]:
+        with opener.open(f"{alertmanager_url}/api/v2/silences", timeout=10) as response:
+            return [s for s in json.load(response) if f"[inferwatch silence {silence_id}]" in s["comment"]]
+
+    (copy,) = copies()
+    assert copy["matchers"] == [{"name": "subject", "value": subject, "isRegex": False, "isEqual": True}]
+    assert copy["comment"] == f"key rotated [inferwatch silence {silence_id}]"
+    assert copy["status"]["state"] == "active"
+
+    assert main(["silence", "expire", silence_id]) == 0
+    assert "its copy expired in 1 Alertmanager" in capsys.readouterr().err
+    _until(lambda: copies()[0]["status"]["state"] == "expired", "the copy expired")
+    _until(lambda: _alerts(alertmanager_url, [incident])[incident]["status"]["state"] == "active",
+           "the alert active again")

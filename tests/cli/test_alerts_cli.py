@@ -240,3 +240,25 @@ def test_a_silence_starting_at_a_time_with_an_offset_is_shown_in_utc(
     listed = run(capsys, "silence", "list", "--store", store)[1]
     assert f"{year}-06-01 08:00:00" in listed
     assert f"{year}-06-01 10:00:00" not in listed
+
+
+def test_a_silence_stands_when_its_alertmanager_cannot_be_told(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    routes = tmp_path / "alerts.yaml"
+    routes.write_text('route: {receiver: am}\nreceivers:\n'
+                      '  - {name: am, alertmanager_configs: [{url: "http://127.0.0.1:9", timeout_s: 2}]}\n')
+    monkeypatch.setenv("INFERWATCH_ALERTING__CONFIG", str(routes))
+    store = str(tmp_path / "store.db")
+    code, out, err = run(capsys, "silence", "add", 'service="chat"', "--duration", "1h", "--store", store)
+    assert code == 0
+    assert "not created in an Alertmanager: receiver 'am' (alertmanager): cannot reach http://127.0.0.1:9" \
+        in err
+    assert "silence them in it too (amtool silence add" in err
+    silence_id = out.split()[1]
+    code, _, err = run(capsys, "silence", "expire", silence_id, "--store", store)
+    assert code == 0
+    assert "its copy in an Alertmanager may still be in force" in err
+    routes.write_text("route: {receiver: nobody}\n")  # broken: the silence is inferwatch's all the same
+    code, _, err = run(capsys, "silence", "add", 'service="chat"', "--duration", "1h", "--store", store)
+    assert code == 0
+    assert "the routing file cannot be read, so no Alertmanager it names was told" in err
