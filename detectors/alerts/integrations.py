@@ -42,6 +42,9 @@ class AlertmanagerConfig(_Integration):
     basic_auth_username: str | None = None
     basic_auth_password: SecretStr | None = None
     bearer_token: SecretStr | None = None
+    # Post the alert again when its incident is acknowledged, so Alertmanager's view (annotation
+    # incident_status, acknowledged_by) says so; Alertmanager does not page again for it.
+    send_acknowledged: bool = True
 
 
 class PagerDutyConfig(_Integration):

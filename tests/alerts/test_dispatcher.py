@@ -296,7 +296,8 @@ def test_an_acknowledgement_notifies_only_integrations_that_send_acknowledgement
     ]
     dispatcher.observe([alert("a", status="acknowledged", at=clock.at(10))])
     sent = dispatcher.flush(clock.at(60))
-    assert sorted(n.integration for n in sent) == ["pagerduty", "slack"]
+    # Alertmanager too: its incident_status annotation said "open" after an ack (walk-through)
+    assert sorted(n.integration for n in sent) == ["alertmanager", "pagerduty", "slack"]
     assert all(n.seq == 2 and n.alerts[0].incident_status == "acknowledged" for n in sent)
     assert dispatcher.flush(clock.at(120)) == []
 
@@ -775,9 +776,9 @@ def test_a_failed_save_leaves_the_decision_to_be_taken_again_with_the_same_ids()
     with pytest.raises(ConnectionError):
         dispatcher.flush(clock.at(65))  # the group's next look: 60 s after the decision at 0 s
     again = dispatcher.flush(clock.at(66))
-    assert sorted(n.integration for n in again) == ["pagerduty", "slack"]
+    assert sorted(n.integration for n in again) == ["alertmanager", "pagerduty", "slack"]
     assert all(n.seq == 2 for n in again)
-    assert len(store.notifications) == 6
+    assert len(store.notifications) == 7
 
 
 def test_a_save_that_raised_after_writing_is_retried_as_is_before_deciding_again():
