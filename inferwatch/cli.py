@@ -40,8 +40,10 @@ def parse_time(value: str) -> datetime:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML settings file (also INFERWATCH_CONFIG)")
-    parser.add_argument("--bus", metavar="PATH", help="embedded bus file (INFERWATCH_BUS__PATH)")
-    parser.add_argument("--store", metavar="PATH", help="incident store file (INFERWATCH_STORE__PATH)")
+    parser.add_argument("--bus", metavar="PATH",
+                        help="embedded bus file (INFERWATCH_BUS__PATH; the bus is then SQLite, not Kafka)")
+    parser.add_argument("--store", metavar="PATH",
+                        help="incident store file (INFERWATCH_STORE__PATH; the store is then SQLite)")
     parser.add_argument("--json", action="store_true", help="print JSON, one object per line")
 
 
@@ -281,10 +283,12 @@ def _positive_int(value: str) -> int:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from the YAML file, the environment and the flags given."""
     overrides: dict[str, Any] = {}
+    # A file named on the command line is the embedded bus or store, whatever Kafka or
+    # Elasticsearch settings the environment or the file hold (they would make the kind theirs).
     if getattr(args, "bus", None):
-        overrides["bus"] = {"path": args.bus}
+        overrides["bus"] = {"path": args.bus, "kind": "sqlite"}
     if getattr(args, "store", None):
-        overrides["store"] = {"path": args.store}
+        overrides["store"] = {"path": args.store, "kind": "sqlite"}
     if getattr(args, "window", None) is not None:
         overrides.setdefault("detect", {})["window_s"] = args.window
     if getattr(args, "enabled_detectors", None):

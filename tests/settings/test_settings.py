@@ -266,3 +266,17 @@ def test_an_error_names_where_the_value_came_from(tmp_path, monkeypatch):
     assert any(line.startswith("  INFERWATCH_STORE__URL: no such setting") for line in lines)
     assert any(line.startswith(f"  'detect.window_z' in {cfg} (or INFERWATCH_DETECT__WINDOW_Z): no such")
                for line in lines)
+
+
+def test_a_file_named_on_the_command_line_is_the_embedded_bus_and_store(monkeypatch, tmp_path):
+    from inferwatch.cli import build_parser, settings_from_args
+
+    monkeypatch.setenv("INFERWATCH_BUS__BOOTSTRAP_SERVERS", "kafka-1:9092")
+    monkeypatch.setenv("INFERWATCH_STORE__URLS", "https://es:9200")
+    monkeypatch.setenv("INFERWATCH_STORE__KIND", "elasticsearch")
+    args = build_parser().parse_args(["detect", "--bus", str(tmp_path / "b.db"),
+                                      "--store", str(tmp_path / "s.db")])
+    s = settings_from_args(args)
+    assert (s.bus.kind, s.store.kind) == ("sqlite", "sqlite")
+    assert s.bus.path == tmp_path / "b.db"
+    assert settings_from_args(build_parser().parse_args(["detect"])).bus.kind == "kafka"
