@@ -180,8 +180,15 @@ def replay_files(
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class _FileStart:
+    """Where the next file's lines begin (its line numbers go on from the last file's)."""
+
+    name: str
+
+
 class _Reading:
-    """The lines of several files in turn, numbered on across them, and how far in they are."""
+    """The lines of several files in turn, and how far in they are."""
 
     def __init__(self, paths: Sequence[Path], result: ReplayResult) -> None:
         self.paths, self.result = list(paths), result
@@ -189,17 +196,15 @@ class _Reading:
         self.done = 0  # stored bytes of the files already read
         self.current: Source | None = None
 
-    def lines(self) -> Iterator[bytes | int | str]:
-        """Each file's lines (an ``int``: a line too long, see :func:`_lines`); a file that ends
-        early or is corrupt gives a ``str``, the reason, after its last whole line."""
-        number = 0
+    def lines(self) -> Iterator[bytes | int | str | _FileStart]:
+        """Each file's lines (an ``int``: a line too long, see :func:`_lines`), each file's
+        preceded by a :class:`_FileStart`; a file that ends early or is corrupt gives a ``str``,
+        the reason, after its last whole line."""
         for path, size in zip(self.paths, self.sizes, strict=True):
-            self.result.files.append((str(path), number))
             self.current = source = open_source(path)
             try:
-                for line in _lines(source.stream, MAX_EVENT_BYTES + 2, source.compression):
-                    number += 1
-                    yield line
+                yield _FileStart(str(path))
+                yield from _lines(source.stream, MAX_EVENT_BYTES + 2, source.compression)
             finally:
                 self.current = None
                 source.close()
@@ -276,16 +281,20 @@ def _lines(fh: IO[bytes], limit: int, compression: str | None = None) -> Iterato
                "the lines before it were read")
 
 
-def _batches(lines: Iterator[bytes | int | str], result: ReplayResult,
+def _batches(lines: Iterator[bytes | int | str | _FileStart], result: ReplayResult,
              decode: Callable[[bytes], Any]) -> Iterator[list[Any]]:
     batch: list[Any] = []
-    for number, line in enumerate(lines, start=1):
-        if isinstance(line, int):  # the reason decode_event gives, without holding the line
-            result.malformed.append((number, oversized(line)))
+    number = 0
+    for line in lines:
+        if line.__class__ is not bytes:  # rare: a file begins, a line too long, a cut-off file
+            if isinstance(line, _FileStart):
+                result.files.append((line.name, number))
+                continue
+            number += 1
+            # an int: the reason decode_event gives, without holding the line
+            result.malformed.append((number, oversized(line) if isinstance(line, int) else str(line)))
             continue
-        if isinstance(line, str):
-            result.malformed.append((number, line))
-            continue
+        number += 1
         if not line or line.isspace():
             continue
         try:
