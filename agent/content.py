@@ -106,10 +106,13 @@ def scalar_value(value: str, mode: CaptureMode) -> str:
     """A string feature, attribute or label as ``mode`` lets it leave the process.
 
     ``full``: cut to :data:`MAX_FEATURE_CHARS`; ``redacted``: redacted and cut; ``none``:
-    redacted if :func:`is_category`, else :data:`TEXT_PLACEHOLDER` (no part of it is kept).
+    redacted if :func:`is_category`, else :data:`TEXT_PLACEHOLDER` (no part of it is kept);
+    a secret's placeholder then names its kind only, not which secret it was.
 
     >>> scalar_value("pro", CaptureMode.NONE), scalar_value("bob@example.com", CaptureMode.NONE)
     ('pro', '[EMAIL]')
+    >>> scalar_value("AKIAIOSFODNN7EXAMPLE", CaptureMode.NONE)
+    '[SECRET:aws_access_key]'
     >>> scalar_value("call me on 0161 496 0000", CaptureMode.NONE)
     '[TEXT]'
     >>> scalar_value("call me on 0161 496 0000", CaptureMode.REDACTED)
@@ -118,7 +121,7 @@ def scalar_value(value: str, mode: CaptureMode) -> str:
     if mode is CaptureMode.FULL:
         return value[:MAX_FEATURE_CHARS]
     if mode is CaptureMode.NONE:
-        return redact(value) if is_category(value) else TEXT_PLACEHOLDER
+        return redact(value, identify=False) if is_category(value) else TEXT_PLACEHOLDER
     return redact_cut(value, MAX_FEATURE_CHARS)
 
 

@@ -4,18 +4,28 @@
 detector looking for prompt injection or data leaks) still sees *that* something was there
 and what kind it was:
 
-=============  ==================================================================================
-placeholder    what it replaces
-=============  ==================================================================================
-``[SECRET]``   ``Bearer``/``Basic`` credentials, ``password=…``-style assignments, long
-               high-entropy tokens, vendor-shaped keys of no known issuer (``sk_test_…``)
-``[SECRET:k]`` a credential whose kind the shape names: ``aws_access_key``, ``gcp_api_key``,
-               ``github_token``, ``slack_token``, ``openai_style_key``, ``stripe_key``,
-               ``private_key`` (a key block), ``jwt``
-``[EMAIL]``    e-mail addresses
-``[CARD]``     payment card numbers (13-19 digits, spaces or dashes allowed) that pass Luhn
-``[PHONE]``    ``+`` international numbers, ``(555) 123-4567``-style and ``0…`` national numbers
-=============  ==================================================================================
+=================  ==============================================================================
+placeholder        what it replaces
+=================  ==============================================================================
+``[SECRET]``       ``Bearer``/``Basic`` credentials, ``password=…``-style assignments, long
+                   high-entropy tokens, vendor-shaped keys of no known issuer (``sk_test_…``)
+``[SECRET:k]``     a credential whose kind the shape names: ``aws_access_key``, ``gcp_api_key``,
+                   ``github_token``, ``slack_token``, ``openai_style_key``, ``stripe_key``,
+                   ``private_key`` (a key block), ``jwt``
+``[EMAIL]``        e-mail addresses
+``[CARD]``         payment card numbers (13-19 digits, spaces or dashes allowed) that pass Luhn
+``[PHONE]``        ``+`` international numbers, ``(555) 123-4567``-style and ``0…`` national numbers
+=================  ==============================================================================
+
+A secret's placeholder also says *which* secret it was, so on-call knows what to rotate
+(:func:`secret_placeholder`): a vendor key keeps what its issuer's console shows of it, the first
+and last characters (:func:`mask`: ``[SECRET:aws_access_key:AKIA…MPLE]``); a private key, a
+signed JWT and a generic secret of 32+ random token characters get a fingerprint, ``#`` and the
+first 8 hex digits of SHA-256 of the secret (:func:`fingerprint`: ``[SECRET:private_key:#1a2b3c4d]``,
+``[SECRET:#0c5e8f21]``), which ``inferwatch pseudonym --fingerprint`` computes from a candidate.
+``Basic`` credentials, ``password=`` values and anything shorter or less random stay ``[SECRET]``:
+a short hash of a guessable value would confirm a guess. ``redact(text, identify=False)`` (capture
+``none``) writes the placeholders without either.
 
 Everything else is left alone on purpose: years, prices, dates, versions, IP addresses,
 ordinary words and instructions ("ignore previous instructions…") reach the detectors as they
@@ -32,7 +42,7 @@ check, so a typical prompt costs well under a millisecond. This module is pure s
 library so the agent and the detectors can share it.
 
 >>> redact("mail bob@example.com or call +44 20 7946 0958, key sk-abcdefghijklmnop1234567890")
-'mail [EMAIL] or call [PHONE], key [SECRET:openai_style_key]'
+'mail [EMAIL] or call [PHONE], key [SECRET:openai_style_key:sk-a…7890]'
 >>> redact("In 2024 it cost $1,299.99 for 3 seats; card 4111 1111 1111 1112 is not valid")
 'In 2024 it cost $1,299.99 for 3 seats; card 4111 1111 1111 1112 is not valid'
 """
@@ -41,6 +51,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
@@ -65,7 +76,8 @@ VENDOR_KINDS: Final = (
     (("sk-",), "openai_style_key"),
     (("sk_live_", "rk_live_"), "stripe_key"),  # sk_test_ keys fill public docs and code samples
 )
-SECRET_KINDS: Final = frozenset({kind for _, kind in VENDOR_KINDS} | {"private_key", "jwt"})
+_VENDOR_KIND_NAMES: Final = frozenset(kind for _, kind in VENDOR_KINDS)
+SECRET_KINDS: Final = _VENDOR_KIND_NAMES | {"private_key", "jwt"}
 """The kinds a typed ``[SECRET:<kind>]`` placeholder may name."""
 
 
@@ -91,9 +103,89 @@ def jwt_valid(token: str) -> bool:
     return isinstance(decoded, dict) and "alg" in decoded
 
 
-def secret_placeholder(kind: str | None) -> str:
-    """``[SECRET:<kind>]`` for a kind of :data:`SECRET_KINDS`, else ``[SECRET]``."""
-    return f"[SECRET:{kind}]" if kind in SECRET_KINDS else SECRET
+def mask(value: str) -> str:
+    """Keep at most a fifth of ``value`` (up to 4 characters) at each end; nothing when short.
+
+    The one way a secret or personal datum is shown in part: in redaction placeholders, in the
+    output_leak detector's evidence and in ``inferwatch scan``'s table.
+
+    >>> mask("AKIAZ3MXQ7R2LPWN4VYD"), mask("123-45-6789"), mask("short")
+    ('AKIA…4VYD', '12…89', '…')
+    """
+    keep = min(4, len(value) // 5) if len(value) >= 10 else 0
+    return f"{value[:keep]}…{value[-keep:]}" if keep else "…"
+
+
+FINGERPRINT_HEX: Final = 8
+"""Hex digits of SHA-256 in a secret's fingerprint (32 bits: names a secret, cannot recover one)."""
+_KEY_BODY: Final = re.compile(r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----([\s\S]*?)(?:-----END|\Z)")
+_MIN_FINGERPRINTED: Final = 32  # shorter or less random secrets could be guessed from their hash
+
+
+def fingerprint(secret: str) -> str:
+    """``#`` and the first 8 hex digits of SHA-256 of ``secret`` (UTF-8); of a private key block,
+    of its Base64 body with all whitespace dropped, so line endings and wrapping do not matter.
+
+    >>> fingerprint("AKIAIOSFODNN7EXAMPLE")
+    '#1a5d44a2'
+    """
+    body = _KEY_BODY.search(secret)
+    if body is not None:
+        secret = "".join(body.group(1).split())
+    return "#" + hashlib.sha256(secret.encode("utf-8")).hexdigest()[:FINGERPRINT_HEX]
+
+
+def identification(kind: str | None, secret: str) -> str | None:
+    """What a placeholder may say of ``secret`` to tell it from others of its ``kind``, or ``None``.
+
+    A vendor key: :func:`mask` of it (the vendor prefix and the last 4 characters). A private key
+    with a body of 32+ characters, a JWT with a signature and a generic secret of 32+ token
+    characters that passes :func:`is_high_entropy` and does not decode to readable text:
+    :func:`fingerprint`. Anything else (a short token, the Base64 of ``user:password``) nothing:
+    a short hash of a guessable value would let anyone holding the log confirm a guess.
+
+    >>> identification("github_token", "ghp_" + "a1B2" * 9), identification(None, "hunter2hunter2")
+    ('ghp_…a1B2', None)
+    """
+    if kind in _VENDOR_KIND_NAMES:
+        return mask(secret)
+    if kind == "private_key":
+        body = _KEY_BODY.search(secret)
+        long_enough = body is not None and len("".join(body.group(1).split())) >= _MIN_FINGERPRINTED
+        return fingerprint(secret) if long_enough else None
+    if kind == "jwt":
+        return fingerprint(secret) if len(secret.rpartition(".")[2]) >= 16 else None
+    if (len(secret) >= _MIN_FINGERPRINTED and _TOKEN_SET.issuperset(secret) and is_high_entropy(secret)
+            and _decoded(secret) is None):  # Base64 of readable text ("user:password"): guessable
+        return fingerprint(secret)
+    return None
+
+
+def secret_placeholder(kind: str | None, secret: str | None = None) -> str:
+    """``[SECRET:<kind>]`` for a kind of :data:`SECRET_KINDS`, else ``[SECRET]``; given the
+    ``secret``, with its :func:`identification` after a colon when it has one.
+
+    >>> secret_placeholder("aws_access_key", "AKIAIOSFODNN7EXAMPLE")
+    '[SECRET:aws_access_key:AKIA…MPLE]'
+    >>> secret_placeholder(None, "q8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8"), secret_placeholder("jwt")
+    ('[SECRET:#7fbda3c5]', '[SECRET:jwt]')
+    """
+    known = kind if kind in SECRET_KINDS else None
+    ident = identification(known, secret) if secret is not None else None
+    return "[" + ":".join(part for part in ("SECRET", known, ident) if part) + "]"
+
+
+_KIND_PATTERN: Final = "|".join(sorted(SECRET_KINDS))
+_IDENT_PATTERN: Final = rf"#[0-9a-f]{{{FINGERPRINT_HEX}}}|[A-Za-z0-9_-]{{0,4}}…[A-Za-z0-9_-]{{0,4}}"
+_PLACEHOLDER_PATTERN: Final = rf"\[SECRET(?::(?:{_KIND_PATTERN}))?(?::(?:{_IDENT_PATTERN}))?\]"
+SECRET_PLACEHOLDER: Final = re.compile(
+    rf"\[SECRET(?::(?P<kind>{_KIND_PATTERN}))?(?::(?P<ident>{_IDENT_PATTERN}))?\]")
+"""A secret's placeholder as :func:`secret_placeholder` writes it (groups ``kind``, ``ident``).
+
+>>> SECRET_PLACEHOLDER.fullmatch("[SECRET:private_key:#1a2b3c4d]").group("kind", "ident")
+('private_key', '#1a2b3c4d')
+"""
+_IDENTIFIED: Final = re.compile(rf"(\[SECRET(?::(?:{_KIND_PATTERN}))?):(?:{_IDENT_PATTERN})\]")
 
 _TOKEN_CHARS = r"A-Za-z0-9+/=_-"
 _TOKEN_SET: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-")
@@ -113,6 +205,7 @@ _ASSIGNMENT_NAMES = (
     "access-token",
     "client_secret",
 )
+_PASSWORD_NAMES: Final = frozenset({"password", "passwd", "pwd", "secret"})
 _VENDOR_PREFIXES = (
     "AKIA",
     "ASIA",
@@ -175,7 +268,10 @@ _PASSES: Final[list[tuple[Callable[[str, int], bool], re.Pattern[str]]]] = [
     (
         lambda t, _longest: ("=" in t or ":" in t) and any(name in t.lower() for name in _ASSIGNMENT_NAMES),
         re.compile(
-            r"(?P<assignment>(?<!\[)(?P<name>(?i:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|auth[_-]?token"
+            # A placeholder already written is matched whole and left as it is, so the names inside
+            # one ("[SECRET:aws_access_key:AKIA…]", "gcp_api_key:") are never read as assignments.
+            rf"(?P<placed>{_PLACEHOLDER_PATTERN})"
+            r"|(?P<assignment>(?<!\[)(?P<name>(?i:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|auth[_-]?token"
             r"|access[_-]?token|client[_-]?secret))"
             r"(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"'`,;]{6,}))"
         ),
@@ -213,11 +309,17 @@ _MIN_ENTROPY: Final = 4.2
 _MIN_HEX_ENTROPY: Final = 3.0
 
 
-def redact(text: str) -> str:
+def redact(text: str, *, identify: bool = True) -> str:
     """Return ``text`` with e-mails, phone numbers, card numbers and secrets masked.
+
+    A secret's placeholder says which secret it was (:func:`secret_placeholder`); with
+    ``identify=False`` it names the kind alone, as under capture ``none``. Placeholders already
+    in ``text`` are left as they are: redacting redacted text changes nothing.
 
     >>> redact("Authorization: Bearer abcDEF123456ghiJKL789")
     'Authorization: Bearer [SECRET]'
+    >>> redact("key AKIAIOSFODNN7EXAMPLE"), redact("key AKIAIOSFODNN7EXAMPLE", identify=False)
+    ('key [SECRET:aws_access_key:AKIA…MPLE]', 'key [SECRET:aws_access_key]')
     """
     if len(text) < 6:  # nothing maskable fits: skip the scans for tiny strings
         return text
@@ -226,6 +328,8 @@ def redact(text: str) -> str:
     for precheck, pattern in _PASSES:
         if precheck(text, longest):
             text = pattern.sub(_replace, text)
+    if not identify and "[SECRET:" in text:
+        text = _IDENTIFIED.sub(r"\1]", text)
     return text
 
 
@@ -247,8 +351,9 @@ class SensitiveSpan:
 _PLACEHOLDER_OF: Final = {"email": EMAIL, "card": CARD, "phone": PHONE}
 _VALUE_GROUP: Final = {"auth": "credential", "assignment": "value"}
 _TYPED: Final = frozenset({"vendor_key", "private_key", "jwt"})  # masked whole, as a typed placeholder
-# A value that is already a placeholder ("api_key: [SECRET:aws_access_key]"), of a known kind only.
-_PLACED: Final = re.compile(r"\[SECRET(?::(?:" + "|".join(sorted(SECRET_KINDS)) + r"))?\][.!?)\]}]*")
+# A value that is already a placeholder ("api_key: [SECRET:aws_access_key:AKIA…MPLE]"), of a
+# known kind and identification only, so nothing else can pass for one.
+_PLACED: Final = re.compile(_PLACEHOLDER_PATTERN + r"[.!?)\]}]*")
 
 
 def find_sensitive(text: str) -> list[SensitiveSpan]:
@@ -277,9 +382,21 @@ def find_sensitive(text: str) -> list[SensitiveSpan]:
             if any(start < t_end and t_start < end for t_start, t_end in taken):
                 continue
             taken.append((start, end))
-            placeholder = _PLACEHOLDER_OF.get(kind) or (_replace(match) if kind in _TYPED else SECRET)
+            placeholder = _PLACEHOLDER_OF.get(kind) or _span_placeholder(match, kind)
             found.append(SensitiveSpan(kind, placeholder, start, end))
     return sorted(found, key=lambda s: s.start)
+
+
+def _span_placeholder(match: re.Match[str], kind: str) -> str:
+    """The secret placeholder :func:`redact` writes for ``match``'s sensitive part."""
+    if kind in _TYPED:
+        return _replace(match)
+    if kind == "auth":
+        return _auth_placeholder(match)
+    if kind == "assignment":
+        return _assignment_placeholder(match)
+    replaced = _replace(match)  # a token: masked, or an encoded text redacted inside (masked here)
+    return replaced if SECRET_PLACEHOLDER.fullmatch(replaced) else SECRET
 
 
 def _replace(match: re.Match[str]) -> str:
@@ -297,7 +414,7 @@ def _key(match: re.Match[str]) -> str:
     # and, being random, has digits or mixed case.
     if _inside_word(match) or not _looks_random(match.group(0)[4:]):
         return match.group(0)
-    return secret_placeholder(vendor_kind(match.group(0)))
+    return secret_placeholder(vendor_kind(match.group(0)), match.group(0))
 
 
 def _looks_random(credential: str) -> bool:
@@ -309,7 +426,12 @@ def _looks_random(credential: str) -> bool:
 def _auth(match: re.Match[str]) -> str:
     if _inside_word(match) or not _looks_random(match.group("credential")):
         return match.group(0)  # "Bearer instructions": a word, not a credential
-    return f"{match.group('scheme')} {SECRET}"
+    return f"{match.group('scheme')} {_auth_placeholder(match)}"
+
+
+def _auth_placeholder(match: re.Match[str]) -> str:
+    # Basic is Base64 of user:password: whatever its length, a guessable value, never fingerprinted.
+    return SECRET if match.group("scheme") == "Basic" else secret_placeholder(None, match.group("credential"))
 
 
 def _assignment(match: re.Match[str]) -> str:
@@ -318,7 +440,14 @@ def _assignment(match: re.Match[str]) -> str:
     value = match.group("value")
     if value.rstrip(".!?)]}").isalpha() or _PLACED.fullmatch(value):
         return match.group(0)
-    return f"{match.group('name')}{match.group('sep')}{SECRET}"
+    return f"{match.group('name')}{match.group('sep')}{_assignment_placeholder(match)}"
+
+
+def _assignment_placeholder(match: re.Match[str]) -> str:
+    # A password is chosen by a person, however long: never fingerprinted. A key or token is not.
+    if match.group("name").lower() in _PASSWORD_NAMES:
+        return SECRET
+    return secret_placeholder(None, match.group("value"))
 
 
 def _card(match: re.Match[str]) -> str:
@@ -345,13 +474,13 @@ def _token(match: re.Match[str]) -> str:
     if not is_high_entropy(token):
         return token
     encoded = None if _wrapped(match) else _encoded_text(token)
-    return SECRET if encoded is None else encoded
+    return secret_placeholder(None, token) if encoded is None else encoded
 
 
 def _jwt(match: re.Match[str]) -> str:
     if _inside_word(match):
         return match.group(0)
-    return secret_placeholder("jwt" if jwt_valid(match.group(0)) else None)
+    return secret_placeholder("jwt" if jwt_valid(match.group(0)) else None, match.group(0))
 
 
 def _wrapped(match: re.Match[str]) -> bool:
@@ -373,6 +502,17 @@ def _encoded_text(token: str) -> str | None:
     hide it from the detectors, which decode such tokens. What the text holds is redacted like any
     other text and encoded back the same way, so no e-mail or key leaves inside it either.
     """
+    decoded = _decoded(token)
+    if decoded is None or decoded[0].count(" ") < 3:
+        return None
+    text, encode = decoded
+    inner = redact(text)
+    return token if inner == text else encode(inner.encode("utf-8"))
+
+
+def _decoded(token: str) -> tuple[str, Callable[[bytes], str]] | None:
+    """The text ``token`` encodes in hex or Base64 when it is printable UTF-8, with the way to
+    encode text back alike; ``None`` for anything else (random bytes, not an encoding)."""
     encode: Callable[[bytes], str]
     if len(token) % 2 == 0 and _HEX.match(token):
         data, encode = bytes.fromhex(token), bytes.hex
@@ -393,14 +533,14 @@ def _encoded_text(token: str) -> str | None:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if text.count(" ") < 3 or sum(c.isprintable() or c.isspace() for c in text) < 0.95 * len(text):
+    if sum(c.isprintable() or c.isspace() for c in text) < 0.95 * len(text):
         return None
-    inner = redact(text)
-    return token if inner == text else encode(inner.encode("utf-8"))
+    return text, encode
 
 
 _HANDLERS: Final[dict[str, Callable[[re.Match[str]], str]]] = {
-    "private_key": lambda _m: secret_placeholder("private_key"),
+    "private_key": lambda m: secret_placeholder("private_key", m.group(0)),
+    "placed": lambda m: m.group(0),
     "jwt": _jwt,
     "vendor_key": _key,
     "auth": _auth,

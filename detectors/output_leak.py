@@ -16,10 +16,13 @@ Four families are looked for in ``output.text``:
 A match counts only when it is absent from ``input.text`` (the caller already had it). With the
 agent's default ``redacted`` capture the values arrive as ``[SECRET]``, ``[EMAIL]``, ``[CARD]``
 and ``[PHONE]``, and keys whose kind the shape names as ``[SECRET:aws_access_key]``,
-``[SECRET:private_key]``...: placeholders are counted too, when the output holds more of a kind
-than the input, a typed one with its kind's weight (a cloud key redacted at the edge is as high
-as the key itself). Canaries count even when the caller sent them. Secret, e-mail, card and phone shapes are
-those of :mod:`inferwatch.collectors.redaction`, so the agent and this detector agree on them.
+``[SECRET:private_key]``..., a secret's placeholder naming which one it was
+(``[SECRET:aws_access_key:AKIA…4VYD]``, ``[SECRET:private_key:#1a2b3c4d]``): placeholders are
+counted too, when the output holds more of the same placeholder than the input, a typed one with
+its kind's weight (a cloud key redacted at the edge is as high as the key itself), and the
+evidence shows the placeholder, so it names the key. Canaries count even when the caller sent
+them. Secret, e-mail, card and phone shapes are those of :mod:`inferwatch.collectors.redaction`,
+so the agent and this detector agree on them.
 
 Evidence never holds a raw value: snippets are masked to a short prefix and suffix.
 
@@ -45,11 +48,10 @@ from inferwatch.collectors.redaction import (
     CARD,
     EMAIL,
     PHONE,
-    SECRET,
-    SECRET_KINDS,
+    SECRET_PLACEHOLDER,
     find_sensitive,
     jwt_valid,
-    secret_placeholder,
+    mask,
     shannon_entropy,
     vendor_kind,
 )
@@ -83,9 +85,10 @@ KINDS: Final[dict[str, tuple[str, Severity, float]]] = {
     "markdown_link": ("exfiltration", "high", 0.7),
     "remote_image": ("exfiltration", "medium", 0.4),  # query or long path, nothing data-looking
 }
-_PLACEHOLDER_KIND: Final = {SECRET: "secret", EMAIL: "email", CARD: "card", PHONE: "phone"} | {
-    secret_placeholder(kind): kind for kind in SECRET_KINDS}  # "[SECRET:aws_access_key]": the key's kind
-_PLACEHOLDERS: Final = re.compile("|".join(re.escape(p) for p in _PLACEHOLDER_KIND))
+_PLACEHOLDER_KIND: Final = {EMAIL: "email", CARD: "card", PHONE: "phone"}
+# "[SECRET:aws_access_key:AKIA…MPLE]": the key's kind, and which key; "[SECRET]": some secret
+_PLACEHOLDERS: Final = re.compile(
+    "|".join(re.escape(p) for p in _PLACEHOLDER_KIND) + "|" + SECRET_PLACEHOLDER.pattern)
 _IBAN: Final = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
 _SSN: Final = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
 _UK_NI: Final = re.compile(
@@ -111,14 +114,16 @@ class Leak:
     detail: dict[str, Any] | None = None
 
 
-def mask(value: str) -> str:
-    """Keep at most a fifth of ``value`` (up to 4 characters) at each end; nothing when short.
+def placeholder_kind(placeholder: str) -> str:
+    """The kind of a redaction placeholder (``[EMAIL]`` ``email``, ``[SECRET]`` ``secret``).
 
-    >>> mask("AKIAZ3MXQ7R2LPWN4VYD"), mask("123-45-6789"), mask("short")
-    ('AKIA…4VYD', '12…89', '…')
+    >>> placeholder_kind("[SECRET:aws_access_key:AKIA…MPLE]"), placeholder_kind("[SECRET:#1a2b3c4d]")
+    ('aws_access_key', 'secret')
     """
-    keep = min(4, len(value) // 5) if len(value) >= 10 else 0
-    return f"{value[:keep]}…{value[-keep:]}" if keep else "…"
+    found = SECRET_PLACEHOLDER.fullmatch(placeholder)
+    if found is None:
+        return _PLACEHOLDER_KIND[placeholder]
+    return found.group("kind") or "secret"
 
 
 def iban_valid(iban: str) -> bool:
@@ -305,10 +310,12 @@ class OutputLeakDetector:
                 scan.add("high_entropy_token", match.group(), *match.span())
 
     def _placeholders(self, scan: _Scan) -> None:
-        found = Counter(_PLACEHOLDERS.findall(scan.output))
-        had = Counter(_PLACEHOLDERS.findall(scan.input))
+        # Placeholders compare whole: one that names which key it was ("[SECRET:jwt:#1a2b3c4d]")
+        # is in the input only if that same key was, as a raw value is.
+        found = Counter(m.group(0) for m in _PLACEHOLDERS.finditer(scan.output))
+        had = Counter(m.group(0) for m in _PLACEHOLDERS.finditer(scan.input))
         for placeholder, count in found.items():
-            kind = _PLACEHOLDER_KIND[placeholder]
+            kind = placeholder_kind(placeholder)
             extra = count - had[placeholder]
             if had[placeholder]:
                 scan.in_input[kind] += min(count, had[placeholder])

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import pytest
 
 from inferwatch.collectors.redaction import CARD, EMAIL, PHONE, SECRET, luhn_valid, redact
 from inferwatch.collectors.settings import CaptureMode
+
+
+def _sha(secret: str) -> str:
+    """What an engineer computes from a candidate secret to match a ``#…`` fingerprint."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:8]
 
 
 @pytest.mark.parametrize(
@@ -21,19 +27,25 @@ from inferwatch.collectors.settings import CaptureMode
         ("pay 4111 1111 1111 1111 today", CARD),
         ("pay 4111-1111-1111-1111 today", CARD),
         ("pay 378282246310005 today", CARD),
-        ("aws AKIAIOSFODNN7EXAMPLE today", "[SECRET:aws_access_key]"),
-        ("key sk-proj-AbCdEf1234567890GhIjKl today", "[SECRET:openai_style_key]"),
-        ("key sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345 today", "[SECRET:openai_style_key]"),
-        ("stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc today", "[SECRET:stripe_key]"),
-        ("stripe sk_test_4eC39HqLyjWDarjtT1zdp7dc today", SECRET),
-        ("gh ghp_1234567890abcdefghijABCDEFGHIJ123456 today", "[SECRET:github_token]"),
+        # A vendor key: its kind and what its issuer's console shows of it (first and last 4).
+        ("aws AKIAIOSFODNN7EXAMPLE today", "[SECRET:aws_access_key:AKIA…MPLE]"),
+        ("key sk-proj-AbCdEf1234567890GhIjKl today", "[SECRET:openai_style_key:sk-p…IjKl]"),
+        ("key sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345 today", "[SECRET:openai_style_key:sk-a…2345]"),
+        ("stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc today", "[SECRET:stripe_key:sk_l…p7dc]"),
+        # No known issuer, no excerpt: a fingerprint (#, 8 hex digits of SHA-256) when it is random.
+        ("stripe sk_test_4eC39HqLyjWDarjtT1zdp7dc today",
+         "[SECRET:#" + _sha("sk_test_4eC39HqLyjWDarjtT1zdp7dc") + "]"),
+        ("gh ghp_1234567890abcdefghijABCDEFGHIJ123456 today", "[SECRET:github_token:ghp_…3456]"),
         (
             "jwt eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
             "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U today",
-            "[SECRET:jwt]",
+            "[SECRET:jwt:#" + _sha("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+                                   "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U") + "]",
         ),
-        ("token q8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8Aa today", SECRET),
-        ("digest 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 today", SECRET),
+        ("token q8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8Aa today",
+         "[SECRET:#" + _sha("q8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8Aa") + "]"),
+        ("digest 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 today",
+         "[SECRET:#" + _sha("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08") + "]"),
     ],
 )
 def test_each_kind_is_replaced_by_its_placeholder(text: str, placeholder: str) -> None:
@@ -93,7 +105,7 @@ def test_card_number_failing_luhn_is_kept() -> None:
 
 def test_several_kinds_in_one_text() -> None:
     text = "Mail bob@example.com, call +1 415 555 2671, card 5500 0000 0000 0004, key AKIAIOSFODNN7EXAMPLE."
-    assert redact(text) == f"Mail {EMAIL}, call {PHONE}, card {CARD}, key [SECRET:aws_access_key]."
+    assert redact(text) == f"Mail {EMAIL}, call {PHONE}, card {CARD}, key [SECRET:aws_access_key:AKIA…MPLE]."
 
 
 SECRETS = ["4111111111111111", "4111 1111 1111 1111", "alice.smith@example.org", "AKIAIOSFODNN7EXAMPLE",
@@ -168,7 +180,7 @@ def test_what_an_encoded_prompt_holds_is_redacted_inside_its_encoding() -> None:
     plan = "mail the plan to bob@example.com with key sk-abcdefghijklmnop1234567890"
     masked = redact("decode " + _b64(plan))
     inside = base64.b64decode(masked.split()[1]).decode()
-    assert inside == "mail the plan to [EMAIL] with key [SECRET:openai_style_key]"
+    assert inside == "mail the plan to [EMAIL] with key [SECRET:openai_style_key:sk-a…7890]"
     hexed = redact("decode " + b"send it to bob@example.com right now".hex())
     assert bytes.fromhex(hexed.split()[1]).decode() == "send it to [EMAIL] right now"
 
@@ -180,7 +192,10 @@ def test_what_an_encoded_prompt_holds_is_redacted_inside_its_encoding() -> None:
      "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
 )
 def test_encoded_credentials_and_random_bytes_are_still_masked(credential: str) -> None:
-    assert redact(f"value {credential} end") == f"value {SECRET} end"
+    # Random bytes get a fingerprint; an encoded user:password does not (it could be guessed).
+    readable = credential == _b64("hunter2:s3cr3t-passw0rd!")
+    placeholder = SECRET if readable else f"[SECRET:#{_sha(credential)}]"
+    assert redact(f"value {credential} end") == f"value {placeholder} end"
 
 
 def test_an_encoding_wrapped_over_lines_is_masked_whole() -> None:
@@ -195,11 +210,77 @@ def test_an_encoding_wrapped_over_lines_is_masked_whole() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("user=bob|key=AKIAIOSFODNN7EXAMPL2|phone=+44 20 7946 0958",
-      "user=bob|key=[SECRET:aws_access_key]|phone=[PHONE]"),
-     ("AKIAIOSFODNN7EXAMPL2:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "[SECRET:aws_access_key]:[SECRET]"),
+      "user=bob|key=[SECRET:aws_access_key:AKIA…MPL2]|phone=[PHONE]"),
+     ("AKIAIOSFODNN7EXAMPL2:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+      "[SECRET:aws_access_key:AKIA…MPL2]:[SECRET:#" + _sha("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY") + "]"),
      ("password=[SECRET:hunter_two]", "password=[SECRET]"),  # not a placeholder of a known kind
      ("A JWT looks like eyJhbGciOiJxxxxxxxx.eyJzdWIiOiJxxxxxxxx.signature", f"A JWT looks like {SECRET}")],
 )
 def test_a_typed_placeholder_is_never_read_as_an_assignment(text: str, expected: str) -> None:
     assert redact(text) == expected
     assert redact(expected) == expected
+
+
+# Which secret it was: the placeholder names it without holding it (docs/privacy.md).
+
+PEM_BODY = ("MIIEowIBAAKCAQEAq8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8AaZ3MXQ7R2LPWN4VYD",
+            "Kq2LmN7pR3sT8vW1yZ5bC6eF0gH2jdozjgNryP4J3jVmNHl0w5NXgL0n3I9PlFUP0T==")
+
+
+def test_a_private_key_is_named_by_the_fingerprint_of_its_body_however_it_is_wrapped() -> None:
+    unix = "-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(PEM_BODY) + "\n-----END RSA PRIVATE KEY-----"
+    windows = unix.replace("\n", "\r\n")
+    placeholder = f"[SECRET:private_key:#{_sha(''.join(PEM_BODY))}]"
+    assert redact(f"here:\n{unix}\nbye") == f"here:\n{placeholder}\nbye"
+    assert redact(f"here:\r\n{windows}\r\nbye") == f"here:\r\n{placeholder}\r\nbye"
+
+
+def test_passwords_and_basic_credentials_never_get_a_fingerprint() -> None:
+    # A short hash of a value a person chose would let anyone holding the log confirm a guess.
+    random32 = "q8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8"
+    assert redact(f"password={random32} and pwd: {random32}") == f"password={SECRET} and pwd: {SECRET}"
+    basic = base64.b64encode(b"alice@example.com:MyDogRexWasBornIn2015").decode()
+    assert redact(f"Authorization: Basic {basic}") == f"Authorization: Basic {SECRET}"
+    assert redact(f"Authorization: Bearer {random32}") == f"Authorization: Bearer [SECRET:#{_sha(random32)}]"
+    assert redact(f"api_key={random32}") == f"api_key=[SECRET:#{_sha(random32)}]"
+    assert redact("Authorization: Bearer abc.DEF-123_ghi~jkl") == f"Authorization: Bearer {SECRET}"  # short
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["aws_access_key: AKIAIOSFODNN7EXAMPLE, gcp_api_key=AIzaSyD4x9Kq2LmN7pR3sT8vW1yZ5bC6eF0gH2j",
+     "keys: AKIAIOSFODNN7EXAMPLE;AIzaSyD4x9Kq2LmN7pR3sT8vW1yZ5bC6eF0gH2j secret=hunter22x",
+     "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U "
+     "token q8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8Aa, mail bob@example.com, card 4111 1111 1111 1111"],
+)
+def test_redacting_redacted_text_changes_nothing(text: str) -> None:
+    once = redact(text)
+    assert "SECRET:" in once
+    assert redact(once) == once
+    assert redact(once, identify=False) == redact(text, identify=False)
+
+
+def test_what_follows_a_placeholder_is_still_redacted() -> None:
+    # The kind inside a placeholder ("aws_access_key:", "gcp_api_key:") reads like an assignment:
+    # it must neither be masked again nor swallow what comes after it.
+    text = ("[SECRET:aws_access_key:AKIA…MPLE]secret=hunter22x and "
+            "[SECRET:gcp_api_key:AIza…gH2j]:api_key=zz9911aa")
+    assert redact(text) == ("[SECRET:aws_access_key:AKIA…MPLE]secret=[SECRET] and "
+                            "[SECRET:gcp_api_key:AIza…gH2j]:api_key=[SECRET]")
+
+
+@pytest.mark.parametrize(
+    "fake",
+    ["[SECRET:jwt:hunter2pass]", "[SECRET:aws_access_key:#12345]", "[SECRET:#ABCDEF12]",
+     "[SECRET:nope:#1a2b3c4d]"],
+)
+def test_only_a_placeholder_of_the_written_shape_passes_for_one(fake: str) -> None:
+    assert redact(f"api_key={fake}") == f"api_key={SECRET}"
+
+
+def test_capture_none_names_the_kind_only() -> None:
+    from inferwatch.agent.content import scalar_value
+
+    assert scalar_value("AKIAIOSFODNN7EXAMPLE", CaptureMode.NONE) == "[SECRET:aws_access_key]"
+    assert scalar_value("q8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8", CaptureMode.NONE) == SECRET
+    assert scalar_value("AKIAIOSFODNN7EXAMPLE", CaptureMode.REDACTED) == "[SECRET:aws_access_key:AKIA…MPLE]"

@@ -202,7 +202,7 @@ def test_capture_modes(mode: CaptureMode) -> None:
         assert event.input.text is None
         assert event.output.text is None
     elif mode is CaptureMode.REDACTED:
-        assert event.input.text == "my key is [SECRET:openai_style_key] and mail [EMAIL]"
+        assert event.input.text == "my key is [SECRET:openai_style_key:sk-a…7890] and mail [EMAIL]"
         assert event.output.text == "reply to [EMAIL]"
     else:
         assert event.input.text == SECRET_PROMPT

