@@ -655,8 +655,22 @@ def _code(text: str, *, in_table: bool = True) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
+def readable_json(value: Any, *, sort_keys: bool = False) -> str:
+    r"""Indented JSON that shows printable characters as they are (``AKIA…4VYD``, not
+    ``AKIA\u20264VYD``) and escapes the rest, control characters of any kind included.
+
+    >>> print(readable_json({"masked": "[SECRET:aws_access_key:AKIA…4VYD]", "x": "\x1b[2J\x9b"}))
+    {
+      "masked": "[SECRET:aws_access_key:AKIA…4VYD]",
+      "x": "\u001b[2J\u009b"
+    }
+    """
+    text = json.dumps(value, indent=2, default=str, ensure_ascii=False, sort_keys=sort_keys)
+    return "".join(c if c.isprintable() or c == "\n" else json.dumps(c)[1:-1] for c in text)
+
+
 def _json_block(data: Any) -> str:
-    body = json.dumps(data, indent=2, sort_keys=True, default=str)
+    body = readable_json(data, sort_keys=True)
     fence = "`" * max(3, _longest_run(body, "`") + 1)
     return f"{fence}json\n{body}\n{fence}"
 

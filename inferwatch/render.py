@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.incidents import Incident
-from inferwatch.detectors.investigation import input_preview
+from inferwatch.detectors.investigation import input_preview, readable_json
 
 
 def _time(value: datetime | None) -> str:
@@ -86,7 +86,7 @@ def incident_detail(incident: Incident, out: TextIO | None = None) -> None:
         *("  " + line for line in i.summary.splitlines()),
         "",
         f"evidence{latest}:",
-        *("  " + line for line in json.dumps(i.evidence, indent=2, default=str).splitlines()),
+        *("  " + line for line in readable_json(i.evidence).splitlines()),
         "",
         f"sample events: {', '.join(i.event_ids) or '-'}",
         f"sample traces: {', '.join(i.trace_ids) or '-'}",
