@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     from inferwatch import proxy_cmd
 
     proxy_cmd.add_agent_commands(sub)
+    from inferwatch import pseudonym_cmd
+
+    pseudonym_cmd.add_parser(sub)
     return parser
 
 
