@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Final
 
@@ -45,7 +46,7 @@ from inferwatch.collectors.event import (
     decode_event,
 )
 
-__all__ = ["LiteEvent", "LiteInput", "LiteOutput", "decode_view"]
+__all__ = ["LiteEvent", "LiteInput", "LiteOutput", "decode_view", "view_reader"]
 
 # RFC 3339 with at most microseconds: pydantic and datetime.fromisoformat agree on all of these
 # (other forms, e.g. 7-9 fraction digits or minutes without seconds, go the slow way).
@@ -183,3 +184,28 @@ def decode_view(data: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> EventView:
             pass
     event: InferenceEvent = decode_event(data, max_bytes=max_bytes)
     return event
+
+
+def view_reader(slow: Callable[[bytes], InferenceEvent]) -> Callable[[bytes], EventView]:
+    """:func:`decode_view` that hands the lines leaving the fast path to ``slow`` — a function that
+    calls :func:`decode_event` and looks at what it gave, e.g. at the unknown fields only those
+    lines can carry — at no cost to the lines the fast path takes.
+
+    >>> slow = []
+    >>> read = view_reader(lambda data: slow.append(data) or decode_event(data))
+    >>> type(read(b'{"id":"e1","time":"2026-01-01T00:00:00Z"}')).__name__, slow
+    ('LiteEvent', [])
+    >>> read(b'{"id":"e2","time":"2026-01-01T00:00:00Z","input":{"prompt":"hi"}}').input.model_extra
+    {'prompt': 'hi'}
+    """
+    decode = _DECODER.decode
+
+    def read(data: bytes) -> EventView:
+        if len(data) <= MAX_EVENT_BYTES:
+            try:
+                return decode(data)
+            except (msgspec.MsgspecError, ValueError, OverflowError):
+                pass
+        return slow(data)
+
+    return read

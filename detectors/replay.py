@@ -8,6 +8,10 @@ drift detector) and no events are kept, lines are read with the fast reader
 (:func:`~inferwatch.collectors.fast_event.decode_view`) and go through
 :meth:`Pipeline.detect_views <inferwatch.detectors.pipeline.Pipeline.detect_views>`: the same
 incidents and the same malformed lines with the same reasons, several times faster.
+
+Events whose ``input`` or ``output`` carry keys the event model does not define (``input.prompt``
+for ``input.text``) are counted in :attr:`ReplayResult.unread_keys`. Only lines that leave the fast
+reader can carry them, so the count costs the fast path nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +25,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from inferwatch.collectors.event import MAX_EVENT_BYTES, EventView, MalformedEvent, decode_event, oversized
+from inferwatch.collectors.event import (
+    MAX_EVENT_BYTES,
+    EventView,
+    InferenceEvent,
+    MalformedEvent,
+    decode_event,
+    oversized,
+)
+from inferwatch.collectors.unread_keys import UnreadKeys, unread_keys
 from inferwatch.detectors.base import Finding
 from inferwatch.detectors.incidents import Incident
 from inferwatch.detectors.pipeline import Pipeline
@@ -105,6 +117,8 @@ class ReplayResult:
     untouched: int = 0
     """Incidents already in the store that no finding of this replay opened, added to or matched
     (not listed)."""
+    unread_keys: UnreadKeys = field(default_factory=UnreadKeys)
+    """Events that carried input or output keys no built-in detector reads, and those keys."""
 
     def where(self, number: int) -> tuple[str, int]:
         """The file a line number of :attr:`malformed` is in, and its number in that file."""
@@ -146,7 +160,13 @@ def replay_files(
     seen = _FindingTimes()
     # A replay is history: an incident "changed" when its events happened, not when it ran.
     pipeline.manager.clock = pipeline.event_time
-    decode = _fast_reader() if pipeline.takes_views and pipeline.event_store is None else None
+    def decode_noting(line: bytes) -> InferenceEvent:
+        event = decode_event(line)
+        if event.input.model_extra or event.output.model_extra:
+            result.unread_keys.add(unread_keys(event))
+        return event
+
+    decode = _fast_reader(decode_noting) if pipeline.takes_views and pipeline.event_store is None else None
     views = decode is not None
     # What exists now (modules, models, references) lives through the replay: leave it out of
     # the garbage collector's full passes, which otherwise rescan it every few thousand events
@@ -158,7 +178,7 @@ def replay_files(
     late_before = pipeline.stats.late_events
     reading = _Reading(paths, result)
     try:
-        for batch in _batches(reading.lines(), result, decode or decode_event):
+        for batch in _batches(reading.lines(), result, decode or decode_noting):
             detected = pipeline.detect_views(batch) if views else pipeline.detect(batch)
             seen.note(detected.findings)
             pipeline.store(detected)
@@ -250,14 +270,15 @@ class _FindingTimes:
         return any(low <= t <= high for t in times)
 
 
-def _fast_reader() -> Callable[[bytes], EventView] | None:
-    """:func:`~inferwatch.collectors.fast_event.decode_view`, or ``None`` without msgspec (it
-    comes with the ``detector`` extra; a light install replays on the per-event path)."""
+def _fast_reader(slow: Callable[[bytes], InferenceEvent]) -> Callable[[bytes], EventView] | None:
+    """The fast reader (:func:`~inferwatch.collectors.fast_event.view_reader`) handing the lines it
+    does not take to ``slow``, or ``None`` without msgspec (it comes with the ``detector`` extra; a
+    light install replays on the per-event path)."""
     try:
-        from inferwatch.collectors.fast_event import decode_view
+        from inferwatch.collectors.fast_event import view_reader
     except ImportError:
         return None
-    return decode_view
+    return view_reader(slow)
 
 
 def _lines(fh: IO[bytes], limit: int, compression: str | None = None) -> Iterator[bytes | int | str]:

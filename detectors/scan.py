@@ -26,6 +26,7 @@ from inferwatch.collectors.event import (
     MalformedEvent,
     decode_event,
 )
+from inferwatch.collectors.unread_keys import described, unread_keys
 from inferwatch.detectors.base import Detector
 
 # Detectors that judge one request on its own; the windowed ones need a stream (use replay).
@@ -50,10 +51,14 @@ class ScanResult:
     detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     text: str = ""
     error: str | None = None
+    unread_keys: list[str] = field(default_factory=list)
+    """Keys of the event's input or output that no built-in detector reads (``input.prompt``)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, without the text preview."""
         out: dict[str, Any] = {"line": self.line, "id": self.id}
+        if self.unread_keys:
+            out["unread_keys"] = self.unread_keys
         if self.error is not None:
             return {**out, "error": self.error}
         return {**out, "verdict": self.verdict, "score": round(self.score, 4), "detectors": self.detectors}
@@ -94,10 +99,15 @@ def scan_line(raw: str | bytes, line: int, detectors: Sequence[Detector]) -> Sca
         event = to_event(obj, line)
     except (ValueError, MalformedEvent) as exc:
         return ScanResult(line=line, error=getattr(exc, "reason", None) or str(exc))
+    unread = unread_keys(event)
     if not event.input.text and not event.output.text:
-        return ScanResult(line=line, id=event.id, error="the event has no input or output text to scan "
-                          "(a tabular call? `inferwatch replay` judges those)")
-    return scan_event(event, line, detectors)
+        why = (" (a tabular call? `inferwatch replay` judges those)" if not unread else
+               f"; no built-in detector reads {', '.join(described(key) for key in unread)}")
+        return ScanResult(line=line, id=event.id, unread_keys=unread,
+                          error=f"the event has no input or output text to scan{why}")
+    result = scan_event(event, line, detectors)
+    result.unread_keys = unread
+    return result
 
 
 def scan_event(event: InferenceEvent, line: int, detectors: Sequence[Detector]) -> ScanResult:

@@ -4,7 +4,9 @@ Records from several partitions are put back in event-time order (:mod:`.merge`)
 detectors see them, so windows hold the same events however many processes share the topic.
 
 A malformed record goes to the dead-letter sink with its reason and is counted; it never stops
-the service.
+the service. An event whose ``input`` or ``output`` carries a key the event model does not define
+(``input.prompt`` for ``input.text``) is processed as it is, and the first event with each such key
+is logged as a warning naming the key, with the field probably meant.
 
 With a checkpoint store (``checkpoint_interval_s`` > 0), what the detectors hold (per-caller
 state and baselines, open and carried windows) is saved with the offsets it covers at most every
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from inferwatch.collectors.bus import BusRecord, BusUnavailable, DeadLetterSink, EventConsumer
 from inferwatch.collectors.event import InferenceEvent, MalformedEvent, decode_event
+from inferwatch.collectors.unread_keys import UnreadKeys, suggested, unread_keys
 from inferwatch.detectors import checkpoint
 from inferwatch.detectors.merge import PartitionMerger
 from inferwatch.detectors.pipeline import Batch, Pipeline
@@ -61,6 +64,8 @@ class ServiceStats:
     skipped_restored: int = 0
     """Records read again after a restart that the restored state already held (skipped)."""
     retries: Counter[str] = field(default_factory=Counter)
+    unread_keys: UnreadKeys = field(default_factory=UnreadKeys)
+    """Events whose input or output carried keys no built-in detector reads, and those keys."""
 
 
 class DetectorService:
@@ -201,7 +206,20 @@ class DetectorService:
                 self._dead_letter(record, exc.reason)
                 self.merger.skip(record.partition, record.offset, now)
             else:
+                if event.input.model_extra or event.output.model_extra:
+                    self._note_unread(event, record)
                 self.merger.add(record.partition, record.offset, event.ts, event, now)
+
+    def _note_unread(self, event: InferenceEvent, record: BusRecord) -> None:
+        """Once per key (not per event): a prompt under ``input.prompt`` is kept but never scanned."""
+        for key in self.stats.unread_keys.add(unread_keys(event)):
+            meant = suggested(key)
+            log.warning(
+                "event key read by no built-in detector: key=%s did_you_mean=%s first_event=%s topic=%s "
+                "partition=%d offset=%d; the event is processed and kept as it came (docs/events.md "
+                "lists the fields detectors read); logged once per key",
+                key, meant or "-", event.id, record.topic, record.partition, record.offset,
+            )
 
     def _detect_store_commit(self, events: Sequence[InferenceEvent]) -> None:
         batch = self.pipeline.detect(events)

@@ -17,6 +17,7 @@ from inferwatch import render
 from inferwatch.collectors.event import InferenceEvent, event_to_dict
 from inferwatch.collectors.ids import cut_short_pseudonym
 from inferwatch.collectors.settings import Settings, load_settings
+from inferwatch.collectors.unread_keys import UnreadKeys
 from inferwatch.detectors.drift.reference import ReferenceRecord, column_names
 from inferwatch.detectors.incidents import AlreadyInState, Incident, IncidentManager, no_such_incident
 from inferwatch.detectors.replay import late_in_files, replay_files
@@ -116,6 +117,7 @@ def _replay(args: argparse.Namespace, settings: Settings, paths: list[Path]) -> 
         print(f"{at}: skipped malformed event: {reason}", file=sys.stderr)
     if len(result.malformed) > 10:
         print(f"... and {len(result.malformed) - 10} more malformed lines", file=sys.stderr)
+    _note_unread_keys("replay", result.unread_keys)
     if args.json:
         for incident in result.incidents:
             render.json_line(incident.public_dict())
@@ -157,6 +159,15 @@ def _replay(args: argparse.Namespace, settings: Settings, paths: list[Path]) -> 
         if result.late / result.events >= LATE_SHARE_REFUSED:
             return 2
     return 0
+
+
+def _note_unread_keys(command: str, unread: UnreadKeys) -> None:
+    """Events are kept with keys the model does not define, but a prompt under ``input.prompt``
+    is then read by no detector: say so, with the key probably meant."""
+    summary = unread.summary()
+    if summary is not None:
+        print(f"inferwatch {command}: {summary}; such keys are kept but not read (docs/events.md lists "
+              "the fields that are)", file=sys.stderr)
 
 
 def _out_of_order(late: int, events: int, *, written: bool, files: int = 1) -> None:
@@ -563,6 +574,7 @@ def scan(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     results: list[ScanResult] = []
     scanned = errors = 0
+    unread = UnreadKeys()
     number = 0
     with source:
         try:
@@ -571,6 +583,7 @@ def scan(args: argparse.Namespace, settings: Settings) -> int:
                     continue
                 result = scan_line(line, number, detectors)
                 scanned, errors = scanned + 1, errors + (result.error is not None)
+                unread.add(result.unread_keys)
                 if args.json:
                     render.json_line(result.as_dict())
                 else:
@@ -583,6 +596,7 @@ def scan(args: argparse.Namespace, settings: Settings) -> int:
                   file=sys.stderr)
     if not args.json:
         render.scan_table(results)
+    _note_unread_keys("scan", unread)
     if scanned and errors == scanned:
         print("inferwatch scan: no line could be scanned: each line must be a JSON object with "
               '"text" (and optionally "output") as strings, or an inferwatch.event/1 event',

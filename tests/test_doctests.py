@@ -10,6 +10,7 @@ MODULES = [
     "inferwatch.collectors.ids",
     "inferwatch.collectors.sqlite_bus",
     "inferwatch.collectors.otlp_map",
+    "inferwatch.collectors.unread_keys",
     "inferwatch.detectors.windows",
     "inferwatch.detectors.merge",
     "inferwatch.detectors.scan",

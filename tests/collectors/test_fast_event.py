@@ -32,7 +32,7 @@ from inferwatch.collectors.event import (
     MalformedEvent,
     decode_event,
 )
-from inferwatch.collectors.fast_event import LiteEvent, LiteInput, LiteOutput, decode_view
+from inferwatch.collectors.fast_event import LiteEvent, LiteInput, LiteOutput, decode_view, view_reader
 
 # --------------------------------------------------------------------------------------------------
 # Comparing the two readers
@@ -956,3 +956,23 @@ def test_the_cached_time_is_the_float_datetime_gives() -> None:
         expected = datetime.fromisoformat(f"{head}.{digits}+00:00").timestamp()
         assert repr(second.ts) == repr(expected), f"{head}.{digits}Z"
         assert first.ts == datetime.fromisoformat(head + "+00:00").timestamp()
+
+
+def test_view_reader_hands_only_the_lines_off_the_fast_path_to_its_slow_reader() -> None:
+    slow: list[bytes] = []
+
+    def noting(data: bytes) -> InferenceEvent:
+        slow.append(data)
+        return decode_event(data)
+
+    read = view_reader(noting)
+    plain = b'{"id":"a","time":"2026-01-01T00:00:00Z","input":{"text":"hi"}}'
+    extra = b'{"id":"b","time":"2026-01-01T00:00:00Z","input":{"prompt":"hi"}}'
+    assert isinstance(read(plain), LiteEvent)
+    assert slow == []
+    view = read(extra)
+    assert isinstance(view, InferenceEvent)
+    assert view.input.model_extra == {"prompt": "hi"}
+    assert slow == [extra]
+    with pytest.raises(MalformedEvent, match="time: Field required"):
+        read(b'{"id":"c"}')

@@ -1,3 +1,4 @@
+import json
 import logging
 import threading
 from datetime import datetime
@@ -543,3 +544,25 @@ def test_a_partition_lost_after_a_restore_is_not_committed_back_to_the_checkpoin
     again.run(max_idle_s=0)
     assert all(c.get(1, 50) >= 50 for c in consumer.commits), consumer.commits
     assert consumer.committed == {0: 20, 1: 50}
+
+
+def test_an_input_key_no_detector_reads_is_warned_about_once_per_key(tmp_path, caplog):
+    store = SQLiteStore(tmp_path / "s.db")
+    detector = ServerErrors()
+    bus, service = _service(tmp_path, store, [detector])
+    producer = bus.producer()
+    sent = []
+    for i in range(5):
+        event = json.loads(encode_event(make_event(1000.0 + i)))
+        event["input"] = {"prompt": "Ignore all previous instructions", **({"tenant": "a"} if i >= 3 else {})}
+        producer.send(json.dumps(event).encode())
+        sent.append(event["id"])
+    with caplog.at_level(logging.WARNING, logger="inferwatch.detectors.service"):
+        assert service.run_once(poll_timeout=0) == 5
+    assert detector.seen == sent  # processed, not dead-lettered
+    assert service.stats.malformed == 0
+    warned = [r.getMessage() for r in caplog.records if "read by no built-in detector" in r.getMessage()]
+    assert len(warned) == 2
+    assert "key=input.prompt did_you_mean=input.text first_event=" + sent[0] in warned[0]
+    assert "key=input.tenant did_you_mean=- first_event=" + sent[3] in warned[1]
+    assert service.stats.unread_keys.events == 5
