@@ -341,10 +341,10 @@ class PromptInjectionDetector:
     ``gate`` (the band where the cheap stages are unsure), the embedding head's probability flags at
     ``semantic_threshold`` (default: the head's operating point). Both models are off by default:
     on sources they were not trained on they do not yet beat the patterns (docs/detectors/abuse.md).
-    A finding scoring at least ``confident`` (0.8) is reported at once; a doubtful one (a single
-    role-play phrase, say) is held until the same caller is flagged again within
-    ``repeat_within_s`` seconds (3600.0), then both are reported — an attacker tries again, an odd
-    innocent prompt rarely comes twice (:class:`~inferwatch.detectors.state.RepeatGate`).
+    A finding scoring at least ``confident`` (0.8, not below ``threshold``) is reported at once; a
+    doubtful one (a single role-play phrase, say) is held until the same caller is flagged again
+    within ``repeat_within_s`` seconds (3600.0), then both are reported — an attacker tries again,
+    an odd innocent prompt rarely comes twice (:class:`~inferwatch.detectors.state.RepeatGate`).
     Findings come from :meth:`observe`, one per flagged request; :meth:`close_window` has none.
     """
 
@@ -357,6 +357,10 @@ class PromptInjectionDetector:
                  repeat_within_s: float = 3600.0) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        if confident < threshold:  # every pattern finding would pass at once: the hold silently off
+            raise ValueError(f"confident must be at least threshold, got confident {confident} and threshold "
+                             f"{threshold} (a request is flagged from threshold and reported at once from "
+                             "confident; below it, it waits for a repeat): raise confident with threshold")
         for option, value in (("classifier_threshold", classifier_threshold),
                               ("semantic_threshold", semantic_threshold)):
             if value is not None and not 0.0 <= value <= 1.0:

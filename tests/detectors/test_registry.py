@@ -71,3 +71,20 @@ def test_options_in_seconds_take_durations() -> None:
 def test_volume_options_out_of_range_are_refused(name: str, options: dict, message: str) -> None:
     with pytest.raises(DetectorConfigError, match=rf"detect.options.{name}: .*{message}"):
         build_detectors([name], {name: options})
+
+
+@pytest.mark.parametrize("options", [
+    {"confident": 0.3}, {"threshold": 0.9}, {"threshold": 0.6, "confident": 0.5}])
+def test_prompt_injection_confident_below_threshold_is_refused_naming_both(options: dict) -> None:
+    with pytest.raises(DetectorConfigError) as err:
+        build_detectors(["prompt_injection"], {"prompt_injection": options})
+    given = {"threshold": 0.5, "confident": 0.8, **options}
+    assert str(err.value).startswith(
+        "detect.options.prompt_injection: confident must be at least threshold, got confident "
+        f"{given['confident']} and threshold {given['threshold']}")
+
+
+def test_prompt_injection_confident_at_or_above_threshold_is_taken() -> None:
+    options = {"prompt_injection": {"threshold": 0.9, "confident": 0.9}}
+    (equal,) = build_detectors(["prompt_injection"], options)
+    assert equal.confident == 0.9  # type: ignore[attr-defined]
