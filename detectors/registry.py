@@ -19,7 +19,18 @@ ENTRY_POINT_GROUP = "inferwatch.detectors"
 
 
 class DetectorConfigError(ValueError):
-    """A detector named in the settings is unknown, fails to load, or rejects its options."""
+    """A detector named in the settings is unknown, fails to load, or rejects its options.
+
+    ``problems`` lists each one (``detect.options.<name>...: what is wrong``); the message is the
+    problem itself when there is one, else ``invalid detector settings:`` and one line per problem.
+    """
+
+    def __init__(self, message: str | None = None, *, problems: Sequence[str] = ()) -> None:
+        self.problems = list(problems) or [message or ""]
+        if message is None:
+            message = (self.problems[0] if len(self.problems) == 1 else
+                       "invalid detector settings:\n" + "\n".join(f"  {p}" for p in self.problems))
+        super().__init__(message)
 
 
 def available() -> dict[str, EntryPoint]:
@@ -32,8 +43,10 @@ def build_detectors(
 ) -> list[Detector]:
     """Instantiate the enabled detectors (all registered ones when ``enabled`` is None).
 
-    Each is built as ``cls(**options[name])``; a bad option raises
-    :class:`DetectorConfigError` naming the settings key to fix.
+    Each is built as ``cls(**options[name])``. Every problem is found before any is reported: an
+    unknown name, a detector that fails to load, and each bad option of every detector raise one
+    :class:`DetectorConfigError` naming each settings key to fix (a detector's own constructor
+    names its first complaint).
     """
     registry = available()
     options = options or {}
@@ -41,50 +54,62 @@ def build_detectors(
     if not all(n.strip() for n in names):
         raise DetectorConfigError(f"detect.enabled holds an empty name ({names!r}); "
                                   f"registered: {', '.join(sorted(registry))}")
+    problems: list[str] = []
     unknown = [n for n in [*names, *options] if n not in registry]
     if unknown:
         guesses = {n: difflib.get_close_matches(n, list(registry), n=1, cutoff=0.75) for n in set(unknown)}
         meant = "; ".join(f"did you mean {g[0]} for {n}?" for n, g in sorted(guesses.items()) if g)
-        raise DetectorConfigError(
+        problems.append(
             f"unknown detector(s) {', '.join(sorted(set(unknown)))} in detect.enabled/detect.options"
             + (f" ({meant})" if meant else "") + f"; registered: {', '.join(sorted(registry))}"
         )
     detectors: list[Detector] = []
     for name in names:
+        if name not in registry:
+            continue
         try:
-            cls = registry[name].load()
-        except Exception as exc:  # a broken plug-in must name itself
-            raise DetectorConfigError(f"detector {name!r} failed to load: {exc}") from exc
-        try:
-            detector = cls(**_checked_options(cls, name, dict(options.get(name, {}))))
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, DetectorConfigError):
-                raise
-            raise DetectorConfigError(f"detect.options.{name}: {exc}") from exc
-        if not isinstance(detector, Detector):
-            raise DetectorConfigError(f"detector {name!r} lacks observe()/close_window()/name")
-        detectors.append(detector)
+            detectors.append(_build(registry[name], name, dict(options.get(name, {}))))
+        except DetectorConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise DetectorConfigError(problems=problems)
     return detectors
 
 
+def _build(entry: EntryPoint, name: str, given: dict[str, Any]) -> Detector:
+    """One detector from its entry point and options; :class:`DetectorConfigError` naming what is wrong."""
+    try:
+        cls = entry.load()
+    except Exception as exc:  # a broken plug-in must name itself
+        raise DetectorConfigError(f"detector {name!r} failed to load: {exc}") from exc
+    try:
+        detector = cls(**_checked_options(cls, name, given))
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, DetectorConfigError):
+            raise
+        raise DetectorConfigError(f"detect.options.{name}: {exc}") from exc
+    if not isinstance(detector, Detector):
+        raise DetectorConfigError(f"detector {name!r} lacks observe()/close_window()/name")
+    return detector
+
+
 def _checked_options(cls: type, name: str, given: dict[str, Any]) -> dict[str, Any]:
-    """``given`` checked against the parameters of ``cls``'s constructor: an unknown name, or a value
-    that is not of the parameter's type, raises :class:`DetectorConfigError` naming
-    ``detect.options.<detector>.<option>``; values are converted as the settings are (``"50"``
-    for an ``int`` is 50). A plug-in whose annotations cannot be resolved is passed ``given`` as is.
+    """``given`` checked against the parameters of ``cls``'s constructor: each unknown name, and
+    each value that is not of its parameter's type, is named as ``detect.options.<detector>.<option>``
+    in one :class:`DetectorConfigError`; values are converted as the settings are (``"50"`` for an
+    ``int`` is 50). A plug-in whose annotations cannot be resolved is passed ``given`` as is.
     """
     try:
         params = inspect.signature(cls).parameters
         hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
     except (TypeError, ValueError, NameError):
         return given
+    problems: list[str] = []
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        unknown = [key for key in given if key not in params]
-        if unknown:
-            named = ", ".join(sorted(k for k, p in params.items()
-                                     if p.kind is not inspect.Parameter.VAR_POSITIONAL))
-            raise DetectorConfigError(f"detect.options.{name}.{unknown[0]}: no such option; "
-                                      f"{name} takes {named or 'none'}")
+        named = ", ".join(sorted(k for k, p in params.items()
+                                 if p.kind is not inspect.Parameter.VAR_POSITIONAL))
+        problems += [f"detect.options.{name}.{key}: no such option; {name} takes {named or 'none'}"
+                     for key in given if key not in params]
     out = dict(given)
     for key, value in given.items():
         if key not in hints:
@@ -93,13 +118,15 @@ def _checked_options(cls: type, name: str, given: dict[str, Any]) -> dict[str, A
             try:
                 value = parse_duration(value)
             except ValueError as exc:
-                raise DetectorConfigError(f"detect.options.{name}.{key}: {exc}") from None
+                problems.append(f"detect.options.{name}.{key}: {exc}")
+                continue
         try:
             out[key] = TypeAdapter(hints[key]).validate_python(value)
         except ValidationError as exc:
             problem = exc.errors(include_url=False)[0]["msg"]
-            raise DetectorConfigError(
-                f"detect.options.{name}.{key}: {problem}{shown_value(key, value)}") from None
+            problems.append(f"detect.options.{name}.{key}: {problem}{shown_value(key, value)}")
         except Exception:  # a type pydantic cannot check (a plug-in's own class): left to the detector
             continue
+    if problems:
+        raise DetectorConfigError(problems=problems)
     return out

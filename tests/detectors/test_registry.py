@@ -88,3 +88,37 @@ def test_prompt_injection_confident_at_or_above_threshold_is_taken() -> None:
     options = {"prompt_injection": {"threshold": 0.9, "confident": 0.9}}
     (equal,) = build_detectors(["prompt_injection"], options)
     assert equal.confident == 0.9  # type: ignore[attr-defined]
+
+
+def test_bad_options_of_several_detectors_are_all_named_at_once() -> None:
+    options = {"request_rate": {"min_requests": -3}, "prompt_injection": {"max_chars": -5},
+               "scraping": {"ttl_s": "2 hours"}}
+    with pytest.raises(DetectorConfigError) as err:
+        build_detectors(["request_rate", "prompt_injection", "scraping"], options)
+    lines = str(err.value).splitlines()
+    assert lines[0] == "invalid detector settings:"
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "  detect.options.request_rate", "  detect.options.prompt_injection",
+        "  detect.options.scraping.ttl_s"]
+    assert "min_requests and max_principals must be at least 1" in lines[1]
+    assert "max_chars must be at least 1, got -5" in lines[2]
+    assert err.value.problems == [line.strip() for line in lines[1:]]
+
+
+def test_every_bad_option_of_one_detector_is_named_by_the_common_checks() -> None:
+    options = {"request_rate": {"min_requests": "lots", "min_requets": 5, "ttl_s": "2 hours",
+                                "own_factor": "x"}}
+    with pytest.raises(DetectorConfigError) as err:
+        build_detectors(["request_rate"], options)
+    named = [line.strip().split(":")[0] for line in str(err.value).splitlines()[1:]]
+    assert sorted(named) == [f"detect.options.request_rate.{key}"
+                             for key in ("min_requests", "min_requets", "own_factor", "ttl_s")]
+
+
+def test_an_unknown_detector_and_a_bad_option_are_named_together() -> None:
+    with pytest.raises(DetectorConfigError) as err:
+        build_detectors(["prompt_injections", "request_rate"], {"request_rate": {"warmup_windows": -1}})
+    message = str(err.value)
+    assert "  unknown detector(s) prompt_injections" in message
+    assert "  detect.options.request_rate: " in message
+    assert "warmup_windows at least 0, got 30, 100000 and -1" in message
