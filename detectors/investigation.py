@@ -18,11 +18,13 @@ the stored text, which may differ from what the model saw (``[EMAIL]`` instead o
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import PackageNotFoundError, metadata
 from typing import Any
 
 from inferwatch import __version__
@@ -42,6 +44,7 @@ DEFAULT_AFTER = timedelta(minutes=15)
 DEFAULT_LIMIT = 200
 DEFAULT_RELATED_WINDOW = timedelta(hours=1)
 RUNBOOKS = "docs/runbooks"
+"""Where the runbooks are in the repository (``docs/runbooks/<detector>.md``)."""
 # The stores keep event time to the microsecond; a bound one tick past last_seen keeps the
 # incident's own last event in a window whose end is exclusive (EventQuery.until).
 _TICK = timedelta(microseconds=1)
@@ -358,8 +361,37 @@ def report(
         "other_callers": _other_callers_dict(others, incident, window),
         "notifications": _notifications(store, incident.id),
         "runbook": f"{RUNBOOKS}/{incident.detector}.md",
+        "runbook_url": runbook_url(incident.detector),
     }
     return bundle
+
+
+@functools.cache
+def docs_url() -> str | None:
+    """Where this project's ``docs/`` folder is published: the ``Documentation`` URL the installed
+    distribution declares (``[project.urls]`` in pyproject.toml), or ``None`` when it declares none
+    (or is not installed)."""
+    try:
+        urls: list[str] = metadata("inferwatch").get_all("Project-URL") or []
+    except PackageNotFoundError:
+        return None
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().casefold() == "documentation" and url.strip():
+            return url.strip().rstrip("/")
+    return None
+
+
+def runbook_url(detector: str) -> str | None:
+    """The absolute address of ``detector``'s runbook under :func:`docs_url`, so a report made by an
+    installed copy (where ``docs/runbooks/…`` is no file) links somewhere; ``None`` without one.
+
+    >>> docs_url.cache_clear()
+    >>> runbook_url("drift") in (None, f"{docs_url()}/runbooks/drift.md")
+    True
+    """
+    base = docs_url()
+    return f"{base}/{RUNBOOKS.removeprefix('docs/')}/{detector}.md" if base else None
 
 
 def _notifications(store: Store, incident_id: str) -> list[dict[str, Any]]:
@@ -436,7 +468,8 @@ def render_report_markdown(bundle: Mapping[str, Any], cli_options: str = "") -> 
         _related_section(bundle["related"], bundle.get("related_window_s"), bundle.get("other_callers"),
                          cli_options),
         _notifications_section(bundle.get("notifications") or []),
-        _next_steps(inc, bundle.get("runbook") or f"{RUNBOOKS}/{inc['detector']}.md", cli_options),
+        _next_steps(inc, bundle.get("runbook") or f"{RUNBOOKS}/{inc['detector']}.md",
+                    bundle.get("runbook_url"), cli_options),
     ]
     return "\n\n".join(parts) + "\n"
 
@@ -590,13 +623,14 @@ def _notifications_section(sent: Sequence[Mapping[str, Any]]) -> str:
     return f"{head}\n\n" + _table(headers, rows)
 
 
-def _next_steps(inc: Mapping[str, Any], runbook: str, options: str = "") -> str:
-    """``options`` (``--store PATH``, ``--config FILE``) the report was made with go into every
-    command, so that each can be pasted as it is."""
+def _next_steps(inc: Mapping[str, Any], runbook: str, url: str | None = None, options: str = "") -> str:
+    """The runbook is shown by its path in the repository and linked at ``url`` when the published
+    documentation is known. ``options`` (``--store PATH``, ``--config FILE``) the report was made
+    with go into every command, so that each can be pasted as it is."""
     ident = inc["id"]
     more = f" {options}" if options else ""
     steps = [
-        f"- Read the runbook for this detector: [{_esc(runbook)}]({runbook}) — what it means, how to "
+        f"- Read the runbook for this detector: [{_esc(runbook)}]({url or runbook}) — what it means, how to "
         "confirm it, what to do.",
         f"- Look further around it: `inferwatch incidents timeline {ident} --before 1h --after 1h{more}`.",
         f"- {_search_step(inc, more)}",

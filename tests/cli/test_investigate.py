@@ -287,6 +287,40 @@ def test_report_markdown_has_every_section(capsys, scenario, store):
     assert "HTTP 503 \\| retry" in md
 
 
+def test_report_links_the_runbook_where_the_docs_are_published(capsys, monkeypatch, scenario, store):
+    """Installed from a package, docs/runbooks/... is no file: the link goes to the published docs,
+    the repository path stays the visible text."""
+    published = "https://docs.example.org/inferwatch/docs"
+    monkeypatch.setattr(investigation, "docs_url", lambda: published)
+    path, _ = scenario
+    incident = find(store, "prompt_injection")
+    assert run_cli("report", incident.id, "--store", path) == 0
+    md = capsys.readouterr().out
+    assert f"[docs/runbooks/prompt\\_injection.md]({published}/runbooks/prompt_injection.md)" in md
+    bundle = investigation.report(store, incident)
+    assert bundle["runbook"] == "docs/runbooks/prompt_injection.md"
+    assert bundle["runbook_url"] == f"{published}/runbooks/prompt_injection.md"
+
+
+def test_the_published_docs_are_the_documentation_url_the_package_declares(monkeypatch):
+    declared = {"Project-URL": ["Repository, https://git.example.org/inferwatch",
+                                "Documentation, https://git.example.org/inferwatch/blob/main/docs/"]}
+
+    class Metadata:
+        def get_all(self, name: str) -> list[str] | None:
+            return declared.get(name)
+
+    monkeypatch.setattr(investigation, "metadata", lambda name: Metadata())
+    investigation.docs_url.cache_clear()
+    try:
+        assert investigation.runbook_url("drift") == "https://git.example.org/inferwatch/blob/main/docs/runbooks/drift.md"
+        declared["Project-URL"] = declared["Project-URL"][:1]  # a repository alone says nothing of its docs
+        investigation.docs_url.cache_clear()
+        assert investigation.runbook_url("drift") is None
+    finally:
+        investigation.docs_url.cache_clear()
+
+
 def test_report_markdown_keeps_hostile_text_inert(capsys, scenario, store):
     path, _ = scenario
     incident = find(store, "prompt_injection")
@@ -321,6 +355,7 @@ def test_report_json_round_trips_and_names_everything(capsys, tmp_path, scenario
     assert [n["id"] for n in bundle["notifications"]] == ["n2", "n3"]  # not n1: it carried another
     assert bundle["timeline"]["trace_ids"] == incident.trace_ids
     assert bundle["runbook"] == "docs/runbooks/request_rate.md"
+    assert bundle["runbook_url"] == investigation.runbook_url("request_rate")
     fixed = datetime(2026, 2, 1, tzinfo=UTC)
     direct = investigation.report(store, incident, now=fixed)
     assert json.loads(json.dumps(direct)) == direct
