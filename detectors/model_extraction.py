@@ -368,13 +368,15 @@ class ModelExtractionDetector:
             model = self._models.get(name)
             if model is not None:
                 model.shifted = name in followed
+        # Every caller's distances span the shift too: they start afresh, and this window's
+        # verdicts (made on the mixed history) are dropped, distance tests and all.
         for subject, results in tabular.items():
             for r in results:
                 history = self._queries.get((subject, r.model))
                 if r.model in shifted and history is not None:
-                    history.forget_reference_checks()
-            tabular[subject] = [replace(r, verdict=replace(r.verdict, off_flag=False)) if r.model in shifted
-                                else r for r in results]
+                    history.forget_queries()
+            tabular[subject] = [replace(r, verdict=replace(r.verdict, off_flag=False, distance_flag=False))
+                                if r.model in shifted else r for r in results]
 
     def _judge_prompts(self, subject: str,
                        window: SweepWindow | None) -> tuple[SweepWindow, PromptHistory] | None:

@@ -458,6 +458,17 @@ class QueryHistory:
         self.offs.fill(-1)
         self.checked = self.far = 0
 
+    def forget_queries(self) -> None:
+        """Start afresh after a shift every caller shared (a unit change, a pipeline sending other
+        data): distances between queries from before it and after it measure the shift, not the
+        caller, and split in two (an ML engineer's walk-through had 20 ordinary callers flagged at
+        W 0.75 so). The window's own counts stay."""
+        self.forget_reference_checks()
+        self.n_rows = self.row_pos = 0
+        self.dists.fill(np.nan)
+        self.moved.fill(0)
+        self.n_records = self.record_pos = 0
+
     def start_window(self) -> None:
         """Reset the per-window counts (the rings carry over)."""
         self.window_queries = 0

@@ -550,3 +550,24 @@ def test_the_demos_story_flags_the_thief_alone(run: Any, seed: int) -> None:
     detector = ModelExtractionDetector()
     assert set(flagged(run(detector, events))) == {"thief"}
     assert detector.model_wide_shifts >= 1
+
+
+def _unit_change(rng: np.random.Generator, n: int) -> np.ndarray:
+    rows = natural(rng, n)
+    rows[:, 0] *= 100.0  # a pipeline sending one feature in other units: cm for m
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_unit_change_every_caller_shares_is_not_blamed_on_each_caller(run: Any, seed: int) -> None:
+    """An ML engineer's walk-through: one feature x100 for all 20 callers filed 20 model_extraction
+    incidents (10 high), "unnatural query distances (W 0.752)": each caller's recent queries mixed
+    the old units and the new, so their distances split in two."""
+    names = [f"app{i:02d}" for i in range(20)]
+    before = dict.fromkeys(names, (20, natural))
+    after = dict.fromkeys(names, (20, _unit_change))
+    events = sorted(queries(before, 6, seed=seed) + queries(after, 6, seed=seed + 1, start=6)
+                    + queries(before, 6, seed=seed + 2, start=12), key=lambda e: e.ts)
+    detector = ModelExtractionDetector()
+    assert run(detector, events) == []
+    assert detector.model_wide_shifts >= 2  # the change and its undoing
