@@ -23,6 +23,7 @@ counts all of it).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -79,9 +80,19 @@ def text_output(
 
 
 def as_scalar(value: object) -> tuple[bool, Scalar]:
-    """``(True, value)`` for a JSON scalar (NumPy scalars unwrapped), else ``(False, None)``."""
-    if value is None or isinstance(value, str | bool | int | float):
+    """``(True, value)`` for a JSON scalar (NumPy scalars unwrapped), else ``(False, None)``.
+
+    NaN and ±Infinity (which an event, being JSON, cannot carry) are ``None``: a missing value,
+    which drift counts as one, rather than an event that fails to build and loses every other
+    feature with it (an ML engineer's walk-through: one NaN emptied the whole event).
+
+    >>> as_scalar(float("nan")), as_scalar(float("-inf")), as_scalar(0.5), as_scalar([1])
+    ((True, None), (True, None), (True, 0.5), (False, None))
+    """
+    if value is None or isinstance(value, str | bool | int):
         return True, value
+    if isinstance(value, float):
+        return True, value if math.isfinite(value) else None
     item = getattr(value, "item", None)  # numpy.float64(0.5).item() -> 0.5, without importing numpy
     if callable(item) and getattr(value, "ndim", None) == 0:
         try:
@@ -89,7 +100,7 @@ def as_scalar(value: object) -> tuple[bool, Scalar]:
         except Exception:
             return False, None
         if unwrapped is None or isinstance(unwrapped, str | bool | int | float):
-            return True, unwrapped
+            return as_scalar(unwrapped)
     return False, None
 
 

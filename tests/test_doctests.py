@@ -7,6 +7,7 @@ import pytest
 
 MODULES = [
     "inferwatch.collectors.event",
+    "inferwatch.agent.content",
     "inferwatch.collectors.ids",
     "inferwatch.collectors.sqlite_bus",
     "inferwatch.collectors.otlp_map",

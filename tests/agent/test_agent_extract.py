@@ -241,3 +241,17 @@ def test_a_compressed_reply_that_unpacks_past_the_limit_is_not_read() -> None:
                                     response_encoding="gzip", limit=1 << 20), CaptureMode.FULL)
     assert content.rows[0].output.label is None
     assert content.rows[0].input.features == {"x": 1}
+
+
+def test_a_nan_or_infinite_feature_is_missing_and_the_rest_is_kept() -> None:
+    # An ML engineer's walk-through: one NaN emptied the event ("input": {}, extract_error
+    # ValidationError), so drift never saw the commonest data-quality bug.
+    body = b'{"features": {"nswprice": NaN, "vicprice": Infinity, "nswdemand": 0.42, "period": 1e400}}'
+    answer = b'{"prediction": 1, "probability": NaN}'
+    content = extract_http(HttpExchange(request_body=body, request_bytes=len(body), response_body=answer,
+                                        response_bytes=len(answer), response_content_type="application/json"),
+                           CaptureMode.REDACTED)
+    assert "extract_error" not in content.attributes
+    (row,) = content.rows
+    assert row.input.features == {"nswprice": None, "vicprice": None, "nswdemand": 0.42, "period": None}
+    assert (row.output.label, row.output.score) == (1, None)
