@@ -108,8 +108,13 @@ def _checked_options(cls: type, name: str, given: dict[str, Any]) -> dict[str, A
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         named = ", ".join(sorted(k for k, p in params.items()
                                  if p.kind is not inspect.Parameter.VAR_POSITIONAL))
-        problems += [f"detect.options.{name}.{key}: no such option; {name} takes {named or 'none'}"
-                     for key in given if key not in params]
+        for key in given:
+            if key in params:
+                continue
+            close = difflib.get_close_matches(str(key), list(params), n=1, cutoff=0.75)
+            meant = f"did you mean {close[0]}? " if close else ""
+            problems.append(f"detect.options.{name}.{key}: no such option; {meant}"
+                            f"{name} takes {named or 'none'}")
     out = dict(given)
     for key, value in given.items():
         if key not in hints:

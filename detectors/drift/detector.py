@@ -713,6 +713,8 @@ class DriftDetector:
         recent_alpha: float = 0.0001,
         seed: int = 0,
     ) -> None:
+        # "BH" and "Holm", as the methods are written, are the same choices
+        reference, correction = str(reference).lower(), str(correction).lower()
         if reference not in ("warmup", "rolling"):
             raise ValueError(f"reference must be 'warmup' or 'rolling', got {reference!r}")
         if correction not in ("holm", "bh"):

@@ -18,7 +18,10 @@ def test_options_are_converted_like_the_settings():
     ({"output_leak": {"entropy_threshold": "high"}},
      "detect.options.output_leak.entropy_threshold: Input should be a valid number"),
     ({"request_rate": {"min_requets": 5}},
-     "detect.options.request_rate.min_requets: no such option; request_rate takes "),
+     "detect.options.request_rate.min_requets: no such option; did you mean min_requests? "
+     "request_rate takes "),
+    ({"request_rate": {"frobnicate": 5}},
+     "detect.options.request_rate.frobnicate: no such option; request_rate "),
     ({"prompt_injection": {"max_chars": -5}},
      "detect.options.prompt_injection: max_chars must be at least 1"),
     ({"drift": {"correction": "bonf"}}, "detect.options.drift: correction must be 'holm' or 'bh'"),
@@ -27,6 +30,12 @@ def test_a_bad_option_is_named_with_what_it_got(options, message):
     with pytest.raises(DetectorConfigError) as err:
         build_detectors(list(options), options)
     assert message in str(err.value)
+
+
+def test_a_method_written_in_capitals_is_the_same_method():
+    # `correction: BH` was refused (walk-through); BH and Holm are written so in the literature
+    (drift,) = build_detectors(["drift"], {"drift": {"correction": "BH", "reference": "Warmup"}})
+    assert (drift.correction, drift.reference) == ("bh", "warmup")
 
 
 def test_the_value_given_is_shown():
