@@ -120,7 +120,12 @@ def scan_table(results: Sequence[Any], out: TextIO | None = None) -> None:
             rows.append([str(r.line), "error", "-", "-", r.error])
             continue
         why = "; ".join(f"{name}: {', '.join(d['reasons']) or 'flagged'}"
-                        for name, d in r.detectors.items() if d["flagged"]) or "-"
+                        for name, d in r.detectors.items() if d["flagged"])
+        unread = ", ".join(name for name, d in r.detectors.items() if d.get("inspected") is False)
+        if unread:  # not inspected is not clean: a prompt under input.prompt, say, was never read
+            why = f"{why}; " if why else ""
+            why += f"not inspected (nothing to read): {unread}"
+        why = why or "-"
         text = " ".join(r.text.split())
         preview = text[:60] + ("..." if len(text) > 60 else "")
         rows.append([str(r.line), r.verdict, f"{r.score:.2f}", why, preview])
