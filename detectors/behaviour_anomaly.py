@@ -50,6 +50,8 @@ Behaviour worth knowing:
   population. Reported rows are kept out, so a persistent odd caller keeps being reported; rows
   above the threshold beyond the ``max_findings`` reported in a window (a population-wide
   change) are learnt.
+* **A new kind of caller.** A caller sending text when fewer than ``MIN_KIND_ROWS`` training
+  rows do (or none when fewer do not) is learnt, not judged, until a refit has its kind.
 * **Hour of day** is a population feature: activity in an hour when the population is rarely
   active adds to a caller's score. The forest only gets it once the detector has seen a day of
   event time; before that, every new hour would be one it has never seen.
@@ -92,7 +94,14 @@ from inferwatch.detectors.state import IdSample, iso_utc, window_finding
 
 MIN_THRESHOLD = 0.55
 """Anomaly scores below this are never flagged, whatever the training rows look like."""
+MIN_KIND_ROWS = 20
+"""Training rows of a caller's kind (sending text, or not) before callers of that kind are judged:
+a kind the forest has (almost) never seen, such as chat callers of an endpoint added beside a
+tabular model, is learnt first; judged at once, all of them stood out, and being reported they
+were never learnt (an ML engineer's walk-through)."""
 MAX_SAMPLES = 256
+TEXT_COLUMN = next(i for i, feature in enumerate(FEATURES) if feature.name == "input_chars_mean")
+"""The feature that tells callers sending text (above 0) from those sending none."""
 MIN_GAIN = 0.01
 """A feature whose typical value lowers the score by less than this is not credited for it."""
 MIN_Z = 3.0
@@ -240,6 +249,8 @@ class BehaviourAnomalyDetector:
         """Rows over the threshold not reported because a window already had ``max_findings``."""
         self.stale_rows = 0
         """Rows dropped unjudged: fewer than ``min_requests`` requests within ``max_span_s``."""
+        self.unjudged_new_kind = 0
+        """Rows learnt unjudged: their kind had fewer than ``MIN_KIND_ROWS`` training rows."""
         self._buffer = _DecayingReservoir(buffer_rows, WIDTH, memory_windows, random.Random(seed))
         self._rows = CallerRows(max_principals, max_span_s, sample_from=max(1, min_requests // 2))
         self._model: _Model | None = None
@@ -334,7 +345,11 @@ class BehaviourAnomalyDetector:
         beyond = model.stats.beyond(features)
         furthest = beyond.max(axis=1)
         strength = np.maximum(scores, furthest / (furthest + 1.0))
-        above = np.flatnonzero((scores >= model.threshold) | (furthest >= 1.0))
+        texts = int(np.count_nonzero(model.train[:, TEXT_COLUMN] > 0))
+        known = np.where(features[:, TEXT_COLUMN] > 0, texts >= MIN_KIND_ROWS,
+                         len(model.train) - texts >= MIN_KIND_ROWS)
+        self.unjudged_new_kind += int(np.count_nonzero(~known))
+        above = np.flatnonzero(((scores >= model.threshold) | (furthest >= 1.0)) & known)
         # Strongest first; the row order breaks ties so a replay reports the same callers.
         order = above[np.lexsort((above, -strength[above]))]
         kept = order[: self.max_findings]
@@ -396,7 +411,7 @@ class BehaviourAnomalyDetector:
             "features": model.stats.natural(x),
             "rows_judged": judged,
             "exemplars": self._rows.exemplar_roles(row),
-            "compared_with": "callers sending text" if x[1] > 0 else "callers sending no text",
+            "compared_with": "callers sending text" if x[TEXT_COLUMN] > 0 else "callers sending no text",
             "model": {"training_rows": model.rows, "fitted_at": iso_utc(model.fitted_at),
                       "n_estimators": self.n_estimators, "seed": self.seed, "uses_hour": model.use_hour},
             "thresholds": {"max_flag_rate": self.max_flag_rate, "score_margin": self.score_margin,

@@ -327,3 +327,29 @@ def test_runs_in_the_service_pipeline() -> None:
 @pytest.mark.parametrize("module", [behaviour_anomaly, behaviour_features, behaviour_explain])
 def test_docstring_examples(module: Any) -> None:
     assert doctest.testmod(module).failed == 0
+
+
+def test_callers_of_a_kind_the_forest_never_saw_are_learnt_before_they_are_judged(run: Any) -> None:
+    """An ML engineer's walk-through: a chat endpoint added beside a tabular model, after the
+    forest had learnt tabular callers only, flagged every chat user high ("input chars max 1,130
+    (typical 0, p95 0)"). Their kind is learnt first, then judged like the rest."""
+    rng = random.Random(7)
+    tabular = []
+    for i in range(30):
+        person = Persona(rng, i)
+        person.kind, person.words, person.error = "tabular", 0, 0.0
+        tabular.append(person)
+    chat = []
+    for i in range(30, 38):
+        person = Persona(rng, i)
+        person.kind, person.words, person.error = "chat", rng.randint(20, 60), 0.0
+        chat.append(person)
+    events: list[InferenceEvent] = []
+    for w in range(40):
+        start = T0 + w * WINDOW
+        for person in tabular + (chat if w >= 12 else []):
+            events += person.events(rng, start, WINDOW)
+    detector = BehaviourAnomalyDetector(**{**FAST, "refit_windows": 5})
+    findings = run(detector, sorted(events, key=lambda e: e.ts))
+    assert [f.subject for f in findings] == []
+    assert detector.unjudged_new_kind > 0
