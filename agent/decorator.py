@@ -11,9 +11,11 @@ or ``**kwargs``), else a DataFrame-like (``to_dict(orient="records")``), a 2-D a
 of rows (a batch, one event per row), else the scalar arguments by parameter name
 (``predict(age=41, plan="pro")``); string values follow the capture mode like any feature
 (under ``none``, a free-text argument such as ``prompt: str`` is shipped as ``[TEXT]``).
-The output comes from the return value: a scalar is the label, a mapping gives
-``label``/``score``, class probabilities give the top class; a batch's return value is matched
-to its rows by position.
+The output comes from the return value: a number with a fraction (a regression, a probability)
+is the score, another scalar the label, a mapping gives ``label``/``score``, class
+probabilities give the top class; a batch's return value is matched to its rows by position.
+Rows given by position (a NumPy array) have features ``"0"``, ``"1"``... unless
+``feature_names`` names them.
 
 An exception is recorded (status 500, ``error`` = its type name) and re-raised unchanged; a
 successful call has status 200. Failures inside inferwatch are swallowed and counted. Inside
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast, overload
@@ -47,7 +50,8 @@ def monitor(func: Callable[P, R], /) -> Callable[P, R]: ...
 
 @overload
 def monitor(
-    *, model: str | None = None, operation: str = "predict", agent: Agent | None = None
+    *, model: str | None = None, operation: str = "predict", agent: Agent | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
@@ -58,15 +62,22 @@ def monitor(
     model: str | None = None,
     operation: str = "predict",
     agent: Agent | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Record every call of the decorated function as inference events.
 
     Use as ``@monitor`` or ``@monitor(model=..., operation=..., agent=...)``; ``agent``
-    defaults to :func:`~inferwatch.agent.get_agent` at call time.
+    defaults to :func:`~inferwatch.agent.get_agent` at call time. ``feature_names`` names the
+    columns of rows given by position (a NumPy array, a list of lists), which are otherwise
+    named ``"0"``, ``"1"``...: give the names of the training data, so a drift baseline of it
+    (``inferwatch baseline set``) matches.
     """
+    if isinstance(feature_names, str):
+        raise TypeError("feature_names must be a sequence of names, not one string")
+    names = tuple(str(n) for n in feature_names) if feature_names is not None else None
 
     def decorate(target: Callable[P, R]) -> Callable[P, R]:
-        recorder = _Recorder(target, model=model, operation=operation, agent=agent)
+        recorder = _Recorder(target, model=model, operation=operation, agent=agent, feature_names=names)
         if inspect.iscoroutinefunction(target):
             return cast(Callable[P, R], _async_wrapper(cast(Callable[P, Awaitable[Any]], target), recorder))
         return _sync_wrapper(target, recorder)
@@ -115,8 +126,10 @@ class _Recorder:
     """The inferwatch side of one decorated function; never raises into the caller."""
 
     def __init__(
-        self, func: Callable[..., Any], *, model: str | None, operation: str, agent: Agent | None
+        self, func: Callable[..., Any], *, model: str | None, operation: str, agent: Agent | None,
+        feature_names: tuple[str, ...] | None = None,
     ) -> None:
+        self.feature_names = feature_names
         self.model = model
         self.operation = operation
         self.agent = AgentLookup(agent)
@@ -168,7 +181,8 @@ class _Recorder:
         for _, value in arguments:
             rows = _rows(value, mode)
             if rows is not None:
-                return rows
+                names = self.feature_names
+                return rows if names is None else [_named(row, names) for row in rows]
         scalars = mapping_features(dict(arguments), mode)
         return [scalars] if scalars else []
 
@@ -201,11 +215,26 @@ def _rows(value: Any, mode: CaptureMode) -> list[FeatureRow] | None:
     return None
 
 
+def _named(row: FeatureRow, names: tuple[str, ...]) -> FeatureRow:
+    """A row's positional keys (``"0"``, ``"1"``...) as ``names`` give them; other keys as they are."""
+    return {names[int(key)] if key.isdigit() and int(key) < len(names) else key: value
+            for key, value in row.items()}
+
+
 def _outputs(result: Any, rows: int) -> list[EventOutput]:
     if callable(getattr(result, "tolist", None)):
         result = result.tolist()  # NumPy arrays and pandas Series, without importing either
     if isinstance(result, list | tuple) and rows > 1 and len(result) == rows:
-        return [prediction(item) for item in result]
+        return [_output(item) for item in result]
     if isinstance(result, list | tuple) and len(result) == 1:
-        return [prediction(result[0])]  # model.predict([row]) answers [label]
-    return [prediction(result)]
+        return [_output(result[0])]  # model.predict([row]) answers [label]
+    return [_output(result)]
+
+
+def _output(item: Any) -> EventOutput:
+    """A returned value as the output: a number with a fraction (a regression, a probability) is
+    the ``score``, which drift compares as a number; anything else as :func:`prediction` reads it
+    (a whole number or a string is the ``label``, a category)."""
+    if isinstance(item, float) and math.isfinite(item) and not item.is_integer():
+        return EventOutput(score=item)
+    return prediction(item)

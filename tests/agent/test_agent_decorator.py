@@ -86,7 +86,9 @@ def test_async_function(make_agent: AgentFactory, list_producer: ListProducer) -
 
     assert asyncio.run(score({"x": 2.0})) == 0.25
     (event,) = shipped(agent, list_producer)
-    assert (event.input.features, event.output.label, event.status) == ({"x": 2.0}, 0.25, 200)
+    # a number with a fraction is the score (drift compares it as a number), not a label
+    assert (event.input.features, event.output.score, event.output.label, event.status) == \
+        ({"x": 2.0}, 0.25, None, 200)
 
 
 def test_exception_is_recorded_and_reraised_unchanged(
@@ -186,3 +188,35 @@ def test_a_row_of_a_data_frame_keeps_its_column_names(make_agent: AgentFactory,
     predict(_Row({"amount": 12.5, "country": "GB"}))
     (event,) = shipped(agent, list_producer)
     assert event.input.features == {"amount": 12.5, "country": "GB"}  # not {"0": 12.5, "1": "GB"}
+
+
+class _Array:
+    """What @monitor reads of a NumPy array (tolist, ndim), without importing NumPy."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows, self.ndim = rows, 2 if rows and isinstance(rows[0], list) else 1
+
+    def tolist(self) -> list[Any]:
+        return self.rows
+
+
+def test_positional_rows_take_the_feature_names_given_and_a_fraction_is_the_score(
+        make_agent: AgentFactory, list_producer: ListProducer) -> None:
+    # An ML engineer's walk-through: a NumPy array gave features "0".."5", which no baseline CSV
+    # of named columns matches, and a regressor's float was recorded as a label (a category).
+    agent = make_agent(list_producer)
+
+    @monitor(agent=agent, feature_names=["period", "nswprice", "nswdemand"])
+    def predict(x: Any) -> Any:
+        return _Array([0.73, 1.0, 2.0])
+
+    predict(_Array([[0.1, 0.05, 0.4], [0.2, 0.06, 0.5], [0.3, 0.07, 0.6, 9.0]]))
+    events = shipped(agent, list_producer)
+    assert [e.input.features for e in events] == [
+        {"period": 0.1, "nswprice": 0.05, "nswdemand": 0.4},
+        {"period": 0.2, "nswprice": 0.06, "nswdemand": 0.5},
+        {"period": 0.3, "nswprice": 0.07, "nswdemand": 0.6, "3": 9.0},  # past the names: its index
+    ]
+    assert [(e.output.label, e.output.score) for e in events] == [(None, 0.73), (1.0, None), (2.0, None)]
+    with pytest.raises(TypeError, match="feature_names must be a sequence of names"):
+        monitor(feature_names="period")
