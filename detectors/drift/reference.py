@@ -10,7 +10,9 @@ compares with the same thing. It comes from one of three sources:
 
 Baseline files (:func:`read_rows`), chosen by suffix:
 
-- ``.csv`` / ``.tsv``: a header row names the features. A cell that reads as a number is a
+- ``.csv`` / ``.tsv``: a header row names the features (a ``.csv`` whose header holds no comma
+  but ``;``, tabs or ``|`` is read with that separator; with ``;``, ``0,5`` is the number 0.5).
+  A cell that reads as a number is a
   number (an ``int`` when it has no fraction or exponent), ``true``/``false`` (any case) is a
   boolean, an empty cell or ``nan`` is missing, anything else is a string (a category).
 - ``.jsonl`` / ``.ndjson``: one JSON object a line, either a row (feature name -> number, string,
@@ -393,7 +395,30 @@ _CELLS: Final = "\x00cells"
 (only while :func:`_as_text` reads the row; never a feature)."""
 
 
+def _separator(path: Path) -> str:
+    """The separator of a ``.csv`` file: ``,`` unless its header has none and splits on ``;`` (as
+    spreadsheets write CSV where the comma is the decimal mark), a tab or ``|``. A ``;`` file was
+    read as one column named ``period;nswprice;…`` (an ML engineer's walk-through)."""
+    with path.open("rb") as fh:
+        for raw in fh:
+            head = raw.decode("utf-8", "replace").removeprefix("\ufeff")
+            if head.strip():
+                break
+        else:
+            return ","
+    if "," in head:
+        return ","
+    counts = {sep: head.count(sep) for sep in (";", "\t", "|")}
+    best = max(counts, key=lambda sep: counts[sep])
+    return best if counts[best] else ","
+
+
+_DECIMAL_COMMA: Final = re.compile(r"\s*[-+]?\d+,\d+\s*")
+
+
 def _csv_rows(path: Path, delimiter: str = ",", keep_cells: bool = False) -> Iterator[ReferenceItem]:
+    if delimiter == ",":
+        delimiter = _separator(path)
     with path.open("rb") as fh:
         reader = csv.reader(_utf8_lines(fh, path), delimiter=delimiter)
         names: list[str] | None = None
@@ -414,6 +439,8 @@ def _csv_rows(path: Path, delimiter: str = ",", keep_cells: bool = False) -> Ite
             if len(cells) != len(names):
                 raise ReferenceFileError(
                     f"{where}: {len(cells)} cells, but the header names {len(names)} columns")
+            if delimiter == ";":  # a decimal comma: 0,5 is 0.5
+                cells = [c.replace(",", ".") if _DECIMAL_COMMA.fullmatch(c) else c for c in cells]
             row: dict[str, Any] = {name: _cell(c, name, where) for name, c in zip(names, cells, strict=True)}
             if keep_cells:
                 row[_CELLS] = {name: c.strip() for name, c in zip(names, cells, strict=True)}

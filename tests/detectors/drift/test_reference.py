@@ -68,6 +68,16 @@ def test_csv_cells_read_as_what_they_look_like(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_a_csv_separated_otherwise_is_read_by_its_separator(tmp_path: Path, sep: str) -> None:
+    # A ;-separated export was read as one column named "period;nswprice;class" (walk-through)
+    path = write(tmp_path / "b.csv", sep.join(["period", "nswprice", "class"]) + "\n"
+                 + sep.join(["0,5" if sep == ";" else "0.5", "12", "UP"]) + "\n")
+    assert list(read_rows(path)) == [{"period": 0.5, "nswprice": 12, "class": "UP"}]
+    one = write(tmp_path / "one.csv", "note\nsemi; colon\n")  # one column: its cells may hold any
+    assert list(read_rows(one)) == [{"note": "semi; colon"}]
+
+
 def test_tsv(tmp_path: Path) -> None:
     path = write(tmp_path / "b.tsv", "a\tb\n1\tx y\n")
     assert list(read_rows(path)) == [{"a": 1, "b": "x y"}]
