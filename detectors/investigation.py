@@ -136,6 +136,11 @@ def per_request_detectors(
     return build_detectors(chosen, {n: o for n, o in options.items() if n in chosen})
 
 
+def scored_by(names: Sequence[str], escape: Callable[[str], str] = str) -> str:
+    """How a timeline says what scored its events (``names``: those that had text to read)."""
+    return f"scored by {escape(', '.join(names))}" if names else "no text to score (tabular calls)"
+
+
 def score_event(event: InferenceEvent, detectors: Sequence[Detector]) -> dict[str, dict[str, Any]]:
     """Each detector's verdict on ``event`` alone.
 
@@ -189,7 +194,10 @@ def timeline(
         scope=scope,
         since=since,
         until=until,
-        detectors=[d.name for d in scorers],
+        # Only the detectors that had something to read in these events: a tabular model's
+        # timeline is not "scored by prompt_injection, output_leak" (walk-through)
+        detectors=[d.name for d in scorers
+                   if not entries or any(e.scores.get(d.name, {}).get("inspected", True) for e in entries)],
         entries=entries,
         trace_ids=list(incident.trace_ids),
         truncated=len(newest_first) > limit,
@@ -527,7 +535,7 @@ def _timeline_section(line: Mapping[str, Any]) -> str:
     entries = line["entries"]
     head = (f"## Timeline\n\n{_count(len(entries), 'event')} of {_esc(line['scope'])} "
             f"from {_esc(line['since'])} to {_esc(line['until'])}, oldest first, "
-            f"scored by {_esc(', '.join(line['detectors']))}. "
+            f"{scored_by(line['detectors'], _esc)}. "
             "**◆** marks events the incident names.")
     if line.get("truncated"):
         head += " More events matched: the earliest were left out (raise the limit or narrow the window)"

@@ -33,6 +33,7 @@ from inferwatch.detectors.investigation import (
     per_request_detectors,
     render_report_markdown,
     report,
+    scored_by,
     timeline,
 )
 from inferwatch.detectors.store import Store
@@ -181,7 +182,7 @@ def _print_timeline(incident: Incident, line: Timeline) -> None:
     shown = (f"{len(line.entries)} event(s) (more matched: the latest, and those the incident names; see "
              "the note below)" if line.truncated else f"{len(line.entries)} event(s)")
     print(f"{shown} of {line.scope}, {_when(line)} UTC, "
-          f"scored by {', '.join(line.detectors)}; * = named by the incident\n")
+          f"{scored_by(line.detectors)}; * = named by the incident\n")
     if line.entries:
         headers = ["TIME (UTC)", "EVENT", "STATUS", "MS", "TOKENS", "SCORES", "FLAGS", "TEXT"]
         rows = [_row(entry) for entry in line.entries]

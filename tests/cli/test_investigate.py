@@ -232,6 +232,8 @@ def test_timeline_of_a_model_keeps_the_latest_events(capsys, scenario, store):
     assert run_cli("timeline", incident.id, "--store", path, "--limit", "50") == 0
     header = capsys.readouterr().out.splitlines()[1]
     assert header.startswith(f"{len(shown)} event(s) (more matched: the latest, and those the incident names")
+    # tabular calls have no text: not "scored by prompt_injection, output_leak" (walk-through)
+    assert "no text to score (tabular calls); * = named by the incident" in header
 
 
 def test_timeline_table(capsys, scenario, store):
