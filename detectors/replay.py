@@ -37,7 +37,7 @@ from inferwatch.collectors.unread_keys import UnreadKeys, unread_keys
 from inferwatch.detectors.base import Finding
 from inferwatch.detectors.incidents import Incident
 from inferwatch.detectors.pipeline import Pipeline
-from inferwatch.detectors.sources import UNREADABLE, Source, open_source
+from inferwatch.detectors.sources import UNREADABLE, Source, open_source, stored_size
 from inferwatch.detectors.store import IncidentQuery, IncidentStore
 
 ProgressFn = Callable[[int, int], None]
@@ -212,7 +212,8 @@ class _Reading:
 
     def __init__(self, paths: Sequence[Path], result: ReplayResult) -> None:
         self.paths, self.result = list(paths), result
-        self.sizes = [_stored_size(path) for path in self.paths]
+        self.sizes = [stored_size(path) for path in self.paths]
+        self.total = sum(self.sizes)
         self.done = 0  # stored bytes of the files already read
         self.current: Source | None = None
 
@@ -232,18 +233,11 @@ class _Reading:
 
     def progress(self) -> tuple[int, int]:
         position = self.current.position() if self.current is not None else 0
-        return self.done + position, sum(self.sizes)
+        return self.done + position, self.total
 
     def close(self) -> None:
         if self.current is not None:
             self.current.close()
-
-
-def _stored_size(path: Path) -> int:
-    try:
-        return path.stat().st_size if str(path) != "-" else 0
-    except OSError:
-        return 0
 
 
 def _state(incident: Incident) -> tuple[Any, ...]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Final, cast
 
-__all__ = ["STDIN", "UNREADABLE", "Source", "open_source", "spooled_stdin"]
+__all__ = ["STDIN", "UNREADABLE", "Source", "open_source", "spooled_stdin", "stored_size"]
 
 STDIN: Final = "-"
 UNREADABLE: Final = (EOFError, OSError, zlib.error, lzma.LZMAError)
@@ -84,15 +84,8 @@ def open_source(path: os.PathLike[str] | str) -> Source:
     """Open ``path`` (``-``: standard input) for reading, decompressing it when its first bytes
     say it is gzip, bzip2 or xz. Raises :class:`OSError` when it cannot be opened."""
     name = os.fspath(path)
-    if name == STDIN:
-        raw = _stdin()
-        size = 0
-    else:
-        raw = open(name, "rb")  # noqa: SIM115 (closed by Source.close)
-        try:
-            size = os.fstat(raw.fileno()).st_size
-        except OSError:
-            size = 0
+    raw = _stdin() if name == STDIN else open(name, "rb")  # noqa: SIM115 (closed by Source.close)
+    size = stored_size(name)
     try:
         head = _peek(raw)
         kind = next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
@@ -110,6 +103,18 @@ def open_source(path: os.PathLike[str] | str) -> Source:
             raw.close()
         raise
     return Source(name, stream, raw, size, kind)
+
+
+def stored_size(path: os.PathLike[str] | str) -> int:
+    """Bytes of ``path`` as stored (compressed, if it is): 0 for standard input or a file that
+    cannot be read (its error comes when it is opened)."""
+    name = os.fspath(path)
+    if name == STDIN:
+        return 0
+    try:
+        return os.stat(name).st_size
+    except OSError:
+        return 0
 
 
 def _peek(raw: IO[bytes]) -> bytes:
