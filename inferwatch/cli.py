@@ -252,6 +252,9 @@ def _baseline_parser(sub: Any, commands: Any) -> None:
                    help="the model version it describes (default: the one the file's events carry)")
     q.add_argument("--max-rows", type=_positive_int, default=MAX_ROWS, metavar="N",
                    help=f"read at most the first N rows (default {MAX_ROWS:,})")
+    q.add_argument("--drop", type=_names, action="extend", default=[], metavar="COLUMN[,COLUMN]",
+                   help="leave these columns out (a label, an id, a time the model does not take); "
+                        "in a file of events, these input features; repeatable")
     q.set_defaults(handler=commands.baseline_set)
     q = bsub.add_parser("show", help="every model's drift reference, or one model's with its features")
     _common(q)
@@ -281,6 +284,14 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
     return number
+
+
+def _names(value: str) -> list[str]:
+    """``a,b`` -> ``["a", "b"]`` (spaces around names dropped); an empty name is refused."""
+    names = [name.strip() for name in value.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{value!r} has an empty name: give names separated by commas")
+    return names
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -395,13 +395,14 @@ def baseline_set(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)  # first: an unreachable store should not wait for a long file
     try:
         record, notes = file_reference(args.file, args.model, created=datetime.now(UTC),
-                                       model_version=args.model_version, max_rows=args.max_rows)
+                                       model_version=args.model_version, max_rows=args.max_rows,
+                                       drop=args.drop)
         recent = _recent_events(store, record.model)
         as_text = _numbers_sent_as_text(recent, record)
         if as_text:  # read those columns again, as text: as the events carry them
             record, notes = file_reference(args.file, args.model, created=datetime.now(UTC),
                                            model_version=args.model_version, max_rows=args.max_rows,
-                                           as_text=as_text)
+                                           as_text=as_text, drop=args.drop)
             examples = ", ".join(f"{name}={example!r}" for name, example in as_text.items())
             them = "them" if len(as_text) > 1 else "it"
             notes.append(f"read {column_names(list(as_text))} as text, as the model's latest events carry "
@@ -486,7 +487,7 @@ def _traffic_notes(store: Store, record: ReferenceRecord, recent: list[Inference
         return []
     return [f"{column_names(missing)}: in none of the latest {len(recent):,} events of model "
             f"{record.model!r}, so live traffic will read as missing them (drift on their missing share); "
-            "leave them out of the file unless the model gets them"]
+            f"leave them out (--drop {','.join(missing)}) unless the model gets them"]
 
 
 def baseline_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -508,7 +509,7 @@ def baseline_show(args: argparse.Namespace, settings: Settings) -> int:
         if not records:
             print("no drift references (set one with `inferwatch baseline set --model M FILE`)")
         rows = [[r.model, r.model_version or "-", r.source, f"{r.events:,}", str(len(r.features())),
-                 _when(r.created), r.origin] for r in records]
+                 _when(r.created), r.origin + _waiting(r)] for r in records]
         if rows:
             render.table(rows, ["MODEL", "VERSION", "SOURCE", "EVENTS", "FEATURES", "CREATED", "ORIGIN"])
     else:
@@ -522,9 +523,19 @@ def _reference_detail(record: ReferenceRecord) -> None:
     print(f"source:   {record.source} ({record.origin})")
     print(f"created:  {_when(record.created)} UTC")
     print(f"events:   {record.events:,}")
+    if record.waiting is not None:
+        waiting = record.waiting
+        print(f"waiting:  baseline file {waiting.origin} for version {waiting.model_version or '-'} (set "
+              f"{_when(waiting.created)} UTC): the reference when that version's traffic comes")
     features = record.features()
     print(f"features: {len(features)} (N: values in the reference's sample)\n")
     render.table([[key, kind, f"{n:,}"] for key, kind, n in features], ["FEATURE", "TYPE", "N"])
+
+
+def _waiting(record: ReferenceRecord) -> str:
+    """What `baseline list` adds to a warm-up's origin when a baseline file waits for its version."""
+    waiting = record.waiting
+    return "" if waiting is None else f" (file {waiting.origin} waits for version {waiting.model_version})"
 
 
 def _when(moment: datetime) -> str:

@@ -50,7 +50,7 @@ from collections import Counter, deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from inferwatch.collectors.event import EventView, InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding, Severity
@@ -58,6 +58,9 @@ from inferwatch.detectors.drift import ASPECTS, catalogue, change, domain, split
 from inferwatch.detectors.drift.sketch import WindowSummary
 from inferwatch.detectors.state import BoundedState, iso_utc
 from inferwatch.detectors.stats import FloatArray
+
+if TYPE_CHECKING:
+    from inferwatch.detectors.drift.reference import ReferenceRecord
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,19 @@ class Reference:
     origin: str = ""
 
 
+def _reference_of(record: ReferenceRecord) -> Reference:
+    return Reference(WindowSummary.from_dict(record.summary), record.source, record.created,
+                     record.model_version, record.origin)
+
+
+def _record_of(model: str, ref: Reference, waiting: Reference | None = None) -> ReferenceRecord:
+    from inferwatch.detectors.drift.reference import ReferenceRecord
+
+    return ReferenceRecord(model=model, model_version=ref.version, source=ref.source, created=ref.created,
+                           events=ref.summary.events, origin=ref.origin, summary=ref.summary.to_dict(),
+                           waiting=None if waiting is None else _record_of(model, waiting))
+
+
 @dataclass
 class _ModelState:
     reference: Reference | None = None
@@ -121,6 +137,10 @@ class _ModelState:
     superseded: datetime | None = None
     """When the baseline file left for a new model version was set: the stored record that the
     warm-up of the new version replaces, not a baseline set meanwhile (which would win)."""
+    waiting: Reference | None = None
+    """With ``rebaseline_on_version``: a baseline file set for another version than the one running.
+    It is stored inside the running version's warm-up record and is the reference again when
+    traffic of its version comes (a file set ahead of a rollout, or the version rolled back to)."""
 
     def restart(self) -> None:
         """Forget the windows gathered against the old reference (a new one is coming or came)."""
@@ -210,6 +230,7 @@ class DriftJudge:
         first, state.loaded = not state.loaded, True
         current = state.reference
         if record is None:
+            state.waiting = None
             if current is not None and current.source == "file":  # cleared by `inferwatch baseline clear`
                 log.info("drift: the baseline of model %s was cleared; warming up a new reference", model)
                 state.reference = None
@@ -221,8 +242,8 @@ class DriftJudge:
             return  # the old version's baseline file, left behind: its successor is warming up
         if current is not None and record.source != "file" and current.source == "rolling":
             return  # a rolling reference is this process's own; only a baseline file overrides it
-        state.reference = Reference(WindowSummary.from_dict(record.summary), record.source,
-                                    record.created, record.model_version, record.origin)
+        state.reference = _reference_of(record)
+        state.waiting = None if record.waiting is None else _reference_of(record.waiting)
         state.warm = None
         state.restart()
         if not first:
@@ -232,23 +253,20 @@ class DriftJudge:
         ref = state.unsaved
         if ref is None or self.keeper is None:
             return
-        from inferwatch.detectors.drift.reference import ReferenceRecord
-
-        record = ReferenceRecord(model=model, model_version=ref.version, source=ref.source,
-                                 created=ref.created, events=ref.summary.events, origin=ref.origin,
-                                 summary=ref.summary.to_dict())
+        record = _record_of(model, ref, state.waiting)
         try:
             stored = self.keeper.load_reference(model)
             if stored is not None and stored.source == "file" and stored.created != state.superseded:
                 # A baseline set while this warm-up ran wins: adopt it, never overwrite it.
                 state.unsaved = None
-                state.reference = Reference(WindowSummary.from_dict(stored.summary), stored.source,
-                                            stored.created, stored.model_version, stored.origin)
+                state.reference = _reference_of(stored)
+                state.waiting = None if stored.waiting is None else _reference_of(stored.waiting)
                 return
             self.keeper.save_reference(record)
-            if state.superseded is not None:
-                log.info("drift: model %s: the reference warmed up on version %s replaces the baseline "
-                         "file set for an earlier version", model, ref.version)
+            if state.superseded is not None and state.waiting is not None:
+                log.info("drift: model %s: the reference warmed up on version %s is kept; the baseline "
+                         "file set for version %s waits for that version's traffic", model, ref.version,
+                         state.waiting.version)
             state.unsaved, state.superseded = None, None
         except Exception as exc:
             log.warning("drift: could not save the reference of model %s (%s); retrying next window",
@@ -294,6 +312,16 @@ class DriftJudge:
     # --- data drift -------------------------------------------------------------------------
     def _data(self, model: str, state: _ModelState, summary: WindowSummary) -> Finding | None:
         o = self.options
+        version = summary.dominant_version() if o.rebaseline_on_version else None
+        waiting = state.waiting
+        if (waiting is not None and version is not None and version == waiting.version
+                and (state.reference is None or state.reference.version != version)):
+            log.info("drift: model %s moved to version %s, which has a baseline file (%s); using it",
+                     model, version, waiting.origin)
+            state.reference, state.waiting, state.superseded = waiting, None, None
+            state.unsaved = waiting  # stored again as the model's reference
+            state.warm, state.warm_windows = None, 0
+            state.restart()
         if o.reference == "rolling" and (state.reference is None or state.reference.source == "rolling"):
             before = state.reference
             self._rolling(state, summary)
@@ -302,13 +330,12 @@ class DriftJudge:
         if state.reference is None:
             self._warm(model, state, summary)
             return None
-        version = summary.dominant_version()
         if (o.rebaseline_on_version and version is not None and state.reference.version is not None
                 and version != state.reference.version and state.reference.source != "rolling"):
             log.info("drift: model %s moved to version %s (reference %s); warming up a new reference",
                      model, version, state.reference.version)
-            if state.reference.source == "file":
-                state.superseded = state.reference.created
+            if state.reference.source == "file":  # kept for its version's traffic (see _ModelState.waiting)
+                state.superseded, state.waiting = state.reference.created, state.reference
             state.reference = None
             state.restart()
             self._warm(model, state, summary)

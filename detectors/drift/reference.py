@@ -90,6 +90,10 @@ class ReferenceRecord(BaseModel):
     events: int = Field(ge=0)
     origin: str
     summary: dict[str, Any]
+    waiting: ReferenceRecord | None = None
+    """A baseline file set for another ``model_version``, kept beside a warm-up of the version
+    running now (drift's ``rebaseline_on_version``): it is the reference again when traffic of its
+    version comes (the version a file was set for ahead of a rollout, or the one rolled back to)."""
 
     @field_validator("created")
     @classmethod
@@ -100,8 +104,10 @@ class ReferenceRecord(BaseModel):
 
     def public_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data for people, with feature counts instead of the summary."""
-        data = self.model_dump(mode="json", exclude={"summary"})
+        data = self.model_dump(mode="json", exclude={"summary", "waiting"})
         data["features"] = {key: {"type": kind, "n": n} for key, kind, n in self.features()}
+        if self.waiting is not None:
+            data["waiting"] = self.waiting.model_dump(mode="json", exclude={"summary", "waiting"})
         return data
 
     def features(self) -> list[tuple[str, str, int]]:
@@ -205,6 +211,7 @@ def file_reference(
     text_features: Callable[[str], tuple[str, str]] | None = None,
     ngrams: Callable[[str], list[int]] | None = None,
     as_text: Collection[str] = (),
+    drop: Collection[str] = (),
 ) -> tuple[ReferenceRecord, list[str]]:
     """Summarise a baseline file into ``model``'s reference; also the notes worth telling the user.
 
@@ -212,6 +219,8 @@ def file_reference(
     adds live traffic, with the text measures of :mod:`.textstats` unless ``text_features`` and
     ``ngrams`` say otherwise, skipping events of other models (an event with no model counts as
     ``model``'s). Without ``model_version``, the one version the events carry (if one) is taken.
+    ``drop`` names columns (or, in a file of events, input features; ``x`` or ``input.x``) to
+    leave out; a name the file does not have raises :class:`ReferenceFileError` naming its columns.
     """
     from inferwatch.detectors.drift import textstats
     from inferwatch.detectors.drift.sketch import REFERENCE_SAMPLE_SIZE, WindowSummary, summarise_rows
@@ -223,6 +232,7 @@ def file_reference(
         raise ReferenceFileError("--model must name the model the reference is for (it is empty)")
     notes: list[str] = []
     others: Counter[str] = Counter()
+    dropping = _Dropping(drop)
     source = read_rows(path, max_rows=max_rows, as_text=as_text)
     with source:
         first = next(source, None)
@@ -236,15 +246,17 @@ def file_reference(
                 if event.model is not None and event.model != model:
                     others[event.model] += 1
                 else:
-                    summary.add(event)
+                    summary.add(dropping.event(event))
             summary.seal(text_features, ngrams)
         else:
             filled: dict[str, bool] = {}
-            summary = summarise_rows(_rows_only(itertools.chain([first], source), filled), model)
+            rows = (dropping.row(row) for row in _rows_only(itertools.chain([first], source), {}))
+            summary = summarise_rows(_rows_only(rows, filled), model)
             empty = [name for name, had in filled.items() if not had]
             if empty:
                 notes.append(f"left out {column_names(empty)}: no value in any row")
             notes.extend(_content_notes(summary, as_text))
+    dropping.check(source.path)
     if summary.events == 0:
         raise ReferenceFileError(f"{source.path}: no events of model {model!r} (it has {_top(others)})")
     if others:
@@ -264,6 +276,53 @@ def file_reference(
     record = ReferenceRecord(model=model, model_version=model_version, source="file", created=created,
                              events=summary.events, origin=origin, summary=summary.to_dict())
     return record, notes
+
+
+class _Dropping:
+    """The columns ``--drop`` leaves out of a baseline, and which of them the file had."""
+
+    def __init__(self, names: Collection[str]) -> None:
+        self.wanted = {name: name.removeprefix("input.") for name in names}
+        self.columns = set(self.wanted.values())
+        self.seen: set[str] = set()
+        self.found: set[str] = set()
+
+    def row(self, row: Row) -> Row:
+        if not self.columns:
+            return row
+        self.seen.update(row)
+        hit = self.columns.intersection(row)
+        if not hit:
+            return row
+        self.found |= hit
+        return {name: value for name, value in row.items() if name not in hit}
+
+    def event(self, event: InferenceEvent) -> InferenceEvent:
+        features = event.input.features
+        if not self.columns or not features:
+            return event
+        self.seen.update(features)
+        hit = self.columns.intersection(features)
+        if not hit:
+            return event
+        self.found |= hit
+        kept = {name: value for name, value in features.items() if name not in hit}
+        return event.model_copy(update={"input": event.input.model_copy(update={"features": kept})})
+
+    def check(self, path: Path) -> None:
+        """Raise naming each ``--drop`` name no row had, with the file's columns and a close one."""
+        import difflib
+
+        unknown = [name for name, column in self.wanted.items() if column not in self.found]
+        if not unknown:
+            return
+        problems = []
+        for name in unknown:
+            close = difflib.get_close_matches(self.wanted[name], sorted(self.seen), n=1)
+            problems.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        have = listed(sorted(self.seen), quoted=True, most=10) if self.seen else "none"
+        raise ReferenceFileError(f"{path}: --drop names {', '.join(problems)}, which no row of the file has "
+                                 f"(its columns: {have})")
 
 
 def _rows_only(items: Iterable[ReferenceItem], filled: dict[str, bool]) -> Iterator[Row]:
@@ -306,7 +365,7 @@ def _content_notes(summary: WindowSummary, as_text: Collection[str] = ()) -> lis
                 notes.append(
                     f"column {name!r} has {len(counts):,} distinct values in {sampled:,} sampled rows: an "
                     "identifier or a time? Every live value would be new to the reference (drift on unseen "
-                    "categories); leave it out unless the model takes it as a feature")
+                    f"categories); leave it out (--drop {name}) unless the model takes it as a feature")
         if len(types) > 1:
             text = sum(n for t, n in types.items() if t != "number")
             share = text / max(sum(types.values()), 1)

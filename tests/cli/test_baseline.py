@@ -199,3 +199,75 @@ def test_labels_and_inputs_the_events_carry_as_text_are_read_as_text(capsys, tmp
     record = json_lines(capsys.readouterr().out)[0]
     kinds = {key: value["type"] for key, value in record["features"].items()}
     assert kinds == {"input.x": "numeric", "input.zone": "categorical", "output.label": "categorical"}
+
+
+def test_show_names_a_baseline_file_waiting_for_its_version(capsys, tmp_path, store):
+    """With drift's rebaseline_on_version a warm-up of the running version is stored with the
+    baseline file set for another version inside it: `baseline show` says which file waits."""
+    from datetime import UTC, datetime
+
+    from inferwatch.detectors.drift.reference import ReferenceRecord
+
+    path = tmp_path / "v2.csv"
+    path.write_text("amount\n" + "".join(f"{i * 1.5}\n" for i in range(30)))
+    assert main(["baseline", "set", "--model", "fraud", str(path), "--model-version", "2",
+                 "--store", store]) == 0
+    capsys.readouterr()
+    db = SQLiteStore(store)
+    file_record = db.load_reference("fraud")
+    assert file_record is not None
+    db.save_reference(ReferenceRecord(model="fraud", model_version="1", source="warmup",
+                                      created=datetime(2026, 3, 1, tzinfo=UTC), events=0,
+                                      origin="2026-03-01T00:00:00Z .. 2026-03-01T00:05:00Z",
+                                      summary=file_record.summary, waiting=file_record))
+    db.close()
+
+    assert main(["baseline", "show", "--store", store]) == 0
+    _, row = capsys.readouterr().out.splitlines()
+    assert row.split()[:3] == ["fraud", "1", "warmup"]
+    assert row.endswith(f"(file {path.resolve()} waits for version 2)")
+    assert main(["baseline", "show", "--model", "fraud", "--store", store]) == 0
+    assert f"waiting:  baseline file {path.resolve()} for version 2 (set " in capsys.readouterr().out
+    assert main(["baseline", "show", "--model", "fraud", "--json", "--store", store]) == 0
+    [shown] = json_lines(capsys.readouterr().out)
+    assert (shown["waiting"]["model_version"], shown["waiting"]["source"]) == ("2", "file")
+    assert "summary" not in shown["waiting"]
+
+
+def test_drop_leaves_columns_out_and_names_one_the_file_does_not_have(capsys, tmp_path, store):
+    path = tmp_path / "base.csv"
+    path.write_text("id,x,label,zone\n" + "".join(f"{i},{i % 5},{i % 2},{'ab'[i % 2]}\n" for i in range(60)))
+    assert main(["baseline", "set", "--model", "m", str(path), "--drop", "id,label", "--drop", "input.zone",
+                 "--store", store, "--json"]) == 0
+    [record] = json_lines(capsys.readouterr().out)
+    assert list(record["features"]) == ["input.x"]
+
+    assert main(["baseline", "set", "--model", "m", str(path), "--drop", "lable", "--store", store]) == 2
+    err = capsys.readouterr().err
+    assert "--drop names 'lable' (did you mean 'label'?), which no row of the file has" in err
+    assert "(its columns: 'id', 'label', 'x', 'zone')" in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["baseline", "set", "--model", "m", str(path), "--drop", "x,,y", "--store", store])
+    assert exit_.value.code == 2
+    assert "'x,,y' has an empty name" in capsys.readouterr().err
+
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"".join(encode_event(make_event(1_767_225_600.0 + i, model="m",
+                                                        features={"x": i % 5, "label": i % 2})) + b"\n"
+                                for i in range(40)))
+    assert main(["baseline", "set", "--model", "m", str(events), "--drop", "label", "--store", store,
+                 "--json"]) == 0
+    [record] = json_lines(capsys.readouterr().out)
+    assert [key for key in record["features"] if key.startswith("input.")] == ["input.x"]
+
+
+def test_the_note_on_columns_never_sent_says_how_to_drop_them(capsys, tmp_path, store):
+    _stored(store, [make_event(1_767_225_600.0 + i, model="elec", features={"x": i})
+                    for i in range(30)])
+    path = tmp_path / "base.csv"
+    path.write_text("x,label,id\n" + "".join(f"{i % 5},{i % 2},{i}\n" for i in range(50)))
+    assert main(["baseline", "set", "--model", "elec", str(path), "--store", store]) == 0
+    assert "leave them out (--drop id,label) unless the model gets them" in capsys.readouterr().err
+    assert main(["baseline", "set", "--model", "elec", str(path), "--drop", "id,label",
+                 "--store", store]) == 0
+    assert "in none of the latest" not in capsys.readouterr().err

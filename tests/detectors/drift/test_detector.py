@@ -476,6 +476,59 @@ def test_a_new_version_replaces_a_baseline_file_of_the_old_one(tmp_path: Path) -
     stored = store.load_reference("m")
     assert stored is not None
     assert (stored.source, stored.model_version) == ("warmup", "v2")
+    # The file is kept for its version (a rollback to v1 finds it again), not overwritten.
+    assert stored.waiting is not None
+    waiting = stored.waiting
+    assert (waiting.source, waiting.model_version, waiting.origin) == ("file", "v1", "v1.csv")
+
+
+def test_a_baseline_file_set_ahead_of_its_version_waits_for_it(tmp_path: Path) -> None:
+    """A baseline set for v2 while v1 still runs (rebaseline_on_version): v1 is not judged against
+    it, the file is not replaced by v1's warm-up, survives a restart, and v2's first window is
+    judged against it at once (no warm-up on v2, which would have taken its shift as normal)."""
+    from inferwatch.detectors.drift.detector import RELOAD_WINDOWS
+    from inferwatch.detectors.drift.reference import ReferenceRecord
+    from inferwatch.detectors.drift.sketch import summarise_rows
+
+    def v2_expected(row: Row, rng: random.Random) -> Row:
+        return {**row, "c": row["c"] + 4.0}
+
+    def v2_actual(row: Row, rng: random.Random) -> Row:
+        return {**row, "c": row["c"] + 8.0}
+
+    store = SQLiteStore(tmp_path / "store.db")
+    options = {"rebaseline_on_version": True, "multivariate": False, "text": False, "operations": False}
+    first = _detector(**options)
+    first.attach_store(store)
+    assert _drift(_run(first, _stream(8, 400, model_version="v1"))) == []
+    rng = random.Random(3)
+    summary = summarise_rows([{k: v for k, v in v2_expected(_row(rng), rng).items() if k in "abcd"}
+                              for _ in range(2_000)], "m")
+    store.save_reference(ReferenceRecord(model="m", model_version="v2", source="file",
+                                         created=datetime(2026, 2, 1, tzinfo=UTC), events=summary.events,
+                                         origin="v2.csv", summary=summary.to_dict()))
+    # v1 goes on past a reload of the stored reference: not judged against v2's file.
+    assert _drift(_run(first, _stream(RELOAD_WINDOWS + 8, 400, seed=1, model_version="v1"))) == []
+    stored = store.load_reference("m")
+    assert stored is not None
+    assert stored.waiting is not None
+    assert (stored.source, stored.model_version) == ("warmup", "v1")
+    waiting = stored.waiting
+    assert (waiting.source, waiting.model_version, waiting.origin) == ("file", "v2", "v2.csv")
+
+    restarted = _detector(**options)
+    restarted.attach_store(store)
+    found = _drift(_run(restarted, _stream(3, 400, seed=2, shift=v2_actual, shift_from=0,
+                                           model_version="v2")))
+    assert found
+    assert found[0][0] == 0
+    reference = found[0][1].evidence["reference"]
+    assert (reference["source"], reference["version"]) == ("file", "v2")
+    assert "input.c" in found[0][1].evidence["drifted"]
+    stored = store.load_reference("m")
+    assert stored is not None
+    assert (stored.source, stored.model_version, stored.origin) == ("file", "v2", "v2.csv")
+    assert stored.waiting is None
 
 
 def test_a_rolling_reference_adapts_after_the_lag() -> None:
