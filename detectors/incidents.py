@@ -451,8 +451,51 @@ def _merge(incident: Incident, finding: Finding) -> Incident | None:
             f"{severity}: {out.count} findings, highest score {out.score:.2f}")
         out.history.append(HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="escalated", note=reason))
     if latest:
-        out.title, out.summary, out.evidence = finding.title, finding.summary, dict(finding.evidence)
+        evidence = dict(finding.evidence)
+        earlier = _drifted_earlier(incident.evidence, evidence)
+        if earlier:
+            evidence["drifted_earlier"] = earlier
+        out.title, out.summary, out.evidence = finding.title, finding.summary, evidence
     return out
+
+
+_EARLIER_MAX = 20
+
+
+def _drifted_earlier(before: dict[str, Any], now: dict[str, Any]) -> list[dict[str, Any]]:
+    """What drifted in the incident's earlier findings but not in its newest (whose evidence it
+    shows), newest first: each feature with the end of the last window it drifted in and, when
+    that finding had them, its effect and adjusted p-value. Drift evidence lists ``drifted``;
+    evidence without that list has nothing to carry (at most :data:`_EARLIER_MAX` features).
+
+    >>> before = {"drifted": ["input.a", "input.b"], "window_end": "2026-01-01T00:01:00Z",
+    ...           "features": {"input.a": {"effect": {"name": "ks_d", "value": 0.3}, "p_adjusted": 0.001}}}
+    >>> now = {"drifted": ["input.b"], "window_end": "2026-01-01T00:02:00Z"}
+    >>> [(i["feature"], i["last_window_end"], i["p_adjusted"]) for i in _drifted_earlier(before, now)]
+    [('input.a', '2026-01-01T00:01:00Z', 0.001)]
+    """
+    drifted_now = now.get("drifted")
+    drifted_before = before.get("drifted")
+    if not isinstance(drifted_now, list) or not isinstance(drifted_before, list):
+        return []
+    features = before.get("features")
+    if not isinstance(features, dict):
+        features = {}
+    out: list[dict[str, Any]] = []
+    for name in drifted_before:
+        if name in drifted_now or any(item["feature"] == name for item in out):
+            continue
+        item: dict[str, Any] = {"feature": name, "last_window_end": before.get("window_end")}
+        detail = features.get(name)
+        if isinstance(detail, dict):
+            item.update({key: detail[key] for key in ("effect", "p_adjusted") if key in detail})
+        out.append(item)
+    carried = before.get("drifted_earlier")
+    for item in carried if isinstance(carried, list) else []:
+        if (isinstance(item, dict) and item.get("feature") not in drifted_now
+                and all(item.get("feature") != kept["feature"] for kept in out)):
+            out.append(item)
+    return out[:_EARLIER_MAX]
 
 
 def _what(finding: Finding) -> str:

@@ -14,6 +14,7 @@ MODULES = [
     "inferwatch.collectors.unread_keys",
     "inferwatch.detectors.windows",
     "inferwatch.detectors.merge",
+    "inferwatch.detectors.incidents",
     "inferwatch.detectors.scan",
     "inferwatch.detectors.sources",
     "inferwatch.detectors.es_mappings",

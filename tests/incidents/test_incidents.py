@@ -295,3 +295,34 @@ def test_findings_seen_again_after_a_resolve_open_nothing_new(manager):
     # A new finding of the same problem still reopens it (within its bucket) as before.
     [again] = manager.apply([finding(30, events=("e4",))])
     assert (again.id, again.status, again.count) == (incident.id, "open", 4)
+
+
+def test_a_drift_incident_keeps_what_drifted_in_its_earlier_findings(manager):
+    """The incident shows its newest finding's evidence; features that drifted only in earlier
+    findings are listed under drifted_earlier (newest first, with their last window), not lost."""
+    def drift(minutes, drifted, **features):
+        detail = {name: {"effect": {"name": "ks_d", "value": value}, "p_adjusted": 0.001}
+                  for name, value in features.items()}
+        return finding(minutes, subject="model:m", kind="drift", detector="drift", title="Drift on model m",
+                       events=(f"e{minutes}",),
+                       evidence={"drifted": drifted, "window_end": f"w{minutes}", "features": detail})
+
+    manager.apply([drift(0, ["input.a", "input.b"], **{"input.a": 0.3, "input.b": 0.2})])
+    [second] = manager.apply([drift(1, ["input.b"], **{"input.b": 0.25})])
+    assert second.evidence["drifted"] == ["input.b"]
+    assert second.evidence["drifted_earlier"] == [
+        {"feature": "input.a", "last_window_end": "w0", "effect": {"name": "ks_d", "value": 0.3},
+         "p_adjusted": 0.001}]
+    [third] = manager.apply([drift(2, ["input.c"], **{"input.c": 0.4})])
+    assert [(i["feature"], i["last_window_end"]) for i in third.evidence["drifted_earlier"]] == [
+        ("input.b", "w1"), ("input.a", "w0")]
+    [fourth] = manager.apply([drift(3, ["input.a", "input.c"], **{"input.a": 0.5, "input.c": 0.4})])
+    # input.a drifts again: shown in the evidence itself, no longer among the earlier ones
+    assert [i["feature"] for i in fourth.evidence["drifted_earlier"]] == ["input.b"]
+    # A finding older than the newest (a late window) does not replace the evidence, nor the list.
+    [late] = manager.apply([drift(2.5, ["input.z"], **{"input.z": 0.9})])
+    assert late.evidence == fourth.evidence
+    # Findings without a drifted list (any abuse detector) carry nothing.
+    manager.apply([finding(0)])
+    [abuse] = manager.apply([finding(1, evidence={"count": 2})])
+    assert abuse.evidence == {"count": 2}
