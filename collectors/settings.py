@@ -312,7 +312,9 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
         base = Settings()
         if not overrides:
             return base
-        merged = _deep_merge(base.model_dump(), overrides)
+        # Only what was set (by the environment or the file): a default written out would count
+        # as given, so an override's Kafka or Elasticsearch address would not imply its kind.
+        merged = _deep_merge(base.model_dump(exclude_unset=True), overrides)
         return Settings.model_validate(merged)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, path)) from None
