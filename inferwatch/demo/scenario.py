@@ -41,15 +41,25 @@ DEMO_DETECT: dict[str, Any] = {
 }
 
 
+DEMO_HMAC_KEY = "inferwatch-demo-only-key"
+"""The pseudonym key the demo uses when the settings keep the public default (which the agent
+refuses outside the demo); printed, as it is no secret, so `inferwatch pseudonym` can be tried."""
+
+
 def demo_settings(settings: Settings, home: str | None, distributed: bool = False) -> Settings:
     """The user's settings with the demo's service name and windows; ``distributed`` moves the
     bus to Kafka and the store to Elasticsearch (addresses from the user's settings)."""
     data = settings.model_dump()
     data["agent"].update(service="demo-model-server", model="iris")
     if data["agent"]["hmac_key"].get_secret_value() == DEFAULT_HMAC_KEY:
-        data["agent"]["hmac_key"] = "inferwatch-demo-only-key"  # the demo's callers are made up
+        data["agent"]["hmac_key"] = DEMO_HMAC_KEY  # the demo's callers are made up
     data["detect"] = {**data["detect"], **DEMO_DETECT,
                       "options": {**DEMO_DETECT["options"], **data["detect"]["options"]}}
+    # Each run's detectors start afresh: restored from the last run's checkpoint, the flooding
+    # caller's own baseline would hold the earlier floods, and after a few runs its flood would
+    # look usual to it (request_rate accepts a lasting step-up; the demo would fail). The store
+    # is kept, so a run still updates or reopens the incidents of the one before.
+    data["detect"]["checkpoint_interval_s"] = 0.0
     if distributed:
         data["bus"]["kind"] = "kafka"
         data["store"]["kind"] = "elasticsearch"
@@ -63,7 +73,8 @@ def _again(settings: Settings, user_settings: Settings) -> str:
     """What the hint's commands need in front to read the store the demo wrote: the environment
     for Elasticsearch when ``--distributed`` chose it, ``--store`` for a ``--home``."""
     store = settings.store
-    if store.kind == "elasticsearch" and user_settings.store.kind != "elasticsearch":
+    if store.kind == "elasticsearch":  # also when the environment chose it: `make demo-distributed`
+        # sets it for the demo's process only, not in the shell that reads the hint
         from inferwatch.detectors.es_store import redacted_urls  # never a password on screen
 
         urls = ",".join(redacted_urls([url]) for url in store.urls)
@@ -99,10 +110,16 @@ def run_demo(
     say(f"  callers: {FLOOD_KEY} is {expected['flooding caller'][1]}, "
         f"{INJECTION_KEY} is {expected['prompt injection'][1]}, "
         f"{EXTRACTION_KEY} is {expected['model extraction'][1]}")
+    if settings.agent.hmac_key.get_secret_value() == DEMO_HMAC_KEY:
+        say(f"  pseudonyms are keyed with the demo's own key: `echo {FLOOD_KEY} | "
+            f"INFERWATCH_AGENT__HMAC_KEY={DEMO_HMAC_KEY} inferwatch pseudonym` gives the first")
     earlier = len(open_store(settings).list_incidents(IncidentQuery(limit=1000)))
     if earlier:
+        afresh = ("" if settings.store.kind == "elasticsearch"
+                  else "; `--home DIR` starts with an empty store")
         say(f"  the store already holds {earlier} incident(s) from earlier runs: a problem seen again "
-            "within the hour updates (or reopens) its incident; `--home DIR` starts afresh")
+            f"within the hour updates (or reopens) its incident (the detectors start afresh each "
+            f"run){afresh}")
     announced: set[str] = set()
 
     def announce(incident: Incident) -> None:
