@@ -38,6 +38,9 @@ _READS: dict[str, Callable[[InferenceEvent], str | None]] = {
 """What each per-request detector judges: an event without it is not inspected by that detector
 (the verdict says ``"inspected": false``), which is not the same as clean — e.g. the output of a
 call whose client left before the answer was recorded, or of an event captured with no text."""
+READS_OUTPUT: frozenset[str] = frozenset({"output_leak"})
+"""The detectors above that read the output: with none on a line (a file of prompts), the table
+counts them in its last line instead of saying so on every line."""
 
 
 @dataclass

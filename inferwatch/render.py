@@ -113,18 +113,26 @@ def events_table(events: Sequence[InferenceEvent], out: TextIO | None = None) ->
 
 def scan_table(results: Sequence[Any], out: TextIO | None = None) -> None:
     """One line per scanned input: verdict, score, the detectors that flagged it and why."""
+    from inferwatch.detectors.scan import READS_OUTPUT
+
     out = out or sys.stdout
     rows = []
+    skipped: dict[str, int] = {}
     for r in results:
         if r.error:
             rows.append([str(r.line), "error", "-", "-", r.error])
             continue
         why = "; ".join(f"{name}: {', '.join(d['reasons']) or 'flagged'}"
                         for name, d in r.detectors.items() if d["flagged"])
-        unread = ", ".join(name for name, d in r.detectors.items() if d.get("inspected") is False)
-        if unread:  # not inspected is not clean: a prompt under input.prompt, say, was never read
+        unread = [name for name, d in r.detectors.items() if d.get("inspected") is False]
+        for name in unread:
+            skipped[name] = skipped.get(name, 0) + 1
+        # Not inspected is not clean: a prompt under input.prompt, say, was never read. A line
+        # without an output (a file of prompts) is counted in the last line instead.
+        shown = [name for name in unread if name not in READS_OUTPUT]
+        if shown:
             why = f"{why}; " if why else ""
-            why += f"not inspected (nothing to read): {unread}"
+            why += f"not inspected (nothing to read): {', '.join(shown)}"
         why = why or "-"
         text = " ".join(r.text.split())
         preview = text[:60] + ("..." if len(text) > 60 else "")
@@ -133,7 +141,9 @@ def scan_table(results: Sequence[Any], out: TextIO | None = None) -> None:
     flagged = sum(r.verdict == "flagged" for r in results if not r.error)
     errors = sum(bool(r.error) for r in results)
     unread = f", {errors:,} not scanned (their reasons are above)" if errors else ""
-    out.write(f"\n{count(len(results), 'line')}, {flagged} flagged{unread}\n")
+    idle = "".join(f"; {name} had nothing to read on {count(n, 'line')}"
+                   + (" (no output)" if name in READS_OUTPUT else "") for name, n in skipped.items())
+    out.write(f"\n{count(len(results), 'line')}, {flagged} flagged{unread}{idle}\n")
 
 
 def count(n: int, noun: str) -> str:

@@ -160,3 +160,12 @@ def test_the_table_says_which_detectors_had_nothing_to_read(capsys, tmp_path):
     assert main(["scan", str(path)]) == 0
     out = capsys.readouterr().out
     assert "not inspected (nothing to read): prompt_injection" in out
+    assert out.endswith("1 line, 0 flagged; prompt_injection had nothing to read on 1 line\n")
+
+
+def test_a_file_of_prompts_says_once_that_there_was_no_output_to_read(capsys, tmp_path):
+    path = _write(tmp_path, [{"text": "What is the capital of France?"}, {"text": "hi", "output": "hello"}])
+    assert main(["scan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "not inspected" not in out  # not on each line of a file of prompts: in the last one
+    assert out.endswith("2 lines, 0 flagged; output_leak had nothing to read on 1 line (no output)\n")
