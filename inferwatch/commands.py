@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 
 from inferwatch import render
+from inferwatch.collectors.bus import BusUnavailable
 from inferwatch.collectors.event import InferenceEvent, event_to_dict
 from inferwatch.collectors.ids import cut_short_pseudonym
 from inferwatch.collectors.settings import Settings, load_settings
@@ -372,6 +373,11 @@ def events_search(args: argparse.Namespace, settings: Settings) -> int:
 
 def dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     """Show events that were rejected as malformed."""
+    if settings.bus.kind == "sqlite" and not Path(settings.bus.path).exists():
+        # As the other read commands: no bus there is a wrong directory or --bus, not "none".
+        raise BusUnavailable(f"no bus at {settings.bus.path} (bus.path, INFERWATCH_BUS__PATH): nothing was "
+                             "recorded there; run where the agent and `inferwatch detect` ran, or pass "
+                             "--bus PATH")
     rows = open_bus(settings).dead_letters().list(args.limit)
     for offset, source, reason, value in rows:
         if args.json:

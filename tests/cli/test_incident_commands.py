@@ -161,7 +161,7 @@ def test_a_store_or_bus_whose_folder_cannot_be_made_is_named(capsys, tmp_path):
     assert f"cannot open the incident store at {blocker / 's.db'} (store.path, INFERWATCH_STORE__PATH)" in err
     assert "Traceback" not in err
     assert main(["events", "dead-letters", "--bus", str(blocker / "b.db")]) == 1
-    assert "cannot open the embedded bus" in capsys.readouterr().err
+    assert f"no bus at {blocker / 'b.db'} (bus.path, INFERWATCH_BUS__PATH)" in capsys.readouterr().err
 
 
 def test_events_of_an_incident_and_by_id(capsys, store):
@@ -214,6 +214,13 @@ def test_reading_a_store_that_is_not_there_says_so_and_makes_none(capsys, tmp_pa
     missing = tmp_path / "typo" / "store.db"
     assert main([*command, "--store", str(missing)]) == 1
     assert f"no store at {missing} (store.path, INFERWATCH_STORE__PATH)" in capsys.readouterr().err
+    assert not missing.parent.exists()
+
+
+def test_reading_dead_letters_of_a_bus_that_is_not_there_says_so_and_makes_none(capsys, tmp_path) -> None:
+    missing = tmp_path / "typo" / "bus.db"
+    assert main(["events", "dead-letters", "--bus", str(missing)]) == 1
+    assert f"no bus at {missing} (bus.path, INFERWATCH_BUS__PATH)" in capsys.readouterr().err
     assert not missing.parent.exists()
 
 
