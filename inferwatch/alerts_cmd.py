@@ -62,7 +62,8 @@ def add_parsers(sub: Any, common: Common, parse_time: Callable[[str], datetime])
     q.add_argument("--receiver")
     q.add_argument("--incident", help="notifications that carried this incident (an id prefix works)")
     q.add_argument("--since", type=parse_time)
-    q.add_argument("--limit", type=_positive, default=50)
+    q.add_argument("--limit", type=_positive, default=50, metavar="N",
+                   help="at most N notifications, the newest (default 50)")
     q.set_defaults(handler=alerts_log)
 
 

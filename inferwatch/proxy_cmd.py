@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -87,7 +88,8 @@ def add_agent_commands(sub: Any) -> None:
         help="reverse proxy in front of any model server: every call becomes events",
         description="Forward HTTP to one fixed model server and record each call as inference events "
                     "(OpenAI-compatible, KServe v2/Triton, TF Serving, TorchServe, generic JSON). "
-                    "Every flag also reads INFERWATCH_PROXY__<FLAG>, e.g. INFERWATCH_PROXY__UPSTREAM.",
+                    "Every flag also reads an environment variable (listed at the end).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="FILE", help="YAML settings file (also INFERWATCH_CONFIG)")
     p.add_argument("--bus", metavar="PATH", help="embedded bus file (INFERWATCH_BUS__PATH)")
@@ -130,6 +132,9 @@ def add_agent_commands(sub: Any) -> None:
     p.add_argument("--no-events", action="store_true", default=_env("NO_EVENTS", False, _flag_on),
                    help="forward and count only, record nothing (to measure the proxy alone)")
     p.set_defaults(handler=proxy)
+    names = textwrap.fill(", ".join(ENV_PREFIX + name for name in sorted(_ENV_NAMES)), 78,
+                          break_on_hyphens=False)
+    p.epilog = f"environment variables (the flags' defaults; a flag given wins):\n{names}"
 
 
 def proxy(args: argparse.Namespace, settings: Settings) -> int:
