@@ -140,10 +140,10 @@ def scan_table(results: Sequence[Any], out: TextIO | None = None) -> None:
     table(rows, ["LINE", "VERDICT", "SCORE", "REASONS", "TEXT"], out)
     flagged = sum(r.verdict == "flagged" for r in results if not r.error)
     errors = sum(bool(r.error) for r in results)
-    unread = f", {errors:,} not scanned (their reasons are above)" if errors else ""
+    not_scanned = f", {errors:,} not scanned (their reasons are above)" if errors else ""
     idle = "".join(f"; {name} had nothing to read on {count(n, 'line')}"
                    + (" (no output)" if name in READS_OUTPUT else "") for name, n in skipped.items())
-    out.write(f"\n{count(len(results), 'line')}, {flagged} flagged{unread}{idle}\n")
+    out.write(f"\n{count(len(results), 'line')}, {flagged} flagged{not_scanned}{idle}\n")
 
 
 def count(n: int, noun: str) -> str:
