@@ -137,6 +137,11 @@ class DetectorService:
         self._checkpoint_on_exit()
         return self.stats
 
+    @property
+    def drift_waiting(self) -> bool:
+        """Scale-out drift summaries read or on their topic and not judged yet."""
+        return self._drift_waiting()
+
     def _drift_waiting(self) -> bool:
         # A batch run must not end with drift summaries not judged (read and waiting for
         # markers, or still on the summaries topic for a member that is joining its group).
@@ -152,8 +157,14 @@ class DetectorService:
         return assignment is not None and not assignment()
 
     def close(self) -> None:
-        """Leave the consumer group (so another member takes over at once) and close the store."""
+        """Leave the consumer groups (so another member takes over at once) and close the store."""
         self.consumer.close()
+        # The drift summaries' consumer too: left in its group, the next process to join it waited
+        # for the session to time out before it read a summary (the distributed demo's second run
+        # ended before its drift was judged).
+        close_summaries = getattr(getattr(self.drift, "consumer", None), "close", None)
+        if close_summaries is not None:
+            close_summaries()
         close_store = getattr(self.pipeline.manager.store, "close", None)
         if close_store is not None:
             close_store()

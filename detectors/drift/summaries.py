@@ -12,7 +12,8 @@ process does not judge drift itself: when it closes a window it publishes
 
 A :class:`SummaryCollector` (in every process, in its own consumer group) reads its share of the
 summaries topic. When the markers it has read for window W cover every partition of the events
-topic, every partial for W of the models it owns has arrived (they precede the markers in each
+topic — on every summaries partition it reads: each process sends its marker to all of them —
+every partial for W of the models it owns has arrived (they precede the markers in each
 partition); it merges them — exactly, see :mod:`.sketch` — and judges them with the same
 :class:`DriftJudge` a single process uses, in window order. A window's verdict is therefore the
 one a single process would reach, whatever N is. Offsets are committed only up to the oldest
@@ -110,7 +111,8 @@ class SummaryPublisher:
 
 @dataclass
 class _Window:
-    covered: set[int] = field(default_factory=set)
+    covered: dict[int, set[int]] = field(default_factory=dict)
+    """Per summaries partition, the event partitions whose markers for this window were read there."""
     partials: dict[tuple[str, tuple[int, ...]], WindowSummary] = field(default_factory=dict)
     offsets: dict[int, int] = field(default_factory=dict)
     """Per summaries partition, the first offset holding a record of this window."""
@@ -155,15 +157,18 @@ class SummaryCollector:
             self._take(record)
         findings: list[Finding] = []
         now = self.wall_clock()
-        for end in sorted(self._windows):
+        assignment = getattr(self.consumer, "assignment", None)
+        owned: set[int] = set(assignment()) if assignment is not None else set()
+        ends = sorted(self._windows)
+        for i, end in enumerate(ends):
             window = self._windows[end]
-            if len(window.covered) < self.event_partitions:
+            closed = self._closed(window, [self._windows[e] for e in ends[i + 1:]], owned)
+            if closed < self.event_partitions:
                 if now - window.first_seen < self.max_wait_s:
                     break  # later windows wait for this one: references and change detectors go in order
                 self.incomplete += 1
                 log.warning("drift window ending %s judged with markers for %d of %d event partitions "
-                            "after %.0fs", iso_utc(end), len(window.covered), self.event_partitions,
-                            self.max_wait_s)
+                            "after %.0fs", iso_utc(end), closed, self.event_partitions, self.max_wait_s)
             del self._windows[end]
             merged: dict[str, WindowSummary] = {}
             for (model, _), partial in sorted(window.partials.items()):
@@ -171,6 +176,20 @@ class SummaryCollector:
             findings.extend(self.judge.judge(end, merged))
             self._judged_through = end
         return findings
+
+    @staticmethod
+    def _closed(window: _Window, later: Sequence[_Window], owned: set[int]) -> int:
+        """How many event partitions the window is known closed for on *every* summaries
+        partition this member reads (those it owns, or those the window's records came from).
+
+        Per summaries partition, because a model's partials precede each process's marker only on
+        the partition they were sent to: a marker read on one partition says nothing of a
+        partial still unread on another (a poll can return one partition's records before
+        another's), and judging then would leave that model out of the window. Markers of a
+        later window read on a partition close this one there too: what came before them was
+        read, or committed by the partition's previous owner, who judged its models."""
+        parts = owned or set(window.offsets)
+        return min((max(len(w.covered.get(p, ())) for w in (window, *later)) for p in parts), default=0)
 
     def finish(self) -> list[Finding]:
         """End of input (a batch run's end): judge what each model this member owns carries over
@@ -212,7 +231,8 @@ class SummaryCollector:
                 window = self._windows[end] = _Window(first_seen=self.wall_clock())
             window.offsets.setdefault(record.partition, record.offset)
             if message["type"] == "marker":
-                window.covered.update(int(p) for p in message["partitions"])
+                closed = window.covered.setdefault(record.partition, set())
+                closed.update(int(p) for p in message["partitions"])
             else:
                 summary = WindowSummary.from_dict(message["summary"])
                 window.partials.setdefault((summary.model, tuple(sorted(summary.partitions))), summary)

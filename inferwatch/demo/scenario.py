@@ -78,7 +78,9 @@ def _again(settings: Settings, user_settings: Settings) -> str:
         from inferwatch.detectors.es_store import redacted_urls  # never a password on screen
 
         urls = ",".join(redacted_urls([url]) for url in store.urls)
-        return f"INFERWATCH_STORE__KIND=elasticsearch INFERWATCH_STORE__URLS={urls} "
+        prefix = ("" if store.index_prefix == "inferwatch"
+                  else f"INFERWATCH_STORE__INDEX_PREFIX={store.index_prefix} ")
+        return f"INFERWATCH_STORE__KIND=elasticsearch INFERWATCH_STORE__URLS={urls} {prefix}"
     if store.kind == "sqlite" and store.path != user_settings.store.path:
         return f"INFERWATCH_STORE__PATH={store.path} "
     return ""
@@ -217,7 +219,8 @@ def _drain(service: DetectorService, sent: int, timeout: float = 30.0) -> None:
     """Wait until the detector has read what the agent sent and judged the last window."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if service.stats.records >= sent and service.pipeline.clock.open_end is None:
+        if (service.stats.records >= sent and service.pipeline.clock.open_end is None
+                and not service.drift_waiting):  # on Kafka, drift is judged from the summaries topic
             return
         time.sleep(0.1)
 

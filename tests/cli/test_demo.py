@@ -91,6 +91,8 @@ def test_the_closing_hint_reads_the_store_the_demo_wrote() -> None:
     # `make demo-distributed` gives the addresses to the demo's process only: the shell reading
     # the hint has none, so the hint names them even when the settings came from the environment.
     assert _again(demo_settings(user, None), user) == es_prefix
+    other = load_settings(store={"urls": ["http://es.example:9200"], "index_prefix": "demo3"})
+    assert _again(demo_settings(other, None), other) == es_prefix + "INFERWATCH_STORE__INDEX_PREFIX=demo3 "
     plain = load_settings()
     home = demo_settings(plain, "/tmp/demo-home")
     assert _again(home, plain) == "INFERWATCH_STORE__PATH=/tmp/demo-home/store.db "

@@ -86,3 +86,68 @@ def test_the_end_of_a_batch_run_judges_what_is_carried_over() -> None:
     assert [f.detector for f in findings] == ["drift"]
     assert findings[0].evidence["events"] == 900
     assert collector.finish() == []  # nothing carried any more
+
+
+class PollsConsumer(OwningConsumer):
+    """Hands out its records one poll at a time, as Kafka may: one partition's before another's."""
+
+    def __init__(self, polls: list[list[BusRecord]], owned: set[int]) -> None:
+        super().__init__([], owned)
+        self.polls = polls
+
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> Sequence[BusRecord]:
+        return self.polls.pop(0) if self.polls else []
+
+
+def _partial(partition: int, offset: int, end: float, model: str = "m") -> BusRecord:
+    from inferwatch.detectors.drift.sketch import WindowSummary
+    from inferwatch.testing import make_event
+
+    summary = WindowSummary(model, k=100, start=end - 60.0)
+    summary.add(make_event(end - 30.0, model=model, features={"x": 1.0}))
+    summary.end = end
+    summary.seal()
+    summary.partitions = {0}
+    value = encode({"format": 1, "type": "partial", "end": end, "summary": summary.to_dict()})
+    return BusRecord("iw.summaries", partition, offset, model.encode(), value)
+
+
+def _judged(collector: SummaryCollector) -> list[tuple[float, list[str]]]:
+    seen: list[tuple[float, list[str]]] = []
+    judge = collector.judge.judge
+
+    def spy(end_ts, summaries):
+        seen.append((end_ts, sorted(summaries)))
+        return judge(end_ts, summaries)
+
+    collector.judge.judge = spy  # type: ignore[method-assign]
+    return seen
+
+
+def test_a_window_waits_for_the_marker_on_every_summaries_partition_it_reads() -> None:
+    """The marker read on partition 0 first, the model's partial (on partition 1, before the
+    marker there) in the next poll: the window is judged once partition 1's marker is read, with
+    the partial — not judged without it, the partial then dropped as late."""
+    consumer = PollsConsumer([[_marker(0, 0, 60.0)], [_partial(1, 0, 60.0), _marker(1, 1, 60.0)]],
+                             owned={0, 1})
+    collector = _collector(consumer)
+    seen = _judged(collector)
+    collector.poll()
+    assert seen == []
+    collector.poll()
+    assert seen == [(60.0, ["m"])]
+    assert collector.late == 0
+
+
+def test_a_later_windows_markers_close_an_earlier_one_on_that_partition() -> None:
+    """After a rebalance, partition 1's records of window 60 were judged and committed by its
+    previous owner: window 120's markers there close window 60 too (no wait of max_wait_s)."""
+    consumer = PollsConsumer([[_partial(0, 0, 60.0), _marker(0, 1, 60.0)],
+                              [_marker(0, 2, 120.0), _marker(1, 7, 120.0)]], owned={0, 1})
+    collector = _collector(consumer)
+    seen = _judged(collector)
+    collector.poll()
+    assert seen == []
+    collector.poll()
+    assert [end for end, _ in seen] == [60.0, 120.0]
+    assert collector.incomplete == 0
