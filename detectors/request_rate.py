@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding
 from inferwatch.detectors.state import (
+    REFUSED,
     BaselineTable,
     FloodRule,
     IdSample,
@@ -58,9 +59,6 @@ from inferwatch.detectors.state import (
     subject_of,
     window_finding,
 )
-
-REFUSED: frozenset[int] = frozenset({401, 403})
-"""Statuses left to auth_abuse (see the module's notes)."""
 
 
 @dataclass(slots=True)

@@ -40,8 +40,10 @@ Behaviour worth knowing:
 * Counts are estimates: about 6.5 % per caller and window, 13 % for the accumulated count,
   1.6 % for the window's total; small counts are nearly exact. Hashes are BLAKE2b, so replays
   count the same.
-* Requests with neither text nor features (content capture off) are counted in the evidence
-  but not judged. Texts longer than ``max_chars`` are hashed on their head, tail and length.
+* Requests refused as unauthenticated or forbidden (401, 403) are not counted: they read
+  nothing (a burst of them is ``auth_abuse``'s). Requests with neither text nor features
+  (content capture off) are counted in the evidence but not judged. Texts longer than
+  ``max_chars`` are hashed on their head, tail and length.
 * The window share is of the inputs this detector instance saw. With N detector processes
   each sees about 1/N of the callers (partitions are keyed by principal), so shares are larger
   than across the whole service. A caller's own counts do not depend on N; population medians
@@ -80,6 +82,7 @@ from inferwatch.detectors.input_keys import input_key
 from inferwatch.detectors.sketches import DecayingCountSketch
 from inferwatch.detectors.state import (
     MAX_MODELS_NOTED,
+    REFUSED,
     BoundedState,
     FloodRule,
     IdSample,
@@ -280,6 +283,8 @@ class ScrapingDetector:
         """Requests not counted because a window already held ``max_principals`` callers."""
         self.unattributed = 0
         """Requests with neither a principal nor a client address."""
+        self.refused = 0
+        """Requests refused as unauthenticated or forbidden (401, 403): they read nothing; not counted."""
         self._callers: BoundedState[str, _Caller] = BoundedState(max_principals, ttl_s)
         self._window: dict[str, _Tally] = {}
         self._window_first: float | None = None
@@ -296,6 +301,9 @@ class ScrapingDetector:
 
     def observe(self, event: InferenceEvent) -> list[Finding]:
         """Count the request's input against its caller in the open window."""
+        if event.status in REFUSED:
+            self.refused += 1
+            return []
         if self._window_first is None:
             self._window_first = event.ts
         subject = subject_of(event)

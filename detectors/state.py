@@ -318,6 +318,13 @@ def note_model(models: list[str], model: str | None, limit: int = MAX_MODELS_NOT
         models.append(model)
 
 
+REFUSED: frozenset[int] = frozenset({401, 403})
+"""Statuses of requests refused as unauthenticated or forbidden: they reached no model, so the
+per-caller volume detectors (request_rate, token_abuse, scraping) do not count them; a burst of
+them is auth_abuse's finding (bad or revoked keys, credential stuffing). A 429 is counted: a
+caller that keeps going past its rate limit is flooding."""
+
+
 def subject_of(event: InferenceEvent) -> str | None:
     """Who an event is attributed to: ``principal:<id>``, else ``ip:<addr>``, else ``None``.
 

@@ -27,6 +27,9 @@ Behaviour worth knowing:
   baseline slowly (``flagged_alpha``, towards the total capped at the own threshold), so a
   sustained flood keeps being flagged for several windows and a lasting step-up is accepted
   after a while. Baselines learn only from windows in which the principal used tokens.
+* Requests refused as unauthenticated or forbidden (401, 403) are not counted at all: they
+  reached no model (a burst of them is ``auth_abuse``'s), and a stuffing burst of small refused
+  requests used to pull the population's median down until ordinary long prompts were floods.
 * Harvesting is an absolute rule, not a baseline: an evaluation job that legitimately asks for
   logprobs at volume is flagged every window, which is what an operator wants to know about.
 
@@ -45,6 +48,7 @@ from typing import Any, ClassVar
 from inferwatch.collectors.event import EventInput, EventOutput, InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding
 from inferwatch.detectors.state import (
+    REFUSED,
     BaselineTable,
     FloodRule,
     IdSample,
@@ -165,6 +169,10 @@ class TokenAbuseDetector:
         """Requests not counted because a window already held ``max_principals`` keys."""
         self.unattributed = 0
         """Requests with neither a principal nor a client address (oversized ones still flagged)."""
+        self.refused = 0
+        """Requests refused as unauthenticated or forbidden (401, 403): they used no tokens; not
+        counted, nor in the population (a credential-stuffing burst of tiny requests pulled the
+        median down until ordinary long prompts read as floods)."""
         self._baselines = BaselineTable(max_principals, ttl_s)
         self._window: dict[str, _Tally] = {}
         self._window_first: float | None = None
@@ -178,6 +186,9 @@ class TokenAbuseDetector:
 
     def observe(self, event: InferenceEvent) -> list[Finding]:
         """Count the request's tokens in the open window; flag it at once if its input is oversized."""
+        if event.status in REFUSED:
+            self.refused += 1
+            return []
         if self._window_first is None:
             self._window_first = event.ts
         tokens_in, estimated_in = token_count(event.input)

@@ -442,3 +442,20 @@ def test_runs_in_the_service_pipeline(make_event: Any) -> None:
 
 def test_docstring_examples() -> None:
     assert doctest.testmod(scraping).failed == 0
+
+
+@pytest.mark.parametrize(("status", "flagged_too"), [(401, False), (403, False), (429, True)])
+def test_refused_requests_read_nothing_and_are_not_counted(make_event: Any, run: Any, status: int,
+                                                           flagged_too: bool) -> None:
+    """500 distinct prompts refused as unauthenticated read nothing (auth_abuse's); a caller going
+    on past its rate limit (429) is still scraping."""
+    prompts = Prompts(1)
+
+    def plan(w: int) -> dict[str, list[str]]:
+        return {**ordinary(prompts), "badkey": prompts.fresh(500 if w == 4 else 10)}
+
+    events = [e.model_copy(update={"status": status}) if e.principal == "badkey" else e
+              for e in traffic(make_event, 8, plan)]
+    detector = ScrapingDetector()
+    assert flagged(run(detector, iter(events))) == ([(4, "principal:badkey")] if flagged_too else [])
+    assert detector.refused == (0 if flagged_too else 500 + 7 * 10)

@@ -219,3 +219,21 @@ def test_runs_in_the_service_pipeline(make_event: Any) -> None:
 
 def test_docstring_examples() -> None:
     assert doctest.testmod(token_abuse).failed == 0
+
+
+def test_refused_requests_use_no_tokens_and_leave_the_population_alone(make_event: Any, run: Any) -> None:
+    """A security walk-through: a credential-stuffing burst (many keys, small refused requests)
+    pulled the window's median down until two ordinary users pasting long documents were paged
+    as token floods. 401/403 are auth_abuse's; they reach no model and are not counted."""
+    def plan(w: int) -> Plan:
+        stuffing = {f"stolen{i:03d}": (2, 40) for i in range(120)} if w >= 3 else {}
+        return {**normal_users(20, tokens=1_500), "reader": (5, 5_500 if w == 5 else 600), **stuffing}
+
+    events = [e.model_copy(update={"status": 401}) if (e.principal or "").startswith("stolen") else e
+              for e in traffic(make_event, 8, plan)]
+    detector = TokenAbuseDetector()
+    assert run(detector, iter(events)) == []
+    assert detector.refused == 5 * 120 * 2
+    # Counted as before they were refused, the same traffic pages the reader.
+    counted = TokenAbuseDetector()
+    assert [f.subject for f in run(counted, traffic(make_event, 8, plan))] == ["principal:reader"]
