@@ -34,6 +34,8 @@ def add_parsers(sub: Any, common: Common, parse_time: Callable[[str], datetime])
                    help="when it begins: RFC 3339, or in how long from now (30m, 2h); default now")
     q.add_argument("--author", help="who (default: $USER)")
     q.add_argument("--comment", default="", help="why: shown with the silence")
+    q.add_argument("--routes", type=Path, metavar="FILE",
+                   help="routing file (alerting.config): the silence is also made in each Alertmanager in it")
     q.set_defaults(handler=silence_add)
     q = ssub.add_parser("list", help="silences in force or waiting to start (--all: expired too)")
     common(q)
@@ -42,6 +44,8 @@ def add_parsers(sub: Any, common: Common, parse_time: Callable[[str], datetime])
     q = ssub.add_parser("expire", help="end a silence now")
     common(q)
     q.add_argument("id")
+    q.add_argument("--routes", type=Path, metavar="FILE",
+                   help="routing file (alerting.config): its Alertmanagers' copies are expired too")
     q.set_defaults(handler=silence_expire)
 
     p = sub.add_parser("alerts", help="page on-call receivers (the notifier); see what was sent")
@@ -142,19 +146,25 @@ def silence_add(args: argparse.Namespace, settings: Settings) -> int:
         starting = f" from {_when(silence.starts_at)}" if silence.starts_at > now else ""
         print(f"silence {silence.id} mutes {_matchers_text(silence)}{starting} "
               f"until {_when(silence.ends_at)} UTC")
-    _mirror(settings, silence)
+    _mirror(args, settings, silence)
     return 0
 
 
-def _routing(settings: Settings) -> Any:
-    """The routing file's config when one is set and has Alertmanager receivers, else ``None``."""
-    if settings.alerting.config is None:
+def _routing(args: argparse.Namespace, settings: Settings) -> Any:
+    """The routing file's config (``--routes``, else ``alerting.config``) when it has Alertmanager
+    receivers, else ``None``; without any routing file a note says no Alertmanager was told."""
+    path = getattr(args, "routes", None) or settings.alerting.config
+    if path is None:
+        print("silence: note: no routing file (--routes FILE, alerting.config or "
+              "INFERWATCH_ALERTING__CONFIG), so no Alertmanager was told: if incidents page through one, "
+              "the alerts it already holds keep paging until it has the silence too (pass --routes)",
+              file=sys.stderr)
         return None
     from inferwatch.detectors.alerts.am_silences import alertmanagers
     from inferwatch.detectors.alerts.config import AlertingConfigError, load_alerting_config
 
     try:
-        config = load_alerting_config(settings.alerting.config)
+        config = load_alerting_config(path)
     except AlertingConfigError as exc:  # the silence is inferwatch's either way: it stands
         print(f"silence: the routing file cannot be read, so no Alertmanager it names was told: {exc}",
               file=sys.stderr)
@@ -162,9 +172,9 @@ def _routing(settings: Settings) -> Any:
     return config if alertmanagers(config) else None
 
 
-def _mirror(settings: Settings, silence: Any) -> None:
+def _mirror(args: argparse.Namespace, settings: Settings, silence: Any) -> None:
     """The silence in each Alertmanager too: there, alerts already posted would keep paging."""
-    config = _routing(settings)
+    config = _routing(args, settings)
     if config is None:
         return
     from inferwatch.detectors.alerts.am_silences import mirror
@@ -215,7 +225,7 @@ def silence_expire(args: argparse.Namespace, settings: Settings) -> int:
     expired = silence.model_copy(update={"starts_at": min(now, silence.starts_at), "ends_at": now})
     store.save_silence(expired)
     print(f"silence {silence.id} expired")
-    config = _routing(settings)
+    config = _routing(args, settings)
     if config is not None:
         from inferwatch.detectors.alerts.am_silences import expire_mirrors
 

@@ -262,3 +262,27 @@ def test_a_silence_stands_when_its_alertmanager_cannot_be_told(
     code, _, err = run(capsys, "silence", "add", 'service="chat"', "--duration", "1h", "--store", store)
     assert code == 0
     assert "the routing file cannot be read, so no Alertmanager it names was told" in err
+
+
+def test_a_silence_says_when_no_routing_file_told_an_alertmanager_and_takes_routes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A security walk-through: a responder's shell without INFERWATCH_ALERTING__CONFIG created
+    the silence in inferwatch only, silently, and Alertmanager kept paging."""
+    monkeypatch.delenv("INFERWATCH_ALERTING__CONFIG", raising=False)
+    store = str(tmp_path / "store.db")
+    code, out, err = run(capsys, "silence", "add", 'service="chat"', "--duration", "1h", "--store", store)
+    assert code == 0
+    assert "no routing file (--routes FILE, alerting.config or INFERWATCH_ALERTING__CONFIG), so no " \
+           "Alertmanager was told" in err
+    routes = tmp_path / "alerts.yaml"
+    routes.write_text('route: {receiver: am}\nreceivers:\n'
+                      '  - {name: am, alertmanager_configs: [{url: "http://127.0.0.1:9", timeout_s: 2}]}\n')
+    code, out, err = run(capsys, "silence", "add", 'service="chat"', "--duration", "1h", "--store", store,
+                         "--routes", str(routes))
+    assert code == 0
+    assert "no routing file" not in err
+    assert "not created in an Alertmanager: receiver 'am' (alertmanager): cannot reach http://127.0.0.1:9" \
+        in err
+    code, _, err = run(capsys, "silence", "expire", out.split()[1], "--store", store, "--routes", str(routes))
+    assert code == 0
+    assert "its copy in an Alertmanager may still be in force" in err
