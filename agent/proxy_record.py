@@ -47,6 +47,7 @@ from inferwatch.agent.principal import credential_from_headers
 from inferwatch.agent.proxy_protocols import Route, extract_call, route_for
 from inferwatch.agent.shipper import ShipperStats
 from inferwatch.collectors.logs import configure_logging
+from inferwatch.collectors.redaction import redact_path
 
 if TYPE_CHECKING:
     from inferwatch.collectors.settings import Settings
@@ -90,7 +91,7 @@ def build_events(agent: Agent, record: CallRecord, *, principal_from_address: bo
         kind=SpanKind.SERVER,
         carrier=headers,
         start_ns=record.start_ns,
-        attributes={"http.request.method": record.method, "url.path": record.path},
+        attributes={"http.request.method": record.method, "url.path": redact_path(record.path)},
     )
     credential = credential_from_headers(headers, agent.pseudonymizer.header)
     client_ip = agent.proxies.client(record.client_ip, headers)  # behind a trusted load balancer

@@ -58,6 +58,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from inferwatch.collectors.settings import CaptureMode
@@ -611,6 +612,23 @@ def capture_text(text: str | None, mode: CaptureMode) -> str | None:
     if mode is CaptureMode.FULL:
         return text[:MAX_TEXT_CHARS]
     return redact_cut(text, MAX_TEXT_CHARS)
+
+
+@lru_cache(maxsize=4096)
+def redact_path(path: str) -> str:
+    """A request path as it may leave the host, whatever the capture mode: e-mail addresses,
+    card numbers, phone numbers and secrets in it masked, the secrets by kind alone.
+
+    A path is not content, but APIs put identifiers in it (``/tenants/bob@example.org/…``, a key
+    in ``/hooks/<token>``), and it is recorded as the event's ``endpoint`` (and the span's
+    ``url.path``). Paths repeat, so the answers are cached.
+
+    >>> redact_path("/v1/tenants/bob.victim@example.org/v1/chat/completions")
+    '/v1/tenants/[EMAIL]/v1/chat/completions'
+    >>> redact_path("/hooks/AKIAIOSFODNN7EXAMPLE/run"), redact_path("/v1/orders/20260101123/items")
+    ('/hooks/[SECRET:aws_access_key]/run', '/v1/orders/20260101123/items')
+    """
+    return redact(path, identify=False)
 
 
 def redact_cut(text: str, limit: int) -> str:

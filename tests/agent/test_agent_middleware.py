@@ -331,3 +331,14 @@ def test_a_reply_gzipped_inside_the_agent_is_still_read(make_agent: AgentFactory
     (event,) = shipped(agent, list_producer)
     assert event.attributes["response_encoding"] == "gzip"
     assert (event.output.text, event.output.tokens) == ("Noted, bob@example.com", 4)
+
+
+def test_an_email_in_the_path_is_masked_in_the_event_and_the_span(
+    make_agent: AgentFactory, list_producer: ListProducer, spans: InMemorySpanExporter
+) -> None:
+    agent = make_agent(list_producer, capture="none")
+    client_for(agent).post("/users/bob.victim@example.org/echo", content=b"hi")
+    (event,) = shipped(agent, list_producer)
+    (span,) = spans.get_finished_spans()
+    assert event.endpoint == "/users/[EMAIL]/echo"
+    assert dict(span.attributes or {})["url.path"] == "/users/[EMAIL]/echo"

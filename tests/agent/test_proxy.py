@@ -1064,3 +1064,16 @@ def test_a_pooled_connection_past_its_idle_time_is_not_reused() -> None:
     conn, reused = asyncio.run(first())
     assert (conn, reused) == (fresh, True)
     assert stale.closed
+
+
+def test_an_email_or_key_in_the_path_does_not_leave_the_host(
+    proxy: Proxy, upstream: Upstream, list_producer: ListProducer
+) -> None:
+    """A security walk-through: /v1/tenants/<email>/v1/chat/completions was kept verbatim as the
+    event's endpoint (and the span's url.path), whatever the capture mode."""
+    path = "/v1/tenants/bob.victim@example.org/hooks/AKIAIOSFODNN7EXAMPLE/v1/chat/completions"
+    httpx.post(f"{proxy.url}{path}", json=CHAT, headers={"authorization": f"Bearer {API_KEY}"})
+    [event] = events_of(proxy, list_producer, 1)
+    assert event.endpoint == "/v1/tenants/[EMAIL]/hooks/[SECRET:aws_access_key]/v1/chat/completions"
+    assert "bob.victim" not in event.model_dump_json()
+    assert "AKIAIOSFODNN7EXAMPLE" not in event.model_dump_json()
