@@ -54,12 +54,23 @@ class _Parser(argparse.ArgumentParser):
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         choices = action.choices
         if choices is not None and value not in choices and isinstance(value, str):
-            close = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
+            # A command one level down (`inferwatch proxy` for `inferwatch agent proxy`) first.
+            close = [f"{name} {value}" for name, sub in (choices.items() if isinstance(choices, dict) else ())
+                     if isinstance(sub, argparse.ArgumentParser) and value in _actions_of(sub)]
+            close = close or difflib.get_close_matches(value, [str(c) for c in choices], n=1)
             if close:
                 listed = ", ".join(repr(str(c)) for c in choices)
                 raise argparse.ArgumentError(
                     action, f"invalid choice: {value!r}, did you mean {close[0]!r}? (choose from {listed})")
         super()._check_value(action, value)
+
+
+def _actions_of(parser: argparse.ArgumentParser) -> Any:
+    """The names of ``parser``'s subcommands (none when it has none)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices
+    return {}
 
 
 def build_parser() -> argparse.ArgumentParser:

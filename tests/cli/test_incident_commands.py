@@ -121,7 +121,8 @@ def test_unknown_detector_is_named(capsys, monkeypatch, events_file):
 @pytest.mark.parametrize(
     ("argv", "meant"),
     [(["silences", "add", "x=y"], "'silence'"), (["incidents", "lst"], "'list'"),
-     (["--log-level", "warn", "scan"], "'warning'"), (["agent", "proxi"], "'proxy'")],
+     (["--log-level", "warn", "scan"], "'warning'"), (["agent", "proxi"], "'proxy'"),
+     (["proxy", "--upstream", "http://x"], "'agent proxy'"), (["otlp"], "'collect otlp'")],
 )
 def test_a_misspelt_command_or_choice_gets_the_one_it_meant(capsys, argv, meant):
     with pytest.raises(SystemExit):
