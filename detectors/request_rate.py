@@ -55,6 +55,7 @@ from inferwatch.detectors.state import (
     flood_comparison,
     iso_utc,
     note_model,
+    own_history,
     ratio_severity,
     subject_of,
     window_finding,
@@ -195,7 +196,7 @@ class RequestRateDetector:
                            "population_factor": self.population_factor,
                            "baseline_floor": self.baseline_floor},
         }
-        history = f"its baseline {own:.1f}" if baseline.windows else f"no history (floor {own:.1f})"
+        history = own_history(own, bool(baseline.windows))
         return window_finding(
             self.name,
             severity=ratio_severity(ratio),

@@ -91,6 +91,7 @@ from inferwatch.detectors.state import (
     WindowBounds,
     flood_comparison,
     iso_utc,
+    own_history,
     ratio_severity,
     subject_of,
     window_finding,
@@ -449,8 +450,7 @@ class ScrapingDetector:
         enumeration = m.enumeration()
         if enumeration and templates is not None:
             title += f"; enumerating ids or numbers over {templates:.0f} template(s)"
-        history = (f"its baseline {verdict.own:.1f}" if m.caller.windows
-                   else f"no history (floor {verdict.own:.1f})")
+        history = own_history(verdict.own, bool(m.caller.windows))
         summary = (
             f"{m.subject} sent {tally.requests} requests with {distinct:,.0f} distinct inputs "
             f"({distinct / tally.requests:.0%}) between {iso_utc(ctx.bounds[0])} and "

@@ -529,6 +529,18 @@ class Population:
                    active=len(values))
 
 
+def own_history(own: float, has_history: bool, spec: str = ".1f") -> str:
+    """What a flood's ``Nx …`` compares with: the caller's own baseline, or the floor that stands
+    in for one when it has no history.
+
+    >>> own_history(5.0, True), own_history(1000.0, False, ",.0f")
+    ('its baseline 5.0', 'the floor of a caller with no history (1,000)')
+    """
+    if has_history:
+        return f"its baseline {own:{spec}}"
+    return f"the floor of a caller with no history ({own:{spec}})"
+
+
 def flood_comparison(amount: float, own: float, baseline: WindowBaseline,
                      population: Population) -> dict[str, Any]:
     """The evidence every flood finding carries: ``amount`` against the principal's own

@@ -59,6 +59,7 @@ from inferwatch.detectors.state import (
     flood_comparison,
     iso_utc,
     note_model,
+    own_history,
     ratio_severity,
     subject_of,
     window_finding,
@@ -276,7 +277,7 @@ class TokenAbuseDetector:
                            "population_factor": self.population_factor,
                            "baseline_floor": self.baseline_floor},
         }
-        history = f"its baseline {own:,.0f}" if baseline.windows else f"no history (floor {own:,.0f})"
+        history = own_history(own, bool(baseline.windows), ",.0f")
         return window_finding(
             self.name,
             severity=ratio_severity(ratio),
