@@ -566,6 +566,19 @@ def _excerpt(event: Mapping[str, Any], first: Sequence[str] = ()) -> str:
     return _code(shown) if shown else "-"
 
 
+def visible(text: str) -> str:
+    """``text`` with invisible characters (Unicode formats and controls: zero-width spaces and
+    joiners, bidirectional overrides, tag characters) spelt ``<U+200B>``: a prompt hiding an
+    injection behind them reads as plain words otherwise.
+
+    >>> visible("ig\u200bnore \u202eabc"), visible("plain text")
+    ('ig<U+200B>nore <U+202E>abc', 'plain text')
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else f"<U+{ord(c):04X}>" for c in text)
+
+
 def input_preview(text: str | None, features: Mapping[str, Any] | None, limit: int,
                   first: Sequence[str] = ()) -> str:
     r"""What a caller sent, on one line: the prompt (at most ``limit`` characters, ``…`` when cut),
@@ -580,8 +593,10 @@ def input_preview(text: str | None, features: Mapping[str, Any] | None, limit: i
     'e=5, a=1.5, … (5 features)'
     >>> input_preview(None, {"note": "x" * 100, "n": 1}, 12)
     'note=xxxxxx…, … (2 features)'
+    >>> input_preview("i\u200bg\u200bnore", None, 40)  # invisible characters are shown
+    'i<U+200B>g<U+200B>nore'
     """
-    flat = " ".join((text or "").split())
+    flat = visible(" ".join((text or "").split()))
     if flat:
         return flat[:limit].rstrip() + "…" if len(flat) > limit else flat
     if not features:

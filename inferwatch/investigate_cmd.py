@@ -12,7 +12,6 @@ import argparse
 import json
 import shlex
 import sys
-import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -35,6 +34,7 @@ from inferwatch.detectors.investigation import (
     report,
     scored_by,
     timeline,
+    visible,
 )
 from inferwatch.detectors.store import Store
 from inferwatch.runtime import open_store
@@ -223,5 +223,6 @@ def _num(value: int | None) -> str:
 
 def _text(text: str) -> str:
     """An excerpt of what the caller sent, safe for a terminal: control characters (escape
-    sequences that could move the cursor or retitle the window) are shown as ``?``."""
-    return "".join("?" if unicodedata.category(c) == "Cc" else c for c in text) or "-"
+    sequences that could move the cursor or retitle the window) and invisible ones are spelt
+    ``<U+001B>`` (:func:`~inferwatch.detectors.investigation.visible`)."""
+    return visible(text) or "-"

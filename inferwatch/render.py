@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.incidents import Incident
-from inferwatch.detectors.investigation import input_preview, readable_json
+from inferwatch.detectors.investigation import input_preview, readable_json, visible
 
 
 def _time(value: datetime | None) -> str:
@@ -134,7 +134,7 @@ def scan_table(results: Sequence[Any], out: TextIO | None = None) -> None:
             why = f"{why}; " if why else ""
             why += f"not inspected (nothing to read): {', '.join(shown)}"
         why = why or "-"
-        text = " ".join(r.text.split())
+        text = visible(" ".join(r.text.split()))
         preview = text[:60] + ("..." if len(text) > 60 else "")
         rows.append([str(r.line), r.verdict, f"{r.score:.2f}", why, preview])
     table(rows, ["LINE", "VERDICT", "SCORE", "REASONS", "TEXT"], out)

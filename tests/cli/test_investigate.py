@@ -250,7 +250,8 @@ def test_timeline_table(capsys, scenario, store):
     assert "*,prompt_injection" in injected
     assert "prompt_injection=0.9" in injected
     assert sum(",prompt_injection" in r for r in rows) == 2  # the injection and the hostile text
-    assert any("Hello ?]0;pwned??[2J there" in r for r in rows)  # escape sequences shown, not obeyed
+    # escape sequences shown, not obeyed
+    assert any("Hello <U+001B>]0;pwned<U+0007><U+001B>[2J there" in r for r in rows)
     assert not any("\x1b" in line or "\x07" in line for line in out)
 
 
