@@ -455,11 +455,35 @@ def _merge(incident: Incident, finding: Finding) -> Incident | None:
         earlier = _drifted_earlier(incident.evidence, evidence)
         if earlier:
             evidence["drifted_earlier"] = earlier
+        _keep_union(incident.evidence, evidence)
         out.title, out.summary, out.evidence = finding.title, finding.summary, evidence
     return out
 
 
 _EARLIER_MAX = 20
+_UNIONS: dict[str, str] = {"attack_accepted_principals": "attack_accepted_count"}
+"""Evidence lists an incident keeps the union of over its findings (and the key counting it):
+with several detector processes each files its share of a shared subject — the keys that worked
+from one address, split by partition — and the newest share alone would name only some."""
+_UNION_MAX = 200
+
+
+def _keep_union(before: dict[str, Any], now: dict[str, Any]) -> None:
+    """Widen ``now``'s :data:`_UNIONS` lists with ``before``'s (sorted, at most 200 kept).
+
+    >>> now = {"attack_accepted_principals": ["p_b"], "attack_accepted_count": 1}
+    >>> _keep_union({"attack_accepted_principals": ["p_a", "p_b"], "attack_accepted_count": 2}, now)
+    >>> now
+    {'attack_accepted_principals': ['p_a', 'p_b'], 'attack_accepted_count': 2}
+    """
+    for key, counted in _UNIONS.items():
+        old, new = before.get(key), now.get(key)
+        if not isinstance(old, list) or not isinstance(new, list):
+            continue
+        union = sorted({str(item) for item in (*old, *new)})
+        now[key] = union[:_UNION_MAX]
+        if isinstance(now.get(counted), int):
+            now[counted] = max(len(union), int(now[counted]), int(before.get(counted) or 0))
 
 
 def _drifted_earlier(before: dict[str, Any], now: dict[str, Any]) -> list[dict[str, Any]]:

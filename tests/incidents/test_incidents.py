@@ -326,3 +326,16 @@ def test_a_drift_incident_keeps_what_drifted_in_its_earlier_findings(manager):
     manager.apply([finding(0)])
     [abuse] = manager.apply([finding(1, evidence={"count": 2})])
     assert abuse.evidence == {"count": 2}
+
+
+def test_an_address_incident_keeps_every_key_that_worked_across_processes(manager):
+    """With two detector processes each files its share of one address's stuffing (partitions
+    are keyed by principal): the incident names the keys both found, not the latest share only."""
+    def share(minutes, keys):
+        return finding(minutes, subject="ip:203.0.113.0", detector="auth_abuse",
+                       evidence={"attack_accepted_principals": keys, "attack_accepted_count": len(keys)})
+
+    manager.apply([share(0, ["p_a", "p_b"])])
+    [merged] = manager.apply([share(1, ["p_c"])])
+    assert merged.evidence["attack_accepted_principals"] == ["p_a", "p_b", "p_c"]
+    assert merged.evidence["attack_accepted_count"] == 3
