@@ -30,6 +30,7 @@ from typing import Any
 from inferwatch import __version__
 from inferwatch.collectors.durations import format_duration
 from inferwatch.collectors.event import InferenceEvent, event_to_dict
+from inferwatch.collectors.ids import PSEUDONYM
 from inferwatch.detectors.alerts.model import Notification, NotificationQuery
 from inferwatch.detectors.base import Detector
 from inferwatch.detectors.drift import split_aspect
@@ -309,21 +310,57 @@ def _related(store: IncidentStore, incident: Incident,
              window: timedelta) -> tuple[list[Incident], list[Incident]]:
     lo, hi = incident.first_seen - window, incident.last_seen + window
     queries = [IncidentQuery(subject=incident.subject, since=lo, limit=_RELATED_LIMIT)]
+    # The callers its evidence names (the keys that worked from a stuffing address, the senders
+    # of values outside a drift's range): their own incidents belong with it.
+    queries += [IncidentQuery(subject=f"principal:{p}", since=lo, limit=_RELATED_LIMIT)
+                for p in named_principals(incident.evidence) if f"principal:{p}" != incident.subject]
     model = incident.model or _subject_model(incident.subject)
     if model:
         queries.append(IncidentQuery(model=model, since=lo, limit=_RELATED_LIMIT))
         queries.append(IncidentQuery(subject=f"model:{model}", since=lo, limit=_RELATED_LIMIT))
     about_caller = _is_caller(incident.subject)
+    named = {f"principal:{p}" for p in named_principals(incident.evidence)}
     found: dict[str, Incident] = {}
     others: dict[str, Incident] = {}
     for query in queries:
         for other in store.list_incidents(query):
             if other.id != incident.id and other.first_seen <= hi:
-                mine = not about_caller or other.subject == incident.subject or not _is_caller(other.subject)
+                mine = (not about_caller or other.subject == incident.subject or not _is_caller(other.subject)
+                        or other.subject in named)
                 (found if mine else others)[other.id] = other
     def order(incidents: dict[str, Incident]) -> list[Incident]:
         return sorted(incidents.values(), key=lambda i: (i.first_seen, i.id))
     return order(found), order(others)
+
+
+_NAMED_MOST = 20
+
+
+def named_principals(evidence: Any) -> list[str]:
+    """The pseudonyms (``p_`` + 24 hex) an incident's evidence names, in its order, at most 20:
+    in lists (``attack_accepted_principals``), as keys (``outside_range_callers``) or values.
+
+    >>> named_principals({"accepted": ["p_" + "a" * 24, "x"], "f": {"callers": {"p_" + "b" * 24: 3}}})
+    ['p_aaaaaaaaaaaaaaaaaaaaaaaa', 'p_bbbbbbbbbbbbbbbbbbbbbbbb']
+    """
+    found: dict[str, None] = {}
+
+    def walk(value: Any) -> None:
+        if len(found) >= _NAMED_MOST:
+            return
+        if isinstance(value, str):
+            if PSEUDONYM.fullmatch(value.removeprefix("principal:")):
+                found[value.removeprefix("principal:")] = None
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(key)
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    walk(evidence)
+    return list(found)[:_NAMED_MOST]
 
 
 def _is_caller(subject: str) -> bool:

@@ -451,3 +451,26 @@ def test_a_window_incidents_timeline_starts_with_its_first_window(scenario, stor
     shown = investigation.timeline(store, incident, before=timedelta(0), after=timedelta(0), limit=100_000)
     assert shown.since == incident.first_seen - (end - start)
     assert shown.entries[0].event.time < incident.first_seen
+
+
+def test_an_address_incident_relates_the_incidents_of_the_callers_its_evidence_names():
+    """A security walk-through: the report of a credential-stuffing address listed no related
+    incident although every key that worked from it had one of its own."""
+    from inferwatch.detectors.base import Finding
+    from inferwatch.detectors.incidents import IncidentManager
+    from inferwatch.testing import memory_store
+
+    t0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    manager = IncidentManager(memory_store(), bucket_s=3600)
+    named, stranger = "p_" + "a" * 24, "p_" + "b" * 24
+
+    def found(detector: str, subject: str, **evidence: object) -> Finding:
+        return Finding(detector=detector, kind="abuse", severity="medium", score=0.6, title=detector,
+                       summary="s", subject=subject, time=t0, model="chat", evidence=dict(evidence))
+
+    [address, mine, other] = manager.apply([
+        found("auth_abuse", "ip:203.0.113.0", attack_accepted_principals=[named]),
+        found("token_abuse", f"principal:{named}"), found("request_rate", f"principal:{stranger}")])
+    near = investigation.related(manager.store, address)
+    assert [i.id for i in near] == [mine.id]
+    assert other.id in [i.id for i in investigation.other_callers(manager.store, address)]
