@@ -286,7 +286,8 @@ def test_silence_add_accepts_what_can_match(tmp_path: Path, capsys: pytest.Captu
                                             matchers: list[str]) -> None:
     code, _, err = run(capsys, "silence", "add", *matchers, "--store", str(tmp_path / "store.db"))
     assert code == 0, err
-    assert err == ""
+    # no note on the matchers (only that no routing file named an Alertmanager to tell)
+    assert [line for line in err.splitlines() if "no routing file" not in line] == []
 
 
 def test_silence_add_takes_an_unknown_detector_with_a_note(tmp_path: Path,
