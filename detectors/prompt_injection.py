@@ -23,7 +23,10 @@ when they exist: leetspeak and Cyrillic/Greek look-alike letters undone (``1gn0r
 ``ignore``), long Base64, hex and 8-bit binary tokens decoded, text hidden in Unicode tag
 characters (U+E0000-E007F) decoded, and words spelt out letter by letter joined (``i g n o r e``,
 ``i.g.n.o.r.e``, ``i-g-n-o-r-e``; four letters or more with one separator, words told apart by a
-wider gap or ordinary spaces). The evidence names the steps a match needed. Texts longer
+wider gap or ordinary spaces), and words run together with ``_ - . + ~ * |`` spaced
+(``ignore_all_previous_instructions``; a whole token, not a URL, path, file name or e-mail address,
+and a ``snake_case`` name only when it starts with a pattern's first word). The evidence names the
+steps a match needed; every step but ``separators`` adds the ``obfuscation`` weight. Texts longer
 than ``max_chars`` are scanned at the head and the tail, where injected text usually sits.
 
 Speed: each pattern lists anchors, the words or symbols a match starts with; its regex is only
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -59,6 +63,9 @@ if TYPE_CHECKING:
 
 MAX_SNIPPET = 80
 OBFUSCATION_WEIGHT = 0.3
+_NOT_EVASION = frozenset({"separators"})
+"""Steps that do not add the ``obfuscation`` weight: words joined with ``-`` or ``_`` are matched as
+if spaced, and no more ("developer-mode" is as weak as "developer mode")."""
 MENTION_WEIGHT = 0.45
 """The most the phrases of a text count when they are mentioned rather than used (:func:`mentioned`),
 all of them together: below the default threshold, so a question about "ignore previous
@@ -117,6 +124,20 @@ _TAG_TEXT = re.compile("[\U000e0020-\U000e007e]+")
 # four letters or more; words are then told apart by a wider gap or by ordinary spacing.
 _SPELT = re.compile(r"(?<!\w)\w(?P<sep>[ .\-_*|/+~])\w(?:(?P=sep)\w){2,}(?!\w)")
 _TOKEN_EDGES = "'\"()[]{}<>.,;:!?`"
+# Words run together with separators instead of spaces ("ignore_all_previous_instructions",
+# "ignore-all-previous-instructions", "ignore.all.previous.instructions"): a whole token of two words
+# or more, the first of two letters or more ("e.g.", "u.s.a." and "i-g-n-o-r-e" are not), standing
+# alone (after a space or an opening mark, before a space or closing punctuation), so URLs, paths,
+# e-mail addresses and calls ("a/b-c", "x@y.z", "f(a_b)") are not one.
+_RUN_TOGETHER = re.compile(
+    r"(?<![^\s\"'(\[\u00ab\u201c\u2018])[^\W_]{2,}(?:[_.+~*|-]+[^\W_]+)+"
+    r"(?=[\"')\]\u00bb\u201d\u2019.,;:!?\u2026]*(?:\s|$))")
+_SEPARATOR_RUN = re.compile(r"[_.+~*|-]+")
+_SNAKE_CASE = re.compile(r"[^\W_]+(?:_+[^\W_]+)+")
+# A file name or a domain ("ignore-me.txt", "www.example.com"), not a sentence run together.
+_FILE_OR_DOMAIN = re.compile(
+    r"^www\.|\.(?:com|org|net|io|ai|dev|co|uk|de|html?|md|txt|rst|py|js|ts|json|ya?ml|toml|cfg|ini|csv|log"
+    r"|pdf|docx?|xlsx?|png|jpe?g|gif|svg|zip|gz|tar|sh|exe)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -179,12 +200,29 @@ def scan_text(text: str, max_chars: int = 20_000) -> Scan:
     joined = _SPELT.sub(lambda m: m.group(0).replace(m.group("sep"), ""), text)
     if joined != text:
         views.append((normalise(joined), ("spelt-out",)))
+    spaced = _RUN_TOGETHER.sub(_spaced, text)
+    if spaced != text:
+        views.append((normalise(spaced), ("separators",)))
     found: dict[str, PatternMatch] = {}
     for view, via in views:
         _collect(view, via, found)
         if _MIXED.search(view):
             _collect(_second_pass(view), via, found, original=view)
     return _score(tuple(found.values()), applied)
+
+
+def _spaced(match: re.Match[str]) -> str:
+    """Words run together (:data:`_RUN_TOGETHER`) with spaces between them. A ``snake_case`` name
+    is spaced only when it starts with a word a pattern starts with ("ignore_all_previous_..."): an
+    identifier that only contains a phrase ("test_ignore_previous_instructions") is code."""
+    token = match.group(0)
+    if "." in token and _FILE_OR_DOMAIN.search(token):
+        return token
+    if "_" in token and _SNAKE_CASE.fullmatch(token):
+        first = token[:token.index("_")].lower()
+        if first not in _WORD_KEYS and first.translate(_SECOND_PASS) not in _WORD_KEYS:
+            return token
+    return _SEPARATOR_RUN.sub(" ", token)
 
 
 def _second_pass(view: str) -> str:
@@ -209,7 +247,7 @@ def _collect(view: str, via: tuple[str, ...], found: dict[str, PatternMatch],
             if quotations is None:
                 quotations = cued_quotations(view)
             start, end = candidate.span()
-            inside = any(opening < start and end <= closing for opening, closing in quotations)
+            inside = _inside(quotations, start, end)
             if match is None:
                 match, quoted = candidate, inside
             if not inside:  # an instruction given counts, even after the same phrase talked about
@@ -312,7 +350,13 @@ def mentioned(view: str, start: int, end: int) -> bool:
     >>> mentioned(text, text.index(phrase), text.index(phrase) + len(phrase))
     False
     """
-    return any(opening < start and end <= closing for opening, closing in cued_quotations(view))
+    return _inside(cued_quotations(view), start, end)
+
+
+def _inside(quotations: list[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether ``start:end`` lies between the marks of one of ``quotations`` (in order, apart)."""
+    at = bisect.bisect_left(quotations, (start,)) - 1
+    return at >= 0 and end <= quotations[at][1]
 
 
 def _matches(pattern: _Compiled, view: str, present: frozenset[str],
@@ -363,7 +407,7 @@ def _score(matches: tuple[PatternMatch, ...], applied: list[str]) -> Scan:
             continue
         seen.append(m.snippet)
         families[m.family] = 1.0 - (1.0 - families.get(m.family, 0.0)) * (1.0 - m.weight)
-    if any(m.via for m in matches):
+    if any(step not in _NOT_EVASION for m in matches for step in m.via):
         families["obfuscation"] = OBFUSCATION_WEIGHT
     remaining = 1.0
     for weight in families.values():
