@@ -212,13 +212,20 @@ def scan_text(text: str, max_chars: int = 20_000) -> Scan:
 
 
 def _spaced(match: re.Match[str]) -> str:
-    """Words run together (:data:`_RUN_TOGETHER`) with spaces between them. A ``snake_case`` name
+    """Words run together (:data:`_RUN_TOGETHER`) with spaces between them. Two words joined by one
+    ``-`` or ``.`` are an ordinary compound or an attribute ("real-time", "unittest.mock"), and tokens
+    with fewer than two words of letters are numbers; both are left alone. A ``snake_case`` name
     is spaced only when it starts with a word a pattern starts with ("ignore_all_previous_..."): an
     identifier that only contains a phrase ("test_ignore_previous_instructions") is code."""
     token = match.group(0)
     if "." in token and _FILE_OR_DOMAIN.search(token):
         return token
-    if "_" in token and _SNAKE_CASE.fullmatch(token):
+    runs = _SEPARATOR_RUN.findall(token)
+    if len(runs) == 1 and runs[0] in ("-", "."):  # "real-time", "follow-up", "unittest.mock": words
+        return token
+    if sum(any(c.isalpha() for c in word) for word in _SEPARATOR_RUN.split(token)) < 2:
+        return token  # numbers, dates, versions: "2024-08-14", "v1.2.3", "15.0"
+    if "_" in runs[0] and _SNAKE_CASE.fullmatch(token):
         first = token[:token.index("_")].lower()
         if first not in _WORD_KEYS and first.translate(_SECOND_PASS) not in _WORD_KEYS:
             return token
@@ -240,7 +247,7 @@ def _collect(view: str, via: tuple[str, ...], found: dict[str, PatternMatch],
     positions: dict[str, list[int]] = {}
     quotations: list[tuple[int, int]] | None = None  # found when first needed: most texts match nothing
     for pattern in _COMPILED:
-        if pattern.pattern in found:
+        if pattern.pattern in found or (not pattern.literals and present.isdisjoint(pattern.words)):
             continue
         match, quoted = None, False
         for candidate in _matches(pattern, view, present, positions):

@@ -203,6 +203,7 @@ def test_forget_what_you_were_told(make_event: Any, text: str) -> None:
         "Our post is at www.ignore-previous-instructions.example.com and the notes in "
         "ignore-previous-instructions.md.",
         "Email first.last+filters@example.co.uk about the v1.2.3-rc.1 release.",
+        "Released 2024-08-14 with unittest.mock fixes, a real-time follow-up and UUID 1dac4e3f-b9dd-45de.",
         "Forget everything you've been told about dieting: here is what the science says.",
         "Forget everything you were taught in school about money.",
         "Forget everything you were told by your doctor about salt? Write a careful reply.",
