@@ -299,14 +299,9 @@ class _Dropping:
 
     def event(self, event: InferenceEvent) -> InferenceEvent:
         features = event.input.features
-        if not self.columns or not features:
+        kept = self.row(features) if features else features
+        if kept is features:
             return event
-        self.seen.update(features)
-        hit = self.columns.intersection(features)
-        if not hit:
-            return event
-        self.found |= hit
-        kept = {name: value for name, value in features.items() if name not in hit}
         return event.model_copy(update={"input": event.input.model_copy(update={"features": kept})})
 
     def check(self, path: Path) -> None:
