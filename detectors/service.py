@@ -126,7 +126,7 @@ class DetectorService:
                 self._last_record_at = now
             idle = now - self._last_record_at
             if not handled and max_idle_s is not None and idle >= max_idle_s and (
-                    not self._drift_waiting() or idle >= max_idle_s + self._drift_grace_s()):
+                    not self.drift_waiting or idle >= max_idle_s + self._drift_grace_s()):
                 # End of input. The idle close in run_once read the clock a moment earlier and
                 # may have found the partitions not yet quiet: what is still held is detected,
                 # stored and committed now, not left read but undetected.
@@ -139,12 +139,9 @@ class DetectorService:
 
     @property
     def drift_waiting(self) -> bool:
-        """Scale-out drift summaries read or on their topic and not judged yet."""
-        return self._drift_waiting()
-
-    def _drift_waiting(self) -> bool:
-        # A batch run must not end with drift summaries not judged (read and waiting for
-        # markers, or still on the summaries topic for a member that is joining its group).
+        """Scale-out drift summaries read or on their topic and not judged yet: a batch run must
+        not end with them (read and waiting for markers, or still on the summaries topic for a
+        member that is joining its group)."""
         return self.drift is not None and bool(getattr(self.drift, "waiting", 0))
 
     def _drift_grace_s(self) -> float:
