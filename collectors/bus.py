@@ -19,6 +19,18 @@ class BusUnavailable(RuntimeError):
     """The bus cannot take or give records right now (down, locked, unreachable)."""
 
 
+class DuplicateInstance(RuntimeError):
+    """Another consumer joined the group with this one's ``instance_id``, and Kafka fenced this one
+    off: retrying cannot help, two processes are configured with the same name."""
+
+    def __init__(self, group: str, instance_id: str | None) -> None:
+        super().__init__(
+            f"another detector process joined consumer group {group!r} with the same instance_id "
+            f"{instance_id!r}, and Kafka gave this one's partitions to it; give every process in a group "
+            "its own INFERWATCH_DETECT__INSTANCE_ID (e.g. its pod or host name), or leave it unset")
+        self.group, self.instance_id = group, instance_id
+
+
 @dataclass(frozen=True, slots=True)
 class BusRecord:
     """One record read from the bus; ``offset`` is its position within ``partition``."""
@@ -80,8 +92,11 @@ class EventBus(Protocol):
         """A producer for ``topic`` (default: the events topic)."""
         ...
 
-    def consumer(self, group: str, topic: str | None = None) -> EventConsumer:
-        """A consumer in ``group`` reading ``topic`` from the group's committed position."""
+    def consumer(self, group: str, topic: str | None = None, *, instance_id: str | None = None,
+                 session_timeout_s: float | None = None) -> EventConsumer:
+        """A consumer in ``group`` reading ``topic`` from the group's committed position;
+        ``instance_id`` makes it a static member of the group (``detect.instance_id``), and
+        ``session_timeout_s`` is how long the group waits for it when it falls silent."""
         ...
 
     def dead_letters(self) -> DeadLetterLog:

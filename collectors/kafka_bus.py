@@ -27,7 +27,7 @@ import kafka.errors as kerr
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from inferwatch.collectors.bus import BusRecord, BusUnavailable
+from inferwatch.collectors.bus import BusRecord, BusUnavailable, DuplicateInstance
 from inferwatch.collectors.event import SCHEMA
 from inferwatch.collectors.kafka_config import (
     KafkaTuning,
@@ -77,9 +77,12 @@ class KafkaBus:
         """An idempotent producer to ``topic`` (default: the events topic); connects on first send."""
         return KafkaEventProducer(self.settings, topic or self.topic, self.tuning)
 
-    def consumer(self, group: str, topic: str | None = None) -> KafkaEventConsumer:
-        """A member of consumer ``group`` subscribed to ``topic``; BusUnavailable if unreachable."""
-        return KafkaEventConsumer(self.settings, group, topic or self.topic, self.tuning)
+    def consumer(self, group: str, topic: str | None = None, *, instance_id: str | None = None,
+                 session_timeout_s: float | None = None) -> KafkaEventConsumer:
+        """A member of consumer ``group`` subscribed to ``topic``, static when ``instance_id`` is
+        given (Kafka's ``group.instance.id``); BusUnavailable if unreachable."""
+        return KafkaEventConsumer(self.settings, group, topic or self.topic, self.tuning,
+                                  instance_id=instance_id, session_timeout_s=session_timeout_s)
 
     def dead_letters(self) -> KafkaDeadLetters:
         """The dead-letter topic, for malformed records."""
@@ -332,12 +335,20 @@ class KafkaEventProducer:
 class KafkaEventConsumer:
     """A consumer-group member reading one topic; commits only what the caller stored."""
 
-    def __init__(self, settings: BusSettings, group: str, topic: str, tuning: KafkaTuning) -> None:
+    def __init__(self, settings: BusSettings, group: str, topic: str, tuning: KafkaTuning, *,
+                 instance_id: str | None = None, session_timeout_s: float | None = None) -> None:
         self._servers = settings.bootstrap_servers
         self._topic = topic
         self._tuning = tuning
+        self._group, self._instance_id = group, instance_id
+        membership: dict[str, Any] = {}
+        if instance_id is not None:
+            membership["group_instance_id"] = instance_id
+        if session_timeout_s is not None:
+            membership["session_timeout_ms"] = int(session_timeout_s * 1000)
         with guard(self._servers, "could not be reached"):
-            self._consumer = KafkaConsumer(group_id=group, **kafka_config(settings, "consumer", tuning))
+            self._consumer = KafkaConsumer(group_id=group, **kafka_config(settings, "consumer", tuning),
+                                           **membership)
         forbid_topic_auto_creation(self._consumer._cluster)  # before subscribing asks for metadata
         self._await_partition_metadata()
         self._consumer.subscribe([topic])
@@ -357,8 +368,13 @@ class KafkaEventConsumer:
 
     def poll(self, max_records: int = 500, timeout: float = 1.0) -> Sequence[BusRecord]:
         """Up to ``max_records`` records, in offset order per partition; ``[]`` after ``timeout``."""
-        with guard(self._servers, "failed a poll"):
-            batches = self._consumer.poll(timeout_ms=max(0, int(timeout * 1000)), max_records=max_records)
+        try:
+            with guard(self._servers, "failed a poll"):
+                batches = self._consumer.poll(timeout_ms=max(0, int(timeout * 1000)), max_records=max_records)
+        except BusUnavailable as exc:
+            if isinstance(exc.__cause__, kerr.FencedInstanceIdError):
+                raise DuplicateInstance(self._group, self._instance_id) from exc.__cause__
+            raise
         return [
             BusRecord(r.topic, r.partition, r.offset,
                       None if r.key is None else r.key.decode("utf-8", "replace"), r.value)
@@ -384,6 +400,8 @@ class KafkaEventConsumer:
         except _REBALANCED as exc:
             log.warning("event=kafka_commit_skipped topic=%s reason=rebalance error=%s",
                         self._topic, type(exc).__name__)
+        except kerr.FencedInstanceIdError as exc:
+            raise DuplicateInstance(self._group, self._instance_id) from exc
         except kerr.KafkaError as exc:
             raise unavailable(self._servers, "did not take the commit", exc) from exc
 

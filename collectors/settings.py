@@ -229,10 +229,29 @@ class StoreSettings(_Section):
     request_timeout_s: Annotated[Seconds, Field(gt=0)] = 30.0
 
 
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _instance_id(value: str) -> str:
+    """A name Kafka takes as ``group.instance.id``."""
+    if not _INSTANCE_ID.fullmatch(value) or value in (".", ".."):
+        raise ValueError("must be 1 to 249 ASCII letters, digits, '.', '_' or '-' (Kafka's "
+                         "group.instance.id), not '.' or '..', e.g. the pod's name detector-0")
+    return value
+
+
 class DetectSettings(_Section):
     """The detector service: windows, grouping, and per-detector options."""
 
     group: str = "inferwatch-detectors"
+    instance_id: Annotated[str, AfterValidator(_instance_id)] | None = None
+    """A stable name for this process in ``group`` (Kafka static membership, ``group.instance.id``),
+    unique within the group: e.g. a StatefulSet pod's name. A member that stops and is back within
+    ``session_timeout_s`` gets its own partitions back without a rebalance, and with them its
+    checkpoint; the embedded bus has one process and ignores it."""
+    session_timeout_s: Annotated[Seconds, Field(ge=6, le=1800)] = 45.0
+    """How long the group waits for a silent member (one killed, or restarting with an
+    ``instance_id``) before giving its partitions to the others (Kafka ``session.timeout.ms``)."""
     window_s: Annotated[Seconds, Field(gt=0), AfterValidator(window_at_most_a_day)] = 60.0
     idle_close_s: Annotated[Seconds, Field(gt=0)] = 5.0
     incident_bucket_s: Annotated[Seconds, Field(gt=0)] = 3600.0

@@ -85,8 +85,11 @@ class SQLiteBus:
         """A producer appending to ``topic`` (default: the bus's topic)."""
         return SQLiteProducer(self.path, topic or self.topic)
 
-    def consumer(self, group: str, topic: str | None = None) -> SQLiteConsumer:
-        """A consumer reading ``topic`` from ``group``'s committed position."""
+    def consumer(self, group: str, topic: str | None = None, *, instance_id: str | None = None,
+                 session_timeout_s: float | None = None) -> SQLiteConsumer:
+        """A consumer reading ``topic`` from ``group``'s committed position (one process reads the
+        embedded bus, so there is no membership to keep: ``instance_id`` and
+        ``session_timeout_s`` are accepted and have nothing to do)."""
         return SQLiteConsumer(self.path, group, topic or self.topic)
 
     def dead_letters(self) -> SQLiteDeadLetters:

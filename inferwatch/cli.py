@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from inferwatch import __version__
-from inferwatch.collectors.bus import BusUnavailable
+from inferwatch.collectors.bus import BusUnavailable, DuplicateInstance
 from inferwatch.collectors.durations import parse_duration
 from inferwatch.collectors.logs import configure_logging
 from inferwatch.collectors.settings import Settings, SettingsError, load_settings, window_at_most_a_day
@@ -368,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NoSuchIncident as exc:
         print(f"inferwatch: {exc}", file=sys.stderr)
         return 1
-    except (SettingsError, DetectorConfigError, IncidentError, AlertingConfigError) as exc:
+    except (SettingsError, DetectorConfigError, IncidentError, AlertingConfigError, DuplicateInstance) as exc:
         print(f"inferwatch: {exc}", file=sys.stderr)
         return 2
     except ImportError as exc:

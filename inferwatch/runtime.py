@@ -101,7 +101,7 @@ def build_service(
     """The detector service reading the configured bus and writing the configured store."""
     bus = open_bus(settings)
     detection = build_detection(settings, open_store(settings), on_incident=on_incident)
-    consumer = bus.consumer(settings.detect.group)
+    consumer = bus.consumer(settings.detect.group, **_membership(settings))
     return DetectorService(
         consumer,
         bus.dead_letters(),
@@ -130,7 +130,14 @@ def _drift_scale_out(settings: Settings, bus: EventBus, consumer: Any, pipeline:
     topic = settings.bus.summaries_topic
     drift.publish = SummaryPublisher(bus.producer(topic), consumer.assignment)
     partitions = len(bus.end_offsets())
-    return SummaryCollector(bus.consumer(f"{settings.detect.group}.drift", topic), drift.judge, partitions)
+    return SummaryCollector(bus.consumer(f"{settings.detect.group}.drift", topic, **_membership(settings)),
+                            drift.judge, partitions)
+
+
+def _membership(settings: Settings) -> dict[str, Any]:
+    """How a detector process is a member of its consumer groups (events and drift summaries)."""
+    detect = settings.detect
+    return {"instance_id": detect.instance_id, "session_timeout_s": detect.session_timeout_s}
 
 
 class NotifierThread(threading.Thread):

@@ -46,7 +46,12 @@ def environment(objects: dict[tuple[str, str], dict[str, Any]], spec: dict[str, 
             env.update(objects[("ConfigMap", source["configMapRef"]["name"])]["data"])
         if "secretRef" in source:
             env.update(objects[("Secret", source["secretRef"]["name"])]["stringData"])
-    env.update({item["name"]: item["value"] for item in spec.get("env", [])})
+    for item in spec.get("env", []):
+        if "valueFrom" in item:  # the pod's own name, as Kubernetes fills it in
+            assert item["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, item
+            env[item["name"]] = "pod-0"
+        else:
+            env[item["name"]] = item["value"]
     return env
 
 
@@ -91,23 +96,29 @@ def test_service_reaches_the_proxy_never_the_model_server(
     assert "ports" not in container(deployment, "model-server")
 
 
-def test_detector_deployment(objects: dict[tuple[str, str], dict[str, Any]]) -> None:
-    deployment = objects[("Deployment", "inferwatch-detector")]
-    detector = container(deployment, "detector")
+def test_detector_statefulset(objects: dict[tuple[str, str], dict[str, Any]]) -> None:
+    detectors = objects[("StatefulSet", "inferwatch-detector")]
+    detector = container(detectors, "detector")
     assert build_parser().parse_args(detector["args"]).command == "detect"
+    # each replica is a static member of the group under its pod's stable name
+    named = {item["name"]: item for item in detector["env"]}
+    assert named["INFERWATCH_DETECT__INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert detectors["spec"]["podManagementPolicy"] == "Parallel"
     proxy = container(objects[("Deployment", "model-server")], "inferwatch-proxy")
     assert detector["image"] == proxy["image"]
 
 
-@pytest.mark.parametrize(("deployment", "name"), [("model-server", "inferwatch-proxy"),
-                                                   ("inferwatch-detector", "detector")])
+@pytest.mark.parametrize(("kind", "deployment", "name"),
+                         [("Deployment", "model-server", "inferwatch-proxy"),
+                          ("StatefulSet", "inferwatch-detector", "detector")])
 def test_environment_is_valid_settings(
     objects: dict[tuple[str, str], dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
+    kind: str,
     deployment: str,
     name: str,
 ) -> None:
-    env = environment(objects, container(objects[("Deployment", deployment)], name))
+    env = environment(objects, container(objects[(kind, deployment)], name))
     for key, value in env.items():
         assert key.startswith("INFERWATCH_")
         monkeypatch.setenv(key, value)

@@ -249,3 +249,35 @@ def test_three_processes_reach_the_drift_verdict_of_one(deployment: Deployment) 
         admin = KafkaAdminClient(bootstrap_servers=deployment.bus.bootstrap_servers[0])
         admin.delete_topics([summaries_one, summaries_three])
         admin.close()
+
+
+def test_two_named_processes_restarted_together_each_restore_their_own_checkpoint(
+        deployment: Deployment) -> None:
+    """detect.instance_id: after both members of a group stop and start again (a deploy), each gets
+    its own partitions back, so each restores the checkpoint it saved and reads on from there."""
+    events = _scale_out_events()
+    half = len(events) // 2
+    prefix, group = unique_name("iw-static"), unique_name("g-static")
+    deployment.extra_prefixes.append(prefix)  # type: ignore[attr-defined]
+
+    def start(name: str, idle_s: int) -> subprocess.Popen[str]:
+        env = deployment.env(group, INFERWATCH_STORE__INDEX_PREFIX=prefix,
+                             INFERWATCH_DETECT__INSTANCE_ID=name, INFERWATCH_DETECT__SESSION_TIMEOUT_S="90",
+                             INFERWATCH_DETECT__ENABLED='["request_rate", "scraping"]')
+        return subprocess.Popen([INFERWATCH, "detect", "--exit-when-idle", str(idle_s)], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    first = [start(name, 8) for name in ("det-0", "det-1")]
+    _wait_for_members(deployment.bus.bootstrap_servers[0], group, 2)
+    _produce(deployment, events[:half])
+    assert sum(_records_handled(p) for p in first) == half  # both exit, saving a checkpoint each
+
+    again = [start(name, 15) for name in ("det-0", "det-1")]
+    _produce(deployment, events[half:])
+    handled = [_records_handled(p) for p in again]
+    assert sum(handled) == len(events) - half  # nothing read twice: each read on from its checkpoint
+    logs: list[str] = [p.stderr_text for p in again]  # type: ignore[attr-defined]
+    keys = [m.group(1) if (m := re.search(r"state restored from checkpoint (\S+)", log)) else log[-2000:]
+            for log in logs]
+    topic = deployment.bus.topic
+    assert keys == [f"{group}:{topic}:0,1", f"{group}:{topic}:2,3"]

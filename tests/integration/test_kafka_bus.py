@@ -15,7 +15,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.structs import TopicPartition
 from pydantic import SecretStr
 
-from inferwatch.collectors.bus import BusRecord, BusUnavailable
+from inferwatch.collectors.bus import BusRecord, BusUnavailable, DuplicateInstance
 from inferwatch.collectors.event import SCHEMA
 from inferwatch.collectors.kafka_bus import (
     SCHEMA_HEADER,
@@ -139,6 +139,72 @@ def test_two_consumers_in_one_group_share_the_partitions(bus: KafkaBus) -> None:
     assert got["two"]
     one.close()
     two.close()
+
+
+def _settle(members: list[KafkaEventConsumer], within: float = 60.0) -> list[BusRecord]:
+    """Poll every member until each holds partitions, none twice, all four held."""
+    got: list[BusRecord] = []
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        held = [m.assignment() for m in members]
+        if all(held) and sum(map(len, held)) == 4 and set().union(*held) == {0, 1, 2, 3}:
+            break
+        for member in members:
+            got.extend(member.poll(100, 0.2))
+    return got
+
+
+def test_a_static_member_back_within_its_session_gets_its_own_partitions_without_a_rebalance(
+        bus: KafkaBus) -> None:
+    """detect.instance_id: the group keeps a stopped member's partitions for it until its session
+    times out, and gives them back to it (so a restarted detector finds its checkpoint's key);
+    a second process with the same name fences the first, which then stops with a clear error."""
+    def member(name: str) -> KafkaEventConsumer:
+        return bus.consumer("static", instance_id=name, session_timeout_s=60)
+
+    first, second = member("det-0"), member("det-1")
+    _settle([first, second])
+    # the range assignor orders static members by name, so each name has its partitions
+    assert (first.assignment(), second.assignment()) == ({0, 1}, {2, 3})
+    first.close()  # a static member does not leave the group: nobody takes its partitions
+    quiet_until = time.monotonic() + 8  # more than two heartbeats: a rebalance would show here
+    while time.monotonic() < quiet_until:
+        second.poll(100, 0.5)
+        assert second.assignment() == {2, 3}
+    again = member("det-0")
+    _settle([again, second])
+    assert (again.assignment(), second.assignment()) == ({0, 1}, {2, 3})
+
+    producer = bus.producer()
+    producer.send_many([(f"v{i}".encode(), f"principal-{i % 40}") for i in range(200)])
+    producer.flush(30)
+    producer.close()
+    got = consume_all([again, second], 200)
+    assert sorted(r.value for r in got) == sorted(f"v{i}".encode() for i in range(200))
+
+    impostor = member("det-1")  # a second process given the same name takes det-1's place ...
+    _settle([again, impostor])
+    assert impostor.assignment() == {2, 3}
+    with pytest.raises(DuplicateInstance, match=r"same instance_id 'det-1'.*INFERWATCH_DETECT__INSTANCE_ID"):
+        _poll_and_commit(second, within=30)  # ... and the first one learns it at its next poll or commit
+    for consumer in (again, second, impostor):
+        consumer.close()
+
+
+def _poll_and_commit(consumer: KafkaEventConsumer, within: float) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        consumer.poll(100, 0.5)
+        consumer.commit({2: 0})
+
+
+def consume_all(members: list[KafkaEventConsumer], want: int, within: float = 60.0) -> list[BusRecord]:
+    got: list[BusRecord] = []
+    deadline = time.monotonic() + within
+    while len(got) < want and time.monotonic() < deadline:
+        for member in members:
+            got.extend(member.poll(500, 0.2))
+    return got
 
 
 def test_dead_letters_keep_reason_and_source(bus: KafkaBus) -> None:

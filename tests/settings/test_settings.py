@@ -50,6 +50,10 @@ def test_config_from_environment_variable(tmp_path, monkeypatch):
         ("INFERWATCH_DETECT__WINDOW_S", "-1", "INFERWATCH_DETECT__WINDOW_S"),
         ("INFERWATCH_BUS__KIND", "rabbit", "INFERWATCH_BUS__KIND"),
         ("INFERWATCH_AGENT__QUEUE_SIZE", "lots", "INFERWATCH_AGENT__QUEUE_SIZE"),
+        ("INFERWATCH_DETECT__INSTANCE_ID", "pod 1", "INFERWATCH_DETECT__INSTANCE_ID.*letters, digits"),
+        ("INFERWATCH_DETECT__INSTANCE_ID", "..", "INFERWATCH_DETECT__INSTANCE_ID.*not '.' or '..'"),
+        ("INFERWATCH_DETECT__INSTANCE_ID", "d" * 250, "INFERWATCH_DETECT__INSTANCE_ID.*1 to 249"),
+        ("INFERWATCH_DETECT__SESSION_TIMEOUT_S", "2s", "INFERWATCH_DETECT__SESSION_TIMEOUT_S"),
     ],
 )
 def test_invalid_values_name_the_variable(monkeypatch, env, value, named):
