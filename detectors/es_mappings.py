@@ -550,9 +550,11 @@ def event_query(q: EventQuery) -> dict[str, Any]:
     """The Elasticsearch query for ``q``, filter for filter as the SQLite store reads it."""
     filters: list[dict[str, Any]] = []
     for field, value in (("user.id", q.principal), ("gen_ai.request.model", q.model),
-                         ("service.name", q.service), ("trace.id", q.trace_id)):
+                         ("service.name", q.service), ("trace.id", q.trace_id), ("client.ip", q.client_ip)):
         if value is not None:
             filters.append({"term": {field: value}})
+    if q.status is not None:
+        filters.append({"range": {"http.response.status_code": {"gte": q.status[0], "lte": q.status[1]}}})
     window: dict[str, int] = {}
     if q.since is not None:
         window["gte"] = micros(q.since)

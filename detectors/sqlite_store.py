@@ -59,7 +59,9 @@ CREATE TABLE IF NOT EXISTS events (
     model TEXT,
     service TEXT,
     trace_id TEXT,
-    doc BLOB NOT NULL
+    doc BLOB NOT NULL,
+    client_ip TEXT,
+    status INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_principal ON events(principal, ts);
@@ -105,6 +107,7 @@ CREATE INDEX IF NOT EXISTS notification_incidents_incident ON notification_incid
 # Indexes on columns that a migration adds: created only once the column is there.
 _MIGRATED_INDEXES = """
 CREATE INDEX IF NOT EXISTS incidents_updated_at ON incidents(updated_at);
+CREATE INDEX IF NOT EXISTS events_client_ip ON events(client_ip, ts);
 """
 
 _INCIDENT_COLUMNS = ("id", "detector", "kind", "severity_rank", "status", "service", "model", "subject",
@@ -132,22 +135,29 @@ class SQLiteStore:
 
     def _migrate(self) -> None:
         """Add what an older store file lacks: the ``incidents.updated_at`` column, filled from
-        the incidents that already carry it, and its index; the ``incidents.rev`` column.
+        the incidents that already carry it, and its index; the ``incidents.rev`` column; the
+        ``events.client_ip`` and ``events.status`` columns, filled from the stored events.
 
         The check is repeated inside the write transaction so that two processes opening the
         same old file do not both add the column; a file that is already current is not written.
         """
-        if not {"updated_at", "rev"} <= self._incident_columns():
+        if not ({"updated_at", "rev"} <= self._columns("incidents")
+                and {"client_ip", "status"} <= self._columns("events")):
             with self._write():
-                if "updated_at" not in self._incident_columns():
+                if "updated_at" not in self._columns("incidents"):
                     self._conn.execute("ALTER TABLE incidents ADD COLUMN updated_at REAL")
                     self._backfill_updated_at()
-                if "rev" not in self._incident_columns():
+                if "rev" not in self._columns("incidents"):
                     self._conn.execute("ALTER TABLE incidents ADD COLUMN rev INTEGER NOT NULL DEFAULT 0")
+                if "client_ip" not in self._columns("events"):  # events stored before 2026-11-28
+                    self._conn.execute("ALTER TABLE events ADD COLUMN client_ip TEXT")
+                    self._conn.execute("ALTER TABLE events ADD COLUMN status INTEGER")
+                    self._conn.execute("UPDATE events SET client_ip = json_extract(CAST(doc AS TEXT), "
+                                       "'$.client_ip'), status = json_extract(CAST(doc AS TEXT), '$.status')")
         self._conn.executescript(_MIGRATED_INDEXES)
 
-    def _incident_columns(self) -> set[str]:
-        return {row[1] for row in self._conn.execute("PRAGMA table_info(incidents)")}
+    def _columns(self, table: str) -> set[str]:
+        return {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
 
     def _backfill_updated_at(self) -> None:
         rows = self._conn.execute(
@@ -226,9 +236,10 @@ class SQLiteStore:
         with self._write():
             for event in events:
                 cur = self._conn.execute(
-                    "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?)",
+                    "INSERT OR IGNORE INTO events (id, ts, principal, model, service, trace_id, doc, "
+                    "client_ip, status) VALUES (?,?,?,?,?,?,?,?,?)",
                     (event.id, event.ts, event.principal, event.model, event.service, event.trace_id,
-                     encode_event(event)),
+                     encode_event(event), event.client_ip, _int64(event.status)),
                 )
                 body = _event_text(event)
                 if cur.rowcount and body:
@@ -238,8 +249,12 @@ class SQLiteStore:
         """Events matching ``query``, newest first."""
         f = _Filter()
         for column, value in (("principal", query.principal), ("model", query.model),
-                              ("service", query.service), ("trace_id", query.trace_id)):
+                              ("service", query.service), ("trace_id", query.trace_id),
+                              ("client_ip", query.client_ip)):
             f.add(f"{column} = ?", value)
+        if query.status is not None:
+            f.add("status >= ?", query.status[0])
+            f.add("status <= ?", query.status[1])
         f.add("ts >= ?", query.since.timestamp() if query.since else None)
         f.add("ts < ?", query.until.timestamp() if query.until else None)
         f.text("events_fts", query.text)
@@ -423,6 +438,11 @@ def _notification_row(n: Notification) -> tuple[Any, ...]:
 
 def _seconds(when: datetime | None) -> float | None:
     return when.timestamp() if when is not None else None
+
+
+def _int64(value: int | None) -> int | None:
+    """``value`` if SQLite can keep it as an integer (an event may carry any status number)."""
+    return value if value is not None and -(2**63) <= value < 2**63 else None
 
 
 class _Filter:

@@ -52,6 +52,10 @@ class EventQuery:
     model: str | None = None
     service: str | None = None
     trace_id: str | None = None
+    client_ip: str | None = None
+    """The caller's address, as the event records it (``client_ip``)."""
+    status: tuple[int, int] | None = None
+    """HTTP status codes from the first to the second, both included (``(401, 401)``, ``(400, 499)``)."""
     since: datetime | None = None
     until: datetime | None = None
     text: str | None = None

@@ -212,6 +212,38 @@ def _trace_id(value: str) -> str:
     return trace_id
 
 
+def _client_ip(value: str) -> str:
+    """A caller's address (an auth_abuse incident's subject ``ip:…`` works too), written the way
+    events record it."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(value.strip().removeprefix("ip:")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an IP address, e.g. 203.0.113.7 or 2001:db8::7") \
+            from None
+
+
+def status_range(value: str) -> tuple[int, int]:
+    """HTTP status codes as a range: ``401``, a class ``4xx``, or ``400-499``.
+
+    >>> status_range("401"), status_range("4xx"), status_range("500-503")
+    ((401, 401), (400, 499), (500, 503))
+    """
+    text = value.strip().lower()
+    try:
+        if len(text) == 3 and text[1:] == "xx" and text[0] in "12345":
+            return int(text[0]) * 100, int(text[0]) * 100 + 99
+        low, _, high = text.partition("-")
+        first, last = int(low), int(high or low)
+    except ValueError:
+        first = last = 0
+    if not 100 <= first <= last <= 599:
+        raise argparse.ArgumentTypeError(f"{value!r}: give an HTTP status (401), a class (4xx) or a range "
+                                         "(400-499) of codes from 100 to 599")
+    return first, last
+
+
 def _subject(value: str) -> str:
     """An incident subject; a bare caller pseudonym ``p_…`` (as events show it) gets its ``principal:``."""
     return f"principal:{value}" if value.startswith("p_") else value
@@ -232,6 +264,10 @@ def _events_parser(sub: Any, commands: Any) -> None:
     q.add_argument("--model", help="model name")
     q.add_argument("--service", help="service name")
     q.add_argument("--trace-id", type=_trace_id, metavar="ID", help="W3C trace id (32 hex digits)")
+    q.add_argument("--client-ip", type=_client_ip, metavar="ADDR",
+                   help="the caller's address (an auth_abuse incident's subject ip:… works too)")
+    q.add_argument("--status", type=status_range, metavar="CODE",
+                   help="the HTTP status the call got: 401, a class (4xx) or a range (400-499)")
     q.add_argument("--text", help="words the prompt or output contains (all of them)")
     q.add_argument("--id", action="append", metavar="EVENT_ID", help="this event (repeatable)")
     q.add_argument("--incident", metavar="ID",

@@ -346,7 +346,8 @@ def events_search(args: argparse.Namespace, settings: Settings) -> int:
         ids = (*(ids or ()), *incident.event_ids)
     query = EventQuery(
         principal=args.principal, model=args.model, service=args.service, trace_id=args.trace_id,
-        since=args.since, until=args.until, text=args.text, ids=ids, limit=args.limit,
+        client_ip=args.client_ip, status=args.status, since=args.since, until=args.until, text=args.text,
+        ids=ids, limit=args.limit,
     )
     found = store.search_events(query)
     principal = args.principal or ""

@@ -27,6 +27,7 @@ MODULES = [
     "inferwatch.detectors.alerts.notifier",
     "inferwatch.detectors.alerts.am_silences",
     "inferwatch.testing",
+    "inferwatch.cli",
 ]
 
 

@@ -314,3 +314,34 @@ def test_an_id_prefix_two_incidents_share_is_named_ambiguous(capsys, store):
         err = capsys.readouterr().err
         assert "id prefix 'beef' is shared by several incidents (beef100000000000, beef200000000000)" in err
     assert main(["incidents", "show", "beef1", "--store", store]) == 0
+
+
+def test_events_search_by_address_and_status(capsys, tmp_path):
+    """An auth_abuse incident names an address (subject ip:…): what did it try, and what failed."""
+    from inferwatch.detectors.sqlite_store import SQLiteStore
+    from inferwatch.testing import make_event
+
+    path = tmp_path / "store.db"
+    store = SQLiteStore(path)
+    store.add_events([make_event(1_767_225_600.0 + i, principal=f"p_{i:024x}", id=f"e{i}", client_ip=ip,
+                                 status=status)
+                      for i, (ip, status) in enumerate([("203.0.113.9", 401), ("203.0.113.9", 403),
+                                                        ("203.0.113.9", 200), ("2001:db8::7", 401)])])
+    store.close()
+
+    def found(*flags: str) -> list[str]:
+        assert main(["events", "search", "--store", str(path), "--json", *flags]) == 0
+        return [line["id"] for line in _json_lines(capsys)]
+
+    assert found("--client-ip", "ip:203.0.113.9") == ["e2", "e1", "e0"]  # an incident's subject as it is
+    assert found("--client-ip", "203.0.113.9", "--status", "4xx") == ["e1", "e0"]
+    assert found("--status", "401") == ["e3", "e0"]
+    assert found("--status", "402-403") == ["e1"]
+    assert found("--client-ip", "2001:DB8:0::7") == ["e3"]  # any spelling of the address
+    for flags, says in ((["--client-ip", "203.0.113"], "is not an IP address"),
+                        (["--status", "4x"], "give an HTTP status (401), a class (4xx) or a range"),
+                        (["--status", "499-400"], "give an HTTP status"),
+                        (["--status", "600"], "from 100 to 599")):
+        with pytest.raises(SystemExit):
+            main(["events", "search", "--store", str(path), *flags])
+        assert says in capsys.readouterr().err

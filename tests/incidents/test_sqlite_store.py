@@ -149,3 +149,33 @@ def test_an_old_store_file_gains_updated_at_and_keeps_its_incidents(tmp_path):
     assert [r[1] for r in again._conn.execute("PRAGMA table_info(incidents)")].count("updated_at") == 1
     again.close()
 
+
+
+def test_events_stored_by_an_older_version_are_found_by_address_and_status(tmp_path):
+    """The events table gained client_ip and status columns (events search --client-ip/--status);
+    an older file's events get them from their documents when it is opened."""
+    from inferwatch.collectors.event import encode_event
+
+    path = tmp_path / "old.db"
+    stored = [make_event(T0.timestamp() + i, principal=f"p{i}", id=f"e{i}", status=status, client_ip=ip)
+              for i, (status, ip) in enumerate([(200, "198.51.100.7"), (401, "198.51.100.7"), (None, None)])]
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE events (id TEXT PRIMARY KEY, ts REAL NOT NULL, principal TEXT, model TEXT, "
+               "service TEXT, trace_id TEXT, doc BLOB NOT NULL)")
+    db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?)",
+                   [(e.id, e.ts, e.principal, e.model, e.service, e.trace_id, encode_event(e))
+                    for e in stored])
+    db.commit()
+    db.close()
+
+    store = SQLiteStore(path)
+    assert [e.id for e in store.search_events(EventQuery(client_ip="198.51.100.7"))] == ["e1", "e0"]
+    assert [e.id for e in store.search_events(EventQuery(status=(400, 499)))] == ["e1"]
+    assert store.search_events(EventQuery()) == sorted(stored, key=lambda e: e.ts, reverse=True)
+    store.add_events([make_event(T0.timestamp() + 9, id="e9", status=403, client_ip="198.51.100.7")])
+    assert [e.id for e in store.search_events(EventQuery(status=(401, 403)))] == ["e9", "e1"]
+    store.close()
+    again = SQLiteStore(path)  # opens again without change
+    assert [r[1] for r in again._conn.execute("PRAGMA table_info(events)")][-2:] == ["client_ip", "status"]
+    assert "events_client_ip" in {r[1] for r in again._conn.execute("PRAGMA index_list(events)")}
+    again.close()
