@@ -39,7 +39,7 @@ from inferwatch.detectors.alerts.model import Notification, NotificationQuery, S
 from inferwatch.detectors.base import SEVERITY_ORDER
 from inferwatch.detectors.drift.reference import ReferenceRecord
 from inferwatch.detectors.incidents import Incident
-from inferwatch.detectors.store import EventQuery, IncidentQuery
+from inferwatch.detectors.store import EventQuery, IncidentQuery, is_ip_address
 
 TEMPLATE_PRIORITY = 200  # above the stack's built-in templates (100)
 PAGE_SIZE = 1000
@@ -550,9 +550,11 @@ def event_query(q: EventQuery) -> dict[str, Any]:
     """The Elasticsearch query for ``q``, filter for filter as the SQLite store reads it."""
     filters: list[dict[str, Any]] = []
     for field, value in (("user.id", q.principal), ("gen_ai.request.model", q.model),
-                         ("service.name", q.service), ("trace.id", q.trace_id), ("client.ip", q.client_ip)):
+                         ("service.name", q.service), ("trace.id", q.trace_id)):
         if value is not None:
             filters.append({"term": {field: value}})
+    if q.client_ip is not None:  # client.ip holds addresses only (ignore_malformed): others match none
+        filters.append({"term": {"client.ip": q.client_ip}} if is_ip_address(q.client_ip) else _MATCH_NONE)
     if q.status is not None:
         filters.append({"range": {"http.response.status_code": {"gte": q.status[0], "lte": q.status[1]}}})
     window: dict[str, int] = {}

@@ -37,7 +37,14 @@ from inferwatch.detectors.drift import split_aspect
 from inferwatch.detectors.incidents import Incident
 from inferwatch.detectors.registry import build_detectors
 from inferwatch.detectors.scan import PER_REQUEST, scan_event
-from inferwatch.detectors.store import EventQuery, EventStore, IncidentQuery, IncidentStore, Store
+from inferwatch.detectors.store import (
+    EventQuery,
+    EventStore,
+    IncidentQuery,
+    IncidentStore,
+    Store,
+    is_ip_address,
+)
 
 REPORT_SCHEMA = "inferwatch.report/1"
 DEFAULT_BEFORE = timedelta(minutes=15)
@@ -245,8 +252,10 @@ def _selection(incident: Incident) -> tuple[EventQuery, Keep | None, str]:
     if kind == "service" and value:
         return EventQuery(service=value), None, f"service {value}"
     if kind == "ip" and value:
-        # EventQuery has no client-address filter (the event carries ``client_ip``; SQLite keeps
-        # no column for it): read the time window and keep that address's events here.
+        if is_ip_address(value):
+            return EventQuery(client_ip=value), None, f"client address {value}"
+        # Events may carry any string as client_ip, and Elasticsearch indexes only addresses
+        # (client.ip): read the time window and keep that value's events here.
         return EventQuery(), (lambda e: e.client_ip == value), f"client address {value}"
     if incident.model:
         return EventQuery(model=incident.model), None, f"model {incident.model} (subject {incident.subject})"

@@ -7,6 +7,7 @@ and ``inferwatch events`` command asks both stores the same question.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,19 @@ class IncidentQuery:
     updated_since: datetime | None = None
     # Last seen before this time: how quiet incidents are found to auto-resolve.
     last_seen_before: datetime | None = None
+
+
+def is_ip_address(value: str) -> bool:
+    """Whether ``value`` is an IPv4 or IPv6 address (what ``client.ip`` in Elasticsearch holds).
+
+    >>> is_ip_address("203.0.113.9"), is_ip_address("2001:db8::7"), is_ip_address("unknown")
+    (True, True, False)
+    """
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

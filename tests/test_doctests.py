@@ -18,6 +18,7 @@ MODULES = [
     "inferwatch.detectors.scan",
     "inferwatch.detectors.sources",
     "inferwatch.detectors.es_mappings",
+    "inferwatch.detectors.store",
     "inferwatch.detectors.state",
     "inferwatch.detectors.drift",
     "inferwatch.detectors.drift.sketch",

@@ -376,6 +376,7 @@ def test_event_filters(store: Any) -> None:
     assert ask(client_ip="198.51.100.7") == ["ev-03", "ev-02"]
     assert ask(client_ip="2001:db8::7") == ["ev-01"]
     assert ask(client_ip="203.0.113.1") == []
+    assert ask(client_ip="unknown") == []  # no address (Elasticsearch would refuse the term)
     assert ask(status=(401, 401)) == ["ev-02"]
     assert ask(status=(400, 499)) == ["ev-03", "ev-02"]
     assert ask(status=(500, 599)) == ["ev-00"]
