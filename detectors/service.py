@@ -154,7 +154,8 @@ class DetectorService:
         return assignment is not None and not assignment()
 
     def close(self) -> None:
-        """Leave the consumer groups (so another member takes over at once) and close the store."""
+        """Leave the consumer groups (so another member takes over at once; a named member,
+        ``detect.instance_id``, stays in them for its return) and close the store."""
         self.consumer.close()
         # The drift summaries' consumer too: left in its group, the next process to join it waited
         # for the session to time out before it read a summary (the distributed demo's second run

@@ -136,7 +136,7 @@ def _produce(dep: Deployment, events: list[Any]) -> None:
 def _detect(dep: Deployment, group: str, prefix: str) -> subprocess.Popen[str]:
     env = dep.env(group, INFERWATCH_STORE__INDEX_PREFIX=prefix,
                   INFERWATCH_DETECT__ENABLED='["request_rate", "prompt_injection"]')
-    return subprocess.Popen([INFERWATCH, "detect", "--exit-when-idle", "25"], env=env, text=True,
+    return subprocess.Popen([INFERWATCH, "detect", "--exit-when-idle", "15"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -213,7 +213,7 @@ def _drift_events() -> list[Any]:
 def _detect_drift(dep: Deployment, group: str, prefix: str, summaries: str) -> subprocess.Popen[str]:
     env = dep.env(group, INFERWATCH_STORE__INDEX_PREFIX=prefix, INFERWATCH_DETECT__ENABLED='["drift"]',
                   INFERWATCH_BUS__DRIFT_SUMMARIES_TOPIC=summaries)
-    return subprocess.Popen([INFERWATCH, "detect", "--exit-when-idle", "25"], env=env, text=True,
+    return subprocess.Popen([INFERWATCH, "detect", "--exit-when-idle", "15"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

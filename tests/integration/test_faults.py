@@ -217,7 +217,7 @@ def test_nothing_is_committed_past_what_elasticsearch_did_not_store(
                                    index_prefix=unique_name("iw-faults-es"))
     settings = Settings(bus=bus_settings, store=store_settings,
                         detect=DetectSettings(group=group, enabled=["prompt_injection"], batch_size=50,
-                                              idle_close_s=1.0))
+                                              idle_close_s=1.0, checkpoint_interval_s=0.5))
     before = traffic(600, attackers=["p_mallory", "p_trudy", "p_eve", "p_oscar"], rate=0.1, seed=21)
     during = traffic(300, first=600, attackers=["p_mallory", "p_eve", "p_late"], rate=0.15, seed=22)
     kafka = KafkaBus(bus_settings)
@@ -373,8 +373,8 @@ def test_detector_killed_mid_stream_and_restarted_files_what_replay_files(
         assert 0 < at_kill < total, "the kill did not land mid-stream"
         assert stored_at_kill >= at_kill  # nothing was committed before it was stored
 
-        # A killed member stays in the group until its session times out (kafka-python's default
-        # session_timeout_ms, 45 s). A detector restarted before that gets no partition, and
+        # A killed member stays in the group until its session times out (detect.session_timeout_s,
+        # 10 s here, 45 s by default). A detector restarted before that gets no partition, and
         # --exit-when-idle counts the wait as idle: it would exit having read nothing.
         started = time.monotonic()
         wait_for(lambda: not group_members(admin, group), 60, "the killed detector stayed in the group")
@@ -452,6 +452,7 @@ def detect_env(bus: BusSettings, store: StoreSettings, group: str,
         "INFERWATCH_DETECT__GROUP": group,
         "INFERWATCH_DETECT__ENABLED": enabled,
         "INFERWATCH_DETECT__CHECKPOINT_INTERVAL_S": "0.5",
+        "INFERWATCH_DETECT__SESSION_TIMEOUT_S": "10",  # a killed member leaves the group after 10 s
         # What is checked is that each finding is filed exactly once. Auto-resolve closes
         # incidents by the window clock, which a restart with partitions read unevenly moves
         # differently from a replay: it is tested where event time is fixed.
