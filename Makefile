@@ -46,7 +46,11 @@ test: $(BIN)/python
 	# mypy checks the installed package (inferwatch.*), from outside the checkout so that the
 	# top-level inferwatch/ folder does not hide inferwatch.agent and friends.
 	cd $(VENV) && bin/mypy --config-file ../pyproject.toml --cache-dir ../.mypy_cache -p inferwatch
-	$(BIN)/pytest
+	# The tests that need no service on every core, then those on real Kafka, Elasticsearch and
+	# Alertmanager one at a time (tests/conftest.py marks them): each service is started once
+	# per session, and some of these tests take one down. Both must pass.
+	$(BIN)/pytest -n auto -m "not integration"
+	$(BIN)/pytest -m integration
 
 # Real Kafka and Elasticsearch on loopback, from Maven Central (deploy/local/README.md).
 LOCAL_ENV := INFERWATCH_BUS__BOOTSTRAP_SERVERS=127.0.0.1:$${INFERWATCH_LOCAL_KAFKA_PORT:-19092} \
