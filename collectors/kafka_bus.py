@@ -340,7 +340,7 @@ class KafkaEventConsumer:
         self._servers = settings.bootstrap_servers
         self._topic = topic
         self._tuning = tuning
-        self._group, self._instance_id = group, instance_id
+        self._group, self._instance_id, self._session_timeout_s = group, instance_id, session_timeout_s
         membership: dict[str, Any] = {}
         if instance_id is not None:
             membership["group_instance_id"] = instance_id
@@ -374,6 +374,13 @@ class KafkaEventConsumer:
         except BusUnavailable as exc:
             if isinstance(exc.__cause__, kerr.FencedInstanceIdError):
                 raise DuplicateInstance(self._group, self._instance_id) from exc.__cause__
+            if isinstance(exc.__cause__, kerr.InvalidSessionTimeoutError):
+                asked = self._session_timeout_s
+                said = "the client's default" if asked is None else f"{asked:g} s"
+                raise SettingsError(
+                    f"Kafka refused the session timeout of consumer group {self._group!r} ({said}): it "
+                    "is outside the broker's group.min.session.timeout.ms .. group.max.session.timeout.ms; "
+                    "set INFERWATCH_DETECT__SESSION_TIMEOUT_S between them") from exc.__cause__
             raise
         return [
             BusRecord(r.topic, r.partition, r.offset,

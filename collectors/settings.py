@@ -249,9 +249,11 @@ class DetectSettings(_Section):
     unique within the group: e.g. a StatefulSet pod's name. A member that stops and is back within
     ``session_timeout_s`` gets its own partitions back without a rebalance, and with them its
     checkpoint; the embedded bus has one process and ignores it."""
-    session_timeout_s: Annotated[Seconds, Field(ge=6, le=1800)] = 45.0
+    session_timeout_s: Annotated[Seconds, Field(ge=6, le=1800)] | None = None
     """How long the group waits for a silent member (one killed, or restarting with an
-    ``instance_id``) before giving its partitions to the others (Kafka ``session.timeout.ms``)."""
+    ``instance_id``) before giving its partitions to the others (Kafka ``session.timeout.ms``);
+    unset: the client's default, 45 s (10 s with brokers older than 3.0, which refuse more than
+    30 s unless ``group.max.session.timeout.ms`` is raised)."""
     window_s: Annotated[Seconds, Field(gt=0), AfterValidator(window_at_most_a_day)] = 60.0
     idle_close_s: Annotated[Seconds, Field(gt=0)] = 5.0
     incident_bucket_s: Annotated[Seconds, Field(gt=0)] = 3600.0

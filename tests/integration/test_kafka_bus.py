@@ -24,7 +24,7 @@ from inferwatch.collectors.kafka_bus import (
     KafkaTuning,
     kafka_config,
 )
-from inferwatch.collectors.settings import BusSettings
+from inferwatch.collectors.settings import BusSettings, SettingsError
 from tests.integration.conftest import LocalServices, unique_name
 
 pytestmark = pytest.mark.integration
@@ -189,6 +189,15 @@ def test_a_static_member_back_within_its_session_gets_its_own_partitions_without
         _poll_and_commit(second, within=30)  # ... and the first one learns it at its next poll or commit
     for consumer in (again, second, impostor):
         consumer.close()
+
+
+def test_a_session_timeout_the_broker_refuses_names_the_setting(bus: KafkaBus) -> None:
+    member = bus.consumer("refused", session_timeout_s=4)  # under the broker's 6 s minimum
+    try:
+        with pytest.raises(SettingsError, match=r"\(4 s\).*INFERWATCH_DETECT__SESSION_TIMEOUT_S"):
+            member.poll(100, 5.0)
+    finally:
+        member.close()
 
 
 def _poll_and_commit(consumer: KafkaEventConsumer, within: float) -> None:
