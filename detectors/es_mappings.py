@@ -28,6 +28,7 @@ import hashlib
 import math
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -35,7 +36,7 @@ from typing import Any
 
 from inferwatch.collectors.durations import parse_duration
 from inferwatch.collectors.event import InferenceEvent, event_to_dict
-from inferwatch.detectors.alerts.model import Notification, NotificationQuery, Silence
+from inferwatch.detectors.alerts.model import Lease, Notification, NotificationQuery, Silence
 from inferwatch.detectors.base import SEVERITY_ORDER
 from inferwatch.detectors.drift.reference import ReferenceRecord
 from inferwatch.detectors.incidents import Incident
@@ -102,6 +103,11 @@ class IndexNames:
     def notifications(self) -> str:
         """The notifications index (also its template's name): the outbox and the notification log."""
         return f"{self.prefix}-notifications"
+
+    @property
+    def leases(self) -> str:
+        """The leases index (also its template's name): which notifier pages for this store."""
+        return f"{self.prefix}-leases"
 
     def custom(self, template: str) -> str:
         """The optional component template operators may add for their own settings."""
@@ -175,6 +181,15 @@ CHECKPOINT_MAPPINGS: dict[str, Any] = {
     "properties": {
         "@timestamp": _DATE,
         "inferwatch": {"properties": {"key": _KEYWORD, "bytes": _LONG, "data": {"type": "binary"}}},
+    },
+}
+
+
+LEASE_MAPPINGS: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "@timestamp": _DATE,
+        "inferwatch": {"properties": {"lease": _KEYWORD, "holder": _KEYWORD, "expires_at": _DATE}},
     },
 }
 
@@ -258,6 +273,12 @@ def silences_template(names: IndexNames) -> dict[str, Any]:
     """The index template for the silences index."""
     return _index_template(names, names.silences, [names.silences],
                            {"mappings": SILENCE_MAPPINGS}, data_stream=False)
+
+
+def leases_template(names: IndexNames) -> dict[str, Any]:
+    """The index template for the leases index."""
+    return _index_template(names, names.leases, [names.leases], {"mappings": LEASE_MAPPINGS},
+                           data_stream=False)
 
 
 def notifications_template(names: IndexNames) -> dict[str, Any]:
@@ -454,6 +475,19 @@ def _long(value: float | None) -> int | None:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
     return round(value) if -(2**63) <= value < 2**63 else None
+
+
+def lease_document(lease: Lease) -> dict[str, Any]:
+    """The leases index document of ``lease`` (``_id`` = its name)."""
+    until = timestamp(lease.expires_at)
+    return {"@timestamp": until,
+            "inferwatch": {"lease": lease.name, "holder": lease.holder, "expires_at": until}}
+
+
+def lease_from_source(name: str, source: Mapping[str, Any]) -> Lease:
+    """The :class:`Lease` a leases index document holds."""
+    fields = source["inferwatch"]
+    return Lease(name=name, holder=fields["holder"], expires_at=fields["expires_at"])
 
 
 def timestamp(when: datetime) -> str:

@@ -30,7 +30,7 @@ import base64
 import logging
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -40,7 +40,7 @@ from elasticsearch.helpers import streaming_bulk
 
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.collectors.settings import SettingsError, StoreSettings
-from inferwatch.detectors.alerts.model import Notification, NotificationQuery, Silence
+from inferwatch.detectors.alerts.model import Lease, Notification, NotificationQuery, Silence
 from inferwatch.detectors.drift.reference import ReferenceRecord
 from inferwatch.detectors.es_mappings import (
     EVENT_SORT,
@@ -67,6 +67,9 @@ from inferwatch.detectors.es_mappings import (
     incident_from_source,
     incident_query,
     incidents_template,
+    lease_document,
+    lease_from_source,
+    leases_template,
     notification_document,
     notification_from_source,
     notification_query,
@@ -195,7 +198,8 @@ class ElasticsearchStore:
         for what, index, template in (("drift references", names.references, references_template(names)),
                                       ("checkpoints", names.checkpoints, checkpoints_template(names)),
                                       ("silences", names.silences, silences_template(names)),
-                                      ("notifications", names.notifications, notifications_template(names))):
+                                      ("notifications", names.notifications, notifications_template(names)),
+                                      ("leases", names.leases, leases_template(names))):
             self._setup(f"put the {what} index template", indices.put_index_template, name=index, **template)
             self._create_index(what, index, template["template"]["mappings"])
         quiet = self._es.options(ignore_status=404)
@@ -275,10 +279,10 @@ class ElasticsearchStore:
                            expand_wildcards="all", ignore_unavailable=True)
         if found:
             self._call("delete the incidents indices", es.indices.delete, index=",".join(found))
-        for index in (names.references, names.checkpoints, names.silences, names.notifications):
+        for index in (names.references, names.checkpoints, names.silences, names.notifications, names.leases):
             self._call("delete an index", es.indices.delete, index=index)
         templates = (names.events, names.incidents, names.references, names.checkpoints, names.silences,
-                     names.notifications)
+                     names.notifications, names.leases)
         for template in templates:
             self._call("delete a template", es.indices.delete_index_template, name=template)
         if self.settings.use_ilm:
@@ -428,6 +432,25 @@ class ElasticsearchStore:
         return bool(done.body.get("result") == "deleted")
 
     # -- alerting: silences -------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, now: datetime, ttl_s: float) -> Lease:
+        """Take or renew lease ``name`` for ``holder`` unless another holds it past ``now``; who
+        holds it afterwards. The write is conditional on the document read (``if_seq_no``, or
+        ``op_type=create`` when there is none): of two processes racing, one wins and the other
+        reads the winner's lease."""
+        leases = self._es.options(ignore_status=(404, 409))
+        while True:
+            found = self._call("read the notifier lease", leases.get, index=self.names.leases, id=name).body
+            current = lease_from_source(name, found["_source"]) if found.get("found") else None
+            if current is not None and current.holder != holder and current.expires_at > now:
+                return current
+            taken = Lease(name=name, holder=holder, expires_at=now + timedelta(seconds=ttl_s))
+            condition = ({"if_seq_no": found["_seq_no"], "if_primary_term": found["_primary_term"]}
+                         if current is not None else {"op_type": "create"})
+            written = self._call("take the notifier lease", leases.index, index=self.names.leases, id=name,
+                                 document=lease_document(taken), **condition)
+            if written.meta.status != 409:  # 409: another process wrote it since it was read
+                return taken
 
     def save_silence(self, silence: Silence) -> None:
         """Insert or replace a silence by id; searchable on return."""

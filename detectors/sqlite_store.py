@@ -17,7 +17,7 @@ from typing import Any
 
 from inferwatch.collectors.event import InferenceEvent, decode_event, encode_event
 from inferwatch.collectors.sqlite_bus import connect
-from inferwatch.detectors.alerts.model import Notification, NotificationQuery, Silence
+from inferwatch.detectors.alerts.model import Lease, Notification, NotificationQuery, Silence
 from inferwatch.detectors.base import SEVERITY_ORDER
 from inferwatch.detectors.drift.reference import ReferenceRecord
 from inferwatch.detectors.incidents import (
@@ -83,6 +83,11 @@ CREATE TABLE IF NOT EXISTS silences (
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS silences_created ON silences(created_at);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS notifications (
     id TEXT PRIMARY KEY,
     stream TEXT NOT NULL,
@@ -300,6 +305,19 @@ class SQLiteStore:
         with self._write():
             cur = self._conn.execute("DELETE FROM drift_references WHERE model = ?", (model,))
         return cur.rowcount > 0
+
+    # -- alerting: the notifier's lease ---------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, now: datetime, ttl_s: float) -> Lease:
+        """Take or renew lease ``name`` for ``holder`` unless another holds it past ``now``; who
+        holds it afterwards (one write transaction, so two processes cannot both take it)."""
+        with self._write():
+            row = self._conn.execute("SELECT holder, expires_at FROM leases WHERE name = ?",
+                                     (name,)).fetchone()
+            if row is None or row[0] == holder or row[1] <= now.timestamp():
+                row = (holder, now.timestamp() + ttl_s)
+                self._conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (name, *row))
+        return Lease(name=name, holder=row[0], expires_at=datetime.fromtimestamp(row[1], UTC))
 
     # -- alerting: silences -------------------------------------------------------------------
 

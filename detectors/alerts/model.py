@@ -246,6 +246,18 @@ class AlertStore(Protocol):
         stream's latest (what a restarted notifier resumes from), and silences that ended before
         it; return how many were forgotten."""
 
+    def acquire_lease(self, name: str, holder: str, now: datetime, ttl_s: float) -> Lease:
+        """Take or renew the lease ``name`` for ``holder`` until ``now + ttl_s`` if nobody else
+        holds it past ``now``, atomically across processes; return who holds it afterwards."""
+
+
+class Lease(BaseModel):
+    """Who holds a named lease (the notifier's: one process pages for a store), and until when."""
+
+    name: str
+    holder: str
+    expires_at: datetime
+
 
 def dump(model: BaseModel) -> dict[str, Any]:
     """JSON-ready data of a model (how stores keep these documents)."""

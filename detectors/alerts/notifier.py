@@ -21,12 +21,21 @@ restart can repeat is only a delivery whose success the receiver confirmed but t
 recorded (a crash in between); every payload carries the notification id so receivers can drop
 that repeat (PagerDuty by ``dedup_key``, Alertmanager by its alert identity, webhooks by
 ``X-Inferwatch-Notification-Id``, email by ``Message-ID``).
+
+Several notifiers may run on one store (one per detector process, for instance): they elect one
+through a lease in the store (:data:`LEASE_S`, renewed every :data:`RENEW_S`), and only its holder
+follows, decides and delivers. The others stand by and take the lease over, resuming from the
+store as a restart does, once it has not been renewed for :data:`LEASE_S` (the holder stopped,
+hung or lost the store). Their clocks must agree to within ``LEASE_S - RENEW_S``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -61,6 +70,12 @@ _Version = tuple[datetime, int, str, str, int]
 RECONCILE_S = 60.0  # how often every live incident is read again, whatever its updated_at
 PRUNE_S = 3600.0  # how often notifications and silences past alerting.retention_days are forgotten
 MAX_RETRY_S = 60.0  # the longest wait between ticks while they fail (the store is down)
+LEASE = "notifier"
+LEASE_S = 30.0
+"""How long a notifier's lease lasts unrenewed: a standby takes over this long after the holder
+last renewed it."""
+RENEW_S = 10.0
+"""How often the holder renews its lease (each tick that finds less than ``LEASE_S - RENEW_S`` left)."""
 
 
 class NotifierStore(IncidentStore, AlertStore, Protocol):
@@ -91,8 +106,14 @@ class Notifier:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         senders: Callable[[IntegrationConfig, str], Sender] | None = None,
+        holder: str | None = None,
     ) -> None:
         self.config = config
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        """This notifier's name in the store's lease (host, process id and a random part)."""
+        self.leading = False
+        """Whether this notifier holds the lease: it pages; the others on the store stand by."""
+        self._lease_until: datetime | None = None
         self.store = store
         self.settings = settings or AlertingSettings()
         self.clock = clock
@@ -135,7 +156,9 @@ class Notifier:
         self._reconciled = now
 
     def tick(self) -> None:
-        """Follow, decide and deliver once."""
+        """Follow, decide and deliver once, if this notifier holds the store's lease."""
+        if not self._lead():
+            return
         if self._cursor is None:
             self.start()
         elif (self.clock() - self._reconciled).total_seconds() >= RECONCILE_S:
@@ -144,6 +167,29 @@ class Notifier:
         self.decide()
         self.deliver()
         self.prune()
+
+    def _lead(self) -> bool:
+        """Renew the lease when it is due (or try to take it); whether this notifier pages now."""
+        now = self.clock()
+        if self._lease_until is not None:
+            left = (self._lease_until - now).total_seconds()
+            if self.leading and left > LEASE_S - RENEW_S:
+                return True
+            if not self.leading and left > 0:
+                return False  # another's lease, not run out yet: nothing to ask the store
+        lease = self.store.acquire_lease(LEASE, self.holder, now, LEASE_S)
+        mine = lease.holder == self.holder
+        if mine and not self.leading:
+            log.info("event=notifier_leader holder=%s: this notifier pages for the store", self.holder)
+            # Whatever this one knew from an earlier lease is stale: resume as a restart does.
+            self.dispatcher = Dispatcher(self.config, self.store, now=self.clock)
+            self._seen, self._known, self._cursor = {}, {}, None
+        elif not mine and (self.leading or self._lease_until is None):
+            log.warning("event=notifier_standby holder=%s leader=%s until=%s: another notifier pages for "
+                        "this store; this one takes over if the lease is not renewed", self.holder,
+                        lease.holder, lease.expires_at.isoformat(timespec="seconds"))
+        self.leading, self._lease_until = mine, lease.expires_at
+        return mine
 
     def prune(self) -> None:
         """Hourly, forget what ``alerting.retention_days`` no longer keeps (see the store's

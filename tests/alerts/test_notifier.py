@@ -15,7 +15,7 @@ import yaml
 from inferwatch.collectors.settings import AlertingSettings
 from inferwatch.detectors.alerts.config import AlertingConfig, AlertingConfigError
 from inferwatch.detectors.alerts.model import Notification, NotificationQuery
-from inferwatch.detectors.alerts.notifier import Notifier, backoff_s
+from inferwatch.detectors.alerts.notifier import LEASE_S, Notifier, backoff_s
 from inferwatch.detectors.alerts.receivers import DeliveryError, build_sender
 from inferwatch.detectors.base import Finding
 from inferwatch.detectors.incidents import IncidentManager
@@ -276,3 +276,41 @@ def test_a_failing_store_is_retried_with_a_growing_pause_not_in_a_tight_loop(
     assert all(r.exc_info is None for r in errors[1:])
     assert "is not reachable" in errors[-1].getMessage()
     assert "notifier_recovered after 10 failed tick(s)" in caplog.text
+
+
+def test_notifiers_sharing_a_store_page_once_and_a_standby_takes_over_from_a_dead_one(tmp_path: Path) -> None:
+    """One notifier per detector process on one store: the lease lets one page; when it stops
+    renewing (crashed), another takes over after LEASE_S, resuming from the notification log
+    (nothing paged twice), and the first one, back, stands by."""
+    clock = Clock()
+    config = AlertingConfig.model_validate(yaml.safe_load(ONE_PAGER))
+    sent: list[tuple[str, Notification]] = []
+
+    def notifier(name: str) -> Notifier:
+        return Notifier(config, SQLiteStore(tmp_path / "store.db"), AlertingSettings(), clock=clock,
+                        senders=lambda cfg, receiver: Recorder(name, sent), holder=name)
+
+    first, second = notifier("first"), notifier("second")
+    manager = IncidentManager(SQLiteStore(tmp_path / "store.db"), clock=clock)
+    (x,) = manager.apply([finding("principal:x", T0)])
+    for _ in range(30):  # two minutes of ticks: the holder renews, the other never takes over
+        first.tick()
+        second.tick()
+        clock.advance(4)
+    assert (first.leading, second.leading) == (True, False)
+    assert [(who, n.alerts[0].incident_id) for who, n in sent] == [("first", x.id)]
+
+    # The first stops (SIGKILL): its lease runs out LEASE_S after its last renewal at the latest.
+    (y,) = manager.apply([finding("principal:y", clock.now, event="e2")])
+    second.tick()
+    assert not second.leading  # the lease has not run out yet
+    clock.advance(LEASE_S)
+    second.tick()
+    assert second.leading
+    clock.advance(1)
+    second.tick()
+    assert [(who, n.alerts[0].incident_id) for who, n in sent] == [("first", x.id), ("second", y.id)]
+
+    first.tick()  # back: the lease is the second's now
+    assert not first.leading
+    assert len(sent) == 2

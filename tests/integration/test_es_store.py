@@ -108,6 +108,9 @@ def test_setup_is_idempotent_and_builds_the_layout(store: ElasticsearchStore, es
                                               "next_attempt_at", "alerts.incident_id")} == {
         "id": "keyword", "stream": "keyword", "seq": "integer", "status": "keyword", "receiver": "keyword",
         "created_at": "date", "next_attempt_at": "date", "alerts.incident_id": "keyword"}
+    leases = es.indices.get_mapping(index=names.leases)[names.leases]["mappings"]
+    assert [field_type(leases, f) for f in ("inferwatch.holder", "inferwatch.expires_at")] == [
+        "keyword", "date"]
     assert notes["dynamic"] == "false"
 
 
@@ -165,12 +168,13 @@ def test_drop_removes_everything_it_made(local_services: LocalServices, es: Elas
         IncidentManager(s).apply([finding(0)])
         s.save_silence(a_silence())
         s.save_notifications([a_notification()])
+        s.acquire_lease("notifier", "me", T0, 30)
         s.drop()
         s.drop()  # and again, with nothing left
         left = es.indices.get(index=f"{s.names.prefix}*,.ds-{s.names.prefix}*", expand_wildcards="all")
         assert left.body == {}
         for template in (s.names.events, s.names.incidents, s.names.references, s.names.silences,
-                         s.names.notifications):
+                         s.names.notifications, s.names.leases):
             assert not es.indices.exists_index_template(name=template)
 
 

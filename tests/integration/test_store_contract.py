@@ -7,7 +7,9 @@ answers are written out once, so a store that differs from the other fails here.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from inferwatch.collectors.event import EventOutput
 from inferwatch.collectors.settings import StoreSettings
 from inferwatch.detectors import es_store, sqlite_store
 from inferwatch.detectors.alerts.model import (
+    Lease,
     Matcher,
     Notification,
     NotificationAlert,
@@ -681,3 +684,37 @@ def test_checkpoints_are_kept_per_key_and_replaced(store: Any) -> None:
     store.save_checkpoint("g:events:0,1", b"newer")
     assert store.load_checkpoint("g:events:0,1") == b"newer"
     assert store.load_checkpoint("g:events:2") == b"other"
+
+
+def test_a_lease_has_one_holder_at_a_time(store: Any) -> None:
+    """The notifiers' election: a lease is taken, renewed by its holder, refused to others until it
+    runs out, then taken over; of several processes racing for it, exactly one gets it."""
+    s = lambda seconds: T0 + timedelta(seconds=seconds)  # noqa: E731
+    held = lambda holder, until: Lease(name="notifier", holder=holder, expires_at=s(until))  # noqa: E731
+    assert store.acquire_lease("notifier", "a", s(0), 30) == held("a", 30)
+    assert store.acquire_lease("notifier", "b", s(29), 30) == held("a", 30)
+    assert store.acquire_lease("notifier", "a", s(20), 30) == held("a", 50)  # renewed
+    assert store.acquire_lease("notifier", "b", s(49), 30) == held("a", 50)
+    assert store.acquire_lease("other", "b", s(49), 30).holder == "b"  # leases are by name
+    assert store.acquire_lease("notifier", "b", s(50), 30) == held("b", 80)  # ran out: taken over
+    assert store.acquire_lease("notifier", "a", s(60), 30) == held("b", 80)
+
+    racers = 6
+    handles = [SQLiteStore(store.path) if isinstance(store, SQLiteStore)
+               else ElasticsearchStore(store.settings) for _ in range(racers)]
+    start = threading.Barrier(racers)
+
+    def race(i: int) -> Lease:
+        start.wait()
+        return handles[i].acquire_lease("notifier", f"racer{i}", s(200), 30)
+
+    try:
+        with ThreadPoolExecutor(racers) as pool:
+            seen = list(pool.map(race, range(racers)))
+    finally:
+        for handle in handles:
+            handle.close()
+    winners = {lease.holder for lease in seen}
+    assert len(winners) == 1, seen
+    assert winners <= {f"racer{i}" for i in range(racers)}
+    assert store.acquire_lease("notifier", "a", s(201), 30).holder in winners
