@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -147,13 +148,14 @@ class NotifierThread(threading.Thread):
     at once; the store is opened inside the thread (a SQLite connection belongs to one thread).
     """
 
-    def __init__(self, settings: Settings, path: Path) -> None:
+    def __init__(self, settings: Settings, path: Path, *, holder: str | None = None) -> None:
         from inferwatch.detectors.alerts.config import load_alerting_config
         from inferwatch.detectors.alerts.notifier import check_senders
 
         super().__init__(name="inferwatch-notifier", daemon=True)
         self.settings = settings
         self.path = path
+        self.holder = holder
         self.config = load_alerting_config(path)
         check_senders(self.config, path)
         self._stop_event = threading.Event()
@@ -168,7 +170,7 @@ class NotifierThread(threading.Thread):
             self.ready.set()
             return
         try:
-            self.notifier = Notifier(self.config, store, self.settings.alerting)
+            self.notifier = Notifier(self.config, store, self.settings.alerting, holder=self.holder)
             self.ready.set()
             self.notifier.run(self._stop_event)
         finally:
@@ -221,7 +223,11 @@ def start_notifier(settings: Settings) -> NotifierThread | None:
         log.info("event=notifier_off no routing file (alerting.config, INFERWATCH_ALERTING__CONFIG or "
                  "--routes): incidents are stored, nobody is paged")
         return None
-    thread = NotifierThread(settings, settings.alerting.config)
+    # A named detector process (detect.instance_id) keeps its notifier's name across restarts,
+    # so it takes its own lease back at once instead of after LEASE_S.
+    named = settings.detect.instance_id
+    thread = NotifierThread(settings, settings.alerting.config,
+                            holder=f"{socket.gethostname()}:{named}" if named else None)
     kinds = {r.name: sorted({kind for kind, _, _ in r.integrations()}) for r in thread.config.receivers}
     receivers = ", ".join(f"{name} ({', '.join(k) or 'no integration: dropped'})"
                           for name, k in kinds.items())

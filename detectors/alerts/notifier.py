@@ -24,9 +24,10 @@ that repeat (PagerDuty by ``dedup_key``, Alertmanager by its alert identity, web
 
 Several notifiers may run on one store (one per detector process, for instance): they elect one
 through a lease in the store (:data:`LEASE_S`, renewed every :data:`RENEW_S`), and only its holder
-follows, decides and delivers. The others stand by and take the lease over, resuming from the
-store as a restart does, once it has not been renewed for :data:`LEASE_S` (the holder stopped,
-hung or lost the store). Their clocks must agree to within ``LEASE_S - RENEW_S``.
+follows, decides and delivers. The others stand by, asking every :data:`RENEW_S`, and take the
+lease over, resuming from the store as a restart does, once it has not been renewed for
+:data:`LEASE_S` (the holder was killed, hung or lost the store) or its holder gave it up at a clean
+stop. Their clocks must agree to within ``LEASE_S - RENEW_S``.
 """
 
 from __future__ import annotations
@@ -110,10 +111,13 @@ class Notifier:
     ) -> None:
         self.config = config
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        """This notifier's name in the store's lease (host, process id and a random part)."""
+        """This notifier's name in the store's lease: by default host, process id and a random
+        part; a named detector process's (``detect.instance_id``) is the same after a restart,
+        so it takes its own lease back at once."""
         self.leading = False
         """Whether this notifier holds the lease: it pages; the others on the store stand by."""
         self._lease_until: datetime | None = None
+        self._asked_at = datetime.min.replace(tzinfo=UTC)
         self.store = store
         self.settings = settings or AlertingSettings()
         self.clock = clock
@@ -175,9 +179,10 @@ class Notifier:
             left = (self._lease_until - now).total_seconds()
             if self.leading and left > LEASE_S - RENEW_S:
                 return True
-            if not self.leading and left > 0:
-                return False  # another's lease, not run out yet: nothing to ask the store
+            if not self.leading and left > 0 and (now - self._asked_at).total_seconds() < RENEW_S:
+                return False  # another's lease: asked again every RENEW_S (it may be given up)
         lease = self.store.acquire_lease(LEASE, self.holder, now, LEASE_S)
+        self._asked_at = now
         mine = lease.holder == self.holder
         if mine and not self.leading:
             log.info("event=notifier_leader holder=%s: this notifier pages for the store", self.holder)
@@ -239,9 +244,17 @@ class Notifier:
         self._stop.set()
 
     def close(self) -> None:
-        """Stop and wait for deliveries in flight."""
+        """Stop, wait for deliveries in flight, and give up the lease if this notifier holds it,
+        so another (or this one restarted) pages at once rather than after ``LEASE_S``."""
         self.stop()
         self._pool.shutdown(wait=True)
+        if self.leading:
+            self.leading = False
+            try:
+                self.store.acquire_lease(LEASE, self.holder, self.clock(), 0.0)  # expires now
+            except Exception as exc:  # the store is gone: the lease runs out by itself
+                log.warning("event=notifier_lease_kept holder=%s error=%s: it runs out within %.0f s",
+                            self.holder, exc, LEASE_S)
 
     def settled(self) -> bool:
         """Nothing waiting: no group in its ``group_wait`` and no delivery pending."""

@@ -15,7 +15,7 @@ import yaml
 from inferwatch.collectors.settings import AlertingSettings
 from inferwatch.detectors.alerts.config import AlertingConfig, AlertingConfigError
 from inferwatch.detectors.alerts.model import Notification, NotificationQuery
-from inferwatch.detectors.alerts.notifier import LEASE_S, Notifier, backoff_s
+from inferwatch.detectors.alerts.notifier import LEASE_S, RENEW_S, Notifier, backoff_s
 from inferwatch.detectors.alerts.receivers import DeliveryError, build_sender
 from inferwatch.detectors.base import Finding
 from inferwatch.detectors.incidents import IncidentManager
@@ -314,3 +314,13 @@ def test_notifiers_sharing_a_store_page_once_and_a_standby_takes_over_from_a_dea
     first.tick()  # back: the lease is the second's now
     assert not first.leading
     assert len(sent) == 2
+
+    # A clean stop gives the lease up: a standby takes it at its next ask, not LEASE_S later.
+    second.close()
+    clock.advance(RENEW_S)
+    (z,) = manager.apply([finding("principal:z", clock.now, event="e3")])
+    first.tick()
+    assert first.leading
+    clock.advance(1)
+    first.tick()
+    assert [(who, n.alerts[0].incident_id) for who, n in sent][2:] == [("first", z.id)]
