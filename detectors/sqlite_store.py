@@ -28,7 +28,7 @@ from inferwatch.detectors.incidents import (
     Incident,
     ambiguous_prefix,
 )
-from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable
+from inferwatch.detectors.store import EventQuery, IncidentQuery, StoreUnavailable, canonical_ip
 
 _IN_CHUNK = 500
 """Values bound in one ``IN (...)`` list (SQLite caps the parameters of a statement)."""
@@ -159,6 +159,10 @@ class SQLiteStore:
                     self._conn.execute("ALTER TABLE events ADD COLUMN status INTEGER")
                     self._conn.execute("UPDATE events SET client_ip = json_extract(CAST(doc AS TEXT), "
                                        "'$.client_ip'), status = json_extract(CAST(doc AS TEXT), '$.status')")
+                    rows = self._conn.execute("SELECT id, client_ip FROM events WHERE client_ip IS NOT NULL")
+                    self._conn.executemany("UPDATE events SET client_ip = ? WHERE id = ?",
+                                           [(canonical_ip(ip), i) for i, ip in rows.fetchall()
+                                            if canonical_ip(ip) != ip])
         self._conn.executescript(_MIGRATED_INDEXES)
 
     def _columns(self, table: str) -> set[str]:
@@ -244,7 +248,8 @@ class SQLiteStore:
                     "INSERT OR IGNORE INTO events (id, ts, principal, model, service, trace_id, doc, "
                     "client_ip, status) VALUES (?,?,?,?,?,?,?,?,?)",
                     (event.id, event.ts, event.principal, event.model, event.service, event.trace_id,
-                     encode_event(event), event.client_ip, _int64(event.status)),
+                     encode_event(event), event.client_ip and canonical_ip(event.client_ip),
+                     _int64(event.status)),
                 )
                 body = _event_text(event)
                 if cur.rowcount and body:
@@ -255,7 +260,7 @@ class SQLiteStore:
         f = _Filter()
         for column, value in (("principal", query.principal), ("model", query.model),
                               ("service", query.service), ("trace_id", query.trace_id),
-                              ("client_ip", query.client_ip)):
+                              ("client_ip", query.client_ip and canonical_ip(query.client_ip))):
             f.add(f"{column} = ?", value)
         if query.status is not None:
             f.add("status >= ?", query.status[0])

@@ -45,6 +45,23 @@ class IncidentQuery:
     last_seen_before: datetime | None = None
 
 
+def canonical_ip(value: str) -> str:
+    """``value`` as the stores compare client addresses: an IP address in its compressed form,
+    one carried in IPv6 (``::ffff:a.b.c.d``) as the IPv4 address it is (Elasticsearch's ``ip``
+    type compares them so); anything that is no address as it is.
+
+    >>> canonical_ip("2001:DB8:0:0::7"), canonical_ip("::ffff:203.0.113.7"), canonical_ip("unknown")
+    ('2001:db8::7', '203.0.113.7', 'unknown')
+    """
+    try:
+        ip = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return value
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
 def is_ip_address(value: str) -> bool:
     """Whether ``value`` is an IPv4 or IPv6 address (what ``client.ip`` in Elasticsearch holds).
 

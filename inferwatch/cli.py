@@ -215,13 +215,12 @@ def _trace_id(value: str) -> str:
 def _client_ip(value: str) -> str:
     """A caller's address (an auth_abuse incident's subject ``ip:…`` works too), written the way
     events record it."""
-    import ipaddress
+    from inferwatch.detectors.store import canonical_ip, is_ip_address
 
-    try:
-        return str(ipaddress.ip_address(value.strip().removeprefix("ip:")))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an IP address, e.g. 203.0.113.7 or 2001:db8::7") \
-            from None
+    address = value.strip().removeprefix("ip:")
+    if not is_ip_address(address):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an IP address, e.g. 203.0.113.7 or 2001:db8::7")
+    return canonical_ip(address)
 
 
 def status_range(value: str) -> tuple[int, int]:
@@ -234,8 +233,8 @@ def status_range(value: str) -> tuple[int, int]:
     try:
         if len(text) == 3 and text[1:] == "xx" and text[0] in "12345":
             return int(text[0]) * 100, int(text[0]) * 100 + 99
-        low, _, high = text.partition("-")
-        first, last = int(low), int(high or low)
+        low, dash, high = text.partition("-")
+        first, last = int(low), int(high if dash else low)
     except ValueError:
         first = last = 0
     if not 100 <= first <= last <= 599:

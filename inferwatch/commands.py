@@ -355,6 +355,8 @@ def events_search(args: argparse.Namespace, settings: Settings) -> int:
         print(f"inferwatch events search: a pseudonym is p_ and 24 hex digits; {principal!r} has "
               f"{len(principal) - 2} (cut short? copy the whole one from `inferwatch incidents show`)",
               file=sys.stderr)
+    if not found and args.client_ip is not None:
+        _note_truncated_address(args.client_ip)
     if not found and args.since is not None:
         older = store.search_events(replace(query, since=None, until=None, limit=1))
         if older and older[0].time < args.since:
@@ -370,6 +372,18 @@ def events_search(args: argparse.Namespace, settings: Settings) -> int:
             print(f"(the newest {render.count(args.limit, 'event')}; more may match: raise --limit or narrow "
                   "the search)", file=sys.stderr)
     return 0
+
+
+def _note_truncated_address(address: str) -> None:
+    """Nothing from ``address``: say so when it is a host's address, which agents do not record
+    by default (``agent.truncate_client_ip``), rather than leave the empty answer unexplained."""
+    from inferwatch.agent.principal import truncate_ip
+
+    network = truncate_ip(address)
+    if network is not None and network != address:
+        print(f"inferwatch events search: agents record a caller's address truncated to its network "
+              f"(/24 for IPv4, /48 for IPv6; agent.truncate_client_ip, on by default): try --client-ip "
+              f"{network}", file=sys.stderr)
 
 
 def dead_letters(args: argparse.Namespace, settings: Settings) -> int:

@@ -326,7 +326,9 @@ def test_events_search_by_address_and_status(capsys, tmp_path):
     store.add_events([make_event(1_767_225_600.0 + i, principal=f"p_{i:024x}", id=f"e{i}", client_ip=ip,
                                  status=status)
                       for i, (ip, status) in enumerate([("203.0.113.9", 401), ("203.0.113.9", 403),
-                                                        ("203.0.113.9", 200), ("2001:db8::7", 401)])])
+                                                        ("203.0.113.9", 200), ("2001:db8::7", 401),
+                                                        ("::ffff:198.51.100.9", 401),  # a dual-stack listener
+                                                        ("2001:DB8:0:0::8", 403)])])
     store.close()
 
     def found(*flags: str) -> list[str]:
@@ -335,12 +337,19 @@ def test_events_search_by_address_and_status(capsys, tmp_path):
 
     assert found("--client-ip", "ip:203.0.113.9") == ["e2", "e1", "e0"]  # an incident's subject as it is
     assert found("--client-ip", "203.0.113.9", "--status", "4xx") == ["e1", "e0"]
-    assert found("--status", "401") == ["e3", "e0"]
-    assert found("--status", "402-403") == ["e1"]
+    assert found("--status", "401") == ["e4", "e3", "e0"]
+    assert found("--status", "402-403") == ["e5", "e1"]
     assert found("--client-ip", "2001:DB8:0::7") == ["e3"]  # any spelling of the address
+    assert found("--client-ip", "198.51.100.9") == found("--client-ip", "::ffff:198.51.100.9") == ["e4"]
+    assert found("--client-ip", "2001:db8::8") == ["e5"]  # stored as the server spelt it
+    assert main(["events", "search", "--store", str(path), "--client-ip", "203.0.113.77"]) == 0
+    err = capsys.readouterr().err  # a host's address, where agents record its network by default
+    assert "truncated to its network" in err
+    assert "try --client-ip 203.0.113.0" in err
     for flags, says in ((["--client-ip", "203.0.113"], "is not an IP address"),
                         (["--status", "4x"], "give an HTTP status (401), a class (4xx) or a range"),
                         (["--status", "499-400"], "give an HTTP status"),
+                        (["--status", "401-"], "give an HTTP status"),
                         (["--status", "600"], "from 100 to 599")):
         with pytest.raises(SystemExit):
             main(["events", "search", "--store", str(path), *flags])
