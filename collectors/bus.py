@@ -24,8 +24,11 @@ class DuplicateInstance(RuntimeError):
     off: retrying cannot help, two processes are configured with the same name."""
 
     def __init__(self, group: str, instance_id: str | None) -> None:
+        which = f"consumer group {group!r}"
+        if group.endswith(".drift"):
+            which += f" (the drift summaries' group of detect.group {group.removesuffix('.drift')!r})"
         super().__init__(
-            f"another detector process joined consumer group {group!r} with the same instance_id "
+            f"another detector process joined {which} with the same instance_id "
             f"{instance_id!r}, and Kafka gave this one's partitions to it; give every process in a group "
             "its own INFERWATCH_DETECT__INSTANCE_ID (e.g. its pod or host name), or leave it unset")
         self.group, self.instance_id = group, instance_id

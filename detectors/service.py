@@ -364,8 +364,10 @@ class DetectorService:
             owned = frozenset(assignment())
             if owned != self._owned:
                 self._covered = {p: o for p, o in self._covered.items() if p in owned}
-                log.info("partitions of %s now owned by this member: %s (before: %s)", self.checkpoint_key,
-                         sorted(owned) or "none", sorted(self._owned) if self._owned is not None else "none")
+                if owned or self._owned is not None:  # not the wait for a first assignment
+                    log.info("partitions of %s now owned by this member: %s (before: %s)",
+                             self.checkpoint_key, sorted(owned) or "none",
+                             sorted(self._owned) if self._owned else "none")
                 self._owned = owned
             self.merger.assign(owned, now)
 

@@ -190,7 +190,7 @@ class Notifier:
             self.dispatcher = Dispatcher(self.config, self.store, now=self.clock)
             self._seen, self._known, self._cursor = {}, {}, None
         elif not mine and (self.leading or self._lease_until is None):
-            log.warning("event=notifier_standby holder=%s leader=%s until=%s: another notifier pages for "
+            log.info("event=notifier_standby holder=%s leader=%s until=%s: another notifier pages for "
                         "this store; this one takes over if the lease is not renewed", self.holder,
                         lease.holder, lease.expires_at.isoformat(timespec="seconds"))
         self.leading, self._lease_until = mine, lease.expires_at

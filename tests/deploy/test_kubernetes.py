@@ -108,6 +108,19 @@ def test_detector_statefulset(objects: dict[tuple[str, str], dict[str, Any]]) ->
     assert detector["image"] == proxy["image"]
 
 
+@pytest.mark.parametrize(("kind", "name", "container_name"),
+                         [("StatefulSet", "inferwatch-detector", "detector"),
+                          ("Deployment", "model-server", "inferwatch-proxy")])
+def test_inferwatch_containers_meet_the_restricted_pod_security_standard(
+        objects: dict[tuple[str, str], dict[str, Any]], kind: str, name: str, container_name: str) -> None:
+    security = container(objects[(kind, name)], container_name)["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert security["readOnlyRootFilesystem"] is True
+
+
 @pytest.mark.parametrize(("kind", "deployment", "name"),
                          [("Deployment", "model-server", "inferwatch-proxy"),
                           ("StatefulSet", "inferwatch-detector", "detector")])

@@ -158,7 +158,8 @@ def test_events_stored_by_an_older_version_are_found_by_address_and_status(tmp_p
 
     path = tmp_path / "old.db"
     stored = [make_event(T0.timestamp() + i, principal=f"p{i}", id=f"e{i}", status=status, client_ip=ip)
-              for i, (status, ip) in enumerate([(200, "198.51.100.7"), (401, "::ffff:198.51.100.7"), (None, None)])]
+              for i, (status, ip) in enumerate([(200, "198.51.100.7"), (401, "::ffff:198.51.100.7"),
+                                                (None, None)])]
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE events (id TEXT PRIMARY KEY, ts REAL NOT NULL, principal TEXT, model TEXT, "
                "service TEXT, trace_id TEXT, doc BLOB NOT NULL)")
