@@ -593,6 +593,7 @@ def _timeline_section(line: Mapping[str, Any]) -> str:
         head += f" Trace ids: {_ids(line['trace_ids'])}."
     if not entries:
         return head + "\n\nNo stored events in the window."
+    callers = len({e["event"].get("principal") for e in entries}) > 1  # an address's, a model's
     rows = []
     for e in entries:
         event = e["event"]
@@ -600,10 +601,13 @@ def _timeline_section(line: Mapping[str, Any]) -> str:
                            else f"{_esc(n)} - (nothing to inspect)" for n, v in e["scores"].items()) or "-"
         marks = ["◆"] if e["in_incident"] else []
         flags = " ".join(marks + [f"flagged: {_esc(n)}" for n in e["flagged_by"]])
-        rows.append([_esc(e["time"]), _code(e["id"]), _esc(_plain(event.get("status"))),
+        caller = [_code(event.get("principal") or "-")] if callers else []
+        rows.append([_esc(e["time"]), _code(e["id"]), *caller, _esc(_plain(event.get("status"))),
                      _esc(event.get("model") or "-"), scores, flags or "-",
                      _excerpt(event, line.get("features_first") or ())])
-    return head + "\n\n" + _table(["Time", "Event", "Status", "Model", "Scores", "Flags", "Input"], rows)
+    headers = ["Time", "Event", *(["Principal"] if callers else []), "Status", "Model", "Scores", "Flags",
+               "Input"]
+    return head + "\n\n" + _table(headers, rows)
 
 
 def _excerpt(event: Mapping[str, Any], first: Sequence[str] = ()) -> str:

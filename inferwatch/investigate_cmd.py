@@ -184,8 +184,12 @@ def _print_timeline(incident: Incident, line: Timeline) -> None:
     print(f"{shown} of {line.scope}, {_when(line)} UTC, "
           f"{scored_by(line.detectors)}; * = named by the incident\n")
     if line.entries:
-        headers = ["TIME (UTC)", "EVENT", "STATUS", "MS", "TOKENS", "SCORES", "FLAGS", "TEXT"]
-        rows = [_row(entry) for entry in line.entries]
+        # Several callers (an address's, a model's timeline): which one made each call matters
+        # (a credential-stuffing address's keys are the point).
+        callers = len({entry.event.principal for entry in line.entries}) > 1
+        headers = ["TIME (UTC)", "EVENT", *(["PRINCIPAL"] if callers else []), "STATUS", "MS", "TOKENS",
+                   "SCORES", "FLAGS", "TEXT"]
+        rows = [_row(entry, callers=callers) for entry in line.entries]
         limit = render.last_column_width(rows, headers, _TEXT)
         render.table([[*row, _text(render.event_preview(entry.event, limit, line.features_first))]
                       for row, entry in zip(rows, line.entries, strict=True)], headers)
@@ -201,15 +205,16 @@ def _when(line: Timeline) -> str:
     return f"{line.since:%Y-%m-%d %H:%M:%S} .. {line.until:%Y-%m-%d %H:%M:%S}"
 
 
-def _row(entry: TimelineEntry) -> list[str]:
-    """The columns before the text."""
+def _row(entry: TimelineEntry, *, callers: bool = False) -> list[str]:
+    """The columns before the text (with the caller's, when the timeline has several)."""
     e = entry.event
     tokens = f"{_num(e.input.tokens)}/{_num(e.output.tokens)}"
     scores = " ".join(f"{name}={v['score']:.2f}" for name, v in entry.scores.items() if v["score"] > 0) or "-"
     flags = ",".join((["*"] if entry.in_incident else []) + entry.flagged_by) or "-"
     status = "-" if e.status is None else str(e.status)
-    return [f"{e.time:%Y-%m-%d %H:%M:%S.%f}"[:-3], _short(e.id), status, f"{e.duration_ms:.1f}", tokens,
-            scores, flags]
+    caller = [e.principal or "-"] if callers else []
+    return [f"{e.time:%Y-%m-%d %H:%M:%S.%f}"[:-3], _short(e.id), *caller, status, f"{e.duration_ms:.1f}",
+            tokens, scores, flags]
 
 
 def _short(event_id: str) -> str:
