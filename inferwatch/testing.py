@@ -35,7 +35,13 @@ def make_event(
     client_ip: str | None = None,
     **fields: Any,
 ) -> InferenceEvent:
-    """An event at Unix time ``ts`` with a unique id; other event fields as keywords."""
+    """An event at Unix time ``ts`` with an id unique within this process (``ev-000000000``,
+    ``ev-000000001``, …); other event fields as keywords.
+
+    Two processes number from the same start: when several write to one store (synthetic traffic
+    from two scripts), pass ``id=`` with a prefix of each one's own, or the store keeps the first
+    event of each id and drops the others as redeliveries, silently.
+    """
     n = next(_seq)
     return InferenceEvent(
         id=fields.pop("id", f"ev-{n:09d}"),
