@@ -40,7 +40,7 @@ from inferwatch.detectors.alerts.model import Lease, Notification, NotificationQ
 from inferwatch.detectors.base import SEVERITY_ORDER
 from inferwatch.detectors.drift.reference import ReferenceRecord
 from inferwatch.detectors.incidents import Incident
-from inferwatch.detectors.store import EventQuery, IncidentQuery, is_ip_address
+from inferwatch.detectors.store import EventQuery, IncidentQuery, canonical_ip, is_ip_address
 
 TEMPLATE_PRIORITY = 200  # above the stack's built-in templates (100)
 PAGE_SIZE = 1000
@@ -379,7 +379,7 @@ def event_document(event: InferenceEvent) -> dict[str, Any]:
         (("inferwatch", "text", "input"), event.input.text),
         (("inferwatch", "text", "output"), event.output.text),
         (("user", "id"), event.principal),
-        (("client", "ip"), event.client_ip),
+        (("client", "ip"), event.client_ip and canonical_ip(event.client_ip)),  # the event keeps it as given
         (("trace", "id"), event.trace_id),
         (("span", "id"), event.span_id),
         (("url", "path"), event.endpoint),
@@ -588,7 +588,8 @@ def event_query(q: EventQuery) -> dict[str, Any]:
         if value is not None:
             filters.append({"term": {field: value}})
     if q.client_ip is not None:  # client.ip holds addresses only (ignore_malformed): others match none
-        filters.append({"term": {"client.ip": q.client_ip}} if is_ip_address(q.client_ip) else _MATCH_NONE)
+        filters.append({"term": {"client.ip": canonical_ip(q.client_ip)}} if is_ip_address(q.client_ip)
+                       else _MATCH_NONE)
     if q.status is not None:
         filters.append({"range": {"http.response.status_code": {"gte": q.status[0], "lte": q.status[1]}}})
     window: dict[str, int] = {}

@@ -438,19 +438,19 @@ class ElasticsearchStore:
         holds it afterwards. The write is conditional on the document read (``if_seq_no``, or
         ``op_type=create`` when there is none): of two processes racing, one wins and the other
         reads the winner's lease."""
-        leases = self._es.options(ignore_status=(404, 409))
+        reads, writes = self._es.options(ignore_status=404), self._es.options(ignore_status=409)
         while True:
-            found = self._call("read the notifier lease", leases.get, index=self.names.leases, id=name).body
+            found = self._call("read the notifier lease", reads.get, index=self.names.leases, id=name).body
             current = lease_from_source(name, found["_source"]) if found.get("found") else None
             if current is not None and current.holder != holder and current.expires_at > now:
                 return current
             taken = Lease(name=name, holder=holder, expires_at=now + timedelta(seconds=ttl_s))
             condition = ({"if_seq_no": found["_seq_no"], "if_primary_term": found["_primary_term"]}
                          if current is not None else {"op_type": "create"})
-            written = self._call("take the notifier lease", leases.index, index=self.names.leases, id=name,
+            written = self._call("take the notifier lease", writes.index, index=self.names.leases, id=name,
                                  document=lease_document(taken), **condition)
-            if written.meta.status != 409:  # 409: another process wrote it since it was read
-                return taken
+            if written.meta.status != 409:  # 409: another process wrote it since it was read; any
+                return taken                # other failure raised StoreUnavailable (not leading)
 
     def save_silence(self, silence: Silence) -> None:
         """Insert or replace a silence by id; searchable on return."""

@@ -156,13 +156,18 @@ class SQLiteStore:
                     self._conn.execute("ALTER TABLE incidents ADD COLUMN rev INTEGER NOT NULL DEFAULT 0")
                 if "client_ip" not in self._columns("events"):  # events stored before 2026-11-28
                     self._conn.execute("ALTER TABLE events ADD COLUMN client_ip TEXT")
-                    self._conn.execute("ALTER TABLE events ADD COLUMN status INTEGER")
                     self._conn.execute("UPDATE events SET client_ip = json_extract(CAST(doc AS TEXT), "
-                                       "'$.client_ip'), status = json_extract(CAST(doc AS TEXT), '$.status')")
+                                       "'$.client_ip')")
                     rows = self._conn.execute("SELECT id, client_ip FROM events WHERE client_ip IS NOT NULL")
                     self._conn.executemany("UPDATE events SET client_ip = ? WHERE id = ?",
                                            [(canonical_ip(ip), i) for i, ip in rows.fetchall()
                                             if canonical_ip(ip) != ip])
+                if "status" not in self._columns("events"):
+                    self._conn.execute("ALTER TABLE events ADD COLUMN status INTEGER")
+                    # a status past 64 bits is a REAL in JSON: left out, as add_events leaves it
+                    self._conn.execute("UPDATE events SET status = CASE WHEN json_type(CAST(doc AS TEXT), "
+                                       "'$.status') = 'integer' THEN json_extract(CAST(doc AS TEXT), "
+                                       "'$.status') END")
         self._conn.executescript(_MIGRATED_INDEXES)
 
     def _columns(self, table: str) -> set[str]:

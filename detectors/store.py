@@ -54,7 +54,7 @@ def canonical_ip(value: str) -> str:
     ('2001:db8::7', '203.0.113.7', 'unknown')
     """
     try:
-        ip = ipaddress.ip_address(value.strip())
+        ip = ipaddress.ip_address(value.strip().partition("%")[0])  # an IPv6 zone is dropped, as ES does
     except ValueError:
         return value
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -69,7 +69,7 @@ def is_ip_address(value: str) -> bool:
     (True, True, False)
     """
     try:
-        ipaddress.ip_address(value)
+        ipaddress.ip_address(value.strip().partition("%")[0])
     except ValueError:
         return False
     return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -217,7 +218,7 @@ def _client_ip(value: str) -> str:
     events record it."""
     from inferwatch.detectors.store import canonical_ip, is_ip_address
 
-    address = value.strip().removeprefix("ip:")
+    address = value.strip().removeprefix("ip:").strip()
     if not is_ip_address(address):
         raise argparse.ArgumentTypeError(f"{value!r} is not an IP address, e.g. 203.0.113.7 or 2001:db8::7")
     return canonical_ip(address)
@@ -230,13 +231,10 @@ def status_range(value: str) -> tuple[int, int]:
     ((401, 401), (400, 499), (500, 503))
     """
     text = value.strip().lower()
-    try:
-        if len(text) == 3 and text[1:] == "xx" and text[0] in "12345":
-            return int(text[0]) * 100, int(text[0]) * 100 + 99
-        low, dash, high = text.partition("-")
-        first, last = int(low), int(high if dash else low)
-    except ValueError:
-        first = last = 0
+    if re.fullmatch(r"[1-5]xx", text):
+        return int(text[0]) * 100, int(text[0]) * 100 + 99
+    found = re.fullmatch(r"([0-9]{3})(?:-([0-9]{3}))?", text)  # ASCII digits only (int() takes more)
+    first, last = (int(found[1]), int(found[2] or found[1])) if found else (0, 0)
     if not 100 <= first <= last <= 599:
         raise argparse.ArgumentTypeError(f"{value!r}: give an HTTP status (401), a class (4xx) or a range "
                                          "(400-499) of codes from 100 to 599")

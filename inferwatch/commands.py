@@ -355,7 +355,8 @@ def events_search(args: argparse.Namespace, settings: Settings) -> int:
         print(f"inferwatch events search: a pseudonym is p_ and 24 hex digits; {principal!r} has "
               f"{len(principal) - 2} (cut short? copy the whole one from `inferwatch incidents show`)",
               file=sys.stderr)
-    if not found and args.client_ip is not None:
+    if not found and args.client_ip is not None and not store.search_events(
+            EventQuery(client_ip=args.client_ip, limit=1)):  # the address alone finds nothing
         _note_truncated_address(args.client_ip)
     if not found and args.since is not None:
         older = store.search_events(replace(query, since=None, until=None, limit=1))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -223,11 +222,9 @@ def start_notifier(settings: Settings) -> NotifierThread | None:
         log.info("event=notifier_off no routing file (alerting.config, INFERWATCH_ALERTING__CONFIG or "
                  "--routes): incidents are stored, nobody is paged")
         return None
-    # A named detector process (detect.instance_id) keeps its notifier's name across restarts,
-    # so it takes its own lease back at once instead of after LEASE_S.
-    named = settings.detect.instance_id
-    thread = NotifierThread(settings, settings.alerting.config,
-                            holder=f"{socket.gethostname()}:{named}" if named else None)
+    # The notifier's lease holder stays unique per process (host:pid:random), named detector
+    # processes' too: two live processes given one name must not both page.
+    thread = NotifierThread(settings, settings.alerting.config)
     kinds = {r.name: sorted({kind for kind, _, _ in r.integrations()}) for r in thread.config.receivers}
     receivers = ", ".join(f"{name} ({', '.join(k) or 'no integration: dropped'})"
                           for name, k in kinds.items())

@@ -1,6 +1,6 @@
 """Every test that uses a real service (Kafka, Elasticsearch, Alertmanager, started by
 deploy/local) is an ``integration`` test, whether or not its module says so: ``make test`` runs
-the other tests on both cores first (``-m "not integration" -n 2``), then these one at a time,
+the other tests on every core first (``-m "not integration" -n auto``), then these one at a time,
 since each service is started once per session and some tests take one down."""
 
 from __future__ import annotations

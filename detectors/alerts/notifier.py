@@ -36,6 +36,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -105,19 +106,26 @@ class Notifier:
         store: NotifierStore,
         settings: AlertingSettings | None = None,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] | None = None,
         senders: Callable[[IntegrationConfig, str], Sender] | None = None,
         holder: str | None = None,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        """This notifier's name in the store's lease: by default host, process id and a random
-        part; a named detector process's (``detect.instance_id``) is the same after a restart,
-        so it takes its own lease back at once."""
+        """This notifier's name in the store's lease: host, process id and a random part, unique
+        to this process (two processes must never share one)."""
         self.leading = False
         """Whether this notifier holds the lease: it pages; the others on the store stand by."""
-        self._lease_until: datetime | None = None
-        self._asked_at = datetime.min.replace(tzinfo=UTC)
+        # The lease's own schedule runs on a monotonic clock (a wall clock stepped back or ahead
+        # must not stretch a lease or stop a standby from asking); the store keeps wall times.
+        # A given clock (tests) drives both.
+        self._monotonic = monotonic or ((lambda: clock().timestamp()) if clock is not None  # type: ignore[misc]
+                                        else time.monotonic)
+        clock = clock or (lambda: datetime.now(UTC))
+        self._next_ask = float("-inf")  # when to renew (holder) or ask again (standby)
+        self._valid_until = float("-inf")  # past this, unrenewed, the holder sends nothing new
+        self._standby_said = False
         self.store = store
         self.settings = settings or AlertingSettings()
         self.clock = clock
@@ -173,27 +181,28 @@ class Notifier:
         self.prune()
 
     def _lead(self) -> bool:
-        """Renew the lease when it is due (or try to take it); whether this notifier pages now."""
-        now = self.clock()
-        if self._lease_until is not None:
-            left = (self._lease_until - now).total_seconds()
-            if self.leading and left > LEASE_S - RENEW_S:
-                return True
-            if not self.leading and left > 0 and (now - self._asked_at).total_seconds() < RENEW_S:
-                return False  # another's lease: asked again every RENEW_S (it may be given up)
-        lease = self.store.acquire_lease(LEASE, self.holder, now, LEASE_S)
-        self._asked_at = now
+        """Renew the lease when it is due (or try to take it); whether this notifier pages now.
+
+        The holder renews every ``RENEW_S`` and acts only within ``LEASE_S - RENEW_S`` of its last
+        renewal, so it has stopped sending anything new well before a standby can take over; a
+        standby asks every ``RENEW_S`` (a lease given up at a clean stop is taken at once)."""
+        mono = self._monotonic()
+        if mono < self._next_ask:
+            return self.leading and mono < self._valid_until
+        lease = self.store.acquire_lease(LEASE, self.holder, self.clock(), LEASE_S)
+        self._next_ask, self._valid_until = mono + RENEW_S, mono + LEASE_S - RENEW_S
         mine = lease.holder == self.holder
         if mine and not self.leading:
             log.info("event=notifier_leader holder=%s: this notifier pages for the store", self.holder)
             # Whatever this one knew from an earlier lease is stale: resume as a restart does.
             self.dispatcher = Dispatcher(self.config, self.store, now=self.clock)
             self._seen, self._known, self._cursor = {}, {}, None
-        elif not mine and (self.leading or self._lease_until is None):
+        elif not mine and (self.leading or not self._standby_said):
+            self._standby_said = True
             log.info("event=notifier_standby holder=%s leader=%s until=%s: another notifier pages for "
                         "this store; this one takes over if the lease is not renewed", self.holder,
                         lease.holder, lease.expires_at.isoformat(timespec="seconds"))
-        self.leading, self._lease_until = mine, lease.expires_at
+        self.leading = mine
         return mine
 
     def prune(self) -> None:
@@ -237,6 +246,8 @@ class Notifier:
                     log.info("event=notifier_recovered after %d failed tick(s)", failures)
                 failures = 0
                 wait = self._sleep_s()
+                if self.leading:  # renew in time whatever the poll interval (failing ticks back off)
+                    wait = min(wait, RENEW_S / 2)
             stop.wait(wait)
 
     def stop(self) -> None:
@@ -338,9 +349,15 @@ class Notifier:
         streams = {n.stream for n in due}
         batch = [n for n in (self._newest_pending(s, now) for s in sorted(streams)) if n is not None]
         # Each result is recorded as soon as it is known, so one failure cannot leave the
-        # others' deliveries unrecorded (and sent again).
-        for future in as_completed([self._pool.submit(self._attempt, n) for n in batch]):
-            self.store.save_notifications([future.result()])
+        # others' deliveries unrecorded (and sent again). A chunk at a time, the lease checked
+        # (and renewed when due) before each: a holder slowed by slow receivers must not go on
+        # sending after a standby may have taken over.
+        for start in range(0, len(batch), _DELIVERY_WORKERS):
+            if not self._lead():
+                return
+            chunk = batch[start:start + _DELIVERY_WORKERS]
+            for future in as_completed([self._pool.submit(self._attempt, n) for n in chunk]):
+                self.store.save_notifications([future.result()])
 
     def _newest_pending(self, stream: str, now: datetime) -> Notification | None:
         query = NotificationQuery(stream=stream, status=["pending"], limit=1000)

@@ -324,3 +324,33 @@ def test_notifiers_sharing_a_store_page_once_and_a_standby_takes_over_from_a_dea
     clock.advance(1)
     first.tick()
     assert [(who, n.alerts[0].incident_id) for who, n in sent][2:] == [("first", z.id)]
+
+
+def test_a_holder_slowed_by_its_receivers_stops_sending_once_another_may_have_taken_over(
+        tmp_path: Path) -> None:
+    """Deliveries go a few at a time, the lease checked before each few: a holder whose sends
+    took longer than the lease (a receiver hanging) sends nothing more once another took it."""
+    from inferwatch.detectors.alerts.notifier import _DELIVERY_WORKERS, LEASE
+
+    clock = Clock()
+    config = AlertingConfig.model_validate(yaml.safe_load(ONE_PAGER))
+    sent: list[tuple[str, Notification]] = []
+
+    class Hanging(Recorder):
+        def send(self, notification: Notification) -> None:
+            if not sent:  # the first send hangs past the lease, and meanwhile another takes it
+                clock.advance(LEASE_S + 1)
+                taker = SQLiteStore(tmp_path / "store.db")  # a connection of this thread's own
+                assert taker.acquire_lease(LEASE, "other", clock(), LEASE_S).holder == "other"
+                taker.close()
+            super().send(notification)
+
+    holder = Notifier(config, SQLiteStore(tmp_path / "store.db"), AlertingSettings(), clock=clock,
+                      senders=lambda cfg, receiver: Hanging("holder", sent), holder="holder")
+    manager = IncidentManager(SQLiteStore(tmp_path / "store.db"), clock=clock)
+    manager.apply([finding(f"principal:p{i}", T0, event=f"e{i}") for i in range(3 * _DELIVERY_WORKERS)])
+    holder.tick()
+    assert len(sent) == _DELIVERY_WORKERS  # the few already under way, and no more
+    assert not holder.leading
+    pending = holder.store.list_notifications(NotificationQuery(status=["pending"], limit=100))
+    assert len(pending) == 2 * _DELIVERY_WORKERS  # left for the new holder, which resumes from the outbox

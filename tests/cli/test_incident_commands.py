@@ -336,6 +336,7 @@ def test_events_search_by_address_and_status(capsys, tmp_path):
         return [line["id"] for line in _json_lines(capsys)]
 
     assert found("--client-ip", "ip:203.0.113.9") == ["e2", "e1", "e0"]  # an incident's subject as it is
+    assert found("--client-ip", "ip: 203.0.113.9 ") == ["e2", "e1", "e0"]
     assert found("--client-ip", "203.0.113.9", "--status", "4xx") == ["e1", "e0"]
     assert found("--status", "401") == ["e4", "e3", "e0"]
     assert found("--status", "402-403") == ["e5", "e1"]
@@ -346,10 +347,15 @@ def test_events_search_by_address_and_status(capsys, tmp_path):
     err = capsys.readouterr().err  # a host's address, where agents record its network by default
     assert "truncated to its network" in err
     assert "try --client-ip 203.0.113.0" in err
+    assert main(["events", "search", "--store", str(path), "--client-ip", "2001:db8::7",
+                 "--status", "5xx"]) == 0
+    assert "truncated" not in capsys.readouterr().err  # the address has events: --status emptied it
     for flags, says in ((["--client-ip", "203.0.113"], "is not an IP address"),
                         (["--status", "4x"], "give an HTTP status (401), a class (4xx) or a range"),
                         (["--status", "499-400"], "give an HTTP status"),
                         (["--status", "401-"], "give an HTTP status"),
+                        (["--status", "4_01"], "give an HTTP status"),
+                        (["--status", "\u0664\u0660\u0661"], "give an HTTP status"),  # Arabic-Indic 401
                         (["--status", "600"], "from 100 to 599")):
         with pytest.raises(SystemExit):
             main(["events", "search", "--store", str(path), *flags])

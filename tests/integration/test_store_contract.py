@@ -318,7 +318,8 @@ def events() -> list[Any]:
                    trace_id="a" * 32, id="ev-04", attributes={"region": "eu"}, custom_field={"kept": [1, 2]}),
         make_event(BASE + 3.000001, principal=None, text="ends with alpha", output=out, id="ev-00",
                    service="svc2", status=503, error="Timeout", client_ip="203.0.113.0"),
-        make_event(BASE + 4, principal="carol", text="Prévenir l'échec", id="ev-05", model=None),
+        make_event(BASE + 4, principal="carol", text="Prévenir l'échec", id="ev-05", model=None,
+                   client_ip=" fe80::1%eth0 "),  # as a server may hand it over: a zone, spaces
     ]
 
 
@@ -380,6 +381,7 @@ def test_event_filters(store: Any) -> None:
     assert ask(client_ip="2001:db8::7") == ["ev-01"]
     assert ask(client_ip="203.0.113.1") == []
     assert ask(client_ip="unknown") == []  # no address (Elasticsearch would refuse the term)
+    assert ask(client_ip="fe80::1") == ask(client_ip="FE80::1%eth0") == ["ev-05"]
     assert ask(status=(401, 401)) == ["ev-02"]
     assert ask(status=(400, 499)) == ["ev-03", "ev-02"]
     assert ask(status=(500, 599)) == ["ev-00"]
