@@ -25,6 +25,7 @@ from typing import Any
 
 import kafka.errors as kerr
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.coordinator.base import MemberState
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from inferwatch.collectors.bus import BusRecord, BusUnavailable, DuplicateInstance
@@ -341,6 +342,7 @@ class KafkaEventConsumer:
         self._topic = topic
         self._tuning = tuning
         self._group, self._instance_id, self._session_timeout_s = group, instance_id, session_timeout_s
+        self._stuck_since: float | None = None
         membership: dict[str, Any] = {}
         if instance_id is not None:
             membership["group_instance_id"] = instance_id
@@ -382,11 +384,33 @@ class KafkaEventConsumer:
                     "is outside the broker's group.min.session.timeout.ms .. group.max.session.timeout.ms; "
                     "set INFERWATCH_DETECT__SESSION_TIMEOUT_S between them") from exc.__cause__
             raise
+        if self._instance_id is not None and self._fenced():
+            raise DuplicateInstance(self._group, self._instance_id)
         return [
             BusRecord(r.topic, r.partition, r.offset,
                       None if r.key is None else r.key.decode("utf-8", "replace"), r.value)
             for tp in sorted(batches) for r in batches[tp]
         ]
+
+    def _fenced(self) -> bool:
+        """Whether Kafka fenced this static member off (another process joined with its
+        instance_id) for two seconds or more.
+
+        kafka-python 3.0 raises that only from a commit; on a fenced heartbeat it just stops
+        heartbeating and polls on, so an idle fenced member would read its old partitions
+        beside the new one without end. A member that believes it is STABLE with its heartbeat
+        off is in that state (a join marks the group REBALANCING before it stops heartbeats).
+        """
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        stuck = (coordinator is not None and coordinator.state is MemberState.STABLE
+                 and getattr(coordinator, "_heartbeat_enabled", True) is False)
+        now = time.monotonic()
+        if not stuck:
+            self._stuck_since = None
+            return False
+        if self._stuck_since is None:
+            self._stuck_since = now
+        return now - self._stuck_since >= 2.0
 
     def commit(self, positions: Mapping[int, int]) -> None:
         """Commit, for each partition still assigned, the offset of the next record to read.
