@@ -206,8 +206,10 @@ def test_nothing_is_committed_past_what_elasticsearch_did_not_store(
     """An in-process detector service on the shared Kafka and an Elasticsearch of its own.
 
     Once the events sent so far are stored, Elasticsearch stops and more injection attempts
-    arrive (one from a caller not seen before). The service detects them and retries the store;
-    the group's committed offsets stay where they were. When Elasticsearch is back, the
+    arrive (one from a caller not seen before). The service retries the store — the new events'
+    incidents, or first the checkpoint it was due to save (it checkpoints every half second here,
+    and then reads nothing more until the store is back) — and the group's committed offsets stay
+    where they were. When Elasticsearch is back, the
     incidents are those of one uninterrupted replay, each once, and every event is stored once.
     """
     topic, group = unique_name("iw-faults-es"), unique_name("iw-faults-es")
@@ -244,13 +246,12 @@ def test_nothing_is_committed_past_what_elasticsearch_did_not_store(
             stopped, down_at = True, time.monotonic()
             produce(kafka, during)
             ends_all = written(kafka)
-            # The service reads and detects the new events but cannot store what it found; its
-            # committed offsets must stay where the last stored batch left them.
+            # Whatever it is retrying, its committed offsets must stay where the last stored
+            # batch left them.
             samples = []
-            while time.monotonic() < down_at + 15 or service.pipeline.stats.events <= len(before):
+            while time.monotonic() < down_at + 15:
                 samples.append(committed(admin, group, topic))
                 time.sleep(1)
-                assert time.monotonic() < down_at + 90, "the service did not read the new events"
             observed["detected_during_outage"] = service.pipeline.stats.events - len(before)
             observed.update(committed_before_outage=ends_before,
                             committed_during_outage={json.dumps(c, sort_keys=True) for c in samples},
