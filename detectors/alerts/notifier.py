@@ -77,7 +77,8 @@ LEASE_S = 30.0
 """How long a notifier's lease lasts unrenewed: a standby takes over this long after the holder
 last renewed it."""
 RENEW_S = 10.0
-"""How often the holder renews its lease (each tick that finds less than ``LEASE_S - RENEW_S`` left)."""
+"""How often the holder renews its lease, and a standby asks for it (on the monotonic clock); the
+holder sends nothing new past ``LEASE_S - RENEW_S`` after its last renewal."""
 
 
 class NotifierStore(IncidentStore, AlertStore, Protocol):
@@ -200,8 +201,8 @@ class Notifier:
         elif not mine and (self.leading or not self._standby_said):
             self._standby_said = True
             log.info("event=notifier_standby holder=%s leader=%s until=%s: another notifier pages for "
-                        "this store; this one takes over if the lease is not renewed", self.holder,
-                        lease.holder, lease.expires_at.isoformat(timespec="seconds"))
+                     "this store; this one takes over if the lease is not renewed", self.holder,
+                     lease.holder, lease.expires_at.isoformat(timespec="seconds"))
         self.leading = mine
         return mine
 
