@@ -53,9 +53,8 @@ def canonical_ip(value: str) -> str:
     >>> canonical_ip("2001:DB8:0:0::7"), canonical_ip("::ffff:203.0.113.7"), canonical_ip("unknown")
     ('2001:db8::7', '203.0.113.7', 'unknown')
     """
-    try:
-        ip = ipaddress.ip_address(value.strip().partition("%")[0])  # an IPv6 zone is dropped, as ES does
-    except ValueError:
+    ip = _address(value)
+    if ip is None:
         return value
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
@@ -68,11 +67,15 @@ def is_ip_address(value: str) -> bool:
     >>> is_ip_address("203.0.113.9"), is_ip_address("2001:db8::7"), is_ip_address("unknown")
     (True, True, False)
     """
+    return _address(value) is not None
+
+
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``value`` parsed as an IP address (spaces and an IPv6 zone dropped, as Elasticsearch does)."""
     try:
-        ipaddress.ip_address(value.strip().partition("%")[0])
+        return ipaddress.ip_address(value.strip().partition("%")[0])
     except ValueError:
-        return False
-    return True
+        return None
 
 
 @dataclass(frozen=True, slots=True)

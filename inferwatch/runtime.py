@@ -147,14 +147,13 @@ class NotifierThread(threading.Thread):
     at once; the store is opened inside the thread (a SQLite connection belongs to one thread).
     """
 
-    def __init__(self, settings: Settings, path: Path, *, holder: str | None = None) -> None:
+    def __init__(self, settings: Settings, path: Path) -> None:
         from inferwatch.detectors.alerts.config import load_alerting_config
         from inferwatch.detectors.alerts.notifier import check_senders
 
         super().__init__(name="inferwatch-notifier", daemon=True)
         self.settings = settings
         self.path = path
-        self.holder = holder
         self.config = load_alerting_config(path)
         check_senders(self.config, path)
         self._stop_event = threading.Event()
@@ -169,7 +168,7 @@ class NotifierThread(threading.Thread):
             self.ready.set()
             return
         try:
-            self.notifier = Notifier(self.config, store, self.settings.alerting, holder=self.holder)
+            self.notifier = Notifier(self.config, store, self.settings.alerting)
             self.ready.set()
             self.notifier.run(self._stop_event)
         finally:
@@ -222,8 +221,6 @@ def start_notifier(settings: Settings) -> NotifierThread | None:
         log.info("event=notifier_off no routing file (alerting.config, INFERWATCH_ALERTING__CONFIG or "
                  "--routes): incidents are stored, nobody is paged")
         return None
-    # The notifier's lease holder stays unique per process (host:pid:random), named detector
-    # processes' too: two live processes given one name must not both page.
     thread = NotifierThread(settings, settings.alerting.config)
     kinds = {r.name: sorted({kind for kind, _, _ in r.integrations()}) for r in thread.config.receivers}
     receivers = ", ".join(f"{name} ({', '.join(k) or 'no integration: dropped'})"
