@@ -39,7 +39,9 @@ hand is counted as ``dropped_shipper_error``, and the thread pauses (0.1 s, doub
 ``max_backoff_s``) and carries on. Should the thread be gone all the same, :meth:`EventShipper.offer`
 refuses and counts (``dropped_shipper_error``) rather than queue what nobody would send.
 
-Events lost either way show up downstream as gaps in ``agent.seq``. Counters add up:
+Events lost either way show up downstream as gaps in ``agent.seq``, and every event sent carries
+the number lost so far (``agent.dropped``, stamped when it is encoded), so the ``integrity``
+detector can tell the gaps the agent counted from those it did not. Counters add up:
 ``captured + recovered = sent + dropped_* + queue_depth + spool_depth`` (plus the batch in
 flight).
 
@@ -433,6 +435,8 @@ class EventShipper:
             self._in_flight = count
         if not items:
             return None
+        with self._lock:
+            dropped = sum(n for name, n in self._counts.items() if name.startswith("dropped_"))
         records: list[Record] = []
         for item in items:
             if not isinstance(item, InferenceEvent):
@@ -441,6 +445,8 @@ class EventShipper:
                 time.sleep(0)
             events = self._events(item)
             for event in events:
+                if event.agent is not None and event.agent.dropped is None:
+                    event.agent.dropped = dropped  # what this agent had lost so far (see AgentInfo)
                 try:
                     records.append((encode_event(event), event.principal))
                 except Exception:  # one bad event must not sink its batch

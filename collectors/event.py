@@ -81,13 +81,20 @@ class EventOutput(_Part):
 
 
 class AgentInfo(BaseModel):
-    """The agent instance that captured the event; gaps in ``seq`` reveal lost events."""
+    """The agent instance that captured the event; gaps in ``seq`` reveal lost events.
+
+    ``dropped`` is how many events this agent instance had lost (dropped and counted: queue full,
+    bus unavailable, spool full, ...) when it sent this one; a producer that does not count
+    leaves it out. The ``integrity`` detector compares the two: gaps the agent counted itself,
+    and gaps it did not (lost after the agent).
+    """
 
     model_config = ConfigDict(extra="allow")
 
     id: str
     seq: Annotated[int, Field(ge=0)]
     version: str | None = None
+    dropped: Annotated[int, Field(ge=0)] | None = None
 
 
 class InferenceEvent(BaseModel):
@@ -184,13 +191,25 @@ class OutputView(PartView, Protocol):
     def finish_reason(self) -> str | None: ...
 
 
+class AgentView(Protocol):
+    """What a bulk reader sees of an event's ``agent`` (see :class:`AgentInfo`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def dropped(self) -> int | None: ...
+
+
 class EventView(Protocol):
     """The fields of an event a bulk reader may rely on, read-only.
 
     Both :class:`InferenceEvent` and the lighter ``LiteEvent`` of
     :mod:`inferwatch.collectors.fast_event` (what ``inferwatch replay`` decodes to when every
     detector takes views) have them, with the same values for the same line. Not here: ``time``
-    as a datetime (use ``ts``), ``attributes``, ``agent`` and fields this reader does not know.
+    as a datetime (use ``ts``), ``attributes``, the agent's ``version`` and fields this reader does
+    not know.
     """
 
     @property
@@ -225,6 +244,8 @@ class EventView(Protocol):
     def input(self) -> PartView: ...
     @property
     def output(self) -> OutputView: ...
+    @property
+    def agent(self) -> AgentView | None: ...
 
 
 def encode_event(event: InferenceEvent) -> bytes:

@@ -117,6 +117,7 @@ class _LiteAgent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     id: str
     seq: _NonNegative
     version: str | None = None
+    dropped: _NonNegative | None = None
 
 
 class LiteEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False, rename={"schema_": "schema"}):

@@ -88,6 +88,21 @@ def test_full_queue_drops_and_counts(hanging: HangingProducer) -> None:
     assert shipper.stats().sent == 4
 
 
+def test_every_event_sent_carries_what_the_agent_had_lost_by_then(hanging: HangingProducer) -> None:
+    def numbered(n: int) -> InferenceEvent:
+        return InferenceEvent(id=f"e{n}", time=datetime.now(UTC), agent=AgentInfo(id="a", seq=n))
+
+    shipper = EventShipper(hanging, queue_size=2, batch_size=1, flush_interval_s=0.01)
+    shipper.offer(numbered(0))
+    assert hanging.entered.wait(5.0)  # event 0 is being sent (stamped 0) and hangs there
+    accepted = [shipper.offer(numbered(n)) for n in range(1, 6)]
+    assert accepted == [True, True, False, False, False]  # three dropped: queue full
+    hanging.release.set()
+    shipper.shutdown(timeout=5.0)
+    sent = [decode_event(value) for value, _ in hanging.records]
+    assert [(e.agent.seq, e.agent.dropped) for e in sent if e.agent] == [(0, 0), (1, 3), (2, 3)]
+
+
 def test_bus_errors_drop_the_batch_and_the_thread_carries_on(down_producer: DownProducer) -> None:
     producer = down_producer
     shipper = EventShipper(producer, batch_size=2, flush_interval_s=0.01, max_backoff_s=0.05)

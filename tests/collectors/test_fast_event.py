@@ -56,6 +56,7 @@ _TOP_FIELDS = (
 )
 _INPUT_FIELDS = ("features", "text", "chars", "tokens")
 _OUTPUT_FIELDS = (*_INPUT_FIELDS, "label", "score", "finish_reason")
+_AGENT_FIELDS = ("id", "seq", "dropped")
 
 
 def _typed(value: Any) -> Any:
@@ -73,6 +74,8 @@ def _project(view: Any) -> dict[str, Any]:
     out = {name: _typed(getattr(view, name)) for name in _TOP_FIELDS}
     out.update({f"input.{n}": _typed(getattr(view.input, n)) for n in _INPUT_FIELDS})
     out.update({f"output.{n}": _typed(getattr(view.output, n)) for n in _OUTPUT_FIELDS})
+    agent = view.agent
+    out.update({f"agent.{n}": _typed(None if agent is None else getattr(agent, n)) for n in _AGENT_FIELDS})
     return out
 
 
@@ -500,6 +503,8 @@ def _event(rng: random.Random) -> dict[str, Any]:
         agent: dict[str, Any] = {"id": _text(rng, 4), "seq": rng.choice((0, 1, 41, 2**63, 2**64 - 1))}
         if rng.random() < 0.5:
             agent["version"] = rng.choice(("0.1.0", None))
+        if rng.random() < 0.5:
+            agent["dropped"] = rng.choice((0, 7, 2**63, 2**64 - 1, None))
         doc["agent"] = agent
     elif r < 0.35:
         doc["agent"] = None
@@ -571,7 +576,9 @@ _WRONG_VALUES: dict[str, tuple[Any, ...]] = {
     "input": (None, [], "x", 5, True),
     "output": (None, [], "x", 5),
     "attributes": (None, [], "x", {"a": [1]}, {"a": {"b": 1}}, {"a": Raw("NaN")}),
-    "agent": ([], "x", {"id": "a"}, {"seq": 1}, {"id": "a", "seq": -1}, {"id": "a", "seq": 1.0}),
+    "agent": ([], "x", {"id": "a"}, {"seq": 1}, {"id": "a", "seq": -1}, {"id": "a", "seq": 1.0},
+              {"id": "a", "seq": 1, "dropped": -1}, {"id": "a", "seq": 1, "dropped": "3"},
+              {"id": "a", "seq": 1, "dropped": 2.0}),
 }
 _WRONG_PART_VALUES: dict[str, tuple[Any, ...]] = {
     "features": (
