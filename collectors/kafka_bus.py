@@ -440,6 +440,10 @@ class KafkaEventConsumer:
         """The partitions this member owns right now."""
         return {tp.partition for tp in self._consumer.assignment()}
 
+    def partitions(self) -> set[int]:
+        """Every partition of the topic, as the client's metadata knows them (no request)."""
+        return set(self._consumer.partitions_for_topic(self._topic) or ())
+
     def caught_up(self) -> set[int]:
         """Owned partitions read to the end of their log as of the last fetch.
 

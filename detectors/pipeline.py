@@ -202,6 +202,29 @@ class Pipeline:
                 self.on_incident(incident)
         return resolved
 
+    def idle(self, now: datetime) -> Batch:
+        """No event has come for a while; event time is taken to have reached ``now``. Detectors
+        that judge an absence (their optional ``idle(now)``: a service gone silent) are asked."""
+        batch = Batch([])
+        for detector in self.detectors:
+            idle = getattr(detector, "idle", None)
+            if idle is not None:
+                batch.findings.extend(self._call(detector, idle, now))
+        self.stats.findings += len(batch.findings)
+        return batch
+
+    def set_complete_view(self, complete: bool) -> None:
+        """Tell detectors whether this process reads every partition of the event topic (their
+        optional ``set_complete_view``): judging gaps in ``agent.seq`` needs every event."""
+        for detector in self.detectors:
+            tell = getattr(detector, "set_complete_view", None)
+            if tell is not None:
+                try:
+                    tell(complete)
+                except Exception:
+                    self.stats.detector_errors[detector.name] += 1
+                    log.exception("detector=%s failed to take set_complete_view(%s)", detector.name, complete)
+
     def event_time(self) -> datetime:
         """The newest event time seen (the wall clock before any event): the clock a replay
         gives the incident manager, so that two replays of one file write the same incidents."""

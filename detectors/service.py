@@ -364,6 +364,10 @@ class DetectorService:
             owned = frozenset(assignment())
             if owned != self._owned:
                 self._covered = {p: o for p, o in self._covered.items() if p in owned}
+                topic_partitions = getattr(self.consumer, "partitions", None)
+                if topic_partitions is not None:  # gaps in agent.seq need every partition's events
+                    every = topic_partitions()
+                    self.pipeline.set_complete_view(bool(every) and owned >= every)
                 if owned or self._owned is not None:  # not the wait for a first assignment
                     log.info("partitions of %s now owned by this member: %s (before: %s)",
                              self.checkpoint_key, sorted(owned) or "none",
@@ -428,7 +432,11 @@ class DetectorService:
             return
         self._idle_resolved_at = now
         event_now = self.pipeline.event_time() + timedelta(seconds=now - self._last_record_at)
+        absent = self.pipeline.idle(event_now)  # detected once: retried below until stored
         def resolve() -> None:
+            if absent.findings:
+                self._store(absent)
+                absent.findings = []
             self.pipeline.resolve_quiet(event_now)
 
         self._retry("store", resolve)

@@ -123,6 +123,8 @@ def test_two_consumers_in_one_group_share_the_partitions(bus: KafkaBus) -> None:
     assert two.assignment()
     assert one.assignment().isdisjoint(two.assignment())
     assert one.assignment() | two.assignment() == {0, 1, 2, 3}
+    # Each knows the topic's partitions (the service then knows it reads only some of them).
+    assert one.partitions() == two.partitions() == {0, 1, 2, 3}
 
     producer = bus.producer()
     producer.send_many([(f"v{i}".encode(), f"principal-{i % 40}") for i in range(400)])

@@ -566,3 +566,59 @@ def test_an_input_key_no_detector_reads_is_warned_about_once_per_key(tmp_path, c
     assert "key=input.prompt did_you_mean=input.text first_event=" + sent[0] in warned[0]
     assert "key=input.tenant did_you_mean=- first_event=" + sent[3] in warned[1]
     assert service.stats.unread_keys.events == 5
+
+
+def test_a_service_gone_silent_is_filed_while_no_event_comes(tmp_path):
+    """The integrity detector's silence needs no event to be found: the idle service asks it."""
+    from inferwatch.detectors.integrity import IntegrityDetector
+
+    store = SQLiteStore(tmp_path / "s.db")
+    now = [10_000.0]
+    bus = SQLiteBus(tmp_path / "bus.db")
+    pipeline = Pipeline([IntegrityDetector()], IncidentManager(store), window_s=60)
+    service = DetectorService(bus.consumer("g"), bus.dead_letters(), pipeline, idle_close_s=5,
+                              wall_clock=lambda: now[0])
+    producer = bus.producer()
+    for i in range(40 * 30):  # 40 minutes, 30 calls a minute
+        producer.send(encode_event(make_event(1000.0 + 2 * i, service="chat")))
+    while service.run_once(poll_timeout=0):
+        pass
+    assert service.stats.records == 1200
+    assert store.list_incidents(IncidentQuery()) == []
+    for _ in range(9):  # 9 minutes of nothing at all: not yet
+        now[0] += 60
+        service.run_once(poll_timeout=0)
+    assert store.list_incidents(IncidentQuery()) == []
+    now[0] += 120
+    service.run_once(poll_timeout=0)
+    (incident,) = store.list_incidents(IncidentQuery())
+    assert (incident.kind, incident.subject, incident.detector) == ("integrity", "service:chat", "integrity")
+    assert "has gone silent" in incident.title
+
+
+def test_a_member_reading_some_partitions_tells_the_detectors(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    bus = SQLiteBus(tmp_path / "bus.db")
+    owned = [{0, 1}]
+    told: list[bool] = []
+
+    class Member(SQLiteConsumer):
+        """The embedded consumer dressed as one member of a group over a four-partition topic."""
+
+        def assignment(self):
+            return owned[0]
+
+        def partitions(self):
+            return {0, 1, 2, 3}
+
+    class Listening(ServerErrors):
+        def set_complete_view(self, complete: bool) -> None:
+            told.append(complete)
+
+    pipeline = Pipeline([Listening()], IncidentManager(store), window_s=60)
+    service = DetectorService(Member(bus.path, "g", bus.topic), bus.dead_letters(), pipeline)
+    service.run_once(poll_timeout=0)
+    owned[0] = {0, 1, 2, 3}  # the other member left: this one reads everything now
+    service.run_once(poll_timeout=0)
+    service.run_once(poll_timeout=0)
+    assert told == [False, True]

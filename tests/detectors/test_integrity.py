@@ -1,0 +1,251 @@
+"""The integrity detector: lost events per agent (agent.seq gaps, agent.dropped) and silent services."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from inferwatch.collectors.event import AgentInfo, InferenceEvent, encode_event
+from inferwatch.collectors.fast_event import decode_view
+from inferwatch.detectors import checkpoint
+from inferwatch.detectors.base import Finding
+from inferwatch.detectors.incidents import IncidentManager
+from inferwatch.detectors.integrity import IntegrityDetector
+from inferwatch.detectors.pipeline import Pipeline
+from inferwatch.detectors.registry import DetectorConfigError, build_detectors
+from inferwatch.testing import make_event, memory_store, run_detector
+
+
+def _event(ts: float, seq: int | None, *, agent: str = "a1", dropped: int | None = None,
+           service: str = "chat", principal: str = "p1") -> InferenceEvent:
+    info = None if seq is None else AgentInfo(id=agent, seq=seq, dropped=dropped)
+    return make_event(ts, principal=principal, service=service, id=f"{agent}-{seq}-{ts}", agent=info)
+
+
+def _stream(seqs: list[int], *, start: float = 0.0, per_s: float = 10.0,
+            **kw: object) -> list[InferenceEvent]:
+    return [_event(start + i / per_s, s, **kw) for i, s in enumerate(seqs)]  # type: ignore[arg-type]
+
+
+def _losses(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.evidence.get("signal") == "lost_events"]
+
+
+def _silences(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.evidence.get("signal") == "silence"]
+
+
+# --- lost events ---------------------------------------------------------------------------------
+
+def test_a_gap_free_stream_is_quiet_even_out_of_order_within_a_window():
+    seqs = list(range(3000))
+    for i in range(0, 3000, 7):  # neighbours swapped: partitions interleave
+        seqs[i], seqs[i + 1] = seqs[i + 1], seqs[i]
+    findings = run_detector(IntegrityDetector(), _stream(seqs, dropped=0))
+    assert findings == []
+
+
+def test_events_the_agent_counted_as_dropped_are_reported_once_as_its_own_loss():
+    # 40 events dropped at the agent (its bus was down): seq jumps, and later events say so.
+    seqs = list(range(1000)) + list(range(1040, 3000))
+    events = [_event(i / 10, s, dropped=0 if s < 1000 else 40) for i, s in enumerate(seqs)]
+    findings = _losses(run_detector(IntegrityDetector(), events))
+    assert len(findings) == 1, [f.summary for f in findings]
+    f = findings[0]
+    assert f.kind == "integrity"
+    assert f.subject == "agent:a1"
+    assert f.service == "chat"
+    assert f.evidence["dropped_by_agent"] == 40
+    assert f.evidence["lost_after_agent"] == 0
+    assert f.severity == "low"
+    assert "the agent counted 40 dropped" in f.summary
+    # Reported as the count arrives, with the gap it left still in its window of grace.
+    assert f.evidence["seq_gaps_open"] == ["1000-1039"]
+    assert f.evidence["seq_missing_ranges"] == []
+    assert "missing agent.seq: 1000-1039" in f.summary
+
+
+def test_events_lost_after_the_agent_are_declared_after_a_window_of_grace_and_named():
+    # 25 sequence numbers never arrive and the agent counted nothing: lost in transit (or deleted).
+    seqs = list(range(500)) + list(range(525, 3000))
+    events = _stream(seqs, dropped=0)
+    findings = _losses(run_detector(IntegrityDetector(), events))
+    assert len(findings) == 1
+    f = findings[0]
+    assert f.evidence["lost_after_agent"] == 25
+    assert f.evidence["dropped_by_agent"] == 0
+    assert f.evidence["seq_missing_ranges"] == ["500-524"]
+    assert f.severity in ("medium", "high")
+    assert "after it sent them" in f.title
+    assert "dead-letters" in f.summary
+    after = next(e for e in events if e.agent is not None and e.agent.seq == 525)
+    assert f.event_ids == [after.id]
+    # Declared at the close after the one that saw the gap (60 s windows; the gap is at 50 s).
+    assert f.time == datetime.fromtimestamp(120, UTC)
+
+
+def test_a_late_event_within_the_grace_window_is_not_lost():
+    seqs = list(range(0, 590)) + list(range(591, 700)) + [590] + list(range(700, 2000))
+    assert _losses(run_detector(IntegrityDetector(), _stream(seqs, dropped=0))) == []
+
+
+def test_a_producer_that_does_not_count_its_drops_has_every_gap_reported_as_lost_after_it():
+    seqs = list(range(300)) + list(range(310, 2000))
+    findings = _losses(run_detector(IntegrityDetector(), _stream(seqs)))  # no agent.dropped at all
+    assert [f.evidence["lost_after_agent"] for f in findings] == [10]
+
+
+def test_min_lost_sets_how_many_lost_events_make_a_finding():
+    seqs = list(range(300)) + list(range(302, 2000))
+    assert _losses(run_detector(IntegrityDetector(min_lost=3), _stream(seqs, dropped=0))) == []
+    assert len(_losses(run_detector(IntegrityDetector(min_lost=2), _stream(seqs, dropped=0)))) == 1
+
+
+def test_with_part_of_the_partitions_gaps_are_not_judged_but_the_agents_count_is():
+    detector = IntegrityDetector()
+    detector.set_complete_view(False)  # the service: this process reads some partitions only
+    seqs = list(range(0, 2000, 2))  # every other event is another process's
+    events = [_event(i / 10, s, dropped=0 if i < 500 else 7) for i, s in enumerate(seqs)]
+    findings = _losses(run_detector(detector, events))
+    assert [(f.evidence["dropped_by_agent"], f.evidence["lost_after_agent"]) for f in findings] == [(7, 0)]
+    assert findings[0].evidence["seq_gaps_judged"] is False
+
+
+def test_seq_gaps_false_turns_the_gap_accounting_off():
+    seqs = list(range(300)) + list(range(400, 2000))
+    assert _losses(run_detector(IntegrityDetector(seq_gaps=False), _stream(seqs))) == []
+
+
+def test_agents_are_accounted_apart_and_events_without_agent_are_only_counted():
+    a = _stream(list(range(1000)), agent="a", dropped=0)
+    b = _stream(list(range(1000)), agent="b", dropped=0)
+    none = [_event(i / 10, None) for i in range(100)]
+    detector = IntegrityDetector()
+    merged = sorted(a + b + none, key=lambda e: e.ts)
+    assert run_detector(detector, merged) == []
+    assert detector.unidentified == 100
+
+
+def test_a_repeated_delivery_is_not_a_gap():
+    seqs = list(range(1000)) + list(range(900, 1000)) + list(range(1000, 2000))
+    detector = IntegrityDetector()
+    assert run_detector(detector, _stream(seqs, dropped=0)) == []
+
+
+def test_agents_beyond_max_agents_forget_the_least_recently_seen():
+    detector = IntegrityDetector(max_agents=2)
+    events = [_event(float(i), 0, agent=f"a{i}") for i in range(5)]
+    run_detector(detector, events)
+    assert list(detector._agents) == ["a3", "a4"]
+
+
+# --- silence -------------------------------------------------------------------------------------
+
+def _busy(minutes: int, *, per_minute: int = 30, start: float = 0.0, service: str = "chat",
+          agent: str = "a1", first_seq: int = 0) -> list[InferenceEvent]:
+    n = minutes * per_minute
+    return [_event(start + i * 60.0 / per_minute, first_seq + i, agent=agent, service=service, dropped=0)
+            for i in range(n)]
+
+
+def test_a_busy_service_that_stops_is_flagged_once_when_the_service_is_idle():
+    detector = IntegrityDetector()
+    pipeline = Pipeline([detector], IncidentManager(memory_store()), window_s=60)
+    pipeline.detect(_busy(40))
+    last = 40 * 60 - 2.0
+    assert pipeline.idle(datetime.fromtimestamp(last + 300, UTC)).findings == []  # 5 min: under 10
+    found = pipeline.idle(datetime.fromtimestamp(last + 700, UTC)).findings
+    assert len(found) == 1
+    f = found[0]
+    assert f.kind == "integrity"
+    assert f.subject == "service:chat"
+    assert f.severity == "medium"
+    assert "has gone silent" in f.title
+    assert f.evidence["usual_events_per_window"] == pytest.approx(30, abs=1)
+    assert f.evidence["agents_last_seen"] == {"a1": "1970-01-01T00:39:58Z"}
+    assert pipeline.idle(datetime.fromtimestamp(last + 2000, UTC)).findings == []  # once per silence
+    # Back, then silent again: flagged again.
+    pipeline.detect(_busy(5, start=last + 2100, first_seq=1200))
+    again = pipeline.idle(datetime.fromtimestamp(last + 2100 + 300 + 700, UTC)).findings
+    assert len(again) == 1
+
+
+def test_a_pause_inside_a_replayed_log_is_reported_when_it_ends():
+    events = _busy(40) + _busy(10, start=40 * 60 + 1800, first_seq=1200)  # 30 minutes of nothing
+    silences = _silences(run_detector(IntegrityDetector(), events))
+    assert len(silences) == 1
+    f = silences[0]
+    assert f.evidence["ended"] == "1970-01-01T01:10:00Z"
+    assert "sent nothing for 30 min" in f.title
+
+
+def test_a_service_that_pauses_like_that_every_time_is_not_flagged_for_it():
+    # Bursts of five minutes, then 15 minutes off: its longest pause is learnt.
+    events: list[InferenceEvent] = []
+    seq = 0
+    for burst in range(8):
+        start = burst * 20 * 60.0
+        events += _busy(5, per_minute=200, start=start, first_seq=seq)
+        seq += 1000
+    detector = IntegrityDetector(learn_windows=10)
+    assert _silences(run_detector(detector, events)) == []
+    # ... while twice its usual pause is not enough to flag it, three times is.
+    late = _busy(5, per_minute=200, start=8 * 20 * 60.0 + 45 * 60, first_seq=seq)
+    assert len(_silences(run_detector(IntegrityDetector(learn_windows=10), events + late))) == 1
+
+
+def test_a_quiet_or_new_service_is_not_watched_for_silence():
+    detector = IntegrityDetector()
+    pipeline = Pipeline([detector], IncidentManager(memory_store()), window_s=60)
+    rare = _busy(40, per_minute=5, service="rare")  # 5 events a window: under min_events
+    new = _busy(10, service="new", agent="a2")  # busy, but 10 windows: under learn_windows
+    pipeline.detect(sorted(rare + new, key=lambda e: e.ts))
+    assert pipeline.idle(datetime.fromtimestamp(40 * 60 + 3600, UTC)).findings == []
+
+
+def test_other_services_traffic_moves_time_on_for_a_silent_one():
+    chat = _busy(40)
+    other = _busy(80, service="search", agent="a2")
+    findings = run_detector(IntegrityDetector(), sorted(chat + other, key=lambda e: e.ts))
+    silences = _silences(findings)
+    assert [f.subject for f in silences] == ["service:chat"]
+    assert silences[0].evidence["ended"] is None  # found at a window close, while still silent
+
+
+# --- the pipeline around it ----------------------------------------------------------------------
+
+def test_observe_views_finds_what_observe_finds():
+    seqs = list(range(500)) + list(range(525, 1500)) + list(range(1600, 3000))
+    events = [_event(i / 10, s, dropped=0 if s < 1600 else 100) for i, s in enumerate(seqs)]
+    slow = run_detector(IntegrityDetector(), events)
+    pipeline = Pipeline([IntegrityDetector()], IncidentManager(memory_store()), window_s=60)
+    fast = pipeline.detect_views([decode_view(encode_event(e)) for e in events]).findings
+    fast += pipeline.close_open_window(final=True).findings
+    assert [f.model_dump() for f in fast] == [f.model_dump() for f in slow]
+    assert len(slow) == 2
+
+
+def test_a_checkpoint_carries_the_gap_accounting_over_a_restart():
+    seqs = list(range(500)) + list(range(525, 3000))
+    events = _stream(seqs, dropped=0)
+    first = Pipeline([IntegrityDetector()], IncidentManager(memory_store()), window_s=60)
+    first.detect(events[:800])
+    data = first.checkpoint()
+    second = Pipeline([IntegrityDetector()], IncidentManager(memory_store()), window_s=60)
+    assert second.restore(data) == []
+    findings = second.detect(events[800:]).findings + second.close_open_window(final=True).findings
+    assert [f.evidence["seq_missing_ranges"] for f in _losses(findings)] == [["500-524"]]
+    assert checkpoint.load(checkpoint.dump(checkpoint.state_of(second.detectors[0])))  # writable
+
+
+def test_bad_options_name_the_setting():
+    with pytest.raises(DetectorConfigError, match=r"detect.options.integrity: .*min_lost"):
+        build_detectors(["integrity"], {"integrity": {"min_lost": 0}})
+    with pytest.raises(DetectorConfigError, match=r"gap_factor must be >= 1"):
+        build_detectors(["integrity"], {"integrity": {"gap_factor": 0.5}})
+    with pytest.raises(DetectorConfigError, match=r"detect.options.integrity.silent_after_s"):
+        build_detectors(["integrity"], {"integrity": {"silent_after_s": "soon"}})
+    built = build_detectors(["integrity"], {"integrity": {"silent_after_s": "15m"}})[0]
+    assert isinstance(built, IntegrityDetector)
+    assert built.silent_after_s == 900.0
