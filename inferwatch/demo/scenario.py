@@ -1,9 +1,9 @@
 """The demo run: server and agent, detector service, traffic phases, and the verdict.
 
 It exits non-zero when one of the expected incidents (input drift on the iris model, the
-flooding caller, the prompt-injecting caller, the caller extracting the model) did not
-appear, so it doubles as an end-to-end
-check of the spine.
+flooding caller, the prompt-injecting caller, the caller extracting the model, the events the
+agent lost while its bus was cut) did not appear, so it doubles as an end-to-end check of the
+spine.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from inferwatch import render
 from inferwatch.agent import Agent, InferwatchMiddleware
+from inferwatch.collectors.bus import BusUnavailable, EventProducer
 from inferwatch.collectors.settings import DEFAULT_HMAC_KEY, Settings
 from inferwatch.demo.server import BackgroundServer, IrisModel, build_app
 from inferwatch.demo.traffic import EXTRACTION_KEY, FLOOD_KEY, INJECTION_KEY, Phase, Traffic
@@ -39,6 +40,44 @@ DEMO_DETECT: dict[str, Any] = {
         "auth_abuse": {"max_principals_per_ip": 50},
     },
 }
+
+
+class CutBus:
+    """The demo's producer with a switch: while ``cut``, every send fails as an unreachable bus's
+    would, so the agent drops what it cannot send (the demo keeps no spool) and counts it."""
+
+    def __init__(self, producer: EventProducer) -> None:
+        self.producer = producer
+        self.cut = False
+
+    def send(self, value: bytes, key: str | None = None) -> None:
+        self._check()
+        self.producer.send(value, key)
+
+    def send_many(self, records: list[tuple[bytes, str | None]]) -> None:
+        self._check()
+        send_many = getattr(self.producer, "send_many", None)
+        if send_many is None:
+            for value, key in records:
+                self.producer.send(value, key)
+        else:
+            send_many(records)
+
+    def _check(self) -> None:
+        if self.cut:
+            raise BusUnavailable("the demo cut the agent off its bus for a moment")
+
+    def __getattr__(self, name: str) -> Any:  # flush, close, stats: the real producer's
+        return getattr(self.producer, name)
+
+
+def cut_for(bus: CutBus, run: Callable[[], Phase]) -> Phase:
+    """Run a traffic phase with the agent cut off its bus."""
+    bus.cut = True
+    try:
+        return run()
+    finally:
+        bus.cut = False
 
 
 DEMO_HMAC_KEY = "inferwatch-demo-only-key"
@@ -101,13 +140,15 @@ def run_demo(
     say(f"inferwatch demo: bus {_where(settings, 'bus')}, store {_where(settings, 'store')}")
 
     bus = open_bus(settings)
-    agent = Agent(settings.agent, bus.producer())
+    producer = CutBus(bus.producer())
+    agent = Agent(settings.agent, producer)
     expected = {
         "input drift": ("drift", "model:iris"),
         "flooding caller": ("request_rate", f"principal:{agent.pseudonymizer.pseudonym(FLOOD_KEY)}"),
         "prompt injection": ("prompt_injection", f"principal:{agent.pseudonymizer.pseudonym(INJECTION_KEY)}"),
         "model extraction": ("model_extraction",
                              f"principal:{agent.pseudonymizer.pseudonym(EXTRACTION_KEY)}"),
+        "events lost": ("integrity", f"agent:{agent.id}"),
     }
     say(f"  callers: {FLOOD_KEY} is {expected['flooding caller'][1]}, "
         f"{INJECTION_KEY} is {expected['prompt injection'][1]}, "
@@ -144,6 +185,8 @@ def run_demo(
                 ("normal traffic from 20 callers", lambda: traffic.normal(6.0)),
                 ("input drift: petal length +2.5 cm, sepal width x1.5", lambda: traffic.drift(4.0)),
                 ("normal traffic again", lambda: traffic.normal(2.0)),
+                ("the agent loses its bus for a second: what it cannot send is dropped, and counted",
+                 lambda: cut_for(producer, lambda: traffic.normal(1.0))),
                 (f"{FLOOD_KEY} floods the model", lambda: traffic.flood(2.5)),
                 (f"{INJECTION_KEY} tries prompt injections", traffic.injections),
                 (f"{EXTRACTION_KEY} queries at random and sweeps a template",

@@ -18,7 +18,7 @@ def test_demo_end_to_end(tmp_path):
                          text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "incident filed" in run.stdout
-    assert "all 4 expected kinds of incident were filed" in run.stdout
+    assert "all 5 expected kinds of incident were filed" in run.stdout
     # Both commands of the closing hint read the store the demo wrote.
     assert f"`INFERWATCH_STORE__PATH={tmp_path / 'store.db'} inferwatch incidents show ID`" in run.stdout
     listed = subprocess.run(
@@ -27,13 +27,18 @@ def test_demo_end_to_end(tmp_path):
     )
     incidents = [json.loads(line) for line in listed.stdout.splitlines()]
     detectors = {i["detector"] for i in incidents}
-    assert {"drift", "request_rate", "prompt_injection", "model_extraction"} <= detectors
+    assert {"drift", "request_rate", "prompt_injection", "model_extraction", "integrity"} <= detectors
     # The demo is paced by the wall clock, so on a loaded machine its 2-second windows can bunch
     # an ordinary caller's requests; that no benign caller is flagged is pinned where event time
     # is fixed (tests/detectors/test_caller_scenarios.py), not here.
     assert len({i["subject"] for i in incidents if i["kind"] == "abuse"}) >= 3
     kinds = {i["kind"] for i in incidents}
-    assert {"drift", "abuse"} <= kinds
+    assert {"drift", "abuse", "integrity"} <= kinds
+    # The second the agent was cut off its bus: the events it dropped, as it counted them.
+    (lost,) = [i for i in incidents if i["detector"] == "integrity"]
+    assert lost["subject"].startswith("agent:")
+    assert lost["evidence"]["dropped_by_agent"] > 0
+    assert lost["evidence"]["lost_after_agent"] == 0
     chat = [i for i in incidents if i["detector"] == "prompt_injection"]
     assert all(i["model"] == "demo-chat" for i in chat)
     # The events behind an incident can be found again.

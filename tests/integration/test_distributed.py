@@ -91,7 +91,7 @@ def test_demo_runs_on_kafka_and_elasticsearch(deployment: Deployment, tmp_path: 
     assert "Elasticsearch" in run.stdout
     assert not (tmp_path / ".inferwatch").exists()  # nothing went to the embedded default
     incidents = deployment.incidents()
-    assert {"drift", "request_rate", "prompt_injection"} <= {i.detector for i in incidents}
+    assert {"drift", "request_rate", "prompt_injection", "integrity"} <= {i.detector for i in incidents}
     # The documents are alerts in Elastic Common Schema, as Kibana and Elastic Security read them.
     client = build_client(deployment.store)
     hits = client.search(index=f"{deployment.store.index_prefix}-incidents", size=100)["hits"]["hits"]
