@@ -139,7 +139,6 @@ class _Builder:
             duration_ms=round(self.rng.uniform(20, 900), 1), service=SERVICE, model=model,
             operation=operation, endpoint=endpoint, principal=principal, client_ip=ip, status=status,
             trace_id=f"{self._n:032x}", input=input, output=output, attributes=attributes,
-            agent=AgentInfo(id="scenario", seq=self._n),
         ))
         self.callers[subject].events.append(ts)
 
@@ -208,6 +207,8 @@ def generate(seed: int = 0, benign: int = 300, hours: float = HOURS,
     _benign_callers(b, pools, benign, end)
     _attackers(b, pools, end)
     b.events.sort(key=lambda e: (e.time, e.id))
+    for seq, event in enumerate(b.events):  # an agent numbers the calls it captures, in time order
+        event.agent = AgentInfo(id="scenario", seq=seq, dropped=0)
     return Scenario(b.events, b.callers)
 
 

@@ -95,6 +95,7 @@ def main() -> None:
             timed("drift (fast path)", replay_with(path, ["drift"])),
             timed("request_rate", replay_with(path, ["request_rate"])),
             timed("prompt_injection", replay_with(path, ["prompt_injection"])),
+            timed("integrity (fast path)", replay_with(path, ["integrity"])),
             timed("all three", replay_with(path, ["drift", "request_rate", "prompt_injection"])),
         ]
     base = runs[2][1]
