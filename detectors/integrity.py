@@ -55,6 +55,10 @@ RANGES_SHOWN = 10
 """Missing ``agent.seq`` ranges spelt out in a finding's evidence."""
 AGENTS_NAMED = 10
 """Agents named in a silent service's evidence (the most recently seen)."""
+SPARSE_RULES = ((100, 0.9), (1_000, 0.5))
+"""``(judged, share)``: an agent with at least ``share`` of ``judged`` or more sequence numbers
+missing (and not counted by it) is read only in part here — a filtered file, a sample, another
+consumer on the same partitions — rather than losing events: reported once, then not judged."""
 
 
 @dataclass(slots=True)
@@ -65,6 +69,8 @@ class _Agent:
     window_events: int = 0
     # agent.seq accounting: every number below ``low`` is either seen or declared missing.
     low: int | None = None
+    first_low: int = 0  # where the accounting started
+    partial: bool = False  # most of its numbers never arrive here: not judged (see SPARSE_SHARE)
     pending: set[int] = field(default_factory=set)
     max_seq: int = -1
     cut: int = -1  # the highest number seen by the previous close: gaps below it are declared now
@@ -158,7 +164,7 @@ class IntegrityDetector:
         self.complete_view = complete
         for agent in self._agents.values():
             agent.low, agent.pending, agent.cut, agent.ranges, agent.after_gap = None, set(), -1, [], {}
-            agent.max_seq = -1
+            agent.max_seq, agent.partial = -1, False
 
     @property
     def judging_gaps(self) -> bool:
@@ -207,7 +213,7 @@ class IntegrityDetector:
                 agent.dropped_first = agent.dropped_max = agent.dropped_told = dropped
             elif dropped > agent.dropped_max:
                 agent.dropped_max = dropped
-        if self.judging_gaps:
+        if self.judging_gaps and not agent.partial:
             self._count_seq(agent, agent_info.seq, event.id)
 
     def _service(self, name: str, ts: float) -> _Service:
@@ -239,7 +245,7 @@ class IntegrityDetector:
     @staticmethod
     def _count_seq(agent: _Agent, seq: int, event_id: str) -> None:
         if agent.low is None:
-            agent.low = seq
+            agent.low = agent.first_low = seq
         if seq < agent.low or seq in agent.pending:
             agent.late += 1
             return
@@ -303,17 +309,25 @@ class IntegrityDetector:
 
     def _judge_agent(self, agent_id: str, agent: _Agent, bounds: tuple[float, float]) -> Finding | None:
         declared, cut = 0, agent.cut
-        if self.judging_gaps and agent.low is not None:
+        judged = self.judging_gaps and not agent.partial
+        if judged and agent.low is not None:
             declared = _declare(agent, cut)
             agent.cut = agent.max_seq
         reported = agent.dropped_max - agent.dropped_told
         agent.dropped_told = agent.dropped_max
         counted = agent.dropped_max - (agent.dropped_first if agent.dropped_first is not None else 0)
-        unexplained_total = max(0, agent.missing - counted) if self.judging_gaps else 0
+        unexplained_total = max(0, agent.missing - counted) if judged else 0
         unexplained = unexplained_total - agent.unexplained_told
         if unexplained < 0:  # the agent's count caught up with gaps declared before
             unexplained = 0
         agent.unexplained_told = max(agent.unexplained_told, unexplained_total)
+        span = (agent.low or 0) - agent.first_low
+        sparse = any(span >= least and unexplained_total >= share * span for least, share in SPARSE_RULES)
+        if judged and sparse:
+            agent.partial, agent.pending, agent.after_gap = True, set(), {}
+            agent.ranges.clear()
+            return self._sparse_finding(agent_id, agent, bounds, span=span, missing=unexplained_total,
+                                        reported=reported)
         # Gaps the agent counted were reported when its count arrived (on the event right after
         # them, a window before they are declared): only the uncounted ones are news here.
         finding = None
@@ -387,6 +401,39 @@ class IntegrityDetector:
             service=agent.service,
             evidence=evidence,
             event_ids=after[:MAX_SAMPLE_IDS],
+        )
+
+    def _sparse_finding(self, agent_id: str, agent: _Agent, bounds: tuple[float, float], *, span: int,
+                        missing: int, reported: int) -> Finding:
+        evidence: dict[str, Any] = {
+            "signal": "sparse_sequence",
+            "agent_id": agent_id,
+            "seq_judged": span,
+            "seq_missing": missing,
+            "missing_share": round(missing / span, 4),
+            "dropped_by_agent": reported,
+            "window_start": iso_utc(bounds[0]),
+            "window_end": iso_utc(bounds[1]),
+            "thresholds": {"sparse": [{"seq_judged_from": least, "missing_share": share}
+                                      for least, share in SPARSE_RULES]},
+        }
+        return Finding(
+            detector=self.name,
+            kind="integrity",
+            severity="low",
+            score=0.2,
+            title=f"Agent {agent_id} ({agent.service}): most of its events never arrive here ({missing:,} of "
+            f"{span:,} sequence numbers); its gaps are no longer judged",
+            summary=f"Of agent {agent_id}'s sequence numbers {agent.first_low}..{(agent.low or 1) - 1}, "
+            f"{missing:,} ({missing / span:.0%}) never arrived and the agent did not count them as dropped. "
+            "That is what a part of its events looks like — a filtered or sampled file, or another "
+            "consumer reading the same partitions — more than lost events, so this detector stops "
+            "judging its gaps (its own count, agent.dropped, still is). If every event should be here, "
+            "events are being removed wholesale: check `inferwatch events dead-letters` and the topic",
+            subject=f"agent:{agent_id}",
+            time=datetime.fromtimestamp(bounds[1], UTC),
+            service=agent.service,
+            evidence=evidence,
         )
 
     def _silence_finding(self, name: str, service: _Service, now: float, *, ended: bool) -> Finding:

@@ -249,3 +249,24 @@ def test_bad_options_name_the_setting():
     built = build_detectors(["integrity"], {"integrity": {"silent_after_s": "15m"}})[0]
     assert isinstance(built, IntegrityDetector)
     assert built.silent_after_s == 900.0
+
+
+def test_a_filtered_log_of_one_agent_is_reported_once_as_read_in_part_not_as_lost_events():
+    # One caller's events out of a busy agent's log (`jq 'select(.principal == "p7")'`): most
+    # sequence numbers are other callers'.
+    events = [_event(i / 20, i, principal=f"p{i % 10}", dropped=0) for i in range(20_000)]
+    mine = [e for e in events if e.principal == "p7"]
+    findings = run_detector(IntegrityDetector(), mine)
+    assert [f.evidence["signal"] for f in findings] == ["sparse_sequence"]
+    f = findings[0]
+    assert f.severity == "low"
+    assert f.evidence["missing_share"] == pytest.approx(0.9, abs=0.01)
+    assert "no longer judged" in f.title
+
+
+def test_a_large_real_loss_is_still_a_loss():
+    # A third of the numbers missing in one block: lost events, not a partial view.
+    seqs = list(range(2000)) + list(range(3000, 5000))
+    findings = _losses(run_detector(IntegrityDetector(), _stream(seqs, dropped=0, per_s=30.0)))
+    assert [f.evidence["lost_after_agent"] for f in findings] == [1000]
+    assert findings[0].severity == "high"
