@@ -9,6 +9,7 @@ can act on, and never anything else.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -271,6 +272,31 @@ def decode_event(data: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> Infe
         return InferenceEvent.model_validate_json(data)
     except ValidationError as exc:
         raise MalformedEvent(_describe(exc)) from None
+
+
+def salvage_agent(data: bytes | str) -> tuple[str, int] | None:
+    """``(agent.id, agent.seq)`` of a line :func:`decode_event` refused, when it still carries
+    them (a JSON object whose ``agent`` has a non-empty string ``id`` and an integer ``seq`` ≥ 0);
+    else ``None``. Lets the ``integrity`` detector count a refused event as refused, not lost.
+
+    >>> salvage_agent(b'{"id":"e1","time":"yesterday","agent":{"id":"a1","seq":7}}')
+    ('a1', 7)
+    >>> salvage_agent(b'not json') is None, salvage_agent(b'{"agent":{"id":"a1","seq":true}}') is None
+    (True, True)
+    """
+    if len(data) > MAX_EVENT_BYTES:
+        return None
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    agent = doc.get("agent") if isinstance(doc, dict) else None
+    if not isinstance(agent, dict):
+        return None
+    agent_id, seq = agent.get("id"), agent.get("seq")
+    if isinstance(agent_id, str) and agent_id and type(seq) is int and seq >= 0:
+        return agent_id, seq
+    return None
 
 
 def _describe(exc: ValidationError) -> str:

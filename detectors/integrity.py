@@ -53,6 +53,8 @@ MAX_PENDING = 200_000
 """Out-of-order sequence numbers held per agent before its lowest gap is declared at once."""
 RANGES_SHOWN = 10
 """Missing ``agent.seq`` ranges spelt out in a finding's evidence."""
+REASONS_KEPT = 5
+"""Distinct reasons for refused events kept per agent and window."""
 AGENTS_NAMED = 10
 """Agents named in a silent service's evidence (the most recently seen)."""
 SPARSE_RULES = ((100, 0.9), (1_000, 0.5))
@@ -83,6 +85,9 @@ class _Agent:
     dropped_max: int = 0
     dropped_told: int = 0  # dropped_max at the last close
     unexplained_told: int = 0
+    # events refused as malformed (their number salvaged from the refused line)
+    window_refused: int = 0
+    refused_reasons: dict[str, int] = field(default_factory=dict)  # this window's, a few
 
 
 @dataclass(slots=True)
@@ -154,6 +159,7 @@ class IntegrityDetector:
         self._window_first: float | None = None
         self._bounds = WindowBounds()
         self._found: list[Finding] = []  # silences ended by an event, reported with the next return
+        self._latest: float | None = None  # the newest event time seen
 
     # --- what the service tells it ----------------------------------------------------------------
     def set_complete_view(self, complete: bool) -> None:
@@ -165,6 +171,20 @@ class IntegrityDetector:
         for agent in self._agents.values():
             agent.low, agent.pending, agent.cut, agent.ranges, agent.after_gap = None, set(), -1, [], {}
             agent.max_seq, agent.partial = -1, False
+
+    def refused(self, agent_id: str, seq: int, reason: str) -> None:
+        """An event of this agent was refused as malformed (the detector service dead-lettered it,
+        or a replay skipped the line): it is counted as refused, and its number as arrived."""
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            now = self._latest if self._latest is not None else 0.0
+            agent = self._new_agent(agent_id, "unknown", now)
+        agent.window_refused += 1
+        reasons = agent.refused_reasons
+        if reason in reasons or len(reasons) < REASONS_KEPT:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        if self.judging_gaps and not agent.partial:
+            self._count_seq(agent, seq, "")
 
     @property
     def judging_gaps(self) -> bool:
@@ -190,6 +210,8 @@ class IntegrityDetector:
         ts = event.ts
         if self._window_first is None:
             self._window_first = ts
+        if self._latest is None or ts > self._latest:
+            self._latest = ts
         service = self._service(event.service, ts)
         agent_info = event.agent
         if agent_info is None:
@@ -250,7 +272,8 @@ class IntegrityDetector:
             agent.late += 1
             return
         if seq > agent.max_seq:
-            if seq > agent.max_seq + 1 and agent.max_seq >= 0 and len(agent.after_gap) < MAX_SAMPLE_IDS:
+            if (seq > agent.max_seq + 1 and agent.max_seq >= 0 and event_id
+                    and len(agent.after_gap) < MAX_SAMPLE_IDS):
                 agent.after_gap[seq] = event_id
             agent.max_seq = seq
         if seq != agent.low:
@@ -331,9 +354,11 @@ class IntegrityDetector:
         # Gaps the agent counted were reported when its count arrived (on the event right after
         # them, a window before they are declared): only the uncounted ones are news here.
         finding = None
-        if reported + unexplained >= self.min_lost:
+        refused, agent.window_refused = agent.window_refused, 0
+        if reported + unexplained + refused >= self.min_lost:
             finding = self._loss_finding(agent_id, agent, bounds, declared=declared, reported=reported,
-                                         unexplained=unexplained)
+                                         unexplained=unexplained, refused=refused)
+        agent.refused_reasons = {}
         agent.ranges.clear()
         # Events right after a gap not declared yet wait for the close that declares it.
         agent.after_gap = {seq: event_id for seq, event_id in agent.after_gap.items() if seq > cut + 1}
@@ -341,13 +366,15 @@ class IntegrityDetector:
 
     # --- findings ---------------------------------------------------------------------------------
     def _loss_finding(self, agent_id: str, agent: _Agent, bounds: tuple[float, float], *, declared: int,
-                      reported: int, unexplained: int) -> Finding:
+                      reported: int, unexplained: int, refused: int) -> Finding:
         seen = agent.window_events
-        lost = reported + unexplained
+        lost = reported + unexplained + refused
         share = lost / (lost + seen) if lost + seen else 1.0
         severity: Severity
         if unexplained >= self.min_lost:
             severity = "high" if unexplained >= 100 or share >= 0.05 else "medium"
+        elif refused >= self.min_lost:
+            severity = "medium"
         else:
             severity = "medium" if reported >= 1_000 or share >= 0.1 else "low"
         ranges = [_spelt(a, b) for a, b in agent.ranges[:RANGES_SHOWN]]
@@ -359,6 +386,11 @@ class IntegrityDetector:
             parts.append(f"the agent counted {reported} dropped (its bus unavailable, queue or spool "
                          "full: see its inferwatch_agent_events_dropped_total{reason} metric and "
                          "agent_stats log lines)")
+        if refused:
+            why = ", ".join(f"{n}x {reason[:120]!r}" for reason, n in
+                            sorted(agent.refused_reasons.items(), key=lambda item: -item[1]))
+            parts.append(f"{refused} refused as malformed by the detector service ({why}; "
+                         "`inferwatch events dead-letters` has them)")
         if unexplained:
             parts.append(f"{unexplained} missing from agent.seq that the agent did not count: lost after it "
                          "(in transit, deleted from the topic, or refused as malformed: check "
@@ -368,6 +400,10 @@ class IntegrityDetector:
         more = len(agent.ranges) - RANGES_SHOWN
         if more > 0:
             missing_text += f" and {more} more range(s)"
+        who = f"Agent {agent_id} ({agent.service})"
+        title = (f"{who}: {refused} event(s) refused as malformed in one window" if refused == lost
+                 else f"{who} lost {lost} event(s) in one window"
+                 + (" after it sent them" if unexplained else ""))
         evidence: dict[str, Any] = {
             "signal": "lost_events",
             "agent_id": agent_id,
@@ -375,6 +411,8 @@ class IntegrityDetector:
             "lost": lost,
             "dropped_by_agent": reported,
             "lost_after_agent": unexplained,
+            "refused_as_malformed": refused,
+            "refused_reasons": dict(agent.refused_reasons),
             "seq_missing": declared,
             "seq_missing_ranges": ranges,
             "seq_gaps_open": still_open,
@@ -391,8 +429,7 @@ class IntegrityDetector:
             kind="integrity",
             severity=severity,
             score=round(min(1.0, 0.3 + share) if unexplained else min(1.0, share), 4),
-            title=f"Agent {agent_id} ({agent.service}) lost {lost} event(s) in one window"
-            + (" after it sent them" if unexplained else ""),
+            title=title,
             summary=f"Between {iso_utc(bounds[0])} and {iso_utc(bounds[1])} agent {agent_id} of service "
             f"{agent.service} delivered {seen} event(s) and lost {lost}: " + "; ".join(parts) + missing_text
             + ". Detectors did not see the lost events: what they judged in this window is incomplete",

@@ -213,6 +213,19 @@ class Pipeline:
         self.stats.findings += len(batch.findings)
         return batch
 
+    def refused(self, agent_id: str, seq: int, reason: str) -> None:
+        """An event of agent ``agent_id`` numbered ``seq`` was refused as malformed (dead-lettered,
+        or a replay's bad line): detectors that account for an agent's events (their optional
+        ``refused``) count it as refused rather than lost."""
+        for detector in self.detectors:
+            take = getattr(detector, "refused", None)
+            if take is not None:
+                try:
+                    take(agent_id, seq, reason)
+                except Exception:
+                    self.stats.detector_errors[detector.name] += 1
+                    log.exception("detector=%s failed to take a refused event", detector.name)
+
     def set_complete_view(self, complete: bool) -> None:
         """Tell detectors whether this process reads every partition of the event topic (their
         optional ``set_complete_view``): judging gaps in ``agent.seq`` needs every event."""

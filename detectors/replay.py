@@ -32,6 +32,7 @@ from inferwatch.collectors.event import (
     MalformedEvent,
     decode_event,
     oversized,
+    salvage_agent,
 )
 from inferwatch.collectors.unread_keys import UnreadKeys, unread_keys
 from inferwatch.detectors.base import Finding
@@ -178,7 +179,7 @@ def replay_files(
     late_before = pipeline.stats.late_events
     reading = _Reading(paths, result)
     try:
-        for batch in _batches(reading.lines(), result, decode or decode_noting):
+        for batch in _batches(reading.lines(), result, decode or decode_noting, pipeline.refused):
             detected = pipeline.detect_views(batch) if views else pipeline.detect(batch)
             seen.note(detected.findings)
             pipeline.store(detected)
@@ -297,7 +298,8 @@ def _lines(fh: IO[bytes], limit: int, compression: str | None = None) -> Iterato
 
 
 def _batches(lines: Iterator[bytes | int | str | _FileStart], result: ReplayResult,
-             decode: Callable[[bytes], Any]) -> Iterator[list[Any]]:
+             decode: Callable[[bytes], Any],
+             refused: Callable[[str, int, str], None] | None = None) -> Iterator[list[Any]]:
     batch: list[Any] = []
     number = 0
     for line in lines:
@@ -316,6 +318,10 @@ def _batches(lines: Iterator[bytes | int | str | _FileStart], result: ReplayResu
             batch.append(decode(line))
         except MalformedEvent as exc:
             result.malformed.append((number, exc.reason))
+            if refused is not None:
+                salvaged = salvage_agent(line)
+                if salvaged is not None:
+                    refused(*salvaged, exc.reason)
         if len(batch) >= _BATCH:
             yield batch
             batch = []

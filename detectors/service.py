@@ -32,7 +32,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from inferwatch.collectors.bus import BusRecord, BusUnavailable, DeadLetterSink, EventConsumer
-from inferwatch.collectors.event import InferenceEvent, MalformedEvent, decode_event
+from inferwatch.collectors.event import InferenceEvent, MalformedEvent, decode_event, salvage_agent
 from inferwatch.collectors.unread_keys import UnreadKeys, suggested, unread_keys
 from inferwatch.detectors import checkpoint
 from inferwatch.detectors.merge import PartitionMerger
@@ -214,6 +214,9 @@ class DetectorService:
                 )
                 self._dead_letter(record, exc.reason)
                 self.merger.skip(record.partition, record.offset, now)
+                salvaged = salvage_agent(record.value)
+                if salvaged is not None:
+                    self.pipeline.refused(*salvaged, exc.reason)
             else:
                 if event.input.model_extra or event.output.model_extra:
                     self._note_unread(event, record)

@@ -270,3 +270,36 @@ def test_a_large_real_loss_is_still_a_loss():
     findings = _losses(run_detector(IntegrityDetector(), _stream(seqs, dropped=0, per_s=30.0)))
     assert [f.evidence["lost_after_agent"] for f in findings] == [1000]
     assert findings[0].severity == "high"
+
+
+def test_an_event_refused_as_malformed_is_counted_as_refused_not_lost():
+    events = _stream(list(range(0, 300)) + list(range(301, 2000)), dropped=0)
+    detector = IntegrityDetector()
+    pipeline = Pipeline([detector], IncidentManager(memory_store()), window_s=60)
+    findings = pipeline.detect(events[:400]).findings
+    pipeline.refused("a1", 300, "time: Input should be a valid datetime")  # the dead-lettered one
+    findings += pipeline.detect(events[400:]).findings + pipeline.close_open_window(final=True).findings
+    (f,) = _losses(findings)
+    assert f.evidence["refused_as_malformed"] == 1
+    assert f.evidence["lost_after_agent"] == 0
+    assert f.evidence["refused_reasons"] == {"time: Input should be a valid datetime": 1}
+    assert f.severity == "medium"
+    assert "refused as malformed" in f.title
+    assert "events dead-letters" in f.summary
+
+
+def test_a_replayed_log_with_a_bad_line_names_it_as_refused(tmp_path):
+    from inferwatch.detectors.replay import replay_file
+    from inferwatch.detectors.sqlite_store import SQLiteStore
+
+    events = _stream(list(range(2000)), dropped=0)
+    lines = [encode_event(e) for e in events]
+    lines[700] = lines[700].replace(b'"time":"', b'"time":"not ', 1)  # still names its agent and seq
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    store = SQLiteStore(tmp_path / "store.db")
+    result = replay_file(path, Pipeline([IntegrityDetector()], IncidentManager(store), window_s=60), store)
+    assert [n for n, _ in result.malformed] == [701]
+    (incident,) = result.incidents
+    assert incident.evidence["refused_as_malformed"] == 1
+    assert incident.evidence["lost_after_agent"] == 0

@@ -622,3 +622,28 @@ def test_a_member_reading_some_partitions_tells_the_detectors(tmp_path):
     service.run_once(poll_timeout=0)
     service.run_once(poll_timeout=0)
     assert told == [False, True]
+
+
+def test_a_dead_lettered_event_of_an_agent_is_filed_as_refused_not_lost(tmp_path):
+    from inferwatch.detectors.integrity import IntegrityDetector
+
+    store = SQLiteStore(tmp_path / "s.db")
+    bus = SQLiteBus(tmp_path / "bus.db")
+    pipeline = Pipeline([IntegrityDetector()], IncidentManager(store), window_s=60)
+    service = DetectorService(bus.consumer("g"), bus.dead_letters(), pipeline)
+    producer = bus.producer()
+    events = [make_event(1000.0 + i * 0.1, service="chat") for i in range(2000)]
+    for i, event in enumerate(events):
+        line = encode_event(event)
+        if i == 500:  # a producer bug: a status as text
+            line = line.replace(b'"status":200', b'"status":"OK"')
+        producer.send(line)
+    while service.run_once(poll_timeout=0):
+        pass
+    service.pipeline.store(service.pipeline.close_open_window(final=True))
+    assert service.stats.malformed == 1
+    (incident,) = store.list_incidents(IncidentQuery())
+    assert incident.detector == "integrity"
+    assert incident.evidence["refused_as_malformed"] == 1
+    assert incident.evidence["lost_after_agent"] == 0
+    assert "status" in next(iter(incident.evidence["refused_reasons"]))
