@@ -369,7 +369,9 @@ class Agent:
             attributes = dict(content.attributes)
             if len(rows) > 1:  # the rows of one batched request share its trace
                 attributes.update(batch_index=index, batch_size=len(rows))
-            agent_info = AgentInfo(id=self.id, seq=self.next_seq(), version=self.version)
+            seq = self.next_seq()  # then the count: it includes every drop numbered before this one
+            agent_info = AgentInfo(id=self.id, seq=seq, version=self.version,
+                                   dropped=self.shipper.dropped_total())
             events.append(
                 InferenceEvent(
                     id=uuid7(),

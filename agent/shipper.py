@@ -40,8 +40,9 @@ hand is counted as ``dropped_shipper_error``, and the thread pauses (0.1 s, doub
 refuses and counts (``dropped_shipper_error``) rather than queue what nobody would send.
 
 Events lost either way show up downstream as gaps in ``agent.seq``, and every event sent carries
-the number lost so far (``agent.dropped``, stamped when it is encoded), so the ``integrity``
-detector can tell the gaps the agent counted from those it did not. Counters add up:
+the number lost so far (``agent.dropped``: set with its ``seq`` by the agent, else stamped here
+as it is encoded), so the ``integrity`` detector can tell the gaps the agent counted from those
+it did not. Counters add up:
 ``captured + recovered = sent + dropped_* + queue_depth + spool_depth`` (plus the batch in
 flight).
 
@@ -227,6 +228,11 @@ class EventShipper:
         self._interrupt.set()
         self._wake.set()
         self._thread.join(timeout)
+
+    def dropped_total(self) -> int:
+        """Every event lost so far, whatever the reason (what ``agent.dropped`` carries)."""
+        with self._lock:
+            return sum(n for name, n in self._counts.items() if name.startswith("dropped_"))
 
     def stats(self) -> ShipperStats:
         """A snapshot of the counters."""
@@ -435,8 +441,6 @@ class EventShipper:
             self._in_flight = count
         if not items:
             return None
-        with self._lock:
-            dropped = sum(n for name, n in self._counts.items() if name.startswith("dropped_"))
         records: list[Record] = []
         for item in items:
             if not isinstance(item, InferenceEvent):
@@ -444,6 +448,8 @@ class EventShipper:
                 # the GIL have it now, not after the interpreter's switch interval (5 ms).
                 time.sleep(0)
             events = self._events(item)
+            if any(event.agent is not None and event.agent.dropped is None for event in events):
+                dropped = self.dropped_total()  # read once built: drops numbered before them included
             for event in events:
                 if event.agent is not None and event.agent.dropped is None:
                     event.agent.dropped = dropped  # what this agent had lost so far (see AgentInfo)

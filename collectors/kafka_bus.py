@@ -441,8 +441,16 @@ class KafkaEventConsumer:
         return {tp.partition for tp in self._consumer.assignment()}
 
     def partitions(self) -> set[int]:
-        """Every partition of the topic, as the client's metadata knows them (no request)."""
-        return set(self._consumer.partitions_for_topic(self._topic) or ())
+        """Every partition of the topic, as the client's metadata cache knows them (no request:
+        empty while the cache does not know the topic)."""
+        return set(self._consumer._cluster.partitions_for_topic(self._topic) or ())
+
+    def receiving(self) -> bool:
+        """Whether the brokers answered this member's fetches lately (kafka-python's fetch-rate
+        over its last samples, about a minute, is above zero): an idle member that still fetches
+        is looking at a quiet topic, one that does not cannot tell."""
+        metrics = self._consumer.metrics().get("consumer-fetch-manager-metrics", {})
+        return float(metrics.get("fetch-rate", 0.0) or 0.0) > 0.0
 
     def caught_up(self) -> set[int]:
         """Owned partitions read to the end of their log as of the last fetch.

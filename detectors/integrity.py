@@ -4,42 +4,48 @@ Every other detector judges the events it is given; this one judges whether it i
 them. Two signals, kind ``integrity``:
 
 * **lost events**, per agent instance (subject ``agent:<id>``). An agent numbers the events it
-  captures (``agent.seq``, from 0, one counter per process) and stamps on each event it sends how
-  many it had lost by then (``agent.dropped``: queue full, bus unavailable, spool full; see
-  :mod:`inferwatch.agent.shipper`). At each window close the detector declares **missing** every
-  sequence number below the highest one seen by the previous close that has not arrived (one
-  window of grace for events that travel out of order across partitions), and compares them with
-  what the agent counted: gaps the agent counted are losses it knows about (its bus was down, its
-  queue overflowed); gaps it did not count were lost **after** the agent — in transit, deleted
-  from the topic, or refused by the detector service as malformed (``inferwatch events
-  dead-letters``) — and weigh more. A window with at least ``min_lost`` newly lost events gives
-  one finding for the agent, naming the missing ranges and the events right after them.
+  captures (``agent.seq``, from 0, one counter per process, taken as each call has ended) and
+  stamps on each event how many it had lost by then (``agent.dropped``: queue full, bus
+  unavailable, spool full; see :mod:`inferwatch.agent.shipper`). A number is *due* once the call
+  it belongs to has ended by a window close: every number below it ended earlier, so it has been
+  captured, and in event-time order (a replay) it has been read. At each close the detector
+  declares **missing** every number below the highest one due at the *previous* close that has
+  not arrived (a window of grace for partitions read out of step), and matches them with what
+  the agent counted: gaps it counted are its own losses (its bus was down, its queue
+  overflowed), reported in the window its count rises; gaps it did not count (none within
+  :data:`CREDIT_CLOSES` closes) were lost **after** it — in transit, or deleted from the topic —
+  and weigh more. Events the detector service refused as malformed that still name their agent
+  and number (:meth:`IntegrityDetector.refused`) are counted as refused, not lost.
 * **silence**, per service (subject ``service:<name>``): a service that has sent at least
   ``min_events`` events a window on average over at least ``learn_windows`` windows, and then
   sends nothing for ``silent_after_s`` seconds *and* for ``gap_factor`` times the longest pause
   it took before, is flagged once: its model server is down, or its agents stopped shipping.
-  Services, not agent instances, are watched: a deploy or a scale-in ends agent instances every
-  day, and a service whose traffic moves to new instances is not silent. Live, when no event at
-  all arrives (every service silent), the detector service tells the detector how much time has
-  passed (:meth:`IntegrityDetector.idle`); in a replay, a pause inside the file is reported when
-  the service's next event ends it.
+  Services, not agent instances, are watched: deploys and scale-ins end agent instances daily.
+  Live, when no event at all arrives, the detector service tells the detector how much time has
+  passed (:meth:`IntegrityDetector.idle`), only while it owns partitions and its bus answers;
+  in a replay, a pause inside the file is reported when the service's next event ends it. A
+  flagged silence is learnt as a routine pause once one of about its length (within a factor of
+  two) comes again: a nightly pause is flagged the first two nights, not every night.
 
 What each process can judge: gaps in ``agent.seq`` need every event of an agent, so they are
 judged only while this process reads every partition of the event topic (the embedded bus, a
-replay, or a consumer group of one). With several detector processes each reads a share of
-every agent's events (they are keyed by principal) and the detector service turns the gap
-accounting off (:meth:`IntegrityDetector.set_complete_view`); the agent's own count
-(``agent.dropped``) and silence are still judged, silence on this process's share of the
-traffic. Events without ``agent`` (other producers) are counted in ``unidentified`` only.
+replay, or a consumer group of one); the detector service says so on every change of its
+partitions (:meth:`IntegrityDetector.partitions_changed`), which also restarts the learning of
+services' habits (its share of their traffic changed). With several processes the agents' own
+counts and silences are judged on each one's share. An agent most of whose numbers never arrive
+is being read in part — a filtered or sampled file, another consumer — and is reported once
+(``sparse_sequence``), after which its gaps are not judged. Events without ``agent`` are counted
+in ``unidentified`` only.
 
 State is bounded: at most ``max_agents`` agents and ``max_services`` services (the least
-recently seen are forgotten first), each forgotten after ``forget_after_s`` without an event;
-an agent's out-of-order sequence numbers are held until declared (at most ``MAX_PENDING``; past
-that the lowest gap is declared at once).
+recently seen are forgotten first), each forgotten after ``forget_after_s`` without an event.
+Numbers that arrived above an agent's first gap are kept as runs (one pair per gap, not per
+event), at most :data:`MAX_RUNS`; past that the lowest gap is declared at once.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,14 +55,22 @@ from inferwatch.collectors.event import EventView, InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding, Severity
 from inferwatch.detectors.state import WindowBounds, iso_utc
 
-MAX_PENDING = 200_000
-"""Out-of-order sequence numbers held per agent before its lowest gap is declared at once."""
+MAX_RUNS = 10_000
+"""Runs of arrived numbers held per agent above its first gap before that gap is declared at once."""
+MAX_ENDING = 1_000
+"""Seconds of call ends held per agent, not yet due; past that the earliest are folded later."""
+CREDIT_CLOSES = 3
+"""Window closes during which a count of the agent's (``agent.dropped``) and a declared gap may
+still be matched with each other: a count stamped on an event a little before or after the gap
+it explains."""
 RANGES_SHOWN = 10
 """Missing ``agent.seq`` ranges spelt out in a finding's evidence."""
 REASONS_KEPT = 5
 """Distinct reasons for refused events kept per agent and window."""
 AGENTS_NAMED = 10
 """Agents named in a silent service's evidence (the most recently seen)."""
+PAUSES_KEPT = 4
+"""Flagged silences remembered per service, to recognise a routine pause when it comes again."""
 SPARSE_RULES = ((100, 0.9), (1_000, 0.5))
 """``(judged, share)``: an agent with at least ``share`` of ``judged`` or more sequence numbers
 missing (and not counted by it) is read only in part here — a filtered file, a sample, another
@@ -69,25 +83,38 @@ class _Agent:
     first: float
     last: float
     window_events: int = 0
-    # agent.seq accounting: every number below ``low`` is either seen or declared missing.
+    # agent.seq accounting: every number below ``low`` arrived, was refused or was declared missing
     low: int | None = None
     first_low: int = 0  # where the accounting started
-    partial: bool = False  # most of its numbers never arrive here: not judged (see SPARSE_SHARE)
-    pending: set[int] = field(default_factory=set)
+    partial: bool = False  # most of its numbers never arrive here: not judged (see SPARSE_RULES)
+    starts: list[int] = field(default_factory=list)  # runs of numbers arrived above ``low``:
+    ends: list[int] = field(default_factory=list)  # [starts[i], ends[i]], sorted, apart
     max_seq: int = -1
-    cut: int = -1  # the highest number seen by the previous close: gaps below it are declared now
+    due: int = -1  # the highest number arrived whose call had ended by the last close
+    cut: int = -1  # ``due`` as of the previous close: gaps below it are declared now
+    ending: dict[int, int] = field(default_factory=dict)  # second of a call's end -> highest number
     missing: int = 0  # declared missing, in total
+    forced: int = 0  # declared early (too many runs held), matched at the next close
+    unexplained: int = 0  # of which counted by nobody (lost after the agent), in total
     late: int = 0  # arrived below ``low``: repeats, or declared missing and came after all
     ranges: list[tuple[int, int]] = field(default_factory=list)  # declared since the last finding
     after_gap: dict[int, str] = field(default_factory=dict)  # seq -> id of events that jumped ahead
     # agent.dropped: what the agent counted itself
-    dropped_first: int | None = None
+    counts_drops: bool = False  # its events carry agent.dropped
+    dropped_first: int = 0
     dropped_max: int = 0
     dropped_told: int = 0  # dropped_max at the last close
-    unexplained_told: int = 0
+    closes: int = 0
+    credit: list[list[int]] = field(default_factory=list)  # [close, n]: counted, no gap matched yet
+    debt: list[list[int]] = field(default_factory=list)  # [close, n]: reported lost after, uncounted
     # events refused as malformed (their number salvaged from the refused line)
     window_refused: int = 0
     refused_reasons: dict[str, int] = field(default_factory=dict)  # this window's, a few
+
+    def restart_accounting(self) -> None:
+        self.low, self.partial, self.starts, self.ends = None, False, [], []
+        self.max_seq = self.due = self.cut = -1
+        self.ending, self.ranges, self.after_gap, self.credit, self.debt = {}, [], {}, [], []
 
 
 @dataclass(slots=True)
@@ -98,6 +125,7 @@ class _Service:
     windows: int = 0
     longest_gap: float = 0.0
     flagged: bool = False  # silent and reported; cleared by its next event
+    pauses: list[float] = field(default_factory=list)  # lengths of its last flagged silences
     agents: dict[str, float] = field(default_factory=dict)  # agent id -> its last event, latest last
 
 
@@ -160,31 +188,40 @@ class IntegrityDetector:
         self._bounds = WindowBounds()
         self._found: list[Finding] = []  # silences ended by an event, reported with the next return
         self._latest: float | None = None  # the newest event time seen
+        self._closed_at = float("-inf")  # the end of the last window closed
+        self._owned: tuple[int, ...] | None = None  # the partitions the service last said it reads
 
     # --- what the service tells it ----------------------------------------------------------------
-    def set_complete_view(self, complete: bool) -> None:
-        """Whether this process now reads every partition of the event topic. Gap accounting
-        starts afresh either way (what was held belongs to another share of the events)."""
-        if complete == self.complete_view:
+    def partitions_changed(self, owned: Sequence[int], complete: bool) -> None:
+        """The detector service now reads partitions ``owned`` of the event topic, every one of
+        them when ``complete``. Each service's habits are learnt afresh (this process's share of
+        its traffic changed); gap accounting starts afresh when ``complete`` changed. Said again
+        for the partitions a restored checkpoint was taken with, it changes nothing."""
+        key = tuple(sorted(owned))
+        if key == self._owned and complete == self.complete_view:
             return
-        self.complete_view = complete
-        for agent in self._agents.values():
-            agent.low, agent.pending, agent.cut, agent.ranges, agent.after_gap = None, set(), -1, [], {}
-            agent.max_seq, agent.partial = -1, False
+        if self._owned is not None or self._services:
+            for service in self._services.values():
+                service.events = service.windows = 0
+                service.longest_gap, service.flagged, service.pauses = 0.0, False, []
+        self._owned = key
+        if complete != self.complete_view:
+            self.complete_view = complete
+            for agent in self._agents.values():
+                agent.restart_accounting()
 
     def refused(self, agent_id: str, seq: int, reason: str) -> None:
         """An event of this agent was refused as malformed (the detector service dead-lettered it,
         or a replay skipped the line): it is counted as refused, and its number as arrived."""
         agent = self._agents.get(agent_id)
         if agent is None:
-            now = self._latest if self._latest is not None else 0.0
-            agent = self._new_agent(agent_id, "unknown", now)
+            agent = self._new_agent(agent_id, "unknown", self._latest if self._latest is not None else 0.0)
         agent.window_refused += 1
         reasons = agent.refused_reasons
         if reason in reasons or len(reasons) < REASONS_KEPT:
             reasons[reason] = reasons.get(reason, 0) + 1
         if self.judging_gaps and not agent.partial:
-            self._count_seq(agent, seq, "")
+            self._count_seq(agent, seq, None, "")
 
     @property
     def judging_gaps(self) -> bool:
@@ -196,8 +233,9 @@ class IntegrityDetector:
         return self._drain()
 
     def observe_views(self, events: Sequence[EventView]) -> list[Finding]:
+        take = self._take
         for event in events:
-            self._take(event)
+            take(event)
         return self._drain()
 
     def _drain(self) -> list[Finding]:
@@ -212,51 +250,74 @@ class IntegrityDetector:
             self._window_first = ts
         if self._latest is None or ts > self._latest:
             self._latest = ts
-        service = self._service(event.service, ts)
+        name = event.service
+        service = self._services.get(name)
+        if service is None or next(reversed(self._services)) != name:  # the LRU order: moved last
+            service = self._service(name, ts, service)
+        self._seen(name, service, ts)
         agent_info = event.agent
         if agent_info is None:
             self.unidentified += 1
             return
-        agent = self._agents.get(agent_info.id)
+        agent_id = agent_info.id
+        agent = self._agents.get(agent_id)
         if agent is None:
-            agent = self._new_agent(agent_info.id, event.service, ts)
-        else:
-            self._agents[agent_info.id] = self._agents.pop(agent_info.id)  # most recently seen last
-            if ts > agent.last:
-                agent.last = ts
+            agent = self._new_agent(agent_id, name, ts)
+        elif next(reversed(self._agents)) != agent_id:
+            self._agents[agent_id] = self._agents.pop(agent_id)
+        if ts > agent.last:
+            agent.last = ts
         named = service.agents
-        if named.pop(agent_info.id, None) is None and len(named) >= AGENTS_NAMED:
-            del named[next(iter(named))]
-        named[agent_info.id] = ts
+        if named and next(reversed(named)) == agent_id:
+            named[agent_id] = ts
+        else:
+            if named.pop(agent_id, None) is None and len(named) >= AGENTS_NAMED:
+                del named[next(iter(named))]
+            named[agent_id] = ts
         agent.window_events += 1
         dropped = agent_info.dropped
         if dropped is not None:
-            if agent.dropped_first is None:
+            if not agent.counts_drops:
+                agent.counts_drops = True
                 agent.dropped_first = agent.dropped_max = agent.dropped_told = dropped
+                if dropped and self.judging_gaps:  # it may count drops of numbers still to be seen
+                    agent.credit.append([agent.closes, dropped])
             elif dropped > agent.dropped_max:
                 agent.dropped_max = dropped
         if self.judging_gaps and not agent.partial:
-            self._count_seq(agent, agent_info.seq, event.id)
+            self._count_seq(agent, agent_info.seq, ts + event.duration_ms / 1000.0, event.id)
 
-    def _service(self, name: str, ts: float) -> _Service:
-        service = self._services.get(name)
+    def _service(self, name: str, ts: float, service: _Service | None) -> _Service:
         if service is None:
             if len(self._services) >= self.max_services:
                 del self._services[next(iter(self._services))]
             service = self._services[name] = _Service(first=ts, last=ts)
         else:
             self._services[name] = self._services.pop(name)
-            gap = ts - service.last
-            if gap > 0:
-                silent = service.flagged or self._silent(service, gap)
-                if not service.flagged and silent:
-                    self._found.append(self._silence_finding(name, service, ts, ended=True))
-                if service.windows >= 1 and not silent:  # a silence is not a pause to learn
-                    service.longest_gap = max(service.longest_gap, gap)  # (nor the first window's)
-                service.last = ts
-            service.flagged = False
-        service.events += 1
         return service
+
+    def _seen(self, name: str, service: _Service, ts: float) -> None:
+        service.events += 1
+        gap = ts - service.last
+        if gap <= 0:
+            return  # its first event, or one out of order: no pause ended here
+        if service.flagged:
+            self._learn_pause(service, gap)
+            service.flagged = False
+        elif self._silent(service, gap):
+            self._found.append(self._silence_finding(name, service, ts, ended=True))
+            self._learn_pause(service, gap)
+        elif service.windows >= 1:  # the first window's pauses are the start-up's
+            service.longest_gap = max(service.longest_gap, gap)
+        service.last = ts
+
+    @staticmethod
+    def _learn_pause(service: _Service, gap: float) -> None:
+        """A flagged silence has ended after ``gap`` seconds: one of about its length before makes
+        it a routine pause (learnt); else it is remembered, in case it comes again."""
+        if any(gap / 2 <= earlier <= gap * 2 for earlier in service.pauses):
+            service.longest_gap = max(service.longest_gap, gap)
+        service.pauses = [*service.pauses[-(PAUSES_KEPT - 1):], gap]
 
     def _new_agent(self, agent_id: str, service: str, ts: float) -> _Agent:
         if len(self._agents) >= self.max_agents:
@@ -264,34 +325,62 @@ class IntegrityDetector:
         agent = self._agents[agent_id] = _Agent(service=service, first=ts, last=ts)
         return agent
 
-    @staticmethod
-    def _count_seq(agent: _Agent, seq: int, event_id: str) -> None:
-        if agent.low is None:
-            agent.low = agent.first_low = seq
-        if seq < agent.low or seq in agent.pending:
+    def _count_seq(self, agent: _Agent, seq: int, end: float | None, event_id: str) -> None:
+        low = agent.low
+        if low is None:
+            agent.low = agent.first_low = low = seq
+        if seq < low:
             agent.late += 1
             return
+        starts, ends = agent.starts, agent.ends
+        i = bisect_right(starts, seq)
+        if i and ends[i - 1] >= seq:
+            agent.late += 1  # a repeat
+            return
+        if end is not None:
+            if end <= self._closed_at:
+                if seq > agent.due:
+                    agent.due = seq
+            else:
+                ending = agent.ending
+                second = int(end)
+                if seq > ending.get(second, -1):
+                    ending[second] = seq
+                    if len(ending) > MAX_ENDING:
+                        _fold_earliest(ending)
         if seq > agent.max_seq:
             if (seq > agent.max_seq + 1 and agent.max_seq >= 0 and event_id
                     and len(agent.after_gap) < MAX_SAMPLE_IDS):
                 agent.after_gap[seq] = event_id
             agent.max_seq = seq
-        if seq != agent.low:
-            agent.pending.add(seq)
-            if len(agent.pending) > MAX_PENDING:
-                _declare(agent, min(agent.pending) - 1)
-            return
-        low, pending = seq + 1, agent.pending
-        while low in pending:
-            pending.remove(low)
+        if seq == low:  # in order: the usual case, nothing held
             low += 1
-        agent.low = low
+            if starts and starts[0] == low:
+                low = ends[0] + 1
+                del starts[0], ends[0]
+            agent.low = low
+            return
+        left = bool(i) and ends[i - 1] == seq - 1
+        right = i < len(starts) and starts[i] == seq + 1
+        if left and right:
+            ends[i - 1] = ends[i]
+            del starts[i], ends[i]
+        elif left:
+            ends[i - 1] = seq
+        elif right:
+            starts[i] = seq
+        else:
+            starts.insert(i, seq)
+            ends.insert(i, seq)
+            if len(starts) > MAX_RUNS:
+                agent.forced += _declare(agent, starts[0] - 1)
 
     # --- windows ----------------------------------------------------------------------------------
     def close_window(self, end: datetime) -> list[Finding]:
         end_ts = end.timestamp()
         bounds = (self._bounds.close(end_ts, self._window_first), end_ts)
         self._window_first = None
+        self._closed_at = end_ts
         findings = self._drain()
         for agent_id, agent in self._agents.items():
             finding = self._judge_agent(agent_id, agent, bounds)
@@ -306,8 +395,8 @@ class IntegrityDetector:
         return findings
 
     def idle(self, now: datetime) -> list[Finding]:
-        """No event has arrived for a while: event time is taken to have reached ``now``
-        (the detector service's estimate). Returns the silences that passed their threshold."""
+        """No event has arrived for a while: event time is taken to have reached ``now`` (the
+        detector service's estimate). Returns the silences that passed their threshold."""
         return self._drain() + self._silences(now.timestamp())
 
     def _silent(self, service: _Service, gap: float) -> bool:
@@ -331,44 +420,60 @@ class IntegrityDetector:
                 del table[key]
 
     def _judge_agent(self, agent_id: str, agent: _Agent, bounds: tuple[float, float]) -> Finding | None:
-        declared, cut = 0, agent.cut
+        agent.closes += 1
         judged = self.judging_gaps and not agent.partial
-        if judged and agent.low is not None:
-            declared = _declare(agent, cut)
-            agent.cut = agent.max_seq
-        reported = agent.dropped_max - agent.dropped_told
+        counted = agent.dropped_max - agent.dropped_told
         agent.dropped_told = agent.dropped_max
-        counted = agent.dropped_max - (agent.dropped_first if agent.dropped_first is not None else 0)
-        unexplained_total = max(0, agent.missing - counted) if judged else 0
-        unexplained = unexplained_total - agent.unexplained_told
-        if unexplained < 0:  # the agent's count caught up with gaps declared before
-            unexplained = 0
-        agent.unexplained_told = max(agent.unexplained_told, unexplained_total)
-        span = (agent.low or 0) - agent.first_low
-        sparse = any(span >= least and unexplained_total >= share * span for least, share in SPARSE_RULES)
-        if judged and sparse:
-            agent.partial, agent.pending, agent.after_gap = True, set(), {}
-            agent.ranges.clear()
-            return self._sparse_finding(agent_id, agent, bounds, span=span, missing=unexplained_total,
-                                        reported=reported)
-        # Gaps the agent counted were reported when its count arrived (on the event right after
-        # them, a window before they are declared): only the uncounted ones are news here.
-        finding = None
+        recounted = 0
+        declared, agent.forced = agent.forced, 0
+        if judged and agent.low is not None:
+            declared += _declare(agent, agent.cut)
+            agent.missing += declared
+            due = agent.due
+            for second in [s for s in agent.ending if s < bounds[1]]:  # calls ended by this close
+                due = max(due, agent.ending.pop(second))
+            agent.due, agent.cut = due, due
+        unexplained = 0
+        if judged:
+            if counted:
+                agent.credit.append([agent.closes, counted])
+            unexplained = declared - _settle(agent.credit, declared)
+            # Counts beyond the gaps still open here came after the gaps they explain, which
+            # were reported as lost after the agent: they are no new loss (and no credit).
+            surplus = sum(entry[1] for entry in agent.credit) - _open_size(agent)
+            if surplus > 0 and agent.debt:
+                recounted = _settle(agent.debt, surplus)
+                _settle(agent.credit, recounted)
+                counted -= min(counted, recounted)
+            if unexplained:
+                agent.debt.append([agent.closes, unexplained])
+                agent.unexplained += unexplained
+            horizon = agent.closes - CREDIT_CLOSES
+            agent.credit = [entry for entry in agent.credit if entry[0] > horizon and entry[1]]
+            agent.debt = [entry for entry in agent.debt if entry[0] > horizon and entry[1]]
         refused, agent.window_refused = agent.window_refused, 0
-        if reported + unexplained + refused >= self.min_lost:
-            finding = self._loss_finding(agent_id, agent, bounds, declared=declared, reported=reported,
-                                         unexplained=unexplained, refused=refused)
+        span = (agent.low or 0) - agent.first_low
+        finding = None
+        sparse = any(span >= least and agent.unexplained >= share * span for least, share in SPARSE_RULES)
+        if judged and sparse:
+            finding = self._sparse_finding(agent_id, agent, bounds, span=span, counted=counted)
+            agent.restart_accounting()
+            agent.partial = True
+        elif counted + unexplained + refused >= self.min_lost:
+            finding = self._loss_finding(agent_id, agent, bounds, declared=declared, counted=counted,
+                                         unexplained=unexplained, refused=refused, recounted=recounted)
         agent.refused_reasons = {}
         agent.ranges.clear()
         # Events right after a gap not declared yet wait for the close that declares it.
-        agent.after_gap = {seq: event_id for seq, event_id in agent.after_gap.items() if seq > cut + 1}
+        low = agent.low if agent.low is not None else 0
+        agent.after_gap = {seq: event_id for seq, event_id in agent.after_gap.items() if seq > low}
         return finding
 
     # --- findings ---------------------------------------------------------------------------------
     def _loss_finding(self, agent_id: str, agent: _Agent, bounds: tuple[float, float], *, declared: int,
-                      reported: int, unexplained: int, refused: int) -> Finding:
+                      counted: int, unexplained: int, refused: int, recounted: int) -> Finding:
         seen = agent.window_events
-        lost = reported + unexplained + refused
+        lost = counted + unexplained + refused
         share = lost / (lost + seen) if lost + seen else 1.0
         severity: Severity
         if unexplained >= self.min_lost:
@@ -376,14 +481,14 @@ class IntegrityDetector:
         elif refused >= self.min_lost:
             severity = "medium"
         else:
-            severity = "medium" if reported >= 1_000 or share >= 0.1 else "low"
+            severity = "medium" if counted >= 1_000 or share >= 0.1 else "low"
         ranges = [_spelt(a, b) for a, b in agent.ranges[:RANGES_SHOWN]]
         still_open = [_spelt(a, b) for a, b in _open_gaps(agent)[:RANGES_SHOWN]]
         after = [event_id for seq, event_id in sorted(agent.after_gap.items())
                  if any(b + 1 == seq for _, b in agent.ranges)] or list(agent.after_gap.values())
         parts = []
-        if reported:
-            parts.append(f"the agent counted {reported} dropped (its bus unavailable, queue or spool "
+        if counted:
+            parts.append(f"the agent counted {counted} dropped (its bus unavailable, queue or spool "
                          "full: see its inferwatch_agent_events_dropped_total{reason} metric and "
                          "agent_stats log lines)")
         if refused:
@@ -392,9 +497,11 @@ class IntegrityDetector:
             parts.append(f"{refused} refused as malformed by the detector service ({why}; "
                          "`inferwatch events dead-letters` has them)")
         if unexplained:
-            parts.append(f"{unexplained} missing from agent.seq that the agent did not count: lost after it "
-                         "(in transit, deleted from the topic, or refused as malformed: check "
-                         "`inferwatch events dead-letters`)")
+            counts = ("the agent did not count" if agent.counts_drops else
+                      "its events carry no agent.dropped, so whether it counted them is unknown")
+            parts.append(f"{unexplained} missing from agent.seq that {counts}: lost after it "
+                         "(in transit, deleted from the topic, or refused too damaged to read its "
+                         "number: check `inferwatch events dead-letters`)")
         shown = ranges or still_open
         missing_text = f"; missing agent.seq: {', '.join(shown)}" if shown else ""
         more = len(agent.ranges) - RANGES_SHOWN
@@ -409,17 +516,20 @@ class IntegrityDetector:
             "agent_id": agent_id,
             "events_seen": seen,
             "lost": lost,
-            "dropped_by_agent": reported,
-            "lost_after_agent": unexplained,
+            "dropped_by_agent": counted,
             "refused_as_malformed": refused,
             "refused_reasons": dict(agent.refused_reasons),
+            "lost_after_agent": unexplained,
+            "agent_counts_drops": agent.counts_drops,
             "seq_missing": declared,
             "seq_missing_ranges": ranges,
             "seq_gaps_open": still_open,
-            "seq_gaps_judged": self.judging_gaps,
-            "totals": {"seq_missing": agent.missing, "late_or_repeated": agent.late,
-                       "dropped_by_agent_since_watched": agent.dropped_max - (agent.dropped_first or 0),
-                       "dropped_by_agent_reported": agent.dropped_max},
+            "seq_gaps_judged": self.judging_gaps and not agent.partial,
+            "totals": {"seq_missing": agent.missing, "lost_after_agent": agent.unexplained,
+                       "late_or_repeated": agent.late,
+                       "dropped_by_agent_since_watched": agent.dropped_max - agent.dropped_first,
+                       "dropped_by_agent_reported": agent.dropped_max,
+                       "recounted": recounted},
             "window_start": iso_utc(bounds[0]),
             "window_end": iso_utc(bounds[1]),
             "thresholds": {"min_lost": self.min_lost},
@@ -441,14 +551,16 @@ class IntegrityDetector:
         )
 
     def _sparse_finding(self, agent_id: str, agent: _Agent, bounds: tuple[float, float], *, span: int,
-                        missing: int, reported: int) -> Finding:
+                        counted: int) -> Finding:
+        missing = agent.unexplained
         evidence: dict[str, Any] = {
             "signal": "sparse_sequence",
             "agent_id": agent_id,
             "seq_judged": span,
             "seq_missing": missing,
             "missing_share": round(missing / span, 4),
-            "dropped_by_agent": reported,
+            "dropped_by_agent": counted,
+            "agent_counts_drops": agent.counts_drops,
             "window_start": iso_utc(bounds[0]),
             "window_end": iso_utc(bounds[1]),
             "thresholds": {"sparse": [{"seq_judged_from": least, "missing_share": share}
@@ -461,7 +573,8 @@ class IntegrityDetector:
             score=0.2,
             title=f"Agent {agent_id} ({agent.service}): most of its events never arrive here ({missing:,} of "
             f"{span:,} sequence numbers); its gaps are no longer judged",
-            summary=f"Of agent {agent_id}'s sequence numbers {agent.first_low}..{(agent.low or 1) - 1}, "
+            summary=f"Of agent {agent_id}'s sequence numbers {agent.first_low}.."
+            f"{agent.first_low + span - 1}, "
             f"{missing:,} ({missing / span:.0%}) never arrived and the agent did not count them as dropped. "
             "That is what a part of its events looks like — a filtered or sampled file, or another "
             "consumer reading the same partitions — more than lost events, so this detector stops "
@@ -492,6 +605,7 @@ class IntegrityDetector:
             "usual_events_per_window": round(rate, 1),
             "windows_seen": service.windows,
             "longest_earlier_pause_s": round(service.longest_gap, 1),
+            "earlier_silences_s": [round(p, 1) for p in service.pauses],
             "thresholds": {"silent_after_s": self.silent_after_s, "gap_factor": self.gap_factor,
                            "flagged_after_s": round(threshold, 1), "min_events": self.min_events},
             "agents_last_seen": {agent_id: iso_utc(ts) for agent_id, ts in recent},
@@ -516,31 +630,56 @@ class IntegrityDetector:
         )
 
 
+def _settle(entries: list[list[int]], amount: int) -> int:
+    """Take up to ``amount`` from ``entries`` (``[close, n]``, oldest first); returns how much."""
+    taken = 0
+    for entry in entries:
+        if taken >= amount:
+            break
+        take = min(entry[1], amount - taken)
+        entry[1] -= take
+        taken += take
+    return taken
+
+
+def _open_size(agent: _Agent) -> int:
+    """How many numbers between ``agent.low`` and the highest seen have not arrived (gaps seen,
+    not declared yet)."""
+    if agent.low is None or agent.max_seq < agent.low:
+        return 0
+    arrived = sum(end - start + 1 for start, end in zip(agent.starts, agent.ends, strict=True))
+    return agent.max_seq - agent.low + 1 - arrived
+
+
+def _fold_earliest(ending: dict[int, int]) -> None:
+    """Fold the earliest second of ``ending`` into the next (its numbers come due a little later)."""
+    first, second = sorted(ending)[:2]
+    ending[second] = max(ending[second], ending.pop(first))
+
+
 def _declare(agent: _Agent, cut: int) -> int:
-    """Declare missing every number in ``[agent.low, cut]`` not seen; move ``low`` past them and
-    past the seen numbers that follow. Returns how many were declared."""
+    """Declare missing every number in ``[agent.low, cut]`` that has not arrived; move ``low``
+    past them and past the arrived runs that follow. Returns how many were declared."""
     low = agent.low
     if low is None or cut < low:
         return 0
-    pending = agent.pending
-    seen = sorted(s for s in pending if s <= cut)
-    declared = 0
-    expected = low
-    for s in seen:
-        if s > expected:
-            agent.ranges.append((expected, s - 1))
-            declared += s - expected
-        expected = s + 1
-        pending.discard(s)
+    starts, ends = agent.starts, agent.ends
+    declared, expected, taken = 0, low, 0
+    while taken < len(starts) and starts[taken] <= cut:
+        if starts[taken] > expected:
+            agent.ranges.append((expected, starts[taken] - 1))
+            declared += starts[taken] - expected
+        expected = ends[taken] + 1
+        taken += 1
     if expected <= cut:
         agent.ranges.append((expected, cut))
         declared += cut + 1 - expected
-    low = cut + 1
-    while low in pending:
-        pending.remove(low)
-        low += 1
-    agent.low = low
-    agent.missing += declared
+        expected = cut + 1
+    while taken < len(starts) and starts[taken] == expected:
+        expected = ends[taken] + 1
+        taken += 1
+    del starts[:taken], ends[:taken]
+    agent.low = expected
     return declared
 
 
@@ -551,12 +690,12 @@ def _open_gaps(agent: _Agent) -> list[tuple[int, int]]:
         return []
     gaps: list[tuple[int, int]] = []
     expected = agent.low
-    for s in sorted(agent.pending):
-        if s > expected:
-            gaps.append((expected, s - 1))
+    for start, end in zip(agent.starts, agent.ends, strict=True):
+        if start > expected:
+            gaps.append((expected, start - 1))
             if len(gaps) >= RANGES_SHOWN:
                 break
-        expected = s + 1
+        expected = end + 1
     return gaps
 
 

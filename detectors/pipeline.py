@@ -226,17 +226,18 @@ class Pipeline:
                     self.stats.detector_errors[detector.name] += 1
                     log.exception("detector=%s failed to take a refused event", detector.name)
 
-    def set_complete_view(self, complete: bool) -> None:
-        """Tell detectors whether this process reads every partition of the event topic (their
-        optional ``set_complete_view``): judging gaps in ``agent.seq`` needs every event."""
+    def partitions_changed(self, owned: Sequence[int], complete: bool) -> None:
+        """Tell detectors (their optional ``partitions_changed``) that this process now reads
+        partitions ``owned`` of the event topic, all of them when ``complete``: judging gaps in
+        ``agent.seq`` needs every event, and a service's habits were learnt on another share."""
         for detector in self.detectors:
-            tell = getattr(detector, "set_complete_view", None)
+            tell = getattr(detector, "partitions_changed", None)
             if tell is not None:
                 try:
-                    tell(complete)
+                    tell(owned, complete)
                 except Exception:
                     self.stats.detector_errors[detector.name] += 1
-                    log.exception("detector=%s failed to take set_complete_view(%s)", detector.name, complete)
+                    log.exception("detector=%s failed to take partitions_changed", detector.name)
 
     def event_time(self) -> datetime:
         """The newest event time seen (the wall clock before any event): the clock a replay

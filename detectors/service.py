@@ -98,6 +98,7 @@ class DetectorService:
         self._stop = threading.Event()
         self._last_record_at = wall_clock()
         self._idle_resolved_at = float("-inf")
+        self._told_not_receiving = False
         self.checkpoints = checkpoints if checkpoint_interval_s > 0 else None
         self.checkpoint_interval_s = checkpoint_interval_s
         self.checkpoint_key = checkpoint_key
@@ -370,13 +371,29 @@ class DetectorService:
                 topic_partitions = getattr(self.consumer, "partitions", None)
                 if topic_partitions is not None:  # gaps in agent.seq need every partition's events
                     every = topic_partitions()
-                    self.pipeline.set_complete_view(bool(every) and owned >= every)
+                    self.pipeline.partitions_changed(sorted(owned), bool(every) and owned >= every)
                 if owned or self._owned is not None:  # not the wait for a first assignment
                     log.info("partitions of %s now owned by this member: %s (before: %s)",
                              self.checkpoint_key, sorted(owned) or "none",
                              sorted(self._owned) if self._owned else "none")
                 self._owned = owned
             self.merger.assign(owned, now)
+
+    def _sees_quiet(self) -> bool:
+        """Whether no event coming means the traffic is quiet: this member owns partitions, and
+        its bus answers (a detector cut off from Kafka sees no events either, but no silence)."""
+        assignment = getattr(self.consumer, "assignment", None)
+        if assignment is not None and not assignment():
+            return False
+        receiving = getattr(self.consumer, "receiving", None)
+        if receiving is not None and not receiving():
+            if not self._told_not_receiving:
+                self._told_not_receiving = True
+                log.warning("event=bus_not_answering no record for a while and no answered fetch: "
+                            "silent services are not judged until the bus answers again")
+            return False
+        self._told_not_receiving = False
+        return True
 
     def _dead_letter(self, record: BusRecord, reason: str) -> None:
         self._retry("dead_letter", lambda: self.dead_letters.dead_letter(record, reason))
@@ -435,7 +452,7 @@ class DetectorService:
             return
         self._idle_resolved_at = now
         event_now = self.pipeline.event_time() + timedelta(seconds=now - self._last_record_at)
-        absent = self.pipeline.idle(event_now)  # detected once: retried below until stored
+        absent = self.pipeline.idle(event_now) if self._sees_quiet() else Batch([])  # stored below, retried
         def resolve() -> None:
             if absent.findings:
                 self._store(absent)

@@ -104,7 +104,7 @@ def test_min_lost_sets_how_many_lost_events_make_a_finding():
 
 def test_with_part_of_the_partitions_gaps_are_not_judged_but_the_agents_count_is():
     detector = IntegrityDetector()
-    detector.set_complete_view(False)  # the service: this process reads some partitions only
+    detector.partitions_changed([0, 1], False)  # the service: this process reads some partitions only
     seqs = list(range(0, 2000, 2))  # every other event is another process's
     events = [_event(i / 10, s, dropped=0 if i < 500 else 7) for i, s in enumerate(seqs)]
     findings = _losses(run_detector(detector, events))
@@ -303,3 +303,114 @@ def test_a_replayed_log_with_a_bad_line_names_it_as_refused(tmp_path):
     (incident,) = result.incidents
     assert incident.evidence["refused_as_malformed"] == 1
     assert incident.evidence["lost_after_agent"] == 0
+
+
+# --- what a review found ---------------------------------------------------------------------------
+
+def test_long_calls_in_a_time_ordered_log_are_not_lost_events():
+    # agent.seq is taken as a call ends; a replay reads by start time. One call in 50 takes 150 s,
+    # so its number runs ahead of those of the short calls that started after it.
+    import heapq
+
+    calls = [(i * 0.5, 150.0 if i % 50 == 0 else 0.2) for i in range(4000)]
+    by_end = sorted(range(len(calls)), key=lambda i: calls[i][0] + calls[i][1])
+    seq_of = {call: seq for seq, call in enumerate(by_end)}
+    events = [make_event(start, id=f"c{i}", duration_ms=length * 1000, service="chat",
+                         agent=AgentInfo(id="a1", seq=seq_of[i], dropped=0))
+              for i, (start, length) in enumerate(calls)]
+    assert heapq.nsmallest(1, events, key=lambda e: e.ts)[0].agent.seq > 0  # the first call ends late
+    assert _losses(run_detector(IntegrityDetector(), events)) == []
+
+
+def test_a_count_that_comes_after_its_gap_is_not_a_second_loss_and_masks_nothing_later():
+    # Seq 1000-1009 dropped at the agent, but the events after them still carried the old count
+    # (the agent's count rose a moment later): first reported as lost after the agent; the count,
+    # when it comes, is no new loss. Then 2500-2504 are deleted: reported.
+    seqs = list(range(1000)) + list(range(1010, 2500)) + list(range(2505, 4000))
+    events = [_event(i / 10, s, dropped=0 if s < 2000 else 10) for i, s in enumerate(seqs)]
+    findings = _losses(run_detector(IntegrityDetector(), events))
+    assert [(f.evidence["dropped_by_agent"], f.evidence["lost_after_agent"]) for f in findings] == [
+        (0, 10), (0, 5)]
+    assert findings[1].evidence["totals"]["dropped_by_agent_reported"] == 10
+
+
+def test_a_count_with_no_gap_stops_explaining_after_a_few_windows():
+    # The agent counted 128 drops that did reach the bus (a batch it gave up on, delivered after
+    # all); much later 50 events are deleted from the topic: still reported.
+    seqs = list(range(3000)) + list(range(3050, 6000))
+    events = [_event(i / 10, s, dropped=0 if i < 200 else 128) for i, s in enumerate(seqs)]
+    findings = _losses(run_detector(IntegrityDetector(), events))
+    assert [(f.evidence["dropped_by_agent"], f.evidence["lost_after_agent"]) for f in findings] == [
+        (128, 0), (0, 50)]
+
+
+def test_a_change_of_partitions_clears_what_was_counted_before():
+    detector = IntegrityDetector()
+    pipeline = Pipeline([detector], IncidentManager(memory_store()), window_s=60)
+    first = [_event(i / 10, i, dropped=0 if i < 200 else 100) for i in range(600)]
+    pipeline.detect(first)
+    pipeline.partitions_changed([0, 1], False)  # another member joined...
+    pipeline.partitions_changed([0, 1, 2, 3], True)  # ... and left: gaps judged afresh
+    later = [_event(60 + i / 10, s, dropped=100) for i, s in enumerate(list(range(600, 2000))
+                                                                        + list(range(2100, 3000)))]
+    findings = pipeline.detect(later).findings + pipeline.close_open_window(final=True).findings
+    lost_after = [f.evidence["lost_after_agent"] for f in _losses(findings)]
+    assert [n for n in lost_after if n] == [100]
+
+
+def test_an_agent_first_seen_with_drops_of_numbers_still_to_come_is_not_lost_after_it():
+    # Its queue overflowed: events queued before the drops were encoded after them and carry the
+    # count of drops numbered after them. The detector starts watching right then.
+    seqs = list(range(10_000, 10_100)) + list(range(10_400, 12_000))
+    events = [_event(i / 10, s, dropped=300) for i, s in enumerate(seqs)]
+    findings = _losses(run_detector(IntegrityDetector(), events))
+    assert [f.evidence["lost_after_agent"] for f in findings] == []
+
+
+def test_a_routine_pause_is_flagged_until_it_has_come_twice():
+    # Busy from 08:00 to 20:00 for five days, nothing at night.
+    events: list[InferenceEvent] = []
+    seq = 0
+    for day in range(5):
+        start = day * 86_400 + 8 * 3600.0
+        day_events = _busy(12 * 60, per_minute=10, start=start, first_seq=seq)
+        seq += len(day_events)
+        events += day_events
+    silences = _silences(run_detector(IntegrityDetector(), events))
+    assert [f.evidence["ended"][:10] for f in silences] == ["1970-01-02", "1970-01-03"]
+
+
+def test_a_late_event_does_not_end_a_silence_or_flag_it_again():
+    detector = IntegrityDetector()
+    pipeline = Pipeline([detector], IncidentManager(memory_store()), window_s=60)
+    pipeline.detect(_busy(40))
+    last = 40 * 60 - 2.0
+    assert len(pipeline.idle(datetime.fromtimestamp(last + 700, UTC)).findings) == 1
+    pipeline.detect([_event(last - 30, 5000, dropped=0)])  # a straggler from before the silence
+    assert pipeline.idle(datetime.fromtimestamp(last + 1300, UTC)).findings == []
+
+
+def test_a_new_share_of_the_partitions_learns_the_services_afresh():
+    detector = IntegrityDetector()
+    pipeline = Pipeline([detector], IncidentManager(memory_store()), window_s=60)
+    pipeline.partitions_changed([0, 1, 2, 3], True)
+    pipeline.detect(_busy(40))
+    pipeline.partitions_changed([0, 1], False)  # the service's callers are on the other member now
+    assert pipeline.idle(datetime.fromtimestamp(40 * 60 + 3600, UTC)).findings == []
+    # Told again the partitions it has (a restart that restored its checkpoint): nothing changes.
+    assert detector._services["chat"].windows == 0
+    pipeline.detect(_busy(40, start=40 * 60 + 3700, first_seq=5000))
+    pipeline.partitions_changed([0, 1], False)
+    assert detector._services["chat"].windows >= 30
+
+
+def test_many_scattered_gaps_keep_the_state_bounded():
+    from inferwatch.detectors import integrity
+
+    seqs = [s for s in range(60_000) if s % 4]  # one number in four never arrives
+    detector = IntegrityDetector()
+    pipeline = Pipeline([detector], IncidentManager(memory_store()), window_s=3600)
+    pipeline.detect(_stream(seqs, per_s=1000.0, dropped=0))
+    agent = detector._agents["a1"]
+    assert len(agent.starts) <= integrity.MAX_RUNS
+    assert agent.forced > 0  # the lowest gaps were declared early, to be matched at the close

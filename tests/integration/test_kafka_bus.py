@@ -139,6 +139,9 @@ def test_two_consumers_in_one_group_share_the_partitions(bus: KafkaBus) -> None:
     assert {r.partition for r in got["two"]} <= two.assignment()
     assert got["one"]
     assert got["two"]
+    # Their brokers answer their fetches: an idle member then sees quiet traffic, not an outage.
+    assert one.receiving()
+    assert two.receiving()
     one.close()
     two.close()
 

@@ -612,8 +612,8 @@ def test_a_member_reading_some_partitions_tells_the_detectors(tmp_path):
             return {0, 1, 2, 3}
 
     class Listening(ServerErrors):
-        def set_complete_view(self, complete: bool) -> None:
-            told.append(complete)
+        def partitions_changed(self, owned: list[int], complete: bool) -> None:
+            told.append((owned, complete))
 
     pipeline = Pipeline([Listening()], IncidentManager(store), window_s=60)
     service = DetectorService(Member(bus.path, "g", bus.topic), bus.dead_letters(), pipeline)
@@ -621,7 +621,7 @@ def test_a_member_reading_some_partitions_tells_the_detectors(tmp_path):
     owned[0] = {0, 1, 2, 3}  # the other member left: this one reads everything now
     service.run_once(poll_timeout=0)
     service.run_once(poll_timeout=0)
-    assert told == [False, True]
+    assert told == [([0, 1], False), ([0, 1, 2, 3], True)]
 
 
 def test_a_dead_lettered_event_of_an_agent_is_filed_as_refused_not_lost(tmp_path):
@@ -647,3 +647,56 @@ def test_a_dead_lettered_event_of_an_agent_is_filed_as_refused_not_lost(tmp_path
     assert incident.evidence["refused_as_malformed"] == 1
     assert incident.evidence["lost_after_agent"] == 0
     assert "status" in next(iter(incident.evidence["refused_reasons"]))
+
+
+def _silence_setup(tmp_path, consumer_class):
+    from inferwatch.detectors.integrity import IntegrityDetector
+
+    store = SQLiteStore(tmp_path / "s.db")
+    now = [10_000.0]
+    bus = SQLiteBus(tmp_path / "bus.db")
+    producer = bus.producer()
+    for i in range(40 * 30):
+        producer.send(encode_event(make_event(1000.0 + 2 * i, service="chat")))
+    pipeline = Pipeline([IntegrityDetector()], IncidentManager(store), window_s=60)
+    consumer = consumer_class(bus.path, "g", bus.topic)
+    service = DetectorService(consumer, bus.dead_letters(), pipeline, idle_close_s=5,
+                              wall_clock=lambda: now[0])
+    while service.run_once(poll_timeout=0):
+        pass
+    return store, service, now
+
+
+def test_a_member_cut_off_from_its_bus_judges_no_silence(tmp_path, caplog):
+    answering = [True]
+
+    class Cut(SQLiteConsumer):
+        def receiving(self):
+            return answering[0]
+
+    store, service, now = _silence_setup(tmp_path, Cut)
+    answering[0] = False  # the brokers stop answering: no events, but no silence either
+    for _ in range(20):
+        now[0] += 60
+        service.run_once(poll_timeout=0)
+    assert store.list_incidents(IncidentQuery()) == []
+    assert "event=bus_not_answering" in caplog.text
+    answering[0] = True  # answering again, and still nothing comes: now that is silence
+    now[0] += 60
+    service.run_once(poll_timeout=0)
+    assert [i.subject for i in store.list_incidents(IncidentQuery())] == ["service:chat"]
+
+
+def test_a_member_left_without_partitions_judges_no_silence(tmp_path):
+    owned = [{0}]
+
+    class Member(SQLiteConsumer):
+        def assignment(self):
+            return owned[0]
+
+    store, service, now = _silence_setup(tmp_path, Member)
+    owned[0] = set()  # the group gave this member nothing: it reads no traffic at all
+    for _ in range(20):
+        now[0] += 60
+        service.run_once(poll_timeout=0)
+    assert store.list_incidents(IncidentQuery()) == []
