@@ -60,9 +60,9 @@ MAX_RUNS = 10_000
 MAX_ENDING = 1_000
 """Seconds of call ends held per agent, not yet due; past that the earliest are folded later."""
 CREDIT_CLOSES = 3
-"""Window closes during which a count of the agent's (``agent.dropped``) and a declared gap may
-still be matched with each other: a count stamped on an event a little before or after the gap
-it explains."""
+"""Windows in which the agent sent events during which a count of its (``agent.dropped``) and a
+declared gap may still be matched with each other: a count stamped on an event a little before
+or after the gap it explains (an agent that sends nothing cannot send its count either)."""
 RANGES_SHOWN = 10
 """Missing ``agent.seq`` ranges spelt out in a finding's evidence."""
 REASONS_KEPT = 5
@@ -420,7 +420,8 @@ class IntegrityDetector:
                 del table[key]
 
     def _judge_agent(self, agent_id: str, agent: _Agent, bounds: tuple[float, float]) -> Finding | None:
-        agent.closes += 1
+        if agent.window_events or agent.window_refused:  # its own clock: a quiet agent sends no count
+            agent.closes += 1
         judged = self.judging_gaps and not agent.partial
         counted = agent.dropped_max - agent.dropped_told
         agent.dropped_told = agent.dropped_max
@@ -435,6 +436,9 @@ class IntegrityDetector:
             agent.due, agent.cut = due, due
         unexplained = 0
         if judged:
+            horizon = agent.closes - CREDIT_CLOSES
+            agent.credit = [entry for entry in agent.credit if entry[0] > horizon and entry[1]]
+            agent.debt = [entry for entry in agent.debt if entry[0] > horizon and entry[1]]
             if counted:
                 agent.credit.append([agent.closes, counted])
             unexplained = declared - _settle(agent.credit, declared)
@@ -448,9 +452,6 @@ class IntegrityDetector:
             if unexplained:
                 agent.debt.append([agent.closes, unexplained])
                 agent.unexplained += unexplained
-            horizon = agent.closes - CREDIT_CLOSES
-            agent.credit = [entry for entry in agent.credit if entry[0] > horizon and entry[1]]
-            agent.debt = [entry for entry in agent.debt if entry[0] > horizon and entry[1]]
         refused, agent.window_refused = agent.window_refused, 0
         span = (agent.low or 0) - agent.first_low
         finding = None
