@@ -217,27 +217,25 @@ class Pipeline:
         """An event of agent ``agent_id`` numbered ``seq`` was refused as malformed (dead-lettered,
         or a replay's bad line): detectors that account for an agent's events (their optional
         ``refused``) count it as refused rather than lost."""
-        for detector in self.detectors:
-            take = getattr(detector, "refused", None)
-            if take is not None:
-                try:
-                    take(agent_id, seq, reason)
-                except Exception:
-                    self.stats.detector_errors[detector.name] += 1
-                    log.exception("detector=%s failed to take a refused event", detector.name)
+        self._tell("refused", agent_id, seq, reason)
 
     def partitions_changed(self, owned: Sequence[int], complete: bool) -> None:
         """Tell detectors (their optional ``partitions_changed``) that this process now reads
         partitions ``owned`` of the event topic, all of them when ``complete``: judging gaps in
         ``agent.seq`` needs every event, and a service's habits were learnt on another share."""
+        self._tell("partitions_changed", owned, complete)
+
+    def _tell(self, method: str, *args: Any) -> None:
+        """Call the optional ``method`` of every detector that has it; a failure is counted and
+        logged, as for ``observe``."""
         for detector in self.detectors:
-            tell = getattr(detector, "partitions_changed", None)
+            tell = getattr(detector, method, None)
             if tell is not None:
                 try:
-                    tell(owned, complete)
+                    tell(*args)
                 except Exception:
                     self.stats.detector_errors[detector.name] += 1
-                    log.exception("detector=%s failed to take partitions_changed", detector.name)
+                    log.exception("detector=%s failed in %s", detector.name, method)
 
     def event_time(self) -> datetime:
         """The newest event time seen (the wall clock before any event): the clock a replay
