@@ -111,10 +111,14 @@ class _Agent:
     window_refused: int = 0
     refused_reasons: dict[str, int] = field(default_factory=dict)  # this window's, a few
 
-    def restart_accounting(self) -> None:
+    settling: bool = False  # accounting restarted: judged only above what the next close has seen
+    unseen_drops: int = 0  # counted before its first event came, while this detector watched
+
+    def restart_accounting(self, *, settle: bool = False) -> None:
         self.low, self.partial, self.starts, self.ends = None, False, [], []
         self.max_seq = self.due = self.cut = -1
         self.ending, self.ranges, self.after_gap, self.credit, self.debt = {}, [], {}, [], []
+        self.settling = settle
 
 
 @dataclass(slots=True)
@@ -122,9 +126,11 @@ class _Service:
     first: float
     last: float
     events: int = 0
-    windows: int = 0
+    windows: int = 0  # windows in which it sent events
+    window_events: int = 0
     longest_gap: float = 0.0
     flagged: bool = False  # silent and reported; cleared by its next event
+    flagged_at: float = 0.0  # when it was flagged (its "back" finding files into that incident)
     pauses: list[float] = field(default_factory=list)  # lengths of its last flagged silences
     agents: dict[str, float] = field(default_factory=dict)  # agent id -> its last event, latest last
 
@@ -189,6 +195,8 @@ class IntegrityDetector:
         self._found: list[Finding] = []  # silences ended by an event, reported with the next return
         self._latest: float | None = None  # the newest event time seen
         self._closed_at = float("-inf")  # the end of the last window closed
+        self._closes = 0  # windows closed
+        self._last_bounds = (0.0, 0.0)
         self._owned: tuple[int, ...] | None = None  # the partitions the service last said it reads
 
     # --- what the service tells it ----------------------------------------------------------------
@@ -202,13 +210,16 @@ class IntegrityDetector:
             return
         if self._owned is not None or self._services:
             for service in self._services.values():
-                service.events = service.windows = 0
+                service.events = service.windows = service.window_events = 0
                 service.longest_gap, service.flagged, service.pauses = 0.0, False, []
         self._owned = key
         if complete != self.complete_view:
             self.complete_view = complete
             for agent in self._agents.values():
-                agent.restart_accounting()
+                # Partitions that just came here are read from where their last reader stopped,
+                # the others from here on: numbers below what the next close has seen may have
+                # been read before, and are not judged.
+                agent.restart_accounting(settle=True)
 
     def refused(self, agent_id: str, seq: int, reason: str) -> None:
         """An event of this agent was refused as malformed (the detector service dead-lettered it,
@@ -254,7 +265,7 @@ class IntegrityDetector:
         service = self._services.get(name)
         if service is None or next(reversed(self._services)) != name:  # the LRU order: moved last
             service = self._service(name, ts, service)
-        self._seen(name, service, ts)
+        self._seen(name, service, ts, event.id)
         agent_info = event.agent
         if agent_info is None:
             self.unidentified += 1
@@ -280,7 +291,11 @@ class IntegrityDetector:
             if not agent.counts_drops:
                 agent.counts_drops = True
                 agent.dropped_first = agent.dropped_max = agent.dropped_told = dropped
-                if dropped and self.judging_gaps:  # it may count drops of numbers still to be seen
+                if self._closes and agent.first == ts:
+                    # A new agent while this detector watched: what it lost before its first
+                    # event got through (it started while its bus was down) is reported too.
+                    agent.dropped_told, agent.unseen_drops = 0, dropped
+                elif dropped and self.judging_gaps:  # it may count drops of numbers still to be seen
                     agent.credit.append([agent.closes, dropped])
             elif dropped > agent.dropped_max:
                 agent.dropped_max = dropped
@@ -296,12 +311,14 @@ class IntegrityDetector:
             self._services[name] = self._services.pop(name)
         return service
 
-    def _seen(self, name: str, service: _Service, ts: float) -> None:
+    def _seen(self, name: str, service: _Service, ts: float, event_id: str) -> None:
         service.events += 1
+        service.window_events += 1
         gap = ts - service.last
         if gap <= 0:
             return  # its first event, or one out of order: no pause ended here
         if service.flagged:
+            self._found.append(self._silence_finding(name, service, ts, ended=True, back=event_id))
             self._learn_pause(service, gap)
             service.flagged = False
         elif self._silent(service, gap):
@@ -381,6 +398,8 @@ class IntegrityDetector:
         bounds = (self._bounds.close(end_ts, self._window_first), end_ts)
         self._window_first = None
         self._closed_at = end_ts
+        self._closes += 1
+        self._last_bounds = bounds
         findings = self._drain()
         for agent_id, agent in self._agents.items():
             finding = self._judge_agent(agent_id, agent, bounds)
@@ -388,16 +407,43 @@ class IntegrityDetector:
                 findings.append(finding)
             agent.window_events = 0
         for service in self._services.values():
-            if service.first < end_ts:
+            if service.window_events:
                 service.windows += 1
+                service.window_events = 0
         findings += self._silences(end_ts)
         self._forget(end_ts)
         return findings
 
     def idle(self, now: datetime) -> list[Finding]:
         """No event has arrived for a while: event time is taken to have reached ``now`` (the
-        detector service's estimate). Returns the silences that passed their threshold."""
-        return self._drain() + self._silences(now.timestamp())
+        detector service's estimate). Returns the silences that passed their threshold, and the
+        gaps still open of agents quiet for two windows (nothing more of theirs can come)."""
+        now_ts = now.timestamp()
+        quiet = now_ts - 2 * (self._bounds.length or 60.0)
+        findings = self._drain()
+        for agent_id, agent in self._agents.items():
+            if agent.last < quiet and agent.max_seq >= (agent.low if agent.low is not None else 0):
+                finding = self._flush(agent_id, agent, (self._last_bounds[0], now_ts))
+                if finding is not None:
+                    findings.append(finding)
+        return findings + self._silences(now_ts)
+
+    def finish(self, end: datetime) -> list[Finding]:
+        """The input has ended (a replay, a batch run): every gap still open is judged now."""
+        findings = self._drain()
+        for agent_id, agent in self._agents.items():
+            finding = self._flush(agent_id, agent, self._last_bounds)
+            if finding is not None:
+                findings.append(finding)
+        return findings
+
+    def _flush(self, agent_id: str, agent: _Agent, bounds: tuple[float, float]) -> Finding | None:
+        """Judge an agent of which nothing more will come: all its numbers are due."""
+        if agent.low is None or agent.partial or agent.settling or not self.judging_gaps:
+            return None
+        agent.ending.clear()
+        agent.due = agent.cut = agent.max_seq
+        return self._judge_agent(agent_id, agent, bounds)
 
     def _silent(self, service: _Service, gap: float) -> bool:
         return (service.windows >= self.learn_windows
@@ -408,7 +454,7 @@ class IntegrityDetector:
         findings = []
         for name, service in self._services.items():
             if not service.flagged and self._silent(service, now - service.last):
-                service.flagged = True
+                service.flagged, service.flagged_at = True, now
                 findings.append(self._silence_finding(name, service, now, ended=False))
         return findings
 
@@ -422,6 +468,12 @@ class IntegrityDetector:
     def _judge_agent(self, agent_id: str, agent: _Agent, bounds: tuple[float, float]) -> Finding | None:
         if agent.window_events or agent.window_refused:  # its own clock: a quiet agent sends no count
             agent.closes += 1
+        if agent.settling:
+            # Accounting restarted (see partitions_changed): judged from above what came by now.
+            if agent.max_seq >= 0:
+                agent.low = agent.first_low = agent.max_seq + 1
+            agent.starts, agent.ends, agent.ending, agent.after_gap = [], [], {}, {}
+            agent.settling = False
         judged = self.judging_gaps and not agent.partial
         counted = agent.dropped_max - agent.dropped_told
         agent.dropped_told = agent.dropped_max
@@ -435,12 +487,13 @@ class IntegrityDetector:
                 due = max(due, agent.ending.pop(second))
             agent.due, agent.cut = due, due
         unexplained = 0
+        unseen, agent.unseen_drops = min(agent.unseen_drops, counted), 0
         if judged:
             horizon = agent.closes - CREDIT_CLOSES
             agent.credit = [entry for entry in agent.credit if entry[0] > horizon and entry[1]]
             agent.debt = [entry for entry in agent.debt if entry[0] > horizon and entry[1]]
-            if counted:
-                agent.credit.append([agent.closes, counted])
+            if counted > unseen:  # drops before its first event have no gap to match here
+                agent.credit.append([agent.closes, counted - unseen])
             unexplained = declared - _settle(agent.credit, declared)
             # Counts beyond the gaps still open here came after the gaps they explain, which
             # were reported as lost after the agent: they are no new loss (and no credit).
@@ -503,10 +556,12 @@ class IntegrityDetector:
             parts.append(f"{unexplained} missing from agent.seq that {counts}: lost after it "
                          "(in transit, deleted from the topic, or refused too damaged to read its "
                          "number: check `inferwatch events dead-letters`)")
-        shown = ranges or still_open
+        # The ranges behind this window's news: declared ones for a loss nobody counted (the
+        # counted gaps among them were reported as their count came), else the gaps still open.
+        shown = ranges if unexplained else still_open
         missing_text = f"; missing agent.seq: {', '.join(shown)}" if shown else ""
         more = len(agent.ranges) - RANGES_SHOWN
-        if more > 0:
+        if unexplained and more > 0:
             missing_text += f" and {more} more range(s)"
         who = f"Agent {agent_id} ({agent.service})"
         title = (f"{who}: {refused} event(s) refused as malformed in one window" if refused == lost
@@ -522,11 +577,11 @@ class IntegrityDetector:
             "refused_reasons": dict(agent.refused_reasons),
             "lost_after_agent": unexplained,
             "agent_counts_drops": agent.counts_drops,
-            "seq_missing": declared,
-            "seq_missing_ranges": ranges,
+            "seq_declared": declared,
+            "seq_declared_ranges": ranges,
             "seq_gaps_open": still_open,
             "seq_gaps_judged": self.judging_gaps and not agent.partial,
-            "totals": {"seq_missing": agent.missing, "lost_after_agent": agent.unexplained,
+            "totals": {"seq_declared": agent.missing, "lost_after_agent": agent.unexplained,
                        "late_or_repeated": agent.late,
                        "dropped_by_agent_since_watched": agent.dropped_max - agent.dropped_first,
                        "dropped_by_agent_reported": agent.dropped_max,
@@ -587,7 +642,11 @@ class IntegrityDetector:
             evidence=evidence,
         )
 
-    def _silence_finding(self, name: str, service: _Service, now: float, *, ended: bool) -> Finding:
+    def _silence_finding(self, name: str, service: _Service, now: float, *, ended: bool,
+                         back: str | None = None) -> Finding:
+        """A silence: flagged as it lasts, found as it ended (a replay), or, ``back`` (the id of
+        the service's first event after a flagged silence), its end (filed at the time it was
+        flagged, so it updates that incident)."""
         gap = now - service.last
         rate = service.events / max(service.windows, 1)
         threshold = max(self.silent_after_s, self.gap_factor * service.longest_gap)
@@ -595,7 +654,8 @@ class IntegrityDetector:
         severity: Severity = "high" if rate >= 10 * self.min_events else "medium"
         when = (f"sent nothing from {iso_utc(service.last)} to {iso_utc(now)}" if ended
                 else f"has sent nothing since {iso_utc(service.last)}")
-        title = (f"Service {name} sent nothing for {_duration(gap)}" if ended
+        title = (f"Service {name} is back after {_duration(gap)} of silence" if back
+                 else f"Service {name} sent nothing for {_duration(gap)}" if ended
                  else f"Service {name} has gone silent: nothing for {_duration(gap)}")
         evidence: dict[str, Any] = {
             "signal": "silence",
@@ -603,6 +663,7 @@ class IntegrityDetector:
             "last_event": iso_utc(service.last),
             "silent_for_s": round(gap, 1),
             "ended": iso_utc(now) if ended else None,
+            "back": back is not None,
             "usual_events_per_window": round(rate, 1),
             "windows_seen": service.windows,
             "longest_earlier_pause_s": round(service.longest_gap, 1),
@@ -618,16 +679,18 @@ class IntegrityDetector:
             severity=severity,
             score=round(min(1.0, gap / (gap + threshold)), 4),
             title=title,
-            summary=f"Service {name} {when} ({_duration(gap)}); it usually sends about {rate:.0f} events a "
+            summary=("Its events come again. " if back else "")
+            + f"Service {name} {when} ({_duration(gap)}); it usually sends about {rate:.0f} events a "
             f"window and its longest pause before was {_duration(service.longest_gap)}. Its model server is "
             "down or unreachable, or its agents stopped shipping events (check the agents' "
             "inferwatch_agent_events_dropped_total and bus_unavailable log lines)"
             + ("" if self.complete_view else
                "; this detector process reads only some partitions, so this is its share of the traffic"),
             subject=f"service:{name}",
-            time=datetime.fromtimestamp(now, UTC),
+            time=datetime.fromtimestamp(service.flagged_at if back else now, UTC),
             service=name,
             evidence=evidence,
+            event_ids=[back] if back else [],
         )
 
 
@@ -707,9 +770,11 @@ def _spelt(first: int, last: int) -> str:
 def _duration(seconds: float) -> str:
     """A length of time as a person reads it.
 
-    >>> _duration(59), _duration(600), _duration(5400), _duration(90000)
-    ('59 s', '10 min', '1.5 h', '25.0 h')
+    >>> _duration(0.1), _duration(59), _duration(600), _duration(5400), _duration(90000)
+    ('0.1 s', '59 s', '10 min', '1.5 h', '25.0 h')
     """
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 60:
         return f"{seconds:.0f} s"
     if seconds < 3600:

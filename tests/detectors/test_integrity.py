@@ -14,6 +14,7 @@ from inferwatch.detectors.incidents import IncidentManager
 from inferwatch.detectors.integrity import IntegrityDetector
 from inferwatch.detectors.pipeline import Pipeline
 from inferwatch.detectors.registry import DetectorConfigError, build_detectors
+from inferwatch.detectors.store import IncidentQuery
 from inferwatch.testing import make_event, memory_store, run_detector
 
 
@@ -62,7 +63,7 @@ def test_events_the_agent_counted_as_dropped_are_reported_once_as_its_own_loss()
     assert "the agent counted 40 dropped" in f.summary
     # Reported as the count arrives, with the gap it left still in its window of grace.
     assert f.evidence["seq_gaps_open"] == ["1000-1039"]
-    assert f.evidence["seq_missing_ranges"] == []
+    assert f.evidence["seq_declared_ranges"] == []
     assert "missing agent.seq: 1000-1039" in f.summary
 
 
@@ -75,7 +76,7 @@ def test_events_lost_after_the_agent_are_declared_after_a_window_of_grace_and_na
     f = findings[0]
     assert f.evidence["lost_after_agent"] == 25
     assert f.evidence["dropped_by_agent"] == 0
-    assert f.evidence["seq_missing_ranges"] == ["500-524"]
+    assert f.evidence["seq_declared_ranges"] == ["500-524"]
     assert f.severity in ("medium", "high")
     assert "after it sent them" in f.title
     assert "dead-letters" in f.summary
@@ -235,7 +236,7 @@ def test_a_checkpoint_carries_the_gap_accounting_over_a_restart():
     second = Pipeline([IntegrityDetector()], IncidentManager(memory_store()), window_s=60)
     assert second.restore(data) == []
     findings = second.detect(events[800:]).findings + second.close_open_window(final=True).findings
-    assert [f.evidence["seq_missing_ranges"] for f in _losses(findings)] == [["500-524"]]
+    assert [f.evidence["seq_declared_ranges"] for f in _losses(findings)] == [["500-524"]]
     assert checkpoint.load(checkpoint.dump(checkpoint.state_of(second.detectors[0])))  # writable
 
 
@@ -386,7 +387,7 @@ def test_a_late_event_does_not_end_a_silence_or_flag_it_again():
     pipeline.detect(_busy(40))
     last = 40 * 60 - 2.0
     assert len(pipeline.idle(datetime.fromtimestamp(last + 700, UTC)).findings) == 1
-    pipeline.detect([_event(last - 30, 5000, dropped=0)])  # a straggler from before the silence
+    pipeline.detect([_event(last - 30, 1100, dropped=0)])  # a straggler from before the silence
     assert pipeline.idle(datetime.fromtimestamp(last + 1300, UTC)).findings == []
 
 
@@ -414,3 +415,73 @@ def test_many_scattered_gaps_keep_the_state_bounded():
     agent = detector._agents["a1"]
     assert len(agent.starts) <= integrity.MAX_RUNS
     assert agent.forced > 0  # the lowest gaps were declared early, to be matched at the close
+
+
+# --- what an operator's walk-through found ---------------------------------------------------------
+
+def test_a_member_left_alone_in_its_group_files_no_false_loss():
+    # Two members: this one reads the even callers' partitions. The other stops; after its
+    # session this one owns every partition and reads the other's from its last commit, 40 s back.
+    events = [_event(i / 20, i, principal=f"p{i % 8}", dropped=0) for i in range(6000)]
+    mine = [e for e in events if int(e.principal[1:]) % 2 == 0]
+    detector = IntegrityDetector()
+    pipeline = Pipeline([detector], IncidentManager(memory_store()), window_s=60)
+    pipeline.partitions_changed([0, 1], False)
+    cut = 2400  # 120 s in
+    findings = pipeline.detect([e for e in mine if e.agent.seq < cut]).findings
+    pipeline.partitions_changed([0, 1, 2, 3], True)
+    theirs = [e for e in events if e.agent.seq >= cut - 800 and int(e.principal[1:]) % 2]
+    rest = sorted([e for e in mine if e.agent.seq >= cut] + theirs, key=lambda e: e.ts)
+    findings += pipeline.detect(rest).findings + pipeline.close_open_window(final=True).findings
+    assert _losses(findings) == []
+
+
+def test_an_agent_that_starts_while_its_bus_is_down_has_its_first_losses_reported():
+    detector = IntegrityDetector()
+    pipeline = Pipeline([detector], IncidentManager(memory_store()), window_s=60)
+    pipeline.detect(_stream(list(range(3000)), agent="other", dropped=0))  # the detector was watching
+    new = [_event(300 + i / 10, 345 + i, agent="late", dropped=345) for i in range(1500)]
+    findings = pipeline.detect(new).findings + pipeline.close_open_window(final=True).findings
+    (f,) = [f for f in _losses(findings) if f.subject == "agent:late"]
+    assert f.evidence["dropped_by_agent"] == 345
+    assert f.evidence["lost_after_agent"] == 0
+
+
+def test_gaps_in_the_last_window_of_a_replay_are_judged_at_its_end():
+    seqs = [s for s in range(300) if not 200 <= s < 250]
+    findings = _losses(run_detector(IntegrityDetector(), _stream(seqs, dropped=0)))  # 25 s: one window
+    assert [f.evidence["lost_after_agent"] for f in findings] == [50]
+
+
+def test_gaps_of_an_agent_gone_quiet_are_judged_while_the_service_is_idle():
+    detector = IntegrityDetector()
+    pipeline = Pipeline([detector], IncidentManager(memory_store()), window_s=60)
+    seqs = [s for s in range(1000) if not 900 <= s < 950]
+    pipeline.detect(_stream(seqs, dropped=0, per_s=10.0))
+    pipeline.close_open_window()
+    found = pipeline.idle(datetime.fromtimestamp(95 + 200, UTC)).findings
+    assert [f.evidence["lost_after_agent"] for f in _losses(found)] == [50]
+
+
+def test_the_usual_rate_of_a_silent_service_counts_the_windows_it_sent_in():
+    quiet = _busy(40, per_minute=12, service="small")
+    other = _busy(80, service="busy", agent="a2")
+    silences = _silences(run_detector(IntegrityDetector(), sorted(quiet + other, key=lambda e: e.ts)))
+    (f,) = [f for f in silences if f.subject == "service:small"]
+    assert f.evidence["usual_events_per_window"] == pytest.approx(12, abs=0.5)
+
+
+def test_a_service_back_after_a_flagged_silence_says_so_in_the_same_incident():
+    store = memory_store()
+    pipeline = Pipeline([IntegrityDetector()], IncidentManager(store), window_s=60)
+    pipeline.process(_busy(40))
+    last = 40 * 60 - 2.0
+    pipeline.store(pipeline.idle(datetime.fromtimestamp(last + 700, UTC)))
+    back = pipeline.detect(_busy(5, start=last + 1500, first_seq=1200))
+    pipeline.store(back)
+    (f,) = _silences(back.findings)
+    assert f.evidence["back"] is True
+    assert "is back after 25 min" in f.title
+    (incident,) = store.list_incidents(IncidentQuery())
+    assert incident.count == 2
+    assert "is back" in incident.title
