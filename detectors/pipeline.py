@@ -219,23 +219,27 @@ class Pipeline:
         ``refused``) count it as refused rather than lost."""
         self._tell("refused", agent_id, seq, reason)
 
-    def partitions_changed(self, owned: Sequence[int], complete: bool) -> None:
+    def partitions_changed(self, owned: Sequence[int], complete: bool) -> list[str]:
         """Tell detectors (their optional ``partitions_changed``) that this process now reads
         partitions ``owned`` of the event topic, all of them when ``complete``: judging gaps in
-        ``agent.seq`` needs every event, and a service's habits were learnt on another share."""
-        self._tell("partitions_changed", owned, complete)
+        ``agent.seq`` needs every event, and a service's habits were learnt on another share.
+        Returns the names of the detectors told."""
+        return self._tell("partitions_changed", owned, complete)
 
-    def _tell(self, method: str, *args: Any) -> None:
+    def _tell(self, method: str, *args: Any) -> list[str]:
         """Call the optional ``method`` of every detector that has it; a failure is counted and
-        logged, as for ``observe``."""
+        logged, as for ``observe``. Returns the names of those that have it."""
+        told = []
         for detector in self.detectors:
             tell = getattr(detector, method, None)
             if tell is not None:
+                told.append(detector.name)
                 try:
                     tell(*args)
                 except Exception:
                     self.stats.detector_errors[detector.name] += 1
                     log.exception("detector=%s failed in %s", detector.name, method)
+        return told
 
     def event_time(self) -> datetime:
         """The newest event time seen (the wall clock before any event): the clock a replay

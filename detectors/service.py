@@ -371,7 +371,13 @@ class DetectorService:
                 topic_partitions = getattr(self.consumer, "partitions", None)
                 if topic_partitions is not None:  # gaps in agent.seq need every partition's events
                     every = topic_partitions()
-                    self.pipeline.partitions_changed(sorted(owned), bool(every) and owned >= every)
+                    complete = bool(every) and owned >= every
+                    told = self.pipeline.partitions_changed(sorted(owned), complete)
+                    if told and owned and not complete:
+                        log.info("event=seq_gaps_not_judged detectors=%s partitions=%s of=%s: this member "
+                                 "reads part of the event topic, so gaps in agent.seq (events lost after "
+                                 "the agent) are not judged here; the agents' own counts and silences are",
+                                 ",".join(told), sorted(owned), sorted(every) or "unknown")
                 if owned or self._owned is not None:  # not the wait for a first assignment
                     log.info("partitions of %s now owned by this member: %s (before: %s)",
                              self.checkpoint_key, sorted(owned) or "none",

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="window length, seconds or 30s/5m/1h (detect.window_s)")
     p.add_argument("--detectors", dest="enabled_detectors", metavar="NAMES",
                    help="comma-separated detectors to run (detect.enabled); e.g. drift alone, which "
-                        "takes the fast path")
+                        "takes the fast path; or those to leave out: --detectors=-integrity")
     p.set_defaults(handler=commands.replay)
 
     p = sub.add_parser("scan", help="score texts or events with the per-request detectors (no service)")
@@ -338,6 +338,25 @@ def _names(value: str) -> list[str]:
     return names
 
 
+def _detector_names(given: str) -> list[str]:
+    """``--detectors``: names to run, or ``-name,-other`` for every registered detector but those."""
+    names = [n.strip() for n in given.split(",")]
+    left_out = [n[1:] for n in names if n.startswith("-")]
+    if not left_out:
+        return names
+    if len(left_out) < len(names):
+        raise SettingsError(f"--detectors {given}: name the detectors to run, or those to leave out "
+                            "(each with a leading -), not both")
+    from inferwatch.detectors.registry import available
+
+    registered = sorted(available())
+    unknown = sorted(set(left_out) - set(registered))
+    if unknown:
+        raise SettingsError(f"--detectors {given}: no detector named {', '.join(unknown)}; registered: "
+                            f"{', '.join(registered)}")
+    return [n for n in registered if n not in left_out]
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from the YAML file, the environment and the flags given."""
     overrides: dict[str, Any] = {}
@@ -350,7 +369,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if getattr(args, "window", None) is not None:
         overrides.setdefault("detect", {})["window_s"] = args.window
     if getattr(args, "enabled_detectors", None):
-        overrides.setdefault("detect", {})["enabled"] = [n.strip() for n in args.enabled_detectors.split(",")]
+        overrides.setdefault("detect", {})["enabled"] = _detector_names(args.enabled_detectors)
     if getattr(args, "routes", None):
         overrides["alerting"] = {"config": args.routes}
     if args.log_level:

@@ -81,6 +81,20 @@ def test_detectors_flag_runs_only_those_and_drift_alone_finds_the_same_drift(cap
     assert "unknown detector(s) nope" in capsys.readouterr().err
 
 
+def test_detectors_flag_can_name_those_left_out(capsys, events_file):
+    # The same file with every tenth line taken out (a filtered log): integrity would say so.
+    lines = events_file.read_bytes().splitlines()
+    events_file.write_bytes(b"\n".join(line for i, line in enumerate(lines) if i % 10) + b"\n")
+    everything = _incidents(capsys, str(events_file))
+    assert "integrity" in {i["detector"] for i in everything}
+    without = _incidents(capsys, str(events_file), "--detectors=-integrity")
+    assert without == [i for i in everything if i["detector"] != "integrity"]
+    assert main(["replay", str(events_file), "--detectors=-integrity,-nope"]) == 2
+    assert "no detector named nope; registered:" in capsys.readouterr().err
+    assert main(["replay", str(events_file), "--detectors=drift,-integrity"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
 def test_missing_file_is_a_clear_error(capsys, tmp_path):
     assert main(["replay", str(tmp_path / "nope.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -596,7 +596,8 @@ def test_a_service_gone_silent_is_filed_while_no_event_comes(tmp_path):
     assert "has gone silent" in incident.title
 
 
-def test_a_member_reading_some_partitions_tells_the_detectors(tmp_path):
+def test_a_member_reading_some_partitions_tells_the_detectors(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     store = SQLiteStore(tmp_path / "s.db")
     bus = SQLiteBus(tmp_path / "bus.db")
     owned = [{0, 1}]
@@ -622,6 +623,8 @@ def test_a_member_reading_some_partitions_tells_the_detectors(tmp_path):
     service.run_once(poll_timeout=0)
     service.run_once(poll_timeout=0)
     assert told == [([0, 1], False), ([0, 1, 2, 3], True)]
+    said = "event=seq_gaps_not_judged detectors=server_errors partitions=[0, 1] of=[0, 1, 2, 3]"
+    assert said in caplog.text
 
 
 def test_a_dead_lettered_event_of_an_agent_is_filed_as_refused_not_lost(tmp_path):
