@@ -57,8 +57,16 @@ from inferwatch.detectors.state import WindowBounds, iso_utc
 
 MAX_RUNS = 10_000
 """Runs of arrived numbers held per agent above its first gap before that gap is declared at once."""
-MAX_ENDING = 1_000
-"""Seconds of call ends held per agent, not yet due; past that the earliest are folded later."""
+MAX_ENDING = 4_096
+"""Buckets of call ends held per agent, not yet due; past that the earliest are folded later."""
+ENDING_BUCKET_S = 10
+"""Call ends are kept per bucket of this many seconds (a number comes due at its bucket's end)."""
+MAX_JUMP = 10_000_000
+"""A number this far above the highest one seen is not believed (a corrupt or forged event): it
+is counted in ``implausible`` and left out of the accounting."""
+FIRST_DROPS_MARGIN = 16
+"""A new agent whose first number is at most this far above its drop count lost everything it
+captured before that event (it started while its bus was down)."""
 CREDIT_CLOSES = 3
 """Windows in which the agent sent events during which a count of its (``agent.dropped``) and a
 declared gap may still be matched with each other: a count stamped on an event a little before
@@ -73,8 +81,11 @@ PAUSES_KEPT = 4
 """Flagged silences remembered per service, to recognise a routine pause when it comes again."""
 SPARSE_RULES = ((100, 0.9), (1_000, 0.5))
 """``(judged, share)``: an agent with at least ``share`` of ``judged`` or more sequence numbers
-missing (and not counted by it) is read only in part here — a filtered file, a sample, another
-consumer on the same partitions — rather than losing events: reported once, then not judged."""
+missing (and not counted by it), scattered in many short gaps (:data:`SPARSE_GAPS`), is read only
+in part here — a filtered file, a sample, another consumer on the same partitions — rather than
+losing events: reported once, then not judged. A block of deletions is one long gap: a loss."""
+SPARSE_GAPS = (10, 100)
+"""``(gaps, mean length)``: at least this many declared gaps, at most this long on average."""
 
 
 @dataclass(slots=True)
@@ -111,14 +122,22 @@ class _Agent:
     window_refused: int = 0
     refused_reasons: dict[str, int] = field(default_factory=dict)  # this window's, a few
 
-    settling: bool = False  # accounting restarted: judged only above what the next close has seen
+    settling: bool = False  # accounting restarted: judged only above what was seen around the change
+    settle_seen: bool = False  # a number came since the change
     unseen_drops: int = 0  # counted before its first event came, while this detector watched
+    first_hint: int | None = None  # where a new agent's accounting starts (its first drops), if known
+    gaps: int = 0  # declared gaps, in total (how scattered its missing numbers are)
+    implausible: int = 0  # numbers far beyond the highest seen, not believed
 
     def restart_accounting(self, *, settle: bool = False) -> None:
-        self.low, self.partial, self.starts, self.ends = None, False, [], []
-        self.max_seq = self.due = self.cut = -1
-        self.ending, self.ranges, self.after_gap, self.credit, self.debt = {}, [], {}, [], []
-        self.settling = settle
+        """Accounting afresh: from the first close (a new start), or, ``settle``, from above the
+        highest number seen before or since a change of partitions (numbers around the change
+        may have been read before it)."""
+        self.partial, self.settling, self.settle_seen = False, settle, False
+        self.starts, self.ends, self.ending, self.ranges, self.after_gap = [], [], {}, [], {}
+        self.credit, self.debt, self.due, self.cut = [], [], -1, -1
+        if not settle:
+            self.low, self.max_seq = None, -1
 
 
 @dataclass(slots=True)
@@ -278,6 +297,8 @@ class IntegrityDetector:
             self._agents[agent_id] = self._agents.pop(agent_id)
         if ts > agent.last:
             agent.last = ts
+        if agent.service == "unknown":  # first met through a refused event
+            agent.service = name
         named = service.agents
         if named and next(reversed(named)) == agent_id:
             named[agent_id] = ts
@@ -291,16 +312,20 @@ class IntegrityDetector:
             if not agent.counts_drops:
                 agent.counts_drops = True
                 agent.dropped_first = agent.dropped_max = agent.dropped_told = dropped
-                if self._closes and agent.first == ts:
-                    # A new agent while this detector watched: what it lost before its first
-                    # event got through (it started while its bus was down) is reported too.
-                    agent.dropped_told, agent.unseen_drops = 0, dropped
+                if dropped and self._closes and dropped <= agent_info.seq <= dropped + FIRST_DROPS_MARGIN:
+                    # A new agent (its first number just above its drops) while this detector
+                    # watched: it lost all it captured before this event (it started while its
+                    # bus was down), reported too; its accounting starts at its first number.
+                    agent.dropped_told, agent.unseen_drops, agent.first_hint = 0, dropped, dropped
                 elif dropped and self.judging_gaps:  # it may count drops of numbers still to be seen
                     agent.credit.append([agent.closes, dropped])
             elif dropped > agent.dropped_max:
                 agent.dropped_max = dropped
+        seq = agent_info.seq
         if self.judging_gaps and not agent.partial:
-            self._count_seq(agent, agent_info.seq, ts + event.duration_ms / 1000.0, event.id)
+            self._count_seq(agent, seq, ts + event.duration_ms / 1000.0, event.id)
+        elif seq > agent.max_seq and (agent.max_seq < 0 or seq <= agent.max_seq + MAX_JUMP):
+            agent.max_seq = seq  # where accounting settles should this process read everything again
 
     def _service(self, name: str, ts: float, service: _Service | None) -> _Service:
         if service is None:
@@ -318,6 +343,8 @@ class IntegrityDetector:
         if gap <= 0:
             return  # its first event, or one out of order: no pause ended here
         if service.flagged:
+            if ts < service.flagged_at:
+                return  # started before the silence was flagged (a long call): not its end
             self._found.append(self._silence_finding(name, service, ts, ended=True, back=event_id))
             self._learn_pause(service, gap)
             service.flagged = False
@@ -343,10 +370,15 @@ class IntegrityDetector:
         return agent
 
     def _count_seq(self, agent: _Agent, seq: int, end: float | None, event_id: str) -> None:
+        if agent.max_seq >= 0 and seq > agent.max_seq + MAX_JUMP:
+            agent.implausible += 1
+            return
+        if agent.settling:
+            agent.settle_seen = True
         low = agent.low
-        if low is None:
-            agent.low = agent.first_low = low = seq
-        if seq < low:
+        if low is None:  # a new agent: numbers held as runs until its first close sets ``low``
+            low = -1
+        elif seq < low:
             agent.late += 1
             return
         starts, ends = agent.starts, agent.ends
@@ -360,11 +392,11 @@ class IntegrityDetector:
                     agent.due = seq
             else:
                 ending = agent.ending
-                second = int(end)
-                if seq > ending.get(second, -1):
-                    ending[second] = seq
-                    if len(ending) > MAX_ENDING:
+                bucket = (int(end) // ENDING_BUCKET_S + 1) * ENDING_BUCKET_S  # the bucket's end
+                if seq > ending.get(bucket, -1):
+                    if bucket not in ending and len(ending) >= MAX_ENDING:
                         _fold_earliest(ending)
+                    ending[bucket] = seq
         if seq > agent.max_seq:
             if (seq > agent.max_seq + 1 and agent.max_seq >= 0 and event_id
                     and len(agent.after_gap) < MAX_SAMPLE_IDS):
@@ -390,7 +422,10 @@ class IntegrityDetector:
             starts.insert(i, seq)
             ends.insert(i, seq)
             if len(starts) > MAX_RUNS:
-                agent.forced += _declare(agent, starts[0] - 1)
+                if agent.low is None:
+                    _start_accounting(agent)
+                if starts:
+                    agent.forced += _declare(agent, starts[0] - 1)
 
     # --- windows ----------------------------------------------------------------------------------
     def close_window(self, end: datetime) -> list[Finding]:
@@ -402,9 +437,12 @@ class IntegrityDetector:
         self._last_bounds = bounds
         findings = self._drain()
         for agent_id, agent in self._agents.items():
-            finding = self._judge_agent(agent_id, agent, bounds)
-            if finding is not None:
-                findings.append(finding)
+            if (agent.window_events or agent.window_refused or agent.starts or agent.ending or agent.credit
+                    or agent.debt or agent.forced or agent.settling or agent.dropped_max != agent.dropped_told
+                    or (agent.low is not None and agent.cut >= agent.low)):
+                finding = self._judge_agent(agent_id, agent, bounds)
+                if finding is not None:
+                    findings.append(finding)
             agent.window_events = 0
         for service in self._services.values():
             if service.window_events:
@@ -468,13 +506,16 @@ class IntegrityDetector:
     def _judge_agent(self, agent_id: str, agent: _Agent, bounds: tuple[float, float]) -> Finding | None:
         if agent.window_events or agent.window_refused:  # its own clock: a quiet agent sends no count
             agent.closes += 1
-        if agent.settling:
-            # Accounting restarted (see partitions_changed): judged from above what came by now.
+        if agent.settling and agent.settle_seen:
+            # Accounting restarted (see partitions_changed): judged from above the highest number
+            # seen before the change or since (those around it may have been read before).
             if agent.max_seq >= 0:
                 agent.low = agent.first_low = agent.max_seq + 1
             agent.starts, agent.ends, agent.ending, agent.after_gap = [], [], {}, {}
             agent.settling = False
-        judged = self.judging_gaps and not agent.partial
+        elif agent.low is None and agent.starts and not agent.settling:
+            _start_accounting(agent)
+        judged = self.judging_gaps and not agent.partial and not agent.settling
         counted = agent.dropped_max - agent.dropped_told
         agent.dropped_told = agent.dropped_max
         recounted = 0
@@ -483,8 +524,8 @@ class IntegrityDetector:
             declared += _declare(agent, agent.cut)
             agent.missing += declared
             due = agent.due
-            for second in [s for s in agent.ending if s < bounds[1]]:  # calls ended by this close
-                due = max(due, agent.ending.pop(second))
+            for bucket in [b for b in agent.ending if b <= bounds[1]]:  # calls ended by this close
+                due = max(due, agent.ending.pop(bucket))
             agent.due, agent.cut = due, due
         unexplained = 0
         unseen, agent.unseen_drops = min(agent.unseen_drops, counted), 0
@@ -508,7 +549,9 @@ class IntegrityDetector:
         refused, agent.window_refused = agent.window_refused, 0
         span = (agent.low or 0) - agent.first_low
         finding = None
-        sparse = any(span >= least and agent.unexplained >= share * span for least, share in SPARSE_RULES)
+        scattered = agent.gaps >= SPARSE_GAPS[0] and agent.missing <= SPARSE_GAPS[1] * agent.gaps
+        sparse = scattered and any(span >= least and agent.unexplained >= share * span
+                                   for least, share in SPARSE_RULES)
         if judged and sparse:
             finding = self._sparse_finding(agent_id, agent, bounds, span=span, counted=counted)
             agent.restart_accounting()
@@ -706,6 +749,17 @@ def _settle(entries: list[list[int]], amount: int) -> int:
     return taken
 
 
+def _start_accounting(agent: _Agent) -> None:
+    """A new agent's accounting starts at the lowest number seen by its first close (in a
+    time-ordered file the first event read is rarely its first number), or at its first drops
+    when it started with them (:data:`FIRST_DROPS_MARGIN`)."""
+    start = agent.starts[0] if agent.first_hint is None else min(agent.first_hint, agent.starts[0])
+    agent.low = agent.first_low = start
+    if agent.starts[0] == start:  # the first run: arrived, accounted for
+        agent.low = agent.ends[0] + 1
+        del agent.starts[0], agent.ends[0]
+
+
 def _open_size(agent: _Agent) -> int:
     """How many numbers between ``agent.low`` and the highest seen have not arrived (gaps seen,
     not declared yet)."""
@@ -716,9 +770,11 @@ def _open_size(agent: _Agent) -> int:
 
 
 def _fold_earliest(ending: dict[int, int]) -> None:
-    """Fold the earliest second of ``ending`` into the next (its numbers come due a little later)."""
-    first, second = sorted(ending)[:2]
-    ending[second] = max(ending[second], ending.pop(first))
+    """Fold the earliest bucket of ``ending`` into the next (its numbers come due a little later)."""
+    first = min(ending)
+    held = ending.pop(first)
+    second = min(ending)
+    ending[second] = max(ending[second], held)
 
 
 def _declare(agent: _Agent, cut: int) -> int:
@@ -732,11 +788,13 @@ def _declare(agent: _Agent, cut: int) -> int:
     while taken < len(starts) and starts[taken] <= cut:
         if starts[taken] > expected:
             agent.ranges.append((expected, starts[taken] - 1))
+            agent.gaps += 1
             declared += starts[taken] - expected
         expected = ends[taken] + 1
         taken += 1
     if expected <= cut:
         agent.ranges.append((expected, cut))
+        agent.gaps += 1
         declared += cut + 1 - expected
         expected = cut + 1
     while taken < len(starts) and starts[taken] == expected:

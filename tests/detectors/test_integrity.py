@@ -485,3 +485,85 @@ def test_a_service_back_after_a_flagged_silence_says_so_in_the_same_incident():
     (incident,) = store.list_incidents(IncidentQuery())
     assert incident.count == 2
     assert "is back" in incident.title
+
+
+# --- what a second review found --------------------------------------------------------------------
+
+def test_partitions_away_and_back_file_no_false_loss():
+    e = lambda ts, seq, dur=0.1: make_event(ts, id=f"e{seq}", duration_ms=dur * 1000,  # noqa: E731
+                                            agent=AgentInfo(id="a1", seq=seq, dropped=0))
+    pipeline = Pipeline([IntegrityDetector()], IncidentManager(memory_store()), window_s=60)
+    pipeline.detect([e(58, 0, 0.5), e(59, 2, 16.0)])  # a 16 s call: it ends at 75 s, numbered 2
+    pipeline.partitions_changed([0, 1], False)
+    pipeline.partitions_changed([0, 1, 2, 3], True)
+    findings = pipeline.detect([e(61, 1, 0.5)] + [e(80 + i, 3 + i) for i in range(300)]).findings
+    findings += pipeline.close_open_window(final=True).findings
+    assert _losses(findings) == []
+
+
+def test_an_agent_met_again_does_not_report_its_old_drops_again():
+    detector = IntegrityDetector(max_agents=2)
+    pipeline = Pipeline([detector], IncidentManager(memory_store()), window_s=60)
+    seqs = [*range(100), *range(140, 900)]
+    first = [_event(i / 10, s, dropped=0 if s < 140 else 40) for i, s in enumerate(seqs)]
+    findings = pipeline.detect(first).findings
+    # Two other agents push it out of the detector's memory; then it comes back.
+    others = [_event(100 + i, i, agent=f"o{k}") for k in range(2) for i in range(3)]
+    findings += pipeline.detect(others).findings
+    findings += pipeline.detect(_stream(list(range(900, 2000)), start=200.0, dropped=40)).findings
+    findings += pipeline.close_open_window(final=True).findings
+    assert [f.evidence["dropped_by_agent"] for f in _losses(findings) if f.subject == "agent:a1"] == [40]
+    # A number far below its drop count is no new agent: its count is not a fresh loss either.
+    other = Pipeline([IntegrityDetector()], IncidentManager(memory_store()), window_s=60)
+    other.detect(_stream(list(range(2000)), agent="b", dropped=0))
+    late = other.detect(_stream(list(range(100, 2000)), start=300.0, dropped=500)).findings
+    assert _losses(late + other.close_open_window(final=True).findings) == []
+
+
+def test_a_long_call_ending_after_a_flagged_silence_is_not_its_end():
+    pipeline = Pipeline([IntegrityDetector()], IncidentManager(memory_store()), window_s=60)
+    pipeline.detect(_busy(40))
+    last = 40 * 60 - 2.0
+    assert len(pipeline.idle(datetime.fromtimestamp(last + 700, UTC)).findings) == 1
+    straggler = make_event(last + 1, service="chat", duration_ms=1_200_000,
+                           agent=AgentInfo(id="a1", seq=1200, dropped=0))
+    assert _silences(pipeline.detect([straggler]).findings) == []
+    assert pipeline.idle(datetime.fromtimestamp(last + 1900, UTC)).findings == []
+
+
+def test_a_loss_among_an_agents_first_numbers_is_found():
+    # Concurrent calls numbered as they end, read by start time: the first read is not number 0.
+    import random
+
+    rng = random.Random(4)
+    calls = [(i * 0.2, rng.uniform(0.01, 8)) for i in range(3000)]
+    order = sorted(range(len(calls)), key=lambda i: calls[i][0] + calls[i][1])
+    seq_of = {call: seq for seq, call in enumerate(order)}
+    events = [make_event(start, id=f"c{i}", duration_ms=length * 1000, service="chat",
+                         agent=AgentInfo(id="a1", seq=seq_of[i], dropped=0))
+              for i, (start, length) in enumerate(calls) if seq_of[i] != 2]
+    assert events[0].agent.seq != 0
+    findings = _losses(run_detector(IntegrityDetector(), events))
+    assert [f.evidence["seq_declared_ranges"] for f in findings] == [["2"]]
+
+
+def test_a_block_of_deletions_is_a_loss_and_a_wild_number_is_not_believed():
+    seqs = [*range(5), *range(205, 400), *range(420, 500)]
+    slow = [_event(i * 10.0, s, dropped=0) for i, s in enumerate(seqs)]
+    findings = _losses(run_detector(IntegrityDetector(), slow))
+    assert [f.evidence["lost_after_agent"] for f in findings] == [200, 20]
+    detector = IntegrityDetector()
+    wild = _stream([*range(1000), 2**63 - 1, *range(1000, 2000)], dropped=0)
+    assert run_detector(detector, wild) == []
+    assert detector._agents["a1"].implausible == 1
+
+
+def test_an_agent_first_met_through_a_refused_event_takes_its_service_from_its_events():
+    detector = IntegrityDetector()
+    pipeline = Pipeline([detector], IncidentManager(memory_store()), window_s=60)
+    pipeline.refused("a1", 0, "time: Input should be a valid datetime")
+    findings = pipeline.detect(_stream(list(range(1, 2000)), dropped=0)).findings
+    findings += pipeline.close_open_window(final=True).findings
+    (f,) = _losses(findings)
+    assert f.service == "chat"
+    assert f.evidence["refused_as_malformed"] == 1
