@@ -53,7 +53,7 @@ from typing import Any, ClassVar
 
 from inferwatch.collectors.event import EventView, InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding, Severity
-from inferwatch.detectors.state import WindowBounds, iso_utc
+from inferwatch.detectors.state import BoundedState, WindowBounds, iso_utc
 
 MAX_RUNS = 10_000
 """Runs of arrived numbers held per agent above its first gap before that gap is declared at once."""
@@ -91,8 +91,6 @@ SPARSE_GAPS = (10, 100)
 @dataclass(slots=True)
 class _Agent:
     service: str
-    first: float
-    last: float
     window_events: int = 0
     # agent.seq accounting: every number below ``low`` arrived, was refused or was declared missing
     low: int | None = None
@@ -142,8 +140,7 @@ class _Agent:
 
 @dataclass(slots=True)
 class _Service:
-    first: float
-    last: float
+    last: float  # its last event (a late one does not move it while a silence is flagged)
     events: int = 0
     windows: int = 0  # windows in which it sent events
     window_events: int = 0
@@ -207,8 +204,8 @@ class IntegrityDetector:
         """Whether this process reads every event (the service says; see the module docstring)."""
         self.unidentified = 0
         """Events without ``agent``: not accounted."""
-        self._agents: dict[str, _Agent] = {}  # least recently seen first
-        self._services: dict[str, _Service] = {}  # least recently seen first
+        self._agents: BoundedState[str, _Agent] = BoundedState(max_agents, forget_after_s)
+        self._services: BoundedState[str, _Service] = BoundedState(max_services, forget_after_s)
         self._window_first: float | None = None
         self._bounds = WindowBounds()
         self._found: list[Finding] = []  # silences ended by an event, reported with the next return
@@ -228,13 +225,13 @@ class IntegrityDetector:
         if key == self._owned and complete == self.complete_view:
             return
         if self._owned is not None or self._services:
-            for service in self._services.values():
+            for _, service in self._services.items():
                 service.events = service.windows = service.window_events = 0
                 service.longest_gap, service.flagged, service.pauses = 0.0, False, []
         self._owned = key
         if complete != self.complete_view:
             self.complete_view = complete
-            for agent in self._agents.values():
+            for _, agent in self._agents.items():
                 # Partitions that just came here are read from where their last reader stopped,
                 # the others from here on: numbers below what the next close has seen may have
                 # been read before, and are not judged.
@@ -243,9 +240,8 @@ class IntegrityDetector:
     def refused(self, agent_id: str, seq: int, reason: str) -> None:
         """An event of this agent was refused as malformed (the detector service dead-lettered it,
         or a replay skipped the line): it is counted as refused, and its number as arrived."""
-        agent = self._agents.get(agent_id)
-        if agent is None:
-            agent = self._new_agent(agent_id, "unknown", self._latest if self._latest is not None else 0.0)
+        now = self._latest if self._latest is not None else 0.0
+        agent = self._agents.get_or_create(agent_id, now, lambda: _Agent(service="unknown"))
         agent.window_refused += 1
         reasons = agent.refused_reasons
         if reason in reasons or len(reasons) < REASONS_KEPT:
@@ -281,22 +277,14 @@ class IntegrityDetector:
         if self._latest is None or ts > self._latest:
             self._latest = ts
         name = event.service
-        service = self._services.get(name)
-        if service is None or next(reversed(self._services)) != name:  # the LRU order: moved last
-            service = self._service(name, ts, service)
+        service = self._services.get_or_create(name, ts, lambda: _Service(last=ts))
         self._seen(name, service, ts, event.id)
         agent_info = event.agent
         if agent_info is None:
             self.unidentified += 1
             return
         agent_id = agent_info.id
-        agent = self._agents.get(agent_id)
-        if agent is None:
-            agent = self._new_agent(agent_id, name, ts)
-        elif next(reversed(self._agents)) != agent_id:
-            self._agents[agent_id] = self._agents.pop(agent_id)
-        if ts > agent.last:
-            agent.last = ts
+        agent = self._agents.get_or_create(agent_id, ts, lambda: _Agent(service=name))
         if agent.service == "unknown":  # first met through a refused event
             agent.service = name
         named = service.agents
@@ -327,15 +315,6 @@ class IntegrityDetector:
         elif seq > agent.max_seq and (agent.max_seq < 0 or seq <= agent.max_seq + MAX_JUMP):
             agent.max_seq = seq  # where accounting settles should this process read everything again
 
-    def _service(self, name: str, ts: float, service: _Service | None) -> _Service:
-        if service is None:
-            if len(self._services) >= self.max_services:
-                del self._services[next(iter(self._services))]
-            service = self._services[name] = _Service(first=ts, last=ts)
-        else:
-            self._services[name] = self._services.pop(name)
-        return service
-
     def _seen(self, name: str, service: _Service, ts: float, event_id: str) -> None:
         service.events += 1
         service.window_events += 1
@@ -362,12 +341,6 @@ class IntegrityDetector:
         if any(gap / 2 <= earlier <= gap * 2 for earlier in service.pauses):
             service.longest_gap = max(service.longest_gap, gap)
         service.pauses = [*service.pauses[-(PAUSES_KEPT - 1):], gap]
-
-    def _new_agent(self, agent_id: str, service: str, ts: float) -> _Agent:
-        if len(self._agents) >= self.max_agents:
-            del self._agents[next(iter(self._agents))]
-        agent = self._agents[agent_id] = _Agent(service=service, first=ts, last=ts)
-        return agent
 
     def _count_seq(self, agent: _Agent, seq: int, end: float | None, event_id: str) -> None:
         if agent.max_seq >= 0 and seq > agent.max_seq + MAX_JUMP:
@@ -444,12 +417,13 @@ class IntegrityDetector:
                 if finding is not None:
                     findings.append(finding)
             agent.window_events = 0
-        for service in self._services.values():
+        for _, service in self._services.items():
             if service.window_events:
                 service.windows += 1
                 service.window_events = 0
         findings += self._silences(end_ts)
-        self._forget(end_ts)
+        self._agents.expire(end_ts)
+        self._services.expire(end_ts)
         return findings
 
     def idle(self, now: datetime) -> list[Finding]:
@@ -460,7 +434,8 @@ class IntegrityDetector:
         quiet = now_ts - 2 * (self._bounds.length or 60.0)
         findings = self._drain()
         for agent_id, agent in self._agents.items():
-            if agent.last < quiet and agent.max_seq >= (agent.low if agent.low is not None else 0):
+            quiet_agent = (self._agents.last_seen(agent_id) or 0.0) < quiet
+            if quiet_agent and agent.max_seq >= (agent.low if agent.low is not None else 0):
                 finding = self._flush(agent_id, agent, (self._last_bounds[0], now_ts))
                 if finding is not None:
                     findings.append(finding)
@@ -495,13 +470,6 @@ class IntegrityDetector:
                 service.flagged, service.flagged_at = True, now
                 findings.append(self._silence_finding(name, service, now, ended=False))
         return findings
-
-    def _forget(self, now: float) -> None:
-        horizon = now - self.forget_after_s
-        for table in (self._agents, self._services):
-            stale = [key for key, item in table.items() if item.last < horizon]
-            for key in stale:
-                del table[key]
 
     def _judge_agent(self, agent_id: str, agent: _Agent, bounds: tuple[float, float]) -> Finding | None:
         if agent.window_events or agent.window_refused:  # its own clock: a quiet agent sends no count

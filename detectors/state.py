@@ -72,6 +72,12 @@ class BoundedState(Generic[K, V]):
         """Keys from least to most recently seen."""
         return iter(self._items)
 
+    __iter__ = keys
+
+    def __getitem__(self, key: K) -> V:
+        """The state for ``key`` without touching it; ``KeyError`` if it is not held."""
+        return self._items[key][1]
+
     def items(self) -> Iterator[tuple[K, V]]:
         """``(key, state)`` pairs from least to most recently seen."""
         return ((key, value) for key, (_, value) in self._items.items())
