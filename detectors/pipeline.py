@@ -205,11 +205,7 @@ class Pipeline:
     def idle(self, now: datetime) -> Batch:
         """No event has come for a while; event time is taken to have reached ``now``. Detectors
         that judge an absence (their optional ``idle(now)``: a service gone silent) are asked."""
-        batch = Batch([])
-        for detector in self.detectors:
-            idle = getattr(detector, "idle", None)
-            if idle is not None:
-                batch.findings.extend(self._call(detector, idle, now))
+        batch = Batch([], self._ask("idle", now))
         self.stats.findings += len(batch.findings)
         return batch
 
@@ -256,11 +252,7 @@ class Pipeline:
         for end in self.clock.close_open():
             batch.findings.extend(self._close(end))
             if final:
-                moment = datetime.fromtimestamp(end, UTC)
-                for detector in self.detectors:
-                    finish = getattr(detector, "finish", None)
-                    if finish is not None:
-                        batch.findings.extend(self._call(detector, finish, moment))
+                batch.findings.extend(self._ask("finish", datetime.fromtimestamp(end, UTC)))
         self.stats.findings += len(batch.findings)
         return batch
 
@@ -289,6 +281,15 @@ class Pipeline:
         for detector in self.detectors:
             out.extend(self._call(detector, detector.close_window, end))
         return out
+
+    def _ask(self, method: str, arg: object) -> list[Finding]:
+        """The findings of every detector's optional ``method(arg)`` (``finish``, ``idle``)."""
+        found: list[Finding] = []
+        for detector in self.detectors:
+            ask = getattr(detector, method, None)
+            if ask is not None:
+                found.extend(self._call(detector, ask, arg))
+        return found
 
     def _call(self, detector: Detector, method: Callable[..., list[Finding]], arg: object) -> list[Finding]:
         # One faulty detector must not stop the others or the service: count and log it.
