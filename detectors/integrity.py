@@ -59,8 +59,11 @@ MAX_RUNS = 10_000
 """Runs of arrived numbers held per agent above its first gap before that gap is declared at once."""
 MAX_ENDING = 4_096
 """Buckets of call ends held per agent, not yet due; past that the earliest are folded later."""
-ENDING_BUCKET_S = 10
-"""Call ends are kept per bucket of this many seconds (a number comes due at its bucket's end)."""
+ENDING_BUCKET_S = 1
+"""Call ends are kept per bucket of this many seconds (a number comes due at its bucket's end).
+Not more: a number due later than the window it ended in gets its gap declared later, and a
+count of the agent's may no longer be there to match it (:data:`CREDIT_CLOSES` windows; the
+demo's windows are 2 s)."""
 MAX_JUMP = 10_000_000
 """A number this far above the highest one seen is not believed (a corrupt or forged event): it
 is counted in ``implausible`` and left out of the accounting."""
