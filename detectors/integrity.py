@@ -61,9 +61,9 @@ MAX_ENDING = 4_096
 """Buckets of call ends held per agent, not yet due; past that the earliest are folded later."""
 ENDING_BUCKET_S = 1
 """Call ends are kept per bucket of this many seconds (a number comes due at its bucket's end).
-Not more: a number due later than the window it ended in gets its gap declared later, and a
-count of the agent's may no longer be there to match it (:data:`CREDIT_CLOSES` windows; the
-demo's windows are 2 s)."""
+Not more: a number due later than the window it ended in gets its gap declared later, and an
+agent's count that came with an event below it may no longer be there to match it
+(:data:`CREDIT_CLOSES` windows; the demo's windows are 2 s)."""
 MAX_JUMP = 10_000_000
 """A number this far above the highest one seen is not believed (a corrupt or forged event): it
 is counted in ``implausible`` and left out of the accounting."""
@@ -73,7 +73,9 @@ captured before that event (it started while its bus was down)."""
 CREDIT_CLOSES = 3
 """Windows in which the agent sent events during which a count of its (``agent.dropped``) and a
 declared gap may still be matched with each other: a count stamped on an event a little before
-or after the gap it explains (an agent that sends nothing cannot send its count either)."""
+or after the gap it explains (an agent that sends nothing cannot send its count either). A count
+is kept at least until every number below the event it came with has been declared or arrived,
+however late they come due (a long call carrying it)."""
 RANGES_SHOWN = 10
 """Missing ``agent.seq`` ranges spelt out in a finding's evidence."""
 REASONS_KEPT = 5
@@ -116,8 +118,11 @@ class _Agent:
     dropped_first: int = 0
     dropped_max: int = 0
     dropped_told: int = 0  # dropped_max at the last close
+    dropped_seq: int = -1  # the number of the event that raised dropped_max: it counted drops below it
     closes: int = 0
-    credit: list[list[int]] = field(default_factory=list)  # [close, n]: counted, no gap matched yet
+    # [close, n, seq]: counted (on the event numbered seq; -1 once all below it are declared),
+    # no gap matched yet
+    credit: list[list[int]] = field(default_factory=list)
     debt: list[list[int]] = field(default_factory=list)  # [close, n]: reported lost after, uncounted
     # events refused as malformed (their number salvaged from the refused line)
     window_refused: int = 0
@@ -309,9 +314,10 @@ class IntegrityDetector:
                     # bus was down), reported too; its accounting starts at its first number.
                     agent.dropped_told, agent.unseen_drops, agent.first_hint = 0, dropped, dropped
                 elif dropped and self.judging_gaps:  # it may count drops of numbers still to be seen
-                    agent.credit.append([agent.closes, dropped])
+                    agent.credit.append([agent.closes, dropped, _plausible(agent, agent_info.seq)])
             elif dropped > agent.dropped_max:
                 agent.dropped_max = dropped
+                agent.dropped_seq = max(agent.dropped_seq, _plausible(agent, agent_info.seq))
         seq = agent_info.seq
         if self.judging_gaps and not agent.partial:
             self._count_seq(agent, seq, ts + event.duration_ms / 1000.0, event.id)
@@ -491,6 +497,7 @@ class IntegrityDetector:
         agent.dropped_told = agent.dropped_max
         recounted = 0
         declared, agent.forced = agent.forced, 0
+        declared_to = agent.cut  # numbers up to it are accounted for after this close
         if judged and agent.low is not None:
             declared += _declare(agent, agent.cut)
             agent.missing += declared
@@ -502,10 +509,17 @@ class IntegrityDetector:
         unseen, agent.unseen_drops = min(agent.unseen_drops, counted), 0
         if judged:
             horizon = agent.closes - CREDIT_CLOSES
-            agent.credit = [entry for entry in agent.credit if entry[0] > horizon and entry[1]]
+            # A count explains gaps below the number it came with (seq): it is kept until they
+            # have all been declared (a long call carrying it is read long before they come due;
+            # seq -1 once they have), then for CREDIT_CLOSES closes from there.
+            agent.credit = [entry for entry in agent.credit
+                            if entry[1] and (entry[2] >= 0 or entry[0] > horizon)]
             agent.debt = [entry for entry in agent.debt if entry[0] > horizon and entry[1]]
             if counted > unseen:  # drops before its first event have no gap to match here
-                agent.credit.append([agent.closes, counted - unseen])
+                agent.credit.append([agent.closes, counted - unseen, agent.dropped_seq])
+            for entry in agent.credit:
+                if 0 <= entry[2] <= declared_to + 1:
+                    entry[0], entry[2] = agent.closes, -1
             unexplained = declared - _settle(agent.credit, declared)
             # Counts beyond the gaps still open here came after the gaps they explain, which
             # were reported as lost after the agent: they are no new loss (and no credit).
@@ -729,6 +743,11 @@ def _start_accounting(agent: _Agent) -> None:
     if agent.starts[0] == start:  # the first run: arrived, accounted for
         agent.low = agent.ends[0] + 1
         del agent.starts[0], agent.ends[0]
+
+
+def _plausible(agent: _Agent, seq: int) -> int:
+    """``seq``, or the highest number believed when it is too far above it (:data:`MAX_JUMP`)."""
+    return seq if agent.max_seq < 0 or seq <= agent.max_seq + MAX_JUMP else agent.max_seq
 
 
 def _open_size(agent: _Agent) -> int:

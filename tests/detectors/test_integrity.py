@@ -567,3 +567,23 @@ def test_an_agent_first_met_through_a_refused_event_takes_its_service_from_its_e
     (f,) = _losses(findings)
     assert f.service == "chat"
     assert f.evidence["refused_as_malformed"] == 1
+
+
+def test_drops_counted_on_a_long_call_stay_the_agents_own_however_late_their_gap_comes_due():
+    # A time-ordered log of an LLM service: calls of 0.2 s every 0.5 s, and every 50th a 400 s
+    # generation. 30 events were dropped at the agent (queue full) just before a long call ended,
+    # so the first event to carry the count is that long call: read (by its start) about seven
+    # windows before the numbers above the gap come due. Still the agent's own loss, not "lost
+    # after the agent".
+    calls = [(i * 0.5, 400.0 if i % 50 == 0 else 0.2) for i in range(6000)]
+    by_end = sorted(range(len(calls)), key=lambda i: calls[i][0] + calls[i][1])
+    long_call = 2000
+    assert calls[long_call][1] == 400.0
+    drop_at = by_end.index(long_call)  # the 30 numbers before the long call's were dropped
+    seq_of = {call: seq + (30 if seq >= drop_at else 0) for seq, call in enumerate(by_end)}
+    dropped = {call: 30 if seq >= drop_at else 0 for seq, call in enumerate(by_end)}
+    events = [make_event(start, id=f"c{i}", duration_ms=length * 1000, service="chat",
+                         agent=AgentInfo(id="a1", seq=seq_of[i], dropped=dropped[i]))
+              for i, (start, length) in enumerate(calls)]
+    findings = _losses(run_detector(IntegrityDetector(), events))
+    assert [(f.evidence["dropped_by_agent"], f.evidence["lost_after_agent"]) for f in findings] == [(30, 0)]
