@@ -14,7 +14,9 @@ How it follows Alertmanager:
   not been told happened: an alert fires that it was not told about (or with another severity,
   or — for integrations that send acknowledgements — another status), an alert it was told
   is firing has resolved (when it wants resolved alerts), or ``repeat_interval`` has passed;
-  each alert carried says whether it is such news (:attr:`~.model.Alert.changed`);
+  each alert carried says whether it is such news (:attr:`~.model.Alert.changed`). An
+  Alertmanager integration is also posted the group again, as no news, when one of its
+  incidents has a new title (it shows the annotations it was last posted);
 - silences and inhibition mute *firing* alerts: they are left out of notifications. An
   integration still believes what it was told, so a muted alert it knows of is not news when
   the mute ends, and its resolution is sent all the same; one it never heard of is news then.
@@ -42,7 +44,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from inferwatch.detectors.alerts.config import AlertingConfig, InhibitRule, RouteMatch, group_key
-from inferwatch.detectors.alerts.integrations import IntegrationConfig, PagerDutyConfig, sends_acknowledged
+from inferwatch.detectors.alerts.integrations import (
+    AlertmanagerConfig,
+    IntegrationConfig,
+    PagerDutyConfig,
+    sends_acknowledged,
+)
 from inferwatch.detectors.alerts.matchers import all_match
 from inferwatch.detectors.alerts.model import (
     Alert,
@@ -54,8 +61,8 @@ from inferwatch.detectors.alerts.model import (
     notification_id,
 )
 
-# What an integration was told about one firing alert: its severity and incident status.
-_Told = tuple[str, str]
+# What an integration was told about one firing alert: its severity, incident status and title.
+_Told = tuple[str, str, str]
 # Per inhibit rule, its firing sources by their ``equal`` label values: (incident id, whether
 # the source also matches the rule's target matchers).
 _Sources = list[dict[tuple[str, ...], list[tuple[str, bool]]]]
@@ -160,7 +167,7 @@ class Dispatcher:
             stream = _Stream(
                 seq=notification.seq,
                 last_at=notification.created_at,
-                firing={a.incident_id: (a.severity, a.incident_status) for a in carried},
+                firing={a.incident_id: _told(a) for a in carried},
                 retell=failed,
             )
             if stream.firing or keep_idle:
@@ -498,22 +505,24 @@ def _next_state(
     """
     with_status = sends_acknowledged(integration)
 
-    def key(told: _Told) -> _Told | tuple[str]:
-        return told if with_status else (told[0],)
+    def key(told: _Told) -> tuple[str, ...]:
+        return told[:2] if with_status else told[:1]
 
     told = before.firing
     new = {
-        a.incident_id
-        for a in shown
-        if a.incident_id not in told or key(told[a.incident_id]) != key((a.severity, a.incident_status))
+        a.incident_id for a in shown if a.incident_id not in told or key(told[a.incident_id]) != key(_told(a))
     }
     ended = [a for a in resolved if a.incident_id in told] if integration.send_resolved else []
     repeat = bool(shown) and before.last_at is not None and now - before.last_at >= repeat_interval
+    if isinstance(integration, AlertmanagerConfig) and not repeat:
+        # Alertmanager shows the annotations it was last posted: a retitled incident ("… is back
+        # after 14m") is posted again, as a repeat (it pages nobody: its labels are the same).
+        repeat = any(told[a.incident_id][2] != _told(a)[2] for a in shown if a.incident_id in told)
     still = {incident_id: value for incident_id, value in told.items() if incident_id in held}
     if before.retell and (shown or ended):
         new |= {a.incident_id for a in shown}  # never delivered: news again
     if new or ended or repeat:
-        believed = still | {a.incident_id: (a.severity, a.incident_status) for a in shown}
+        believed = still | {a.incident_id: _told(a) for a in shown}
         # A repeat re-sends the group but is not news: integrations that act per alert
         # (PagerDuty: its incidents stay open) send nothing for it, and a big group's
         # repeat cannot run into a rate limit.
@@ -522,6 +531,11 @@ def _next_state(
         return sent, _Stream(seq=before.seq + 1, last_at=now, firing=believed)
     still.update((a.incident_id, told[a.incident_id]) for a in shown)  # all told, unchanged
     return None, _Stream(seq=before.seq, last_at=before.last_at, firing=still)
+
+
+def _told(alert: Alert) -> _Told:
+    """What an integration is told of a firing alert, to compare with what it was told."""
+    return alert.severity, alert.incident_status, alert.annotations.get("title", "")
 
 
 def _carried(alert: Alert, changed: bool) -> NotificationAlert:

@@ -302,6 +302,29 @@ def test_an_acknowledgement_notifies_only_integrations_that_send_acknowledgement
     assert dispatcher.flush(clock.at(120)) == []
 
 
+
+def test_a_retitled_incident_is_posted_again_to_alertmanager_only_and_as_no_news():
+    # An integrity silence "is back after 14m": the same incident, a new title. Alertmanager
+    # shows the annotations it was last posted, so it is posted again (as a repeat: it pages
+    # nobody); the integrations that message people are not.
+    dispatcher, store, clock = make(ACK_CONFIG)
+    dispatcher.observe([alert("a")])
+    dispatcher.flush(clock.at(0))
+    back = alert("a", at=clock.at(10))
+    back.annotations["title"] = "service chat is back after 14m"
+    dispatcher.observe([back])
+    (sent,) = dispatcher.flush(clock.at(60))
+    assert sent.integration == "alertmanager"
+    assert [(a.annotations["title"], a.changed) for a in sent.alerts] == [
+        ("service chat is back after 14m", False)]
+    assert dispatcher.flush(clock.at(120)) == []  # told: not again
+
+    # A restarted dispatcher knows what title it posted last.
+    again = Dispatcher(config_of(ACK_CONFIG), store, now=clock)
+    again.resume()
+    again.observe([back])
+    assert again.flush(clock.at(180)) == []
+
 # --- routing into groups ---------------------------------------------------------------------
 
 ROUTED = """
