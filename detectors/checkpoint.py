@@ -45,8 +45,8 @@ from pydantic import BaseModel
 
 from inferwatch.collectors.event import InferenceEvent, decode_event, encode_event
 
-__all__ = ["FORMAT", "CheckpointTooLarge", "NotCheckpointable", "dump", "fingerprint", "load", "restore_into",
-           "state_of"]
+__all__ = ["FORMAT", "CheckpointTooLarge", "NotCheckpointable", "built_fingerprint", "dump", "fingerprint",
+           "load", "restore_into", "state_of"]
 
 FORMAT: Final = 1
 """Version of the encoding; a checkpoint of another version is not read."""
@@ -134,6 +134,17 @@ def fingerprint(value: Any) -> str:
     except (NotCheckpointable, RecursionError):
         raw = repr(value).encode()
     return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def built_fingerprint(detector: Any) -> str:
+    """A detector as built: its options (its state before any event) and, when it declares one,
+    its ``CHECKPOINT_VERSION``. A checkpoint is restored only into a detector with the same, so
+    a detector that changes the layout of what it holds (a field added to its per-caller
+    records, say) bumps its version, and a checkpoint from before starts it afresh rather than
+    restoring records it cannot read."""
+    state = state_of(detector)
+    version = getattr(detector, "CHECKPOINT_VERSION", 0)
+    return fingerprint([version, state] if version else state)  # version 0: as before versions
 
 
 def state_of(detector: Any) -> dict[str, Any]:

@@ -74,8 +74,8 @@ CREDIT_CLOSES = 3
 """Windows in which the agent sent events during which a count of its (``agent.dropped``) and a
 declared gap may still be matched with each other: a count stamped on an event a little before
 or after the gap it explains (an agent that sends nothing cannot send its count either). A count
-is kept at least until every number below the event it came with has been declared or arrived,
-however late they come due (a long call carrying it)."""
+is kept at least until every number below the lowest one it came with has been declared or
+arrived, however late they come due (a long call carrying it)."""
 RANGES_SHOWN = 10
 """Missing ``agent.seq`` ranges spelt out in a finding's evidence."""
 REASONS_KEPT = 5
@@ -118,10 +118,10 @@ class _Agent:
     dropped_first: int = 0
     dropped_max: int = 0
     dropped_told: int = 0  # dropped_max at the last close
-    dropped_seq: int = -1  # the number of the event that raised dropped_max: it counted drops below it
+    dropped_seq: int = -1  # the lowest number seen carrying dropped_max: the drops it counts are below it
     closes: int = 0
-    # [close, n, seq]: counted (on the event numbered seq; -1 once all below it are declared),
-    # no gap matched yet
+    # [close, n, seq]: counted (on events numbered seq and up; -1 once every number below seq is
+    # accounted for), no gap matched yet
     credit: list[list[int]] = field(default_factory=list)
     debt: list[list[int]] = field(default_factory=list)  # [close, n]: reported lost after, uncounted
     # events refused as malformed (their number salvaged from the refused line)
@@ -177,6 +177,7 @@ class IntegrityDetector:
     """
 
     name: ClassVar[str] = "integrity"
+    CHECKPOINT_VERSION: ClassVar[int] = 1  # its state's layout (see inferwatch.detectors.checkpoint)
 
     def __init__(
         self,
@@ -313,11 +314,19 @@ class IntegrityDetector:
                     # watched: it lost all it captured before this event (it started while its
                     # bus was down), reported too; its accounting starts at its first number.
                     agent.dropped_told, agent.unseen_drops, agent.first_hint = 0, dropped, dropped
-                elif dropped and self.judging_gaps:  # it may count drops of numbers still to be seen
-                    agent.credit.append([agent.closes, dropped, _plausible(agent, agent_info.seq)])
+                elif dropped and self.judging_gaps:
+                    # Drops of numbers below where its accounting starts, or just above this event
+                    # (queued before them, encoded after): none to wait for below this event.
+                    agent.credit.append([agent.closes, dropped, -1])
             elif dropped > agent.dropped_max:
                 agent.dropped_max = dropped
-                agent.dropped_seq = max(agent.dropped_seq, _plausible(agent, agent_info.seq))
+                agent.dropped_seq = _plausible(agent, agent_info.seq)
+            elif dropped == agent.dropped_max and 0 <= agent_info.seq < agent.dropped_seq:
+                # A lower number already carried this count: the drops it counts are below it.
+                agent.dropped_seq = seq = agent_info.seq
+                for entry in agent.credit:
+                    if entry[2] > seq:
+                        entry[2] = seq
         seq = agent_info.seq
         if self.judging_gaps and not agent.partial:
             self._count_seq(agent, seq, ts + event.duration_ms / 1000.0, event.id)
@@ -497,7 +506,6 @@ class IntegrityDetector:
         agent.dropped_told = agent.dropped_max
         recounted = 0
         declared, agent.forced = agent.forced, 0
-        declared_to = agent.cut  # numbers up to it are accounted for after this close
         if judged and agent.low is not None:
             declared += _declare(agent, agent.cut)
             agent.missing += declared
@@ -509,16 +517,17 @@ class IntegrityDetector:
         unseen, agent.unseen_drops = min(agent.unseen_drops, counted), 0
         if judged:
             horizon = agent.closes - CREDIT_CLOSES
-            # A count explains gaps below the number it came with (seq): it is kept until they
-            # have all been declared (a long call carrying it is read long before they come due;
-            # seq -1 once they have), then for CREDIT_CLOSES closes from there.
+            # A count explains gaps below the lowest number that came with it (seq): it is kept
+            # until every number below that has arrived or been declared (a long call carrying it
+            # is read long before they come due; seq -1 from then), then for CREDIT_CLOSES closes.
             agent.credit = [entry for entry in agent.credit
                             if entry[1] and (entry[2] >= 0 or entry[0] > horizon)]
             agent.debt = [entry for entry in agent.debt if entry[0] > horizon and entry[1]]
             if counted > unseen:  # drops before its first event have no gap to match here
                 agent.credit.append([agent.closes, counted - unseen, agent.dropped_seq])
+            accounted = agent.low if agent.low is not None else -1
             for entry in agent.credit:
-                if 0 <= entry[2] <= declared_to + 1:
+                if 0 <= entry[2] <= accounted:
                     entry[0], entry[2] = agent.closes, -1
             unexplained = declared - _settle(agent.credit, declared)
             # Counts beyond the gaps still open here came after the gaps they explain, which

@@ -68,7 +68,7 @@ class Pipeline:
         self._resolve_at: datetime | None = None
         self._watermark: float | None = None  # the newest event time seen
         # Each detector as built (its options): a checkpoint is restored only into the same.
-        self._built = [checkpoint.fingerprint(checkpoint.state_of(d)) for d in self.detectors]
+        self._built = [checkpoint.built_fingerprint(d) for d in self.detectors]
         self._unwritable: set[str] = set()
 
     def checkpoint(self, max_bytes: int | None = None) -> bytes:
@@ -97,7 +97,8 @@ class Pipeline:
     def restore(self, data: bytes) -> list[str]:
         """Take back what :meth:`checkpoint` wrote (into a pipeline built afresh, before any
         event); returns a note per detector that starts afresh instead, and why. Nothing is
-        restored when the window length changed; a detector whose options changed starts afresh."""
+        restored when the window length changed; a detector whose options or ``CHECKPOINT_VERSION``
+        changed starts afresh (:func:`.checkpoint.built_fingerprint`)."""
         saved = checkpoint.load(data)
         if saved["window_s"] != self.clock.size_s:
             return [f"the window length changed ({saved['window_s']:g} s in the checkpoint, "
@@ -109,7 +110,8 @@ class Pipeline:
             if entry is None:
                 notes.append(f"{detector.name}: not in the checkpoint, starts afresh")
             elif entry[0] != built:
-                notes.append(f"{detector.name}: its options changed since the checkpoint, starts afresh")
+                notes.append(f"{detector.name}: its options or the layout of its state changed since the "
+                             "checkpoint, starts afresh")
             else:
                 states.append((detector, checkpoint.load(entry[1])))
         open_end, watermark, resolve_at = saved["open_end"], saved["watermark"], saved["resolve_at"]

@@ -20,14 +20,14 @@ import msgspec
 import numpy as np
 import pytest
 
-from inferwatch.collectors.event import InferenceEvent
+from inferwatch.collectors.event import AgentInfo, InferenceEvent
 from inferwatch.detectors import checkpoint
 from inferwatch.detectors.incidents import IncidentManager
 from inferwatch.detectors.pipeline import Pipeline
 from inferwatch.detectors.registry import build_detectors
 from inferwatch.detectors.store import IncidentQuery
 from inferwatch.detectors.windows import WindowClock
-from inferwatch.testing import memory_store
+from inferwatch.testing import make_event, memory_store
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -191,8 +191,24 @@ def test_without_the_checkpoint_the_restarted_pipeline_finds_less(
 def test_a_detector_whose_options_changed_starts_afresh(scenario_events: list[InferenceEvent]) -> None:
     events = scenario_events[: len(scenario_events) // 3]
     _, notes = _incidents([events[:1000], events[1000:]], options={"request_rate": {"own_factor": 9.0}})
-    assert notes == ["request_rate: its options changed since the checkpoint, starts afresh"]
+    assert notes == ["request_rate: its options or the layout of its state changed since the checkpoint, "
+                     "starts afresh"]
 
+
+def test_a_detector_whose_state_layout_changed_starts_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A new release whose detector holds its records differently (CHECKPOINT_VERSION bumped) must
+    # not be handed records of the old layout: it would fail at every window from then on.
+    from inferwatch.detectors.integrity import IntegrityDetector
+
+    first = Pipeline(build_detectors(["integrity"]), IncidentManager(memory_store()), window_s=60)
+    first.detect([make_event(1.0, agent=AgentInfo(id="a1", seq=0, dropped=0))])
+    saved = first.checkpoint()
+    same = Pipeline(build_detectors(["integrity"]), IncidentManager(memory_store()), window_s=60)
+    assert same.restore(saved) == []
+    monkeypatch.setattr(IntegrityDetector, "CHECKPOINT_VERSION", IntegrityDetector.CHECKPOINT_VERSION + 1)
+    upgraded = Pipeline(build_detectors(["integrity"]), IncidentManager(memory_store()), window_s=60)
+    assert upgraded.restore(saved) == [
+        "integrity: its options or the layout of its state changed since the checkpoint, starts afresh"]
 
 def test_a_changed_window_length_restores_nothing() -> None:
     first = Pipeline(build_detectors(["request_rate"]), IncidentManager(memory_store()), window_s=60)
@@ -286,7 +302,7 @@ from inferwatch.collectors.event import decode_event
 from inferwatch.detectors.incidents import IncidentManager
 from inferwatch.detectors.pipeline import Pipeline
 from inferwatch.detectors.registry import build_detectors
-from inferwatch.testing import memory_store
+from inferwatch.testing import make_event, memory_store
 pipeline = Pipeline(build_detectors(), IncidentManager(memory_store()), window_s=60.0)
 events_file, checkpoint_file = Path(sys.argv[2]), Path(sys.argv[3])
 if sys.argv[1] == "save":

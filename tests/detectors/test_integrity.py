@@ -587,3 +587,36 @@ def test_drops_counted_on_a_long_call_stay_the_agents_own_however_late_their_gap
               for i, (start, length) in enumerate(calls)]
     findings = _losses(run_detector(IntegrityDetector(), events))
     assert [(f.evidence["dropped_by_agent"], f.evidence["lost_after_agent"]) for f in findings] == [(30, 0)]
+
+
+def test_drops_from_before_an_agent_was_first_seen_do_not_wait_on_its_first_long_call():
+    # A time-ordered log that starts mid-stream: every event carries the 500 drops the agent
+    # counted before it, and the first call read is a 400 s generation. 50 events deleted from
+    # the topic while it runs are still reported as lost after the agent.
+    calls = [(i * 0.5, 400.0 if i == 0 else 0.2) for i in range(2000)]
+    by_end = sorted(range(len(calls)), key=lambda i: calls[i][0] + calls[i][1])
+    seq_of = {call: 100_000 + seq for seq, call in enumerate(by_end)}
+    events = [make_event(start, id=f"c{i}", duration_ms=length * 1000, service="chat",
+                         agent=AgentInfo(id="a1", seq=seq_of[i], dropped=500))
+              for i, (start, length) in enumerate(calls) if not 600 <= i < 650]
+    findings = _losses(run_detector(IntegrityDetector(), events))
+    assert [(f.evidence["dropped_by_agent"], f.evidence["lost_after_agent"]) for f in findings] == [(0, 50)]
+
+
+def test_a_count_carried_by_a_lower_number_too_stops_waiting_on_the_long_call():
+    # The agent counted 30 drops that reached the bus after all (no gap of their own), on the
+    # short calls numbered after them and on a long call: once those short calls' numbers are
+    # accounted for, the count waits no more for the long call, and a deletion late in the long
+    # call is reported rather than explained by it.
+    calls = [(i * 0.5, 400.0 if i == 2000 else 0.2) for i in range(4000)]
+    by_end = sorted(range(len(calls)), key=lambda i: calls[i][0] + calls[i][1])
+    seq_of = {call: seq for seq, call in enumerate(by_end)}
+    counted_from = 2004  # the number after the drops: a short call, before the long call ended
+    assert seq_of[2000] > counted_from + 5
+    dropped = {call: 30 if seq >= counted_from else 0 for call, seq in seq_of.items()}
+    events = [make_event(start, id=f"c{i}", duration_ms=length * 1000, service="chat",
+                         agent=AgentInfo(id="a1", seq=seq_of[i], dropped=dropped[i]))
+              for i, (start, length) in enumerate(calls) if not 2600 <= i < 2650]
+    findings = _losses(run_detector(IntegrityDetector(), events))
+    assert [(f.evidence["dropped_by_agent"], f.evidence["lost_after_agent"]) for f in findings] == [
+        (30, 0), (0, 50)]
