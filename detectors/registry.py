@@ -38,6 +38,13 @@ def available() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def did_you_mean(unknown: Sequence[str], registered: Sequence[str]) -> str:
+    """`` (did you mean drift for drfit?)`` for the unknown names close to a registered one, or ``""``."""
+    guesses = {n: difflib.get_close_matches(n, list(registered), n=1, cutoff=0.75) for n in set(unknown)}
+    meant = "; ".join(f"did you mean {g[0]} for {n}?" for n, g in sorted(guesses.items()) if g)
+    return f" ({meant})" if meant else ""
+
+
 def build_detectors(
     enabled: Sequence[str] | None = None, options: Mapping[str, Mapping[str, Any]] | None = None
 ) -> list[Detector]:
@@ -57,11 +64,9 @@ def build_detectors(
     problems: list[str] = []
     unknown = [n for n in [*names, *options] if n not in registry]
     if unknown:
-        guesses = {n: difflib.get_close_matches(n, list(registry), n=1, cutoff=0.75) for n in set(unknown)}
-        meant = "; ".join(f"did you mean {g[0]} for {n}?" for n, g in sorted(guesses.items()) if g)
         problems.append(
             f"unknown detector(s) {', '.join(sorted(set(unknown)))} in detect.enabled/detect.options"
-            + (f" ({meant})" if meant else "") + f"; registered: {', '.join(sorted(registry))}"
+            + did_you_mean(unknown, list(registry)) + f"; registered: {', '.join(sorted(registry))}"
         )
     detectors: list[Detector] = []
     for name in names:

@@ -46,6 +46,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="PATH",
                         help="incident store file (INFERWATCH_STORE__PATH; the store is then SQLite)")
     parser.add_argument("--json", action="store_true", help="print JSON, one object per line")
+    _log_level(parser)
+
+
+def _log_level(parser: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
+    """``--log-level``, before the command or after it (a command's own leaves the top one be)."""
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=default,
+                        help="log at this level and above (log_level)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Incident logging and anomaly monitoring for AI inference services.",
     )
     parser.add_argument("--version", action="version", version=f"inferwatch {__version__}")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    _log_level(parser, default=None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run a model server with the agent, drive traffic, show incidents")
@@ -99,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="run the detector service on the configured bus and store")
     _common(p)
-    p.add_argument("--exit-when-idle", type=_positive_seconds, metavar="SECONDS",
-                   help="stop after this long without new events (for batch runs)")
+    p.add_argument("--exit-when-idle", type=_positive_seconds, metavar="DURATION",
+                   help="stop after this long without new events (for batch runs): seconds or 30s/5m")
     p.add_argument("--routes", type=Path, metavar="FILE",
                    help="page on-call receivers with this routing file (alerting.config; docs/alerting.md)")
     p.set_defaults(handler=commands.detect)
@@ -120,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scan", help="score texts or events with the per-request detectors (no service)")
     p.add_argument("--config", metavar="FILE", help="YAML settings file (also INFERWATCH_CONFIG)")
     p.add_argument("--json", action="store_true", help="print JSON, one object per line")
+    _log_level(p)
     p.add_argument("file", help='JSONL: {"text": ..., "output": ...} or events, one per line; - for stdin')
     p.add_argument("--detectors", metavar="NAMES",
                    help="comma-separated per-request detectors (default and choices: "
@@ -311,12 +319,13 @@ def _baseline_parser(sub: Any, commands: Any) -> None:
 
 
 def _positive_seconds(value: str) -> float:
+    """A length of time above 0: seconds (``30``) or with units (``30s``, ``5m``, ``1h30m``)."""
     try:
-        seconds = float(value)
+        seconds = parse_duration(value)
     except ValueError:
         seconds = math.nan
-    if not seconds > 0 or math.isinf(seconds):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds above 0")
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a length of time above 0, e.g. 30, 30s or 5m")
     return seconds
 
 
@@ -340,21 +349,19 @@ def _names(value: str) -> list[str]:
 
 def _detector_names(given: str) -> list[str]:
     """``--detectors``: names to run, or ``-name,-other`` for every registered detector but those."""
+    from inferwatch.detectors.registry import available, did_you_mean
+
     names = [n.strip() for n in given.split(",")]
     left_out = [n[1:] for n in names if n.startswith("-")]
-    if not left_out:
-        return names
-    if len(left_out) < len(names):
+    if left_out and len(left_out) < len(names):
         raise SettingsError(f"--detectors {given}: name the detectors to run, or those to leave out "
                             "(each with a leading -), not both")
-    from inferwatch.detectors.registry import available
-
     registered = sorted(available())
-    unknown = sorted(set(left_out) - set(registered))
+    unknown = sorted(set(left_out or names) - set(registered))
     if unknown:
-        raise SettingsError(f"--detectors {given}: no detector named {', '.join(unknown)}; registered: "
-                            f"{', '.join(registered)}")
-    return [n for n in registered if n not in left_out]
+        raise SettingsError(f"--detectors {given}: no detector named {', '.join(unknown)}"
+                            f"{did_you_mean(unknown, registered)}; registered: {', '.join(registered)}")
+    return [n for n in registered if n not in left_out] if left_out else names
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

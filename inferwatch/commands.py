@@ -79,9 +79,18 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     if sum(str(p) == STDIN for p in paths) > 1:
         print("inferwatch replay: - (standard input) can be given once", file=sys.stderr)
         return 2
+    folders = [str(p) for p in paths if str(p) != STDIN and p.is_dir()]
+    if folders:
+        print(f"inferwatch replay: {', '.join(folders)}: a folder, not a file; give the files in it "
+              "(e.g. DIR/*.jsonl, oldest first)", file=sys.stderr)
+        return 2
     missing = [str(p) for p in paths if str(p) != STDIN and not p.is_file()]
     if missing:
         print(f"inferwatch replay: no such file {', '.join(missing)}", file=sys.stderr)
+        return 2
+    databases = [str(p) for p in paths if str(p) != STDIN and _is_sqlite(p)]
+    if databases:
+        print(f"inferwatch replay: {_sqlite_hint(databases)}", file=sys.stderr)
         return 2
     spooled: Path | None = None
     try:
@@ -214,6 +223,21 @@ def _note_baselines_not_used(settings: Settings, replay_store: Path, judged: set
               f"{replay_store}, not the baseline set in {_store_name(settings)}; to compare with that "
               f"baseline here, `inferwatch baseline set --store {replay_store} --model M FILE`",
               file=sys.stderr)
+
+
+def _is_sqlite(path: os.PathLike[str] | str) -> bool:
+    """The file is an SQLite database (an embedded bus or store), not lines of text."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def _sqlite_hint(files: list[str]) -> str:
+    return (f"{', '.join(files)}: an SQLite database (an inferwatch store or embedded bus?), not lines of "
+            "JSON; to read a store's events, write them out first: `inferwatch events search --store FILE "
+            "--json --oldest-first --limit N > events.jsonl`")
 
 
 def _looks_like_csv(path: os.PathLike[str]) -> bool:
@@ -594,12 +618,22 @@ def scan(args: argparse.Namespace, settings: Settings) -> int:
     names = ([n.strip() for n in args.detectors.split(",") if n.strip()] if args.detectors
              else list(PER_REQUEST))
     wrong = [n for n in names if n not in PER_REQUEST]
+    from inferwatch.detectors.registry import available, did_you_mean
+
+    unknown = [n for n in wrong if n not in available()]
+    if unknown:
+        print(f"inferwatch scan: no detector named {', '.join(unknown)}{did_you_mean(unknown, PER_REQUEST)}; "
+              f"scan runs the per-request detectors: {', '.join(PER_REQUEST)}", file=sys.stderr)
+        return 2
     if wrong or not names:
         print(f"inferwatch scan: {', '.join(wrong) or 'no detector named'}: scan runs the per-request "
               f"detectors, choose from {', '.join(PER_REQUEST)} (the windowed ones need a stream of "
               "events: use `inferwatch replay`)", file=sys.stderr)
         return 2
     detectors = build_detectors(names, {n: o for n, o in settings.detect.options.items() if n in names})
+    if args.file != STDIN and _is_sqlite(args.file):
+        print(f"inferwatch scan: {_sqlite_hint([args.file])}", file=sys.stderr)
+        return 2
     try:
         source = open_source(args.file)
     except OSError as exc:

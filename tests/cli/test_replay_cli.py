@@ -78,7 +78,7 @@ def test_detectors_flag_runs_only_those_and_drift_alone_finds_the_same_drift(cap
     assert fast  # drift alone takes replay's fast path
     assert drift == [i for i in everything if i["detector"] == "drift"]
     assert main(["replay", str(events_file), "--detectors", "drift,nope"]) == 2  # a configuration error
-    assert "unknown detector(s) nope" in capsys.readouterr().err
+    assert "--detectors drift,nope: no detector named nope; registered:" in capsys.readouterr().err
 
 
 def test_detectors_flag_can_name_those_left_out(capsys, events_file):
@@ -98,6 +98,27 @@ def test_detectors_flag_can_name_those_left_out(capsys, events_file):
 def test_missing_file_is_a_clear_error(capsys, tmp_path):
     assert main(["replay", str(tmp_path / "nope.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_folder_or_a_database_is_named_as_such(capsys, tmp_path):
+    import sqlite3
+
+    assert main(["replay", str(tmp_path)]) == 2
+    assert f"inferwatch replay: {tmp_path}: a folder, not a file" in capsys.readouterr().err
+    store = tmp_path / "store.db"
+    SQLiteStore(str(store)).close()
+    bus = tmp_path / "bus.db"
+    sqlite3.connect(bus).execute("create table t (a)")
+    assert main(["replay", str(store), str(bus)]) == 2
+    err = capsys.readouterr().err
+    assert f"{store}, {bus}: an SQLite database" in err
+    assert "`inferwatch events search --store FILE --json --oldest-first --limit N > events.jsonl`" in err
+
+
+def test_a_misspelt_detector_is_named_with_the_one_meant(capsys, events_file):
+    assert main(["replay", str(events_file), "--detectors", "drfit"]) == 2
+    assert "--detectors drfit: no detector named drfit (did you mean drift for drfit?); registered:" in (
+        capsys.readouterr().err)
 
 
 def test_console_script_is_quiet_when_piped(events_file):
@@ -216,6 +237,23 @@ def test_the_window_takes_units_and_refuses_zero(capsys, events_file):
             parse(["replay", str(events_file), "--window", bad])
         assert "--window" in capsys.readouterr().err
 
+
+def test_idle_time_takes_units_and_the_log_level_goes_before_or_after_the_command(capsys, events_file):
+    from inferwatch.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["detect", "--exit-when-idle", "5s"]).exit_when_idle == 5.0
+    assert parse(["detect", "--exit-when-idle", "15"]).exit_when_idle == 15.0
+    assert parse(["detect", "--exit-when-idle", "2m"]).exit_when_idle == 120.0
+    for bad in ("0", "-5", "soon", "inf"):
+        with pytest.raises(SystemExit):
+            parse(["detect", "--exit-when-idle", bad])
+        assert "--exit-when-idle" in capsys.readouterr().err
+    assert parse(["replay", str(events_file)]).log_level is None
+    assert parse(["--log-level", "debug", "replay", str(events_file)]).log_level == "debug"
+    assert parse(["replay", str(events_file), "--log-level", "debug"]).log_level == "debug"
+    assert parse(["scan", "-", "--log-level", "error"]).log_level == "error"
+    assert parse(["--log-level", "debug", "incidents", "list"]).log_level == "debug"
 
 def test_replay_into_a_store_lists_only_the_incidents_it_opened_or_changed(capsys, events_file, tmp_path):
     store = tmp_path / "kept.db"

@@ -51,11 +51,28 @@ def test_scan_table_from_stdin_and_detector_choice(capsys, monkeypatch):
 
 def test_scan_unknown_or_windowed_detector_is_named_with_the_choices(capsys, tmp_path):
     path = _write(tmp_path, LINES[:1])
-    for name in ("nope", "drift", "prompt_injection,scraping"):
+    for name in ("drift", "prompt_injection,scraping"):
         assert main(["scan", str(path), "--detectors", name]) == 2
         err = capsys.readouterr().err
         assert f"inferwatch scan: {name.split(',')[-1]}:" in err
         assert "choose from prompt_injection, output_leak" in err
+    typo = " (did you mean prompt_injection for prompt-injection?)"
+    for name, meant in (("nope", ""), ("prompt-injection", typo)):
+        assert main(["scan", str(path), "--detectors", name]) == 2
+        assert (f"inferwatch scan: no detector named {name}{meant}; scan runs the per-request detectors: "
+                "prompt_injection, output_leak") in capsys.readouterr().err
+
+
+def test_scan_of_a_database_says_how_to_write_its_events_out(capsys, tmp_path):
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    sqlite3.connect(path).execute("create table t (a)")
+    assert main(["scan", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert "an SQLite database" in captured.err
+    assert "inferwatch events search --store FILE --json --oldest-first" in captured.err
+    assert captured.out == ""
 
 
 def test_scan_of_a_file_it_cannot_read_names_it(capsys, tmp_path):
