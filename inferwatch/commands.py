@@ -285,11 +285,20 @@ def incidents_list(args: argparse.Namespace, settings: Settings) -> int:
         render.incidents_table(found)
     if not found and args.detector is not None:
         _note_unknown_detector(args.detector)
+    pseudonym = (args.subject or "").removeprefix("principal:")
+    if not found and pseudonym != args.subject and cut_short_pseudonym(pseudonym):
+        _note_cut_short("incidents list", pseudonym)
     if not found and args.since is not None:
         older = store.list_incidents(replace(query, since=None, limit=1))
         if older:
             _note_older("incident", older[0].last_seen, args.since)
     return 0
+
+
+def _note_cut_short(command: str, pseudonym: str) -> None:
+    print(f"inferwatch {command}: a pseudonym is p_ and 24 hex digits; {pseudonym!r} has "
+          f"{len(pseudonym) - 2} (cut short? copy the whole one from `inferwatch incidents show`)",
+          file=sys.stderr)
 
 
 def _note_older(what: str, newest: datetime, since: datetime) -> None:
@@ -376,9 +385,7 @@ def events_search(args: argparse.Namespace, settings: Settings) -> int:
     found = store.search_events(query)
     principal = args.principal or ""
     if not found and cut_short_pseudonym(principal):
-        print(f"inferwatch events search: a pseudonym is p_ and 24 hex digits; {principal!r} has "
-              f"{len(principal) - 2} (cut short? copy the whole one from `inferwatch incidents show`)",
-              file=sys.stderr)
+        _note_cut_short("events search", principal)
     if not found and args.client_ip is not None and not store.search_events(
             EventQuery(client_ip=args.client_ip, limit=1)):  # the address alone finds nothing
         _note_truncated_address(args.client_ip)

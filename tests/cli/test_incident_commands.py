@@ -204,6 +204,16 @@ def test_incidents_by_a_bare_caller_pseudonym(capsys, store):
     with_prefix = _json_lines(capsys)
     main(["incidents", "list", "--store", store, "--subject", "p_mallory", "--json"])
     assert _json_lines(capsys) == with_prefix != []
+    assert "cut short" not in capsys.readouterr().err
+
+
+def test_incidents_of_a_cut_short_pseudonym_say_it_is_cut_short(capsys, store):
+    for subject in ("p_777efeba", "principal:p_777efeba"):
+        assert main(["incidents", "list", "--store", store, "--subject", subject]) == 0
+        captured = capsys.readouterr()
+        assert "no incidents" in captured.out
+        assert ("inferwatch incidents list: a pseudonym is p_ and 24 hex digits; 'p_777efeba' has 8 "
+                "(cut short?") in captured.err
 
 
 @pytest.mark.parametrize("command", [
