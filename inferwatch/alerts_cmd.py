@@ -302,8 +302,14 @@ def alerts_check(args: argparse.Namespace, settings: Settings) -> int:
     for note in label_problems(config)[1]:
         print(f"{path}: note: {note}", file=sys.stderr)
     receivers = ", ".join(r.name for r in config.receivers)
-    print(f"{path}: valid; receivers: {receivers}; {len(config.inhibit_rules)} inhibition rule(s)")
+    checked: dict[str, Any] = {"file": str(path), "valid": True,
+                               "receivers": [r.name for r in config.receivers],
+                               "inhibit_rules": len(config.inhibit_rules)}
+    if not args.json:
+        print(f"{path}: valid; receivers: {receivers}; {len(config.inhibit_rules)} inhibition rule(s)")
     if not args.labels:
+        if args.json:
+            render.json_line(checked)
         return 0
     from inferwatch.detectors.alerts.matchers import check_labels
     from inferwatch.detectors.alerts.model import Matcher
@@ -321,10 +327,17 @@ def alerts_check(args: argparse.Namespace, settings: Settings) -> int:
         labels[name] = value
     if "detector" in labels:
         labels.setdefault("alertname", labels["detector"])  # as every alert carries it
-    for match in config.route.match(labels):
-        print(f"  -> receiver {match.receiver}  group {group_key(match, labels)}  "
-              f"(wait {match.group_wait:g}s, interval {match.group_interval:g}s, "
-              f"repeat {match.repeat_interval:g}s)")
+    routed = [{"receiver": match.receiver, "group": group_key(match, labels),
+               "group_wait_s": match.group_wait, "group_interval_s": match.group_interval,
+               "repeat_interval_s": match.repeat_interval}
+              for match in config.route.match(labels)]
+    if args.json:
+        render.json_line({**checked, "labels": labels, "routed": routed})
+        return 0
+    for route in routed:
+        print(f"  -> receiver {route['receiver']}  group {route['group']}  "
+              f"(wait {route['group_wait_s']:g}s, interval {route['group_interval_s']:g}s, "
+              f"repeat {route['repeat_interval_s']:g}s)")
     return 0
 
 

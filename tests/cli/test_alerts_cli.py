@@ -87,6 +87,16 @@ def test_alerts_check_validates_and_shows_routes(tmp_path: Path, capsys: pytest.
     assert 'receiver pager  group 0.0:{detector="prompt_injection"}  (wait 10s' in out
     code, out, _ = run(capsys, "alerts", "check", "--routes", str(routes), "detector=drift", "severity=low")
     assert 'receiver team  group 0:{detector="drift"}  (wait 30s' in out
+    code, out, _ = run(capsys, "alerts", "check", "--routes", str(routes), "--json", "detector=drift")
+    (checked,) = [json.loads(line) for line in out.splitlines()]
+    assert checked["valid"] is True
+    assert checked["receivers"] == ["team", "pager"]
+    assert checked["labels"] == {"detector": "drift", "alertname": "drift"}
+    assert [(r["receiver"], r["group"], r["group_wait_s"]) for r in checked["routed"]] == [
+        ("team", '0:{detector="drift"}', 30.0)]
+    code, out, _ = run(capsys, "alerts", "check", "--routes", str(routes), "--json")
+    assert json.loads(out) == {"file": str(routes), "valid": True, "receivers": ["team", "pager"],
+                               "inhibit_rules": checked["inhibit_rules"]}
 
     routes.write_text(ROUTES.replace("receiver: pager", "receiver: pagr"))
     code, _, err = run(capsys, "alerts", "check", "--routes", str(routes))
