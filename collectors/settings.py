@@ -516,5 +516,7 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
             lines.append(f"  {where}: no such setting; {hint} docs/configuration.md lists them")
             continue
         message = err["msg"].removeprefix("Value error, ")  # our validators' messages stand alone
+        if err["type"] == "string_type" and isinstance(value, int | float | bool) and path is not None:
+            message += " (YAML reads an unquoted 12345, 1e5 or yes as a number or true/false: quote it)"
         lines.append(f"  {where}: {message}{shown_value(dotted, value)}")
     return "\n".join(lines)

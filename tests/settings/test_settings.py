@@ -71,6 +71,15 @@ def test_secret_values_are_not_echoed_in_errors(tmp_path):
     assert "hunter2zz" not in str(err.value)
 
 
+def test_a_number_where_a_secret_goes_says_to_quote_it_without_echoing_it(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("store:\n  password: 982451653\n")
+    with pytest.raises(SettingsError) as err:
+        load_settings(cfg)
+    assert "'store.password'" in str(err.value)
+    assert "quote it" in str(err.value)
+    assert "982451653" not in str(err.value)
+
 def test_unknown_keys_are_rejected(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("agent:\n  captur: full\n")
