@@ -299,9 +299,24 @@ def salvage_agent(data: bytes | str) -> tuple[str, int] | None:
     return None
 
 
+_FIRST_LINE_AT = re.compile(r" at line 1 column (\d+)$")
+
+
+def _not_json(message: str) -> str:
+    """pydantic's ``Invalid JSON: … at line 1 column 2`` for one event (a line of a file, a record
+    on the bus), as a reader would say it."""
+    detail = message.removeprefix("Invalid JSON: ")
+    if detail.startswith("EOF while parsing"):
+        return "not JSON: it ends inside its JSON (cut short, or one object written over several lines?)"
+    return "not JSON: " + _FIRST_LINE_AT.sub(r" at column \1", detail)
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False)[:5]:
+        if err["type"] == "json_invalid":
+            parts.append(_not_json(err["msg"]))
+            continue
         where = ".".join(str(p) for p in err["loc"]) or "(document)"
         hint = ""
         if where == "time" and isinstance(err.get("input"), str | int | float):

@@ -41,12 +41,14 @@ def test_replay_reports_malformed_lines_and_goes_on(capsys, events_file):
     lines = events_file.read_bytes().splitlines()
     lines.insert(5, b'{"schema": "inferwatch.event/1", "id": "x"}')
     lines.insert(9, b"garbage")
+    lines.insert(12, b'{"schema": "inferwatch.event/1",')  # an object written over several lines
     events_file.write_bytes(b"\n".join(lines) + b"\n")
     assert main(["replay", str(events_file)]) == 0
     captured = capsys.readouterr()
     assert "line 6: skipped malformed event: time: Field required" in captured.err
-    assert "line 10: skipped malformed event" in captured.err
-    assert "2 malformed" in captured.out
+    assert "line 10: skipped malformed event: not JSON: expected value at column 1" in captured.err
+    assert "line 13: skipped malformed event: not JSON: it ends inside its JSON (cut short" in captured.err
+    assert "3 malformed" in captured.out
     assert "request_rate" in captured.out
 
 

@@ -83,7 +83,7 @@ def test_malformed_records_go_to_dead_letters_and_the_rest_is_processed(tmp_path
     assert service.stats.malformed == 2
     assert detector.seen == [e.id for e in good]
     letters = bus.dead_letters().list()
-    assert {reason.split(":")[0] for _, _, reason, _ in letters} == {"(document)", "schema"}
+    assert {reason.split(":")[0] for _, _, reason, _ in letters} == {"not JSON", "schema"}
     assert len(store.search_events(EventQuery())) == 4
     assert len(store.list_incidents(IncidentQuery())) == 1
     assert bus.consumer("g").committed() == bus.end_offset()
