@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from inferwatch.cli import main
-from inferwatch.detectors.alerts.model import Notification, NotificationAlert, notification_id
+from inferwatch.detectors.alerts.model import (
+    Matcher,
+    Notification,
+    NotificationAlert,
+    Silence,
+    notification_id,
+)
 from inferwatch.detectors.sqlite_store import SQLiteStore
 
 ROUTES = """
@@ -54,7 +60,7 @@ def test_silence_add_list_expire(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert 'detector=~"request_rate|scraping"' in out
     assert "load test" in out
 
-    assert run(capsys, "silence", "expire", made["id"], "--store", store)[0] == 0
+    assert run(capsys, "silence", "expire", made["id"][:5], "--store", store)[0] == 0  # a prefix will do
     assert run(capsys, "silence", "list", "--store", store)[1].strip() == "no silences"
     code, out, _ = run(capsys, "silence", "list", "--all", "--store", store)
     assert "expired" in out
@@ -73,6 +79,15 @@ def test_silence_errors_name_what_to_fix(tmp_path: Path, capsys: pytest.CaptureF
     code, _, err = run(capsys, "silence", "expire", "nope", "--store", store)
     assert code == 1  # not found
     assert "no silence with id 'nope'" in err
+    now = datetime.now(UTC)
+    for sid in ("abcd00000001", "abcd00000002"):
+        made_by_hand = Silence(id=sid, matchers=[Matcher(name="a", op="=", value="b")], starts_at=now,
+                               ends_at=now + timedelta(hours=1), created_by="t", created_at=now)
+        SQLiteStore(store).save_silence(made_by_hand)
+    code, _, err = run(capsys, "silence", "expire", "abcd", "--store", store)
+    assert code == 2
+    assert "'abcd' begins 2 silences' ids (" in err
+    assert "give more of it" in err
     with pytest.raises(SystemExit):
         main(["silence", "add", "a=b", "--duration", "soon", "--store", store])
 
