@@ -111,6 +111,8 @@ def _replay(args: argparse.Namespace, settings: Settings, paths: list[Path]) -> 
         if timed and late / timed >= LATE_SHARE_REFUSED:
             _out_of_order(late, timed, written=False, files=len(paths))
             return 2
+    if args.store:
+        _note_new_folder("replay", args.store)
     store = _ReferenceReads(args.store if args.store else ":memory:")
     baselines = [] if args.store else _baselines_set(settings)
     for record in baselines:
@@ -295,6 +297,15 @@ def incidents_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _note_new_folder(command: str, path: str) -> None:
+    """A store file to be made in a folder that is not there either: said, so that a mistyped path
+    (``--store /nonexistent/s.db``) is seen rather than silently made."""
+    folder = Path(path).parent
+    if path != ":memory:" and not folder.exists():
+        print(f"inferwatch {command}: {folder} did not exist: it is made, with a new store {path} in it",
+              file=sys.stderr)
+
+
 def _note_cut_short(command: str, pseudonym: str) -> None:
     print(f"inferwatch {command}: a pseudonym is p_ and 24 hex digits; {pseudonym!r} has "
           f"{len(pseudonym) - 2} (cut short? copy the whole one from `inferwatch incidents show`)",
@@ -445,6 +456,8 @@ def baseline_set(args: argparse.Namespace, settings: Settings) -> int:
     """Summarise a baseline file and keep it as the model's drift reference."""
     from inferwatch.detectors.drift.reference import ReferenceFileError, file_reference
 
+    if settings.store.kind == "sqlite":
+        _note_new_folder("baseline set", settings.store.path)
     store = open_store(settings)  # first: an unreachable store should not wait for a long file
     try:
         record, notes = file_reference(args.file, args.model, created=datetime.now(UTC),

@@ -109,6 +109,15 @@ def test_bad_files_exit_2_naming_the_problem(capsys, tmp_path, store, name, text
     assert capsys.readouterr().out == ""  # nothing was kept
 
 
+def test_a_store_path_in_a_folder_that_is_not_there_is_said(capsys, tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_text("a\n1\n2\n")
+    typo = tmp_path / "nonexistent" / "s.db"
+    assert main(["baseline", "set", "--model", "m", str(good), "--store", str(typo)]) == 0
+    assert f"inferwatch baseline set: {typo.parent} did not exist: it is made" in capsys.readouterr().err
+    assert main(["baseline", "set", "--model", "m", str(good), "--store", str(typo)]) == 0
+    assert "did not exist" not in capsys.readouterr().err
+
 def test_missing_file_and_bad_flags(capsys, tmp_path, store):
     assert main(["baseline", "set", "--model", "m", str(tmp_path / "nope.csv"), "--store", store]) == 2
     assert "nope.csv: no such file" in capsys.readouterr().err
