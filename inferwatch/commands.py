@@ -297,11 +297,11 @@ def incidents_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _note_new_folder(command: str, path: str) -> None:
+def _note_new_folder(command: str, path: str | Path) -> None:
     """A store file to be made in a folder that is not there either: said, so that a mistyped path
     (``--store /nonexistent/s.db``) is seen rather than silently made."""
     folder = Path(path).parent
-    if path != ":memory:" and not folder.exists():
+    if str(path) != ":memory:" and not folder.exists():
         print(f"inferwatch {command}: {folder} did not exist: it is made, with a new store {path} in it",
               file=sys.stderr)
 
