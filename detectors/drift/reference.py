@@ -22,6 +22,9 @@ Baseline files (:func:`read_rows`), chosen by suffix:
 - ``.parquet``: columns of numbers, booleans or strings; needs pyarrow
   (``pip install 'inferwatch[parquet]'``).
 
+The text files may be compressed (``base.csv.gz``, ``.bz2``, ``.xz``): read through
+:func:`~inferwatch.detectors.sources.open_source`, as replay reads logs.
+
 Columns named in ``as_text`` are read as text whatever they look like (a CSV cell as written,
 a number in a JSONL or Parquet row as Python writes it): ``inferwatch baseline set`` does so for
 a column of numbers that the model's events carry as text (labels ``"0"``/``"1"``).
@@ -49,6 +52,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -57,6 +61,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from inferwatch.collectors.event import InferenceEvent, MalformedEvent, Scalar, decode_event
+from inferwatch.detectors.sources import open_source
 
 if TYPE_CHECKING:  # the sketch pulls numpy: imported where a summary is built
     from inferwatch.detectors.drift.sketch import WindowSummary
@@ -68,6 +73,9 @@ ReferenceItem = InferenceEvent | Row  # what a baseline file yields: a row, or a
 _SUFFIXES: Final = {
     ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
 }
+_TEXT: Final = {suffix: kind for suffix, kind in _SUFFIXES.items() if kind != "parquet"}
+_COMPRESSED: Final = (".gz", ".bz2", ".xz")
+"""A text file compressed (``base.csv.gz``): named by the suffix before, read as replay reads logs."""
 _INT = re.compile(r"[+-]?\d+")
 _BATCH_ROWS: Final = 8192
 
@@ -133,11 +141,15 @@ class ReferenceFile(Iterator[ReferenceItem]):
         self.max_rows = max_rows
         self.rows = 0
         self.truncated = False
-        kind = _SUFFIXES.get(self.path.suffix.lower())
+        suffix = self.path.suffix.lower()
+        kind = _SUFFIXES.get(suffix)
+        if suffix in _COMPRESSED:  # base.csv.gz: a CSV file (Parquet compresses itself)
+            inner = Path(self.path.stem).suffix.lower()
+            suffix, kind = inner + suffix, _TEXT.get(inner)
         if kind is None:
             raise ReferenceFileError(
-                f"{self.path}: unknown baseline file type {self.path.suffix or '(no suffix)'!r}; "
-                f"use one of {', '.join(_SUFFIXES)}")
+                f"{self.path}: unknown baseline file type {suffix or '(no suffix)'!r}; use one of "
+                f"{', '.join(_SUFFIXES)} (a text one also compressed: {', '.join(_COMPRESSED)})")
         if not self.path.is_file():
             raise ReferenceFileError(f"{self.path}: no such file")
         cells = bool(as_text) and kind in ("csv", "tsv")
@@ -449,11 +461,18 @@ _CELLS: Final = "\x00cells"
 (only while :func:`_as_text` reads the row; never a feature)."""
 
 
+@contextmanager
+def _opened(path: Path) -> Iterator[IO[bytes]]:
+    """The file's bytes, decompressed when its first bytes say so (as ``replay`` reads logs)."""
+    with open_source(path) as source:
+        yield source.stream
+
+
 def _separator(path: Path) -> str:
     """The separator of a ``.csv`` file: ``,`` unless its header has none and splits on ``;`` (as
     spreadsheets write CSV where the comma is the decimal mark), a tab or ``|``. A ``;`` file was
     read as one column named ``period;nswprice;…`` (an ML engineer's walk-through)."""
-    with path.open("rb") as fh:
+    with _opened(path) as fh:
         for raw in fh:
             head = raw.decode("utf-8", "replace").removeprefix("\ufeff")
             if head.strip():
@@ -473,7 +492,7 @@ _DECIMAL_COMMA: Final = re.compile(r"\s*[-+]?\d+,\d+\s*")
 def _csv_rows(path: Path, delimiter: str = ",", keep_cells: bool = False) -> Iterator[ReferenceItem]:
     if delimiter == ",":
         delimiter = _separator(path)
-    with path.open("rb") as fh:
+    with _opened(path) as fh:
         reader = csv.reader(_utf8_lines(fh, path), delimiter=delimiter)
         names: list[str] | None = None
         while True:
@@ -534,7 +553,7 @@ def _is_number(text: str) -> bool:
 
 def _jsonl_items(path: Path) -> Iterator[ReferenceItem]:
     first: tuple[str, int] | None = None  # what the file holds ("rows" or "events"), and from which line
-    with path.open("rb") as fh:
+    with _opened(path) as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue

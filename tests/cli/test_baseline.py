@@ -72,6 +72,34 @@ def test_set_from_jsonl_rows_replaces_the_reference(capsys, tmp_path, store):
     assert (kept["events"], kept["origin"]) == (5, str(rows.resolve()))
 
 
+@pytest.mark.parametrize("compress", ["gz", "bz2", "xz"])
+def test_a_compressed_text_file_gives_the_same_reference(capsys, tmp_path, store, compress):
+    import bz2
+    import gzip
+    import lzma
+
+    pack = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[compress]
+    text = "amount;country\n1,5;GB\n2,25;FR\n3;GB\n"  # a spreadsheet's CSV: its separator is read too
+    plain = tmp_path / "base.csv"
+    plain.write_text(text)
+    packed = tmp_path / f"base.csv.{compress}"
+    packed.write_bytes(pack(text.encode()))
+    summaries = []
+    for path in (plain, packed):
+        assert main(["baseline", "set", "--model", "m", str(path), "--store", store, "--json"]) == 0
+        [out] = json_lines(capsys.readouterr().out)
+        summaries.append((out["events"], out["features"]))
+    assert summaries[0] == summaries[1]
+    assert summaries[0][0] == 3
+    rows = tmp_path / f"rows.ndjson.{compress}"
+    rows.write_bytes(pack(b'{"x": 1}\n{"x": 2}\n'))
+    assert main(["baseline", "set", "--model", "m", str(rows), "--store", store, "--json"]) == 0
+    assert json_lines(capsys.readouterr().out)[0]["events"] == 2
+    parquet = tmp_path / f"rows.parquet.{compress}"
+    parquet.write_bytes(b"PAR1")
+    assert main(["baseline", "set", "--model", "m", str(parquet), "--store", store]) == 2
+    assert f"unknown baseline file type '.parquet.{compress}'" in capsys.readouterr().err
+
 def test_set_from_events(capsys, tmp_path, store):
     events = [make_event(float(i), model="chat" if i % 4 else "vision", model_version="2025-10",
                          text="hello there" * (i % 5 + 1), output=EventOutput(text="ok", tokens=3))
