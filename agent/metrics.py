@@ -41,10 +41,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from inferwatch.collectors.prometheus import CONTENT_TYPE, Exposition
+
 if TYPE_CHECKING:
     from inferwatch.agent.core import AgentStats
 
-CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+__all__ = ["CONTENT_TYPE", "prometheus_text", "stats_line"]
 
 _DROP_REASONS: Final = (
     "queue_full",
@@ -61,20 +63,13 @@ _DROP_REASONS: Final = (
 def prometheus_text(stats: AgentStats, *, service: str, version: str | None = None) -> str:
     """``stats`` in the Prometheus text exposition format, one ``service`` label on each series."""
     shipper = stats.shipper
-    label = f'service="{_escape(service)}"'
-    lines: list[str] = []
-
-    def family(name: str, kind: str, help_text: str, samples: list[tuple[str, float | int]]) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            lines.append(f"{name}{{{labels}}} {_number(value)}")
+    text = Exposition({"service": service})
 
     def counter(name: str, help_text: str, value: int) -> None:
-        family(f"inferwatch_agent_{name}_total", "counter", help_text, [(label, value)])
+        text.counter(f"inferwatch_agent_{name}_total", help_text, value)
 
     def gauge(name: str, help_text: str, value: float | int) -> None:
-        family(f"inferwatch_agent_{name}", "gauge", help_text, [(label, value)])
+        text.gauge(f"inferwatch_agent_{name}", help_text, value)
 
     counter("events_captured", "Events the agent recorded.", shipper.captured)
     counter("events_sent", "Events the bus accepted, replayed ones included.", shipper.sent)
@@ -82,20 +77,19 @@ def prometheus_text(stats: AgentStats, *, service: str, version: str | None = No
     counter("events_replayed", "Spooled events sent once the bus was back.", shipper.replayed)
     counter("events_recovered", "Events found in the spool at start, left by an earlier process.",
             shipper.recovered)
-    family(
+    text.family(
         "inferwatch_agent_events_dropped_total",
         "counter",
         "Events lost, by reason.",
-        [(f'{label},reason="{reason}"', getattr(shipper, f"dropped_{reason}")) for reason in _DROP_REASONS],
+        [({"reason": reason}, getattr(shipper, f"dropped_{reason}")) for reason in _DROP_REASONS],
     )
     gauge("queue_depth", "Events waiting in memory.", shipper.queue_depth)
     gauge("spool_depth", "Events waiting in the disk spool.", shipper.spool_depth)
     gauge("spool_bytes", "Bytes of spool files held.", shipper.spool_bytes)
     gauge("bus_up", "1 when the last send to the bus succeeded, 0 while backing off.", int(shipper.bus_up))
     counter("internal_errors", "Failures of inferwatch's own code, swallowed.", stats.internal_errors)
-    info = f'{label},version="{_escape(version)}"' if version else label
-    family("inferwatch_agent_info", "gauge", "The agent's version.", [(info, 1)])
-    return "\n".join(lines) + "\n"
+    text.gauge("inferwatch_agent_info", "The agent's version.", 1, {"version": version} if version else None)
+    return text.render()
 
 
 def stats_line(stats: AgentStats) -> str:
@@ -118,11 +112,3 @@ def stats_line(stats: AgentStats) -> str:
         if value:
             parts.append(f"dropped_{reason}={value}")
     return " ".join(parts)
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float | int) -> str:
-    return str(int(value)) if isinstance(value, bool | int) else repr(float(value))

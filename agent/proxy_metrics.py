@@ -16,7 +16,10 @@ import bisect
 from collections import Counter
 from typing import Any, Final
 
-CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+from inferwatch.collectors.prometheus import CONTENT_TYPE
+
+__all__ = ["BUCKETS", "CONTENT_TYPE", "ProxyMetrics"]
+
 BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                   30.0, 60.0, 120.0, 300.0)
 
