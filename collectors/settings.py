@@ -264,6 +264,12 @@ class DetectSettings(_Section):
     (and offsets committed); also at every stop. 0: never (offsets committed every batch)."""
     enabled: CommaList | None = None
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    """Serve ``/metrics`` (Prometheus) and ``/healthz`` on this port while ``inferwatch detect``
+    runs (0: any free port, logged); unset: not served. See docs/oncall.md."""
+    metrics_host: str = "127.0.0.1"
+    """The address ``metrics_port`` listens on: loopback, or ``0.0.0.0`` for a scraper in another
+    host or pod."""
 
 
 class AlertingSettings(_Section):

@@ -195,6 +195,11 @@ class Pipeline:
         """Whether any event has been seen."""
         return self._watermark is not None
 
+    @property
+    def watermark(self) -> float | None:
+        """The newest event time seen (Unix seconds), if any."""
+        return self._watermark
+
     def resolve_quiet(self, now: datetime) -> list[Incident]:
         """Auto-resolve incidents quiet at event time ``now`` (the service calls this while
         no events arrive); the resolved ones go to ``on_incident`` like any other change."""

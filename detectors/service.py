@@ -97,6 +97,12 @@ class DetectorService:
         self.merger: PartitionMerger[InferenceEvent] = PartitionMerger(quiet_s=idle_close_s)
         self._stop = threading.Event()
         self._last_record_at = wall_clock()
+        self.alive_at = wall_clock()
+        """When the service last showed it was not stuck: a turn of its loop, or a retry."""
+        self.last_read_at: float | None = None
+        """When records last came from the bus (wall clock), if ever."""
+        self.retrying: str | None = None
+        """What it is retrying while the store or bus is out (``store``, ``commit``, ...), else ``None``."""
         self._idle_resolved_at = float("-inf")
         self._told_not_receiving = False
         self.checkpoints = checkpoints if checkpoint_interval_s > 0 else None
@@ -107,6 +113,11 @@ class DetectorService:
         self._covered: dict[int, int] = {}  # offsets the restored state already holds, per partition
         self._dirty = False  # events detected since the last checkpoint
         self._owned: frozenset[int] | None = None  # the partitions last logged as owned
+
+    @property
+    def owned_partitions(self) -> frozenset[int] | None:
+        """The partitions of the event topic this member reads (``None``: not known yet)."""
+        return self._owned
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the batch in hand is stored and committed."""
@@ -171,10 +182,10 @@ class DetectorService:
     def run_once(self, poll_timeout: float = 0.5) -> int:
         """One poll → order → detect → store → commit cycle; return how many records it read."""
         polled = self.consumer.poll(self.batch_size, poll_timeout)
-        now = self.wall_clock()
+        now = self.alive_at = self.wall_clock()
         records = self._restored(polled, now) if self.checkpoints is not None else polled
         if polled:
-            self._last_record_at = now  # records skipped after a restore are activity too
+            self._last_record_at = self.last_read_at = now  # records skipped after a restore are activity too
         if records:
             self._hold(records, now)
             self.stats.records += len(records)
@@ -419,12 +430,14 @@ class DetectorService:
                 if failed_at is None:
                     failed_at = self.wall_clock()
                 self.stats.retries[what] += 1
+                self.retrying, self.alive_at = what, self.wall_clock()
                 log.warning("%s failed, retrying in %.1fs without committing: %s", what, delay, exc)
                 if self._stop.wait(delay):
                     raise  # stopping: leave the batch uncommitted; it is redelivered on restart
                 delay = min(delay * 2, 30.0)
                 continue
             if failed_at is not None:
+                self.retrying = None
                 log.info("%s succeeded again after %.0fs of failures: the service carries on", what,
                             self.wall_clock() - failed_at)
             return result

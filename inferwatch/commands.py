@@ -17,7 +17,7 @@ from inferwatch import render
 from inferwatch.collectors.bus import BusUnavailable
 from inferwatch.collectors.event import InferenceEvent, event_to_dict
 from inferwatch.collectors.ids import cut_short_pseudonym
-from inferwatch.collectors.settings import Settings, load_settings
+from inferwatch.collectors.settings import Settings, SettingsError, load_settings
 from inferwatch.collectors.unread_keys import UnreadKeys
 from inferwatch.detectors.drift.reference import ReferenceRecord, column_names
 from inferwatch.detectors.incidents import AlreadyInState, Incident, IncidentManager, no_such_incident
@@ -46,6 +46,17 @@ def detect(args: argparse.Namespace, settings: Settings) -> int:
                   flush=True)
 
     service = build_service(settings, on_incident=announce)
+    health = None
+    if settings.detect.metrics_port is not None:
+        from inferwatch.detectors.health import HealthServer
+
+        try:
+            health = HealthServer(service, group=settings.detect.group, host=settings.detect.metrics_host,
+                                  port=settings.detect.metrics_port)
+        except OSError as exc:
+            service.close()
+            raise SettingsError(f"detect.metrics_port: cannot serve on {settings.detect.metrics_host}:"
+                                f"{settings.detect.metrics_port}: {exc.strerror or exc}") from None
     notifier = start_notifier(settings)
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -59,6 +70,8 @@ def detect(args: argparse.Namespace, settings: Settings) -> int:
         service.close()
         if notifier is not None:
             notifier.close()
+        if health is not None:
+            health.close()
     skipped = f" ({stats.skipped_restored} records it already held skipped)" if stats.skipped_restored else ""
     restored = f"; state restored from checkpoint {stats.restored_from}{skipped}" if stats.restored_from \
         else ""

@@ -106,6 +106,14 @@ def test_detector_statefulset(objects: dict[tuple[str, str], dict[str, Any]]) ->
     assert detectors["spec"]["podManagementPolicy"] == "Parallel"
     proxy = container(objects[("Deployment", "model-server")], "inferwatch-proxy")
     assert detector["image"] == proxy["image"]
+    # its liveness probe and scrape annotations point at the port its settings serve on
+    settings_port = int(named["INFERWATCH_DETECT__METRICS_PORT"]["value"])
+    ports = {p["name"]: p["containerPort"] for p in detector["ports"]}
+    assert ports[detector["livenessProbe"]["httpGet"]["port"]] == settings_port
+    assert detector["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    annotations = detectors["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == settings_port
+    assert named["INFERWATCH_DETECT__METRICS_HOST"]["value"] == "0.0.0.0"
 
 
 @pytest.mark.parametrize(("kind", "name", "container_name"),
