@@ -241,8 +241,11 @@ def _note_baselines_not_used(settings: Settings, replay_store: Path, judged: set
 
 
 def _is_sqlite(path: os.PathLike[str] | str) -> bool:
-    """The file is an SQLite database (an embedded bus or store), not lines of text."""
+    """The file is an SQLite database (an embedded bus or store), not lines of text. Only a
+    regular file is looked at: reading a pipe's first bytes would take them from the reader."""
     try:
+        if not Path(path).is_file():
+            return False
         with open(path, "rb") as fh:
             return fh.read(16) == b"SQLite format 3\x00"
     except OSError:

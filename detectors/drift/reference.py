@@ -61,7 +61,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from inferwatch.collectors.event import InferenceEvent, MalformedEvent, Scalar, decode_event
-from inferwatch.detectors.sources import open_source
+from inferwatch.detectors.sources import UNREADABLE, open_source
 
 if TYPE_CHECKING:  # the sketch pulls numpy: imported where a summary is built
     from inferwatch.detectors.drift.sketch import WindowSummary
@@ -163,7 +163,11 @@ class ReferenceFile(Iterator[ReferenceItem]):
         return self
 
     def __next__(self) -> ReferenceItem:
-        return next(self._items)
+        try:
+            return next(self._items)
+        except UNREADABLE as exc:  # a compressed file cut short or corrupt
+            raise ReferenceFileError(f"{self.path}: cannot be read after {self.rows:,} rows: it ends early "
+                                     f"or is corrupt ({exc})") from None
 
     def close(self) -> None:
         """Stop reading and close the file."""

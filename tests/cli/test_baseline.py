@@ -95,6 +95,11 @@ def test_a_compressed_text_file_gives_the_same_reference(capsys, tmp_path, store
     rows.write_bytes(pack(b'{"x": 1}\n{"x": 2}\n'))
     assert main(["baseline", "set", "--model", "m", str(rows), "--store", store, "--json"]) == 0
     assert json_lines(capsys.readouterr().out)[0]["events"] == 2
+    cut = tmp_path / f"cut.csv.{compress}"
+    whole = pack(("a\n" + "".join(f"{i * 7919 % 100_003}\n" for i in range(50_000))).encode())
+    cut.write_bytes(whole[: len(whole) // 2])
+    assert main(["baseline", "set", "--model", "m", str(cut), "--store", store]) == 2
+    assert f"{cut}: cannot be read after" in capsys.readouterr().err
     parquet = tmp_path / f"rows.parquet.{compress}"
     parquet.write_bytes(b"PAR1")
     assert main(["baseline", "set", "--model", "m", str(parquet), "--store", store]) == 2
