@@ -16,7 +16,8 @@ How it follows Alertmanager:
   is firing has resolved (when it wants resolved alerts), or ``repeat_interval`` has passed;
   each alert carried says whether it is such news (:attr:`~.model.Alert.changed`). An
   Alertmanager integration is also posted the group again, as no news, when one of its
-  incidents has a new title (it shows the annotations it was last posted);
+  incidents has a new title (it shows the annotations it was last posted) — other than in its
+  numbers: a count that grows every window would otherwise re-post it at every look;
 - silences and inhibition mute *firing* alerts: they are left out of notifications. An
   integration still believes what it was told, so a muted alert it knows of is not news when
   the mute ends, and its resolution is sent all the same; one it never heard of is news then.
@@ -39,6 +40,7 @@ stream that believes an alert fires is always kept: it is owed that alert's reso
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -63,6 +65,7 @@ from inferwatch.detectors.alerts.model import (
 
 # What an integration was told about one firing alert: its severity, incident status and title.
 _Told = tuple[str, str, str]
+_NUMBERS = re.compile(r"\d+(?:[.,]\d+)*")
 # Per inhibit rule, its firing sources by their ``equal`` label values: (incident id, whether
 # the source also matches the rule's target matchers).
 _Sources = list[dict[tuple[str, ...], list[tuple[str, bool]]]]
@@ -516,7 +519,8 @@ def _next_state(
     repeat = bool(shown) and before.last_at is not None and now - before.last_at >= repeat_interval
     if isinstance(integration, AlertmanagerConfig) and not repeat:
         # Alertmanager shows the annotations it was last posted: a retitled incident ("… is back
-        # after 14m") is posted again, as a repeat (it pages nobody: its labels are the same).
+        # after 14m") is posted again, as a repeat (it pages nobody: its labels are the same);
+        # one whose title only counts on ("130 requests in one window") waits for the next post.
         repeat = any(told[a.incident_id][2] != _told(a)[2] for a in shown if a.incident_id in told)
     still = {incident_id: value for incident_id, value in told.items() if incident_id in held}
     if before.retell and (shown or ended):
@@ -534,8 +538,10 @@ def _next_state(
 
 
 def _told(alert: Alert) -> _Told:
-    """What an integration is told of a firing alert, to compare with what it was told."""
-    return alert.severity, alert.incident_status, alert.annotations.get("title", "")
+    """What an integration is told of a firing alert, to compare with what it was told: its
+    severity, status and the shape of its title (numbers left out: a count that grows each window,
+    "120 requests in one window", is no new title; "is back after 14m" is)."""
+    return alert.severity, alert.incident_status, _NUMBERS.sub("#", alert.annotations.get("title", ""))
 
 
 def _carried(alert: Alert, changed: bool) -> NotificationAlert:

@@ -318,12 +318,16 @@ def test_a_retitled_incident_is_posted_again_to_alertmanager_only_and_as_no_news
     assert [(a.annotations["title"], a.changed) for a in sent.alerts] == [
         ("service chat is back after 14m", False)]
     assert dispatcher.flush(clock.at(120)) == []  # told: not again
+    later = alert("a", at=clock.at(130))
+    later.annotations["title"] = "service chat is back after 15m"  # only its numbers moved on
+    dispatcher.observe([later])
+    assert dispatcher.flush(clock.at(180)) == []  # not a post a minute for a count
 
     # A restarted dispatcher knows what title it posted last.
     again = Dispatcher(config_of(ACK_CONFIG), store, now=clock)
     again.resume()
     again.observe([back])
-    assert again.flush(clock.at(180)) == []
+    assert again.flush(clock.at(240)) == []
 
 # --- routing into groups ---------------------------------------------------------------------
 
