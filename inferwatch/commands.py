@@ -253,9 +253,19 @@ def _is_sqlite(path: os.PathLike[str] | str) -> bool:
 
 
 def _sqlite_hint(files: list[str]) -> str:
-    return (f"{', '.join(files)}: an SQLite database (an inferwatch store or embedded bus?), not lines of "
-            "JSON; to read a store's events, write them out first: `inferwatch events search --store FILE "
-            "--json --oldest-first --limit N > events.jsonl`")
+    from inferwatch.runtime import sqlite_kind
+
+    hints = []
+    for name in files:
+        if sqlite_kind(name) == "bus":
+            hints.append(f"{name}: the embedded bus (an SQLite file), not lines of JSON; `inferwatch "
+                         f"detect --bus {name}` reads it (and `inferwatch events dead-letters --bus {name}` "
+                         "lists the events it refused)")
+        else:
+            hints.append(f"{name}: an SQLite database (an inferwatch store?), not lines of JSON; to read "
+                         "a store's events, write them out first: `inferwatch events search --store FILE "
+                         "--json --oldest-first --limit N > events.jsonl`")
+    return "; ".join(hints)
 
 
 def _looks_like_csv(path: os.PathLike[str]) -> bool:

@@ -43,6 +43,10 @@ def open_store(settings: Settings, *, existing: bool = False) -> Store:
     leave an empty database behind. Elasticsearch is then not set up either (no template or
     mapping is written), so an on-call key that may only read can list and search.
     """
+    if settings.store.kind == "sqlite" and sqlite_kind(settings.store.path) == "bus":
+        raise StoreUnavailable(
+            f"{settings.store.path} is an embedded bus (the file --bus or bus.path names), not an incident "
+            "store: pass the store's file (--store PATH, store.path)")
     if existing and settings.store.kind == "sqlite" and not Path(settings.store.path).exists():
         raise StoreUnavailable(
             f"no store at {settings.store.path} (store.path, INFERWATCH_STORE__PATH): nothing was recorded "
@@ -57,6 +61,33 @@ def open_store(settings: Settings, *, existing: bool = False) -> Store:
             store.setup()
         return store
     return SQLiteStore(settings.store.path)
+
+
+def sqlite_kind(path: str | Path) -> str | None:
+    """``"bus"`` or ``"store"`` for an SQLite file of inferwatch's, by its tables; ``None`` for
+    anything else (no such file, not SQLite, empty, another program's)."""
+    import sqlite3
+
+    file = Path(path)
+    if str(path) == ":memory:" or not file.is_file():
+        return None
+    try:
+        with open(file, "rb") as fh:
+            if fh.read(16) != b"SQLite format 3\x00":
+                return None
+        connection = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            query = "SELECT name FROM sqlite_master WHERE type='table'"
+            tables = {row[0] for row in connection.execute(query)}
+        finally:
+            connection.close()
+    except (OSError, sqlite3.Error):
+        return None
+    if "incidents" in tables:
+        return "store"
+    if "log" in tables and "consumer_offsets" in tables:
+        return "bus"
+    return None
 
 
 @dataclass

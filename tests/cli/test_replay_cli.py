@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from inferwatch.cli import main
+from inferwatch.collectors.sqlite_bus import SQLiteBus
 from inferwatch.detectors.sqlite_store import SQLiteStore
 from inferwatch.detectors.store import IncidentQuery
 
@@ -109,12 +110,24 @@ def test_a_folder_or_a_database_is_named_as_such(capsys, tmp_path):
     assert f"inferwatch replay: {tmp_path}: a folder, not a file" in capsys.readouterr().err
     store = tmp_path / "store.db"
     SQLiteStore(str(store)).close()
-    bus = tmp_path / "bus.db"
-    sqlite3.connect(bus).execute("create table t (a)")
-    assert main(["replay", str(store), str(bus)]) == 2
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("create table t (a)")
+    assert main(["replay", str(store), str(other)]) == 2
     err = capsys.readouterr().err
-    assert f"{store}, {bus}: an SQLite database" in err
+    assert f"{store}: an SQLite database" in err
+    assert f"{other}: an SQLite database" in err
     assert "`inferwatch events search --store FILE --json --oldest-first --limit N > events.jsonl`" in err
+    bus = tmp_path / "bus.db"
+    SQLiteBus(bus).producer().send(b"{}")
+    assert main(["replay", str(bus)]) == 2
+    said = capsys.readouterr().err
+    assert f"{bus}: the embedded bus (an SQLite file), not lines of JSON;" in said
+    assert f"`inferwatch detect --bus {bus}` reads it" in said
+    # and as a store, it is refused rather than given a store's tables
+    before = sqlite3.connect(bus).execute("SELECT name FROM sqlite_master").fetchall()
+    assert main(["events", "search", "--store", str(bus)]) == 1
+    assert f"{bus} is an embedded bus" in capsys.readouterr().err
+    assert sqlite3.connect(bus).execute("SELECT name FROM sqlite_master").fetchall() == before
 
 
 def test_a_misspelt_detector_is_named_with_the_one_meant(capsys, events_file):
