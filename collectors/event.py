@@ -302,10 +302,12 @@ def salvage_agent(data: bytes | str) -> tuple[str, int] | None:
 _FIRST_LINE_AT = re.compile(r" at line 1 column (\d+)$")
 
 
-def _not_json(message: str) -> str:
+def _not_json(message: str, raw: object) -> str:
     """pydantic's ``Invalid JSON: … at line 1 column 2`` for one event (a line of a file, a record
     on the bus), as a reader would say it."""
     detail = message.removeprefix("Invalid JSON: ")
+    if isinstance(raw, str | bytes) and not raw.strip():
+        return "not JSON: empty"
     if detail.startswith("EOF while parsing"):
         return "not JSON: it ends inside its JSON (cut short, or one object written over several lines?)"
     return "not JSON: " + _FIRST_LINE_AT.sub(r" at column \1", detail)
@@ -315,7 +317,7 @@ def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False)[:5]:
         if err["type"] == "json_invalid":
-            parts.append(_not_json(err["msg"]))
+            parts.append(_not_json(err["msg"], err.get("input")))
             continue
         where = ".".join(str(p) for p in err["loc"]) or "(document)"
         hint = ""

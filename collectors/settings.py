@@ -512,8 +512,13 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
         loc = [str(p) for p in err["loc"]]
         env = ENV_PREFIX + "__".join(p.upper() for p in loc)
         dotted = ".".join(loc)
-        # the environment beats the file: a variable that is set is where the value came from
-        where = env if env in os.environ or not path else f"'{dotted}' in {path} (or {env})"
+        # the environment beats the file: a variable that is set is where the value came from (a
+        # list's item, detect.enabled.1, comes from INFERWATCH_DETECT__ENABLED)
+        named = [ENV_PREFIX + "__".join(p.upper() for p in loc[:n]) for n in range(len(loc), 0, -1)]
+        set_in_env = next((name for name in named if name in os.environ), None)
+        env = set_in_env or env
+        from_file = set_in_env is None and path is not None
+        where = f"'{dotted}' in {path} (or {env})" if from_file else env
         value = err.get("input")
         if err["type"] == "extra_forbidden":
             close = _close_setting(loc)
@@ -522,7 +527,7 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
             lines.append(f"  {where}: no such setting; {hint} docs/configuration.md lists them")
             continue
         message = err["msg"].removeprefix("Value error, ")  # our validators' messages stand alone
-        if err["type"] == "string_type" and isinstance(value, int | float | bool) and path is not None:
-            message += " (YAML reads an unquoted 12345, 1e5 or yes as a number or true/false: quote it)"
+        if err["type"] == "string_type" and isinstance(value, int | float | bool) and from_file:
+            message += " (YAML reads an unquoted 12345, 0755, 12:30 or yes as a number or true: quote it)"
         lines.append(f"  {where}: {message}{shown_value(dotted, value)}")
     return "\n".join(lines)

@@ -214,11 +214,12 @@ def silence_expire(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings, existing=True)
     silence = store.get_silence(args.id)
     if silence is None and len(args.id) >= 4:  # a prefix, as incident ids take
-        found = [s for s in store.list_silences(include_expired=True) if s.id.startswith(args.id)]
+        prefix = args.id.lower()
+        found = [s for s in store.list_silences(include_expired=True) if s.id.lower().startswith(prefix)]
         if len(found) > 1:
             print(f"inferwatch: {args.id!r} begins {len(found)} silences' ids "
                   f"({', '.join(s.id for s in found[:5])}): give more of it", file=sys.stderr)
-            return 2
+            return 1
         silence = found[0] if found else None
     if silence is None:
         print(f"inferwatch: no silence with id {args.id!r} (see `inferwatch silence list --all`)",

@@ -46,7 +46,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="PATH",
                         help="incident store file (INFERWATCH_STORE__PATH; the store is then SQLite)")
     parser.add_argument("--json", action="store_true", help="print JSON, one object per line")
-    _log_level(parser)
 
 
 def _log_level(parser: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
@@ -127,7 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scan", help="score texts or events with the per-request detectors (no service)")
     p.add_argument("--config", metavar="FILE", help="YAML settings file (also INFERWATCH_CONFIG)")
     p.add_argument("--json", action="store_true", help="print JSON, one object per line")
-    _log_level(p)
     p.add_argument("file", help='JSONL: {"text": ..., "output": ...} or events, one per line; - for stdin')
     p.add_argument("--detectors", metavar="NAMES",
                    help="comma-separated per-request detectors (default and choices: "
@@ -148,7 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     from inferwatch import pseudonym_cmd
 
     pseudonym_cmd.add_parser(sub)
+    _every_command_takes_the_log_level(parser)
     return parser
+
+
+def _every_command_takes_the_log_level(parser: argparse.ArgumentParser) -> None:
+    """``--log-level`` after any command too (``inferwatch collect otlp --log-level debug``)."""
+    commands = _actions_of(parser)
+    if not commands and "--log-level" not in parser._option_string_actions:
+        _log_level(parser)
+    for command in dict.fromkeys(commands.values()):  # aliases name one parser twice
+        _every_command_takes_the_log_level(command)
 
 
 def _incidents_parser(sub: Any, commands: Any) -> None:
@@ -351,8 +359,8 @@ def _detector_names(given: str) -> list[str]:
     """``--detectors``: names to run, or ``-name,-other`` for every registered detector but those."""
     from inferwatch.detectors.registry import available, did_you_mean
 
-    names = [n.strip() for n in given.split(",")]
-    left_out = [n[1:] for n in names if n.startswith("-")]
+    names = [n.strip() for n in given.split(",") if n.strip()]
+    left_out = [n[1:].strip() for n in names if n.startswith("-")]
     if left_out and len(left_out) < len(names):
         raise SettingsError(f"--detectors {given}: name the detectors to run, or those to leave out "
                             "(each with a leading -), not both")

@@ -134,6 +134,8 @@ def test_a_misspelt_detector_is_named_with_the_one_meant(capsys, events_file):
     assert main(["replay", str(events_file), "--detectors", "drfit"]) == 2
     assert "--detectors drfit: no detector named drfit (did you mean drift for drfit?); registered:" in (
         capsys.readouterr().err)
+    everything = _incidents(capsys, str(events_file), "--detectors=-integrity")
+    assert _incidents(capsys, str(events_file), "--detectors=- integrity, ") == everything
 
 
 def test_console_script_is_quiet_when_piped(events_file):
@@ -269,6 +271,8 @@ def test_idle_time_takes_units_and_the_log_level_goes_before_or_after_the_comman
     assert parse(["replay", str(events_file), "--log-level", "debug"]).log_level == "debug"
     assert parse(["scan", "-", "--log-level", "error"]).log_level == "error"
     assert parse(["--log-level", "debug", "incidents", "list"]).log_level == "debug"
+    assert parse(["collect", "otlp", "--log-level", "debug"]).log_level == "debug"
+    assert parse(["pseudonym", "--log-level", "warning", "k"]).log_level == "warning"
 
 def test_replay_into_a_store_lists_only_the_incidents_it_opened_or_changed(capsys, events_file, tmp_path):
     store = tmp_path / "kept.db"

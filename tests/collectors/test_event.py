@@ -85,6 +85,17 @@ def test_garbage_raises_malformed_not_anything_else(raw):
         decode_event(raw)
 
 
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"", "not JSON: empty"), (b"  \n", "not JSON: empty"),
+    (b"garbage", "not JSON: expected value at column 1"),
+    (b'{"id": "x",\n', "not JSON: it ends inside its JSON (cut short, or one object written over several "
+                       "lines?)"),
+])
+def test_what_is_not_json_is_said_as_a_reader_would(raw, reason):
+    with pytest.raises(MalformedEvent) as caught:
+        decode_event(raw)
+    assert str(caught.value) == reason
+
 @pytest.mark.parametrize("time", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
                                   "9999-12-31T23:59:30Z", "9999-01-01T00:00:00Z"])
 def test_a_time_out_of_range_in_utc_is_malformed_not_an_overflow(time):

@@ -80,6 +80,17 @@ def test_a_number_where_a_secret_goes_says_to_quote_it_without_echoing_it(tmp_pa
     assert "quote it" in str(err.value)
     assert "982451653" not in str(err.value)
 
+
+def test_a_number_from_the_environment_is_not_blamed_on_the_file(tmp_path, monkeypatch):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("log_level: info\n")
+    monkeypatch.setenv("INFERWATCH_DETECT__GROUP", "[5]")
+    monkeypatch.setenv("INFERWATCH_DETECT__ENABLED", '["drift", 5]')
+    with pytest.raises(SettingsError) as err:
+        load_settings(cfg)
+    assert "INFERWATCH_DETECT__ENABLED" in str(err.value)
+    assert "quote it" not in str(err.value)
+
 def test_unknown_keys_are_rejected(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("agent:\n  captur: full\n")
