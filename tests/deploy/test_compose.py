@@ -40,6 +40,14 @@ def test_inferwatch_environment_is_valid_settings(compose, monkeypatch, service)
     assert settings.store.kind == "elasticsearch"
 
 
+def test_the_detectors_health_check_asks_the_port_it_serves_on(compose):
+    detector = compose["services"]["detector"]
+    port = detector["environment"]["INFERWATCH_DETECT__METRICS_PORT"]
+    [check] = [part for part in detector["healthcheck"]["test"] if "urlopen" in part]
+    assert f"http://127.0.0.1:{port}/healthz" in check
+    compile(check, "healthcheck", "exec")  # python -c runs it
+
+
 def test_model_server_app_is_importable(compose, tmp_path, monkeypatch):
     entry = compose["services"]["model-server"]["entrypoint"]
     assert entry[:2] == ["uvicorn", "inferwatch.demo.app:app"]
