@@ -7,7 +7,8 @@ incident and pages nobody, which looks exactly like a quiet day. With ``detect.m
 * ``GET /metrics`` — the Prometheus text exposition (:func:`service_metrics`): records read,
   malformed, incident writes, commits, checkpoints, retries by operation, detector errors, windows
   closed, late events; when records last came (wall clock), the newest event time detected (its
-  lag), whether a store or bus outage is being retried, the partitions this member owns;
+  lag), whether a store or bus outage is being retried, the partitions this member owns; and,
+  when it pages, its notifier's notifications decided, delivered (by receiver), failed, retried;
 * ``GET /healthz`` — ``200 ok`` while the service's loop (or its retrying of an outage) has
   turned within ``stall_after_s``; else ``503`` naming how long: a liveness probe restarts a
   process that hangs. An outage of Kafka or Elasticsearch is not a hang (the service waits on it,
@@ -33,6 +34,7 @@ from inferwatch import __version__
 from inferwatch.collectors.prometheus import CONTENT_TYPE, Exposition
 
 if TYPE_CHECKING:
+    from inferwatch.detectors.alerts.notifier import NotifierStats
     from inferwatch.detectors.service import DetectorService
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,10 @@ RETRIED: Final = ("store", "commit", "checkpoint", "dead_letter")
 """Operations whose retries are always listed (0 until they happen), so alert rules find them."""
 
 
-def service_metrics(service: DetectorService, *, group: str, now: float | None = None) -> str:
-    """The service's counters as Prometheus exposition text (``group`` labels every series)."""
+def service_metrics(service: DetectorService, *, group: str, now: float | None = None,
+                    notifier: NotifierStats | None = None) -> str:
+    """The service's counters as Prometheus exposition text (``group`` labels every series), and
+    its notifier's when it runs one."""
     now = time.time() if now is None else now
     stats, pipeline = service.stats, service.pipeline.stats
     text = Exposition({"group": group})
@@ -86,6 +90,15 @@ def service_metrics(service: DetectorService, *, group: str, now: float | None =
         text.gauge("inferwatch_detect_partitions", "Partitions of the event topic this member reads.",
                    len(owned))
     text.gauge("inferwatch_detect_info", "The detector service's version.", 1, {"version": __version__})
+    if notifier is not None:
+        text.counter("inferwatch_notify_decided_total", "Notifications decided (the outbox).",
+                     notifier.decided)
+        text.family("inferwatch_notify_delivered_total", "counter", "Notifications delivered, by receiver.",
+                    [({"receiver": name}, n) for name, n in sorted(notifier.by_receiver.items())])
+        text.counter("inferwatch_notify_failed_total", "Notifications given up on (see `alerts log --status "
+                     "failed`).", notifier.failed)
+        text.counter("inferwatch_notify_retried_total", "Delivery attempts that failed and wait for a retry.",
+                     notifier.retried)
     return text.render()
 
 
@@ -106,14 +119,16 @@ class HealthServer:
     """``/metrics`` and ``/healthz`` on ``host:port`` in a daemon thread (port 0: any free one)."""
 
     def __init__(self, service: DetectorService, *, group: str, host: str = "127.0.0.1", port: int = 0,
-                 stall_after_s: float = STALL_AFTER_S, clock: Callable[[], float] = time.time) -> None:
+                 stall_after_s: float = STALL_AFTER_S, clock: Callable[[], float] = time.time,
+                 notifier: Callable[[], NotifierStats | None] = lambda: None) -> None:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._answer(200, service_metrics(service, group=group, now=clock()), CONTENT_TYPE)
+                    text = service_metrics(service, group=group, now=clock(), notifier=notifier())
+                    self._answer(200, text, CONTENT_TYPE)
                 elif path in ("/healthz", "/-/healthy"):
                     alive, why = health(service, stall_after_s=owner.stall_after_s, now=clock())
                     self._answer(200 if alive else 503, why + "\n", "text/plain; charset=utf-8")

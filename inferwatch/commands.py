@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from inferwatch import render
 from inferwatch.collectors.bus import BusUnavailable
@@ -25,7 +26,17 @@ from inferwatch.detectors.replay import late_in_files, replay_files
 from inferwatch.detectors.sources import STDIN, UNREADABLE, open_source, spooled_stdin
 from inferwatch.detectors.sqlite_store import SQLiteStore
 from inferwatch.detectors.store import EventQuery, IncidentQuery, Store, StoreUnavailable
-from inferwatch.runtime import build_detection, build_service, open_bus, open_store, start_notifier
+from inferwatch.runtime import (
+    NotifierThread,
+    build_detection,
+    build_service,
+    open_bus,
+    open_store,
+    start_notifier,
+)
+
+if TYPE_CHECKING:
+    from inferwatch.detectors.alerts.notifier import NotifierStats
 
 
 def demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -47,12 +58,17 @@ def detect(args: argparse.Namespace, settings: Settings) -> int:
 
     service = build_service(settings, on_incident=announce)
     health = None
+    notifier: NotifierThread | None = None
     if settings.detect.metrics_port is not None:
         from inferwatch.detectors.health import HealthServer
 
+        def paging() -> NotifierStats | None:
+            running = notifier.notifier if notifier is not None else None
+            return running.stats if running is not None else None
+
         try:
             health = HealthServer(service, group=settings.detect.group, host=settings.detect.metrics_host,
-                                  port=settings.detect.metrics_port)
+                                  port=settings.detect.metrics_port, notifier=paging)
         except OSError as exc:
             service.close()
             raise SettingsError(f"detect.metrics_port: cannot serve on {settings.detect.metrics_host}:"

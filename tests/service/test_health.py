@@ -123,3 +123,17 @@ def test_a_port_in_use_is_a_clear_error(tmp_path, monkeypatch, capsys):
     finally:
         taken.close()
         service.close()
+
+
+def test_the_notifier_counts_are_served_when_it_pages(tmp_path):
+    from inferwatch.detectors.alerts.notifier import NotifierStats
+
+    _, service = _service(tmp_path, Clock(0.0))
+    assert "inferwatch_notify" not in service_metrics(service, group="g")
+    stats = NotifierStats(decided=3, delivered=2, failed=1, retried=4, by_receiver={"oncall": 2})
+    series = _series(service_metrics(service, group="g", notifier=stats))
+    assert series['inferwatch_notify_delivered_total{group="g",receiver="oncall"}'] == 2
+    assert series['inferwatch_notify_failed_total{group="g"}'] == 1
+    assert series['inferwatch_notify_retried_total{group="g"}'] == 4
+    assert series['inferwatch_notify_decided_total{group="g"}'] == 3
+    service.close()
