@@ -127,8 +127,7 @@ class HealthServer:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    text = service_metrics(service, group=group, now=clock(), notifier=notifier())
-                    self._answer(200, text, CONTENT_TYPE)
+                    self._answer(200, owner.metrics(), CONTENT_TYPE)
                 elif path in ("/healthz", "/-/healthy"):
                     alive, why = health(service, stall_after_s=owner.stall_after_s, now=clock())
                     self._answer(200 if alive else 503, why + "\n", "text/plain; charset=utf-8")
@@ -147,6 +146,7 @@ class HealthServer:
                 pass  # a probe every few seconds is not worth a log line
 
         self.stall_after_s = stall_after_s
+        self._service, self._group, self._clock, self._notifier = service, group, clock, notifier
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self.host, self.port = self._server.server_address[:2]
@@ -154,6 +154,17 @@ class HealthServer:
                                         daemon=True)
         self._thread.start()
         log.info("event=health_on address=http://%s:%s paths=/metrics,/healthz", self.host, self.port)
+
+    def metrics(self) -> str:
+        """The exposition now. The service's loop may add a key to a counter map while it is read
+        (a first retry of some operation): read again then."""
+        for _ in range(3):
+            try:
+                return service_metrics(self._service, group=self._group, now=self._clock(),
+                                       notifier=self._notifier())
+            except RuntimeError:  # "dictionary changed size during iteration"
+                continue
+        return service_metrics(self._service, group=self._group, now=self._clock(), notifier=self._notifier())
 
     def close(self) -> None:
         """Stop serving."""
