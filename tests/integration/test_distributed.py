@@ -10,9 +10,11 @@ import json
 import os
 import random
 import re
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,11 +135,40 @@ def _produce(dep: Deployment, events: list[Any]) -> None:
     producer.close()
 
 
-def _detect(dep: Deployment, group: str, prefix: str) -> subprocess.Popen[str]:
+def _detect(dep: Deployment, group: str, prefix: str,
+            metrics_port: int | None = None) -> subprocess.Popen[str]:
+    more = {} if metrics_port is None else {"INFERWATCH_DETECT__METRICS_PORT": str(metrics_port)}
     env = dep.env(group, INFERWATCH_STORE__INDEX_PREFIX=prefix,
-                  INFERWATCH_DETECT__ENABLED='["request_rate", "prompt_injection"]')
+                  INFERWATCH_DETECT__ENABLED='["request_rate", "prompt_injection"]', **more)
     return subprocess.Popen([INFERWATCH, "detect", "--exit-when-idle", "15"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _scrape(port: int, path: str = "/metrics") -> str:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return str(response.read().decode())
+
+
+def _gauge(port: int, name: str, want: float) -> None:
+    """Wait until ``name`` (its one series) reads ``want`` on the process's /metrics."""
+    deadline, seen = time.monotonic() + 60, None
+    while time.monotonic() < deadline:
+        try:
+            found = [line for line in _scrape(port).splitlines() if line.startswith(name + "{")]
+        except OSError:
+            found = []
+        seen = float(found[0].rsplit(" ", 1)[1]) if found else None
+        if seen == want:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{name} on :{port} read {seen}, not {want}")
 
 
 def _records_handled(proc: subprocess.Popen[str]) -> int:
@@ -177,9 +208,22 @@ def test_two_processes_in_one_group_file_the_same_incidents_as_one(deployment: D
     # Two processes first: both join the group before any event exists, so no rebalance happens
     # mid-stream and each owns two of the four partitions from the start.
     group_two = unique_name("g-two")
-    pair = [_detect(deployment, group_two, two_prefix) for _ in range(2)]
+    ports = [_free_port(), _free_port()]
+    pair = [_detect(deployment, group_two, two_prefix, metrics_port=port) for port in ports]
     _wait_for_members(deployment.bus.bootstrap_servers[0], group_two, 2)
+    for port in ports:  # each serves its own health on Kafka: two of the four partitions, alive
+        _gauge(port, "inferwatch_detect_partitions", 2)
+        assert _scrape(port, "/healthz") == "ok\n"
     _produce(deployment, events)
+    read: list[float] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # what they count while they run (they exit 15 s after)
+        read = [float(line.rsplit(" ", 1)[1]) for port in ports for line in _scrape(port).splitlines()
+                if line.startswith("inferwatch_detect_records_total{")]
+        if sum(read) == len(events):
+            break
+        time.sleep(0.2)
+    assert sum(read) == len(events), read
     handled = [_records_handled(p) for p in pair]
     assert all(n > 0 for n in handled), handled  # both did part of the work
     assert sum(handled) == len(events)
