@@ -17,13 +17,16 @@ incident and pages nobody, which looks exactly like a quiet day. With ``detect.m
 Alert on these in Prometheus (see docs/oncall.md), e.g. no record for a while although agents
 send, or event-time lag growing.
 
-The server is the standard library's, one thread, answering from counters the service keeps
-anyway: it reads plain ints and floats, never the detectors' state.
+The server is the standard library's (a thread per connection, each timed out after
+:data:`CONNECTION_TIMEOUT_S`), answering from counters the service keeps anyway: it reads plain
+ints and floats, never the detectors' state. ``metrics_host`` may be IPv4 or IPv6 (``::`` for
+every address of an IPv6 pod).
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +46,8 @@ STALL_AFTER_S: Final = 300.0
 """``/healthz`` fails when the loop has not turned for this long (a detector window of millions
 of events, or a checkpoint, takes seconds, not minutes)."""
 RETRIED: Final = ("store", "commit", "checkpoint", "dead_letter")
+CONNECTION_TIMEOUT_S: Final = 10.0
+"""A scraper's connection that sends nothing for this long is closed (no thread left waiting)."""
 """Operations whose retries are always listed (0 until they happen), so alert rules find them."""
 
 
@@ -85,6 +90,10 @@ def service_metrics(service: DetectorService, *, group: str, now: float | None =
                    "The newest event time seen (Unix time): the wall clock minus this is the lag.", watermark)
     text.gauge("inferwatch_detect_loop_timestamp_seconds",
                "When the service last turned its loop or retried (Unix time).", service.alive_at)
+    if service.bus_receiving is not None:
+        text.gauge("inferwatch_detect_bus_receiving",
+                   "1 while the bus answers this member's fetches, 0 when it does not (cut off from Kafka).",
+                   int(service.bus_receiving))
     owned = service.owned_partitions
     if owned is not None:
         text.gauge("inferwatch_detect_partitions", "Partitions of the event topic this member reads.",
@@ -115,6 +124,10 @@ def health(service: DetectorService, *, stall_after_s: float = STALL_AFTER_S,
     return True, "ok"
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class HealthServer:
     """``/metrics`` and ``/healthz`` on ``host:port`` in a daemon thread (port 0: any free one)."""
 
@@ -124,6 +137,8 @@ class HealthServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = CONNECTION_TIMEOUT_S
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
@@ -147,7 +162,8 @@ class HealthServer:
 
         self.stall_after_s = stall_after_s
         self._service, self._group, self._clock, self._notifier = service, group, clock, notifier
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        self._server = server_class((host, port), Handler)
         self._server.daemon_threads = True
         self.host, self.port = self._server.server_address[:2]
         self._thread = threading.Thread(target=self._server.serve_forever, name="inferwatch-health",

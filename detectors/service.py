@@ -101,6 +101,9 @@ class DetectorService:
         """When the service last showed it was not stuck: a turn of its loop, or a retry."""
         self.last_read_at: float | None = None
         """When records last came from the bus (wall clock), if ever."""
+        self.bus_receiving: bool | None = None
+        """Whether the bus answered this member's fetches when last asked (records read, or a quiet
+        spell looked at); ``None`` until known or for a bus that cannot say."""
         self.retrying: str | None = None
         """What it is retrying while the store or bus is out (``store``, ``commit``, ...), else ``None``."""
         self._idle_resolved_at = float("-inf")
@@ -186,6 +189,7 @@ class DetectorService:
         records = self._restored(polled, now) if self.checkpoints is not None else polled
         if polled:
             self._last_record_at = self.last_read_at = now  # records skipped after a restore are activity too
+            self.bus_receiving = True if hasattr(self.consumer, "receiving") else None
         if records:
             self._hold(records, now)
             self.stats.records += len(records)
@@ -195,6 +199,9 @@ class DetectorService:
         if records or released:
             self._detect_store_commit(released)
         if not polled:
+            receiving = getattr(self.consumer, "receiving", None)
+            if receiving is not None:  # for /metrics: a member cut off from its bus reads nothing
+                self.bus_receiving = receiving()
             self._maybe_close_idle_window()
         if self.drift is not None:
             self._judge_drift()

@@ -137,3 +137,45 @@ def test_the_notifier_counts_are_served_when_it_pages(tmp_path):
     assert series['inferwatch_notify_retried_total{group="g"}'] == 4
     assert series['inferwatch_notify_decided_total{group="g"}'] == 3
     service.close()
+
+
+class CutOff:
+    """The embedded bus's consumer, as Kafka's looks while the broker cannot be reached."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def poll(self, max_records, timeout):
+        return []
+
+    def receiving(self) -> bool:
+        return False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_member_cut_off_from_its_bus_says_so(tmp_path):
+    bus = SQLiteBus(tmp_path / "bus.db")
+    store = SQLiteStore(tmp_path / "store.db")
+    clock = Clock(1_767_225_600.0)
+    pipeline = Pipeline(build_detectors(["integrity"]), IncidentManager(store), window_s=60,
+                        event_store=store)
+    service = DetectorService(CutOff(bus.consumer("g")), bus.dead_letters(), pipeline, wall_clock=clock)
+    assert "inferwatch_detect_bus_receiving" not in service_metrics(service, group="g")  # not asked yet
+    service.run_once(poll_timeout=0)
+    clock.now += 60  # a quiet minute: the service looks at why
+    service.run_once(poll_timeout=0)
+    assert _series(service_metrics(service, group="g"))['inferwatch_detect_bus_receiving{group="g"}'] == 0
+    service.close()
+
+
+def test_it_serves_on_ipv6_too(tmp_path):
+    clock = Clock(0.0)
+    _, service = _service(tmp_path, clock)
+    server = HealthServer(service, group="g", host="::1", port=0, clock=clock)
+    try:
+        assert _get(f"http://[::1]:{server.port}/healthz")[0] == 200
+    finally:
+        server.close()
+        service.close()
