@@ -7,7 +7,8 @@ incident and pages nobody, which looks exactly like a quiet day. With ``detect.m
 * ``GET /metrics`` — the Prometheus text exposition (:func:`service_metrics`): records read,
   malformed, incident writes, commits, checkpoints, retries by operation, detector errors, windows
   closed, late events; when records last came (wall clock), the newest event time detected (its
-  lag), whether a store or bus outage is being retried, the partitions this member owns; and,
+  lag), whether a store or bus outage is being retried, whether the bus answers this member's
+  fetches, the partitions it owns; and,
   when it pages, its notifier's notifications decided, delivered (by receiver), failed, retried;
 * ``GET /healthz`` — ``200 ok`` while the service's loop (or its retrying of an outage) has
   turned within ``stall_after_s``; else ``503`` naming how long: a liveness probe restarts a
@@ -46,16 +47,14 @@ STALL_AFTER_S: Final = 300.0
 """``/healthz`` fails when the loop has not turned for this long (a detector window of millions
 of events, or a checkpoint, takes seconds, not minutes)."""
 RETRIED: Final = ("store", "commit", "checkpoint", "dead_letter")
+"""Operations whose retries are always listed (0 until they happen), so alert rules find them."""
 CONNECTION_TIMEOUT_S: Final = 10.0
 """A scraper's connection that sends nothing for this long is closed (no thread left waiting)."""
-"""Operations whose retries are always listed (0 until they happen), so alert rules find them."""
 
 
-def service_metrics(service: DetectorService, *, group: str, now: float | None = None,
-                    notifier: NotifierStats | None = None) -> str:
+def service_metrics(service: DetectorService, *, group: str, notifier: NotifierStats | None = None) -> str:
     """The service's counters as Prometheus exposition text (``group`` labels every series), and
     its notifier's when it runs one."""
-    now = time.time() if now is None else now
     stats, pipeline = service.stats, service.pipeline.stats
     text = Exposition({"group": group})
 
@@ -176,11 +175,10 @@ class HealthServer:
         (a first retry of some operation): read again then."""
         for _ in range(3):
             try:
-                return service_metrics(self._service, group=self._group, now=self._clock(),
-                                       notifier=self._notifier())
+                return service_metrics(self._service, group=self._group, notifier=self._notifier())
             except RuntimeError:  # "dictionary changed size during iteration"
                 continue
-        return service_metrics(self._service, group=self._group, now=self._clock(), notifier=self._notifier())
+        return service_metrics(self._service, group=self._group, notifier=self._notifier())
 
     def close(self) -> None:
         """Stop serving."""

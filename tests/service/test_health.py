@@ -104,7 +104,7 @@ def test_an_outage_being_retried_is_alive_and_says_what_it_retries(tmp_path):
         service._retry("store", store_down)
     assert service.retrying == "store"
     assert health(service, now=clock.now) == (True, "ok (retrying store: the store or bus is out)")
-    series = _series(service_metrics(service, group="g", now=clock.now))
+    series = _series(service_metrics(service, group="g"))
     assert series['inferwatch_detect_retrying{group="g",operation="store"}'] == 1
     assert series['inferwatch_detect_retries_total{group="g",operation="store"}'] == 2
     service.close()
