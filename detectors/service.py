@@ -200,7 +200,7 @@ class DetectorService:
             self._detect_store_commit(released)
         if not polled:
             receiving = getattr(self.consumer, "receiving", None)
-            if receiving is not None:  # for /metrics: a member cut off from its bus reads nothing
+            if receiving is not None:  # a member cut off from its bus reads nothing (/metrics, silences)
                 self.bus_receiving = receiving()
             self._maybe_close_idle_window()
         if self.drift is not None:
@@ -409,8 +409,7 @@ class DetectorService:
         assignment = getattr(self.consumer, "assignment", None)
         if assignment is not None and not assignment():
             return False
-        receiving = getattr(self.consumer, "receiving", None)
-        if receiving is not None and not receiving():
+        if self.bus_receiving is False:  # as asked at this loop's empty poll (run_once)
             if not self._told_not_receiving:
                 self._told_not_receiving = True
                 log.warning("event=bus_not_answering no record for a while and no answered fetch: "

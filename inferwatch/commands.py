@@ -30,8 +30,10 @@ from inferwatch.runtime import (
     NotifierThread,
     build_detection,
     build_service,
+    is_sqlite_file,
     open_bus,
     open_store,
+    sqlite_kind,
     start_notifier,
 )
 
@@ -117,7 +119,7 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         print(f"inferwatch replay: no such file {', '.join(missing)}", file=sys.stderr)
         return 2
-    databases = [str(p) for p in paths if str(p) != STDIN and _is_sqlite(p)]
+    databases = [str(p) for p in paths if str(p) != STDIN and is_sqlite_file(p)]
     if databases:
         print(f"inferwatch replay: {_sqlite_hint(databases)}", file=sys.stderr)
         return 2
@@ -256,21 +258,7 @@ def _note_baselines_not_used(settings: Settings, replay_store: Path, judged: set
               file=sys.stderr)
 
 
-def _is_sqlite(path: os.PathLike[str] | str) -> bool:
-    """The file is an SQLite database (an embedded bus or store), not lines of text. Only a
-    regular file is looked at: reading a pipe's first bytes would take them from the reader."""
-    try:
-        if not Path(path).is_file():
-            return False
-        with open(path, "rb") as fh:
-            return fh.read(16) == b"SQLite format 3\x00"
-    except OSError:
-        return False
-
-
 def _sqlite_hint(files: list[str]) -> str:
-    from inferwatch.runtime import sqlite_kind
-
     hints = []
     for name in files:
         if sqlite_kind(name) == "bus":
@@ -693,7 +681,7 @@ def scan(args: argparse.Namespace, settings: Settings) -> int:
               "events: use `inferwatch replay`)", file=sys.stderr)
         return 2
     detectors = build_detectors(names, {n: o for n, o in settings.detect.options.items() if n in names})
-    if args.file != STDIN and _is_sqlite(args.file):
+    if args.file != STDIN and is_sqlite_file(args.file):
         print(f"inferwatch scan: {_sqlite_hint([args.file])}", file=sys.stderr)
         return 2
     try:

@@ -63,19 +63,27 @@ def open_store(settings: Settings, *, existing: bool = False) -> Store:
     return SQLiteStore(settings.store.path)
 
 
+def is_sqlite_file(path: str | Path) -> bool:
+    """``path`` is a regular file holding an SQLite database. Only a regular file is looked at:
+    reading a pipe's first bytes would take them from its reader."""
+    try:
+        if str(path) == ":memory:" or not Path(path).is_file():
+            return False
+        with open(path, "rb") as fh:
+            return fh.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
 def sqlite_kind(path: str | Path) -> str | None:
     """``"bus"`` or ``"store"`` for an SQLite file of inferwatch's, by its tables; ``None`` for
     anything else (no such file, not SQLite, empty, another program's)."""
     import sqlite3
 
-    file = Path(path)
-    if str(path) == ":memory:" or not file.is_file():
+    if not is_sqlite_file(path):
         return None
     try:
-        with open(file, "rb") as fh:
-            if fh.read(16) != b"SQLite format 3\x00":
-                return None
-        connection = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+        connection = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
         try:
             query = "SELECT name FROM sqlite_master WHERE type='table'"
             tables = {row[0] for row in connection.execute(query)}
