@@ -6,7 +6,10 @@ principal is flagged when its count is at least
 * ``min_requests`` — small absolute numbers are never abuse worth waking someone for;
 * ``own_factor`` x its own baseline, an EWMA of its previous active windows' counts, floored at
   ``baseline_floor`` (a principal never seen before has the floor as its baseline);
-* ``population_factor`` x the median count over all principals active in the window (floor 1).
+* ``population_factor`` x the median count over all principals active in the window (floor 1);
+  a window with fewer than five active principals is judged against recent windows' median
+  instead (:class:`~inferwatch.detectors.state.PopulationReference`): alone in its window, a
+  flood is its own median.
 
 Behaviour worth knowing:
 
@@ -23,7 +26,8 @@ Behaviour worth knowing:
   ``min_requests`` or more is flagged in its first window. Its EWMA then starts at the window's
   median (what a typical caller does) and learns as after any flagged window, below: a flood
   from a new key stays flagged for several windows, like one from a known key. A newcomer not
-  flagged starts at its count, capped at ``population_factor`` x the median.
+  flagged starts at its count capped at the median too: a first window is often the start of a
+  burst cut by the window's end, too short to flag, and must not become the burst's baseline.
 * A flagged window moves the baseline slowly: towards the count capped at the own threshold,
   with ``flagged_alpha`` instead of ``ewma_alpha``. A flood therefore raises the baseline by at
   most ``1 + flagged_alpha * (own_factor - 1)`` (x1.4 by default) per window: it keeps being
@@ -50,6 +54,7 @@ from inferwatch.detectors.state import (
     FloodRule,
     IdSample,
     Population,
+    PopulationReference,
     WindowBaseline,
     WindowBounds,
     flood_comparison,
@@ -126,6 +131,7 @@ class RequestRateDetector:
         self._window_first: float | None = None
         self._bounds = WindowBounds()
         self._windows_closed = 0
+        self._population = PopulationReference(alpha=ewma_alpha)
 
     @property
     def principals_tracked(self) -> int:
@@ -165,7 +171,7 @@ class RequestRateDetector:
         if not window:
             return []
         self._windows_closed += 1
-        population = Population.of([float(t.count) for t in window.values()])
+        population = self._population.of([float(t.count) for t in window.values()])
         judging = self._windows_closed > self.warmup_windows
         findings = []
         for subject, tally in window.items():
@@ -180,7 +186,7 @@ class RequestRateDetector:
         row, baseline = self._baselines.load(subject, bounds[1])
         flagged, own = self._rule.assess(tally.count, baseline, population, judging)
         finding = self._finding(subject, tally, baseline, own, population, bounds) if flagged else None
-        self._rule.learn(tally.count, baseline, population, own, flagged)
+        self._rule.learn(tally.count, baseline, population, own, flagged, judging)
         self._baselines.store(row, baseline)
         return finding
 
@@ -204,8 +210,8 @@ class RequestRateDetector:
             title=f"Request flood from {subject}: {tally.count} requests in one window "
             f"({ratio_own:.0f}x own baseline)",
             summary=f"{subject} sent {tally.count} requests between {iso_utc(bounds[0])} and "
-            f"{iso_utc(bounds[1])}: {ratio_own:.1f}x {history} and {ratio_population:.1f}x the median "
-            f"of {population.active} active principals ({population.median:g}; p95 {population.p95:g})",
+            f"{iso_utc(bounds[1])}: {ratio_own:.1f}x {history} and {ratio_population:.1f}x "
+            f"{population.described()}",
             subject=subject,
             bounds=bounds,
             service=tally.service,

@@ -87,6 +87,7 @@ from inferwatch.detectors.state import (
     FloodRule,
     IdSample,
     Population,
+    PopulationReference,
     WindowBaseline,
     WindowBounds,
     flood_comparison,
@@ -293,6 +294,7 @@ class ScrapingDetector:
         self._recurrence = DecayingCountSketch()
         self._bounds = WindowBounds()
         self._windows_closed = 0
+        self._population = PopulationReference(alpha=ewma_alpha)
         self._epoch = -1
 
     @property
@@ -367,7 +369,7 @@ class ScrapingDetector:
         findings = []
         if measures:
             context = _Context(
-                rates=Population.of([m.distinct for m in measures]),
+                rates=self._population.of([m.distinct for m in measures]),
                 coverage=Population.of([m.accumulated for m in measures]),
                 service_distinct=max(service.estimate(), 1.0),
                 judging=self._windows_closed > self.warmup_windows,
@@ -426,7 +428,7 @@ class ScrapingDetector:
             caller.reported = round(m.accumulated)
         verdict = _Verdict(own, share, tuple(signals), max(strengths, default=0.0), previously_reported)
         finding = self._finding(m, verdict, ctx) if signals else None
-        self._rule.learn(distinct, caller, ctx.rates, own, flood)
+        self._rule.learn(distinct, caller, ctx.rates, own, flood, ctx.judging)
         return finding
 
     def _accumulated_flagged(self, m: _Measure, coverage: Population) -> bool:
@@ -455,8 +457,8 @@ class ScrapingDetector:
             f"{m.subject} sent {tally.requests} requests with {distinct:,.0f} distinct inputs "
             f"({distinct / tally.requests:.0%}) between {iso_utc(ctx.bounds[0])} and "
             f"{iso_utc(ctx.bounds[1])}: "
-            f"{ratio_own:.1f}x {history} and {distinct / ctx.rates.median:.1f}x the median of "
-            f"{ctx.rates.active} active callers ({ctx.rates.median:g}); {verdict.share:.0%} of the "
+            f"{ratio_own:.1f}x {history} and {distinct / ctx.rates.median:.1f}x "
+            f"{ctx.rates.described(noun='caller')}; {verdict.share:.0%} of the "
             f"{ctx.service_distinct:,.0f} distinct inputs seen in the window; {m.accumulated:,.0f} distinct "
             f"inputs since {since}, {m.accumulated / ctx.coverage.median:.1f}x the median active caller's "
             f"{ctx.coverage.median:,.0f}"

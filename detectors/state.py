@@ -496,12 +496,15 @@ class FloodRule:
         return flagged, own
 
     def learn(self, amount: float, baseline: WindowBaseline, population: Population, own: float,
-              flagged: bool) -> None:
+              flagged: bool, judging: bool) -> None:
         """Fold the window into the baseline (after its finding was built from the old one)."""
-        # A newcomer flagged in its first window starts from what a typical caller does, then
-        # learns as any flagged window does: a flood from a new key stays flagged for several
-        # windows, as one from a known key does, instead of becoming its own baseline at once.
-        first_cap = population.median if flagged else self.population_factor * population.median
+        # A newcomer after warm-up starts from at most what a typical caller does, then learns as
+        # any window does: a flood from a new key stays flagged for several windows, as one from a
+        # known key does, instead of becoming its own baseline at once. Unflagged too: a new key's
+        # first window is often the start of a burst cut by the window's end (too few calls to
+        # flag), and the burst's first part as its baseline let the rest through. In warm-up,
+        # where every caller is new, up to population_factor x the median: steady heavy users stay quiet.
+        first_cap = population.median if judging else self.population_factor * population.median
         baseline.learn(amount, first_cap=first_cap,
                        flagged_cap=self.own_factor * own if flagged else None,
                        alpha=self.ewma_alpha, flagged_alpha=self.flagged_alpha)
@@ -521,11 +524,15 @@ def ratio_severity(ratio: float) -> Severity:
 
 @dataclass(frozen=True)
 class Population:
-    """The principals active in one window: the median and p95 of what each did (median >= 1)."""
+    """The principals active in one window: the median and p95 of what each did (median >= 1).
+
+    ``recent`` when ``median`` is not this window's but recent windows' (see :class:`PopulationReference`).
+    """
 
     median: float
     p95: float
     active: int
+    recent: bool = False
 
     @classmethod
     def of(cls, amounts: Sequence[float]) -> Population:
@@ -533,6 +540,55 @@ class Population:
         values = np.asarray(amounts, dtype=np.float64)
         return cls(median=max(float(np.median(values)), 1.0), p95=float(np.percentile(values, 95)),
                    active=len(values))
+
+    def described(self, spec: str = "g", noun: str = "principal") -> str:
+        """What a flood's ``Nx the median …`` compares with, for a finding's summary.
+
+        >>> Population(7.0, 9.0, 12).described()
+        'the median of 12 active principals (7; p95 9)'
+        >>> Population(7.0, 150.0, 1, recent=True).described()
+        'the median of recent windows (7; this window had 1 active principal, p95 150)'
+        """
+        if self.recent:
+            return (f"the median of recent windows ({self.median:{spec}}; this window had {self.active} "
+                    f"active {noun}{'' if self.active == 1 else 's'}, p95 {self.p95:{spec}})")
+        return f"the median of {self.active} active {noun}s ({self.median:{spec}}; p95 {self.p95:{spec}})"
+
+
+@dataclass(slots=True)
+class PopulationReference:
+    """What a typical principal does in a window, also when a window has too few to say.
+
+    A window with at least ``min_active`` active principals is its own reference, and its median
+    moves an EWMA (weight ``alpha``) of such windows' medians. A window with fewer is judged
+    against that EWMA: with one or two callers the window's median is the callers themselves, so a
+    burst from a key alone in its window (the rest of a flood cut by the window's end, traffic at
+    night) once set its own bar at five times itself. Until a window with enough has been seen,
+    a thin window is its own reference.
+
+    >>> reference = PopulationReference()
+    >>> reference.of([7.0] * 12).median
+    7.0
+    >>> thin = reference.of([129.0])
+    >>> thin.median, thin.active, thin.recent
+    (7.0, 1, True)
+    """
+
+    min_active: int = 5
+    alpha: float = 0.3
+    median: float = 0.0
+    """The EWMA of the medians of windows with enough principals; 0 until there was one."""
+
+    def of(self, amounts: Sequence[float]) -> Population:
+        """The population a window's principals are judged against (see the class)."""
+        window = Population.of(amounts)
+        if window.active >= self.min_active:
+            self.median = window.median if not self.median else self.median + self.alpha * (
+                window.median - self.median)
+            return window
+        if not self.median:
+            return window
+        return Population(median=max(self.median, 1.0), p95=window.p95, active=window.active, recent=True)
 
 
 def own_history(own: float, has_history: bool, spec: str = ".1f") -> str:
@@ -555,9 +611,10 @@ def flood_comparison(amount: float, own: float, baseline: WindowBaseline,
         "own_baseline": round(own, 3),
         "own_ewma": round(baseline.ewma, 3) if baseline.windows else None,
         "own_windows_seen": baseline.windows,
-        "population_median": population.median,
+        "population_median": round(population.median, 3),
         "population_p95": population.p95,
         "population_active": population.active,
+        "population_basis": "recent windows" if population.recent else "this window",
         "ratio_own": round(amount / own, 2),
         "ratio_population": round(amount / population.median, 2),
     }

@@ -22,8 +22,9 @@ Behaviour worth knowing:
 
 * The first ``warmup_windows`` windows only learn baselines (at start-up everyone looks new);
   oversized inputs and harvesting need no history and are judged from the first event.
-* A principal new after warm-up is judged on ``baseline_floor`` and the population; its EWMA
-  starts at its total capped at ``population_factor`` x the median. A flagged window moves the
+* A principal new after warm-up is judged on ``baseline_floor`` and the population (recent
+  windows' median when fewer than five principals used tokens in this one); its EWMA starts at
+  its total capped at the median (a burst's first part is no baseline). A flagged window moves the
   baseline slowly (``flagged_alpha``, towards the total capped at the own threshold), so a
   sustained flood keeps being flagged for several windows and a lasting step-up is accepted
   after a while. Baselines learn only from windows in which the principal used tokens.
@@ -53,6 +54,7 @@ from inferwatch.detectors.state import (
     FloodRule,
     IdSample,
     Population,
+    PopulationReference,
     WindowBaseline,
     WindowBounds,
     about_event,
@@ -179,6 +181,7 @@ class TokenAbuseDetector:
         self._window_first: float | None = None
         self._bounds = WindowBounds()
         self._windows_closed = 0
+        self._population = PopulationReference(alpha=ewma_alpha)
 
     @property
     def principals_tracked(self) -> int:
@@ -244,7 +247,7 @@ class TokenAbuseDetector:
         findings = [f for s, t in window.items() if (f := self._harvest_finding(s, t, bounds))]
         using = {subject: tally for subject, tally in window.items() if tally.tokens > 0}
         if using:
-            population = Population.of([float(t.tokens) for t in using.values()])
+            population = self._population.of([float(t.tokens) for t in using.values()])
             judging = self._windows_closed > self.warmup_windows
             for subject, tally in using.items():
                 finding = self._judge_volume(subject, tally, population, judging, bounds)
@@ -258,7 +261,7 @@ class TokenAbuseDetector:
         row, baseline = self._baselines.load(subject, bounds[1])
         flagged, own = self._rule.assess(tally.tokens, baseline, population, judging)
         finding = self._volume_finding(subject, tally, baseline, own, population, bounds) if flagged else None
-        self._rule.learn(tally.tokens, baseline, population, own, flagged)
+        self._rule.learn(tally.tokens, baseline, population, own, flagged, judging)
         self._baselines.store(row, baseline)
         return finding
 
@@ -286,8 +289,7 @@ class TokenAbuseDetector:
             f"({ratio_own:.0f}x own baseline)",
             summary=f"{subject} used {tally.tokens:,} tokens in {tally.requests} requests between "
             f"{iso_utc(bounds[0])} and {iso_utc(bounds[1])}: {ratio_own:.1f}x {history} and "
-            f"{ratio_population:.1f}x the median of {population.active} active principals "
-            f"({population.median:,.0f}; p95 {population.p95:,.0f})",
+            f"{ratio_population:.1f}x {population.described(',.0f')}",
             subject=subject,
             bounds=bounds,
             service=tally.service,

@@ -202,3 +202,51 @@ def test_requests_refused_as_unauthenticated_are_auth_abuses_not_a_flood(make_ev
     findings = run(detector, iter(events))
     assert [f.subject for f in findings] == (["principal:badkey"] if flagged else [])
     assert detector.refused == (0 if flagged else 300 + 9 * 10)
+
+
+
+@pytest.mark.parametrize("warmup", [0, 1])
+@pytest.mark.parametrize("before_end", [0.05, 0.17, 0.25, 0.6])
+def test_a_short_burst_cut_by_a_window_end_is_flagged(make_event: Any, run: Any, warmup: int,
+                                                      before_end: float) -> None:
+    """A new key's burst of 150 calls in 0.8 s, cut by a window's end into a first part under
+    ``min_requests`` or under the population test and the rest: the rest is the flood. Its
+    window holds the flooder alone (its median is the flood itself), and the first part was no
+    typical caller's baseline; both once let the whole burst through (a CI run of the proxy test)."""
+    window, users = 10.0, [f"user{i:02d}" for i in range(12)]
+    ordinary = [make_event(T0 + w * window + (j + 0.5) * window / 8, principal=p)
+                for w in range(warmup + 1) for p in users for j in range(7)]
+    burst_start = T0 + (warmup + 1) * window - before_end
+    burst = [make_event(burst_start + 0.8 * i / 150, principal="flooder") for i in range(150)]
+
+    findings = run(RequestRateDetector(warmup_windows=warmup), sorted(ordinary + burst, key=lambda e: e.ts),
+                   window_s=window)
+
+    assert {f.subject for f in findings} == {"principal:flooder"}
+
+
+def test_a_window_with_few_callers_is_judged_against_recent_windows(make_event: Any, run: Any) -> None:
+    """Quiet hours: windows with fewer than five callers take recent windows' median. A known
+    heavy caller alone at its usual rate stays quiet (its own baseline); a new key alone at 60
+    requests is a flood of a caller typically sending 11, not its own median."""
+
+    def rates(w: int) -> dict[str, int]:
+        if w < 4:
+            return {**normal_users(), "nightly": 60}
+        return {"nightly": 60, **({"stranger": 60} if w == 6 else {}), "user001": 11}
+
+    findings = run(RequestRateDetector(), traffic(make_event, 8, rates))
+
+    assert [(window_of(f), f.subject) for f in findings] == [(6, "principal:stranger")]
+    evidence = findings[0].evidence
+    assert evidence["population_basis"] == "recent windows"
+    assert evidence["population_median"] == 11
+    assert evidence["population_active"] == 3
+    assert "the median of recent windows (11; this window had 3 active principals" in findings[0].summary
+
+
+def test_before_any_busy_window_a_thin_window_is_its_own_reference(make_event: Any, run: Any) -> None:
+    def rates(w: int) -> dict[str, int]:
+        return {"a": 60, "b": 50} if w < 3 else {"a": 60, "b": 50, "c": 100}
+
+    assert run(RequestRateDetector(), traffic(make_event, 4, rates)) == []

@@ -237,3 +237,21 @@ def test_refused_requests_use_no_tokens_and_leave_the_population_alone(make_even
     # Counted as before they were refused, the same traffic pages the reader.
     counted = TokenAbuseDetector()
     assert [f.subject for f in run(counted, traffic(make_event, 8, plan))] == ["principal:reader"]
+
+
+def test_a_key_alone_in_its_window_is_judged_against_recent_windows(make_event: Any, run: Any) -> None:
+    """A window with fewer than five callers using tokens takes recent windows' median: a new key
+    alone burning 60,000 tokens is a flood, not its own median, and a known steady caller alone
+    at its usual volume stays quiet."""
+
+    def plan(w: int) -> Plan:
+        if w < 4:
+            return {**normal_users(), "steady": (20, 2_000)}
+        return {"steady": (20, 2_000), **({"stranger": (30, 2_000)} if w == 5 else {})}
+
+    findings = [f for f in run(TokenAbuseDetector(), traffic(make_event, 7, plan))
+                if f.evidence["signal"] == "token_volume"]
+
+    assert [(window_of(f), f.subject) for f in findings] == [(5, "principal:stranger")]
+    assert findings[0].evidence["population_basis"] == "recent windows"
+    assert "the median of recent windows (5,500; this window had 2 active principals" in findings[0].summary
