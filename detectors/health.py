@@ -9,7 +9,8 @@ incident and pages nobody, which looks exactly like a quiet day. With ``detect.m
   closed, late events; when records last came (wall clock), the newest event time detected (its
   lag), whether a store or bus outage is being retried, whether the bus answers this member's
   fetches, the partitions it owns; and,
-  when it pages, its notifier's notifications decided, delivered (by receiver), failed, retried;
+  when it pages, its notifier's notifications decided, delivered (by receiver), failed, retried,
+  its turns that raised (and whether they still do) and whether it holds the paging lease;
 * ``GET /healthz`` — ``200 ok`` while the service's loop (or its retrying of an outage) has
   turned within ``stall_after_s``; else ``503`` naming how long: a liveness probe restarts a
   process that hangs. An outage of Kafka or Elasticsearch is not a hang (the service waits on it,
@@ -107,6 +108,13 @@ def service_metrics(service: DetectorService, *, group: str, notifier: NotifierS
                      "failed`).", notifier.failed)
         text.counter("inferwatch_notify_retried_total", "Delivery attempts that failed and wait for a retry.",
                      notifier.retried)
+        text.counter("inferwatch_notify_tick_errors_total", "Notifier turns that raised "
+                     "(`event=notifier_error`: the store unreachable, say); nothing pages while they fail.",
+                     notifier.tick_errors)
+        text.gauge("inferwatch_notify_failing", "1 while the notifier's turns keep raising, 0 once one "
+                   "succeeds.", int(notifier.failing_ticks > 0))
+        text.gauge("inferwatch_notify_leading", "1 on the replica holding the paging lease (the one that "
+                   "pages).", int(notifier.leading))
     return text.render()
 
 

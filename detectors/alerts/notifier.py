@@ -96,6 +96,12 @@ class NotifierStats:
     failed: int = 0
     superseded: int = 0
     by_receiver: dict[str, int] = field(default_factory=dict)
+    tick_errors: int = 0
+    """Ticks that raised (``event=notifier_error``): the store unreachable, a bug."""
+    failing_ticks: int = 0
+    """Ticks that raised in a row until now; 0 once one succeeds."""
+    leading: bool = False
+    """Whether this notifier holds the paging lease (only the holder pages)."""
 
 
 class Notifier:
@@ -203,7 +209,7 @@ class Notifier:
             log.info("event=notifier_standby holder=%s leader=%s until=%s: another notifier pages for "
                      "this store; this one takes over if the lease is not renewed", self.holder,
                      lease.holder, lease.expires_at.isoformat(timespec="seconds"))
-        self.leading = mine
+        self.leading = self.stats.leading = mine
         return mine
 
     def prune(self) -> None:
@@ -236,6 +242,8 @@ class Notifier:
                 self.is_settled = self.settled()
             except Exception as exc:
                 failures += 1
+                self.stats.tick_errors += 1
+                self.stats.failing_ticks = failures
                 wait = backoff_s(failures, self.settings.poll_interval_s, MAX_RETRY_S)
                 if failures == 1:
                     log.exception("event=notifier_error the notifier will retry in %.1fs", wait)
@@ -245,7 +253,7 @@ class Notifier:
             else:
                 if failures:
                     log.info("event=notifier_recovered after %d failed tick(s)", failures)
-                failures = 0
+                failures = self.stats.failing_ticks = 0
                 wait = self._sleep_s()
                 if self.leading:  # renew in time whatever the poll interval (failing ticks back off)
                     wait = min(wait, RENEW_S / 2)
@@ -261,7 +269,7 @@ class Notifier:
         self.stop()
         self._pool.shutdown(wait=True)
         if self.leading:
-            self.leading = False
+            self.leading = self.stats.leading = False
             try:
                 self.store.acquire_lease(LEASE, self.holder, self.clock(), 0.0)  # expires now
             except Exception as exc:  # the store is gone: the lease runs out by itself

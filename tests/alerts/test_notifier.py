@@ -5,6 +5,7 @@ still waiting on a retry while keeping the resolutions it was to deliver."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -230,15 +231,18 @@ def test_retention_zero_keeps_everything(tmp_path: Path) -> None:
 class _Waits:
     """A stop event that records each wait instead of sleeping, and stops after ``calls`` waits."""
 
-    def __init__(self, calls: int) -> None:
+    def __init__(self, calls: int, watch: Callable[[], Any] = lambda: None) -> None:
         self.waits: list[float] = []
+        self.seen: list[Any] = []  # what ``watch`` said at each wait
         self.calls = calls
+        self.watch = watch
 
     def is_set(self) -> bool:
         return len(self.waits) >= self.calls
 
     def wait(self, timeout: float) -> bool:
         self.waits.append(timeout)
+        self.seen.append(self.watch())
         return self.is_set()
 
 
@@ -264,7 +268,8 @@ def test_a_failing_store_is_retried_with_a_growing_pause_not_in_a_tight_loop(
         return real(*args, **kwargs)
 
     store.list_incidents = down_for_a_while  # type: ignore[method-assign]
-    stop = _Waits(calls=11)
+    stats = notifier.stats
+    stop = _Waits(calls=11, watch=lambda: (stats.tick_errors, stats.failing_ticks, stats.leading))
     with caplog.at_level("INFO", logger=notifier_module.log.name):
         notifier.run(stop)  # type: ignore[arg-type]
     poll = notifier.settings.poll_interval_s
@@ -276,6 +281,8 @@ def test_a_failing_store_is_retried_with_a_growing_pause_not_in_a_tight_loop(
     assert all(r.exc_info is None for r in errors[1:])
     assert "is not reachable" in errors[-1].getMessage()
     assert "notifier_recovered after 10 failed tick(s)" in caplog.text
+    # What /metrics serves (inferwatch_notify_tick_errors_total, _failing, _leading).
+    assert stop.seen == [(i, i, True) for i in range(1, 11)] + [(10, 0, True)]
 
 
 def test_notifiers_sharing_a_store_page_once_and_a_standby_takes_over_from_a_dead_one(tmp_path: Path) -> None:

@@ -130,12 +130,16 @@ def test_the_notifier_counts_are_served_when_it_pages(tmp_path):
 
     _, service = _service(tmp_path, Clock(0.0))
     assert "inferwatch_notify" not in service_metrics(service, group="g")
-    stats = NotifierStats(decided=3, delivered=2, failed=1, retried=4, by_receiver={"oncall": 2})
+    stats = NotifierStats(decided=3, delivered=2, failed=1, retried=4, by_receiver={"oncall": 2},
+                          tick_errors=5, failing_ticks=2, leading=True)
     series = _series(service_metrics(service, group="g", notifier=stats))
     assert series['inferwatch_notify_delivered_total{group="g",receiver="oncall"}'] == 2
     assert series['inferwatch_notify_failed_total{group="g"}'] == 1
     assert series['inferwatch_notify_retried_total{group="g"}'] == 4
     assert series['inferwatch_notify_decided_total{group="g"}'] == 3
+    assert series['inferwatch_notify_tick_errors_total{group="g"}'] == 5
+    assert series['inferwatch_notify_failing{group="g"}'] == 1
+    assert series['inferwatch_notify_leading{group="g"}'] == 1
     service.close()
 
 
