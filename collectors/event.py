@@ -10,6 +10,7 @@ can act on, and never anything else.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -265,13 +266,47 @@ def oversized(size: int, max_bytes: int = MAX_EVENT_BYTES) -> str:
 
 
 def decode_event(data: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> InferenceEvent:
-    """Parse and validate one event; raise :class:`MalformedEvent` naming the problem."""
+    """Parse and validate one event; raise :class:`MalformedEvent` naming the problem.
+
+    A feature that is ``NaN`` or ``±Infinity`` (not JSON, but what Python's ``json.dumps`` writes
+    for a pandas gap) is read as missing (``null``), as the agent records it and a baseline file
+    reads it, instead of refusing the whole event: a surge of such gaps is drift to report.
+
+    >>> decode_event('{"id":"e1","time":"2026-01-01T00:00:00Z","service":"s","model":"m",'
+    ...              '"input":{"features":{"x":NaN,"y":1.5}}}').input.features
+    {'x': None, 'y': 1.5}
+    """
     if len(data) > max_bytes:
         raise MalformedEvent(oversized(len(data), max_bytes))
     try:
         return InferenceEvent.model_validate_json(data)
     except ValidationError as exc:
+        cleaned = _non_finite_features_as_missing(data, exc)
+        if cleaned is not None:
+            try:
+                return InferenceEvent.model_validate_json(cleaned)
+            except ValidationError as again:
+                exc = again
         raise MalformedEvent(_describe(exc)) from None
+
+
+def _non_finite_features_as_missing(data: bytes | str, exc: ValidationError) -> str | None:
+    """``data`` again with ``NaN``/``±Infinity`` features as ``null``, when that is what failed;
+    else ``None``. Only on the error path: an ordinary event pays nothing for it."""
+    if not any(err["loc"][1:2] == ("features",) and isinstance(err.get("input"), float)
+               and not math.isfinite(err["input"]) for err in exc.errors(include_url=False)):
+        return None
+    try:
+        doc = json.loads(data)  # Python's reader takes NaN and Infinity
+    except (ValueError, RecursionError):
+        return None
+    for part in ("input", "output"):
+        features = doc.get(part, {}).get("features") if isinstance(doc.get(part), dict) else None
+        if isinstance(features, dict):
+            for key, value in features.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    features[key] = None
+    return json.dumps(doc, allow_nan=True)
 
 
 def salvage_agent(data: bytes | str) -> tuple[str, int] | None:
@@ -324,6 +359,8 @@ def _describe(exc: ValidationError) -> str:
         if where == "time" and isinstance(err.get("input"), str | int | float):
             form = "" if err["type"] == "value_error" else "; expected RFC 3339, e.g. 2026-01-01T12:00:00.5Z"
             hint = f" (got {str(err['input'])[:40]!r}{form})"
+        if err["type"] == "finite_number" and isinstance(err.get("input"), float):
+            hint = " (NaN and Infinity are not JSON: write null for a missing value, or leave the field out)"
         parts.append(f"{where}: {err['msg']}{hint}")
     more = exc.error_count() - len(parts)
     if more > 0:

@@ -9,6 +9,7 @@ from inferwatch.collectors.event import (
     decode_event,
     encode_event,
 )
+from inferwatch.collectors.fast_event import decode_view
 from inferwatch.collectors.ids import uuid7
 
 FULL = {
@@ -131,6 +132,22 @@ def test_infinite_duration_is_malformed():
     raw = json.dumps(FULL).replace('"duration_ms": 12.5', '"duration_ms": Infinity')
     with pytest.raises(MalformedEvent, match="duration_ms: Input should be a finite number"):
         decode_event(raw)
+
+
+def test_a_nan_or_infinite_feature_is_read_as_missing_not_a_lost_event():
+    """Python's json.dumps writes a pandas gap as NaN: the event is kept, the feature missing (as
+    the agent records it), so a surge of gaps reaches drift instead of the dead letters."""
+    doc = {**FULL, "input": {"features": {"x": float("nan"), "y": 2.0, "z": float("-inf")}},
+           "output": {"features": {"w": float("inf")}, "label": "a"}}
+    event = decode_event(json.dumps(doc))
+    assert event.input.features == {"x": None, "y": 2.0, "z": None}
+    assert event.output.features == {"w": None}
+    assert decode_view(json.dumps(doc).encode()).input.features == {"x": None, "y": 2.0, "z": None}
+    # Elsewhere NaN stays refused, with what to write instead; the features' NaN no longer adds to it.
+    with pytest.raises(MalformedEvent) as err:
+        decode_event(json.dumps({**doc, "duration_ms": float("nan")}))
+    assert str(err.value) == ("duration_ms: Input should be a finite number (NaN and Infinity are not JSON: "
+                              "write null for a missing value, or leave the field out)")
 
 
 def test_oversized_event_rejected_before_parsing():
