@@ -178,6 +178,9 @@ def _replay(args: argparse.Namespace, settings: Settings, paths: list[Path]) -> 
         # --store replaced the configured store in ``settings``: the baselines are in that one
         _note_baselines_not_used(load_settings(getattr(args, "config", None)), args.store,
                                  store.references_asked)
+    _note_baselines_of_other_models(baselines if not args.store else
+                                    [r for r in store.list_references() if r.source == "file"],
+                                    store.references_asked)
     used = [r.model for r in baselines if r.model in store.references_read]
     if used:
         models = ", ".join(sorted(used))
@@ -256,6 +259,26 @@ def _note_baselines_not_used(settings: Settings, replay_store: Path, judged: set
               f"{replay_store}, not the baseline set in {_store_name(settings)}; to compare with that "
               f"baseline here, `inferwatch baseline set --store {replay_store} --model M FILE`",
               file=sys.stderr)
+
+
+def _note_baselines_of_other_models(baselines: list[ReferenceRecord], judged: set[str]) -> None:
+    """A baseline whose model no replayed event has (a typo in ``baseline set --model``) is
+    silently unused while drift warms up on the traffic itself, drifted or not: say so, with the
+    model probably meant. ``judged``: the models drift asked a reference for."""
+    from inferwatch.detectors.registry import did_you_mean
+
+    unused = sorted({r.model for r in baselines} - judged)
+    if not unused or not judged:
+        return
+    note = (f"inferwatch replay: the baseline of model(s) {', '.join(unused)} was not used: no replayed "
+            f"event is of {'that model' if len(unused) == 1 else 'those models'}")
+    warm = sorted(judged - {r.model for r in baselines})
+    if warm:
+        meant = did_you_mean(unused, warm).strip(" ()")
+        note += (f"; drift judged {', '.join(warm)} against the traffic's own first windows"
+                 f"{f' ({meant})' if meant else ''}. An event's `model` names its baseline: "
+                 "`inferwatch baseline set --model NAME FILE` with the events' name")
+    print(note, file=sys.stderr)
 
 
 def _sqlite_hint(files: list[str]) -> str:

@@ -334,6 +334,25 @@ def test_replay_without_a_store_compares_with_the_baseline_set(capsys, events_fi
     assert f"`inferwatch baseline set --store {kept} --model M FILE`" in err
 
 
+def test_a_baseline_set_for_a_misspelt_model_is_named_as_unused(capsys, events_file, tmp_path):
+    """The baseline of "tabluar" waits for events that never come while drift warms up on the
+    traffic itself, drifted or not: the replay says so, with the model meant."""
+    baseline = tmp_path / "baseline.csv"
+    rng = random.Random(6)
+    baseline.write_text("x,y\n" + "".join(f"{rng.gauss(2.0, 1.0)},{rng.gauss(0, 1)}\n" for _ in range(2_000)))
+    for store in ([], ["--store", str(tmp_path / "kept.db")]):
+        assert main(["baseline", "set", "--model", "tabluar", *store, str(baseline)]) == 0
+        capsys.readouterr()
+        assert main(["replay", str(events_file), "--detectors", "drift", *store, "--json"]) == 0
+        err = capsys.readouterr().err
+        assert ("the baseline of model(s) tabluar was not used: no replayed event is of that model; drift "
+                "judged chat, tabular against the traffic's own first windows (did you mean tabular for "
+                "tabluar?)") in err, err
+    # Without drift nothing was judged: nothing to say.
+    assert main(["replay", str(events_file), "--detectors", "request_rate", "--json"]) == 0
+    assert "was not used" not in capsys.readouterr().err
+
+
 def test_a_baseline_of_other_column_names_says_so_instead_of_hiding_the_drift(capsys, events_file, tmp_path):
     baseline = tmp_path / "other-names.csv"
     rng = random.Random(5)
