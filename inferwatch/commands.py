@@ -20,7 +20,7 @@ from inferwatch.collectors.event import InferenceEvent, event_to_dict
 from inferwatch.collectors.ids import cut_short_pseudonym
 from inferwatch.collectors.settings import Settings, SettingsError, load_settings
 from inferwatch.collectors.unread_keys import UnreadKeys
-from inferwatch.detectors.drift.reference import ReferenceRecord, column_names
+from inferwatch.detectors.drift.reference import ReferenceRecord, column_names, listed
 from inferwatch.detectors.incidents import AlreadyInState, Incident, IncidentManager, no_such_incident
 from inferwatch.detectors.replay import late_in_files, replay_files
 from inferwatch.detectors.sources import STDIN, UNREADABLE, open_source, spooled_stdin
@@ -594,8 +594,8 @@ def _traffic_notes(store: Store, record: ReferenceRecord, recent: list[Inference
         others = Counter(e.model or "(none)" for e in latest)
         if not others:
             return []  # nothing recorded yet: a baseline set before the first traffic
-        listed = ", ".join(f"{m} ({n:,})" for m, n in others.most_common(5))
-        return [f"no stored events of model {record.model!r}; the latest events are of {listed}: check "
+        models = ", ".join(f"{m} ({n:,})" for m, n in others.most_common(5))
+        return [f"no stored events of model {record.model!r}; the latest events are of {models}: check "
                 "--model, which must name the model exactly as the events do"]
     sent = {name for e in recent for name in (e.input.features or {})}
     if not sent:
@@ -604,6 +604,21 @@ def _traffic_notes(store: Store, record: ReferenceRecord, recent: list[Inference
     missing = [c for c in columns if c not in sent]
     if not missing:
         return []
+    if len(missing) == len(columns):  # not columns to leave out: names that differ (case, spelling)
+        import difflib
+
+        folded = {name.casefold(): name for name in sent}
+        pairs = []
+        for column in missing:
+            close = difflib.get_close_matches(column, sorted(sent), n=1)
+            meant = folded.get(column.casefold()) or (close[0] if close else None)
+            if meant is not None:
+                pairs.append(f"{column} -> {meant}")
+        matches = f" ({listed(pairs, most=5)}?)" if pairs else ""
+        return [f"none of the baseline's columns is in the latest {len(recent):,} events of model "
+                f"{record.model!r}, whose features are {listed(sorted(sent), quoted=True)}: name the "
+                f"baseline's columns as the events name their features{matches}; as it is, drift reports "
+                "every window as having none of its reference's features"]
     return [f"{column_names(missing)}: in none of the latest {len(recent):,} events of model "
             f"{record.model!r}, so live traffic will read as missing them (drift on their missing share); "
             f"leave them out (--drop {','.join(missing)}) unless the model gets them"]

@@ -150,6 +150,8 @@ class ReferenceFile(Iterator[ReferenceItem]):
             raise ReferenceFileError(
                 f"{self.path}: unknown baseline file type {suffix or '(no suffix)'!r}; use one of "
                 f"{', '.join(_SUFFIXES)} (a text one also compressed: {', '.join(_COMPRESSED)})")
+        if self.path.is_dir():
+            raise ReferenceFileError(f"{self.path}: a folder, not a file: name one baseline file")
         if not self.path.is_file():
             raise ReferenceFileError(f"{self.path}: no such file")
         cells = bool(as_text) and kind in ("csv", "tsv")
@@ -253,7 +255,9 @@ def file_reference(
     with source:
         first = next(source, None)
         if first is None:
-            raise ReferenceFileError(f"{source.path}: no rows")
+            empty = source.path.stat().st_size == 0
+            raise ReferenceFileError(f"{source.path}: no rows ("
+                                     f"{'the file is empty' if empty else 'a header alone, or blank lines'})")
         if isinstance(first, InferenceEvent):
             summary = WindowSummary(model, k=REFERENCE_SAMPLE_SIZE)
             for event in itertools.chain([first], source):
@@ -275,6 +279,12 @@ def file_reference(
     dropping.check(source.path)
     if summary.events == 0:
         raise ReferenceFileError(f"{source.path}: no events of model {model!r} (it has {_top(others)})")
+    if not summary.keys():
+        left = f"--drop left out {column_names(sorted(dropping.found))}" if dropping.found else (
+            "no column has a value" if not isinstance(first, InferenceEvent) else
+            "its events carry no input features, text or outputs")
+        raise ReferenceFileError(f"{source.path}: no feature left to compare ({left}): drift would compare "
+                                 "nothing with it; keep the columns the events carry as inputs")
     if others:
         notes.append(f"skipped {others.total():,} events of other models: {_top(others)}")
     origin = str(source.path.resolve())

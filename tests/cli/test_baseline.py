@@ -127,14 +127,19 @@ def test_set_from_events(capsys, tmp_path, store):
 @pytest.mark.parametrize(("name", "text", "message"), [
     ("bad.csv", "a,b\n1,2\n3,4,5\n", "bad.csv line 3: 3 cells, but the header names 2 columns"),
     ("bad.jsonl", '{"a": 1}\n{"a": \n', "bad.jsonl line 2: not JSON"),
-    ("empty.csv", "", "empty.csv: no rows"),
+    ("empty.csv", "", "empty.csv: no rows (the file is empty)"),
+    ("header.csv", "a,b\n", "header.csv: no rows (a header alone, or blank lines)"),
+    ("blank.csv", "a,b\n,\n,\n", "blank.csv: no rows (a header alone, or blank lines)"),
+    ("dropped.csv", "a,label\n1,2\n", "dropped.csv: no feature left to compare (--drop left out columns 'a', "
+                                        "'label'): drift would compare nothing with it"),
     ("nohdr.csv", "1.5,GB\n2.5,FR\n", "nohdr.csv line 1: the first row must name the features, but '1.5'"),
     ("base.xlsx", "a\n1\n", "unknown baseline file type '.xlsx'"),
 ])
 def test_bad_files_exit_2_naming_the_problem(capsys, tmp_path, store, name, text, message):
     path = tmp_path / name
     path.write_text(text)
-    assert main(["baseline", "set", "--model", "m", str(path), "--store", store]) == 2
+    drop = ["--drop", "a,label"] if name == "dropped.csv" else []
+    assert main(["baseline", "set", "--model", "m", str(path), "--store", store, *drop]) == 2
     err = capsys.readouterr().err
     assert err.startswith("inferwatch baseline: ")
     assert message in err
@@ -301,6 +306,28 @@ def test_drop_leaves_columns_out_and_names_one_the_file_does_not_have(capsys, tm
                  "--json"]) == 0
     [record] = json_lines(capsys.readouterr().out)
     assert [key for key in record["features"] if key.startswith("input.")] == ["input.x"]
+
+
+def test_a_folder_is_not_a_baseline_file(capsys, tmp_path, store):
+    (tmp_path / "dir.csv").mkdir()
+    assert main(["baseline", "set", "--model", "m", str(tmp_path / "dir.csv"), "--store", store]) == 2
+    assert f"{tmp_path / 'dir.csv'}: a folder, not a file: name one baseline file" in capsys.readouterr().err
+
+
+def test_columns_named_otherwise_than_the_features_are_not_columns_to_drop(capsys, tmp_path, store):
+    """None of the baseline's columns in the traffic: the names differ (upper case here), and
+    dropping them all, as the note on a few missing columns says, leaves nothing."""
+    _stored(store, [make_event(1_767_225_600.0 + i, model="elec", features={"nswdemand": i, "day": "mon"})
+                    for i in range(30)])
+    path = tmp_path / "base.csv"
+    path.write_text("NSWDEMAND,DAY\n" + "".join(f"{i % 5},tue\n" for i in range(50)))
+    assert main(["baseline", "set", "--model", "elec", str(path), "--store", store]) == 0
+    err = capsys.readouterr().err
+    assert ("note: none of the baseline's columns is in the latest 30 events of model 'elec', whose features "
+            "are 'day', 'nswdemand': name the baseline's columns as the events name their features "
+            "(DAY -> day, NSWDEMAND -> nswdemand?); as it is, drift reports every window as having none of "
+            "its reference's features") in err, err
+    assert "--drop" not in err
 
 
 def test_the_note_on_columns_never_sent_says_how_to_drop_them(capsys, tmp_path, store):
