@@ -131,16 +131,20 @@ class ReferenceFile(Iterator[ReferenceItem]):
     """The rows or events of a baseline file, read lazily; see the module docstring.
 
     ``rows`` counts what has been yielded so far; ``truncated`` turns true when the file had
-    more than ``max_rows`` (the rest is not read).
+    more than ``max_rows`` (the rest is not read). A Parquet file's columns named in ``skip``
+    are not read at all (a timestamp column left out with ``--drop`` need not be readable); they
+    are in ``skipped``.
     """
 
-    def __init__(self, path: Path | str, *, max_rows: int = MAX_ROWS, as_text: Collection[str] = ()) -> None:
+    def __init__(self, path: Path | str, *, max_rows: int = MAX_ROWS, as_text: Collection[str] = (),
+                 skip: Collection[str] = ()) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, got {max_rows}")
         self.path = Path(path)
         self.max_rows = max_rows
         self.rows = 0
         self.truncated = False
+        self.skipped: set[str] = set()
         suffix = self.path.suffix.lower()
         kind = _SUFFIXES.get(suffix)
         if suffix in _COMPRESSED:  # base.csv.gz: a CSV file (Parquet compresses itself)
@@ -155,8 +159,12 @@ class ReferenceFile(Iterator[ReferenceItem]):
         if not self.path.is_file():
             raise ReferenceFileError(f"{self.path}: no such file")
         cells = bool(as_text) and kind in ("csv", "tsv")
-        items = _csv_rows(self.path, "\t" if kind == "tsv" else ",", keep_cells=True) if cells else (
-            _READERS[kind](self.path))
+        if cells:
+            items = _csv_rows(self.path, "\t" if kind == "tsv" else ",", keep_cells=True)
+        elif kind == "parquet":
+            items = _parquet_rows(self.path, frozenset(skip), self.skipped)
+        else:
+            items = _READERS[kind](self.path)
         if as_text:
             items = _as_text(items, frozenset(as_text), cells)
         self._items = self._limited(items)
@@ -191,13 +199,14 @@ class ReferenceFile(Iterator[ReferenceItem]):
             yield item
 
 
-def read_rows(path: Path | str, *, max_rows: int = MAX_ROWS, as_text: Collection[str] = ()) -> ReferenceFile:
+def read_rows(path: Path | str, *, max_rows: int = MAX_ROWS, as_text: Collection[str] = (),
+              skip: Collection[str] = ()) -> ReferenceFile:
     """The rows (``dict`` of feature -> scalar) or events (:class:`InferenceEvent`) of a baseline file.
 
     Raises :class:`ReferenceFileError` (a ``ValueError``) for an unknown suffix or a missing file
     at once, and for a bad line or row when iteration reaches it.
     """
-    return ReferenceFile(path, max_rows=max_rows, as_text=as_text)
+    return ReferenceFile(path, max_rows=max_rows, as_text=as_text, skip=skip)
 
 
 def _as_text(items: Iterator[ReferenceItem], names: frozenset[str],
@@ -251,13 +260,13 @@ def file_reference(
     notes: list[str] = []
     others: Counter[str] = Counter()
     dropping = _Dropping(drop)
-    source = read_rows(path, max_rows=max_rows, as_text=as_text)
+    source = read_rows(path, max_rows=max_rows, as_text=as_text, skip=dropping.columns)
     with source:
         first = next(source, None)
         if first is None:
-            empty = source.path.stat().st_size == 0
-            raise ReferenceFileError(f"{source.path}: no rows ("
-                                     f"{'the file is empty' if empty else 'a header alone, or blank lines'})")
+            size = source.path.stat().st_size
+            blank = "the file is empty" if not size else "a header alone, or blank lines"
+            raise ReferenceFileError(f"{source.path}: no rows ({blank})")
         if isinstance(first, InferenceEvent):
             summary = WindowSummary(model, k=REFERENCE_SAMPLE_SIZE)
             for event in itertools.chain([first], source):
@@ -276,6 +285,8 @@ def file_reference(
             if empty:
                 notes.append(f"left out {column_names(empty)}: no value in any row")
             notes.extend(_content_notes(summary, as_text))
+    dropping.found |= source.skipped
+    dropping.seen |= source.skipped
     dropping.check(source.path)
     if summary.events == 0:
         raise ReferenceFileError(f"{source.path}: no events of model {model!r} (it has {_top(others)})")
@@ -613,7 +624,10 @@ def _json_row(obj: dict[str, Any], where: str) -> Row:
     return row
 
 
-def _parquet_rows(path: Path) -> Iterator[ReferenceItem]:
+def _parquet_rows(path: Path, skip: frozenset[str] = frozenset(),
+                  skipped: set[str] | None = None) -> Iterator[ReferenceItem]:
+    """The rows of a Parquet file but its columns in ``skip``, which are not read (and are noted
+    in ``skipped`` when the file has them)."""
     pa, pq = _pyarrow(path)
     try:
         parquet = pq.ParquetFile(path)
@@ -623,15 +637,21 @@ def _parquet_rows(path: Path) -> Iterator[ReferenceItem]:
     # A pandas index written with the frame (``__index_level_0__``, or a named index) is not a
     # model input: pandas' own metadata names it, and it is left out.
     index = {c for c in ((schema.pandas_metadata or {}).get("index_columns") or ()) if isinstance(c, str)}
+    wanted = []
     for field in schema:
+        if field.name in skip:
+            if skipped is not None:
+                skipped.add(field.name)
+            continue
         if field.name in index:
             continue
         if not _plain_arrow_type(pa, field.type):
             raise ReferenceFileError(
                 f"{path}: column {field.name!r} is {field.type}; baseline columns hold numbers, "
-                "booleans or strings (drop or convert it)")
+                f"booleans or strings (leave it out with --drop {field.name}, or convert it)")
+        wanted.append(field.name)
     number = 0
-    batches = parquet.iter_batches(batch_size=_BATCH_ROWS)
+    batches = parquet.iter_batches(batch_size=_BATCH_ROWS, columns=wanted)
     while True:
         try:
             batch = next(batches, None)

@@ -217,8 +217,15 @@ def test_bad_parquet(tmp_path: Path) -> None:
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     pq.write_table(pa.table({"x": [1.0], "when": [NOW]}), tmp_path / "t.parquet")
-    with pytest.raises(ReferenceFileError, match=r"t\.parquet: column 'when' is timestamp\[us, tz=UTC\]"):
+    with pytest.raises(ReferenceFileError, match=r"t\.parquet: column 'when' is timestamp\[us, tz=UTC\]; .*"
+                                                 r"\(leave it out with --drop when, or convert it\)"):
         list(read_rows(tmp_path / "t.parquet"))
+    # Left out as the message says, it is not read at all: the rest makes the reference.
+    record, _ = file_reference(tmp_path / "t.parquet", "m", created=NOW, drop=["when"])
+    assert [key for key, _, _ in record.features()] == ["input.x"]
+    with pytest.raises(ReferenceFileError,
+                       match="--drop names 'y', which no row of the file has \\(its columns: 'when', 'x'\\)"):
+        file_reference(tmp_path / "t.parquet", "m", created=NOW, drop=["when", "y"])
     pq.write_table(pa.table({"x": [1.0, float("inf")]}), tmp_path / "inf.parquet")
     with pytest.raises(ReferenceFileError, match=r"inf\.parquet row 2: 'x' is inf, not a finite number"):
         list(read_rows(tmp_path / "inf.parquet"))
