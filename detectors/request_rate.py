@@ -7,9 +7,10 @@ principal is flagged when its count is at least
 * ``own_factor`` x its own baseline, an EWMA of its previous active windows' counts, floored at
   ``baseline_floor`` (a principal never seen before has the floor as its baseline);
 * ``population_factor`` x the median count over all principals active in the window (floor 1);
-  a window with fewer than five active principals is judged against recent windows' median
-  instead (:class:`~inferwatch.detectors.state.PopulationReference`): alone in its window, a
-  flood is its own median.
+  in a window with fewer than ``min_population`` (5) active principals, each is judged against
+  the median of the others, or recent busy windows' when alone, else the floor 1
+  (:class:`~inferwatch.detectors.state.PopulationReference`): a flood alone in its window was
+  its own median.
 
 Behaviour worth knowing:
 
@@ -81,7 +82,9 @@ class RequestRateDetector:
     Options (keyword only): ``min_requests`` (30); ``own_factor`` (5.0); ``population_factor``
     (5.0); ``baseline_floor`` (2.0); ``ewma_alpha`` weight of a normal window (0.3);
     ``flagged_alpha`` weight of a flagged window (0.1); ``warmup_windows`` (1);
-    ``max_principals`` (100_000); ``ttl_s`` idle seconds before a baseline is dropped (86_400).
+    ``max_principals`` (100_000); ``ttl_s`` idle seconds before a baseline is dropped (86_400);
+    ``min_population`` active principals for a window's own median (5; fewer: each principal is
+    judged against the others', or recent windows' when alone; 0: always the window's).
 
     >>> detector = RequestRateDetector()
     >>> detector.name, detector.min_requests
@@ -102,11 +105,14 @@ class RequestRateDetector:
         warmup_windows: int = 1,
         max_principals: int = 100_000,
         ttl_s: float = 86_400.0,
+        min_population: int = 5,
     ) -> None:
         if not (0.0 < ewma_alpha <= 1.0 and 0.0 <= flagged_alpha <= 1.0):
             raise ValueError("ewma_alpha must be in (0, 1] and flagged_alpha in [0, 1]")
         if own_factor < 1.0 or population_factor < 1.0 or baseline_floor <= 0.0:
             raise ValueError("own_factor and population_factor must be >= 1, baseline_floor > 0")
+        if min_population < 0:
+            raise ValueError(f"min_population must be at least 0, got {min_population}")
         if min_requests < 1 or warmup_windows < 0 or max_principals < 1:
             raise ValueError(f"min_requests and max_principals must be at least 1 and warmup_windows at "
                              f"least 0, got {min_requests}, {max_principals} and {warmup_windows}")
@@ -131,7 +137,8 @@ class RequestRateDetector:
         self._window_first: float | None = None
         self._bounds = WindowBounds()
         self._windows_closed = 0
-        self._population = PopulationReference(alpha=ewma_alpha)
+        self.min_population = min_population
+        self._population = PopulationReference(min_population, ewma_alpha, ttl_s)
 
     @property
     def principals_tracked(self) -> int:
@@ -171,7 +178,7 @@ class RequestRateDetector:
         if not window:
             return []
         self._windows_closed += 1
-        population = self._population.of([float(t.count) for t in window.values()])
+        population = self._population.of([float(t.count) for t in window.values()], end_ts)
         judging = self._windows_closed > self.warmup_windows
         findings = []
         for subject, tally in window.items():
@@ -184,6 +191,7 @@ class RequestRateDetector:
     def _judge(self, subject: str, tally: _Tally, population: Population, judging: bool,
                bounds: tuple[float, float]) -> Finding | None:
         row, baseline = self._baselines.load(subject, bounds[1])
+        population = population.seen_by(tally.count)  # in a thin window, the others' (or recent)
         flagged, own = self._rule.assess(tally.count, baseline, population, judging)
         finding = self._finding(subject, tally, baseline, own, population, bounds) if flagged else None
         self._rule.learn(tally.count, baseline, population, own, flagged, judging)

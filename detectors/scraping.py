@@ -13,7 +13,9 @@ a caller is flagged on either of two grounds, judged after ``warmup_windows`` wi
   ``baseline_floor``), and either ``population_factor`` x the median caller's distinct inputs or
   at least ``min_share`` of all distinct inputs the detector saw in the window (**window
   coverage**; only with ``min_callers`` or more callers active). The flood rule is the one
-  ``request_rate`` applies to requests, so the baseline learns the same way.
+  ``request_rate`` applies to requests, so the baseline learns the same way, and a window with
+  fewer than ``min_population`` callers judges each against the others' median (or recent
+  windows' when alone) as there. The accumulated rule below keeps the window's own median.
 * **accumulated coverage** — the distinct inputs it has sent since the current coverage
   epoch began (epochs are ``coverage_horizon_s`` of event time, aligned to the Unix epoch:
   days by default) reach ``min_accumulated`` and ``population_factor`` x the median over the
@@ -71,7 +73,7 @@ inputs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -230,7 +232,8 @@ class ScrapingDetector:
     ``own_factor`` (5.0); ``population_factor`` (5.0); ``baseline_floor`` (5.0);
     ``ewma_alpha`` (0.3); ``flagged_alpha`` (0.1); ``warmup_windows`` (1); ``min_share``
     (0.5); ``min_callers`` (10); ``min_accumulated`` (None: off); ``coverage_horizon_s``
-    (86_400); ``max_chars`` (4000); ``max_principals`` (100_000); ``ttl_s`` (86_400).
+    (86_400); ``max_chars`` (4000); ``max_principals`` (100_000); ``ttl_s`` (86_400);
+    ``min_population`` (5: fewer active callers, each is judged against the others').
     """
 
     name: ClassVar[str] = "scraping"
@@ -253,8 +256,10 @@ class ScrapingDetector:
         max_chars: int = 4000,
         max_principals: int = 100_000,
         ttl_s: float = 86_400.0,
+        min_population: int = 5,
     ) -> None:
         _check(min_distinct >= 1, "min_distinct must be at least 1")
+        _check(min_population >= 0, "min_population must be >= 0")
         _check(0.0 < min_distinct_ratio <= 1.0, "min_distinct_ratio must be in (0, 1]")
         _check(0.0 < min_share <= 1.0, "min_share must be in (0, 1]")
         _check(min_callers >= 1 and (min_accumulated is None or min_accumulated >= 1),
@@ -294,7 +299,8 @@ class ScrapingDetector:
         self._recurrence = DecayingCountSketch()
         self._bounds = WindowBounds()
         self._windows_closed = 0
-        self._population = PopulationReference(alpha=ewma_alpha)
+        self.min_population = min_population
+        self._population = PopulationReference(min_population, ewma_alpha, ttl_s)
         self._epoch = -1
 
     @property
@@ -369,7 +375,7 @@ class ScrapingDetector:
         findings = []
         if measures:
             context = _Context(
-                rates=self._population.of([m.distinct for m in measures]),
+                rates=self._population.of([m.distinct for m in measures], end_ts),
                 coverage=Population.of([m.accumulated for m in measures]),
                 service_distinct=max(service.estimate(), 1.0),
                 judging=self._windows_closed > self.warmup_windows,
@@ -406,6 +412,7 @@ class ScrapingDetector:
 
     def _judge(self, m: _Measure, ctx: _Context) -> Finding | None:
         caller, distinct = m.caller, m.distinct
+        ctx = replace(ctx, rates=ctx.rates.seen_by(distinct))  # in a thin window, the others' (or recent)
         by_population, own = self._rule.assess(distinct, caller, ctx.rates, ctx.judging)
         share = min(distinct / ctx.service_distinct, 1.0)
         mostly_new = (distinct >= self.min_distinct_ratio * m.tally.requests

@@ -13,7 +13,7 @@ import sys
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -489,7 +489,10 @@ class FloodRule:
 
     def assess(self, amount: float, baseline: WindowBaseline, population: Population,
                judging: bool) -> tuple[bool, float]:
-        """``(flagged, own baseline)``; nothing is flagged while only ``judging`` is false."""
+        """``(flagged, own baseline)``; nothing is flagged while only ``judging`` is false.
+        ``population`` is the principal's (:meth:`Population.seen_by`)."""
+        if population.thin:
+            raise ValueError("a thin window's population is per principal: pass population.seen_by(amount)")
         own = baseline.own(self.baseline_floor)
         flagged = judging and (amount >= self.minimum and amount >= self.own_factor * own
                                and amount >= self.population_factor * population.median)
@@ -526,13 +529,21 @@ def ratio_severity(ratio: float) -> Severity:
 class Population:
     """The principals active in one window: the median and p95 of what each did (median >= 1).
 
-    ``recent`` when ``median`` is not this window's but recent windows' (see :class:`PopulationReference`).
+    ``basis`` says what ``median`` is: ``"window"``, this window's; or, for a window with too few
+    principals to say (see :class:`PopulationReference`), per principal (:meth:`seen_by`):
+    ``"others"``, the median of the other principals in the window; ``"recent"``, recent
+    windows' median, for a principal alone in its window; ``"none"``, alone with no recent
+    window to go by (the floor, 1).
     """
 
     median: float
     p95: float
     active: int
-    recent: bool = False
+    basis: str = "window"
+    thin: tuple[float, ...] = ()
+    """A thin window's amounts, until :meth:`seen_by` picks a principal's population from them."""
+    recent: float = 0.0
+    """Recent windows' median for a principal alone in a thin window (0: none recent enough)."""
 
     @classmethod
     def of(cls, amounts: Sequence[float]) -> Population:
@@ -541,54 +552,101 @@ class Population:
         return cls(median=max(float(np.median(values)), 1.0), p95=float(np.percentile(values, 95)),
                    active=len(values))
 
+    def seen_by(self, amount: float) -> Population:
+        """The population one principal, whose own amount is ``amount``, is judged against: the
+        window's, or in a thin window the others', recent windows' or the floor (see the class).
+
+        >>> thin = Population(129.0, 129.0, 3, thin=(2.0, 129.0, 3.0), recent=7.0)
+        >>> thin.seen_by(129.0).median, thin.seen_by(129.0).basis
+        (2.5, 'others')
+        >>> alone = Population(129.0, 129.0, 1, thin=(129.0,), recent=7.0)
+        >>> alone.seen_by(129.0).median, alone.seen_by(129.0).basis
+        (7.0, 'recent')
+        """
+        if not self.thin:
+            return self
+        others = list(self.thin)
+        others.remove(amount)
+        if others:
+            median, basis = float(np.median(others)), "others"
+        elif self.recent:
+            median, basis = self.recent, "recent"
+        else:
+            median, basis = 1.0, "none"
+        return replace(self, median=max(median, 1.0), basis=basis, thin=(), recent=0.0)
+
     def described(self, spec: str = "g", noun: str = "principal") -> str:
         """What a flood's ``Nx the median …`` compares with, for a finding's summary.
 
         >>> Population(7.0, 9.0, 12).described()
         'the median of 12 active principals (7; p95 9)'
-        >>> Population(7.0, 150.0, 1, recent=True).described()
-        'the median of recent windows (7; this window had 1 active principal, p95 150)'
+        >>> Population(7.0, 150.0, 1, basis="recent").described()
+        'the median of recent windows (7; this window had 1 active principal)'
+        >>> Population(3.0, 150.0, 3, basis="others").described(noun="caller")
+        'the median of the 2 other active callers (3)'
         """
-        if self.recent:
-            return (f"the median of recent windows ({self.median:{spec}}; this window had {self.active} "
-                    f"active {noun}{'' if self.active == 1 else 's'}, p95 {self.p95:{spec}})")
-        return f"the median of {self.active} active {noun}s ({self.median:{spec}}; p95 {self.p95:{spec}})"
+        def active(n: int, other: str = "") -> str:
+            return f"{n} {other}active {noun}{'' if n == 1 else 's'}"
+
+        median = f"{self.median:{spec}}"
+        if self.basis == "others":
+            return f"the median of the {active(self.active - 1, 'other ')} ({median})"
+        if self.basis == "recent":
+            return f"the median of recent windows ({median}; this window had {active(self.active)})"
+        if self.basis == "none":
+            return f"a floor of {median} (alone in its window, no recent window of enough {noun}s to go by)"
+        return f"the median of {active(self.active)} ({median}; p95 {self.p95:{spec}})"
+
+
+POPULATION_RISE = 1.5
+"""Most a recent-windows median may rise in one window (x): five keys flooding together make a
+busy window whose median is theirs, and must not lift the bar for the lone key after them."""
 
 
 @dataclass(slots=True)
 class PopulationReference:
     """What a typical principal does in a window, also when a window has too few to say.
 
-    A window with at least ``min_active`` active principals is its own reference, and its median
-    moves an EWMA (weight ``alpha``) of such windows' medians. A window with fewer is judged
-    against that EWMA: with one or two callers the window's median is the callers themselves, so a
-    burst from a key alone in its window (the rest of a flood cut by the window's end, traffic at
-    night) once set its own bar at five times itself. Until a window with enough has been seen,
-    a thin window is its own reference.
+    A window with at least ``min_active`` active principals (0: every window) is its own
+    population, and its median moves an EWMA (weight ``alpha``, rising at most
+    :data:`POPULATION_RISE` x a window) of such windows' medians. In a window with fewer, the
+    window's median is the callers themselves — a flood alone in its window (the rest of a burst
+    cut by the window's end, a key at night) set its own bar at five times itself — so each
+    principal is judged against the median of the *others* in the window; one alone, against
+    recent windows' median when there was a window with enough within ``ttl_s`` (event time),
+    else against the floor 1 (:meth:`Population.seen_by`).
 
     >>> reference = PopulationReference()
-    >>> reference.of([7.0] * 12).median
+    >>> reference.of([7.0] * 12, 0.0).median
     7.0
-    >>> thin = reference.of([129.0])
-    >>> thin.median, thin.active, thin.recent
-    (7.0, 1, True)
+    >>> reference.of([129.0], 60.0).seen_by(129.0).median
+    7.0
+    >>> reference.of([40.0] * 12, 120.0).median, reference.median  # the bar rises 1.5x a window at most
+    (40.0, 10.5)
     """
 
     min_active: int = 5
     alpha: float = 0.3
+    ttl_s: float = 86_400.0
     median: float = 0.0
     """The EWMA of the medians of windows with enough principals; 0 until there was one."""
+    at: float = 0.0
+    """When (event time) the last window with enough principals ended."""
 
-    def of(self, amounts: Sequence[float]) -> Population:
-        """The population a window's principals are judged against (see the class)."""
+    def of(self, amounts: Sequence[float], end_ts: float) -> Population:
+        """The population of a window ending at ``end_ts`` (see the class); a thin window's must be
+        resolved per principal with :meth:`Population.seen_by`."""
         window = Population.of(amounts)
         if window.active >= self.min_active:
-            self.median = window.median if not self.median else self.median + self.alpha * (
-                window.median - self.median)
+            if self.median:
+                moved = self.median + self.alpha * (window.median - self.median)
+                self.median = min(moved, POPULATION_RISE * self.median)
+            else:
+                self.median = window.median
+            self.at = end_ts
             return window
-        if not self.median:
-            return window
-        return Population(median=max(self.median, 1.0), p95=window.p95, active=window.active, recent=True)
+        recent = self.median if self.median and end_ts - self.at <= self.ttl_s else 0.0
+        return replace(window, thin=tuple(float(a) for a in amounts), recent=recent)
 
 
 def own_history(own: float, has_history: bool, spec: str = ".1f") -> str:
@@ -603,6 +661,11 @@ def own_history(own: float, has_history: bool, spec: str = ".1f") -> str:
     return f"the floor of a caller with no history ({own:{spec}})"
 
 
+POPULATION_BASES = {"window": "this window", "others": "the other callers in this window",
+                    "recent": "recent windows", "none": "none (alone, nothing recent)"}
+"""What a flood finding's ``population_median`` is, by :attr:`Population.basis`."""
+
+
 def flood_comparison(amount: float, own: float, baseline: WindowBaseline,
                      population: Population) -> dict[str, Any]:
     """The evidence every flood finding carries: ``amount`` against the principal's own
@@ -614,7 +677,7 @@ def flood_comparison(amount: float, own: float, baseline: WindowBaseline,
         "population_median": round(population.median, 3),
         "population_p95": population.p95,
         "population_active": population.active,
-        "population_basis": "recent windows" if population.recent else "this window",
+        "population_basis": POPULATION_BASES[population.basis],
         "ratio_own": round(amount / own, 2),
         "ratio_population": round(amount / population.median, 2),
     }

@@ -117,7 +117,8 @@ class TokenAbuseDetector:
     (5.0); ``baseline_floor`` (1000.0); ``ewma_alpha`` (0.3); ``flagged_alpha`` (0.1);
     ``warmup_windows`` (1); ``max_input_tokens`` (32_000); ``min_logprob_requests`` (50);
     ``min_harvest_ratio`` (0.8); ``max_tokens_threshold`` (4096); ``max_principals``
-    (100_000); ``ttl_s`` (86_400).
+    (100_000); ``ttl_s`` (86_400); ``min_population`` (5: with fewer principals using tokens in a
+    window, each is judged against the others', or recent windows' when alone; 0: the window's).
 
     >>> detector = TokenAbuseDetector()
     >>> detector.name, detector.min_tokens, detector.max_input_tokens
@@ -142,6 +143,7 @@ class TokenAbuseDetector:
         max_tokens_threshold: int = 4096,
         max_principals: int = 100_000,
         ttl_s: float = 86_400.0,
+        min_population: int = 5,
     ) -> None:
         if not (0.0 < ewma_alpha <= 1.0 and 0.0 <= flagged_alpha <= 1.0):
             raise ValueError("ewma_alpha must be in (0, 1] and flagged_alpha in [0, 1]")
@@ -150,6 +152,8 @@ class TokenAbuseDetector:
         if min_tokens < 1 or warmup_windows < 0 or max_principals < 1:
             raise ValueError(f"min_tokens and max_principals must be at least 1 and warmup_windows at least "
                              f"0, got {min_tokens}, {max_principals} and {warmup_windows}")
+        if min_population < 0:
+            raise ValueError(f"min_population must be at least 0, got {min_population}")
         if not 0.0 < min_harvest_ratio <= 1.0:
             raise ValueError(f"min_harvest_ratio must be in (0, 1], got {min_harvest_ratio}")
         if max_input_tokens < 1 or min_logprob_requests < 1 or max_tokens_threshold < 1:
@@ -181,7 +185,8 @@ class TokenAbuseDetector:
         self._window_first: float | None = None
         self._bounds = WindowBounds()
         self._windows_closed = 0
-        self._population = PopulationReference(alpha=ewma_alpha)
+        self.min_population = min_population
+        self._population = PopulationReference(min_population, ewma_alpha, ttl_s)
 
     @property
     def principals_tracked(self) -> int:
@@ -247,7 +252,7 @@ class TokenAbuseDetector:
         findings = [f for s, t in window.items() if (f := self._harvest_finding(s, t, bounds))]
         using = {subject: tally for subject, tally in window.items() if tally.tokens > 0}
         if using:
-            population = self._population.of([float(t.tokens) for t in using.values()])
+            population = self._population.of([float(t.tokens) for t in using.values()], bounds[1])
             judging = self._windows_closed > self.warmup_windows
             for subject, tally in using.items():
                 finding = self._judge_volume(subject, tally, population, judging, bounds)
@@ -259,6 +264,7 @@ class TokenAbuseDetector:
     def _judge_volume(self, subject: str, tally: _Tally, population: Population, judging: bool,
                       bounds: tuple[float, float]) -> Finding | None:
         row, baseline = self._baselines.load(subject, bounds[1])
+        population = population.seen_by(float(tally.tokens))  # in a thin window, the others' (or recent)
         flagged, own = self._rule.assess(tally.tokens, baseline, population, judging)
         finding = self._volume_finding(subject, tally, baseline, own, population, bounds) if flagged else None
         self._rule.learn(tally.tokens, baseline, population, own, flagged, judging)

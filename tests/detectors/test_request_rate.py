@@ -225,24 +225,60 @@ def test_a_short_burst_cut_by_a_window_end_is_flagged(make_event: Any, run: Any,
     assert {f.subject for f in findings} == {"principal:flooder"}
 
 
-def test_a_window_with_few_callers_is_judged_against_recent_windows(make_event: Any, run: Any) -> None:
-    """Quiet hours: windows with fewer than five callers take recent windows' median. A known
-    heavy caller alone at its usual rate stays quiet (its own baseline); a new key alone at 60
-    requests is a flood of a caller typically sending 11, not its own median."""
+def test_in_a_window_with_few_callers_each_is_judged_against_the_others(make_event: Any, run: Any) -> None:
+    """Quiet hours: with fewer than five callers a window's median is the callers themselves. Each
+    is judged against the others' median instead; one alone, against recent busy windows'. A
+    known heavy job at its usual rate stays quiet (its own baseline); new keys at 60 requests
+    among callers sending about 10 are floods."""
 
     def rates(w: int) -> dict[str, int]:
         if w < 4:
             return {**normal_users(), "nightly": 60}
-        return {"nightly": 60, **({"stranger": 60} if w == 6 else {}), "user001": 11}
+        if w == 7:
+            return {"loner": 60}
+        return {"nightly": 60, "user001": 11, "user002": 9, **({"stranger": 60} if w == 6 else {})}
 
-    findings = run(RequestRateDetector(), traffic(make_event, 8, rates))
+    findings = run(RequestRateDetector(), traffic(make_event, 9, rates))
 
-    assert [(window_of(f), f.subject) for f in findings] == [(6, "principal:stranger")]
-    evidence = findings[0].evidence
-    assert evidence["population_basis"] == "recent windows"
-    assert evidence["population_median"] == 11
-    assert evidence["population_active"] == 3
-    assert "the median of recent windows (11; this window had 3 active principals" in findings[0].summary
+    assert [(window_of(f), f.subject) for f in findings] == [(6, "principal:stranger"),
+                                                             (7, "principal:loner")]
+    among, alone = (f.evidence for f in findings)
+    assert (among["population_basis"], among["population_median"], among["population_active"]) == (
+        "the other callers in this window", 11, 4)
+    assert "the median of the 3 other active principals (11)" in findings[0].summary
+    assert (alone["population_basis"], alone["population_median"]) == ("recent windows", 11)
+    assert "the median of recent windows (11; this window had 1 active principal)" in findings[1].summary
+    # Alone, with nothing recent to go by: the floor, 1 (a new key alone at 60: flagged).
+    lone = run(RequestRateDetector(warmup_windows=0), traffic(make_event, 2, lambda w: {f"k{w}": 60}))
+    assert [f.evidence["population_basis"] for f in lone] == ["none (alone, nothing recent)"] * 2
+    assert run(RequestRateDetector(warmup_windows=0, min_population=0),
+               traffic(make_event, 2, lambda w: {f"k{w}": 60})) == []  # 0: the window's own, as before
+
+
+def test_recent_windows_neither_go_stale_over_a_quiet_spell_nor_are_lifted_by_a_pack(make_event: Any,
+                                                                                     run: Any) -> None:
+    """A review's two ways round the recent median: busy API clients at 50, then hours of three
+    people at 2 a window: a new key at 150 among them is judged against the others (2), not the
+    busy hours' 50. Five keys flooding together make a window "busy" with their own median, 150:
+    the recent median rises at most 1.5x a window, so the lone key after them is still a flood."""
+
+    def quiet_after_busy(w: int) -> dict[str, int]:
+        if w < 3:
+            return {f"client{i}": 50 for i in range(10)}
+        return {"ann": 2, "bob": 2, "cid": 2, **({"newkey": 150} if w == 20 else {})}
+
+    findings = run(RequestRateDetector(), traffic(make_event, 22, quiet_after_busy))
+    assert [(window_of(f), f.subject) for f in findings] == [(20, "principal:newkey")]
+    assert findings[0].evidence["population_median"] == 2
+
+    def pack_then_loner(w: int) -> dict[str, int]:
+        if w < 3:
+            return normal_users()
+        return {f"pack{i}": 150 for i in range(5)} if w == 3 else {"loner": 150}
+
+    findings = run(RequestRateDetector(), traffic(make_event, 5, pack_then_loner))
+    assert [(window_of(f), f.subject) for f in findings] == [(4, "principal:loner")]
+    assert findings[0].evidence["population_median"] == pytest.approx(16.5, abs=0.1)
 
 
 def test_before_any_busy_window_a_thin_window_is_its_own_reference(make_event: Any, run: Any) -> None:

@@ -247,11 +247,11 @@ def test_a_key_alone_in_its_window_is_judged_against_recent_windows(make_event: 
     def plan(w: int) -> Plan:
         if w < 4:
             return {**normal_users(), "steady": (20, 2_000)}
-        return {"steady": (20, 2_000), **({"stranger": (30, 2_000)} if w == 5 else {})}
+        return {"stranger": (30, 2_000)} if w == 5 else {"steady": (20, 2_000)}
 
     findings = [f for f in run(TokenAbuseDetector(), traffic(make_event, 7, plan))
                 if f.evidence["signal"] == "token_volume"]
 
     assert [(window_of(f), f.subject) for f in findings] == [(5, "principal:stranger")]
     assert findings[0].evidence["population_basis"] == "recent windows"
-    assert "the median of recent windows (5,500; this window had 2 active principals" in findings[0].summary
+    assert "the median of recent windows (5,500; this window had 1 active principal)" in findings[0].summary
