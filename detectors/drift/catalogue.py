@@ -302,13 +302,21 @@ SPECS: tuple[TestSpec, ...] = (
     TestSpec(
         name="unseen_share", title="Share of unseen categories", symbol="unseen",
         data_types=("categorical",),
-        statistic="share of current events whose category has no reference count",
-        measures="new values: a new label, language, finish reason or error type",
-        default=None, default_meaning="reported",
-        basis="Issue 5 section 1; a new category taking 5 % of traffic already moves the largest "
-        "share change to its floor (see 'What the floors mean')",
+        statistic="share of current events whose category has no reference count; its excess is "
+        "that share above the share to expect with no change (the reference sample's Good-Turing "
+        "missing mass: the share of it in categories seen once), counted when it is at least 4.5 "
+        "standard errors (the window's binomial noise plus the estimate's own, Esty 1983)",
+        measures="new values: a new label, language, finish reason or error type; and traffic moving "
+        "to values never seen, spread over so many that no one category's share moves much (200 zip "
+        "codes replaced by 200 others: no share moves a point)",
+        default=0.05, default_meaning="floor on the excess (the share change's: it counts as one)",
+        basis="Issue 5 section 1; a walk-through's 200 zip codes replaced by 200 new ones went "
+        "unreported, every share moving half a point. A feature of many rare values (a city, a product "
+        "id) meets new values in every window: the expectation keeps them out (0 excess in 800 "
+        "stationary draws with tails of 300 to 300,000 values, tests/detectors/drift/test_statistics.py)",
         implemented_in=_STATISTICS,
-        note="Reported in the evidence with the categories whose share moved most.",
+        note="The categorical effect is the larger of the share change and this excess; both are in "
+        "the evidence (`unseen_share`, `unseen_expected`, `unseen_excess`).",
     ),
     TestSpec(
         name="domain_rows", title="Domain classifier over input rows", symbol="AUC",
@@ -533,8 +541,12 @@ class FeatureVerdict:
             return (f"{head}, {stats.below} below and {stats.above} above the reference range "
                     f"[{stats.reference_min:.4g}, {stats.reference_max:.4g}], n={self.n_current}")
         if isinstance(stats, CategoricalStats):
-            moved = ", ".join(f"{name!r} {ref:.1%} -> {cur:.1%}" for name, ref, cur in stats.top_changes[:2])
-            unseen = f", unseen {stats.unseen_share:.1%}" if stats.unseen_share > 0 else ""
+            shown = stats.top_changes[:2]
+            moved = ", ".join(f"{name!r} {ref:.1%} -> {cur:.1%}" for name, ref, cur in shown)
+            # Unseen values beyond those just shown ('missing' 0.0% -> 29.8% needs no "unseen 29.8%").
+            beyond = stats.unseen_share - sum(cur for _, ref, cur in shown if ref == 0)
+            unseen = (f", unseen {stats.unseen_share:.1%} ({stats.unseen_expected:.1%} expected)"
+                      if beyond > 0.0005 else "")
             return f"{head}, {moved}{unseen}, n={self.n_current}"
         return f"{head}, n={self.n_current}"
 
@@ -625,6 +637,8 @@ def judge_categorical(feature: str, reference_counts: Mapping[str, int],
     effect = {"cramers_v": stats.cramers_v, "jensen_shannon": stats.jensen_shannon,
               "share_change": _largest_share_change(stats),
               "significant_share_change": stats.significant_share_change}[rule.effect_name]
+    if rule.effect_name in ("share_change", "significant_share_change"):
+        effect = max(effect, stats.unseen_excess)  # traffic moved to many values, none much
     return _verdict(feature, "categorical", stats.chi2_p, effect, stats, rule,
                     stats.n_reference, stats.n_current)
 
@@ -716,6 +730,8 @@ def _used_as(spec: TestSpec) -> str:
             parts.append(f"effect size for {data_type}, floor {floor:g} ({_band(rule)})")
     if "operations" in spec.data_types:
         parts.append("change detector on per-window operations metrics")
+    if spec.name == "unseen_share":
+        parts.append("its excess raises the categorical effect (share change) when larger, all sizes")
     return "; ".join(parts) if parts else "evidence only, in every verdict of its data types"
 
 

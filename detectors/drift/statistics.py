@@ -429,7 +429,13 @@ class CategoricalStats:
     ``top_changes`` lists ``(category, reference share, current share)``, largest move first.
     ``significant_share_change`` is the largest absolute share change among the categories whose
     own change is at least :data:`SHARE_Z` standard errors (two-proportion z, pooled share), 0 if
-    none is.
+    none is. ``unseen_expected`` is the unseen share to expect with no change: the reference
+    sample's Good-Turing missing mass (categories seen once / sample size), since a feature with
+    many rare values meets new ones all the time; ``unseen_excess`` is ``unseen_share`` above it
+    when that excess is at least :data:`SHARE_Z` standard errors (binomial noise of the window
+    plus the estimate's own, Esty 1983), else 0: traffic moving to values never seen, spread
+    over so many that no single category's share moves much (200 zip codes replaced by 200
+    others).
     """
 
     n_reference: int
@@ -444,6 +450,8 @@ class CategoricalStats:
     unseen_share: float
     top_changes: tuple[tuple[str, float, float], ...]
     significant_share_change: float = 0.0
+    unseen_expected: float = 0.0
+    unseen_excess: float = 0.0
 
     def evidence(self) -> dict[str, Any]:
         """JSON-ready statistics and the categories whose share moved most."""
@@ -455,6 +463,8 @@ class CategoricalStats:
             "psi": _sig(self.psi),
             "jensen_shannon": _sig(self.jensen_shannon),
             "unseen_share": _sig(self.unseen_share),
+            "unseen_expected": _sig(self.unseen_expected),
+            "unseen_excess": _sig(self.unseen_excess),
             "significant_share_change": _sig(self.significant_share_change),
             "reference": {"n": self.n_reference},
             "current": {"n": self.n_current},
@@ -515,6 +525,8 @@ def compare_categorical(reference: Mapping[str, int], current: Mapping[str, int]
         z = np.abs(cur_share - ref_share) / error  # error 0 only where both shares are 0 or 1
     significant = [m for m, zi in zip(moves, z.tolist(), strict=True) if zi >= SHARE_Z]
     order = sorted(range(len(names)), key=lambda i: (-moves[i], names[i]))
+    unseen = float(cur[ref == 0].sum()) / n_cur
+    expected, excess = _unseen_excess(unseen, int((ref == 1).sum()), int((ref == 2).sum()), n_ref, n_cur)
     return CategoricalStats(
         n_reference=n_ref,
         n_current=n_cur,
@@ -526,8 +538,35 @@ def compare_categorical(reference: Mapping[str, int], current: Mapping[str, int]
         cramers_v=math.sqrt(chi2 / (n_ref + n_cur)),
         psi=psi(ref, cur, PSI_EPSILON),
         jensen_shannon=float(jensenshannon(ref_share, cur_share)) if len(names) > 1 else 0.0,
-        unseen_share=float(cur[ref == 0].sum()) / n_cur,
+        unseen_share=unseen,
         top_changes=tuple((names[i], float(ref_share[i]), float(cur_share[i]))
                           for i in order[:TOP_CHANGES]),
         significant_share_change=max(significant, default=0.0),
+        unseen_expected=expected,
+        unseen_excess=excess,
     )
+
+
+def _unseen_excess(unseen: float, singles: int, doubles: int, n_ref: int, n_cur: int) -> tuple[float, float]:
+    """``(expected, excess)``: the unseen share to expect with no change (Good-Turing: the share
+    of the reference sample in categories seen once) and ``unseen`` above it when that is at
+    least :data:`SHARE_Z` standard errors, else 0.
+
+    The error joins the window's binomial noise around the expectation (at least that of half
+    an event in the reference, so that a reference without rare values still has some) and the
+    Good-Turing estimate's own, ``(N1 + 2 N2) / n^2 - N1^2 / n^3`` (Esty 1983).
+
+    >>> _unseen_excess(1.0, 0, 0, 5000, 1000)  # all new where nothing was rare
+    (0.0, 1.0)
+    >>> expected, excess = _unseen_excess(0.4, 2000, 300, 5000, 1000)  # many rare values: as expected
+    >>> round(expected, 2), excess
+    (0.4, 0.0)
+    """
+    expected = singles / n_ref
+    spread = max(expected, 0.5 / n_ref)
+    variance = spread * (1.0 - min(spread, 1.0)) / n_cur + max(
+        (singles + 2 * doubles) / n_ref**2 - singles**2 / n_ref**3, 0.0)
+    excess = unseen - expected
+    if excess <= 0 or excess < SHARE_Z * math.sqrt(variance):
+        return expected, 0.0
+    return expected, excess

@@ -215,7 +215,11 @@ def test_categorical_fires_on_a_new_category(n: int) -> None:
 
     assert v.drifted(v.p_value)
     assert v.stats.unseen_share == pytest.approx(0.1)  # type: ignore[union-attr]
-    assert "unseen 10.0%" in v.describe()
+    assert "'content_filter' 0.0% -> 10.0%" in v.describe()
+    assert "unseen" not in v.describe()  # the new category shown is the whole unseen share
+    spread = judge_categorical("output.finish_reason", shares(n, stop=0.9, length=0.1),
+                               shares(n, stop=0.8, length=0.1, a=0.04, b=0.03, c=0.03))
+    assert "unseen 10.0% (0.0% expected)" in spread.describe()  # more than the two shown
 
 
 def test_categorical_silent_on_a_negligible_share_change_at_a_million_events() -> None:

@@ -221,6 +221,39 @@ def test_identical_mix_gives_no_difference() -> None:
     assert c.psi == pytest.approx(0.0)
 
 
+def _counts(values: np.ndarray) -> dict[str, int]:
+    names, counts = np.unique(values, return_counts=True)
+    return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
+
+
+@pytest.mark.parametrize("tail", [300, 3_000, 30_000, 300_000])
+def test_unseen_values_as_many_as_the_rare_ones_predict_are_no_excess(tail: int) -> None:
+    """Reference and current drawn alike from a feature with a long tail of values: the share of
+    the current sample in values the reference sample never held is large (up to about half),
+    and as large as its Good-Turing expectation, in 200 draws of each tail out of 200."""
+    rng = np.random.default_rng(tail)
+    excess = []
+    for _ in range(200):
+        def draw(n: int) -> np.ndarray:
+            common = rng.integers(0, 5, n)
+            return np.where(rng.random(n) < 0.5, common, 5 + rng.zipf(1.3, n) % tail)
+        stats = compare_categorical(_counts(draw(5_000)), _counts(draw(2_000)))
+        assert stats.unseen_expected == pytest.approx(stats.unseen_share, abs=0.05)
+        excess.append(stats.unseen_excess)
+    assert excess == [0.0] * 200
+
+
+def test_a_tenth_of_traffic_in_new_values_is_an_excess_over_the_rare_ones() -> None:
+    rng = np.random.default_rng(7)
+    reference = np.where(rng.random(5_000) < 0.5, rng.integers(0, 5, 5_000), 5 + rng.zipf(1.3, 5_000) % 3_000)
+    current = np.where(rng.random(2_000) < 0.5, rng.integers(0, 5, 2_000), 5 + rng.zipf(1.3, 2_000) % 3_000)
+    current[:200] = 10**6 + np.arange(200)  # 10 % of the window in 200 values never seen, 0.05 % each
+    stats = compare_categorical(_counts(reference), _counts(current))
+    assert stats.unseen_excess == pytest.approx(0.1, abs=0.03)
+    assert stats.unseen_share - stats.unseen_expected == pytest.approx(stats.unseen_excess)
+    assert max(abs(cur - ref) for _, ref, cur in stats.top_changes) < 0.05  # no value moved the floor
+
+
 def test_a_single_category_on_both_sides_cannot_differ() -> None:
     c = compare_categorical({"ok": 100}, {"ok": 5000})
 
