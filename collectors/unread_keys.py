@@ -45,34 +45,61 @@ _NAMED_ELSEWHERE: Final[dict[str, dict[str, str]]] = {
 }
 
 
+_TOP_LEVEL: Final[dict[str, str]] = {
+    "features": "input.features", "prompt": "input.text", "text": "input.text", "input_text": "input.text",
+    "label": "output.label", "prediction": "output.label", "score": "output.score",
+    "response": "output.text", "completion": "output.text", "output_text": "output.text",
+}
+"""Fields of ``input`` and ``output`` written at the top of the event instead. Other unknown top
+keys are not named: a newer agent's fields are kept there, as the contract intends."""
+
+
 def unread_keys(event: InferenceEvent) -> list[str]:
     """``input.<key>`` and ``output.<key>`` for every key of the event's ``input`` and ``output``
-    that the model does not define (kept as extras, read by no built-in detector)."""
-    found: list[str] = []
+    that the model does not define (kept as extras, read by no built-in detector), and top-level
+    keys that name one of their fields (``features``, ``prompt``, ``label``, ...)."""
+    found: list[str] = [key for key in event.model_extra or () if key in _TOP_LEVEL]
     for part, extra in (("input", event.input.model_extra), ("output", event.output.model_extra)):
         if extra:
             found += [f"{part}.{key}" for key in extra]
     return found
 
 
-def suggested(path: str) -> str | None:
-    """The defined field ``path`` (``input.prompt``) was probably meant to be, or ``None``.
+def suggested(path: str, scalar: bool = False) -> str | None:
+    """The defined field ``path`` (``input.prompt``) was probably meant to be, or ``None``. An
+    input key holding a plain value (``scalar``: a number, text, boolean) that is no other field's
+    name is a tabular feature written beside ``input.features`` instead of in it.
 
     >>> suggested("input.prompt"), suggested("output.lable"), suggested("input.customer_tier")
     ('input.text', 'output.label', None)
+    >>> suggested("input.customer_tier", scalar=True)
+    'input.features.customer_tier'
     """
+    if path in _TOP_LEVEL:
+        return _TOP_LEVEL[path]
     part, _, key = path.partition(".")
     known = KNOWN.get(part, ())
     meant = _NAMED_ELSEWHERE.get(part, {}).get(key.casefold())
     if meant is None:
         close = difflib.get_close_matches(key.casefold(), known, n=1, cutoff=0.75)
         meant = close[0] if close else None
+    if meant is None and part == "input" and scalar:
+        meant = f"features.{key}"
     return f"{part}.{meant}" if meant is not None else None
 
 
-def described(path: str) -> str:
+def holds_scalar(event: InferenceEvent, path: str) -> bool:
+    """Whether the unread key ``path`` of ``event`` (``input.x``) holds a plain value."""
+    part, _, key = path.partition(".")
+    if part not in KNOWN:
+        return False
+    extra = (event.input if part == "input" else event.output).model_extra or {}
+    return isinstance(extra.get(key), str | int | float | bool)
+
+
+def described(path: str, scalar: bool = False) -> str:
     """``path`` with the field it was probably meant to be: ``input.prompt (did you mean input.text?)``."""
-    meant = suggested(path)
+    meant = suggested(path, scalar)
     return f"{path} (did you mean {meant}?)" if meant else path
 
 
@@ -89,9 +116,12 @@ class UnreadKeys:
         """Events that carried at least one such key."""
         self.keys: Counter[str] = Counter()
         """Events per key (the first ``max_keys`` keys seen)."""
+        self.scalar: set[str] = set()
+        """Keys first seen holding a plain value (see :func:`suggested`)."""
 
-    def add(self, keys: Sequence[str]) -> list[str]:
-        """Count one event's unread ``keys`` (from :func:`unread_keys`); the keys not seen before."""
+    def add(self, keys: Sequence[str], event: InferenceEvent | None = None) -> list[str]:
+        """Count one event's unread ``keys`` (from :func:`unread_keys`, of ``event`` when given);
+        the keys not seen before."""
         if not keys:
             return []
         self.events += 1
@@ -102,7 +132,13 @@ class UnreadKeys:
             elif len(self.keys) < self.max_keys:
                 self.keys[key] = 1
                 new.append(key)
+                if event is not None and holds_scalar(event, key):
+                    self.scalar.add(key)
         return new
+
+    def suggested(self, key: str) -> str | None:
+        """:func:`suggested` for a key counted here."""
+        return suggested(key, key in self.scalar)
 
     def summary(self, most: int = 5) -> str | None:
         """``12 events carried input keys no built-in detector reads: input.prompt (did you mean
@@ -111,11 +147,12 @@ class UnreadKeys:
         if not self.events:
             return None
         ranked = [key for key, _ in self.keys.most_common()]
-        where = " and ".join(sorted({key.partition(".")[0] for key in ranked}))
+        parts = {key.partition(".")[0] if "." in key else "top-level" for key in ranked}
+        where = " and ".join(sorted(parts, key=["top-level", "input", "output"].index))
         shown = []
         for key in ranked[:most]:
             notes = [f"{self.keys[key]:,}"] if len(ranked) > 1 else []
-            meant = suggested(key)
+            meant = self.suggested(key)
             if meant is not None:
                 notes.append(f"did you mean {meant}?")
             shown.append(f"{key} ({'; '.join(notes)})" if notes else key)

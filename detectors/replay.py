@@ -164,7 +164,7 @@ def replay_files(
     def decode_noting(line: bytes) -> InferenceEvent:
         event = decode_event(line)
         if event.input.model_extra or event.output.model_extra:
-            result.unread_keys.add(unread_keys(event))
+            result.unread_keys.add(unread_keys(event), event)
         return event
 
     decode = _fast_reader(decode_noting) if pipeline.takes_views and pipeline.event_store is None else None

@@ -26,7 +26,7 @@ from inferwatch.collectors.event import (
     MalformedEvent,
     decode_event,
 )
-from inferwatch.collectors.unread_keys import described, unread_keys
+from inferwatch.collectors.unread_keys import described, holds_scalar, unread_keys
 from inferwatch.detectors.base import Detector
 
 # Detectors that judge one request on its own; the windowed ones need a stream (use replay).
@@ -105,7 +105,8 @@ def scan_line(raw: str | bytes, line: int, detectors: Sequence[Detector]) -> Sca
     unread = unread_keys(event)
     if not event.input.text and not event.output.text:
         why = (" (a tabular call? `inferwatch replay` judges those)" if not unread else
-               f"; no built-in detector reads {', '.join(described(key) for key in unread)}")
+               f"; no built-in detector reads "
+               f"{', '.join(described(key, holds_scalar(event, key)) for key in unread)}")
         return ScanResult(line=line, id=event.id, unread_keys=unread,
                           error=f"the event has no input or output text to scan{why}")
     result = scan_event(event, line, detectors)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from inferwatch.collectors.bus import BusRecord, BusUnavailable, DeadLetterSink, EventConsumer
 from inferwatch.collectors.event import InferenceEvent, MalformedEvent, decode_event, salvage_agent
-from inferwatch.collectors.unread_keys import UnreadKeys, suggested, unread_keys
+from inferwatch.collectors.unread_keys import UnreadKeys, unread_keys
 from inferwatch.detectors import checkpoint
 from inferwatch.detectors.merge import PartitionMerger
 from inferwatch.detectors.pipeline import Batch, Pipeline
@@ -243,8 +243,8 @@ class DetectorService:
 
     def _note_unread(self, event: InferenceEvent, record: BusRecord) -> None:
         """Once per key (not per event): a prompt under ``input.prompt`` is kept but never scanned."""
-        for key in self.stats.unread_keys.add(unread_keys(event)):
-            meant = suggested(key)
+        for key in self.stats.unread_keys.add(unread_keys(event), event):
+            meant = self.stats.unread_keys.suggested(key)
             log.warning(
                 "event key read by no built-in detector: key=%s did_you_mean=%s first_event=%s topic=%s "
                 "partition=%d offset=%d; the event is processed and kept as it came (docs/events.md "

@@ -76,6 +76,9 @@ RELOAD_WINDOWS = 10
 """Windows between two reads of a model's stored reference (a new baseline is picked up)."""
 ROWS_CLASSIFIER = "inputs (together)"
 TEXT_CLASSIFIER = "text (n-grams)"
+NO_INPUTS = "input.features"
+"""The verdict ``input.features (missing share)``: no event of a window carried input features
+though the reference's did."""
 CLASSIFIERS = (ROWS_CLASSIFIER, TEXT_CLASSIFIER)
 """The domain classifiers' feature names in findings."""
 CLASSIFIER_SCREEN = 0.55
@@ -441,6 +444,10 @@ class DriftJudge:
                 verdict = self._missing(key, reference.summary, current)
                 if verdict is not None:
                     verdicts.append(verdict)
+        if alone and reference.summary.tabular and not current.tabular:
+            verdict = self._no_inputs(reference.summary, current)
+            if verdict is not None:
+                verdicts.append(verdict)
         if o.multivariate and ROWS_CLASSIFIER in classifiers:
             verdicts.extend(self._rows(reference.summary, current, ref_keys))
         if o.text and TEXT_CLASSIFIER in classifiers:
@@ -507,6 +514,17 @@ class DriftJudge:
             return None
         return catalogue.judge_categorical(f"{key} (missing share)", ref_counts, cur_counts)
 
+    def _no_inputs(self, ref: WindowSummary, cur: WindowSummary) -> catalogue.FeatureVerdict | None:
+        # No event of the window carries input features though the reference's did: each
+        # feature's missing share needs tabular events to be measured, so without this drift on
+        # inputs fell silent (features written beside input.features rather than in it, or an
+        # agent that stopped sending them) and a shift in them went unseen.
+        if not catalogue.enough("categorical", ref.events, cur.events):
+            return None
+        return catalogue.judge_categorical(
+            f"{NO_INPUTS} (missing share)", {"present": ref.tabular, "missing": ref.events - ref.tabular},
+            {"present": 0, "missing": cur.events})
+
     def _rows(self, ref: WindowSummary, cur: WindowSummary,
               ref_keys: Mapping[str, str]) -> list[catalogue.FeatureVerdict]:
         keys = sorted(k for k, kind in ref_keys.items() if k.startswith("input.") and kind == "numeric")
@@ -548,6 +566,10 @@ class DriftJudge:
         event_ids, trace_ids = _sample_ids(current, leading)
         end = current.end or 0.0
         what = _what_shifted(features)
+        if f"{NO_INPUTS} (missing share)" in names:
+            senders += (". No event of the window carries input features, though the reference's do: "
+                        "check that the events put them under input.features (docs/events.md; `inferwatch "
+                        "replay` names keys it does not read)")
         apart = _disjoint_inputs(reference.summary.keys(), current.keys())
         if apart is not None:  # a baseline of other column names: all "missing", the real drift unseen
             what = "none of its reference's input features are in the traffic"

@@ -48,6 +48,22 @@ def test_the_summary_counts_events_and_names_each_key_with_its_suggestion():
     assert UnreadKeys().summary() is None
 
 
+def test_features_written_beside_input_features_or_at_the_top_are_named_with_their_place():
+    """A walk-through's tabular events put their features under ``input`` itself, or a
+    ``features`` key at the top: kept, read by no detector, and drift saw no input at all."""
+    seen = UnreadKeys()
+    beside = decode_event('{"id":"e","time":"2026-01-01T00:00:00Z","input":{"nswprice":0.05,"day":"mon",'
+                          '"params":{"k":1}}}')
+    top = decode_event('{"id":"e","time":"2026-01-01T00:00:00Z","features":{"x":1},"future_field":1}')
+    assert unread_keys(top) == ["features"]  # a newer agent's own field is not named
+    for event in (beside, top):
+        seen.add(unread_keys(event), event)
+    assert seen.summary() == (
+        "2 events carried top-level and input keys no built-in detector reads: input.nswprice (1; did you "
+        "mean input.features.nswprice?), input.day (1; did you mean input.features.day?), input.params (1), "
+        "features (1; did you mean input.features?)")
+
+
 def test_distinct_keys_are_remembered_up_to_a_bound():
     seen = UnreadKeys(max_keys=3)
     new = [seen.add([f"input.k{i}"]) for i in range(10)]

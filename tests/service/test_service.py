@@ -564,7 +564,7 @@ def test_an_input_key_no_detector_reads_is_warned_about_once_per_key(tmp_path, c
     warned = [r.getMessage() for r in caplog.records if "read by no built-in detector" in r.getMessage()]
     assert len(warned) == 2
     assert "key=input.prompt did_you_mean=input.text first_event=" + sent[0] in warned[0]
-    assert "key=input.tenant did_you_mean=- first_event=" + sent[3] in warned[1]
+    assert "key=input.tenant did_you_mean=input.features.tenant first_event=" + sent[3] in warned[1]
     assert service.stats.unread_keys.events == 5
 
 

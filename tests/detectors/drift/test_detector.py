@@ -577,3 +577,61 @@ def test_a_baseline_set_while_running_is_picked_up(tmp_path: Path) -> None:
     store.delete_reference("m")
     later = _drift(_run(detector, _stream(RELOAD_WINDOWS + 6, 400, seed=3)))
     assert all(w <= RELOAD_WINDOWS for w, _ in later)  # cleared: back to a warm-up of ordinary traffic
+
+
+def _coded(windows: int, per_window: int, value: Callable[[int, int, random.Random], str],
+           seed: int = 0) -> Iterator[tuple[int, InferenceEvent]]:
+    """Events with a numeric feature and one categorical ``code`` of many values."""
+    rng = random.Random(seed)
+    for w in range(windows):
+        for i in range(per_window):
+            ts = START + w * WINDOW + (i + 0.5) * WINDOW / per_window
+            yield w, make_event(ts, principal=f"p{i % 50}", model="m", id=f"c{seed}-w{w}-e{i}",
+                                features={"x": rng.gauss(0.0, 1.0), "code": value(w, i, rng)})
+
+
+def test_traffic_moving_to_many_new_values_none_much_is_drift() -> None:
+    """200 zip codes of about half a percent each replaced by 200 others: no single category's
+    share moves a point, but every event is of a value the reference never saw."""
+    def zip_code(w: int, i: int, rng: random.Random) -> str:
+        return f"{rng.randrange(200) + (1000 if w >= 8 else 0):05d}"
+
+    found = _drift(_run(_detector(multivariate=False), _coded(12, 1000, zip_code)))
+    assert found
+    assert found[0][0] == 8
+    code = found[0][1].evidence["features"]["input.code"]
+    statistics = code["statistics"]
+    assert statistics["unseen_share"] == 1.0
+    assert statistics["unseen_expected"] < 0.05
+    assert code["effect"]["value"] == pytest.approx(1.0 - statistics["unseen_expected"], abs=1e-3)
+    assert f"unseen 100.0% ({statistics['unseen_expected']:.1%} expected)" in found[0][1].summary
+
+
+def test_many_rare_values_meeting_new_ones_is_no_drift() -> None:
+    """A feature of very many values (a city, a product id) meets values its reference sample
+    never held in every window, as many as the sample's rare values predict: that is no drift."""
+    def city(w: int, i: int, rng: random.Random) -> str:
+        return f"c{rng.randrange(100_000)}" if i % 2 else rng.choice("abcde")
+
+    assert _drift(_run(_detector(multivariate=False), _coded(8, 20_000, city))) == []
+
+
+def test_events_that_stop_carrying_input_features_are_drift_not_silence() -> None:
+    """Features written beside ``input.features`` (kept, read by no detector) or an agent that
+    stopped sending them: a window with no tabular event measured no feature at all, so drift on
+    inputs fell silent while the reference had them."""
+    def misplaced(w: int, i: int, rng: random.Random) -> str:
+        return f"{rng.randrange(5)}"
+
+    events = []
+    for w, event in _coded(8, 400, misplaced):
+        if w >= 5:
+            features = event.input.features or {}
+            event = event.model_copy(update={"input": event.input.model_copy(update={"features": None})})
+            event.input.__pydantic_extra__.update(features)  # type: ignore[union-attr]
+        events.append((w, event))
+    found = _drift(_run(_detector(), iter(events)))
+    assert [w for w, _ in found][:1] == [5]
+    finding = found[0][1]
+    assert "input.features (missing share)" in finding.evidence["drifted"]
+    assert "No event of the window carries input features, though the reference's do" in finding.summary
