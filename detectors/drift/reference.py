@@ -396,8 +396,10 @@ def _content_notes(summary: WindowSummary, as_text: Collection[str] = ()) -> lis
             elif sampled >= 50 and len(counts) >= IDENTIFIER_SHARE * sampled:
                 notes.append(
                     f"column {name!r} has {len(counts):,} distinct values in {sampled:,} sampled rows: an "
-                    "identifier or a time? Every live value would be new to the reference (drift on unseen "
-                    f"categories); leave it out (--drop {name}) unless the model takes it as a feature")
+                    "identifier or a time? If so, every live value will be new to the reference, as its own "
+                    "rare values predict, and drift can tell nothing from it but its missing share: leave it "
+                    f"out (--drop {name}) unless the model takes it as a feature (a city, a product: many "
+                    "values, each repeated)")
         if len(types) > 1:
             text = sum(n for t, n in types.items() if t != "number")
             share = text / max(sum(types.values()), 1)
