@@ -632,8 +632,7 @@ def baseline_show(args: argparse.Namespace, settings: Settings) -> int:
     else:
         found = store.load_reference(args.model)
         if found is None:
-            print(f"inferwatch: no drift reference for model {args.model!r} (see `inferwatch baseline show`)",
-                  file=sys.stderr)
+            _no_reference(store, args.model)
             return 1
         records = [found]
     if args.json:
@@ -676,11 +675,20 @@ def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _no_reference(store: Store, model: str) -> None:
+    """Say there is no reference for ``model``, with the model probably meant."""
+    from inferwatch.detectors.registry import did_you_mean
+
+    meant = did_you_mean([model], [r.model for r in store.list_references()]).strip(" ()")
+    print(f"inferwatch: no drift reference for model {model!r}{f' ({meant})' if meant else ''} "
+          "(see `inferwatch baseline show`)", file=sys.stderr)
+
+
 def baseline_clear(args: argparse.Namespace, settings: Settings) -> int:
     """Forget a model's drift reference."""
-    if not open_store(settings, existing=True).delete_reference(args.model):
-        print(f"inferwatch: no drift reference for model {args.model!r} (see `inferwatch baseline show`)",
-              file=sys.stderr)
+    store = open_store(settings, existing=True)
+    if not store.delete_reference(args.model):
+        _no_reference(store, args.model)
         return 1
     if args.json:
         render.json_line({"model": args.model, "cleared": True})

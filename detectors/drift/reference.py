@@ -304,6 +304,9 @@ def file_reference(
         notes.append(f"read the first {source.rows:,} rows of {source.path} and left the rest "
                      "(raise --max-rows to read more)")
     versions = sorted(summary.versions)
+    if model_version is not None and versions and model_version not in versions:
+        notes.append(f"the events carry model version(s) {', '.join(versions[:5])}; the reference is "
+                     f"recorded as version {model_version!r}, as --model-version says")
     if model_version is None and len(versions) == 1:
         model_version = versions[0]
         notes.append(f"model version {model_version!r} taken from the events")
@@ -349,8 +352,10 @@ class _Dropping:
         if not unknown:
             return
         problems = []
+        folded = {column.casefold(): column for column in self.seen}
         for name in unknown:
-            close = difflib.get_close_matches(self.wanted[name], sorted(self.seen), n=1)
+            close = ([folded[self.wanted[name].casefold()]] if self.wanted[name].casefold() in folded else
+                     difflib.get_close_matches(self.wanted[name], sorted(self.seen), n=1))
             problems.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         have = listed(sorted(self.seen), quoted=True, most=10) if self.seen else "none"
         raise ReferenceFileError(f"{path}: --drop names {', '.join(problems)}, which no row of the file has "
@@ -373,6 +378,11 @@ def _rows_only(items: Iterable[ReferenceItem], filled: dict[str, bool]) -> Itera
 IDENTIFIER_SHARE = 0.9
 """A text column with this share of distinct values or more (in 50 sampled rows or more) reads
 as an identifier or a time, which live traffic never repeats."""
+
+
+LABEL_NAMES: Final = frozenset({"label", "labels", "target", "class", "y", "ground_truth", "outcome",
+                                "is_fraud", "churn", "churned"})
+"""Column names that are a training set's label or target, not a model's input."""
 
 
 def _content_notes(summary: WindowSummary, as_text: Collection[str] = ()) -> list[str]:
@@ -400,6 +410,11 @@ def _content_notes(summary: WindowSummary, as_text: Collection[str] = ()) -> lis
                     "rare values predict, and drift can tell nothing from it but its missing share: leave it "
                     f"out (--drop {name}) unless the model takes it as a feature (a city, a product: many "
                     "values, each repeated)")
+        if name.casefold() in LABEL_NAMES:
+            notes.append(f"column {name!r} looks like the model's label or target, which live events carry "
+                         "as output.label, not as an input (drift would find it missing in every window): "
+                         f"leave it out (--drop {name}), or name the column output.label to compare the "
+                         "label mix")
         if len(types) > 1:
             text = sum(n for t, n in types.items() if t != "number")
             share = text / max(sum(types.values()), 1)

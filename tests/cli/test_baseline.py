@@ -188,6 +188,29 @@ def test_clear_unknown_model(capsys, store):
         "inferwatch: no drift reference for model 'ghost' (see `inferwatch baseline show`)\n")
 
 
+def test_a_misspelt_model_or_column_gets_the_one_meant(capsys, tmp_path, store):
+    path = tmp_path / "base.csv"
+    path.write_text("amount,CLASS\n" + "".join(f"{i % 7},{i % 2}\n" for i in range(40)))
+    assert main(["baseline", "set", "--model", "elec", str(path), "--store", store, "--drop", "class"]) == 2
+    assert "--drop names 'class' (did you mean 'CLASS'?)" in capsys.readouterr().err
+    assert main(["baseline", "set", "--model", "elec", str(path), "--store", store]) == 0
+    assert ("note: column 'CLASS' looks like the model's label or target, which live events carry as "
+            "output.label, not as an input") in capsys.readouterr().err
+    for command in ("show", "clear"):
+        assert main(["baseline", command, "--model", "elce", "--store", store]) == 1
+        assert "no drift reference for model 'elce' (did you mean elec for elce?)" in capsys.readouterr().err
+
+
+def test_a_model_version_other_than_the_events_is_noted(capsys, tmp_path, store):
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"".join(encode_event(make_event(1_767_225_600.0 + i, model="m", model_version="1",
+                                                        features={"x": i % 5})) + b"\n" for i in range(40)))
+    assert main(["baseline", "set", "--model", "m", str(events), "--model-version", "7",
+                 "--store", store]) == 0
+    assert ("note: the events carry model version(s) 1; the reference is recorded as version '7', as "
+            "--model-version says") in capsys.readouterr().err
+
+
 def test_notes_on_columns_that_would_make_ordinary_traffic_drift(capsys, tmp_path, store):
     path = tmp_path / "base.csv"
     path.write_text("id,when,x,empty,mixed\n" + "".join(
