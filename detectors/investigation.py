@@ -546,7 +546,21 @@ def _evidence_section(inc: Mapping[str, Any]) -> str:
     facts.append(f"- **sample events**: {_ids(inc.get('event_ids') or [])}")
     facts.append(f"- **sample traces**: {_ids(inc.get('trace_ids') or [])}")
     latest = "The latest finding's.\n\n" if inc["count"] > 1 else ""
-    return "## Evidence\n\n" + latest + "\n".join(facts) + "\n\n" + _json_block(evidence)
+    return "## Evidence\n\n" + latest + _drifted(evidence) + "\n".join(facts) + "\n\n" + _json_block(evidence)
+
+
+def _drifted(evidence: Mapping[str, Any]) -> str:
+    """A drift finding's drifted tests as a table, and its histograms, ahead of the facts."""
+    from inferwatch.detectors.drift.readable import HEADERS, HISTOGRAMS, drifted_rows, histogram_lines
+
+    rows = drifted_rows(evidence)
+    if not rows:
+        return ""
+    text = _table([h.capitalize() for h in HEADERS], [[_esc(cell) for cell in row] for row in rows]) + "\n\n"
+    lines = histogram_lines(evidence)
+    if lines:
+        text += f"{HISTOGRAMS.capitalize()}\n\n```text\n" + "\n".join(lines) + "\n```\n\n"
+    return text
 
 
 def _fact(value: Any) -> str:
@@ -594,6 +608,8 @@ def _timeline_section(line: Mapping[str, Any]) -> str:
     if not entries:
         return head + "\n\nNo stored events in the window."
     callers = len({e["event"].get("principal") for e in entries}) > 1  # an address's, a model's
+    # Tabular calls give the text detectors nothing to read: a column saying so on every row is noise.
+    scored = any(v.get("inspected", True) for e in entries for v in e["scores"].values())
     rows = []
     for e in entries:
         event = e["event"]
@@ -603,10 +619,10 @@ def _timeline_section(line: Mapping[str, Any]) -> str:
         flags = " ".join(marks + [f"flagged: {_esc(n)}" for n in e["flagged_by"]])
         caller = [_code(event.get("principal") or "-")] if callers else []
         rows.append([_esc(e["time"]), _code(e["id"]), *caller, _esc(_plain(event.get("status"))),
-                     _esc(event.get("model") or "-"), scores, flags or "-",
+                     _esc(event.get("model") or "-"), *([scores] if scored else []), flags or "-",
                      _excerpt(event, line.get("features_first") or ())])
-    headers = ["Time", "Event", *(["Principal"] if callers else []), "Status", "Model", "Scores", "Flags",
-               "Input"]
+    headers = ["Time", "Event", *(["Principal"] if callers else []), "Status", "Model",
+               *(["Scores"] if scored else []), "Flags", "Input"]
     return head + "\n\n" + _table(headers, rows)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sys
@@ -85,6 +86,7 @@ def incident_detail(incident: Incident, out: TextIO | None = None) -> None:
         f"summary{latest}:",
         *("  " + line for line in i.summary.splitlines()),
         "",
+        *_drift_lines(i.evidence, latest),
         f"evidence{latest}:",
         *("  " + line for line in readable_json(i.evidence).splitlines()),
         "",
@@ -96,6 +98,22 @@ def incident_detail(incident: Incident, out: TextIO | None = None) -> None:
     for h in i.history:
         lines.append(f"  {_time(h.at)}  {h.action:<12} by {h.actor}{(': ' + h.note) if h.note else ''}")
     out.write("\n".join(lines) + "\n")
+
+
+def _drift_lines(evidence: dict[str, Any], latest: str) -> list[str]:
+    """A drift finding's drifted tests as a table, and its histograms, ahead of the raw JSON."""
+    from inferwatch.detectors.drift.readable import HEADERS, HISTOGRAMS, drifted_rows, histogram_lines
+
+    rows = drifted_rows(evidence)
+    if not rows:
+        return []
+    buffer = io.StringIO()
+    table(rows, HEADERS, buffer)
+    lines = [f"drifted{latest}:", *("  " + line for line in buffer.getvalue().splitlines())]
+    bars = histogram_lines(evidence)
+    if bars:
+        lines += ["  " + HISTOGRAMS, *("    " + line for line in bars)]
+    return [*lines, ""]
 
 
 def events_table(events: Sequence[InferenceEvent], out: TextIO | None = None) -> None:

@@ -22,6 +22,7 @@ MODULES = [
     "inferwatch.detectors.state",
     "inferwatch.detectors.drift",
     "inferwatch.detectors.drift.sketch",
+    "inferwatch.detectors.drift.readable",
     "inferwatch.detectors.investigation",
     "inferwatch.detectors.alerts.matchers",
     "inferwatch.detectors.alerts.config",

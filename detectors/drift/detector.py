@@ -570,6 +570,14 @@ class DriftJudge:
             senders += (". No event of the window carries input features, though the reference's do: "
                         "check that the events put them under input.features (docs/events.md; `inferwatch "
                         "replay` names keys it does not read)")
+        newer = sorted(v for v in current.versions if v != reference.version)
+        if reference.version is not None and newer:
+            share = sum(current.versions[v] for v in newer) / max(current.events, 1)
+            senders += (f". {share:.0%} of the window's events are of model version {', '.join(newer[:3])}, "
+                        f"the reference of version {reference.version}")
+            senders += (" (re-baselined once it is the dominant one)" if o.rebaseline_on_version else
+                        ": a new version explains drift; if it is expected, set its baseline (`inferwatch "
+                        "baseline set --model-version V`) or `rebaseline_on_version`")
         apart = _disjoint_inputs(reference.summary.keys(), current.keys())
         if apart is not None:  # a baseline of other column names: all "missing", the real drift unseen
             what = "none of its reference's input features are in the traffic"
@@ -601,6 +609,7 @@ class DriftJudge:
                 "reference": {"source": reference.source, "events": reference.summary.events,
                               "created": reference.created.isoformat(), "version": reference.version,
                               "origin": reference.origin},
+                "versions": dict(sorted(current.versions.items())),
                 "features": {v.feature: _feature_evidence(v, p, outside.get(v.feature))
                              for v, p in drifted[: o.max_evidence_features]},
             },

@@ -310,6 +310,32 @@ def test_report_markdown_has_every_section(capsys, scenario, store):
     assert "HTTP 503 \\| retry" in md
 
 
+def test_a_drift_incident_reads_as_a_table_of_what_moved_before_its_json(capsys, scenario, store):
+    """An ML engineer's walk-through: two hundred lines of JSON for a couple of features. The
+    drifted tests come first, a row each, with the numeric features' histograms; tabular calls
+    get no column of "nothing to inspect" in the report's timeline."""
+    path, _ = scenario
+    incident = find(store, "drift")
+    drifted = incident.evidence["drifted"]
+    assert cli.main(["incidents", "show", incident.id, "--store", path]) == 0
+    shown = capsys.readouterr().out
+    table = shown[shown.index("drifted"):shown.index("evidence")]
+    assert table.splitlines()[1].split() == ["FEATURE", "TEST", "EFFECT", "P", "ADJUSTED", "REFERENCE", "->",
+                                             "CURRENT"]
+    assert [line.split()[0] for line in table.splitlines()[2:2 + len(drifted)]] == [
+        name.split()[0] for name in drifted]
+    assert "(floor " in table
+    assert " -> " in table
+    assert "histograms, % of the events in each bin of the reference's quantiles:" in table
+    assert run_cli("report", incident.id, "--store", path) == 0
+    md = capsys.readouterr().out
+    assert "| Feature | Test | Effect | P adjusted | Reference -> current |" in md
+    assert md.index("| Feature | Test |") < md.index("```json")
+    timeline = md[md.index("## Timeline"):md.index("## Related incidents")]
+    assert "nothing to inspect" not in timeline
+    assert "| Time | Event | Principal | Status | Model | Flags | Input |" in timeline
+
+
 def test_report_links_the_runbook_where_the_docs_are_published(capsys, monkeypatch, scenario, store):
     """Installed from a package, docs/runbooks/... is no file: the link goes to the published docs,
     the repository path stays the visible text."""

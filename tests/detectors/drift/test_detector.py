@@ -635,3 +635,30 @@ def test_events_that_stop_carrying_input_features_are_drift_not_silence() -> Non
     finding = found[0][1]
     assert "input.features (missing share)" in finding.evidence["drifted"]
     assert "No event of the window carries input features, though the reference's do" in finding.summary
+
+
+@pytest.mark.parametrize("rebaseline", [False, True])
+def test_drift_after_a_new_model_version_says_so(rebaseline: bool) -> None:
+    """A rollout of version 2 behind a version-1 reference: the finding says what share of the
+    window is of the new version, and what to do if it is expected; with rebaseline_on_version,
+    a canary (a third of the traffic, drifted) is reported until it is the dominant version."""
+    def version(w: int, i: int) -> str:
+        new = w >= 8 and (i % 3 == 0 if rebaseline else True)
+        return "2" if new else "1"
+
+    events = []
+    for w, e in _stream(10, 400):
+        v = version(w, int(e.id.rsplit("e", 1)[1]))
+        row_c = (e.input.features or {})["c"]
+        features = {**(e.input.features or {}), "c": row_c + 8.0 if v == "2" else row_c}
+        events.append((w, e.model_copy(update={"model_version": v, "input": e.input.model_copy(
+            update={"features": features})})))
+    found = _drift(_run(_detector(rebaseline_on_version=rebaseline, multivariate=False), iter(events)))
+    assert found
+    finding = found[0][1]
+    share = "34%" if rebaseline else "100%"
+    assert finding.evidence["versions"] == ({"1": 266, "2": 134} if rebaseline else {"2": 400})
+    summary = finding.summary
+    assert f"{share} of the window's events are of model version 2, the reference of version 1" in summary
+    assert ("(re-baselined once it is the dominant one)" in summary) is rebaseline
+    assert ("a new version explains drift; if it is expected, set its baseline" in summary) is not rebaseline

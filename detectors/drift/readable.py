@@ -1,0 +1,126 @@
+"""A drift finding's evidence as a person reads it: one row per drifted test, and histograms.
+
+The evidence (``features`` in a drift finding, see :mod:`.detector`) holds every statistic as
+JSON, two hundred lines for a couple of features; ``inferwatch incidents show`` and the Markdown
+report put these rows first, the JSON after them for whoever wants the rest.
+
+>>> evidence = {"features": {"input.zone": {
+...     "data_type": "categorical", "p_adjusted": 2.3e-121,
+...     "effect": {"name": "share_change", "value": 0.38, "floor": 0.05},
+...     "statistics": {"unseen_share": 0.38, "unseen_expected": 0.0, "top_changes": [
+...         {"category": "d", "reference_share": 0.0, "current_share": 0.38},
+...         {"category": "c", "reference_share": 0.3517, "current_share": 0.2}]}}}}
+>>> drifted_rows(evidence)
+[['input.zone', 'Δshare', '0.38 (floor 0.05)', '2.3e-121', "'d' 0.0% -> 38.0%, 'c' 35.2% -> 20.0%"]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+__all__ = ["HEADERS", "HISTOGRAMS", "drifted_rows", "histogram_lines", "histogram_rows"]
+
+HEADERS: Final = ["FEATURE", "TEST", "EFFECT", "P ADJUSTED", "REFERENCE -> CURRENT"]
+HISTOGRAMS: Final = "histograms, % of the events in each bin of the reference's quantiles:"
+
+_SYMBOLS: Final = {"ks_d": "D", "wasserstein": "W", "cliffs_delta": "|δ|", "share_outside": "outside",
+                   "share_change": "Δshare", "significant_share_change": "Δshare(z)", "cramers_v": "V",
+                   "jensen_shannon": "JS", "auc": "AUC"}
+
+
+def drifted_rows(evidence: Mapping[str, Any]) -> list[list[str]]:
+    """``[feature, test, effect (floor), adjusted p-value, reference -> current]`` for each drifted
+    test of a drift finding's ``evidence``, strongest first as the finding lists them; ``[]`` when
+    the evidence is not a drift finding's."""
+    features = evidence.get("features")
+    if not isinstance(features, Mapping):
+        return []
+    rows = []
+    for name, verdict in features.items():
+        if not isinstance(verdict, Mapping) or not isinstance(verdict.get("effect"), Mapping):
+            continue
+        effect = verdict["effect"]
+        p_value = verdict.get("p_adjusted", verdict.get("p_value"))
+        rows.append([
+            str(name),
+            _SYMBOLS.get(str(effect.get("name")), str(effect.get("name"))),
+            f"{_num(effect.get('value'))} (floor {_num(effect.get('floor'))})",
+            f"{p_value:.2g}" if isinstance(p_value, int | float) else "-",
+            _moved(verdict.get("statistics") or {}),
+        ])
+    return rows
+
+
+def histogram_rows(evidence: Mapping[str, Any]) -> list[list[str]]:
+    """``[feature, reference shares, current shares]`` for each drifted numeric feature whose
+    evidence holds its histogram: the percentage of the events in each reference-quantile bin
+    (about ten each for the reference, by construction), one histogram per feature.
+
+    >>> histogram_rows({"features": {"input.x": {"statistics": {"histogram": {
+    ...     "reference_counts": [50, 50], "current_counts": [5, 95]}}}}})
+    [['input.x', '50 50', '5 95']]
+    """
+    from inferwatch.detectors.drift import split_aspect
+
+    rows, seen = [], set()
+    for name, verdict in (evidence.get("features") or {}).items():
+        histogram = ((verdict or {}).get("statistics") or {}).get("histogram")
+        feature = split_aspect(str(name))[0]
+        if not isinstance(histogram, Mapping) or feature in seen:
+            continue
+        reference, current = histogram.get("reference_counts"), histogram.get("current_counts")
+        if not reference or not current or len(reference) != len(current):
+            continue
+        seen.add(feature)
+        rows.append([feature, _percents(reference), _percents(current)])
+    return rows
+
+
+def histogram_lines(evidence: Mapping[str, Any]) -> list[str]:
+    """:func:`histogram_rows` as aligned lines, a reference line and a current line a feature.
+
+    >>> histogram_lines({"features": {"input.x": {"statistics": {"histogram": {
+    ...     "reference_counts": [50, 50], "current_counts": [5, 95]}}}}})
+    ['input.x  reference 50 50', '         current   5 95']
+    """
+    rows = histogram_rows(evidence)
+    width = max((len(name) for name, _, _ in rows), default=0)
+    return [line for name, ref, cur in rows
+            for line in (f"{name:<{width}}  reference {ref}", f"{'':<{width}}  current   {cur}")]
+
+
+def _percents(counts: Sequence[int]) -> str:
+    total = sum(counts) or 1
+    return " ".join(f"{100 * c / total:.0f}" for c in counts)
+
+
+def _moved(statistics: Mapping[str, Any]) -> str:
+    """What moved, from a test's statistics: means and spreads, shares, values outside, the
+    classifier's telling features."""
+    if "top_changes" in statistics:
+        shown = statistics["top_changes"][:2]
+        text = ", ".join(f"{c['category']!r} {c['reference_share']:.1%} -> {c['current_share']:.1%}"
+                         for c in shown)
+        unseen = statistics.get("unseen_share") or 0.0
+        beyond = unseen - sum(c["current_share"] for c in shown if not c["reference_share"])
+        if beyond > 0.0005:
+            text += f", unseen {unseen:.1%} ({statistics.get('unseen_expected', 0.0):.1%} expected)"
+        return text
+    if "reference_range" in statistics:
+        low, high = statistics["reference_range"]
+        return (f"{statistics.get('share_outside', 0.0):.1%} outside [{_num(low)}, {_num(high)}] "
+                f"({statistics.get('below', 0)} below, {statistics.get('above', 0)} above)")
+    if "auc" in statistics:
+        telling = ", ".join(f"{t['feature']} (AUC drop {_num(t['auc_drop'])})"
+                            for t in statistics.get("top_features") or [])
+        return f"AUC {_num(statistics['auc'])}" + (f"; most telling: {telling}" if telling else "")
+    reference, current = statistics.get("reference"), statistics.get("current")
+    if isinstance(reference, Mapping) and "mean" in reference and isinstance(current, Mapping):
+        return (f"mean {_num(reference['mean'])} -> {_num(current.get('mean'))}, "
+                f"std {_num(reference.get('std'))} -> {_num(current.get('std'))}")
+    return "-"
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
