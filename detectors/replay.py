@@ -163,7 +163,7 @@ def replay_files(
     pipeline.manager.clock = pipeline.event_time
     def decode_noting(line: bytes) -> InferenceEvent:
         event = decode_event(line)
-        if event.input.model_extra or event.output.model_extra:
+        if event.model_extra or event.input.model_extra or event.output.model_extra:
             result.unread_keys.add(unread_keys(event), event)
         return event
 

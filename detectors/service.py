@@ -237,7 +237,7 @@ class DetectorService:
                 if salvaged is not None:
                     self.pipeline.refused(*salvaged, exc.reason)
             else:
-                if event.input.model_extra or event.output.model_extra:
+                if event.model_extra or event.input.model_extra or event.output.model_extra:
                     self._note_unread(event, record)
                 self.merger.add(record.partition, record.offset, event.ts, event, now)
 

@@ -23,6 +23,7 @@ MODULES = [
     "inferwatch.detectors.drift",
     "inferwatch.detectors.drift.sketch",
     "inferwatch.detectors.drift.readable",
+    "inferwatch.detectors.drift.detector",
     "inferwatch.detectors.investigation",
     "inferwatch.detectors.alerts.matchers",
     "inferwatch.detectors.alerts.config",

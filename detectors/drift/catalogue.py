@@ -303,17 +303,22 @@ SPECS: tuple[TestSpec, ...] = (
         name="unseen_share", title="Share of unseen categories", symbol="unseen",
         data_types=("categorical",),
         statistic="share of current events whose category has no reference count; its excess is "
-        "that share above the share to expect with no change (the reference sample's Good-Turing "
-        "missing mass: the share of it in categories seen once), counted when it is at least 4.5 "
-        "standard errors (the window's binomial noise plus the estimate's own, Esty 1983)",
+        "that share above both the share to expect with no change (the reference sample's Good-Turing "
+        "missing mass: the share of it in categories seen once), when at least 4.5 standard errors "
+        "over it (the window's binomial noise plus the estimate's own, Esty 1983), and the "
+        "feature's highest unseen share in its last 3 judged windows (none counted before there "
+        "are 3)",
         measures="new values: a new label, language, finish reason or error type; and traffic moving "
         "to values never seen, spread over so many that no one category's share moves much (200 zip "
         "codes replaced by 200 others: no share moves a point)",
-        default=0.05, default_meaning="floor on the excess (the share change's: it counts as one)",
+        default=None, default_meaning="no floor of its own: it counts toward the share change's",
         basis="Issue 5 section 1; a walk-through's 200 zip codes replaced by 200 new ones went "
         "unreported, every share moving half a point. A feature of many rare values (a city, a product "
-        "id) meets new values in every window: the expectation keeps them out (0 excess in 800 "
-        "stationary draws with tails of 300 to 300,000 values, tests/detectors/drift/test_statistics.py)",
+        "id) meets new values in every window: the expectation keeps independent draws out (0 excess "
+        "in 800 stationary draws with tails of 300 to 300,000 values, "
+        "tests/detectors/drift/test_statistics.py), but values that come in sessions or bursts (a "
+        "user id, a trending item) are new far beyond it in every window (a review: 39 false "
+        "incidents in 40 windows); measured against the feature's own recent windows too, none",
         implemented_in=_STATISTICS,
         note="The categorical effect is the larger of the share change and this excess; both are in "
         "the evidence (`unseen_share`, `unseen_expected`, `unseen_excess`).",
@@ -624,9 +629,15 @@ def judge_location(feature: str, stats: NumericStats) -> FeatureVerdict:
                     stats.n_reference, stats.n_current)
 
 
-def judge_categorical(feature: str, reference_counts: Mapping[str, int],
-                      current_counts: Mapping[str, int]) -> FeatureVerdict:
+def judge_categorical(feature: str, reference_counts: Mapping[str, int], current_counts: Mapping[str, int],
+                      *, unseen_before: float | None = None) -> FeatureVerdict:
     """Compare two count tables of a categorical feature and judge them by :func:`policy`.
+
+    ``unseen_before`` is the highest unseen share of the feature's last judged windows (None: too
+    few to go by). Given, the unseen share's excess counts toward the share change, measured
+    above both its Good-Turing expectation and that: values that come in sessions or bursts (a
+    user id, a trending item) are new in every window in numbers no expectation from one
+    reference predicts, and only a rise over their own recent level is drift.
 
     >>> v = judge_categorical("output.label", {"a": 600, "b": 400}, {"a": 300, "b": 700})
     >>> v.effect_name, round(v.effect, 2), v.drifted(v.p_value)
@@ -637,8 +648,9 @@ def judge_categorical(feature: str, reference_counts: Mapping[str, int],
     effect = {"cramers_v": stats.cramers_v, "jensen_shannon": stats.jensen_shannon,
               "share_change": _largest_share_change(stats),
               "significant_share_change": stats.significant_share_change}[rule.effect_name]
-    if rule.effect_name in ("share_change", "significant_share_change"):
-        effect = max(effect, stats.unseen_excess)  # traffic moved to many values, none much
+    if unseen_before is not None and rule.effect_name in ("share_change", "significant_share_change"):
+        # traffic moved to many values, none much: above the expectation and the recent windows
+        effect = max(effect, min(stats.unseen_excess, stats.unseen_share - unseen_before))
     return _verdict(feature, "categorical", stats.chi2_p, effect, stats, rule,
                     stats.n_reference, stats.n_current)
 

@@ -77,8 +77,8 @@ RELOAD_WINDOWS = 10
 ROWS_CLASSIFIER = "inputs (together)"
 TEXT_CLASSIFIER = "text (n-grams)"
 NO_INPUTS = "input.features"
-"""The verdict ``input.features (missing share)``: no event of a window carried input features
-though the reference's did."""
+"""The verdict ``input.features (missing share)``: the share of events with no input feature at
+all (absent, or every one null) against the reference's."""
 CLASSIFIERS = (ROWS_CLASSIFIER, TEXT_CLASSIFIER)
 """The domain classifiers' feature names in findings."""
 CLASSIFIER_SCREEN = 0.55
@@ -348,7 +348,8 @@ class DriftJudge:
             state.carried += 1
             return None
         current, state.pending, state.carried = state.pending, None, 0
-        finding, leans = self._compare(model, state.reference, current, alpha=self._level(current))
+        finding, leans = self._compare(model, state.reference, current, alpha=self._level(current),
+                                       unseen_before=_unseen_before(state.recent))
         if o.recent_windows < 2:
             return finding
         state.recent.append((current, leans))
@@ -412,13 +413,16 @@ class DriftJudge:
     def _compare(self, model: str, reference: Reference, current: WindowSummary, *, windows: int = 1,
                  classifiers: Collection[str] = CLASSIFIERS,
                  numeric: Collection[str] | None = None, untested: int = 0,
-                 alpha: float | None = None) -> tuple[Finding | None, dict[str, float]]:
+                 alpha: float | None = None,
+                 unseen_before: Mapping[str, float] | None = None) -> tuple[Finding | None, dict[str, float]]:
         """The finding (if any) of ``current`` against ``reference``, and how far each domain
         classifier that ran (its AUC) and each numeric feature (the larger of KS D and normalised
         Wasserstein) leaned from the reference. ``classifiers`` (among :data:`CLASSIFIERS`, when
         the options have them on) and ``numeric`` (default: all) limit what is tested; ``untested``
         tests left out count in the multiple-testing correction with a p-value of 1. ``alpha``
-        replaces the options' (the recent windows together are judged more strictly)."""
+        replaces the options' (the recent windows together are judged more strictly).
+        ``unseen_before``: each categorical feature's recent unseen share, where enough windows
+        give one (see :func:`_unseen_before`); the leans carry this window's as ``key (unseen)``."""
         o = self.options
         verdicts: list[catalogue.FeatureVerdict] = []
         ref_keys = reference.summary.keys()
@@ -439,13 +443,14 @@ class DriftJudge:
                     verdicts.append(verdict)
             if cur_keys.get(key, kind) != kind:
                 continue
-            verdicts.extend(self._feature(key, kind, reference.summary, current, alone=alone))
+            verdicts.extend(self._feature(key, kind, reference.summary, current, alone=alone,
+                                          unseen_before=(unseen_before or {}).get(key)))
             if alone and key.startswith("input.") and reference.summary.tabular and current.tabular:
                 verdict = self._missing(key, reference.summary, current)
                 if verdict is not None:
                     verdicts.append(verdict)
-        if alone and reference.summary.tabular and not current.tabular:
-            verdict = self._no_inputs(reference.summary, current)
+        if alone and reference.summary.tabular:
+            verdict = self._inputs(reference.summary, current)
             if verdict is not None:
                 verdicts.append(verdict)
         if o.multivariate and ROWS_CLASSIFIER in classifiers:
@@ -455,6 +460,9 @@ class DriftJudge:
         leans = {v.feature: v.effect for v in verdicts if v.feature in CLASSIFIERS}
         leans.update((v.feature, max(v.stats.ks_d, v.stats.wasserstein)) for v in verdicts
                      if v.data_type == "numeric" and isinstance(v.stats, statistics.NumericStats))
+        leans.update((f"{v.feature} {UNSEEN}", v.stats.unseen_share) for v in verdicts
+                     if v.data_type == "categorical" and isinstance(v.stats, statistics.CategoricalStats)
+                     and split_aspect(v.feature)[1] is None)
         if not verdicts:
             return None, leans
         adjusted = catalogue.correct(verdicts, method=o.correction, untested=untested)
@@ -468,7 +476,7 @@ class DriftJudge:
         return self._finding(model, reference, current, drifted, family, new_keys, windows, level), leans
 
     def _feature(self, key: str, kind: str, ref: WindowSummary, cur: WindowSummary, *,
-                 alone: bool) -> list[catalogue.FeatureVerdict]:
+                 alone: bool, unseen_before: float | None = None) -> list[catalogue.FeatureVerdict]:
         """``key``'s verdicts: its distribution, and for a numeric key of a single window
         (``alone``) the share of its values outside the reference range and its location shift
         (Mann-Whitney); none without enough data."""
@@ -491,7 +499,7 @@ class DriftJudge:
         ref_counts, cur_counts = ref.counts(key), cur.counts(key)
         if not catalogue.enough("categorical", sum(ref_counts.values()), sum(cur_counts.values())):
             return []
-        return [catalogue.judge_categorical(key, ref_counts, cur_counts)]
+        return [catalogue.judge_categorical(key, ref_counts, cur_counts, unseen_before=unseen_before)]
 
     def _types(self, key: str, ref: WindowSummary, cur: WindowSummary) -> catalogue.FeatureVerdict | None:
         # A numeric feature that starts carrying text (or the reverse) is a schema change the
@@ -514,16 +522,20 @@ class DriftJudge:
             return None
         return catalogue.judge_categorical(f"{key} (missing share)", ref_counts, cur_counts)
 
-    def _no_inputs(self, ref: WindowSummary, cur: WindowSummary) -> catalogue.FeatureVerdict | None:
-        # No event of the window carries input features though the reference's did: each
-        # feature's missing share needs tabular events to be measured, so without this drift on
-        # inputs fell silent (features written beside input.features rather than in it, or an
-        # agent that stopped sending them) and a shift in them went unseen.
-        if not catalogue.enough("categorical", ref.events, cur.events):
+    def _inputs(self, ref: WindowSummary, cur: WindowSummary) -> catalogue.FeatureVerdict | None:
+        # The share of events with any input feature. Each feature's missing share is measured
+        # over the events that have some, so events whose features are all gone (written beside
+        # input.features, sent as null or NaN, an agent or a job that stopped sending them) were
+        # seen by no test: with none at all, drift on inputs fell silent.
+        ref_with, ref_rows = ref.with_inputs()
+        cur_with, cur_rows = cur.with_inputs()
+        if not ref_with or (ref_with == ref_rows and cur_with == cur_rows):
+            return None  # always there: nothing to compare
+        if not catalogue.enough("categorical", ref_rows, cur_rows):
             return None
         return catalogue.judge_categorical(
-            f"{NO_INPUTS} (missing share)", {"present": ref.tabular, "missing": ref.events - ref.tabular},
-            {"present": 0, "missing": cur.events})
+            f"{NO_INPUTS} (missing share)", {"present": ref_with, "missing": ref_rows - ref_with},
+            {"present": cur_with, "missing": cur_rows - cur_with})
 
     def _rows(self, ref: WindowSummary, cur: WindowSummary,
               ref_keys: Mapping[str, str]) -> list[catalogue.FeatureVerdict]:
@@ -566,18 +578,11 @@ class DriftJudge:
         event_ids, trace_ids = _sample_ids(current, leading)
         end = current.end or 0.0
         what = _what_shifted(features)
-        if f"{NO_INPUTS} (missing share)" in names:
+        if f"{NO_INPUTS} (missing share)" in names and not current.with_inputs()[0]:
             senders += (". No event of the window carries input features, though the reference's do: "
-                        "check that the events put them under input.features (docs/events.md; `inferwatch "
-                        "replay` names keys it does not read)")
-        newer = sorted(v for v in current.versions if v != reference.version)
-        if reference.version is not None and newer:
-            share = sum(current.versions[v] for v in newer) / max(current.events, 1)
-            senders += (f". {share:.0%} of the window's events are of model version {', '.join(newer[:3])}, "
-                        f"the reference of version {reference.version}")
-            senders += (" (re-baselined once it is the dominant one)" if o.rebaseline_on_version else
-                        ": a new version explains drift; if it is expected, set its baseline (`inferwatch "
-                        "baseline set --model-version V`) or `rebaseline_on_version`")
+                        "features written elsewhere than input.features (`inferwatch replay` names keys it "
+                        "does not read), sent as null or NaN, or an agent or job that stopped sending them")
+        senders += _versions_sentence(reference, current, o.rebaseline_on_version)
         apart = _disjoint_inputs(reference.summary.keys(), current.keys())
         if apart is not None:  # a baseline of other column names: all "missing", the real drift unseen
             what = "none of its reference's input features are in the traffic"
@@ -905,6 +910,54 @@ def _by_feature(names: Sequence[str]) -> dict[str, list[str]]:
         key, suffix = (name, None) if name in CLASSIFIERS else split_aspect(name)
         out.setdefault(key, []).append("distribution" if suffix is None else ASPECTS[suffix])
     return out
+
+
+VERSION_SHARE = 0.1
+"""Share of a window's events of other model versions than the reference's from which a drift
+finding names them (a lasting 1 % canary is no explanation of every drift)."""
+
+
+def _versions_sentence(reference: Reference, current: WindowSummary, rebaseline: bool) -> str:
+    """``. 100% of the window's events are of model version 2, the reference of version 1: …``,
+    or ``""`` when the reference has no version or other versions are under :data:`VERSION_SHARE`."""
+    others = sorted((v for v in current.versions if v != reference.version),
+                    key=lambda v: (-current.versions[v], v))
+    share = sum(current.versions[v] for v in others) / max(current.events, 1)
+    if reference.version is None or not others or share < VERSION_SHARE:
+        return ""
+    named = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    sentence = (f". {share:.0%} of the window's events are of model version {named}, the reference of "
+                f"version {reference.version}")
+    if reference.source == "rolling":
+        return sentence + " (a rolling reference takes the new version in as it lags behind)"
+    if rebaseline:
+        return sentence + " (re-baselined once it is the dominant one)"
+    return sentence + (": a new version explains drift; if it is expected, set its baseline (`inferwatch "
+                       "baseline set --model-version V`) or `rebaseline_on_version`")
+
+
+UNSEEN = "(unseen)"
+"""A categorical feature's unseen share in a judged window's leans: ``input.zone (unseen)``."""
+UNSEEN_HISTORY = 3
+"""Judged windows a feature's recent unseen share needs before its unseen excess counts."""
+
+
+def _unseen_before(recent: Sequence[tuple[WindowSummary, Mapping[str, float]]]) -> dict[str, float]:
+    """Each categorical feature's highest unseen share over the last judged windows, for those
+    with at least :data:`UNSEEN_HISTORY` of them: what its values are like to bring anew when
+    nothing changed (a session's user ids, a day's trending items, which no reference predicts).
+
+    >>> _unseen_before([(None, {"input.zone (unseen)": u}) for u in (0.5, 0.6, 0.55)])
+    {'input.zone': 0.6}
+    >>> _unseen_before([(None, {"input.zone (unseen)": 0.5})])
+    {}
+    """
+    seen: dict[str, list[float]] = {}
+    for _, leans in recent:
+        for name, share in leans.items():
+            if name.endswith(UNSEEN):
+                seen.setdefault(name.removesuffix(" " + UNSEEN), []).append(share)
+    return {key: max(shares) for key, shares in seen.items() if len(shares) >= UNSEEN_HISTORY}
 
 
 def _disjoint_inputs(ref_keys: Mapping[str, str], cur_keys: Mapping[str, str]) -> tuple[str, str] | None:

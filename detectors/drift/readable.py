@@ -41,15 +41,32 @@ def drifted_rows(evidence: Mapping[str, Any]) -> list[list[str]]:
         if not isinstance(verdict, Mapping) or not isinstance(verdict.get("effect"), Mapping):
             continue
         effect = verdict["effect"]
+        statistics = verdict.get("statistics")
+        statistics = statistics if isinstance(statistics, Mapping) else {}
         p_value = verdict.get("p_adjusted", verdict.get("p_value"))
-        rows.append([
-            str(name),
-            _SYMBOLS.get(str(effect.get("name")), str(effect.get("name"))),
-            f"{_num(effect.get('value'))} (floor {_num(effect.get('floor'))})",
-            f"{p_value:.2g}" if isinstance(p_value, int | float) else "-",
-            _moved(verdict.get("statistics") or {}),
-        ])
+        test = _SYMBOLS.get(str(effect.get("name")), str(effect.get("name")))
+        value, excess = effect.get("value"), statistics.get("unseen_excess")
+        moves = [abs(_share(c, "current_share") - _share(c, "reference_share")) for c in _changes(statistics)]
+        if (isinstance(excess, float) and excess > 0 and isinstance(value, float)
+                and value > max(moves, default=0.0) + 1e-4):
+            test = "unseen excess"  # the share of new values set the effect, not one category's move
+        try:
+            moved = _moved(statistics)
+        except (TypeError, ValueError, KeyError):  # evidence of another shape (an older release's)
+            moved = "-"
+        rows.append([str(name), test, f"{_num(effect.get('value'))} (floor {_num(effect.get('floor'))})",
+                     f"{p_value:.2g}" if isinstance(p_value, int | float) else "-", moved])
     return rows
+
+
+def _changes(statistics: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    changes = statistics.get("top_changes")
+    return [c for c in changes if isinstance(c, Mapping)] if isinstance(changes, list) else []
+
+
+def _share(change: Mapping[str, Any], key: str) -> float:
+    value = change.get(key)
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def histogram_rows(evidence: Mapping[str, Any]) -> list[list[str]]:
@@ -64,13 +81,17 @@ def histogram_rows(evidence: Mapping[str, Any]) -> list[list[str]]:
     from inferwatch.detectors.drift import split_aspect
 
     rows, seen = [], set()
-    for name, verdict in (evidence.get("features") or {}).items():
-        histogram = ((verdict or {}).get("statistics") or {}).get("histogram")
+    features = evidence.get("features")
+    for name, verdict in (features.items() if isinstance(features, Mapping) else ()):
+        statistics = verdict.get("statistics") if isinstance(verdict, Mapping) else None
+        histogram = statistics.get("histogram") if isinstance(statistics, Mapping) else None
         feature = split_aspect(str(name))[0]
         if not isinstance(histogram, Mapping) or feature in seen:
             continue
         reference, current = histogram.get("reference_counts"), histogram.get("current_counts")
-        if not reference or not current or len(reference) != len(current):
+        if (not isinstance(reference, list) or not isinstance(current, list) or not reference
+                or len(reference) != len(current)
+                or not all(isinstance(c, int | float) for c in [*reference, *current])):
             continue
         seen.add(feature)
         rows.append([feature, _percents(reference), _percents(current)])
@@ -99,21 +120,24 @@ def _moved(statistics: Mapping[str, Any]) -> str:
     """What moved, from a test's statistics: means and spreads, shares, values outside, the
     classifier's telling features."""
     if "top_changes" in statistics:
-        shown = statistics["top_changes"][:2]
-        text = ", ".join(f"{c['category']!r} {c['reference_share']:.1%} -> {c['current_share']:.1%}"
-                         for c in shown)
-        unseen = statistics.get("unseen_share") or 0.0
-        beyond = unseen - sum(c["current_share"] for c in shown if not c["reference_share"])
+        shown = _changes(statistics)[:2]
+        text = ", ".join(f"{c.get('category')!r} {_share(c, 'reference_share'):.1%} -> "
+                         f"{_share(c, 'current_share'):.1%}" for c in shown)
+        unseen = statistics.get("unseen_share")
+        unseen = float(unseen) if isinstance(unseen, int | float) else 0.0
+        beyond = unseen - sum(_share(c, "current_share") for c in shown if not _share(c, "reference_share"))
         if beyond > 0.0005:
-            text += f", unseen {unseen:.1%} ({statistics.get('unseen_expected', 0.0):.1%} expected)"
+            expected = statistics.get("unseen_expected")  # absent from incidents of older releases
+            text += f", unseen {unseen:.1%}" + (f" ({expected:.1%} expected)"
+                                                if isinstance(expected, int | float) else "")
         return text
     if "reference_range" in statistics:
         low, high = statistics["reference_range"]
         return (f"{statistics.get('share_outside', 0.0):.1%} outside [{_num(low)}, {_num(high)}] "
                 f"({statistics.get('below', 0)} below, {statistics.get('above', 0)} above)")
     if "auc" in statistics:
-        telling = ", ".join(f"{t['feature']} (AUC drop {_num(t['auc_drop'])})"
-                            for t in statistics.get("top_features") or [])
+        telling = ", ".join(f"{t.get('feature')} (AUC drop {_num(t.get('auc_drop'))})"
+                            for t in statistics.get("top_features") or [] if isinstance(t, Mapping))
         return f"AUC {_num(statistics['auc'])}" + (f"; most telling: {telling}" if telling else "")
     reference, current = statistics.get("reference"), statistics.get("current")
     if isinstance(reference, Mapping) and "mean" in reference and isinstance(current, Mapping):

@@ -614,6 +614,12 @@ class WindowSummary:
         """How many sampled values of ``key`` are numbers and how many text (or booleans)."""
         return dict(self._indexed().types(key))
 
+    def with_inputs(self) -> tuple[int, int]:
+        """``(rows with an input feature, rows)`` of the sample: events whose features were all
+        missing (null, NaN) or absent count as rows without."""
+        index = self._indexed()
+        return index.tabular, len(index.rows)
+
     def presence(self, key: str) -> tuple[int, int]:
         """``(present, tabular rows)`` of an ``input.*`` key in the sample: its missing share."""
         index = self._indexed()

@@ -459,6 +459,19 @@ def test_events_with_input_keys_no_detector_reads_are_replayed_and_named(capsys,
             "such keys are kept but not read") in captured.err
 
 
+@pytest.mark.parametrize("detectors", [[], ["--detectors", "drift"]], ids=["per-event", "fast reader"])
+def test_features_at_the_top_or_beside_input_features_are_named_with_their_place(capsys, events_file,
+                                                                                  detectors):
+    lines = [json.loads(x) for x in events_file.read_text().splitlines()]
+    lines[10]["features"] = {"x": 1.0}
+    lines[11]["input"] = {"price": 3.5}
+    events_file.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert main(["replay", str(events_file), *detectors]) == 0
+    err = capsys.readouterr().err
+    assert ("2 events carried top-level and input keys no built-in detector reads: features (1; did you mean "
+            "input.features?), input.price (1; did you mean input.features.price?)") in err, err
+
+
 def test_a_file_without_such_keys_gets_no_note(capsys, events_file):
     assert main(["replay", str(events_file), "--detectors", "drift"]) == 0
     assert "no built-in detector reads" not in capsys.readouterr().err

@@ -607,6 +607,24 @@ def test_traffic_moving_to_many_new_values_none_much_is_drift() -> None:
     assert f"unseen 100.0% ({statistics['unseen_expected']:.1%} expected)" in found[0][1].summary
 
 
+@pytest.mark.parametrize("session", [2.0, 4.0])
+def test_values_that_come_in_sessions_new_every_window_are_no_drift(session: float) -> None:
+    """A review: a user id in sessions (each user sends a few events in a row, then never again)
+    is new in every window, far beyond what the one-window warm-up reference's rare values
+    predict (singletons are few where each value repeats in a row). Only a rise over the
+    feature's own recent unseen share counts: none here, in 30 windows."""
+    users = iter(range(10**9))
+    state = {"user": next(users), "left": 0}
+
+    def user_id(w: int, i: int, rng: random.Random) -> str:
+        if state["left"] <= 0:
+            state["user"], state["left"] = next(users), 1 + int(rng.expovariate(1.0 / (session - 1.0)))
+        state["left"] -= 1
+        return f"u{state['user']}"
+
+    assert _drift(_run(_detector(multivariate=False), _coded(30, 2000, user_id))) == []
+
+
 def test_many_rare_values_meeting_new_ones_is_no_drift() -> None:
     """A feature of very many values (a city, a product id) meets values its reference sample
     never held in every window, as many as the sample's rare values predict: that is no drift."""
@@ -662,3 +680,22 @@ def test_drift_after_a_new_model_version_says_so(rebaseline: bool) -> None:
     assert f"{share} of the window's events are of model version 2, the reference of version 1" in summary
     assert ("(re-baselined once it is the dominant one)" in summary) is rebaseline
     assert ("a new version explains drift; if it is expected, set its baseline" in summary) is not rebaseline
+
+
+def test_a_surge_of_events_whose_features_are_all_missing_is_drift() -> None:
+    """Every feature NaN (a feature-store outage; read as missing) in a third of the events: each
+    feature's missing share is measured over events that have some, so only the share of events
+    with any input feature sees it. A model whose traffic always has features adds no test."""
+    def code(w: int, i: int, rng: random.Random) -> str:
+        return f"{rng.randrange(5)}"
+
+    events = []
+    for w, event in _coded(10, 600, code):
+        if w >= 7 and int(event.id.rsplit("e", 1)[1]) % 3 == 0:
+            event = event.model_copy(update={"input": event.input.model_copy(
+                update={"features": dict.fromkeys(event.input.features or {})})})
+        events.append((w, event))
+    found = _drift(_run(_detector(multivariate=False), iter(events)))
+    assert [w for w, _ in found][:1] == [7]
+    assert "input.features (missing share)" in found[0][1].evidence["drifted"]
+    assert "No event of the window carries input features" not in found[0][1].summary  # two thirds do
