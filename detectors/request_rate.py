@@ -8,9 +8,10 @@ principal is flagged when its count is at least
   ``baseline_floor`` (a principal never seen before has the floor as its baseline);
 * ``population_factor`` x the median count over all principals active in the window (floor 1);
   in a window with fewer than ``min_population`` (5) active principals, each is judged against
-  the median of the others, or recent busy windows' when alone, else the floor 1
+  the median of the others or recent busy windows', whichever is lower; alone, recent busy
+  windows'; alone with none, itself
   (:class:`~inferwatch.detectors.state.PopulationReference`): a flood alone in its window was
-  its own median.
+  its own median, and keys flooding together each other's.
 
 Behaviour worth knowing:
 

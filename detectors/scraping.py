@@ -510,7 +510,7 @@ class ScrapingDetector:
                 "distinct_ratio": round(min(m.accumulated / max(caller.requests, 1), 1.0), 3),
                 "since": iso_utc(ctx.epoch_start),
                 "population_median": round(ctx.coverage.median, 1),
-                "population_p95": round(ctx.coverage.p95, 1),
+                "population_p95": None if ctx.coverage.p95 is None else round(ctx.coverage.p95, 1),
                 "ratio_population": round(m.accumulated / ctx.coverage.median, 2),
                 "previously_reported": verdict.previously_reported or None,
             },

@@ -506,8 +506,12 @@ class FloodRule:
         # known key does, instead of becoming its own baseline at once. Unflagged too: a new key's
         # first window is often the start of a burst cut by the window's end (too few calls to
         # flag), and the burst's first part as its baseline let the rest through. In warm-up,
-        # where every caller is new, up to population_factor x the median: steady heavy users stay quiet.
-        first_cap = population.median if judging else self.population_factor * population.median
+        # where every caller is new, up to population_factor x the window's own median (not the
+        # others' in a thin window: a backend beside one person is no flood): steady heavy users
+        # stay quiet.
+        if population.thin:
+            raise ValueError("a thin window's population is per principal: pass population.seen_by(amount)")
+        first_cap = population.median if judging else self.population_factor * population.own_median
         baseline.learn(amount, first_cap=first_cap,
                        flagged_cap=self.own_factor * own if flagged else None,
                        alpha=self.ewma_alpha, flagged_alpha=self.flagged_alpha)
@@ -531,19 +535,24 @@ class Population:
 
     ``basis`` says what ``median`` is: ``"window"``, this window's; or, for a window with too few
     principals to say (see :class:`PopulationReference`), per principal (:meth:`seen_by`):
-    ``"others"``, the median of the other principals in the window; ``"recent"``, recent
-    windows' median, for a principal alone in its window; ``"none"``, alone with no recent
-    window to go by (the floor, 1).
+    ``"others"``, the median of the other principals in the window, or ``"recent"``, recent busy
+    windows', whichever is lower (a pack of keys flooding together, or heavy companions, must not
+    set one another's bar); ``"none"``, alone with no recent window to go by: the principal
+    itself, as any window's median was before (no population flags it). ``window_median`` is the
+    window's own median whatever the basis (a warm-up learns against it); ``p95`` is None where
+    the window's would include the principal itself.
     """
 
     median: float
-    p95: float
+    p95: float | None
     active: int
     basis: str = "window"
     thin: tuple[float, ...] = ()
     """A thin window's amounts, until :meth:`seen_by` picks a principal's population from them."""
     recent: float = 0.0
-    """Recent windows' median for a principal alone in a thin window (0: none recent enough)."""
+    """Recent busy windows' median, for a thin window's principals (0: none recent enough)."""
+    window_median: float = 0.0
+    """The window's own median (0: ``median`` is it)."""
 
     @classmethod
     def of(cls, amounts: Sequence[float]) -> Population:
@@ -552,28 +561,39 @@ class Population:
         return cls(median=max(float(np.median(values)), 1.0), p95=float(np.percentile(values, 95)),
                    active=len(values))
 
+    @property
+    def own_median(self) -> float:
+        """The window's own median (as :meth:`of` gave it), whatever the basis."""
+        return self.window_median or self.median
+
     def seen_by(self, amount: float) -> Population:
         """The population one principal, whose own amount is ``amount``, is judged against: the
         window's, or in a thin window the others', recent windows' or the floor (see the class).
 
-        >>> thin = Population(129.0, 129.0, 3, thin=(2.0, 129.0, 3.0), recent=7.0)
+        >>> thin = Population(3.0, 129.0, 3, thin=(2.0, 129.0, 3.0), recent=7.0)
         >>> thin.seen_by(129.0).median, thin.seen_by(129.0).basis
         (2.5, 'others')
-        >>> alone = Population(129.0, 129.0, 1, thin=(129.0,), recent=7.0)
-        >>> alone.seen_by(129.0).median, alone.seen_by(129.0).basis
+        >>> pack = Population(300.0, 300.0, 3, thin=(300.0, 300.0, 300.0), recent=7.0)
+        >>> pack.seen_by(300.0).median, pack.seen_by(300.0).basis  # the pack does not set its own bar
         (7.0, 'recent')
+        >>> alone = Population(129.0, 129.0, 1, thin=(129.0,))
+        >>> alone.seen_by(129.0).median, alone.seen_by(129.0).basis
+        (129.0, 'none')
         """
         if not self.thin:
             return self
         others = list(self.thin)
         others.remove(amount)
-        if others:
+        p95: float | None = None
+        if others and (not self.recent or float(np.median(others)) <= self.recent):
             median, basis = float(np.median(others)), "others"
+            p95 = float(np.percentile(others, 95))
         elif self.recent:
             median, basis = self.recent, "recent"
         else:
-            median, basis = 1.0, "none"
-        return replace(self, median=max(median, 1.0), basis=basis, thin=(), recent=0.0)
+            median, basis = amount, "none"
+        return replace(self, median=max(median, 1.0), p95=p95, basis=basis, thin=(), recent=0.0,
+                       window_median=self.median)
 
     def described(self, spec: str = "g", noun: str = "principal") -> str:
         """What a flood's ``Nx the median …`` compares with, for a finding's summary.
@@ -594,8 +614,9 @@ class Population:
         if self.basis == "recent":
             return f"the median of recent windows ({median}; this window had {active(self.active)})"
         if self.basis == "none":
-            return f"a floor of {median} (alone in its window, no recent window of enough {noun}s to go by)"
-        return f"the median of {active(self.active)} ({median}; p95 {self.p95:{spec}})"
+            return f"its own amount ({median}: alone in its window, no recent window of enough {noun}s)"
+        p95 = "" if self.p95 is None else f"; p95 {self.p95:{spec}}"
+        return f"the median of {active(self.active)} ({median}{p95})"
 
 
 POPULATION_RISE = 1.5
@@ -637,6 +658,8 @@ class PopulationReference:
         """The population of a window ending at ``end_ts`` (see the class); a thin window's must be
         resolved per principal with :meth:`Population.seen_by`."""
         window = Population.of(amounts)
+        if self.median and end_ts - self.at > self.ttl_s:
+            self.median = 0.0  # forgotten: the next busy window starts it afresh
         if window.active >= self.min_active:
             if self.median:
                 moved = self.median + self.alpha * (window.median - self.median)
@@ -645,8 +668,7 @@ class PopulationReference:
                 self.median = window.median
             self.at = end_ts
             return window
-        recent = self.median if self.median and end_ts - self.at <= self.ttl_s else 0.0
-        return replace(window, thin=tuple(float(a) for a in amounts), recent=recent)
+        return replace(window, thin=tuple(float(a) for a in amounts), recent=self.median)
 
 
 def own_history(own: float, has_history: bool, spec: str = ".1f") -> str:
@@ -662,7 +684,7 @@ def own_history(own: float, has_history: bool, spec: str = ".1f") -> str:
 
 
 POPULATION_BASES = {"window": "this window", "others": "the other callers in this window",
-                    "recent": "recent windows", "none": "none (alone, nothing recent)"}
+                    "recent": "recent windows", "none": "itself (alone, nothing recent)"}
 """What a flood finding's ``population_median`` is, by :attr:`Population.basis`."""
 
 

@@ -22,9 +22,10 @@ Behaviour worth knowing:
 
 * The first ``warmup_windows`` windows only learn baselines (at start-up everyone looks new);
   oversized inputs and harvesting need no history and are judged from the first event.
-* A principal new after warm-up is judged on ``baseline_floor`` and the population (recent
-  windows' median when fewer than five principals used tokens in this one); its EWMA starts at
-  its total capped at the median (a burst's first part is no baseline). A flagged window moves the
+* A principal new after warm-up is judged on ``baseline_floor`` and the population (with fewer
+  than ``min_population`` principals using tokens, the others' median or recent busy windows',
+  as in ``request_rate``); its EWMA starts at its total capped at the median (a burst's first
+  part is no baseline). A flagged window moves the
   baseline slowly (``flagged_alpha``, towards the total capped at the own threshold), so a
   sustained flood keeps being flagged for several windows and a lasting step-up is accepted
   after a while. Baselines learn only from windows in which the principal used tokens.

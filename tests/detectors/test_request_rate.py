@@ -227,9 +227,10 @@ def test_a_short_burst_cut_by_a_window_end_is_flagged(make_event: Any, run: Any,
 
 def test_in_a_window_with_few_callers_each_is_judged_against_the_others(make_event: Any, run: Any) -> None:
     """Quiet hours: with fewer than five callers a window's median is the callers themselves. Each
-    is judged against the others' median instead; one alone, against recent busy windows'. A
-    known heavy job at its usual rate stays quiet (its own baseline); new keys at 60 requests
-    among callers sending about 10 are floods."""
+    is judged against the others' median instead, or recent busy windows' when lower; one alone,
+    against recent busy windows'; alone with nothing recent, against itself (no population flags
+    it, as before). A known heavy job at its usual rate stays quiet (its own baseline); new keys
+    at 60 requests among callers sending about 10 are floods."""
 
     def rates(w: int) -> dict[str, int]:
         if w < 4:
@@ -248,11 +249,31 @@ def test_in_a_window_with_few_callers_each_is_judged_against_the_others(make_eve
     assert "the median of the 3 other active principals (11)" in findings[0].summary
     assert (alone["population_basis"], alone["population_median"]) == ("recent windows", 11)
     assert "the median of recent windows (11; this window had 1 active principal)" in findings[1].summary
-    # Alone, with nothing recent to go by: the floor, 1 (a new key alone at 60: flagged).
-    lone = run(RequestRateDetector(warmup_windows=0), traffic(make_event, 2, lambda w: {f"k{w}": 60}))
-    assert [f.evidence["population_basis"] for f in lone] == ["none (alone, nothing recent)"] * 2
-    assert run(RequestRateDetector(warmup_windows=0, min_population=0),
-               traffic(make_event, 2, lambda w: {f"k{w}": 60})) == []  # 0: the window's own, as before
+    # Alone with nothing recent to go by (a dev service's one user): itself, never a flood of a population.
+    assert run(RequestRateDetector(warmup_windows=0), traffic(make_event, 2, lambda w: {f"k{w}": 300})) == []
+    # 0: every window's own median, as before min_population: the lone stranger above goes unflagged.
+    assert run(RequestRateDetector(min_population=0), traffic(make_event, 9, rates)) == []
+
+
+def test_keys_flooding_together_or_beside_heavy_callers_do_not_set_their_own_bar(make_event: Any,
+                                                                                  run: Any) -> None:
+    """A re-review: in a thin window two to four keys flooding together were each other's median,
+    and a known backend at 200 beside one person hid a new key at 300. Against recent busy
+    windows' median (11) when lower than the others', both are floods."""
+
+    def rates(w: int) -> dict[str, int]:
+        if w < 3:
+            return {**normal_users(), "backend": 200}
+        if w in (3, 4):
+            return {"pack1": 300, "pack2": 300, "pack3": 300}
+        return {"backend": 200, "person": 3, **({"newkey": 300} if w >= 6 else {})}
+
+    findings = run(RequestRateDetector(), traffic(make_event, 8, rates))
+    assert "principal:backend" not in {f.subject for f in findings}  # known: its own baseline
+    flagged = {(window_of(f), f.subject.removeprefix("principal:")) for f in findings}
+    assert {(w, f"pack{i}") for w in (3, 4) for i in (1, 2, 3)} <= flagged
+    assert {(6, "newkey"), (7, "newkey")} <= flagged
+    assert all(f.evidence["population_basis"] == "recent windows" for f in findings)
 
 
 def test_recent_windows_neither_go_stale_over_a_quiet_spell_nor_are_lifted_by_a_pack(make_event: Any,
@@ -286,3 +307,21 @@ def test_before_any_busy_window_a_thin_window_is_its_own_reference(make_event: A
         return {"a": 60, "b": 50} if w < 3 else {"a": 60, "b": 50, "c": 100}
 
     assert run(RequestRateDetector(), traffic(make_event, 4, rates)) == []
+
+
+def test_a_backend_beside_one_person_from_start_up_learns_against_the_window(make_event: Any,
+                                                                            run: Any) -> None:
+    """Warm-up caps a first window at five times the window's own median, not the others': a
+    backend at 200 beside one person at 3 is no flood after start-up (a re-review's B4)."""
+    assert run(RequestRateDetector(), traffic(make_event, 6, lambda w: {"backend": 200, "person": 3})) == []
+
+
+def test_a_recent_median_forgotten_after_ttl_starts_afresh() -> None:
+    from inferwatch.detectors.state import PopulationReference
+
+    reference = PopulationReference(ttl_s=100.0)
+    reference.of([35.0] * 6, 0.0)
+    assert reference.of([5.0], 50.0).recent == 35.0
+    assert reference.of([5.0], 500.0).recent == 0.0  # forgotten: a lone caller is judged against itself
+    reference.of([60.0] * 6, 600.0)
+    assert reference.median == 60.0  # not 35 moved towards 60
