@@ -268,9 +268,10 @@ def oversized(size: int, max_bytes: int = MAX_EVENT_BYTES) -> str:
 def decode_event(data: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> InferenceEvent:
     """Parse and validate one event; raise :class:`MalformedEvent` naming the problem.
 
-    A feature that is ``NaN`` or ``±Infinity`` (not JSON, but what Python's ``json.dumps`` writes
-    for a pandas gap) is read as missing (``null``), as the agent records it and a baseline file
-    reads it, instead of refusing the whole event: a surge of such gaps is drift to report.
+    A feature (or attribute) that is ``NaN`` or ``±Infinity`` (not JSON, but what Python's
+    ``json.dumps`` writes for a pandas gap) is read as missing (``null``), as the agent records it
+    and a baseline file reads it, instead of refusing the whole event: a surge of such gaps is
+    drift to report.
 
     >>> decode_event('{"id":"e1","time":"2026-01-01T00:00:00Z","service":"s","model":"m",'
     ...              '"input":{"features":{"x":NaN,"y":1.5}}}').input.features
@@ -293,15 +294,19 @@ def decode_event(data: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> Infe
 def _non_finite_features_as_missing(data: bytes | str, exc: ValidationError) -> str | None:
     """``data`` again with ``NaN``/``±Infinity`` features as ``null``, when that is what failed;
     else ``None``. Only on the error path: an ordinary event pays nothing for it."""
-    if not any(err["loc"][1:2] == ("features",) and isinstance(err.get("input"), float)
-               and not math.isfinite(err["input"]) for err in exc.errors(include_url=False)):
+    if not any((err["loc"][1:2] == ("features",) or err["loc"][:1] == ("attributes",))
+               and isinstance(err.get("input"), float) and not math.isfinite(err["input"])
+               for err in exc.errors(include_url=False)):
         return None
     try:
         doc = json.loads(data)  # Python's reader takes NaN and Infinity
     except (ValueError, RecursionError):
         return None
-    for part in ("input", "output"):
-        features = doc.get(part, {}).get("features") if isinstance(doc.get(part), dict) else None
+    if not isinstance(doc, dict):
+        return None
+    places = [doc.get(part, {}).get("features") if isinstance(doc.get(part), dict) else None
+              for part in ("input", "output")]
+    for features in [*places, doc.get("attributes")]:
         if isinstance(features, dict):
             for key, value in features.items():
                 if isinstance(value, float) and not math.isfinite(value):

@@ -143,6 +143,8 @@ def test_a_nan_or_infinite_feature_is_read_as_missing_not_a_lost_event():
     assert event.input.features == {"x": None, "y": 2.0, "z": None}
     assert event.output.features == {"w": None}
     assert decode_view(json.dumps(doc).encode()).input.features == {"x": None, "y": 2.0, "z": None}
+    assert decode_event(json.dumps({**doc, "attributes": {"a": float("nan"), "b": 1}})).attributes == {
+        "a": None, "b": 1}
     # Elsewhere NaN stays refused, with what to write instead; the features' NaN no longer adds to it.
     with pytest.raises(MalformedEvent) as err:
         decode_event(json.dumps({**doc, "duration_ms": float("nan")}))
