@@ -491,8 +491,7 @@ class FloodRule:
                judging: bool) -> tuple[bool, float]:
         """``(flagged, own baseline)``; nothing is flagged while only ``judging`` is false.
         ``population`` is the principal's (:meth:`Population.seen_by`)."""
-        if population.thin:
-            raise ValueError("a thin window's population is per principal: pass population.seen_by(amount)")
+        _per_principal(population)
         own = baseline.own(self.baseline_floor)
         flagged = judging and (amount >= self.minimum and amount >= self.own_factor * own
                                and amount >= self.population_factor * population.median)
@@ -509,12 +508,16 @@ class FloodRule:
         # where every caller is new, up to population_factor x the window's own median (not the
         # others' in a thin window: a backend beside one person is no flood): steady heavy users
         # stay quiet.
-        if population.thin:
-            raise ValueError("a thin window's population is per principal: pass population.seen_by(amount)")
+        _per_principal(population)
         first_cap = population.median if judging else self.population_factor * population.own_median
         baseline.learn(amount, first_cap=first_cap,
                        flagged_cap=self.own_factor * own if flagged else None,
                        alpha=self.ewma_alpha, flagged_alpha=self.flagged_alpha)
+
+
+def _per_principal(population: Population) -> None:
+    if population.thin:
+        raise ValueError("a thin window's population is per principal: pass population.seen_by(amount)")
 
 
 def ratio_severity(ratio: float) -> Severity:
@@ -568,7 +571,8 @@ class Population:
 
     def seen_by(self, amount: float) -> Population:
         """The population one principal, whose own amount is ``amount``, is judged against: the
-        window's, or in a thin window the others', recent windows' or the floor (see the class).
+        window's, or in a thin window the others' or recent windows' (the lower), else its own
+        (see the class).
 
         >>> thin = Population(3.0, 129.0, 3, thin=(2.0, 129.0, 3.0), recent=7.0)
         >>> thin.seen_by(129.0).median, thin.seen_by(129.0).basis
@@ -632,10 +636,11 @@ class PopulationReference:
     population, and its median moves an EWMA (weight ``alpha``, rising at most
     :data:`POPULATION_RISE` x a window) of such windows' medians. In a window with fewer, the
     window's median is the callers themselves — a flood alone in its window (the rest of a burst
-    cut by the window's end, a key at night) set its own bar at five times itself — so each
-    principal is judged against the median of the *others* in the window; one alone, against
-    recent windows' median when there was a window with enough within ``ttl_s`` (event time),
-    else against the floor 1 (:meth:`Population.seen_by`).
+    cut by the window's end, a key at night) set its own bar at five times itself, and keys
+    flooding together each other's — so each principal is judged against the lower of the median
+    of the *others* in the window and the EWMA, when a window with enough came within ``ttl_s``
+    (event time; else the EWMA is forgotten and starts afresh); one alone with neither, against
+    itself (:meth:`Population.seen_by`).
 
     >>> reference = PopulationReference()
     >>> reference.of([7.0] * 12, 0.0).median
