@@ -20,7 +20,7 @@ from inferwatch.collectors.event import InferenceEvent, event_to_dict
 from inferwatch.collectors.ids import cut_short_pseudonym
 from inferwatch.collectors.settings import Settings, SettingsError, load_settings
 from inferwatch.collectors.unread_keys import UnreadKeys
-from inferwatch.detectors.drift.reference import ReferenceRecord, column_names, listed
+from inferwatch.detectors.drift.reference import ReferenceRecord, closest_name, column_names, listed
 from inferwatch.detectors.incidents import AlreadyInState, Incident, IncidentManager, no_such_incident
 from inferwatch.detectors.replay import late_in_files, replay_files
 from inferwatch.detectors.sources import STDIN, UNREADABLE, open_source, spooled_stdin
@@ -274,9 +274,8 @@ def _note_baselines_of_other_models(baselines: list[ReferenceRecord], judged: se
             f"event is of {'that model' if len(unused) == 1 else 'those models'}")
     warm = sorted(judged - {r.model for r in baselines})
     if warm:
-        meant = did_you_mean(unused, warm).strip(" ()")
         note += (f"; drift judged {', '.join(warm)} against the traffic's own first windows"
-                 f"{f' ({meant})' if meant else ''}. An event's `model` names its baseline: "
+                 f"{did_you_mean(unused, warm)}. An event's `model` names its baseline: "
                  "`inferwatch baseline set --model NAME FILE` with the events' name")
     print(note, file=sys.stderr)
 
@@ -605,15 +604,7 @@ def _traffic_notes(store: Store, record: ReferenceRecord, recent: list[Inference
     if not missing:
         return []
     if len(missing) == len(columns):  # not columns to leave out: names that differ (case, spelling)
-        import difflib
-
-        folded = {name.casefold(): name for name in sent}
-        pairs = []
-        for column in missing:
-            close = difflib.get_close_matches(column, sorted(sent), n=1)
-            meant = folded.get(column.casefold()) or (close[0] if close else None)
-            if meant is not None:
-                pairs.append(f"{column} -> {meant}")
+        pairs = [f"{column} -> {meant}" for column in missing if (meant := closest_name(column, sent))]
         matches = f" ({listed(pairs, most=5)}?)" if pairs else ""
         return [f"none of the baseline's columns is in the latest {len(recent):,} events of model "
                 f"{record.model!r}, whose features are {listed(sorted(sent), quoted=True)}: name the "
@@ -679,9 +670,9 @@ def _no_reference(store: Store, model: str) -> None:
     """Say there is no reference for ``model``, with the model probably meant."""
     from inferwatch.detectors.registry import did_you_mean
 
-    meant = did_you_mean([model], [r.model for r in store.list_references()]).strip(" ()")
-    print(f"inferwatch: no drift reference for model {model!r}{f' ({meant})' if meant else ''} "
-          "(see `inferwatch baseline show`)", file=sys.stderr)
+    meant = did_you_mean([model], [r.model for r in store.list_references()])
+    print(f"inferwatch: no drift reference for model {model!r}{meant} (see `inferwatch baseline show`)",
+          file=sys.stderr)
 
 
 def baseline_clear(args: argparse.Namespace, settings: Settings) -> int:

@@ -346,17 +346,13 @@ class _Dropping:
 
     def check(self, path: Path) -> None:
         """Raise naming each ``--drop`` name no row had, with the file's columns and a close one."""
-        import difflib
-
         unknown = [name for name, column in self.wanted.items() if column not in self.found]
         if not unknown:
             return
         problems = []
-        folded = {column.casefold(): column for column in self.seen}
         for name in unknown:
-            close = ([folded[self.wanted[name].casefold()]] if self.wanted[name].casefold() in folded else
-                     difflib.get_close_matches(self.wanted[name], sorted(self.seen), n=1))
-            problems.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            close = closest_name(self.wanted[name], self.seen)
+            problems.append(f"{name!r}" + (f" (did you mean {close!r}?)" if close else ""))
         have = listed(sorted(self.seen), quoted=True, most=10) if self.seen else "none"
         raise ReferenceFileError(f"{path}: --drop names {', '.join(problems)}, which no row of the file has "
                                  f"(its columns: {have})")
@@ -427,6 +423,22 @@ def listed(names: Sequence[str], *, quoted: bool = False, most: int = 5) -> str:
     """``a, b, c`` or ``a, b, c, d, e and 3 more`` (``'a', 'b'`` when ``quoted``)."""
     shown = ", ".join(repr(n) if quoted else n for n in names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def closest_name(name: str, names: Collection[str]) -> str | None:
+    """The one of ``names`` that ``name`` probably means: the same but for case, else the closest
+    spelling (difflib's), else ``None``.
+
+    >>> closest_name("CLASS", {"class", "amount"}), closest_name("amout", {"class", "amount"})
+    ('class', 'amount')
+    """
+    import difflib
+
+    folded = {other.casefold(): other for other in names}
+    if name.casefold() in folded:
+        return folded[name.casefold()]
+    close = difflib.get_close_matches(name, sorted(names), n=1)
+    return close[0] if close else None
 
 
 def column_names(names: list[str]) -> str:
