@@ -41,6 +41,7 @@ import numpy as np
 from scipy.stats import norm
 
 from inferwatch.detectors.drift import change
+from inferwatch.detectors.drift.readable import category_moves
 from inferwatch.detectors.drift.statistics import (
     KS_EXACT_MAX,
     KS_EXACT_MAX_EITHER,
@@ -546,13 +547,8 @@ class FeatureVerdict:
             return (f"{head}, {stats.below} below and {stats.above} above the reference range "
                     f"[{stats.reference_min:.4g}, {stats.reference_max:.4g}], n={self.n_current}")
         if isinstance(stats, CategoricalStats):
-            shown = stats.top_changes[:2]
-            moved = ", ".join(f"{name!r} {ref:.1%} -> {cur:.1%}" for name, ref, cur in shown)
-            # Unseen values beyond those just shown ('missing' 0.0% -> 29.8% needs no "unseen 29.8%").
-            beyond = stats.unseen_share - sum(cur for _, ref, cur in shown if ref == 0)
-            unseen = (f", unseen {stats.unseen_share:.1%} ({stats.unseen_expected:.1%} expected)"
-                      if beyond > 0.0005 else "")
-            return f"{head}, {moved}{unseen}, n={self.n_current}"
+            moved = category_moves(stats.top_changes, stats.unseen_share, stats.unseen_expected)
+            return f"{head}, {moved}, n={self.n_current}"
         return f"{head}, n={self.n_current}"
 
     def evidence(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-__all__ = ["HEADERS", "HISTOGRAMS", "drifted_rows", "histogram_lines", "histogram_rows"]
+__all__ = ["HEADERS", "HISTOGRAMS", "category_moves", "drifted_rows", "histogram_lines", "histogram_rows"]
 
 HEADERS: Final = ["FEATURE", "TEST", "EFFECT", "P ADJUSTED", "REFERENCE -> CURRENT"]
 HISTOGRAMS: Final = "histograms, % of the events in each bin of the reference's quantiles:"
@@ -116,21 +116,33 @@ def _percents(counts: Sequence[int]) -> str:
     return " ".join(f"{100 * c / total:.0f}" for c in counts)
 
 
+def category_moves(changes: Sequence[tuple[Any, float, float]], unseen: float, expected: float | None) -> str:
+    """The two categories that moved most, and the unseen share when it goes beyond them
+    (``'missing' 0.0% -> 29.8%`` needs no ``unseen 29.8%``): a categorical verdict's one line, in
+    a finding's summary and in the table of ``incidents show``.
+
+    >>> category_moves([("d", 0.0, 0.38), ("c", 0.3517, 0.2)], 0.38, 0.0)
+    "'d' 0.0% -> 38.0%, 'c' 35.2% -> 20.0%"
+    >>> category_moves([("a", 0.5, 0.4)], 0.1, 0.01)
+    "'a' 50.0% -> 40.0%, unseen 10.0% (1.0% expected)"
+    """
+    shown = changes[:2]
+    text = ", ".join(f"{name!r} {ref:.1%} -> {cur:.1%}" for name, ref, cur in shown)
+    if unseen - sum(cur for _, ref, cur in shown if not ref) > 0.0005:
+        text += f", unseen {unseen:.1%}" + (f" ({expected:.1%} expected)" if expected is not None else "")
+    return text
+
+
 def _moved(statistics: Mapping[str, Any]) -> str:
     """What moved, from a test's statistics: means and spreads, shares, values outside, the
     classifier's telling features."""
     if "top_changes" in statistics:
-        shown = _changes(statistics)[:2]
-        text = ", ".join(f"{c.get('category')!r} {_share(c, 'reference_share'):.1%} -> "
-                         f"{_share(c, 'current_share'):.1%}" for c in shown)
         unseen = statistics.get("unseen_share")
-        unseen = float(unseen) if isinstance(unseen, int | float) else 0.0
-        beyond = unseen - sum(_share(c, "current_share") for c in shown if not _share(c, "reference_share"))
-        if beyond > 0.0005:
-            expected = statistics.get("unseen_expected")  # absent from incidents of older releases
-            text += f", unseen {unseen:.1%}" + (f" ({expected:.1%} expected)"
-                                                if isinstance(expected, int | float) else "")
-        return text
+        expected = statistics.get("unseen_expected")  # absent from incidents of older releases
+        return category_moves([(c.get("category"), _share(c, "reference_share"), _share(c, "current_share"))
+                               for c in _changes(statistics)],
+                              float(unseen) if isinstance(unseen, int | float) else 0.0,
+                              float(expected) if isinstance(expected, int | float) else None)
     if "reference_range" in statistics:
         low, high = statistics["reference_range"]
         return (f"{statistics.get('share_outside', 0.0):.1%} outside [{_num(low)}, {_num(high)}] "

@@ -37,3 +37,12 @@ def test_an_effect_set_by_new_values_is_named_so() -> None:
     [row] = drifted_rows(evidence)
     assert row[1] == "unseen excess"
     assert row[4] == "'00017' 0.9% -> 0.0%, unseen 100.0% (1.0% expected)"
+
+
+def test_the_table_names_each_effect_as_the_catalogue_does() -> None:
+    """readable.py keeps its own copy of the symbols (the catalogue pulls in scipy, a second to
+    `incidents show`): it must say what the catalogue says."""
+    from inferwatch.detectors.drift import catalogue, readable
+
+    for test, effect in catalogue._EFFECT_NAMES.items():
+        assert readable._SYMBOLS[effect] == catalogue.SPEC_BY_NAME[test].symbol, (test, effect)
