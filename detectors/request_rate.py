@@ -179,7 +179,8 @@ class RequestRateDetector:
         if not window:
             return []
         self._windows_closed += 1
-        population = self._population.of([float(t.count) for t in window.values()], end_ts)
+        known = [float(t.count) for s, t in window.items() if s in self._baselines]
+        population = self._population.of([float(t.count) for t in window.values()], end_ts, known)
         judging = self._windows_closed > self.warmup_windows
         findings = []
         for subject, tally in window.items():
@@ -192,7 +193,8 @@ class RequestRateDetector:
     def _judge(self, subject: str, tally: _Tally, population: Population, judging: bool,
                bounds: tuple[float, float]) -> Finding | None:
         row, baseline = self._baselines.load(subject, bounds[1])
-        population = population.seen_by(tally.count)  # in a thin window, the others' (or recent)
+        # A new key, the keys with a history's; in a thin window, the others' (or recent).
+        population = population.seen_by(tally.count, newcomer=not baseline.windows)
         flagged, own = self._rule.assess(tally.count, baseline, population, judging)
         finding = self._finding(subject, tally, baseline, own, population, bounds) if flagged else None
         self._rule.learn(tally.count, baseline, population, own, flagged, judging)

@@ -556,6 +556,9 @@ class Population:
     """Recent busy windows' median, for a thin window's principals (0: none recent enough)."""
     window_median: float = 0.0
     """The window's own median (0: ``median`` is it)."""
+    newcomers: Population | None = None
+    """What a principal without history is judged against, when the window has principals with one
+    (:meth:`PopulationReference.of`'s ``known``): new keys flooding together must not set their bar."""
 
     @classmethod
     def of(cls, amounts: Sequence[float]) -> Population:
@@ -569,10 +572,11 @@ class Population:
         """The window's own median (as :meth:`of` gave it), whatever the basis."""
         return self.window_median or self.median
 
-    def seen_by(self, amount: float) -> Population:
+    def seen_by(self, amount: float, *, newcomer: bool = False) -> Population:
         """The population one principal, whose own amount is ``amount``, is judged against: the
         window's, or in a thin window the others' or recent windows' (the lower), else its own
-        (see the class).
+        (see the class); a ``newcomer`` (no history), the principals' with a history when the
+        window has some (:attr:`newcomers`).
 
         >>> thin = Population(3.0, 129.0, 3, thin=(2.0, 129.0, 3.0), recent=7.0)
         >>> thin.seen_by(129.0).median, thin.seen_by(129.0).basis
@@ -584,6 +588,8 @@ class Population:
         >>> alone.seen_by(129.0).median, alone.seen_by(129.0).basis
         (129.0, 'none')
         """
+        if newcomer and self.newcomers is not None:
+            return self.newcomers
         if not self.thin:
             return self
         others = list(self.thin)
@@ -597,7 +603,7 @@ class Population:
         else:
             median, basis = amount, "none"
         return replace(self, median=max(median, 1.0), p95=p95, basis=basis, thin=(), recent=0.0,
-                       window_median=self.median)
+                       window_median=self.median, newcomers=None)
 
     def described(self, spec: str = "g", noun: str = "principal") -> str:
         """What a flood's ``Nx the median …`` compares with, for a finding's summary.
@@ -608,6 +614,8 @@ class Population:
         'the median of recent windows (7; this window had 1 active principal)'
         >>> Population(3.0, 150.0, 3, basis="others").described(noun="caller")
         'the median of the 2 other active callers (3)'
+        >>> Population(9.0, 12.0, 14, basis="known").described(noun="caller")
+        'the median of the callers with a history (9; this window had 14 active callers)'
         """
         def active(n: int, other: str = "") -> str:
             return f"{n} {other}active {noun}{'' if n == 1 else 's'}"
@@ -617,6 +625,9 @@ class Population:
             return f"the median of the {active(self.active - 1, 'other ')} ({median})"
         if self.basis == "recent":
             return f"the median of recent windows ({median}; this window had {active(self.active)})"
+        if self.basis == "known":
+            window = active(self.active)
+            return f"the median of the {noun}s with a history ({median}; this window had {window})"
         if self.basis == "none":
             return f"its own amount ({median}: alone in its window, no recent window of enough {noun}s)"
         p95 = "" if self.p95 is None else f"; p95 {self.p95:{spec}}"
@@ -659,12 +670,30 @@ class PopulationReference:
     at: float = 0.0
     """When (event time) the last window with enough principals ended."""
 
-    def of(self, amounts: Sequence[float], end_ts: float) -> Population:
+    def of(self, amounts: Sequence[float], end_ts: float, known: Sequence[float] | None = None) -> Population:
         """The population of a window ending at ``end_ts`` (see the class); a thin window's must be
-        resolved per principal with :meth:`Population.seen_by`."""
+        resolved per principal with :meth:`Population.seen_by`.
+
+        ``known`` are the amounts of the principals with a history (a baseline), when the caller
+        tells them apart. A principal without one is then judged against those: their median
+        when there are at least ``min_active`` of them, else the lower of their median and the
+        recent one; when none has one, the lower of the window's median and the recent one — a pack
+        of new keys flooding together, the window's majority, made its median and so set its own
+        bar. None of it when ``min_active`` is 0 (the window's, always).
+
+        >>> reference = PopulationReference()
+        >>> reference.of([7.0] * 6, 0.0).median
+        7.0
+        >>> pack = reference.of([7.0] * 6 + [200.0] * 8, 60.0, known=[7.0] * 6)
+        >>> pack.median, pack.seen_by(200.0, newcomer=True).median, pack.seen_by(200.0).median
+        (200.0, 7.0, 200.0)
+        """
         window = Population.of(amounts)
         if self.median and end_ts - self.at > self.ttl_s:
             self.median = 0.0  # forgotten: the next busy window starts it afresh
+        recent = self.median
+        if known is not None and len(known) < window.active and self.min_active:
+            window = replace(window, newcomers=self._of_newcomers(window, known, recent))
         if window.active >= self.min_active:
             if self.median:
                 moved = self.median + self.alpha * (window.median - self.median)
@@ -673,7 +702,16 @@ class PopulationReference:
                 self.median = window.median
             self.at = end_ts
             return window
-        return replace(window, thin=tuple(float(a) for a in amounts), recent=self.median)
+        return replace(window, thin=tuple(float(a) for a in amounts), recent=recent)
+
+    def _of_newcomers(self, window: Population, known: Sequence[float], recent: float) -> Population | None:
+        if known:
+            settled = Population.of(known)
+            if len(known) >= self.min_active or not recent or recent >= settled.median:
+                return replace(settled, basis="known", active=window.active, window_median=window.median)
+        elif not recent or recent >= window.median:
+            return None
+        return replace(window, median=max(recent, 1.0), p95=None, basis="recent", window_median=window.median)
 
 
 def own_history(own: float, has_history: bool, spec: str = ".1f") -> str:
@@ -689,7 +727,8 @@ def own_history(own: float, has_history: bool, spec: str = ".1f") -> str:
 
 
 POPULATION_BASES = {"window": "this window", "others": "the other callers in this window",
-                    "recent": "recent windows", "none": "itself (alone, nothing recent)"}
+                    "recent": "recent windows", "none": "itself (alone, nothing recent)",
+                    "known": "the callers with a history in this window"}
 """What a flood finding's ``population_median`` is, by :attr:`Population.basis`."""
 
 

@@ -253,7 +253,8 @@ class TokenAbuseDetector:
         findings = [f for s, t in window.items() if (f := self._harvest_finding(s, t, bounds))]
         using = {subject: tally for subject, tally in window.items() if tally.tokens > 0}
         if using:
-            population = self._population.of([float(t.tokens) for t in using.values()], bounds[1])
+            known = [float(t.tokens) for s, t in using.items() if s in self._baselines]
+            population = self._population.of([float(t.tokens) for t in using.values()], bounds[1], known)
             judging = self._windows_closed > self.warmup_windows
             for subject, tally in using.items():
                 finding = self._judge_volume(subject, tally, population, judging, bounds)
@@ -265,7 +266,8 @@ class TokenAbuseDetector:
     def _judge_volume(self, subject: str, tally: _Tally, population: Population, judging: bool,
                       bounds: tuple[float, float]) -> Finding | None:
         row, baseline = self._baselines.load(subject, bounds[1])
-        population = population.seen_by(float(tally.tokens))  # in a thin window, the others' (or recent)
+        # A new key, the keys with a history's; in a thin window, the others' (or recent).
+        population = population.seen_by(float(tally.tokens), newcomer=not baseline.windows)
         flagged, own = self._rule.assess(tally.tokens, baseline, population, judging)
         finding = self._volume_finding(subject, tally, baseline, own, population, bounds) if flagged else None
         self._rule.learn(tally.tokens, baseline, population, own, flagged, judging)

@@ -244,9 +244,11 @@ def test_in_a_window_with_few_callers_each_is_judged_against_the_others(make_eve
     assert [(window_of(f), f.subject) for f in findings] == [(6, "principal:stranger"),
                                                              (7, "principal:loner")]
     among, alone = (f.evidence for f in findings)
+    # A new key: the callers with a history (here the other three too).
     assert (among["population_basis"], among["population_median"], among["population_active"]) == (
-        "the other callers in this window", 11, 4)
-    assert "the median of the 3 other active principals (11)" in findings[0].summary
+        "the callers with a history in this window", 11, 4)
+    assert "the median of the principals with a history (11; this window had 4 active principals)" in (
+        findings[0].summary)
     assert (alone["population_basis"], alone["population_median"]) == ("recent windows", 11)
     assert "the median of recent windows (11; this window had 1 active principal)" in findings[1].summary
     # Alone with nothing recent to go by (a dev service's one user): itself, never a flood of a population.
@@ -298,8 +300,36 @@ def test_recent_windows_neither_go_stale_over_a_quiet_spell_nor_are_lifted_by_a_
         return {f"pack{i}": 150 for i in range(5)} if w == 3 else {"loner": 150}
 
     findings = run(RequestRateDetector(), traffic(make_event, 5, pack_then_loner))
-    assert [(window_of(f), f.subject) for f in findings] == [(4, "principal:loner")]
-    assert findings[0].evidence["population_median"] == pytest.approx(16.5, abs=0.1)
+    # The pack, all new keys, against recent windows (11); the loner after it against 16.5.
+    assert [(window_of(f), f.subject) for f in findings] == [
+        (3, f"principal:pack{i}") for i in range(5)] + [(4, "principal:loner")]
+    assert [f.evidence["population_median"] for f in findings] == pytest.approx([11.0] * 5 + [16.5], abs=0.1)
+
+
+def test_new_keys_flooding_together_are_judged_against_the_callers_with_a_history(make_event: Any,
+                                                                                 run: Any) -> None:
+    """Eight new keys at 200 beside six known callers at about 10 made the window's median 200,
+    their own bar: none was flagged. A new key is judged against the keys with a history (their
+    median, 11), so each is a flood; the known callers, against the window as before. A morning
+    ramp is no flood: known callers up from 10 to 40 and a new key at 90 beside them (over 5x
+    recent windows' median, which lags)."""
+
+    def pack(w: int) -> dict[str, int]:
+        return {**normal_users(6), **({f"pack{i}": 200 for i in range(8)} if w == 4 else {})}
+
+    findings = run(RequestRateDetector(), traffic(make_event, 6, pack))
+    pack_keys = [(4, f"principal:pack{i}") for i in range(8)]
+    assert sorted((window_of(f), f.subject) for f in findings) == pack_keys
+    assert {(f.evidence["population_basis"], f.evidence["population_median"], f.evidence["population_active"])
+            for f in findings} == {("the callers with a history in this window", 11, 14)}
+    assert "the median of the principals with a history (11; this window had 14 active" in findings[0].summary
+
+    def morning(w: int) -> dict[str, int]:
+        return {**normal_users(6, 10 if w < 3 else 40), **({"newkey": 90} if w == 4 else {})}
+
+    assert run(RequestRateDetector(), traffic(make_event, 6, morning)) == []
+    # min_population 0: the window's own median for everyone, as before.
+    assert run(RequestRateDetector(min_population=0), traffic(make_event, 6, pack)) == []
 
 
 def test_before_any_busy_window_a_thin_window_is_its_own_reference(make_event: Any, run: Any) -> None:

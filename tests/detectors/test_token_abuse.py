@@ -255,3 +255,18 @@ def test_a_key_alone_in_its_window_is_judged_against_recent_windows(make_event: 
     assert [(window_of(f), f.subject) for f in findings] == [(5, "principal:stranger")]
     assert findings[0].evidence["population_basis"] == "recent windows"
     assert "the median of recent windows (5,500; this window had 1 active principal)" in findings[0].summary
+
+
+def test_new_keys_burning_tokens_together_are_judged_against_the_callers_with_a_history(
+        make_event: Any, run: Any) -> None:
+    """Seven new keys at 60,000 tokens beside six known callers at about 5,500 made the window's
+    median theirs, and so their own bar. A new key is judged against the keys with a history."""
+
+    def plan(w: int) -> Plan:
+        return {**normal_users(6), **({f"pack{i}": (30, 2_000) for i in range(7)} if w == 4 else {})}
+
+    findings = [f for f in run(TokenAbuseDetector(), traffic(make_event, 6, plan))
+                if f.evidence["signal"] == "token_volume"]
+    assert sorted(signals(findings)) == [(4, f"principal:pack{i}", "token_volume") for i in range(7)]
+    assert {f.evidence["population_basis"] for f in findings} == {"the callers with a history in this window"}
+    assert run(TokenAbuseDetector(min_population=0), traffic(make_event, 6, plan)) == []
