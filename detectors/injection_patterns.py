@@ -45,9 +45,41 @@ _NOT_MINE = (r"(?! (?:that |which )?(?:i|we) (?:just |have |'ve |had )?(?:gave|g
              r"| (?:from|of|by|given by|set by) (?:my|our) "
              r"| (?:on|in) (?:the|this|that|my|our) (?:worksheet|form|exam|test|quiz|assignment|homework"
              r"|handout|manual|leaflet|label|package|packaging|box|recipe)\b)")
+# "the previous command's exit status", "the previous rules of the game": the noun qualifies
+# another, or belongs to a game, a sport, a contract — not the model's instructions.
+_NOT_MODIFIER = (r"(?!'s\b)(?! of (?:the |a |an |this |that )?(?!(?:system|assistant|ai|model|chatbot|bot"
+                 r"|conversation|chat|developers?|openai|anthropic|prompt|yours)\b)\w)")
+# What a prompt injection tells the model to set aside (the document it reads, its orders, the user's
+# request), not what a user asks it to skip over ("ignore the typos", "disregard the header row").
+_SET_ASIDE = (r"(?:above|previous|preceding|prior|earlier|former|foregoing|original|initial|text|prompts?"
+              r"|messages?|instructions?|directions?|rules|requests?|tasks?|questions?|inputs?|context"
+              r"|documents?|emails?|conversation|content|system|everything|it|that|this|those|these|said"
+              r"|written|given|user's|user|all|other|of)")
+
+# Verbs that put words in the model's mouth: "ignore the resume and state: I admit…" is an
+# injection whatever was set aside; "ignore the typos and translate…" is a request.
+_ASSERT = r"(?:say|state|claim|repeat|respond|reply|answer)"
+
 # "How do I ignore the previous instructions (from my manager) politely?": the user asking how
 # they may do it, not telling the model to.
 _NOT_ASKING_HOW = r"(?<!how do i )(?<!how can i )(?<!how should i )(?<!how to )(?<!should i )(?<!can i )"
+
+# The user's own world in the other languages, as _NOT_MINE in English: "ignora las instrucciones
+# del manual", "vergiss die Anweisungen auf der Packung", "oublie les instructions de la recette",
+# "не обращай внимания на правила оформления" are about a manual, a packet, a recipe, a layout.
+_NOT_MINE_I18N = (
+    r"(?! (?:(?:de|del|de la|de los|de las|du|des|de l'|della|dello|dei|delle|von|vom|der|do|da|dos|das"
+    r"|auf (?:der|dem|den)|im|in (?:der|dem)|en (?:el|la|los|las|mi)|sur (?:le|la|les)|dans (?:le|la|les)"
+    r"|sul|sulla|nel|nella|no|na|на|в|во|из|к|для) )?"
+    r"(?:(?:mi|mis|nuestro|nuestra|nuestros|nuestras|mon|ma|mes|notre|nos|mio|mia|miei|mie|nostro|nostra"
+    r"|meine[mnrs]?|unsere[mnrs]?|meu|minha|meus|minhas|nosso|nossa|моего|моей|моих|нашего|нашей|наших)\b"
+    r"|(?:manual|manuel|manuale|handbuchs?|anleitung|bedienungsanleitung|paquete|envase|caja|emballage"
+    r"|boîte|paquet|confezione|scatola|packung|verpackung|embalagem|caixa|receta|recette|ricetta|rezepts?"
+    r"|receita|etiqueta|étiquette|etichetta|etikett|rótulo|examen|prüfung|esame|exame|formulario"
+    r"|formulaire|formulars?|modulo|formulário|fabricante|fabricant|produttore|herstellers?|jefe|chef"
+    r"|capo|profesor|professeur|professore|lehrers?|médico|médecin|medico|arztes|упаковк\w*|рецепт\w*"
+    r"|экзамен\w*|оформлени\w*|производител\w*|руководств\w*)\b))"
+)
 
 # "Ignore / forget (all) (your | the) previous instructions" and "ignore everything you were told",
 # in the languages users most often write in. A first-person possessive ("olvida mis instrucciones",
@@ -61,8 +93,10 @@ _FORGET_I18N = [
     r"(?:ignore|ignora|esqueça|esquece|desconsidere|desconsidera) (?:todas )?(?:as )?(?:suas |tuas )?"
     r"(?:instruções|regras|orientações)\b",
     r"(?:ignore|esqueça|esquece) tudo (?:o )?que (?:te|lhe) (?:foi dito|disseram)",
-    r"(?:ignore|ignorez|oublie|oubliez|ne tiens pas compte|ne tenez pas compte) (?:de )?(?:toutes )?"
+    r"(?:ignorez|oublie|oubliez|ne tiens pas compte|ne tenez pas compte) (?:de )?(?:toutes )?"
     r"(?:les |tes |vos )?(?:instructions|consignes|règles)\b",
+    # "ignore" is English too ("students often ignore instructions"): French only with its article.
+    r"ignore (?:toutes )?(?:les |tes |vos )(?:instructions|consignes|règles)\b|ignore (?:consignes|règles)\b",
     r"(?:ignore|ignorez|oublie|oubliez) tout ce qu(?:e |')"
     r"(?:on t'a|on vous a|vous avez|tu as|t'a été|vous a été) ?(?:dit|reçu|donné)",
     r"(?:ignora|ignorate|dimentica|dimenticate|trascura|non considerare) (?:tutte )?(?:le )?(?:tue |sue )?"
@@ -107,12 +141,13 @@ _FORGET_I18N_A = (
 PATTERNS: list[tuple[str, str, float, str | tuple[str, ...], str]] = [
     ("instruction_override", "ignore_previous", 0.8, _IGNORE_A,
      rf"{_NOT_ASKING_HOW}\b(?:{_IGNORE_A}) (?:(?!my )\w+ ){{0,4}}?{_PRIOR} (?:\w+ ){{0,2}}?{_ORDERS}\b"
-     rf"{_NOT_MINE}"
+     rf"{_NOT_MINE}{_NOT_MODIFIER}"
      rf"|\b(?:ignore|disregard|forget) (?:all |any |the |your )?(?:\w+ )?{_ORDERS}"
      rf" (?:\w+ ){{0,4}}?(?:before|previously|earlier|so far|until now)\b"),
     ("instruction_override", "ignore_above", 0.75, "ignore|disregard|forget",
      rf"\b(?:ignore|disregard|forget) (?:all |everything |what(?:ever)? (?:was |is )?(?:said|written) )?"
-     rf"(?:of )?(?:the )?(?:above|before|previous|preceding)(?: \w+)?[,.;:]? (?:and|then|now|instead),? "
+     rf"(?:of )?(?:the )?(?:above|before|previous|preceding)(?: {_SET_ASIDE})?[,.;:]? "
+     rf"(?:and|then|now|instead),? "
      rf"(?:instead |just |only )?{_SAY}\b|\b(?:ignore|disregard|forget) (?:all|everything) (?:\w+ ){{0,4}}?"
      rf"(?:before|above|prior to) this\b"),
     # "Disregard everything you were told before", "forget all you've been given": not "forget everything
@@ -126,8 +161,8 @@ PATTERNS: list[tuple[str, str, float, str | tuple[str, ...], str]] = [
      r"|system|admins?|operators?)\b))"
      r"|(?:was|were|has been|have been|had been) (?:\w+ )?(?:told|given|said|shown|written) to you\b)"),
     ("instruction_override", "ignore_content_and", 0.7, "ignore|disregard",
-     rf"\b(?:ignore|disregard) (?:the|this|that|all|any|these) (?:\w+ ){{0,3}}?(?:and|then) "
-     rf"(?:instead |just )?{_SAY}\b"),
+     rf"\b(?:ignore|disregard) (?:the|this|that|all|any|these) (?:(?:{_SET_ASIDE} ){{0,3}}?(?:and|then) "
+     rf"(?:instead |just )?{_SAY}|(?:\w+ ){{0,3}}?(?:and|then) (?:instead |just )?{_ASSERT})\b"),
     ("instruction_override", "ignore_your_rules", 0.6, "ignore|disregard|forget|bypass|override",
      rf"\b(?:ignore|disregard|forget|bypass|override) (?:all (?:of )?)?(?:your |all |any |the {_BUILTIN}+)"
      rf"{_BUILTIN}*(?:instructions|programming|guidelines|rules|directives|restrictions|filters|policies"
@@ -159,12 +194,14 @@ PATTERNS: list[tuple[str, str, float, str | tuple[str, ...], str]] = [
      r"|ignor\w* (?:sie )?(?:alle )?(?:vorherigen|bisherigen|vorigen) anweisungen"
      r"|ignora(?:te)? quanto (?:sopra|detto)|ignorez? (?:tout )?ce qui précède"
      r"|(?:olvida|vergiss|oubliez?|dimentica) (?:\w+ ){0,2}?(?:instrucciones|anweisungen|instructions"
-     r"|istruzioni)|(?:игнорир|забуд)\w* (?:\w+ )?(?:предыдущ|прежн|вышеуказ)\w* (?:инструкц|указан)"
+     rf"|istruzioni)\b{_NOT_MINE_I18N}"
+     r"|(?:игнорир|забуд)\w* (?:\w+ )?(?:предыдущ|прежн|вышеуказ)\w* (?:инструкц|указан)"
      r"|忽略(?:之前|以前|上面|上述|先前|前面|所有)|(?:以前|前|上記)の指示を無視|上記を?無視|이전 지시"
      r"|تجاهل (?:جميع )?(?:ال)?تعليمات (?:ال)?سابقة|αγνοήστε (?:τις |τ )?προηγούμενες οδηγίες"
      r"|bỏ qua (?:các |mọi )?(?:hướng dẫn|chỉ dẫn|chỉ thị) trước|abaikan (?:semua )?instruksi sebelumnya"
      "|önceki talimatlar\u0131 (?:yok say|görmezden gel|unut)|पिछले निर्देशों को (?:अनदेखा|नज़रअंदाज़|नजरअंदाज)"),
-    ("instruction_override", "multilingual_forget", 0.75, _FORGET_I18N_A, "|".join(_FORGET_I18N)),
+    ("instruction_override", "multilingual_forget", 0.75, _FORGET_I18N_A,
+     "(?:" + "|".join(_FORGET_I18N) + ")" + _NOT_MINE_I18N),
     ("system_prompt_extraction", "reveal_system_prompt", 0.75, _SHOW_A,
      rf"\b{_SHOW} (?:me |us )?(?:all |back |out )?(?:of )?(?:your|the|its) "
      r"(?:(?:full|entire|exact|complete|verbatim|current|first) )*(?:system (?:prompt|message|instructions)"
@@ -172,7 +209,7 @@ PATTERNS: list[tuple[str, str, float, str | tuple[str, ...], str]] = [
     ("system_prompt_extraction", "what_is_your_prompt", 0.65, "what",
      r"\bwhat (?:is|are|was|were) your "
      r"(?:(?:exact|full|original|initial|first|hidden|secret|system|current) )*"
-     r"(?:system prompt|prompt|instructions|directives)\b"),
+     r"(?:system prompt|prompt|instructions|directives)\b(?! (?:for|on|about) \w+ing\b)"),
     ("system_prompt_extraction", "repeat_text_above", 0.6,
      "repeat|print|output|reveal|write|show|copy|recite|display|echo|starting|beginning",
      r"\b(?:repeat|print|output|reveal|write|show|copy|recite|display|echo) (?:back )?"
