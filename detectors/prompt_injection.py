@@ -45,6 +45,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -102,8 +103,41 @@ _COMPILED = [_Compiled.build(*p) for p in PATTERNS]
 _WORD_KEYS = frozenset(w for c in _COMPILED for w in c.words)
 _ZERO_WIDTH = [0x00AD, 0x034F, 0x180E, 0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2060, 0x2061, 0x2062,
                0x2063, 0x2064, 0xFEFF]
-_INVISIBLE = dict.fromkeys([*_ZERO_WIDTH, *range(0xE0000, 0xE0080)])
+# Every format character (bidi controls and isolates, invisible operators, tags…), variation
+# selectors, and the overlays that strike or underline a Latin letter go; blank "letters" that
+# render as spaces (Hangul fillers, the braille blank) become spaces.
+_FORMAT = [c for first, last in (  # category Cf (Unicode 15), as ranges: scanning them costs 0.1 s
+    (0xAD, 0xAD), (0x600, 0x605), (0x61C, 0x61C), (0x6DD, 0x6DD), (0x70F, 0x70F), (0x890, 0x891),
+    (0x8E2, 0x8E2), (0x180E, 0x180E), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x2064),
+    (0x2066, 0x206F), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD), (0x110CD, 0x110CD),
+    (0x13430, 0x13438), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F),
+) for c in range(first, last + 1)]
+_VARIATION = [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)]
+_OVERLAYS = [0x0305, *range(0x0332, 0x0339), *range(0x20D0, 0x20F1)]
+_BLANKS = [0x115F, 0x1160, 0x2800, 0x3164, 0xFFA0]
+_INVISIBLE: dict[int, str | None] = dict.fromkeys([*_ZERO_WIDTH, *_FORMAT, *_VARIATION, *_OVERLAYS,
+                                                   *range(0xE0000, 0xE0080)])
+_INVISIBLE.update(dict.fromkeys(_BLANKS, " "))
 _ZERO_WIDTH_RE = re.compile("[" + "".join(map(chr, _ZERO_WIDTH)) + "]")
+
+
+def _char_class(codes: set[int]) -> re.Pattern[str]:
+    """A character class of ``codes`` written as ranges: a class listing some 300 characters one by
+    one, astral ones among them, is searched character by character (0.6 ms a text)."""
+    ranges: list[list[int]] = []
+    for code in sorted(codes):
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return re.compile("[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "")
+                                     for a, b in ranges) + "]")
+
+
+_HIDDEN_RE = _char_class({*_FORMAT, *_VARIATION, *_OVERLAYS, *_BLANKS} - set(range(0xE0000, 0xE0080)))
+# Bytes hidden in variation selectors after a visible character ("emoji smuggling"): U+FE00-FE0F are
+# bytes 0-15, U+E0100-E01EF bytes 16-255.
+_VARIATION_RUN = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]{4,}")
 _LEET = {"1": "i", "3": "e", "0": "o", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
 # Cyrillic and Greek letters that render like Latin ones; NFKC leaves them alone.
 _LOOKALIKE = dict(zip(
@@ -119,10 +153,15 @@ _LEET_CHAR = re.compile("[" + re.escape("".join(_LEET)) + "]")
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2}){12,}")
 _BINARY = re.compile(r"(?:[01]{8} ){5,}[01]{8}")
+_HEX_ESCAPED = re.compile(r"(?:\\x[0-9a-fA-F]{2}){12,}")
+_HEX_APART = re.compile(r"(?<![0-9a-fA-F:])[0-9a-fA-F]{2}(?:[ :,][0-9a-fA-F]{2}){11,}(?![0-9a-fA-F:])")
+_HEX_SEPARATORS = re.compile(r"\\x|[ :,]")
 _TAG_TEXT = re.compile("[\U000e0020-\U000e007e]+")
 # Letters spelt out one by one with the same separator ("i g n o r e", "i.g.n.o.r.e", "i-g-n-o-r-e"),
 # four letters or more; words are then told apart by a wider gap or by ordinary spacing.
-_SPELT = re.compile(r"(?<!\w)\w(?P<sep>[ .\-_*|/+~])\w(?:(?P=sep)\w){2,}(?!\w)")
+_SPELT = re.compile(r"(?<!\w)\w(?P<sep> {2,3}|[ .\-_*|/+~\n])\w(?:(?P=sep)\w){2,}(?!\w)")
+# Once a text spells words out, its short words too ("a.l.l", "y o u"): alone they are initials.
+_SPELT_SHORT = re.compile(r"(?<!\w)\w(?P<sep> {2,3}|[ .\-_*|/+~\n])\w(?:(?P=sep)\w)?(?!\w)")
 _TOKEN_EDGES = "'\"()[]{}<>.,;:!?`"
 # Words run together with separators instead of spaces ("ignore_all_previous_instructions",
 # "ignore-all-previous-instructions", "ignore.all.previous.instructions"): a whole token of two words
@@ -191,14 +230,20 @@ def scan_text(text: str, max_chars: int = 20_000) -> Scan:
         nfkc = unicodedata.normalize("NFKC", text)
         applied += ["nfkc"] if nfkc != text else []
         applied += ["zero-width"] if _ZERO_WIDTH_RE.search(nfkc) else []
+        applied += ["invisible"] if _HIDDEN_RE.search(nfkc) else []
         hidden = "".join(chr(ord(c) - 0xE0000) for run in _TAG_TEXT.findall(nfkc) for c in run)
         if hidden:
             views.append((normalise(hidden), ("unicode-tags",)))
+        smuggled = " ".join(filter(None, (_readable(bytes(_selector_byte(c) for c in run))
+                                          for run in _VARIATION_RUN.findall(text))))
+        if smuggled:
+            views.append((normalise(smuggled), ("variation-selectors",)))
         text = nfkc
     views.insert(0, (normalise(text), ()))
     views.extend((normalise(decoded), (step,)) for step, decoded in _decoded_tokens(text))
-    joined = _SPELT.sub(lambda m: m.group(0).replace(m.group("sep"), ""), text)
+    joined = _SPELT.sub(_unspelt, text)
     if joined != text:
+        joined = _SPELT_SHORT.sub(_unspelt, joined)
         views.append((normalise(joined), ("spelt-out",)))
     spaced = _RUN_TOGETHER.sub(_spaced, text)
     if spaced != text:
@@ -209,6 +254,15 @@ def scan_text(text: str, max_chars: int = 20_000) -> Scan:
         if _MIXED.search(view):
             _collect(_second_pass(view), via, found, original=view)
     return _score(tuple(found.values()), applied)
+
+
+def _unspelt(match: re.Match[str]) -> str:
+    return match.group(0).replace(match.group("sep"), "")
+
+
+def _selector_byte(selector: str) -> int:
+    code = ord(selector)
+    return code - 0xFE00 if code < 0xFE10 else code - 0xE0100 + 16
 
 
 def _spaced(match: re.Match[str]) -> str:
@@ -423,23 +477,48 @@ def _score(matches: tuple[PatternMatch, ...], applied: list[str]) -> Scan:
     return Scan(matches, families, 1.0 - remaining, tuple(steps))
 
 
-def _decoded_tokens(text: str, limit: int = 8) -> list[tuple[str, str]]:
-    """Readable text hidden in long Base64, hex or 8-bit binary tokens, as ``(step, text)``."""
-    words = text.split()
+def _decoded_tokens(text: str, limit: int = 8, tries: int = 64) -> list[tuple[str, str]]:
+    """Readable text hidden in long Base64, hex or 8-bit binary runs, as ``(step, text)``: runs
+    anywhere (``payload=…``, ``{"q":"…"}``, ``data:…;base64,…``), hex also as ``0x…``, ``\\x49\\x67…``
+    or bytes apart (``49 67 6e…``, ``49:67:6e…``), Base64 also encoded twice; the first ``limit``
+    that decode to text, of the first ``tries`` runs (a run of random bytes decodes to none)."""
     out = [("binary", _readable(bytes(int(w, 2) for w in run.split())))
            for run in _BINARY.findall(text)[:limit]]
-    tokens = [t for t in (w.strip(_TOKEN_EDGES) for w in words if len(w) >= 24) if len(t) >= 24][:limit]
-    for token in tokens:
-        if _HEX.fullmatch(token):
-            out.append(("hex", _readable(bytes.fromhex(token))))
-        elif _BASE64.fullmatch(token) and not (token.isalpha() and (token.islower() or token.isupper())):
-            raw = token.replace("-", "+").replace("_", "/").rstrip("=")
-            try:
-                data = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
-            except binascii.Error:
-                continue
-            out.append(("base64", _readable(data)))
+    # Every run of 24 characters or more lies in a whitespace token as long: most texts have none.
+    words = text.split()
+    long_words = [w for w in words if len(w) >= 24]
+    escaped = [run for w in long_words if "\\x" in w for run in _HEX_ESCAPED.findall(w)]
+    # Bytes apart are one long word ("49:67:…") or twelve two-character words ("49 67 …").
+    apart = text if sum(len(w) == 2 for w in words) >= 12 else " ".join(long_words)
+    out += [("hex", _readable(bytes.fromhex(_HEX_SEPARATORS.sub("", run))))
+            for run in itertools.chain(escaped, _HEX_APART.findall(apart))][:limit]
+    found = 0
+    runs = (match for w in long_words for match in _BASE64.finditer(w))
+    for match in itertools.islice(runs, tries):
+        step, decoded = _decoded(match.group(0))
+        if not decoded:
+            continue
+        out.append((step, decoded))
+        if step == "base64" and _BASE64.fullmatch(inner := decoded.strip()):
+            out.append(_decoded(inner))
+        found += 1
+        if found >= limit:
+            break
     return [(step, decoded) for step, decoded in out if decoded]
+
+
+def _decoded(token: str) -> tuple[str, str]:
+    """One run as hex or Base64 text (``""`` when it is neither or not text)."""
+    bare = token[2:] if token[:2] in ("0x", "0X") else token
+    if _HEX.fullmatch(bare):
+        return "hex", _readable(bytes.fromhex(bare))
+    if token.isalpha() and (token.islower() or token.isupper()):  # a word, not an encoding
+        return "base64", ""
+    raw = token.replace("-", "+").replace("_", "/").rstrip("=")
+    try:
+        return "base64", _readable(base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True))
+    except binascii.Error:
+        return "base64", ""
 
 
 def _readable(data: bytes) -> str:
