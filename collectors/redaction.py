@@ -435,11 +435,25 @@ def _auth_placeholder(match: re.Match[str]) -> str:
     return SECRET if match.group("scheme") == "Basic" else secret_placeholder(None, match.group("credential"))
 
 
+# A value that says where the secret is or that it was left out, not the secret: an environment
+# variable ("$DB_PASSWORD", "${API_KEY}"), code that reads one ("os.environ[", "getpass()",
+# "config.get("), a mask ("********", "xxxx", "..."), a template ("<your-password>",
+# "{{ api_key }}") or a fill-me-in ("YOUR_API_KEY", "sk_test_YOUR_KEY_HERE", "replace-me",
+# "example123"). Code and docs are full of these.
+_NOT_A_VALUE: Final = re.compile(
+    r"\$\{?[A-Z_][A-Z0-9_]*\}?[.!?)\]}]*"
+    r"|(?:os\.environ|os\.getenv|getenv|process\.env|ENV|env|getpass|config|settings|secrets|vault|keyring"
+    r"|input|prompt)[.\[(].*"
+    r"|\*{3,}|[xX]{4,}|\.{3,}|…+|<[^<>]*>?|\{\{?[^{}]*\}?\}?"
+    r"|[\w-]*(?i:your[_-]|[_-]here\b|replace[_-]?me|change[_-]?me|placeholder|dummy|example)[\w-]*"
+)
+
+
 def _assignment(match: re.Match[str]) -> str:
     # "password: please." is prose; a real value has digits or symbols inside it. A placeholder
     # already written ("[SECRET:jwt]", "api_key: [SECRET:...]") is left as it is.
     value = match.group("value")
-    if value.rstrip(".!?)]}").isalpha() or _PLACED.fullmatch(value):
+    if value.rstrip(".!?)]}").isalpha() or _PLACED.fullmatch(value) or _NOT_A_VALUE.fullmatch(value):
         return match.group(0)
     return f"{match.group('name')}{match.group('sep')}{_assignment_placeholder(match)}"
 
@@ -470,9 +484,28 @@ def _phone(match: re.Match[str]) -> str:
     return PHONE if 7 <= count <= 15 else number
 
 
+# Random-looking but public: an SSH public key's body, a Subresource Integrity digest
+# ("sha512-…", npm's lock files), an image's bytes in a data URI. Masking them hid nothing and
+# made every coding answer that shows one look like a leaked secret.
+_PUBLIC_BEFORE: Final = re.compile(
+    r"(?:\b(?:ssh-(?:rsa|ed25519|dss)|ecdsa-sha2-nistp(?:256|384|521)) |\bdata:image/[\w.+-]+;base64,)$")
+_PUBLIC_PREFIXES: Final = ("sha256-", "sha384-", "sha512-")
+
+
+def public_blob(text: str, start: int, token: str) -> bool:
+    """Whether ``token``, at ``start`` in ``text``, is random-looking but public (see above).
+
+    >>> public_blob("ssh-ed25519 AAAAC3Nza", 12, "AAAAC3Nza"), public_blob("key AAAAC3Nza", 4, "AAAAC3Nza")
+    (True, False)
+    """
+    if token.startswith(_PUBLIC_PREFIXES):
+        return True
+    return _PUBLIC_BEFORE.search(text, max(0, start - 40), start) is not None
+
+
 def _token(match: re.Match[str]) -> str:
     token = match.group(0)
-    if not is_high_entropy(token):
+    if not is_high_entropy(token) or public_blob(match.string, match.start(), token):
         return token
     encoded = None if _wrapped(match) else _encoded_text(token)
     return secret_placeholder(None, token) if encoded is None else encoded

@@ -52,6 +52,7 @@ from inferwatch.collectors.redaction import (
     find_sensitive,
     jwt_valid,
     mask,
+    public_blob,
     shannon_entropy,
     vendor_kind,
 )
@@ -320,7 +321,9 @@ class OutputLeakDetector:
                          masked=f"-----{value}-----" if kind == "private_key" else None)
             elif span.kind in ("vendor_key", "jwt"):  # a test key or an AWS user id: not a token
                 scan.claim(span.start, span.end)
-            # bearer, password= and long tokens are left to the entropy rule below
+            elif span.kind in ("auth", "assignment"):  # "password=…", "Bearer …": as redaction's [SECRET]
+                scan.add("secret", value, span.start, span.end)
+            # long tokens are left to the entropy rule below
         for match in _IBAN.finditer(text):
             if iban_valid(match.group().replace(" ", "")):
                 scan.add("iban", match.group(), *match.span())
@@ -330,7 +333,8 @@ class OutputLeakDetector:
         for url in _BARE_URL.finditer(text):  # ids in URLs are the exfiltration rule's business
             scan.claim(*url.span())
         for match in _TOKEN.finditer(text):
-            if is_random_token(match.group(), self.entropy_threshold):
+            if is_random_token(match.group(), self.entropy_threshold) and not public_blob(
+                    text, match.start(), match.group()):
                 scan.add("high_entropy_token", match.group(), *match.span())
 
     def _placeholders(self, scan: _Scan) -> None:

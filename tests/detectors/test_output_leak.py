@@ -487,3 +487,33 @@ def test_a_canary_in_another_case_or_spaced_out_is_still_a_canary(output: str) -
     assert finding.evidence["kinds"] == {"canary": 1}
     assert finding.evidence["snippets"][0]["detail"]["form"] == "altered"
     assert _judged("the code is canary-7f3a9", canaries=["CANARY-7f3a9b"]) == []
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl user@host",
+        '"integrity": "sha512-v2kDEe57lecTulaDIuNTPy3Ry4gLGJ6Z1O3vE1krgXZNrsQ+LFTGHVxVjcXPs17LhbZVGed'
+        'AJv8XZ1tvj5FvSg=="',
+        "![dot](data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kg"
+        "AAAABJRU5ErkJggg==)",
+        "password = getpass()",
+        'db_password = os.environ["DB_PASSWORD"]',
+        "PASSWORD=${DB_PASSWORD} and api_key: {{ api_key }}",
+        "password: ******** (hidden)",
+        'stripe.api_key = "sk_test_YOUR_KEY_HERE"',
+    ],
+)
+@pytest.mark.parametrize("capture", ["full", "redacted"])
+def test_public_blobs_and_secrets_left_out_stay_quiet(output: str, capture: str) -> None:
+    """A red-team review: public keys, integrity digests and image bytes looked like secrets; so,
+    once redacted, did code that reads a secret from elsewhere or masks it."""
+    assert _judged(output if capture == "full" else redact(output)) == []
+
+
+@pytest.mark.parametrize("capture", ["full", "redacted"])
+def test_a_password_assignment_is_a_secret_in_either_capture(capture: str) -> None:
+    """Full capture found nothing in "password=Tr0ub4dor&3" that redaction masks as [SECRET]."""
+    output = "Your new login: password=Tr0ub4dor&3"
+    (finding,) = _judged(output if capture == "full" else redact(output))
+    assert finding.evidence["kinds"] == {"secret": 1}
