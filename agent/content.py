@@ -122,7 +122,7 @@ def scalar_value(value: str, mode: CaptureMode) -> str:
 
     >>> scalar_value("pro", CaptureMode.NONE), scalar_value("bob@example.com", CaptureMode.NONE)
     ('pro', '[EMAIL]')
-    >>> scalar_value("AKIAIOSFODNN7EXAMPLE", CaptureMode.NONE)
+    >>> scalar_value("AKIAZ3MXQ7R2LPWN4VYD", CaptureMode.NONE)
     '[SECRET:aws_access_key]'
     >>> scalar_value("call me on 0161 496 0000", CaptureMode.NONE)
     '[TEXT]'

@@ -19,7 +19,7 @@ placeholder        what it replaces
 
 A secret's placeholder also says *which* secret it was, so on-call knows what to rotate
 (:func:`secret_placeholder`): a vendor key keeps what its issuer's console shows of it, the first
-and last characters (:func:`mask`: ``[SECRET:aws_access_key:AKIA…MPLE]``); a private key, a
+and last characters (:func:`mask`: ``[SECRET:aws_access_key:AKIA…4VYD]``); a private key, a
 signed JWT and a generic secret of 32+ random token characters get a fingerprint, ``#`` and the
 first 8 hex digits of SHA-256 of the secret (:func:`fingerprint`: ``[SECRET:private_key:#1a2b3c4d]``,
 ``[SECRET:#0c5e8f21]``), which ``inferwatch pseudonym --fingerprint`` computes from a candidate.
@@ -85,7 +85,7 @@ SECRET_KINDS: Final = _VENDOR_KIND_NAMES | {"private_key", "jwt"}
 def vendor_kind(value: str) -> str | None:
     """The issuer-named kind of a vendor key (``aws_access_key``, ``github_token``...), if any.
 
-    >>> vendor_kind("AKIAIOSFODNN7EXAMPLE"), vendor_kind("sk_test_4eC39HqLyjWDarjtT1zdp7dc")
+    >>> vendor_kind("AKIAZ3MXQ7R2LPWN4VYD"), vendor_kind("sk_test_4eC39HqLyjWDarjtT1zdp7dc")
     ('aws_access_key', None)
     """
     for prefixes, kind in VENDOR_KINDS:
@@ -127,8 +127,8 @@ def fingerprint(secret: str) -> str:
     """``#`` and the first 8 hex digits of SHA-256 of ``secret`` (UTF-8); of a private key block,
     of its Base64 body with all whitespace dropped, so line endings and wrapping do not matter.
 
-    >>> fingerprint("AKIAIOSFODNN7EXAMPLE")
-    '#1a5d44a2'
+    >>> fingerprint("AKIAZ3MXQ7R2LPWN4VYD")
+    '#99752938'
     """
     body = _KEY_BODY.search(secret)
     if body is not None:
@@ -166,8 +166,8 @@ def secret_placeholder(kind: str | None, secret: str | None = None) -> str:
     """``[SECRET:<kind>]`` for a kind of :data:`SECRET_KINDS`, else ``[SECRET]``; given the
     ``secret``, with its :func:`identification` after a colon when it has one.
 
-    >>> secret_placeholder("aws_access_key", "AKIAIOSFODNN7EXAMPLE")
-    '[SECRET:aws_access_key:AKIA…MPLE]'
+    >>> secret_placeholder("aws_access_key", "AKIAZ3MXQ7R2LPWN4VYD")
+    '[SECRET:aws_access_key:AKIA…4VYD]'
     >>> secret_placeholder(None, "q8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8"), secret_placeholder("jwt")
     ('[SECRET:#7fbda3c5]', '[SECRET:jwt]')
     """
@@ -319,8 +319,8 @@ def redact(text: str, *, identify: bool = True) -> str:
 
     >>> redact("Authorization: Bearer abcDEF123456ghiJKL789")
     'Authorization: Bearer [SECRET]'
-    >>> redact("key AKIAIOSFODNN7EXAMPLE"), redact("key AKIAIOSFODNN7EXAMPLE", identify=False)
-    ('key [SECRET:aws_access_key:AKIA…MPLE]', 'key [SECRET:aws_access_key]')
+    >>> redact("key AKIAZ3MXQ7R2LPWN4VYD"), redact("key AKIAZ3MXQ7R2LPWN4VYD", identify=False)
+    ('key [SECRET:aws_access_key:AKIA…4VYD]', 'key [SECRET:aws_access_key]')
     """
     if len(text) < 6:  # nothing maskable fits: skip the scans for tiny strings
         return text
@@ -352,7 +352,7 @@ class SensitiveSpan:
 _PLACEHOLDER_OF: Final = {"email": EMAIL, "card": CARD, "phone": PHONE}
 _VALUE_GROUP: Final = {"auth": "credential", "assignment": "value"}
 _TYPED: Final = frozenset({"vendor_key", "private_key", "jwt"})  # masked whole, as a typed placeholder
-# A value that is already a placeholder ("api_key: [SECRET:aws_access_key:AKIA…MPLE]"), of a
+# A value that is already a placeholder ("api_key: [SECRET:aws_access_key:AKIA…4VYD]"), of a
 # known kind and identification only, so nothing else can pass for one.
 _PLACED: Final = re.compile(_PLACEHOLDER_PATTERN + r"[.!?)\]}]*")
 
@@ -410,10 +410,31 @@ def _inside_word(match: re.Match[str]) -> bool:
     return start > 0 and (match.string[start - 1].isalnum() or match.string[start - 1] in "_-")
 
 
+# Credentials published as examples, printed by every coding assistant that explains an API:
+# AWS's documentation keys (AKIAIOSFODNN7EXAMPLE, wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY: a key's
+# shape ending in "EXAMPLE" or "EXAMPLEKEY", which a random key all but never does; a password
+# that merely contains the word is still masked) and jwt.io's sample token
+# (its claims: sub 1234567890, name John Doe, iat 1516239022).
+SAMPLE_JWT_CLAIMS: Final = "eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ"
+
+
+_SAMPLE_AWS: Final = re.compile(
+    r"(?<![A-Za-z0-9/+])(?:A[KS]IA[0-9A-Z]{9}EXAMPLE|[A-Za-z0-9/+]{30}EXAMPLEKEY)(?![A-Za-z0-9/+])")
+
+
+def public_sample(value: str) -> bool:
+    """Whether ``value`` is a credential published as an example (see above): not a secret.
+
+    >>> public_sample("AKIAIOSFODNN7EXAMPLE"), public_sample("AKIAZ3MXQ7R2LPWN4VYD")
+    (True, False)
+    """
+    return _SAMPLE_AWS.search(value) is not None or f".{SAMPLE_JWT_CLAIMS}." in value
+
+
 def _key(match: re.Match[str]) -> str:
     # "task-management-system-for-teams" contains "sk-" + 20 chars: a real key starts a word
     # and, being random, has digits or mixed case.
-    if _inside_word(match) or not _looks_random(match.group(0)[4:]):
+    if _inside_word(match) or not _looks_random(match.group(0)[4:]) or public_sample(match.group(0)):
         return match.group(0)
     return secret_placeholder(vendor_kind(match.group(0)), match.group(0))
 
@@ -425,7 +446,8 @@ def _looks_random(credential: str) -> bool:
 
 
 def _auth(match: re.Match[str]) -> str:
-    if _inside_word(match) or not _looks_random(match.group("credential")):
+    if _inside_word(match) or not _looks_random(match.group("credential")) or public_sample(
+            match.group("credential")):
         return match.group(0)  # "Bearer instructions": a word, not a credential
     return f"{match.group('scheme')} {_auth_placeholder(match)}"
 
@@ -438,14 +460,14 @@ def _auth_placeholder(match: re.Match[str]) -> str:
 # A value that says where the secret is or that it was left out, not the secret: an environment
 # variable ("$DB_PASSWORD", "${API_KEY}"), code that reads one ("os.environ[", "getpass()",
 # "config.get("), a mask ("********", "xxxx", "..."), a template ("<your-password>",
-# "{{ api_key }}") or a fill-me-in ("YOUR_API_KEY", "sk_test_YOUR_KEY_HERE", "replace-me",
-# "example123"). Code and docs are full of these.
+# "{{ api_key }}") or a fill-me-in ("YOUR_API_KEY", "sk_test_YOUR_KEY_HERE", "replace-me").
+# Code and docs are full of these.
 _NOT_A_VALUE: Final = re.compile(
     r"\$\{?[A-Z_][A-Z0-9_]*\}?[.!?)\]}]*"
     r"|(?:os\.environ|os\.getenv|getenv|process\.env|ENV|env|getpass|config|settings|secrets|vault|keyring"
     r"|input|prompt)[.\[(].*"
     r"|\*{3,}|[xX]{4,}|\.{3,}|…+|<[^<>]*>?|\{\{?[^{}]*\}?\}?"
-    r"|[\w-]*(?i:your[_-]|[_-]here\b|replace[_-]?me|change[_-]?me|placeholder|dummy|example)[\w-]*"
+    r"|[\w-]*(?i:your[_-]|[_-]here\b|replace[_-]?me|change[_-]?me|placeholder)[\w-]*"
 )
 
 
@@ -453,7 +475,8 @@ def _assignment(match: re.Match[str]) -> str:
     # "password: please." is prose; a real value has digits or symbols inside it. A placeholder
     # already written ("[SECRET:jwt]", "api_key: [SECRET:...]") is left as it is.
     value = match.group("value")
-    if value.rstrip(".!?)]}").isalpha() or _PLACED.fullmatch(value) or _NOT_A_VALUE.fullmatch(value):
+    if (value.rstrip(".!?)]}").isalpha() or _PLACED.fullmatch(value) or _NOT_A_VALUE.fullmatch(value)
+            or public_sample(value)):
         return match.group(0)
     return f"{match.group('name')}{match.group('sep')}{_assignment_placeholder(match)}"
 
@@ -505,14 +528,25 @@ def public_blob(text: str, start: int, token: str) -> bool:
 
 def _token(match: re.Match[str]) -> str:
     token = match.group(0)
-    if not is_high_entropy(token) or public_blob(match.string, match.start(), token):
+    if not is_high_entropy(token) or public_blob(match.string, match.start(), token) or public_sample(
+            token) or public_sample(_word_around(match)):
         return token
     encoded = None if _wrapped(match) else _encoded_text(token)
     return secret_placeholder(None, token) if encoded is None else encoded
 
 
+def _word_around(match: re.Match[str]) -> str:
+    """The whitespace-delimited word ``match`` lies in (a JWT's part: the whole token)."""
+    text, start, end = match.string, match.start(), match.end()
+    while start > 0 and not text[start - 1].isspace() and match.start() - start < 2048:
+        start -= 1
+    while end < len(text) and not text[end].isspace() and end - match.end() < 2048:
+        end += 1
+    return text[start:end]
+
+
 def _jwt(match: re.Match[str]) -> str:
-    if _inside_word(match):
+    if _inside_word(match) or public_sample(match.group(0)):
         return match.group(0)
     return secret_placeholder("jwt" if jwt_valid(match.group(0)) else None, match.group(0))
 
@@ -658,7 +692,7 @@ def redact_path(path: str) -> str:
 
     >>> redact_path("/v1/tenants/bob.victim@example.org/v1/chat/completions")
     '/v1/tenants/[EMAIL]/v1/chat/completions'
-    >>> redact_path("/hooks/AKIAIOSFODNN7EXAMPLE/run"), redact_path("/v1/orders/20260101123/items")
+    >>> redact_path("/hooks/AKIAZ3MXQ7R2LPWN4VYD/run"), redact_path("/v1/orders/20260101123/items")
     ('/hooks/[SECRET:aws_access_key]/run', '/v1/orders/20260101123/items')
     """
     return redact(path, identify=False)

@@ -48,11 +48,13 @@ from inferwatch.collectors.redaction import (
     CARD,
     EMAIL,
     PHONE,
+    SAMPLE_JWT_CLAIMS,
     SECRET_PLACEHOLDER,
     find_sensitive,
     jwt_valid,
     mask,
     public_blob,
+    public_sample,
     shannon_entropy,
     vendor_kind,
 )
@@ -87,7 +89,7 @@ KINDS: Final[dict[str, tuple[str, Severity, float]]] = {
     "remote_image": ("exfiltration", "medium", 0.4),  # query or long path, nothing data-looking
 }
 _PLACEHOLDER_KIND: Final = {EMAIL: "email", CARD: "card", PHONE: "phone"}
-# "[SECRET:aws_access_key:AKIA…MPLE]": the key's kind, and which key; "[SECRET]": some secret
+# "[SECRET:aws_access_key:AKIA…4VYD]": the key's kind, and which key; "[SECRET]": some secret
 _PLACEHOLDERS: Final = re.compile(
     "|".join(re.escape(p) for p in _PLACEHOLDER_KIND) + "|" + SECRET_PLACEHOLDER.pattern)
 _IBAN: Final = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
@@ -95,6 +97,7 @@ _SSN: Final = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)
 _UK_NI: Final = re.compile(
     r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
 _TOKEN: Final = re.compile(r"(?<![A-Za-z0-9_+=-])[A-Za-z0-9_+=-]{20,200}(?![A-Za-z0-9_+=-])")
+_JWT_SHAPE: Final = re.compile(r"[\w-]+\.[\w-]+\.[\w-]*")
 _WORDY: Final = re.compile(r"[a-z]{3,}|[A-Z]{4,}")
 _WORD: Final = re.compile(r"\w+")
 _URL: Final = r"(https?://[^\s)\"'<>]+)"
@@ -123,7 +126,7 @@ class Leak:
 def placeholder_kind(placeholder: str) -> str:
     """The kind of a redaction placeholder (``[EMAIL]`` ``email``, ``[SECRET]`` ``secret``).
 
-    >>> placeholder_kind("[SECRET:aws_access_key:AKIA…MPLE]"), placeholder_kind("[SECRET:#1a2b3c4d]")
+    >>> placeholder_kind("[SECRET:aws_access_key:AKIA…4VYD]"), placeholder_kind("[SECRET:#1a2b3c4d]")
     ('aws_access_key', 'secret')
     """
     found = SECRET_PLACEHOLDER.fullmatch(placeholder)
@@ -332,6 +335,10 @@ class OutputLeakDetector:
                 scan.add(kind, match.group(), *match.span())
         for url in _BARE_URL.finditer(text):  # ids in URLs are the exfiltration rule's business
             scan.claim(*url.span())
+        if SAMPLE_JWT_CLAIMS in text:  # jwt.io's sample: its parts are no random tokens either
+            for match in _JWT_SHAPE.finditer(text):
+                if public_sample(match.group()):
+                    scan.claim(*match.span())
         for match in _TOKEN.finditer(text):
             if is_random_token(match.group(), self.entropy_threshold) and not public_blob(
                     text, match.start(), match.group()):

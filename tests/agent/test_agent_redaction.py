@@ -28,7 +28,7 @@ def _sha(secret: str) -> str:
         ("pay 4111-1111-1111-1111 today", CARD),
         ("pay 378282246310005 today", CARD),
         # A vendor key: its kind and what its issuer's console shows of it (first and last 4).
-        ("aws AKIAIOSFODNN7EXAMPLE today", "[SECRET:aws_access_key:AKIA…MPLE]"),
+        ("aws AKIAZ3MXQ7R2LPWN4VYD today", "[SECRET:aws_access_key:AKIA…4VYD]"),
         ("key sk-proj-AbCdEf1234567890GhIjKl today", "[SECRET:openai_style_key:sk-p…IjKl]"),
         ("key sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345 today", "[SECRET:openai_style_key:sk-a…2345]"),
         ("stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc today", "[SECRET:stripe_key:sk_l…p7dc]"),
@@ -104,11 +104,11 @@ def test_card_number_failing_luhn_is_kept() -> None:
 
 
 def test_several_kinds_in_one_text() -> None:
-    text = "Mail bob@example.com, call +1 415 555 2671, card 5500 0000 0000 0004, key AKIAIOSFODNN7EXAMPLE."
-    assert redact(text) == f"Mail {EMAIL}, call {PHONE}, card {CARD}, key [SECRET:aws_access_key:AKIA…MPLE]."
+    text = "Mail bob@example.com, call +1 415 555 2671, card 5500 0000 0000 0004, key AKIAZ3MXQ7R2LPWN4VYD."
+    assert redact(text) == f"Mail {EMAIL}, call {PHONE}, card {CARD}, key [SECRET:aws_access_key:AKIA…4VYD]."
 
 
-SECRETS = ["4111111111111111", "4111 1111 1111 1111", "alice.smith@example.org", "AKIAIOSFODNN7EXAMPLE",
+SECRETS = ["4111111111111111", "4111 1111 1111 1111", "alice.smith@example.org", "AKIAZ3MXQ7R2LPWN4VYD",
            "+44 20 7946 0958"]
 
 
@@ -211,8 +211,8 @@ def test_an_encoding_wrapped_over_lines_is_masked_whole() -> None:
     ("text", "expected"),
     [("user=bob|key=AKIAIOSFODNN7EXAMPL2|phone=+44 20 7946 0958",
       "user=bob|key=[SECRET:aws_access_key:AKIA…MPL2]|phone=[PHONE]"),
-     ("AKIAIOSFODNN7EXAMPL2:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-      "[SECRET:aws_access_key:AKIA…MPL2]:[SECRET:#" + _sha("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY") + "]"),
+     ("AKIAIOSFODNN7EXAMPL2:q8Zr2Lp0Xv7Nw4Kt9Bs6/Hd3Jm1Fc5Gy8Tz0Qw1",
+      "[SECRET:aws_access_key:AKIA…MPL2]:[SECRET:#" + _sha("q8Zr2Lp0Xv7Nw4Kt9Bs6/Hd3Jm1Fc5Gy8Tz0Qw1") + "]"),
      ("password=[SECRET:hunter_two]", "password=[SECRET]"),  # not a placeholder of a known kind
      ("A JWT looks like eyJhbGciOiJxxxxxxxx.eyJzdWIiOiJxxxxxxxx.signature", f"A JWT looks like {SECRET}")],
 )
@@ -248,8 +248,8 @@ def test_passwords_and_basic_credentials_never_get_a_fingerprint() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["aws_access_key: AKIAIOSFODNN7EXAMPLE, gcp_api_key=AIzaSyD4x9Kq2LmN7pR3sT8vW1yZ5bC6eF0gH2j",
-     "keys: AKIAIOSFODNN7EXAMPLE;AIzaSyD4x9Kq2LmN7pR3sT8vW1yZ5bC6eF0gH2j secret=hunter22x",
+    ["aws_access_key: AKIAZ3MXQ7R2LPWN4VYD, gcp_api_key=AIzaSyD4x9Kq2LmN7pR3sT8vW1yZ5bC6eF0gH2j",
+     "keys: AKIAZ3MXQ7R2LPWN4VYD;AIzaSyD4x9Kq2LmN7pR3sT8vW1yZ5bC6eF0gH2j secret=hunter22x",
      "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U "
      "token q8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8Aa, mail bob@example.com, card 4111 1111 1111 1111"],
 )
@@ -263,9 +263,9 @@ def test_redacting_redacted_text_changes_nothing(text: str) -> None:
 def test_what_follows_a_placeholder_is_still_redacted() -> None:
     # The kind inside a placeholder ("aws_access_key:", "gcp_api_key:") reads like an assignment:
     # it must neither be masked again nor swallow what comes after it.
-    text = ("[SECRET:aws_access_key:AKIA…MPLE]secret=hunter22x and "
+    text = ("[SECRET:aws_access_key:AKIA…4VYD]secret=hunter22x and "
             "[SECRET:gcp_api_key:AIza…gH2j]:api_key=zz9911aa")
-    assert redact(text) == ("[SECRET:aws_access_key:AKIA…MPLE]secret=[SECRET] and "
+    assert redact(text) == ("[SECRET:aws_access_key:AKIA…4VYD]secret=[SECRET] and "
                             "[SECRET:gcp_api_key:AIza…gH2j]:api_key=[SECRET]")
 
 
@@ -281,6 +281,6 @@ def test_only_a_placeholder_of_the_written_shape_passes_for_one(fake: str) -> No
 def test_capture_none_names_the_kind_only() -> None:
     from inferwatch.agent.content import scalar_value
 
-    assert scalar_value("AKIAIOSFODNN7EXAMPLE", CaptureMode.NONE) == "[SECRET:aws_access_key]"
+    assert scalar_value("AKIAZ3MXQ7R2LPWN4VYD", CaptureMode.NONE) == "[SECRET:aws_access_key]"
     assert scalar_value("q8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8", CaptureMode.NONE) == SECRET
-    assert scalar_value("AKIAIOSFODNN7EXAMPLE", CaptureMode.REDACTED) == "[SECRET:aws_access_key:AKIA…MPLE]"
+    assert scalar_value("AKIAZ3MXQ7R2LPWN4VYD", CaptureMode.REDACTED) == "[SECRET:aws_access_key:AKIA…4VYD]"

@@ -69,7 +69,7 @@ def model_server(state: UpstreamState) -> Starlette:
                 yield b'{"id": "c1", "object": "chat.completion", "model": "%s", ' % model.encode()
                 await asyncio.sleep(0.3)
                 yield (b'"choices": [{"index": 0, "message": {"role": "assistant", "content": '
-                       b'"Your key is AKIAIOSFODNN7EXAMPLE."}, "finish_reason": "stop"}]}')
+                       b'"Your key is AKIAZ3MXQ7R2LPWN4VYD."}, "finish_reason": "stop"}]}')
             return StreamingResponse(halves(), media_type="application/json")
         if not body.get("stream"):
             return JSONResponse({
@@ -1071,9 +1071,9 @@ def test_an_email_or_key_in_the_path_does_not_leave_the_host(
 ) -> None:
     """A security walk-through: /v1/tenants/<email>/v1/chat/completions was kept verbatim as the
     event's endpoint (and the span's url.path), whatever the capture mode."""
-    path = "/v1/tenants/bob.victim@example.org/hooks/AKIAIOSFODNN7EXAMPLE/v1/chat/completions"
+    path = "/v1/tenants/bob.victim@example.org/hooks/AKIAZ3MXQ7R2LPWN4VYD/v1/chat/completions"
     httpx.post(f"{proxy.url}{path}", json=CHAT, headers={"authorization": f"Bearer {API_KEY}"})
     [event] = events_of(proxy, list_producer, 1)
     assert event.endpoint == "/v1/tenants/[EMAIL]/hooks/[SECRET:aws_access_key]/v1/chat/completions"
     assert "bob.victim" not in event.model_dump_json()
-    assert "AKIAIOSFODNN7EXAMPLE" not in event.model_dump_json()
+    assert "AKIAZ3MXQ7R2LPWN4VYD" not in event.model_dump_json()

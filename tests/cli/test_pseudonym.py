@@ -118,13 +118,13 @@ PEM_BODY = "MIIEowIBAAKCAQEAq8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8AaZ3MXQ7R2LPWN4VYD"
 def test_fingerprint_prints_the_placeholder_the_agent_writes_for_a_candidate(capsys, tmp_path):
     token = "q8Zr2Lp0Xv7Nw4Kt9Bs6Hd3Jm1Fc5Gy8"
     candidates = tmp_path / "candidates.txt"
-    candidates.write_text(f"{token}\nAKIAIOSFODNN7EXAMPLE\nhunter22\n-----BEGIN PRIVATE KEY-----\r\n"
+    candidates.write_text(f"{token}\nAKIAZ3MXQ7R2LPWN4VYD\nhunter22\n-----BEGIN PRIVATE KEY-----\r\n"
                           f"{PEM_BODY[:40]}\r\n{PEM_BODY[40:]}\r\n-----END PRIVATE KEY-----\r\n")
     code, out, err = _run(capsys, "--fingerprint", str(candidates))
     assert code == 0
     assert out.splitlines() == [
         f"[SECRET:#{hashlib.sha256(token.encode()).hexdigest()[:8]}]",
-        "[SECRET:aws_access_key:AKIA…MPLE]",
+        "[SECRET:aws_access_key:AKIA…4VYD]",
         "[SECRET]",
         f"[SECRET:private_key:#{hashlib.sha256(PEM_BODY.encode()).hexdigest()[:8]}]",
     ]

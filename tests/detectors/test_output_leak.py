@@ -517,3 +517,29 @@ def test_a_password_assignment_is_a_secret_in_either_capture(capture: str) -> No
     output = "Your new login: password=Tr0ub4dor&3"
     (finding,) = _judged(output if capture == "full" else redact(output))
     assert finding.evidence["kinds"] == {"secret": 1}
+
+
+_JWT_IO = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0"
+           "IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\n"
+        "export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        f"curl -H 'Authorization: Bearer {_JWT_IO}' https://api.example.com",
+        f'const token = "{_JWT_IO}";',
+    ],
+)
+@pytest.mark.parametrize("capture", ["full", "redacted"])
+def test_credentials_published_as_examples_stay_quiet(output: str, capture: str) -> None:
+    """AWS's documentation keys and jwt.io's sample token, which coding assistants print all the
+    time, paged as a leaked cloud key (a red-team review)."""
+    assert _judged(output if capture == "full" else redact(output)) == []
+
+
+def test_a_real_looking_key_beside_a_sample_or_a_password_naming_one_is_still_a_secret() -> None:
+    assert redact("password=MyEXAMPLEpass1") == "password=[SECRET]"
+    (finding,) = _judged("AKIAIOSFODNN7EXAMPLE is the sample; yours is AKIAZ3MXQ7R2LPWN4VYD")
+    assert finding.evidence["kinds"] == {"aws_access_key": 1}
