@@ -324,6 +324,17 @@ PATTERNS: list[tuple[str, str, float, str | tuple[str, ...], str]] = [
      rf"(?:read|see|process|parse|summari[sz]e|encounter|scan|reach|ingest) (?:this|these)\b"),
     ("indirect_injection", "note_to_ai", 0.6, "note to|message to|reminder to|notice to|p.s|ps",
      rf"\b(?:note|message|reminder|notice|p\.?s\.?) to (?:the |any |all )?{_AI}\b"),
+    # Content addressing whichever AI reads it: "To any LLM reading this document: …", "If you are
+    # an AI assistant reading this, …", "IMPORTANT INSTRUCTION FOR THE AI MODEL: …".
+    ("indirect_injection", "to_the_ai_reading", 0.6, "to|for|if you are",
+     rf"\b(?:to|for) (?:any|every|all|the|an?) (?:\w+ )?{_AI} (?:that is |who is )?(?:reading|processing"
+     rf"|summari[sz]ing|parsing|analy[sz]ing|scanning|crawling|indexing)\b(?! (?:about|up on)\b)"
+     rf"|\bif you are an? (?:\w+ )?{_AI}(?: model)?,? (?:reading|processing|summari[sz]ing|parsing"
+     rf"|analy[sz]ing|scanning|crawling|indexing|and you are reading)\b"),
+    ("indirect_injection", "instructions_for_the_ai", 0.6,
+     "important|urgent|special|hidden|secret|additional",
+     rf"\b(?:important|urgent|special|hidden|secret|additional) (?:system )?instructions? (?:for|to) "
+     rf"(?:the |any |all )?{_AI}(?: model)?(?: \w+)? ?:"),
     ("indirect_injection", "hidden_comment", 0.55, "<!--",
      r"<!-- ?(?:ignore|disregard|forget|override|(?:new |hidden |secret )instructions?|system prompt|<)"),
     ("indirect_injection", "hidden_marker", 0.55, "[hidden|[secret|[invisible|hidden",

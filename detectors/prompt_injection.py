@@ -48,6 +48,7 @@ import bisect
 import itertools
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -138,16 +139,29 @@ _HIDDEN_RE = _char_class({*_FORMAT, *_VARIATION, *_OVERLAYS, *_BLANKS} - set(ran
 # Bytes hidden in variation selectors after a visible character ("emoji smuggling"): U+FE00-FE0F are
 # bytes 0-15, U+E0100-E01EF bytes 16-255.
 _VARIATION_RUN = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]{4,}")
-_LEET = {"1": "i", "3": "e", "0": "o", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
+_LEET = {"1": "i", "3": "e", "0": "o", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i", "|": "i",
+         "9": "g", "+": "t"}
+_LEET_L = _LEET | {"1": "l"}  # "a11 prior ru1es": 1 is an l as often as an i
 # Cyrillic and Greek letters that render like Latin ones; NFKC leaves them alone.
 _LOOKALIKE = dict(zip(
     "\u0430\u0441\u0435\u043e\u0440\u0445\u0443\u0456\u0458\u0455\u0501"  # Cyrillic a c e o p x y i j s d
     "\u03b1\u03b5\u03b9\u03ba\u03bd\u03bf\u03c1\u03c4\u03c5\u03c7",  # Greek a e i k v o p t u x
     "aceopxyijsd" "aeikvoptux", strict=True))
 _SECOND_PASS = str.maketrans(_LEET | _LOOKALIKE)
+# Letters that NFKC leaves and that read as plain Latin: small capitals ("ɪɢɴᴏʀᴇ"), dotless i,
+# script g, Armenian o, Cherokee i. With accents taken off ("Ígnóre àll prévíous"), a view of its own.
+_PLAIN = str.maketrans(dict(zip(
+    "\u026a\u0262\u0274\u1d0f\u0280\u1d07\u1d00\u029f\u1d18\u1d20\u1d1c\ua731\u1d1b\u1d04\u1d05\u029c"
+    "\u1d0d\u1d0b\u1d0a\u1d21\u028f\u1d22\u0299\ua730\u0131\u0261\u0585\u13a5",
+    "ignorealpvustcdh" "mkjwyzbf" "igoi", strict=True)))
+_NEEDS_PLAIN = re.compile("[\u00c0-\u02af\u0300-\u036f\u1d00-\u1d7f\ua730-\ua7ff\u0585\u13a5]")
 _SECOND_PASS_ASCII = bytes.maketrans("".join(_LEET).encode(), "".join(_LEET.values()).encode())
+_SECOND_PASS_ASCII_L = bytes.maketrans("".join(_LEET_L).encode(), "".join(_LEET_L.values()).encode())
 # A Latin letter next to a leet digit or a Cyrillic/Greek letter: the second pass may find more.
-_MIXED = re.compile(r"[a-z][013457@$\u0370-\u052f]|[013457@$\u0370-\u052f][a-z]")
+# "!", "|", "9" and "+" only before a letter ("!gn0re", "ins+ruc+ions"): after one, they end
+# sentences and name C++.
+_MIXED = re.compile(r"[a-z][013457@$\u0370-\u052f]|[013457@$!|9+\u0370-\u052f][a-z]")
+_ONE_IN_WORD = re.compile(r"[a-z]1|1[a-z]")
 _SCRIPT_MIX = re.compile(r"[a-z][\u0370-\u052f]|[\u0370-\u052f][a-z]")
 _LEET_CHAR = re.compile("[" + re.escape("".join(_LEET)) + "]")
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
@@ -234,6 +248,11 @@ def scan_text(text: str, max_chars: int = 20_000) -> Scan:
         hidden = "".join(chr(ord(c) - 0xE0000) for run in _TAG_TEXT.findall(nfkc) for c in run)
         if hidden:
             views.append((normalise(hidden), ("unicode-tags",)))
+        if _NEEDS_PLAIN.search(nfkc):
+            plain = "".join(c for c in unicodedata.normalize("NFKD", nfkc)
+                            if not unicodedata.combining(c)).translate(_PLAIN)
+            if plain != nfkc:
+                views.append((normalise(plain), ("accents",)))
         smuggled = " ".join(filter(None, (_readable(bytes(_selector_byte(c) for c in run))
                                           for run in _VARIATION_RUN.findall(text))))
         if smuggled:
@@ -253,6 +272,8 @@ def scan_text(text: str, max_chars: int = 20_000) -> Scan:
         _collect(view, via, found)
         if _MIXED.search(view):
             _collect(_second_pass(view), via, found, original=view)
+            if "1" in view and _ONE_IN_WORD.search(view):
+                _collect(_second_pass(view, _LEET_L), via, found, original=view)
     return _score(tuple(found.values()), applied)
 
 
@@ -286,11 +307,11 @@ def _spaced(match: re.Match[str]) -> str:
     return _SEPARATOR_RUN.sub(" ", token)
 
 
-def _second_pass(view: str) -> str:
+def _second_pass(view: str, leet: dict[str, str] = _LEET) -> str:
     """Undo leetspeak and look-alike letters, character for character (so spans line up)."""
     if view.isascii():  # bytes.translate is an order of magnitude faster than a str table
-        return view.encode().translate(_SECOND_PASS_ASCII).decode()
-    view = _LEET_CHAR.sub(lambda m: _LEET[m.group()], view)
+        return view.encode().translate(_SECOND_PASS_ASCII if leet is _LEET else _SECOND_PASS_ASCII_L).decode()
+    view = _LEET_CHAR.sub(lambda m: leet[m.group()], view)
     # Genuine Cyrillic or Greek text is left alone: only words mixing scripts hide English.
     return view.translate(_SECOND_PASS) if _SCRIPT_MIX.search(view) else view
 
@@ -489,7 +510,7 @@ def _decoded_tokens(text: str, limit: int = 8, tries: int = 64) -> list[tuple[st
     long_words = [w for w in words if len(w) >= 24]
     escaped = [run for w in long_words if "\\x" in w for run in _HEX_ESCAPED.findall(w)]
     # Bytes apart are one long word ("49:67:…") or twelve two-character words ("49 67 …").
-    apart = text if sum(len(w) == 2 for w in words) >= 12 else " ".join(long_words)
+    apart = text if Counter(map(len, words))[2] >= 12 else " ".join(long_words)
     out += [("hex", _readable(bytes.fromhex(_HEX_SEPARATORS.sub("", run))))
             for run in itertools.chain(escaped, _HEX_APART.findall(apart))][:limit]
     found = 0
