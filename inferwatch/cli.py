@@ -159,32 +159,43 @@ def _every_command_takes_the_log_level(parser: argparse.ArgumentParser) -> None:
         _every_command_takes_the_log_level(command)
 
 
+ID_HELP = "incident id (or a unique prefix of at least 4 characters)"
+"""What an incident id argument takes (``show``, ``ack``, ``resolve``, ``timeline``, ``report``): the
+stores' ``MIN_ID_PREFIX``, written out so that building the parser loads no detector module."""
+
+
 def _incidents_parser(sub: Any, commands: Any) -> None:
     p = sub.add_parser("incidents", help="list, show, acknowledge and resolve incidents")
     isub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = isub.add_parser("list", help="incidents, newest first")
     _common(q)
-    q.add_argument("--status", action="append", choices=["open", "acknowledged", "resolved"])
+    q.add_argument("--status", action="append", choices=["open", "acknowledged", "resolved"],
+                   help="in this state (repeatable: --status open --status acknowledged; default any)")
     q.add_argument("--severity", choices=["info", "low", "medium", "high", "critical"],
                    help="this severity or higher")
-    q.add_argument("--kind", choices=["drift", "abuse", "operational", "integrity"])
-    for flag in ("--detector", "--service", "--model", "--text"):
-        q.add_argument(flag)
+    q.add_argument("--kind", choices=["drift", "abuse", "operational", "integrity"],
+                   help="of this kind")
+    q.add_argument("--detector", help="filed by this detector (request_rate, prompt_injection, ...)")
+    q.add_argument("--service", help="about calls to this service")
+    q.add_argument("--model", help="about this model")
+    q.add_argument("--text", help="with all these words in the title, summary, subject, detector, model "
+                                  "or service")
     q.add_argument("--subject", type=_subject,
                    help="as incidents show it: principal:p_…, ip:…, model:… (a bare p_… works too)")
     q.add_argument("--since", type=parse_time, help="last seen since (RFC 3339 or 30m/2h/7d)")
-    q.add_argument("--limit", type=positive_int, default=100)
+    q.add_argument("--limit", type=positive_int, default=100,
+                   help="at most this many, the newest (100; a note on stderr says when more may match)")
     q.set_defaults(handler=commands.incidents_list)
     q = isub.add_parser("show", help="one incident with its evidence and history")
     _common(q)
-    q.add_argument("id")
+    q.add_argument("id", help=ID_HELP)
     q.set_defaults(handler=commands.incidents_show)
     for action, help_text in (("ack", "acknowledge: you are on it"), ("resolve", "resolve: it is over")):
         q = isub.add_parser(action, help=help_text)
         _common(q)
-        q.add_argument("id")
+        q.add_argument("id", help=ID_HELP)
         q.add_argument("--actor", default=None, help="who (default: $USER)")
-        q.add_argument("--note", default=None)
+        q.add_argument("--note", default=None, help="why, kept in the incident's history")
         q.set_defaults(handler=commands.incidents_transition, transition=action)
     from inferwatch import investigate_cmd
 

@@ -337,6 +337,7 @@ def incidents_list(args: argparse.Namespace, settings: Settings) -> int:
             render.json_line(incident.public_dict())
     else:
         render.incidents_table(found)
+    _note_limit_reached(len(found), args.limit, "incident")  # on stderr: with --json too
     if not found and args.detector is not None:
         _note_unknown_detector(args.detector)
     pseudonym = (args.subject or "").removeprefix("principal:")
@@ -347,6 +348,13 @@ def incidents_list(args: argparse.Namespace, settings: Settings) -> int:
         if older:
             _note_older("incident", older[0].last_seen, args.since)
     return 0
+
+
+def _note_limit_reached(found: int, limit: int, noun: str) -> None:
+    """A listing that stopped at ``--limit`` says so on stderr, rather than look complete."""
+    if found >= limit:
+        print(f"(the newest {render.count(limit, noun)}; more may match: raise --limit or narrow the search)",
+              file=sys.stderr)
 
 
 def _note_new_folder(command: str, path: str | Path) -> None:
@@ -463,9 +471,7 @@ def events_search(args: argparse.Namespace, settings: Settings) -> int:
             render.json_line(event_to_dict(event))
     else:
         render.events_table(found)
-        if len(found) == args.limit:
-            print(f"(the newest {render.count(args.limit, 'event')}; more may match: raise --limit or narrow "
-                  "the search)", file=sys.stderr)
+        _note_limit_reached(len(found), args.limit, "event")
     return 0
 
 

@@ -64,14 +64,16 @@ def _positive_int(value: str) -> int:
 def add_incident_parsers(isub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``timeline`` and ``report`` to the ``incidents`` sub-parsers ``isub``; ``common`` adds
     the flags every command takes (``--config``, ``--store``, ``--json``, …)."""
+    from inferwatch.cli import ID_HELP
+
     q = isub.add_parser("timeline", help="the subject's events around an incident, with per-event scores")
     common(q)
-    q.add_argument("id", help="incident id (or a unique prefix of at least 4 characters)")
+    q.add_argument("id", help=ID_HELP)
     _window_flags(q)
     q.set_defaults(handler=incidents_timeline)
     q = isub.add_parser("report", help="an evidence bundle (Markdown or JSON) to attach to a ticket")
     common(q)
-    q.add_argument("id", help="incident id (or a unique prefix of at least 4 characters)")
+    q.add_argument("id", help=ID_HELP)
     q.add_argument("--format", choices=["md", "json"], default=None,
                    help="md or json (default: json for an --output ending in .json, else md); --json means "
                         "--format json")

@@ -192,6 +192,36 @@ def test_events_search_refuses_what_can_never_match(capsys, store):
     assert main(["events", "search", "--store", store, "--trace-id", trace]) == 0
 
 
+def test_incidents_list_says_when_it_stopped_at_its_limit(capsys, store):
+    main(["incidents", "list", "--store", store, "--json"])
+    total = len(_json_lines(capsys))
+    assert total > 2
+    for flags in ([], ["--json"]):  # on stderr, so with --json too
+        assert main(["incidents", "list", "--store", store, "--limit", "2", *flags]) == 0
+        captured = capsys.readouterr()
+        assert "the newest 2 incidents; more may match: raise --limit" in captured.err
+        if flags:
+            assert len(captured.out.splitlines()) == 2
+    assert main(["incidents", "list", "--store", store, "--limit", str(total + 1)]) == 0
+    assert "more may match" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("action", ["list", "show", "ack", "resolve"])
+def test_incidents_options_all_have_help(capsys, action):
+    with pytest.raises(SystemExit):
+        main(["incidents", action, "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    parser = build_parser()
+    incidents = next(a for a in parser._subparsers._group_actions[0].choices["incidents"]._actions
+                     if a.dest == "action").choices[action]
+    bare = [a.option_strings or [a.dest] for a in incidents._actions if a.help is None]
+    assert bare == []
+    if action != "list":
+        assert "unique prefix of at least 4 characters" in shown
+    else:
+        assert "more may match" in shown
+
+
 def test_events_search_says_when_more_may_match(capsys, store):
     assert main(["events", "search", "--store", store, "--limit", "3"]) == 0
     assert "the newest 3 events; more may match" in capsys.readouterr().err
