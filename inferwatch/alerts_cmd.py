@@ -98,15 +98,13 @@ def _starts(value: str) -> datetime:
 
 
 def _duration(value: str) -> timedelta:
-    from inferwatch.collectors.durations import parse_duration
+    """``--duration``: a length of time with its unit (``2h``; a bare ``2`` is refused), above 0."""
+    from inferwatch.cli import length_of_time
 
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if seconds <= 0:
+    duration = length_of_time("--duration", "h")(value)
+    if duration <= timedelta(0):
         raise argparse.ArgumentTypeError(f"{value!r}: a silence needs a duration above 0, e.g. 30m or 2h")
-    return timedelta(seconds=seconds)
+    return duration
 
 
 # -- silences ------------------------------------------------------------------------------------

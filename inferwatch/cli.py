@@ -39,6 +39,29 @@ def parse_time(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def length_of_time(flag: str, unit: str) -> Callable[[str], timedelta]:
+    """The argparse type of ``flag``, a length of time that needs its unit (``30m``, ``2h``,
+    ``1h30m``; ``0`` alone is 0), as ``--since`` and amtool do: a bare number (``--duration 2``)
+    could mean seconds, minutes or hours, so it is refused with the flag written with ``unit``."""
+    def parse(value: str) -> timedelta:
+        try:
+            return timedelta(seconds=parse_duration(value, unitless=False))
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"{value!r} is too long a time") from None
+        except ValueError as exc:
+            try:
+                parse_duration(value)
+            except ValueError:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+            number = value.strip()
+            raise argparse.ArgumentTypeError(
+                f"{value!r} has no unit: seconds, minutes, hours? Write it with one (s, m, h or d), "
+                f"e.g. {flag} {number}{unit}") from None
+
+    parse.__name__ = "length of time"  # what argparse calls the type in its own messages
+    return parse
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML settings file (also INFERWATCH_CONFIG)")
     parser.add_argument("--bus", metavar="PATH",

@@ -14,12 +14,10 @@ import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from inferwatch import render
-from inferwatch.collectors.durations import parse_duration
 from inferwatch.collectors.settings import Settings
 from inferwatch.detectors.incidents import Incident, no_such_incident
 from inferwatch.detectors.investigation import (
@@ -42,15 +40,6 @@ from inferwatch.runtime import open_store
 _TEXT = 50  # characters of input text in the timeline table
 
 
-def parse_age(value: str) -> timedelta:
-    """A length of time: seconds (``90``) or with units (``90s``, ``15m``, ``2h``, ``1d``, ``1h30m``);
-    ``0`` is allowed."""
-    try:
-        return timedelta(seconds=parse_duration(value))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -64,7 +53,7 @@ def _positive_int(value: str) -> int:
 def add_incident_parsers(isub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``timeline`` and ``report`` to the ``incidents`` sub-parsers ``isub``; ``common`` adds
     the flags every command takes (``--config``, ``--store``, ``--json``, …)."""
-    from inferwatch.cli import ID_HELP
+    from inferwatch.cli import ID_HELP, length_of_time
 
     q = isub.add_parser("timeline", help="the subject's events around an incident, with per-event scores")
     common(q)
@@ -79,15 +68,19 @@ def add_incident_parsers(isub: Any, common: Callable[[argparse.ArgumentParser], 
                         "--format json")
     q.add_argument("--output", "-o", type=Path, metavar="FILE", help="write the report here (default stdout)")
     _window_flags(q)
-    q.add_argument("--related-window", type=parse_age, default=DEFAULT_RELATED_WINDOW, metavar="AGE",
+    q.add_argument("--related-window", type=length_of_time("--related-window", "h"),
+                   default=DEFAULT_RELATED_WINDOW, metavar="AGE",
                    help="how far around the incident related incidents are looked for (default 1h)")
     q.set_defaults(handler=incidents_report)
 
 
 def _window_flags(q: argparse.ArgumentParser) -> None:
-    q.add_argument("--before", type=parse_age, default=DEFAULT_BEFORE, metavar="AGE",
+    from inferwatch.cli import length_of_time
+
+    # Lengths of time with their unit (15m, 2h; 0 alone is 0), as --since takes them.
+    q.add_argument("--before", type=length_of_time("--before", "m"), default=DEFAULT_BEFORE, metavar="AGE",
                    help="from this long before the incident's first event (default 15m)")
-    q.add_argument("--after", type=parse_age, default=DEFAULT_AFTER, metavar="AGE",
+    q.add_argument("--after", type=length_of_time("--after", "m"), default=DEFAULT_AFTER, metavar="AGE",
                    help="to this long after its last event (default 15m)")
     q.add_argument("--limit", type=_positive_int, default=DEFAULT_LIMIT, metavar="N",
                    help=f"at most N events, the latest if more match (default {DEFAULT_LIMIT})")

@@ -1,4 +1,5 @@
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -332,11 +333,30 @@ def test_lengths_of_time_are_refused_naming_the_flag(capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
-def test_lengths_of_time_take_plain_seconds_everywhere():
+def test_lengths_of_time_take_units():
     parser = build_parser()
-    assert parser.parse_args(["incidents", "timeline", "abcd", "--before", "90"]).before.total_seconds() == 90
-    assert parser.parse_args(["silence", "add", "a=b", "--duration", "90"]).duration.total_seconds() == 90
+    before = parser.parse_args(["incidents", "timeline", "abcd", "--before", "90s"]).before
+    assert before == timedelta(seconds=90)
+    assert parser.parse_args(["incidents", "report", "abcd", "--after", "0"]).after.total_seconds() == 0
+    assert parser.parse_args(["silence", "add", "a=b", "--duration", "1.5h"]).duration.total_seconds() == 5400
     assert parser.parse_args(["replay", "x.jsonl", "--window", "1.5h"]).window == 5400
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["silence", "add", "a=b", "--duration", "2"],
+      "argument --duration: '2' has no unit: seconds, minutes, hours? Write it with one (s, m, h or d), "
+      "e.g. --duration 2h"),
+     (["incidents", "timeline", "abcd", "--before", "90"], "argument --before: '90' has no unit"),
+     (["incidents", "timeline", "abcd", "--after", "5"], "e.g. --after 5m"),
+     (["incidents", "report", "abcd", "--before", "1.5"], "e.g. --before 1.5m"),
+     (["incidents", "report", "abcd", "--related-window", "2"], "e.g. --related-window 2h")],
+)
+def test_a_bare_number_is_no_length_of_time(capsys, argv, message):
+    """As --since and amtool: 2 could be seconds, minutes or hours, so the unit is asked for."""
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert message in capsys.readouterr().err
 
 
 def test_an_id_prefix_two_incidents_share_is_named_ambiguous(capsys, store):
