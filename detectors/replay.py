@@ -120,6 +120,8 @@ class ReplayResult:
     (not listed)."""
     unread_keys: UnreadKeys = field(default_factory=UnreadKeys)
     """Events that carried input or output keys no built-in detector reads, and those keys."""
+    event_time: datetime | None = None
+    """The newest event time of the events replayed (:attr:`events`), their findings stored."""
 
     def where(self, number: int) -> tuple[str, int]:
         """The file a line number of :attr:`malformed` is in, and its number in that file."""
@@ -184,12 +186,15 @@ def replay_files(
             seen.note(detected.findings)
             pipeline.store(detected)
             result.events += len(batch)
+            result.event_time = pipeline.event_time()
             if progress is not None:
                 progress(*reading.progress())
         last = pipeline.close_open_window(final=True)
         seen.note(last.findings)
         pipeline.store(last)
         result.late = pipeline.stats.late_events - late_before
+    except KeyboardInterrupt:
+        raise ReplayInterrupted(result) from None
     finally:
         reading.close()
         if froze:
@@ -199,6 +204,16 @@ def replay_files(
     result.untouched = len(held) - len(changed)
     result.incidents = sorted(changed, key=lambda i: (i.first_seen, i.id))
     return result
+
+
+class ReplayInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`replay_files`: what was replayed, and stored, before it (``result``:
+    its :attr:`~ReplayResult.events` and :attr:`~ReplayResult.event_time`; incidents not listed).
+    A ``KeyboardInterrupt``, so that whatever stops on one stops on it."""
+
+    def __init__(self, result: ReplayResult) -> None:
+        super().__init__()
+        self.result = result
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from inferwatch.collectors.settings import Settings, SettingsError, load_setting
 from inferwatch.collectors.unread_keys import UnreadKeys
 from inferwatch.detectors.drift.reference import ReferenceRecord, closest_name, column_names, listed
 from inferwatch.detectors.incidents import AlreadyInState, Incident, IncidentManager, no_such_incident
-from inferwatch.detectors.replay import late_in_files, replay_files
+from inferwatch.detectors.replay import ReplayInterrupted, late_in_files, replay_files
 from inferwatch.detectors.sources import STDIN, UNREADABLE, open_source, spooled_stdin
 from inferwatch.detectors.sqlite_store import SQLiteStore
 from inferwatch.detectors.store import EventQuery, IncidentQuery, Store, StoreUnavailable
@@ -138,7 +138,12 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
 def _replay(args: argparse.Namespace, settings: Settings, paths: list[Path]) -> int:
     shown = ", ".join("standard input" if str(p) == STDIN else str(p) for p in args.files)
     if args.store:  # a file replay would refuse must not leave its incidents and references behind
-        timed, late = late_in_files(paths, settings.detect.window_s)
+        try:
+            timed, late = late_in_files(paths, settings.detect.window_s)
+        except KeyboardInterrupt:
+            print(f"inferwatch replay: interrupted while reading the times of {shown} (their order is "
+                  f"checked first): nothing was replayed or written to {args.store}", file=sys.stderr)
+            raise
         if timed and late / timed >= LATE_SHARE_REFUSED:
             _out_of_order(late, timed, written=False, files=len(paths))
             return 2
@@ -150,10 +155,18 @@ def _replay(args: argparse.Namespace, settings: Settings, paths: list[Path]) -> 
         store.save_reference(record)
     detection = build_detection(settings, store, keep_events=bool(args.store))
     progress = _progress_bar("replay") if sys.stderr.isatty() else None
-    result = replay_files(paths, detection.pipeline, store, progress=progress)
+    several = len(paths) > 1
+    try:
+        result = replay_files(paths, detection.pipeline, store, progress=progress)
+    except ReplayInterrupted as stopped:
+        if progress is not None:
+            sys.stderr.write("\n")
+        again = ("the same input" if STDIN in map(str, args.files) else
+                 "the same files" if several else "the same file")
+        _note_interrupted(stopped.result.events, stopped.result.event_time, args.store, again)
+        raise
     if progress is not None:
         sys.stderr.write("\n")
-    several = len(paths) > 1
     for number, reason in result.malformed[:10]:
         name, line = result.where(number)
         at = f"{'standard input' if name == STDIN else name}: line {line}" if several else f"line {line}"
@@ -205,6 +218,19 @@ def _replay(args: argparse.Namespace, settings: Settings, paths: list[Path]) -> 
         if result.late / result.events >= LATE_SHARE_REFUSED:
             return 2
     return 0
+
+
+def _note_interrupted(events: int, event_time: datetime | None, store: str | None, again: str) -> None:
+    """Ctrl-C during a replay: how far it got and what was kept. Into a store, the same input can
+    be replayed again from its start: a finding an incident already holds is not counted again
+    (its digest, see :func:`~inferwatch.detectors.incidents.finding_digest`), so it comes to the
+    same incidents and counts as one uninterrupted replay."""
+    when = f" (event time {event_time:%Y-%m-%dT%H:%M:%SZ})" if event_time is not None else ""
+    kept = (f"incidents so far are in {store} (the window open when it stopped was not judged); "
+            f"replaying {again} again is safe (incidents are counted once)" if store else
+            "without --store the incidents were in memory only: nothing was kept")
+    print(f"inferwatch replay: interrupted after {render.count(events, 'event')}{when}; {kept}",
+          file=sys.stderr)
 
 
 def _note_unread_keys(command: str, unread: UnreadKeys) -> None:

@@ -475,3 +475,46 @@ def test_features_at_the_top_or_beside_input_features_are_named_with_their_place
 def test_a_file_without_such_keys_gets_no_note(capsys, events_file):
     assert main(["replay", str(events_file), "--detectors", "drift"]) == 0
     assert "no built-in detector reads" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stop_at", [3, 7])  # Ctrl-C in drift's warm-up, or after the drift and the flood
+def test_ctrl_c_says_what_was_kept_and_replaying_again_counts_each_finding_once(
+        capsys, events_file, tmp_path, monkeypatch, stop_at):
+    from inferwatch.detectors import pipeline, replay
+
+    whole = _incidents(capsys, str(events_file), "--store", str(tmp_path / "whole.db"))
+    monkeypatch.setattr(replay, "_BATCH", 500)  # 3,900 events: 8 batches of 500
+    stores = 0
+    store_batch = pipeline.Pipeline.store
+
+    def store_then_stop(self, batch):
+        nonlocal stores
+        store_batch(self, batch)
+        stores += 1
+        if stores == stop_at:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.Pipeline, "store", store_then_stop)
+    store = tmp_path / "stopped.db"
+    assert main(["replay", str(events_file), "--store", str(store)]) == 130
+    err = capsys.readouterr().err
+    stopped = (stop_at - 1) * 500  # the batch being stored when Ctrl-C came is not counted
+    assert f"inferwatch replay: interrupted after {stopped:,} events (event time 2026-01-01T00:" in err
+    assert f"incidents so far are in {store}" in err
+    assert "replaying the same file again is safe (incidents are counted once)" in err
+    monkeypatch.setattr(pipeline.Pipeline, "store", store_batch)
+    again = _incidents(capsys, str(events_file), "--store", str(store))
+    assert [(i["id"], i["count"], i["severity"]) for i in again] == [
+        (i["id"], i["count"], i["severity"]) for i in whole]
+
+
+def test_ctrl_c_without_a_store_says_nothing_was_kept(capsys, events_file, monkeypatch):
+    from inferwatch.detectors import pipeline
+
+    def stop(self, batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.Pipeline, "store", stop)
+    assert main(["replay", str(events_file)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after 0 events; without --store the incidents were in memory only" in err
