@@ -62,8 +62,16 @@ def ambiguous_prefix(prefix: str, ids: Sequence[str]) -> NoSuchIncident:
                           "of the id")
 
 
+HISTORY_ORDER = ("in the order the changes were made; inferwatch's entries carry the event time of the "
+                 "finding or window behind them, a person's the time they acted")
+"""How an incident's history reads (``incidents show``, the report): its entries stand in the
+order they were made, which their times need not follow (a replayed log's events are older than a
+person's resolve, a late finding older than the change before it)."""
+
+
 class HistoryEntry(BaseModel):
-    """One change in an incident's life: who did what, when, and why."""
+    """One change in an incident's life: who did what, when, and why. ``at`` is event time for
+    the changes inferwatch makes (``SYSTEM_ACTOR``), the wall clock for a person's."""
 
     at: datetime
     actor: str
@@ -307,10 +315,32 @@ class IncidentManager:
             return _new_incident(fp, finding)
         if existing.status == "resolved":
             existing = existing.model_copy(deep=True)
-            existing.status = "open"
-            existing.history.append(HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="reopened",
-                                                 note=_what(finding)))
+            if self._reopens(existing, finding):
+                existing.status = "open"
+                existing.history.append(HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="reopened",
+                                                     note=_what(finding)))
         return _merge(existing, finding)
+
+    def _reopens(self, incident: Incident, finding: Finding) -> bool:
+        """Whether ``finding`` reopens the resolved ``incident``: not when it is about events from
+        before the resolve (a window that closed after it, findings a lagging detector process
+        files late); it is then counted in the resolved incident, which stays resolved.
+
+        A finding's time is event time. So is an automatic resolve's (the window end it ran at),
+        while a person's carries the wall clock of their ``incidents resolve``; the two are
+        compared only when the incident's newest finding was then within ``bucket_s`` (or
+        ``resolve_after_s``) of it: live traffic, whose event times follow the wall clock. An
+        incident of a replayed old log resolved since is on another clock (its events all happened
+        long before the resolve): a finding of the same log reopens it, as one after the resolve.
+        """
+        resolved = next((h for h in reversed(incident.history) if h.action == "resolved"), None)
+        if resolved is None:
+            return True
+        if resolved.actor != SYSTEM_ACTOR:
+            current = max(self.bucket_s, self.resolve_after_s or 0.0)
+            if abs(_seconds(resolved.at - incident.last_seen)) > current:
+                return True
+        return finding.time > resolved.at
 
     def _held_already(self, finding: Finding) -> bool:
         """Whether one of the latest incidents of the finding's detector, subject and model, in

@@ -34,7 +34,7 @@ from inferwatch.collectors.ids import PSEUDONYM
 from inferwatch.detectors.alerts.model import Notification, NotificationQuery
 from inferwatch.detectors.base import Detector
 from inferwatch.detectors.drift import split_aspect
-from inferwatch.detectors.incidents import Incident
+from inferwatch.detectors.incidents import HISTORY_ORDER, Incident
 from inferwatch.detectors.registry import build_detectors
 from inferwatch.detectors.scan import PER_REQUEST, scan_event
 from inferwatch.detectors.store import (
@@ -588,7 +588,10 @@ def _ids(ids: Sequence[str]) -> str:
 def _history_section(history: Sequence[Mapping[str, Any]]) -> str:
     rows = [[_esc(h["at"]), _esc(h["action"]), _esc(h["actor"]), _code(h["note"]) if h.get("note") else "-"]
             for h in history]
-    return "## History\n\n" + (_table(["Time", "Action", "By", "Note"], rows) if rows else "No history.")
+    if not rows:
+        return "## History\n\nNo history."
+    return f"## History\n\n{HISTORY_ORDER[0].upper()}{HISTORY_ORDER[1:]}.\n\n" + _table(
+        ["Time", "Action", "By", "Note"], rows)
 
 
 def _timeline_section(line: Mapping[str, Any]) -> str:

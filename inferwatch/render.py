@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from inferwatch.collectors.event import InferenceEvent
-from inferwatch.detectors.incidents import Incident
+from inferwatch.detectors.incidents import HISTORY_ORDER, Incident
 from inferwatch.detectors.investigation import input_preview, readable_json, visible
 
 
@@ -93,7 +93,7 @@ def incident_detail(incident: Incident, out: TextIO | None = None) -> None:
         f"sample events: {', '.join(i.event_ids) or '-'}",
         f"sample traces: {', '.join(i.trace_ids) or '-'}",
         "",
-        "history:",
+        f"history ({HISTORY_ORDER}):",
     ]
     for h in i.history:
         lines.append(f"  {_time(h.at)}  {h.action:<12} by {h.actor}{(': ' + h.note) if h.note else ''}")

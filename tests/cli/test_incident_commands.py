@@ -309,6 +309,19 @@ def test_event_tables_use_the_terminal_width_and_show_a_tabular_answer(capsys, m
     assert "features)" not in wide
 
 
+def test_show_says_in_which_order_and_on_which_clocks_the_history_is(capsys, store):
+    main(["incidents", "list", "--store", store, "--detector", "request_rate", "--json"])
+    incident = _json_lines(capsys)[0]
+    assert main(["incidents", "resolve", incident["id"], "--store", store, "--actor", "alice"]) == 0
+    capsys.readouterr()
+    assert main(["incidents", "show", incident["id"], "--store", store]) == 0
+    shown = capsys.readouterr().out
+    history = shown[shown.index("\nhistory (") + 1:].splitlines()
+    assert history[0] == ("history (in the order the changes were made; inferwatch's entries carry the event "
+                          "time of the finding or window behind them, a person's the time they acted):")
+    assert [line.split()[2] for line in history[1:]] == ["opened", "resolved"]
+
+
 def test_show_says_the_score_is_the_highest_and_the_evidence_the_latest(capsys, store):
     main(["incidents", "list", "--store", store, "--json"])
     several = next(i for i in _json_lines(capsys) if i["count"] > 1)

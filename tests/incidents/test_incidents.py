@@ -339,3 +339,37 @@ def test_an_address_incident_keeps_every_key_that_worked_across_processes(manage
     [merged] = manager.apply([share(1, ["p_c"])])
     assert merged.evidence["attack_accepted_principals"] == ["p_a", "p_b", "p_c"]
     assert merged.evidence["attack_accepted_count"] == 3
+
+
+def test_a_finding_about_events_before_a_resolve_is_counted_without_reopening_it():
+    # Live: event times follow the wall clock, the clock `incidents resolve` stamps.
+    manager = IncidentManager(memory_store(), bucket_s=3600, clock=lambda: T0 + timedelta(minutes=3))
+    (incident,) = manager.apply([finding(0), finding(1, events=("e2",))])
+    manager.resolve(incident.id, "alice", "key revoked")  # at 12:03
+    # The window ending at 12:02 closes (or a lagging detector process files it) after the resolve.
+    (late,) = manager.apply([finding(2, events=("e3",), evidence={"count": 3})])
+    assert (late.id, late.status, late.count, late.evidence) == (incident.id, "resolved", 3, {"count": 3})
+    assert [h.action for h in late.history] == ["opened", "resolved"]
+    (at_resolve,) = manager.apply([finding(3, events=("e4",))])
+    assert (at_resolve.status, at_resolve.count) == ("resolved", 4)
+    (after,) = manager.apply([finding(4, events=("e5",))])  # 12:04: the problem is back
+    assert (after.status, after.count) == ("open", 5)
+    assert [h.action for h in after.history][:3] == ["opened", "resolved", "reopened"]
+
+
+def test_a_finding_from_before_an_automatic_resolve_does_not_reopen_it():
+    manager = quiet_manager()
+    (filed,) = manager.apply([finding(0)])
+    manager.resolve_quiet(T0 + timedelta(minutes=31))  # event time: quiet since 12:00
+    (late,) = manager.apply([finding(20, events=("e2",))])
+    assert (late.id, late.status, late.count) == (filed.id, "resolved", 2)
+
+
+def test_a_replayed_old_log_resolved_since_is_reopened_by_its_later_findings():
+    """Resolved by a person long after the log's events (another clock): a later finding of the
+    log reopens it, as one after the resolve would."""
+    manager = IncidentManager(memory_store(), bucket_s=3600, clock=lambda: T0 + timedelta(days=30))
+    (incident,) = manager.apply([finding(0)])
+    manager.resolve(incident.id, "alice")
+    (again,) = manager.apply([finding(5, events=("e2",))])
+    assert (again.status, again.count, again.history[-1].action) == ("open", 2, "reopened")
