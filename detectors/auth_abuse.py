@@ -292,7 +292,12 @@ class AuthAbuseDetector:
         distinct = tally.distinct()
         multiple = distinct / self.max_principals_per_ip
         mostly_failing = tally.failures >= 0.5 * tally.requests
+        # None refused: every key worked, which is what a gateway or NAT in front of the agents
+        # looks like as much as stolen keys. Low, and not raised by repeating every window.
+        refused = tally.failures > 0
         severity: Severity = "high" if multiple >= 5 or mostly_failing else "medium"
+        if not refused:
+            severity = "low"
         at_least = "at least " if tally.capped else ""
         accepted = tally.accepted
         evidence: dict[str, Any] = {
@@ -312,7 +317,7 @@ class AuthAbuseDetector:
             "failures": tally.failures,
             "thresholds": {"max_principals_per_ip": self.max_principals_per_ip},
         }
-        return window_finding(
+        finding = window_finding(
             self.name,
             severity=severity,
             score=round(multiple / (multiple + 1.0), 4),
@@ -326,7 +331,9 @@ class AuthAbuseDetector:
                "evidence accepted_principals)" if accepted and mostly_failing else "")
             + (f"; {'at least ' if attack.capped else ''}{len(attack.accepted)} got answers since it was "
                f"first flagged at {iso_utc(attack.since)} ({attack.windows} windows; evidence "
-               "attack_accepted_principals)" if attack.windows > 1 and attack.accepted else ""),
+               "attack_accepted_principals)" if attack.windows > 1 and attack.accepted else "")
+            + ("; none was refused, as behind a gateway or NAT the agent does not see past "
+               "(agent.trusted_proxies): severity low, not raised as it repeats" if not refused else ""),
             subject=f"ip:{address}",
             bounds=bounds,
             service=tally.service,
@@ -334,6 +341,7 @@ class AuthAbuseDetector:
             ids=tally.ids,
             evidence=evidence,
         )
+        return finding if refused else finding.model_copy(update={"escalates": False})
 
 
 def _severity(multiple: float, cap: Severity | None) -> Severity:

@@ -62,6 +62,11 @@ class Finding(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
     event_ids: list[str] = Field(default_factory=list)
     trace_ids: list[str] = Field(default_factory=list)
+    escalates: bool = True
+    """Whether repeating this finding raises its incident's severity (``abuse`` and ``integrity``
+    incidents, see :func:`~inferwatch.detectors.incidents.escalated_severity`). ``False`` for a
+    finding that is a condition lasting while it is seen, not an attempt repeated (an address
+    many keys use with none refused: a gateway looks like that): its own severity still counts."""
 
 
 @runtime_checkable

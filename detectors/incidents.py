@@ -150,9 +150,11 @@ CONFIDENT_SCORE = 0.9  # a repeated finding at least this confident is one step 
 _SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
 
 
-def escalated_severity(kind: str, peak: Severity, count: int, score: float) -> Severity:
+def escalated_severity(kind: str, peak: Severity, count: int, score: float, *,
+                       escalates: bool = True) -> Severity:
     """The severity of an incident that has absorbed ``count`` findings, the most severe of
-    them ``peak`` and the most confident ``score``.
+    them ``peak`` and the most confident ``score``, the newest one's ``escalates`` (see
+    :attr:`Finding.escalates <inferwatch.detectors.base.Finding.escalates>`).
 
     Repeated abuse from one subject is worse than one attempt: for ``abuse`` and ``integrity``
     incidents the severity rises one step at 5 findings and another at 50, and one more from the
@@ -160,15 +162,18 @@ def escalated_severity(kind: str, peak: Severity, count: int, score: float) -> S
     incident keeps its peak score, not a count per score). Escalation alone stops at
     ``high``; ``critical`` comes only from a finding that says so. Drift and operational
     incidents repeat every window while a condition lasts, so they keep the peak finding's
-    severity.
+    severity; so does an incident whose newest finding says it is such a condition
+    (``escalates=False``): a finding that does escalate raises it again, counting them all.
 
     >>> escalated_severity("abuse", "low", 1, 0.95), escalated_severity("abuse", "low", 5, 0.6)
     ('low', 'medium')
     >>> escalated_severity("abuse", "low", 50, 0.95), escalated_severity("drift", "low", 50, 0.95)
     ('high', 'low')
+    >>> escalated_severity("abuse", "low", 50, 0.95, escalates=False)
+    'low'
     """
     level = SEVERITY_ORDER[peak]
-    if kind not in ESCALATING_KINDS or level >= SEVERITY_ORDER["high"]:
+    if not escalates or kind not in ESCALATING_KINDS or level >= SEVERITY_ORDER["high"]:
         return peak
     steps = sum(count >= n for n in COUNT_STEPS) + (count >= 2 and score >= CONFIDENT_SCORE)
     return _SEVERITIES[min(level + steps, SEVERITY_ORDER["high"])]
@@ -473,7 +478,7 @@ def _merge(incident: Incident, finding: Finding) -> Incident | None:
     if SEVERITY_ORDER[finding.severity] > SEVERITY_ORDER[peak]:
         peak = finding.severity
     out.peak_severity = peak
-    severity = escalated_severity(out.kind, peak, out.count, out.score)
+    severity = escalated_severity(out.kind, peak, out.count, out.score, escalates=finding.escalates)
     if SEVERITY_ORDER[severity] > SEVERITY_ORDER[out.severity]:
         out.severity = severity
         # Named, since the incident shows its latest finding, which may be a milder one later.

@@ -13,7 +13,7 @@ from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors import auth_abuse
 from inferwatch.detectors.auth_abuse import AuthAbuseDetector
 from inferwatch.detectors.base import Detector
-from inferwatch.testing import run_detector
+from inferwatch.testing import run_detector, run_pipeline
 
 T0 = 1_767_225_600.0
 WINDOW = 60.0
@@ -216,3 +216,35 @@ def test_keys_kept_per_attack_are_bounded(make_event: Any, run: Any) -> None:
     assert last.evidence["attack_accepted_count"] == auth_abuse.ACCEPTED_KEPT
     assert last.evidence["attack_accepted_capped"] is True
     assert "at least 200 got answers" in last.summary
+
+
+def gateway_window(make_event: Any, window: int, keys: int = 30, refused: int = 0) -> list[InferenceEvent]:
+    """A gateway's window: ``keys`` users' keys all from its one address, ``refused`` of them once 401."""
+    spec: list[Row] = [(f"user{i:03d}", "10.0.0.0", 200, 3) for i in range(keys)]
+    spec += [(f"user{i:03d}", "10.0.0.0", 401, 1) for i in range(refused)]
+    return list(calls(make_event, window, spec))
+
+
+def test_a_shared_address_with_no_refusal_is_low_and_not_raised_by_repetition(
+        make_event: Any, run: Any) -> None:
+    """A gateway or NAT without agent.trusted_proxies: many keys, all answered, every window."""
+    events = [e for w in range(8) for e in gateway_window(make_event, w)]
+    findings = run(AuthAbuseDetector(), events)
+    assert len(findings) == 8
+    assert {(f.severity, f.escalates) for f in findings} == {("low", False)}
+    assert "none was refused" in findings[0].summary
+    assert "agent.trusted_proxies" in findings[0].summary
+
+    (incident,) = run_pipeline([AuthAbuseDetector()], events)
+    assert (incident.subject, incident.count, incident.severity) == ("ip:10.0.0.0", 8, "low")
+
+
+def test_a_shared_address_with_refusals_escalates_as_before(make_event: Any, run: Any) -> None:
+    events = [e for w in range(6) for e in gateway_window(make_event, w, refused=2)]
+    findings = run(AuthAbuseDetector(), events)
+    assert {(f.severity, f.escalates) for f in findings} == {("medium", True)}
+    (incident,) = run_pipeline([AuthAbuseDetector()], events)
+    assert (incident.count, incident.severity) == (6, "high")  # escalated at its fifth finding
+    # and an attack in which most calls are refused is high from the first window, as before
+    (stuffing,) = run(AuthAbuseDetector(), stuffing_window(make_event, 0, range(0, 3)))
+    assert (stuffing.severity, stuffing.escalates) == ("high", True)
