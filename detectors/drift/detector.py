@@ -56,7 +56,7 @@ from inferwatch.collectors.event import EventView, InferenceEvent
 from inferwatch.detectors.base import MAX_SAMPLE_IDS, Finding, Severity
 from inferwatch.detectors.drift import ASPECTS, catalogue, change, domain, split_aspect, statistics, textstats
 from inferwatch.detectors.drift.sketch import WindowSummary
-from inferwatch.detectors.state import BoundedState, iso_utc
+from inferwatch.detectors.state import REFUSED, BoundedState, iso_utc
 from inferwatch.detectors.stats import FloatArray
 
 if TYPE_CHECKING:
@@ -839,7 +839,11 @@ class DriftDetector:
             self.judge.keeper = built["judge"].keeper
 
     def observe(self, event: InferenceEvent) -> list[Finding]:
-        """Fold the event into its model's summary of the open window."""
+        """Fold the event into its model's summary of the open window; a call refused as
+        unauthenticated or forbidden (401, 403) never reached the model and is left out (a burst of
+        them is auth_abuse's: it shifted the inputs' lengths and paged drift too)."""
+        if event.status in REFUSED:
+            return []
         summary = self._summary(event.model or UNKNOWN_MODEL, event.service)
         if summary is not None:
             summary.add(event)
@@ -847,6 +851,11 @@ class DriftDetector:
 
     def observe_views(self, events: Sequence[EventView]) -> list[Finding]:
         """:meth:`observe` for a run of events inside one window (what replay's fast path calls)."""
+        kept = [event for event in events if event.status not in REFUSED]
+        if len(kept) != len(events):
+            events = kept
+            if not events:
+                return []
         models = {event.model or UNKNOWN_MODEL for event in events}
         runs: Mapping[str, Sequence[EventView]]
         if len(models) == 1:  # the usual run: one model

@@ -699,3 +699,33 @@ def test_a_surge_of_events_whose_features_are_all_missing_is_drift() -> None:
     assert [w for w, _ in found][:1] == [7]
     assert "input.features (missing share)" in found[0][1].evidence["drifted"]
     assert "No event of the window carries input features" not in found[0][1].summary  # two thirds do
+
+
+@pytest.mark.parametrize("views", [False, True])
+def test_calls_refused_as_unauthenticated_are_left_out(views: bool) -> None:
+    """An on-call walk-through: 50 "hello" requests answered 401 (a bad key) shifted the inputs'
+    length and paged drift beside auth_abuse. The model never saw them: drift leaves them out.
+    The same calls served (200) are traffic and still drift."""
+
+    def stream(status: int) -> Iterator[tuple[int, InferenceEvent]]:
+        for w, event in _stream(12, 400, seed=3):
+            yield w, event
+            if w >= 6 and event.id.endswith(("0", "5")):  # 80 a window, a fifth of the traffic
+                yield w, make_event(event.ts, principal="p_badkey", model="m", text="hello", status=status,
+                                    id=event.id + "-k")
+
+    def found(status: int) -> list[tuple[int, Finding]]:
+        detector = _detector()
+        if not views:
+            return _drift(_run(detector, stream(status)))
+        out: list[tuple[int, Finding]] = []
+        windows: dict[int, list[InferenceEvent]] = {}
+        for w, event in stream(status):
+            windows.setdefault(w, []).append(event)
+        for w, events in windows.items():
+            detector.observe_views(events)
+            out += [(w, f) for f in detector.close_window(_at(w + 1))]
+        return _drift(out)
+
+    assert found(401) == [] and found(403) == []
+    assert found(200) != []
