@@ -563,10 +563,11 @@ def test_data_spread_over_short_parameters_or_in_a_host_name_is_exfiltration() -
 
 
 def test_an_address_written_to_dodge_scrapers_is_an_email() -> None:
-    for output in ("Contact jane.doe [at] acme-corp [dot] com for details", "j.smith {AT} mail {DOT} co {DOT} uk",
-                   "write to jane.doe(at)acme-corp.com"):
+    for output in ("Contact jane.doe [at] acme-corp [dot] com for details",
+                   "j.smith {AT} mail {DOT} co {DOT} uk", "write to jane.doe(at)acme-corp.com"):
         (finding,) = _judged(output)
         assert finding.evidence["kinds"] == {"email": 1}
     assert _judged("write to jane.doe(at)acme-corp.com", allowed_contacts=["@acme-corp.com"]) == []
-    for output in ("Meet me at home dot com", "The [at] symbol is used in email", "help (at) support is open"):
+    for output in ("Meet me at home dot com", "The [at] symbol is used in email",
+                   "help (at) support is open"):
         assert _judged(output) == []

@@ -727,5 +727,6 @@ def test_calls_refused_as_unauthenticated_are_left_out(views: bool) -> None:
             out += [(w, f) for f in detector.close_window(_at(w + 1))]
         return _drift(out)
 
-    assert found(401) == [] and found(403) == []
+    assert found(401) == []
+    assert found(403) == []
     assert found(200) != []
