@@ -6,7 +6,8 @@ nonzero weights as ``coef_index`` / ``coef_value``, the intercept, a Platt calib
 turning the margin ``z`` into ``p = 1 / (1 + exp(a * z + b))``, and the probability ``threshold``
 that gave at most 2 % false positives on held-out training folds. Text goes through the same
 :func:`~inferwatch.detectors.prompt_injection.normalise` as the pattern scan (NFKC, zero-width
-characters removed, whitespace collapsed, lower case) and, when longer than ``max_chars``, is cut
+and tag characters removed — the set it was trained with, ``TRAINED_INVISIBLE``, narrower than the
+scan's since 2026-11-28 —, whitespace collapsed, lower case) and, when longer than ``max_chars``, is cut
 to its head and tail.
 
 scikit-learn (the ``detector`` extra) is imported only by :meth:`InjectionClassifier.load`, so
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from inferwatch.detectors.prompt_injection import normalise
+from inferwatch.detectors.prompt_injection import TRAINED_INVISIBLE, normalise
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "injection_classifier.npz"
 FORMAT = "inferwatch.injection_classifier/1"
@@ -68,7 +69,7 @@ def prepare(text: str, max_chars: int) -> str:
     """
     if len(text) > max_chars:  # as the pattern scan: injected text sits at the start or the end
         text = text[: max_chars // 2] + "\n" + text[-(max_chars // 2):]
-    return normalise(text)
+    return normalise(text, TRAINED_INVISIBLE)
 
 
 def read_arrays(path: Path, missing: ValueError) -> dict[str, npt.NDArray[Any]]:

@@ -52,7 +52,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from inferwatch.collectors.event import InferenceEvent
 from inferwatch.detectors.base import Finding, Severity
@@ -116,6 +116,9 @@ _FORMAT = [c for first, last in (  # category Cf (Unicode 15), as ranges: scanni
 _VARIATION = [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)]
 _OVERLAYS = [0x0305, *range(0x0332, 0x0339), *range(0x20D0, 0x20F1)]
 _BLANKS = [0x115F, 0x1160, 0x2800, 0x3164, 0xFFA0]
+TRAINED_INVISIBLE: Final[dict[int, str | None]] = dict.fromkeys([*_ZERO_WIDTH, *range(0xE0000, 0xE0080)])
+"""What the shipped classifier was trained with removing (zero-width and tag characters): its
+text keeps that normalisation, so the model in the repository is the one its script reproduces."""
 _INVISIBLE: dict[int, str | None] = dict.fromkeys([*_ZERO_WIDTH, *_FORMAT, *_VARIATION, *_OVERLAYS,
                                                    *range(0xE0000, 0xE0080)])
 _INVISIBLE.update(dict.fromkeys(_BLANKS, " "))
@@ -218,14 +221,15 @@ class Scan:
     normalisations: tuple[str, ...]
 
 
-def normalise(text: str) -> str:
-    """NFKC, zero-width and tag characters removed, whitespace collapsed, lower case.
+def normalise(text: str, invisible: dict[int, str | None] = _INVISIBLE) -> str:
+    """NFKC, ``invisible`` characters removed (zero-width, tag and other format characters,
+    variation selectors, overlays; fillers made spaces), whitespace collapsed, lower case.
 
     >>> normalise("\\uff29\\uff47\\uff4e\\uff4f\\uff52\\uff45\\u200b  ALL\\nprevious")  # full-width
     'ignore all previous'
     """
     if not text.isascii():  # the common ASCII case needs none of the Unicode work
-        text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
+        text = unicodedata.normalize("NFKC", text).translate(invisible)
     return " ".join(text.split()).lower()
 
 
