@@ -56,6 +56,8 @@ from inferwatch.collectors.ids import uuid7
 from inferwatch.collectors.otlp_decode import STATUS_ERROR, OtlpSpan, SpanSelector
 from inferwatch.collectors.redaction import capture_text
 from inferwatch.collectors.settings import CaptureMode
+from inferwatch.collectors.turns import Turn as CallerTurn
+from inferwatch.collectors.turns import caller_text, tool_results_only
 
 Convention = Literal["gen_ai", "openinference"]
 
@@ -83,13 +85,12 @@ _GENAI_MARKERS: Final = (
     "gen_ai.provider.name",
     "llm.request.type",
 )
-_INPUT_ROLES: Final = frozenset({"user", "tool", "function"})
 _REQUEST_TYPES: Final = {"chat": "chat", "completion": "text_completion", "embedding": "embeddings"}
 _DETAILS_EVENT: Final = "gen_ai.client.inference.operation.details"
 _ERROR_CODE: Final = re.compile(r"\bError code: ([1-5]\d\d)\b")
 _JSON_MIME: Final = "application/json"
 
-Turn = tuple[str, str]  # (role, text)
+Turn = CallerTurn
 Choice = tuple[str | None, str | None]  # (text, finish_reason)
 
 
@@ -181,11 +182,11 @@ def span_to_event(span: OtlpSpan, conv: Convention, options: MappingOptions) -> 
 
     mode = options.capture
     if operation == "embeddings" or turns is None:
-        texts = [text for _, text in turns or []]
+        texts = [turn.text for turn in turns or []]
         text = "\n\n".join(t for t in texts if t) or None
         chars = sum(len(t) for t in texts) + system_chars if texts else None
     else:
-        text, chars = _chat_input(turns)
+        text, chars = caller_text(turns)
         chars += system_chars
     first_text, first_reason = choices[0] if choices else (None, None)
     out_chars = sum(len(t) for t, _ in choices if t) if any(t for t, _ in choices) else None
@@ -240,12 +241,6 @@ def span_to_event(span: OtlpSpan, conv: Convention, options: MappingOptions) -> 
 # --- what went in --------------------------------------------------------------------------
 
 
-def _chat_input(turns: list[Turn]) -> tuple[str | None, int]:
-    """The agent's rule: the last user message and the tool results after it; chars of all turns."""
-    users = [i for i, (role, _) in enumerate(turns) if role == "user"]
-    start = users[-1] if users else len(turns)
-    picked = [text for role, text in turns[start:] if role in _INPUT_ROLES and text]
-    return ("\n\n".join(picked) if picked else None), sum(len(text) for _, text in turns)
 
 
 def _input_turns(attrs: Mapping[str, Any], span: OtlpSpan) -> tuple[list[Turn] | None, int]:
@@ -256,11 +251,11 @@ def _input_turns(attrs: Mapping[str, Any], span: OtlpSpan) -> tuple[list[Turn] |
         return [_message_turn(m) for m in messages if isinstance(m, Mapping)], system_chars
     indexed = _indexed(attrs, "gen_ai.prompt.")
     if indexed:
-        turns = [(_str(f.get("role")) or "user", _content_text(f.get("content"))) for f in indexed]
+        turns = [CallerTurn(_str(f.get("role")) or "user", _content_text(f.get("content"))) for f in indexed]
         return turns, system_chars
     indexed = _indexed(attrs, "llm.input_messages.")
     if indexed:
-        turns = [(_str(f.get("message.role")) or "user", _openinference_text(f)) for f in indexed]
+        turns = [CallerTurn(_str(f.get("message.role")) or "user", _openinference_text(f)) for f in indexed]
         return turns, system_chars
     legacy = _json_list(attrs.get("gen_ai.prompt")) or _event_list(
         span, "gen_ai.content.prompt", "gen_ai.prompt")
@@ -268,18 +263,19 @@ def _input_turns(attrs: Mapping[str, Any], span: OtlpSpan) -> tuple[list[Turn] |
         return [_message_turn(m) for m in legacy if isinstance(m, Mapping)], system_chars
     prompts = _openinference_list(attrs, "llm.prompts", "prompt.text")
     if prompts:
-        return [("user", p) for p in prompts], system_chars
+        return [CallerTurn("user", p) for p in prompts], system_chars
     embedded = [_str(f.get("embedding.text")) or "" for f in _indexed(attrs, "embedding.embeddings.")]
     if any(embedded):
-        return [("user", t) for t in embedded], system_chars
+        return [CallerTurn("user", t) for t in embedded], system_chars
     plain = _plain_value(attrs, "input")
     if plain is not None:
-        return [("user", plain)], system_chars
+        return [CallerTurn("user", plain)], system_chars
     return None, system_chars
 
 
 def _message_turn(message: Mapping[str, Any]) -> Turn:
-    return _str(message.get("role")) or "user", _message_text(message)
+    return CallerTurn(_str(message.get("role")) or "user", _message_text(message),
+                      tool_results_only(message.get("content")))
 
 
 def _message_text(message: Mapping[str, Any]) -> str:
@@ -305,6 +301,8 @@ def _parts_texts(parts: Iterable[Any]) -> list[str]:
                 texts.append(text)
         elif kind == "tool_call_response":  # a tool's result: where indirect injection arrives
             texts.append(_as_text(part.get("response", part.get("result"))))
+        elif kind == "tool_result":  # the same, Anthropic-style
+            texts.append(_content_text(part.get("content")))
     return [t for t in texts if t]
 
 
@@ -418,7 +416,7 @@ def _operation(attrs: Mapping[str, Any], conv: Convention, turns: list[Turn] | N
         return "embeddings"
     if "llm.input_messages.0.message.role" in attrs or "gen_ai.input.messages" in attrs:
         return "chat"
-    if turns is not None and any(role != "user" for role, _ in turns):
+    if turns is not None and any(turn.role != "user" for turn in turns):
         return "chat"
     return "text_completion" if _openinference_list(attrs, "llm.prompts", "prompt.text") else "chat"
 
