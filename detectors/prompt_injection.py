@@ -267,6 +267,8 @@ def scan_text(text: str, max_chars: int = 20_000) -> Scan:
     joined = _SPELT.sub(_unspelt, text)
     if joined != text:
         joined = _SPELT_SHORT.sub(_unspelt, joined)
+    elif _mostly_spelt_short(text):  # "Y O U  A R E  N O W  D A N": short words only, nothing else
+        joined = _SPELT_SHORT.sub(_unspelt, text)
         views.append((normalise(joined), ("spelt-out",)))
     spaced = _RUN_TOGETHER.sub(_spaced, text)
     if spaced != text:
@@ -279,6 +281,14 @@ def scan_text(text: str, max_chars: int = 20_000) -> Scan:
             if "1" in view and _ONE_IN_WORD.search(view):
                 _collect(_second_pass(view, _LEET_L), via, found, original=view)
     return _score(tuple(found.values()), applied)
+
+
+def _mostly_spelt_short(text: str) -> bool:
+    """Three words or more of two or three letters spelt out, making most of the text."""
+    if len(text) > 400 or text.count(" ") + text.count(".") + text.count("-") < 6:
+        return False
+    runs = [m.end() - m.start() for m in _SPELT_SHORT.finditer(text)]
+    return len(runs) >= 3 and sum(runs) >= 0.6 * len(text.strip())
 
 
 def _unspelt(match: re.Match[str]) -> str:
