@@ -269,6 +269,7 @@ def scan_text(text: str, max_chars: int = 20_000) -> Scan:
         joined = _SPELT_SHORT.sub(_unspelt, joined)
     elif _mostly_spelt_short(text):  # "Y O U  A R E  N O W  D A N": short words only, nothing else
         joined = _SPELT_SHORT.sub(_unspelt, text)
+    if joined != text:
         views.append((normalise(joined), ("spelt-out",)))
     spaced = _RUN_TOGETHER.sub(_spaced, text)
     if spaced != text:
