@@ -288,7 +288,7 @@ _PASSES: Final[list[tuple[Callable[[str, int], bool], re.Pattern[str]]]] = [
             r"(?=[0-9+(])(?<![\w.,+-])(?:"
             # Contiguous 13-19 digits, or the printed groupings (4-4-4-4[-3], Amex 4-6-5, Diners
             # 4-6-4); groups of three are thousands separators ("10 000 000 000 000"), not cards.
-            r"(?P<card>\d{13,19}|\d{4}(?P<csep>[ -])\d{4}(?P=csep)\d{4}(?P=csep)\d{4}(?:(?P=csep)\d{3})?"
+            r"(?P<card>\d{13,19}|\d{4}(?P<csep>[ .-])\d{4}(?P=csep)\d{4}(?P=csep)\d{4}(?:(?P=csep)\d{3})?"
             r"|\d{4}[ -]\d{6}[ -]\d{4,5})"
             r"|(?P<phone>\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}"  # +44 20 7946 0958, +1 (555) 123-4567
             r"|\(\d{3}\)\s?\d{3}[ .-]\d{4}"  # (555) 123-4567

@@ -571,3 +571,10 @@ def test_an_address_written_to_dodge_scrapers_is_an_email() -> None:
     for output in ("Meet me at home dot com", "The [at] symbol is used in email",
                    "help (at) support is open"):
         assert _judged(output) == []
+
+
+def test_a_card_written_with_dots_is_a_card_and_masked() -> None:
+    assert redact("card 4539.5787.6362.1486 ok") == "card [CARD] ok"
+    (finding,) = _judged("Your card: 4539.5787.6362.1486")
+    assert finding.evidence["kinds"] == {"card": 1}
+    assert _judged("build 2024.1101.0930.1200 and 1234.5678.9012.3456 (not Luhn)") == []
