@@ -375,7 +375,11 @@ class ScrapingDetector:
         findings = []
         if measures:
             context = _Context(
-                rates=self._population.of([m.distinct for m in measures], end_ts),
+                # A new caller is judged against those with a history, and light ones (never held,
+                # never floods): new keys scraping together, the window's majority, made its median.
+                rates=self._population.of([m.distinct for m in measures], end_ts,
+                                          [m.distinct for m in measures
+                                           if m.caller.windows or m.distinct <= self.baseline_floor]),
                 coverage=Population.of([m.accumulated for m in measures]),
                 service_distinct=max(service.estimate(), 1.0),
                 judging=self._windows_closed > self.warmup_windows,
@@ -412,7 +416,8 @@ class ScrapingDetector:
 
     def _judge(self, m: _Measure, ctx: _Context) -> Finding | None:
         caller, distinct = m.caller, m.distinct
-        ctx = replace(ctx, rates=ctx.rates.seen_by(distinct))  # in a thin window, the others' (or recent)
+        # A new caller, the settled callers'; in a thin window, the others' (or recent).
+        ctx = replace(ctx, rates=ctx.rates.seen_by(distinct, newcomer=not caller.windows))
         by_population, own = self._rule.assess(distinct, caller, ctx.rates, ctx.judging)
         share = min(distinct / ctx.service_distinct, 1.0)
         mostly_new = (distinct >= self.min_distinct_ratio * m.tally.requests

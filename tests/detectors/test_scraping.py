@@ -459,3 +459,19 @@ def test_refused_requests_read_nothing_and_are_not_counted(make_event: Any, run:
     detector = ScrapingDetector()
     assert flagged(run(detector, iter(events))) == ([(4, "principal:badkey")] if flagged_too else [])
     assert detector.refused == (0 if flagged_too else 500 + 7 * 10)
+
+
+def test_new_keys_scraping_together_are_judged_against_the_settled_callers(make_event: Any, run: Any) -> None:
+    """Eight new keys with 200 distinct prompts each beside six known callers at about 11 made the
+    window's median theirs, and so their own bar. A new caller is judged against the callers with
+    a history and the light ones; with ``min_population`` 0, the window's, as before."""
+    prompts = Prompts(7)
+
+    def plan(w: int) -> dict[str, list[str]]:
+        pack = {f"pack{i}": prompts.fresh(200) for i in range(8)} if w == 4 else {}
+        return {**ordinary(prompts, n=6), **pack}
+
+    findings = run(ScrapingDetector(), traffic(make_event, 6, plan))
+    assert sorted(flagged(findings)) == [(4, f"principal:pack{i}") for i in range(8)]
+    assert {f.evidence["population_basis"] for f in findings} == {"the callers with a history in this window"}
+    assert run(ScrapingDetector(min_population=0), traffic(make_event, 6, plan)) == []
