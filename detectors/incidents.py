@@ -69,13 +69,17 @@ order they were made, which their times need not follow (a replayed log's events
 person's resolve, a late finding older than the change before it)."""
 
 
+Action = Literal["opened", "acknowledged", "resolved", "reopened", "escalated", "noted"]
+"""What a history entry records; ``noted`` is a person's note (``incidents note``), no change of status."""
+
+
 class HistoryEntry(BaseModel):
     """One change in an incident's life: who did what, when, and why. ``at`` is event time for
     the changes inferwatch makes (``SYSTEM_ACTOR``), the wall clock for a person's."""
 
     at: datetime
     actor: str
-    action: Literal["opened", "acknowledged", "resolved", "reopened", "escalated"]
+    action: Action
     note: str | None = None
 
 
@@ -278,7 +282,9 @@ class IncidentManager:
 
         ``now`` is event time (the end of the window just closed), so a replay resolves the same
         incidents as the live service did. A quiet incident that recurs later is reopened within
-        its bucket, or filed anew after it.
+        its bucket, or filed anew after it. One a person reopened (``incidents reopen``) is left
+        open for ``resolve_after_s`` after that, by the wall clock: its findings are as old as they
+        were when it was resolved, and it would otherwise be resolved again at the next window.
         """
         if self.resolve_after_s is None:
             return []
@@ -288,7 +294,9 @@ class IncidentManager:
         refused: set[str] = set()
         while True:  # each page resolved leaves the active set, so the next query pages on
             page = [i for i in self.store.list_incidents(query) if i.id not in refused]
-            quiet = [self._quiet_resolved(i, now) for i in page]
+            held = {i.id for i in page if self._reopened_by_a_person(i)}
+            refused |= held  # not asked about again in this pass
+            quiet = [self._quiet_resolved(i, now) for i in page if i.id not in held]
             if not quiet:
                 return out
             # One changed meanwhile (seen again, or by a person) is left to the next pass.
@@ -296,6 +304,15 @@ class IncidentManager:
             out.extend(i for i in quiet if i.id not in refused)
             if len(page) < _RESOLVE_PAGE:
                 return out
+
+    def _reopened_by_a_person(self, incident: Incident) -> bool:
+        """Whether a person reopened ``incident`` less than ``resolve_after_s`` ago (wall clock)
+        and nothing but notes has changed it since."""
+        for entry in reversed(incident.history):
+            if entry.action != "noted":
+                return (entry.action == "reopened" and entry.actor != SYSTEM_ACTOR
+                        and _seconds(self.clock() - entry.at) < (self.resolve_after_s or 0.0))
+        return False
 
     def _quiet_resolved(self, incident: Incident, now: datetime) -> Incident:
         out = incident.model_copy(deep=True)
@@ -383,28 +400,64 @@ class IncidentManager:
         """Close an incident; it reopens if the same problem recurs within its bucket."""
         return self._transition(incident_id, "resolved", actor, note, allowed=ACTIVE)
 
+    def reopen(self, incident_id: str, actor: str, note: str | None = None) -> Incident:
+        """Open a resolved or acknowledged incident again (resolved too soon, or nobody is on it
+        after all): it is recorded as ``reopened`` by ``actor``, as a recurrence is by inferwatch."""
+        return self._transition(incident_id, "open", actor, note, allowed=("acknowledged", "resolved"))
+
+    def add_note(self, incident_id: str, actor: str, note: str) -> Incident:
+        """Keep ``note`` by ``actor`` in the incident's history (``noted``); its status stays."""
+        return self._change(incident_id, "while a note was being added", lambda i: ("noted", i.status),
+                            actor, note)
+
     def _transition(
         self, incident_id: str, status: Status, actor: str, note: str | None, allowed: Sequence[Status]
     ) -> Incident:
-        for _ in range(_MAX_ATTEMPTS):  # again when the detector updated it between read and write
-            incident = self.store.get(incident_id)
-            if incident is None:
-                raise NoSuchIncident(no_such_incident(incident_id))
+        def change(incident: Incident) -> tuple[Action, Status]:
             if incident.status == status:
                 raise AlreadyInState(incident)
             if incident.status not in allowed:
-                raise IncidentError(f"incident {incident_id} is {incident.status}; cannot mark it {status}")
+                raise IncidentError(wrong_state(incident, status))
+            return _ACTION_OF[status], status
+
+        return self._change(incident_id, f"while being marked {status}", change, actor, note)
+
+    def _change(self, incident_id: str, when: str, change: Callable[[Incident], tuple[Action, Status]],
+                actor: str, note: str | None) -> Incident:
+        """Read the incident, give it the status ``change`` says and a history entry of its action by
+        ``actor``, and write it, again when the detector updated it between the read and the write
+        (both stores refuse a write of an incident changed since it was read)."""
+        for _ in range(_MAX_ATTEMPTS):
+            incident = self.store.get(incident_id)
+            if incident is None:
+                raise NoSuchIncident(no_such_incident(incident_id))
+            action, status = change(incident)
             incident = incident.model_copy(deep=True)
             incident.status = status
-            action: Literal["acknowledged", "resolved"] = (
-                "acknowledged" if status == "acknowledged" else "resolved"
-            )
             now = self.clock()
             incident.history.append(HistoryEntry(at=now, actor=actor, action=action, note=note))
             incident.updated_at = now
             if not self.store.upsert([incident]):
                 return incident
-        raise IncidentError(f"incident {incident_id} kept changing while being marked {status}; try again")
+        raise IncidentError(f"incident {incident_id} kept changing {when}; try again")
+
+
+_ACTION_OF: dict[Status, Action] = {
+    "open": "reopened", "acknowledged": "acknowledged", "resolved": "resolved"}
+"""The history action of a person's change to each status."""
+
+
+def wrong_state(incident: Incident, status: Status) -> str:
+    """Why ``incident`` cannot be given ``status`` (an acknowledge of a resolved incident), naming
+    it by its full id, not the prefix typed, and what to do instead.
+
+    >>> wrong_state(Incident.model_construct(id="2fc8a1b2c3d4e5f6", status="resolved"), "acknowledged")
+    'incident 2fc8a1b2c3d4e5f6 is resolved; cannot mark it acknowledged: reopen it first (...)'
+    """
+    out = f"incident {incident.id} is {incident.status}; cannot mark it {status}"
+    if incident.status == "resolved":
+        out += f": reopen it first (`inferwatch incidents reopen {incident.id}`)"
+    return out
 
 
 def _age(seconds: float) -> str:

@@ -733,8 +733,8 @@ def _next_steps(inc: Mapping[str, Any], runbook: str, url: str | None = None, op
     elif inc["status"] == "acknowledged":
         steps.append(f"- Once over: `inferwatch incidents resolve {ident} --note \"…\"{more}`.")
     else:
-        steps.append("- It is resolved; it reopens by itself if the same problem recurs within its "
-                     "time bucket.")
+        steps.append("- It is resolved; it reopens by itself if the same problem recurs within its time "
+                     f"bucket. Not over after all: `inferwatch incidents reopen {ident} --note \"…\"{more}`.")
     return "## How to confirm / what to do\n\n" + "\n".join(steps)
 
 

@@ -183,12 +183,13 @@ def _every_command_takes_the_log_level(parser: argparse.ArgumentParser) -> None:
 
 
 ID_HELP = "incident id (or a unique prefix of at least 4 characters)"
-"""What an incident id argument takes (``show``, ``ack``, ``resolve``, ``timeline``, ``report``): the
-stores' ``MIN_ID_PREFIX``, written out so that building the parser loads no detector module."""
+"""What an incident id argument takes (``show``, ``ack``, ``resolve``, ``reopen``, ``note``, ``timeline``,
+``report``): the stores' ``MIN_ID_PREFIX``, written out so that building the parser loads no detector
+module."""
 
 
 def _incidents_parser(sub: Any, commands: Any) -> None:
-    p = sub.add_parser("incidents", help="list, show, acknowledge and resolve incidents")
+    p = sub.add_parser("incidents", help="list, show, acknowledge, resolve, reopen and annotate incidents")
     isub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = isub.add_parser("list", help="incidents, newest first")
     _common(q)
@@ -213,12 +214,17 @@ def _incidents_parser(sub: Any, commands: Any) -> None:
     _common(q)
     q.add_argument("id", help=ID_HELP)
     q.set_defaults(handler=commands.incidents_show)
-    for action, help_text in (("ack", "acknowledge: you are on it"), ("resolve", "resolve: it is over")):
+    for action, help_text in (("ack", "acknowledge: you are on it"), ("resolve", "resolve: it is over"),
+                              ("reopen", "open a resolved or acknowledged incident again: it is not over"),
+                              ("note", "add a note to its history; its status stays")):
         q = isub.add_parser(action, help=help_text)
         _common(q)
         q.add_argument("id", help=ID_HELP)
         q.add_argument("--actor", default=None, help="who (default: $USER)")
-        q.add_argument("--note", default=None, help="why, kept in the incident's history")
+        if action == "note":
+            q.add_argument("--note", required=True, help="what to keep in the incident's history")
+        else:
+            q.add_argument("--note", default=None, help="why, kept in the incident's history")
         q.set_defaults(handler=commands.incidents_transition, transition=action)
     from inferwatch import investigate_cmd
 

@@ -435,13 +435,17 @@ def incidents_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def incidents_transition(args: argparse.Namespace, settings: Settings) -> int:
-    """Acknowledge or resolve an incident."""
+    """Acknowledge, resolve or reopen an incident, or add a note to its history."""
     manager = IncidentManager(open_store(settings, existing=True), bucket_s=settings.detect.incident_bucket_s,
                               resolve_after_s=settings.detect.resolve_after_s or None)
     actor = args.actor or getpass.getuser()
     try:
         if args.transition == "ack":
             incident = manager.acknowledge(args.id, actor, args.note)
+        elif args.transition == "reopen":
+            incident = manager.reopen(args.id, actor, args.note)
+        elif args.transition == "note":
+            incident = manager.add_note(args.id, actor, args.note)
         else:
             incident = manager.resolve(args.id, actor, args.note)
     except AlreadyInState as already:
@@ -449,15 +453,22 @@ def incidents_transition(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             render.json_line(incident.public_dict())
             return 0
-        done = next((h for h in reversed(incident.history) if h.action == incident.status), None)
+        actions = _ACTIONS_TO[incident.status]
+        done = next((h for h in reversed(incident.history) if h.action in actions), None)
         by = f" (by {done.actor} at {done.at:%Y-%m-%d %H:%M:%S} UTC)" if done is not None else ""
         print(f"incident {incident.id} is already {incident.status}{by}; nothing changed")
         return 0
     if args.json:
         render.json_line(incident.public_dict())
+    elif args.transition == "note":
+        print(f"note added to incident {incident.id} (by {actor}); it is still {incident.status}")
     else:
         print(f"incident {incident.id} is now {incident.status} (by {actor})")
     return 0
+
+
+_ACTIONS_TO = {"open": ("opened", "reopened"), "acknowledged": ("acknowledged",), "resolved": ("resolved",)}
+"""The history actions that leave an incident in each status."""
 
 
 def events_search(args: argparse.Namespace, settings: Settings) -> int:

@@ -63,8 +63,36 @@ def test_show_ack_resolve(capsys, store):
     main(["incidents", "show", incident["id"], "--store", store, "--json"])
     assert [h["action"] for h in _json_lines(capsys)[0]["history"]][-1:] == ["resolved"]
     assert [h["actor"] for h in shown["history"]][-1] == "alice"
-    assert main(["incidents", "ack", incident["id"], "--store", store]) == 2
-    assert "is resolved; cannot mark it acknowledged" in capsys.readouterr().err
+    assert main(["incidents", "ack", incident["id"][:4], "--store", store]) == 2
+    assert (f"incident {incident['id']} is resolved; cannot mark it acknowledged: reopen it first "
+            f"(`inferwatch incidents reopen {incident['id']}`)") in capsys.readouterr().err
+
+
+def test_reopen_and_note(capsys, store):
+    main(["incidents", "list", "--store", store, "--detector", "request_rate", "--json"])
+    incident = _json_lines(capsys)[0]
+    ident = incident["id"]
+    assert main(["incidents", "resolve", ident, "--store", store, "--actor", "alice"]) == 0
+    capsys.readouterr()
+    assert main(["incidents", "report", ident, "--store", store]) == 0
+    assert f"Not over after all: `inferwatch incidents reopen {ident} --note" in capsys.readouterr().out
+    assert main(["incidents", "reopen", ident[:6], "--store", store, "--actor", "bob",
+                 "--note", "still flooding"]) == 0
+    assert f"incident {ident} is now open (by bob)" in capsys.readouterr().out
+    assert main(["incidents", "reopen", ident, "--store", store, "--actor", "bob"]) == 0
+    assert f"incident {ident} is already open (by bob at " in capsys.readouterr().out
+    assert main(["incidents", "note", ident, "--store", store, "--actor", "carol",
+                 "--note", "blocked the key at the gateway"]) == 0
+    assert f"note added to incident {ident} (by carol); it is still open" in capsys.readouterr().out
+    main(["incidents", "show", ident, "--store", store, "--json"])
+    shown = _json_lines(capsys)[0]
+    assert shown["status"] == "open"
+    assert [(h["action"], h["actor"], h["note"]) for h in shown["history"]][-3:] == [
+        ("resolved", "alice", None), ("reopened", "bob", "still flooding"),
+        ("noted", "carol", "blocked the key at the gateway")]
+    with pytest.raises(SystemExit):
+        main(["incidents", "note", ident, "--store", store])  # a note needs its text
+    assert "the following arguments are required: --note" in capsys.readouterr().err
 
 
 def test_errors_are_clear(capsys, store):
@@ -147,6 +175,7 @@ def test_bad_time_is_explained(capsys):
 
 @pytest.mark.parametrize("path", [[], ["demo"], ["detect"], ["replay"], ["incidents"], ["incidents", "list"],
                                   ["incidents", "show"], ["incidents", "ack"], ["incidents", "resolve"],
+                                  ["incidents", "reopen"], ["incidents", "note"],
                                   ["events"], ["events", "search"], ["events", "dead-letters"], ["scan"]])
 def test_help_everywhere(capsys, path):
     with pytest.raises(SystemExit) as done:

@@ -3,7 +3,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from inferwatch.detectors.base import Finding
-from inferwatch.detectors.incidents import IncidentError, IncidentManager, fingerprint
+from inferwatch.detectors.incidents import (
+    AlreadyInState,
+    IncidentError,
+    IncidentManager,
+    NoSuchIncident,
+    fingerprint,
+)
 from inferwatch.detectors.store import IncidentQuery
 from inferwatch.testing import memory_store
 
@@ -373,3 +379,54 @@ def test_a_replayed_old_log_resolved_since_is_reopened_by_its_later_findings():
     manager.resolve(incident.id, "alice")
     (again,) = manager.apply([finding(5, events=("e2",))])
     assert (again.status, again.count, again.history[-1].action) == ("open", 2, "reopened")
+
+
+def test_a_person_reopens_a_resolved_or_acknowledged_incident(manager):
+    inc = manager.apply([finding(0)])[0]
+    manager.resolve(inc.id, "alice", "blocked the key")
+    reopened = manager.reopen(inc.id[:6], "bob", "still flooding from another key")
+    assert reopened.status == "open" == manager.store.get(inc.id).status
+    last = reopened.history[-1]
+    assert (last.action, last.actor, last.note) == ("reopened", "bob", "still flooding from another key")
+    with pytest.raises(AlreadyInState, match=f"incident {inc.id} is already open"):
+        manager.reopen(inc.id, "bob")
+    manager.acknowledge(inc.id, "carol")
+    assert manager.reopen(inc.id, "carol", "handing it back").status == "open"  # nobody is on it after all
+    assert [h.action for h in manager.store.get(inc.id).history] == [
+        "opened", "resolved", "reopened", "acknowledged", "reopened"]
+
+
+def test_acknowledging_a_resolved_incident_names_its_full_id_and_says_reopen_first(manager):
+    inc = manager.apply([finding(0)])[0]
+    manager.resolve(inc.id, "alice")
+    with pytest.raises(IncidentError) as refused:
+        manager.acknowledge(inc.id[:4], "bob")
+    assert str(refused.value) == (f"incident {inc.id} is resolved; cannot mark it acknowledged: "
+                                  f"reopen it first (`inferwatch incidents reopen {inc.id}`)")
+
+
+def test_a_note_is_kept_in_the_history_without_changing_the_status(manager):
+    inc = manager.apply([finding(0)])[0]
+    manager.acknowledge(inc.id, "alice")
+    noted = manager.add_note(inc.id, "alice", "customer says it is a load test")
+    assert noted.status == "acknowledged" == manager.store.get(inc.id).status
+    last = manager.store.get(inc.id).history[-1]
+    assert (last.action, last.actor, last.note) == ("noted", "alice", "customer says it is a load test")
+    manager.resolve(inc.id, "alice")
+    assert manager.add_note(inc.id, "bob", "post-mortem: PM-42").status == "resolved"
+    with pytest.raises(NoSuchIncident):
+        manager.add_note("nope", "bob", "x")
+
+
+def test_an_incident_a_person_reopened_is_not_resolved_again_as_quiet_at_once():
+    now = [T0 + timedelta(hours=2)]
+    manager = quiet_manager(clock=lambda: now[0])
+    (filed,) = manager.apply([finding(0)])
+    manager.resolve_quiet(T0 + timedelta(minutes=31))
+    manager.reopen(filed.id, "bob", "not over")                          # at 14:00, wall clock
+    manager.add_note(filed.id, "bob", "watching it")
+    assert manager.resolve_quiet(T0 + timedelta(hours=2, minutes=1)) == []   # its findings are old
+    assert manager.store.get(filed.id).status == "open"
+    now[0] = T0 + timedelta(hours=2, minutes=31)                           # quiet for 30m since the reopen
+    (resolved,) = manager.resolve_quiet(T0 + timedelta(hours=2, minutes=31))
+    assert (resolved.id, resolved.status) == (filed.id, "resolved")

@@ -141,6 +141,21 @@ def test_incident_lifecycle(store: Any) -> None:
     assert store.find_active("rate", "principal:p0", "m") == reopened
 
 
+def test_a_person_reopens_and_annotates_an_incident(store: Any) -> None:
+    manager = IncidentManager(store)
+    [filed] = manager.apply([finding(0, "principal:p0")])
+    manager.resolve(filed.id, "alice", "blocked")
+    reopened = manager.reopen(filed.id[:6], "bob", "not over")
+    assert store.get(filed.id) == reopened
+    assert store.find_active("rate", "principal:p0", "m") == reopened  # active again: findings join it
+    assert subjects(store.list_incidents(IncidentQuery(status=["open"]))) == ["principal:p0"]
+    noted = manager.add_note(filed.id, "carol", "customer told")
+    assert store.get(filed.id) == noted
+    assert [(h.action, h.actor, h.note) for h in noted.history] == [
+        ("opened", "inferwatch", filed.history[0].note), ("resolved", "alice", "blocked"),
+        ("reopened", "bob", "not over"), ("noted", "carol", "customer told")]
+    assert noted.status == "open"
+
 def test_incident_filters(store: Any) -> None:
     manager = IncidentManager(store)
     filed = {i.subject: i for i in manager.apply(FINDINGS)}
