@@ -87,12 +87,33 @@ class _Parser(argparse.ArgumentParser):
             # A command one level down (`inferwatch proxy` for `inferwatch agent proxy`) first.
             close = [f"{name} {value}" for name, sub in (choices.items() if isinstance(choices, dict) else ())
                      if isinstance(sub, argparse.ArgumentParser) and value in _actions_of(sub)]
-            close = close or difflib.get_close_matches(value, [str(c) for c in choices], n=1)
+            close = close or [_MEANT[value]] if _MEANT.get(value) in choices else close
+            close = close or _close_not_opposite(value, [str(c) for c in choices])
             if close:
                 listed = ", ".join(repr(str(c)) for c in choices)
                 raise argparse.ArgumentError(
                     action, f"invalid choice: {value!r}, did you mean {close[0]!r}? (choose from {listed})")
         super()._check_value(action, value)
+
+
+_MEANT = {"unresolve": "reopen", "unack": "reopen", "open": "reopen", "acknowledge": "ack",
+          "close": "resolve", "comment": "note", "annotate": "note"}
+"""Words people type for a command that has another name (where the command is one of the choices)."""
+_NEGATIONS = ("un", "de", "dis", "non", "no")
+
+
+def _close_not_opposite(value: str, choices: list[str]) -> list[str]:
+    """The choice nearest ``value`` (:func:`difflib.get_close_matches`), never one ``value`` is the
+    negation of (``unack`` is not ``ack``, ``unresolved`` not ``resolve``) nor the other way round.
+
+    >>> _close_not_opposite("unresolved", ["resolve", "list"]), _close_not_opposite("lst", ["ack", "list"])
+    ([], ['list'])
+    """
+    def opposite(a: str, b: str) -> bool:
+        return any(a.startswith(prefix) and a[len(prefix):].startswith(b[:4]) for prefix in _NEGATIONS)
+
+    close = difflib.get_close_matches(value, choices, n=len(choices))
+    return [c for c in close if not opposite(value, c) and not opposite(c, value)][:1]
 
 
 def _actions_of(parser: argparse.ArgumentParser) -> Any:

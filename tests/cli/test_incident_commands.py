@@ -95,6 +95,22 @@ def test_reopen_and_note(capsys, store):
     assert "the following arguments are required: --note" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("typed", "meant"), [
+    ("unresolve", "reopen"), ("unack", "reopen"), ("reopne", "reopen"),
+    ("close", "resolve"), ("comment", "note")])
+def test_a_lifecycle_word_is_never_answered_with_its_opposite(capsys, typed, meant):
+    with pytest.raises(SystemExit):
+        main(["incidents", typed, "abcd"])
+    err = capsys.readouterr().err
+    assert f"did you mean {meant!r}?" in err
+
+
+def test_a_negated_command_gets_no_guess_rather_than_the_command_it_negates(capsys):
+    with pytest.raises(SystemExit):
+        main(["incidents", "unresolved", "abcd"])
+    assert "did you mean" not in capsys.readouterr().err
+
+
 def test_errors_are_clear(capsys, store):
     assert main(["incidents", "show", "doesnotexist", "--store", store]) == 1
     assert "no incident with id" in capsys.readouterr().err
