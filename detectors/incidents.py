@@ -112,6 +112,10 @@ class Incident(BaseModel):
     # The highest severity any single finding had: what escalation by count and confidence
     # starts from (None in incidents stored before it was kept: the severity stands in).
     peak_severity: Severity | None = Field(default=None, repr=False)
+    # The score of the finding whose title the incident carries: the most severe one (of
+    # ``peak_severity``), of those the highest scored, the latest on a tie (see ``_merge``; None
+    # in incidents stored before it was kept: the next finding as severe gives its title).
+    title_score: float | None = Field(default=None, repr=False)
     # Extra labels for routing alerts (the detector's or the finding's), beside the fields.
     labels: dict[str, str] = Field(default_factory=dict)
     # When the incident last changed, by the wall clock of the process that changed it: what
@@ -145,7 +149,8 @@ class Incident(BaseModel):
 
     def public_dict(self) -> dict[str, Any]:
         """The incident as JSON-ready data for people and receivers (no bookkeeping fields)."""
-        return self.model_dump(mode="json", exclude={"finding_digests", "digest_floor", "peak_severity"})
+        return self.model_dump(mode="json",
+                               exclude={"finding_digests", "digest_floor", "peak_severity", "title_score"})
 
 
 ESCALATING_KINDS: frozenset[str] = frozenset({"abuse", "integrity"})
@@ -505,6 +510,7 @@ def _new_incident(fp: str, finding: Finding) -> Incident:
         history=[HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="opened", note=_what(finding))],
         finding_digests=[finding_digest(finding)],
         peak_severity=finding.severity,
+        title_score=finding.score,
     )
 
 
@@ -528,13 +534,20 @@ def _merge(incident: Incident, finding: Finding) -> Incident | None:
     out.trace_ids = _sample_ids(out.trace_ids, finding.trace_ids, latest)
     out.score = max(out.score, finding.score)
     peak = out.peak_severity or out.severity
+    # The title is the most severe finding's, then the highest scored (the latest on a tie), as
+    # a pager keeps the triggering alert's: a flood's 635 requests are not retitled by the 233 of
+    # its tail, nor a drift incident by a borderline window. Summary and evidence are the latest's.
+    titled = (SEVERITY_ORDER[peak], -1.0 if out.title_score is None else out.title_score)
+    ranked = (SEVERITY_ORDER[finding.severity], finding.score)
+    if ranked > titled or (ranked == titled and latest):
+        out.title, out.title_score = finding.title, finding.score
     if SEVERITY_ORDER[finding.severity] > SEVERITY_ORDER[peak]:
         peak = finding.severity
     out.peak_severity = peak
     severity = escalated_severity(out.kind, peak, out.count, out.score, escalates=finding.escalates)
     if SEVERITY_ORDER[severity] > SEVERITY_ORDER[out.severity]:
         out.severity = severity
-        # Named, since the incident shows its latest finding, which may be a milder one later.
+        # Named, since the incident shows its latest finding's summary, which may be a milder one's.
         reason = _what(finding) if severity == finding.severity else (
             f"{severity}: {out.count} findings, highest score {out.score:.2f}")
         out.history.append(HistoryEntry(at=finding.time, actor=SYSTEM_ACTOR, action="escalated", note=reason))
@@ -544,7 +557,7 @@ def _merge(incident: Incident, finding: Finding) -> Incident | None:
         if earlier:
             evidence["drifted_earlier"] = earlier
         _keep_union(incident.evidence, evidence)
-        out.title, out.summary, out.evidence = finding.title, finding.summary, evidence
+        out.summary, out.evidence = finding.summary, evidence
     return out
 
 

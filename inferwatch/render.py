@@ -71,11 +71,14 @@ def incident_detail(incident: Incident, out: TextIO | None = None) -> None:
     """Everything about one incident, evidence included, for a person at 3 a.m."""
     out = out or sys.stdout
     i = incident
-    # The score is the highest of all the findings; title, summary and evidence are the latest's.
+    # The score is the highest of all the findings, the title the most severe one's (then the
+    # highest scored); summary and evidence are the latest's.
     latest = " (latest finding)" if i.count > 1 else ""
+    titled = ["  (the title is the most severe finding's; the summary below the latest's)"] * (i.count > 1)
     score = f"highest score: {i.score:.2f}" if i.count > 1 else f"score: {i.score:.2f}"
     lines = [
         f"{i.title}",
+        *titled,
         f"  id:         {i.id}",
         f"  status:     {i.status}    severity: {i.severity}    {score}    kind: {i.kind}",
         f"  detector:   {i.detector}",

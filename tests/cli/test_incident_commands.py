@@ -373,6 +373,7 @@ def test_show_says_the_score_is_the_highest_and_the_evidence_the_latest(capsys, 
     assert main(["incidents", "show", several["id"], "--store", store]) == 0
     shown = capsys.readouterr().out
     assert f"highest score: {several['score']:.2f}" in shown
+    assert "(the title is the most severe finding's; the summary below the latest's)" in shown
     assert "summary (latest finding):" in shown
     assert "evidence (latest finding):" in shown
 

@@ -251,7 +251,8 @@ def test_history_names_the_finding_that_opened_and_escalated_it_when_later_ones_
     manager.apply([finding(0, severity="medium", title="markdown image to evil.example")])
     manager.apply([finding(1, severity="critical", title="private key in output", events=("e2",))])
     inc = manager.apply([finding(2, severity="medium", title="markdown image again", events=("e3",))])[0]
-    assert inc.title == "markdown image again"  # the latest finding's, as documented
+    assert inc.title == "private key in output"  # the most severe finding's, as documented
+    assert inc.summary == "many requests"  # the summary is the latest's
     assert inc.severity == "critical"
     notes = [(h.action, h.note) for h in inc.history]
     assert notes == [("opened", "medium: markdown image to evil.example (score 0.60)"),
@@ -430,3 +431,30 @@ def test_an_incident_a_person_reopened_is_not_resolved_again_as_quiet_at_once():
     now[0] = T0 + timedelta(hours=2, minutes=31)                           # quiet for 30m since the reopen
     (resolved,) = manager.resolve_quiet(T0 + timedelta(hours=2, minutes=31))
     assert (resolved.id, resolved.status) == (filed.id, "resolved")
+
+
+def test_the_title_is_the_most_severe_then_highest_scored_findings_not_the_latest(manager):
+    manager.apply([finding(0, severity="critical", score=0.99, title="635 requests (318x)")])
+    inc = manager.apply([finding(1, severity="high", score=0.9, title="233 requests (116x)", events=("e2",),
+                                 evidence={"count": 233})])[0]
+    assert inc.title == "635 requests (318x)"  # the peak stays, as a pager keeps the triggering alert's
+    assert inc.evidence == {"count": 233}  # summary and evidence are the latest's
+    inc = manager.apply([finding(2, severity="critical", score=0.95, title="700 requests (300x)",
+                                 events=("e3",))])[0]
+    assert inc.title == "635 requests (318x)"  # as severe, but lower scored
+    inc = manager.apply([finding(3, severity="critical", score=0.99, title="640 requests (320x)",
+                                 events=("e4",))])[0]
+    assert inc.title == "640 requests (320x)"  # as severe and as scored: the latest
+    assert manager.store.get(inc.id).title == "640 requests (320x)"
+    assert "title_score" not in inc.public_dict()
+
+
+def test_a_drift_incident_keeps_its_strongest_windows_title_over_a_borderline_one(manager):
+    drift = {"kind": "drift", "detector": "drift", "subject": "model:m"}
+    manager.apply([finding(0, severity="medium", score=0.97, title="Input drift: amount, age", **drift)])
+    inc = manager.apply([finding(5, severity="medium", score=0.51, title="Input drift: age",
+                                 events=("e2",), **drift)])[0]
+    assert inc.title == "Input drift: amount, age"
+    inc = manager.apply([finding(10, severity="high", score=0.7, title="Input drift: everything",
+                                 events=("e3",), **drift)])[0]
+    assert inc.title == "Input drift: everything"  # more severe, whatever its score
