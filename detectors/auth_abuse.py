@@ -321,8 +321,10 @@ class AuthAbuseDetector:
             self.name,
             severity=severity,
             score=round(multiple / (multiple + 1.0), 4),
-            title=f"Address {address} used by {at_least}{distinct} principals in one window "
-            f"(credential stuffing or key cycling?)",
+            title=f"Address {address} used by {at_least}{distinct} principals in one window"
+            # keys that got answers among refused ones: the keys to revoke, first thing on the page
+            + (f", {len(accepted)} of them worked" if refused and accepted else "")
+            + " (credential stuffing or key cycling?)",
             summary=f"{at_least}{distinct} distinct principals sent {tally.requests} requests from "
             f"{address} between {iso_utc(bounds[0])} and {iso_utc(bounds[1])} (threshold "
             f"{self.max_principals_per_ip}); {tally.failures} of them were refused "
