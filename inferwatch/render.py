@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from inferwatch.collectors.event import InferenceEvent
+from inferwatch.detectors.base import SEVERITY_ORDER
 from inferwatch.detectors.incidents import HISTORY_ORDER, Incident
 from inferwatch.detectors.investigation import input_preview, readable_json, visible
 
@@ -80,7 +81,7 @@ def incident_detail(incident: Incident, out: TextIO | None = None) -> None:
         f"{i.title}",
         *titled,
         f"  id:         {i.id}",
-        f"  status:     {i.status}    severity: {i.severity}    {score}    kind: {i.kind}",
+        f"  status:     {i.status}    severity: {i.severity}{_escalated(i)}    {score}    kind: {i.kind}",
         f"  detector:   {i.detector}",
         f"  subject:    {i.subject}",
         f"  service:    {i.service or '-'}    model: {i.model or '-'}",
@@ -101,6 +102,15 @@ def incident_detail(incident: Incident, out: TextIO | None = None) -> None:
     for h in i.history:
         lines.append(f"  {_time(h.at)}  {h.action:<12} by {h.actor}{(': ' + h.note) if h.note else ''}")
     out.write("\n".join(lines) + "\n")
+
+
+def _escalated(incident: Incident) -> str:
+    """`` (escalated: 7 findings)`` when the severity is above the most severe finding's own: raised
+    by repetition (``escalated_severity``), which the score beside it does not explain."""
+    peak = incident.peak_severity
+    if peak is None or SEVERITY_ORDER[incident.severity] <= SEVERITY_ORDER[peak]:
+        return ""
+    return f" (escalated: {incident.count} findings, each at most {peak})"
 
 
 def _drift_lines(evidence: dict[str, Any], latest: str) -> list[str]:

@@ -479,3 +479,27 @@ def test_events_search_by_address_and_status(capsys, tmp_path):
         with pytest.raises(SystemExit):
             main(["events", "search", "--store", str(path), *flags])
         assert says in capsys.readouterr().err
+
+
+def test_show_says_a_severity_above_every_findings_own_was_escalated_by_count():
+    import io
+    from datetime import UTC, datetime, timedelta
+
+    from inferwatch import render
+    from inferwatch.detectors.base import Finding
+    from inferwatch.detectors.incidents import IncidentManager
+    from inferwatch.testing import memory_store
+
+    manager = IncidentManager(memory_store())
+    start = datetime(2026, 5, 1, tzinfo=UTC)
+    for n in range(5):
+        [incident] = manager.apply([Finding(
+            detector="request_rate", kind="abuse", severity="medium", score=0.55, title="flood", summary="s",
+            subject="principal:p1", time=start + timedelta(minutes=n), event_ids=[f"e{n}"])])
+        out = io.StringIO()
+        render.incident_detail(incident, out)
+        status_line = next(line for line in out.getvalue().splitlines() if "severity:" in line)
+        if n < 4:
+            assert "escalated" not in status_line
+    assert incident.severity == "high"
+    assert "severity: high (escalated: 5 findings, each at most medium)    highest score: 0.55" in status_line
