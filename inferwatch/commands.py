@@ -369,11 +369,35 @@ def incidents_list(args: argparse.Namespace, settings: Settings) -> int:
     pseudonym = (args.subject or "").removeprefix("principal:")
     if not found and pseudonym != args.subject and cut_short_pseudonym(pseudonym):
         _note_cut_short("incidents list", pseudonym)
+    if not found:
+        _note_other_case(store, query)
     if not found and args.since is not None:
         older = store.list_incidents(replace(query, since=None, limit=1))
         if older:
             _note_older("incident", older[0].last_seen, args.since)
     return 0
+
+
+_CASE_LOOKBACK = 1000  # incidents read for the values --model and --subject are told apart from
+
+
+def _note_other_case(store: Store, query: IncidentQuery) -> None:
+    """Nothing matched a ``--model`` or ``--subject`` that differs only in case from one some incident
+    has (``IRIS`` for ``iris``; ``principal:P_…``): names and pseudonyms are compared exactly, so
+    name the one meant rather than answer "no incidents" alone."""
+    for field, flag in (("model", "--model"), ("subject", "--subject")):
+        given = getattr(query, field)
+        if given is None:
+            continue
+        others = store.list_incidents(replace(query, **{field: None}, limit=_CASE_LOOKBACK))
+        values = {value for i in others if (value := getattr(i, field)) is not None}
+        asked = [given, f"principal:{given}"] if field == "subject" else [given]
+        for asking in asked:  # a bare P_…: only a lower-case p_ is taken as a pseudonym
+            meant = closest_name(asking, values)  # the same but for case first, else a close spelling
+            if meant is not None and meant != asking and meant.casefold() == asking.casefold():
+                print(f"note: no incident has {flag} {given!r}, but some have {meant!r}, which differs only "
+                      f"in case (names and pseudonyms are matched exactly): {flag} {meant}", file=sys.stderr)
+                break
 
 
 def _note_limit_reached(found: int, limit: int, noun: str) -> None:

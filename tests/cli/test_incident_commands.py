@@ -503,3 +503,21 @@ def test_show_says_a_severity_above_every_findings_own_was_escalated_by_count():
             assert "escalated" not in status_line
     assert incident.severity == "high"
     assert "severity: high (escalated: 5 findings, each at most medium)    highest score: 0.55" in status_line
+
+
+@pytest.mark.parametrize(("flags", "meant"), [
+    (["--model", "TABULAR"], "--model tabular"),
+    (["--subject", "principal:P_FLOODER"], "--subject principal:p_flooder"),
+    (["--subject", "P_flooder"], "--subject principal:p_flooder"),
+    (["--model", "Chat", "--detector", "prompt_injection"], "--model chat")])
+def test_a_model_or_subject_off_only_by_case_names_the_one_meant(capsys, store, flags, meant):
+    assert main(["incidents", "list", "--store", store, *flags]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "no incidents\n"
+    assert "differs only in case" in captured.err
+    assert captured.err.rstrip().endswith(meant)
+
+
+def test_a_model_nothing_has_in_any_case_gets_no_case_note(capsys, store):
+    assert main(["incidents", "list", "--store", store, "--model", "tabulr"]) == 0
+    assert "differs only in case" not in capsys.readouterr().err
