@@ -119,9 +119,9 @@ _BLANKS = [0x115F, 0x1160, 0x2800, 0x3164, 0xFFA0]
 TRAINED_INVISIBLE: Final[dict[int, str | None]] = dict.fromkeys([*_ZERO_WIDTH, *range(0xE0000, 0xE0080)])
 """What the shipped classifier was trained with removing (zero-width and tag characters): its
 text keeps that normalisation, so the model in the repository is the one its script reproduces."""
-_INVISIBLE: dict[int, str | None] = dict.fromkeys([*_ZERO_WIDTH, *_FORMAT, *_VARIATION, *_OVERLAYS,
-                                                   *range(0xE0000, 0xE0080)])
-_INVISIBLE.update(dict.fromkeys(_BLANKS, " "))
+_INVISIBLE: dict[int, str | None] = {**TRAINED_INVISIBLE,
+                                     **dict.fromkeys([*_FORMAT, *_VARIATION, *_OVERLAYS]),
+                                     **dict.fromkeys(_BLANKS, " ")}
 _ZERO_WIDTH_RE = re.compile("[" + "".join(map(chr, _ZERO_WIDTH)) + "]")
 
 
