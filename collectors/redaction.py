@@ -466,8 +466,10 @@ _NOT_A_VALUE: Final = re.compile(
     r"\$\{?[A-Z_][A-Z0-9_]*\}?[.!?)\]}]*"
     r"|(?:os\.environ|os\.getenv|getenv|process\.env|ENV|env|getpass|config|settings|secrets|vault|keyring"
     r"|input|prompt)[.\[(].*"
-    r"|\*{3,}|[xX]{4,}|\.{3,}|…+|<[^<>]*>?|\{\{?[^{}]*\}?\}?"
-    r"|[\w-]*(?i:your[_-]|[_-]here\b|replace[_-]?me|change[_-]?me|placeholder)[\w-]*"
+    r"|\*{3,}|[xX]{4,}|\.{3,}|…+|<[A-Za-z_-]*>?|\{\{?[A-Za-z_.]*\}?\}?"
+    # Letters only after the word: "Your-Secret-99" is someone's password, masked.
+    r"|[\w-]*?(?:YOUR|your)[_-][A-Za-z_-]*|[\w-]*?(?i:replace[_-]?me|change[_-]?me|placeholder)[A-Za-z_-]*"
+    r"|[\w-]*?[_-](?:HERE|here)"
 )
 
 

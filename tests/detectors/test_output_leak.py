@@ -578,3 +578,10 @@ def test_a_card_written_with_dots_is_a_card_and_masked() -> None:
     (finding,) = _judged("Your card: 4539.5787.6362.1486")
     assert finding.evidence["kinds"] == {"card": 1}
     assert _judged("build 2024.1101.0930.1200 and 1234.5678.9012.3456 (not Luhn)") == []
+
+
+def test_a_password_that_only_looks_like_a_template_is_still_masked() -> None:
+    """The rule that leaves "<your-password>" and "YOUR_API_KEY" alone must not leave a person's
+    password that merely starts like one."""
+    for text in ("password=<Tr0ub4dor&3", "password={Secret9", "password=Your-Secret-99"):
+        assert redact(text) == "password=[SECRET]", text
