@@ -97,10 +97,10 @@ _SSN: Final = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)
 _UK_NI: Final = re.compile(
     r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
 # An address written to dodge scrapers: "jane.doe [at] acme-corp [dot] com", "jane(at)acme.com".
+_AT: Final = r"(?:\[at\]|\(at\)|\{at\})"
+_DOT: Final = r"(?:\[dot\]|\(dot\)|\{dot\}| dot )"
 _OBFUSCATED_EMAIL: Final = re.compile(
-    r"(?<![\w.+-])[\w.+-]+ ?(?:\[at\]|\(at\)|\{at\}) ?[\w-]+"
-    r"(?: ?(?:\[dot\]|\(dot\)|\{dot\}| dot |\.) ?[\w-]+)+",
-    re.IGNORECASE)
+    rf"(?<![\w.+-])[\w.+-]+ ?{_AT} ?[\w-]+(?: ?(?:{_DOT}|\.) ?[\w-]+)+", re.IGNORECASE)
 _TOKEN: Final = re.compile(r"(?<![A-Za-z0-9_+=-])[A-Za-z0-9_+=-]{20,200}(?![A-Za-z0-9_+=-])")
 _JWT_SHAPE: Final = re.compile(r"[\w-]+\.[\w-]+\.[\w-]*")
 _WORDY: Final = re.compile(r"[a-z]{3,}|[A-Z]{4,}")
@@ -193,8 +193,8 @@ def _ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
 
 def _plain_address(obfuscated: str) -> str:
     """``jane.doe [at] acme [dot] com`` as ``jane.doe@acme.com``."""
-    at = re.sub(r"\s*(?:\[at\]|\(at\)|\{at\})\s*", "@", obfuscated, flags=re.IGNORECASE)
-    return re.sub(r"\s*(?:\[dot\]|\(dot\)|\{dot\}| dot )\s*", ".", at, flags=re.IGNORECASE).lower()
+    at = re.sub(rf"\s*{_AT}\s*", "@", obfuscated, flags=re.IGNORECASE)
+    return re.sub(rf"\s*{_DOT}\s*", ".", at, flags=re.IGNORECASE).lower()
 
 
 def _referenced(text: str) -> list[tuple[str, bool]]:

@@ -158,8 +158,9 @@ _PLAIN = str.maketrans(dict(zip(
     "\u1d0d\u1d0b\u1d0a\u1d21\u028f\u1d22\u0299\ua730\u0131\u0261\u0585\u13a5",
     "ignorealpvustcdh" "mkjwyzbf" "igoi", strict=True)))
 _NEEDS_PLAIN = re.compile("[\u00c0-\u02af\u0300-\u036f\u1d00-\u1d7f\ua730-\ua7ff\u0585\u13a5]")
-_SECOND_PASS_ASCII = bytes.maketrans("".join(_LEET).encode(), "".join(_LEET.values()).encode())
-_SECOND_PASS_ASCII_L = bytes.maketrans("".join(_LEET_L).encode(), "".join(_LEET_L.values()).encode())
+_LEET_BY_ONE = {"i": _LEET, "l": _LEET_L}  # what "1" reads as
+_SECOND_PASS_ASCII = {one: bytes.maketrans("".join(leet).encode(), "".join(leet.values()).encode())
+                      for one, leet in _LEET_BY_ONE.items()}
 # A Latin letter next to a leet digit or a Cyrillic/Greek letter: the second pass may find more.
 # "!", "|", "9" and "+" only before a letter ("!gn0re", "ins+ruc+ions"): after one, they end
 # sentences and name C++.
@@ -179,7 +180,6 @@ _TAG_TEXT = re.compile("[\U000e0020-\U000e007e]+")
 _SPELT = re.compile(r"(?<!\w)\w(?P<sep> {2,3}|[ .\-_*|/+~\n])\w(?:(?P=sep)\w){2,}(?!\w)")
 # Once a text spells words out, its short words too ("a.l.l", "y o u"): alone they are initials.
 _SPELT_SHORT = re.compile(r"(?<!\w)\w(?P<sep> {2,3}|[ .\-_*|/+~\n])\w(?:(?P=sep)\w)?(?!\w)")
-_TOKEN_EDGES = "'\"()[]{}<>.,;:!?`"
 # Words run together with separators instead of spaces ("ignore_all_previous_instructions",
 # "ignore-all-previous-instructions", "ignore.all.previous.instructions"): a whole token of two words
 # or more, the first of two letters or more ("e.g.", "u.s.a." and "i-g-n-o-r-e" are not), standing
@@ -280,7 +280,7 @@ def scan_text(text: str, max_chars: int = 20_000) -> Scan:
         if _MIXED.search(view):
             _collect(_second_pass(view), via, found, original=view)
             if "1" in view and _ONE_IN_WORD.search(view):
-                _collect(_second_pass(view, _LEET_L), via, found, original=view)
+                _collect(_second_pass(view, one="l"), via, found, original=view)
     return _score(tuple(found.values()), applied)
 
 
@@ -322,10 +322,11 @@ def _spaced(match: re.Match[str]) -> str:
     return _SEPARATOR_RUN.sub(" ", token)
 
 
-def _second_pass(view: str, leet: dict[str, str] = _LEET) -> str:
+def _second_pass(view: str, one: str = "i") -> str:
     """Undo leetspeak and look-alike letters, character for character (so spans line up)."""
     if view.isascii():  # bytes.translate is an order of magnitude faster than a str table
-        return view.encode().translate(_SECOND_PASS_ASCII if leet is _LEET else _SECOND_PASS_ASCII_L).decode()
+        return view.encode().translate(_SECOND_PASS_ASCII[one]).decode()
+    leet = _LEET_BY_ONE[one]
     view = _LEET_CHAR.sub(lambda m: leet[m.group()], view)
     # Genuine Cyrillic or Greek text is left alone: only words mixing scripts hide English.
     return view.translate(_SECOND_PASS) if _SCRIPT_MIX.search(view) else view

@@ -87,7 +87,8 @@ class _Parser(argparse.ArgumentParser):
             # A command one level down (`inferwatch proxy` for `inferwatch agent proxy`) first.
             close = [f"{name} {value}" for name, sub in (choices.items() if isinstance(choices, dict) else ())
                      if isinstance(sub, argparse.ArgumentParser) and value in _actions_of(sub)]
-            close = close or [_MEANT[value]] if _MEANT.get(value) in choices else close
+            if not close and _MEANT.get(value) in choices:
+                close = [_MEANT[value]]
             close = close or _close_not_opposite(value, [str(c) for c in choices])
             if close:
                 listed = ", ".join(repr(str(c)) for c in choices)
